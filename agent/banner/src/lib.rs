@@ -1,0 +1,1 @@
+//! On-screen consent banner rendering and presenters.

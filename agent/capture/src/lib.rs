@@ -1,0 +1,1 @@
+//! Screen capture backends and the frame encoder.

@@ -1,0 +1,1 @@
+//! uinput injection and evdev local input.

@@ -1,0 +1,1 @@
+//! Shoulder device agent: TLS service, consent, audit.

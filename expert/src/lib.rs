@@ -1,0 +1,1 @@
+//! Shoulder expert client (GUI and CLI).

@@ -1,0 +1,1 @@
+//! The demo kiosk screen, drawn with embedded-graphics.

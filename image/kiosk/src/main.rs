@@ -1,0 +1,3 @@
+//! Demo kiosk app: DRM master, page flips, evdev input.
+
+fn main() {}

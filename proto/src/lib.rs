@@ -1,0 +1,1 @@
+//! Shoulder wire protocol, invitation format and sans-I/O session state machines.
