@@ -1,0 +1,292 @@
+//! The expert's copy of the device screen, and how updates apply to it.
+
+use crate::msg::{Encoding, MAX_SCREEN_EDGE, Rect, ScreenInfo, UpdatePart};
+
+/// Why an update could not be applied. The framebuffer is unchanged by the
+/// failing rectangle (earlier rectangles of the same part stay applied).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    #[error("rectangle {x},{y} {w}×{h} lies outside the {width}×{height} screen")]
+    OutOfBounds {
+        x: u16,
+        y: u16,
+        w: u16,
+        h: u16,
+        width: u16,
+        height: u16,
+    },
+    #[error("rectangle data has {got} bytes, expected {expected}")]
+    WrongLength { got: usize, expected: usize },
+    #[error("compressed rectangle does not decompress: {0}")]
+    Decompress(String),
+    #[error("screen size {0}×{1} is not possible")]
+    BadSize(u16, u16),
+}
+
+/// XRGB8888 pixels, `width * 4` bytes per row, no padding: byte order B, G, R, X.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Framebuffer {
+    width: u16,
+    height: u16,
+    pixels: Vec<u8>,
+}
+
+impl core::fmt::Debug for Framebuffer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Framebuffer({}×{})", self.width, self.height)
+    }
+}
+
+impl Framebuffer {
+    /// A black screen of the given size.
+    pub fn new(info: &ScreenInfo) -> Result<Self, ApplyError> {
+        let (w, h) = (info.width, info.height);
+        if w == 0 || h == 0 || w > MAX_SCREEN_EDGE || h > MAX_SCREEN_EDGE {
+            return Err(ApplyError::BadSize(w, h));
+        }
+        Ok(Self {
+            width: w,
+            height: h,
+            pixels: vec![0; usize::from(w) * usize::from(h) * 4],
+        })
+    }
+
+    pub fn width(&self) -> u16 {
+        self.width
+    }
+
+    pub fn height(&self) -> u16 {
+        self.height
+    }
+
+    /// The pixels, XRGB8888 rows. The X byte may be anything; see
+    /// [`Self::normalized`].
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
+    /// Pixels with every X byte set to zero (the form that hashes compare).
+    pub fn normalized(&self) -> Vec<u8> {
+        let mut p = self.pixels.clone();
+        for px in p.chunks_exact_mut(4) {
+            px[3] = 0;
+        }
+        p
+    }
+
+    /// Applies every rectangle of `part` in order.
+    pub fn apply(&mut self, part: &UpdatePart) -> Result<(), ApplyError> {
+        for r in &part.rects {
+            self.apply_rect(r)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one rectangle.
+    pub fn apply_rect(&mut self, r: &Rect) -> Result<(), ApplyError> {
+        self.check_bounds(r.x, r.y, r.w, r.h)?;
+        let stride = usize::from(self.width) * 4;
+        let row_bytes = usize::from(r.w) * 4;
+        let x0 = usize::from(r.x) * 4;
+        match &r.encoding {
+            Encoding::Solid(px) => {
+                let b = px.to_le_bytes();
+                for row in 0..usize::from(r.h) {
+                    let start = (usize::from(r.y) + row) * stride + x0;
+                    for p in self.pixels[start..start + row_bytes].chunks_exact_mut(4) {
+                        p.copy_from_slice(&b);
+                    }
+                }
+            }
+            Encoding::Copy { src_x, src_y } => {
+                self.check_bounds(*src_x, *src_y, r.w, r.h)?;
+                let sx0 = usize::from(*src_x) * 4;
+                let rows: Box<dyn Iterator<Item = usize>> = if src_y < &r.y {
+                    // Moving down: copy bottom-up so sources are read before
+                    // they are overwritten.
+                    Box::new((0..usize::from(r.h)).rev())
+                } else {
+                    Box::new(0..usize::from(r.h))
+                };
+                for row in rows {
+                    let src = (usize::from(*src_y) + row) * stride + sx0;
+                    let dst = (usize::from(r.y) + row) * stride + x0;
+                    self.pixels.copy_within(src..src + row_bytes, dst);
+                }
+            }
+            Encoding::Raw(data) => self.blit(r, &data.0)?,
+            Encoding::Lz4(data) => {
+                let expected = row_bytes * usize::from(r.h);
+                let raw = lz4_flex::block::decompress(&data.0, expected)
+                    .map_err(|e| ApplyError::Decompress(e.to_string()))?;
+                self.blit(r, &raw)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn blit(&mut self, r: &Rect, data: &[u8]) -> Result<(), ApplyError> {
+        let stride = usize::from(self.width) * 4;
+        let row_bytes = usize::from(r.w) * 4;
+        let expected = row_bytes * usize::from(r.h);
+        if data.len() != expected {
+            return Err(ApplyError::WrongLength {
+                got: data.len(),
+                expected,
+            });
+        }
+        for (row, src) in data.chunks_exact(row_bytes.max(1)).enumerate() {
+            let start = (usize::from(r.y) + row) * stride + usize::from(r.x) * 4;
+            self.pixels[start..start + row_bytes].copy_from_slice(src);
+        }
+        Ok(())
+    }
+
+    fn check_bounds(&self, x: u16, y: u16, w: u16, h: u16) -> Result<(), ApplyError> {
+        if u32::from(x) + u32::from(w) > u32::from(self.width)
+            || u32::from(y) + u32::from(h) > u32::from(self.height)
+        {
+            return Err(ApplyError::OutOfBounds {
+                x,
+                y,
+                w,
+                h,
+                width: self.width,
+                height: self.height,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{Payload, WireFormat};
+
+    fn fb(w: u16, h: u16) -> Framebuffer {
+        Framebuffer::new(&ScreenInfo {
+            width: w,
+            height: h,
+            format: WireFormat::Xrgb8888,
+            generation: 0,
+        })
+        .unwrap()
+    }
+
+    fn px(fb: &Framebuffer, x: usize, y: usize) -> u32 {
+        let i = (y * usize::from(fb.width()) + x) * 4;
+        u32::from_le_bytes(fb.pixels()[i..i + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn solid_raw_lz4_and_copy_apply() {
+        let mut f = fb(8, 8);
+        f.apply_rect(&Rect {
+            x: 0,
+            y: 0,
+            w: 8,
+            h: 8,
+            encoding: Encoding::Solid(0x112233),
+        })
+        .unwrap();
+        assert_eq!(px(&f, 7, 7), 0x112233);
+        let raw: Vec<u8> = (0..16u32).flat_map(|i| i.to_le_bytes()).collect();
+        f.apply_rect(&Rect {
+            x: 2,
+            y: 2,
+            w: 4,
+            h: 4,
+            encoding: Encoding::Raw(Payload(raw.clone())),
+        })
+        .unwrap();
+        assert_eq!(px(&f, 5, 5), 15);
+        let lz = lz4_flex::block::compress(&raw);
+        f.apply_rect(&Rect {
+            x: 4,
+            y: 0,
+            w: 4,
+            h: 4,
+            encoding: Encoding::Lz4(Payload(lz)),
+        })
+        .unwrap();
+        assert_eq!(px(&f, 7, 3), 15);
+        // Scroll up by one row, overlapping.
+        let before = px(&f, 5, 5);
+        f.apply_rect(&Rect {
+            x: 0,
+            y: 0,
+            w: 8,
+            h: 7,
+            encoding: Encoding::Copy { src_x: 0, src_y: 1 },
+        })
+        .unwrap();
+        assert_eq!(px(&f, 5, 4), before);
+        // Scroll down by one row, overlapping.
+        let before = px(&f, 5, 4);
+        f.apply_rect(&Rect {
+            x: 0,
+            y: 1,
+            w: 8,
+            h: 7,
+            encoding: Encoding::Copy { src_x: 0, src_y: 0 },
+        })
+        .unwrap();
+        assert_eq!(px(&f, 5, 5), before);
+    }
+
+    #[test]
+    fn bad_rects_are_errors_not_panics() {
+        let mut f = fb(4, 4);
+        assert!(matches!(
+            f.apply_rect(&Rect {
+                x: 3,
+                y: 0,
+                w: 2,
+                h: 1,
+                encoding: Encoding::Solid(0)
+            }),
+            Err(ApplyError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            f.apply_rect(&Rect {
+                x: 0,
+                y: 0,
+                w: 2,
+                h: 2,
+                encoding: Encoding::Raw(Payload(vec![0; 3]))
+            }),
+            Err(ApplyError::WrongLength { .. })
+        ));
+        assert!(matches!(
+            f.apply_rect(&Rect {
+                x: 0,
+                y: 0,
+                w: 2,
+                h: 2,
+                encoding: Encoding::Lz4(Payload(vec![0xff; 5]))
+            }),
+            Err(ApplyError::Decompress(_))
+        ));
+        assert!(matches!(
+            f.apply_rect(&Rect {
+                x: 0,
+                y: 0,
+                w: 2,
+                h: 2,
+                encoding: Encoding::Copy { src_x: 3, src_y: 3 }
+            }),
+            Err(ApplyError::OutOfBounds { .. })
+        ));
+        assert!(
+            Framebuffer::new(&ScreenInfo {
+                width: 0,
+                height: 5,
+                format: WireFormat::Xrgb8888,
+                generation: 0
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,983 @@
+//! The device side of a session.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::consent::{ControlConsent, Revoker, ViewConsent};
+use crate::frame::{
+    FrameDecoder, FrameError, MAX_FRAME_LEN, MAX_PRE_AUTH_FRAME_LEN, decode_payload,
+    peek_hello_versions,
+};
+use crate::msg::*;
+
+use super::*;
+
+/// Settings of the device session, from the agent's config.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub device_name: String,
+    pub software_version: String,
+    pub pre_auth_timeout: Duration,
+    pub consent_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub peer_timeout: Duration,
+    /// False makes the device view-only: control requests are declined.
+    pub allow_control: bool,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            device_name: "device".into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            pre_auth_timeout: DEFAULT_PRE_AUTH_TIMEOUT,
+            consent_timeout: DEFAULT_CONSENT_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            allow_control: true,
+        }
+    }
+}
+
+/// How the expert was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Client certificate chaining to the plant CA; its SHA-256 fingerprint.
+    Offer { fingerprint: [u8; 32] },
+    /// A device-made invitation unlocked with its password.
+    Invitation { id: InvitationId },
+}
+
+/// Who the expert is, as established by the glue's authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpertIdentity {
+    /// Certificate CN, or "invitation <id>".
+    pub name: String,
+    pub method: AuthMethod,
+}
+
+impl ExpertIdentity {
+    /// "certificate" or "invitation 0123…", for prompts.
+    pub fn how(&self) -> String {
+        match &self.method {
+            AuthMethod::Offer { .. } => "plant certificate".into(),
+            AuthMethod::Invitation { id } => format!("invitation {id}"),
+        }
+    }
+}
+
+/// What the glue must check; it answers with [`DeviceInput::AuthDecided`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRequest {
+    Offer,
+    Invitation {
+        id: InvitationId,
+        password: Text<MAX_PASSWORD_LEN>,
+    },
+    Resume {
+        token: ResumeToken,
+    },
+}
+
+/// What the person at the device decided (banner, keys, control socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalDecision {
+    /// Answer the open prompt with yes.
+    Accept,
+    /// Answer the open prompt with no.
+    Decline,
+    /// Take control back; viewing goes on.
+    StopControl,
+    /// Take control back with the hotkey.
+    StopControlHotkey,
+    /// End the whole session.
+    End,
+}
+
+/// Inputs to the device machine besides received bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceInput {
+    /// Bytes received from the expert, in any chunking.
+    Received(Vec<u8>),
+    /// The answer to [`DeviceOutput::Authenticate`].
+    AuthDecided(Result<ExpertIdentity, (ByeReason, String)>),
+    Local(LocalDecision),
+    /// The person at the device is (or stopped) using local input.
+    LocalUserActive(bool),
+    /// A chat line from the device side (control socket).
+    SendChat(String),
+    /// Injection failed on the device: control is revoked.
+    InjectionFault(String),
+    /// The transport closed or failed.
+    PeerClosed {
+        error: Option<String>,
+    },
+    /// The agent is shutting down.
+    Shutdown,
+    /// A fatal device-side error (e.g. audit log unwritable).
+    Abort {
+        reason: ByeReason,
+        detail: String,
+    },
+}
+
+/// A consent prompt for the person at the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub kind: ConsentKind,
+    pub expert: ExpertIdentity,
+    /// When the prompt declines by itself.
+    pub deadline: Instant,
+}
+
+/// The session as the banner strip and control socket show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    AwaitingView {
+        expert: ExpertIdentity,
+    },
+    Viewing {
+        expert: ExpertIdentity,
+        since: Instant,
+    },
+    Controlling {
+        expert: ExpertIdentity,
+        since: Instant,
+    },
+    Closed {
+        reason: ByeReason,
+        detail: String,
+    },
+}
+
+/// Expert input to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectEvent {
+    Pointer(Pointer),
+    Key(Key),
+    Touch(Touch),
+}
+
+/// What happened, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditEvent {
+    Hello {
+        software: String,
+        version: String,
+    },
+    AuthOk {
+        expert: ExpertIdentity,
+    },
+    AuthFailed {
+        reason: ByeReason,
+        detail: String,
+    },
+    ConsentAsked {
+        kind: ConsentKind,
+    },
+    ConsentAnswered {
+        kind: ConsentKind,
+        granted: bool,
+        reason: Option<DeclineReason>,
+    },
+    ControlEnded {
+        reason: ControlEndReason,
+    },
+    Chat {
+        from_expert: bool,
+        text: String,
+    },
+    /// A message that made no sense in this state, ignored.
+    Ignored {
+        message: &'static str,
+        state: &'static str,
+    },
+    Closed {
+        reason: ByeReason,
+        detail: String,
+    },
+}
+
+/// What the glue must do, in order.
+// Chat text (512 bytes) is the largest inline variant; messages are moved
+// a handful of times, so boxing it would cost more than it saves.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum DeviceOutput {
+    Send(Message),
+    Authenticate(AuthRequest),
+    ShowPrompt(Prompt),
+    HidePrompt,
+    Phase(Phase),
+    StartCapture(ViewConsent),
+    StopCapture,
+    EnableInjection(ControlConsent),
+    DisableInjection,
+    /// Release every key, button and touch the expert holds, now.
+    ReleaseAll,
+    Inject(InjectEvent),
+    /// Send the next screen update (coalesced) when there is one, or the full
+    /// screen now if not `incremental`.
+    UpdateRequested {
+        incremental: bool,
+    },
+    ShowChat(String),
+    Audit(AuditEvent),
+    /// Flush what was sent, then close the transport. Nothing follows.
+    Close {
+        reason: ByeReason,
+        detail: String,
+    },
+}
+
+#[derive(Debug)]
+struct AwaitHello {
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct AwaitAuth {
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Authenticating {
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct AwaitViewConsent {
+    expert: ExpertIdentity,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+enum Control {
+    None,
+    Pending { deadline: Instant },
+    Granted { revoker: Revoker },
+}
+
+#[derive(Debug)]
+struct Active {
+    expert: ExpertIdentity,
+    since: Instant,
+    view: Revoker,
+    control: Control,
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitHello(AwaitHello),
+    AwaitAuth(AwaitAuth),
+    Authenticating(Authenticating),
+    AwaitViewConsent(AwaitViewConsent),
+    Active(Active),
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitHello(_) => "awaiting hello",
+            State::AwaitAuth(_) => "awaiting authentication",
+            State::Authenticating(_) => "authenticating",
+            State::AwaitViewConsent(_) => "awaiting view consent",
+            State::Active(a) => match a.control {
+                Control::None => "viewing",
+                Control::Pending { .. } => "awaiting control consent",
+                Control::Granted { .. } => "controlling",
+            },
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// The device end of one session.
+#[derive(Debug)]
+pub struct DeviceSession {
+    config: DeviceConfig,
+    state: State,
+    decoder: FrameDecoder,
+    out: VecDeque<DeviceOutput>,
+    last_received: Instant,
+    last_sent: Instant,
+    next_epoch: u64,
+    ping_nonce: u64,
+    ignored: u64,
+}
+
+impl DeviceSession {
+    /// A session on a freshly accepted connection. Queues our `Hello`.
+    /// `epoch_base` makes consent tokens unique across sessions of one agent.
+    pub fn new(now: Instant, config: DeviceConfig, epoch_base: u64) -> Self {
+        let mut s = Self {
+            state: State::AwaitHello(AwaitHello {
+                deadline: now + config.pre_auth_timeout,
+            }),
+            decoder: FrameDecoder::new(MAX_PRE_AUTH_FRAME_LEN),
+            out: VecDeque::new(),
+            last_received: now,
+            last_sent: now,
+            next_epoch: epoch_base,
+            ping_nonce: 0,
+            ignored: 0,
+            config,
+        };
+        let hello = Hello::new(
+            Role::Device,
+            "shoulder-agent",
+            &s.config.software_version,
+            &s.config.device_name,
+        );
+        s.send(now, Message::Hello(hello));
+        s
+    }
+
+    /// Is the session over? (Then only draining outputs is left.)
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The state's name, for logs and the control socket.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// Messages ignored because they came in the wrong state.
+    pub fn ignored_count(&self) -> u64 {
+        self.ignored
+    }
+
+    /// Next output for the glue.
+    pub fn poll_output(&mut self) -> Option<DeviceOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keepalive = |s: &Self| {
+            (s.last_sent + s.config.keepalive_interval).min(s.last_received + s.config.peer_timeout)
+        };
+        match &self.state {
+            State::AwaitHello(s) => Some(s.deadline),
+            State::AwaitAuth(s) => Some(s.deadline),
+            State::Authenticating(s) => Some(s.deadline),
+            State::AwaitViewConsent(s) => Some(s.deadline.min(keepalive(self))),
+            State::Active(a) => Some(match a.control {
+                Control::Pending { deadline } => deadline.min(keepalive(self)),
+                _ => keepalive(self),
+            }),
+            State::Closed => None,
+        }
+    }
+
+    /// Handles expiring deadlines: pre-auth, prompts, keepalives.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &self.state {
+            State::AwaitHello(s) if now >= s.deadline => {
+                self.close(now, ByeReason::AuthTimeout, "no hello in time".into());
+            }
+            State::AwaitAuth(s) if now >= s.deadline => {
+                self.close(
+                    now,
+                    ByeReason::AuthTimeout,
+                    "no authentication in time".into(),
+                );
+            }
+            State::Authenticating(s) if now >= s.deadline => {
+                self.close(
+                    now,
+                    ByeReason::AuthTimeout,
+                    "authentication took too long".into(),
+                );
+            }
+            State::AwaitViewConsent(s) if now >= s.deadline => {
+                self.decline_view(now, DeclineReason::TimedOut);
+            }
+            State::Active(Active {
+                control: Control::Pending { deadline },
+                ..
+            }) if now >= *deadline => {
+                self.decline_control(now, DeclineReason::TimedOut);
+            }
+            _ => {}
+        }
+        if matches!(self.state, State::AwaitViewConsent(_) | State::Active(_)) {
+            if now >= self.last_received + self.config.peer_timeout {
+                self.close(
+                    now,
+                    ByeReason::PeerTimeout,
+                    "no keepalive from the expert".into(),
+                );
+            } else if now >= self.last_sent + self.config.keepalive_interval {
+                self.ping_nonce += 1;
+                self.send(
+                    now,
+                    Message::Ping {
+                        nonce: self.ping_nonce,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Instant, input: DeviceInput) {
+        if self.is_closed() {
+            return;
+        }
+        match input {
+            DeviceInput::Received(bytes) => self.receive(now, &bytes),
+            DeviceInput::AuthDecided(result) => self.auth_decided(now, result),
+            DeviceInput::Local(d) => self.local(now, d),
+            DeviceInput::LocalUserActive(active) => {
+                if let State::Active(Active {
+                    control: Control::Granted { .. },
+                    ..
+                }) = self.state
+                {
+                    self.send(now, Message::LocalUserActive { active });
+                }
+            }
+            DeviceInput::SendChat(t) => {
+                if matches!(self.state, State::Active(_) | State::AwaitViewConsent(_)) {
+                    let t: Text<MAX_CHAT_LEN> = text(&t);
+                    self.audit(AuditEvent::Chat {
+                        from_expert: false,
+                        text: t.to_string(),
+                    });
+                    self.send(now, Message::Chat { text: t });
+                }
+            }
+            DeviceInput::InjectionFault(detail) => {
+                if let State::Active(a) = &self.state
+                    && matches!(a.control, Control::Granted { .. })
+                {
+                    let _ = detail;
+                    self.end_control(now, ControlEndReason::DeviceFault);
+                }
+            }
+            DeviceInput::PeerClosed { error } => {
+                let detail = error.unwrap_or_else(|| "the expert disconnected".into());
+                self.close_silently(ByeReason::Normal, detail);
+            }
+            DeviceInput::Shutdown => {
+                self.close(now, ByeReason::ShuttingDown, "the agent is stopping".into());
+            }
+            DeviceInput::Abort { reason, detail } => self.close(now, reason, detail),
+        }
+    }
+
+    fn receive(&mut self, now: Instant, bytes: &[u8]) {
+        self.last_received = now;
+        if let Err(e) = self.decoder.push(bytes) {
+            self.protocol_error(now, e);
+            return;
+        }
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            let payload = match self.decoder.next_payload() {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => return self.protocol_error(now, e),
+            };
+            let msg = match decode_payload(&payload) {
+                Ok(m) => m,
+                Err(e) => {
+                    if matches!(self.state, State::AwaitHello(_))
+                        && let Some((v, min)) = peek_hello_versions(&payload)
+                        && !versions_compatible(v, min)
+                    {
+                        return self.incompatible(now, v, min);
+                    }
+                    return self.protocol_error(now, e);
+                }
+            };
+            self.message(now, msg);
+        }
+    }
+
+    fn message(&mut self, now: Instant, msg: Message) {
+        match msg {
+            Message::Bye { detail, .. } => {
+                return self
+                    .close_silently(ByeReason::Normal, format!("the expert left: {detail}"));
+            }
+            Message::Ping { nonce } => return self.send(now, Message::Pong { nonce }),
+            Message::Pong { .. } => return,
+            _ => {}
+        }
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        self.state = match (state, msg) {
+            (State::AwaitHello(_), Message::Hello(h)) => {
+                if !versions_compatible(h.version, h.min_version) {
+                    return self.incompatible(now, h.version, h.min_version);
+                }
+                if h.role != Role::Expert {
+                    self.state = State::AwaitHello(AwaitHello { deadline: now });
+                    return self.close(
+                        now,
+                        ByeReason::ProtocolError,
+                        "peer is not an expert".into(),
+                    );
+                }
+                self.audit(AuditEvent::Hello {
+                    software: h.software.to_string(),
+                    version: h.software_version.to_string(),
+                });
+                State::AwaitAuth(AwaitAuth {
+                    deadline: now + self.config.pre_auth_timeout,
+                })
+            }
+            (State::AwaitAuth(s), Message::Auth(auth)) => {
+                let req = match auth {
+                    Auth::Offer => AuthRequest::Offer,
+                    Auth::Invitation { id, password } => AuthRequest::Invitation { id, password },
+                    Auth::Resume { token } => AuthRequest::Resume { token },
+                };
+                self.push(DeviceOutput::Authenticate(req));
+                State::Authenticating(Authenticating {
+                    // Password hashing takes time; allow it on top.
+                    deadline: s.deadline + self.config.pre_auth_timeout,
+                })
+            }
+            (State::Active(a), Message::UpdateRequest { incremental }) => {
+                self.push(DeviceOutput::UpdateRequested { incremental });
+                State::Active(a)
+            }
+            (State::Active(a), Message::Pointer(p)) => {
+                self.inject(a, InjectEvent::Pointer(p), "Pointer")
+            }
+            (State::Active(a), Message::Key(k)) => self.inject(a, InjectEvent::Key(k), "Key"),
+            (State::Active(a), Message::Touch(t)) => self.inject(a, InjectEvent::Touch(t), "Touch"),
+            (State::Active(mut a), Message::RequestControl) => {
+                match a.control {
+                    Control::None if !self.config.allow_control => {
+                        self.send(
+                            now,
+                            Message::ConsentDeclined {
+                                kind: ConsentKind::Control,
+                                reason: DeclineReason::ViewOnly,
+                            },
+                        );
+                        self.audit(AuditEvent::ConsentAnswered {
+                            kind: ConsentKind::Control,
+                            granted: false,
+                            reason: Some(DeclineReason::ViewOnly),
+                        });
+                    }
+                    Control::None => {
+                        let deadline = now + self.config.consent_timeout;
+                        a.control = Control::Pending { deadline };
+                        self.send(
+                            now,
+                            Message::ConsentPending {
+                                kind: ConsentKind::Control,
+                                timeout_secs: secs_u16(self.config.consent_timeout),
+                            },
+                        );
+                        self.audit(AuditEvent::ConsentAsked {
+                            kind: ConsentKind::Control,
+                        });
+                        self.push(DeviceOutput::ShowPrompt(Prompt {
+                            kind: ConsentKind::Control,
+                            expert: a.expert.clone(),
+                            deadline,
+                        }));
+                    }
+                    // Asked twice: the first request stands.
+                    Control::Pending { .. } | Control::Granted { .. } => {
+                        self.ignored(now, "RequestControl", "control already asked for");
+                    }
+                }
+                State::Active(a)
+            }
+            (State::Active(a), Message::ReleaseControl) => {
+                let granted = matches!(a.control, Control::Granted { .. });
+                let pending = matches!(a.control, Control::Pending { .. });
+                self.state = State::Active(a);
+                if granted {
+                    self.end_control(now, ControlEndReason::Released);
+                } else if pending {
+                    // Withdrawn request: close the prompt.
+                    if let State::Active(a) = &mut self.state {
+                        a.control = Control::None;
+                    }
+                    self.push(DeviceOutput::HidePrompt);
+                    self.audit(AuditEvent::ControlEnded {
+                        reason: ControlEndReason::Released,
+                    });
+                } else {
+                    self.ignored(now, "ReleaseControl", "not controlling");
+                }
+                return;
+            }
+            (s @ (State::Active(_) | State::AwaitViewConsent(_)), Message::Chat { text }) => {
+                self.audit(AuditEvent::Chat {
+                    from_expert: true,
+                    text: text.to_string(),
+                });
+                self.push(DeviceOutput::ShowChat(text.to_string()));
+                s
+            }
+            // Harmless races: input or update requests that crossed a revoke
+            // or arrived before consent. Never acted on.
+            (
+                s @ (State::AwaitViewConsent(_) | State::Authenticating(_)),
+                m @ (Message::UpdateRequest { .. }
+                | Message::Pointer(_)
+                | Message::Key(_)
+                | Message::Touch(_)
+                | Message::ReleaseControl
+                | Message::RequestControl),
+            ) => {
+                self.state = s;
+                self.ignored(now, m.name(), "before consent");
+                return;
+            }
+            (s, m) => {
+                let state = s.name();
+                self.state = s;
+                self.close(
+                    now,
+                    ByeReason::ProtocolError,
+                    format!("unexpected {} while {state}", m.name()),
+                );
+                return;
+            }
+        };
+    }
+
+    fn inject(&mut self, a: Active, input: InjectEvent, name: &'static str) -> State {
+        if matches!(a.control, Control::Granted { .. }) {
+            self.push(DeviceOutput::Inject(input));
+        } else {
+            self.ignored += 1;
+            self.audit(AuditEvent::Ignored {
+                message: name,
+                state: "not controlling",
+            });
+        }
+        State::Active(a)
+    }
+
+    fn ignored(&mut self, _now: Instant, message: &'static str, state: &'static str) {
+        self.ignored += 1;
+        self.audit(AuditEvent::Ignored { message, state });
+    }
+
+    fn auth_decided(&mut self, now: Instant, result: Result<ExpertIdentity, (ByeReason, String)>) {
+        if !matches!(self.state, State::Authenticating(_)) {
+            return;
+        }
+        match result {
+            Err((reason, detail)) => {
+                self.audit(AuditEvent::AuthFailed {
+                    reason,
+                    detail: detail.clone(),
+                });
+                self.close(now, reason, detail);
+            }
+            Ok(expert) => {
+                self.decoder.set_max_len(MAX_FRAME_LEN);
+                self.audit(AuditEvent::AuthOk {
+                    expert: expert.clone(),
+                });
+                let deadline = now + self.config.consent_timeout;
+                self.send(
+                    now,
+                    Message::ConsentPending {
+                        kind: ConsentKind::View,
+                        timeout_secs: secs_u16(self.config.consent_timeout),
+                    },
+                );
+                self.audit(AuditEvent::ConsentAsked {
+                    kind: ConsentKind::View,
+                });
+                self.push(DeviceOutput::Phase(Phase::AwaitingView {
+                    expert: expert.clone(),
+                }));
+                self.push(DeviceOutput::ShowPrompt(Prompt {
+                    kind: ConsentKind::View,
+                    expert: expert.clone(),
+                    deadline,
+                }));
+                self.state = State::AwaitViewConsent(AwaitViewConsent { expert, deadline });
+            }
+        }
+    }
+
+    fn local(&mut self, now: Instant, decision: LocalDecision) {
+        match decision {
+            LocalDecision::End => self.close(
+                now,
+                ByeReason::EndedByUser,
+                "the person at the device ended the session".into(),
+            ),
+            LocalDecision::Accept => match &mut self.state {
+                State::AwaitViewConsent(_) => self.grant_view(now),
+                State::Active(Active {
+                    control: Control::Pending { .. },
+                    ..
+                }) => self.grant_control(now),
+                _ => {}
+            },
+            LocalDecision::Decline => match &self.state {
+                State::AwaitViewConsent(_) => self.decline_view(now, DeclineReason::Declined),
+                State::Active(Active {
+                    control: Control::Pending { .. },
+                    ..
+                }) => self.decline_control(now, DeclineReason::Declined),
+                _ => {}
+            },
+            LocalDecision::StopControl | LocalDecision::StopControlHotkey => {
+                let reason = if decision == LocalDecision::StopControl {
+                    ControlEndReason::StoppedByUser
+                } else {
+                    ControlEndReason::Hotkey
+                };
+                match &self.state {
+                    State::Active(Active {
+                        control: Control::Granted { .. },
+                        ..
+                    }) => self.end_control(now, reason),
+                    // Stopping a pending request declines it.
+                    State::Active(Active {
+                        control: Control::Pending { .. },
+                        ..
+                    }) => self.decline_control(now, DeclineReason::Declined),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn grant_view(&mut self, now: Instant) {
+        let State::AwaitViewConsent(s) = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        let (token, revoker) = ViewConsent::mint(self.epoch());
+        self.push(DeviceOutput::HidePrompt);
+        self.send(
+            now,
+            Message::ConsentGranted {
+                kind: ConsentKind::View,
+            },
+        );
+        self.audit(AuditEvent::ConsentAnswered {
+            kind: ConsentKind::View,
+            granted: true,
+            reason: None,
+        });
+        self.push(DeviceOutput::StartCapture(token));
+        self.push(DeviceOutput::Phase(Phase::Viewing {
+            expert: s.expert.clone(),
+            since: now,
+        }));
+        self.state = State::Active(Active {
+            expert: s.expert,
+            since: now,
+            view: revoker,
+            control: Control::None,
+        });
+    }
+
+    fn decline_view(&mut self, now: Instant, reason: DeclineReason) {
+        self.push(DeviceOutput::HidePrompt);
+        self.send(
+            now,
+            Message::ConsentDeclined {
+                kind: ConsentKind::View,
+                reason,
+            },
+        );
+        self.audit(AuditEvent::ConsentAnswered {
+            kind: ConsentKind::View,
+            granted: false,
+            reason: Some(reason),
+        });
+        let (bye, detail) = match reason {
+            DeclineReason::TimedOut => (ByeReason::ConsentTimeout, "nobody answered the prompt"),
+            _ => (ByeReason::Declined, "the person at the device declined"),
+        };
+        self.close(now, bye, detail.into());
+    }
+
+    fn grant_control(&mut self, now: Instant) {
+        let (token, revoker) = ControlConsent::mint(self.epoch());
+        let State::Active(a) = &mut self.state else {
+            return;
+        };
+        a.control = Control::Granted { revoker };
+        let phase = Phase::Controlling {
+            expert: a.expert.clone(),
+            since: a.since,
+        };
+        self.push(DeviceOutput::HidePrompt);
+        self.send(
+            now,
+            Message::ConsentGranted {
+                kind: ConsentKind::Control,
+            },
+        );
+        self.audit(AuditEvent::ConsentAnswered {
+            kind: ConsentKind::Control,
+            granted: true,
+            reason: None,
+        });
+        self.push(DeviceOutput::EnableInjection(token));
+        self.push(DeviceOutput::Phase(phase));
+    }
+
+    fn decline_control(&mut self, now: Instant, reason: DeclineReason) {
+        let State::Active(a) = &mut self.state else {
+            return;
+        };
+        a.control = Control::None;
+        self.push(DeviceOutput::HidePrompt);
+        self.send(
+            now,
+            Message::ConsentDeclined {
+                kind: ConsentKind::Control,
+                reason,
+            },
+        );
+        self.audit(AuditEvent::ConsentAnswered {
+            kind: ConsentKind::Control,
+            granted: false,
+            reason: Some(reason),
+        });
+    }
+
+    /// Revokes control: release first, then disable, then tell.
+    fn end_control(&mut self, now: Instant, reason: ControlEndReason) {
+        let State::Active(a) = &mut self.state else {
+            return;
+        };
+        let Control::Granted { revoker } = std::mem::replace(&mut a.control, Control::None) else {
+            return;
+        };
+        let phase = Phase::Viewing {
+            expert: a.expert.clone(),
+            since: a.since,
+        };
+        self.push(DeviceOutput::ReleaseAll);
+        revoker.revoke();
+        self.push(DeviceOutput::DisableInjection);
+        self.send(now, Message::ControlEnded { reason });
+        self.audit(AuditEvent::ControlEnded { reason });
+        self.push(DeviceOutput::Phase(phase));
+    }
+
+    /// Ends the session, telling the expert why.
+    fn close(&mut self, now: Instant, reason: ByeReason, detail: String) {
+        if self.is_closed() {
+            return;
+        }
+        self.teardown();
+        self.send(
+            now,
+            Message::Bye {
+                reason,
+                detail: text(&detail),
+            },
+        );
+        self.finish(reason, detail);
+    }
+
+    /// Ends the session without a Bye (the peer is gone or already said bye).
+    fn close_silently(&mut self, reason: ByeReason, detail: String) {
+        if self.is_closed() {
+            return;
+        }
+        self.teardown();
+        self.finish(reason, detail);
+    }
+
+    fn teardown(&mut self) {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Active(a) => {
+                if let Control::Granted { revoker } = a.control {
+                    self.push_urgent(DeviceOutput::ReleaseAll);
+                    revoker.revoke();
+                    self.push_urgent(DeviceOutput::DisableInjection);
+                } else if matches!(a.control, Control::Pending { .. }) {
+                    self.push(DeviceOutput::HidePrompt);
+                }
+                a.view.revoke();
+                self.push(DeviceOutput::StopCapture);
+            }
+            State::AwaitViewConsent(_) => self.push(DeviceOutput::HidePrompt),
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, reason: ByeReason, detail: String) {
+        self.audit(AuditEvent::Closed {
+            reason,
+            detail: detail.clone(),
+        });
+        self.push(DeviceOutput::Phase(Phase::Closed {
+            reason,
+            detail: detail.clone(),
+        }));
+        self.push(DeviceOutput::Close { reason, detail });
+        self.state = State::Closed;
+    }
+
+    fn protocol_error(&mut self, now: Instant, e: FrameError) {
+        self.close(now, ByeReason::ProtocolError, e.to_string());
+    }
+
+    fn incompatible(&mut self, now: Instant, v: u16, min: u16) {
+        self.state = State::AwaitHello(AwaitHello { deadline: now });
+        self.close(
+            now,
+            ByeReason::IncompatibleVersion {
+                min: MIN_PROTOCOL_VERSION,
+                max: PROTOCOL_VERSION,
+            },
+            format!(
+                "incompatible version: expert speaks protocol {min}–{v}, device {MIN_PROTOCOL_VERSION}–{PROTOCOL_VERSION}"
+            ),
+        );
+    }
+
+    fn epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    fn send(&mut self, now: Instant, m: Message) {
+        self.last_sent = now;
+        self.push(DeviceOutput::Send(m));
+    }
+
+    fn audit(&mut self, e: AuditEvent) {
+        self.push(DeviceOutput::Audit(e));
+    }
+
+    fn push(&mut self, o: DeviceOutput) {
+        self.out.push_back(o);
+    }
+
+    /// Safety outputs jump the queue: nothing already queued (an `Inject`
+    /// among them) may run before injection is switched off.
+    fn push_urgent(&mut self, o: DeviceOutput) {
+        // Drop queued injections: consent is being withdrawn.
+        self.out.retain(|o| !matches!(o, DeviceOutput::Inject(_)));
+        self.out.push_back(o);
+    }
+}
+
+/// Whether a peer announcing `[min, v]` overlaps our supported range.
+pub fn versions_compatible(v: u16, min: u16) -> bool {
+    v >= MIN_PROTOCOL_VERSION && min <= PROTOCOL_VERSION
+}
+
+fn secs_u16(d: Duration) -> u16 {
+    u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
+}

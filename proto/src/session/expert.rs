@@ -1,0 +1,564 @@
+//! The expert side of a session.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::frame::{FrameDecoder, FrameError, decode_payload, peek_hello_versions};
+use crate::msg::*;
+
+use super::device::versions_compatible;
+use super::*;
+
+/// Settings of the expert session.
+#[derive(Debug, Clone)]
+pub struct ExpertConfig {
+    /// Self-declared name (a hint; the device trusts only the certificate).
+    pub name: String,
+    pub software_version: String,
+    pub auth: Auth,
+    /// Time for the device's hello and the authentication answer.
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub peer_timeout: Duration,
+}
+
+impl ExpertConfig {
+    pub fn new(name: &str, auth: Auth) -> Self {
+        Self {
+            name: name.into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            auth,
+            connect_timeout: DEFAULT_PRE_AUTH_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+        }
+    }
+}
+
+/// Where the session is, as the expert's UI shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertState {
+    /// Connected, exchanging hellos and authenticating.
+    Connecting,
+    /// Waiting for the person at the device to accept; the prompt declines by
+    /// itself at `deadline`.
+    WaitingForConsent {
+        deadline: Instant,
+    },
+    /// Seeing the screen.
+    Viewing {
+        control: ControlState,
+    },
+    Closed,
+}
+
+/// Control while viewing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlState {
+    None,
+    /// Asked; waiting for the person at the device (`deadline` as above).
+    Requested {
+        deadline: Option<Instant>,
+    },
+    Granted {
+        local_user_active: bool,
+    },
+}
+
+/// What the expert (GUI or CLI) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAction {
+    RequestControl,
+    ReleaseControl,
+    Chat(String),
+    Pointer(Pointer),
+    Key(Key),
+    Touch(Touch),
+    /// Ask for the whole screen again (e.g. after a local glitch).
+    RefreshScreen,
+    Disconnect,
+}
+
+/// Inputs of the expert machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpertInput {
+    Received(Vec<u8>),
+    Action(UserAction),
+    PeerClosed { error: Option<String> },
+}
+
+/// What the glue and UI must do, in order.
+// Chat text (512 bytes) is the largest inline variant; messages are moved
+// a handful of times, so boxing it would cost more than it saves.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpertEvent {
+    Send(Message),
+    StateChanged(ExpertState),
+    /// A new screen: reset the framebuffer to this size.
+    Screen(ScreenInfo),
+    ScreenUnavailable(String),
+    /// Apply to the framebuffer; `last` completes an update.
+    Update(Box<UpdatePart>),
+    CursorShape(Box<CursorShape>),
+    CursorPosition {
+        x: u16,
+        y: u16,
+        visible: bool,
+    },
+    ControlDeclined(DeclineReason),
+    ControlEnded(ControlEndReason),
+    Chat(String),
+    /// Round-trip time measured by a keepalive.
+    Rtt(Duration),
+    ResumeOffer {
+        token: ResumeToken,
+        grace: Duration,
+    },
+    /// The session is over. `sentence` is for the user.
+    Closed {
+        reason: ByeReason,
+        detail: String,
+        sentence: String,
+    },
+}
+
+/// The expert end of one session.
+#[derive(Debug)]
+pub struct ExpertSession {
+    config: ExpertConfig,
+    state: ExpertState,
+    decoder: FrameDecoder,
+    out: VecDeque<ExpertEvent>,
+    /// Connect/consent deadline before viewing.
+    deadline: Option<Instant>,
+    got_hello: bool,
+    last_received: Instant,
+    last_sent: Instant,
+    ping: Option<(u64, Instant)>,
+    nonce: u64,
+    generation: Option<u32>,
+}
+
+impl ExpertSession {
+    /// A session on a freshly connected transport. Queues `Hello` and `Auth`.
+    pub fn new(now: Instant, config: ExpertConfig) -> Self {
+        let mut s = Self {
+            state: ExpertState::Connecting,
+            decoder: FrameDecoder::default(),
+            out: VecDeque::new(),
+            deadline: Some(now + config.connect_timeout),
+            got_hello: false,
+            last_received: now,
+            last_sent: now,
+            ping: None,
+            nonce: 0,
+            generation: None,
+            config,
+        };
+        let hello = Hello::new(
+            Role::Expert,
+            "shoulder",
+            &s.config.software_version,
+            &s.config.name,
+        );
+        s.send(now, Message::Hello(hello));
+        s.send(now, Message::Auth(s.config.auth.clone()));
+        s
+    }
+
+    pub fn state(&self) -> ExpertState {
+        self.state
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == ExpertState::Closed
+    }
+
+    pub fn poll_output(&mut self) -> Option<ExpertEvent> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let keepalive = (self.last_sent + self.config.keepalive_interval)
+            .min(self.last_received + self.config.peer_timeout);
+        Some(match self.deadline {
+            Some(d) => d.min(keepalive),
+            None => keepalive,
+        })
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if let Some(d) = self.deadline
+            && now >= d
+        {
+            let reason = if self.got_hello {
+                ByeReason::ConsentTimeout
+            } else {
+                ByeReason::AuthTimeout
+            };
+            return self.close(
+                now,
+                reason,
+                "the device did not answer in time".into(),
+                true,
+            );
+        }
+        if now >= self.last_received + self.config.peer_timeout {
+            return self.close(
+                now,
+                ByeReason::PeerTimeout,
+                "no keepalive from the device".into(),
+                true,
+            );
+        }
+        if now >= self.last_sent + self.config.keepalive_interval {
+            self.nonce += 1;
+            self.ping = Some((self.nonce, now));
+            self.send(now, Message::Ping { nonce: self.nonce });
+        }
+    }
+
+    pub fn handle(&mut self, now: Instant, input: ExpertInput) {
+        if self.is_closed() {
+            return;
+        }
+        match input {
+            ExpertInput::Received(bytes) => self.receive(now, &bytes),
+            ExpertInput::Action(a) => self.action(now, a),
+            ExpertInput::PeerClosed { error } => {
+                let detail = error.unwrap_or_else(|| "the connection closed".into());
+                self.finish(
+                    ByeReason::Normal,
+                    detail,
+                    "The connection to the device was lost.".into(),
+                );
+            }
+        }
+    }
+
+    fn receive(&mut self, now: Instant, bytes: &[u8]) {
+        self.last_received = now;
+        if let Err(e) = self.decoder.push(bytes) {
+            return self.protocol_error(now, e);
+        }
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            let payload = match self.decoder.next_payload() {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => return self.protocol_error(now, e),
+            };
+            match decode_payload(&payload) {
+                Ok(m) => self.message(now, m),
+                Err(e) => {
+                    if !self.got_hello
+                        && let Some((v, min)) = peek_hello_versions(&payload)
+                        && !versions_compatible(v, min)
+                    {
+                        return self.incompatible(now, v, min);
+                    }
+                    return self.protocol_error(now, e);
+                }
+            }
+        }
+    }
+
+    fn message(&mut self, now: Instant, msg: Message) {
+        use ExpertState as S;
+        let viewing = matches!(self.state, S::Viewing { .. });
+        match msg {
+            Message::Bye { reason, detail } => {
+                let sentence = reason.sentence();
+                self.finish(reason, detail.to_string(), sentence);
+            }
+            Message::Ping { nonce } => self.send(now, Message::Pong { nonce }),
+            Message::Pong { nonce } => {
+                if let Some((n, at)) = self.ping
+                    && n == nonce
+                {
+                    self.ping = None;
+                    self.push(ExpertEvent::Rtt(now.saturating_duration_since(at)));
+                }
+            }
+            Message::Hello(h) if !self.got_hello => {
+                if !versions_compatible(h.version, h.min_version) {
+                    return self.incompatible(now, h.version, h.min_version);
+                }
+                if h.role != Role::Device {
+                    return self.close(
+                        now,
+                        ByeReason::ProtocolError,
+                        "peer is not a device".into(),
+                        true,
+                    );
+                }
+                self.got_hello = true;
+            }
+            Message::ConsentPending {
+                kind: ConsentKind::View,
+                timeout_secs,
+            } if self.got_hello && self.state == S::Connecting => {
+                // The device declines by itself at its deadline; allow for
+                // the network on top before giving up on it.
+                let deadline = now
+                    + Duration::from_secs(u64::from(timeout_secs))
+                    + self.config.connect_timeout;
+                self.deadline = Some(deadline);
+                self.set_state(S::WaitingForConsent { deadline });
+            }
+            Message::ConsentGranted {
+                kind: ConsentKind::View,
+            } if matches!(self.state, S::WaitingForConsent { .. }) => {
+                self.deadline = None;
+                self.set_state(S::Viewing {
+                    control: ControlState::None,
+                });
+                self.send(now, Message::UpdateRequest { incremental: false });
+            }
+            // A declined view is followed by a Bye that says why.
+            Message::ConsentDeclined {
+                kind: ConsentKind::View,
+                ..
+            } if matches!(self.state, S::WaitingForConsent { .. }) => {}
+            Message::ConsentPending {
+                kind: ConsentKind::Control,
+                timeout_secs,
+            } if viewing => {
+                let deadline = Some(now + Duration::from_secs(u64::from(timeout_secs)));
+                self.set_control(ControlState::Requested { deadline });
+            }
+            Message::ConsentGranted {
+                kind: ConsentKind::Control,
+            } if viewing => {
+                self.set_control(ControlState::Granted {
+                    local_user_active: false,
+                });
+            }
+            Message::ConsentDeclined {
+                kind: ConsentKind::Control,
+                reason,
+            } if viewing => {
+                self.set_control(ControlState::None);
+                self.push(ExpertEvent::ControlDeclined(reason));
+            }
+            Message::ControlEnded { reason } if viewing => {
+                self.set_control(ControlState::None);
+                self.push(ExpertEvent::ControlEnded(reason));
+            }
+            Message::LocalUserActive { active } if viewing => {
+                if let S::Viewing {
+                    control: ControlState::Granted { .. },
+                } = self.state
+                {
+                    self.set_control(ControlState::Granted {
+                        local_user_active: active,
+                    });
+                }
+            }
+            Message::ScreenInfo(info) if viewing => {
+                if info.width == 0
+                    || info.height == 0
+                    || info.width > MAX_SCREEN_EDGE
+                    || info.height > MAX_SCREEN_EDGE
+                {
+                    return self.close(
+                        now,
+                        ByeReason::ProtocolError,
+                        format!("impossible screen size {}×{}", info.width, info.height),
+                        true,
+                    );
+                }
+                self.generation = Some(info.generation);
+                self.push(ExpertEvent::Screen(info));
+            }
+            Message::ScreenUnavailable { detail } if viewing => {
+                self.push(ExpertEvent::ScreenUnavailable(detail.to_string()));
+            }
+            Message::Update(part) if viewing => {
+                // Updates for an older screen crossed a mode change: skip them.
+                if self.generation != Some(part.generation) {
+                    if part.last {
+                        self.send(now, Message::UpdateRequest { incremental: true });
+                    }
+                    return;
+                }
+                let last = part.last;
+                self.push(ExpertEvent::Update(part));
+                if last {
+                    self.send(now, Message::UpdateRequest { incremental: true });
+                }
+            }
+            Message::CursorShape(c) if viewing => self.push(ExpertEvent::CursorShape(c)),
+            Message::CursorPosition { x, y, visible } if viewing => {
+                self.push(ExpertEvent::CursorPosition { x, y, visible })
+            }
+            Message::Chat { text } if self.got_hello => {
+                self.push(ExpertEvent::Chat(text.to_string()))
+            }
+            Message::ResumeOffer { token, grace_secs } if viewing => {
+                self.push(ExpertEvent::ResumeOffer {
+                    token,
+                    grace: Duration::from_secs(u64::from(grace_secs)),
+                })
+            }
+            m => {
+                let state = match self.state {
+                    S::Connecting => "connecting",
+                    S::WaitingForConsent { .. } => "waiting for consent",
+                    S::Viewing { .. } => "viewing",
+                    S::Closed => "closed",
+                };
+                self.close(
+                    now,
+                    ByeReason::ProtocolError,
+                    format!("unexpected {} while {state}", m.name()),
+                    true,
+                );
+            }
+        }
+    }
+
+    fn action(&mut self, now: Instant, action: UserAction) {
+        let ExpertState::Viewing { control } = self.state else {
+            if action == UserAction::Disconnect {
+                self.close(
+                    now,
+                    ByeReason::Normal,
+                    "the expert disconnected".into(),
+                    false,
+                );
+            }
+            return;
+        };
+        let controlling = matches!(control, ControlState::Granted { .. });
+        match action {
+            UserAction::RequestControl => {
+                if control == ControlState::None {
+                    self.set_control(ControlState::Requested { deadline: None });
+                    self.send(now, Message::RequestControl);
+                }
+            }
+            UserAction::ReleaseControl => {
+                if control != ControlState::None {
+                    self.send(now, Message::ReleaseControl);
+                }
+            }
+            UserAction::Chat(t) => self.send(now, Message::Chat { text: text(&t) }),
+            // Input is only sent while control is granted.
+            UserAction::Pointer(p) if controlling => self.send(now, Message::Pointer(p)),
+            UserAction::Key(k) if controlling => self.send(now, Message::Key(k)),
+            UserAction::Touch(t) if controlling => self.send(now, Message::Touch(t)),
+            UserAction::Pointer(_) | UserAction::Key(_) | UserAction::Touch(_) => {}
+            UserAction::RefreshScreen => {
+                self.send(now, Message::UpdateRequest { incremental: false })
+            }
+            UserAction::Disconnect => self.close(
+                now,
+                ByeReason::Normal,
+                "the expert disconnected".into(),
+                false,
+            ),
+        }
+    }
+
+    fn set_state(&mut self, s: ExpertState) {
+        if self.state != s {
+            self.state = s;
+            self.push(ExpertEvent::StateChanged(s));
+        }
+    }
+
+    fn set_control(&mut self, control: ControlState) {
+        if matches!(self.state, ExpertState::Viewing { .. }) {
+            self.set_state(ExpertState::Viewing { control });
+        }
+    }
+
+    fn protocol_error(&mut self, now: Instant, e: FrameError) {
+        self.close(now, ByeReason::ProtocolError, e.to_string(), true);
+    }
+
+    fn incompatible(&mut self, now: Instant, v: u16, min: u16) {
+        let reason = ByeReason::IncompatibleVersion { min, max: v };
+        let sentence = reason.sentence();
+        self.send(
+            now,
+            Message::Bye {
+                reason: ByeReason::IncompatibleVersion {
+                    min: MIN_PROTOCOL_VERSION,
+                    max: PROTOCOL_VERSION,
+                },
+                detail: text("incompatible version"),
+            },
+        );
+        self.finish(
+            reason,
+            format!("device speaks protocol {min}–{v}"),
+            sentence,
+        );
+    }
+
+    /// Ends the session, telling the device. `our_fault_detail` marks errors
+    /// found on this side (the sentence then says what we saw).
+    fn close(&mut self, now: Instant, reason: ByeReason, detail: String, local_error: bool) {
+        if self.is_closed() {
+            return;
+        }
+        self.send(
+            now,
+            Message::Bye {
+                reason,
+                detail: text(&detail),
+            },
+        );
+        let sentence = if local_error {
+            match reason {
+                ByeReason::ProtocolError => format!(
+                    "The device sent something this client cannot use ({detail}) — check both sides run matching versions."
+                ),
+                ByeReason::PeerTimeout => {
+                    "The device stopped answering — check the network.".into()
+                }
+                ByeReason::AuthTimeout => {
+                    "The device did not answer — check the address and that the agent runs.".into()
+                }
+                ByeReason::ConsentTimeout => "Nobody at the device answered in time.".into(),
+                r => r.sentence(),
+            }
+        } else {
+            "You disconnected.".into()
+        };
+        self.finish(reason, detail, sentence);
+    }
+
+    fn finish(&mut self, reason: ByeReason, detail: String, sentence: String) {
+        if self.is_closed() {
+            return;
+        }
+        self.deadline = None;
+        self.set_state(ExpertState::Closed);
+        self.push(ExpertEvent::Closed {
+            reason,
+            detail,
+            sentence,
+        });
+    }
+
+    fn send(&mut self, now: Instant, m: Message) {
+        self.last_sent = now;
+        self.push(ExpertEvent::Send(m));
+    }
+
+    fn push(&mut self, e: ExpertEvent) {
+        self.out.push_back(e);
+    }
+}

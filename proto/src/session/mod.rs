@@ -1,0 +1,37 @@
+//! Sans-I/O session state machines, one per side.
+//!
+//! Both follow the same shape (after quinn-proto): feed received bytes and
+//! local events with [`DeviceSession::handle`] / [`ExpertSession::handle`],
+//! call `handle_timeout(now)` when [`poll_timeout`](DeviceSession::poll_timeout)
+//! says so, and drain `poll_output()`. The machines never read a clock, never
+//! touch a socket and never block.
+//!
+//! ```text
+//!  device:  AwaitHello → AwaitAuth → Authenticating → AwaitViewConsent
+//!              → Active{ control: None | Pending | Granted } → Closed
+//!  expert:  AwaitHello → AwaitConsent → Active{ control: None | Requested |
+//!              Granted } → Closed
+//! ```
+
+use std::time::Duration;
+
+pub mod device;
+pub mod expert;
+
+pub use device::{
+    AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
+    ExpertIdentity, InjectEvent, LocalDecision, Phase, Prompt,
+};
+pub use expert::{
+    ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,
+};
+
+/// Peers must finish `Hello` and `Auth` within this time: unauthenticated
+/// connections are cheap to open, so they must be cheap to drop.
+pub const DEFAULT_PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A prompt nobody answers declines by itself after this long.
+pub const DEFAULT_CONSENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Each side pings when it has sent nothing for this long.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A peer silent for this long is gone (three missed keepalives).
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(15);

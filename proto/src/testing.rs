@@ -1,0 +1,381 @@
+//! A two-party harness: a [`DeviceSession`] and an [`ExpertSession`] joined by
+//! an in-memory link, on virtual time. Used by this crate's tests and (with
+//! the `testing` feature) by other crates that need real consent tokens.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::consent::{ControlConsent, ViewConsent};
+use crate::fb::Framebuffer;
+use crate::frame::encode;
+use crate::msg::*;
+use crate::session::*;
+
+/// What the device machine asked for, without the tokens (for assertions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceRecord {
+    Send(&'static str),
+    Authenticate,
+    ShowPrompt(ConsentKind),
+    HidePrompt,
+    Phase(Phase),
+    StartCapture,
+    StopCapture,
+    EnableInjection,
+    DisableInjection,
+    ReleaseAll,
+    /// `live` says whether a live control consent was held when it came.
+    Inject {
+        event: InjectEvent,
+        live: bool,
+    },
+    UpdateRequested,
+    ShowChat(String),
+    Audit(AuditEvent),
+    Close(ByeReason),
+}
+
+type Authenticator = Box<dyn FnMut(&AuthRequest) -> Result<ExpertIdentity, (ByeReason, String)>>;
+
+/// Both ends of a session and the link between them.
+pub struct Pair {
+    pub now: Instant,
+    pub device: DeviceSession,
+    pub expert: ExpertSession,
+    pub device_log: Vec<DeviceRecord>,
+    pub expert_log: Vec<ExpertEvent>,
+    pub view: Option<ViewConsent>,
+    pub control: Option<ControlConsent>,
+    pub prompt: Option<Prompt>,
+    /// The expert's framebuffer, fed by the updates the harness's fake
+    /// capture sends.
+    pub framebuffer: Option<Framebuffer>,
+    /// While false, bytes in flight are dropped (cable pulled).
+    pub link_up: bool,
+    pub authenticate: Authenticator,
+    d2e: VecDeque<Vec<u8>>,
+    e2d: VecDeque<Vec<u8>>,
+    device_transport_closed: bool,
+    expert_transport_closed: bool,
+    update_seq: u32,
+}
+
+impl core::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pair")
+            .field("device", &self.device.state_name())
+            .field("expert", &self.expert.state())
+            .finish()
+    }
+}
+
+/// An expert identity as an offer would produce it.
+pub fn offer_identity(name: &str) -> ExpertIdentity {
+    ExpertIdentity {
+        name: name.into(),
+        method: AuthMethod::Offer {
+            fingerprint: [7; 32],
+        },
+    }
+}
+
+impl Pair {
+    /// A pair whose device accepts any offer as "Ann Expert".
+    pub fn new(device: DeviceConfig) -> Self {
+        Self::with_auth(
+            device,
+            Auth::Offer,
+            Box::new(|_| Ok(offer_identity("Ann Expert"))),
+        )
+    }
+
+    pub fn with_auth(device: DeviceConfig, auth: Auth, authenticate: Authenticator) -> Self {
+        let now = Instant::now();
+        Self {
+            now,
+            device: DeviceSession::new(now, device, 0),
+            expert: ExpertSession::new(now, ExpertConfig::new("Ann", auth)),
+            device_log: Vec::new(),
+            expert_log: Vec::new(),
+            view: None,
+            control: None,
+            prompt: None,
+            framebuffer: None,
+            link_up: true,
+            authenticate,
+            d2e: VecDeque::new(),
+            e2d: VecDeque::new(),
+            device_transport_closed: false,
+            expert_transport_closed: false,
+            update_seq: 0,
+        }
+    }
+
+    /// Runs both machines until nothing moves.
+    pub fn drive(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = self.drain_device();
+            moved |= self.drain_expert();
+            moved |= self.deliver();
+            if !moved {
+                return;
+            }
+        }
+        panic!("sessions did not settle");
+    }
+
+    /// Advances virtual time by `dt` in small steps, firing timers.
+    pub fn advance(&mut self, dt: Duration) {
+        let end = self.now + dt;
+        loop {
+            self.drive();
+            let next = [self.device.poll_timeout(), self.expert.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.device.handle_timeout(self.now);
+                    self.expert.handle_timeout(self.now);
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.drive();
+    }
+
+    pub fn device_input(&mut self, input: DeviceInput) {
+        self.device.handle(self.now, input);
+        self.drive();
+    }
+
+    pub fn local(&mut self, d: LocalDecision) {
+        self.device_input(DeviceInput::Local(d));
+    }
+
+    pub fn expert_action(&mut self, a: UserAction) {
+        self.expert.handle(self.now, ExpertInput::Action(a));
+        self.drive();
+    }
+
+    /// Sends raw bytes to the device as if from the expert.
+    pub fn inject_to_device(&mut self, bytes: Vec<u8>) {
+        self.device.handle(self.now, DeviceInput::Received(bytes));
+        self.drive();
+    }
+
+    /// Connect, accept view: returns when the expert is viewing.
+    pub fn establish_view(&mut self) {
+        self.drive();
+        self.local(LocalDecision::Accept);
+    }
+
+    /// Connect, accept view and control.
+    pub fn establish_control(&mut self) {
+        self.establish_view();
+        self.expert_action(UserAction::RequestControl);
+        self.local(LocalDecision::Accept);
+    }
+
+    /// Whether the device logged `r`.
+    pub fn device_did(&self, r: &DeviceRecord) -> bool {
+        self.device_log.contains(r)
+    }
+
+    /// The reason the expert saw when the session closed.
+    pub fn expert_close(&self) -> Option<(ByeReason, String)> {
+        self.expert_log.iter().find_map(|e| match e {
+            ExpertEvent::Closed {
+                reason, sentence, ..
+            } => Some((*reason, sentence.clone())),
+            _ => None,
+        })
+    }
+
+    /// The reason the device closed with.
+    pub fn device_close(&self) -> Option<ByeReason> {
+        self.device_log.iter().find_map(|e| match e {
+            DeviceRecord::Close(r) => Some(*r),
+            _ => None,
+        })
+    }
+
+    fn drain_device(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(o) = self.device.poll_output() {
+            moved = true;
+            let rec = match o {
+                DeviceOutput::Send(m) => {
+                    let name = m.name();
+                    self.send_d2e(&m);
+                    DeviceRecord::Send(name)
+                }
+                DeviceOutput::Authenticate(req) => {
+                    let result = (self.authenticate)(&req);
+                    self.device_log.push(DeviceRecord::Authenticate);
+                    self.device
+                        .handle(self.now, DeviceInput::AuthDecided(result));
+                    continue;
+                }
+                DeviceOutput::ShowPrompt(p) => {
+                    let k = p.kind;
+                    self.prompt = Some(p);
+                    DeviceRecord::ShowPrompt(k)
+                }
+                DeviceOutput::HidePrompt => {
+                    self.prompt = None;
+                    DeviceRecord::HidePrompt
+                }
+                DeviceOutput::Phase(p) => DeviceRecord::Phase(p),
+                DeviceOutput::StartCapture(t) => {
+                    self.view = Some(t);
+                    self.send_d2e(&Message::ScreenInfo(ScreenInfo {
+                        width: 4,
+                        height: 2,
+                        format: WireFormat::Xrgb8888,
+                        generation: 1,
+                    }));
+                    DeviceRecord::StartCapture
+                }
+                DeviceOutput::StopCapture => {
+                    self.view = None;
+                    DeviceRecord::StopCapture
+                }
+                DeviceOutput::EnableInjection(t) => {
+                    self.control = Some(t);
+                    DeviceRecord::EnableInjection
+                }
+                DeviceOutput::DisableInjection => {
+                    self.control = None;
+                    DeviceRecord::DisableInjection
+                }
+                DeviceOutput::ReleaseAll => DeviceRecord::ReleaseAll,
+                DeviceOutput::Inject(event) => {
+                    let live = self.control.as_ref().is_some_and(|c| c.is_live());
+                    DeviceRecord::Inject { event, live }
+                }
+                DeviceOutput::UpdateRequested { .. } => {
+                    // The fake capture: only with a live view consent.
+                    if self.view.as_ref().is_some_and(|v| v.is_live()) {
+                        self.update_seq += 1;
+                        let mut rects = heapless::Vec::new();
+                        let _ = rects.push(Rect {
+                            x: 0,
+                            y: 0,
+                            w: 4,
+                            h: 2,
+                            encoding: Encoding::Solid(self.update_seq),
+                        });
+                        let part = UpdatePart {
+                            seq: self.update_seq,
+                            generation: 1,
+                            last: true,
+                            rects,
+                        };
+                        self.send_d2e(&Message::Update(Box::new(part)));
+                    }
+                    DeviceRecord::UpdateRequested
+                }
+                DeviceOutput::ShowChat(t) => DeviceRecord::ShowChat(t),
+                DeviceOutput::Audit(a) => DeviceRecord::Audit(a),
+                DeviceOutput::Close { reason, .. } => {
+                    self.device_transport_closed = true;
+                    DeviceRecord::Close(reason)
+                }
+            };
+            self.device_log.push(rec);
+        }
+        moved
+    }
+
+    fn drain_expert(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(e) = self.expert.poll_output() {
+            moved = true;
+            match &e {
+                ExpertEvent::Send(m) if !self.expert_transport_closed && self.link_up => {
+                    if let Ok(b) = encode(m) {
+                        self.e2d.push_back(b);
+                    }
+                }
+                ExpertEvent::Screen(info) => self.framebuffer = Framebuffer::new(info).ok(),
+                ExpertEvent::Update(part) => {
+                    if let Some(fb) = &mut self.framebuffer {
+                        let _ = fb.apply(part);
+                    }
+                }
+                ExpertEvent::Closed { .. } => self.expert_transport_closed = true,
+                _ => {}
+            }
+            // Updates are not worth keeping in the log.
+            if !matches!(e, ExpertEvent::Update(_)) {
+                self.expert_log.push(e);
+            }
+        }
+        moved
+    }
+
+    fn send_d2e(&mut self, m: &Message) {
+        if !self.device_transport_closed
+            && self.link_up
+            && let Ok(b) = encode(m)
+        {
+            self.d2e.push_back(b);
+        }
+    }
+
+    fn deliver(&mut self) -> bool {
+        let mut moved = false;
+        if !self.link_up {
+            self.d2e.clear();
+            self.e2d.clear();
+            return false;
+        }
+        while let Some(b) = self.d2e.pop_front() {
+            moved = true;
+            self.expert.handle(self.now, ExpertInput::Received(b));
+        }
+        while let Some(b) = self.e2d.pop_front() {
+            moved = true;
+            self.device.handle(self.now, DeviceInput::Received(b));
+        }
+        // A closed transport reaches the other side as a closed connection.
+        if self.device_transport_closed && !self.expert.is_closed() {
+            moved = true;
+            self.expert
+                .handle(self.now, ExpertInput::PeerClosed { error: None });
+        }
+        if self.expert_transport_closed && !self.device.is_closed() {
+            moved = true;
+            self.device
+                .handle(self.now, DeviceInput::PeerClosed { error: None });
+        }
+        moved
+    }
+}
+
+/// A real control consent, minted by a real session whose person at the
+/// device accepted view and control. For sink tests in other crates: keep the
+/// `Pair` to revoke it (`pair.local(LocalDecision::StopControl)`).
+pub fn granted_control() -> (Pair, ControlConsent) {
+    let mut pair = Pair::new(DeviceConfig::default());
+    pair.establish_control();
+    let token = pair
+        .control
+        .take()
+        .expect("the harness grants control when the person accepts");
+    (pair, token)
+}
+
+/// A real view consent, as [`granted_control`] does for control.
+pub fn granted_view() -> (Pair, ViewConsent) {
+    let mut pair = Pair::new(DeviceConfig::default());
+    pair.establish_view();
+    let token = pair
+        .view
+        .take()
+        .expect("the harness starts capture when the person accepts");
+    (pair, token)
+}
