@@ -58,6 +58,8 @@ pub struct Pair {
     device_transport_closed: bool,
     expert_transport_closed: bool,
     update_seq: u32,
+    update_wanted: bool,
+    screen_changed: bool,
 }
 
 impl core::fmt::Debug for Pair {
@@ -108,6 +110,8 @@ impl Pair {
             device_transport_closed: false,
             expert_transport_closed: false,
             update_seq: 0,
+            update_wanted: false,
+            screen_changed: false,
         }
     }
 
@@ -256,26 +260,12 @@ impl Pair {
                     let live = self.control.as_ref().is_some_and(|c| c.is_live());
                     DeviceRecord::Inject { event, live }
                 }
-                DeviceOutput::UpdateRequested { .. } => {
-                    // The fake capture: only with a live view consent.
-                    if self.view.as_ref().is_some_and(|v| v.is_live()) {
-                        self.update_seq += 1;
-                        let mut rects = heapless::Vec::new();
-                        let _ = rects.push(Rect {
-                            x: 0,
-                            y: 0,
-                            w: 4,
-                            h: 2,
-                            encoding: Encoding::Solid(self.update_seq),
-                        });
-                        let part = UpdatePart {
-                            seq: self.update_seq,
-                            generation: 1,
-                            last: true,
-                            rects,
-                        };
-                        self.send_d2e(&Message::Update(Box::new(part)));
+                DeviceOutput::UpdateRequested { incremental } => {
+                    self.update_wanted = true;
+                    if !incremental {
+                        self.screen_changed = true;
                     }
+                    self.send_update_if_due();
                     DeviceRecord::UpdateRequested
                 }
                 DeviceOutput::ShowChat(t) => DeviceRecord::ShowChat(t),
@@ -288,6 +278,42 @@ impl Pair {
             self.device_log.push(rec);
         }
         moved
+    }
+
+    /// The device screen changes: the fake capture sends an update when the
+    /// expert asked for one.
+    pub fn change_screen(&mut self) {
+        self.screen_changed = true;
+        self.send_update_if_due();
+        self.drive();
+    }
+
+    /// The fake capture: one update per request, only when something changed
+    /// and only with a live view consent.
+    fn send_update_if_due(&mut self) {
+        if self.update_wanted
+            && self.screen_changed
+            && self.view.as_ref().is_some_and(|v| v.is_live())
+        {
+            self.update_wanted = false;
+            self.screen_changed = false;
+            self.update_seq += 1;
+            let mut rects = heapless::Vec::new();
+            let _ = rects.push(Rect {
+                x: 0,
+                y: 0,
+                w: 4,
+                h: 2,
+                encoding: Encoding::Solid(self.update_seq),
+            });
+            let part = UpdatePart {
+                seq: self.update_seq,
+                generation: 1,
+                last: true,
+                rects,
+            };
+            self.send_d2e(&Message::Update(Box::new(part)));
+        }
     }
 
     fn drain_expert(&mut self) -> bool {

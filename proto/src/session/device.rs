@@ -502,9 +502,8 @@ impl DeviceSession {
 
     fn message(&mut self, now: Instant, msg: Message) {
         match msg {
-            Message::Bye { detail, .. } => {
-                return self
-                    .close_silently(ByeReason::Normal, format!("the expert left: {detail}"));
+            Message::Bye { reason, detail } => {
+                return self.close_silently(reason, format!("the expert left: {detail}"));
             }
             Message::Ping { nonce } => return self.send(now, Message::Pong { nonce }),
             Message::Pong { .. } => return,

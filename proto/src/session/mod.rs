@@ -35,3 +35,6 @@ pub const DEFAULT_CONSENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// A peer silent for this long is gone (three missed keepalives).
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,655 @@
+//! Whole sessions, both machines, virtual time.
+
+use std::time::Duration;
+
+use crate::frame::{HEADER_LEN, encode};
+use crate::msg::*;
+use crate::session::*;
+use crate::testing::{DeviceRecord as R, Pair, offer_identity};
+
+fn pair() -> Pair {
+    Pair::new(DeviceConfig::default())
+}
+
+fn viewing(p: &Pair) -> bool {
+    matches!(p.expert.state(), ExpertState::Viewing { .. })
+}
+
+fn control(p: &Pair) -> Option<ControlState> {
+    match p.expert.state() {
+        ExpertState::Viewing { control } => Some(control),
+        _ => None,
+    }
+}
+
+/// Index of the first record matching `f` at or after `from`.
+fn find(log: &[R], from: usize, f: impl Fn(&R) -> bool) -> Option<usize> {
+    log.iter().skip(from).position(f).map(|i| i + from)
+}
+
+fn key(code: u16, down: bool) -> UserAction {
+    UserAction::Key(Key { code, down })
+}
+
+#[test]
+fn offer_view_control_stop_end() {
+    let mut p = pair();
+    p.drive();
+    // Authenticated, prompt on the device, expert waiting.
+    assert!(p.device_did(&R::ShowPrompt(ConsentKind::View)));
+    assert!(matches!(
+        p.expert.state(),
+        ExpertState::WaitingForConsent { .. }
+    ));
+    assert!(p.view.is_none(), "nothing is captured before consent");
+
+    p.local(LocalDecision::Accept);
+    assert!(viewing(&p));
+    assert!(p.view.as_ref().unwrap().is_live());
+    // The expert asked for the screen and got it.
+    let fb = p.framebuffer.as_ref().expect("screen info arrived");
+    assert_eq!(fb.width(), 4);
+    assert!(p.device_did(&R::UpdateRequested));
+
+    p.expert_action(UserAction::RequestControl);
+    assert!(p.device_did(&R::ShowPrompt(ConsentKind::Control)));
+    assert_eq!(
+        control(&p),
+        Some(ControlState::Requested {
+            deadline: Some(p.prompt.as_ref().unwrap().deadline)
+        })
+    );
+    p.local(LocalDecision::Accept);
+    assert_eq!(
+        control(&p),
+        Some(ControlState::Granted {
+            local_user_active: false
+        })
+    );
+    let token_live = p.control.as_ref().unwrap().is_live();
+    assert!(token_live);
+
+    p.expert_action(key(30, true));
+    assert!(p.device_log.iter().any(|r| matches!(
+        r,
+        R::Inject {
+            event: InjectEvent::Key(Key {
+                code: 30,
+                down: true
+            }),
+            live: true
+        }
+    )));
+
+    // The person at the device stops control: release, disable, tell.
+    let before = p.device_log.len();
+    p.local(LocalDecision::StopControl);
+    let rel = find(&p.device_log, before, |r| *r == R::ReleaseAll).unwrap();
+    let dis = find(&p.device_log, before, |r| *r == R::DisableInjection).unwrap();
+    assert!(rel < dis);
+    assert_eq!(control(&p), Some(ControlState::None));
+    assert!(
+        p.expert_log
+            .contains(&ExpertEvent::ControlEnded(ControlEndReason::StoppedByUser))
+    );
+    // View goes on.
+    assert!(p.view.as_ref().unwrap().is_live());
+    // Input after the revoke is never injected.
+    p.expert.handle(
+        p.now,
+        ExpertInput::Received(vec![]), // nothing
+    );
+    let n = p.device_log.len();
+    p.inject_to_device(
+        encode(&Message::Key(Key {
+            code: 30,
+            down: true,
+        }))
+        .unwrap(),
+    );
+    assert!(
+        !p.device_log[n..]
+            .iter()
+            .any(|r| matches!(r, R::Inject { .. }))
+    );
+
+    p.local(LocalDecision::End);
+    assert_eq!(p.device_close(), Some(ByeReason::EndedByUser));
+    let (reason, sentence) = p.expert_close().unwrap();
+    assert_eq!(reason, ByeReason::EndedByUser);
+    assert!(sentence.contains("ended the session"));
+    assert!(p.device.is_closed() && p.expert.is_closed());
+    assert!(p.view.is_none());
+}
+
+#[test]
+fn declined_view_ends_with_declined() {
+    let mut p = pair();
+    p.drive();
+    p.local(LocalDecision::Decline);
+    assert_eq!(p.device_close(), Some(ByeReason::Declined));
+    assert_eq!(
+        p.expert_close().unwrap().1,
+        "The device declined.".to_string()
+    );
+    assert!(!p.device_did(&R::StartCapture));
+    assert!(p.device_did(&R::HidePrompt));
+}
+
+#[test]
+fn unanswered_view_prompt_times_out_after_60s() {
+    let mut p = pair();
+    p.drive();
+    p.advance(Duration::from_secs(59));
+    assert!(!p.device.is_closed(), "keepalives keep it open");
+    p.advance(Duration::from_secs(2));
+    assert_eq!(p.device_close(), Some(ByeReason::ConsentTimeout));
+    assert_eq!(p.expert_close().unwrap().0, ByeReason::ConsentTimeout);
+    assert!(p.prompt.is_none());
+}
+
+#[test]
+fn control_prompt_times_out_and_view_goes_on() {
+    let mut p = pair();
+    p.establish_view();
+    p.expert_action(UserAction::RequestControl);
+    p.advance(Duration::from_secs(61));
+    assert!(
+        p.expert_log
+            .contains(&ExpertEvent::ControlDeclined(DeclineReason::TimedOut))
+    );
+    assert_eq!(control(&p), Some(ControlState::None));
+    assert!(viewing(&p));
+    assert!(!p.device_did(&R::EnableInjection));
+}
+
+#[test]
+fn declined_control_keeps_viewing() {
+    let mut p = pair();
+    p.establish_view();
+    p.expert_action(UserAction::RequestControl);
+    p.local(LocalDecision::Decline);
+    assert!(
+        p.expert_log
+            .contains(&ExpertEvent::ControlDeclined(DeclineReason::Declined))
+    );
+    assert!(viewing(&p));
+    assert!(p.control.is_none());
+}
+
+#[test]
+fn asking_for_control_twice_prompts_once() {
+    let mut p = pair();
+    p.establish_view();
+    p.expert_action(UserAction::RequestControl);
+    // A second request straight on the wire (the expert machine would not
+    // send it).
+    p.inject_to_device(encode(&Message::RequestControl).unwrap());
+    let prompts = p
+        .device_log
+        .iter()
+        .filter(|r| **r == R::ShowPrompt(ConsentKind::Control))
+        .count();
+    assert_eq!(prompts, 1);
+    assert!(!p.device.is_closed());
+    p.local(LocalDecision::Accept);
+    p.inject_to_device(encode(&Message::RequestControl).unwrap());
+    assert_eq!(
+        p.device_log
+            .iter()
+            .filter(|r| **r == R::EnableInjection)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn view_only_device_declines_control() {
+    let mut p = Pair::new(DeviceConfig {
+        allow_control: false,
+        ..DeviceConfig::default()
+    });
+    p.establish_view();
+    p.expert_action(UserAction::RequestControl);
+    assert!(
+        p.expert_log
+            .contains(&ExpertEvent::ControlDeclined(DeclineReason::ViewOnly))
+    );
+    assert!(!p.device_did(&R::ShowPrompt(ConsentKind::Control)));
+}
+
+#[test]
+fn revoke_while_keys_held_releases_before_disabling() {
+    let mut p = pair();
+    p.establish_control();
+    p.expert_action(key(42, true));
+    p.expert_action(key(30, true));
+    let before = p.device_log.len();
+    p.local(LocalDecision::StopControlHotkey);
+    let tail = &p.device_log[before..];
+    let rel = tail.iter().position(|r| *r == R::ReleaseAll).unwrap();
+    let dis = tail.iter().position(|r| *r == R::DisableInjection).unwrap();
+    assert!(rel < dis, "{tail:?}");
+    assert!(
+        p.expert_log
+            .contains(&ExpertEvent::ControlEnded(ControlEndReason::Hotkey))
+    );
+}
+
+#[test]
+fn expert_release_and_rerequest() {
+    let mut p = pair();
+    p.establish_control();
+    p.expert_action(UserAction::ReleaseControl);
+    assert!(
+        p.expert_log
+            .contains(&ExpertEvent::ControlEnded(ControlEndReason::Released))
+    );
+    assert!(p.device_did(&R::ReleaseAll));
+    p.expert_action(UserAction::RequestControl);
+    p.local(LocalDecision::Accept);
+    assert!(matches!(control(&p), Some(ControlState::Granted { .. })));
+}
+
+#[test]
+fn injection_fault_revokes_control() {
+    let mut p = pair();
+    p.establish_control();
+    p.device_input(DeviceInput::InjectionFault("uinput write failed".into()));
+    assert!(
+        p.expert_log
+            .contains(&ExpertEvent::ControlEnded(ControlEndReason::DeviceFault))
+    );
+    assert!(p.control.is_none());
+}
+
+#[test]
+fn local_user_active_is_reported_while_controlling() {
+    let mut p = pair();
+    p.establish_view();
+    p.device_input(DeviceInput::LocalUserActive(true));
+    assert!(!p.device_did(&R::Send("LocalUserActive")));
+    p.expert_action(UserAction::RequestControl);
+    p.local(LocalDecision::Accept);
+    p.device_input(DeviceInput::LocalUserActive(true));
+    assert_eq!(
+        control(&p),
+        Some(ControlState::Granted {
+            local_user_active: true
+        })
+    );
+    p.device_input(DeviceInput::LocalUserActive(false));
+    assert_eq!(
+        control(&p),
+        Some(ControlState::Granted {
+            local_user_active: false
+        })
+    );
+}
+
+#[test]
+fn chat_both_ways() {
+    let mut p = pair();
+    p.establish_view();
+    p.expert_action(UserAction::Chat("hello there".into()));
+    assert!(p.device_did(&R::ShowChat("hello there".into())));
+    p.device_input(DeviceInput::SendChat("hi".into()));
+    assert!(p.expert_log.contains(&ExpertEvent::Chat("hi".into())));
+}
+
+#[test]
+fn auth_failure_closes_with_its_reason() {
+    let mut p = Pair::with_auth(
+        DeviceConfig::default(),
+        Auth::Invitation {
+            id: InvitationId([1; 8]),
+            password: text("nope"),
+        },
+        Box::new(|_| {
+            Err((
+                ByeReason::WrongPassword { tries_left: 2 },
+                "wrong password".into(),
+            ))
+        }),
+    );
+    p.drive();
+    assert_eq!(
+        p.expert_close().unwrap().1,
+        "Wrong password (2 tries left)."
+    );
+    assert!(!p.device_did(&R::ShowPrompt(ConsentKind::View)));
+    assert!(p.device_log.iter().any(|r| matches!(
+        r,
+        R::Audit(AuditEvent::AuthFailed {
+            reason: ByeReason::WrongPassword { .. },
+            ..
+        })
+    )));
+}
+
+#[test]
+fn silent_peer_before_hello_is_cut_off() {
+    let now = std::time::Instant::now();
+    let mut d = DeviceSession::new(now, DeviceConfig::default(), 0);
+    while d.poll_output().is_some() {}
+    let t = d.poll_timeout().unwrap();
+    assert_eq!(t, now + DEFAULT_PRE_AUTH_TIMEOUT);
+    d.handle_timeout(t);
+    assert!(d.is_closed());
+    let mut closed = None;
+    while let Some(o) = d.poll_output() {
+        if let DeviceOutput::Close { reason, .. } = o {
+            closed = Some(reason);
+        }
+    }
+    assert_eq!(closed, Some(ByeReason::AuthTimeout));
+}
+
+#[test]
+fn dead_peer_is_detected_by_keepalive() {
+    let mut p = pair();
+    p.establish_control();
+    p.expert_action(key(30, true));
+    p.link_up = false;
+    p.advance(DEFAULT_PEER_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(p.device_close(), Some(ByeReason::PeerTimeout));
+    assert!(p.device_did(&R::ReleaseAll));
+    assert_eq!(p.expert_close().unwrap().0, ByeReason::PeerTimeout);
+}
+
+#[test]
+fn keepalives_keep_an_idle_session_open() {
+    let mut p = pair();
+    p.establish_view();
+    p.advance(Duration::from_secs(600));
+    assert!(viewing(&p));
+    assert!(
+        p.expert_log
+            .iter()
+            .any(|e| matches!(e, ExpertEvent::Rtt(_)))
+    );
+}
+
+#[test]
+fn disconnect_in_every_state_closes_both_and_releases() {
+    type Setup = fn(&mut Pair);
+    let setups: [(&str, Setup); 5] = [
+        ("connecting", |_p| {}),
+        ("awaiting view", |p| p.drive()),
+        ("viewing", |p| p.establish_view()),
+        ("awaiting control", |p| {
+            p.establish_view();
+            p.expert_action(UserAction::RequestControl);
+        }),
+        ("controlling", |p| {
+            p.establish_control();
+            p.expert_action(key(29, true));
+        }),
+    ];
+    for (name, setup) in setups {
+        for how in 0..4 {
+            let mut p = pair();
+            setup(&mut p);
+            match how {
+                0 => p.expert_action(UserAction::Disconnect),
+                1 => p.device_input(DeviceInput::PeerClosed {
+                    error: Some("reset".into()),
+                }),
+                2 => p.device_input(DeviceInput::Shutdown),
+                _ => p.local(LocalDecision::End),
+            }
+            p.drive();
+            // The expert machine can only Disconnect once viewing; before
+            // that the user closes the transport.
+            if how == 0 && !p.expert.is_closed() {
+                p.expert
+                    .handle(p.now, ExpertInput::PeerClosed { error: None });
+                p.device_input(DeviceInput::PeerClosed { error: None });
+            }
+            assert!(p.device.is_closed(), "{name}/{how}: device open");
+            assert!(p.expert.is_closed(), "{name}/{how}: expert open");
+            assert!(p.device_close().is_some() || how == 0 || how == 1);
+            assert!(p.control.is_none(), "{name}/{how}: injection left on");
+            assert!(p.view.is_none(), "{name}/{how}: capture left on");
+            assert!(p.prompt.is_none(), "{name}/{how}: prompt left open");
+            if name == "controlling" {
+                assert!(p.device_did(&R::ReleaseAll), "{name}/{how}");
+            }
+        }
+    }
+}
+
+#[test]
+fn input_before_consent_is_ignored_never_injected() {
+    let mut p = pair();
+    p.drive();
+    for m in [
+        Message::Key(Key {
+            code: 30,
+            down: true,
+        }),
+        Message::Pointer(Pointer {
+            x: 1,
+            y: 1,
+            buttons: Buttons(1),
+            wheel: 0,
+            hwheel: 0,
+        }),
+        Message::UpdateRequest { incremental: false },
+        Message::RequestControl,
+    ] {
+        p.inject_to_device(encode(&m).unwrap());
+    }
+    assert!(!p.device.is_closed());
+    assert!(
+        !p.device_log
+            .iter()
+            .any(|r| matches!(r, R::Inject { .. } | R::ShowPrompt(ConsentKind::Control)))
+    );
+    assert_eq!(p.device.ignored_count(), 4);
+    // Viewing, not controlling: input is still not injected.
+    p.local(LocalDecision::Accept);
+    p.inject_to_device(
+        encode(&Message::Key(Key {
+            code: 30,
+            down: true,
+        }))
+        .unwrap(),
+    );
+    assert!(!p.device_log.iter().any(|r| matches!(r, R::Inject { .. })));
+}
+
+#[test]
+fn device_bound_messages_from_the_expert_close_with_protocol_error() {
+    let mut p = pair();
+    p.establish_view();
+    p.inject_to_device(
+        encode(&Message::ConsentGranted {
+            kind: ConsentKind::Control,
+        })
+        .unwrap(),
+    );
+    assert_eq!(p.device_close(), Some(ByeReason::ProtocolError));
+    assert!(p.expert_close().unwrap().1.contains("protocol"));
+}
+
+#[test]
+fn auth_before_hello_and_hello_twice_are_protocol_errors() {
+    for first in [
+        Message::Auth(Auth::Offer),
+        Message::Chat { text: text("hi") },
+    ] {
+        let now = std::time::Instant::now();
+        let mut d = DeviceSession::new(now, DeviceConfig::default(), 0);
+        d.handle(now, DeviceInput::Received(encode(&first).unwrap()));
+        assert!(d.is_closed(), "{first:?}");
+    }
+    let mut p = pair();
+    p.drive();
+    p.inject_to_device(encode(&Message::Hello(Hello::new(Role::Expert, "x", "1", "y"))).unwrap());
+    assert_eq!(p.device_close(), Some(ByeReason::ProtocolError));
+}
+
+#[test]
+fn garbage_oversize_and_truncated_input_close_cleanly() {
+    // Garbage.
+    let mut p = pair();
+    p.drive();
+    p.inject_to_device(vec![3, 0, 0, 0, 0xff, 0xff, 0xff]);
+    assert_eq!(p.device_close(), Some(ByeReason::ProtocolError));
+    // Oversize before auth: a frame that would be fine later.
+    let now = std::time::Instant::now();
+    let mut d = DeviceSession::new(now, DeviceConfig::default(), 0);
+    d.handle(now, DeviceInput::Received(5000u32.to_le_bytes().to_vec()));
+    assert!(d.is_closed());
+    let mut detail = String::new();
+    while let Some(o) = d.poll_output() {
+        if let DeviceOutput::Close { detail: d, .. } = o {
+            detail = d;
+        }
+    }
+    assert!(detail.contains("over the limit"), "{detail}");
+    // Truncated: half a frame then the peer goes away.
+    let mut p = pair();
+    p.establish_view();
+    let frame = encode(&Message::Chat {
+        text: text("hello"),
+    })
+    .unwrap();
+    p.inject_to_device(frame[..HEADER_LEN + 2].to_vec());
+    assert!(!p.device.is_closed());
+    p.device_input(DeviceInput::PeerClosed {
+        error: Some("closed mid-frame".into()),
+    });
+    assert!(p.device.is_closed());
+}
+
+#[test]
+fn incompatible_versions_get_a_readable_answer() {
+    // A future expert whose Hello layout we cannot decode.
+    let now = std::time::Instant::now();
+    let mut d = DeviceSession::new(now, DeviceConfig::default(), 0);
+    let payload = [0u8, 9, 8, 0xff, 0xff, 0xff];
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    d.handle(now, DeviceInput::Received(frame));
+    let mut reason = None;
+    while let Some(o) = d.poll_output() {
+        if let DeviceOutput::Close { reason: r, .. } = o {
+            reason = Some(r);
+        }
+    }
+    assert_eq!(
+        reason,
+        Some(ByeReason::IncompatibleVersion {
+            min: MIN_PROTOCOL_VERSION,
+            max: PROTOCOL_VERSION
+        })
+    );
+    assert!(
+        ByeReason::IncompatibleVersion { min: 9, max: 9 }
+            .sentence()
+            .starts_with("Incompatible version")
+    );
+}
+
+#[test]
+fn expert_refuses_updates_before_viewing() {
+    let mut p = pair();
+    p.drive();
+    let mut rects = heapless::Vec::new();
+    rects
+        .push(Rect {
+            x: 0,
+            y: 0,
+            w: 1,
+            h: 1,
+            encoding: Encoding::Solid(0),
+        })
+        .unwrap();
+    let bytes = encode(&Message::Update(Box::new(UpdatePart {
+        seq: 1,
+        generation: 1,
+        last: true,
+        rects,
+    })))
+    .unwrap();
+    p.expert.handle(p.now, ExpertInput::Received(bytes));
+    p.drive();
+    assert_eq!(p.expert_close().unwrap().0, ByeReason::ProtocolError);
+    // The device hears why in the expert's Bye.
+    assert_eq!(p.device_close(), Some(ByeReason::ProtocolError));
+    assert!(p.device.is_closed());
+}
+
+#[test]
+fn updates_are_client_paced() {
+    let mut p = pair();
+    p.establish_view();
+    // One request after consent, one after each applied update; the fake
+    // capture answers each with one update.
+    let requests = p
+        .device_log
+        .iter()
+        .filter(|r| **r == R::UpdateRequested)
+        .count();
+    assert!(requests >= 2);
+    let fb = p.framebuffer.as_ref().unwrap();
+    assert_ne!(fb.pixels()[0], 0, "updates were applied");
+}
+
+#[test]
+fn audit_records_every_step() {
+    let mut p = pair();
+    p.establish_control();
+    p.expert_action(UserAction::Chat("hi".into()));
+    p.local(LocalDecision::StopControl);
+    p.local(LocalDecision::End);
+    let audits: Vec<&AuditEvent> = p
+        .device_log
+        .iter()
+        .filter_map(|r| match r {
+            R::Audit(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let has = |f: &dyn Fn(&AuditEvent) -> bool| audits.iter().any(|a| f(a));
+    assert!(has(&|a| matches!(a, AuditEvent::Hello { .. })));
+    assert!(has(
+        &|a| matches!(a, AuditEvent::AuthOk { expert } if *expert == offer_identity("Ann Expert"))
+    ));
+    assert!(has(&|a| matches!(
+        a,
+        AuditEvent::ConsentAsked {
+            kind: ConsentKind::View
+        }
+    )));
+    assert!(has(&|a| matches!(
+        a,
+        AuditEvent::ConsentAnswered {
+            kind: ConsentKind::Control,
+            granted: true,
+            ..
+        }
+    )));
+    assert!(has(&|a| matches!(
+        a,
+        AuditEvent::Chat {
+            from_expert: true,
+            ..
+        }
+    )));
+    assert!(has(&|a| matches!(
+        a,
+        AuditEvent::ControlEnded {
+            reason: ControlEndReason::StoppedByUser
+        }
+    )));
+    assert!(has(&|a| matches!(
+        a,
+        AuditEvent::Closed {
+            reason: ByeReason::EndedByUser,
+            ..
+        }
+    )));
+}
