@@ -38,3 +38,6 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;
