@@ -19,7 +19,7 @@ enum Op {
     LocalActive(bool),
     Fault,
     Garbage(Vec<u8>),
-    RawToDevice(Message),
+    RawToDevice(Box<Message>),
     ScreenChange,
     DeviceChat,
 }
@@ -72,7 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::LocalActive),
         1 => Just(Op::Fault),
         1 => proptest::collection::vec(any::<u8>(), 0..12).prop_map(Op::Garbage),
-        2 => raw().prop_map(Op::RawToDevice),
+        2 => raw().prop_map(|m| Op::RawToDevice(Box::new(m))),
         2 => Just(Op::ScreenChange),
         1 => Just(Op::DeviceChat),
     ]
