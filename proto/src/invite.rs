@@ -132,7 +132,10 @@ impl Invitation {
         let line = contents
             .lines()
             .map(str::trim)
-            .find(|l| l.len() >= 8 && l[..8].eq_ignore_ascii_case("SHOULDER"))
+            .find(|l| {
+                l.get(..8)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("SHOULDER"))
+            })
             .ok_or(InviteError::NotAnInvitation)?;
         Self::from_text(line)
     }
@@ -311,6 +314,11 @@ mod tests {
         );
         assert_eq!(
             Invitation::from_file("# nothing here\n"),
+            Err(InviteError::NotAnInvitation)
+        );
+        // Found by fuzzing: a multi-byte character across the prefix.
+        assert_eq!(
+            Invitation::from_file("SHOULDˀ\n"),
             Err(InviteError::NotAnInvitation)
         );
         assert!(matches!(
