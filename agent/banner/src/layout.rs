@@ -1,0 +1,829 @@
+//! Layout and rendering of the banner: where each part goes on a screen of
+//! a given size, the buttons' hit rectangles, and the pixels.
+//!
+//! Layout first builds a small display list per screen region (fills,
+//! frames, text lines already truncated to fit); rendering only paints it.
+//! Sizes derive from the screen's shorter side `d`, so a 320×240 panel and a
+//! 4K kiosk get the same picture at their own scale.
+
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::{PrimitiveStyleBuilder, Rectangle, StrokeAlignment};
+use shoulder_proto::msg::ConsentKind;
+use shoulder_proto::session::LocalDecision;
+
+use crate::pixel::{BufferError, MAX_DIMENSION, PixelBuffer, PixelFormat, Surface};
+use crate::text::Font;
+use crate::view::{StripMode, View, format_elapsed};
+
+/// Chat lines from the expert are wrapped to at most this many screen lines:
+/// enough for a sentence, small enough not to hide the app.
+pub const MAX_CHAT_LINES: usize = 2;
+
+/// The screen the banner is drawn for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScreenSpec {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+}
+
+/// Which screen edge the session strip sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Edge {
+    #[default]
+    Top,
+    Bottom,
+}
+
+/// Every fixed text of the banner, so a device builder can translate them.
+/// `{}` marks where a value goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labels {
+    pub header: String,
+    pub wants_view: String,
+    pub wants_control: String,
+    pub identified_by: String,
+    pub accept: String,
+    pub decline: String,
+    /// The key that accepts, as shown in the Accept button.
+    pub accept_key: String,
+    pub decline_key: String,
+    pub declines_in: String,
+    pub viewed_by: String,
+    pub controlled_by: String,
+    pub reconnecting: String,
+    pub stops_control: String,
+    pub stop_control: String,
+    pub end_session: String,
+    pub expert_says: String,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Self {
+            header: "Remote assistance".into(),
+            wants_view: "wants to see this screen".into(),
+            wants_control: "wants to control this screen".into(),
+            identified_by: "Identified by {}".into(),
+            accept: "Accept".into(),
+            decline: "Decline".into(),
+            accept_key: "Enter".into(),
+            decline_key: "Esc".into(),
+            declines_in: "Declines automatically in {} s".into(),
+            viewed_by: "Viewed by {}".into(),
+            controlled_by: "Controlled by {}".into(),
+            reconnecting: "Waiting for {} to reconnect".into(),
+            stops_control: "{} stops control".into(),
+            stop_control: "Stop control".into(),
+            end_session: "End session".into(),
+            expert_says: "Expert: {}".into(),
+        }
+    }
+}
+
+fn fill_in(template: &str, value: &str) -> String {
+    template.replacen("{}", value, 1)
+}
+
+/// Rendering settings besides the screen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Style {
+    pub edge: Edge,
+    pub labels: Labels,
+}
+
+/// The colours: saturated backgrounds with white or black text, at least
+/// 7:1 contrast everywhere (WCAG AAA), and a control strip that cannot be
+/// mistaken for the view strip.
+mod palette {
+    use embedded_graphics::pixelcolor::Rgb888;
+    pub const CARD: Rgb888 = Rgb888::new(0x12, 0x1a, 0x2e);
+    pub const CARD_FRAME: Rgb888 = Rgb888::new(0xff, 0xc4, 0x00);
+    pub const TEXT: Rgb888 = Rgb888::new(0xff, 0xff, 0xff);
+    pub const TEXT_DIM: Rgb888 = Rgb888::new(0xd0, 0xd8, 0xe8);
+    pub const ACCENT: Rgb888 = Rgb888::new(0xff, 0xd5, 0x4f);
+    pub const ACCEPT: Rgb888 = Rgb888::new(0x0b, 0x6e, 0x2e);
+    pub const DECLINE: Rgb888 = Rgb888::new(0x3a, 0x3f, 0x4b);
+    pub const BUTTON_FRAME: Rgb888 = Rgb888::new(0xff, 0xff, 0xff);
+    pub const VIEW_STRIP: Rgb888 = Rgb888::new(0x0a, 0x3d, 0x91);
+    pub const CONTROL_STRIP: Rgb888 = Rgb888::new(0xa5, 0x10, 0x10);
+    pub const RECONNECT_STRIP: Rgb888 = Rgb888::new(0x3a, 0x3f, 0x4b);
+    pub const STRIP_EDGE: Rgb888 = Rgb888::new(0xff, 0xc4, 0x00);
+    pub const STRIP_BUTTON: Rgb888 = Rgb888::new(0xff, 0xff, 0xff);
+    pub const STRIP_BUTTON_TEXT: Rgb888 = Rgb888::new(0x10, 0x10, 0x10);
+    pub const CHAT: Rgb888 = Rgb888::new(0x1c, 0x1c, 0x1c);
+    pub const NOTICE: Rgb888 = Rgb888::new(0xff, 0xc4, 0x00);
+    pub const NOTICE_TEXT: Rgb888 = Rgb888::new(0x00, 0x00, 0x00);
+}
+
+/// What a part of the banner is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKind {
+    Strip,
+    Chat,
+    Notice,
+    Prompt,
+}
+
+/// One opaque rectangle of the screen the banner covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub kind: RegionKind,
+    pub rect: Rectangle,
+}
+
+/// A button and the decision a tap on it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Button {
+    pub decision: LocalDecision,
+    pub rect: Rectangle,
+}
+
+/// Where the banner is on screen: for matching taps and for noticing when
+/// the app painted over it. Regions never overlap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub screen: Size,
+    pub regions: Vec<Region>,
+    pub buttons: Vec<Button>,
+    /// A consent prompt is open (keys answer it, taps elsewhere do nothing).
+    pub prompt_open: bool,
+}
+
+impl Layout {
+    /// The region of `kind`, if shown.
+    pub fn region(&self, kind: RegionKind) -> Option<Rectangle> {
+        self.regions.iter().find(|r| r.kind == kind).map(|r| r.rect)
+    }
+
+    /// The button making `decision`, if shown.
+    pub fn button(&self, decision: LocalDecision) -> Option<Rectangle> {
+        self.buttons
+            .iter()
+            .find(|b| b.decision == decision)
+            .map(|b| b.rect)
+    }
+
+    /// Whether `p` is on the banner.
+    pub fn covers(&self, p: Point) -> bool {
+        self.regions.iter().any(|r| r.rect.contains(p))
+    }
+}
+
+/// Sizes for one screen.
+#[derive(Debug, Clone, Copy)]
+struct Metrics {
+    pad: u32,
+    gap: u32,
+    border: u32,
+    title: Font,
+    body: Font,
+    prompt_button_h: u32,
+    prompt_button_font: Font,
+    strip_button_h: u32,
+    strip_font: Font,
+}
+
+impl Metrics {
+    fn new(screen: &ScreenSpec) -> Self {
+        let d = screen.width.min(screen.height);
+        let pad = (d / 60).max(4);
+        let prompt_button_h = (d / 9).max(40);
+        let strip_button_h = (d / 14).max(36);
+        Self {
+            pad,
+            gap: (pad / 2).max(2),
+            border: (d / 270).max(2),
+            title: Font::for_size((d / 24).max(14)),
+            body: Font::for_size((d / 34).max(11)),
+            prompt_button_h,
+            prompt_button_font: Font::for_size(prompt_button_h * 2 / 5),
+            strip_button_h,
+            strip_font: Font::for_size((d / 30).max(14)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Fill(Rectangle, Rgb888),
+    Frame(Rectangle, Rgb888, u32),
+    Text(Font, String, Point, Rgb888),
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    region: Region,
+    items: Vec<Item>,
+    buttons: Vec<Button>,
+}
+
+/// A rendered part of the banner: pixels for one screen rectangle, in the
+/// screen's format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    pub rect: Rectangle,
+    pub pixels: PixelBuffer,
+}
+
+/// The rendered banner: what to put where, and where the buttons are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banner {
+    pub layout: Layout,
+    pub patches: Vec<Patch>,
+}
+
+impl Banner {
+    /// Copies the banner onto `surface` (a captured frame, or a screen the
+    /// presenter owns). Parts outside the surface are clipped.
+    pub fn composite_into(&self, surface: &mut Surface<'_>) {
+        for patch in &self.patches {
+            blit(&patch.pixels, patch.rect.top_left, surface);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patches.is_empty()
+    }
+}
+
+/// Copies `src` to `dst` at `at`, converting the format if they differ.
+pub fn blit(src: &PixelBuffer, at: Point, dst: &mut Surface<'_>) {
+    let rect = Rectangle::new(at, src.size()).intersection(&dst.bounds());
+    if rect.is_zero_sized() {
+        return;
+    }
+    let (sx, sy) = (
+        (rect.top_left.x - at.x) as u32,
+        (rect.top_left.y - at.y) as u32,
+    );
+    let (sbpp, dbpp) = (
+        src.format().bytes_per_pixel(),
+        dst.format().bytes_per_pixel(),
+    );
+    let (sf, df) = (src.format(), dst.format());
+    for row in 0..rect.size.height {
+        let from = &src.row(sy + row)[sx as usize * sbpp..(sx + rect.size.width) as usize * sbpp];
+        let to = dst.span_mut(
+            rect.top_left.x as u32,
+            rect.top_left.y as u32 + row,
+            rect.size.width,
+        );
+        if sf == df {
+            to.copy_from_slice(from);
+        } else {
+            for (s, d) in from.chunks_exact(sbpp).zip(to.chunks_exact_mut(dbpp)) {
+                df.encode(sf.decode(s), d);
+            }
+        }
+    }
+}
+
+/// Why the banner cannot be rendered for a screen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    #[error(
+        "screen {width}x{height} is too small for the banner (at least {MIN_WIDTH}x{MIN_HEIGHT}) or too large (at most {MAX_DIMENSION} each)"
+    )]
+    ScreenSize { width: u32, height: u32 },
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+}
+
+/// The smallest screen the banner is laid out for (QVGA).
+pub const MIN_WIDTH: u32 = 320;
+pub const MIN_HEIGHT: u32 = 200;
+
+/// Lays out and renders banners for one screen.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    screen: ScreenSpec,
+    style: Style,
+    m: Metrics,
+}
+
+impl Renderer {
+    pub fn new(screen: ScreenSpec, style: Style) -> Result<Self, RenderError> {
+        let (w, h) = (screen.width, screen.height);
+        // Portrait screens are fine: the check is on the shorter/longer side.
+        if w.min(h) < MIN_HEIGHT.min(MIN_WIDTH)
+            || w.max(h) < MIN_WIDTH
+            || w > MAX_DIMENSION
+            || h > MAX_DIMENSION
+        {
+            return Err(RenderError::ScreenSize {
+                width: w,
+                height: h,
+            });
+        }
+        Ok(Self {
+            screen,
+            m: Metrics::new(&screen),
+            style,
+        })
+    }
+
+    pub fn screen(&self) -> ScreenSpec {
+        self.screen
+    }
+
+    /// Where everything goes, without drawing.
+    pub fn layout(&self, view: &View) -> Layout {
+        self.plan(view).0
+    }
+
+    /// Every text line as (region, line box, text): for tests that check
+    /// nothing is cut off.
+    #[doc(hidden)]
+    pub fn text_boxes(&self, view: &View) -> Vec<(Rectangle, Rectangle, String)> {
+        let (_, plans) = self.plan(view);
+        let mut out = Vec::new();
+        for plan in &plans {
+            for item in &plan.items {
+                if let Item::Text(font, text, at, _) = item {
+                    let size = Size::new(font.width(text), font.line_height());
+                    out.push((plan.region.rect, Rectangle::new(*at, size), text.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The banner's pixels and layout for `view`.
+    pub fn render(&self, view: &View) -> Result<Banner, RenderError> {
+        let (layout, plans) = self.plan(view);
+        let mut patches = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let rect = plan.region.rect;
+            let mut pixels =
+                PixelBuffer::new(rect.size.width, rect.size.height, self.screen.format)?;
+            {
+                let mut target = pixels.translated(-rect.top_left);
+                for item in &plan.items {
+                    paint(item, &mut target);
+                }
+            }
+            patches.push(Patch { rect, pixels });
+        }
+        Ok(Banner { layout, patches })
+    }
+
+    fn plan(&self, view: &View) -> (Layout, Vec<Plan>) {
+        let (w, h) = (self.screen.width, self.screen.height);
+        let mut plans = Vec::new();
+        // Bands stack from the strip's edge inwards.
+        let mut bands: Vec<Plan> = Vec::new();
+        if let Some(strip) = &view.strip {
+            bands.push(self.strip(strip));
+        }
+        let mut extra: Vec<Plan> = Vec::new();
+        if let Some(chat) = &view.chat {
+            extra.push(self.chat(chat));
+        }
+        if let Some(notice) = &view.notice {
+            extra.push(self.notice(notice));
+        }
+        let band_height = |bands: &[Plan]| -> u32 {
+            bands.iter().map(|p| p.region.rect.size.height).sum::<u32>()
+        };
+
+        let mut card = None;
+        if let Some(prompt) = &view.prompt {
+            // The prompt wins over chat and notices when space is short.
+            let mut with_header = true;
+            loop {
+                let used = band_height(&bands) + band_height(&extra);
+                let free = h.saturating_sub(used);
+                let c = self.card_height(with_header);
+                if c + 2 * self.m.pad <= free || (extra.is_empty() && !with_header) {
+                    let top_free = match self.style.edge {
+                        Edge::Top => used as i32,
+                        Edge::Bottom => 0,
+                    };
+                    let y = top_free + (free.saturating_sub(c) / 2) as i32;
+                    card = Some(self.card(prompt, y, with_header));
+                    break;
+                }
+                if !extra.is_empty() {
+                    extra.pop();
+                } else {
+                    with_header = false;
+                }
+            }
+        }
+
+        // Stack the bands.
+        let mut offset = 0u32;
+        for mut plan in bands.into_iter().chain(extra) {
+            let hgt = plan.region.rect.size.height;
+            let y = match self.style.edge {
+                Edge::Top => offset as i32,
+                Edge::Bottom => (h - offset - hgt) as i32,
+            };
+            shift(&mut plan, y);
+            offset += hgt;
+            plans.push(plan);
+        }
+        if let Some(c) = card {
+            plans.push(c);
+        }
+        let layout = Layout {
+            screen: Size::new(w, h),
+            regions: plans.iter().map(|p| p.region).collect(),
+            buttons: plans
+                .iter()
+                .flat_map(|p| p.buttons.iter().copied())
+                .collect(),
+            prompt_open: view.prompt.is_some(),
+        };
+        (layout, plans)
+    }
+
+    fn card_width(&self) -> u32 {
+        let (w, h) = (self.screen.width, self.screen.height);
+        let d = w.min(h);
+        (d * 5 / 4).min(w - 2 * self.m.pad)
+    }
+
+    fn prompt_button_height(&self) -> u32 {
+        let m = &self.m;
+        let two_lines = m.prompt_button_font.line_height() + m.body.line_height() + m.gap;
+        m.prompt_button_h.max(two_lines + 2 * m.border + 2 * m.gap)
+    }
+
+    fn card_height(&self, with_header: bool) -> u32 {
+        let m = &self.m;
+        let inner = 2 * m.pad;
+        let mut hgt = inner * 2 + 2 * m.border;
+        if with_header {
+            hgt += m.body.line_height() + m.gap;
+        }
+        hgt += 2 * m.title.line_height() + m.gap; // name, question
+        hgt += m.body.line_height() + m.pad; // identified by
+        hgt += self.prompt_button_height() + m.pad;
+        hgt += m.body.line_height(); // countdown
+        hgt
+    }
+
+    fn card(&self, p: &crate::view::PromptView, y: i32, with_header: bool) -> Plan {
+        let m = &self.m;
+        let l = &self.style.labels;
+        let cw = self.card_width();
+        let ch = self.card_height(with_header);
+        let x = ((self.screen.width - cw) / 2) as i32;
+        let rect = Rectangle::new(Point::new(x, y), Size::new(cw, ch));
+        let mut buttons = Vec::new();
+        let mut items = vec![
+            Item::Fill(rect, palette::CARD),
+            Item::Frame(rect, palette::CARD_FRAME, m.border),
+        ];
+        let inset = (2 * m.pad + m.border) as i32;
+        let inner_w = cw - 2 * inset as u32;
+        let left = x + inset;
+        let mut ty = y + inset;
+        let line = |items: &mut Vec<Item>, font: Font, text: &str, color, ty: &mut i32, after| {
+            let t = font.truncate(text, inner_w);
+            let tx = left + (inner_w.saturating_sub(font.width(&t)) / 2) as i32;
+            items.push(Item::Text(font, t, Point::new(tx, *ty), color));
+            *ty += (font.line_height() + after) as i32;
+        };
+        if with_header {
+            line(
+                &mut items,
+                m.body,
+                &l.header,
+                palette::ACCENT,
+                &mut ty,
+                m.gap,
+            );
+        }
+        line(
+            &mut items,
+            m.title,
+            &p.expert,
+            palette::ACCENT,
+            &mut ty,
+            m.gap,
+        );
+        let question = match p.kind {
+            ConsentKind::View => &l.wants_view,
+            ConsentKind::Control => &l.wants_control,
+        };
+        line(&mut items, m.title, question, palette::TEXT, &mut ty, 0);
+        line(
+            &mut items,
+            m.body,
+            &fill_in(&l.identified_by, &p.how),
+            palette::TEXT_DIM,
+            &mut ty,
+            m.pad,
+        );
+        let bh = self.prompt_button_height();
+        let bw = (inner_w - m.pad) / 2;
+        let decline = Rectangle::new(Point::new(left, ty), Size::new(bw, bh));
+        let accept = Rectangle::new(
+            Point::new(left + (inner_w - bw) as i32, ty),
+            Size::new(bw, bh),
+        );
+        for (rect, label, key, bg, decision) in [
+            (
+                decline,
+                &l.decline,
+                &l.decline_key,
+                palette::DECLINE,
+                LocalDecision::Decline,
+            ),
+            (
+                accept,
+                &l.accept,
+                &l.accept_key,
+                palette::ACCEPT,
+                LocalDecision::Accept,
+            ),
+        ] {
+            self.button(
+                &mut items,
+                rect,
+                bg,
+                palette::TEXT,
+                label,
+                Some(key),
+                m.prompt_button_font,
+            );
+            buttons.push(Button { decision, rect });
+        }
+        ty += (bh + m.pad) as i32;
+        let countdown = fill_in(&l.declines_in, &p.seconds_left.to_string());
+        line(&mut items, m.body, &countdown, palette::TEXT, &mut ty, 0);
+        Plan {
+            region: Region {
+                kind: RegionKind::Prompt,
+                rect,
+            },
+            items,
+            buttons,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn button(
+        &self,
+        items: &mut Vec<Item>,
+        rect: Rectangle,
+        bg: Rgb888,
+        fg: Rgb888,
+        label: &str,
+        key: Option<&String>,
+        font: Font,
+    ) {
+        let m = &self.m;
+        items.push(Item::Fill(rect, bg));
+        items.push(Item::Frame(rect, palette::BUTTON_FRAME, m.border));
+        let inner_w = rect.size.width.saturating_sub(2 * (m.border + m.gap));
+        let label = font.truncate(label, inner_w);
+        let key = key.map(|k| m.body.truncate(k, inner_w));
+        let text_h = font.line_height() + key.as_ref().map_or(0, |_| m.body.line_height() + m.gap);
+        let mut ty = rect.top_left.y + (rect.size.height.saturating_sub(text_h) / 2) as i32;
+        let cx = |wid: u32| rect.top_left.x + (rect.size.width.saturating_sub(wid) / 2) as i32;
+        items.push(Item::Text(
+            font,
+            label.clone(),
+            Point::new(cx(font.width(&label)), ty),
+            fg,
+        ));
+        ty += (font.line_height() + m.gap) as i32;
+        if let Some(k) = key {
+            items.push(Item::Text(
+                m.body,
+                k.clone(),
+                Point::new(cx(m.body.width(&k)), ty),
+                fg,
+            ));
+        }
+    }
+
+    /// The strip, laid out at y = 0 (the caller moves it to its edge).
+    fn strip(&self, s: &crate::view::StripView) -> Plan {
+        let m = &self.m;
+        let l = &self.style.labels;
+        let w = self.screen.width;
+        let (bg, line1) = match s.mode {
+            StripMode::Viewing => (palette::VIEW_STRIP, &l.viewed_by),
+            StripMode::Controlling => (palette::CONTROL_STRIP, &l.controlled_by),
+            StripMode::Reconnecting => (palette::RECONNECT_STRIP, &l.reconnecting),
+        };
+        // Line 1: who, and for how long; line 2 (controlled only): the hotkey.
+        let elapsed = format!(" · {}", format_elapsed(s.elapsed));
+        let line2 = match s.mode {
+            StripMode::Controlling if !s.stop_hotkey.is_empty() => {
+                Some(fill_in(&l.stops_control, &s.stop_hotkey))
+            }
+            _ => None,
+        };
+        let mut labels: Vec<(&str, LocalDecision)> = Vec::new();
+        if s.mode == StripMode::Controlling {
+            labels.push((&l.stop_control, LocalDecision::StopControl));
+        }
+        labels.push((&l.end_session, LocalDecision::End));
+        let f = m.strip_font;
+        let bh = m
+            .strip_button_h
+            .max(f.line_height() + 2 * (m.border + m.gap));
+        let widths: Vec<u32> = labels
+            .iter()
+            .map(|(t, _)| (f.width(t) + 4 * m.pad + 2 * m.border).max(bh * 2))
+            .collect();
+        let buttons_w: u32 = widths.iter().sum::<u32>() + m.pad * (widths.len() as u32 - 1);
+        let line2_h = line2.as_ref().map_or(0, |_| m.gap + m.body.line_height());
+        let text_h = f.line_height() + line2_h;
+        // One row when the second line fits in full beside the buttons and the
+        // first keeps room for a short name; else text above, buttons below.
+        let name_room = f.width(&fill_in(line1, "Jane Doe")) + f.width(&elapsed);
+        let beside = w.saturating_sub(buttons_w + 3 * m.pad);
+        let one_row =
+            line2.as_ref().is_none_or(|t| m.body.width(t) <= beside) && name_room <= beside;
+        let edge_line = m.border;
+        let (height, text_w, text_y, buttons_y) = if one_row {
+            let hgt = bh.max(text_h) + 2 * m.pad + edge_line;
+            let content_top = match self.style.edge {
+                Edge::Top => 0,
+                Edge::Bottom => edge_line as i32,
+            };
+            let inner = hgt - edge_line;
+            (
+                hgt,
+                beside,
+                content_top + ((inner - text_h) / 2) as i32,
+                content_top + ((inner - bh) / 2) as i32,
+            )
+        } else {
+            let hgt = text_h + bh + 3 * m.pad + edge_line;
+            let content_top = match self.style.edge {
+                Edge::Top => 0,
+                Edge::Bottom => edge_line as i32,
+            };
+            (
+                hgt,
+                w - 2 * m.pad,
+                content_top + m.pad as i32,
+                content_top + (2 * m.pad + text_h) as i32,
+            )
+        };
+        let rect = Rectangle::new(Point::zero(), Size::new(w, height));
+        let edge_y = match self.style.edge {
+            Edge::Top => (height - edge_line) as i32,
+            Edge::Bottom => 0,
+        };
+        let mut items = vec![
+            Item::Fill(rect, bg),
+            // A bright line between strip and app, so the strip never looks
+            // like part of the app.
+            Item::Fill(
+                Rectangle::new(Point::new(0, edge_y), Size::new(w, edge_line)),
+                palette::STRIP_EDGE,
+            ),
+        ];
+        let x = m.pad as i32;
+        // The time is never cut: the name gives way.
+        let elapsed_w = f.width(&elapsed);
+        let who = f.truncate(&fill_in(line1, &s.expert), text_w.saturating_sub(elapsed_w));
+        let t1 = format!("{who}{elapsed}");
+        items.push(Item::Text(f, t1, Point::new(x, text_y), palette::TEXT));
+        if let Some(line2) = line2 {
+            let t2 = m.body.truncate(&line2, text_w);
+            items.push(Item::Text(
+                m.body,
+                t2,
+                Point::new(x, text_y + (f.line_height() + m.gap) as i32),
+                palette::TEXT,
+            ));
+        }
+        // Buttons right-aligned, in reading order.
+        let mut bx = (w - m.pad - buttons_w) as i32;
+        if !one_row {
+            // Narrow screens: share the row if the buttons would not fit.
+            bx = bx.max(m.pad as i32);
+        }
+        let avail = w - 2 * m.pad;
+        let shrink = buttons_w > avail;
+        let mut buttons = Vec::new();
+        for ((label, decision), bw) in labels.iter().zip(&widths) {
+            let bw = if shrink {
+                (avail - m.pad * (widths.len() as u32 - 1)) / widths.len() as u32
+            } else {
+                *bw
+            };
+            let r = Rectangle::new(Point::new(bx, buttons_y), Size::new(bw, bh));
+            self.button(
+                &mut items,
+                r,
+                palette::STRIP_BUTTON,
+                palette::STRIP_BUTTON_TEXT,
+                label,
+                None,
+                f,
+            );
+            buttons.push(Button {
+                decision: *decision,
+                rect: r,
+            });
+            bx += (bw + m.pad) as i32;
+        }
+        Plan {
+            region: Region {
+                kind: RegionKind::Strip,
+                rect,
+            },
+            items,
+            buttons,
+        }
+    }
+
+    fn chat(&self, text: &str) -> Plan {
+        let m = &self.m;
+        let w = self.screen.width;
+        let text = fill_in(&self.style.labels.expert_says, text);
+        let lines = m.body.wrap(&text, w - 2 * m.pad, MAX_CHAT_LINES);
+        let lh = m.body.line_height();
+        let n = lines.len().max(1) as u32;
+        let height = n * lh + (n - 1) * m.gap + 2 * m.pad;
+        let rect = Rectangle::new(Point::zero(), Size::new(w, height));
+        let mut items = vec![Item::Fill(rect, palette::CHAT)];
+        for (i, line) in lines.into_iter().enumerate() {
+            let y = m.pad + i as u32 * (lh + m.gap);
+            items.push(Item::Text(
+                m.body,
+                line,
+                Point::new(m.pad as i32, y as i32),
+                palette::TEXT,
+            ));
+        }
+        Plan {
+            region: Region {
+                kind: RegionKind::Chat,
+                rect,
+            },
+            items,
+            buttons: Vec::new(),
+        }
+    }
+
+    fn notice(&self, text: &str) -> Plan {
+        let m = &self.m;
+        let w = self.screen.width;
+        let f = m.strip_font;
+        let height = f.line_height() + 2 * m.pad;
+        let rect = Rectangle::new(Point::zero(), Size::new(w, height));
+        let t = f.truncate(text, w - 2 * m.pad);
+        let tx = ((w - f.width(&t)) / 2) as i32;
+        Plan {
+            region: Region {
+                kind: RegionKind::Notice,
+                rect,
+            },
+            items: vec![
+                Item::Fill(rect, palette::NOTICE),
+                Item::Text(f, t, Point::new(tx, m.pad as i32), palette::NOTICE_TEXT),
+            ],
+            buttons: Vec::new(),
+        }
+    }
+}
+
+/// Moves a band laid out at y = 0 down to `y`, with its buttons.
+fn shift(plan: &mut Plan, y: i32) {
+    let d = Point::new(0, y);
+    plan.region.rect.top_left += d;
+    for item in &mut plan.items {
+        match item {
+            Item::Fill(r, _) | Item::Frame(r, _, _) => r.top_left += d,
+            Item::Text(_, _, p, _) => *p += d,
+        }
+    }
+    for b in &mut plan.buttons {
+        b.rect.top_left += d;
+    }
+}
+
+fn paint<D: DrawTarget<Color = Rgb888>>(item: &Item, target: &mut D) {
+    // Our targets are infallible; a failing one just leaves pixels unset.
+    match item {
+        Item::Fill(r, c) => {
+            let _ = target.fill_solid(r, *c);
+        }
+        Item::Frame(r, c, width) => {
+            let _ = r
+                .into_styled(
+                    PrimitiveStyleBuilder::new()
+                        .stroke_color(*c)
+                        .stroke_width(*width)
+                        .stroke_alignment(StrokeAlignment::Inside)
+                        .build(),
+                )
+                .draw(target);
+        }
+        Item::Text(font, text, at, c) => font.draw(text, *at, *c, target),
+    }
+}

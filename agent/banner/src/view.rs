@@ -1,0 +1,235 @@
+//! What the banner shows: a small plain struct, filled from the session's
+//! outputs ([`Prompt`], [`Phase`], chat, close reasons) or by hand in tests.
+
+use std::time::{Duration, Instant};
+
+use shoulder_proto::msg::{ByeReason, ConsentKind, ControlEndReason};
+use shoulder_proto::session::{Phase, Prompt};
+
+/// Everything on screen at one moment. Each part is optional; an empty view
+/// shows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// An open consent prompt.
+    pub prompt: Option<PromptView>,
+    /// The session strip, shown for the whole session.
+    pub strip: Option<StripView>,
+    /// The latest chat line from the expert.
+    pub chat: Option<String>,
+    /// A short notice: "Control stopped", "Session ended: …", "Reconnecting…".
+    pub notice: Option<String>,
+}
+
+impl View {
+    pub fn is_empty(&self) -> bool {
+        self.prompt.is_none()
+            && self.strip.is_none()
+            && self.chat.is_none()
+            && self.notice.is_none()
+    }
+}
+
+/// A consent question to the person at the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptView {
+    pub kind: ConsentKind,
+    /// Who asks: the certificate's name, or "invitation <id>".
+    pub expert: String,
+    /// How they were authenticated ("plant certificate", "invitation …").
+    pub how: String,
+    /// Seconds until the prompt declines by itself.
+    pub seconds_left: u32,
+}
+
+impl PromptView {
+    /// The prompt the session machine asked for, as of `now`.
+    pub fn from_prompt(prompt: &Prompt, now: Instant) -> Self {
+        Self {
+            kind: prompt.kind,
+            expert: prompt.expert.name.clone(),
+            how: prompt.expert.how(),
+            seconds_left: seconds_until(prompt.deadline, now),
+        }
+    }
+}
+
+/// Whether the expert only sees the screen or also controls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripMode {
+    Viewing,
+    Controlling,
+    /// The connection dropped and the expert may come back; nothing is
+    /// shown to anyone meanwhile, but the person can end the session.
+    Reconnecting,
+}
+
+/// The session strip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripView {
+    pub mode: StripMode,
+    pub expert: String,
+    /// Time since the session (viewing) started.
+    pub elapsed: Duration,
+    /// The hotkey that takes control back, as the person should type it
+    /// ("Ctrl+Alt+Pause"); shown while controlled.
+    pub stop_hotkey: String,
+}
+
+impl StripView {
+    /// The strip for a session phase, or `None` when no strip is due (before
+    /// consent, after close). `since` of the controlling phase is when control
+    /// began; the strip shows time since `session_start` when given, so the
+    /// clock does not jump back when control is granted.
+    pub fn from_phase(
+        phase: &Phase,
+        now: Instant,
+        session_start: Option<Instant>,
+        stop_hotkey: &str,
+    ) -> Option<Self> {
+        let (mode, expert, since) = match phase {
+            Phase::Viewing { expert, since } => (StripMode::Viewing, expert, *since),
+            Phase::Controlling { expert, since } => (StripMode::Controlling, expert, *since),
+            Phase::Reconnecting { expert, .. } => (
+                StripMode::Reconnecting,
+                expert,
+                session_start.unwrap_or(now),
+            ),
+            Phase::AwaitingView { .. } | Phase::Closed { .. } => return None,
+        };
+        let start = session_start.unwrap_or(since);
+        Some(Self {
+            mode,
+            expert: expert.name.clone(),
+            elapsed: now.saturating_duration_since(start),
+            stop_hotkey: stop_hotkey.to_string(),
+        })
+    }
+}
+
+/// Whole seconds left until `deadline`, rounded up so "0 s" shows only when
+/// the time is really up.
+pub fn seconds_until(deadline: Instant, now: Instant) -> u32 {
+    let left = deadline.saturating_duration_since(now);
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// "12:34", or "1:02:03" past an hour.
+pub fn format_elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// The notice for a closed session, worded for the person at the device.
+pub fn session_ended_notice(reason: &ByeReason, detail: &str) -> String {
+    let why = match reason {
+        ByeReason::EndedByUser => return "Session ended".into(),
+        ByeReason::Normal => "the expert left",
+        ByeReason::Declined => "declined",
+        ByeReason::ConsentTimeout => "no answer in time",
+        ByeReason::PeerTimeout => "connection lost",
+        ByeReason::ShuttingDown => "assistance service stopped",
+        ByeReason::AuditFailure => "audit log unavailable",
+        ByeReason::Disabled => "remote assistance is turned off",
+        _ if !detail.is_empty() => detail,
+        _ => "error",
+    };
+    format!("Session ended: {why}")
+}
+
+/// The notice when control ends while viewing goes on.
+pub fn control_ended_notice(reason: ControlEndReason) -> String {
+    match reason {
+        ControlEndReason::StoppedByUser | ControlEndReason::Hotkey => "Control stopped".into(),
+        ControlEndReason::Released => "The expert gave control back".into(),
+        ControlEndReason::DeviceFault => "Control stopped: input failed on this device".into(),
+    }
+}
+
+/// Shown while the connection is being re-established.
+pub const RECONNECTING_NOTICE: &str = "Reconnecting...";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoulder_proto::session::{AuthMethod, ExpertIdentity};
+
+    fn expert() -> ExpertIdentity {
+        ExpertIdentity {
+            name: "Jane Expert".into(),
+            method: AuthMethod::Offer {
+                fingerprint: [0; 32],
+            },
+        }
+    }
+
+    #[test]
+    fn prompt_counts_down_in_whole_seconds_rounded_up() {
+        let now = Instant::now();
+        let p = Prompt {
+            kind: ConsentKind::View,
+            expert: expert(),
+            deadline: now + Duration::from_millis(59_200),
+        };
+        let v = PromptView::from_prompt(&p, now);
+        assert_eq!(v.seconds_left, 60);
+        assert_eq!(v.how, "plant certificate");
+        assert_eq!(
+            PromptView::from_prompt(&p, now + Duration::from_secs(70)).seconds_left,
+            0
+        );
+    }
+
+    #[test]
+    fn strip_follows_the_phase() {
+        let t0 = Instant::now();
+        let viewing = Phase::Viewing {
+            expert: expert(),
+            since: t0,
+        };
+        let s = StripView::from_phase(&viewing, t0 + Duration::from_secs(75), None, "F12").unwrap();
+        assert_eq!(s.mode, StripMode::Viewing);
+        assert_eq!(format_elapsed(s.elapsed), "1:15");
+        let controlling = Phase::Controlling {
+            expert: expert(),
+            since: t0 + Duration::from_secs(60),
+        };
+        let s = StripView::from_phase(&controlling, t0 + Duration::from_secs(75), Some(t0), "F12")
+            .unwrap();
+        assert_eq!(s.mode, StripMode::Controlling);
+        assert_eq!(
+            s.elapsed,
+            Duration::from_secs(75),
+            "clock counts from session start"
+        );
+        assert!(
+            StripView::from_phase(&Phase::AwaitingView { expert: expert() }, t0, None, "")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn elapsed_and_notices_read_well() {
+        assert_eq!(format_elapsed(Duration::from_secs(3723)), "1:02:03");
+        assert_eq!(
+            session_ended_notice(&ByeReason::EndedByUser, ""),
+            "Session ended"
+        );
+        assert_eq!(
+            session_ended_notice(&ByeReason::PeerTimeout, ""),
+            "Session ended: connection lost"
+        );
+        assert_eq!(
+            session_ended_notice(&ByeReason::InternalError, "capture failed"),
+            "Session ended: capture failed"
+        );
+        assert_eq!(
+            control_ended_notice(ControlEndReason::Hotkey),
+            "Control stopped"
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! The banner as pictures: every prompt and strip at four screen sizes,
+//! compared pixel-exactly with the PNGs in `golden/`.
+//!
+//! After an intended change, regenerate them with
+//! `SHOULDER_BLESS=1 cargo test -p shoulder-banner --test golden` and look
+//! at the new PNGs before committing. A mismatch writes the actual picture
+//! next to the target dir and names it in the failure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
+use shoulder_banner::{
+    Edge, PixelBuffer, PixelFormat, PromptView, Renderer, ScreenSpec, StripMode, StripView, Style,
+    View,
+};
+use shoulder_proto::msg::ConsentKind;
+
+const SIZES: [(u32, u32); 4] = [(320, 240), (800, 480), (1280, 800), (1920, 1080)];
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+fn prompt(kind: ConsentKind, expert: &str, how: &str, secs: u32) -> PromptView {
+    PromptView {
+        kind,
+        expert: expert.into(),
+        how: how.into(),
+        seconds_left: secs,
+    }
+}
+
+fn strip(mode: StripMode, expert: &str, secs: u64) -> StripView {
+    StripView {
+        mode,
+        expert: expert.into(),
+        elapsed: Duration::from_secs(secs),
+        stop_hotkey: "Ctrl+Alt+Pause".into(),
+    }
+}
+
+/// The scenes, by file name stem.
+fn scenes() -> Vec<(&'static str, View)> {
+    let long = "Maximilian Alexander von und zu Hohenberg-Schwarzenfels (Field Service)";
+    vec![
+        (
+            "view_prompt",
+            View {
+                prompt: Some(prompt(
+                    ConsentKind::View,
+                    "Jane Expert",
+                    "plant certificate",
+                    57,
+                )),
+                ..View::default()
+            },
+        ),
+        (
+            "control_prompt",
+            View {
+                prompt: Some(prompt(
+                    ConsentKind::Control,
+                    "invitation 0123456789abcdef",
+                    "invitation 0123456789abcdef",
+                    42,
+                )),
+                strip: Some(strip(
+                    StripMode::Viewing,
+                    "invitation 0123456789abcdef",
+                    125,
+                )),
+                ..View::default()
+            },
+        ),
+        (
+            "strip_viewed_chat",
+            View {
+                strip: Some(strip(StripMode::Viewing, "Jane Expert", 754)),
+                chat: Some(
+                    "Please tap Settings, then Network, and read me the address shown at the top."
+                        .into(),
+                ),
+                ..View::default()
+            },
+        ),
+        (
+            "strip_controlled_chat",
+            View {
+                strip: Some(strip(StripMode::Controlling, "Jane Expert", 3723)),
+                chat: Some("I am changing the printer settings now.".into()),
+                ..View::default()
+            },
+        ),
+        (
+            "strip_viewed_notice",
+            View {
+                strip: Some(strip(StripMode::Viewing, "Jane Expert", 61)),
+                notice: Some("Control stopped".into()),
+                ..View::default()
+            },
+        ),
+        (
+            "session_ended",
+            View {
+                notice: Some("Session ended: connection lost".into()),
+                ..View::default()
+            },
+        ),
+        (
+            "long_name",
+            View {
+                prompt: Some(prompt(ConsentKind::Control, long, "plant certificate", 9)),
+                strip: Some(strip(StripMode::Controlling, long, 5)),
+                ..View::default()
+            },
+        ),
+    ]
+}
+
+/// A stand-in for the app's screen, so the pictures show where the banner
+/// sits: a grey field with a grid.
+fn backdrop(w: u32, h: u32, format: PixelFormat) -> PixelBuffer {
+    let mut b = PixelBuffer::new(w, h, format).unwrap();
+    b.clear(Rgb888::new(0xe8, 0xea, 0xee));
+    let step = (w.min(h) / 8).max(8);
+    let line = Rgb888::new(0xb8, 0xbe, 0xc8);
+    for x in (0..w).step_by(step as usize) {
+        let _ = Rectangle::new(Point::new(x as i32, 0), Size::new(1, h))
+            .into_styled(PrimitiveStyle::with_fill(line))
+            .draw(&mut b);
+    }
+    for y in (0..h).step_by(step as usize) {
+        let _ = Rectangle::new(Point::new(0, y as i32), Size::new(w, 1))
+            .into_styled(PrimitiveStyle::with_fill(line))
+            .draw(&mut b);
+    }
+    b
+}
+
+fn screenshot(view: &View, w: u32, h: u32, format: PixelFormat, style: Style) -> PixelBuffer {
+    let r = Renderer::new(
+        ScreenSpec {
+            width: w,
+            height: h,
+            format,
+        },
+        style,
+    )
+    .unwrap();
+    let banner = r.render(view).unwrap();
+    let mut screen = backdrop(w, h, format);
+    banner.composite_into(&mut screen.surface());
+    screen
+}
+
+fn encode_png(img: &PixelBuffer) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, img.width(), img.height());
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Best);
+    let mut w = enc.write_header().unwrap();
+    w.write_image_data(&img.to_rgb8()).unwrap();
+    w.finish().unwrap();
+    out
+}
+
+fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let dec = png::Decoder::new(bytes);
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(
+        info.color_type,
+        png::ColorType::Rgb,
+        "golden PNGs are 8-bit RGB"
+    );
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// Compares with `golden/<name>.png`, or rewrites it under SHOULDER_BLESS=1.
+/// Returns a failure description instead of panicking, so one run reports
+/// every mismatch.
+fn check(name: &str, img: &PixelBuffer) -> Option<String> {
+    let path = golden_dir().join(format!("{name}.png"));
+    if std::env::var_os("SHOULDER_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, encode_png(img)).unwrap();
+        return None;
+    }
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Some(format!(
+            "{}: missing; run with SHOULDER_BLESS=1 to create it",
+            path.display()
+        ));
+    };
+    let (w, h, want) = decode_png(&bytes);
+    let got = img.to_rgb8();
+    if (w, h) == (img.width(), img.height()) && want == got {
+        return None;
+    }
+    let differing = want
+        .chunks_exact(3)
+        .zip(got.chunks_exact(3))
+        .filter(|(a, b)| a != b)
+        .count();
+    let actual_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("golden-actual");
+    std::fs::create_dir_all(&actual_dir).unwrap();
+    let actual = actual_dir.join(format!("{name}.png"));
+    std::fs::write(&actual, encode_png(img)).unwrap();
+    Some(format!(
+        "{name}: {differing} pixels differ (golden {w}x{h}, actual {}x{}); actual picture: {}",
+        img.width(),
+        img.height(),
+        actual.display()
+    ))
+}
+
+#[test]
+fn every_scene_matches_its_golden_picture() {
+    let mut failures = Vec::new();
+    for (name, view) in scenes() {
+        let sizes: &[(u32, u32)] = if name == "long_name" {
+            &[(320, 240), (1920, 1080)]
+        } else {
+            &SIZES
+        };
+        for &(w, h) in sizes {
+            let img = screenshot(&view, w, h, PixelFormat::Xrgb8888, Style::default());
+            failures.extend(check(&format!("{name}_{w}x{h}"), &img));
+        }
+    }
+    // Small panels often scan out RGB565; and kiosks may want the strip at
+    // the bottom.
+    let (_, control) = &scenes()[1];
+    let img = screenshot(control, 320, 240, PixelFormat::Rgb565, Style::default());
+    failures.extend(check("control_prompt_320x240_rgb565", &img));
+    let (_, chat) = &scenes()[3];
+    let bottom = Style {
+        edge: Edge::Bottom,
+        ..Style::default()
+    };
+    let img = screenshot(chat, 800, 480, PixelFormat::Xrgb8888, bottom);
+    failures.extend(check("strip_controlled_chat_800x480_bottom", &img));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn no_text_is_cut_off_and_buttons_fit_fingers() {
+    for (name, view) in scenes() {
+        for &(w, h) in SIZES
+            .iter()
+            .chain(&[(3840, 2160), (1080, 1920), (480, 800)])
+        {
+            for edge in [Edge::Top, Edge::Bottom] {
+                let r = Renderer::new(
+                    ScreenSpec {
+                        width: w,
+                        height: h,
+                        format: PixelFormat::Xrgb8888,
+                    },
+                    Style {
+                        edge,
+                        ..Style::default()
+                    },
+                )
+                .unwrap();
+                let screen = Rectangle::new(Point::zero(), Size::new(w, h));
+                let layout = r.layout(&view);
+                for (region, text, s) in r.text_boxes(&view) {
+                    assert!(!s.is_empty(), "{name} {w}x{h}: an empty line");
+                    assert!(
+                        region.intersection(&text) == text,
+                        "{name} {w}x{h} {edge:?}: '{s}' {text:?} sticks out of {region:?}"
+                    );
+                    assert!(
+                        screen.intersection(&region) == region,
+                        "{name} {w}x{h}: off screen"
+                    );
+                }
+                for (i, a) in layout.regions.iter().enumerate() {
+                    for b in &layout.regions[i + 1..] {
+                        assert!(
+                            a.rect.intersection(&b.rect).is_zero_sized(),
+                            "{name} {w}x{h}: {a:?} overlaps {b:?}"
+                        );
+                    }
+                }
+                for b in &layout.buttons {
+                    assert!(
+                        layout.covers(b.rect.center()),
+                        "{name}: button off the banner"
+                    );
+                    assert!(
+                        b.rect.size.height >= 36 && b.rect.size.width >= 60,
+                        "{name} {w}x{h}: {:?} too small for a finger",
+                        b
+                    );
+                }
+                if view.prompt.is_some() {
+                    assert!(layout.prompt_open);
+                    assert!(layout.buttons.len() >= 2);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn long_names_are_shortened_with_an_ellipsis() {
+    let (_, view) = scenes().pop().unwrap();
+    let r = Renderer::new(
+        ScreenSpec {
+            width: 320,
+            height: 240,
+            format: PixelFormat::Xrgb8888,
+        },
+        Style::default(),
+    )
+    .unwrap();
+    let texts: Vec<String> = r.text_boxes(&view).into_iter().map(|t| t.2).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Maximilian") && t.ends_with("...")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Controlled by Maxim") && t.ends_with("... · 0:05")),
+        "the name gives way, the time stays: {texts:?}"
+    );
+    assert!(
+        texts.contains(&"wants to control this screen".to_string()),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t == "Declines automatically in 9 s"),
+        "{texts:?}"
+    );
+}
