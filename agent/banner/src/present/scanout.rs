@@ -271,11 +271,9 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
                             Ok((outcome, dirty, want, true))
                         }
                         Some(i) => {
-                            // This buffer shows an older banner: take it off, then
-                            // draw the new one.
-                            let mut dirty = restore(s, &records[i]);
-                            let saved = draw(s, &want);
-                            dirty.extend(want.patches.iter().map(|p| p.rect));
+                            // This buffer shows an older banner: swap it for the
+                            // new one without showing the app in between.
+                            let (saved, dirty) = transition(s, &records[i], &want);
                             records[i] = Record {
                                 id,
                                 drawn: want.clone(),
@@ -421,39 +419,101 @@ fn draw(s: &mut Surface<'_>, b: &Banner) -> Vec<Saved> {
         .collect()
 }
 
-/// Puts the saved pixels back wherever the banner is still intact; pixels
-/// the app has painted since are left alone. Returns the touched areas.
-fn restore(s: &mut Surface<'_>, rec: &Record) -> Vec<Rectangle> {
+/// Replaces the banner `old` shows on this buffer by `new`. Patches at the
+/// same place (the usual case: the countdown or the clock ticked) are
+/// overwritten in place, keeping what was saved under them (updated where the
+/// app painted since); the others are restored first, then the new ones
+/// drawn. Nothing flashes: no pixel shows the app between two banners.
+fn transition(s: &mut Surface<'_>, old: &Record, new: &Banner) -> (Vec<Saved>, Vec<Rectangle>) {
     let bpp = s.format().bytes_per_pixel();
     let mut dirty = Vec::new();
-    for (p, saved) in rec.drawn.patches.iter().zip(&rec.saved) {
+    let same = |r: &Rectangle| new.patches.iter().position(|p| p.rect == *r);
+    // 1. Take off old patches that have no twin in the new banner.
+    for (p, saved) in old.drawn.patches.iter().zip(&old.saved) {
+        if same(&p.rect).is_none() {
+            restore_patch(s, p, saved, bpp);
+            dirty.push(p.rect);
+        }
+    }
+    // 2. Draw the new patches, carrying over what was under twins.
+    let mut out = Vec::with_capacity(new.patches.len());
+    for p in &new.patches {
+        let twin = old
+            .drawn
+            .patches
+            .iter()
+            .zip(&old.saved)
+            .find(|(o, _)| o.rect == p.rect);
         let (x, y, w) = (
             p.rect.top_left.x as u32,
             p.rect.top_left.y as u32,
             p.rect.size.width,
         );
         let row_len = w as usize * bpp;
+        let mut rows = Vec::with_capacity(row_len * p.rect.size.height as usize);
         for r in 0..p.rect.size.height {
-            let drawn = p.pixels.row(r);
-            let under = &saved.rows[r as usize * row_len..(r as usize + 1) * row_len];
             let cur = s.span_mut(x, y + r, w);
-            if cur == drawn {
-                cur.copy_from_slice(under);
-            } else {
-                for ((c, d), u) in cur
-                    .chunks_exact_mut(bpp)
-                    .zip(drawn.chunks_exact(bpp))
-                    .zip(under.chunks_exact(bpp))
-                {
-                    if c == d {
-                        c.copy_from_slice(u);
+            match twin {
+                Some((o, saved)) => {
+                    let drawn = o.pixels.row(r);
+                    let under = &saved.rows[r as usize * row_len..(r as usize + 1) * row_len];
+                    if cur == drawn {
+                        rows.extend_from_slice(under);
+                    } else {
+                        for ((c, d), u) in cur
+                            .chunks_exact(bpp)
+                            .zip(drawn.chunks_exact(bpp))
+                            .zip(under.chunks_exact(bpp))
+                        {
+                            rows.extend_from_slice(if c == d { u } else { c });
+                        }
                     }
+                }
+                None => rows.extend_from_slice(cur),
+            }
+            cur.copy_from_slice(p.pixels.row(r));
+        }
+        out.push(Saved { rows });
+        dirty.push(p.rect);
+    }
+    (out, dirty)
+}
+
+fn restore_patch(s: &mut Surface<'_>, p: &Patch, saved: &Saved, bpp: usize) {
+    let (x, y, w) = (
+        p.rect.top_left.x as u32,
+        p.rect.top_left.y as u32,
+        p.rect.size.width,
+    );
+    let row_len = w as usize * bpp;
+    for r in 0..p.rect.size.height {
+        let drawn = p.pixels.row(r);
+        let under = &saved.rows[r as usize * row_len..(r as usize + 1) * row_len];
+        let cur = s.span_mut(x, y + r, w);
+        if cur == drawn {
+            cur.copy_from_slice(under);
+        } else {
+            for ((c, d), u) in cur
+                .chunks_exact_mut(bpp)
+                .zip(drawn.chunks_exact(bpp))
+                .zip(under.chunks_exact(bpp))
+            {
+                if c == d {
+                    c.copy_from_slice(u);
                 }
             }
         }
-        dirty.push(p.rect);
     }
-    dirty
+}
+
+/// Puts the saved pixels back wherever the banner is still intact; pixels
+/// the app has painted since are left alone. Returns the touched areas.
+fn restore(s: &mut Surface<'_>, rec: &Record) -> Vec<Rectangle> {
+    let bpp = s.format().bytes_per_pixel();
+    for (p, saved) in rec.drawn.patches.iter().zip(&rec.saved) {
+        restore_patch(s, p, saved, bpp);
+    }
+    rec.drawn.patches.iter().map(|p| p.rect).collect()
 }
 
 /// Redraws the banner where the app painted over it, keeping the app's new
@@ -545,5 +605,394 @@ impl<T: ScanoutTarget> BannerPresenter for ScanoutPresenter<T> {
 
     fn current(&self) -> Option<&Arc<Banner>> {
         self.banner.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Renderer, ScreenSpec, Style};
+    use crate::view::{PromptView, StripMode, StripView, View};
+    use embedded_graphics::pixelcolor::Rgb888;
+    use shoulder_proto::msg::ConsentKind;
+    use std::collections::HashMap;
+
+    const W: u32 = 320;
+    const H: u32 = 240;
+
+    /// A display with several buffers, and an "app" that paints and flips.
+    #[derive(Debug, Default)]
+    struct FakeDisplay {
+        buffers: HashMap<BufferId, PixelBuffer>,
+        current: Option<BufferId>,
+        flushes: usize,
+        maps: usize,
+    }
+
+    impl FakeDisplay {
+        fn new(format: PixelFormat, ids: &[u64]) -> Self {
+            let mut d = Self::default();
+            for &id in ids {
+                let mut b = PixelBuffer::new(W, H, format).unwrap();
+                app_paint(&mut b, id as u8);
+                d.buffers.insert(BufferId(id), b);
+            }
+            d.current = ids.first().map(|&i| BufferId(i));
+            d
+        }
+        fn buf(&mut self, id: u64) -> &mut PixelBuffer {
+            self.buffers.get_mut(&BufferId(id)).unwrap()
+        }
+    }
+
+    /// The app's picture: a gradient that differs per frame number.
+    fn app_paint(b: &mut PixelBuffer, frame: u8) {
+        let mut s = b.surface();
+        for y in 0..H {
+            for x in 0..W {
+                let c = Rgb888::new(x as u8, y as u8, frame.wrapping_mul(37));
+                let _ = s.draw_iter([Pixel(Point::new(x as i32, y as i32), c)]);
+            }
+        }
+    }
+
+    impl ScanoutTarget for FakeDisplay {
+        fn current(&mut self) -> Result<Option<BufferId>, PresentError> {
+            Ok(self.current)
+        }
+        fn with_buffer<R>(
+            &mut self,
+            id: BufferId,
+            f: impl FnOnce(&mut Surface<'_>) -> R,
+        ) -> Result<Option<R>, PresentError> {
+            self.maps += 1;
+            Ok(self.buffers.get_mut(&id).map(|b| f(&mut b.surface())))
+        }
+        fn flush(&mut self, _id: BufferId, _rects: &[Rectangle]) -> Result<(), PresentError> {
+            self.flushes += 1;
+            Ok(())
+        }
+    }
+
+    fn renderer(format: PixelFormat) -> Renderer {
+        Renderer::new(
+            ScreenSpec {
+                width: W,
+                height: H,
+                format,
+            },
+            Style::default(),
+        )
+        .unwrap()
+    }
+
+    fn strip_view(secs: u64, notice: Option<&str>) -> View {
+        View {
+            strip: Some(StripView {
+                mode: StripMode::Controlling,
+                expert: "Jane".into(),
+                elapsed: Duration::from_secs(secs),
+                stop_hotkey: "F12".into(),
+            }),
+            notice: notice.map(str::to_string),
+            ..View::default()
+        }
+    }
+
+    fn banner(view: &View) -> Arc<Banner> {
+        Arc::new(renderer(PixelFormat::Xrgb8888).render(view).unwrap())
+    }
+
+    /// Whether `buf` shows `banner` exactly, everywhere it should.
+    fn shows(buf: &PixelBuffer, banner: &Banner) -> bool {
+        banner.patches.iter().all(|p| {
+            (0..p.rect.size.height).all(|r| {
+                (0..p.rect.size.width).all(|c| {
+                    buf.pixel(p.rect.top_left.x as u32 + c, p.rect.top_left.y as u32 + r)
+                        == p.pixels.pixel(c, r)
+                })
+            })
+        })
+    }
+
+    #[test]
+    fn shows_and_restores_on_a_single_buffer_app() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[7]));
+        let original = p.target_mut().buf(7).clone();
+        let b = banner(&strip_view(5, None));
+        assert_eq!(p.show_at(b.clone(), t0).unwrap(), TickOutcome::Drawn);
+        assert!(shows(p.target_mut().buf(7), &b));
+        assert!(p.target().flushes >= 1, "writes are flushed");
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(3)).unwrap(),
+            TickOutcome::Unchanged
+        );
+        assert_eq!(
+            p.hide_at(t0 + Duration::from_millis(6)).unwrap(),
+            TickOutcome::Restored
+        );
+        assert_eq!(
+            p.target_mut().buf(7),
+            &original,
+            "app's pixels back exactly"
+        );
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(9)).unwrap(),
+            TickOutcome::Idle
+        );
+        assert!(!p.busy());
+    }
+
+    #[test]
+    fn follows_page_flips_and_repaints() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1, 2]));
+        let b = banner(&strip_view(5, None));
+        p.show_at(b.clone(), t0).unwrap();
+        // The app paints a new frame into buffer 2 and flips to it.
+        let mut t = t0;
+        for frame in 0..6u8 {
+            let back = if frame % 2 == 0 { 2 } else { 1 };
+            app_paint(p.target_mut().buf(back), frame + 10);
+            p.target_mut().current = Some(BufferId(back));
+            t += Duration::from_millis(33);
+            let outcome = p.tick_at(t).unwrap();
+            assert!(
+                matches!(outcome, TickOutcome::Drawn | TickOutcome::Repaired),
+                "frame {frame}: {outcome:?}"
+            );
+            assert!(shows(p.target_mut().buf(back), &b), "frame {frame}");
+        }
+        // After hide the current buffer gets the app's latest pixels back.
+        let cur = p.target().current.unwrap().0;
+        let mut expected = PixelBuffer::new(W, H, PixelFormat::Xrgb8888).unwrap();
+        app_paint(&mut expected, 5 + 10);
+        p.hide_at(t).unwrap();
+        assert_eq!(p.target_mut().buf(cur), &expected);
+    }
+
+    #[test]
+    fn a_repaint_over_the_banner_is_noticed_by_probes() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1]));
+        let b = banner(&strip_view(5, None));
+        p.show_at(b.clone(), t0).unwrap();
+        // The app repaints the whole screen in place (no flip).
+        app_paint(p.target_mut().buf(1), 99);
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(3)).unwrap(),
+            TickOutcome::Repaired,
+            "probes see it on the next tick"
+        );
+        assert!(shows(p.target_mut().buf(1), &b));
+        // Hiding restores the app's new picture, not the one from before.
+        p.hide_at(t0 + Duration::from_millis(6)).unwrap();
+        let mut expected = PixelBuffer::new(W, H, PixelFormat::Xrgb8888).unwrap();
+        app_paint(&mut expected, 99);
+        assert_eq!(p.target_mut().buf(1), &expected);
+    }
+
+    #[test]
+    fn a_small_repaint_is_caught_by_refresh_or_the_periodic_check() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1]));
+        let b = banner(&strip_view(5, None));
+        p.show_at(b.clone(), t0).unwrap();
+        // A 1x1 "cursor blink" at the banner's corner, between probes.
+        let blink = Rectangle::new(Point::new(0, 0), Size::new(1, 1));
+        let _ = p
+            .target_mut()
+            .buf(1)
+            .fill_solid(&blink, Rgb888::new(1, 2, 3));
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(3)).unwrap(),
+            TickOutcome::Unchanged
+        );
+        assert_eq!(
+            p.refresh_at(t0 + Duration::from_millis(4)).unwrap(),
+            TickOutcome::Repaired,
+            "the capture loop saw damage"
+        );
+        assert!(shows(p.target_mut().buf(1), &b));
+        let _ = p
+            .target_mut()
+            .buf(1)
+            .fill_solid(&blink, Rgb888::new(1, 2, 3));
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(4) + VERIFY_INTERVAL)
+                .unwrap(),
+            TickOutcome::Repaired,
+            "the periodic full check"
+        );
+        assert!(shows(p.target_mut().buf(1), &b));
+    }
+
+    #[test]
+    fn a_new_banner_replaces_the_old_one_cleanly() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1]));
+        let original = p.target_mut().buf(1).clone();
+        let with_notice = banner(&strip_view(5, Some("Control stopped")));
+        p.show_at(with_notice.clone(), t0).unwrap();
+        assert!(shows(p.target_mut().buf(1), &with_notice));
+        let plain = banner(&strip_view(6, None));
+        assert_eq!(p.show_at(plain.clone(), t0).unwrap(), TickOutcome::Drawn);
+        assert!(shows(p.target_mut().buf(1), &plain));
+        // Where the notice was, the app's pixels are back.
+        let notice = with_notice
+            .layout
+            .region(crate::layout::RegionKind::Notice)
+            .unwrap();
+        let probe = notice.center();
+        assert_eq!(
+            p.target_mut().buf(1).pixel(probe.x as u32, probe.y as u32),
+            original.pixel(probe.x as u32, probe.y as u32)
+        );
+        p.hide_at(t0).unwrap();
+        assert_eq!(p.target_mut().buf(1), &original);
+    }
+
+    #[test]
+    fn a_ticking_clock_rewrites_in_place_and_keeps_the_saved_pixels() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1]));
+        let original = p.target_mut().buf(1).clone();
+        p.show_at(banner(&strip_view(5, None)), t0).unwrap();
+        // The app paints a dot under the strip meanwhile (single buffer).
+        let dot = Rectangle::new(Point::new(2, 2), Size::new(2, 2));
+        let _ = p.target_mut().buf(1).fill_solid(&dot, Rgb888::new(9, 9, 9));
+        let next = banner(&strip_view(6, None));
+        assert_eq!(p.show_at(next.clone(), t0).unwrap(), TickOutcome::Drawn);
+        assert!(shows(p.target_mut().buf(1), &next));
+        p.hide_at(t0).unwrap();
+        let mut expected = original;
+        let _ = expected.fill_solid(&dot, Rgb888::new(9, 9, 9));
+        assert_eq!(
+            p.target_mut().buf(1),
+            &expected,
+            "the dot survives, the rest is original"
+        );
+    }
+
+    #[test]
+    fn a_back_buffer_still_showing_the_banner_is_restored_when_shown() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1, 2]));
+        let b = banner(&View {
+            prompt: Some(PromptView {
+                kind: ConsentKind::View,
+                expert: "Jane".into(),
+                how: "plant certificate".into(),
+                seconds_left: 30,
+            }),
+            ..View::default()
+        });
+        let (orig1, orig2) = (p.target_mut().buf(1).clone(), p.target_mut().buf(2).clone());
+        p.show_at(b.clone(), t0).unwrap();
+        p.target_mut().current = Some(BufferId(2)); // flip without repaint (buffer age)
+        p.tick_at(t0 + Duration::from_millis(3)).unwrap();
+        assert!(shows(p.target_mut().buf(2), &b));
+        p.hide_at(t0 + Duration::from_millis(6)).unwrap();
+        assert_eq!(p.target_mut().buf(2), &orig2);
+        assert!(
+            shows(p.target_mut().buf(1), &b),
+            "not on screen, not touched yet"
+        );
+        assert!(p.busy(), "buffer 1 still to restore");
+        p.target_mut().current = Some(BufferId(1));
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(9)).unwrap(),
+            TickOutcome::Restored
+        );
+        assert_eq!(p.target_mut().buf(1), &orig1);
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(12)).unwrap(),
+            TickOutcome::Idle
+        );
+    }
+
+    #[test]
+    fn forgets_unshown_buffers_after_the_restore_window() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1, 2]));
+        p.show_at(banner(&strip_view(1, None)), t0).unwrap();
+        p.target_mut().current = Some(BufferId(2));
+        p.tick_at(t0).unwrap();
+        p.hide_at(t0).unwrap();
+        assert!(p.busy());
+        assert_eq!(p.tick_at(t0 + RESTORE_WINDOW).unwrap(), TickOutcome::Idle);
+        assert!(!p.busy());
+    }
+
+    #[test]
+    fn draws_into_rgb565_buffers() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Rgb565, &[1]));
+        let original = p.target_mut().buf(1).clone();
+        let b = banner(&strip_view(5, None));
+        p.show_at(b.clone(), t0).unwrap();
+        let expected = renderer(PixelFormat::Rgb565)
+            .render(&strip_view(5, None))
+            .unwrap();
+        assert!(shows(p.target_mut().buf(1), &expected));
+        assert_eq!(
+            p.tick_at(t0 + Duration::from_millis(3)).unwrap(),
+            TickOutcome::Unchanged
+        );
+        p.hide_at(t0 + Duration::from_millis(6)).unwrap();
+        assert_eq!(p.target_mut().buf(1), &original);
+    }
+
+    #[test]
+    fn a_mode_change_asks_for_a_new_render() {
+        let mut d = FakeDisplay::new(PixelFormat::Xrgb8888, &[1]);
+        d.buffers.insert(
+            BufferId(1),
+            PixelBuffer::new(640, 480, PixelFormat::Xrgb8888).unwrap(),
+        );
+        let mut p = ScanoutPresenter::new(d);
+        let err = p
+            .show_at(banner(&strip_view(1, None)), Instant::now())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PresentError::ScreenChanged {
+                    width: 640,
+                    height: 480
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn waits_while_the_display_shows_nothing() {
+        let mut d = FakeDisplay::new(PixelFormat::Xrgb8888, &[1]);
+        d.current = None;
+        let mut p = ScanoutPresenter::new(d);
+        let t0 = Instant::now();
+        assert_eq!(
+            p.show_at(banner(&strip_view(1, None)), t0).unwrap(),
+            TickOutcome::NoBuffer
+        );
+        p.target_mut().current = Some(BufferId(1));
+        assert_eq!(p.tick_at(t0).unwrap(), TickOutcome::Drawn);
+    }
+
+    #[test]
+    fn probes_cover_every_patch_within_the_bound() {
+        let b = banner(&View {
+            strip: strip_view(1, Some("x")).strip,
+            chat: Some("hello".into()),
+            notice: Some("x".into()),
+            ..View::default()
+        });
+        let probes = make_probes(&b);
+        assert!(probes.len() <= MAX_PROBES + b.patches.len());
+        for i in 0..b.patches.len() {
+            assert!(probes.iter().any(|p| p.0 == i), "patch {i} has probes");
+        }
     }
 }
