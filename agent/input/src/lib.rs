@@ -1,1 +1,100 @@
 //! uinput injection and evdev local input.
+//!
+//! - **Injection** ([`InputSink`]): the expert's pointer, key and touch
+//!   events go to virtual devices made with uinput ([`UinputSink`]) or to a
+//!   recorder for tests ([`RecordingSink`]). Every inject call takes the
+//!   [`ControlConsent`](shoulder_proto::consent::ControlConsent) the session
+//!   machine handed out, and is refused once that consent is withdrawn. The
+//!   sink tracks what is held and releases it on every way out.
+//! - **Local input** ([`local::LocalInput`]): the person at the device's own
+//!   keyboards, mice, tablets and touchscreens, as typed events; grabbed
+//!   while a consent prompt is open.
+//! - **Local input wins** ([`Holdback`]): expert input waits while the person
+//!   at the device is using it.
+//! - **Hotkeys** ([`HotkeyDetector`]): chords that stop control or end the
+//!   session.
+//!
+//! ```text
+//!  expert ─► DeviceSession ─Inject(ev)─► Holdback::admit ─► InputSink::inject(&consent, ev) ─► uinput
+//!                 ▲                          ▲
+//!                 │ LocalUserActive,         │ local_activity(now)
+//!                 │ StopControlHotkey, End   │
+//!  evdev ─► LocalInput ─► LocalEvent ───────┴─► HotkeyDetector::key
+//! ```
+
+pub mod codes;
+pub mod holdback;
+pub mod hotkey;
+pub mod inject;
+pub mod keys;
+pub mod local;
+mod recording;
+mod sink;
+pub mod uinput;
+
+use std::path::PathBuf;
+
+pub use holdback::{DEFAULT_HOLDBACK, Holdback, HoldbackOutput};
+pub use hotkey::{Chord, HotkeyDetector, HotkeyError, Hotkeys};
+pub use inject::{
+    DropReason, InjectMode, Injected, MAX_TOUCH_SLOTS, RawEvent, ScreenSize, SinkStats,
+    VirtualDevice,
+};
+pub use recording::{RecordLog, Recorded, Recorder, RecordingSink};
+pub use sink::{InputBackend, InputSink, Sink};
+pub use uinput::{DEFAULT_UINPUT_PATH, UinputBackend, UinputSink, emergency_release};
+
+/// What can go wrong with input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    #[error("control was withdrawn: the expert's input is no longer allowed")]
+    ControlWithdrawn,
+    #[error(
+        "this control consent is for grant {got}, but the input devices were made for grant {expected}"
+    )]
+    WrongGrant { expected: u64, got: u64 },
+    #[error("the virtual input devices are closed")]
+    Closed,
+    #[error("screen size {width}x{height} is invalid: both sides must be at least 1 pixel")]
+    InvalidScreen { width: u16, height: u16 },
+    #[error(
+        "cannot open {}: {source}; load the uinput module (modprobe uinput) and give the agent write access to it",
+        path.display()
+    )]
+    OpenUinput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the virtual device \"{device}\": {source}")]
+    CreateDevice {
+        device: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot write to the virtual device \"{device}\": {source}")]
+    Write {
+        device: &'static str,
+        source: std::io::Error,
+    },
+    #[error("short write to the virtual device \"{device}\": {written} of {expected} events")]
+    ShortWrite {
+        device: &'static str,
+        written: usize,
+        expected: usize,
+    },
+    #[error("cannot destroy the virtual device \"{device}\": {source}")]
+    Destroy {
+        device: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot list input devices in {}: {source}; is devtmpfs mounted on /dev?",
+        path.display()
+    )]
+    InputDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("local input needs a tokio runtime: start it from within the agent's runtime")]
+    NoRuntime,
+}
