@@ -1,0 +1,34 @@
+# nooelint: oelint.var.bbclassextend - a device application: no native or nativesdk variant
+SUMMARY = "Shoulder demo kiosk application"
+DESCRIPTION = "A full-screen demo kiosk (DRM master, page flips, touch and \
+               keyboard input) to try Shoulder on a device; started at boot \
+               by shoulder-kiosk.service."
+SECTION = "graphics"
+
+require recipes-shoulder/include/shoulder-source.inc
+# The same workspace and Cargo.lock as shoulder-agent, so the same crates.
+require recipes-shoulder/shoulder-agent/shoulder-agent-crates.inc
+
+SRC_URI += "file://shoulder-kiosk.service"
+
+inherit cargo systemd features_check
+
+REQUIRED_DISTRO_FEATURES = "systemd"
+
+# The same workspace as shoulder-agent, built for its kiosk crate only.
+# The crates include is shared, so this recipe has no do_update_crates of its
+# own: refresh the include from shoulder-agent.
+CARGO_BUILD_FLAGS += "--package shoulder-kiosk --bin shoulder-kiosk"
+
+SYSTEMD_SERVICE:${PN} = "shoulder-kiosk.service"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+do_install() {
+    install -d ${D}${bindir}
+    install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/shoulder-kiosk ${D}${bindir}/shoulder-kiosk
+
+    install -d ${D}${systemd_system_unitdir}
+    sed -e 's,@BINDIR@,${bindir},g' \
+        ${SHOULDER_UNPACKDIR}/shoulder-kiosk.service > ${D}${systemd_system_unitdir}/shoulder-kiosk.service
+    chmod 0644 ${D}${systemd_system_unitdir}/shoulder-kiosk.service
+}
