@@ -12,7 +12,11 @@ use std::sync::Arc;
 use crate::layout::Banner;
 use crate::pixel::Surface;
 
+pub mod fbdev;
+pub mod kms;
 pub mod scanout;
+pub use fbdev::{FbdevPresenter, FbdevTarget};
+pub use kms::KmsPresenter;
 pub use scanout::{BufferId, ScanoutPresenter, ScanoutTarget, TickOutcome};
 
 /// Why a presenter could not show, hide or refresh the banner.

@@ -1,0 +1,344 @@
+//! The fbdev presenter: a [`ScanoutPresenter`] over `/dev/fbN`.
+//!
+//! fbdev has one buffer in video memory; double-buffering apps pan the
+//! visible window within a taller virtual screen (`yoffset`). The buffer id
+//! is that pan offset, so a pan counts as a flip. Writes go straight to the
+//! screen (or, for DRM's fbdev emulation, through its deferred-I/O page
+//! tracking), so nothing needs flushing.
+//!
+//! This module maps the device and calls its two query ioctls, hence the
+//! `unsafe` blocks, each with its reasoning.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use rustix::ioctl::{Getter, Opcode, ioctl};
+use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
+
+use super::PresentError;
+use super::scanout::{BufferId, ScanoutPresenter, ScanoutTarget};
+use crate::pixel::{PixelFormat, Surface};
+
+/// The default framebuffer device.
+pub const DEFAULT_DEVICE: &str = "/dev/fb0";
+
+/// Largest framebuffer mapping accepted (an 8K screen at 32 bits, double
+/// buffered): a bigger `smem_len` is a driver oddity we do not map.
+pub const MAX_MAP_LEN: usize = 8192 * 8192 * 4 * 2;
+
+/// A [`ScanoutPresenter`] drawing into an fbdev device.
+pub type FbdevPresenter = ScanoutPresenter<FbdevTarget>;
+
+impl FbdevPresenter {
+    /// Opens `/dev/fbN` for drawing the banner.
+    pub fn open(path: &Path) -> Result<Self, PresentError> {
+        Ok(ScanoutPresenter::new(FbdevTarget::open(path)?))
+    }
+}
+
+/// `struct fb_bitfield` from `<linux/fb.h>`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct FbBitfield {
+    offset: u32,
+    length: u32,
+    msb_right: u32,
+}
+
+/// `struct fb_var_screeninfo` from `<linux/fb.h>`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct FbVarScreeninfo {
+    xres: u32,
+    yres: u32,
+    xres_virtual: u32,
+    yres_virtual: u32,
+    xoffset: u32,
+    yoffset: u32,
+    bits_per_pixel: u32,
+    grayscale: u32,
+    red: FbBitfield,
+    green: FbBitfield,
+    blue: FbBitfield,
+    transp: FbBitfield,
+    nonstd: u32,
+    activate: u32,
+    height: u32,
+    width: u32,
+    accel_flags: u32,
+    pixclock: u32,
+    left_margin: u32,
+    right_margin: u32,
+    upper_margin: u32,
+    lower_margin: u32,
+    hsync_len: u32,
+    vsync_len: u32,
+    sync: u32,
+    vmode: u32,
+    rotate: u32,
+    colorspace: u32,
+    reserved: [u32; 4],
+}
+
+/// `struct fb_fix_screeninfo` from `<linux/fb.h>`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct FbFixScreeninfo {
+    id: [u8; 16],
+    smem_start: std::ffi::c_ulong,
+    smem_len: u32,
+    type_: u32,
+    type_aux: u32,
+    visual: u32,
+    xpanstep: u16,
+    ypanstep: u16,
+    ywrapstep: u16,
+    line_length: u32,
+    mmio_start: std::ffi::c_ulong,
+    mmio_len: u32,
+    accel: u32,
+    capabilities: u16,
+    reserved: [u16; 2],
+}
+
+/// Old-style fbdev opcodes (not `_IOR`-encoded), from `<linux/fb.h>`.
+const FBIOGET_VSCREENINFO: Opcode = 0x4600;
+const FBIOGET_FSCREENINFO: Opcode = 0x4602;
+/// `FB_TYPE_PACKED_PIXELS`: the only layout the banner can draw into.
+const FB_TYPE_PACKED_PIXELS: u32 = 0;
+
+fn var_info(file: &File) -> std::io::Result<FbVarScreeninfo> {
+    // SAFETY: FBIOGET_VSCREENINFO writes exactly one `fb_var_screeninfo`,
+    // which `FbVarScreeninfo` mirrors field for field (repr(C), all u32).
+    let op = unsafe { Getter::<FBIOGET_VSCREENINFO, FbVarScreeninfo>::new() };
+    // SAFETY: `file` is an open fbdev descriptor for the call's duration; the
+    // kernel writes only into the getter's buffer.
+    Ok(unsafe { ioctl(file.as_fd(), op) }?)
+}
+
+fn fix_info(file: &File) -> std::io::Result<FbFixScreeninfo> {
+    // SAFETY: FBIOGET_FSCREENINFO writes one `fb_fix_screeninfo`, mirrored by
+    // `FbFixScreeninfo` (repr(C), same field types and order, c_ulong for
+    // the kernel's unsigned long).
+    let op = unsafe { Getter::<FBIOGET_FSCREENINFO, FbFixScreeninfo>::new() };
+    // SAFETY: as in `var_info`.
+    Ok(unsafe { ioctl(file.as_fd(), op) }?)
+}
+
+fn format_of(v: &FbVarScreeninfo) -> Option<PixelFormat> {
+    match (
+        v.bits_per_pixel,
+        v.red.offset,
+        v.green.offset,
+        v.blue.offset,
+    ) {
+        (32, 16, 8, 0) if v.transp.length > 0 => Some(PixelFormat::Argb8888),
+        (32, 16, 8, 0) => Some(PixelFormat::Xrgb8888),
+        (32, 0, 8, 16) if v.transp.length > 0 => Some(PixelFormat::Abgr8888),
+        (32, 0, 8, 16) => Some(PixelFormat::Xbgr8888),
+        (16, 11, 5, 0) => Some(PixelFormat::Rgb565),
+        _ => None,
+    }
+}
+
+/// A shared, writable mapping of the framebuffer memory.
+#[derive(Debug)]
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; moving it
+// to another thread moves the only handle to it.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn new(file: &File, len: usize) -> std::io::Result<Self> {
+        // SAFETY: a null hint lets the kernel pick a fresh range, so no Rust
+        // object is aliased; the descriptor is open for the call; failure is
+        // returned.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                file.as_fd(),
+                0,
+            )
+        }?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| std::io::Error::other("mmap returned a null address"))?;
+        Ok(Self { ptr, len })
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `len` mapped read/write bytes that stay
+        // mapped until `self` drops, which the borrow cannot outlive; any
+        // byte value is a valid u8. Other processes (the app, fbcon) may
+        // write the same memory concurrently: as for every shared
+        // framebuffer mapping, a racing write only tears pixels, which the
+        // presenter's next tick repairs.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range mmap returned; no borrow outlives `self`.
+        let _ = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// `/dev/fbN` as a [`ScanoutTarget`].
+#[derive(Debug)]
+pub struct FbdevTarget {
+    path: PathBuf,
+    file: File,
+    map: Mapping,
+    line_length: usize,
+    var: FbVarScreeninfo,
+    format: PixelFormat,
+}
+
+impl FbdevTarget {
+    pub fn open(path: &Path) -> Result<Self, PresentError> {
+        let dev = |what: &str, source| PresentError::Device {
+            what: format!("{what} {}", path.display()),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| dev("opening", e))?;
+        let fix = fix_info(&file).map_err(|e| dev("FBIOGET_FSCREENINFO on", e))?;
+        let var = var_info(&file).map_err(|e| dev("FBIOGET_VSCREENINFO on", e))?;
+        if fix.type_ != FB_TYPE_PACKED_PIXELS {
+            return Err(PresentError::Unsupported(format!(
+                "{}: framebuffer type {} is not packed pixels; the banner cannot draw into it",
+                path.display(),
+                fix.type_
+            )));
+        }
+        let format = format_of(&var).ok_or_else(|| {
+            PresentError::Unsupported(format!(
+                "{}: {} bits per pixel with red at bit {} is not a format the banner draws (32-bit XRGB/XBGR or RGB565)",
+                path.display(),
+                var.bits_per_pixel,
+                var.red.offset
+            ))
+        })?;
+        let len = fix.smem_len as usize;
+        let line_length = fix.line_length as usize;
+        let need = line_length * var.yres_virtual.max(var.yres) as usize;
+        if len == 0 || len > MAX_MAP_LEN || need > len {
+            return Err(PresentError::Unsupported(format!(
+                "{}: framebuffer memory of {len} bytes does not fit {}x{} lines of {line_length} bytes",
+                path.display(),
+                var.xres_virtual,
+                var.yres_virtual
+            )));
+        }
+        let map = Mapping::new(&file, len).map_err(|e| dev("mapping", e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            map,
+            line_length,
+            var,
+            format,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn id_of(v: &FbVarScreeninfo) -> BufferId {
+    BufferId((u64::from(v.yoffset) << 32) | u64::from(v.xoffset))
+}
+
+impl ScanoutTarget for FbdevTarget {
+    fn current(&mut self) -> Result<Option<BufferId>, PresentError> {
+        let var = var_info(&self.file).map_err(|source| PresentError::Device {
+            what: format!("FBIOGET_VSCREENINFO on {}", self.path.display()),
+            source,
+        })?;
+        if (var.xres, var.yres, var.bits_per_pixel)
+            != (self.var.xres, self.var.yres, self.var.bits_per_pixel)
+        {
+            // A mode change: the mapping and the banner are for the old mode.
+            return Err(PresentError::ScreenChanged {
+                width: var.xres,
+                height: var.yres,
+            });
+        }
+        self.var = var;
+        Ok(Some(id_of(&var)))
+    }
+
+    fn with_buffer<R>(
+        &mut self,
+        id: BufferId,
+        f: impl FnOnce(&mut Surface<'_>) -> R,
+    ) -> Result<Option<R>, PresentError> {
+        let v = self.var;
+        if id != id_of(&v) {
+            return Ok(None);
+        }
+        let bpp = self.format.bytes_per_pixel();
+        let start = v.yoffset as usize * self.line_length + v.xoffset as usize * bpp;
+        let bytes = self.map.bytes_mut();
+        let Some(window) = bytes.get_mut(start..) else {
+            return Ok(None);
+        };
+        let mut surface = Surface::new(v.xres, v.yres, self.line_length, self.format, window)
+            .map_err(|e| PresentError::Unsupported(format!("{}: {e}", self.path.display())))?;
+        Ok(Some(f(&mut surface)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_bitfields() {
+        let mut v = FbVarScreeninfo {
+            bits_per_pixel: 32,
+            ..Default::default()
+        };
+        v.red.offset = 16;
+        v.green.offset = 8;
+        assert_eq!(format_of(&v), Some(PixelFormat::Xrgb8888));
+        v.bits_per_pixel = 16;
+        v.red.offset = 11;
+        v.green.offset = 5;
+        assert_eq!(format_of(&v), Some(PixelFormat::Rgb565));
+        v.bits_per_pixel = 24;
+        assert_eq!(format_of(&v), None, "24-bit packed is not drawn");
+    }
+
+    #[test]
+    fn kernel_struct_sizes_match() {
+        assert_eq!(std::mem::size_of::<FbVarScreeninfo>(), 160);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<FbFixScreeninfo>(), 80);
+        #[cfg(target_pointer_width = "32")]
+        assert_eq!(std::mem::size_of::<FbFixScreeninfo>(), 68);
+    }
+
+    #[test]
+    fn a_missing_device_is_a_readable_error() {
+        let err = FbdevPresenter::open(Path::new("/nonexistent/fb9")).unwrap_err();
+        assert!(
+            err.to_string().contains("opening /nonexistent/fb9"),
+            "{err}"
+        );
+    }
+}
