@@ -1,1 +1,63 @@
-//! Screen capture backends and the frame encoder.
+//! Screen capture backends and the frame encoder of the Shoulder agent.
+//!
+//! # Pieces
+//!
+//! - [`FrameSource`]: where pixels come from. Backends: [`drm::DrmSource`]
+//!   (DRM/KMS scanout), [`fbdev::FbdevSource`] (`/dev/fb0`),
+//!   [`rawfile::RawFileSource`] (a file of raw pixels, re-read every tick) and
+//!   [`synthetic::SyntheticScreen`] (the demo kiosk screen, drawn in memory).
+//!   [`open`] builds one from a [`SourceSpec`] such as
+//!   `rawfile:/tmp/screen.raw@1920x1080:XRGB8888`.
+//! - [`Encoder`]: sans-I/O change detection and encoding into
+//!   [`shoulder_proto::msg::UpdatePart`]s (solid fills, scroll copies, lz4,
+//!   raw), with bounded memory (one shadow frame plus scratch).
+//! - [`Pacer`]: sans-I/O decision of when to capture next, so an idle screen
+//!   costs almost nothing and a busy one is sent as fast as the client takes it.
+//! - [`ScanoutAccess`]: write access to the buffer on screen, for the consent
+//!   banner's "draw into the scanout buffer" presenters (DRM and fbdev).
+//!
+//! # Typical loop (the agent's capture task)
+//!
+//! ```no_run
+//! # use std::time::Instant;
+//! # use shoulder_capture::*;
+//! # fn send(_: shoulder_proto::msg::Message) {}
+//! # fn demo(consent: &shoulder_proto::consent::ViewConsent) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut source = open(&"synthetic:1280x720".parse()?)?;
+//! let mut encoder = Encoder::new();
+//! let mut pacer = Pacer::new(PacingConfig::default());
+//! pacer.request(Instant::now(), false); // the client asked for the full screen
+//! loop {
+//!     let now = Instant::now();
+//!     if pacer.should_capture(now) {
+//!         let frame = source.capture()?;
+//!         let update = encoder.encode(consent, &frame, pacer.full_requested())?;
+//!         pacer.captured(now, update.is_some());
+//!         for msg in update.into_iter().flat_map(|u| u.into_messages()) {
+//!             send(msg);
+//!         }
+//!     }
+//!     // sleep until pacer.poll_timeout(), a new request or input
+//! #   break;
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod convert;
+pub mod cursor;
+pub mod drm;
+pub mod encoder;
+pub mod fbdev;
+mod mmap;
+pub mod pacing;
+pub mod rawfile;
+pub mod source;
+pub mod synthetic;
+
+pub use cursor::{CursorImage, CursorState, CursorTracker, CursorUpdate};
+pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder};
+pub use pacing::{Pacer, PacingConfig};
+pub use source::{
+    CaptureError, Frame, FrameError, FrameSource, PixelFormat, ScanoutAccess, ScanoutMut,
+    ScreenGeometry, SourceSpec, SpecError, open,
+};

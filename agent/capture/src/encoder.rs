@@ -1,0 +1,805 @@
+//! Change detection and encoding of screen updates (sans-I/O).
+//!
+//! The [`Encoder`] keeps one shadow copy of the screen as the expert has it
+//! (in the source's own pixel format, rows packed). Each [`Encoder::encode`]:
+//!
+//! 1. compares the frame with the shadow row by row (one `memcmp` of the frame
+//!    when nothing changed), and for changed rows finds which [`TILE`]-pixel
+//!    columns differ;
+//! 2. looks for a vertical scroll in each band of changed rows (row hashes of
+//!    the changed columns, old against new, vote for a shift, verify rows
+//!    byte for byte) and turns matching rows into `Copy` rectangles;
+//! 3. brings the shadow up to date (copies changed rows only);
+//! 4. merges what is left into rectangles (one per run of changed tile
+//!    columns per tile row, joined vertically), and encodes each as the
+//!    cheapest of `Solid`, `Lz4` and `Raw`, converted to XRGB8888;
+//! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
+//!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
+//!
+//! Because the shadow is what the expert was last sent, everything that
+//! changed since the previous update is coalesced into the next one, however
+//! long the client took to ask for it.
+
+use std::collections::HashMap;
+
+use shoulder_proto::consent::ViewConsent;
+use shoulder_proto::frame::MAX_UPDATE_PAYLOAD;
+use shoulder_proto::msg::{
+    Encoding, MAX_RECTS_PER_PART, Message, Payload, Rect, ScreenInfo, UpdatePart, WireFormat,
+};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::convert::{pixel_to_xrgb, row_to_xrgb8888};
+use crate::source::{Frame, MAX_EDGE, ScreenGeometry};
+
+/// Edge of a damage tile in pixels. Damage is tracked per row at this column
+/// granularity and rectangles are grouped per band of this many rows: small
+/// enough that typing one character sends a few hundred pixels, large enough
+/// that the per-row column mask fits one `u128` at the largest screen.
+pub const TILE: usize = 64;
+/// Tile columns of the widest screen; must fit the `u128` row mask.
+const MAX_TILE_COLS: usize = (MAX_EDGE as usize).div_ceil(TILE);
+const _: () = assert!(MAX_TILE_COLS <= 128);
+/// Largest XRGB8888 payload of one rectangle before compression. Bigger
+/// rectangles are cut into row slices: lz4's window is 64 KiB, so larger
+/// slices would not compress better, and four of them still fit one part.
+pub const MAX_RECT_BYTES: usize = 256 * 1024;
+/// Bands of changed rows closer than this are one band for scroll detection:
+/// a scrolled list has unchanged blank rows between its items.
+const SCROLL_BAND_GAP: usize = 32;
+/// A band must be at least this tall to look for a scroll in it.
+const MIN_SCROLL_BAND: usize = 16;
+/// A scroll is believed only when at least this many distinct rows agree on it.
+const MIN_SCROLL_VOTES: u32 = 4;
+/// A run of shifted rows shorter than this is sent as pixels: a `Copy` costs
+/// a rectangle header and splits the damage into more rectangles.
+const MIN_COPY_ROWS: usize = 4;
+
+/// Why an update could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    #[error("the view consent was withdrawn: no more screen updates may be sent")]
+    ConsentWithdrawn,
+}
+
+/// What one update contained, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncodeStats {
+    pub rects: usize,
+    pub solid: usize,
+    pub copy: usize,
+    pub lz4: usize,
+    pub raw: usize,
+    /// Pixel payload bytes (compressed or raw) in all parts.
+    pub payload_bytes: usize,
+    /// Pixels covered by rectangles.
+    pub pixels: usize,
+}
+
+/// One screen update: optional new screen info, then one or more parts with
+/// the same `seq`, the last with `last = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedUpdate {
+    /// Set when the screen size or format changed (or for the first update):
+    /// send it before the parts; the expert's framebuffer restarts.
+    pub screen: Option<ScreenInfo>,
+    pub parts: Vec<UpdatePart>,
+    pub stats: EncodeStats,
+}
+
+impl EncodedUpdate {
+    /// The messages to send, in order.
+    pub fn into_messages(self) -> impl Iterator<Item = Message> {
+        self.screen
+            .map(Message::ScreenInfo)
+            .into_iter()
+            .chain(self.parts.into_iter().map(|p| Message::Update(Box::new(p))))
+    }
+}
+
+/// A rectangle before encoding, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Area {
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+}
+
+/// Change detector and update encoder. Memory: one shadow frame plus
+/// per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized buffers.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    geometry: Option<ScreenGeometry>,
+    generation: u32,
+    seq: u32,
+    /// The screen as the expert has it, rows packed, source format.
+    shadow: Vec<u8>,
+    /// Per row: which tile columns changed.
+    masks: Vec<u128>,
+    old_hashes: Vec<u64>,
+    new_hashes: Vec<u64>,
+    scratch: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The screen the expert currently has, once the first update was made.
+    pub fn screen_info(&self) -> Option<ScreenInfo> {
+        let g = self.geometry?;
+        Some(ScreenInfo {
+            width: g.width as u16,
+            height: g.height as u16,
+            format: WireFormat::Xrgb8888,
+            generation: self.generation,
+        })
+    }
+
+    /// Forgets what the expert has (new session, or resumed one): the next
+    /// update is a full screen with screen info. Keeps the generation counter
+    /// increasing so stale updates stay recognisable.
+    pub fn reset(&mut self) {
+        self.geometry = None;
+        self.shadow = Vec::new();
+        self.masks = Vec::new();
+    }
+
+    /// Encodes what changed since the previous update. `None` when nothing
+    /// changed and `full` is false. With `full`, the whole screen is sent.
+    /// A size or format change sends new screen info and the whole screen.
+    pub fn encode(
+        &mut self,
+        consent: &ViewConsent,
+        frame: &Frame<'_>,
+        full: bool,
+    ) -> Result<Option<EncodedUpdate>, EncodeError> {
+        if !consent.is_live() {
+            return Err(EncodeError::ConsentWithdrawn);
+        }
+        Ok(self.encode_frame(frame, full))
+    }
+
+    /// Whether `frame` differs from what the expert was last sent, without
+    /// changing anything (costs one frame compare).
+    pub fn differs(&self, frame: &Frame<'_>) -> bool {
+        let Some(g) = self.geometry else { return true };
+        if g != frame.geometry() {
+            return true;
+        }
+        let rb = frame.row_bytes();
+        (0..frame.height()).any(|y| {
+            let start = y as usize * rb;
+            frame.row(y) != &self.shadow[start..start + rb]
+        })
+    }
+
+    fn encode_frame(&mut self, frame: &Frame<'_>, full: bool) -> Option<EncodedUpdate> {
+        let g = frame.geometry();
+        let (w, h) = (g.width as usize, g.height as usize);
+        let rb = frame.row_bytes();
+        let mut screen = None;
+        let mut copies = Vec::new();
+        if self.geometry != Some(g) {
+            self.geometry = Some(g);
+            self.generation = self.generation.wrapping_add(1);
+            self.shadow.clear();
+            self.shadow.reserve_exact(rb * h);
+            for y in 0..g.height {
+                self.shadow.extend_from_slice(frame.row(y));
+            }
+            self.masks = vec![full_mask(w); h];
+            screen = self.screen_info();
+        } else {
+            let changed = self.find_damage(frame);
+            if !changed && !full {
+                return None;
+            }
+            if changed && !full {
+                copies = self.find_scrolls(frame);
+            }
+            // The shadow becomes the new screen (only rows that changed).
+            for y in 0..h {
+                if self.masks[y] != 0 {
+                    self.shadow[y * rb..(y + 1) * rb].copy_from_slice(frame.row(y as u32));
+                }
+            }
+            if full {
+                copies.clear();
+                self.masks.iter_mut().for_each(|m| *m = full_mask(w));
+            } else {
+                for c in &copies {
+                    self.masks[c.dst.y..c.dst.y + c.dst.h]
+                        .iter_mut()
+                        .for_each(|m| *m = 0);
+                }
+            }
+        }
+
+        let mut stats = EncodeStats::default();
+        let mut rects: Vec<Rect> = Vec::new();
+        for c in &copies {
+            stats.copy += 1;
+            stats.pixels += c.dst.w * c.dst.h;
+            rects.push(Rect {
+                x: c.dst.x as u16,
+                y: c.dst.y as u16,
+                w: c.dst.w as u16,
+                h: c.dst.h as u16,
+                encoding: Encoding::Copy {
+                    src_x: c.dst.x as u16,
+                    src_y: c.src_y as u16,
+                },
+            });
+        }
+        for area in self.damage_areas(w, h) {
+            let rows_per_slice = (MAX_RECT_BYTES / (area.w * 4)).max(1);
+            let mut y = area.y;
+            while y < area.y + area.h {
+                let slice_h = rows_per_slice.min(area.y + area.h - y);
+                let slice = Area {
+                    y,
+                    h: slice_h,
+                    ..area
+                };
+                rects.push(self.encode_area(slice, &mut stats));
+                y += slice_h;
+            }
+        }
+        self.seq = self.seq.wrapping_add(1);
+        stats.rects = rects.len();
+        Some(EncodedUpdate {
+            screen,
+            parts: pack_parts(self.seq, self.generation, rects),
+            stats,
+        })
+    }
+
+    /// Fills `masks` with the changed tile columns of each row; true if any.
+    fn find_damage(&mut self, frame: &Frame<'_>) -> bool {
+        let rb = frame.row_bytes();
+        let tile_bytes = TILE * frame.format().bytes_per_pixel();
+        let mut any = false;
+        for (y, mask) in self.masks.iter_mut().enumerate() {
+            let new = frame.row(y as u32);
+            let old = &self.shadow[y * rb..(y + 1) * rb];
+            if new == old {
+                *mask = 0;
+                continue;
+            }
+            any = true;
+            let mut m = 0u128;
+            for (i, (a, b)) in new
+                .chunks(tile_bytes)
+                .zip(old.chunks(tile_bytes))
+                .enumerate()
+            {
+                if a != b {
+                    m |= 1 << i;
+                }
+            }
+            *mask = m;
+        }
+        any
+    }
+
+    /// Finds vertical scrolls in bands of changed rows. Reads the old shadow
+    /// and the new frame; returns copies in the order they must be applied.
+    fn find_scrolls(&mut self, frame: &Frame<'_>) -> Vec<CopyRun> {
+        let h = self.masks.len();
+        let rb = frame.row_bytes();
+        let bpp = frame.format().bytes_per_pixel();
+        let mut copies = Vec::new();
+        self.old_hashes.resize(h, 0);
+        self.new_hashes.resize(h, 0);
+        let mut y = 0;
+        while y < h {
+            if self.masks[y] == 0 {
+                y += 1;
+                continue;
+            }
+            // Extend the band over gaps shorter than SCROLL_BAND_GAP.
+            let start = y;
+            let mut end = y + 1;
+            let mut span = self.masks[y];
+            let mut probe = end;
+            while probe < h && probe < end + SCROLL_BAND_GAP {
+                if self.masks[probe] != 0 {
+                    span |= self.masks[probe];
+                    end = probe + 1;
+                }
+                probe += 1;
+            }
+            y = end;
+            if end - start < MIN_SCROLL_BAND {
+                continue;
+            }
+            let first = span.trailing_zeros() as usize;
+            let last = 127 - span.leading_zeros() as usize;
+            let x0 = first * TILE;
+            let x1 = ((last + 1) * TILE).min(frame.width() as usize);
+            let (b0, b1) = (x0 * bpp, x1 * bpp);
+            for row in start..end {
+                self.old_hashes[row] = xxh3_64(&self.shadow[row * rb + b0..row * rb + b1]);
+                self.new_hashes[row] = xxh3_64(&frame.row(row as u32)[b0..b1]);
+            }
+            let Some(dy) = self.vote_shift(start, end) else {
+                continue;
+            };
+            let runs = self.shift_runs(frame, start, end, dy, (b0, b1));
+            let ordered: Box<dyn Iterator<Item = (usize, usize)>> = if dy > 0 {
+                Box::new(runs.into_iter())
+            } else {
+                Box::new(runs.into_iter().rev())
+            };
+            for (r0, r1) in ordered {
+                copies.push(CopyRun {
+                    dst: Area {
+                        x: x0,
+                        y: r0,
+                        w: x1 - x0,
+                        h: r1 - r0,
+                    },
+                    src_y: (r0 as isize + dy) as usize,
+                });
+            }
+        }
+        copies
+    }
+
+    /// The shift `dy` (new row `y` shows old row `y + dy`) most rows of the
+    /// band agree on, counting only rows whose old content is unique.
+    fn vote_shift(&self, start: usize, end: usize) -> Option<isize> {
+        let mut old_rows: HashMap<u64, Option<usize>> = HashMap::with_capacity(end - start);
+        for row in start..end {
+            old_rows
+                .entry(self.old_hashes[row])
+                .and_modify(|v| *v = None)
+                .or_insert(Some(row));
+        }
+        let mut votes: HashMap<isize, u32> = HashMap::new();
+        for row in start..end {
+            if self.masks[row] == 0 || self.new_hashes[row] == self.old_hashes[row] {
+                continue;
+            }
+            if let Some(Some(src)) = old_rows.get(&self.new_hashes[row]) {
+                *votes.entry(*src as isize - row as isize).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .filter(|&(dy, n)| n >= MIN_SCROLL_VOTES && dy != 0)
+            // Ties: prefer the smaller shift, then the upward one (stable).
+            .max_by_key(|&(dy, n)| (n, std::cmp::Reverse(dy.unsigned_abs()), dy > 0))
+            .map(|(dy, _)| dy)
+    }
+
+    /// Runs of rows in `start..end` whose new content (within the byte span)
+    /// equals the old row `dy` away, verified byte for byte, at least
+    /// [`MIN_COPY_ROWS`] long and containing a changed row. Ascending.
+    fn shift_runs(
+        &self,
+        frame: &Frame<'_>,
+        start: usize,
+        end: usize,
+        dy: isize,
+        (b0, b1): (usize, usize),
+    ) -> Vec<(usize, usize)> {
+        let rb = frame.row_bytes();
+        let mut runs = Vec::new();
+        let mut run: Option<(usize, bool)> = None;
+        for row in start..=end {
+            let src = row as isize + dy;
+            let matches = row < end && src >= start as isize && src < end as isize && {
+                let src = src as usize;
+                self.new_hashes[row] == self.old_hashes[src]
+                    && frame.row(row as u32)[b0..b1] == self.shadow[src * rb + b0..src * rb + b1]
+            };
+            match (matches, run) {
+                (true, None) => run = Some((row, self.masks[row] != 0)),
+                (true, Some((r0, changed))) => run = Some((r0, changed || self.masks[row] != 0)),
+                (false, Some((r0, changed))) => {
+                    if changed && row - r0 >= MIN_COPY_ROWS {
+                        runs.push((r0, row));
+                    }
+                    run = None;
+                }
+                (false, None) => {}
+            }
+        }
+        runs
+    }
+
+    /// Rectangles covering every changed tile: per band of [`TILE`] rows, one
+    /// per run of changed tile columns, trimmed to the rows that changed, then
+    /// joined with the rectangle right above when they line up.
+    fn damage_areas(&self, w: usize, h: usize) -> Vec<Area> {
+        let mut done: Vec<Area> = Vec::new();
+        let mut open: Vec<Area> = Vec::new();
+        for band in (0..h).step_by(TILE) {
+            let rows = band..(band + TILE).min(h);
+            let or = self.masks[rows.clone()].iter().fold(0u128, |a, m| a | m);
+            let mut next_open = Vec::new();
+            let mut bits = or;
+            while bits != 0 {
+                let b0 = bits.trailing_zeros() as usize;
+                let run_len = (!(bits >> b0)).trailing_zeros() as usize;
+                let b1 = b0 + run_len;
+                let run_mask = if run_len >= 128 {
+                    u128::MAX
+                } else {
+                    ((1u128 << run_len) - 1) << b0
+                };
+                bits &= !run_mask;
+                let changed = |y: &usize| self.masks[*y] & run_mask != 0;
+                // Both exist: the run came from these rows' masks.
+                let y0 = rows.clone().find(changed).unwrap_or(rows.start);
+                let y1 = rows.clone().rev().find(changed).unwrap_or(y0) + 1;
+                let x0 = b0 * TILE;
+                let x1 = (b1 * TILE).min(w);
+                let mut area = Area {
+                    x: x0,
+                    y: y0,
+                    w: x1 - x0,
+                    h: y1 - y0,
+                };
+                if let Some(i) = open
+                    .iter()
+                    .position(|a| a.x == x0 && a.w == area.w && a.y + a.h == y0)
+                {
+                    let above = open.swap_remove(i);
+                    area = Area {
+                        y: above.y,
+                        h: above.h + area.h,
+                        ..area
+                    };
+                }
+                if y1 == rows.end {
+                    next_open.push(area);
+                } else {
+                    done.push(area);
+                }
+            }
+            done.append(&mut open);
+            open = next_open;
+        }
+        done.append(&mut open);
+        done.sort_by_key(|a| (a.y, a.x));
+        done
+    }
+
+    /// Encodes one area of the (updated) shadow as the cheapest encoding.
+    fn encode_area(&mut self, a: Area, stats: &mut EncodeStats) -> Rect {
+        let Some(g) = self.geometry else {
+            unreachable!("areas exist only once a frame was seen")
+        };
+        let bpp = g.format.bytes_per_pixel();
+        let rb = g.width as usize * bpp;
+        let row = |y: usize| &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
+        stats.pixels += a.w * a.h;
+        let first_row = row(a.y);
+        let px = &first_row[..bpp];
+        let solid = first_row.chunks_exact(bpp).all(|p| p == px)
+            && (a.y + 1..a.y + a.h).all(|y| row(y) == first_row);
+        let encoding = if solid {
+            stats.solid += 1;
+            Encoding::Solid(pixel_to_xrgb(g.format, px))
+        } else {
+            let raw_len = a.w * 4 * a.h;
+            self.scratch.resize(raw_len, 0);
+            for (i, dst) in self.scratch.chunks_exact_mut(a.w * 4).enumerate() {
+                let y = a.y + i;
+                let src = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
+                row_to_xrgb8888(g.format, src, dst);
+            }
+            self.compressed
+                .resize(lz4_flex::block::get_maximum_output_size(raw_len), 0);
+            match lz4_flex::block::compress_into(&self.scratch, &mut self.compressed) {
+                Ok(n) if n < raw_len => {
+                    stats.lz4 += 1;
+                    stats.payload_bytes += n;
+                    Encoding::Lz4(Payload(self.compressed[..n].to_vec()))
+                }
+                // Incompressible (or, never with a buffer of the maximum
+                // output size, too small): raw is smaller or equal.
+                _ => {
+                    stats.raw += 1;
+                    stats.payload_bytes += raw_len;
+                    Encoding::Raw(Payload(self.scratch.clone()))
+                }
+            }
+        };
+        Rect {
+            x: a.x as u16,
+            y: a.y as u16,
+            w: a.w as u16,
+            h: a.h as u16,
+            encoding,
+        }
+    }
+}
+
+/// Rows `dst` show what old rows starting at `src_y` showed (same columns).
+#[derive(Debug, Clone, Copy)]
+struct CopyRun {
+    dst: Area,
+    src_y: usize,
+}
+
+fn full_mask(w: usize) -> u128 {
+    let cols = w.div_ceil(TILE);
+    if cols >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << cols) - 1
+    }
+}
+
+fn payload_len(r: &Rect) -> usize {
+    match &r.encoding {
+        Encoding::Lz4(p) | Encoding::Raw(p) => p.0.len(),
+        Encoding::Solid(_) | Encoding::Copy { .. } => 0,
+    }
+}
+
+/// Packs rectangles, in order, into parts of at most [`MAX_RECTS_PER_PART`]
+/// rectangles and [`MAX_UPDATE_PAYLOAD`] payload bytes. Always at least one
+/// part (an empty one for a full update of nothing is never made, but a
+/// caller-visible update always ends with `last = true`).
+fn pack_parts(seq: u32, generation: u32, rects: Vec<Rect>) -> Vec<UpdatePart> {
+    let mut parts = Vec::new();
+    let mut cur = UpdatePart {
+        seq,
+        generation,
+        last: false,
+        rects: heapless::Vec::new(),
+    };
+    let mut bytes = 0;
+    for r in rects {
+        let len = payload_len(&r);
+        if cur.rects.len() == MAX_RECTS_PER_PART
+            || (!cur.rects.is_empty() && bytes + len > MAX_UPDATE_PAYLOAD)
+        {
+            let full = std::mem::replace(
+                &mut cur,
+                UpdatePart {
+                    seq,
+                    generation,
+                    last: false,
+                    rects: heapless::Vec::new(),
+                },
+            );
+            parts.push(full);
+            bytes = 0;
+        }
+        bytes += len;
+        // Cannot fail: the part was flushed above when full.
+        let _ = cur.rects.push(r);
+    }
+    cur.last = true;
+    parts.push(cur);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::PixelFormat;
+    use shoulder_proto::fb::Framebuffer;
+
+    fn geometry(w: u32, h: u32, format: PixelFormat) -> ScreenGeometry {
+        ScreenGeometry {
+            width: w,
+            height: h,
+            format,
+        }
+    }
+
+    /// Applies an update to the client framebuffer (creating it on screen info).
+    fn apply(fb: &mut Option<Framebuffer>, u: &EncodedUpdate) {
+        if let Some(info) = &u.screen {
+            *fb = Some(Framebuffer::new(info).unwrap());
+        }
+        let fb = fb.as_mut().unwrap();
+        for (i, p) in u.parts.iter().enumerate() {
+            assert_eq!(p.last, i + 1 == u.parts.len());
+            assert!(p.rects.len() <= MAX_RECTS_PER_PART);
+            assert!(p.rects.iter().map(payload_len).sum::<usize>() <= MAX_UPDATE_PAYLOAD);
+            fb.apply(p).unwrap();
+        }
+    }
+
+    fn pattern(w: u32, h: u32, seed: u32) -> Vec<u8> {
+        (0..w * h)
+            .flat_map(|i| {
+                let v = i.wrapping_mul(2_654_435_761).wrapping_add(seed);
+                [(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8, 0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pack_respects_rect_and_payload_limits() {
+        let rect = |n: usize| Rect {
+            x: 0,
+            y: 0,
+            w: 1,
+            h: 1,
+            encoding: Encoding::Raw(Payload(vec![0; n])),
+        };
+        let rects: Vec<Rect> = (0..200).map(|_| rect(4)).collect();
+        let parts = pack_parts(7, 1, rects);
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|p| p.seq == 7 && p.rects.len() <= 64));
+        assert!(parts.last().unwrap().last && !parts[0].last);
+        let big: Vec<Rect> = (0..5).map(|_| rect(MAX_RECT_BYTES + 100)).collect();
+        let parts = pack_parts(1, 1, big);
+        assert!(parts.len() >= 2);
+        for p in &parts {
+            assert!(p.rects.iter().map(payload_len).sum::<usize>() <= MAX_UPDATE_PAYLOAD);
+        }
+    }
+
+    #[test]
+    fn single_pixel_change_in_every_tile_and_edges_is_sent_exactly() {
+        // Odd sizes: the last tile column and row are partial.
+        let (w, h) = (64 * 3 + 17, 64 * 2 + 5);
+        let mut pixels = pattern(w, h, 1);
+        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let mut enc = Encoder::new();
+        let mut fb = None;
+        let first = enc
+            .encode_frame(&Frame::new(&pixels, g, w as usize * 4).unwrap(), false)
+            .unwrap();
+        assert!(first.screen.is_some());
+        apply(&mut fb, &first);
+        let mut points = Vec::new();
+        for ty in 0..(h as usize).div_ceil(TILE) {
+            for tx in 0..(w as usize).div_ceil(TILE) {
+                for (dx, dy) in [(0, 0), (TILE - 1, TILE - 1), (7, 33)] {
+                    points.push((tx * TILE + dx, ty * TILE + dy));
+                }
+            }
+        }
+        points.extend([
+            (w as usize - 1, 0),
+            (0, h as usize - 1),
+            (w as usize - 1, h as usize - 1),
+        ]);
+        for (x, y) in points {
+            if x >= w as usize || y >= h as usize {
+                continue;
+            }
+            let i = (y * w as usize + x) * 4;
+            pixels[i] ^= 0x5a;
+            let frame = Frame::new(&pixels, g, w as usize * 4).unwrap();
+            let u = enc
+                .encode_frame(&frame, false)
+                .unwrap_or_else(|| panic!("change at {x},{y} not seen"));
+            assert!(u.screen.is_none());
+            // Damage is local: one rectangle covering just that row.
+            assert_eq!(u.stats.rects, 1, "at {x},{y}");
+            let r = &u.parts[0].rects[0];
+            assert_eq!((r.y, r.h), (y as u16, 1));
+            assert!(usize::from(r.x) <= x && x < usize::from(r.x + r.w));
+            apply(&mut fb, &u);
+            assert_eq!(
+                fb.as_ref().unwrap().normalized(),
+                frame.to_xrgb8888(),
+                "at {x},{y}"
+            );
+            assert!(enc.encode_frame(&frame, false).is_none());
+        }
+    }
+
+    #[test]
+    fn vertical_scroll_becomes_a_copy() {
+        let (w, h) = (256u32, 300u32);
+        let list = pattern(w, 2000, 9);
+        let row = w as usize * 4;
+        // A static header (40 rows), then a list window that scrolls.
+        let screen = |offset: usize| {
+            let mut p = vec![0x20u8; row * h as usize];
+            for y in 40..h as usize {
+                let src = (y - 40 + offset) * row;
+                p[y * row..(y + 1) * row].copy_from_slice(&list[src..src + row]);
+            }
+            p
+        };
+        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let mut enc = Encoder::new();
+        let mut fb = None;
+        let s0 = screen(0);
+        apply(
+            &mut fb,
+            &enc.encode_frame(&Frame::new(&s0, g, row).unwrap(), false)
+                .unwrap(),
+        );
+        for (step, offset) in [20usize, 40, 25, 5, 200].into_iter().enumerate() {
+            let s = screen(offset);
+            let frame = Frame::new(&s, g, row).unwrap();
+            let u = enc.encode_frame(&frame, false).unwrap();
+            apply(&mut fb, &u);
+            assert_eq!(
+                fb.as_ref().unwrap().normalized(),
+                frame.to_xrgb8888(),
+                "step {step}"
+            );
+            if step < 4 {
+                assert_eq!(u.stats.copy, 1, "step {step}: {:?}", u.stats);
+                assert!(matches!(
+                    u.parts[0].rects[0].encoding,
+                    Encoding::Copy { .. }
+                ));
+                // Only the newly exposed rows are sent as pixels.
+                let moved = offset.abs_diff([0, 20, 40, 25, 5][step]);
+                assert!(
+                    u.stats.pixels - (h as usize - 40 - moved) * w as usize <= moved * w as usize
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn solid_and_full_and_geometry_change() {
+        let g = geometry(100, 50, PixelFormat::Rgb565);
+        let mut enc = Encoder::new();
+        let mut fb = None;
+        let px = [0x1fu8, 0xf8].repeat(100 * 50);
+        let frame = Frame::new(&px, g, 200).unwrap();
+        let u = enc.encode_frame(&frame, false).unwrap();
+        assert_eq!(u.stats.solid, u.stats.rects);
+        assert_eq!(u.screen.unwrap().generation, 1);
+        apply(&mut fb, &u);
+        assert_eq!(fb.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+        assert!(enc.encode_frame(&frame, false).is_none());
+        let again = enc.encode_frame(&frame, true).unwrap();
+        assert!(again.screen.is_none());
+        assert_eq!(again.stats.pixels, 100 * 50);
+        // A mode change: new screen info with the next generation.
+        let g2 = geometry(60, 40, PixelFormat::Xrgb8888);
+        let px2 = pattern(60, 40, 3);
+        let u = enc
+            .encode_frame(&Frame::new(&px2, g2, 240).unwrap(), false)
+            .unwrap();
+        assert_eq!(u.screen.unwrap().generation, 2);
+        assert_eq!(
+            (u.screen.unwrap().width, u.screen.unwrap().height),
+            (60, 40)
+        );
+        apply(&mut fb, &u);
+        assert_eq!(
+            fb.as_ref().unwrap().normalized(),
+            Frame::new(&px2, g2, 240).unwrap().to_xrgb8888()
+        );
+    }
+
+    #[test]
+    fn padded_pitch_is_respected() {
+        let (w, h, pitch) = (70u32, 20u32, 70 * 4 + 36);
+        let mut px = vec![0xeeu8; pitch * h as usize];
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                px[y * pitch + x * 4..y * pitch + x * 4 + 4]
+                    .copy_from_slice(&[x as u8, y as u8, 3, 0]);
+            }
+        }
+        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let frame = Frame::new(&px, g, pitch).unwrap();
+        let mut enc = Encoder::new();
+        let mut fb = None;
+        apply(&mut fb, &enc.encode_frame(&frame, false).unwrap());
+        assert_eq!(fb.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+        drop(frame);
+        // Padding changes are not screen changes.
+        px[pitch - 1] = 1;
+        assert!(
+            enc.encode_frame(&Frame::new(&px, g, pitch).unwrap(), false)
+                .is_none()
+        );
+    }
+}

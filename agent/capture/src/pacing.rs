@@ -1,0 +1,223 @@
+//! When to capture (sans-I/O): the expert asks for updates one at a time, and
+//! the agent answers with the newest screen when something changed, so a slow
+//! link never builds a backlog. While a request is pending the screen is
+//! polled, fast right after a change or input, then slower and slower up to
+//! an idle interval, so an unchanged screen costs almost nothing.
+
+use std::time::{Duration, Instant};
+
+/// Polling and rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacingConfig {
+    /// Poll interval right after a change or input. Short, because this is
+    /// most of the latency of a change (an unchanged check costs about one
+    /// frame compare).
+    pub fast_interval: Duration,
+    /// Poll interval of an idle screen: what a change costs in latency after
+    /// a quiet while, and what an idle session costs in CPU.
+    pub idle_interval: Duration,
+    /// How long polling stays fast after the last change or input; after it,
+    /// each unchanged poll doubles the interval up to `idle_interval`.
+    pub fast_for: Duration,
+    /// Least time between two updates sent (the update rate cap: 60 Hz by
+    /// default); changes in between are coalesced into the next update.
+    pub min_update_interval: Duration,
+    /// Poll interval while the screen is unavailable (display off).
+    pub unavailable_interval: Duration,
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        Self {
+            fast_interval: Duration::from_millis(4),
+            idle_interval: Duration::from_millis(100),
+            fast_for: Duration::from_secs(1),
+            min_update_interval: Duration::from_micros(16_667),
+            unavailable_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl PacingConfig {
+    /// The defaults with an update rate cap of `hz` updates per second
+    /// (clamped to 1..=1000).
+    pub fn with_max_rate(hz: u32) -> Self {
+        Self {
+            min_update_interval: Duration::from_micros(1_000_000 / u64::from(hz.clamp(1, 1000))),
+            ..Self::default()
+        }
+    }
+}
+
+/// Decides when the capture task captures. Call [`Pacer::request`] on every
+/// `UpdateRequested`, [`Pacer::input`] on any input, and after each capture
+/// [`Pacer::captured`] (or [`Pacer::unavailable`]); sleep until
+/// [`Pacer::poll_timeout`].
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    cfg: PacingConfig,
+    /// `Some(full)` while the expert waits for an update.
+    pending: Option<bool>,
+    due: Option<Instant>,
+    interval: Duration,
+    last_activity: Option<Instant>,
+    last_send: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(cfg: PacingConfig) -> Self {
+        Self {
+            cfg,
+            pending: None,
+            due: None,
+            interval: cfg.fast_interval,
+            last_activity: None,
+            last_send: None,
+        }
+    }
+
+    pub fn config(&self) -> &PacingConfig {
+        &self.cfg
+    }
+
+    fn earliest_send(&self, now: Instant) -> Instant {
+        match self.last_send {
+            Some(t) => (t + self.cfg.min_update_interval).max(now),
+            None => now,
+        }
+    }
+
+    /// The expert asked for an update (`incremental = false`: the whole
+    /// screen, now).
+    pub fn request(&mut self, now: Instant, incremental: bool) {
+        let full = !incremental || self.pending == Some(true);
+        self.pending = Some(full);
+        let at = if full { now } else { self.earliest_send(now) };
+        self.due = Some(self.due.map_or(at, |d| d.min(at)));
+    }
+
+    /// Input happened (the expert's or the person's): the screen is about to
+    /// change, so poll fast again.
+    pub fn input(&mut self, now: Instant) {
+        self.last_activity = Some(now);
+        self.interval = self.cfg.fast_interval;
+        if self.pending.is_some() {
+            let at = self.earliest_send(now + self.cfg.fast_interval);
+            self.due = Some(self.due.map_or(at, |d| d.min(at)));
+        }
+    }
+
+    /// Whether to capture (and encode) now.
+    pub fn should_capture(&self, now: Instant) -> bool {
+        self.pending.is_some() && self.due.is_some_and(|d| now >= d)
+    }
+
+    /// Whether the pending request wants the whole screen.
+    pub fn full_requested(&self) -> bool {
+        self.pending == Some(true)
+    }
+
+    /// A capture was made; `sent`: an update went out (the request is
+    /// answered), otherwise nothing had changed.
+    pub fn captured(&mut self, now: Instant, sent: bool) {
+        if sent {
+            self.pending = None;
+            self.due = None;
+            self.last_send = Some(now);
+            self.last_activity = Some(now);
+            self.interval = self.cfg.fast_interval;
+            return;
+        }
+        let quiet = self
+            .last_activity
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.fast_for);
+        if quiet {
+            self.interval = (self.interval * 2).min(self.cfg.idle_interval);
+        } else {
+            self.interval = self.cfg.fast_interval;
+        }
+        self.due = self.pending.map(|_| now + self.interval);
+    }
+
+    /// The screen could not be captured for now (display off, file being
+    /// rewritten): retry slowly, keeping the request.
+    pub fn unavailable(&mut self, now: Instant) {
+        self.interval = self.cfg.idle_interval;
+        self.due = self.pending.map(|_| now + self.cfg.unavailable_interval);
+    }
+
+    /// When to capture next; `None` when no update is wanted (sleep until a
+    /// request or input arrives).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.and(self.due)
+    }
+
+    /// The session stopped viewing: forget the pending request.
+    pub fn stop(&mut self) {
+        self.pending = None;
+        self.due = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_screen_backs_off_and_change_answers_at_once() {
+        let cfg = PacingConfig::default();
+        let mut p = Pacer::new(cfg);
+        let t0 = Instant::now();
+        assert_eq!(p.poll_timeout(), None, "nothing requested, nothing to do");
+        p.request(t0, false);
+        assert!(p.should_capture(t0));
+        p.captured(t0, true);
+        assert_eq!(p.poll_timeout(), None);
+        // Next request right away: the rate cap delays the capture.
+        p.request(t0 + Duration::from_millis(2), false);
+        assert!(
+            p.should_capture(t0 + Duration::from_millis(2)),
+            "full requests are not delayed"
+        );
+        p.captured(t0 + Duration::from_millis(2), true);
+        let t1 = t0 + Duration::from_millis(3);
+        p.request(t1, false);
+        p.captured(t1, true);
+        p.request(t1, true);
+        assert_eq!(p.poll_timeout(), Some(t1 + cfg.min_update_interval));
+        // Unchanged for a long time: the interval grows to the idle one.
+        let mut now = t1 + cfg.min_update_interval;
+        let mut polls = 0;
+        while now < t1 + Duration::from_secs(10) {
+            assert!(p.should_capture(now));
+            p.captured(now, false);
+            polls += 1;
+            now = p.poll_timeout().unwrap();
+        }
+        let last = p.poll_timeout().unwrap() - now;
+        assert_eq!(last, Duration::ZERO);
+        p.captured(now, false);
+        assert_eq!(p.poll_timeout().unwrap() - now, cfg.idle_interval);
+        // Fast for 1 s (≈250 polls), then ≈90 idle polls in the other 9 s.
+        assert!(polls < 400, "{polls} polls in 10 s of idle screen");
+        // Input: fast again.
+        p.input(now);
+        assert_eq!(p.poll_timeout().unwrap(), now + cfg.fast_interval);
+    }
+
+    #[test]
+    fn display_off_retries_slowly_and_stop_forgets() {
+        let cfg = PacingConfig::with_max_rate(30);
+        assert_eq!(cfg.min_update_interval, Duration::from_micros(33_333));
+        let mut p = Pacer::new(cfg);
+        let t0 = Instant::now();
+        p.request(t0, false);
+        assert!(p.full_requested());
+        p.unavailable(t0);
+        assert_eq!(p.poll_timeout(), Some(t0 + cfg.unavailable_interval));
+        assert!(p.full_requested(), "the request is kept");
+        p.stop();
+        assert_eq!(p.poll_timeout(), None);
+        assert!(!p.should_capture(t0 + Duration::from_secs(5)));
+    }
+}
