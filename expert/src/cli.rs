@@ -1,0 +1,616 @@
+//! The `shoulder` command line.
+//!
+//! `offer` and `open` start the GUI connected; `snapshot`, `watch` and `chat`
+//! run without a window; `pki` makes the plant CA and certificates. Every
+//! failure ends with one sentence on stderr and exit status 1.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use shoulder_proto::PROTOCOL_VERSION;
+use shoulder_proto::session::{ExpertState, UserAction};
+use tokio::sync::mpsc;
+
+use crate::client::{self, ACTION_QUEUE, ClientEvent, ConnectOptions, SharedView};
+use crate::error::ClientError;
+use crate::identity::{self, DEFAULT_CERT_DAYS, Identity};
+use crate::target::Target;
+use crate::trust::{AcceptNew, Fingerprint};
+
+/// Longest password file we read: a password is at most 128 bytes.
+const MAX_PASSWORD_FILE: u64 = 4096;
+/// Longest CSR we read.
+const MAX_CSR_LEN: u64 = 64 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoulder",
+    about = "Over-the-shoulder remote assistance: see and help at a Linux kiosk.",
+    after_help = "Without a command, the desktop app opens on its start screen."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Offer help to a device that trusts your plant certificate (opens the app).
+    Offer {
+        /// The device: host, host:port or [ipv6]:port (port 7575 by default).
+        device: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Open an invitation file or text made on the device (opens the app).
+    Open {
+        /// The invitation: a *.shoulder file or its SHOULDER1-… text.
+        invitation: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Save one frame of the device screen as PNG, without a window.
+    Snapshot {
+        /// A device address (offer) or an invitation file or text.
+        target: String,
+        /// Where to write the PNG.
+        #[arg(short = 'o', long = "output", value_name = "FILE.png")]
+        output: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Watch the screen without a window, writing one JSON line per update.
+    Watch {
+        target: String,
+        /// JSON lines: t_mono_us, bytes, rects, fb_hash (see the docs).
+        #[arg(long, value_name = "FILE")]
+        stats_json: PathBuf,
+        /// Stop after this many updates.
+        #[arg(long, value_name = "N")]
+        frames: Option<u64>,
+        /// Stop after this many seconds of viewing (e.g. 10, 2.5).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Send one chat line to the person at the device.
+    Chat {
+        target: String,
+        text: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Plant PKI: CA, expert identities, device certificates.
+    #[command(subcommand)]
+    Pki(Pki),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Pki {
+    /// Create the plant CA (ca.crt, ca.key) in DIR.
+    InitCa {
+        dir: PathBuf,
+        /// The CA's name.
+        #[arg(long, default_value = "Shoulder plant CA")]
+        name: String,
+    },
+    /// Issue an expert identity signed by the plant CA.
+    IssueExpert {
+        /// The plant CA directory.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The expert's name (shown on the device).
+        #[arg(long)]
+        name: String,
+        /// Where to write expert.crt, expert.key and ca.crt (default: the
+        /// identities folder of the config directory).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = DEFAULT_CERT_DAYS)]
+        days: u32,
+    },
+    /// Sign a device's certificate request with the plant CA.
+    SignDevice {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The device's CSR (PEM).
+        csr: PathBuf,
+        /// Where to write the certificate (default: the CSR path with .crt).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = DEFAULT_CERT_DAYS)]
+        days: u32,
+    },
+}
+
+/// How to authenticate and trust, shared by every connecting command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConnArgs {
+    /// Invitation password, first line of this file.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Expert identity: a directory with expert.crt/expert.key, or the name
+    /// of one in the config directory.
+    #[arg(long, value_name = "DIR|NAME")]
+    pub identity: Option<String>,
+    /// Trust a device seen for the first time (no plant CA) and remember it.
+    #[arg(long)]
+    pub accept_new: bool,
+    /// The name the device's prompt shows as a hint (your certificate's
+    /// name counts for offers).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// What the GUI opens with.
+#[derive(Debug, Clone)]
+pub enum GuiStart {
+    StartScreen,
+    Connect {
+        opts: Box<ConnectOptions>,
+        /// The password must still be typed.
+        needs_password: bool,
+    },
+}
+
+/// `shoulder 0.1.0 (protocol 1)`.
+pub fn version_string() -> String {
+    format!(
+        "{} (protocol {PROTOCOL_VERSION})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let version: &'static str = Box::leak(version_string().into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}", e.sentence());
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), ClientError> {
+    match cli.command {
+        None => gui(GuiStart::StartScreen),
+        Some(Command::Offer { device, conn }) => {
+            let target = Target::parse(&device)?;
+            let opts = options(target, &conn, false)?;
+            gui(GuiStart::Connect {
+                opts: Box::new(opts),
+                needs_password: false,
+            })
+        }
+        Some(Command::Open { invitation, conn }) => {
+            let target = Target::parse(&invitation)?;
+            if !matches!(target, Target::Invitation(_)) {
+                return Err(ClientError::Local(format!(
+                    "{invitation} is not an invitation — use `shoulder offer {invitation}` for a device address."
+                )));
+            }
+            let password = match &conn.password_file {
+                Some(p) => Some(read_password_file(p)?),
+                None => None,
+            };
+            let mut opts = options(
+                target,
+                &ConnArgs {
+                    password_file: None,
+                    ..conn
+                },
+                false,
+            )?;
+            let needs_password = password.is_none();
+            opts.password = password;
+            gui(GuiStart::Connect {
+                opts: Box::new(opts),
+                needs_password,
+            })
+        }
+        Some(Command::Snapshot {
+            target,
+            output,
+            conn,
+        }) => snapshot(&target, &output, &conn),
+        Some(Command::Watch {
+            target,
+            stats_json,
+            frames,
+            duration,
+            conn,
+        }) => watch(&target, &stats_json, frames, duration, &conn),
+        Some(Command::Chat { target, text, conn }) => chat(&target, &text, &conn),
+        Some(Command::Pki(p)) => pki(p),
+    }
+}
+
+fn gui(start: GuiStart) -> Result<(), ClientError> {
+    crate::gui::run(start).map_err(ClientError::Local)
+}
+
+fn read_password_file(path: &Path) -> Result<String, ClientError> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}.", path.display())))?
+        .len();
+    if len > MAX_PASSWORD_FILE {
+        return Err(ClientError::Local(format!(
+            "{} is too large to be a password file.",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}.", path.display())))?;
+    Ok(text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('\r')
+        .to_string())
+}
+
+/// Builds connect options from the command line. `headless` asks for a
+/// missing password on the terminal.
+pub fn options(
+    target: Target,
+    conn: &ConnArgs,
+    headless: bool,
+) -> Result<ConnectOptions, ClientError> {
+    let identity = match (&conn.identity, &target) {
+        (Some(arg), _) => Some(Arc::new(Identity::load(&identity::resolve_identity(arg)?)?)),
+        (None, Target::Offer { .. }) => {
+            let ids = identity::list_identities();
+            match ids.as_slice() {
+                [one] => Some(Arc::new(Identity::load(
+                    &identity::identities_dir()?.join(one),
+                )?)),
+                [] => {
+                    return Err(ClientError::Local(
+                        "Offers need your expert identity — pass --identity DIR, or create one with `shoulder pki issue-expert`.".into(),
+                    ));
+                }
+                many => {
+                    return Err(ClientError::Local(format!(
+                        "Several identities exist ({}) — choose one with --identity NAME.",
+                        many.join(", ")
+                    )));
+                }
+            }
+        }
+        (None, Target::Invitation(_)) => None,
+    };
+    let password = match (&target, &conn.password_file) {
+        (Target::Invitation(_), Some(p)) => Some(read_password_file(p)?),
+        (Target::Invitation(_), None) if headless => {
+            if std::io::stdin().is_terminal() {
+                let pw = rpassword::prompt_password("Invitation password: ")
+                    .map_err(|e| ClientError::Local(format!("Cannot read the password: {e}.")))?;
+                Some(pw)
+            } else {
+                return Err(ClientError::Local(
+                    "This invitation needs its password — pass --password-file FILE.".into(),
+                ));
+            }
+        }
+        _ => None,
+    };
+    let name = conn
+        .name
+        .clone()
+        .or_else(|| identity.as_ref().map(|i| i.name.clone()))
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "expert".into());
+    Ok(ConnectOptions {
+        target,
+        password,
+        identity,
+        accept_new: if conn.accept_new {
+            AcceptNew::Any
+        } else {
+            AcceptNew::Ask
+        },
+        known_hosts: None,
+        name,
+    })
+}
+
+/// A headless session: `on_event` sees every event as it happens (in the
+/// driver, so the framebuffer is exactly as that event left it) and may
+/// queue actions.
+fn headless<F>(opts: ConnectOptions, on_event: F) -> Result<(), ClientError>
+where
+    F: FnMut(&ClientEvent, &SharedView, &mpsc::Sender<UserAction>) + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Local(format!("Cannot start the network runtime: {e}.")))?;
+    let on_event = Arc::new(std::sync::Mutex::new(on_event));
+    let mut opts = opts;
+    loop {
+        let view = SharedView::default();
+        let (tx, rx) = mpsc::channel(ACTION_QUEUE);
+        let (v2, f) = (view.clone(), on_event.clone());
+        let emit = Box::new(move |e: ClientEvent| {
+            progress(&e);
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            (f)(&e, &v2, &tx);
+        });
+        let end = rt.block_on(client::run(opts.clone(), view, rx, emit));
+        match end {
+            Some(ClientError::UnknownDevice { host, got }) if std::io::stdin().is_terminal() => {
+                if confirm_new_device(&host, got)? {
+                    opts.accept_new = AcceptNew::Only(got);
+                    continue;
+                }
+                return Err(ClientError::Local(
+                    "Not connected: the device was not confirmed.".into(),
+                ));
+            }
+            Some(e) => return Err(e),
+            None => return Ok(()),
+        }
+    }
+}
+
+fn confirm_new_device(host: &str, fp: Fingerprint) -> Result<bool, ClientError> {
+    eprintln!("The device at {host} is not known yet. Its certificate fingerprint is");
+    eprintln!("  {fp}");
+    eprint!("Compare it with the fingerprint shown on the device. Trust it? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::Local(format!("Cannot read the answer: {e}.")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+/// Progress lines on stderr, so stdout stays clean for data.
+fn progress(e: &ClientEvent) {
+    match e {
+        ClientEvent::Connecting(a) => eprintln!("Connecting to {a}…"),
+        ClientEvent::Connected {
+            device_name,
+            fingerprint,
+        } => eprintln!("Connected to {device_name} ({fingerprint})."),
+        ClientEvent::State(ExpertState::WaitingForConsent { deadline }) => {
+            let secs = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs();
+            eprintln!("Waiting for the person at the device to accept (up to {secs} s)…");
+        }
+        ClientEvent::State(ExpertState::Viewing { .. }) => {}
+        ClientEvent::ScreenUnavailable(s) => eprintln!("The screen is not available: {s}"),
+        ClientEvent::Chat(t) => eprintln!("Device says: {t}"),
+        ClientEvent::ControlDeclined(s) | ClientEvent::ControlEnded(s) => eprintln!("{s}"),
+        _ => {}
+    }
+}
+
+fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientError> {
+    let opts = options(Target::parse(target)?, conn, true)?;
+    let output = output.to_owned();
+    let saved = Arc::new(std::sync::Mutex::new(None::<Result<(), ClientError>>));
+    let saved2 = saved.clone();
+    let mut screen = false;
+    headless(opts, move |e, view, tx| match e {
+        ClientEvent::Screen(_) => screen = true,
+        ClientEvent::UpdateApplied { .. } if screen => {
+            let mut slot = saved2.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                let v = view.lock();
+                if let Some(fb) = &v.fb {
+                    *slot = Some(client::save_png(fb, &output));
+                    let _ = tx.try_send(UserAction::Disconnect);
+                }
+            }
+        }
+        _ => {}
+    })?;
+    let result = saved.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match result {
+        Some(r) => r,
+        None => Err(ClientError::Local(
+            "The session ended before a frame arrived.".into(),
+        )),
+    }
+}
+
+fn watch(
+    target: &str,
+    stats: &Path,
+    frames: Option<u64>,
+    duration: Option<f64>,
+    conn: &ConnArgs,
+) -> Result<(), ClientError> {
+    let opts = options(Target::parse(target)?, conn, true)?;
+    let duration = match duration {
+        Some(d) if d.is_finite() && d > 0.0 && d < 1e9 => Some(Duration::from_secs_f64(d)),
+        Some(d) => {
+            return Err(ClientError::Local(format!(
+                "--duration {d} is not a number of seconds above zero."
+            )));
+        }
+        None => None,
+    };
+    let file = std::fs::File::create(stats)
+        .map_err(|e| ClientError::Local(format!("Cannot write {}: {e}.", stats.display())))?;
+    let out = Arc::new(std::sync::Mutex::new(BufWriter::new(file)));
+    let out2 = out.clone();
+    let stats_path = stats.to_owned();
+    let mut count = 0u64;
+    let mut stop_at: Option<std::time::Instant> = None;
+    let write_error = Arc::new(std::sync::Mutex::new(None::<ClientError>));
+    let we2 = write_error.clone();
+    headless(opts, move |e, view, tx| match e {
+        ClientEvent::State(ExpertState::Viewing { .. }) if stop_at.is_none() => {
+            if let Some(d) = duration {
+                stop_at = Some(std::time::Instant::now() + d);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = tx.send(UserAction::Disconnect).await;
+                });
+            }
+        }
+        ClientEvent::UpdateApplied {
+            bytes,
+            rects,
+            t_mono_us,
+            ..
+        } => {
+            let hash = view.lock().fb.as_ref().map(client::fb_hash);
+            let Some(hash) = hash else { return };
+            count += 1;
+            let mut w = out2.lock().unwrap_or_else(|p| p.into_inner());
+            let line = format!(
+                "{{\"t_mono_us\":{t_mono_us},\"bytes\":{bytes},\"rects\":{rects},\"fb_hash\":\"{hash}\"}}"
+            );
+            if let Err(err) = writeln!(w, "{line}").and_then(|()| w.flush()) {
+                *we2.lock().unwrap_or_else(|p| p.into_inner()) = Some(ClientError::Local(format!(
+                    "Cannot write {}: {err}.",
+                    stats_path.display()
+                )));
+                let _ = tx.try_send(UserAction::Disconnect);
+            }
+            if frames.is_some_and(|n| count >= n) {
+                let _ = tx.try_send(UserAction::Disconnect);
+            }
+        }
+        _ => {}
+    })?;
+    if let Some(e) = write_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    out.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .flush()
+        .map_err(|e| ClientError::Local(format!("Cannot write {}: {e}.", stats.display())))
+}
+
+fn chat(target: &str, text: &str, conn: &ConnArgs) -> Result<(), ClientError> {
+    if text.trim().is_empty() {
+        return Err(ClientError::Local("The chat line is empty.".into()));
+    }
+    if text.len() > shoulder_proto::MAX_CHAT_LEN {
+        return Err(ClientError::Local(format!(
+            "The chat line is too long ({} bytes, at most {}).",
+            text.len(),
+            shoulder_proto::MAX_CHAT_LEN
+        )));
+    }
+    let opts = options(Target::parse(target)?, conn, true)?;
+    let text = text.to_string();
+    let mut sent = false;
+    headless(opts, move |e, _view, tx| {
+        if let ClientEvent::State(ExpertState::Viewing { .. }) = e
+            && !sent
+        {
+            sent = true;
+            let _ = tx.try_send(UserAction::Chat(text.clone()));
+            let _ = tx.try_send(UserAction::Disconnect);
+        }
+    })
+}
+
+fn pki(p: Pki) -> Result<(), ClientError> {
+    match p {
+        Pki::InitCa { dir, name } => {
+            let fp = identity::init_ca(&dir, &name)?;
+            println!(
+                "Plant CA created in {}: {} (keep {} secret).\nCA fingerprint: {fp}",
+                dir.display(),
+                identity::CA_CERT,
+                identity::CA_KEY
+            );
+            Ok(())
+        }
+        Pki::IssueExpert {
+            ca,
+            name,
+            out,
+            days,
+        } => {
+            let out = match out {
+                Some(o) => o,
+                None => identity::identities_dir()?.join(sanitize(&name)),
+            };
+            let fp = identity::issue_expert(&ca, &name, &out, days)?;
+            println!(
+                "Expert identity \"{name}\" written to {} (valid {days} days).\nCertificate fingerprint: {fp}",
+                out.display()
+            );
+            Ok(())
+        }
+        Pki::SignDevice { ca, csr, out, days } => {
+            let len = std::fs::metadata(&csr)
+                .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}.", csr.display())))?
+                .len();
+            if len > MAX_CSR_LEN {
+                return Err(ClientError::Local(format!(
+                    "{} is too large to be a certificate request.",
+                    csr.display()
+                )));
+            }
+            let pem = std::fs::read_to_string(&csr)
+                .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}.", csr.display())))?;
+            let cert = identity::sign_device(&ca, &pem, days)?;
+            let out = out.unwrap_or_else(|| csr.with_extension("crt"));
+            std::fs::write(&out, cert)
+                .map_err(|e| ClientError::Local(format!("Cannot write {}: {e}.", out.display())))?;
+            println!(
+                "Device certificate written to {} (valid {days} days) — install it on the device.",
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A directory name from an expert name.
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches(['-', '.']).to_string();
+    if s.is_empty() { "expert".into() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn names_become_directory_names() {
+        assert_eq!(sanitize("Ann Expert"), "Ann-Expert");
+        assert_eq!(sanitize("../.."), "expert");
+    }
+
+    #[test]
+    fn version_names_the_protocol() {
+        assert!(version_string().ends_with(&format!("(protocol {PROTOCOL_VERSION})")));
+    }
+}

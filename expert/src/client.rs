@@ -1,0 +1,880 @@
+//! The client core shared by the GUI and the CLI: connect (TCP + TLS 1.3,
+//! device verification), then drive the sans-I/O [`ExpertSession`] and apply
+//! screen updates to a [`Framebuffer`].
+//!
+//! The driver owns the connection. The UI talks to it through a bounded
+//! channel of [`UserAction`]s and hears back through [`ClientEvent`]s; the
+//! framebuffer, cursor and statistics are in a [`SharedView`] the UI reads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use shoulder_proto::fb::Framebuffer;
+use shoulder_proto::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
+use shoulder_proto::session::{
+    ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,
+};
+use shoulder_proto::{
+    Auth, ByeReason, ControlEndReason, CursorShape, DeclineReason, MAX_PASSWORD_LEN, Message,
+    ScreenInfo, text,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+
+use crate::error::ClientError;
+use crate::identity::{Identity, common_name};
+use crate::target::{Target, host_port};
+use crate::trust::{AcceptNew, DevicePolicy, DeviceVerifier, Fingerprint, KnownHosts, Verdict};
+
+/// ALPN protocol id of Shoulder over TLS.
+pub const ALPN: &[u8] = b"shoulder/1";
+/// TCP connect, per address: long enough for a slow plant Wi-Fi, short
+/// enough to move on to the invitation's next address.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// The TLS handshake is a few round trips.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Our own latency probes: often enough for a live ping figure, rare enough
+/// to cost nothing (a ping is 10 bytes).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Probe nonces have the top bit set so they never collide with the session
+/// machine's keepalive nonces (which count up from 1).
+const PROBE_BIT: u64 = 1 << 63;
+/// Wire tag of `Message::Pong` (its variant index; one varint byte).
+const PONG_TAG: u8 = 20;
+/// Read chunk: large enough for update bursts, small enough to stay cheap.
+const READ_CHUNK: usize = 64 * 1024;
+/// Actions queued from the UI before the driver picks them up. The UI sends
+/// a few per frame; a full queue drops pointer moves, never key releases.
+pub const ACTION_QUEUE: usize = 1024;
+
+/// Everything needed to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub target: Target,
+    /// Invitation password.
+    pub password: Option<String>,
+    /// Expert identity: required for offers, optional otherwise.
+    pub identity: Option<Arc<Identity>>,
+    /// First contact without a plant CA.
+    pub accept_new: AcceptNew,
+    /// Known-hosts file for first contacts; `None` uses the config dir.
+    pub known_hosts: Option<PathBuf>,
+    /// Self-declared expert name (a hint for the device's prompt).
+    pub name: String,
+}
+
+/// A connected, verified TLS stream.
+pub struct Connected {
+    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
+    pub addr: SocketAddr,
+    pub fingerprint: Fingerprint,
+    /// Device name from the invitation or the certificate.
+    pub device_name: String,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("addr", &self.addr)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// What the driver reports to the UI.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// Trying this address.
+    Connecting(String),
+    /// TLS is up and the device verified.
+    Connected {
+        device_name: String,
+        fingerprint: Fingerprint,
+    },
+    State(ExpertState),
+    /// A new screen size; the framebuffer was reset.
+    Screen(ScreenInfo),
+    /// An update was fully applied (`last` part). `t_mono_us` is
+    /// CLOCK_MONOTONIC when it was applied; `bytes` counts its frames on the
+    /// wire (after framing, before TLS).
+    UpdateApplied {
+        seq: u32,
+        bytes: u64,
+        rects: u32,
+        t_mono_us: u64,
+    },
+    ScreenUnavailable(String),
+    ControlDeclined(String),
+    ControlEnded(String),
+    Chat(String),
+    /// The session is over. `None` means the expert disconnected.
+    Ended(Option<ClientError>),
+}
+
+/// A changed region of the framebuffer, for partial texture uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dirty {
+    pub x0: u16,
+    pub y0: u16,
+    pub x1: u16,
+    pub y1: u16,
+}
+
+impl Dirty {
+    fn add(this: &mut Option<Dirty>, x: u16, y: u16, w: u16, h: u16) {
+        if w == 0 || h == 0 {
+            return;
+        }
+        let (x1, y1) = (x.saturating_add(w), y.saturating_add(h));
+        *this = Some(match *this {
+            None => Dirty {
+                x0: x,
+                y0: y,
+                x1,
+                y1,
+            },
+            Some(d) => Dirty {
+                x0: d.x0.min(x),
+                y0: d.y0.min(y),
+                x1: d.x1.max(x1),
+                y1: d.y1.max(y1),
+            },
+        });
+    }
+}
+
+/// Live figures for the status bar.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub rtt: Option<Duration>,
+    pub fps: f32,
+    pub bytes_per_sec: f64,
+    pub updates_total: u64,
+    pub bytes_total: u64,
+}
+
+/// The device screen as the UI shows it.
+#[derive(Debug, Default)]
+pub struct View {
+    pub fb: Option<Framebuffer>,
+    /// Changed since the UI last took it; a new screen dirties all of it.
+    pub dirty: Option<Dirty>,
+    pub cursor: Option<CursorShape>,
+    pub cursor_pos: Option<(u16, u16, bool)>,
+    pub stats: Stats,
+}
+
+/// The view shared between the driver and the UI.
+#[derive(Debug, Default, Clone)]
+pub struct SharedView(Arc<Mutex<View>>);
+
+impl SharedView {
+    pub fn lock(&self) -> MutexGuard<'_, View> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds (what `watch --stats-json` records).
+pub fn monotonic_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000 + (t.tv_nsec as u64) / 1000
+}
+
+/// xxh3-64 (seed 0) of the framebuffer as B,G,R,0 rows, 16 lowercase hex
+/// digits: the hash `watch --stats-json` writes.
+pub fn fb_hash(fb: &Framebuffer) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    // Normalize X to 0 in slices so no full copy of the frame is needed.
+    let mut chunk = [0u8; 16 * 1024];
+    for piece in fb.pixels().chunks(chunk.len()) {
+        let out = &mut chunk[..piece.len()];
+        out.copy_from_slice(piece);
+        for px in out.chunks_exact_mut(4) {
+            px[3] = 0;
+        }
+        h.update(out);
+    }
+    format!("{:016x}", h.digest())
+}
+
+fn decline_sentence(r: DeclineReason) -> String {
+    match r {
+        DeclineReason::Declined => "The person at the device declined control.".into(),
+        DeclineReason::TimedOut => {
+            "Nobody at the device answered the control request in time — ask them to stand by and try again.".into()
+        }
+        DeclineReason::ViewOnly => "This device is view-only: control is turned off.".into(),
+        DeclineReason::AlreadyPending => "A control request is already waiting.".into(),
+    }
+}
+
+fn control_end_sentence(r: ControlEndReason) -> String {
+    match r {
+        ControlEndReason::StoppedByUser => {
+            "The person at the device took control back — you can still watch.".into()
+        }
+        ControlEndReason::Hotkey => {
+            "The person at the device took control back with the hotkey — you can still watch."
+                .into()
+        }
+        ControlEndReason::Released => "You released control.".into(),
+        ControlEndReason::DeviceFault => {
+            "Input could not be injected on the device, so control ended — try requesting it again."
+                .into()
+        }
+    }
+}
+
+/// How the device is checked for these options.
+fn policy_for(opts: &ConnectOptions, host: &str, port: u16) -> Result<DevicePolicy, ClientError> {
+    match &opts.target {
+        Target::Invitation(inv) => Ok(DevicePolicy::Pinned(Fingerprint(inv.fingerprint))),
+        Target::Offer { .. } => {
+            if let Some(roots) = opts.identity.as_ref().and_then(|i| i.plant_ca.clone()) {
+                return Ok(DevicePolicy::PlantCa(roots));
+            }
+            let path = match &opts.known_hosts {
+                Some(p) => p.clone(),
+                None => crate::identity::known_hosts_path()?,
+            };
+            let kh = KnownHosts::load(&path)?;
+            let key = host_port(host, port);
+            Ok(DevicePolicy::FirstContact {
+                known: kh.get(&key),
+                host: key,
+                accept_new: opts.accept_new,
+                known_hosts: path,
+            })
+        }
+    }
+}
+
+fn tls_config(
+    opts: &ConnectOptions,
+    verifier: Arc<DeviceVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Tls {
+            detail: e.to_string(),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match &opts.identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .map_err(|e| {
+                ClientError::Local(format!(
+                    "The identity in {} cannot be used: {e} — check that expert.crt and expert.key belong together.",
+                    id.dir.display()
+                ))
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+fn server_name(host: &str) -> ServerName<'static> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ServerName::IpAddress(ip.into());
+    }
+    ServerName::try_from(host.to_string())
+        // Names are not checked (see `trust`); any valid SNI will do.
+        .unwrap_or_else(|_| ServerName::try_from("shoulder-device").expect("valid DNS name"))
+}
+
+/// Connects to one `host:port`, verifying the device.
+async fn connect_one(
+    opts: &ConnectOptions,
+    host: &str,
+    port: u16,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    let label = host_port(host, port);
+    emit(ClientEvent::Connecting(label.clone()));
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(_)) => {
+                return Err(ClientError::UnknownHost {
+                    host: host.to_string(),
+                });
+            }
+            Err(_) => return Err(ClientError::ConnectTimeout { addr: label }),
+        };
+    let mut last = ClientError::UnknownHost {
+        host: host.to_string(),
+    };
+    for addr in addrs {
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                last = ClientError::from_connect(&label, &e);
+                continue;
+            }
+            Err(_) => {
+                last = ClientError::ConnectTimeout {
+                    addr: label.clone(),
+                };
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let policy = policy_for(opts, host, port)?;
+        let verifier = Arc::new(DeviceVerifier::new(policy.clone(), &provider));
+        let config = tls_config(opts, verifier.clone(), provider)?;
+        let connector = TlsConnector::from(Arc::new(config));
+        let handshake = connector.connect(server_name(host), tcp);
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                if let Some(Verdict::Refused(err)) = verifier.verdict() {
+                    return Err(err);
+                }
+                return Err(ClientError::from_tls(&label, &e));
+            }
+            Err(_) => return Err(ClientError::ConnectTimeout { addr: label }),
+        };
+        let (_, conn) = stream.get_ref();
+        if conn.alpn_protocol() != Some(ALPN) {
+            return Err(ClientError::NotShoulder {
+                addr: label,
+                detail: "no shoulder/1 ALPN".into(),
+            });
+        }
+        let leaf = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .unwrap_or_default();
+        let fingerprint = match verifier.verdict() {
+            Some(Verdict::Accepted(fp)) => fp,
+            Some(Verdict::AcceptedNew(fp)) => {
+                if let DevicePolicy::FirstContact {
+                    host, known_hosts, ..
+                } = &policy
+                {
+                    KnownHosts::load(known_hosts)?.add(host, fp)?;
+                }
+                fp
+            }
+            _ => Fingerprint::of(&leaf),
+        };
+        let device_name = match &opts.target {
+            Target::Invitation(inv) => inv.device_name.to_string(),
+            Target::Offer { .. } => common_name(&leaf).unwrap_or_else(|| host.to_string()),
+        };
+        return Ok(Connected {
+            stream,
+            addr,
+            fingerprint,
+            device_name,
+        });
+    }
+    Err(last)
+}
+
+/// Connects to the target (each address of an invitation in turn).
+pub async fn connect(
+    opts: &ConnectOptions,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    match &opts.target {
+        Target::Offer { host, port } => {
+            if opts.identity.is_none() {
+                return Err(ClientError::Local(
+                    "Offers need your expert identity — pick one (--identity DIR) or create it with `shoulder pki issue-expert`.".into(),
+                ));
+            }
+            connect_one(opts, host, *port, emit).await
+        }
+        Target::Invitation(inv) => {
+            let mut last = ClientError::Local("The invitation lists no device address.".into());
+            for a in &inv.addresses {
+                match connect_one(opts, a, inv.port, emit).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) if e.is_transient() || matches!(e, ClientError::UnknownHost { .. }) => {
+                        last = e
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+/// The session's authentication for these options.
+pub fn auth_for(opts: &ConnectOptions) -> Result<Auth, ClientError> {
+    match &opts.target {
+        Target::Offer { .. } => Ok(Auth::Offer),
+        Target::Invitation(inv) => {
+            let pw = opts.password.as_deref().unwrap_or("");
+            if pw.is_empty() {
+                return Err(ClientError::Local(
+                    "This invitation needs its password — type the one the person at the device gave you.".into(),
+                ));
+            }
+            if pw.len() > MAX_PASSWORD_LEN {
+                return Err(ClientError::Local(format!(
+                    "That password is too long (over {MAX_PASSWORD_LEN} bytes) — check it."
+                )));
+            }
+            Ok(Auth::Invitation {
+                id: inv.id,
+                password: text(pw),
+            })
+        }
+    }
+}
+
+/// Connects and runs a whole session. Returns the same value as the final
+/// [`ClientEvent::Ended`].
+pub async fn run(
+    opts: ConnectOptions,
+    view: SharedView,
+    actions: mpsc::Receiver<UserAction>,
+    mut emit: Box<dyn FnMut(ClientEvent) + Send>,
+) -> Option<ClientError> {
+    let result = async {
+        let auth = auth_for(&opts)?;
+        let conn = connect(&opts, &mut *emit).await?;
+        emit(ClientEvent::Connected {
+            device_name: conn.device_name.clone(),
+            fingerprint: conn.fingerprint,
+        });
+        let label = conn.addr.to_string();
+        let config = ExpertConfig::new(&opts.name, auth);
+        let session = ExpertSession::new(Instant::now(), config);
+        Ok::<_, ClientError>(drive(conn.stream, &label, session, view, actions, &mut *emit).await)
+    }
+    .await;
+    let end = result.unwrap_or_else(Some);
+    emit(ClientEvent::Ended(end.clone()));
+    end
+}
+
+/// Per-connection bookkeeping of the driver.
+struct Driver<'a> {
+    view: SharedView,
+    emit: &'a mut (dyn FnMut(ClientEvent) + Send),
+    wbuf: Vec<u8>,
+    /// Wire bytes of the update being received (all its parts so far).
+    update_bytes: u64,
+    update_rects: u32,
+    end: Option<Option<ClientError>>,
+    transport_error: Option<ClientError>,
+    probe: Option<(u64, Instant)>,
+    probe_nonce: u64,
+    window_start: Instant,
+    window_updates: u32,
+    window_bytes: u64,
+    viewing: bool,
+}
+
+impl Driver<'_> {
+    /// Drains the machine's outputs. `frame_len` is the wire size of the frame
+    /// that produced them (0 for non-network inputs).
+    fn outputs(&mut self, session: &mut ExpertSession, frame_len: u64) {
+        while let Some(ev) = session.poll_output() {
+            match ev {
+                ExpertEvent::Send(m) => {
+                    if let Err(e) = frame::encode_into(&m, &mut self.wbuf) {
+                        tracing::warn!("cannot send {}: {e}", m.name());
+                    }
+                }
+                ExpertEvent::StateChanged(s) => {
+                    self.viewing = matches!(s, ExpertState::Viewing { .. });
+                    (self.emit)(ClientEvent::State(s));
+                }
+                ExpertEvent::Screen(info) => {
+                    let mut v = self.view.lock();
+                    match Framebuffer::new(&info) {
+                        Ok(fb) => {
+                            v.dirty = Some(Dirty {
+                                x0: 0,
+                                y0: 0,
+                                x1: fb.width(),
+                                y1: fb.height(),
+                            });
+                            v.fb = Some(fb);
+                        }
+                        Err(e) => tracing::warn!("bad screen: {e}"),
+                    }
+                    drop(v);
+                    (self.emit)(ClientEvent::Screen(info));
+                }
+                ExpertEvent::ScreenUnavailable(s) => (self.emit)(ClientEvent::ScreenUnavailable(s)),
+                ExpertEvent::Update(part) => {
+                    self.update_bytes += frame_len;
+                    let failed = {
+                        let mut v = self.view.lock();
+                        let View { fb, dirty, .. } = &mut *v;
+                        let mut failed = None;
+                        if let Some(fb) = fb.as_mut() {
+                            for r in &part.rects {
+                                match fb.apply_rect(r) {
+                                    Ok(()) => {
+                                        self.update_rects += 1;
+                                        Dirty::add(dirty, r.x, r.y, r.w, r.h);
+                                    }
+                                    Err(e) => {
+                                        failed = Some(e);
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        failed
+                    };
+                    if let Some(e) = failed {
+                        // Ask for the whole screen again rather than show a
+                        // wrong picture.
+                        tracing::warn!("bad screen update: {e}");
+                        session.handle(
+                            Instant::now(),
+                            ExpertInput::Action(UserAction::RefreshScreen),
+                        );
+                    }
+                    if part.last {
+                        let t_mono_us = monotonic_us();
+                        let (bytes, rects) = (self.update_bytes, self.update_rects);
+                        self.update_bytes = 0;
+                        self.update_rects = 0;
+                        self.window_updates += 1;
+                        self.view.lock().stats.updates_total += 1;
+                        (self.emit)(ClientEvent::UpdateApplied {
+                            seq: part.seq,
+                            bytes,
+                            rects,
+                            t_mono_us,
+                        });
+                    }
+                }
+                ExpertEvent::CursorShape(c) => self.view.lock().cursor = Some(*c),
+                ExpertEvent::CursorPosition { x, y, visible } => {
+                    self.view.lock().cursor_pos = Some((x, y, visible))
+                }
+                ExpertEvent::ControlDeclined(r) => {
+                    (self.emit)(ClientEvent::ControlDeclined(decline_sentence(r)))
+                }
+                ExpertEvent::ControlEnded(r) => {
+                    (self.emit)(ClientEvent::ControlEnded(control_end_sentence(r)))
+                }
+                ExpertEvent::Chat(t) => (self.emit)(ClientEvent::Chat(t)),
+                ExpertEvent::Rtt(d) => self.view.lock().stats.rtt = Some(d),
+                ExpertEvent::ResumeOffer { .. } => {}
+                ExpertEvent::Closed {
+                    reason, sentence, ..
+                } => {
+                    let end = if let Some(t) = self.transport_error.take() {
+                        Some(t)
+                    } else if sentence == "You disconnected." {
+                        None
+                    } else if reason == ByeReason::Normal
+                        && sentence == "The connection to the device was lost."
+                    {
+                        Some(ClientError::Lost {
+                            detail: "the device closed the connection".into(),
+                        })
+                    } else {
+                        Some(ClientError::Session { reason, sentence })
+                    };
+                    self.end = Some(end);
+                }
+            }
+        }
+    }
+
+    fn tick_stats(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.window_start);
+        if dt >= PROBE_INTERVAL {
+            let secs = dt.as_secs_f64();
+            let mut v = self.view.lock();
+            v.stats.fps = (f64::from(self.window_updates) / secs) as f32;
+            v.stats.bytes_per_sec = self.window_bytes as f64 / secs;
+            self.window_start = now;
+            self.window_updates = 0;
+            self.window_bytes = 0;
+        }
+    }
+}
+
+/// Runs `session` over `io` until it closes.
+pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    label: &str,
+    mut session: ExpertSession,
+    view: SharedView,
+    mut actions: mpsc::Receiver<UserAction>,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Option<ClientError> {
+    let mut d = Driver {
+        view,
+        emit,
+        wbuf: Vec::new(),
+        update_bytes: 0,
+        update_rects: 0,
+        end: None,
+        transport_error: None,
+        probe: None,
+        probe_nonce: 0,
+        window_start: Instant::now(),
+        window_updates: 0,
+        window_bytes: 0,
+        viewing: false,
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut rbuf = vec![0u8; READ_CHUNK];
+    let mut probe_timer = tokio::time::interval(PROBE_INTERVAL);
+    probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut actions_open = true;
+    loop {
+        d.outputs(&mut session, 0);
+        if !d.wbuf.is_empty() {
+            let out = std::mem::take(&mut d.wbuf);
+            let res = async {
+                io.write_all(&out).await?;
+                io.flush().await
+            }
+            .await;
+            if let Err(e) = res {
+                if d.end.is_none() {
+                    d.transport_error = Some(ClientError::from_tls(label, &e));
+                    session.handle(
+                        Instant::now(),
+                        ExpertInput::PeerClosed {
+                            error: Some(e.to_string()),
+                        },
+                    );
+                    d.outputs(&mut session, 0);
+                }
+                d.wbuf.clear();
+            }
+        }
+        if let Some(end) = d.end.take() {
+            // The Bye (if any) is written; close TLS politely, briefly.
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+            return end;
+        }
+        let deadline = session
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            r = io.read(&mut rbuf) => {
+                let now = Instant::now();
+                match r {
+                    Ok(0) => session.handle(now, ExpertInput::PeerClosed { error: None }),
+                    Ok(n) => {
+                        d.window_bytes += n as u64;
+                        d.view.lock().stats.bytes_total += n as u64;
+                        pending.extend_from_slice(&rbuf[..n]);
+                        feed_frames(&mut d, &mut session, &mut pending, now);
+                    }
+                    Err(e) => {
+                        let err = ClientError::from_tls(label, &e);
+                        d.transport_error = Some(err);
+                        session.handle(now, ExpertInput::PeerClosed { error: Some(e.to_string()) });
+                    }
+                }
+            }
+            a = actions.recv(), if actions_open => {
+                match a {
+                    Some(a) => session.handle(Instant::now(), ExpertInput::Action(a)),
+                    None => {
+                        actions_open = false;
+                        session.handle(Instant::now(), ExpertInput::Action(UserAction::Disconnect));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                session.handle_timeout(Instant::now());
+            }
+            _ = probe_timer.tick() => {
+                let now = Instant::now();
+                d.tick_stats(now);
+                if d.viewing && d.probe.is_none_or(|(_, at)| now.duration_since(at) > 4 * PROBE_INTERVAL) {
+                    d.probe_nonce += 1;
+                    let nonce = PROBE_BIT | d.probe_nonce;
+                    d.probe = Some((nonce, now));
+                    let _ = frame::encode_into(&Message::Ping { nonce }, &mut d.wbuf);
+                }
+            }
+        }
+    }
+}
+
+/// Splits `pending` into whole frames and feeds them to the session one by
+/// one, so every update is charged its exact wire size.
+fn feed_frames(
+    d: &mut Driver<'_>,
+    session: &mut ExpertSession,
+    pending: &mut Vec<u8>,
+    now: Instant,
+) {
+    let mut start = 0;
+    while pending.len() - start >= HEADER_LEN {
+        let len = u32::from_le_bytes([
+            pending[start],
+            pending[start + 1],
+            pending[start + 2],
+            pending[start + 3],
+        ]) as usize;
+        if len > MAX_FRAME_LEN {
+            // Let the machine report the oversize frame; never buffer it.
+            session.handle(now, ExpertInput::Received(pending[start..].to_vec()));
+            d.outputs(session, 0);
+            pending.clear();
+            return;
+        }
+        let total = HEADER_LEN + len;
+        if pending.len() - start < total {
+            break;
+        }
+        let frame_bytes = &pending[start..start + total];
+        // Our latency probes come back as Pong with the probe bit.
+        if len > 0
+            && frame_bytes[HEADER_LEN] == PONG_TAG
+            && let Ok(Message::Pong { nonce }) = frame::decode_payload(&frame_bytes[HEADER_LEN..])
+            && nonce & PROBE_BIT != 0
+            && let Some((n, at)) = d.probe
+            && n == nonce
+        {
+            d.probe = None;
+            d.view.lock().stats.rtt = Some(now.saturating_duration_since(at));
+        }
+        session.handle(now, ExpertInput::Received(frame_bytes.to_vec()));
+        d.outputs(session, total as u64);
+        start += total;
+        if session.is_closed() {
+            break;
+        }
+    }
+    pending.drain(..start);
+}
+
+/// Writes the framebuffer as an 8-bit RGB PNG.
+pub fn save_png(fb: &Framebuffer, path: &std::path::Path) -> Result<(), ClientError> {
+    let err = |e: &dyn std::fmt::Display| {
+        ClientError::Local(format!("Cannot write {}: {e}.", path.display()))
+    };
+    let file = std::fs::File::create(path).map_err(|e| err(&e))?;
+    let mut enc = png::Encoder::new(
+        std::io::BufWriter::new(file),
+        u32::from(fb.width()),
+        u32::from(fb.height()),
+    );
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().map_err(|e| err(&e))?;
+    let rgb: Vec<u8> = fb
+        .pixels()
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    w.write_image_data(&rgb).map_err(|e| err(&e))?;
+    w.finish().map_err(|e| err(&e))
+}
+
+/// The UI's handle on a running session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub actions: mpsc::Sender<UserAction>,
+    pub view: SharedView,
+}
+
+impl SessionHandle {
+    /// Queues an action; pointer moves are dropped when the queue is full,
+    /// everything else waits for room on a background task.
+    pub fn send(&self, a: UserAction) {
+        match self.actions.try_send(a) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(a)) => {
+                if !matches!(a, UserAction::Pointer(p) if p.buttons.0 == 0 && p.wheel == 0 && p.hwheel == 0)
+                {
+                    let tx = self.actions.clone();
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            let _ = tx.send(a).await;
+                        });
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Whether the state allows sending input.
+pub fn controlling(state: ExpertState) -> bool {
+    matches!(
+        state,
+        ExpertState::Viewing {
+            control: ControlState::Granted { .. }
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoulder_proto::{Encoding, Payload, Rect, UpdatePart, WireFormat};
+
+    #[test]
+    fn fb_hash_zeroes_the_x_byte() {
+        let info = ScreenInfo {
+            width: 3,
+            height: 2,
+            format: WireFormat::Xrgb8888,
+            generation: 1,
+        };
+        let mut fb = Framebuffer::new(&info).unwrap();
+        let mut rects = heapless::Vec::new();
+        let raw: Vec<u8> = (0..24u8).collect();
+        rects
+            .push(Rect {
+                x: 0,
+                y: 0,
+                w: 3,
+                h: 2,
+                encoding: Encoding::Raw(Payload(raw)),
+            })
+            .unwrap();
+        fb.apply(&UpdatePart {
+            seq: 1,
+            generation: 1,
+            last: true,
+            rects,
+        })
+        .unwrap();
+        let expected = xxhash_rust::xxh3::xxh3_64(&fb.normalized());
+        assert_eq!(fb_hash(&fb), format!("{expected:016x}"));
+        assert_eq!(fb_hash(&fb).len(), 16);
+    }
+
+    #[test]
+    fn dirty_rects_merge() {
+        let mut d = None;
+        Dirty::add(&mut d, 10, 10, 5, 5);
+        Dirty::add(&mut d, 0, 20, 2, 2);
+        Dirty::add(&mut d, 0, 0, 0, 9);
+        assert_eq!(
+            d,
+            Some(Dirty {
+                x0: 0,
+                y0: 10,
+                x1: 15,
+                y1: 22
+            })
+        );
+    }
+}
