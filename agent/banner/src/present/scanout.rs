@@ -457,16 +457,10 @@ fn transition(s: &mut Surface<'_>, old: &Record, new: &Banner) -> (Vec<Saved>, V
                 Some((o, saved)) => {
                     let drawn = o.pixels.row(r);
                     let under = &saved.rows[r as usize * row_len..(r as usize + 1) * row_len];
-                    if cur == drawn {
-                        rows.extend_from_slice(under);
-                    } else {
-                        for ((c, d), u) in cur
-                            .chunks_exact(bpp)
-                            .zip(drawn.chunks_exact(bpp))
-                            .zip(under.chunks_exact(bpp))
-                        {
-                            rows.extend_from_slice(if c == d { u } else { c });
-                        }
+                    let start = rows.len();
+                    rows.extend_from_slice(under);
+                    if cur != drawn {
+                        keep_app_pixels(cur, drawn, &mut rows[start..], bpp);
                     }
                 }
                 None => rows.extend_from_slice(cur),
@@ -493,16 +487,46 @@ fn restore_patch(s: &mut Surface<'_>, p: &Patch, saved: &Saved, bpp: usize) {
         if cur == drawn {
             cur.copy_from_slice(under);
         } else {
-            for ((c, d), u) in cur
-                .chunks_exact_mut(bpp)
-                .zip(drawn.chunks_exact(bpp))
-                .zip(under.chunks_exact(bpp))
-            {
-                if c == d {
-                    c.copy_from_slice(u);
-                }
+            put_back_where_intact(cur, drawn, under, bpp);
+        }
+    }
+}
+
+/// `under[i] = cur[i]` wherever the app painted (`cur[i] != drawn[i]`).
+/// Works on whole pixels as fixed-size arrays so it compiles to plain
+/// word compares: this runs over the whole banner after every page flip.
+fn keep_app_pixels(cur: &[u8], drawn: &[u8], under: &mut [u8], bpp: usize) {
+    fn go<const N: usize>(cur: &[u8], drawn: &[u8], under: &mut [u8]) {
+        let (c, _) = cur.as_chunks::<N>();
+        let (d, _) = drawn.as_chunks::<N>();
+        let (u, _) = under.as_chunks_mut::<N>();
+        for ((c, d), u) in c.iter().zip(d).zip(u) {
+            if c != d {
+                *u = *c;
             }
         }
+    }
+    match bpp {
+        2 => go::<2>(cur, drawn, under),
+        _ => go::<4>(cur, drawn, under),
+    }
+}
+
+/// `cur[i] = under[i]` wherever the banner is intact (`cur[i] == drawn[i]`).
+fn put_back_where_intact(cur: &mut [u8], drawn: &[u8], under: &[u8], bpp: usize) {
+    fn go<const N: usize>(cur: &mut [u8], drawn: &[u8], under: &[u8]) {
+        let (c, _) = cur.as_chunks_mut::<N>();
+        let (d, _) = drawn.as_chunks::<N>();
+        let (u, _) = under.as_chunks::<N>();
+        for ((c, d), u) in c.iter_mut().zip(d).zip(u) {
+            if c == d {
+                *c = *u;
+            }
+        }
+    }
+    match bpp {
+        2 => go::<2>(cur, drawn, under),
+        _ => go::<4>(cur, drawn, under),
     }
 }
 
@@ -537,16 +561,8 @@ fn repair(s: &mut Surface<'_>, rec: &mut Record) -> Vec<Rectangle> {
             }
             changed = true;
             let under = &mut saved.rows[r as usize * row_len..(r as usize + 1) * row_len];
-            for ((c, d), u) in cur
-                .chunks_exact_mut(bpp)
-                .zip(drawn.chunks_exact(bpp))
-                .zip(under.chunks_exact_mut(bpp))
-            {
-                if c != d {
-                    u.copy_from_slice(c);
-                    c.copy_from_slice(d);
-                }
-            }
+            keep_app_pixels(cur, drawn, under, bpp);
+            cur.copy_from_slice(drawn);
         }
         if changed {
             dirty.push(p.rect);
