@@ -153,6 +153,124 @@ pub fn control_ended_notice(reason: ControlEndReason) -> String {
 /// Shown while the connection is being re-established.
 pub const RECONNECTING_NOTICE: &str = "Reconnecting...";
 
+/// How long a notice stays up: long enough to read a short sentence.
+pub const NOTICE_DURATION: Duration = Duration::from_secs(6);
+/// How long the expert's latest chat line stays up unless replaced: a
+/// minute to read and act on it, then it stops covering the app.
+pub const CHAT_DURATION: Duration = Duration::from_secs(60);
+
+/// Tracks what the session asked the banner to show, and turns it into a
+/// [`View`] at any moment. The agent feeds it the device session's outputs
+/// (`ShowPrompt`, `HidePrompt`, `Phase`, `ShowChat`) and renders
+/// [`view`](Self::view) again at [`next_change`](Self::next_change).
+#[derive(Debug, Clone, Default)]
+pub struct BannerState {
+    prompt: Option<Prompt>,
+    phase: Option<Phase>,
+    session_start: Option<Instant>,
+    chat: Option<(String, Instant)>,
+    notice: Option<(String, Instant)>,
+    stop_hotkey: String,
+}
+
+impl BannerState {
+    /// `stop_hotkey` is shown on the strip while the expert has control.
+    pub fn new(stop_hotkey: &str) -> Self {
+        Self {
+            stop_hotkey: stop_hotkey.to_string(),
+            ..Self::default()
+        }
+    }
+
+    pub fn show_prompt(&mut self, prompt: Prompt) {
+        self.prompt = Some(prompt);
+    }
+
+    pub fn hide_prompt(&mut self) {
+        self.prompt = None;
+    }
+
+    /// A new session phase. A closed session leaves only a notice saying
+    /// why; the first viewing phase starts the strip's clock.
+    pub fn set_phase(&mut self, phase: Phase, now: Instant) {
+        match &phase {
+            Phase::Viewing { since, .. } | Phase::Controlling { since, .. } => {
+                self.session_start.get_or_insert(*since);
+            }
+            Phase::Closed { reason, detail } => {
+                self.notice(session_ended_notice(reason, detail), now);
+                self.prompt = None;
+                self.chat = None;
+                self.session_start = None;
+            }
+            Phase::AwaitingView { .. } | Phase::Reconnecting { .. } => {}
+        }
+        self.phase = Some(phase);
+    }
+
+    pub fn chat(&mut self, text: String, now: Instant) {
+        self.chat = Some((text, now + CHAT_DURATION));
+    }
+
+    pub fn notice(&mut self, text: String, now: Instant) {
+        self.notice = Some((text, now + NOTICE_DURATION));
+    }
+
+    /// What to show at `now`.
+    pub fn view(&self, now: Instant) -> View {
+        let live = |item: &Option<(String, Instant)>| {
+            item.as_ref()
+                .filter(|(_, until)| now < *until)
+                .map(|(t, _)| t.clone())
+        };
+        View {
+            prompt: self
+                .prompt
+                .as_ref()
+                .map(|p| PromptView::from_prompt(p, now)),
+            strip: self
+                .phase
+                .as_ref()
+                .and_then(|p| StripView::from_phase(p, now, self.session_start, &self.stop_hotkey)),
+            chat: live(&self.chat),
+            notice: live(&self.notice),
+        }
+    }
+
+    /// When [`view`](Self::view) will next look different (a countdown or
+    /// clock second, a notice or chat line expiring), or `None` if never.
+    pub fn next_change(&self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if let Some(p) = &self.prompt {
+            // The shown number changes when the time left crosses a whole second.
+            let left = p.deadline.saturating_duration_since(now);
+            let frac = Duration::from_nanos(u64::from(left.subsec_nanos()));
+            consider(
+                now + if frac.is_zero() {
+                    Duration::from_secs(1)
+                } else {
+                    frac
+                },
+            );
+        }
+        if let (Some(start), Some(Phase::Viewing { .. } | Phase::Controlling { .. })) =
+            (self.session_start, &self.phase)
+        {
+            let elapsed = now.saturating_duration_since(start);
+            consider(start + Duration::from_secs(elapsed.as_secs() + 1));
+        }
+        for (_, until) in self.chat.iter().chain(&self.notice) {
+            consider(*until);
+        }
+        next
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +327,73 @@ mod tests {
         assert!(
             StripView::from_phase(&Phase::AwaitingView { expert: expert() }, t0, None, "")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn state_follows_a_session() {
+        let t0 = Instant::now();
+        let mut st = BannerState::new("Ctrl+Alt+Pause");
+        assert!(st.view(t0).is_empty());
+        assert_eq!(st.next_change(t0), None, "nothing to update");
+        st.set_phase(Phase::AwaitingView { expert: expert() }, t0);
+        st.show_prompt(Prompt {
+            kind: ConsentKind::View,
+            expert: expert(),
+            deadline: t0 + Duration::from_millis(30_500),
+        });
+        let v = st.view(t0);
+        assert_eq!(v.prompt.as_ref().unwrap().seconds_left, 31);
+        assert!(v.strip.is_none());
+        assert_eq!(st.next_change(t0), Some(t0 + Duration::from_millis(500)));
+        let t1 = t0 + Duration::from_secs(2);
+        st.hide_prompt();
+        st.set_phase(
+            Phase::Viewing {
+                expert: expert(),
+                since: t1,
+            },
+            t1,
+        );
+        st.chat("hello".into(), t1);
+        let t2 = t1 + Duration::from_millis(61_200);
+        let v = st.view(t2);
+        assert_eq!(
+            v.strip.as_ref().unwrap().elapsed,
+            Duration::from_millis(61_200)
+        );
+        assert!(v.chat.is_none(), "chat expired after a minute");
+        assert_eq!(
+            st.next_change(t2),
+            Some(t1 + Duration::from_secs(62)),
+            "next clock second"
+        );
+        st.set_phase(
+            Phase::Controlling {
+                expert: expert(),
+                since: t2,
+            },
+            t2,
+        );
+        assert_eq!(
+            st.view(t2).strip.unwrap().elapsed,
+            Duration::from_millis(61_200),
+            "the clock keeps counting from the session start"
+        );
+        st.set_phase(
+            Phase::Closed {
+                reason: ByeReason::EndedByUser,
+                detail: String::new(),
+            },
+            t2,
+        );
+        let v = st.view(t2);
+        assert!(v.strip.is_none() && v.prompt.is_none());
+        assert_eq!(v.notice.as_deref(), Some("Session ended"));
+        assert_eq!(st.next_change(t2), Some(t2 + NOTICE_DURATION));
+        assert!(
+            st.view(t2 + NOTICE_DURATION).is_empty(),
+            "the notice goes away"
         );
     }
 
