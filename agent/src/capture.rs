@@ -1,0 +1,227 @@
+//! The capture thread of a viewing session: client-paced, coalesced.
+//!
+//! The expert asks for each update (`UpdateRequest`); requests that arrive
+//! while one is pending merge into it. For each request the thread captures
+//! until something changed (or at once for a full one), sends the parts and
+//! waits for the next request, at most `max_fps` times a second. Nothing is
+//! sent unless the view consent is live.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use shoulder_proto::consent::ViewConsent;
+use shoulder_proto::{Message, text};
+use tokio::sync::mpsc;
+
+use crate::backends::{CaptureBackend, Captured, ScreenCapture};
+
+/// Wait between attempts to open or re-read a failing screen source.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often a waiting thread re-checks that the session still wants it.
+const POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Default)]
+struct Want {
+    pending: bool,
+    full: bool,
+    stop: bool,
+}
+
+type Shared = Arc<(Mutex<Want>, Condvar)>;
+
+/// The session's handle on its capture thread.
+#[derive(Debug)]
+pub struct CaptureHandle {
+    want: Shared,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CaptureHandle {
+    pub fn start(
+        view: ViewConsent,
+        backend: Arc<dyn CaptureBackend>,
+        tx: mpsc::Sender<Message>,
+        max_fps: u32,
+    ) -> Self {
+        let want: Shared = Default::default();
+        let w = want.clone();
+        let interval = Duration::from_secs(1) / max_fps.max(1);
+        let thread = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                Worker {
+                    view,
+                    backend,
+                    want: w,
+                    tx,
+                    interval,
+                    source: None,
+                    last_sent: None,
+                }
+                .run()
+            })
+            .map_err(|e| tracing::error!(error = %e, "cannot start the capture thread"))
+            .ok();
+        Self { want, thread }
+    }
+
+    /// The expert asked for the next update (`full`: the whole screen).
+    pub fn request(&self, full: bool) {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        w.pending = true;
+        w.full |= full;
+        cv.notify_one();
+    }
+
+    /// Stops the thread (it ends within one capture).
+    pub fn stop(mut self) {
+        self.signal_stop();
+        // Do not wait for it: a capture in progress finishes on its own and
+        // its results are dropped with the channel.
+        self.thread.take();
+    }
+
+    fn signal_stop(&self) {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        w.stop = true;
+        cv.notify_one();
+    }
+}
+
+impl Drop for CaptureHandle {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+struct Worker {
+    view: ViewConsent,
+    backend: Arc<dyn CaptureBackend>,
+    want: Shared,
+    tx: mpsc::Sender<Message>,
+    interval: Duration,
+    source: Option<Box<dyn ScreenCapture>>,
+    last_sent: Option<Instant>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while let Some(mut full) = self.next_request() {
+            // Pace: at most one update per interval.
+            if let Some(t) = self.last_sent {
+                let next = t + self.interval;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+            }
+            loop {
+                if !self.wanted() {
+                    return;
+                }
+                if self.source.is_none() && !self.open() {
+                    std::thread::sleep(RETRY);
+                    continue;
+                }
+                let Some(src) = self.source.as_mut() else {
+                    continue;
+                };
+                match src.capture(&self.view, full) {
+                    Ok(Captured::Unchanged) => {
+                        std::thread::sleep(self.interval);
+                        // A full request may have come in meanwhile.
+                        full |= self.take_full();
+                    }
+                    Ok(Captured::Update(parts)) => {
+                        self.send_parts(parts);
+                        break;
+                    }
+                    Ok(Captured::NewScreen(info, parts)) => {
+                        if !self.send(Message::ScreenInfo(info)) {
+                            return;
+                        }
+                        self.send_parts(parts);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "capture failed");
+                        self.source = None;
+                        self.send(Message::ScreenUnavailable { detail: text(&e.0) });
+                        std::thread::sleep(RETRY);
+                        full = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the source (its first capture announces the screen).
+    fn open(&mut self) -> bool {
+        match self.backend.open() {
+            Ok(s) => {
+                self.source = Some(s);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the screen source");
+                self.send(Message::ScreenUnavailable { detail: text(&e.0) });
+                false
+            }
+        }
+    }
+
+    fn send_parts(&mut self, parts: Vec<shoulder_proto::UpdatePart>) {
+        for p in parts {
+            if !self.send(Message::Update(Box::new(p))) {
+                return;
+            }
+        }
+        self.last_sent = Some(Instant::now());
+    }
+
+    /// Sends towards the socket, only under a live consent.
+    fn send(&self, m: Message) -> bool {
+        self.view.is_live() && self.tx.blocking_send(m).is_ok()
+    }
+
+    fn wanted(&self) -> bool {
+        let (m, _) = &*self.want;
+        let w = m.lock().unwrap_or_else(|p| p.into_inner());
+        !w.stop && self.view.is_live() && !self.tx.is_closed()
+    }
+
+    fn take_full(&self) -> bool {
+        let (m, _) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        let f = w.full;
+        w.full = false;
+        if f {
+            w.pending = false;
+        }
+        f
+    }
+
+    /// Waits for a request; None when the session no longer wants updates.
+    fn next_request(&self) -> Option<bool> {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if w.stop || !self.view.is_live() || self.tx.is_closed() {
+                return None;
+            }
+            if w.pending {
+                w.pending = false;
+                let full = w.full;
+                w.full = false;
+                return Some(full);
+            }
+            w = cv
+                .wait_timeout(w, POLL)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}

@@ -1,0 +1,692 @@
+//! The agent's configuration (`/etc/shoulder/agent.toml`).
+//!
+//! Remote assistance is a device policy and off until enabled, as in Windows
+//! Remote Assistance. Every key, its default and the reason for the default
+//! are documented in `agent/agent.example.toml`; a test parses that file.
+//!
+//! Unknown keys and bad values are errors that name the file, line, column and
+//! key, and say how to fix them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::util::{format_duration, parse_duration, parse_fingerprint};
+
+/// Where the config lives unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoulder/agent.toml";
+/// The port experts connect to.
+pub const DEFAULT_PORT: u16 = 7575;
+/// Largest config file we read: a real one is a few KiB.
+const MAX_CONFIG_LEN: u64 = 256 * 1024;
+
+/// argon2 memory above this is refused: the small devices we run on have
+/// 256–512 MiB of RAM, and a hash is computed per password attempt.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+/// Below this argon2id gives too little protection to be worth calling a hash
+/// (the argon2 RFC's floor is 8 KiB per lane; we ask for more).
+pub const MIN_ARGON2_MEMORY_KIB: u32 = 1024;
+/// Upper bound on argon2 passes: each attempt must finish well inside the
+/// authentication timeout.
+pub const MAX_ARGON2_ITERATIONS: u32 = 16;
+/// Upper bound on pre-authentication connections a config may ask for. Each
+/// costs a TLS handshake buffer (~40 KiB).
+pub const MAX_PRE_AUTH_CONNECTIONS: usize = 1024;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Remote assistance as a whole. Off on a fresh install.
+    pub enabled: bool,
+    /// Expert-initiated sessions authenticated by a plant-CA certificate.
+    pub allow_offers: bool,
+    /// Device-initiated sessions (`shoulder-agent invite`).
+    pub allow_invitations: bool,
+    /// False makes the device view-only.
+    pub allow_control: bool,
+    /// Caps `invite --expires`.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_invitation_lifetime: Duration,
+    /// Name shown to experts; empty means the host name.
+    pub device_name: String,
+    pub listen: Vec<SocketAddr>,
+    /// Addresses written into invitations; empty means detected.
+    pub advertise: Vec<String>,
+    pub state_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub audit_max_bytes: u64,
+    pub audit_keep: u32,
+    pub control_socket: PathBuf,
+    /// Group allowed to use the control socket besides root; empty: root only.
+    pub control_group: String,
+    #[serde(deserialize_with = "de_capture")]
+    pub capture: CaptureSpec,
+    /// Most screen updates per second sent to the expert.
+    pub max_fps: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub consent_timeout: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub pre_auth_timeout: Duration,
+    pub max_pre_auth_connections: usize,
+    pub auth_failures_per_minute: u32,
+    /// PEM files with the CA certificates experts' certificates must chain to.
+    pub plant_ca: Vec<PathBuf>,
+    /// Narrows offers to these experts: `cn:NAME`, `sha256:FINGERPRINT` or a
+    /// bare CN. Empty: any certificate from the plant CA.
+    pub allowed_experts: Vec<String>,
+    pub argon2: Argon2Config,
+    pub banner: BannerConfig,
+    pub input: InputConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allow_offers: true,
+            allow_invitations: true,
+            allow_control: true,
+            max_invitation_lifetime: Duration::from_secs(24 * 3600),
+            device_name: String::new(),
+            listen: vec![
+                SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+                SocketAddr::from(([0u16; 8], DEFAULT_PORT)),
+            ],
+            advertise: Vec::new(),
+            state_dir: "/var/lib/shoulder".into(),
+            audit_log: "/var/lib/shoulder/audit.jsonl".into(),
+            audit_max_bytes: 8 * 1024 * 1024,
+            audit_keep: 4,
+            control_socket: "/run/shoulder/control.sock".into(),
+            control_group: String::new(),
+            capture: CaptureSpec::Drm {
+                device: None,
+                connector: None,
+            },
+            max_fps: 30,
+            consent_timeout: shoulder_proto::session::DEFAULT_CONSENT_TIMEOUT,
+            pre_auth_timeout: shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOUT,
+            max_pre_auth_connections: 32,
+            auth_failures_per_minute: 10,
+            plant_ca: Vec::new(),
+            allowed_experts: Vec::new(),
+            argon2: Argon2Config::default(),
+            banner: BannerConfig::default(),
+            input: InputConfig::default(),
+        }
+    }
+}
+
+/// argon2id cost of invitation password hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    /// OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane): about a
+    /// quarter second on a small ARM core, and little memory.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// The consent banner (rendered by `shoulder-banner`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BannerConfig {
+    /// `auto`, `overlay` (draw into the scanned-out buffer), `vt` (take the
+    /// screen through a VT switch for prompts), `plane` (own KMS plane) or
+    /// `none` (prompts only on the control socket).
+    pub presenter: String,
+    /// Text size multiplier for the banner.
+    pub scale: u32,
+}
+
+impl Default for BannerConfig {
+    fn default() -> Self {
+        Self {
+            presenter: "auto".into(),
+            scale: 1,
+        }
+    }
+}
+
+/// Injection and local input (implemented by `shoulder-input`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// `uinput` or `none` (view only in practice).
+    pub inject: String,
+    /// evdev devices watched for the person at the device: `auto` or a list
+    /// of `/dev/input/event*` paths.
+    pub local_devices: Vec<String>,
+    /// Grab local input devices while a prompt is open.
+    pub grab_during_prompt: bool,
+    /// Key combination that stops control at once.
+    pub stop_hotkey: String,
+    /// How long the person at the device must be idle before expert input
+    /// flows again.
+    #[serde(deserialize_with = "de_duration")]
+    pub local_idle: Duration,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            inject: "uinput".into(),
+            local_devices: vec!["auto".into()],
+            grab_during_prompt: true,
+            stop_hotkey: "ctrl+alt+pause".into(),
+            local_idle: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Where the screen comes from: the capture crate's source syntax (`drm`,
+/// `drm:/dev/dri/card0@HDMI-A-1`, `fbdev`, `fbdev:/dev/fb1`,
+/// `rawfile:PATH@WxH:FORMAT`, `synthetic`, `synthetic:WxH`).
+pub type CaptureSpec = shoulder_capture::SourceSpec;
+
+/// One entry of `allowed_experts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedExpert {
+    CommonName(String),
+    Fingerprint([u8; 32]),
+}
+
+impl AllowedExpert {
+    fn parse(s: &str) -> Result<Self, String> {
+        if let Some(fp) = s.strip_prefix("sha256:") {
+            return parse_fingerprint(fp.trim()).map(Self::Fingerprint).ok_or_else(|| {
+                format!(
+                    "`{s}`: a fingerprint is 64 hex digits, optionally colon-separated (as printed by `openssl x509 -noout -fingerprint -sha256`)"
+                )
+            });
+        }
+        let cn = s.strip_prefix("cn:").unwrap_or(s).trim();
+        if cn.is_empty() {
+            return Err("an empty name would match nobody; remove the entry".into());
+        }
+        Ok(Self::CommonName(cn.into()))
+    }
+}
+
+/// A config that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read the config file {path}: {source} (fix: check the path given with --config)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: the file is {len} bytes; a config is a few KiB (fix: point --config at agent.toml)"
+    )]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error("{path}:{line}:{column}: {message}\n  fix: {fix}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        fix: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks the config at `path`. A missing file at the default
+    /// path gives the defaults (assistance disabled); a missing file named
+    /// with `--config` is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        if meta.len() > MAX_CONFIG_LEN {
+            return Err(ConfigError::TooLarge {
+                path: path.into(),
+                len: meta.len(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let message = e.message().trim().to_string();
+            let fix = fix_for(&message);
+            ConfigError::Invalid {
+                path: path.into(),
+                line,
+                column,
+                message,
+                fix,
+            }
+        })?;
+        config.check().map_err(|(table, key, message, fix)| {
+            let (line, column) = find_key(text, table, key).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.into(),
+                line,
+                column,
+                message: format!("`{}`: {message}", dotted(table, key)),
+                fix,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks value ranges the types alone do not. Returns the table, key,
+    /// problem and fix of the first bad value.
+    #[allow(clippy::type_complexity)]
+    fn check(&self) -> Result<(), (&'static str, &'static str, String, String)> {
+        let err = |table, key, msg: String, fix: &str| Err((table, key, msg, fix.to_string()));
+        if self.listen.is_empty() && self.enabled {
+            return err(
+                "",
+                "listen",
+                "no listen address while enabled".into(),
+                "add at least one address, e.g. listen = [\"0.0.0.0:7575\"]",
+            );
+        }
+        if self.max_invitation_lifetime.is_zero() {
+            return err(
+                "",
+                "max_invitation_lifetime",
+                "must be longer than 0".into(),
+                "use e.g. \"24h\"",
+            );
+        }
+        if self.consent_timeout < Duration::from_secs(5)
+            || self.consent_timeout > Duration::from_secs(600)
+        {
+            return err(
+                "",
+                "consent_timeout",
+                format!(
+                    "{} is outside 5s–10m",
+                    format_duration(self.consent_timeout)
+                ),
+                "people need a few seconds to read a prompt; use e.g. \"60s\"",
+            );
+        }
+        if self.pre_auth_timeout < Duration::from_secs(1)
+            || self.pre_auth_timeout > Duration::from_secs(60)
+        {
+            return err(
+                "",
+                "pre_auth_timeout",
+                format!(
+                    "{} is outside 1s–60s",
+                    format_duration(self.pre_auth_timeout)
+                ),
+                "use e.g. \"10s\"",
+            );
+        }
+        if self.max_pre_auth_connections == 0
+            || self.max_pre_auth_connections > MAX_PRE_AUTH_CONNECTIONS
+        {
+            return err(
+                "",
+                "max_pre_auth_connections",
+                format!(
+                    "{} is outside 1–{MAX_PRE_AUTH_CONNECTIONS}",
+                    self.max_pre_auth_connections
+                ),
+                "use e.g. 32",
+            );
+        }
+        if self.auth_failures_per_minute == 0 {
+            return err(
+                "",
+                "auth_failures_per_minute",
+                "0 would lock everyone out after one typo".into(),
+                "use e.g. 10",
+            );
+        }
+        if self.max_fps == 0 || self.max_fps > 120 {
+            return err(
+                "",
+                "max_fps",
+                format!("{} is outside 1–120", self.max_fps),
+                "use e.g. 30",
+            );
+        }
+        if self.audit_max_bytes < 64 * 1024 {
+            return err(
+                "",
+                "audit_max_bytes",
+                format!("{} is below 64 KiB", self.audit_max_bytes),
+                "use e.g. 8388608 (8 MiB)",
+            );
+        }
+        if self.device_name.len() > shoulder_proto::MAX_NAME_LEN {
+            return err(
+                "",
+                "device_name",
+                format!("longer than {} bytes", shoulder_proto::MAX_NAME_LEN),
+                "use a shorter name",
+            );
+        }
+        for e in &self.allowed_experts {
+            if let Err(m) = AllowedExpert::parse(e) {
+                return err(
+                    "",
+                    "allowed_experts",
+                    m,
+                    "write entries as \"cn:Ann Expert\" or \"sha256:AB:CD:…\"",
+                );
+            }
+        }
+        let a = &self.argon2;
+        if !(MIN_ARGON2_MEMORY_KIB..=MAX_ARGON2_MEMORY_KIB).contains(&a.memory_kib) {
+            return err(
+                "argon2",
+                "memory_kib",
+                format!(
+                    "{} is outside {MIN_ARGON2_MEMORY_KIB}–{MAX_ARGON2_MEMORY_KIB}",
+                    a.memory_kib
+                ),
+                "the default 19456 (19 MiB) suits devices with 256 MiB of RAM or more",
+            );
+        }
+        if a.iterations == 0 || a.iterations > MAX_ARGON2_ITERATIONS {
+            return err(
+                "argon2",
+                "iterations",
+                format!("{} is outside 1–{MAX_ARGON2_ITERATIONS}", a.iterations),
+                "use 2",
+            );
+        }
+        if a.parallelism == 0 || a.parallelism > 8 {
+            return err(
+                "argon2",
+                "parallelism",
+                format!("{} is outside 1–8", a.parallelism),
+                "use 1",
+            );
+        }
+        if u64::from(a.memory_kib) < 8 * u64::from(a.parallelism) {
+            return err(
+                "argon2",
+                "memory_kib",
+                "less than 8 KiB per lane".into(),
+                "raise memory_kib or lower parallelism",
+            );
+        }
+        if !["auto", "overlay", "vt", "plane", "none"].contains(&self.banner.presenter.as_str()) {
+            return err(
+                "banner",
+                "presenter",
+                format!("`{}` is not a presenter", self.banner.presenter),
+                "use \"auto\", \"overlay\", \"vt\", \"plane\" or \"none\"",
+            );
+        }
+        if !["uinput", "none"].contains(&self.input.inject.as_str()) {
+            return err(
+                "input",
+                "inject",
+                format!("`{}` is not an injection backend", self.input.inject),
+                "use \"uinput\" or \"none\"",
+            );
+        }
+        Ok(())
+    }
+
+    /// The parsed allow-list (validated at load).
+    pub fn allowed_experts(&self) -> Vec<AllowedExpert> {
+        self.allowed_experts
+            .iter()
+            .filter_map(|e| AllowedExpert::parse(e).ok())
+            .collect()
+    }
+
+    /// The configured device name, or the host name.
+    pub fn device_name(&self) -> String {
+        if !self.device_name.is_empty() {
+            return self.device_name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "device".into())
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{e}; write durations like \"90s\", \"30m\", \"24h\""
+        ))
+    })
+}
+
+fn de_capture<'de, D: Deserializer<'de>>(d: D) -> Result<CaptureSpec, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{e}; use \"drm\", \"fbdev\", \"synthetic\" or \"rawfile:PATH@WxH:FORMAT\""
+        ))
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
+    (line, column)
+}
+
+/// Finds `key = …` inside `[table]` (or at top level for `""`).
+fn find_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        if current == table
+            && let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let column = line.len() - line.trim_start().len() + 1;
+            return Some((i + 1, column));
+        }
+    }
+    None
+}
+
+fn dotted(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.into()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+fn fix_for(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        "remove the key or correct its spelling; every key is listed in agent.example.toml".into()
+    } else if message.contains("invalid socket address") {
+        "write addresses as \"0.0.0.0:7575\" or \"[::]:7575\"".into()
+    } else if message.contains("duration")
+        || message.contains("capture source")
+        || message.contains("rawfile")
+    {
+        "see the example in the message".into()
+    } else {
+        "see agent.example.toml for the key's type and default".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../agent.example.toml");
+        let c = parse(text).expect("the example config parses");
+        let d = Config::default();
+        assert_eq!(c.enabled, d.enabled);
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.consent_timeout, d.consent_timeout);
+        assert_eq!(c.argon2, d.argon2);
+        assert_eq!(c.capture, d.capture);
+        assert_eq!(c.banner, d.banner);
+        assert_eq!(c.input, d.input);
+        assert_eq!(c.max_invitation_lifetime, d.max_invitation_lifetime);
+    }
+
+    #[test]
+    fn every_default_key_is_documented_in_the_example() {
+        let text = include_str!("../agent.example.toml");
+        for key in [
+            "enabled",
+            "allow_offers",
+            "allow_invitations",
+            "allow_control",
+            "max_invitation_lifetime",
+            "device_name",
+            "listen",
+            "advertise",
+            "state_dir",
+            "audit_log",
+            "audit_max_bytes",
+            "audit_keep",
+            "control_socket",
+            "control_group",
+            "capture",
+            "max_fps",
+            "consent_timeout",
+            "pre_auth_timeout",
+            "max_pre_auth_connections",
+            "auth_failures_per_minute",
+            "plant_ca",
+            "allowed_experts",
+            "memory_kib",
+            "iterations",
+            "parallelism",
+            "presenter",
+            "scale",
+            "inject",
+            "local_devices",
+            "grab_during_prompt",
+            "stop_hotkey",
+            "local_idle",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key} ="))),
+                "{key} is not documented in agent.example.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_fix() {
+        let e = parse("enabled = true\nallow_ofers = true\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("agent.toml:2:1"), "{s}");
+        assert!(s.contains("allow_ofers"), "{s}");
+        assert!(s.contains("fix: remove the key"), "{s}");
+    }
+
+    #[test]
+    fn bad_values_name_key_line_and_fix() {
+        let s = parse("consent_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains(":1:"), "{s}");
+        assert!(s.contains("\"90s\""), "{s}");
+        let s = parse("\n[argon2]\nmemory_kib = 999999999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("agent.toml:3:1"), "{s}");
+        assert!(s.contains("argon2.memory_kib"), "{s}");
+        assert!(s.contains("fix:"), "{s}");
+        let s = parse("listen = [\"localhost\"]\n").unwrap_err().to_string();
+        assert!(s.contains("0.0.0.0:7575"), "{s}");
+        let s = parse("capture = \"vnc\"\n").unwrap_err().to_string();
+        assert!(s.contains("\"synthetic\""), "{s}");
+        let s = parse("allowed_experts = [\"sha256:12\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("64 hex digits"), "{s}");
+        let s = parse("enabled = \"yes\"\n").unwrap_err().to_string();
+        assert!(s.contains(":1:11"), "{s}");
+    }
+
+    #[test]
+    fn capture_specs_parse() {
+        let c = parse("capture = \"rawfile:/tmp/a.raw@640x480:XRGB8888\"\n").unwrap();
+        assert!(matches!(c.capture, CaptureSpec::RawFile { .. }));
+        let c = parse("capture = \"synthetic:320x200\"\n").unwrap();
+        assert_eq!(
+            c.capture,
+            CaptureSpec::Synthetic {
+                width: 320,
+                height: 200
+            }
+        );
+        assert!(parse("capture = \"rawfile:/tmp/x@0x480:XRGB8888\"\n").is_err());
+    }
+
+    #[test]
+    fn missing_default_file_means_disabled() {
+        let c = Config::load(Path::new("/nonexistent/agent.toml"), false).unwrap();
+        assert!(!c.enabled);
+        assert!(Config::load(Path::new("/nonexistent/agent.toml"), true).is_err());
+    }
+
+    #[test]
+    fn allow_list_entries() {
+        assert_eq!(
+            AllowedExpert::parse("cn:Ann"),
+            Ok(AllowedExpert::CommonName("Ann".into()))
+        );
+        assert_eq!(
+            AllowedExpert::parse("Bob"),
+            Ok(AllowedExpert::CommonName("Bob".into()))
+        );
+        assert!(matches!(
+            AllowedExpert::parse(&format!("sha256:{}", "ab".repeat(32))),
+            Ok(AllowedExpert::Fingerprint(_))
+        ));
+    }
+}

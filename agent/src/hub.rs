@@ -1,0 +1,211 @@
+//! The meeting point of the live session and the device side: who holds the
+//! one session slot, what the banner and control socket show, and where the
+//! person's decisions go.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use shoulder_proto::ConsentKind;
+use shoulder_proto::session::LocalDecision;
+use tokio::sync::{broadcast, mpsc};
+
+/// Events queued for each control-socket listener before it counts as
+/// lagging (a listener that does not read loses events, not the agent).
+const EVENT_BUFFER: usize = 64;
+/// Commands queued for the session (the person cannot click faster).
+pub const COMMAND_BUFFER: usize = 16;
+
+/// What the person at the device (or a script) asks of the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    Local(LocalDecision),
+    Chat(String),
+    UserActive(bool),
+}
+
+/// An open consent prompt, as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct PromptInfo {
+    pub kind: ConsentKind,
+    pub deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Slot {
+    token: u64,
+    id: String,
+    expert: String,
+    how: String,
+    source: String,
+    phase: &'static str,
+    since: Instant,
+    prompt: Option<PromptInfo>,
+    commands: mpsc::Sender<SessionCommand>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slot: Option<Slot>,
+    next_token: u64,
+}
+
+/// Shared by the service, the session and the control socket.
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    events: broadcast::Sender<Value>,
+    /// Static facts for `status`.
+    pub info: Value,
+}
+
+/// Why a command could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no session is running")]
+    NoSession,
+    #[error("no prompt is open")]
+    NoPrompt,
+    #[error("the session is not taking commands right now; try again")]
+    Full,
+}
+
+impl Hub {
+    pub fn new(info: Value) -> Arc<Self> {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            events,
+            info,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a session holds the slot.
+    pub fn is_busy(&self) -> bool {
+        self.lock().slot.is_some()
+    }
+
+    /// Takes the one session slot, or None if another session holds it.
+    pub fn claim(
+        self: &Arc<Self>,
+        id: &str,
+        expert: &str,
+        how: &str,
+        source: &str,
+    ) -> Option<(SlotGuard, mpsc::Receiver<SessionCommand>)> {
+        let mut st = self.lock();
+        if st.slot.is_some() {
+            return None;
+        }
+        st.next_token += 1;
+        let token = st.next_token;
+        let (tx, rx) = mpsc::channel(COMMAND_BUFFER);
+        st.slot = Some(Slot {
+            token,
+            id: id.into(),
+            expert: expert.into(),
+            how: how.into(),
+            source: source.into(),
+            phase: "authenticated",
+            since: Instant::now(),
+            prompt: None,
+            commands: tx,
+        });
+        Some((
+            SlotGuard {
+                hub: self.clone(),
+                token,
+            },
+            rx,
+        ))
+    }
+
+    /// Sends a command to the live session.
+    pub fn command(&self, cmd: SessionCommand) -> Result<(), CommandError> {
+        let st = self.lock();
+        let slot = st.slot.as_ref().ok_or(CommandError::NoSession)?;
+        if matches!(
+            cmd,
+            SessionCommand::Local(LocalDecision::Accept | LocalDecision::Decline)
+        ) && slot.prompt.is_none()
+        {
+            return Err(CommandError::NoPrompt);
+        }
+        slot.commands.try_send(cmd).map_err(|_| CommandError::Full)
+    }
+
+    /// Publishes an event to control-socket listeners.
+    pub fn publish(&self, event: Value) {
+        // No listeners is fine.
+        let _ = self.events.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+        self.events.subscribe()
+    }
+
+    /// The `status` reply.
+    pub fn status(&self) -> Value {
+        let st = self.lock();
+        let now = Instant::now();
+        let session = st.slot.as_ref().map(|s| {
+            json!({
+                "id": s.id,
+                "expert": s.expert,
+                "how": s.how,
+                "source": s.source,
+                "phase": s.phase,
+                "since_secs": now.saturating_duration_since(s.since).as_secs(),
+                "prompt": s.prompt.as_ref().map(|p| json!({
+                    "kind": kind_name(p.kind),
+                    "remaining_secs": p.deadline.saturating_duration_since(now).as_secs(),
+                })),
+            })
+        });
+        json!({ "agent": self.info, "session": session })
+    }
+
+    fn with_slot(&self, token: u64, f: impl FnOnce(&mut Slot)) {
+        let mut st = self.lock();
+        if let Some(s) = st.slot.as_mut().filter(|s| s.token == token) {
+            f(s);
+        }
+    }
+}
+
+/// Holds the session slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct SlotGuard {
+    hub: Arc<Hub>,
+    token: u64,
+}
+
+impl SlotGuard {
+    pub fn set_phase(&self, phase: &'static str) {
+        self.hub.with_slot(self.token, |s| s.phase = phase);
+    }
+
+    pub fn set_prompt(&self, prompt: Option<PromptInfo>) {
+        self.hub.with_slot(self.token, |s| s.prompt = prompt);
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut st = self.hub.lock();
+        if st.slot.as_ref().is_some_and(|s| s.token == self.token) {
+            st.slot = None;
+        }
+    }
+}
+
+pub fn kind_name(kind: ConsentKind) -> &'static str {
+    match kind {
+        ConsentKind::View => "view",
+        ConsentKind::Control => "control",
+    }
+}

@@ -1,0 +1,396 @@
+//! `shoulder-agent`: the device agent's command line.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shoulder_agent::control::{Client, Request};
+use shoulder_agent::invites::{InvitationStore, Issuer, advertised_addresses};
+use shoulder_agent::util::{fingerprint_text, parse_duration};
+use shoulder_agent::{AgentError, Config, config::DEFAULT_CONFIG_PATH, identity};
+
+/// Shoulder device agent: over-the-shoulder remote assistance for this device.
+#[derive(Debug, Parser)]
+#[command(name = "shoulder-agent", version, about)]
+struct Cli {
+    /// Config file.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the systemd service).
+    Run,
+    /// Create the device key and certificate (never overwrites an existing
+    /// key) and print its SHA-256 fingerprint.
+    Keygen {
+        /// Also write a certificate signing request for the plant CA here
+        /// (for an existing key, only the CSR is written).
+        #[arg(long, value_name = "FILE")]
+        csr: Option<PathBuf>,
+    },
+    /// Print the device certificate's SHA-256 fingerprint.
+    Fingerprint,
+    /// Create, list or revoke invitations.
+    Invite(InviteArgs),
+    /// Talk to the running agent through its control socket.
+    Ctl {
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct InviteArgs {
+    /// How long the invitation stays open (e.g. 30m, 2h; capped by
+    /// max_invitation_lifetime).
+    #[arg(long, default_value = "30m", value_name = "DURATION")]
+    expires: String,
+    /// Read the password from the first line of this file. Without it the
+    /// password is asked for on a terminal, or generated and printed.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Write the invitation file (*.shoulder) here.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Also print the invitation as a QR code.
+    #[arg(long)]
+    qr: bool,
+    /// List invitations instead.
+    #[arg(long, conflicts_with_all = ["revoke", "password_file", "out", "qr"])]
+    list: bool,
+    /// Revoke the invitation with this id instead.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["list", "password_file", "out", "qr"])]
+    revoke: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// Show the agent and session state.
+    Status,
+    /// Answer the open prompt with yes.
+    Accept,
+    /// Answer the open prompt with no.
+    Decline,
+    /// Take control back from the expert (viewing goes on).
+    StopControl,
+    /// End the session.
+    End,
+    /// Send a chat line to the expert.
+    Chat { text: Vec<String> },
+    /// Print events (prompts, session changes, chat) as JSON lines until
+    /// interrupted.
+    Watch,
+    /// Create an invitation through the running agent.
+    Invite {
+        #[arg(long, default_value = "30m")]
+        expires: String,
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let config = match Config::load(&path, explicit) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let result: Result<(), String> = match cli.command {
+        Command::Run => run(config).map_err(|e| e.to_string()),
+        Command::Keygen { csr } => keygen(&config, csr.as_deref()),
+        Command::Fingerprint => identity::load(&config.state_dir)
+            .map(|id| println!("{}", fingerprint_text(&id.fingerprint)))
+            .map_err(|e| e.to_string()),
+        Command::Invite(args) => invite(&config, args),
+        Command::Ctl { command } => ctl(&config, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("shoulder-agent: {e}");
+    ExitCode::FAILURE
+}
+
+fn init_tracing() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        // The device has one to four small cores; TLS and argon2 need few.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run(config: Config) -> Result<(), AgentError> {
+    let rt = runtime().map_err(|e| AgentError::Listen {
+        addr: ([0, 0, 0, 0], 0).into(),
+        source: std::io::Error::other(e),
+    })?;
+    rt.block_on(async move {
+        let listeners = shoulder_agent::bind(&config.listen)?;
+        let backends = shoulder_agent::wiring::backends(&config);
+        shoulder_agent::run(listeners, config, backends, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn keygen(config: &Config, csr: Option<&Path>) -> Result<(), String> {
+    let name = config.device_name();
+    match identity::generate(&config.state_dir, &name, csr) {
+        Ok(g) => {
+            println!("Device key:         {}", g.key_path.display());
+            println!("Device certificate: {}", g.cert_path.display());
+            if let Some(c) = &g.csr_path {
+                println!(
+                    "Signing request:    {} (have the plant CA sign it, then replace device.crt with the result)",
+                    c.display()
+                );
+            }
+            println!("SHA-256 fingerprint: {}", fingerprint_text(&g.fingerprint));
+            Ok(())
+        }
+        Err(identity::IdentityError::KeyExists(path)) if csr.is_some() => {
+            let out = csr.unwrap_or(Path::new(""));
+            identity::csr_for_existing(&config.state_dir, &name, out).map_err(|e| e.to_string())?;
+            let id = identity::load(&config.state_dir).map_err(|e| e.to_string())?;
+            println!(
+                "The device key {} exists; wrote a signing request for it to {}",
+                path.display(),
+                out.display()
+            );
+            println!("SHA-256 fingerprint: {}", fingerprint_text(&id.fingerprint));
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn read_password(file: Option<&Path>) -> Result<Option<String>, String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read the password file {}: {e}", f.display()))?;
+        let pw = text.lines().next().unwrap_or("").to_string();
+        if pw.is_empty() {
+            return Err(format!(
+                "the password file {} is empty (fix: put the password on its first line)",
+                f.display()
+            ));
+        }
+        return Ok(Some(pw));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let pw = rpassword::prompt_password("Invitation password (empty: generate one): ")
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    if pw.is_empty() {
+        return Ok(None);
+    }
+    let again = rpassword::prompt_password("Repeat the password: ")
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    if again != pw {
+        return Err("the passwords differ; nothing was created".into());
+    }
+    Ok(Some(pw))
+}
+
+fn invite(config: &Config, args: InviteArgs) -> Result<(), String> {
+    let store =
+        InvitationStore::new(&config.state_dir, &config.argon2).map_err(|e| e.to_string())?;
+    if args.list {
+        let list = store.list().map_err(|e| e.to_string())?;
+        if list.is_empty() {
+            println!("No invitations.");
+        }
+        let now = shoulder_agent::util::unix_now();
+        for i in list {
+            let state = match i.state {
+                shoulder_agent::invites::InvitationState::Open if now >= i.expires_unix => {
+                    "expired".to_string()
+                }
+                shoulder_agent::invites::InvitationState::Open => format!(
+                    "open, {} left",
+                    shoulder_agent::util::format_duration(Duration::from_secs(
+                        i.expires_unix - now
+                    ))
+                ),
+                shoulder_agent::invites::InvitationState::Used { .. } => "used".into(),
+                shoulder_agent::invites::InvitationState::Revoked { .. } => "revoked".into(),
+                shoulder_agent::invites::InvitationState::Burned { .. } => {
+                    "burned (wrong passwords)".into()
+                }
+            };
+            println!(
+                "{}  expires {}  {}  wrong passwords: {}",
+                i.id,
+                shoulder_proto::invite::format_utc(i.expires_unix),
+                state,
+                i.wrong_passwords
+            );
+        }
+        return Ok(());
+    }
+    if let Some(id) = args.revoke {
+        let id = id.parse().map_err(|e| format!("{e}"))?;
+        store
+            .revoke(id, shoulder_agent::util::unix_now())
+            .map_err(|e| e.to_string())?;
+        println!("Invitation {id} revoked.");
+        return Ok(());
+    }
+    let lifetime = parse_duration(&args.expires).map_err(|e| format!("--expires: {e}"))?;
+    let password = read_password(args.password_file.as_deref())?;
+    let name = config.device_name();
+    let (id, _) = identity::ensure(&config.state_dir, &name).map_err(|e| e.to_string())?;
+    let issuer = Issuer {
+        store,
+        device_name: name,
+        addresses: advertised_addresses(&config.advertise, &config.listen),
+        port: config
+            .listen
+            .first()
+            .map_or(shoulder_agent::config::DEFAULT_PORT, |a| a.port()),
+        fingerprint: id.fingerprint,
+        max_lifetime: config.max_invitation_lifetime,
+    };
+    let issued = issuer
+        .issue(lifetime, password.as_deref())
+        .map_err(|e| e.to_string())?;
+    let inv = &issued.invitation;
+    if let Some(out) = &args.out {
+        shoulder_agent::fsutil::write_atomic(out, inv.to_file().as_bytes(), 0o644)
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        eprintln!("Invitation file written to {}", out.display());
+    }
+    print_invitation(inv, issued.generated_password.as_deref(), args.qr);
+    if !config.enabled || !config.allow_invitations {
+        eprintln!(
+            "Note: this device does not accept invitations now (enabled = {}, allow_invitations = {}).",
+            config.enabled, config.allow_invitations
+        );
+    }
+    Ok(())
+}
+
+fn print_invitation(inv: &shoulder_proto::invite::Invitation, password: Option<&str>, qr: bool) {
+    println!(
+        "Invitation {} for \"{}\", expires {}",
+        inv.id,
+        inv.device_name,
+        shoulder_proto::invite::format_utc(inv.expires_unix)
+    );
+    println!("{}", inv.to_text());
+    if let Some(pw) = password {
+        println!("Password (give it separately): {pw}");
+    }
+    if qr {
+        match qrcode::QrCode::new(inv.to_text().as_bytes()) {
+            Ok(code) => {
+                let image = code
+                    .render::<qrcode::render::unicode::Dense1x2>()
+                    .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                    .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                    .build();
+                println!("{image}");
+            }
+            Err(e) => eprintln!("cannot make a QR code: {e}"),
+        }
+    }
+}
+
+fn ctl(config: &Config, command: CtlCommand) -> Result<(), String> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut client = Client::connect(&config.control_socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = match command {
+            CtlCommand::Status => Request::Status,
+            CtlCommand::Accept => Request::Accept,
+            CtlCommand::Decline => Request::Decline,
+            CtlCommand::StopControl => Request::StopControl,
+            CtlCommand::End => Request::End,
+            CtlCommand::Chat { text } => Request::Chat {
+                text: text.join(" "),
+            },
+            CtlCommand::Invite {
+                expires,
+                password_file,
+            } => Request::Invite {
+                expires,
+                password: read_password(password_file.as_deref())?,
+            },
+            CtlCommand::Watch => loop {
+                let e = client.next_event().await.map_err(|e| e.to_string())?;
+                println!("{e}");
+            },
+        };
+        let reply = client.request(&req).await.map_err(|e| e.to_string())?;
+        if reply["ok"] != true {
+            return Err(reply["error"]
+                .as_str()
+                .unwrap_or("the agent refused")
+                .to_string());
+        }
+        match req {
+            Request::Invite { .. } => {
+                if let Some(t) = reply["text"].as_str()
+                    && let Ok(inv) = shoulder_proto::invite::Invitation::from_text(t)
+                {
+                    print_invitation(&inv, reply["password"].as_str(), false);
+                }
+            }
+            _ => println!(
+                "{}",
+                serde_json::to_string_pretty(&reply).unwrap_or_default()
+            ),
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,1082 @@
+//! The network service: accept loops, pre-authentication limits, and one
+//! task per connection driving a [`DeviceSession`].
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use serde_json::{Map, Value, json};
+use shoulder_proto::consent::ControlConsent;
+use shoulder_proto::frame::encode_into;
+use shoulder_proto::session::{
+    AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
+    ExpertIdentity, Phase,
+};
+use shoulder_proto::{ByeReason, ConsentKind, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::AgentError;
+use crate::audit::{AuditLog, Context};
+use crate::backends::{Backends, CaptureBackend, InputSink, LocalEvent, Presenter};
+use crate::capture::CaptureHandle;
+use crate::config::Config;
+use crate::control::ControlServer;
+use crate::hub::{Hub, PromptInfo, SessionCommand, SlotGuard, kind_name};
+use crate::invites::{InvitationStore, Issuer, advertised_addresses};
+use crate::tls::{ALPN, PlantTrust};
+use crate::util::{fingerprint_text, hex, random_bytes, unix_now};
+
+/// Bytes read from TLS per call.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long shutdown waits for sessions to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Time to send close_notify after the last message.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// "Ignored message" records audited per session; more are only counted
+/// (an authenticated peer could otherwise fill the disk with fsyncs).
+const MAX_IGNORED_AUDITED: u64 = 20;
+/// Source addresses the failure rate limiter remembers.
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+/// Capture messages queued towards the socket: a few update parts; the
+/// capture thread blocks when the peer reads slowly.
+const CAPTURE_QUEUE: usize = 4;
+
+/// Everything the connection tasks share.
+struct Shared {
+    config: Config,
+    device: DeviceConfig,
+    acceptor: TlsAcceptor,
+    trust: PlantTrust,
+    store: InvitationStore,
+    audit: Arc<AuditLog>,
+    hub: Arc<Hub>,
+    capture: Arc<dyn CaptureBackend>,
+    input: Mutex<Box<dyn InputSink>>,
+    presenter: Mutex<Box<dyn Presenter>>,
+    limiter: Mutex<RateLimiter>,
+    pre_auth: PreAuth,
+    sessions: AtomicU64,
+}
+
+/// Binds TCP listeners for `addrs` (IPv6 ones IPv6-only, so `0.0.0.0:P`
+/// and `[::]:P` can both be listed). Needs a tokio runtime.
+pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, AgentError> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let err = |source| AgentError::Listen { addr, source };
+            let domain = socket2::Domain::for_address(addr);
+            let s =
+                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+                    .map_err(err)?;
+            if addr.is_ipv6() {
+                s.set_only_v6(true).map_err(err)?;
+            }
+            s.set_reuse_address(true).map_err(err)?;
+            s.set_nonblocking(true).map_err(err)?;
+            s.bind(&addr.into()).map_err(err)?;
+            s.listen(128).map_err(err)?;
+            TcpListener::from_std(s.into()).map_err(err)
+        })
+        .collect()
+}
+
+/// Runs the agent on `listeners` until `shutdown` completes: every session
+/// is then closed with "the device agent is shutting down", keys are
+/// released and the audit log is flushed.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    config: Config,
+    backends: Backends,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let device_name = config.device_name();
+    let (identity, created) = crate::identity::ensure(&config.state_dir, &device_name)?;
+    let audit = Arc::new(AuditLog::open(
+        &config.audit_log,
+        config.audit_max_bytes,
+        config.audit_keep,
+    )?);
+    let fp = fingerprint_text(&identity.fingerprint);
+    if created {
+        tracing::info!(fingerprint = %fp, "created the device key and certificate");
+        audit_or_log(
+            &audit,
+            "identity-created",
+            &Context::default(),
+            json!({"device_fingerprint": fp}),
+        );
+    }
+    let trust = PlantTrust::load(&config.plant_ca, config.allowed_experts())?;
+    let tls = crate::tls::server_config(&identity, &trust)?;
+    let store = InvitationStore::new(&config.state_dir, &config.argon2)?;
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let port = bound
+        .first()
+        .map_or(crate::config::DEFAULT_PORT, |a| a.port());
+    let issuer = Arc::new(Issuer {
+        store: store.clone(),
+        device_name: device_name.clone(),
+        addresses: advertised_addresses(&config.advertise, &bound),
+        port,
+        fingerprint: identity.fingerprint,
+        max_lifetime: config.max_invitation_lifetime,
+    });
+    let hub = Hub::new(json!({
+        "device_name": device_name,
+        "enabled": config.enabled,
+        "allow_offers": config.allow_offers,
+        "allow_invitations": config.allow_invitations,
+        "allow_control": config.allow_control,
+        "fingerprint": fp,
+        "listening": bound.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    }));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let control = crate::control::bind(&config.control_socket, &config.control_group).await?;
+    let control_server = ControlServer {
+        hub: hub.clone(),
+        issuer,
+        audit: audit.clone(),
+    };
+    let control_task = tokio::spawn(control_server.serve(control, stop_rx.clone()));
+    if let Some(mut local) = backends.local_events {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(e) = local.recv().await {
+                let cmd = match e {
+                    LocalEvent::Decision(d) => SessionCommand::Local(d),
+                    LocalEvent::UserActive(a) => SessionCommand::UserActive(a),
+                };
+                // No session or no prompt: a stray tap, nothing to do.
+                let _ = hub.command(cmd);
+            }
+        });
+    }
+    if !config.enabled {
+        tracing::warn!(
+            "remote assistance is disabled (enabled = false): experts are told so and turned away"
+        );
+    }
+    let device = DeviceConfig {
+        device_name: device_name.clone(),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        pre_auth_timeout: config.pre_auth_timeout,
+        consent_timeout: config.consent_timeout,
+        allow_control: config.allow_control,
+        ..DeviceConfig::default()
+    };
+    let shared = Arc::new(Shared {
+        limiter: Mutex::new(RateLimiter::new(config.auth_failures_per_minute)),
+        pre_auth: PreAuth::new(config.max_pre_auth_connections),
+        config,
+        device,
+        acceptor: TlsAcceptor::from(tls),
+        trust,
+        store,
+        audit: audit.clone(),
+        hub,
+        capture: backends.capture,
+        input: Mutex::new(backends.input),
+        presenter: Mutex::new(backends.presenter),
+        sessions: AtomicU64::new(0),
+    });
+    audit_or_log(
+        &audit,
+        "agent-started",
+        &Context::default(),
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "listening": bound.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "device_fingerprint": fp,
+            "enabled": shared.config.enabled,
+        }),
+    );
+    tracing::info!(listening = ?bound, fingerprint = %fp, "shoulder-agent running");
+
+    // Every connection task holds a clone; when all are gone, recv() ends.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut accept_tasks = Vec::new();
+    for listener in listeners {
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        let done = done_tx.clone();
+        accept_tasks.push(tokio::spawn(accept_loop(listener, shared, stop, done)));
+    }
+    drop(done_tx);
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions did not end within {SHUTDOWN_GRACE:?}");
+    }
+    // Belt and braces: whatever happened, no key stays pressed.
+    if let Ok(mut input) = shared.input.lock()
+        && let Err(e) = input.release_all()
+    {
+        tracing::warn!(error = %e, "releasing input at shutdown failed");
+    }
+    let _ = control_task.await;
+    let _ = std::fs::remove_file(&shared.config.control_socket);
+    audit_or_log(&audit, "agent-stopped", &Context::default(), json!({}));
+    audit.flush()?;
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let shared = shared.clone();
+                let stop = stop.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    connection(shared, tcp, peer, stop).await;
+                    drop(done);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (ticket, mut evicted) = shared.pre_auth.admit();
+    let _ = tcp.set_nodelay(true);
+    let handshake =
+        tokio::time::timeout(shared.config.pre_auth_timeout, shared.acceptor.accept(tcp));
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = &mut evicted => {
+            tracing::debug!(%peer, "dropped during the TLS handshake: too many unauthenticated connections");
+            return;
+        }
+        _ = stop.changed() => return,
+    };
+    let (_, conn) = tls.get_ref();
+    if conn.alpn_protocol() != Some(ALPN) {
+        tracing::info!(%peer, "client does not speak shoulder/1 (ALPN); closing");
+        return;
+    }
+    let peer_certs: Option<Vec<CertificateDer<'static>>> = conn
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+    let mut id = [0u8; 8];
+    let _ = random_bytes(&mut id);
+    let ctx = Context {
+        session: Some(hex(&id)),
+        source: Some(peer.to_string()),
+        fingerprint: peer_certs
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| fingerprint_text(&crate::util::sha256(c))),
+        ..Context::default()
+    };
+    let n = shared.sessions.fetch_add(1, Ordering::Relaxed);
+    // Consent token epochs stay unique across the sessions of one run.
+    let epoch_base = n.saturating_mul(1 << 20);
+    let machine = DeviceSession::new(Instant::now(), shared.device.clone(), epoch_base);
+    let mut s = Session {
+        shared,
+        machine,
+        ctx,
+        peer,
+        peer_certs,
+        ticket: Some(ticket),
+        evicted: Some(evicted),
+        slot: None,
+        commands: None,
+        auth: None,
+        capture: None,
+        capture_rx: None,
+        control: None,
+        screen: None,
+        out: Vec::new(),
+        bytes_sent: 0,
+        bytes_received: 0,
+        started: Instant::now(),
+        closing: None,
+        audit_failed: false,
+        ignored: 0,
+        phase: "",
+        stop_seen: false,
+    };
+    s.audit(
+        "connect",
+        json!({"tls": "1.3", "alpn": "shoulder/1",
+        "client_certificate": s.ctx.fingerprint.is_some()}),
+    );
+    s.run(tls, stop).await;
+}
+
+type AuthResult = Result<ExpertIdentity, (ByeReason, String)>;
+
+struct Session {
+    shared: Arc<Shared>,
+    machine: DeviceSession,
+    ctx: Context,
+    peer: SocketAddr,
+    peer_certs: Option<Vec<CertificateDer<'static>>>,
+    /// Held while unauthenticated (counts against the pre-auth limit).
+    ticket: Option<PreAuthTicket>,
+    evicted: Option<oneshot::Receiver<()>>,
+    slot: Option<SlotGuard>,
+    commands: Option<mpsc::Receiver<SessionCommand>>,
+    auth: Option<oneshot::Receiver<AuthResult>>,
+    capture: Option<CaptureHandle>,
+    capture_rx: Option<mpsc::Receiver<Message>>,
+    control: Option<ControlConsent>,
+    /// The screen size last announced to the expert (for input ranges).
+    screen: Option<(u16, u16)>,
+    out: Vec<u8>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    started: Instant,
+    closing: Option<(ByeReason, String)>,
+    audit_failed: bool,
+    ignored: u64,
+    phase: &'static str,
+    stop_seen: bool,
+}
+
+impl Session {
+    async fn run(&mut self, mut tls: TlsStream<TcpStream>, mut stop: watch::Receiver<bool>) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            self.process_outputs();
+            if !self.out.is_empty() {
+                let write_timeout = self.shared.device.peer_timeout;
+                let data = std::mem::take(&mut self.out);
+                let r = tokio::time::timeout(write_timeout, async {
+                    tls.write_all(&data).await?;
+                    tls.flush().await
+                })
+                .await;
+                let error = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("write failed: {e}")),
+                    Err(_) => Some("the expert stopped reading".to_string()),
+                };
+                if let Some(error) = error {
+                    self.stop_capture();
+                    self.machine.handle(
+                        Instant::now(),
+                        DeviceInput::PeerClosed { error: Some(error) },
+                    );
+                    self.process_outputs();
+                    self.out.clear();
+                    break;
+                }
+                continue;
+            }
+            if self.closing.is_some() {
+                let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+                break;
+            }
+            let deadline = self.machine.poll_timeout();
+            let now = Instant::now();
+            tokio::select! {
+                r = tls.read(&mut buf) => {
+                    let input = match r {
+                        Ok(0) => DeviceInput::PeerClosed { error: None },
+                        Ok(n) => {
+                            self.bytes_received += n as u64;
+                            DeviceInput::Received(buf[..n].to_vec())
+                        }
+                        Err(e) => DeviceInput::PeerClosed { error: Some(format!("read failed: {e}")) },
+                    };
+                    self.machine.handle(Instant::now(), input);
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.machine.handle_timeout(Instant::now().max(now));
+                }
+                r = recv_opt(&mut self.auth), if self.auth.is_some() => {
+                    self.auth = None;
+                    let r = r.unwrap_or_else(|| Err((ByeReason::InternalError, "authentication task failed".into())));
+                    self.auth_done(r);
+                }
+                cmd = recv_cmd(&mut self.commands), if self.commands.is_some() => {
+                    match cmd {
+                        Some(c) => self.command(c),
+                        None => self.commands = None,
+                    }
+                }
+                msg = recv_msg(&mut self.capture_rx), if self.capture_rx.is_some() => {
+                    match msg {
+                        Some(m) => {
+                            if let Message::ScreenInfo(info) = &m {
+                                self.screen = Some((info.width, info.height));
+                            }
+                            self.queue(&m);
+                        }
+                        None => self.capture_rx = None,
+                    }
+                }
+                _ = recv_evict(&mut self.evicted), if self.evicted.is_some() => {
+                    self.evicted = None;
+                    self.machine.handle(Instant::now(), DeviceInput::Abort {
+                        reason: ByeReason::AuthTimeout,
+                        detail: "too many connections are authenticating; try again".into(),
+                    });
+                }
+                r = stop.changed(), if !self.stop_seen => {
+                    self.stop_seen = true;
+                    let _ = r;
+                    self.machine.handle(Instant::now(), DeviceInput::Shutdown);
+                }
+            }
+        }
+        self.stop_capture();
+        if self.control.take().is_some() {
+            self.with_input(|i| i.disable());
+        }
+        tracing::info!(peer = %self.peer, session = ?self.ctx.session, sent = self.bytes_sent, "connection closed");
+    }
+
+    fn process_outputs(&mut self) {
+        while let Some(o) = self.machine.poll_output() {
+            match o {
+                DeviceOutput::Send(m) => self.queue(&m),
+                DeviceOutput::Authenticate(req) => self.start_auth(req),
+                DeviceOutput::ShowPrompt(p) => {
+                    self.with_presenter(|pr| pr.show_prompt(&p));
+                    if let Some(slot) = &self.slot {
+                        slot.set_prompt(Some(PromptInfo {
+                            kind: p.kind,
+                            deadline: p.deadline,
+                        }));
+                    }
+                    let timeout = p
+                        .deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_secs();
+                    self.publish(
+                        json!({"event": "consent-requested", "kind": kind_name(p.kind),
+                        "expert": p.expert.name, "how": p.expert.how(), "timeout_secs": timeout}),
+                    );
+                }
+                DeviceOutput::HidePrompt => {
+                    self.with_presenter(|pr| pr.hide_prompt());
+                    if let Some(slot) = &self.slot {
+                        slot.set_prompt(None);
+                    }
+                    self.publish(json!({"event": "prompt-closed"}));
+                }
+                DeviceOutput::Phase(p) => self.phase(p),
+                DeviceOutput::StartCapture(view) => {
+                    self.stop_capture();
+                    let (tx, rx) = mpsc::channel(CAPTURE_QUEUE);
+                    self.capture = Some(CaptureHandle::start(
+                        view,
+                        self.shared.capture.clone(),
+                        tx,
+                        self.shared.config.max_fps,
+                    ));
+                    self.capture_rx = Some(rx);
+                }
+                DeviceOutput::StopCapture => self.stop_capture(),
+                DeviceOutput::EnableInjection(token) => {
+                    let r = match self.screen {
+                        Some((w, h)) => self.with_input(|i| i.enable(&token, w, h)),
+                        None => Err(crate::backends::InputError(
+                            "the screen size is not known yet".into(),
+                        )),
+                    };
+                    match r {
+                        Ok(()) => self.control = Some(token),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot enable injection; revoking control");
+                            self.machine
+                                .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
+                        }
+                    }
+                }
+                DeviceOutput::DisableInjection => {
+                    if self.control.take().is_some() {
+                        self.with_input(|i| i.disable());
+                    }
+                }
+                DeviceOutput::ReleaseAll => {
+                    if let Err(e) = self.with_input(|i| i.release_all()) {
+                        tracing::error!(error = %e, "releasing expert input failed");
+                    }
+                }
+                DeviceOutput::Inject(event) => {
+                    let Some(token) = self.control.take() else {
+                        continue;
+                    };
+                    let r = self.with_input(|i| i.inject(&token, &event));
+                    self.control = Some(token);
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "injection failed; revoking control");
+                        self.machine
+                            .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
+                    }
+                }
+                DeviceOutput::UpdateRequested { incremental } => {
+                    if let Some(c) = &self.capture {
+                        c.request(!incremental);
+                    }
+                }
+                DeviceOutput::ShowChat(text) => {
+                    self.with_presenter(|pr| pr.chat(true, &text));
+                    self.publish(json!({"event": "chat", "from": "expert", "text": text}));
+                }
+                DeviceOutput::Audit(e) => self.audit_event(e),
+                DeviceOutput::Close { reason, detail } => {
+                    tracing::info!(peer = %self.peer, ?reason, %detail, "session closing");
+                    self.closing = Some((reason, detail));
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, m: &Message) {
+        if self.closing.is_some() && !matches!(m, Message::Bye { .. }) {
+            return;
+        }
+        let before = self.out.len();
+        match encode_into(m, &mut self.out) {
+            Ok(()) => self.bytes_sent += (self.out.len() - before) as u64,
+            Err(e) => {
+                self.out.truncate(before);
+                tracing::error!(error = %e, message = m.name(), "cannot encode a message");
+            }
+        }
+    }
+
+    fn start_auth(&mut self, req: AuthRequest) {
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        let ip = self.peer.ip();
+        let quick: Option<(ByeReason, String)> = if !cfg.enabled {
+            Some((
+                ByeReason::Disabled,
+                "remote assistance is disabled on this device".into(),
+            ))
+        } else if shared.hub.is_busy() {
+            Some((ByeReason::Busy, "another expert is connected".into()))
+        } else if let Some(retry) = lock(&shared.limiter).retry_after(ip, Instant::now()) {
+            Some((
+                ByeReason::RateLimited {
+                    retry_after_secs: retry,
+                },
+                format!("too many failed attempts from {ip}"),
+            ))
+        } else {
+            match &req {
+                AuthRequest::Offer if !cfg.allow_offers => Some((
+                    ByeReason::OffersDisabled,
+                    "offers are disabled on this device".into(),
+                )),
+                AuthRequest::Invitation { .. } if !cfg.allow_invitations => Some((
+                    ByeReason::InvitationsDisabled,
+                    "invitations are disabled on this device".into(),
+                )),
+                AuthRequest::Resume { .. } => Some((
+                    ByeReason::ResumeRejected,
+                    "this device does not resume sessions yet".into(),
+                )),
+                _ => None,
+            }
+        };
+        if let Some(e) = quick {
+            return self.auth_done(Err(e));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.auth = Some(rx);
+        let certs = self.peer_certs.clone();
+        tokio::spawn(async move {
+            let result = match req {
+                AuthRequest::Offer => shared.trust.check_offer(certs.as_deref(), UnixTime::now()),
+                AuthRequest::Invitation { id, password } => {
+                    let store = shared.store.clone();
+                    let pw = password.to_string();
+                    match tokio::task::spawn_blocking(move || store.check(id, &pw, unix_now()))
+                        .await
+                    {
+                        Ok(Ok(())) => Ok(ExpertIdentity {
+                            name: format!("invitation {id}"),
+                            method: AuthMethod::Invitation { id },
+                        }),
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err((
+                            ByeReason::InternalError,
+                            format!("password check failed: {e}"),
+                        )),
+                    }
+                }
+                AuthRequest::Resume { .. } => {
+                    Err((ByeReason::ResumeRejected, "not supported".into()))
+                }
+            };
+            let _ = tx.send(result);
+        });
+    }
+
+    fn auth_done(&mut self, result: AuthResult) {
+        let result = result.and_then(|expert| self.claim(expert));
+        if let Err((reason, _)) = &result
+            && counts_as_failure(*reason)
+        {
+            lock(&self.shared.limiter).failed(self.peer.ip(), Instant::now());
+        }
+        if result.is_ok() {
+            // Authenticated: no longer subject to the pre-auth limit.
+            self.ticket = None;
+            self.evicted = None;
+        }
+        self.machine
+            .handle(Instant::now(), DeviceInput::AuthDecided(result));
+    }
+
+    /// Takes the session slot (and uses the invitation up).
+    fn claim(&mut self, expert: ExpertIdentity) -> AuthResult {
+        let how = expert.how();
+        let session = self.ctx.session.clone().unwrap_or_default();
+        let Some((guard, commands)) =
+            self.shared
+                .hub
+                .claim(&session, &expert.name, &how, &self.peer.to_string())
+        else {
+            return Err((ByeReason::Busy, "another expert is connected".into()));
+        };
+        if let AuthMethod::Invitation { id } = &expert.method {
+            // Small file update under a lock; fine to do inline.
+            self.shared.store.consume(*id, unix_now())?;
+        }
+        self.ctx.expert = Some(expert.name.clone());
+        self.ctx.method = Some(match &expert.method {
+            AuthMethod::Offer { .. } => "offer".into(),
+            AuthMethod::Invitation { id } => format!("invitation {id}"),
+        });
+        self.slot = Some(guard);
+        self.commands = Some(commands);
+        Ok(expert)
+    }
+
+    fn command(&mut self, c: SessionCommand) {
+        let input = match c {
+            SessionCommand::Local(d) => DeviceInput::Local(d),
+            SessionCommand::Chat(text) => {
+                self.with_presenter(|pr| pr.chat(false, &text));
+                self.publish(json!({"event": "chat", "from": "device", "text": text}));
+                DeviceInput::SendChat(text)
+            }
+            SessionCommand::UserActive(a) => DeviceInput::LocalUserActive(a),
+        };
+        self.machine.handle(Instant::now(), input);
+    }
+
+    fn phase(&mut self, p: Phase) {
+        self.with_presenter(|pr| pr.phase(&p));
+        let (name, event) = match &p {
+            Phase::AwaitingView { expert } => (
+                "awaiting-view",
+                json!({"event": "session-started", "session": self.ctx.session, "expert": expert.name,
+                    "how": expert.how(), "source": self.peer.to_string()}),
+            ),
+            Phase::Viewing { .. } if self.phase == "controlling" => {
+                ("viewing", json!({"event": "control-revoked"}))
+            }
+            Phase::Viewing { .. } => ("viewing", json!({"event": "view-granted"})),
+            Phase::Controlling { .. } => ("controlling", json!({"event": "control-granted"})),
+            Phase::Reconnecting { until, .. } => (
+                "reconnecting",
+                json!({"event": "reconnecting",
+                    "grace_secs": until.saturating_duration_since(Instant::now()).as_secs()}),
+            ),
+            Phase::Closed { reason, detail } => (
+                "closed",
+                json!({"event": "session-ended", "reason": format!("{reason:?}"),
+                    "sentence": reason.sentence(), "detail": detail}),
+            ),
+        };
+        self.phase = name;
+        if let Some(slot) = &self.slot {
+            slot.set_phase(name);
+        }
+        // Only the session holding the slot talks to the device side; a
+        // refused connection's "closed" is not news to anyone there.
+        if self.slot.is_some() {
+            self.shared.hub.publish(event);
+        }
+    }
+
+    fn publish(&self, event: Value) {
+        if self.slot.is_some() {
+            self.shared.hub.publish(event);
+        }
+    }
+
+    fn stop_capture(&mut self) {
+        if let Some(c) = self.capture.take() {
+            c.stop();
+        }
+        self.capture_rx = None;
+    }
+
+    fn with_presenter(&self, f: impl FnOnce(&mut dyn Presenter)) {
+        if self.slot.is_none() {
+            return;
+        }
+        let mut p = lock(&self.shared.presenter);
+        f(p.as_mut());
+    }
+
+    fn with_input<T>(&self, f: impl FnOnce(&mut dyn InputSink) -> T) -> T {
+        let mut i = lock(&self.shared.input);
+        f(i.as_mut())
+    }
+
+    fn audit_event(&mut self, e: AuditEvent) {
+        let (name, fields) = match e {
+            AuditEvent::Hello { software, version } => (
+                "hello",
+                json!({"software": software, "software_version": version}),
+            ),
+            AuditEvent::AuthOk { expert } => ("auth-ok", json!({"how": expert.how()})),
+            AuditEvent::AuthFailed { reason, detail } => (
+                "auth-failed",
+                json!({"reason": format!("{reason:?}"), "detail": detail}),
+            ),
+            AuditEvent::ConsentAsked { kind } => {
+                ("consent-asked", json!({"kind": kind_name(kind)}))
+            }
+            AuditEvent::ConsentAnswered {
+                kind,
+                granted,
+                reason,
+            } => {
+                self.audit(
+                    "consent-answered",
+                    json!({"kind": kind_name(kind), "granted": granted,
+                        "reason": reason.map(|r| format!("{r:?}"))}),
+                );
+                if kind == ConsentKind::Control && granted {
+                    ("control-granted", json!({}))
+                } else {
+                    return;
+                }
+            }
+            AuditEvent::ControlEnded { reason } => {
+                ("control-revoked", json!({"reason": format!("{reason:?}")}))
+            }
+            AuditEvent::Chat { from_expert, text } => (
+                "chat",
+                json!({"from": if from_expert { "expert" } else { "device" }, "text": text}),
+            ),
+            AuditEvent::InputRateLimited => ("input-rate-limited", json!({})),
+            AuditEvent::Suspended { detail } => ("suspended", json!({"detail": detail})),
+            AuditEvent::Resumed => ("resumed", json!({})),
+            AuditEvent::Ignored { message, state } => {
+                self.ignored += 1;
+                if self.ignored > MAX_IGNORED_AUDITED {
+                    return;
+                }
+                ("ignored", json!({"message": message, "state": state}))
+            }
+            AuditEvent::Closed { reason, detail } => (
+                "bye",
+                json!({"reason": format!("{reason:?}"), "detail": detail,
+                    "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                    "ignored_messages": self.ignored,
+                    "duration_ms": self.started.elapsed().as_millis() as u64}),
+            ),
+        };
+        self.audit(name, fields);
+    }
+
+    fn audit(&mut self, event: &str, fields: Value) {
+        let Value::Object(m) = fields else {
+            return;
+        };
+        if let Err(e) = self.shared.audit.record(event, &self.ctx, m) {
+            tracing::error!(error = %e, "audit record failed");
+            // Fail closed: no session runs unaudited.
+            if !self.audit_failed {
+                self.audit_failed = true;
+                self.machine.handle(
+                    Instant::now(),
+                    DeviceInput::Abort {
+                        reason: ByeReason::AuditFailure,
+                        detail: "the device cannot write its audit log".into(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Auth failures that count towards the per-address limit: guesses and
+/// wrong credentials, not policy answers.
+fn counts_as_failure(r: ByeReason) -> bool {
+    !matches!(
+        r,
+        ByeReason::Busy
+            | ByeReason::Disabled
+            | ByeReason::OffersDisabled
+            | ByeReason::InvitationsDisabled
+            | ByeReason::RateLimited { .. }
+            | ByeReason::InternalError
+            | ByeReason::ResumeRejected
+    )
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<oneshot::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_evict(rx: &mut Option<oneshot::Receiver<()>>) {
+    match rx {
+        // A dropped sender means the ticket was released: not an eviction.
+        Some(r) => {
+            if r.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_cmd(rx: &mut Option<mpsc::Receiver<SessionCommand>>) -> Option<SessionCommand> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_msg(rx: &mut Option<mpsc::Receiver<Message>>) -> Option<Message> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn audit_or_log(audit: &AuditLog, event: &str, ctx: &Context, fields: Value) {
+    let m: Map<String, Value> = match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if let Err(e) = audit.record(event, ctx, m) {
+        tracing::error!(error = %e, "audit record failed");
+    }
+}
+
+/// Unauthenticated connections in arrival order, each with its eviction
+/// signal.
+type Waiting = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
+
+/// Unauthenticated connections: at most `max` at once; a newcomer evicts
+/// the oldest, so idle or slow peers cannot keep a real expert out.
+#[derive(Debug)]
+struct PreAuth {
+    max: usize,
+    next: AtomicU64,
+    waiting: Waiting,
+}
+
+/// Held by a connection while it is unauthenticated.
+#[derive(Debug)]
+struct PreAuthTicket {
+    id: u64,
+    waiting: Waiting,
+}
+
+impl PreAuth {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            next: AtomicU64::new(0),
+            waiting: Default::default(),
+        }
+    }
+
+    fn admit(&self) -> (PreAuthTicket, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut w = lock(&self.waiting);
+        while w.len() >= self.max {
+            if let Some((_, evict)) = w.pop_front() {
+                let _ = evict.send(());
+            }
+        }
+        w.push_back((id, tx));
+        (
+            PreAuthTicket {
+                id,
+                waiting: self.waiting.clone(),
+            },
+            rx,
+        )
+    }
+}
+
+impl Drop for PreAuthTicket {
+    fn drop(&mut self) {
+        let mut w = lock(&self.waiting);
+        w.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Failed authentications per source (IPv6 by /64), as a token bucket:
+/// a burst of `per_minute`, refilled at `per_minute` per minute.
+#[derive(Debug)]
+struct RateLimiter {
+    per_minute: f64,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute.max(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return IpAddr::V4(v4);
+                }
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(s.into())
+            }
+            v4 => v4,
+        }
+    }
+
+    fn tokens(&self, ip: IpAddr, now: Instant) -> f64 {
+        match self.buckets.get(&Self::key(ip)) {
+            Some(&(t, at)) => {
+                let refill =
+                    now.saturating_duration_since(at).as_secs_f64() * self.per_minute / 60.0;
+                (t + refill).min(self.per_minute)
+            }
+            None => self.per_minute,
+        }
+    }
+
+    /// Seconds to wait, if `ip` has no attempts left.
+    fn retry_after(&self, ip: IpAddr, now: Instant) -> Option<u32> {
+        let t = self.tokens(ip, now);
+        (t < 1.0).then(|| ((1.0 - t) * 60.0 / self.per_minute).ceil().max(1.0) as u32)
+    }
+
+    fn failed(&mut self, ip: IpAddr, now: Instant) {
+        let t = (self.tokens(ip, now) - 1.0).max(0.0);
+        if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.buckets.contains_key(&Self::key(ip))
+        {
+            // Forget the address that failed longest ago.
+            if let Some(oldest) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| *k)
+            {
+                self.buckets.remove(&oldest);
+            }
+        }
+        self.buckets.insert(Self::key(ip), (t, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_bursts_then_refills() {
+        let mut r = RateLimiter::new(3);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(r.retry_after(ip, t0), None);
+            r.failed(ip, t0);
+        }
+        assert_eq!(r.retry_after(ip, t0), Some(20));
+        assert_eq!(r.retry_after("10.0.0.2".parse().unwrap(), t0), None);
+        assert_eq!(r.retry_after(ip, t0 + Duration::from_secs(21)), None);
+        // One /64 is one source.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        for _ in 0..3 {
+            r.failed(a, t0);
+        }
+        assert!(r.retry_after(b, t0).is_some());
+    }
+
+    #[test]
+    fn pre_auth_evicts_oldest() {
+        let p = PreAuth::new(2);
+        let (_a, mut ra) = p.admit();
+        let (_b, mut rb) = p.admit();
+        let (_c, mut rc) = p.admit();
+        assert!(ra.try_recv().is_ok());
+        assert!(rb.try_recv().is_err());
+        drop(_b);
+        let (_d, _) = p.admit();
+        assert!(rc.try_recv().is_err());
+    }
+}
