@@ -391,6 +391,25 @@ impl fmt::Debug for ScanoutMut<'_> {
     }
 }
 
+impl<'a> ScanoutMut<'a> {
+    /// A view of plain memory (no dma-buf bracket): for in-memory
+    /// [`ScanoutAccess`] implementations such as test fakes.
+    pub fn new(
+        pixels: &'a mut [u8],
+        geometry: ScreenGeometry,
+        pitch: usize,
+        buffer_id: u32,
+    ) -> Self {
+        Self {
+            pixels,
+            geometry,
+            pitch,
+            buffer_id,
+            _sync: None,
+        }
+    }
+}
+
 /// A capture source as named in configuration and on command lines.
 ///
 /// - `drm` or `drm:DEVICE` or `drm:DEVICE@CONNECTOR` (e.g.

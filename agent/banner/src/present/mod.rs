@@ -2,7 +2,7 @@
 //!
 //! | presenter | when | how |
 //! | --- | --- | --- |
-//! | [`ScanoutPresenter`] | another process (the kiosk app) is DRM master | draws into the buffer being scanned out and redraws after every repaint or flip |
+//! | [`DrmScanoutPresenter`] (a [`ScanoutPresenter`]) | another process (the kiosk app) is DRM master | draws into the buffer being scanned out and redraws after every repaint or flip |
 //! | [`KmsPresenter`](kms::KmsPresenter) | nobody else is master | its own dumb buffer on an overlay plane, or the primary plane with the screen composed |
 //! | [`FbdevPresenter`](fbdev::FbdevPresenter) | fbdev-only devices | a [`ScanoutPresenter`] over the `/dev/fbN` mapping |
 //! | [`InMemoryPresenter`] | tests; and for the expert when the banner is not in the captured pixels | keeps the banner and composites it into frames |
@@ -12,9 +12,11 @@ use std::sync::Arc;
 use crate::layout::Banner;
 use crate::pixel::Surface;
 
+pub mod capture;
 pub mod fbdev;
 pub mod kms;
 pub mod scanout;
+pub use capture::{CaptureScanout, DrmScanoutPresenter};
 pub use fbdev::{FbdevPresenter, FbdevTarget};
 pub use kms::KmsPresenter;
 pub use scanout::{BufferId, ScanoutPresenter, ScanoutTarget, TickOutcome};
@@ -33,6 +35,9 @@ pub enum PresentError {
     /// The display cannot be used this way; the text says why and what to do.
     #[error("{0}")]
     Unsupported(String),
+    /// The capture crate could not find or map the scanned-out buffer.
+    #[error("{0}")]
+    Capture(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The screen changed size or format: render the banner again for the
     /// new screen and show it.
     #[error("the screen changed to {width}x{height}: render the banner for the new screen")]

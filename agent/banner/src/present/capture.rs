@@ -1,0 +1,203 @@
+//! [`ScanoutTarget`] over `shoulder-capture`'s [`ScanoutAccess`], which finds
+//! the framebuffer the display scans out (re-querying the plane every call,
+//! apps page-flip), maps it writable (dumb map or PRIME with
+//! `DMA_BUF_IOCTL_SYNC`) and caches the mappings per framebuffer.
+
+use embedded_graphics::primitives::Rectangle;
+use shoulder_capture::drm::{DrmOptions, DrmSource};
+use shoulder_capture::{CaptureError, ScanoutAccess};
+
+use super::PresentError;
+use super::scanout::{BufferId, ScanoutPresenter, ScanoutTarget};
+use crate::pixel::{PixelFormat, Surface};
+
+/// The default presenter: draws into whatever the DRM display scans out.
+pub type DrmScanoutPresenter = ScanoutPresenter<CaptureScanout<DrmSource>>;
+
+impl DrmScanoutPresenter {
+    /// Opens the display for drawing the banner: `device` default the first
+    /// card with a lit display, `connector` default its first active CRTC.
+    /// Use a separate source from the capture loop's (its own mappings).
+    pub fn open_drm(
+        device: Option<&std::path::Path>,
+        connector: Option<&str>,
+    ) -> Result<Self, PresentError> {
+        let source = DrmSource::open_with(DrmOptions {
+            device: device.map(std::path::Path::to_path_buf),
+            connector: connector.map(str::to_string),
+            writable: true,
+        })
+        .map_err(capture_error)?;
+        Ok(ScanoutPresenter::new(CaptureScanout::new(source)))
+    }
+}
+
+/// Adapts any [`ScanoutAccess`] (DRM, fbdev) to the scanout presenter.
+#[derive(Debug)]
+pub struct CaptureScanout<S> {
+    inner: S,
+    /// DIRTYFB is allowed to the master only; once refused, stop asking.
+    dirty_refused: bool,
+}
+
+impl<S: ScanoutAccess> CaptureScanout<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            dirty_refused: false,
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn capture_error(e: CaptureError) -> PresentError {
+    PresentError::Capture(Box::new(e))
+}
+
+impl<S: ScanoutAccess> ScanoutTarget for CaptureScanout<S> {
+    fn current(&mut self) -> Result<Option<BufferId>, PresentError> {
+        match self.inner.scanout_mut() {
+            Ok(m) => Ok(Some(BufferId(u64::from(m.buffer_id)))),
+            Err(CaptureError::DisplayOff { .. }) => Ok(None),
+            Err(e) => Err(capture_error(e)),
+        }
+    }
+
+    fn with_buffer<R>(
+        &mut self,
+        id: BufferId,
+        f: impl FnOnce(&mut Surface<'_>) -> R,
+    ) -> Result<Option<R>, PresentError> {
+        let m = match self.inner.scanout_mut() {
+            Ok(m) => m,
+            Err(CaptureError::DisplayOff { .. }) => return Ok(None),
+            Err(e) => return Err(capture_error(e)),
+        };
+        if u64::from(m.buffer_id) != id.0 {
+            return Ok(None);
+        }
+        let g = m.geometry;
+        let format = PixelFormat::from_fourcc(g.format.fourcc()).ok_or_else(|| {
+            PresentError::Unsupported(format!("the screen's format {} cannot be drawn", g.format))
+        })?;
+        let mut surface = Surface::new(g.width, g.height, m.pitch, format, m.pixels)
+            .map_err(|e| PresentError::Unsupported(format!("the scanout mapping: {e}")))?;
+        Ok(Some(f(&mut surface)))
+    }
+
+    fn flush(&mut self, _id: BufferId, rects: &[Rectangle]) -> Result<(), PresentError> {
+        if self.dirty_refused {
+            return Ok(());
+        }
+        for r in rects {
+            let (x, y) = (r.top_left.x.max(0) as u32, r.top_left.y.max(0) as u32);
+            if self.inner.flush(x, y, r.size.width, r.size.height).is_err() {
+                // Not master: drivers that scan out the buffer directly show
+                // the pixels anyway; the others cannot be helped (PRESENTERS.md).
+                self.dirty_refused = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{Renderer, ScreenSpec, Style};
+    use crate::present::{BannerPresenter, TickOutcome};
+    use crate::view::{StripMode, StripView, View};
+    use shoulder_capture::{ScanoutMut, ScreenGeometry};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// A fake display behind the capture crate's trait.
+    struct Fake {
+        pixels: Vec<u8>,
+        id: u32,
+        flushes: usize,
+        refuse_flush: bool,
+    }
+
+    impl ScanoutAccess for Fake {
+        fn scanout_mut(&mut self) -> Result<ScanoutMut<'_>, CaptureError> {
+            Ok(ScanoutMut::new(
+                &mut self.pixels,
+                ScreenGeometry {
+                    width: 320,
+                    height: 240,
+                    format: shoulder_capture::PixelFormat::Xrgb8888,
+                },
+                320 * 4,
+                self.id,
+            ))
+        }
+        fn flush(&mut self, _x: u32, _y: u32, _w: u32, _h: u32) -> Result<(), CaptureError> {
+            self.flushes += 1;
+            if self.refuse_flush {
+                return Err(CaptureError::Unsupported {
+                    path: "/dev/dri/card0".into(),
+                    detail: "not master".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn draws_through_the_capture_crate_and_stops_asking_for_dirtyfb_once_refused() {
+        let fake = Fake {
+            pixels: vec![0x55; 320 * 240 * 4],
+            id: 42,
+            flushes: 0,
+            refuse_flush: true,
+        };
+        let mut p = ScanoutPresenter::new(CaptureScanout::new(fake));
+        let r = Renderer::new(
+            ScreenSpec {
+                width: 320,
+                height: 240,
+                format: PixelFormat::Xrgb8888,
+            },
+            Style::default(),
+        )
+        .unwrap();
+        let view = View {
+            strip: Some(StripView {
+                mode: StripMode::Viewing,
+                expert: "Jane".into(),
+                elapsed: Duration::from_secs(3),
+                stop_hotkey: String::new(),
+            }),
+            ..View::default()
+        };
+        let banner = Arc::new(r.render(&view).unwrap());
+        let t0 = Instant::now();
+        assert_eq!(p.show_at(banner.clone(), t0).unwrap(), TickOutcome::Drawn);
+        let strip = banner.layout.regions[0].rect;
+        let mut frame = p.target().inner().pixels.clone();
+        let mut expected = vec![0x55u8; 320 * 240 * 4];
+        let mut s = Surface::new(320, 240, 1280, PixelFormat::Xrgb8888, &mut expected).unwrap();
+        banner.composite_into(&mut s);
+        assert_eq!(frame, expected, "the banner is in the scanned-out pixels");
+        assert!(strip.size.height > 0);
+        assert_eq!(
+            p.target().inner().flushes,
+            1,
+            "asked once, refused, not again"
+        );
+        p.show_at(Arc::new(r.render(&view).unwrap()), t0).unwrap();
+        assert_eq!(p.target().inner().flushes, 1);
+        p.hide().unwrap();
+        frame.clone_from(&p.target().inner().pixels);
+        assert!(frame.iter().all(|&b| b == 0x55), "restored");
+    }
+}
