@@ -16,10 +16,12 @@ pub mod capture;
 pub mod fbdev;
 pub mod kms;
 pub mod scanout;
+pub mod thread;
 pub use capture::{CaptureScanout, DrmScanoutPresenter};
 pub use fbdev::{FbdevPresenter, FbdevTarget};
 pub use kms::KmsPresenter;
-pub use scanout::{BufferId, ScanoutPresenter, ScanoutTarget, TickOutcome};
+pub use scanout::{BufferId, ScanoutPresenter, ScanoutTarget, TICK_INTERVAL, TickOutcome};
+pub use thread::ScanoutThread;
 
 /// Why a presenter could not show, hide or refresh the banner.
 #[derive(Debug, thiserror::Error)]
