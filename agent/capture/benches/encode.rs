@@ -1,1 +1,156 @@
-fn main() {}
+//! Encoder benchmark on deterministic 1920×1080 kiosk-like sequences.
+//!
+//! `cargo bench -p shoulder-capture` prints, per scenario: encode time per
+//! frame, bytes per frame on the wire (framed messages, before TLS), and the
+//! cost of checking an unchanged frame, next to one `memcmp` of a frame.
+//! Extra arguments filter scenarios by name (`cargo bench -p shoulder-capture
+//! -- scroll typing`). Run as a test (`cargo test --benches`), it does one
+//! small frame per scenario as a smoke test.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
+use shoulder_capture::{Encoder, Frame, PixelFormat, ScreenGeometry};
+use shoulder_proto::consent::ViewConsent;
+
+/// Frames encoded per scenario (after the first, full one): enough for a
+/// stable median, few enough that the whole run takes well under a minute.
+const FRAMES: usize = 60;
+/// Noise frames are 8 MB of incompressible pixels each: fewer suffice.
+const NOISE_FRAMES: usize = 12;
+/// Repetitions of the memcmp and unchanged-check timings (median taken).
+const REPEATS: usize = 31;
+
+struct Row {
+    name: &'static str,
+    frames: usize,
+    encode: Vec<Duration>,
+    bytes: Vec<usize>,
+    rects: Vec<usize>,
+    unchanged: Vec<Duration>,
+}
+
+fn median<T: Copy + Ord>(v: &[T]) -> T {
+    let mut s = v.to_vec();
+    s.sort();
+    s[s.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+fn wire_bytes(update: shoulder_capture::EncodedUpdate) -> usize {
+    update
+        .into_messages()
+        .map(|m| shoulder_proto::frame::encode(&m).map_or(0, |f| f.len()))
+        .sum()
+}
+
+fn run(consent: &ViewConsent, sc: Scenario, w: u32, h: u32, frames: usize) -> Row {
+    let g = ScreenGeometry {
+        width: w,
+        height: h,
+        format: PixelFormat::Xrgb8888,
+    };
+    let pitch = w as usize * 4;
+    let seq = ScenarioFrames::new(sc, w, h);
+    let mut buf = seq.buffer();
+    let mut enc = Encoder::new();
+    seq.render(0, &mut buf);
+    let first = Frame::new(&buf, g, pitch).expect("scenario frames fit");
+    enc.encode(consent, &first, true).expect("consent is live");
+    drop(first);
+    let mut row = Row {
+        name: sc.name(),
+        frames,
+        encode: Vec::new(),
+        bytes: Vec::new(),
+        rects: Vec::new(),
+        unchanged: Vec::new(),
+    };
+    for i in 1..=frames {
+        seq.render(i, &mut buf);
+        let frame = Frame::new(&buf, g, pitch).expect("scenario frames fit");
+        let t = Instant::now();
+        let update = enc.encode(consent, &frame, false).expect("consent is live");
+        row.encode.push(t.elapsed());
+        let update = update.expect("every scenario frame changes the screen");
+        row.rects.push(update.stats.rects);
+        row.bytes.push(wire_bytes(update));
+        let t = Instant::now();
+        let again = enc.encode(consent, &frame, false).expect("consent is live");
+        row.unchanged.push(t.elapsed());
+        assert!(
+            again.is_none(),
+            "{sc}: an unchanged frame produced an update"
+        );
+    }
+    row
+}
+
+fn memcmp_time(w: u32, h: u32) -> Duration {
+    let seq = ScenarioFrames::new(Scenario::Menu, w, h);
+    let mut a = seq.buffer();
+    seq.render(0, &mut a);
+    let b = a.clone();
+    let times: Vec<Duration> = (0..REPEATS)
+        .map(|_| {
+            let t = Instant::now();
+            let eq = black_box(&a[..]) == black_box(&b[..]);
+            let d = t.elapsed();
+            assert!(black_box(eq));
+            d
+        })
+        .collect();
+    median(&times)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let (w, h) = if bench { (1920, 1080) } else { (320, 180) };
+    let (_pair, consent) = shoulder_proto::testing::granted_view();
+
+    let memcmp = memcmp_time(w, h);
+    let mut rows = Vec::new();
+    for sc in Scenario::ALL {
+        if !filters.is_empty() && !filters.iter().any(|f| sc.name().contains(f.as_str())) {
+            continue;
+        }
+        let frames = match (bench, sc) {
+            (false, _) => 2,
+            (true, Scenario::Noise) => NOISE_FRAMES,
+            (true, _) => FRAMES,
+        };
+        rows.push(run(&consent, sc, w, h, frames));
+    }
+
+    println!("\nshoulder-capture encoder, {w}×{h} XRGB8888, one core");
+    println!(
+        "memcmp of one frame: {} ms (median of {REPEATS})\n",
+        ms(memcmp)
+    );
+    println!(
+        "| scenario | frames | encode median ms | encode max ms | bytes/frame mean | bytes/frame max | rects/frame mean | unchanged check median ms | unchanged / memcmp |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let n = r.frames.max(1);
+        let unchanged = median(&r.unchanged);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} |",
+            r.name,
+            r.frames,
+            ms(median(&r.encode)),
+            ms(*r.encode.iter().max().unwrap_or(&Duration::ZERO)),
+            r.bytes.iter().sum::<usize>() / n,
+            r.bytes.iter().max().unwrap_or(&0),
+            r.rects.iter().sum::<usize>() as f64 / n as f64,
+            ms(unchanged),
+            unchanged.as_secs_f64() / memcmp.as_secs_f64().max(1e-9),
+        );
+    }
+}

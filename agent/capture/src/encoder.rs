@@ -54,6 +54,10 @@ const MIN_SCROLL_VOTES: u32 = 4;
 /// A run of shifted rows shorter than this is sent as pixels: a `Copy` costs
 /// a rectangle header and splits the damage into more rectangles.
 const MIN_COPY_ROWS: usize = 4;
+/// Row-precise damage is used while it needs at most this many rectangles
+/// (or no more than the tile-band version); busier damage is sent as tile
+/// bands, whose fewer, larger rectangles compress better.
+const MAX_FINE_AREAS: usize = 96;
 
 /// Why an update could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,6 +188,7 @@ impl Encoder {
         let rb = frame.row_bytes();
         let mut screen = None;
         let mut copies = Vec::new();
+        let areas;
         if self.geometry != Some(g) {
             self.geometry = Some(g);
             self.generation = self.generation.wrapping_add(1);
@@ -192,8 +197,9 @@ impl Encoder {
             for y in 0..g.height {
                 self.shadow.extend_from_slice(frame.row(y));
             }
-            self.masks = vec![full_mask(w); h];
+            self.masks = vec![0; h];
             screen = self.screen_info();
+            areas = vec![Area { x: 0, y: 0, w, h }];
         } else {
             let changed = self.find_damage(frame);
             if !changed && !full {
@@ -202,20 +208,32 @@ impl Encoder {
             if changed && !full {
                 copies = self.find_scrolls(frame);
             }
+            // Rows a copy fixes are no longer damage, but the shadow must
+            // still take them: mark them for the update below.
+            let mut copied_rows = Vec::new();
+            for c in &copies {
+                copied_rows.push(c.dst.y..c.dst.y + c.dst.h);
+                self.masks[c.dst.y..c.dst.y + c.dst.h]
+                    .iter_mut()
+                    .for_each(|m| *m = 0);
+            }
+            areas = if full {
+                copies.clear();
+                vec![Area { x: 0, y: 0, w, h }]
+            } else {
+                let coarse = self.damage_areas(w, h);
+                let mut fine = self.row_areas(w, h);
+                if fine.len() <= MAX_FINE_AREAS.max(coarse.len()) {
+                    fine.iter_mut().for_each(|a| *a = self.trim(frame, *a));
+                    fine
+                } else {
+                    coarse.into_iter().map(|a| self.trim(frame, a)).collect()
+                }
+            };
             // The shadow becomes the new screen (only rows that changed).
             for y in 0..h {
-                if self.masks[y] != 0 {
+                if self.masks[y] != 0 || copied_rows.iter().any(|r| r.contains(&y)) {
                     self.shadow[y * rb..(y + 1) * rb].copy_from_slice(frame.row(y as u32));
-                }
-            }
-            if full {
-                copies.clear();
-                self.masks.iter_mut().for_each(|m| *m = full_mask(w));
-            } else {
-                for c in &copies {
-                    self.masks[c.dst.y..c.dst.y + c.dst.h]
-                        .iter_mut()
-                        .for_each(|m| *m = 0);
                 }
             }
         }
@@ -236,7 +254,10 @@ impl Encoder {
                 },
             });
         }
-        for area in self.damage_areas(w, h) {
+        for area in areas {
+            if area.w == 0 || area.h == 0 {
+                continue;
+            }
             let rows_per_slice = (MAX_RECT_BYTES / (area.w * 4)).max(1);
             let mut y = area.y;
             while y < area.y + area.h {
@@ -472,6 +493,84 @@ impl Encoder {
         done
     }
 
+    /// Rectangles at row precision: rows with the same changed tile columns
+    /// form a group, each run of columns in a group a rectangle, joined with
+    /// the one right above when they line up. Tighter than
+    /// [`Self::damage_areas`] for thin changes (a focus ring, a caret), but
+    /// many rectangles for busy changes, where the caller uses the coarse ones.
+    fn row_areas(&self, w: usize, h: usize) -> Vec<Area> {
+        let mut done: Vec<Area> = Vec::new();
+        let mut open: Vec<Area> = Vec::new();
+        let mut y = 0;
+        while y < h {
+            let m = self.masks[y];
+            let y0 = y;
+            while y < h && self.masks[y] == m {
+                y += 1;
+            }
+            let mut next_open = Vec::new();
+            for (x0, x1) in bit_runs(m) {
+                let (x0, x1) = (x0 * TILE, (x1 * TILE).min(w));
+                let mut area = Area {
+                    x: x0,
+                    y: y0,
+                    w: x1 - x0,
+                    h: y - y0,
+                };
+                if let Some(i) = open
+                    .iter()
+                    .position(|a| a.x == x0 && a.w == area.w && a.y + a.h == y0)
+                {
+                    let above = open.swap_remove(i);
+                    area.h += area.y - above.y;
+                    area.y = above.y;
+                }
+                next_open.push(area);
+            }
+            done.append(&mut open);
+            open = next_open;
+            if done.len() + open.len() > MAX_FINE_AREAS {
+                break;
+            }
+        }
+        done.append(&mut open);
+        done.sort_by_key(|a| (a.y, a.x));
+        done
+    }
+
+    /// Shrinks `a` to the columns and rows where the old screen (shadow,
+    /// before its update) and the new frame differ. Unchanged areas come
+    /// back with zero width.
+    fn trim(&self, frame: &Frame<'_>, a: Area) -> Area {
+        let bpp = frame.format().bytes_per_pixel();
+        let rb = frame.row_bytes();
+        let (mut left, mut right) = (a.x + a.w, a.x);
+        let (mut top, mut bottom) = (a.y + a.h, a.y);
+        for y in a.y..a.y + a.h {
+            let old = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
+            let new = &frame.row(y as u32)[a.x * bpp..(a.x + a.w) * bpp];
+            if old == new {
+                continue;
+            }
+            // Both exist: the rows differ.
+            let first = first_diff(old, new).unwrap_or(0) / bpp;
+            let last = last_diff(old, new).unwrap_or(0) / bpp;
+            left = left.min(a.x + first);
+            right = right.max(a.x + last + 1);
+            top = top.min(y);
+            bottom = bottom.max(y + 1);
+        }
+        if left >= right || top >= bottom {
+            return Area { w: 0, h: 0, ..a };
+        }
+        Area {
+            x: left,
+            y: top,
+            w: right - left,
+            h: bottom - top,
+        }
+    }
+
     /// Encodes one area of the (updated) shadow as the cheapest encoding.
     fn encode_area(&mut self, a: Area, stats: &mut EncodeStats) -> Rect {
         let Some(g) = self.geometry else {
@@ -530,13 +629,55 @@ struct CopyRun {
     src_y: usize,
 }
 
-fn full_mask(w: usize) -> u128 {
-    let cols = w.div_ceil(TILE);
-    if cols >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << cols) - 1
+/// Bytes compared per step when looking for the first or last difference:
+/// slice equality over a block is a fast `memcmp`.
+const DIFF_BLOCK: usize = 64;
+
+/// Index of the first byte where `a` and `b` (same length) differ.
+fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    let mut base = 0;
+    for (x, y) in a.chunks(DIFF_BLOCK).zip(b.chunks(DIFF_BLOCK)) {
+        if x != y {
+            return x.iter().zip(y).position(|(p, q)| p != q).map(|i| base + i);
+        }
+        base += x.len();
     }
+    None
+}
+
+/// Index of the last byte where `a` and `b` (same length) differ.
+fn last_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    let mut end = a.len();
+    for (x, y) in a.rchunks(DIFF_BLOCK).zip(b.rchunks(DIFF_BLOCK)) {
+        let start = end - x.len();
+        if x != y {
+            return x
+                .iter()
+                .zip(y)
+                .rposition(|(p, q)| p != q)
+                .map(|i| start + i);
+        }
+        end = start;
+    }
+    None
+}
+
+/// The runs of set bits of `m`, as `(first, end)` bit indices.
+fn bit_runs(mut m: u128) -> impl Iterator<Item = (usize, usize)> {
+    std::iter::from_fn(move || {
+        if m == 0 {
+            return None;
+        }
+        let b0 = m.trailing_zeros() as usize;
+        let len = (!(m >> b0)).trailing_zeros() as usize;
+        let run = if len >= 128 {
+            u128::MAX
+        } else {
+            ((1u128 << len) - 1) << b0
+        };
+        m &= !run;
+        Some((b0, b0 + len))
+    })
 }
 
 fn payload_len(r: &Rect) -> usize {

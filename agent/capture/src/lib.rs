@@ -51,6 +51,7 @@ pub mod fbdev;
 mod mmap;
 pub mod pacing;
 pub mod rawfile;
+pub mod scenarios;
 pub mod source;
 pub mod synthetic;
 

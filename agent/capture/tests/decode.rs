@@ -1,0 +1,204 @@
+//! What the expert's client decodes equals the device screen, exactly, for
+//! every scenario and every pixel format (xxh3-64 of the XRGB8888 frame with
+//! the X byte zero, as `shoulder watch --stats-json` reports it).
+
+use shoulder_capture::rawfile::RawFileSource;
+use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
+use shoulder_capture::{
+    EncodeError, EncodedUpdate, Encoder, Frame, FrameSource, PixelFormat, ScreenGeometry,
+};
+use shoulder_proto::fb::Framebuffer;
+use shoulder_proto::frame::{FrameDecoder, MAX_UPDATE_PAYLOAD};
+use shoulder_proto::msg::{Encoding, MAX_RECTS_PER_PART, Message};
+use shoulder_proto::session::device::LocalDecision;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Frames per scenario: covers the first full update, several incremental
+/// ones and (for typing) more than one character.
+const FRAMES: usize = 4;
+
+/// Re-encodes XRGB8888 pixels (B, G, R, X) as `format`.
+fn from_xrgb(format: PixelFormat, xrgb: &[u8]) -> Vec<u8> {
+    xrgb.chunks_exact(4)
+        .flat_map(|p| {
+            let (b, g, r) = (p[0], p[1], p[2]);
+            match format {
+                PixelFormat::Xrgb8888 => vec![b, g, r, 0xaa],
+                PixelFormat::Argb8888 => vec![b, g, r, 0xff],
+                PixelFormat::Xbgr8888 => vec![r, g, b, 0x11],
+                PixelFormat::Abgr8888 => vec![r, g, b, 0x80],
+                PixelFormat::Rgb565 => {
+                    let v =
+                        (u16::from(r) >> 3) << 11 | (u16::from(g) >> 2) << 5 | u16::from(b) >> 3;
+                    v.to_le_bytes().to_vec()
+                }
+            }
+        })
+        .collect()
+}
+
+/// Sends the update through real framing, as the agent does, and applies
+/// what the client decodes.
+fn deliver(fb: &mut Option<Framebuffer>, update: EncodedUpdate) {
+    let mut wire = Vec::new();
+    for msg in update.into_messages() {
+        if let Message::Update(part) = &msg {
+            assert!(part.rects.len() <= MAX_RECTS_PER_PART);
+            let payload: usize = part
+                .rects
+                .iter()
+                .map(|r| match &r.encoding {
+                    Encoding::Lz4(p) | Encoding::Raw(p) => p.0.len(),
+                    _ => 0,
+                })
+                .sum();
+            assert!(payload <= MAX_UPDATE_PAYLOAD);
+        }
+        shoulder_proto::frame::encode_into(&msg, &mut wire).expect("every message fits a frame");
+    }
+    let mut decoder = FrameDecoder::default();
+    decoder.push(&wire).unwrap();
+    let mut last_seen = false;
+    while let Some(payload) = decoder.next_payload().unwrap() {
+        match shoulder_proto::frame::decode_payload(&payload).unwrap() {
+            Message::ScreenInfo(info) => *fb = Some(Framebuffer::new(&info).unwrap()),
+            Message::Update(part) => {
+                assert!(!last_seen, "parts after the last one");
+                last_seen = part.last;
+                fb.as_mut()
+                    .expect("screen info first")
+                    .apply(&part)
+                    .unwrap();
+            }
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+    assert!(last_seen, "the update ends with last = true");
+}
+
+#[test]
+fn every_scenario_and_format_decodes_to_the_source() {
+    let (_pair, consent) = shoulder_proto::testing::granted_view();
+    // Odd size: partial tiles on the right and bottom.
+    let (w, h) = (481u32, 271u32);
+    for scenario in Scenario::ALL {
+        let seq = ScenarioFrames::new(scenario, w, h);
+        let mut xrgb = seq.buffer();
+        for format in PixelFormat::ALL {
+            let g = ScreenGeometry {
+                width: w,
+                height: h,
+                format,
+            };
+            let pitch = w as usize * format.bytes_per_pixel();
+            let mut enc = Encoder::new();
+            let mut fb = None;
+            for i in 0..FRAMES {
+                seq.render(i, &mut xrgb);
+                let pixels = from_xrgb(format, &xrgb);
+                let frame = Frame::new(&pixels, g, pitch).unwrap();
+                let update = enc
+                    .encode(&consent, &frame, false)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{scenario} {format} frame {i}: change not seen"));
+                assert_eq!(update.screen.is_some(), i == 0);
+                deliver(&mut fb, update);
+                let client = fb.as_ref().unwrap().normalized();
+                assert_eq!(
+                    xxh3_64(&client),
+                    xxh3_64(&frame.to_xrgb8888()),
+                    "{scenario} {format} frame {i}"
+                );
+                assert!(enc.encode(&consent, &frame, false).unwrap().is_none());
+            }
+        }
+    }
+}
+
+#[test]
+fn scroll_scenario_uses_copies() {
+    let (_pair, consent) = shoulder_proto::testing::granted_view();
+    let seq = ScenarioFrames::new(Scenario::Scroll, 800, 480);
+    let g = ScreenGeometry {
+        width: 800,
+        height: 480,
+        format: PixelFormat::Xrgb8888,
+    };
+    let mut px = seq.buffer();
+    let mut enc = Encoder::new();
+    for i in 0..4 {
+        seq.render(i, &mut px);
+        let u = enc
+            .encode(&consent, &Frame::new(&px, g, 3200).unwrap(), false)
+            .unwrap()
+            .unwrap();
+        if i > 0 {
+            assert!(u.stats.copy >= 1, "frame {i}: {:?}", u.stats);
+            assert!(matches!(
+                u.parts[0].rects[0].encoding,
+                Encoding::Copy { .. }
+            ));
+        }
+    }
+}
+
+#[test]
+fn a_raw_file_written_frame_by_frame_reaches_the_client() {
+    let (_pair, consent) = shoulder_proto::testing::granted_view();
+    let dir = std::env::temp_dir().join(format!("shoulder-capture-decode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("screen.raw");
+    let seq = ScenarioFrames::new(Scenario::PageSwitch, 640, 360);
+    let mut px = seq.buffer();
+    seq.render(0, &mut px);
+    std::fs::write(&path, &px).unwrap();
+    let spec = format!("rawfile:{}@640x360:XRGB8888", path.display());
+    let mut source = shoulder_capture::open(&spec.parse().unwrap()).unwrap();
+    let mut enc = Encoder::new();
+    let mut fb = None;
+    for i in 0..4 {
+        seq.render(i, &mut px);
+        std::fs::write(&path, &px).unwrap();
+        let frame = source.capture().unwrap();
+        deliver(
+            &mut fb,
+            enc.encode(&consent, &frame, false).unwrap().unwrap(),
+        );
+        assert_eq!(
+            xxh3_64(&fb.as_ref().unwrap().normalized()),
+            xxh3_64(&px),
+            "frame {i}"
+        );
+    }
+    // Direct construction works too.
+    let g = ScreenGeometry {
+        width: 640,
+        height: 360,
+        format: PixelFormat::Xrgb8888,
+    };
+    let mut direct = RawFileSource::open(&path, g, 2560).unwrap();
+    assert_eq!(direct.capture().unwrap().to_xrgb8888(), px);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn no_update_without_live_view_consent() {
+    let (mut pair, consent) = shoulder_proto::testing::granted_view();
+    let g = ScreenGeometry {
+        width: 4,
+        height: 4,
+        format: PixelFormat::Xrgb8888,
+    };
+    let px = vec![7u8; 64];
+    let mut enc = Encoder::new();
+    assert!(
+        enc.encode(&consent, &Frame::new(&px, g, 16).unwrap(), false)
+            .is_ok()
+    );
+    pair.local(LocalDecision::End);
+    assert_eq!(
+        enc.encode(&consent, &Frame::new(&px, g, 16).unwrap(), true)
+            .unwrap_err(),
+        EncodeError::ConsentWithdrawn
+    );
+}
