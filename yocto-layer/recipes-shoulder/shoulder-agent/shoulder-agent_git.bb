@@ -5,6 +5,9 @@ DESCRIPTION = "Shows the device screen to a trusted technician and hands over \
                hardened systemd service configured by /etc/shoulder/agent.toml."
 SECTION = "net"
 
+inherit cargo cargo-update-recipe-crates systemd features_check
+
+# After the inherits: it sets cargo's build mode, which the classes assign.
 require recipes-shoulder/include/shoulder-source.inc
 # Every crates.io package of the workspace Cargo.lock, fetched by bitbake so
 # the build runs offline (cargo --frozen). Regenerate with
@@ -15,8 +18,6 @@ SRC_URI += "file://shoulder-agent.service \
             file://shoulder-agent-tmpfiles.conf \
             file://shoulder-agent-modules.conf \
             "
-
-inherit cargo cargo-update-recipe-crates systemd features_check
 
 # The service, its sandbox and the state directory setup are systemd's.
 REQUIRED_DISTRO_FEATURES = "systemd"

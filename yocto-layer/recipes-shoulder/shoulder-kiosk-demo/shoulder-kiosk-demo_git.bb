@@ -5,13 +5,14 @@ DESCRIPTION = "A full-screen demo kiosk (DRM master, page flips, touch and \
                by shoulder-kiosk.service."
 SECTION = "graphics"
 
+inherit cargo systemd features_check
+
+# After the inherits: it sets cargo's build mode, which the classes assign.
 require recipes-shoulder/include/shoulder-source.inc
 # The same workspace and Cargo.lock as shoulder-agent, so the same crates.
 require recipes-shoulder/shoulder-agent/shoulder-agent-crates.inc
 
 SRC_URI += "file://shoulder-kiosk.service"
-
-inherit cargo systemd features_check
 
 REQUIRED_DISTRO_FEATURES = "systemd"
 
