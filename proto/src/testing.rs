@@ -183,6 +183,95 @@ impl Pair {
         self.local(LocalDecision::Accept);
     }
 
+    /// A pair whose device session can be resumed (token `[1; 32]`).
+    pub fn resumable() -> Self {
+        let mut p = Self::new(DeviceConfig::default());
+        let now = p.now;
+        p.device = DeviceSession::new(now, DeviceConfig::default(), 0)
+            .with_resume_token(ResumeToken([1; 32]));
+        p
+    }
+
+    /// The resume token the expert was offered last, if any.
+    pub fn offered_token(&self) -> Option<ResumeToken> {
+        self.expert_log.iter().rev().find_map(|e| match e {
+            ExpertEvent::ResumeOffer { token, .. } => Some(token.clone()),
+            _ => None,
+        })
+    }
+
+    /// The expert reconnects on a new connection presenting `token` as
+    /// `identity`. Plays the agent's part: a fresh device machine handles the
+    /// new connection's hello and auth; if the token and identity match the
+    /// suspended session, that session continues on the new connection.
+    /// Returns whether the resume was accepted.
+    pub fn reconnect(&mut self, token: ResumeToken, identity: &ExpertIdentity) -> bool {
+        self.link_up = true;
+        self.d2e.clear();
+        self.e2d.clear();
+        self.device_transport_closed = false;
+        self.expert_transport_closed = false;
+        self.expert_log.clear();
+        self.expert = ExpertSession::new(
+            self.now,
+            ExpertConfig::new(
+                "Ann",
+                Auth::Resume {
+                    token: token.clone(),
+                },
+            ),
+        );
+        let mut fresh = DeviceSession::new(self.now, DeviceConfig::default(), 1000);
+        let mut request = None;
+        for _ in 0..8 {
+            while let Some(o) = fresh.poll_output() {
+                match o {
+                    DeviceOutput::Send(m) => self.send_d2e(&m),
+                    DeviceOutput::Authenticate(r) => request = Some(r),
+                    _ => {}
+                }
+            }
+            while let Some(e) = self.expert.poll_output() {
+                if let ExpertEvent::Send(m) = e
+                    && let Ok(b) = encode(&m)
+                {
+                    fresh.handle(self.now, DeviceInput::Received(b));
+                }
+            }
+        }
+        let accepted = matches!(&request, Some(AuthRequest::Resume { token: t }) if *t == token)
+            && self.device.is_suspended()
+            && self.device.resume_token() == Some(&token)
+            && self.device.expert() == Some(identity);
+        if accepted {
+            let next = ResumeToken([token.0[0].wrapping_add(1); 32]);
+            self.device.handle(
+                self.now,
+                DeviceInput::Reattach {
+                    new_token: Some(next),
+                },
+            );
+        } else {
+            fresh.handle(
+                self.now,
+                DeviceInput::AuthDecided(Err((
+                    ByeReason::ResumeRejected,
+                    "unknown or used resume token".into(),
+                ))),
+            );
+            while let Some(o) = fresh.poll_output() {
+                match o {
+                    DeviceOutput::Send(m) => self.send_d2e(&m),
+                    DeviceOutput::Close { .. } => self.device_transport_closed = true,
+                    _ => {}
+                }
+            }
+        }
+        // Hellos crossed; deliver what is in flight.
+        self.drive();
+        accepted
+    }
+
     /// Whether the device logged `r`.
     pub fn device_did(&self, r: &DeviceRecord) -> bool {
         self.device_log.contains(r)
@@ -232,7 +321,13 @@ impl Pair {
                     self.prompt = None;
                     DeviceRecord::HidePrompt
                 }
-                DeviceOutput::Phase(p) => DeviceRecord::Phase(p),
+                DeviceOutput::Phase(p) => {
+                    // The agent closes the transport of a suspended session.
+                    if matches!(p, Phase::Reconnecting { .. }) {
+                        self.device_transport_closed = true;
+                    }
+                    DeviceRecord::Phase(p)
+                }
                 DeviceOutput::StartCapture(t) => {
                     self.view = Some(t);
                     self.send_d2e(&Message::ScreenInfo(ScreenInfo {
@@ -373,7 +468,7 @@ impl Pair {
             self.expert
                 .handle(self.now, ExpertInput::PeerClosed { error: None });
         }
-        if self.expert_transport_closed && !self.device.is_closed() {
+        if self.expert_transport_closed && !self.device.is_closed() && !self.device.is_suspended() {
             moved = true;
             self.device
                 .handle(self.now, DeviceInput::PeerClosed { error: None });

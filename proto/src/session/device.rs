@@ -23,6 +23,12 @@ pub struct DeviceConfig {
     pub peer_timeout: Duration,
     /// False makes the device view-only: control requests are declined.
     pub allow_control: bool,
+    /// How long a session whose connection dropped waits for the same expert
+    /// to resume it (zero: no resumption).
+    pub resume_grace: Duration,
+    /// Expert input events per second (a one-second burst) before presses and
+    /// moves are dropped; releases always pass so nothing stays held.
+    pub max_input_rate: u32,
 }
 
 impl Default for DeviceConfig {
@@ -35,6 +41,8 @@ impl Default for DeviceConfig {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             allow_control: true,
+            resume_grace: DEFAULT_RESUME_GRACE,
+            max_input_rate: DEFAULT_MAX_INPUT_RATE,
         }
     }
 }
@@ -119,6 +127,12 @@ pub enum DeviceInput {
         reason: ByeReason,
         detail: String,
     },
+    /// A suspended session gets a new connection: the glue checked that the
+    /// resume token matched and the expert identity is the same. `new_token`
+    /// is the next single-use token to offer.
+    Reattach {
+        new_token: Option<ResumeToken>,
+    },
 }
 
 /// A consent prompt for the person at the device.
@@ -143,6 +157,11 @@ pub enum Phase {
     Controlling {
         expert: ExpertIdentity,
         since: Instant,
+    },
+    /// The connection dropped; the expert may resume until `until`.
+    Reconnecting {
+        expert: ExpertIdentity,
+        until: Instant,
     },
     Closed {
         reason: ByeReason,
@@ -187,6 +206,14 @@ pub enum AuditEvent {
         from_expert: bool,
         text: String,
     },
+    /// Expert input over the rate limit was dropped (first drop of a burst).
+    InputRateLimited,
+    /// The connection dropped; waiting for the expert to resume.
+    Suspended {
+        detail: String,
+    },
+    /// The expert came back on a new connection.
+    Resumed,
     /// A message that made no sense in this state, ignored.
     Ignored {
         message: &'static str,
@@ -267,12 +294,21 @@ struct Active {
 }
 
 #[derive(Debug)]
+struct Suspended {
+    expert: ExpertIdentity,
+    since: Instant,
+    was_controlling: bool,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
 enum State {
     AwaitHello(AwaitHello),
     AwaitAuth(AwaitAuth),
     Authenticating(Authenticating),
     AwaitViewConsent(AwaitViewConsent),
     Active(Active),
+    Suspended(Suspended),
     Closed,
 }
 
@@ -288,6 +324,7 @@ impl State {
                 Control::Pending { .. } => "awaiting control consent",
                 Control::Granted { .. } => "controlling",
             },
+            State::Suspended(_) => "reconnecting",
             State::Closed => "closed",
         }
     }
@@ -305,6 +342,11 @@ pub struct DeviceSession {
     next_epoch: u64,
     ping_nonce: u64,
     ignored: u64,
+    resume_token: Option<ResumeToken>,
+    input_budget: f64,
+    input_refilled: Instant,
+    rate_limited: u64,
+    limiting: bool,
 }
 
 impl DeviceSession {
@@ -322,6 +364,11 @@ impl DeviceSession {
             next_epoch: epoch_base,
             ping_nonce: 0,
             ignored: 0,
+            resume_token: None,
+            input_budget: f64::from(config.max_input_rate),
+            input_refilled: now,
+            rate_limited: 0,
+            limiting: false,
             config,
         };
         let hello = Hello::new(
@@ -349,6 +396,38 @@ impl DeviceSession {
         self.ignored
     }
 
+    /// Expert input events dropped by the rate limit.
+    pub fn rate_limited_count(&self) -> u64 {
+        self.rate_limited
+    }
+
+    /// Makes the session resumable: `token` is offered to the expert once
+    /// viewing (single use; [`DeviceInput::Reattach`] brings the next one).
+    pub fn with_resume_token(mut self, token: ResumeToken) -> Self {
+        self.resume_token = Some(token);
+        self
+    }
+
+    /// The token that resumes this session, while it is resumable.
+    pub fn resume_token(&self) -> Option<&ResumeToken> {
+        self.resume_token.as_ref()
+    }
+
+    /// Whether the connection dropped and the session waits for a resume.
+    pub fn is_suspended(&self) -> bool {
+        matches!(self.state, State::Suspended(_))
+    }
+
+    /// The authenticated expert, once known.
+    pub fn expert(&self) -> Option<&ExpertIdentity> {
+        match &self.state {
+            State::AwaitViewConsent(s) => Some(&s.expert),
+            State::Active(a) => Some(&a.expert),
+            State::Suspended(s) => Some(&s.expert),
+            _ => None,
+        }
+    }
+
     /// Next output for the glue.
     pub fn poll_output(&mut self) -> Option<DeviceOutput> {
         self.out.pop_front()
@@ -368,6 +447,7 @@ impl DeviceSession {
                 Control::Pending { deadline } => deadline.min(keepalive(self)),
                 _ => keepalive(self),
             }),
+            State::Suspended(s) => Some(s.deadline),
             State::Closed => None,
         }
     }
@@ -401,10 +481,19 @@ impl DeviceSession {
             }) if now >= *deadline => {
                 self.decline_control(now, DeclineReason::TimedOut);
             }
+            State::Suspended(s) if now >= s.deadline => {
+                self.close_silently(
+                    ByeReason::PeerTimeout,
+                    "the expert did not come back in time".into(),
+                );
+            }
             _ => {}
         }
         if matches!(self.state, State::AwaitViewConsent(_) | State::Active(_)) {
             if now >= self.last_received + self.config.peer_timeout {
+                if self.suspend(now, "no keepalive from the expert") {
+                    return;
+                }
                 self.close(
                     now,
                     ByeReason::PeerTimeout,
@@ -458,10 +547,15 @@ impl DeviceSession {
                     self.end_control(now, ControlEndReason::DeviceFault);
                 }
             }
+            // A suspended session has no transport left to close.
+            DeviceInput::PeerClosed { .. } if self.is_suspended() => {}
             DeviceInput::PeerClosed { error } => {
                 let detail = error.unwrap_or_else(|| "the expert disconnected".into());
-                self.close_silently(ByeReason::Normal, detail);
+                if !self.suspend(now, &detail) {
+                    self.close_silently(ByeReason::Normal, detail);
+                }
             }
+            DeviceInput::Reattach { new_token } => self.reattach(now, new_token),
             DeviceInput::Shutdown => {
                 self.close(now, ByeReason::ShuttingDown, "the agent is stopping".into());
             }
@@ -470,6 +564,10 @@ impl DeviceSession {
     }
 
     fn receive(&mut self, now: Instant, bytes: &[u8]) {
+        if self.is_suspended() {
+            // The old transport is gone; bytes can only be stale.
+            return;
+        }
         self.last_received = now;
         if let Err(e) = self.decoder.push(bytes) {
             self.protocol_error(now, e);
@@ -548,10 +646,12 @@ impl DeviceSession {
                 State::Active(a)
             }
             (State::Active(a), Message::Pointer(p)) => {
-                self.inject(a, InjectEvent::Pointer(p), "Pointer")
+                self.inject(now, a, InjectEvent::Pointer(p), "Pointer")
             }
-            (State::Active(a), Message::Key(k)) => self.inject(a, InjectEvent::Key(k), "Key"),
-            (State::Active(a), Message::Touch(t)) => self.inject(a, InjectEvent::Touch(t), "Touch"),
+            (State::Active(a), Message::Key(k)) => self.inject(now, a, InjectEvent::Key(k), "Key"),
+            (State::Active(a), Message::Touch(t)) => {
+                self.inject(now, a, InjectEvent::Touch(t), "Touch")
+            }
             (State::Active(mut a), Message::RequestControl) => {
                 match a.control {
                     Control::None if !self.config.allow_control => {
@@ -650,8 +750,11 @@ impl DeviceSession {
         };
     }
 
-    fn inject(&mut self, a: Active, input: InjectEvent, name: &'static str) -> State {
+    fn inject(&mut self, now: Instant, a: Active, input: InjectEvent, name: &'static str) -> State {
         if matches!(a.control, Control::Granted { .. }) {
+            if !self.input_allowed(now, &input) {
+                return State::Active(a);
+            }
             self.push(DeviceOutput::Inject(input));
         } else {
             self.ignored += 1;
@@ -661,6 +764,143 @@ impl DeviceSession {
             });
         }
         State::Active(a)
+    }
+
+    /// Token bucket over expert input: a one-second burst of
+    /// `max_input_rate`, refilled continuously. Releases always pass, so a
+    /// flood can never leave a key or button held.
+    fn input_allowed(&mut self, now: Instant, input: &InjectEvent) -> bool {
+        let rate = f64::from(self.config.max_input_rate.max(1));
+        let dt = now
+            .saturating_duration_since(self.input_refilled)
+            .as_secs_f64();
+        self.input_refilled = now;
+        self.input_budget = (self.input_budget + dt * rate).min(rate);
+        let release = match input {
+            InjectEvent::Key(k) => !k.down,
+            InjectEvent::Touch(t) => t.phase == TouchPhase::Up,
+            InjectEvent::Pointer(_) => false,
+        };
+        if self.input_budget >= 1.0 {
+            self.input_budget -= 1.0;
+            self.limiting = false;
+            return true;
+        }
+        if release {
+            return true;
+        }
+        if !self.limiting {
+            // First drop of a burst: audit once, not per event.
+            self.limiting = true;
+            self.audit(AuditEvent::InputRateLimited);
+        }
+        self.rate_limited += 1;
+        false
+    }
+
+    /// On a dropped connection of a resumable, viewing session: stop
+    /// injection and capture and wait for the expert. False when the session
+    /// cannot be resumed (then it closes).
+    fn suspend(&mut self, now: Instant, detail: &str) -> bool {
+        if self.resume_token.is_none() || self.config.resume_grace.is_zero() {
+            return false;
+        }
+        let State::Active(_) = self.state else {
+            return false;
+        };
+        let State::Active(a) = std::mem::replace(&mut self.state, State::Closed) else {
+            return false;
+        };
+        let was_controlling = matches!(a.control, Control::Granted { .. });
+        match a.control {
+            Control::Granted { revoker } => {
+                self.push_urgent(DeviceOutput::ReleaseAll);
+                revoker.revoke();
+                self.push_urgent(DeviceOutput::DisableInjection);
+            }
+            Control::Pending { .. } => self.push(DeviceOutput::HidePrompt),
+            Control::None => {}
+        }
+        a.view.revoke();
+        self.push(DeviceOutput::StopCapture);
+        let until = now + self.config.resume_grace;
+        self.audit(AuditEvent::Suspended {
+            detail: detail.to_string(),
+        });
+        self.push(DeviceOutput::Phase(Phase::Reconnecting {
+            expert: a.expert.clone(),
+            until,
+        }));
+        self.state = State::Suspended(Suspended {
+            expert: a.expert,
+            since: a.since,
+            was_controlling,
+            deadline: until,
+        });
+        true
+    }
+
+    /// Continues a suspended session on a new connection, in the state it
+    /// had, without a new prompt.
+    fn reattach(&mut self, now: Instant, new_token: Option<ResumeToken>) {
+        let State::Suspended(s) = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        self.decoder = FrameDecoder::new(MAX_FRAME_LEN);
+        self.last_received = now;
+        self.resume_token = new_token;
+        self.audit(AuditEvent::Resumed);
+        let (view, view_revoker) = ViewConsent::mint(self.epoch());
+        self.send(
+            now,
+            Message::ConsentGranted {
+                kind: ConsentKind::View,
+            },
+        );
+        self.push(DeviceOutput::StartCapture(view));
+        let mut control = Control::None;
+        let mut phase = Phase::Viewing {
+            expert: s.expert.clone(),
+            since: s.since,
+        };
+        if s.was_controlling {
+            let (token, revoker) = ControlConsent::mint(self.epoch());
+            control = Control::Granted { revoker };
+            self.send(
+                now,
+                Message::ConsentGranted {
+                    kind: ConsentKind::Control,
+                },
+            );
+            self.push(DeviceOutput::EnableInjection(token));
+            phase = Phase::Controlling {
+                expert: s.expert.clone(),
+                since: s.since,
+            };
+        }
+        self.push(DeviceOutput::Phase(phase));
+        self.state = State::Active(Active {
+            expert: s.expert,
+            since: s.since,
+            view: view_revoker,
+            control,
+        });
+        self.offer_resume(now);
+    }
+
+    fn offer_resume(&mut self, now: Instant) {
+        if self.config.resume_grace.is_zero() {
+            return;
+        }
+        if let Some(token) = self.resume_token.clone() {
+            self.send(
+                now,
+                Message::ResumeOffer {
+                    token,
+                    grace_secs: secs_u16(self.config.resume_grace),
+                },
+            );
+        }
     }
 
     fn ignored(&mut self, _now: Instant, message: &'static str, state: &'static str) {
@@ -782,6 +1022,7 @@ impl DeviceSession {
             view: revoker,
             control: Control::None,
         });
+        self.offer_resume(now);
     }
 
     fn decline_view(&mut self, now: Instant, reason: DeclineReason) {

@@ -315,9 +315,14 @@ impl ExpertSession {
                 self.deadline = Some(deadline);
                 self.set_state(S::WaitingForConsent { deadline });
             }
+            // A resumed session continues without a new prompt.
             Message::ConsentGranted {
                 kind: ConsentKind::View,
-            } if matches!(self.state, S::WaitingForConsent { .. }) => {
+            } if matches!(self.state, S::WaitingForConsent { .. })
+                || (self.got_hello
+                    && self.state == S::Connecting
+                    && matches!(self.config.auth, Auth::Resume { .. })) =>
+            {
                 self.deadline = None;
                 self.set_state(S::Viewing {
                     control: ControlState::None,

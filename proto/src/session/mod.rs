@@ -35,6 +35,14 @@ pub const DEFAULT_CONSENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// A peer silent for this long is gone (three missed keepalives).
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(15);
+/// After a dropped connection the same expert may come back this long without
+/// a new prompt: long enough for a Wi-Fi roam or a cable re-plug, short
+/// enough that the person at the device is not surprised by a return.
+pub const DEFAULT_RESUME_GRACE: Duration = Duration::from_secs(20);
+/// Expert input events per second before the device drops them. A fast
+/// typist makes ~20 key events a second and a dragged mouse 125–250 pointer
+/// events; 300 leaves room for both while capping a flood.
+pub const DEFAULT_MAX_INPUT_RATE: u32 = 300;
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ enum Op {
     RawToDevice(Box<Message>),
     ScreenChange,
     DeviceChat,
+    Reconnect,
 }
 
 fn local() -> impl Strategy<Value = LocalDecision> {
@@ -75,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => raw().prop_map(|m| Op::RawToDevice(Box::new(m))),
         2 => Just(Op::ScreenChange),
         1 => Just(Op::DeviceChat),
+        1 => Just(Op::Reconnect),
     ]
 }
 
@@ -91,6 +93,11 @@ fn run(p: &mut Pair, op: Op) {
         Op::RawToDevice(m) => p.inject_to_device(crate::frame::encode(&m).unwrap()),
         Op::ScreenChange => p.change_screen(),
         Op::DeviceChat => p.device_input(DeviceInput::SendChat("hi".into())),
+        Op::Reconnect => {
+            if let Some(token) = p.offered_token() {
+                p.reconnect(token, &crate::testing::offer_identity("Ann Expert"));
+            }
+        }
     }
 }
 
@@ -113,6 +120,10 @@ fn terminate(p: &mut Pair, how: u8) {
         }
     }
     p.drive();
+    // A suspended session ends when nobody resumes it.
+    if p.device.is_suspended() {
+        p.advance(DEFAULT_RESUME_GRACE + Duration::from_secs(1));
+    }
     // The expert's transport sees the device's close.
     if !p.expert.is_closed() {
         p.expert
@@ -158,7 +169,7 @@ proptest! {
 
     #[test]
     fn no_injection_without_current_consent(ops in proptest::collection::vec(op(), 0..40)) {
-        let mut p = Pair::new(DeviceConfig::default());
+        let mut p = Pair::resumable();
         p.drive();
         for o in ops {
             run(&mut p, o);
@@ -170,8 +181,8 @@ proptest! {
     }
 
     #[test]
-    fn every_run_ends_closed_with_a_reason(ops in proptest::collection::vec(op(), 0..40), how in any::<u8>()) {
-        let mut p = Pair::new(DeviceConfig::default());
+    fn every_run_ends_closed_with_a_reason(ops in proptest::collection::vec(op(), 0..40), how in any::<u8>(), resumable in any::<bool>()) {
+        let mut p = if resumable { Pair::resumable() } else { Pair::new(DeviceConfig::default()) };
         p.drive();
         for o in ops {
             run(&mut p, o);
@@ -188,7 +199,7 @@ proptest! {
 
     #[test]
     fn every_revoke_and_close_is_preceded_by_release_all(ops in proptest::collection::vec(op(), 0..60), how in any::<u8>()) {
-        let mut p = Pair::new(DeviceConfig::default());
+        let mut p = Pair::resumable();
         p.establish_control();
         for o in ops {
             run(&mut p, o);

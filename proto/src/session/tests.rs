@@ -653,3 +653,131 @@ fn audit_records_every_step() {
         }
     )));
 }
+
+#[test]
+fn dropped_connection_resumes_in_the_same_state_without_a_prompt() {
+    let mut p = Pair::resumable();
+    p.establish_control();
+    p.expert_action(key(30, true));
+    let token = p
+        .offered_token()
+        .expect("a resume token is offered once viewing");
+    let prompts_before = p
+        .device_log
+        .iter()
+        .filter(|r| matches!(r, R::ShowPrompt(_)))
+        .count();
+    // The cable is pulled: the device notices by keepalive.
+    p.link_up = false;
+    let before = p.device_log.len();
+    p.advance(DEFAULT_PEER_TIMEOUT + Duration::from_secs(1));
+    assert!(p.device.is_suspended());
+    let tail = &p.device_log[before..];
+    let rel = tail.iter().position(|r| *r == R::ReleaseAll).unwrap();
+    let dis = tail.iter().position(|r| *r == R::DisableInjection).unwrap();
+    assert!(rel < dis);
+    assert!(
+        tail.iter()
+            .any(|r| matches!(r, R::Phase(Phase::Reconnecting { .. })))
+    );
+    assert!(p.control.is_none() && p.view.is_none());
+
+    p.advance(Duration::from_secs(3));
+    assert!(p.reconnect(token.clone(), &offer_identity("Ann Expert")));
+    assert!(matches!(control(&p), Some(ControlState::Granted { .. })));
+    assert!(p.control.as_ref().unwrap().is_live());
+    assert!(p.view.as_ref().unwrap().is_live());
+    let prompts_after = p
+        .device_log
+        .iter()
+        .filter(|r| matches!(r, R::ShowPrompt(_)))
+        .count();
+    assert_eq!(prompts_before, prompts_after, "no new prompt on resume");
+    // The token was single-use: a new one is offered.
+    let next = p.offered_token().unwrap();
+    assert_ne!(next, token);
+    assert_eq!(p.device.resume_token(), Some(&next));
+}
+
+#[test]
+fn resume_token_is_single_use_and_bound_to_the_expert() {
+    let mut p = Pair::resumable();
+    p.establish_view();
+    let token = p.offered_token().unwrap();
+    p.device_input(DeviceInput::PeerClosed { error: None });
+    assert!(p.device.is_suspended());
+    // Someone else with the token is refused.
+    assert!(!p.reconnect(token.clone(), &offer_identity("Mallory")));
+    assert_eq!(p.expert_close().unwrap().0, ByeReason::ResumeRejected);
+    assert!(
+        p.device.is_suspended(),
+        "the real expert can still come back"
+    );
+    assert!(p.reconnect(token.clone(), &offer_identity("Ann Expert")));
+    assert!(viewing(&p));
+    // The old token no longer works.
+    p.device_input(DeviceInput::PeerClosed { error: None });
+    assert!(!p.reconnect(token, &offer_identity("Ann Expert")));
+}
+
+#[test]
+fn after_the_grace_period_the_session_is_over() {
+    let mut p = Pair::resumable();
+    p.establish_view();
+    let token = p.offered_token().unwrap();
+    p.device_input(DeviceInput::PeerClosed { error: None });
+    p.advance(DEFAULT_RESUME_GRACE + Duration::from_secs(1));
+    assert!(p.device.is_closed());
+    assert_eq!(p.device_close(), Some(ByeReason::PeerTimeout));
+    assert!(!p.reconnect(token, &offer_identity("Ann Expert")));
+}
+
+#[test]
+fn input_floods_are_rate_limited_but_releases_pass() {
+    let mut p = pair();
+    p.establish_control();
+    for i in 0..2000u32 {
+        p.expert_action(UserAction::Pointer(Pointer {
+            x: (i % 100) as u16,
+            y: 0,
+            buttons: Buttons(0),
+            wheel: 0,
+            hwheel: 0,
+        }));
+    }
+    p.expert_action(key(30, true));
+    p.expert_action(key(30, false));
+    let injected: Vec<&InjectEvent> = p
+        .device_log
+        .iter()
+        .filter_map(|r| match r {
+            R::Inject { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        injected.len() <= DEFAULT_MAX_INPUT_RATE as usize + 1,
+        "{}",
+        injected.len()
+    );
+    assert!(injected.contains(&&InjectEvent::Key(Key {
+        code: 30,
+        down: false
+    })));
+    assert!(p.device.rate_limited_count() >= 1600);
+    let audits = p
+        .device_log
+        .iter()
+        .filter(|r| matches!(r, R::Audit(AuditEvent::InputRateLimited)))
+        .count();
+    assert!(audits < 10, "rate-limit audits are not per event: {audits}");
+    // A second later the budget is back.
+    p.advance(Duration::from_secs(1));
+    let n = p.device_log.len();
+    p.expert_action(key(31, true));
+    assert!(
+        p.device_log[n..]
+            .iter()
+            .any(|r| matches!(r, R::Inject { .. }))
+    );
+}
