@@ -70,6 +70,7 @@ pub struct InvitationSummary {
     pub created_unix: u64,
     pub expires_unix: u64,
     pub wrong_passwords: u8,
+    #[serde(flatten)]
     pub state: InvitationState,
 }
 

@@ -1,0 +1,636 @@
+//! The agent as a service, over real TLS on loopback: offers, invitations,
+//! consent through the control socket, limits, and the audit trail.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use shoulder_agent::backends::{PatternCapture, Recorded};
+use shoulder_agent::control::Request;
+use shoulder_proto::session::{ControlState, ExpertEvent, ExpertState, InjectEvent, UserAction};
+use shoulder_proto::{Auth, ByeReason, ControlEndReason, DeclineReason, InvitationId, Key};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn is_state(e: &ExpertEvent, want: fn(&ExpertState) -> bool) -> bool {
+    matches!(e, ExpertEvent::StateChanged(s) if want(s))
+}
+
+async fn wait_viewing(expert: &mut Expert) {
+    expert
+        .wait_for("viewing", |e| {
+            is_state(e, |s| matches!(s, ExpertState::Viewing { .. }))
+        })
+        .await;
+}
+
+async fn wait_consent_pending(expert: &mut Expert) {
+    expert
+        .wait_for("waiting for consent", |e| {
+            is_state(e, |s| matches!(s, ExpertState::WaitingForConsent { .. }))
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_with_plant_certificate_views_and_controls_with_consent() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+
+    let mut expert = Expert::offer(&agent, Some(&ann)).await;
+    wait_consent_pending(&mut expert).await;
+    let asked = event(&mut device, "consent-requested").await;
+    assert_eq!(asked["kind"], "view");
+    assert_eq!(asked["expert"], "Ann Expert");
+    assert_eq!(asked["how"], "plant certificate");
+
+    // Status shows who is waiting.
+    let status = agent.ctl_ok(Request::Status).await;
+    assert_eq!(status["session"]["expert"], "Ann Expert");
+    assert_eq!(status["session"]["prompt"]["kind"], "view");
+
+    agent.ctl_ok(Request::Accept).await;
+    wait_viewing(&mut expert).await;
+    expert.wait_updates(2).await;
+    // The expert's copy is the test pattern: background of some frame, and
+    // the white square at y=4.
+    let fb = expert.fb.as_ref().expect("screen info arrived");
+    assert_eq!((fb.width(), fb.height()), (64, 48));
+    let px = &fb.pixels()[(40 * 64) * 4..(40 * 64) * 4 + 4];
+    let bg = u32::from_le_bytes([px[0], px[1], px[2], 0]);
+    assert_eq!(
+        bg & 0x0020_2020,
+        0x0020_2020,
+        "background from the pattern: {bg:06x}"
+    );
+
+    // Control needs its own yes.
+    expert.act(UserAction::RequestControl).await;
+    let asked = event(&mut device, "consent-requested").await;
+    assert_eq!(asked["kind"], "control");
+    agent.ctl_ok(Request::Accept).await;
+    expert
+        .wait_for("control", |e| {
+            is_state(e, |s| {
+                matches!(
+                    s,
+                    ExpertState::Viewing {
+                        control: ControlState::Granted { .. }
+                    }
+                )
+            })
+        })
+        .await;
+    event(&mut device, "control-granted").await;
+    let key = Key {
+        code: 30,
+        down: true,
+    };
+    expert.act(UserAction::Key(key)).await;
+    let t0 = std::time::Instant::now();
+    while !agent
+        .sink
+        .events()
+        .contains(&Recorded::Injected(InjectEvent::Key(key)))
+    {
+        assert!(
+            t0.elapsed() < WAIT,
+            "key not injected: {:?}",
+            agent.sink.events()
+        );
+        expert.wait_updates(expert.updates + 1).await;
+    }
+
+    // The person at the device stops control: keys are released first.
+    expert
+        .act(UserAction::Chat("hello from the expert".into()))
+        .await;
+    let chat = event(&mut device, "chat").await;
+    assert_eq!(chat["text"], "hello from the expert");
+    agent
+        .ctl_ok(Request::Chat {
+            text: "hi, I see you".into(),
+        })
+        .await;
+    expert
+        .wait_for(
+            "chat",
+            |e| matches!(e, ExpertEvent::Chat(t) if t == "hi, I see you"),
+        )
+        .await;
+    agent.ctl_ok(Request::StopControl).await;
+    expert
+        .wait_for("control ended", |e| {
+            matches!(
+                e,
+                ExpertEvent::ControlEnded(ControlEndReason::StoppedByUser)
+            )
+        })
+        .await;
+    event(&mut device, "control-revoked").await;
+    let events = agent.sink.events();
+    let release = events.iter().rposition(|e| *e == Recorded::ReleaseAll);
+    assert!(release.is_some(), "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, Recorded::Refused(_))));
+
+    // Input after the stop is never injected.
+    let before = agent.sink.events().len();
+    expert
+        .act(UserAction::Key(Key {
+            code: 31,
+            down: true,
+        }))
+        .await;
+    expert.wait_updates(expert.updates + 1).await;
+    assert!(
+        !agent.sink.events()[before..]
+            .iter()
+            .any(|e| matches!(e, Recorded::Injected(_)))
+    );
+
+    agent.ctl_ok(Request::End).await;
+    let (reason, _, sentence) = expert.closed().await;
+    assert_eq!(reason, ByeReason::EndedByUser);
+    assert_eq!(sentence, "The person at the device ended the session.");
+    let ended = event(&mut device, "session-ended").await;
+    assert_eq!(ended["reason"], "EndedByUser");
+
+    let records = agent.stop().await;
+    let connect = records
+        .iter()
+        .find(|r| r["event"] == "connect" && r["fingerprint"].is_string())
+        .expect("connect record");
+    let session = connect["session"].as_str().unwrap().to_string();
+    let fp = shoulder_agent::util::fingerprint_text(&ann.fingerprint);
+    assert_eq!(connect["fingerprint"], fp.as_str());
+    assert!(
+        connect["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let names = session_events(&records, &session);
+    for step in [
+        "connect",
+        "hello",
+        "auth-ok",
+        "consent-asked",
+        "consent-answered",
+        "control-granted",
+        "chat",
+        "control-revoked",
+        "bye",
+    ] {
+        assert!(names.iter().any(|n| n == step), "no {step} in {names:?}");
+    }
+    let auth = records
+        .iter()
+        .find(|r| r["event"] == "auth-ok" && r["session"] == session.as_str())
+        .unwrap();
+    assert_eq!(auth["expert"], "Ann Expert");
+    assert_eq!(auth["method"], "offer");
+    let bye = records
+        .iter()
+        .find(|r| r["event"] == "bye" && r["session"] == session.as_str())
+        .unwrap();
+    assert_eq!(bye["reason"], "EndedByUser");
+    // Hello, consent messages and at least two updates of the pattern.
+    assert!(bye["bytes_sent"].as_u64().unwrap() > 500, "{bye}");
+    for r in &records {
+        assert!(r["time"].as_str().unwrap().ends_with('Z'));
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "local-command" && r["command"] == "accept")
+    );
+    assert_eq!(records.last().unwrap()["event"], "agent-stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_failures_have_distinct_reasons() {
+    let pki = Pki::new("Plant CA");
+    let other = Pki::new("Someone else's CA");
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+
+    let mut e = Expert::offer(&agent, Some(&other.expert("Mallory", false))).await;
+    let (reason, _, unknown_ca) = e.closed().await;
+    assert_eq!(reason, ByeReason::UnknownCa);
+
+    let mut e = Expert::offer(&agent, Some(&pki.expert("Old Ann", true))).await;
+    let (reason, detail, expired) = e.closed().await;
+    assert_eq!(reason, ByeReason::CertificateExpired);
+    assert!(detail.contains("Old Ann"), "{detail}");
+
+    let mut e = Expert::offer(&agent, None).await;
+    let (reason, _, no_cert) = e.closed().await;
+    assert_eq!(reason, ByeReason::NoCertificate);
+    let records = agent.stop().await;
+
+    // An allow-list narrows the plant CA down.
+    let bob = pki.expert("Bob", false);
+    let ann = pki.expert("Ann Expert", false);
+    let fp = shoulder_agent::util::fingerprint_text(&bob.fingerprint);
+    let agent = Agent::start(Some(&pki.ca_pem), |c| {
+        c.allowed_experts = vec![format!("sha256:{fp}"), "cn:Carol".into()];
+    })
+    .await;
+    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    let (reason, _, not_allowed) = e.closed().await;
+    assert_eq!(reason, ByeReason::NotAllowed);
+    let mut e = Expert::offer(&agent, Some(&bob)).await;
+    wait_consent_pending(&mut e).await;
+
+    let sentences = [&unknown_ca, &expired, &no_cert, &not_allowed];
+    for (i, a) in sentences.iter().enumerate() {
+        for b in &sentences[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "auth-failed")
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(failed, ["UnknownCa", "CertificateExpired", "NoCertificate"]);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_refused_when_disabled_by_policy() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |c| c.allow_offers = false).await;
+    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    assert_eq!(e.closed().await.0, ByeReason::OffersDisabled);
+    agent.stop().await;
+    let agent = Agent::start(Some(&pki.ca_pem), |c| c.enabled = false).await;
+    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    assert_eq!(e.closed().await.0, ByeReason::Disabled);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_right_password_works_once() {
+    let agent = Agent::start(None, |_| {}).await;
+    let mut device = agent.ctl().await;
+    let id = agent.invite("10m", "tulip-garden-42").await;
+
+    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    wait_consent_pending(&mut e).await;
+    let asked = event(&mut device, "consent-requested").await;
+    assert_eq!(asked["how"], format!("invitation {id}"));
+    agent.ctl_ok(Request::Accept).await;
+    wait_viewing(&mut e).await;
+    e.wait_updates(1).await;
+    e.act(UserAction::Disconnect).await;
+    event(&mut device, "session-ended").await;
+
+    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let (reason, _, sentence) = e.closed().await;
+    assert_eq!(reason, ByeReason::InvitationUsed);
+    assert!(sentence.contains("already used"), "{sentence}");
+    let records = agent.stop().await;
+    assert!(records.iter().any(|r| r["event"] == "invitation-created"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "auth-ok" && r["method"] == format!("invitation {id}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_wrong_passwords_burn_the_invitation() {
+    let agent = Agent::start(None, |_| {}).await;
+    let id = agent.invite("10m", "tulip-garden-42").await;
+    for left in (1..=4).rev() {
+        let mut e = Expert::invitation(&agent, id, "guess").await;
+        let (reason, _, sentence) = e.closed().await;
+        assert_eq!(reason, ByeReason::WrongPassword { tries_left: left });
+        assert!(sentence.starts_with("Wrong password"), "{sentence}");
+    }
+    let mut e = Expert::invitation(&agent, id, "guess").await;
+    assert_eq!(e.closed().await.0, ByeReason::InvitationBurned);
+    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    assert_eq!(e.closed().await.0, ByeReason::InvitationBurned);
+    let list = agent.ctl_ok(Request::InviteList).await;
+    assert_eq!(list["invitations"][0]["state"], "burned");
+    let mut e = Expert::invitation(&agent, InvitationId([7; 8]), "tulip-garden-42").await;
+    assert_eq!(e.closed().await.0, ByeReason::InvitationUnknown);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_revoked_invitations_fail() {
+    let agent = Agent::start(None, |_| {}).await;
+    let expiring = agent.invite("1s", "tulip-garden-42").await;
+    let revoked = agent.invite("10m", "tulip-garden-42").await;
+    agent
+        .ctl_ok(Request::InviteRevoke {
+            id: revoked.to_string(),
+        })
+        .await;
+    let mut e = Expert::invitation(&agent, revoked, "tulip-garden-42").await;
+    let (reason, _, sentence) = e.closed().await;
+    assert_eq!(reason, ByeReason::InvitationRevoked);
+    assert!(sentence.contains("revoked"), "{sentence}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut e = Expert::invitation(&agent, expiring, "tulip-garden-42").await;
+    let (reason, _, sentence) = e.closed().await;
+    assert!(
+        matches!(reason, ByeReason::InvitationExpired { .. }),
+        "{reason:?}"
+    );
+    assert!(sentence.starts_with("Invitation expired"), "{sentence}");
+    // Too long a lifetime is refused with the limit named.
+    let mut c = agent.ctl().await;
+    let r = c
+        .request(&Request::Invite {
+            expires: "3d".into(),
+            password: Some("tulip-garden-42".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r["ok"], false);
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_invitation_lifetime"),
+        "{r}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_a_device_whose_certificate_does_not_match() {
+    let agent = Agent::start(None, |_| {}).await;
+    let mut wrong = agent.fingerprint;
+    wrong[0] ^= 1;
+    let err = connect_tls(agent.addr, wrong, None)
+        .await
+        .expect_err("the pinned fingerprint differs");
+    assert!(err.to_string().contains("fingerprint"), "{err}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_are_rate_limited_per_address() {
+    let agent = Agent::start(None, |c| c.auth_failures_per_minute = 2).await;
+    let id = agent.invite("10m", "tulip-garden-42").await;
+    for _ in 0..2 {
+        let mut e = Expert::invitation(&agent, id, "guess").await;
+        assert!(matches!(
+            e.closed().await.0,
+            ByeReason::WrongPassword { .. }
+        ));
+    }
+    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let (reason, _, sentence) = e.closed().await;
+    assert!(
+        matches!(
+            reason,
+            ByeReason::RateLimited {
+                retry_after_secs: 1..=30
+            }
+        ),
+        "{reason:?}"
+    );
+    assert!(sentence.contains("wait"), "{sentence}");
+    // The rate limit did not count as a wrong password.
+    let list = agent.ctl_ok(Request::InviteList).await;
+    assert_eq!(list["invitations"][0]["wrong_passwords"], 2);
+    agent.stop().await;
+}
+
+/// A TLS 1.2-only ClientHello (no supported_versions extension).
+fn tls12_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x03];
+    body.extend([0x42; 32]); // random
+    body.push(0); // session id
+    body.extend([0x00, 0x04, 0xc0, 0x2b, 0xc0, 0x2f]); // ECDHE-ECDSA/RSA-AES128-GCM
+    body.extend([0x01, 0x00]); // null compression
+    let mut ext = Vec::new();
+    ext.extend([0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x03, 0x08, 0x04]); // sig algs
+    ext.extend([0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d]); // groups: x25519
+    ext.extend([0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]); // point formats
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut hs = vec![0x01, 0x00];
+    hs.extend((body.len() as u16).to_be_bytes());
+    hs.extend(body);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_client_is_refused() {
+    let agent = Agent::start(None, |_| {}).await;
+    let mut tcp = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    tcp.write_all(&tls12_client_hello()).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut reply)).await;
+    // An alert record (21), fatal (2), protocol_version (70); no ServerHello.
+    assert!(reply.len() >= 7, "{reply:?}");
+    assert_eq!(reply[0], 21, "{reply:?}");
+    assert_eq!(&reply[5..7], &[2, 70], "{reply:?}");
+    agent.stop().await;
+}
+
+/// Sends `payload_frames` after a valid Hello and returns the device's Bye.
+async fn bye_after(agent: &Agent, raw: Vec<u8>) -> (ByeReason, String) {
+    use shoulder_proto::frame::{FrameDecoder, encode};
+    use shoulder_proto::{Hello, Message, Role};
+    let mut tls = connect_tls(agent.addr, agent.fingerprint, None)
+        .await
+        .unwrap();
+    let mut out = encode(&Message::Hello(Hello::new(
+        Role::Expert,
+        "shoulder",
+        "0",
+        "x",
+    )))
+    .unwrap();
+    out.extend(raw);
+    tls.write_all(&out).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut dec = FrameDecoder::default();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed without a Bye");
+        dec.push(&buf[..n]).unwrap();
+        while let Some(m) = dec.next_message().unwrap() {
+            if let Message::Bye { reason, detail } = m {
+                return (reason, detail.to_string());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_garbage_frames_close_with_a_reason() {
+    let agent = Agent::start(None, |_| {}).await;
+    let (reason, detail) = bye_after(&agent, 5000u32.to_le_bytes().to_vec()).await;
+    assert_eq!(reason, ByeReason::ProtocolError);
+    assert!(detail.contains("over the limit"), "{detail}");
+    let mut garbage = 3u32.to_le_bytes().to_vec();
+    garbage.extend([200, 1, 2]);
+    let (reason, detail) = bye_after(&agent, garbage).await;
+    assert_eq!(reason, ByeReason::ProtocolError);
+    assert!(detail.contains("unknown message type"), "{detail}");
+    let records = agent.stop().await;
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["event"] == "bye" && r["reason"] == "ProtocolError")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_pre_auth_flood_does_not_block_a_session() {
+    let agent = Agent::start(None, |c| c.max_pre_auth_connections = 32).await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(agent.addr).await.unwrap());
+    }
+    // Some of them even finish TLS and then say nothing.
+    for _ in 0..10 {
+        idle.push_tls(
+            connect_tls(agent.addr, agent.fingerprint, None)
+                .await
+                .unwrap(),
+        );
+    }
+    let id = agent.invite("10m", "tulip-garden-42").await;
+    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    wait_consent_pending(&mut e).await;
+    agent.ctl_ok(Request::Accept).await;
+    wait_viewing(&mut e).await;
+    e.wait_updates(3).await;
+    // A new flood while the session runs does not disturb it.
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(agent.addr).await.unwrap());
+    }
+    let n = e.updates;
+    e.wait_updates(n + 3).await;
+    agent.stop().await;
+}
+
+trait PushTls {
+    fn push_tls(&mut self, t: ClientTls);
+}
+
+impl PushTls for Vec<tokio::net::TcpStream> {
+    fn push_tls(&mut self, t: ClientTls) {
+        // Keep the connection open: leak the TLS state into a task that holds it.
+        tokio::spawn(async move {
+            let _t = t;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_expert_is_told_busy() {
+    let pki = Pki::new("Plant CA");
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut first = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    wait_consent_pending(&mut first).await;
+    agent.ctl_ok(Request::Accept).await;
+    wait_viewing(&mut first).await;
+    let mut second = Expert::offer(&agent, Some(&pki.expert("Bob", false))).await;
+    let (reason, _, sentence) = second.closed().await;
+    assert_eq!(reason, ByeReason::Busy);
+    assert!(sentence.contains("Another expert"), "{sentence}");
+    // The first session is undisturbed.
+    let n = first.updates;
+    first.wait_updates(n + 2).await;
+    let status = agent.ctl_ok(Request::Status).await;
+    assert_eq!(status["session"]["expert"], "Ann Expert");
+    assert_eq!(status["session"]["phase"], "viewing");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_only_device_declines_control() {
+    let pki = Pki::new("Plant CA");
+    let agent = Agent::start(Some(&pki.ca_pem), |c| c.allow_control = false).await;
+    let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    wait_consent_pending(&mut e).await;
+    agent.ctl_ok(Request::Accept).await;
+    wait_viewing(&mut e).await;
+    e.act(UserAction::RequestControl).await;
+    e.wait_for("declined", |ev| {
+        matches!(ev, ExpertEvent::ControlDeclined(DeclineReason::ViewOnly))
+    })
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_view_ends_the_session() {
+    let agent = Agent::start(None, |_| {}).await;
+    let id = agent.invite("10m", "tulip-garden-42").await;
+    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    wait_consent_pending(&mut e).await;
+    // Accepting with nothing to accept is an error for the control client.
+    agent.ctl_ok(Request::Decline).await;
+    assert_eq!(e.closed().await.0, ByeReason::Declined);
+    let mut c = agent.ctl().await;
+    let r = c.request(&Request::Accept).await.unwrap();
+    assert_eq!(r["ok"], false);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_session_with_a_reason() {
+    let pki = Pki::new("Plant CA");
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    wait_consent_pending(&mut e).await;
+    agent.ctl_ok(Request::Accept).await;
+    wait_viewing(&mut e).await;
+    let mut device = agent.ctl().await;
+    e.act(UserAction::RequestControl).await;
+    event(&mut device, "consent-requested").await;
+    agent.ctl_ok(Request::Accept).await;
+    e.wait_for("control", |ev| {
+        is_state(ev, |s| {
+            matches!(
+                s,
+                ExpertState::Viewing {
+                    control: ControlState::Granted { .. }
+                }
+            )
+        })
+    })
+    .await;
+    let sink = agent.sink.clone();
+    let stopping = tokio::spawn(agent.stop());
+    let (reason, _, _) = e.closed().await;
+    assert_eq!(reason, ByeReason::ShuttingDown);
+    let records = stopping.await.unwrap();
+    assert!(sink.events().contains(&Recorded::ReleaseAll));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "bye" && r["reason"] == "ShuttingDown")
+    );
+    assert_eq!(records.last().unwrap()["event"], "agent-stopped");
+}
+
+#[test]
+fn pattern_background_is_distinct_per_frame() {
+    assert_ne!(PatternCapture::background(1), PatternCapture::background(2));
+    let _ = Auth::Offer;
+}
