@@ -376,7 +376,7 @@ impl Renderer {
         // Bands stack from the strip's edge inwards.
         let mut bands: Vec<Plan> = Vec::new();
         if let Some(strip) = &view.strip {
-            bands.push(self.strip(strip));
+            bands.push(self.strip(strip, false));
         }
         let mut extra: Vec<Plan> = Vec::new();
         if let Some(chat) = &view.chat {
@@ -391,13 +391,17 @@ impl Renderer {
 
         let mut card = None;
         if let Some(prompt) = &view.prompt {
-            // The prompt wins over chat and notices when space is short.
+            // The prompt wins when space is short: first chat and notices go,
+            // then the card's header line, then the strip gets compact, and
+            // on the tiniest screens it waits until the prompt is answered.
             let mut with_header = true;
+            let mut compact = false;
             loop {
                 let used = band_height(&bands) + band_height(&extra);
                 let free = h.saturating_sub(used);
                 let c = self.card_height(with_header);
-                if c + 2 * self.m.pad <= free || (extra.is_empty() && !with_header) {
+                let last_resort = extra.is_empty() && !with_header && bands.is_empty();
+                if c + 2 * self.m.pad <= free || last_resort {
                     let top_free = match self.style.edge {
                         Edge::Top => used as i32,
                         Edge::Bottom => 0,
@@ -408,8 +412,13 @@ impl Renderer {
                 }
                 if !extra.is_empty() {
                     extra.pop();
-                } else {
+                } else if with_header {
                     with_header = false;
+                } else if let (false, Some(strip)) = (compact, &view.strip) {
+                    compact = true;
+                    bands = vec![self.strip(strip, true)];
+                } else {
+                    bands.clear();
                 }
             }
         }
@@ -418,6 +427,9 @@ impl Renderer {
         let mut offset = 0u32;
         for mut plan in bands.into_iter().chain(extra) {
             let hgt = plan.region.rect.size.height;
+            if offset + hgt > h {
+                break; // chat and notices that do not fit wait for room
+            }
             let y = match self.style.edge {
                 Edge::Top => offset as i32,
                 Edge::Bottom => (h - offset - hgt) as i32,
@@ -441,10 +453,23 @@ impl Renderer {
         (layout, plans)
     }
 
-    fn card_width(&self) -> u32 {
+    /// Wide enough for the fixed sentences in full (only the name may be
+    /// shortened), at most the screen minus a margin.
+    fn card_width(&self, p: &crate::view::PromptView) -> u32 {
         let (w, h) = (self.screen.width, self.screen.height);
+        let (m, l) = (&self.m, &self.style.labels);
         let d = w.min(h);
-        (d * 5 / 4).min(w - 2 * self.m.pad)
+        let question = match p.kind {
+            ConsentKind::View => &l.wants_view,
+            ConsentKind::Control => &l.wants_control,
+        };
+        let text = m
+            .title
+            .width(question)
+            .max(m.body.width(&fill_in(&l.identified_by, &p.how)))
+            .max(m.body.width(&fill_in(&l.declines_in, "000")));
+        let needed = text + 2 * (2 * m.pad + m.border);
+        (d * 5 / 4).max(needed).min(w - 2 * m.pad)
     }
 
     fn prompt_button_height(&self) -> u32 {
@@ -470,7 +495,7 @@ impl Renderer {
     fn card(&self, p: &crate::view::PromptView, y: i32, with_header: bool) -> Plan {
         let m = &self.m;
         let l = &self.style.labels;
-        let cw = self.card_width();
+        let cw = self.card_width(p);
         let ch = self.card_height(with_header);
         let x = ((self.screen.width - cw) / 2) as i32;
         let rect = Rectangle::new(Point::new(x, y), Size::new(cw, ch));
@@ -605,7 +630,9 @@ impl Renderer {
     }
 
     /// The strip, laid out at y = 0 (the caller moves it to its edge).
-    fn strip(&self, s: &crate::view::StripView) -> Plan {
+    /// `compact` forces one row (names shortened harder) to leave room for
+    /// a prompt on small screens.
+    fn strip(&self, s: &crate::view::StripView, compact: bool) -> Plan {
         let m = &self.m;
         let l = &self.style.labels;
         let w = self.screen.width;
@@ -617,6 +644,8 @@ impl Renderer {
         // Line 1: who, and for how long; line 2 (controlled only): the hotkey.
         let elapsed = format!(" · {}", format_elapsed(s.elapsed));
         let line2 = match s.mode {
+            // Compact (a prompt needs the room): the prompt is modal anyway.
+            _ if compact => None,
             StripMode::Controlling if !s.stop_hotkey.is_empty() => {
                 Some(fill_in(&l.stops_control, &s.stop_hotkey))
             }
@@ -642,8 +671,8 @@ impl Renderer {
         // first keeps room for a short name; else text above, buttons below.
         let name_room = f.width(&fill_in(line1, "Jane Doe")) + f.width(&elapsed);
         let beside = w.saturating_sub(buttons_w + 3 * m.pad);
-        let one_row =
-            line2.as_ref().is_none_or(|t| m.body.width(t) <= beside) && name_room <= beside;
+        let one_row = compact
+            || (line2.as_ref().is_none_or(|t| m.body.width(t) <= beside) && name_room <= beside);
         let edge_line = m.border;
         let (height, text_w, text_y, buttons_y) = if one_row {
             let hgt = bh.max(text_h) + 2 * m.pad + edge_line;
@@ -689,10 +718,19 @@ impl Renderer {
         // The time is never cut: the name gives way.
         let elapsed_w = f.width(&elapsed);
         let who = f.truncate(&fill_in(line1, &s.expert), text_w.saturating_sub(elapsed_w));
-        let t1 = format!("{who}{elapsed}");
-        items.push(Item::Text(f, t1, Point::new(x, text_y), palette::TEXT));
-        if let Some(line2) = line2 {
-            let t2 = m.body.truncate(&line2, text_w);
+        let t1 = if who.is_empty() {
+            // Compact strip beside two buttons on a tiny screen: the time alone.
+            elapsed.trim_start_matches([' ', '·']).to_string()
+        } else {
+            format!("{who}{elapsed}")
+        };
+        if f.width(&t1) <= text_w {
+            items.push(Item::Text(f, t1, Point::new(x, text_y), palette::TEXT));
+        }
+        let t2 = line2
+            .map(|l| m.body.truncate(&l, text_w))
+            .unwrap_or_default();
+        if !t2.is_empty() {
             items.push(Item::Text(
                 m.body,
                 t2,
@@ -700,14 +738,15 @@ impl Renderer {
                 palette::TEXT,
             ));
         }
-        // Buttons right-aligned, in reading order.
-        let mut bx = (w - m.pad - buttons_w) as i32;
-        if !one_row {
-            // Narrow screens: share the row if the buttons would not fit.
-            bx = bx.max(m.pad as i32);
-        }
+        // Buttons right-aligned, in reading order; on screens too narrow for
+        // them they share the row equally.
         let avail = w - 2 * m.pad;
         let shrink = buttons_w > avail;
+        let mut bx = if shrink {
+            m.pad as i32
+        } else {
+            (w - m.pad - buttons_w) as i32
+        };
         let mut buttons = Vec::new();
         for ((label, decision), bw) in labels.iter().zip(&widths) {
             let bw = if shrink {

@@ -253,62 +253,97 @@ fn every_scene_matches_its_golden_picture() {
     );
 }
 
+/// Every text line inside its region, regions on screen and apart,
+/// buttons on the banner and big enough for a finger.
+fn check_layout(name: &str, view: &View, w: u32, h: u32, edge: Edge) {
+    let r = Renderer::new(
+        ScreenSpec {
+            width: w,
+            height: h,
+            format: PixelFormat::Xrgb8888,
+        },
+        Style {
+            edge,
+            ..Style::default()
+        },
+    )
+    .unwrap();
+    let screen = Rectangle::new(Point::zero(), Size::new(w, h));
+    let layout = r.layout(view);
+    for (region, text, s) in r.text_boxes(view) {
+        assert!(!s.is_empty(), "{name} {w}x{h}: an empty line");
+        assert!(
+            region.intersection(&text) == text,
+            "{name} {w}x{h} {edge:?}: '{s}' {text:?} sticks out of {region:?}"
+        );
+        assert!(
+            screen.intersection(&region) == region,
+            "{name} {w}x{h}: off screen"
+        );
+        for b in &layout.buttons {
+            let inside = b.rect.intersection(&text) == text;
+            let apart = b.rect.intersection(&text).is_zero_sized();
+            assert!(
+                inside || apart,
+                "{name} {w}x{h} {edge:?}: '{s}' runs into {b:?}"
+            );
+        }
+    }
+    for (i, a) in layout.regions.iter().enumerate() {
+        for b in &layout.regions[i + 1..] {
+            assert!(
+                a.rect.intersection(&b.rect).is_zero_sized(),
+                "{name} {w}x{h}: {a:?} overlaps {b:?}"
+            );
+        }
+    }
+    for b in &layout.buttons {
+        assert!(
+            layout.covers(b.rect.center()),
+            "{name}: button off the banner"
+        );
+        assert!(
+            b.rect.size.height >= 36 && b.rect.size.width >= 60,
+            "{name} {w}x{h}: {b:?} too small for a finger"
+        );
+    }
+    if view.prompt.is_some() {
+        assert!(layout.prompt_open);
+        assert!(layout.buttons.len() >= 2);
+    }
+}
+
 #[test]
 fn no_text_is_cut_off_and_buttons_fit_fingers() {
+    let more = [
+        (3840, 2160),
+        (1080, 1920),
+        (480, 800),
+        (320, 200),
+        (200, 320),
+        (240, 320),
+        (1024, 600),
+    ];
     for (name, view) in scenes() {
-        for &(w, h) in SIZES
-            .iter()
-            .chain(&[(3840, 2160), (1080, 1920), (480, 800)])
-        {
+        for &(w, h) in SIZES.iter().chain(&more) {
             for edge in [Edge::Top, Edge::Bottom] {
-                let r = Renderer::new(
-                    ScreenSpec {
-                        width: w,
-                        height: h,
-                        format: PixelFormat::Xrgb8888,
-                    },
-                    Style {
-                        edge,
-                        ..Style::default()
-                    },
-                )
-                .unwrap();
-                let screen = Rectangle::new(Point::zero(), Size::new(w, h));
-                let layout = r.layout(&view);
-                for (region, text, s) in r.text_boxes(&view) {
-                    assert!(!s.is_empty(), "{name} {w}x{h}: an empty line");
-                    assert!(
-                        region.intersection(&text) == text,
-                        "{name} {w}x{h} {edge:?}: '{s}' {text:?} sticks out of {region:?}"
-                    );
-                    assert!(
-                        screen.intersection(&region) == region,
-                        "{name} {w}x{h}: off screen"
-                    );
-                }
-                for (i, a) in layout.regions.iter().enumerate() {
-                    for b in &layout.regions[i + 1..] {
-                        assert!(
-                            a.rect.intersection(&b.rect).is_zero_sized(),
-                            "{name} {w}x{h}: {a:?} overlaps {b:?}"
-                        );
-                    }
-                }
-                for b in &layout.buttons {
-                    assert!(
-                        layout.covers(b.rect.center()),
-                        "{name}: button off the banner"
-                    );
-                    assert!(
-                        b.rect.size.height >= 36 && b.rect.size.width >= 60,
-                        "{name} {w}x{h}: {:?} too small for a finger",
-                        b
-                    );
-                }
-                if view.prompt.is_some() {
-                    assert!(layout.prompt_open);
-                    assert!(layout.buttons.len() >= 2);
-                }
+                check_layout(name, &view, w, h, edge);
+            }
+        }
+    }
+}
+
+#[test]
+fn any_screen_size_lays_out_cleanly() {
+    // A sweep of odd sizes between the smallest and 4K, both orientations.
+    let scenes = scenes();
+    for w in (200..=3840).step_by(331) {
+        for h in (200..=2160).step_by(263) {
+            if w.max(h) < 320 {
+                continue;
+            }
+            for (name, view) in &scenes {
+                check_layout(name, view, w, h, Edge::Top);
             }
         }
     }
