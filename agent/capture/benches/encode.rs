@@ -37,6 +37,12 @@ fn median<T: Copy + Ord>(v: &[T]) -> T {
     s[s.len() / 2]
 }
 
+fn p95<T: Copy + Ord>(v: &[T]) -> T {
+    let mut s = v.to_vec();
+    s.sort();
+    s[(s.len() * 95 / 100).min(s.len() - 1)]
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
@@ -134,17 +140,18 @@ fn main() {
         ms(memcmp)
     );
     println!(
-        "| scenario | frames | encode median ms | encode max ms | bytes/frame mean | bytes/frame max | rects/frame mean | unchanged check median ms | unchanged / memcmp |"
+        "| scenario | frames | encode median ms | encode p95 ms | encode max ms | bytes/frame mean | bytes/frame max | rects/frame mean | unchanged check median ms | unchanged / memcmp |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let n = r.frames.max(1);
         let unchanged = median(&r.unchanged);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} |",
             r.name,
             r.frames,
             ms(median(&r.encode)),
+            ms(p95(&r.encode)),
             ms(*r.encode.iter().max().unwrap_or(&Duration::ZERO)),
             r.bytes.iter().sum::<usize>() / n,
             r.bytes.iter().max().unwrap_or(&0),
