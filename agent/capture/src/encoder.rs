@@ -54,9 +54,9 @@ const MIN_SCROLL_VOTES: u32 = 4;
 /// A run of shifted rows shorter than this is sent as pixels: a `Copy` costs
 /// a rectangle header and splits the damage into more rectangles.
 const MIN_COPY_ROWS: usize = 4;
-/// Row-precise damage is used while it needs at most this many rectangles
-/// (or no more than the tile-band version); busier damage is sent as tile
-/// bands, whose fewer, larger rectangles compress better.
+/// Row-precise damage is used while it needs at most this many rectangles;
+/// busier damage is sent as tile bands, whose fewer, larger rectangles
+/// compress better and cost fewer headers.
 const MAX_FINE_AREAS: usize = 96;
 
 /// Why an update could not be made.
@@ -221,14 +221,11 @@ impl Encoder {
                 copies.clear();
                 vec![Area { x: 0, y: 0, w, h }]
             } else {
-                let coarse = self.damage_areas(w, h);
-                let mut fine = self.row_areas(w, h);
-                if fine.len() <= MAX_FINE_AREAS.max(coarse.len()) {
-                    fine.iter_mut().for_each(|a| *a = self.trim(frame, *a));
-                    fine
-                } else {
-                    coarse.into_iter().map(|a| self.trim(frame, a)).collect()
-                }
+                let areas = match self.row_areas(w, h) {
+                    Some(fine) => fine,
+                    None => self.damage_areas(w, h),
+                };
+                areas.into_iter().map(|a| self.trim(frame, a)).collect()
             };
             // The shadow becomes the new screen (only rows that changed).
             for y in 0..h {
@@ -497,8 +494,9 @@ impl Encoder {
     /// form a group, each run of columns in a group a rectangle, joined with
     /// the one right above when they line up. Tighter than
     /// [`Self::damage_areas`] for thin changes (a focus ring, a caret), but
-    /// many rectangles for busy changes, where the caller uses the coarse ones.
-    fn row_areas(&self, w: usize, h: usize) -> Vec<Area> {
+    /// many rectangles for busy changes: `None` beyond [`MAX_FINE_AREAS`],
+    /// and the caller uses the coarse ones.
+    fn row_areas(&self, w: usize, h: usize) -> Option<Vec<Area>> {
         let mut done: Vec<Area> = Vec::new();
         let mut open: Vec<Area> = Vec::new();
         let mut y = 0;
@@ -530,12 +528,12 @@ impl Encoder {
             done.append(&mut open);
             open = next_open;
             if done.len() + open.len() > MAX_FINE_AREAS {
-                break;
+                return None;
             }
         }
         done.append(&mut open);
         done.sort_by_key(|a| (a.y, a.x));
-        done
+        Some(done)
     }
 
     /// Shrinks `a` to the columns and rows where the old screen (shadow,

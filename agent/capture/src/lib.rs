@@ -16,33 +16,42 @@
 //! - [`ScanoutAccess`]: write access to the buffer on screen, for the consent
 //!   banner's "draw into the scanout buffer" presenters (DRM and fbdev).
 //!
-//! # Typical loop (the agent's capture task)
+//! # Typical loop (the agent's capture thread)
 //!
 //! ```no_run
 //! # use std::time::Instant;
 //! # use shoulder_capture::*;
 //! # fn send(_: shoulder_proto::msg::Message) {}
 //! # fn demo(consent: &shoulder_proto::consent::ViewConsent) -> Result<(), Box<dyn std::error::Error>> {
-//! let mut source = open(&"synthetic:1280x720".parse()?)?;
-//! let mut encoder = Encoder::new();
+//! let mut capturer = Capturer::open(&"synthetic:1280x720".parse()?)?;
 //! let mut pacer = Pacer::new(PacingConfig::default());
-//! pacer.request(Instant::now(), false); // the client asked for the full screen
+//! pacer.request(Instant::now(), false); // UpdateRequested { incremental: false }
 //! loop {
 //!     let now = Instant::now();
 //!     if pacer.should_capture(now) {
-//!         let frame = source.capture()?;
-//!         let update = encoder.encode(consent, &frame, pacer.full_requested())?;
-//!         pacer.captured(now, update.is_some());
-//!         for msg in update.into_iter().flat_map(|u| u.into_messages()) {
-//!             send(msg);
+//!         match capturer.capture(consent, pacer.full_requested()) {
+//!             Ok(update) => {
+//!                 pacer.captured(now, update.is_some());
+//!                 for msg in update.into_iter().flat_map(|u| u.into_messages()) {
+//!                     send(msg); // ScreenInfo (if the screen changed), then Update parts
+//!                 }
+//!             }
+//!             // Display off, file being rewritten: tell the expert, retry slowly.
+//!             Err(e) if e.is_transient() => pacer.unavailable(now),
+//!             Err(e) => return Err(e.into()),
+//!         }
+//!         if let Some(cursor) = capturer.cursor()? {
+//!             cursor.into_messages().for_each(send);
 //!         }
 //!     }
-//!     // sleep until pacer.poll_timeout(), a new request or input
+//!     // Sleep until pacer.poll_timeout() (None: until the next request),
+//!     // waking early for a request (pacer.request) or input (pacer.input).
 //! #   break;
 //! }
 //! # Ok(()) }
 //! ```
 
+pub mod capturer;
 pub mod convert;
 pub mod cursor;
 pub mod drm;
@@ -55,6 +64,7 @@ pub mod scenarios;
 pub mod source;
 pub mod synthetic;
 
+pub use capturer::{Capturer, CapturerError};
 pub use cursor::{CursorImage, CursorState, CursorTracker, CursorUpdate};
 pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder};
 pub use pacing::{Pacer, PacingConfig};

@@ -1,0 +1,132 @@
+//! A frame source and its encoder together: what the agent's capture thread
+//! holds for one viewing session.
+
+use shoulder_proto::consent::ViewConsent;
+use shoulder_proto::msg::ScreenInfo;
+
+use crate::cursor::CursorUpdate;
+use crate::encoder::{EncodeError, EncodedUpdate, Encoder};
+use crate::source::{CaptureError, FrameSource, ScreenGeometry, SourceSpec};
+
+/// Source + encoder. Open it when a session starts viewing (so the display
+/// is only touched while someone watches) and drop it when viewing stops.
+pub struct Capturer {
+    source: Box<dyn FrameSource>,
+    encoder: Encoder,
+}
+
+impl std::fmt::Debug for Capturer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capturer")
+            .field("source", &self.source.describe())
+            .field("encoder", &self.encoder)
+            .finish()
+    }
+}
+
+/// Why [`Capturer::capture`] produced nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapturerError {
+    /// The screen could not be read ([`CaptureError::is_transient`]: wait and
+    /// retry, telling the expert the screen is unavailable).
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Consent is gone: stop capturing.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl CapturerError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CapturerError::Capture(e) if e.is_transient())
+    }
+}
+
+impl Capturer {
+    /// Opens the source named by `spec`.
+    pub fn open(spec: &SourceSpec) -> Result<Self, CaptureError> {
+        Ok(Self::new(crate::source::open(spec)?))
+    }
+
+    /// Wraps an already open source (tests, the synthetic screen whose
+    /// controls the input sink keeps).
+    pub fn new(source: Box<dyn FrameSource>) -> Self {
+        Self {
+            source,
+            encoder: Encoder::new(),
+        }
+    }
+
+    /// The screen now (size and format as the source shows it).
+    pub fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
+        self.source.geometry()
+    }
+
+    /// What the expert was last told about the screen (after the first update).
+    pub fn screen_info(&self) -> Option<ScreenInfo> {
+        self.encoder.screen_info()
+    }
+
+    /// Captures and encodes what changed since the previous update (all of it
+    /// if `full`). `Ok(None)`: nothing changed. A new screen size comes as
+    /// [`EncodedUpdate::screen`] followed by a full update.
+    pub fn capture(
+        &mut self,
+        consent: &ViewConsent,
+        full: bool,
+    ) -> Result<Option<EncodedUpdate>, CapturerError> {
+        if !consent.is_live() {
+            return Err(EncodeError::ConsentWithdrawn.into());
+        }
+        let frame = self.source.capture()?;
+        Ok(self.encoder.encode(consent, &frame, full)?)
+    }
+
+    /// Cursor shape/position changes, for sources with a separate cursor.
+    pub fn cursor(&mut self) -> Result<Option<CursorUpdate>, CaptureError> {
+        self.source.cursor()
+    }
+
+    /// Forget what the expert has: the next update is complete, with screen
+    /// info (a resumed session, a client that lost its framebuffer).
+    pub fn reset(&mut self) {
+        self.encoder.reset();
+    }
+
+    pub fn describe(&self) -> String {
+        self.source.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{Clock, SyntheticScreen};
+    use std::time::Duration;
+
+    #[test]
+    fn synthetic_session_updates_after_a_click() {
+        let (_pair, consent) = shoulder_proto::testing::granted_view();
+        let screen =
+            SyntheticScreen::new(320, 240).with_clock(Clock::Fixed(Duration::from_secs(5)));
+        let controls = screen.controls();
+        let mut c = Capturer::new(Box::new(screen));
+        let first = c.capture(&consent, false).unwrap().unwrap();
+        assert_eq!(first.screen.unwrap().width, 320);
+        assert!(c.capture(&consent, false).unwrap().is_none());
+        let (x, y) = controls.counter_button_centre();
+        controls.pointer(x, y, 1);
+        let u = c.capture(&consent, false).unwrap().unwrap();
+        assert!(u.screen.is_none() && u.stats.rects > 0);
+        assert_eq!(c.screen_info().unwrap().height, 240);
+        c.reset();
+        assert!(
+            c.capture(&consent, false)
+                .unwrap()
+                .unwrap()
+                .screen
+                .is_some()
+        );
+    }
+}
