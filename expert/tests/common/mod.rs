@@ -1,0 +1,304 @@
+//! Test harness: the real agent (`shoulder_agent::run`) in-process on port 0,
+//! with either the agent's test pattern or the synthetic kiosk screen whose
+//! counter button reacts to injected clicks; its control socket plays the
+//! person at the device. The `shoulder` binary runs as a child process.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoulder_agent::backends::{
+    Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, NullPresenter,
+    ScreenCapture,
+};
+use shoulder_agent::control::{Client, Request};
+use shoulder_agent::{Config, identity};
+use shoulder_capture::synthetic::{Clock, SyntheticControls, SyntheticScreen};
+use shoulder_capture::{Encoder, FrameSource};
+use shoulder_proto::consent::{ControlConsent, ViewConsent};
+use shoulder_proto::session::InjectEvent;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Generous bound for anything a test waits for.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The synthetic kiosk screen shared by capture and input.
+#[derive(Clone)]
+pub struct Synthetic {
+    screen: Arc<Mutex<SyntheticScreen>>,
+    pub controls: SyntheticControls,
+}
+
+impl Synthetic {
+    pub fn new(w: u32, h: u32) -> Self {
+        // A frozen clock: the screen changes only through input, so the
+        // screenshots compare cleanly.
+        let screen =
+            SyntheticScreen::new(w, h).with_clock(Clock::Fixed(Duration::from_secs(9 * 3600)));
+        let controls = screen.controls();
+        Self {
+            screen: Arc::new(Mutex::new(screen)),
+            controls,
+        }
+    }
+
+    pub fn backends(&self) -> Backends {
+        Backends {
+            capture: Arc::new(self.clone()),
+            input: Box::new(SyntheticInput(self.controls.clone())),
+            presenter: Box::new(NullPresenter),
+            local_events: None,
+        }
+    }
+}
+
+struct SyntheticCapture {
+    screen: Arc<Mutex<SyntheticScreen>>,
+    encoder: Encoder,
+}
+
+impl CaptureBackend for Synthetic {
+    fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
+        Ok(Box::new(SyntheticCapture {
+            screen: self.screen.clone(),
+            encoder: Encoder::new(),
+        }))
+    }
+}
+
+impl ScreenCapture for SyntheticCapture {
+    fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
+        let mut screen = self.screen.lock().unwrap_or_else(|p| p.into_inner());
+        let frame = screen.capture().map_err(|e| CaptureError(e.to_string()))?;
+        let update = self
+            .encoder
+            .encode(view, &frame, full)
+            .map_err(|e| CaptureError(e.to_string()))?;
+        Ok(match update {
+            None => Captured::Unchanged,
+            Some(u) => match u.screen {
+                Some(info) => Captured::NewScreen(info, u.parts),
+                None => Captured::Update(u.parts),
+            },
+        })
+    }
+}
+
+/// Injected input goes to the synthetic screen, as a uinput device would
+/// reach the kiosk app.
+struct SyntheticInput(SyntheticControls);
+
+impl InputSink for SyntheticInput {
+    fn inject(&mut self, consent: &ControlConsent, event: &InjectEvent) -> Result<(), InputError> {
+        if !consent.is_live() {
+            return Err(InputError("control consent withdrawn".into()));
+        }
+        match *event {
+            InjectEvent::Pointer(p) => {
+                self.0.pointer(p.x, p.y, p.buttons.0);
+            }
+            InjectEvent::Key(k) => {
+                self.0.key(k.code, k.down);
+            }
+            InjectEvent::Touch(t) => {
+                self.0
+                    .touch(t.x, t.y, !matches!(t.phase, shoulder_proto::TouchPhase::Up));
+            }
+        }
+        Ok(())
+    }
+
+    fn release_all(&mut self) -> Result<(), InputError> {
+        Ok(())
+    }
+}
+
+/// An agent running in this process.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub fingerprint: [u8; 32],
+    pub control: PathBuf,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), shoulder_agent::AgentError>>>,
+}
+
+/// The config tests start from: enabled, loopback, fast argon2.
+pub fn test_config(dir: &Path, plant_ca: Option<&Path>) -> Config {
+    let mut c = Config {
+        enabled: true,
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        advertise: vec!["127.0.0.1".into()],
+        state_dir: dir.join("state"),
+        audit_log: dir.join("audit.jsonl"),
+        control_socket: dir.join("run/control.sock"),
+        device_name: "test-kiosk".into(),
+        consent_timeout: Duration::from_secs(30),
+        auth_failures_per_minute: 1000,
+        ..Config::default()
+    };
+    c.argon2.memory_kib = 1024;
+    c.argon2.iterations = 1;
+    if let Some(p) = plant_ca {
+        c.plant_ca = vec![p.to_owned()];
+    }
+    c
+}
+
+impl Agent {
+    pub async fn start(
+        plant_ca: Option<&Path>,
+        backends: Backends,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path(), plant_ca);
+        tweak(&mut config);
+        let (id, _) = identity::ensure(&config.state_dir, "test-kiosk").unwrap();
+        let listeners = shoulder_agent::bind(&config.listen).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let cfg = config.clone();
+        let task = tokio::spawn(async move {
+            shoulder_agent::run(listeners, cfg, backends, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let control = config.control_socket.clone();
+        let t0 = Instant::now();
+        while Client::connect(&control).await.is_err() {
+            assert!(t0.elapsed() < WAIT, "agent did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Agent {
+            addr,
+            fingerprint: id.fingerprint,
+            control,
+            config,
+            dir,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+
+    /// An agent showing the agent's small test pattern.
+    pub async fn pattern(plant_ca: Option<&Path>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let (backends, _sink) = Backends::for_tests(64, 48);
+        Self::start(plant_ca, backends, tweak).await
+    }
+
+    pub async fn ctl(&self) -> Client {
+        Client::connect(&self.control).await.unwrap()
+    }
+
+    pub async fn ctl_ok(&self, req: Request) -> Value {
+        let mut c = self.ctl().await;
+        let r = c.request(&req).await.unwrap();
+        assert_eq!(r["ok"], true, "{req:?} failed: {r}");
+        r
+    }
+
+    /// Creates an invitation; returns (id, file text).
+    pub async fn invite(&self, expires: &str, password: &str) -> (String, String) {
+        let r = self
+            .ctl_ok(Request::Invite {
+                expires: expires.into(),
+                password: Some(password.into()),
+            })
+            .await;
+        (
+            r["id"].as_str().unwrap().to_string(),
+            r["file"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Plays the person at the device: answers the next `n` consent prompts.
+    pub async fn answer_prompts(&self, n: usize, accept: bool) -> JoinHandle<()> {
+        let mut c = self.ctl().await;
+        // Subscribe before returning, so no prompt is missed.
+        let _ = c.request(&Request::Status).await;
+        tokio::spawn(async move {
+            for _ in 0..n {
+                if c.wait_event("consent-requested").await.is_err() {
+                    return;
+                }
+                let req = if accept {
+                    Request::Accept
+                } else {
+                    Request::Decline
+                };
+                let _ = c.request(&req).await;
+            }
+        })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, t).await;
+        }
+    }
+}
+
+/// A scratch directory with an isolated config dir for the client.
+pub struct Expert {
+    pub dir: tempfile::TempDir,
+}
+
+impl Expert {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_shoulder"));
+        c.args(args)
+            .env("SHOULDER_CONFIG_DIR", self.path("config"))
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Runs `shoulder ARGS` to completion off the async runtime.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The last line of stderr: the sentence the user reads.
+pub fn sentence(o: &Output) -> String {
+    stderr(o).lines().last().unwrap_or("").to_string()
+}
+
+pub fn assert_fails_with(o: &Output, expected: &str) {
+    assert!(!o.status.success(), "expected a failure, got {o:?}");
+    assert_eq!(sentence(o), expected, "full stderr:\n{}", stderr(o));
+}
