@@ -400,7 +400,7 @@ def check_units(report):
     with tempfile.TemporaryDirectory() as tmp:
         for unit in units:
             text = read_text(unit)
-            text = text.replace("@BINDIR@", tmp).replace("@SYSCONFDIR@", "/etc")
+            text = text.replace("@BINDIR@", tmp).replace("@SYSCONFDIR@", "/etc").replace("@KIOSK_ARGS@", "")
             name = os.path.basename(unit)
             for binary in re.findall(rf"{re.escape(tmp)}/([A-Za-z0-9_.-]+)", text):
                 stub = os.path.join(tmp, binary)

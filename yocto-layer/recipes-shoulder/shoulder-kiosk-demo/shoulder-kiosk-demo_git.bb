@@ -21,6 +21,10 @@ REQUIRED_DISTRO_FEATURES = "systemd"
 # own: refresh the include from shoulder-agent.
 CARGO_BUILD_FLAGS += "--package shoulder-kiosk --bin shoulder-kiosk"
 
+# Extra command line arguments for shoulder-kiosk, e.g. "--card /dev/dri/card1"
+# on boards whose display is not the first DRM device.
+SHOULDER_KIOSK_ARGS ??= ""
+
 SYSTEMD_SERVICE:${PN} = "shoulder-kiosk.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
@@ -29,7 +33,7 @@ do_install() {
     install -m 0755 ${B}/target/${CARGO_TARGET_SUBDIR}/shoulder-kiosk ${D}${bindir}/shoulder-kiosk
 
     install -d ${D}${systemd_system_unitdir}
-    sed -e 's,@BINDIR@,${bindir},g' \
+    sed -e 's,@BINDIR@,${bindir},g' -e 's|@KIOSK_ARGS@|${SHOULDER_KIOSK_ARGS}|g' \
         ${SHOULDER_UNPACKDIR}/shoulder-kiosk.service > ${D}${systemd_system_unitdir}/shoulder-kiosk.service
     chmod 0644 ${D}${systemd_system_unitdir}/shoulder-kiosk.service
 }
