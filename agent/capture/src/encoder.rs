@@ -785,14 +785,26 @@ mod tests {
 
     #[test]
     fn single_pixel_change_in_every_tile_and_edges_is_sent_exactly() {
+        for format in PixelFormat::ALL {
+            single_pixel_changes(format);
+        }
+    }
+
+    fn single_pixel_changes(format: PixelFormat) {
         // Odd sizes: the last tile column and row are partial.
         let (w, h) = (64 * 3 + 17, 64 * 2 + 5);
-        let mut pixels = pattern(w, h, 1);
-        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let bpp = format.bytes_per_pixel();
+        let pitch = w as usize * bpp;
+        // Any bytes are valid pixels in every format.
+        let mut pixels: Vec<u8> = pattern(w, h, 1)
+            .into_iter()
+            .take(pitch * h as usize)
+            .collect();
+        let g = geometry(w, h, format);
         let mut enc = Encoder::new();
         let mut fb = None;
         let first = enc
-            .encode_frame(&Frame::new(&pixels, g, w as usize * 4).unwrap(), false)
+            .encode_frame(&Frame::new(&pixels, g, pitch).unwrap(), false)
             .unwrap();
         assert!(first.screen.is_some());
         apply(&mut fb, &first);
@@ -813,23 +825,22 @@ mod tests {
             if x >= w as usize || y >= h as usize {
                 continue;
             }
-            let i = (y * w as usize + x) * 4;
-            pixels[i] ^= 0x5a;
-            let frame = Frame::new(&pixels, g, w as usize * 4).unwrap();
+            // Flip bits that every format shows (not the X/alpha byte).
+            pixels[y * pitch + x * bpp] ^= 0x5a;
+            let frame = Frame::new(&pixels, g, pitch).unwrap();
             let u = enc
                 .encode_frame(&frame, false)
-                .unwrap_or_else(|| panic!("change at {x},{y} not seen"));
+                .unwrap_or_else(|| panic!("{format}: change at {x},{y} not seen"));
             assert!(u.screen.is_none());
-            // Damage is local: one rectangle covering just that row.
-            assert_eq!(u.stats.rects, 1, "at {x},{y}");
+            // Damage is local: one rectangle, exactly that pixel.
+            assert_eq!(u.stats.rects, 1, "{format} at {x},{y}");
             let r = &u.parts[0].rects[0];
-            assert_eq!((r.y, r.h), (y as u16, 1));
-            assert!(usize::from(r.x) <= x && x < usize::from(r.x + r.w));
+            assert_eq!((r.x, r.y, r.w, r.h), (x as u16, y as u16, 1, 1), "{format}");
             apply(&mut fb, &u);
             assert_eq!(
                 fb.as_ref().unwrap().normalized(),
                 frame.to_xrgb8888(),
-                "at {x},{y}"
+                "{format} at {x},{y}"
             );
             assert!(enc.encode_frame(&frame, false).is_none());
         }

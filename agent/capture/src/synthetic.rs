@@ -26,6 +26,7 @@ pub enum Clock {
 #[derive(Debug)]
 struct Shared {
     ui: KioskUi,
+    size: (u32, u32),
     /// Bumped on every visible state change, so the screen knows to redraw.
     version: u64,
     buttons: u8,
@@ -59,14 +60,13 @@ impl SyntheticScreen {
     /// A `width`×`height` kiosk screen showing the wall clock. Sizes are
     /// clamped to 1..=8192.
     pub fn new(width: u32, height: u32) -> Self {
-        let (width, height) = (width.clamp(1, 8192), height.clamp(1, 8192));
+        SyntheticControls::new(width, height).screen()
+    }
+
+    fn with_shared(shared: Arc<Mutex<Shared>>) -> Self {
+        let (width, height) = lock(&shared).size;
         Self {
-            shared: Arc::new(Mutex::new(Shared {
-                ui: KioskUi::new(width, height),
-                version: 0,
-                buttons: 0,
-                touching: false,
-            })),
+            shared,
             geometry: ScreenGeometry {
                 width,
                 height,
@@ -145,6 +145,28 @@ impl FrameSource for SyntheticScreen {
 }
 
 impl SyntheticControls {
+    /// The state of a `width`×`height` kiosk screen (sizes clamped to
+    /// 1..=8192), before any screen shows it: the agent makes this once, gives
+    /// it to the input sink, and opens [`Self::screen`] for each viewing
+    /// session, so the counter survives sessions.
+    pub fn new(width: u32, height: u32) -> Self {
+        let (width, height) = (width.clamp(1, 8192), height.clamp(1, 8192));
+        Self {
+            shared: Arc::new(Mutex::new(Shared {
+                ui: KioskUi::new(width, height),
+                size: (width, height),
+                version: 0,
+                buttons: 0,
+                touching: false,
+            })),
+        }
+    }
+
+    /// A frame source showing this state (wall clock).
+    pub fn screen(&self) -> SyntheticScreen {
+        SyntheticScreen::with_shared(self.shared.clone())
+    }
+
     /// Absolute pointer state (buttons as in the protocol: 1 left). A left
     /// press taps the UI at that point; returns what the tap did.
     pub fn pointer(&self, x: u16, y: u16, buttons: u8) -> Option<Action> {
@@ -245,6 +267,14 @@ mod tests {
         assert_ne!(screen.capture().unwrap().to_xrgb8888(), after);
         assert_eq!(controls.touch(x, y, true), Some(Action::Increment));
         assert_eq!(controls.counter(), 2);
+        // A second screen on the same state (next session) shows the same.
+        let mut again = controls
+            .screen()
+            .with_clock(Clock::Fixed(Duration::from_secs(3600)));
+        assert_eq!(
+            again.capture().unwrap().to_xrgb8888(),
+            screen.capture().unwrap().to_xrgb8888()
+        );
     }
 
     #[test]
