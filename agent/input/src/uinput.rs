@@ -4,8 +4,11 @@
 //! `UI_SET_ABSBIT`/`UI_SET_PROPBIT`/`UI_SET_PHYS`, then `UI_DEV_SETUP` and one
 //! `UI_ABS_SETUP` per axis (input-linux falls back to the legacy
 //! `uinput_user_dev` write on kernels before 4.5), then `UI_DEV_CREATE`; it
-//! goes away with `UI_DEV_DESTROY` and closing the file. All ioctls go
-//! through input-linux's safe wrappers: no unsafe code here.
+//! goes away with `UI_DEV_DESTROY` and closing the file. The ioctls go
+//! through input-linux's safe wrappers, except `UI_SET_PHYS`: input-linux
+//! encodes its argument size as one `char` where the kernel's request number
+//! says `char *`, so the kernel rejects it with EINVAL; [`ioctl::set_phys`]
+//! issues it with the kernel's number.
 //!
 //! Besides the sink's own state, each device keeps a lock-free mirror of what
 //! the kernel was told is down, so [`emergency_release`] can release it from
@@ -415,7 +418,7 @@ fn create_device(path: &Path, kind: VirtualDevice, screen: ScreenSize) -> Result
             }
         };
         let phys = std::ffi::CString::new(VIRTUAL_PHYS).map_err(std::io::Error::other)?;
-        h.set_phys(&phys)?;
+        ioctl::set_phys(h.as_inner(), &phys)?;
         let id = InputId {
             bustype: BUS_VIRTUAL,
             vendor: VIRTUAL_VENDOR,
@@ -439,9 +442,48 @@ fn create_device(path: &Path, kind: VirtualDevice, screen: ScreenSize) -> Result
     })
 }
 
+mod ioctl {
+    #![allow(unsafe_code)]
+
+    use std::ffi::{CStr, c_char};
+    use std::fs::File;
+    use std::os::fd::AsRawFd;
+
+    // linux/uinput.h: #define UI_SET_PHYS _IOW(UINPUT_IOCTL_BASE, 108, char*)
+    nix::ioctl_write_ptr_bad!(
+        ui_set_phys,
+        nix::request_code_write!(b'U', 108, std::mem::size_of::<*const c_char>()),
+        c_char
+    );
+
+    /// `UI_SET_PHYS`: the physical path shown by `EVIOCGPHYS`.
+    pub(super) fn set_phys(file: &File, phys: &CStr) -> std::io::Result<()> {
+        // SAFETY: `file` is an open uinput file descriptor for the duration
+        // of the call, and `phys` is a valid NUL-terminated string that
+        // outlives it; the kernel copies at most 1024 bytes up to the NUL
+        // (strndup_user) and keeps no pointer to our memory.
+        unsafe { ui_set_phys(file.as_raw_fd(), phys.as_ptr()) }
+            .map(drop)
+            .map_err(std::io::Error::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_phys_uses_the_kernels_request_number() {
+        // _IOW('U', 108, char *) on 64-bit Linux (asm-generic ioctl layout).
+        #[cfg(all(
+            target_pointer_width = "64",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ))]
+        assert_eq!(
+            nix::request_code_write!(b'U', 108, std::mem::size_of::<*const std::ffi::c_char>()),
+            0x4008_556c
+        );
+    }
 
     #[test]
     fn mirror_tracks_and_releases_what_the_kernel_was_told() {
