@@ -591,6 +591,39 @@ impl ViewInput<'_> {
     }
 }
 
+/// With `SHOULDER_TRACE_VIEW` set, the app prints where its device view and
+/// main buttons are (window pixels) and which state it shows, one line per
+/// change on stderr, so automated desktop tests can click the real buttons.
+#[derive(Debug, Default)]
+struct Tracer {
+    enabled: bool,
+    last: std::collections::HashMap<&'static str, String>,
+}
+
+impl Tracer {
+    fn note(&mut self, key: &'static str, value: String) {
+        if self.enabled && self.last.get(key) != Some(&value) {
+            eprintln!("shoulder-{key} {value}");
+            self.last.insert(key, value);
+        }
+    }
+
+    fn rect(&mut self, key: &'static str, r: Rect, ppp: f32) {
+        if self.enabled {
+            self.note(
+                key,
+                format!(
+                    "x={:.0} y={:.0} w={:.0} h={:.0}",
+                    r.min.x * ppp,
+                    r.min.y * ppp,
+                    r.width() * ppp,
+                    r.height() * ppp
+                ),
+            );
+        }
+    }
+}
+
 enum Screen {
     Start(Box<StartForm>),
     Session(Box<SessionUi>),
@@ -602,19 +635,20 @@ struct App {
     /// A password still to type before connecting (`shoulder open` without
     /// `--password-file`).
     pending: Option<ConnectOptions>,
-    trace_view: bool,
-    last_traced: Option<Rect>,
+    tracer: Tracer,
 }
 
 impl App {
     fn new(ctx: &egui::Context, rt: tokio::runtime::Runtime, start: GuiStart) -> Self {
-        let trace_view = std::env::var_os("SHOULDER_TRACE_VIEW").is_some();
+        let tracer = Tracer {
+            enabled: std::env::var_os("SHOULDER_TRACE_VIEW").is_some(),
+            ..Tracer::default()
+        };
         let mut app = Self {
             rt,
             screen: Screen::Start(Box::new(StartForm::new())),
             pending: None,
-            trace_view,
-            last_traced: None,
+            tracer,
         };
         match start {
             GuiStart::StartScreen => {}
@@ -841,6 +875,8 @@ impl App {
 
     fn session_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
+        let ppp = ctx.pixels_per_point();
+        let tracer = &mut self.tracer;
         let Screen::Session(s) = &mut self.screen else {
             return;
         };
@@ -867,7 +903,9 @@ impl App {
             ui.horizontal(|ui| {
                 match s.phase {
                     Phase::Viewing(ControlState::None) => {
-                        if ui.button("Request control").clicked() {
+                        let r = ui.button("Request control");
+                        tracer.rect("button-request-control", r.rect, ppp);
+                        if r.clicked() {
                             s.send(UserAction::RequestControl);
                         }
                     }
@@ -905,7 +943,9 @@ impl App {
                 if ui.selectable_label(s.fit, "Fit").clicked() {
                     s.fit = true;
                 }
-                if ui.selectable_label(!s.fit, "1:1").clicked() {
+                let r = ui.selectable_label(!s.fit, "1:1");
+                tracer.rect("button-one-to-one", r.rect, ppp);
+                if r.clicked() {
                     s.fit = false;
                 }
                 if ui.selectable_label(s.fullscreen, "Fullscreen").clicked() {
@@ -931,7 +971,11 @@ impl App {
                     if ui.button("Back to start").clicked() {
                         back_to_start = true;
                     }
-                } else if ui.button("Disconnect").clicked() {
+                } else if {
+                    let r = ui.button("Disconnect");
+                    tracer.rect("button-disconnect", r.rect, ppp);
+                    r.clicked()
+                } {
                     s.release_all();
                     s.send(UserAction::Disconnect);
                 }
@@ -941,6 +985,7 @@ impl App {
         egui::Panel::bottom("status").show(ui, |ui| {
             ui.horizontal(|ui| {
                 let (text, color) = s.status_text();
+                tracer.note("state", phase_name(&s.phase).into());
                 ui.colored_label(color, RichText::new(text).strong());
                 ui.separator();
                 ui.label(&s.device_name);
@@ -1021,7 +1066,12 @@ impl App {
                     });
                     ctx.request_repaint_after(Duration::from_millis(250));
                 }
-                Phase::Viewing(_) => self_view(ui, s),
+                Phase::Viewing(_) => {
+                    self_view(ui, s);
+                    if let Some(r) = s.view_rect {
+                        tracer.rect("view", r, ppp);
+                    }
+                }
                 Phase::Ended(sentence) => {
                     ui.vertical_centered(|ui| {
                         ui.add_space(ui.available_height() / 4.0);
@@ -1058,22 +1108,6 @@ impl App {
             });
         }
 
-        if self.trace_view
-            && let Screen::Session(s) = &self.screen
-            && s.view_rect != self.last_traced
-            && let Some(r) = s.view_rect
-        {
-            self.last_traced = Some(r);
-            let ppp = ctx.pixels_per_point();
-            // Window pixel coordinates of the device view, for automated tests.
-            eprintln!(
-                "shoulder-view x={:.1} y={:.1} w={:.1} h={:.1}",
-                r.min.x * ppp,
-                r.min.y * ppp,
-                r.width() * ppp,
-                r.height() * ppp
-            );
-        }
         if back_to_start {
             self.screen = Screen::Start(Box::new(StartForm::new()));
         } else if let Some(o) = reconnect {
@@ -1162,6 +1196,23 @@ fn self_view(ui: &mut egui::Ui, s: &mut SessionUi) {
                 ..egui::containers::scroll_area::ScrollSource::ALL
             })
             .show(ui, |ui| show(ui, size));
+    }
+}
+
+/// A stable name for each phase (trace lines).
+fn phase_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Connecting(_) => "connecting",
+        Phase::Waiting { .. } => "waiting-for-consent",
+        Phase::Viewing(ControlState::None) => "viewing",
+        Phase::Viewing(ControlState::Requested { .. }) => "waiting-for-control",
+        Phase::Viewing(ControlState::Granted {
+            local_user_active: false,
+        }) => "controlling",
+        Phase::Viewing(ControlState::Granted {
+            local_user_active: true,
+        }) => "local-user-active",
+        Phase::Ended(_) => "ended",
     }
 }
 

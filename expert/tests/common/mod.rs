@@ -48,6 +48,12 @@ impl Synthetic {
         }
     }
 
+    /// The screen as the device shows it now (XRGB8888 rows).
+    pub fn frame(&self) -> Vec<u8> {
+        let mut screen = self.screen.lock().unwrap_or_else(|p| p.into_inner());
+        screen.capture().unwrap().to_xrgb8888()
+    }
+
     pub fn backends(&self) -> Backends {
         Backends {
             capture: Arc::new(self.clone()),

@@ -1,0 +1,339 @@
+//! The real desktop app under Xvfb against the real agent showing the
+//! synthetic kiosk screen: open an invitation, the person at the device
+//! accepts, request control with a real click on the toolbar, the person
+//! accepts, switch to 1:1, click the kiosk's counter button in the window,
+//! and check by screenshot that the window shows the device screen with the
+//! counter changed. Screenshots stay in `artifacts/gui/`.
+//!
+//! Needs Xvfb, xdotool and ImageMagick (`import`), and Mesa's software GL:
+//! `expert/tests/gui/run.sh` installs them and runs this test.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Agent, Expert, Synthetic, WAIT};
+use shoulder_agent::control::Request;
+
+/// The device screen: small enough to show 1:1 in the default window.
+const DEV_W: u32 = 800;
+const DEV_H: u32 = 480;
+const PW: &str = "river-stone-7";
+
+/// Kills a child process when dropped (test failures included).
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = match std::env::var_os("SHOULDER_ARTIFACTS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts"),
+    }
+    .join("gui");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn need(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed — run expert/tests/gui/run.sh, which installs what this test needs"
+    );
+}
+
+/// Starts Xvfb on a free display; returns the process and `:N`.
+fn start_xvfb() -> (Reaper, String) {
+    for n in 90..200 {
+        if Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+        {
+            continue;
+        }
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reaper = Reaper(child);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                return (reaper, display);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(reaper);
+    }
+    panic!("no free X display between :90 and :199");
+}
+
+/// What the app's trace lines said, by key ("view", "state", …).
+#[derive(Default)]
+struct Trace(Mutex<std::collections::HashMap<String, String>>);
+
+impl Trace {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+
+    fn rect(&self, key: &str) -> Option<(f32, f32, f32, f32)> {
+        let v = self.get(key)?;
+        let mut it = v.split_whitespace().map(|kv| {
+            kv.split_once('=')
+                .and_then(|(_, n)| n.parse::<f32>().ok())
+                .unwrap_or(0.0)
+        });
+        Some((it.next()?, it.next()?, it.next()?, it.next()?))
+    }
+
+    async fn wait(&self, what: &str, mut ok: impl FnMut(&Self) -> bool) {
+        let t0 = Instant::now();
+        while !ok(self) {
+            assert!(
+                t0.elapsed() < WAIT,
+                "timed out waiting for {what}; the app said: {:?}",
+                self.0.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn xdotool(display: &str, args: &[&str]) {
+    let o = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", display)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "xdotool {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Clicks at window pixel (x, y) of the app window.
+fn click(display: &str, window: &str, x: f32, y: f32) {
+    let (x, y) = (format!("{}", x.round()), format!("{}", y.round()));
+    xdotool(display, &["mousemove", "--window", window, &x, &y]);
+    std::thread::sleep(Duration::from_millis(150));
+    xdotool(display, &["click", "1"]);
+}
+
+/// The whole X screen as RGB rows.
+fn screenshot(display: &str, path: &Path) -> (u32, u32, Vec<u8>) {
+    let o = Command::new("import")
+        .args(["-window", "root", "-depth", "8"])
+        .arg(format!("PNG24:{}", path.display()))
+        .env("DISPLAY", display)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut d = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
+    d.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut r = d.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let rgb: Vec<u8> = buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (info.width, info.height, rgb)
+}
+
+/// Mean absolute difference between the screenshot's region at (x, y) and
+/// the device frame (XRGB8888), per channel.
+fn region_diff(shot: &(u32, u32, Vec<u8>), x: u32, y: u32, frame: &[u8]) -> f64 {
+    let (sw, sh, rgb) = shot;
+    assert!(
+        x + DEV_W <= *sw && y + DEV_H <= *sh,
+        "view outside the screen"
+    );
+    let mut sum = 0u64;
+    for row in 0..DEV_H {
+        for col in 0..DEV_W {
+            let s = (((y + row) * sw + x + col) * 3) as usize;
+            let f = ((row * DEV_W + col) * 4) as usize;
+            for (c, fc) in [(0, 2), (1, 1), (2, 0)] {
+                sum += u64::from(rgb[s + c].abs_diff(frame[f + fc]));
+            }
+        }
+    }
+    sum as f64 / f64::from(DEV_W * DEV_H * 3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
+    for tool in ["Xvfb", "xdotool", "import"] {
+        need(tool);
+    }
+    let out = artifacts();
+    let (_xvfb, display) = start_xvfb();
+
+    let screen = Synthetic::new(DEV_W, DEV_H);
+    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let ex = Expert::new();
+    let (_, file) = agent.invite("30m", PW).await;
+    let inv = ex.write("kiosk.shoulder", &file);
+    let pw = ex.write("pw", PW);
+    let mut ctl = agent.ctl().await;
+    let _ = ctl.request(&Request::Status).await.unwrap();
+
+    let mut gui = ex.command(&["open", &inv, "--password-file", &pw]);
+    gui.env("DISPLAY", &display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("LIBGL_ALWAYS_SOFTWARE", "1")
+        .env("SHOULDER_TRACE_VIEW", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = gui.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _gui = Reaper(child);
+    let trace = Arc::new(Trace::default());
+    let log = Arc::new(Mutex::new(String::new()));
+    {
+        let (trace, log) = (trace.clone(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.strip_prefix("shoulder-")
+                    && let Some((k, v)) = rest.split_once(' ')
+                {
+                    trace.0.lock().unwrap().insert(k.to_string(), v.to_string());
+                }
+            }
+        });
+    }
+
+    // The person at the device accepts the view.
+    let ev = tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .unwrap_or_else(|_| panic!("no view request; app log:\n{}", log.lock().unwrap()))
+        .unwrap();
+    assert_eq!(ev["kind"], "view", "{ev}");
+    ctl.request(&Request::Accept).await.unwrap();
+    trace
+        .wait("the live view", |t| {
+            t.get("state").as_deref() == Some("viewing") && t.rect("view").is_some()
+        })
+        .await;
+
+    let window = {
+        let o = Command::new("xdotool")
+            .args(["search", "--sync", "--name", "^Shoulder$"])
+            .env("DISPLAY", &display)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .expect("the app window")
+            .to_string()
+    };
+    // Let the first frame reach the screen.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    screenshot(&display, &out.join("1-viewing-fit.png"));
+
+    // Request control with the toolbar button; the person accepts.
+    let (x, y, w, h) = trace.rect("button-request-control").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    let ev = tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .expect("the click did not request control")
+        .unwrap();
+    assert_eq!(ev["kind"], "control", "{ev}");
+    ctl.request(&Request::Accept).await.unwrap();
+    trace
+        .wait("control", |t| {
+            t.get("state").as_deref() == Some("controlling")
+        })
+        .await;
+
+    // 1:1, so the screenshot can be compared pixel for pixel.
+    let (x, y, w, h) = trace.rect("button-one-to-one").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    trace
+        .wait("the 1:1 view", |t| {
+            t.rect("view")
+                .is_some_and(|(_, _, w, h)| w as u32 == DEV_W && h as u32 == DEV_H)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_frame = screen.frame();
+    let (vx, vy, _, _) = trace.rect("view").unwrap();
+    let before = screenshot(&display, &out.join("2-controlling-1to1.png"));
+    let d = region_diff(&before, vx as u32, vy as u32, &before_frame);
+    assert!(
+        d < 1.0,
+        "the window does not show the device screen (mean diff {d})"
+    );
+    assert_eq!(screen.controls.counter(), 0);
+
+    // Click the kiosk's counter button in the window.
+    let (cx, cy) = screen.controls.counter_button_centre();
+    click(&display, &window, vx + f32::from(cx), vy + f32::from(cy));
+    let t0 = Instant::now();
+    while screen.controls.counter() == 0 {
+        assert!(t0.elapsed() < WAIT, "the click never reached the device");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(screen.controls.counter(), 1);
+    let after_frame = screen.frame();
+    assert_ne!(
+        after_frame, before_frame,
+        "the counter changed the device screen"
+    );
+
+    // The window shows the changed screen.
+    let t0 = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let shot = screenshot(&display, &out.join("3-counter-clicked.png"));
+        let d_after = region_diff(&shot, vx as u32, vy as u32, &after_frame);
+        let d_before = region_diff(&shot, vx as u32, vy as u32, &before_frame);
+        if d_after < 1.0 && d_after < d_before {
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "the window never showed the new counter (diff to new {d_after}, to old {d_before})"
+        );
+    }
+
+    // Disconnect with the toolbar button: the device sees the session end.
+    let (x, y, w, h) = trace.rect("button-disconnect").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    tokio::time::timeout(WAIT, ctl.wait_event("session-ended"))
+        .await
+        .expect("disconnect did not end the session")
+        .unwrap();
+    trace
+        .wait("the ended screen", |t| {
+            t.get("state").as_deref() == Some("ended")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("4-ended.png"));
+    agent.stop().await;
+}
