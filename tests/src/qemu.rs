@@ -1,6 +1,7 @@
 //! Boots the QEMU test image (built by `image/build`) and drives it: QMP
 //! screendumps, absolute pointer, buttons and keys through
-//! `input-send-event`, the serial console log, shutdown.
+//! `input-send-event`, the serial console log, shell commands in the guest
+//! ([`Vm::exec`], through a virtio serial port), shutdown.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -49,6 +50,8 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_SCREENDUMP_BYTES: usize = 8192 * 8192 * 3;
 /// How often the serial log is re-read while waiting for a line.
 const SERIAL_POLL: Duration = Duration::from_millis(20);
+/// Longest output of one [`Vm::exec`] kept (a bound on a runaway command).
+const MAX_EXEC_OUTPUT: usize = 4 * 1024 * 1024;
 /// Attempts to start QEMU when the chosen free port was taken meanwhile.
 const PORT_ATTEMPTS: u32 = 3;
 
@@ -410,6 +413,15 @@ impl Qmp {
     }
 }
 
+/// What [`Vm::exec`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status of the command.
+    pub status: i32,
+    /// Its stdout and stderr, interleaved.
+    pub output: String,
+}
+
 /// A pointer button.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Button {
@@ -435,6 +447,8 @@ static VM_COUNTER: AtomicU32 = AtomicU32::new(0);
 pub struct Vm {
     child: Child,
     qmp: Option<QmpHandle>,
+    shell: Option<UnixStream>,
+    exec_count: u32,
     dir: PathBuf,
     serial: PathBuf,
     host_port: u16,
@@ -492,6 +506,8 @@ impl Vm {
         let host_port = free_port()?;
         let qmp_path = dir.join("qmp.sock");
         let serial = dir.join("serial.log");
+        let shell_path = dir.join("shell.sock");
+        let _ = std::fs::remove_file(&shell_path);
         let _ = std::fs::remove_file(&qmp_path);
         let _ = std::fs::remove_file(&serial);
         let stderr_path = dir.join("qemu.stderr");
@@ -540,6 +556,16 @@ impl Vm {
         .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
+        .args(["-device", "virtio-serial-pci"])
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=gshell,path={},server=on,wait=off",
+            shell_path.display()
+        ))
+        .args([
+            "-device",
+            "virtserialport,chardev=gshell,name=org.shoulder.shell",
+        ])
         .args(["-display", "none", "-no-reboot"])
         .args(&config.qemu_args)
         .stdin(Stdio::null())
@@ -549,6 +575,8 @@ impl Vm {
         let mut vm = Self {
             child,
             qmp: None,
+            shell: None,
+            exec_count: 0,
             dir: dir.to_path_buf(),
             serial,
             host_port,
@@ -584,8 +612,14 @@ impl Vm {
             std::thread::sleep(SERIAL_POLL);
         }
         loop {
-            if let Some(line) = vm.serial_log().lines().find(|l| l.contains(READY_MARKER)) {
+            let log = vm.serial_log();
+            let complete = log
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .find(|l| l.contains(READY_MARKER));
+            if let Some(line) = complete.map(str::trim_end) {
                 vm.ready_line = line.to_string();
+                vm.shell = Some(connect_guest_shell(&shell_path, deadline)?);
                 vm.boot_time = started.elapsed();
                 return Ok(vm);
             }
@@ -763,6 +797,81 @@ impl Vm {
         Ok(())
     }
 
+    /// Runs `command` with `sh` in the guest (as root, cwd `/`) and returns
+    /// its exit status and combined stdout/stderr. Commands run one at a
+    /// time; a command that does not finish within `timeout` is an error
+    /// (and the guest shell is left busy with it).
+    pub fn exec(&mut self, command: &str, timeout: Duration) -> Result<ExecOutput, VmError> {
+        use std::io::Read as _;
+        self.exec_count += 1;
+        let marker = format!("__shoulder_exec_{}__", self.exec_count);
+        let shell = self.shell.as_mut().ok_or_else(|| VmError::Io {
+            what: "guest shell".into(),
+            source: io::Error::new(io::ErrorKind::NotConnected, "no guest shell on ttyS1"),
+        })?;
+        // The command travels base64-encoded into a script file, so any
+        // quoting or newlines in it survive, and `exit` in it ends only that
+        // script; the marker line carries the status.
+        let script = format!(
+            "echo {} | base64 -d >/tmp/.exec.sh; sh /tmp/.exec.sh </dev/null 2>&1; \
+             printf '\\n%s %d\\n' {marker} $?\n",
+            base64(command.as_bytes())
+        );
+        shell
+            .write_all(script.as_bytes())
+            .map_err(io_err("writing to the guest shell"))?;
+        let deadline = Instant::now() + timeout;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(at) = text.find(&format!("\n{marker} ")) {
+                let rest = &text[at + marker.len() + 2..];
+                if let Some(end) = rest.find('\n') {
+                    let status = rest[..end].trim().parse().unwrap_or(-1);
+                    return Ok(ExecOutput {
+                        status,
+                        output: text[..at].to_string(),
+                    });
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(VmError::Timeout {
+                    what: format!("guest command {command:?}; output so far: {text}"),
+                    serial_tail: self.serial_tail(),
+                });
+            }
+            let shell = self.shell.as_mut().expect("checked above");
+            shell
+                .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
+                .map_err(io_err("guest shell timeout"))?;
+            match shell.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(VmError::Io {
+                        what: "guest shell".into(),
+                        source: io::Error::new(io::ErrorKind::UnexpectedEof, "closed"),
+                    });
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.len() > MAX_EXEC_OUTPUT {
+                        return Err(VmError::Io {
+                            what: format!("guest command {command:?}"),
+                            source: io::Error::other("output larger than 4 MiB"),
+                        });
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(io_err("reading the guest shell")(e)),
+            }
+        }
+    }
+
     /// Stops the VM (QMP `quit`, then kill if it lingers) and removes its
     /// temporary files.
     pub fn shutdown(mut self) {
@@ -803,6 +912,79 @@ pub fn abs_value(pos: u32, len: u32) -> u32 {
     }
     let pos = u64::from(pos.min(len - 1));
     (pos * u64::from(ABS_MAX)).div_ceil(u64::from(len - 1)) as u32
+}
+
+/// Connects to the guest shell (a virtio serial port) and checks that it
+/// answers: the guest restarts its shell while no host is connected, so
+/// ping until an answer comes back.
+fn connect_guest_shell(path: &Path, deadline: Instant) -> Result<UnixStream, VmError> {
+    use std::io::Read as _;
+    let what = || format!("connecting to the guest shell at {}", path.display());
+    let mut stream = UnixStream::connect(path).map_err(io_err(what()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(io_err(what()))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    for n in 0u32.. {
+        let pong = format!("__shoulder_shell_{n}__");
+        stream
+            .write_all(format!("echo {pong}\n").as_bytes())
+            .map_err(io_err(what()))?;
+        let ping_until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < ping_until {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(io_err(what())(e)),
+            }
+            if String::from_utf8_lossy(&buf).contains(&format!("{pong}\n")) {
+                // Answers to earlier pings may still come: wait for them and
+                // drop everything, so the first command's output is clean.
+                let quiet_until = Instant::now() + Duration::from_millis(200);
+                while Instant::now() < quiet_until {
+                    if let Ok(0) = stream.read(&mut chunk) {
+                        break;
+                    }
+                }
+                return Ok(stream);
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Err(VmError::Timeout {
+        what: "the guest shell to answer".into(),
+        serial_tail: String::from_utf8_lossy(&buf).into_owned(),
+    })
+}
+
+/// Standard base64 with padding (the guest decodes it with busybox).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn free_port() -> Result<u16, VmError> {
@@ -920,6 +1102,16 @@ mod tests {
                 assert_eq!(back, u64::from(pos), "len {len} pos {pos}");
             }
         }
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+        assert_eq!(base64(b"exit 3\n\xff"), "ZXhpdCAzCv8=");
     }
 
     #[test]

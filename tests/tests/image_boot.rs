@@ -123,6 +123,28 @@ fn counter_clicks_show(kiosk_args: &str, test: &str) {
 }
 
 #[test]
+fn image_guest_shell_runs_commands() {
+    let Some(image) = image_or_skip("image_guest_shell_runs_commands") else {
+        return;
+    };
+    let mut vm = Vm::boot(&image, VmConfig::default().env("KIOSK=0")).expect("boot");
+    assert!(vm.ready_line().contains("kiosk=no"), "{}", vm.ready_line());
+    let t = Duration::from_secs(10);
+    let release = vm.exec("uname -r", t).expect("uname");
+    assert_eq!(release.status, 0);
+    assert!(release.output.trim().ends_with("-amd64"), "{release:?}");
+    let devices = vm.exec("ls /dev/dri /dev/uinput", t).expect("ls");
+    assert!(devices.output.contains("card0"), "{devices:?}");
+    assert!(devices.output.contains("/dev/uinput"), "{devices:?}");
+    // Status and stderr come back; `exit` does not end the guest shell.
+    let failed = vm.exec("echo oops >&2; exit 3", t).expect("exit 3");
+    assert_eq!((failed.status, failed.output.trim()), (3, "oops"));
+    let net = vm.exec("ip -4 addr show eth0", t).expect("ip");
+    assert!(net.output.contains("10.0.2.15/24"), "{net:?}");
+    vm.shutdown();
+}
+
+#[test]
 fn image_kiosk_page_flipping_shows_and_counts_clicks() {
     counter_clicks_show(
         "--mode 1024x768",
