@@ -278,7 +278,8 @@ impl ScanoutAccess for FbdevSource {
             pixels: &mut bytes[v.start.min(len)..],
             geometry: v.geometry,
             pitch: v.pitch,
-            buffer_id: 0,
+            // Panning moves the visible area: a new "buffer" to draw into.
+            buffer_id: u32::try_from(v.start).unwrap_or(u32::MAX),
             _sync: None,
         })
     }

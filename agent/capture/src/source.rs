@@ -375,8 +375,9 @@ pub struct ScanoutMut<'a> {
     pub pixels: &'a mut [u8],
     pub geometry: ScreenGeometry,
     pub pitch: usize,
-    /// Identifies the buffer (DRM framebuffer id; 0 for fbdev). Changes when
-    /// the application flips to another buffer.
+    /// Identifies the buffer: the DRM framebuffer id, or for fbdev the byte
+    /// offset of the visible area in video memory. Changes when the
+    /// application flips (or pans) to another buffer.
     pub buffer_id: u32,
     pub(crate) _sync: Option<SyncGuard<'a>>,
 }
