@@ -23,6 +23,7 @@
 //! ```
 
 pub mod codes;
+pub mod control;
 pub mod holdback;
 pub mod hotkey;
 pub mod inject;
@@ -34,6 +35,7 @@ pub mod uinput;
 
 use std::path::PathBuf;
 
+pub use control::{InjectOutcome, InputControl, InputControlConfig, SinkFactory};
 pub use holdback::{DEFAULT_HOLDBACK, Holdback, HoldbackOutput};
 pub use hotkey::{Chord, HotkeyDetector, HotkeyError, Hotkeys};
 pub use inject::{

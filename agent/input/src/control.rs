@@ -1,0 +1,318 @@
+//! The glue between the device session machine and the input pieces, with
+//! no I/O of its own: feed it the machine's injection outputs and the local
+//! events, and feed what it returns back into the machine.
+//!
+//! | session output / event           | call                                  |
+//! | -------------------------------- | ------------------------------------- |
+//! | `DeviceOutput::EnableInjection(t)` | [`InputControl::enable`]            |
+//! | `DeviceOutput::Inject(ev)`       | [`InputControl::inject`]              |
+//! | `DeviceOutput::ReleaseAll`       | [`InputControl::release_all`]         |
+//! | `DeviceOutput::DisableInjection` | [`InputControl::disable`]             |
+//! | a [`LocalEvent`]                 | [`InputControl::local_event`]         |
+//! | the screen mode changed          | [`InputControl::set_screen`]          |
+//! | [`InputControl::poll_timeout`] passed | [`InputControl::handle_timeout`] |
+//! | agent shutdown                   | [`InputControl::shutdown`] (and drop) |
+//!
+//! After each call, hand every [`InputControl::poll_session_input`] to
+//! `DeviceSession::handle`: `LocalUserActive(_)` (local input wins),
+//! `Local(StopControlHotkey | End)` (hotkeys) and `InjectionFault(_)`
+//! (the virtual devices failed; the machine then ends control).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use shoulder_proto::consent::ControlConsent;
+use shoulder_proto::session::{DeviceInput, InjectEvent};
+
+use crate::holdback::{DEFAULT_HOLDBACK, Holdback, HoldbackOutput};
+use crate::hotkey::{HotkeyDetector, Hotkeys};
+use crate::inject::{InjectMode, Injected, ScreenSize, SinkStats};
+use crate::local::{LocalEvent, LocalEventKind};
+use crate::sink::InputSink;
+use crate::uinput::UinputSink;
+use crate::{InputError, RecordingSink};
+
+/// Makes the sink for one grant.
+pub type SinkFactory = Box<
+    dyn FnMut(&ControlConsent, InjectMode, ScreenSize) -> Result<Box<dyn InputSink>, InputError>
+        + Send,
+>;
+
+/// A factory for uinput sinks on `path` (usually
+/// [`DEFAULT_UINPUT_PATH`](crate::DEFAULT_UINPUT_PATH)).
+pub fn uinput_factory(path: impl Into<PathBuf>) -> SinkFactory {
+    let path = path.into();
+    Box::new(move |consent, mode, screen| {
+        let s = UinputSink::open(consent, &path, mode, screen.width, screen.height)?;
+        Ok(Box::new(s) as Box<dyn InputSink>)
+    })
+}
+
+/// A factory for recording sinks; `on_create` gets each sink's log.
+pub fn recording_factory(
+    mut on_create: impl FnMut(crate::RecordLog) + Send + 'static,
+) -> SinkFactory {
+    Box::new(move |consent, mode, screen| {
+        let s = RecordingSink::recording(consent, mode, screen.width, screen.height)?;
+        on_create(s.backend().log());
+        Ok(Box::new(s) as Box<dyn InputSink>)
+    })
+}
+
+/// Settings.
+#[derive(Debug, Clone, Copy)]
+pub struct InputControlConfig {
+    pub mode: InjectMode,
+    /// How long expert input waits after local activity (zero: never).
+    pub holdback: Duration,
+    pub hotkeys: Hotkeys,
+}
+
+impl Default for InputControlConfig {
+    fn default() -> Self {
+        Self {
+            mode: InjectMode::Pointer,
+            holdback: DEFAULT_HOLDBACK,
+            hotkeys: Hotkeys::default(),
+        }
+    }
+}
+
+/// What became of an expert event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectOutcome {
+    /// The sink took it (forwarded, or dropped as invalid).
+    Sink(Injected),
+    /// The person at the device is using it: dropped.
+    HeldBack,
+    /// Injection is off (no grant, or the devices failed).
+    Disabled,
+    /// The consent was withdrawn.
+    Refused,
+    /// The devices failed; the session is told and injection is off.
+    Failed,
+}
+
+struct Active {
+    consent: ControlConsent,
+    sink: Box<dyn InputSink>,
+}
+
+/// Injection, hold-back and hotkeys for one agent.
+pub struct InputControl {
+    factory: SinkFactory,
+    mode: InjectMode,
+    screen: ScreenSize,
+    active: Option<Active>,
+    holdback: Holdback,
+    hotkeys: HotkeyDetector,
+    out: VecDeque<DeviceInput>,
+    /// Stats of sinks already closed, added up.
+    past: SinkStats,
+}
+
+impl fmt::Debug for InputControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InputControl")
+            .field("mode", &self.mode)
+            .field("screen", &self.screen)
+            .field("active", &self.active.is_some())
+            .field("holdback", &self.holdback)
+            .finish()
+    }
+}
+
+/// Session inputs queued at most; each call queues a handful, and the glue
+/// drains after every call. Beyond this the oldest are dropped.
+const MAX_QUEUED: usize = 64;
+
+impl InputControl {
+    pub fn new(config: InputControlConfig, screen: ScreenSize, factory: SinkFactory) -> Self {
+        Self {
+            factory,
+            mode: config.mode,
+            screen,
+            active: None,
+            holdback: Holdback::new(config.holdback),
+            hotkeys: HotkeyDetector::new(config.hotkeys),
+            out: VecDeque::new(),
+            past: SinkStats::default(),
+        }
+    }
+
+    /// Control was granted: make the virtual devices. On failure the
+    /// session is told (`InjectionFault`) and ends control.
+    pub fn enable(&mut self, consent: ControlConsent) {
+        self.disable();
+        match (self.factory)(&consent, self.mode, self.screen) {
+            Ok(sink) => self.active = Some(Active { consent, sink }),
+            Err(e) => {
+                tracing::warn!("cannot create the virtual input devices: {e}");
+                self.push(DeviceInput::InjectionFault(format!(
+                    "cannot create the virtual input devices: {e}"
+                )));
+            }
+        }
+    }
+
+    /// An expert event to inject, unless the person at the device is using
+    /// it (then it is held back and dropped).
+    pub fn inject(&mut self, now: Instant, ev: InjectEvent) -> InjectOutcome {
+        self.drain_holdback(now);
+        if self.active.is_none() {
+            return InjectOutcome::Disabled;
+        }
+        let admitted = self.holdback.admit(now);
+        self.drain_holdback(now);
+        if !admitted {
+            return InjectOutcome::HeldBack;
+        }
+        let Some(active) = self.active.as_mut() else {
+            return InjectOutcome::Disabled;
+        };
+        match active.sink.inject(&active.consent, ev) {
+            Ok(r) => {
+                if let Injected::Dropped(reason) = r {
+                    tracing::debug!("expert input dropped: {reason}");
+                }
+                InjectOutcome::Sink(r)
+            }
+            Err(InputError::ControlWithdrawn | InputError::WrongGrant { .. }) => {
+                InjectOutcome::Refused
+            }
+            Err(e) => {
+                self.fault(e);
+                InjectOutcome::Failed
+            }
+        }
+    }
+
+    /// Releases everything the expert holds.
+    pub fn release_all(&mut self) {
+        if let Some(a) = &mut self.active
+            && let Err(e) = a.sink.release_all()
+        {
+            self.fault(e);
+        }
+    }
+
+    /// Control ended: release and destroy the devices.
+    pub fn disable(&mut self) {
+        if let Some(mut a) = self.active.take() {
+            if let Err(e) = a.sink.close() {
+                tracing::warn!("closing the virtual input devices: {e}");
+            }
+            self.add_past(a.sink.stats());
+        }
+    }
+
+    /// The agent stops: same as [`InputControl::disable`].
+    pub fn shutdown(&mut self) {
+        self.disable();
+    }
+
+    /// One event from the local devices: activity (hold-back) and hotkeys.
+    pub fn local_event(&mut self, now: Instant, ev: &LocalEvent) {
+        if ev.kind.is_activity() {
+            self.holdback.local_activity(now);
+        }
+        if let LocalEventKind::Key { code, down } = ev.kind
+            && let Some(d) = self.hotkeys.key(code, down)
+        {
+            tracing::info!("local hotkey: {d:?}");
+            self.push(DeviceInput::Local(d));
+        }
+        self.drain_holdback(now);
+    }
+
+    /// The screen size changed (mode set).
+    pub fn set_screen(&mut self, screen: ScreenSize) {
+        self.screen = screen;
+        if let Some(a) = &mut self.active
+            && let Err(e) = a.sink.set_screen(screen.width, screen.height)
+        {
+            self.fault(e);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.holdback.handle_timeout(now);
+        self.drain_holdback(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.holdback.poll_timeout()
+    }
+
+    /// The next input for the session machine.
+    pub fn poll_session_input(&mut self) -> Option<DeviceInput> {
+        self.out.pop_front()
+    }
+
+    /// Whether injection is on (devices exist).
+    pub fn is_enabled(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Whether the person at the device counts as active now.
+    pub fn is_local_active(&self) -> bool {
+        self.holdback.is_local_active()
+    }
+
+    /// The hotkeys, for the banner.
+    pub fn hotkeys(&self) -> &Hotkeys {
+        self.hotkeys.hotkeys()
+    }
+
+    /// Counters over every grant so far, plus events held back.
+    pub fn stats(&self) -> (SinkStats, u64) {
+        let mut s = self.past;
+        if let Some(a) = &self.active {
+            add(&mut s, a.sink.stats());
+        }
+        (s, self.holdback.held_back())
+    }
+
+    fn drain_holdback(&mut self, _now: Instant) {
+        while let Some(o) = self.holdback.poll_output() {
+            match o {
+                HoldbackOutput::ReleaseExpertInput => self.release_all(),
+                HoldbackOutput::LocalUserActive(a) => self.push(DeviceInput::LocalUserActive(a)),
+            }
+        }
+    }
+
+    fn fault(&mut self, e: InputError) {
+        tracing::warn!("expert input failed: {e}");
+        // Close now: nothing may stay held on a half-broken device.
+        self.disable();
+        self.push(DeviceInput::InjectionFault(e.to_string()));
+    }
+
+    fn push(&mut self, i: DeviceInput) {
+        if self.out.len() >= MAX_QUEUED {
+            self.out.pop_front();
+        }
+        self.out.push_back(i);
+    }
+
+    fn add_past(&mut self, s: SinkStats) {
+        add(&mut self.past, s);
+    }
+}
+
+impl Drop for InputControl {
+    fn drop(&mut self) {
+        self.disable();
+    }
+}
+
+fn add(to: &mut SinkStats, s: SinkStats) {
+    to.injected += s.injected;
+    to.dropped_unknown += s.dropped_unknown;
+    to.dropped_impossible += s.dropped_impossible;
+    to.clamped += s.clamped;
+    to.refused += s.refused;
+}
