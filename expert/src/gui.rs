@@ -929,7 +929,9 @@ impl App {
                 } else {
                     "Chat".into()
                 };
-                if ui.selectable_label(s.chat_open, chat_label).clicked() {
+                let r = ui.selectable_label(s.chat_open, chat_label);
+                tracer.rect("button-chat", r.rect, ppp);
+                if r.clicked() {
                     s.chat_open = !s.chat_open;
                     s.unread = 0;
                 }
@@ -971,13 +973,13 @@ impl App {
                     if ui.button("Back to start").clicked() {
                         back_to_start = true;
                     }
-                } else if {
+                } else {
                     let r = ui.button("Disconnect");
                     tracer.rect("button-disconnect", r.rect, ppp);
-                    r.clicked()
-                } {
-                    s.release_all();
-                    s.send(UserAction::Disconnect);
+                    if r.clicked() {
+                        s.release_all();
+                        s.send(UserAction::Disconnect);
+                    }
                 }
             });
         });
@@ -993,7 +995,7 @@ impl App {
                 if viewing {
                     ui.separator();
                     match stats.rtt {
-                        Some(r) => ui.label(format!("ping {} ms", r.as_millis())),
+                        Some(r) => ui.label(format_ping(r)),
                         None => ui.label("ping –"),
                     };
                     ui.label(format!("{:.0} fps", stats.fps));
@@ -1228,6 +1230,15 @@ fn draw_cursor(p: &egui::Painter, at: Pos2) {
         Color32::WHITE,
         egui::Stroke::new(1.0, Color32::BLACK),
     ));
+}
+
+fn format_ping(rtt: Duration) -> String {
+    let ms = rtt.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("ping {ms:.1} ms")
+    } else {
+        format!("ping {ms:.0} ms")
+    }
 }
 
 fn format_rate(bps: f64) -> String {

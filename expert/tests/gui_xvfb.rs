@@ -232,6 +232,13 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         .unwrap_or_else(|_| panic!("no view request; app log:\n{}", log.lock().unwrap()))
         .unwrap();
     assert_eq!(ev["kind"], "view", "{ev}");
+    trace
+        .wait("the waiting screen", |t| {
+            t.get("state").as_deref() == Some("waiting-for-consent")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("0-waiting-for-consent.png"));
     ctl.request(&Request::Accept).await.unwrap();
     trace
         .wait("the live view", |t| {
@@ -321,6 +328,32 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         );
     }
 
+    // Typing goes to the device by physical key: the kiosk's text field.
+    // No window manager under Xvfb: give the window the keyboard focus.
+    xdotool(&display, &["windowfocus", "--sync", &window]);
+    xdotool(&display, &["type", "--delay", "60", "hello 42"]);
+    let t0 = Instant::now();
+    while screen.controls.text() != "hello 42" {
+        assert!(
+            t0.elapsed() < WAIT,
+            "typed text did not arrive: {:?}",
+            screen.controls.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A chat line from the device; the chat panel shows it.
+    ctl.request(&Request::Chat {
+        text: "Thanks, I see you typing.".into(),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (x, y, w, h) = trace.rect("button-chat").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    screenshot(&display, &out.join("4-typed-and-chat.png"));
+
     // Disconnect with the toolbar button: the device sees the session end.
     let (x, y, w, h) = trace.rect("button-disconnect").unwrap();
     click(&display, &window, x + w / 2.0, y + h / 2.0);
@@ -334,6 +367,6 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         })
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    screenshot(&display, &out.join("4-ended.png"));
+    screenshot(&display, &out.join("5-ended.png"));
     agent.stop().await;
 }
