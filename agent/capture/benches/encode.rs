@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
-use shoulder_capture::{Encoder, Frame, PixelFormat, ScreenGeometry};
+use shoulder_capture::{Encoder, Frame, PixelFormat, Probing, ScreenGeometry};
 use shoulder_proto::consent::ViewConsent;
 
 /// Frames encoded per scenario (after the first, full one): enough for a
@@ -29,6 +29,8 @@ struct Row {
     bytes: Vec<usize>,
     rects: Vec<usize>,
     unchanged: Vec<Duration>,
+    /// Mean cost of an unchanged check with sparse probing.
+    probed: Duration,
 }
 
 fn median<T: Copy + Ord>(v: &[T]) -> T {
@@ -75,6 +77,7 @@ fn run(consent: &ViewConsent, sc: Scenario, w: u32, h: u32, frames: usize) -> Ro
         bytes: Vec::new(),
         rects: Vec::new(),
         unchanged: Vec::new(),
+        probed: Duration::ZERO,
     };
     for i in 1..=frames {
         seq.render(i, &mut buf);
@@ -93,6 +96,29 @@ fn run(consent: &ViewConsent, sc: Scenario, w: u32, h: u32, frames: usize) -> Ro
             "{sc}: an unchanged frame produced an update"
         );
     }
+    // Sparse probing on the last frame: the mean over whole cycles of
+    // probes and full compares.
+    let frame = Frame::new(&buf, g, pitch).expect("scenario frames fit");
+    let mut probing = Encoder::with_probing(Probing::default());
+    probing
+        .encode(consent, &frame, true)
+        .expect("consent is live");
+    // Median over cycles (a cycle: `full_every` checks, one of them full),
+    // so a preemption does not dominate the mean.
+    let cycle = Probing::default().full_every;
+    let cycles: Vec<Duration> = (0..REPEATS)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..cycle {
+                let u = probing
+                    .encode(consent, &frame, false)
+                    .expect("consent is live");
+                assert!(black_box(u).is_none());
+            }
+            t.elapsed()
+        })
+        .collect();
+    row.probed = median(&cycles) / cycle;
     row
 }
 
@@ -140,14 +166,14 @@ fn main() {
         ms(memcmp)
     );
     println!(
-        "| scenario | frames | encode median ms | encode p95 ms | encode max ms | bytes/frame mean | bytes/frame max | rects/frame mean | unchanged check median ms | unchanged / memcmp |"
+        "| scenario | frames | encode median ms | encode p95 ms | encode max ms | bytes/frame mean | bytes/frame max | rects/frame mean | unchanged check median ms | unchanged / memcmp | unchanged, probing ms (mean of a cycle) | probing / memcmp |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let n = r.frames.max(1);
         let unchanged = median(&r.unchanged);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} | {} | {:.2} |",
             r.name,
             r.frames,
             ms(median(&r.encode)),
@@ -158,6 +184,8 @@ fn main() {
             r.rects.iter().sum::<usize>() as f64 / n as f64,
             ms(unchanged),
             unchanged.as_secs_f64() / memcmp.as_secs_f64().max(1e-9),
+            ms(r.probed),
+            r.probed.as_secs_f64() / memcmp.as_secs_f64().max(1e-9),
         );
     }
 }

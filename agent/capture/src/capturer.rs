@@ -58,6 +58,14 @@ impl Capturer {
         }
     }
 
+    /// The same with sparse probing of unchanged screens (see
+    /// [`Encoder::with_probing`]): cheaper idle sessions, thin changes found
+    /// a few checks later.
+    pub fn with_probing(mut self, probing: crate::encoder::Probing) -> Self {
+        self.encoder = Encoder::with_probing(probing);
+        self
+    }
+
     /// The screen now (size and format as the source shows it).
     pub fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
         self.source.geometry()

@@ -126,11 +126,70 @@ pub struct Encoder {
     new_hashes: Vec<u64>,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
+    probing: Option<Probing>,
+    /// Incremental checks since the last full scan (probing only).
+    checks: u32,
+}
+
+/// Sparse probing of unchanged screens (see [`Encoder::with_probing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probing {
+    /// Compare every `stride`-th row per check, starting at a row that moves
+    /// on every check, so all rows are covered within `stride` checks.
+    pub stride: u32,
+    /// Every this many checks, compare all rows anyway: any change, however
+    /// thin, is found within this many checks.
+    pub full_every: u32,
+}
+
+impl Default for Probing {
+    /// One row in 16 (a typed character, a caret, a moved list: anything 16
+    /// rows tall is found at the first check), all rows every 8th check.
+    fn default() -> Self {
+        Self {
+            stride: 16,
+            full_every: 8,
+        }
+    }
 }
 
 impl Encoder {
+    /// An encoder that compares every row of every frame: any change is found
+    /// by the first check after it.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An encoder that checks frames sparsely (x11vnc's scan lines): an
+    /// unchanged frame costs about `1/stride` of a full compare, most changes
+    /// are still found at once, and a change that misses every probed row
+    /// (less than `stride` rows tall) is found within `full_every` checks.
+    /// When a probe finds a change, the whole frame is compared as usual.
+    pub fn with_probing(probing: Probing) -> Self {
+        Self {
+            probing: Some(Probing {
+                stride: probing.stride.max(1),
+                full_every: probing.full_every.max(1),
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Whether a sparse probe of `frame` sees no change (so a full compare
+    /// can be skipped this time).
+    fn probe_unchanged(&mut self, frame: &Frame<'_>) -> bool {
+        let Some(p) = self.probing else { return false };
+        self.checks = self.checks.wrapping_add(1);
+        if self.checks.is_multiple_of(p.full_every) {
+            return false;
+        }
+        let rb = frame.row_bytes();
+        // The probed rows move by a prime step per check, so successive
+        // checks do not keep hitting the same rows.
+        let phase = (self.checks.wrapping_mul(7) % p.stride) as usize;
+        (phase..frame.height() as usize)
+            .step_by(p.stride as usize)
+            .all(|y| frame.row(y as u32) == &self.shadow[y * rb..(y + 1) * rb])
     }
 
     /// The screen the expert currently has, once the first update was made.
@@ -201,6 +260,9 @@ impl Encoder {
             screen = self.screen_info();
             areas = vec![Area { x: 0, y: 0, w, h }];
         } else {
+            if !full && self.probe_unchanged(frame) {
+                return None;
+            }
             let changed = self.find_damage(frame);
             if !changed && !full {
                 return None;
@@ -844,6 +906,41 @@ mod tests {
             );
             assert!(enc.encode_frame(&frame, false).is_none());
         }
+    }
+
+    #[test]
+    fn probing_finds_thin_changes_within_full_every_checks() {
+        let (w, h) = (200u32, 100u32);
+        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let mut px = pattern(w, h, 4);
+        let probing = Probing::default();
+        let mut enc = Encoder::with_probing(probing);
+        let mut fb = None;
+        apply(
+            &mut fb,
+            &enc.encode_frame(&Frame::new(&px, g, 800).unwrap(), false)
+                .unwrap(),
+        );
+        // A tall change is found at the first check.
+        for y in 10..40 {
+            px[y * 800 + 4] ^= 1;
+        }
+        let u = enc
+            .encode_frame(&Frame::new(&px, g, 800).unwrap(), false)
+            .unwrap();
+        apply(&mut fb, &u);
+        // A one-pixel change may be missed by probes, but not for long.
+        px[57 * 800 + 8] ^= 0x40;
+        let frame = Frame::new(&px, g, 800).unwrap();
+        let found =
+            (1..=probing.full_every).find_map(|n| enc.encode_frame(&frame, false).map(|u| (n, u)));
+        let (_, u) = found.expect("found within full_every checks");
+        apply(&mut fb, &u);
+        assert_eq!(fb.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+        // A full request never relies on probes.
+        let mut enc = Encoder::with_probing(probing);
+        let _ = enc.encode_frame(&frame, false);
+        assert!(enc.encode_frame(&frame, true).is_some());
     }
 
     #[test]
