@@ -161,21 +161,22 @@ impl VDev {
         Ok(())
     }
 
-    fn release_and_destroy(&self) -> Result<(), InputError> {
+    fn release(&self) -> Result<(), InputError> {
         let releases = self.held.releases();
-        let released = if releases.is_empty() {
+        if releases.is_empty() {
             Ok(())
         } else {
             self.write(&releases)
-        };
-        let destroyed = self
-            .handle
+        }
+    }
+
+    fn destroy(&self) -> Result<(), InputError> {
+        self.handle
             .dev_destroy()
             .map_err(|source| InputError::Destroy {
                 device: self.kind.name(),
                 source,
-            });
-        released.and(destroyed)
+            })
     }
 }
 
@@ -202,18 +203,26 @@ impl Devices {
         self.list.iter().find(|d| d.kind == kind)
     }
 
-    /// Releases and destroys, once; later calls do nothing.
+    /// Releases everything on every device, then destroys them all; once,
+    /// later calls do nothing. Releasing first means no application sees a
+    /// device vanish while another still holds a key.
     fn release_and_destroy(&self) -> Result<(), InputError> {
         if self.destroyed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         let mut first = Ok(());
-        for d in &self.list {
-            if let Err(e) = d.release_and_destroy()
+        let mut keep = |r: Result<(), InputError>| {
+            if let Err(e) = r
                 && first.is_ok()
             {
                 first = Err(e);
             }
+        };
+        for d in &self.list {
+            keep(d.release());
+        }
+        for d in &self.list {
+            keep(d.destroy());
         }
         first
     }

@@ -6,6 +6,7 @@
 //! input-probe list [--dir DIR]
 //! input-probe inject-demo [--uinput PATH] [--touch] [--screen WxH] [--at X,Y]
 //!                         [--pause-ms MS] [--hold-key] [--linger-ms MS]
+//!                         [--panic]
 //! input-probe watch [--dir DIR] [--seconds S] [--grab-seconds G] [--screen WxH]
 //!                   [--holdback-ms MS] [--stop-hotkey CHORD] [--end-hotkey CHORD]
 //! input-probe dump PATH [--seconds S]
@@ -36,7 +37,7 @@ use shoulder_proto::session::{
 
 const USAGE: &str = "usage:
   input-probe list [--dir DIR]
-  input-probe inject-demo [--uinput PATH] [--touch] [--screen WxH] [--at X,Y] [--pause-ms MS] [--hold-key] [--linger-ms MS]
+  input-probe inject-demo [--uinput PATH] [--touch] [--screen WxH] [--at X,Y] [--pause-ms MS] [--hold-key] [--linger-ms MS] [--panic]
   input-probe watch [--dir DIR] [--seconds S] [--grab-seconds G] [--screen WxH] [--holdback-ms MS] [--stop-hotkey CHORD] [--end-hotkey CHORD]
   input-probe dump PATH [--seconds S]";
 
@@ -73,7 +74,7 @@ struct Opts {
 }
 
 impl Opts {
-    const SWITCHES: &[&str] = &["--touch", "--hold-key"];
+    const SWITCHES: &[&str] = &["--touch", "--hold-key", "--panic"];
 
     fn parse(args: &[String]) -> Self {
         let mut flags = Vec::new();
@@ -300,8 +301,20 @@ fn inject_demo(o: &Opts) -> Result<(), String> {
             key(KEY_I, false),
         ],
     )?;
-    if o.has("--hold-key") {
+    if o.has("--hold-key") || o.has("--panic") {
         step("holding A", &[key(KEY_A, true)])?;
+    }
+    if o.has("--panic") {
+        // The agent's panic hook: release and destroy before anything else.
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            shoulder_input::emergency_release();
+            println!("panic hook: released and destroyed the devices");
+            default(info);
+        }));
+        // Keep the sink alive across the panic so only the hook can act.
+        std::mem::forget(sink);
+        panic!("deliberate panic while holding A (--panic)");
     }
 
     // The person at the device stops control: the session releases, then
