@@ -21,6 +21,70 @@
 //!                 │ StopControlHotkey, End   │
 //!  evdev ─► LocalInput ─► LocalEvent ───────┴─► HotkeyDetector::key
 //! ```
+//!
+//! [`InputControl`] bundles the sink, the hold-back and the hotkeys behind
+//! the device session machine's outputs. The agent's glue, in short:
+//!
+//! ```no_run
+//! use std::time::Instant;
+//!
+//! use shoulder_input::control::uinput_factory;
+//! use shoulder_input::local::{self, LocalInput, LocalInputConfig, TouchChoice};
+//! use shoulder_input::{DEFAULT_UINPUT_PATH, InputControl, InputControlConfig, ScreenSize};
+//! use shoulder_proto::session::{DeviceOutput, DeviceSession};
+//!
+//! async fn glue(session: &mut DeviceSession, screen: ScreenSize) -> Result<(), shoulder_input::InputError> {
+//!     // Touch injection when the only local pointing devices are touchscreens.
+//!     let found = local::enumerate(local::DEFAULT_INPUT_DIR.as_ref()).unwrap_or_default();
+//!     let config = InputControlConfig {
+//!         mode: local::choose_inject_mode(TouchChoice::Auto, &found),
+//!         ..InputControlConfig::default() // 750 ms hold-back, Ctrl+Alt+Shift+S / +E
+//!     };
+//!     let mut input = InputControl::new(config, screen, uinput_factory(DEFAULT_UINPUT_PATH));
+//!     let mut local = LocalInput::start(LocalInputConfig::new(screen))?;
+//!     let mut grab = None;
+//!     loop {
+//!         let now = Instant::now();
+//!         while let Some(out) = session.poll_output() {
+//!             match out {
+//!                 DeviceOutput::EnableInjection(consent) => input.enable(consent),
+//!                 DeviceOutput::Inject(ev) => {
+//!                     input.inject(now, ev);
+//!                 }
+//!                 DeviceOutput::ReleaseAll => input.release_all(),
+//!                 DeviceOutput::DisableInjection => input.disable(),
+//!                 // Taps and keys answer the prompt, not the kiosk app.
+//!                 DeviceOutput::ShowPrompt(_) => grab = Some(local.grab()),
+//!                 DeviceOutput::HidePrompt => grab = None,
+//!                 _ => {}
+//!             }
+//!         }
+//!         while let Some(i) = input.poll_session_input() {
+//!             session.handle(now, i);
+//!         }
+//!         let wake = input.poll_timeout().map(tokio::time::Instant::from_std);
+//!         tokio::select! {
+//!             Some(ev) = local.next() => input.local_event(Instant::now(), &ev),
+//!             _ = async { tokio::time::sleep_until(wake.unwrap()).await }, if wake.is_some() => {
+//!                 input.handle_timeout(Instant::now())
+//!             }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! and once at start-up, so a panic anywhere releases what the expert holds:
+//!
+//! ```no_run
+//! let default = std::panic::take_hook();
+//! std::panic::set_hook(Box::new(move |info| {
+//!     shoulder_input::emergency_release();
+//!     default(info);
+//! }));
+//! ```
+//!
+//! Even without that, the kernel destroys the devices when the process dies
+//! (their file closes) and sends releases for keys still down.
 
 pub mod codes;
 pub mod control;

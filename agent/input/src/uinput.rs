@@ -7,7 +7,7 @@
 //! goes away with `UI_DEV_DESTROY` and closing the file. The ioctls go
 //! through input-linux's safe wrappers, except `UI_SET_PHYS`: input-linux
 //! encodes its argument size as one `char` where the kernel's request number
-//! says `char *`, so the kernel rejects it with EINVAL; [`ioctl::set_phys`]
+//! says `char *`, so the kernel rejects it with EINVAL; `ioctl::set_phys`
 //! issues it with the kernel's number.
 //!
 //! Besides the sink's own state, each device keeps a lock-free mirror of what
