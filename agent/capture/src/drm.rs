@@ -4,7 +4,8 @@
 //! plane's current framebuffer): applications page-flip between buffers, and
 //! some draw into one buffer without flipping, so neither "capture on flip"
 //! nor "capture once per buffer" would do. Each framebuffer is described with
-//! `GETFB2` (format, modifier, pitch, GEM handle) and mapped once, through
+//! `GETFB2` (format, modifier, pitch, GEM handle; `GETFB` on kernels before
+//! 5.7) and mapped once, through
 //! `MAP_DUMB` on the handle, or else PRIME export and an `mmap` of the dma-buf
 //! bracketed by `DMA_BUF_IOCTL_SYNC`. Mappings are cached per framebuffer id
 //! (bounded, least recently used goes) and dropped when the id disappears.
@@ -330,13 +331,7 @@ impl DrmSource {
 
     /// Index into `maps` of framebuffer `fb`, mapping it if new.
     fn mapping(&mut self, fb: u32) -> Result<usize, CaptureError> {
-        let info = match ffi::mode::get_framebuffer2(self.card.as_fd(), fb) {
-            Ok(i) => i,
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
-                return Err(Self::display_off(format!("framebuffer {fb} went away")));
-            }
-            Err(e) => return Err(self.io("GETFB2")(e)),
-        };
+        let info = self.framebuffer_info(fb)?;
         let handle = info.handles[0];
         // GETFB2 made new handles in our file; the mapping keeps at most the
         // first, the rest are closed now.
@@ -402,6 +397,54 @@ impl DrmSource {
                 Err(e)
             }
         }
+    }
+
+    /// `GETFB2`, or on kernels before 5.7 (no GETFB2) `GETFB` with the
+    /// format inferred from depth and bits per pixel (always linear then).
+    fn framebuffer_info(&self, fb: u32) -> Result<ffi::drm_mode_fb_cmd2, CaptureError> {
+        let errno = |e: &io::Error| e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+        let gone = || Self::display_off(format!("framebuffer {fb} went away"));
+        let e = match ffi::mode::get_framebuffer2(self.card.as_fd(), fb) {
+            Ok(i) => return Ok(i),
+            Err(e) => e,
+        };
+        match errno(&e) {
+            Some(rustix::io::Errno::NOENT) => return Err(gone()),
+            Some(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOTTY | rustix::io::Errno::NOSYS,
+            ) => {}
+            _ => return Err(self.io("GETFB2")(e)),
+        }
+        let v1 = match ffi::mode::get_framebuffer(self.card.as_fd(), fb) {
+            Ok(i) => i,
+            Err(e) if errno(&e) == Some(rustix::io::Errno::NOENT) => return Err(gone()),
+            Err(e) => return Err(self.io("GETFB")(e)),
+        };
+        let format = match (v1.bpp, v1.depth) {
+            (32, 24) => PixelFormat::Xrgb8888,
+            (32, 32) => PixelFormat::Argb8888,
+            (16, 16) => PixelFormat::Rgb565,
+            (bpp, depth) => {
+                if v1.handle != 0 {
+                    let _ = ffi::gem::close(self.card.as_fd(), v1.handle);
+                }
+                return Err(CaptureError::UnsupportedFormat {
+                    path: self.path.clone(),
+                    format: format!("{bpp} bits per pixel, depth {depth}"),
+                });
+            }
+        };
+        Ok(ffi::drm_mode_fb_cmd2 {
+            fb_id: fb,
+            width: v1.width,
+            height: v1.height,
+            pixel_format: format.fourcc(),
+            flags: 0,
+            handles: [v1.handle, 0, 0, 0],
+            pitches: [v1.pitch, 0, 0, 0],
+            offsets: [0; 4],
+            modifier: [0; 4],
+        })
     }
 
     fn layout(&self, info: &ffi::drm_mode_fb_cmd2) -> Result<FbLayout, CaptureError> {
@@ -490,7 +533,7 @@ impl DrmSource {
         let mut i = 0;
         while i < self.maps.len() {
             let fb = self.maps[i].fb;
-            match ffi::mode::get_framebuffer2(self.card.as_fd(), fb) {
+            match self.framebuffer_info(fb) {
                 Ok(info) => {
                     for h in info.handles {
                         if h != 0 {
