@@ -295,3 +295,13 @@ fn nothing_is_injected_without_a_grant() {
         "Ctrl+Alt+Shift+S"
     );
 }
+
+#[test]
+fn the_agent_can_move_these_across_tasks() {
+    fn send<T: Send>() {}
+    send::<InputControl>();
+    send::<shoulder_input::local::LocalInput>();
+    send::<shoulder_input::local::GrabGuard>();
+    send::<shoulder_input::UinputSink>();
+    send::<shoulder_input::RecordingSink>();
+}
