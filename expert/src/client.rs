@@ -165,6 +165,8 @@ pub struct View {
     /// Changed since the UI last took it; a new screen dirties all of it.
     pub dirty: Option<Dirty>,
     pub cursor: Option<CursorShape>,
+    /// Set when `cursor` changed, until the UI takes it.
+    pub cursor_changed: bool,
     pub cursor_pos: Option<(u16, u16, bool)>,
     pub stats: Stats,
 }
@@ -560,7 +562,11 @@ impl Driver<'_> {
                         });
                     }
                 }
-                ExpertEvent::CursorShape(c) => self.view.lock().cursor = Some(*c),
+                ExpertEvent::CursorShape(c) => {
+                    let mut v = self.view.lock();
+                    v.cursor = Some(*c);
+                    v.cursor_changed = true;
+                }
                 ExpertEvent::CursorPosition { x, y, visible } => {
                     self.view.lock().cursor_pos = Some((x, y, visible))
                 }

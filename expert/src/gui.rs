@@ -220,6 +220,7 @@ struct SessionUi {
     /// First contact: the device's fingerprint awaiting the expert's answer.
     confirm_device: Option<(String, Fingerprint)>,
     view_rect: Option<Rect>,
+    cursor_texture: Option<(TextureHandle, Vec2)>,
 }
 
 impl std::fmt::Debug for SessionUi {
@@ -269,6 +270,7 @@ impl SessionUi {
             last_pos: None,
             confirm_device: None,
             view_rect: None,
+            cursor_texture: None,
         }
     }
 
@@ -896,6 +898,7 @@ impl App {
 
         let mut back_to_start = false;
         let mut reconnect: Option<ConnectOptions> = None;
+        let mut retry_password = false;
         let viewing = matches!(s.phase, Phase::Viewing(_));
         let controlling = s.controlling();
 
@@ -1075,6 +1078,12 @@ impl App {
                     }
                 }
                 Phase::Ended(sentence) => {
+                    tracer.note(
+                        "ended",
+                        sentence
+                            .clone()
+                            .unwrap_or_else(|| "You disconnected.".into()),
+                    );
                     ui.vertical_centered(|ui| {
                         ui.add_space(ui.available_height() / 4.0);
                         let (text, color) = match &sentence {
@@ -1083,7 +1092,13 @@ impl App {
                         };
                         ui.label(RichText::new(text).size(18.0).color(color));
                         ui.add_space(12.0);
-                        if s.confirm_device.is_none() && ui.button("Connect again").clicked() {
+                        let invitation = matches!(s.opts.target, Target::Invitation(_));
+                        if invitation {
+                            if ui.button("Try again with another password").clicked() {
+                                retry_password = true;
+                            }
+                        } else if s.confirm_device.is_none() && ui.button("Connect again").clicked()
+                        {
                             reconnect = Some(s.opts.clone());
                         }
                     });
@@ -1110,7 +1125,17 @@ impl App {
             });
         }
 
-        if back_to_start {
+        if retry_password && let Screen::Session(s) = &self.screen {
+            let mut opts = s.opts.clone();
+            opts.password = None;
+            let mut form = StartForm::new();
+            if let Target::Invitation(inv) = &opts.target {
+                form.tab = StartTab::Invitation;
+                form.invitation = Some(Ok(((**inv).clone(), None)));
+            }
+            self.pending = Some(opts);
+            self.screen = Screen::Start(Box::new(form));
+        } else if back_to_start {
             self.screen = Screen::Start(Box::new(StartForm::new()));
         } else if let Some(o) = reconnect {
             self.connect(&ctx, o);
@@ -1134,14 +1159,38 @@ fn self_view(ui: &mut egui::Ui, s: &mut SessionUi) {
         let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
         ui.painter().image(tex.id(), rect, uv, Color32::WHITE);
         s.view_rect = Some(rect);
-        // The device's cursor, where the device says it is.
-        let cursor = s.handle.view.lock().cursor_pos;
+        // The device's cursor, where the device says it is, in its own
+        // image when the device sent one.
+        let (cursor, shape_changed) = {
+            let mut v = s.handle.view.lock();
+            let changed = std::mem::take(&mut v.cursor_changed);
+            let shape = if changed { v.cursor.clone() } else { None };
+            (v.cursor_pos, (changed, shape))
+        };
+        if let (true, shape) = shape_changed {
+            s.cursor_texture = shape.and_then(|c| cursor_texture(ui.ctx(), &c));
+        }
         if let Some((cx, cy, true)) = cursor {
+            let sx = rect.width() / w as f32;
+            let sy = rect.height() / h as f32;
             let p = Pos2::new(
-                rect.min.x + f32::from(cx) / w as f32 * rect.width(),
-                rect.min.y + f32::from(cy) / h as f32 * rect.height(),
+                rect.min.x + f32::from(cx) * sx,
+                rect.min.y + f32::from(cy) * sy,
             );
-            draw_cursor(ui.painter(), p);
+            match &s.cursor_texture {
+                Some((tex, hot)) => {
+                    let size = tex.size_vec2() * Vec2::new(sx, sy);
+                    let min = p - *hot * Vec2::new(sx, sy);
+                    let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+                    ui.painter().image(
+                        tex.id(),
+                        Rect::from_min_size(min, size),
+                        uv,
+                        Color32::WHITE,
+                    );
+                }
+                None => draw_cursor(ui.painter(), p),
+            }
         }
         if controlling {
             if response.clicked()
@@ -1216,6 +1265,27 @@ fn phase_name(p: &Phase) -> &'static str {
         }) => "local-user-active",
         Phase::Ended(_) => "ended",
     }
+}
+
+/// The device's cursor image (ARGB8888, bytes B,G,R,A) as a texture, with
+/// its hotspot.
+fn cursor_texture(
+    ctx: &egui::Context,
+    c: &shoulder_proto::CursorShape,
+) -> Option<(TextureHandle, Vec2)> {
+    let (w, h) = (usize::from(c.width), usize::from(c.height));
+    if w == 0 || h == 0 || c.pixels.0.len() != w * h * 4 {
+        return None;
+    }
+    let rgba: Vec<u8> = c
+        .pixels
+        .0
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0], p[3]])
+        .collect();
+    let img = ColorImage::from_rgba_unmultiplied([w, h], &rgba);
+    let tex = ctx.load_texture("device-cursor", img, TextureOptions::NEAREST);
+    Some((tex, Vec2::new(f32::from(c.hot_x), f32::from(c.hot_y))))
 }
 
 fn draw_cursor(p: &egui::Painter, at: Pos2) {

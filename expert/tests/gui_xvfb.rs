@@ -54,32 +54,32 @@ fn need(tool: &str) {
     );
 }
 
-/// Starts Xvfb on a free display; returns the process and `:N`.
+/// Starts Xvfb on a display it picks itself (`-displayfd`, so parallel
+/// tests never race for a number); returns the process and `:N`.
 fn start_xvfb() -> (Reaper, String) {
-    for n in 90..200 {
-        if Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-        {
-            continue;
-        }
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let reaper = Reaper(child);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-                return (reaper, display);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        drop(reaper);
-    }
-    panic!("no free X display between :90 and :199");
+    let mut child = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reaper = Reaper(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let n: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("Xvfb did not start (said {line:?})"));
+    (reaper, format!(":{n}"))
 }
 
 /// What the app's trace lines said, by key ("view", "state", …).
@@ -182,6 +182,79 @@ fn region_diff(shot: &(u32, u32, Vec<u8>), x: u32, y: u32, frame: &[u8]) -> f64 
     sum as f64 / f64::from(DEV_W * DEV_H * 3)
 }
 
+/// Starts the app with `args` on `display`; returns it, its trace and its log.
+fn launch(ex: &Expert, display: &str, args: &[&str]) -> (Reaper, Arc<Trace>, Arc<Mutex<String>>) {
+    let mut gui = ex.command(args);
+    gui.env("DISPLAY", display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("LIBGL_ALWAYS_SOFTWARE", "1")
+        .env("SHOULDER_TRACE_VIEW", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = gui.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let trace = Arc::new(Trace::default());
+    let log = Arc::new(Mutex::new(String::new()));
+    {
+        let (trace, log) = (trace.clone(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.strip_prefix("shoulder-")
+                    && let Some((k, v)) = rest.split_once(' ')
+                {
+                    trace.0.lock().unwrap().insert(k.to_string(), v.to_string());
+                }
+            }
+        });
+    }
+    (Reaper(child), trace, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+async fn gui_shows_why_a_session_ended() {
+    for tool in ["Xvfb", "import"] {
+        need(tool);
+    }
+    let out = artifacts();
+    let (_xvfb, display) = start_xvfb();
+    let agent = Agent::pattern(None, |_| {}).await;
+    let ex = Expert::new();
+    let pw = ex.write("pw", PW);
+    let bad = ex.write("bad", "guess");
+
+    // Wrong password.
+    let (_, file) = agent.invite("30m", PW).await;
+    let inv = ex.write("a.shoulder", &file);
+    let (gui, trace, _) = launch(&ex, &display, &["open", &inv, "--password-file", &bad]);
+    trace.wait("the end", |t| t.get("ended").is_some()).await;
+    let s = trace.get("ended").unwrap();
+    assert!(
+        s.starts_with("Wrong password (") && s.ends_with(" left)."),
+        "{s}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("ended-wrong-password.png"));
+    drop(gui);
+
+    // The person at the device declines.
+    let mut ctl = agent.ctl().await;
+    let _ = ctl.request(&Request::Status).await.unwrap();
+    let (gui, trace, _) = launch(&ex, &display, &["open", &inv, "--password-file", &pw]);
+    tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .unwrap()
+        .unwrap();
+    ctl.request(&Request::Decline).await.unwrap();
+    trace.wait("the end", |t| t.get("ended").is_some()).await;
+    assert_eq!(trace.get("ended").unwrap(), "The device declined.");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("ended-declined.png"));
+    drop(gui);
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
 async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
@@ -200,31 +273,7 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     let mut ctl = agent.ctl().await;
     let _ = ctl.request(&Request::Status).await.unwrap();
 
-    let mut gui = ex.command(&["open", &inv, "--password-file", &pw]);
-    gui.env("DISPLAY", &display)
-        .env_remove("WAYLAND_DISPLAY")
-        .env("LIBGL_ALWAYS_SOFTWARE", "1")
-        .env("SHOULDER_TRACE_VIEW", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = gui.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _gui = Reaper(child);
-    let trace = Arc::new(Trace::default());
-    let log = Arc::new(Mutex::new(String::new()));
-    {
-        let (trace, log) = (trace.clone(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(rest) = line.strip_prefix("shoulder-")
-                    && let Some((k, v)) = rest.split_once(' ')
-                {
-                    trace.0.lock().unwrap().insert(k.to_string(), v.to_string());
-                }
-            }
-        });
-    }
+    let (_gui, trace, log) = launch(&ex, &display, &["open", &inv, "--password-file", &pw]);
 
     // The person at the device accepts the view.
     let ev = tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
