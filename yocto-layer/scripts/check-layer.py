@@ -76,7 +76,9 @@ class Report:
         print(f"  ok: {msg}")
 
     def note(self, msg):
-        print(f"  note: {msg}")
+        if msg not in self.seen:
+            self.seen.add(msg)
+            print(f"  note: {msg}")
 
     def warn(self, msg):
         if msg not in self.seen:
@@ -359,7 +361,7 @@ def check_agent_toml(report):
     template = read_text(template_path)
     defaults = conf_defaults()
     demo = dict(defaults, SHOULDER_ENABLED="true", SHOULDER_PLANT_CA="plant-ca.pem",
-                SHOULDER_ALLOWED_EXPERTS="cn:Service-Desk sha256:00ff", SHOULDER_CONTROL_GROUP="kiosk")
+                SHOULDER_ALLOWED_EXPERTS="cn:Service-Desk sha256:f74b7e4b772c0352b71adb38ad7dd4126d16ad0c38170a9381cf119f96ed7b50", SHOULDER_CONTROL_GROUP="kiosk")
     if not os.path.isfile(example_path):
         report.warn(f"{rel(example_path)} does not exist yet: agent.toml keys cannot be compared")
         example = None
@@ -388,6 +390,48 @@ def check_agent_toml(report):
                                 f"{rel(example_path)} has a {type(example[key]).__name__}")
         report.ok(f"renders to valid TOML with the {label}"
                   + (f", keys and types match {rel(example_path)}" if example is not None else ""))
+        agent_parses(text, label, report)
+
+
+def agent_binary():
+    explicit = os.environ.get("SHOULDER_AGENT_BIN")
+    if explicit:
+        return explicit
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    built = os.path.join(target, "debug", "shoulder-agent")
+    return built if os.access(built, os.X_OK) else None
+
+
+def agent_parses(text, label, report):
+    """Let the agent itself read the rendered file, when a build of it is at hand.
+
+    `shoulder-agent fingerprint` loads the configuration first and then only
+    reads the device key: with an empty state directory, a good file ends in
+    the agent's "no device key" error and nothing is written anywhere.
+    """
+    binary = agent_binary()
+    if binary is None:
+        report.note("no shoulder-agent build found (target/debug or SHOULDER_AGENT_BIN): "
+                    "the agent's own parser was not run on the rendered agent.toml")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        state = os.path.join(tmp, "state")
+        text = text.replace('"/var/lib/shoulder', f'"{state}')
+        for ca in re.findall(r'"(/etc/shoulder/plant-ca/[^"]+)"', text):
+            local = os.path.join(tmp, os.path.basename(ca))
+            with open(local, "w") as f:
+                f.write("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+            text = text.replace(f'"{ca}"', f'"{local}"')
+        config = os.path.join(tmp, "agent.toml")
+        with open(config, "w") as f:
+            f.write(text)
+        result = subprocess.run([binary, "fingerprint", "--config", config], capture_output=True, text=True,
+                                timeout=60)
+        output = (result.stdout + result.stderr).strip()
+        if "no device key" in output and not os.path.exists(os.path.join(state, "device.key")):
+            report.ok(f"{rel(binary) if binary.startswith(REPO) else binary} accepts agent.toml with the {label}")
+        else:
+            report.fail(f"shoulder-agent ({binary}) rejects agent.toml rendered with the {label}: {output}")
 
 
 def check_units(report):
