@@ -22,7 +22,8 @@ SHOULDER_ENABLED ??= "false"
 SHOULDER_ALLOW_OFFERS ??= "true"
 SHOULDER_ALLOW_INVITATIONS ??= "true"
 SHOULDER_ALLOW_CONTROL ??= "true"
-# "drm", "fbdev" or "synthetic" (the agent's `capture` key).
+# The agent's `capture` key: "drm" (or "drm:/dev/dri/cardN"), "fbdev" or
+# "synthetic".
 SHOULDER_CAPTURE ??= "drm"
 # Group allowed on the control socket besides root; empty: root only.
 SHOULDER_CONTROL_GROUP ??= ""
