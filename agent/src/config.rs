@@ -166,17 +166,20 @@ impl Default for BannerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
-    /// `uinput` or `none` (view only in practice).
+    /// `uinput` or `none` (nothing is injected).
     pub inject: String,
-    /// evdev devices watched for the person at the device: `auto` or a list
-    /// of `/dev/input/event*` paths.
-    pub local_devices: Vec<String>,
+    /// Directory of the evdev devices of the person at the device (their
+    /// activity holds expert input back; the hotkeys come from them). Empty:
+    /// local input is not watched.
+    pub local_input: PathBuf,
     /// Grab local input devices while a prompt is open.
     pub grab_during_prompt: bool,
-    /// Key combination that stops control at once.
+    /// Key chord that takes control back at once.
     pub stop_hotkey: String,
-    /// How long the person at the device must be idle before expert input
-    /// flows again.
+    /// Key chord that ends the session at once.
+    pub end_hotkey: String,
+    /// How long after the person's last local input expert input flows
+    /// again.
     #[serde(deserialize_with = "de_duration")]
     pub local_idle: Duration,
 }
@@ -185,10 +188,11 @@ impl Default for InputConfig {
     fn default() -> Self {
         Self {
             inject: "uinput".into(),
-            local_devices: vec!["auto".into()],
+            local_input: shoulder_input::local::DEFAULT_INPUT_DIR.into(),
             grab_during_prompt: true,
-            stop_hotkey: "ctrl+alt+pause".into(),
-            local_idle: Duration::from_millis(1500),
+            stop_hotkey: shoulder_input::hotkey::DEFAULT_STOP_CONTROL.into(),
+            end_hotkey: shoulder_input::hotkey::DEFAULT_END_SESSION.into(),
+            local_idle: shoulder_input::DEFAULT_HOLDBACK,
         }
     }
 }
@@ -449,6 +453,27 @@ impl Config {
                 "use \"auto\", \"overlay\", \"vt\", \"plane\" or \"none\"",
             );
         }
+        if let Err(e) =
+            shoulder_input::Hotkeys::parse(&self.input.stop_hotkey, &self.input.end_hotkey)
+        {
+            return err(
+                "input",
+                "stop_hotkey",
+                e.to_string(),
+                "write chords like \"Ctrl+Alt+Shift+S\"; the two chords must differ",
+            );
+        }
+        if self.input.local_idle > shoulder_input::holdback::MAX_HOLDBACK {
+            return err(
+                "input",
+                "local_idle",
+                format!(
+                    "{} is longer than 10s",
+                    format_duration(self.input.local_idle)
+                ),
+                "use e.g. \"750ms\"",
+            );
+        }
         if !["uinput", "none"].contains(&self.input.inject.as_str()) {
             return err(
                 "input",
@@ -605,9 +630,10 @@ mod tests {
             "presenter",
             "scale",
             "inject",
-            "local_devices",
+            "local_input",
             "grab_during_prompt",
             "stop_hotkey",
+            "end_hotkey",
             "local_idle",
         ] {
             assert!(

@@ -158,25 +158,34 @@ fn run(config: Config) -> Result<(), AgentError> {
         source: std::io::Error::other(e),
     })?;
     rt.block_on(async move {
+        // Watch the signals before anything starts, so a SIGTERM during
+        // start-up is a clean stop too.
+        let shutdown = shutdown_signal();
         let listeners = shoulder_agent::bind(&config.listen)?;
         let backends = shoulder_agent::wiring::backends(&config);
-        shoulder_agent::run(listeners, config, backends, shutdown_signal()).await
+        shoulder_agent::run(listeners, config, backends, shutdown).await
     })
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM/SIGINT; the agent stops only when killed");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

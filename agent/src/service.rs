@@ -344,6 +344,8 @@ async fn connection(
         ignored: 0,
         phase: "",
         stop_seen: false,
+        local_active: false,
+        held_back: 0,
     };
     s.audit(
         "connect",
@@ -381,6 +383,9 @@ struct Session {
     ignored: u64,
     phase: &'static str,
     stop_seen: bool,
+    /// The person at the device is using local input: expert input waits.
+    local_active: bool,
+    held_back: u64,
 }
 
 impl Session {
@@ -546,6 +551,10 @@ impl Session {
                     }
                 }
                 DeviceOutput::Inject(event) => {
+                    if self.local_active {
+                        self.held_back += 1;
+                        continue;
+                    }
                     let Some(token) = self.control.take() else {
                         continue;
                     };
@@ -707,7 +716,17 @@ impl Session {
                 self.publish(json!({"event": "chat", "from": "device", "text": text}));
                 DeviceInput::SendChat(text)
             }
-            SessionCommand::UserActive(a) => DeviceInput::LocalUserActive(a),
+            SessionCommand::UserActive(a) => {
+                // Local input wins: the expert's held keys go up at once and
+                // their input is dropped until the person stops.
+                self.local_active = a;
+                if a && self.control.is_some()
+                    && let Err(e) = self.with_input(|i| i.release_all())
+                {
+                    tracing::warn!(error = %e, "releasing expert input failed");
+                }
+                DeviceInput::LocalUserActive(a)
+            }
         };
         self.machine.handle(Instant::now(), input);
     }
@@ -825,6 +844,7 @@ impl Session {
                 json!({"reason": format!("{reason:?}"), "detail": detail,
                     "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
                     "ignored_messages": self.ignored,
+                    "held_back_inputs": self.held_back,
                     "duration_ms": self.started.elapsed().as_millis() as u64}),
             ),
         };

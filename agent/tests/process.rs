@@ -35,6 +35,7 @@ iterations = 1
 
 [input]
 inject = "none"
+local_input = ""
 "#,
         d = dir.display()
     );

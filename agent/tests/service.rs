@@ -629,6 +629,124 @@ async fn shutdown_closes_the_session_with_a_reason() {
     assert_eq!(records.last().unwrap()["event"], "agent-stopped");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_input_wins_and_the_hotkey_stops_control() {
+    use shoulder_agent::backends::LocalEvent;
+    use shoulder_proto::session::LocalDecision;
+    let pki = Pki::new("Plant CA");
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    wait_consent_pending(&mut e).await;
+    // A tap on the banner answers the prompt.
+    agent
+        .local
+        .send(LocalEvent::Decision(LocalDecision::Accept))
+        .await
+        .unwrap();
+    wait_viewing(&mut e).await;
+    e.act(UserAction::RequestControl).await;
+    loop {
+        let asked = event(&mut device, "consent-requested").await;
+        if asked["kind"] == "control" {
+            break;
+        }
+    }
+    agent.ctl_ok(Request::Accept).await;
+    e.wait_for("control", |ev| {
+        is_state(ev, |s| {
+            matches!(
+                s,
+                ExpertState::Viewing {
+                    control: ControlState::Granted { .. }
+                }
+            )
+        })
+    })
+    .await;
+    // The person at the device uses the keyboard: the expert is told and
+    // their input is held back.
+    agent
+        .local
+        .send(LocalEvent::UserActive(true))
+        .await
+        .unwrap();
+    e.wait_for("local user active", |ev| {
+        is_state(ev, |s| {
+            matches!(
+                s,
+                ExpertState::Viewing {
+                    control: ControlState::Granted {
+                        local_user_active: true
+                    }
+                }
+            )
+        })
+    })
+    .await;
+    let key = Key {
+        code: 44,
+        down: true,
+    };
+    e.act(UserAction::Key(key)).await;
+    e.wait_updates(e.updates + 2).await;
+    assert!(
+        !agent
+            .sink
+            .events()
+            .contains(&Recorded::Injected(InjectEvent::Key(key)))
+    );
+    agent
+        .local
+        .send(LocalEvent::UserActive(false))
+        .await
+        .unwrap();
+    e.wait_for("local user idle", |ev| {
+        is_state(ev, |s| {
+            matches!(
+                s,
+                ExpertState::Viewing {
+                    control: ControlState::Granted {
+                        local_user_active: false
+                    }
+                }
+            )
+        })
+    })
+    .await;
+    e.act(UserAction::Key(key)).await;
+    let t0 = std::time::Instant::now();
+    while !agent
+        .sink
+        .events()
+        .contains(&Recorded::Injected(InjectEvent::Key(key)))
+    {
+        assert!(
+            t0.elapsed() < WAIT,
+            "key not injected after the person stopped"
+        );
+        e.wait_updates(e.updates + 1).await;
+    }
+    // The stop hotkey.
+    agent
+        .local
+        .send(LocalEvent::Decision(LocalDecision::StopControlHotkey))
+        .await
+        .unwrap();
+    e.wait_for("hotkey", |ev| {
+        matches!(ev, ExpertEvent::ControlEnded(ControlEndReason::Hotkey))
+    })
+    .await;
+    let records = agent.stop().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "control-revoked" && r["reason"] == "Hotkey")
+    );
+    let bye = records.iter().find(|r| r["event"] == "bye").unwrap();
+    assert_eq!(bye["held_back_inputs"], 1);
+}
+
 #[test]
 fn pattern_background_is_distinct_per_frame() {
     assert_ne!(PatternCapture::background(1), PatternCapture::background(2));

@@ -100,6 +100,8 @@ pub struct Agent {
     pub addr: SocketAddr,
     pub fingerprint: [u8; 32],
     pub sink: RecordingSink,
+    /// Banner taps, hotkeys and local activity, as the local backends send them.
+    pub local: tokio::sync::mpsc::Sender<shoulder_agent::backends::LocalEvent>,
     pub control: PathBuf,
     pub audit: PathBuf,
     pub config: Config,
@@ -139,7 +141,9 @@ impl Agent {
         let (id, _) = identity::ensure(&config.state_dir, "test-kiosk").unwrap();
         let listeners = shoulder_agent::bind(&config.listen).unwrap();
         let addr = listeners[0].local_addr().unwrap();
-        let (backends, sink) = Backends::for_tests(64, 48);
+        let (mut backends, sink) = Backends::for_tests(64, 48);
+        let (local, local_rx) = tokio::sync::mpsc::channel(16);
+        backends.local_events = Some(local_rx);
         let (stop_tx, stop_rx) = oneshot::channel();
         let cfg = config.clone();
         let task = tokio::spawn(async move {
@@ -160,6 +164,7 @@ impl Agent {
             fingerprint: id.fingerprint,
             sink,
             audit: config.audit_log.clone(),
+            local,
             control,
             config,
             dir,
