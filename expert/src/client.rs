@@ -796,23 +796,28 @@ pub fn save_png(fb: &Framebuffer, path: &std::path::Path) -> Result<(), ClientEr
 pub struct SessionHandle {
     pub actions: mpsc::Sender<UserAction>,
     pub view: SharedView,
+    /// Where a blocked send waits for room (the UI thread has no runtime).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl SessionHandle {
-    /// Queues an action; pointer moves are dropped when the queue is full,
-    /// everything else waits for room on a background task.
+    /// Queues an action without blocking the UI. When the queue is full,
+    /// plain pointer moves are dropped (the next one supersedes them);
+    /// everything else (keys, buttons, releases) waits for room on the
+    /// runtime, in order behind what is queued.
     pub fn send(&self, a: UserAction) {
         match self.actions.try_send(a) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(a)) => {
-                if !matches!(a, UserAction::Pointer(p) if p.buttons.0 == 0 && p.wheel == 0 && p.hwheel == 0)
-                {
+                let plain_move = matches!(
+                    a,
+                    UserAction::Pointer(p) if p.buttons.0 == 0 && p.wheel == 0 && p.hwheel == 0
+                );
+                if !plain_move {
                     let tx = self.actions.clone();
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        rt.spawn(async move {
-                            let _ = tx.send(a).await;
-                        });
-                    }
+                    self.runtime.spawn(async move {
+                        let _ = tx.send(a).await;
+                    });
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}

@@ -29,6 +29,9 @@ use crate::keymap::{SpecialKeys, evdev_code};
 use crate::target::{Target, host_port, read_invitation_file, split_host_port};
 use crate::trust::{AcceptNew, Fingerprint};
 
+/// Shown behind the first-contact question (the CLI's sentence names a flag).
+const UNKNOWN_DEVICE: &str =
+    "This device is not known yet — compare its fingerprint with the one shown on the device.";
 /// Recent devices kept on the start screen.
 const MAX_RECENT: usize = 10;
 /// Chat lines kept in the panel; older ones scroll away for good.
@@ -249,7 +252,11 @@ impl SessionUi {
             Target::Invitation(i) => i.device_name.to_string(),
         };
         Self {
-            handle: SessionHandle { actions: tx, view },
+            handle: SessionHandle {
+                actions: tx,
+                view,
+                runtime: rt.handle().clone(),
+            },
             events: erx,
             opts,
             phase: Phase::Connecting(String::new()),
@@ -341,6 +348,8 @@ impl SessionUi {
                     self.held = HeldInput::new();
                     if let Some(ClientError::UnknownDevice { host, got }) = &end {
                         self.confirm_device = Some((host.clone(), *got));
+                        self.phase = Phase::Ended(Some(UNKNOWN_DEVICE.into()));
+                        continue;
                     }
                     self.phase = Phase::Ended(end.map(|e| e.sentence()));
                 }
@@ -1113,7 +1122,9 @@ impl App {
                 ui.monospace(fp.to_string());
                 ui.label("Compare it with the fingerprint shown on the device (shoulder-agent status). Connect only if they are the same.");
                 ui.horizontal(|ui| {
-                    if ui.button("They match — trust and connect").clicked() {
+                    let r = ui.button("They match — trust and connect");
+                    tracer.rect("button-trust-device", r.rect, ppp);
+                    if r.clicked() {
                         let mut o = s.opts.clone();
                         o.accept_new = AcceptNew::Only(fp);
                         reconnect = Some(o);

@@ -380,9 +380,9 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     // Typing goes to the device by physical key: the kiosk's text field.
     // No window manager under Xvfb: give the window the keyboard focus.
     xdotool(&display, &["windowfocus", "--sync", &window]);
-    xdotool(&display, &["type", "--delay", "60", "hello 42"]);
+    xdotool(&display, &["type", "--delay", "60", "Hello 42!"]);
     let t0 = Instant::now();
-    while screen.controls.text() != "hello 42" {
+    while screen.controls.text() != "Hello 42!" {
         assert!(
             t0.elapsed() < WAIT,
             "typed text did not arrive: {:?}",
@@ -417,5 +417,89 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     screenshot(&display, &out.join("5-ended.png"));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+async fn gui_offer_asks_before_trusting_a_new_device() {
+    for tool in ["Xvfb", "xdotool", "import"] {
+        need(tool);
+    }
+    let out = artifacts();
+    let (_xvfb, display) = start_xvfb();
+    let ex = Expert::new();
+    let ca = ex.path("plant");
+    let id = ex.path("ann");
+    for args in [
+        vec!["pki", "init-ca", ca.to_str().unwrap()],
+        vec![
+            "pki",
+            "issue-expert",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--name",
+            "Ann Expert",
+            "--out",
+            id.to_str().unwrap(),
+        ],
+    ] {
+        let o = ex.command(&args).output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+    }
+    // Without the plant CA in the identity, the device is trusted on first
+    // contact, after asking.
+    std::fs::remove_file(id.join("ca.crt")).unwrap();
+    let agent = Agent::pattern(Some(&ca.join("ca.crt")), |_| {}).await;
+    let mut ctl = agent.ctl().await;
+    let _ = ctl.request(&Request::Status).await.unwrap();
+    let device = agent.addr.to_string();
+    let (_gui, trace, _) = launch(
+        &ex,
+        &display,
+        &["offer", &device, "--identity", id.to_str().unwrap()],
+    );
+    trace
+        .wait("the first-contact question", |t| {
+            t.rect("button-trust-device").is_some()
+        })
+        .await;
+    let asked = trace.get("ended").unwrap();
+    assert_eq!(
+        asked,
+        "This device is not known yet — compare its fingerprint with the one shown on the device."
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    screenshot(&display, &out.join("offer-first-contact.png"));
+
+    let window = {
+        let o = Command::new("xdotool")
+            .args(["search", "--sync", "--name", "^Shoulder$"])
+            .env("DISPLAY", &display)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .expect("the app window")
+            .to_string()
+    };
+    let (x, y, w, h) = trace.rect("button-trust-device").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    let ev = tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .expect("trusting the device did not connect")
+        .unwrap();
+    assert_eq!(ev["expert"], "Ann Expert", "{ev}");
+    ctl.request(&Request::Accept).await.unwrap();
+    trace
+        .wait("the live view", |t| {
+            t.get("state").as_deref() == Some("viewing")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    screenshot(&display, &out.join("offer-viewing.png"));
+    let known = std::fs::read_to_string(ex.path("config").join("known_devices")).unwrap();
+    assert!(known.starts_with(&format!("{device} ")), "{known}");
     agent.stop().await;
 }
