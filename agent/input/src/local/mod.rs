@@ -90,6 +90,22 @@ pub enum TouchChoice {
     Never,
 }
 
+impl std::str::FromStr for TouchChoice {
+    type Err = String;
+
+    /// `auto`, `always` or `never` (configuration files).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(TouchChoice::Auto),
+            "always" | "yes" | "true" => Ok(TouchChoice::Always),
+            "never" | "no" | "false" => Ok(TouchChoice::Never),
+            _ => Err(format!(
+                "touchscreen injection \"{s}\" is not one of auto, always, never"
+            )),
+        }
+    }
+}
+
 /// Picks the injection mode for `choice` given the local devices.
 pub fn choose_inject_mode(choice: TouchChoice, local: &[LocalDeviceInfo]) -> InjectMode {
     match choice {

@@ -514,3 +514,15 @@ fn start_outside_a_runtime_is_an_error() {
     let cfg = LocalInputConfig::new(ScreenSize::new(10, 10).unwrap());
     assert!(matches!(LocalInput::start(cfg), Err(InputError::NoRuntime)));
 }
+
+#[test]
+fn touch_choice_parses_from_config_words() {
+    assert_eq!("auto".parse::<TouchChoice>(), Ok(TouchChoice::Auto));
+    assert_eq!(" Always ".parse::<TouchChoice>(), Ok(TouchChoice::Always));
+    assert_eq!("never".parse::<TouchChoice>(), Ok(TouchChoice::Never));
+    let e = "sometimes".parse::<TouchChoice>().unwrap_err();
+    assert!(
+        e.contains("\"sometimes\"") && e.contains("auto, always, never"),
+        "{e}"
+    );
+}
