@@ -302,6 +302,7 @@ fn the_agent_can_move_these_across_tasks() {
     send::<InputControl>();
     send::<shoulder_input::local::LocalInput>();
     send::<shoulder_input::local::GrabGuard>();
+    send::<shoulder_input::local::LocalInputHandle>();
     send::<shoulder_input::UinputSink>();
     send::<shoulder_input::RecordingSink>();
 }

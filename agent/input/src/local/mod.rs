@@ -277,6 +277,14 @@ impl LocalInput {
         self.events.try_recv().ok()
     }
 
+    /// A handle for grabbing and screen changes from elsewhere (e.g. while
+    /// this reader is moved into its own task).
+    pub fn handle(&self) -> LocalInputHandle {
+        LocalInputHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Grabs every local device until the guard is dropped (guards nest).
     pub fn grab(&self) -> GrabGuard {
         GrabGuard::new(self.shared.clone())
@@ -289,12 +297,7 @@ impl LocalInput {
 
     /// The screen changed (mode set): positions scale to the new size.
     pub fn set_screen(&self, screen: ScreenSize) {
-        let mut ctx = self.shared.lock_context();
-        ctx.screen = screen;
-        ctx.cursor = (
-            ctx.cursor.0.min(screen.max_x()),
-            ctx.cursor.1.min(screen.max_y()),
-        );
+        set_screen(&self.shared, screen);
     }
 
     /// The devices being read.
@@ -314,6 +317,45 @@ impl Drop for LocalInput {
         // task; their devices close and the kernel drops any grab.
         self.task.abort();
     }
+}
+
+/// Grabs and screen changes for a [`LocalInput`] owned elsewhere. When the
+/// reader is dropped, grabbing through the handle has no effect (the devices
+/// are closed).
+#[derive(Debug, Clone)]
+pub struct LocalInputHandle {
+    shared: Arc<Shared>,
+}
+
+impl LocalInputHandle {
+    /// As [`LocalInput::grab`].
+    pub fn grab(&self) -> GrabGuard {
+        GrabGuard::new(self.shared.clone())
+    }
+
+    /// As [`LocalInput::is_grab_wanted`].
+    pub fn is_grab_wanted(&self) -> bool {
+        *self.shared.grab.borrow()
+    }
+
+    /// As [`LocalInput::set_screen`].
+    pub fn set_screen(&self, screen: ScreenSize) {
+        set_screen(&self.shared, screen);
+    }
+
+    /// As [`LocalInput::devices`].
+    pub fn devices(&self) -> Vec<LocalDeviceInfo> {
+        self.shared.lock_devices().clone()
+    }
+}
+
+fn set_screen(shared: &Shared, screen: ScreenSize) {
+    let mut ctx = shared.lock_context();
+    ctx.screen = screen;
+    ctx.cursor = (
+        ctx.cursor.0.min(screen.max_x()),
+        ctx.cursor.1.min(screen.max_y()),
+    );
 }
 
 /// Keeps the local devices grabbed while it lives.

@@ -500,6 +500,14 @@ async fn grab_guards_nest_and_release_on_drop() {
     assert!(r.is_err());
     assert!(!local.is_grab_wanted());
     assert!(local.devices().is_empty());
+    // Through a handle, as when the reader runs in its own task.
+    let handle = local.handle();
+    let g = handle.grab();
+    assert!(local.is_grab_wanted() && handle.is_grab_wanted());
+    drop(g);
+    assert!(!local.is_grab_wanted());
+    handle.set_screen(ScreenSize::new(10, 10).unwrap());
+    assert_eq!(local.shared.lock_context().cursor, (9, 9));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
