@@ -167,6 +167,14 @@ pub fn version_string() -> String {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    // Diagnostics (RUST_LOG, default warnings) on stderr; the last line of a
+    // failure is always the sentence.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let version: &'static str = Box::leak(version_string().into_boxed_str());
     let matches = Cli::command().version(version).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

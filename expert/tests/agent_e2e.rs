@@ -302,3 +302,72 @@ async fn offers_check_both_sides_certificates() {
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
+    let screen = common::Synthetic::new(320, 200);
+    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let ex = Expert::new();
+    let pw = ex.write("pw", PW);
+    let mut device = screen.frame();
+    for px in device.chunks_exact_mut(4) {
+        px[3] = 0;
+    }
+    let expected_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&device));
+
+    let (_, file) = agent.invite("30m", PW).await;
+    let inv = ex.write("w.shoulder", &file);
+    let stats = ex.path("stats.jsonl");
+    let answers = agent.answer_prompts(1, true).await;
+    let o = ex
+        .run(&[
+            "watch",
+            &inv,
+            "--password-file",
+            &pw,
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--frames",
+            "1",
+        ])
+        .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    answers.await.unwrap();
+    let line = std::fs::read_to_string(&stats).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["fb_hash"], expected_hash.as_str(), "{line}");
+    assert!(v["bytes"].as_u64().unwrap() > 0 && v["rects"].as_u64().unwrap() > 0);
+
+    let (_, file) = agent.invite("30m", PW).await;
+    let inv = ex.write("s.shoulder", &file);
+    let png_path = ex.path("s.png");
+    let answers = agent.answer_prompts(1, true).await;
+    let o = ex
+        .run(&[
+            "snapshot",
+            &inv,
+            "--password-file",
+            &pw,
+            "-o",
+            png_path.to_str().unwrap(),
+        ])
+        .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    answers.await.unwrap();
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (320, 200));
+    let rgb: Vec<u8> = device
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    assert!(
+        buf[..info.buffer_size()] == rgb[..],
+        "snapshot differs from the device screen"
+    );
+    agent.stop().await;
+}
