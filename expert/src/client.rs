@@ -182,10 +182,19 @@ impl SharedView {
     }
 }
 
-/// CLOCK_MONOTONIC in microseconds (what `watch --stats-json` records).
+/// CLOCK_MONOTONIC in microseconds (what `watch --stats-json` records), so
+/// other programs on the same machine can compare times with ours.
+#[cfg(unix)]
 pub fn monotonic_us() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (t.tv_sec as u64) * 1_000_000 + (t.tv_nsec as u64) / 1000
+}
+
+/// Without CLOCK_MONOTONIC: microseconds since this process first asked.
+#[cfg(not(unix))]
+pub fn monotonic_us() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
 /// xxh3-64 (seed 0) of the framebuffer as B,G,R,0 rows, 16 lowercase hex
