@@ -1,3 +1,4 @@
 //! End-to-end tests across crates.
 
+pub mod netsim;
 pub mod qemu;
