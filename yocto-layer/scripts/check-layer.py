@@ -517,15 +517,18 @@ def check_kas(report):
 
 def check_cargo_lock(report):
     print("Cargo.lock")
-    with open(os.path.join(REPO, "Cargo.lock"), "rb") as f:
-        lock = tomllib.load(f)
-    foreign = [f"{p.get('name')} {p.get('version')} ({p['source']})" for p in lock.get("package", [])
-               if "source" in p and "crates.io" not in p["source"]]
-    if foreign:
-        report.fail("packages from sources the recipes do not fetch (only crates.io is turned into crate:// "
-                    "entries): " + ", ".join(foreign) + "; publish them or vendor them into the workspace")
-    else:
-        report.ok("every external package comes from crates.io")
+    listed = git("ls-files", "-z", "--", "Cargo.lock", "*/Cargo.lock")
+    locks = [p for p in listed.stdout.decode().split("\0") if p.endswith("Cargo.lock")] or ["Cargo.lock"]
+    for path in locks:
+        with open(os.path.join(REPO, path), "rb") as f:
+            lock = tomllib.load(f)
+        foreign = [f"{p.get('name')} {p.get('version')} ({p['source']})" for p in lock.get("package", [])
+                   if "source" in p and "crates.io" not in p["source"]]
+        if foreign:
+            report.fail(f"{path}: packages from sources the recipes do not fetch (only crates.io is turned into "
+                        "crate:// entries): " + ", ".join(foreign) + "; publish them or vendor them into the tree")
+        else:
+            report.ok(f"{path}: every external package comes from crates.io")
     rust = workspace_manifest().get("workspace", {}).get("package", {}).get("rust-version")
     if rust:
         needed = tuple(int(x) for x in (rust.split(".") + ["0", "0"])[:3])
@@ -557,16 +560,21 @@ def check_srcrev(report, release):
     if git("merge-base", "--is-ancestor", rev, "HEAD").returncode != 0:
         report.fail(f"SHOULDER_SRCREV {rev[:12]} is not an ancestor of HEAD: pin a commit of the branch")
         return
-    pinned = git("show", f"{rev}:Cargo.lock")
-    with open(os.path.join(REPO, "Cargo.lock"), "rb") as f:
-        current = f.read()
-    if pinned.returncode != 0 or pinned.stdout != current:
-        message = (f"Cargo.lock at SHOULDER_SRCREV {rev[:12]} differs from the working tree's, which the crates "
-                   "include follows: a build of the pinned commit needs the include of that commit. "
+    listed = git("ls-files", "-z", "--", "Cargo.lock", "*/Cargo.lock")
+    locks = [p for p in listed.stdout.decode().split("\0") if p.endswith("Cargo.lock")] or ["Cargo.lock"]
+    differ = []
+    for path in locks:
+        pinned = git("show", f"{rev}:{path}")
+        with open(os.path.join(REPO, path), "rb") as f:
+            if pinned.returncode != 0 or pinned.stdout != f.read():
+                differ.append(path)
+    if differ:
+        message = (f"{', '.join(differ)} at SHOULDER_SRCREV {rev[:12]} differ from the working tree's, which the "
+                   "crates include follows: a build of the pinned commit needs the include of that commit. "
                    "Before a release, run scripts/set-srcrev (README.md, 'Updating the pinned commit')")
         (report.fail if release else report.note)(message)
     else:
-        report.ok(f"SHOULDER_SRCREV {rev[:12]} is on this branch and has the same Cargo.lock")
+        report.ok(f"SHOULDER_SRCREV {rev[:12]} is on this branch and has the same lock files")
 
 
 def main(argv):
