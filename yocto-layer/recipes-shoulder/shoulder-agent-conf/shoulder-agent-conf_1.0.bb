@@ -7,6 +7,7 @@ DESCRIPTION = "/etc/shoulder/agent.toml and the plant CA certificates the \
 SECTION = "net"
 
 require recipes-shoulder/include/shoulder-common.inc
+
 LICENSE = "MIT"
 # nooelint: oelint.var.licenseremotefile - the recipe's only sources are this layer's own files, licensed as the layer (MIT)
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
@@ -70,6 +71,12 @@ def shoulder_conf_sed(d):
         "ALLOWED_EXPERTS": shoulder_toml_list(d, (d.getVar('SHOULDER_ALLOWED_EXPERTS') or "").split(), 'SHOULDER_ALLOWED_EXPERTS'),
     }
     return " ".join("-e 's|@%s@|%s|g'" % (k, v) for k, v in sorted(subst.items()))
+
+# The helpers above read these through arguments, which bitbake's dependency
+# scan cannot follow: name them, so a changed policy rebuilds the package.
+do_install[vardeps] += "SHOULDER_ENABLED SHOULDER_ALLOW_OFFERS SHOULDER_ALLOW_INVITATIONS \
+                        SHOULDER_ALLOW_CONTROL SHOULDER_CAPTURE SHOULDER_CONTROL_GROUP \
+                        SHOULDER_PLANT_CA SHOULDER_ALLOWED_EXPERTS"
 
 do_install() {
     install -d ${D}${sysconfdir}/shoulder
