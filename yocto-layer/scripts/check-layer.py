@@ -569,7 +569,8 @@ def check_srcrev(report, release):
             if pinned.returncode != 0 or pinned.stdout != f.read():
                 differ.append(path)
     if differ:
-        message = (f"{', '.join(differ)} at SHOULDER_SRCREV {rev[:12]} differ from the working tree's, which the "
+        verb = "differs" if len(differ) == 1 else "differ"
+        message = (f"{', '.join(differ)} at SHOULDER_SRCREV {rev[:12]} {verb} from the working tree's, which the "
                    "crates include follows: a build of the pinned commit needs the include of that commit. "
                    "Before a release, run scripts/set-srcrev (README.md, 'Updating the pinned commit')")
         (report.fail if release else report.note)(message)
