@@ -437,6 +437,13 @@ def agent_parses(text, label, report):
 def check_units(report):
     print("systemd units")
     units = sorted(glob.glob(os.path.join(LAYER, "recipes-*", "*", "files", "*.service")))
+    for unit in units:
+        # Every setting is explained by a comment right above it.
+        previous = ""
+        for number, line in enumerate(read_text(unit).splitlines(), 1):
+            if line.strip() and not line.startswith(("#", "[")) and not previous.startswith("#"):
+                report.fail(f"{rel(unit)}:{number}: '{line}' has no comment above it saying why")
+            previous = line
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         report.note("systemd-analyze not installed: unit files not verified (apt-get install systemd)")
@@ -453,7 +460,7 @@ def check_units(report):
                 os.chmod(stub, 0o755)
             with open(os.path.join(tmp, name), "w") as f:
                 f.write(text)
-            # Units that order themselves against each other are verified together.
+            # All units are written before any is verified (they name each other).
         for unit in units:
             name = os.path.basename(unit)
             result = subprocess.run([analyze, "verify", "--man=no", os.path.join(tmp, name)],
