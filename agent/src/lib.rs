@@ -27,6 +27,7 @@ pub mod identity;
 pub mod invites;
 pub mod service;
 pub mod tls;
+pub mod ui;
 pub mod util;
 pub mod wiring;
 

@@ -4,115 +4,57 @@
 //! (uinput, consent-gated).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use shoulder_capture::{Encoder, FrameSource, SourceSpec};
-use shoulder_input::local::{LocalEventKind, LocalInput, LocalInputConfig};
-use shoulder_input::{
-    Holdback, HoldbackOutput, HotkeyDetector, Hotkeys, InjectMode, InputSink as _, ScreenSize,
-    Sink, UinputBackend,
-};
+use shoulder_input::{InjectMode, InputSink as _, Sink, UinputBackend};
 use shoulder_proto::consent::{ControlConsent, ViewConsent};
 use shoulder_proto::session::InjectEvent;
-use tokio::sync::mpsc;
 
 use crate::backends::{
-    Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LocalEvent,
-    LogPresenter, NullSink, ScreenCapture,
+    Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LogPresenter,
+    NullSink, ScreenCapture,
 };
 use crate::config::Config;
 
-/// The backends the config asks for. The banner presenter is not wired yet:
-/// prompts are logged and answered through the control socket. Local input
-/// (hotkeys, hold-back of expert input) is watched when configured; must be
-/// called inside a tokio runtime.
+/// The backends the config asks for: capture, uinput injection, and the
+/// banner with local input ([`crate::ui`]). Must be called inside a tokio
+/// runtime.
 pub fn backends(config: &Config) -> Backends {
     let input: Box<dyn InputSink> = match config.input.inject.as_str() {
         "none" => Box::new(NullSink),
         _ => Box::new(UinputInput::new(shoulder_input::DEFAULT_UINPUT_PATH)),
     };
+    let (presenter, local_events) = crate::ui::start(config);
     Backends {
         capture: Arc::new(Capture {
             spec: config.capture.clone(),
         }),
         input,
-        presenter: Box::new(LogPresenter),
-        local_events: start_local_input(config),
+        presenter: Box::new(Logged(presenter)),
+        local_events,
     }
 }
 
-/// Watches the local evdev devices: the stop/end hotkeys become decisions,
-/// activity holds expert input back for `local_idle`.
-pub fn start_local_input(config: &Config) -> Option<mpsc::Receiver<LocalEvent>> {
-    if config.input.local_input.as_os_str().is_empty() {
-        return None;
-    }
-    let hotkeys = match Hotkeys::parse(&config.input.stop_hotkey, &config.input.end_hotkey) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "bad hotkeys; local input is not watched");
-            return None;
-        }
-    };
-    // Positions matter only for banner taps; the size is updated per session.
-    let screen = ScreenSize::new(1920, 1080)?;
-    let mut cfg = LocalInputConfig::new(screen);
-    cfg.dir = config.input.local_input.clone();
-    let mut local = match LocalInput::start(cfg) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "local input is not watched (no hotkeys, no hold-back)");
-            return None;
-        }
-    };
-    let (tx, rx) = mpsc::channel(LOCAL_EVENTS);
-    let window = config.input.local_idle;
-    tokio::spawn(async move {
-        let mut hot = HotkeyDetector::new(hotkeys);
-        let mut hold = Holdback::new(window);
-        loop {
-            let timer = hold.poll_timeout();
-            tokio::select! {
-                ev = local.next() => {
-                    let Some(ev) = ev else { return };
-                    if let LocalEventKind::Key { code, down } = ev.kind
-                        && let Some(d) = hot.key(code, down)
-                        && tx.send(LocalEvent::Decision(d)).await.is_err()
-                    {
-                        return;
-                    }
-                    if ev.kind.is_activity() {
-                        hold.local_activity(Instant::now());
-                    }
-                }
-                _ = sleep_until(timer), if timer.is_some() => {
-                    hold.handle_timeout(Instant::now());
-                }
-            }
-            while let Some(o) = hold.poll_output() {
-                // Releasing the expert's input is done by the session when
-                // it hears the person is active.
-                if let HoldbackOutput::LocalUserActive(a) = o
-                    && tx.send(LocalEvent::UserActive(a)).await.is_err()
-                {
-                    return;
-                }
-            }
-        }
-    });
-    Some(rx)
-}
+/// Logs what the person at the device is shown, then shows it.
+struct Logged(Box<dyn crate::backends::Presenter>);
 
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-        None => std::future::pending().await,
+impl crate::backends::Presenter for Logged {
+    fn show_prompt(&mut self, p: &shoulder_proto::session::Prompt) {
+        LogPresenter.show_prompt(p);
+        self.0.show_prompt(p);
+    }
+    fn hide_prompt(&mut self) {
+        self.0.hide_prompt();
+    }
+    fn phase(&mut self, phase: &shoulder_proto::session::Phase) {
+        LogPresenter.phase(phase);
+        self.0.phase(phase);
+    }
+    fn chat(&mut self, from_expert: bool, text: &str) {
+        LogPresenter.chat(from_expert, text);
+        self.0.chat(from_expert, text);
     }
 }
-
-/// Local events queued for the agent (decisions and activity changes are
-/// rare; the reader drops and counts raw events beyond its own queue).
-const LOCAL_EVENTS: usize = 64;
 
 /// Opens a `shoulder-capture` source with a fresh encoder per viewing.
 #[derive(Debug, Clone)]

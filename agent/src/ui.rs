@@ -1,0 +1,385 @@
+//! The person at the device: the consent banner (`shoulder-banner`) and the
+//! local input devices (`shoulder-input`), in one task.
+//!
+//! - Session outputs (prompt, phase, chat) update a [`BannerState`]; the task
+//!   renders its view and shows it through a scanout presenter, again at
+//!   every countdown second, and takes it down when there is nothing to show.
+//! - While a prompt is open the local devices are grabbed (if configured and
+//!   a banner is on screen), and taps and Enter/Esc answer it.
+//! - The stop/end hotkeys become decisions; any local activity holds expert
+//!   input back for `local_idle`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use embedded_graphics::prelude::Point;
+use shoulder_banner::present::{
+    BannerPresenter, DrmScanoutPresenter, FbdevPresenter, PresentError, ScanoutThread,
+};
+use shoulder_banner::{
+    BannerState, KeyBindings, Layout, Renderer, ScreenSpec, Style, answer_key, answer_tap,
+};
+use shoulder_capture::SourceSpec;
+use shoulder_input::local::{
+    GrabGuard, LocalEventKind, LocalInput, LocalInputConfig, PointerButton,
+};
+use shoulder_input::{Holdback, HoldbackOutput, HotkeyDetector, Hotkeys, ScreenSize};
+use shoulder_proto::session::{Phase, Prompt};
+use tokio::sync::mpsc;
+
+use crate::backends::{LocalEvent, Presenter};
+use crate::config::Config;
+
+/// Session outputs queued for the banner (a handful per session step).
+const UI_QUEUE: usize = 64;
+/// Local events queued for the agent (decisions and activity changes are
+/// rare; the reader drops and counts raw events beyond its own queue).
+const LOCAL_EVENTS: usize = 64;
+/// Screen size assumed until the display tells (positions of taps only).
+const FALLBACK_SCREEN: (u16, u16) = (1920, 1080);
+
+enum UiCommand {
+    Prompt(Prompt),
+    HidePrompt,
+    Phase(Phase),
+    Chat(String),
+}
+
+/// The session side: forwards to the UI task without blocking.
+#[derive(Debug)]
+pub struct UiPresenter {
+    tx: mpsc::Sender<UiCommand>,
+}
+
+impl std::fmt::Debug for UiCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UiCommand::Prompt(_) => "Prompt",
+            UiCommand::HidePrompt => "HidePrompt",
+            UiCommand::Phase(_) => "Phase",
+            UiCommand::Chat(_) => "Chat",
+        })
+    }
+}
+
+impl UiPresenter {
+    fn send(&self, c: UiCommand) {
+        if let Err(e) = self.tx.try_send(c) {
+            tracing::warn!(error = %e, "banner update dropped");
+        }
+    }
+}
+
+impl Presenter for UiPresenter {
+    fn show_prompt(&mut self, prompt: &Prompt) {
+        self.send(UiCommand::Prompt(prompt.clone()));
+    }
+    fn hide_prompt(&mut self) {
+        self.send(UiCommand::HidePrompt);
+    }
+    fn phase(&mut self, phase: &Phase) {
+        self.send(UiCommand::Phase(phase.clone()));
+    }
+    fn chat(&mut self, from_expert: bool, text: &str) {
+        if from_expert {
+            self.send(UiCommand::Chat(text.to_string()));
+        }
+    }
+}
+
+/// The banner on screen: presenter and renderer for the current screen.
+struct Screen {
+    presenter: ScanoutThread,
+    renderer: Renderer,
+    layout: Option<Layout>,
+}
+
+/// Starts the banner and local input as configured. Returns the presenter
+/// for the session and the decisions/activity for the agent. Must be called
+/// inside a tokio runtime.
+pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<LocalEvent>>) {
+    let screen = open_banner(config);
+    let (w, h) = screen
+        .as_ref()
+        .map(|s| {
+            let spec = s.renderer.screen();
+            (
+                u16::try_from(spec.width).unwrap_or(u16::MAX),
+                u16::try_from(spec.height).unwrap_or(u16::MAX),
+            )
+        })
+        .unwrap_or(FALLBACK_SCREEN);
+    let local = open_local_input(config, w, h);
+    let hotkeys =
+        Hotkeys::parse(&config.input.stop_hotkey, &config.input.end_hotkey).unwrap_or_default();
+    let (ui_tx, ui_rx) = mpsc::channel(UI_QUEUE);
+    let (tx, rx) = mpsc::channel(LOCAL_EVENTS);
+    let task = UiTask {
+        screen,
+        state: BannerState::new(&config.input.stop_hotkey),
+        local,
+        grab_during_prompt: config.input.grab_during_prompt,
+        grab: None,
+        hot: HotkeyDetector::new(hotkeys),
+        hold: Holdback::new(config.input.local_idle),
+        keys: KeyBindings::default(),
+        tx,
+        prompt_open: false,
+    };
+    tokio::spawn(task.run(ui_rx));
+    (Box::new(UiPresenter { tx: ui_tx }), Some(rx))
+}
+
+fn open_banner(config: &Config) -> Option<Screen> {
+    let which = config.banner.presenter.as_str();
+    if which == "none" {
+        return None;
+    }
+    let opened: Result<ScanoutThread, String> = match (&config.capture, which) {
+        (_, "vt" | "plane") => Err(format!(
+            "banner presenter \"{which}\" is not available in this agent yet; use \"overlay\""
+        )),
+        (SourceSpec::Fbdev { device }, _) => FbdevPresenter::open(device)
+            .map_err(|e| e.to_string())
+            .and_then(|p| ScanoutThread::spawn(p).map_err(|e| e.to_string())),
+        (SourceSpec::Drm { device, connector }, _) => {
+            DrmScanoutPresenter::open_drm(device.as_deref(), connector.as_deref())
+                .map_err(|e| e.to_string())
+                .and_then(|p| ScanoutThread::spawn(p).map_err(|e| e.to_string()))
+        }
+        (spec, _) => Err(format!(
+            "capture {spec} has no screen to draw the banner on; prompts go to the control socket"
+        )),
+    };
+    let presenter = match opened {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "no on-screen banner");
+            return None;
+        }
+    };
+    let spec = match screen_spec(&config.capture) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no on-screen banner: the screen size is unknown");
+            return None;
+        }
+    };
+    match Renderer::new(spec, Style::default()) {
+        Ok(renderer) => Some(Screen {
+            presenter,
+            renderer,
+            layout: None,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "no on-screen banner");
+            None
+        }
+    }
+}
+
+/// The screen's size and format, read once from the capture source.
+fn screen_spec(spec: &SourceSpec) -> Result<ScreenSpec, String> {
+    use shoulder_banner::PixelFormat as B;
+    use shoulder_capture::PixelFormat as C;
+    let mut source = shoulder_capture::open(spec).map_err(|e| e.to_string())?;
+    let g = source.geometry().map_err(|e| e.to_string())?;
+    let format = match g.format {
+        C::Xrgb8888 => B::Xrgb8888,
+        C::Argb8888 => B::Argb8888,
+        C::Xbgr8888 => B::Xbgr8888,
+        C::Abgr8888 => B::Abgr8888,
+        C::Rgb565 => B::Rgb565,
+    };
+    Ok(ScreenSpec {
+        width: g.width,
+        height: g.height,
+        format,
+    })
+}
+
+fn open_local_input(config: &Config, w: u16, h: u16) -> Option<LocalInput> {
+    if config.input.local_input.as_os_str().is_empty() {
+        return None;
+    }
+    let mut cfg = LocalInputConfig::new(ScreenSize::new(w, h)?);
+    cfg.dir = config.input.local_input.clone();
+    match LocalInput::start(cfg) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "local input is not watched (no hotkeys, no taps, no hold-back)");
+            None
+        }
+    }
+}
+
+struct UiTask {
+    screen: Option<Screen>,
+    state: BannerState,
+    local: Option<LocalInput>,
+    grab_during_prompt: bool,
+    grab: Option<GrabGuard>,
+    hot: HotkeyDetector,
+    hold: Holdback,
+    keys: KeyBindings,
+    tx: mpsc::Sender<LocalEvent>,
+    prompt_open: bool,
+}
+
+impl UiTask {
+    async fn run(mut self, mut commands: mpsc::Receiver<UiCommand>) {
+        loop {
+            let now = Instant::now();
+            let redraw = self.screen.as_ref().and(self.state.next_change(now));
+            let timer = [redraw, self.hold.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                c = commands.recv() => {
+                    let Some(c) = c else { return };
+                    self.command(c);
+                    self.render();
+                }
+                ev = next_local(&mut self.local) => {
+                    match ev {
+                        Some(kind) => self.local_event(kind).await,
+                        None => self.local = None,
+                    }
+                }
+                _ = sleep_until(timer) => {
+                    self.hold.handle_timeout(Instant::now());
+                    self.render();
+                }
+            }
+            while let Some(o) = self.hold.poll_output() {
+                // The session releases the expert's input when it hears the
+                // person is active.
+                if let HoldbackOutput::LocalUserActive(a) = o {
+                    let _ = self.tx.send(LocalEvent::UserActive(a)).await;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, c: UiCommand) {
+        let now = Instant::now();
+        match c {
+            UiCommand::Prompt(p) => {
+                self.state.show_prompt(p);
+                self.prompt_open = true;
+            }
+            UiCommand::HidePrompt => {
+                self.state.hide_prompt();
+                self.prompt_open = false;
+            }
+            UiCommand::Phase(p) => {
+                if matches!(p, Phase::Closed { .. }) {
+                    self.prompt_open = false;
+                }
+                self.state.set_phase(p, now);
+            }
+            UiCommand::Chat(t) => self.state.chat(t, now),
+        }
+        // Grab only when the person can see what they are answering.
+        let want_grab = self.prompt_open && self.grab_during_prompt && self.screen.is_some();
+        match (&self.local, want_grab, self.grab.is_some()) {
+            (Some(l), true, false) => self.grab = Some(l.grab()),
+            (_, false, true) => self.grab = None,
+            _ => {}
+        }
+    }
+
+    fn render(&mut self) {
+        let Some(screen) = self.screen.as_mut() else {
+            return;
+        };
+        for e in screen.presenter.take_errors() {
+            if let PresentError::ScreenChanged { width, height } = e {
+                let spec = ScreenSpec {
+                    width,
+                    height,
+                    format: screen.renderer.screen().format,
+                };
+                match Renderer::new(spec, Style::default()) {
+                    Ok(r) => screen.renderer = r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot lay the banner out for the new screen")
+                    }
+                }
+            } else {
+                tracing::warn!(error = %e, "banner");
+            }
+        }
+        let view = self.state.view(Instant::now());
+        let result = if view.is_empty() {
+            screen.layout = None;
+            screen.presenter.hide()
+        } else {
+            match screen.renderer.render(&view) {
+                Ok(banner) => {
+                    screen.layout = Some(banner.layout.clone());
+                    screen.presenter.show(Arc::new(banner))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot render the banner");
+                    return;
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot show the banner");
+        }
+    }
+
+    async fn local_event(&mut self, kind: LocalEventKind) {
+        let mut decision = None;
+        match &kind {
+            LocalEventKind::Key { code, down } => {
+                decision = self.hot.key(*code, *down);
+                if decision.is_none()
+                    && *down
+                    && self.prompt_open
+                    && let Some(layout) = self.layout()
+                {
+                    decision = answer_key(layout, *code, &self.keys);
+                }
+            }
+            LocalEventKind::Button {
+                button: PointerButton::Left,
+                down: true,
+                x,
+                y,
+            } if self.prompt_open => {
+                if let Some(layout) = self.layout() {
+                    decision = answer_tap(layout, Point::new(i32::from(*x), i32::from(*y)));
+                }
+            }
+            _ => {}
+        }
+        if let Some(d) = decision {
+            let _ = self.tx.send(LocalEvent::Decision(d)).await;
+        } else if kind.is_activity() && !self.prompt_open {
+            // Answering a prompt is not using the device.
+            self.hold.local_activity(Instant::now());
+        }
+    }
+
+    fn layout(&self) -> Option<&Layout> {
+        self.screen.as_ref().and_then(|s| s.layout.as_ref())
+    }
+}
+
+async fn next_local(local: &mut Option<LocalInput>) -> Option<LocalEventKind> {
+    match local {
+        Some(l) => l.next().await.map(|e| e.kind),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
