@@ -67,26 +67,47 @@ struct Shared {
 }
 
 /// Binds TCP listeners for `addrs` (IPv6 ones IPv6-only, so `0.0.0.0:P`
-/// and `[::]:P` can both be listed). Needs a tokio runtime.
+/// and `[::]:P` can both be listed). An address whose family the kernel
+/// lacks (IPv6 compiled out) is skipped with a warning as long as another
+/// one binds. Needs a tokio runtime.
 pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, AgentError> {
-    addrs
-        .iter()
-        .map(|&addr| {
-            let err = |source| AgentError::Listen { addr, source };
-            let domain = socket2::Domain::for_address(addr);
-            let s =
-                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-                    .map_err(err)?;
-            if addr.is_ipv6() {
-                s.set_only_v6(true).map_err(err)?;
-            }
-            s.set_reuse_address(true).map_err(err)?;
-            s.set_nonblocking(true).map_err(err)?;
-            s.bind(&addr.into()).map_err(err)?;
-            s.listen(128).map_err(err)?;
-            TcpListener::from_std(s.into()).map_err(err)
-        })
-        .collect()
+    let mut listeners = Vec::new();
+    let mut skipped = Vec::new();
+    for &addr in addrs {
+        match bind_one(addr) {
+            Ok(l) => listeners.push(l),
+            Err(source) if family_unavailable(&source) => skipped.push((addr, source)),
+            Err(source) => return Err(AgentError::Listen { addr, source }),
+        }
+    }
+    if listeners.is_empty() && !skipped.is_empty() {
+        let (addr, source) = skipped.swap_remove(0);
+        return Err(AgentError::Listen { addr, source });
+    }
+    for (addr, e) in skipped {
+        tracing::warn!(%addr, error = %e, "not listening on this address: the kernel does not support it");
+    }
+    Ok(listeners)
+}
+
+/// EAFNOSUPPORT / EADDRNOTAVAIL: the address family or address is not
+/// there on this device.
+fn family_unavailable(e: &std::io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97;
+    e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    TcpListener::from_std(s.into())
 }
 
 /// Runs the agent on `listeners` until `shutdown` completes: every session
@@ -1085,6 +1106,18 @@ mod tests {
             r.failed(a, t0);
         }
         assert!(r.retry_after(b, t0).is_some());
+    }
+
+    #[tokio::test]
+    async fn unavailable_addresses_are_skipped_if_another_binds() {
+        let ok: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let absent: SocketAddr = "192.0.2.77:0".parse().unwrap();
+        let l = bind(&[absent, ok]).unwrap();
+        assert_eq!(l.len(), 1);
+        let e = bind(&[absent]).unwrap_err().to_string();
+        assert!(e.contains("192.0.2.77"), "{e}");
+        let taken = l[0].local_addr().unwrap();
+        assert!(bind(&[taken]).is_err(), "an address in use is an error");
     }
 
     #[test]

@@ -46,6 +46,14 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
     assert_eq!(asked["expert"], "Ann Expert");
     assert_eq!(asked["how"], "plant certificate");
 
+    // The control socket is for root and the configured group only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&agent.control)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+
     // Status shows who is waiting.
     let status = agent.ctl_ok(Request::Status).await;
     assert_eq!(status["session"]["expert"], "Ann Expert");
