@@ -9,6 +9,8 @@
 //! - The stop/end hotkeys become decisions; any local activity holds expert
 //!   input back for `local_idle`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,15 +22,13 @@ use shoulder_banner::{
     BannerState, KeyBindings, Layout, Renderer, ScreenSpec, Style, answer_key, answer_tap,
 };
 use shoulder_capture::SourceSpec;
-use shoulder_input::local::{
-    GrabGuard, LocalEventKind, LocalInput, LocalInputConfig, PointerButton,
-};
+use shoulder_input::local::{LocalEventKind, LocalInput, LocalInputConfig, PointerButton};
 use shoulder_input::{Holdback, HoldbackOutput, HotkeyDetector, Hotkeys, ScreenSize};
 use shoulder_proto::session::{Phase, Prompt};
 use tokio::sync::mpsc;
 
 use crate::backends::{LocalEvent, Presenter};
-use crate::config::Config;
+use crate::config::{Config, InputConfig};
 
 /// Session outputs queued for the banner (a handful per session step).
 const UI_QUEUE: usize = 64;
@@ -101,36 +101,75 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
     let screen = open_banner(config);
     let (w, h) = screen
         .as_ref()
-        .map(|s| {
-            let spec = s.renderer.screen();
+        .map(|(_, spec)| {
             (
                 u16::try_from(spec.width).unwrap_or(u16::MAX),
                 u16::try_from(spec.height).unwrap_or(u16::MAX),
             )
         })
         .unwrap_or(FALLBACK_SCREEN);
-    let local = open_local_input(config, w, h);
-    let hotkeys =
-        Hotkeys::parse(&config.input.stop_hotkey, &config.input.end_hotkey).unwrap_or_default();
+    let local = open_local_input(config, w, h).map(|l| Box::new(l) as Box<dyn LocalDevices>);
+    let (presenter, events) = start_with(screen, local, &config.input);
+    (presenter, Some(events))
+}
+
+/// Starts the UI task on a given banner thread (and its screen) and local
+/// devices; [`start`] opens them from the config, tests pass fakes.
+pub fn start_with(
+    screen: Option<(ScanoutThread, ScreenSpec)>,
+    local: Option<Box<dyn LocalDevices>>,
+    input: &InputConfig,
+) -> (Box<dyn Presenter>, mpsc::Receiver<LocalEvent>) {
+    let screen = screen.and_then(
+        |(presenter, spec)| match Renderer::new(spec, Style::default()) {
+            Ok(renderer) => Some(Screen {
+                presenter,
+                renderer,
+                layout: None,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no on-screen banner");
+                None
+            }
+        },
+    );
+    let hotkeys = Hotkeys::parse(&input.stop_hotkey, &input.end_hotkey).unwrap_or_default();
     let (ui_tx, ui_rx) = mpsc::channel(UI_QUEUE);
     let (tx, rx) = mpsc::channel(LOCAL_EVENTS);
     let task = UiTask {
         screen,
-        state: BannerState::new(&config.input.stop_hotkey),
+        state: BannerState::new(&input.stop_hotkey),
         local,
-        grab_during_prompt: config.input.grab_during_prompt,
+        grab_during_prompt: input.grab_during_prompt,
         grab: None,
         hot: HotkeyDetector::new(hotkeys),
-        hold: Holdback::new(config.input.local_idle),
+        hold: Holdback::new(input.local_idle),
         keys: KeyBindings::default(),
         tx,
         prompt_open: false,
     };
     tokio::spawn(task.run(ui_rx));
-    (Box::new(UiPresenter { tx: ui_tx }), Some(rx))
+    (Box::new(UiPresenter { tx: ui_tx }), rx)
 }
 
-fn open_banner(config: &Config) -> Option<Screen> {
+/// The local input devices as the UI task uses them.
+pub trait LocalDevices: Send {
+    /// The next event; None when the reader stopped.
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<LocalEventKind>> + Send + '_>>;
+    /// Grabs the devices until the returned guard is dropped.
+    fn grab(&self) -> Box<dyn Send>;
+}
+
+impl LocalDevices for LocalInput {
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<LocalEventKind>> + Send + '_>> {
+        Box::pin(async move { LocalInput::next(self).await.map(|e| e.kind) })
+    }
+    fn grab(&self) -> Box<dyn Send> {
+        Box::new(LocalInput::grab(self))
+    }
+}
+
+fn open_banner(config: &Config) -> Option<(ScanoutThread, ScreenSpec)> {
     let which = config.banner.presenter.as_str();
     if which == "none" {
         return None;
@@ -165,17 +204,7 @@ fn open_banner(config: &Config) -> Option<Screen> {
             return None;
         }
     };
-    match Renderer::new(spec, Style::default()) {
-        Ok(renderer) => Some(Screen {
-            presenter,
-            renderer,
-            layout: None,
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "no on-screen banner");
-            None
-        }
-    }
+    Some((presenter, spec))
 }
 
 /// The screen's size and format, read once from the capture source.
@@ -216,9 +245,9 @@ fn open_local_input(config: &Config, w: u16, h: u16) -> Option<LocalInput> {
 struct UiTask {
     screen: Option<Screen>,
     state: BannerState,
-    local: Option<LocalInput>,
+    local: Option<Box<dyn LocalDevices>>,
     grab_during_prompt: bool,
-    grab: Option<GrabGuard>,
+    grab: Option<Box<dyn Send>>,
     hot: HotkeyDetector,
     hold: Holdback,
     keys: KeyBindings,
@@ -370,9 +399,9 @@ impl UiTask {
     }
 }
 
-async fn next_local(local: &mut Option<LocalInput>) -> Option<LocalEventKind> {
+async fn next_local(local: &mut Option<Box<dyn LocalDevices>>) -> Option<LocalEventKind> {
     match local {
-        Some(l) => l.next().await.map(|e| e.kind),
+        Some(l) => l.next().await,
         None => std::future::pending().await,
     }
 }
