@@ -14,7 +14,27 @@
 //! ```
 //!
 //! The binary (`shoulder-agent run`) wires the real backends; tests call
-//! [`run`] in-process on port 0 with [`backends::Backends::for_tests`].
+//! [`run`] in-process on port 0 with [`backends::Backends::for_tests`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), shoulder_agent::AgentError> {
+//! use shoulder_agent::{Config, backends::Backends};
+//!
+//! let mut config = Config::load("/etc/shoulder/agent.toml".as_ref(), false)?;
+//! config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+//! let listeners = shoulder_agent::bind(&config.listen)?;
+//! let (backends, recorded_input) = Backends::for_tests(320, 200);
+//! // Or the real ones: shoulder_agent::wiring::backends(&config)
+//! shoulder_agent::run(listeners, config, backends, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+//!
+//! `run` returns when the shutdown future completes and every session has
+//! said goodbye (`ShuttingDown`), keys are released and the audit log is
+//! flushed.
 
 pub mod audit;
 pub mod backends;
