@@ -296,7 +296,7 @@ async fn connection(
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (ticket, mut evicted) = shared.pre_auth.admit();
+    let (ticket, mut evicted) = shared.pre_auth.admit(RateLimiter::key(peer.ip()));
     let _ = tcp.set_nodelay(true);
     let handshake =
         tokio::time::timeout(shared.config.pre_auth_timeout, shared.acceptor.accept(tcp));
@@ -962,9 +962,9 @@ fn audit_or_log(audit: &AuditLog, event: &str, ctx: &Context, fields: Value) {
     }
 }
 
-/// Unauthenticated connections in arrival order, each with its eviction
-/// signal.
-type Waiting = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
+/// Unauthenticated connections in arrival order: id, source (IPv6 by /64)
+/// and eviction signal.
+type Waiting = Arc<Mutex<VecDeque<(u64, IpAddr, oneshot::Sender<()>)>>>;
 
 /// Unauthenticated connections: at most `max` at once; a newcomer evicts
 /// the oldest, so idle or slow peers cannot keep a real expert out.
@@ -991,16 +991,27 @@ impl PreAuth {
         }
     }
 
-    fn admit(&self) -> (PreAuthTicket, oneshot::Receiver<()>) {
+    /// Admits a connection from `source`. When full, the oldest connection
+    /// of the source holding the most slots goes, so one flooding address
+    /// cannot push out a real expert's handshake.
+    fn admit(&self, source: IpAddr) -> (PreAuthTicket, oneshot::Receiver<()>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let mut w = lock(&self.waiting);
         while w.len() >= self.max {
-            if let Some((_, evict)) = w.pop_front() {
+            let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+            for (_, ip, _) in w.iter() {
+                *counts.entry(*ip).or_default() += 1;
+            }
+            let busiest = counts.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
+            let Some(pos) = w.iter().position(|(_, ip, _)| Some(*ip) == busiest) else {
+                break;
+            };
+            if let Some((_, _, evict)) = w.remove(pos) {
                 let _ = evict.send(());
             }
         }
-        w.push_back((id, tx));
+        w.push_back((id, source, tx));
         (
             PreAuthTicket {
                 id,
@@ -1014,7 +1025,7 @@ impl PreAuth {
 impl Drop for PreAuthTicket {
     fn drop(&mut self) {
         let mut w = lock(&self.waiting);
-        w.retain(|(id, _)| *id != self.id);
+        w.retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -1122,14 +1133,34 @@ mod tests {
 
     #[test]
     fn pre_auth_evicts_oldest() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let p = PreAuth::new(2);
-        let (_a, mut ra) = p.admit();
-        let (_b, mut rb) = p.admit();
-        let (_c, mut rc) = p.admit();
+        let (_a, mut ra) = p.admit(ip);
+        let (_b, mut rb) = p.admit(ip);
+        let (_c, mut rc) = p.admit(ip);
         assert!(ra.try_recv().is_ok());
         assert!(rb.try_recv().is_err());
         drop(_b);
-        let (_d, _) = p.admit();
+        let (_d, _) = p.admit(ip);
         assert!(rc.try_recv().is_err());
+    }
+
+    #[test]
+    fn pre_auth_evicts_from_the_flooding_source() {
+        let flood: IpAddr = "10.0.0.66".parse().unwrap();
+        let expert: IpAddr = "10.0.0.7".parse().unwrap();
+        let p = PreAuth::new(4);
+        let (_e, mut re) = p.admit(expert);
+        let mut floods = Vec::new();
+        for _ in 0..20 {
+            floods.push(p.admit(flood));
+        }
+        assert!(re.try_recv().is_err(), "the expert's handshake survives");
+        let evicted = floods
+            .iter_mut()
+            .map(|(_, r)| r.try_recv().is_ok())
+            .filter(|&gone| gone)
+            .count();
+        assert_eq!(evicted, 17);
     }
 }
