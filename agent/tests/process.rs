@@ -17,6 +17,17 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoulder-agent");
 
+/// The agent command: this build's binary, or `SHOULDER_AGENT_BIN` (e.g.
+/// "qemu-aarch64-static target/aarch64-unknown-linux-musl/small/shoulder-agent"
+/// to run these tests against a cross-built static binary).
+fn agent_command() -> Command {
+    let spec = std::env::var("SHOULDER_AGENT_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut words = spec.split_whitespace();
+    let mut c = Command::new(words.next().unwrap_or(BIN));
+    c.args(words);
+    c
+}
+
 fn write_config(dir: &Path) -> PathBuf {
     let p = dir.join("agent.toml");
     let text = format!(
@@ -44,7 +55,7 @@ local_input = ""
 }
 
 async fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    let out = agent_command()
         .arg("--config")
         .arg(config)
         .args(args)
@@ -61,7 +72,7 @@ async fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
 
 async fn spawn_agent(config: &Path, dir: &Path) -> (Child, std::net::SocketAddr, [u8; 32]) {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let child = Command::new(BIN)
+    let child = agent_command()
         .arg("--config")
         .arg(config)
         .arg("run")
