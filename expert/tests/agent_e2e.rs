@@ -163,7 +163,7 @@ async fn a_second_expert_is_told_the_device_is_busy() {
     let second = ex.write("second.shoulder", &second);
     let answers = agent.answer_prompts(1, true).await;
     let stats = ex.path("stats.jsonl");
-    let mut watcher = ex
+    let watcher = ex
         .command(&[
             "watch",
             &first,
@@ -174,6 +174,7 @@ async fn a_second_expert_is_told_the_device_is_busy() {
             "--duration",
             "20",
         ])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the first expert sees the screen.
@@ -206,10 +207,10 @@ async fn a_second_expert_is_told_the_device_is_busy() {
     );
     // The person at the device ends the first session: watch reports it.
     agent.ctl_ok(Request::End).await;
-    let status = tokio::task::spawn_blocking(move || watcher.wait().unwrap())
+    let o = tokio::task::spawn_blocking(move || watcher.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(!status.success(), "an ended session is not a success");
+    assert_fails_with(&o, "The person at the device ended the session.");
     let lines = std::fs::read_to_string(&stats).unwrap();
     for l in lines.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -368,6 +369,55 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
     assert!(
         buf[..info.buffer_size()] == rgb[..],
         "snapshot differs from the device screen"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plant_signed_device_is_trusted_without_asking() {
+    let ex = Expert::new();
+    let (ca, ann) = plant(&ex, "plant", "Ann Expert");
+    let ca_crt = std::path::Path::new(&ca).join("ca.crt");
+    let shoulder = env!("CARGO_BIN_EXE_shoulder");
+    let config_dir = ex.path("config");
+    let ca2 = ca.clone();
+    let (backends, _) = shoulder_agent::Backends::for_tests(64, 48);
+    let agent = Agent::start_prepared(
+        Some(&ca_crt),
+        backends,
+        |_| {},
+        move |state| {
+            // The device's CSR, signed with `shoulder pki sign-device`, replaces
+            // its self-signed certificate.
+            let csr = state.join("device.csr");
+            shoulder_agent::identity::csr_for_existing(state, "test-kiosk", &csr).unwrap();
+            let o = std::process::Command::new(shoulder)
+                .args(["pki", "sign-device", "--ca", &ca2, csr.to_str().unwrap()])
+                .args(["--out", state.join("device.crt").to_str().unwrap()])
+                .env("SHOULDER_CONFIG_DIR", &config_dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+        },
+    )
+    .await;
+    let answers = agent.answer_prompts(1, true).await;
+    let png = ex.path("p.png");
+    let o = ex
+        .run(&[
+            "snapshot",
+            &agent.addr.to_string(),
+            "--identity",
+            &ann,
+            "-o",
+            png.to_str().unwrap(),
+        ])
+        .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    answers.await.unwrap();
+    assert!(
+        !ex.path("config").join("known_devices").exists(),
+        "a plant-signed device needs no first-contact entry"
     );
     agent.stop().await;
 }

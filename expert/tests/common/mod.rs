@@ -164,10 +164,24 @@ impl Agent {
         backends: Backends,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_prepared(plant_ca, backends, tweak, |_| {}).await
+    }
+
+    /// Like [`Agent::start`], running `prepare` on the state directory
+    /// after the device key exists and before the agent loads it (e.g. to
+    /// install a plant-signed certificate).
+    pub async fn start_prepared(
+        plant_ca: Option<&Path>,
+        backends: Backends,
+        tweak: impl FnOnce(&mut Config),
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path(), plant_ca);
         tweak(&mut config);
-        let (id, _) = identity::ensure(&config.state_dir, "test-kiosk").unwrap();
+        identity::ensure(&config.state_dir, "test-kiosk").unwrap();
+        prepare(&config.state_dir);
+        let id = identity::load(&config.state_dir).unwrap();
         let listeners = shoulder_agent::bind(&config.listen).unwrap();
         let addr = listeners[0].local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel();
