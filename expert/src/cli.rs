@@ -64,6 +64,7 @@ pub enum Command {
     },
     /// Watch the screen without a window, writing one JSON line per update.
     Watch {
+        /// A device address (offer) or an invitation file or text.
         target: String,
         /// JSON lines: t_mono_us, bytes, rects, fb_hash (see the docs).
         #[arg(long, value_name = "FILE")]
@@ -79,7 +80,9 @@ pub enum Command {
     },
     /// Send one chat line to the person at the device.
     Chat {
+        /// A device address (offer) or an invitation file or text.
         target: String,
+        /// The line to send.
         text: String,
         #[command(flatten)]
         conn: ConnArgs,

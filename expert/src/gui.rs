@@ -46,6 +46,16 @@ const CONSENT_SLACK: Duration = shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOU
 
 /// Opens the window and runs until it is closed.
 pub fn run(start: GuiStart) -> Result<(), String> {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    if std::env::var_os("DISPLAY").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+        && std::env::var_os("WAYLAND_SOCKET").is_none()
+    {
+        return Err(
+            "No display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set) — run it on a desktop, or use snapshot, watch or chat, which need no window."
+                .into(),
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("shoulder-net")

@@ -537,3 +537,20 @@ fn version_names_the_protocol() {
         )
     );
 }
+
+#[test]
+fn the_app_without_a_display_says_what_to_do() {
+    let run = Run::new();
+    let o = Command::new(env!("CARGO_BIN_EXE_shoulder"))
+        .env("SHOULDER_CONFIG_DIR", run.path("config"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &o,
+        "No display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set) — run it on a desktop, or use snapshot, watch or chat, which need no window.",
+    );
+}
