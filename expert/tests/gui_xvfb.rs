@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Agent, Expert, Synthetic, WAIT};
+use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::control::Request;
 
 /// The device screen: small enough to show 1:1 in the default window.
@@ -265,7 +266,8 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     let (_xvfb, display) = start_xvfb();
 
     let screen = Synthetic::new(DEV_W, DEV_H);
-    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let (backends, local) = screen.backends_with_local();
+    let agent = Agent::start(None, backends, |_| {}).await;
     let ex = Expert::new();
     let (_, file) = agent.invite("30m", PW).await;
     let inv = ex.write("kiosk.shoulder", &file);
@@ -319,6 +321,13 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         .expect("the click did not request control")
         .unwrap();
     assert_eq!(ev["kind"], "control", "{ev}");
+    trace
+        .wait("waiting for control", |t| {
+            t.get("state").as_deref() == Some("waiting-for-control")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("1b-waiting-for-control.png"));
     ctl.request(&Request::Accept).await.unwrap();
     trace
         .wait("control", |t| {
@@ -390,6 +399,22 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // The person at the device uses it: the app says expert input waits.
+    local.send(LocalEvent::UserActive(true)).await.unwrap();
+    trace
+        .wait("the local-user notice", |t| {
+            t.get("state").as_deref() == Some("local-user-active")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("3b-local-user-active.png"));
+    local.send(LocalEvent::UserActive(false)).await.unwrap();
+    trace
+        .wait("control again", |t| {
+            t.get("state").as_deref() == Some("controlling")
+        })
+        .await;
 
     // A chat line from the device; the chat panel shows it.
     ctl.request(&Request::Chat {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoulder_agent::backends::{
-    Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, NullPresenter,
-    ScreenCapture,
+    Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LocalEvent,
+    NullPresenter, ScreenCapture,
 };
 use shoulder_agent::control::{Client, Request};
 use shoulder_agent::{Config, identity};
@@ -52,6 +52,15 @@ impl Synthetic {
     pub fn frame(&self) -> Vec<u8> {
         let mut screen = self.screen.lock().unwrap_or_else(|p| p.into_inner());
         screen.capture().unwrap().to_xrgb8888()
+    }
+
+    /// Backends plus a channel playing the person at the device using
+    /// their own touch screen or keyboard.
+    pub fn backends_with_local(&self) -> (Backends, tokio::sync::mpsc::Sender<LocalEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let mut b = self.backends();
+        b.local_events = Some(rx);
+        (b, tx)
     }
 
     pub fn backends(&self) -> Backends {
