@@ -699,9 +699,12 @@ impl App {
 
     fn start_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
+        let ppp = ctx.pixels_per_point();
+        let tracer = &mut self.tracer;
         let Screen::Start(form) = &mut self.screen else {
             return;
         };
+        tracer.note("state", "start".into());
         // Dropped invitation files, from anywhere in the window.
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -836,6 +839,7 @@ impl App {
                                         .password(true)
                                         .desired_width(220.0),
                                 );
+                                tracer.rect("field-password", r.rect, ppp);
                                 let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
                                 if ui.button("Connect").clicked() || enter {
                                     let mut opts = self.pending.take().unwrap_or_else(|| {

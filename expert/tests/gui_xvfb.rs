@@ -128,6 +128,20 @@ fn xdotool(display: &str, args: &[&str]) {
     );
 }
 
+/// The app window's id.
+fn window_of(display: &str) -> String {
+    let o = Command::new("xdotool")
+        .args(["search", "--sync", "--name", "^Shoulder$"])
+        .env("DISPLAY", display)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .expect("the app window")
+        .to_string()
+}
+
 /// Clicks at window pixel (x, y) of the app window.
 fn click(display: &str, window: &str, x: f32, y: f32) {
     let (x, y) = (format!("{}", x.round()), format!("{}", y.round()));
@@ -215,7 +229,7 @@ fn launch(ex: &Expert, display: &str, args: &[&str]) -> (Reaper, Arc<Trace>, Arc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
 async fn gui_shows_why_a_session_ended() {
-    for tool in ["Xvfb", "import"] {
+    for tool in ["Xvfb", "xdotool", "import"] {
         need(tool);
     }
     let out = artifacts();
@@ -253,6 +267,37 @@ async fn gui_shows_why_a_session_ended() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     screenshot(&display, &out.join("ended-declined.png"));
     drop(gui);
+
+    // Without a password file the app asks for the password.
+    let (_, file) = agent.invite("30m", PW).await;
+    let inv = ex.write("b.shoulder", &file);
+    let (_gui, trace, _) = launch(&ex, &display, &["open", &inv]);
+    trace
+        .wait("the password field", |t| t.rect("field-password").is_some())
+        .await;
+    let window = window_of(&display);
+    let (x, y, w, h) = trace.rect("field-password").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    xdotool(&display, &["windowfocus", "--sync", &window]);
+    xdotool(&display, &["type", "--delay", "30", PW]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("start-invitation-password.png"));
+    xdotool(&display, &["key", "Return"]);
+    tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the typed password did not connect: {:?}",
+                trace.get("ended")
+            )
+        })
+        .unwrap();
+    ctl.request(&Request::Accept).await.unwrap();
+    trace
+        .wait("the live view", |t| {
+            t.get("state").as_deref() == Some("viewing")
+        })
+        .await;
     agent.stop().await;
 }
 
