@@ -92,6 +92,26 @@ impl<S: ScanoutAccess> ScanoutTarget for CaptureScanout<S> {
         Ok(Some(f(&mut surface)))
     }
 
+    /// One `scanout_mut` per tick: it re-queries the CRTC and maps.
+    fn with_current<R>(
+        &mut self,
+        f: impl FnOnce(BufferId, &mut Surface<'_>) -> R,
+    ) -> Result<Option<R>, PresentError> {
+        let m = match self.inner.scanout_mut() {
+            Ok(m) => m,
+            Err(CaptureError::DisplayOff { .. }) => return Ok(None),
+            Err(e) => return Err(capture_error(e)),
+        };
+        let id = BufferId(u64::from(m.buffer_id));
+        let g = m.geometry;
+        let format = PixelFormat::from_fourcc(g.format.fourcc()).ok_or_else(|| {
+            PresentError::Unsupported(format!("the screen's format {} cannot be drawn", g.format))
+        })?;
+        let mut surface = Surface::new(g.width, g.height, m.pitch, format, m.pixels)
+            .map_err(|e| PresentError::Unsupported(format!("the scanout mapping: {e}")))?;
+        Ok(Some(f(id, &mut surface)))
+    }
+
     fn flush(&mut self, _id: BufferId, rects: &[Rectangle]) -> Result<(), PresentError> {
         if self.dirty_refused {
             return Ok(());

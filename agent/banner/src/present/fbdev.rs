@@ -257,6 +257,11 @@ impl FbdevTarget {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The visible size and the pixel format, for rendering the banner.
+    pub fn screen(&self) -> (u32, u32, PixelFormat) {
+        (self.var.xres, self.var.yres, self.format)
+    }
 }
 
 fn id_of(v: &FbVarScreeninfo) -> BufferId {

@@ -20,7 +20,9 @@ pub mod thread;
 pub use capture::{CaptureScanout, DrmScanoutPresenter};
 pub use fbdev::{FbdevPresenter, FbdevTarget};
 pub use kms::KmsPresenter;
-pub use scanout::{BufferId, ScanoutPresenter, ScanoutTarget, TICK_INTERVAL, TickOutcome};
+pub use scanout::{
+    BufferId, ScanoutPresenter, ScanoutTarget, TICK_INTERVAL, TickOutcome, TickStats,
+};
 pub use thread::ScanoutThread;
 
 /// Why a presenter could not show, hide or refresh the banner.

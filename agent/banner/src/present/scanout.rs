@@ -11,10 +11,12 @@
 //! 1. asks the target which buffer is scanned out now (one cheap ioctl);
 //! 2. if that buffer has not got the current banner, saves the pixels under
 //!    the banner's regions and draws it;
-//! 3. otherwise reads a sparse grid of probe pixels (a few hundred reads),
-//!    and every [`VERIFY_INTERVAL`] or after [`BannerPresenter::refresh`]
-//!    the whole regions, and redraws wherever the app painted over the
-//!    banner, remembering the app's new pixels as the ones to restore;
+//! 3. otherwise reads a sparse grid of probe pixels (a few hundred reads)
+//!    and one stripe of every n-th row of the banner (about
+//!    [`SCAN_BYTES_PER_TICK`], so all rows are compared every few ticks),
+//!    the whole banner after [`BannerPresenter::refresh`], and redraws
+//!    wherever the app painted over it, remembering the app's new pixels as
+//!    the ones to restore;
 //! 4. after `hide`, puts the saved pixels back wherever the banner is still
 //!    intact (the app's next repaint would do the same; an app that never
 //!    repaints gets its own pixels back), for each buffer the display shows
@@ -63,16 +65,36 @@ pub trait ScanoutTarget {
         f: impl FnOnce(&mut Surface<'_>) -> R,
     ) -> Result<Option<R>, PresentError>;
 
+    /// Runs `f` on the buffer scanned out now, with its id; `Ok(None)` when
+    /// the display shows nothing (or the app flipped in between). The
+    /// presenter calls only this on each tick; override it when one call
+    /// can find and map the buffer (saves an ioctl per tick).
+    fn with_current<R>(
+        &mut self,
+        f: impl FnOnce(BufferId, &mut Surface<'_>) -> R,
+    ) -> Result<Option<R>, PresentError> {
+        let Some(id) = self.current()? else {
+            return Ok(None);
+        };
+        self.with_buffer(id, |s| f(id, s))
+    }
+
     /// The presenter wrote `rects` of buffer `id`.
     fn flush(&mut self, _id: BufferId, _rects: &[Rectangle]) -> Result<(), PresentError> {
         Ok(())
     }
 }
 
-/// How often the whole banner area is compared with what was drawn, on top
-/// of the probe pixels every tick: catches small repaints between probes at a
-/// bounded cost (a full read of the regions four times a second).
-pub const VERIFY_INTERVAL: Duration = Duration::from_millis(250);
+/// Bytes of banner rows compared with what was drawn on each tick, besides
+/// the probes: every n-th row, a different stripe each tick, so a small
+/// repaint (a clock, a caret) over the banner is found within a few ticks.
+/// At 1080p a full pass over the strip takes 6 ticks (~20 ms), over a strip
+/// and an open prompt about 32 (~100 ms), reading at most ~40 MB/s.
+pub const SCAN_BYTES_PER_TICK: usize = 128 * 1024;
+
+/// The stripe stride never exceeds this, so even a huge banner is fully
+/// compared within 64 ticks (~200 ms).
+pub const MAX_SCAN_STRIDE: u32 = 64;
 
 /// After `hide`, buffers still showing the banner are restored when they
 /// come on screen within this time; later the app has surely repainted.
@@ -91,6 +113,17 @@ pub const MAX_PROBES: usize = 384;
 /// a banner is up: a flip is answered within a fraction of a 60 Hz frame.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(3);
 
+/// Counters of what the loop did, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickStats {
+    pub ticks: u64,
+    pub drawn: u64,
+    pub repaired: u64,
+    pub restored: u64,
+    /// Longest single tick, in microseconds.
+    pub max_tick_us: u64,
+}
+
 /// What one tick did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TickOutcome {
@@ -107,6 +140,15 @@ pub enum TickOutcome {
     Restored,
     /// The display shows nothing now.
     NoBuffer,
+}
+
+/// What one tick did on the buffer it looked at.
+struct Step {
+    id: BufferId,
+    outcome: TickOutcome,
+    dirty: Vec<Rectangle>,
+    want: Option<Arc<Banner>>,
+    verified: bool,
 }
 
 /// The pixels under one patch, saved before drawing over them.
@@ -137,9 +179,11 @@ pub struct ScanoutPresenter<T> {
     records: Vec<Record>,
     last_id: Option<BufferId>,
     verify_due: bool,
-    last_verify: Option<Instant>,
+    scan_stride: u32,
+    scan_phase: u32,
     hidden_at: Option<Instant>,
     uses: u64,
+    stats: TickStats,
 }
 
 impl<T: ScanoutTarget> ScanoutPresenter<T> {
@@ -152,9 +196,11 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
             records: Vec::new(),
             last_id: None,
             verify_due: false,
-            last_verify: None,
+            scan_stride: 1,
+            scan_phase: 0,
             hidden_at: None,
             uses: 0,
+            stats: TickStats::default(),
         }
     }
 
@@ -173,12 +219,22 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
 
     /// [`tick_at`](Self::tick_at) with the current time.
     pub fn tick(&mut self) -> Result<TickOutcome, PresentError> {
-        self.tick_at(Instant::now())
+        let start = Instant::now();
+        let outcome = self.tick_at(start);
+        let us = start.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        self.stats.max_tick_us = self.stats.max_tick_us.max(us);
+        outcome
+    }
+
+    /// What the loop did so far.
+    pub fn stats(&self) -> TickStats {
+        self.stats
     }
 
     /// One round of the loop: see the module docs. Call every
     /// [`TICK_INTERVAL`] while [`busy`](Self::busy).
     pub fn tick_at(&mut self, now: Instant) -> Result<TickOutcome, PresentError> {
+        self.stats.ticks += 1;
         if !self.busy() {
             return Ok(TickOutcome::Idle);
         }
@@ -189,135 +245,145 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
             self.hidden_at = None;
             return Ok(TickOutcome::Idle);
         }
-        let Some(id) = self.target.current()? else {
-            self.last_id = None;
-            return Ok(TickOutcome::NoBuffer);
-        };
-        let flipped = self.last_id != Some(id);
-        self.last_id = Some(id);
         self.uses += 1;
         let uses = self.uses;
-
-        let Some(banner) = self.banner.clone() else {
-            // Hidden: restore this buffer if it still shows the banner.
-            let Some(pos) = self.records.iter().position(|r| r.id == id) else {
-                return Ok(if self.records.is_empty() {
-                    TickOutcome::Idle
-                } else {
-                    TickOutcome::Unchanged
-                });
-            };
-            let rec = self.records.swap_remove(pos);
-            let dirty = self
-                .target
-                .with_buffer(id, |s| {
-                    if same_screen(&rec.drawn, s) {
+        let last_id = self.last_id;
+        let verify_due = self.verify_due;
+        let (stride, phase) = (self.scan_stride, self.scan_phase);
+        self.scan_phase = (phase + 1) % stride.max(1);
+        let banner = self.banner.clone();
+        let converted = self.converted.clone();
+        let probes = std::mem::take(&mut self.probes);
+        let records = &mut self.records;
+        let result = self
+            .target
+            .with_current(|id, s| -> Result<Step, PresentError> {
+                let step = |outcome, dirty, want, verified| Step {
+                    id,
+                    outcome,
+                    dirty,
+                    want,
+                    verified,
+                };
+                let Some(banner) = banner else {
+                    // Hidden: restore this buffer if it still shows the banner.
+                    let Some(pos) = records.iter().position(|r| r.id == id) else {
+                        let outcome = if records.is_empty() {
+                            TickOutcome::Idle
+                        } else {
+                            TickOutcome::Unchanged
+                        };
+                        return Ok(step(outcome, Vec::new(), None, false));
+                    };
+                    let rec = records.swap_remove(pos);
+                    let dirty = if same_screen(&rec.drawn, s) {
                         restore(s, &rec)
                     } else {
                         Vec::new()
-                    }
-                })?
-                .unwrap_or_default();
-            if !dirty.is_empty() {
-                self.target.flush(id, &dirty)?;
-            }
-            return Ok(TickOutcome::Restored);
-        };
-
-        let verify = self.verify_due
-            || flipped
-            || self
-                .last_verify
-                .is_none_or(|t| now.saturating_duration_since(t) >= VERIFY_INTERVAL);
-        let pos = self.records.iter().position(|r| r.id == id);
-        let converted = self.converted.clone();
-        let probes = std::mem::take(&mut self.probes);
-        let result = {
-            let records = &mut self.records;
-            self.target
-                .with_buffer(id, |s| -> Result<_, PresentError> {
-                    if !same_screen(&banner, s) {
-                        return Err(PresentError::ScreenChanged {
-                            width: s.width(),
-                            height: s.height(),
-                        });
-                    }
-                    let want = match &converted {
-                        Some(c)
-                            if c.patches.first().map(|p| p.pixels.format()) == Some(s.format()) =>
-                        {
-                            c.clone()
-                        }
-                        _ if banner_format(&banner) == Some(s.format())
-                            || banner.patches.is_empty() =>
-                        {
-                            banner.clone()
-                        }
-                        _ => Arc::new(convert(&banner, s.format())?),
                     };
-                    match pos {
-                        Some(i) if Arc::ptr_eq(&records[i].drawn, &want) => {
-                            records[i].last_used = uses;
-                            let rec = &mut records[i];
-                            if !verify && !probes_differ(s, &rec.drawn, &probes) {
-                                return Ok((TickOutcome::Unchanged, Vec::new(), want, false));
-                            }
-                            let dirty = repair(s, rec);
-                            let outcome = if dirty.is_empty() {
-                                TickOutcome::Unchanged
-                            } else {
-                                TickOutcome::Repaired
-                            };
-                            Ok((outcome, dirty, want, true))
-                        }
-                        Some(i) => {
-                            // This buffer shows an older banner: swap it for the
-                            // new one without showing the app in between.
-                            let (saved, dirty) = transition(s, &records[i], &want);
-                            records[i] = Record {
-                                id,
-                                drawn: want.clone(),
-                                saved,
-                                last_used: uses,
-                            };
-                            Ok((TickOutcome::Drawn, dirty, want, true))
-                        }
-                        None => {
-                            let saved = draw(s, &want);
-                            if records.len() >= MAX_TRACKED_BUFFERS
-                                && let Some(lru) = records
-                                    .iter()
-                                    .enumerate()
-                                    .min_by_key(|(_, r)| r.last_used)
-                                    .map(|(i, _)| i)
-                            {
-                                records.swap_remove(lru);
-                            }
-                            records.push(Record {
-                                id,
-                                drawn: want.clone(),
-                                saved,
-                                last_used: uses,
-                            });
-                            let dirty = want.patches.iter().map(|p| p.rect).collect();
-                            Ok((TickOutcome::Drawn, dirty, want, true))
-                        }
+                    return Ok(step(TickOutcome::Restored, dirty, None, false));
+                };
+                if !same_screen(&banner, s) {
+                    return Err(PresentError::ScreenChanged {
+                        width: s.width(),
+                        height: s.height(),
+                    });
+                }
+                let want = match &converted {
+                    Some(c) if banner_format(c) == Some(s.format()) => c.clone(),
+                    _ if banner_format(&banner) == Some(s.format())
+                        || banner.patches.is_empty() =>
+                    {
+                        banner.clone()
                     }
-                })?
-        };
+                    _ => Arc::new(convert(&banner, s.format())?),
+                };
+                let verify = verify_due || last_id != Some(id);
+                let pos = records.iter().position(|r| r.id == id);
+                match pos {
+                    Some(i) if Arc::ptr_eq(&records[i].drawn, &want) => {
+                        let rec = &mut records[i];
+                        rec.last_used = uses;
+                        if !verify
+                            && !probes_differ(s, &rec.drawn, &probes)
+                            && !stripe_differs(s, &rec.drawn, stride, phase)
+                        {
+                            return Ok(step(TickOutcome::Unchanged, Vec::new(), Some(want), false));
+                        }
+                        let dirty = repair(s, rec);
+                        let outcome = if dirty.is_empty() {
+                            TickOutcome::Unchanged
+                        } else {
+                            TickOutcome::Repaired
+                        };
+                        Ok(step(outcome, dirty, Some(want), true))
+                    }
+                    Some(i) => {
+                        // This buffer shows an older banner: swap it for the new
+                        // one without showing the app in between.
+                        let (saved, dirty) = transition(s, &records[i], &want);
+                        records[i] = Record {
+                            id,
+                            drawn: want.clone(),
+                            saved,
+                            last_used: uses,
+                        };
+                        Ok(step(TickOutcome::Drawn, dirty, Some(want), true))
+                    }
+                    None => {
+                        let saved = draw(s, &want);
+                        if records.len() >= MAX_TRACKED_BUFFERS
+                            && let Some(lru) = records
+                                .iter()
+                                .enumerate()
+                                .min_by_key(|(_, r)| r.last_used)
+                                .map(|(i, _)| i)
+                        {
+                            records.swap_remove(lru);
+                        }
+                        records.push(Record {
+                            id,
+                            drawn: want.clone(),
+                            saved,
+                            last_used: uses,
+                        });
+                        let dirty = want.patches.iter().map(|p| p.rect).collect();
+                        Ok(step(TickOutcome::Drawn, dirty, Some(want), true))
+                    }
+                }
+            });
         self.probes = probes;
-        let Some(result) = result else {
-            // The buffer went away between the two calls: next tick.
-            self.records.retain(|r| r.id != id);
-            return Ok(TickOutcome::NoBuffer);
+        let step = match result? {
+            Some(step) => step?,
+            None => {
+                // The display shows nothing, or the app flipped while we
+                // looked: next tick. Records stay (a vanished buffer's record
+                // ages out: least recently used, or the restore window).
+                self.last_id = None;
+                return Ok(TickOutcome::NoBuffer);
+            }
         };
-        let (outcome, dirty, want, verified) = result?;
-        if !Arc::ptr_eq(&want, &banner) {
+        let Step {
+            id,
+            outcome,
+            dirty,
+            want,
+            verified,
+        } = step;
+        self.last_id = Some(id);
+        if let (Some(want), Some(banner)) = (want, &self.banner)
+            && !Arc::ptr_eq(&want, banner)
+        {
             self.converted = Some(want);
         }
         if verified {
             self.verify_due = false;
-            self.last_verify = Some(now);
+        }
+        match outcome {
+            TickOutcome::Drawn => self.stats.drawn += 1,
+            TickOutcome::Repaired => self.stats.repaired += 1,
+            TickOutcome::Restored => self.stats.restored += 1,
+            _ => {}
         }
         if !dirty.is_empty() {
             self.target.flush(id, &dirty)?;
@@ -394,6 +460,27 @@ fn probes_differ(s: &Surface<'_>, drawn: &Banner, probes: &[(usize, u32, u32)]) 
         let sy = p.rect.top_left.y as u32 + y;
         s.span(sx, sy, 1) != want
     })
+}
+
+/// Whether any row `phase, phase + stride, …` of any patch differs from
+/// what was drawn (whole-row compares: memcmp speed).
+fn stripe_differs(s: &Surface<'_>, drawn: &Banner, stride: u32, phase: u32) -> bool {
+    drawn.patches.iter().any(|p| {
+        let (x, y, w) = (
+            p.rect.top_left.x as u32,
+            p.rect.top_left.y as u32,
+            p.rect.size.width,
+        );
+        (phase..p.rect.size.height)
+            .step_by(stride.max(1) as usize)
+            .any(|r| s.span(x, y + r, w) != p.pixels.row(r))
+    })
+}
+
+/// The stride that keeps a stripe within [`SCAN_BYTES_PER_TICK`].
+fn scan_stride(b: &Banner) -> u32 {
+    let bytes: usize = b.patches.iter().map(|p| p.pixels.bytes().len()).sum();
+    (bytes.div_ceil(SCAN_BYTES_PER_TICK) as u32).clamp(1, MAX_SCAN_STRIDE)
 }
 
 /// Saves what is under each patch and draws the banner. The banner was
@@ -579,6 +666,8 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
         now: Instant,
     ) -> Result<TickOutcome, PresentError> {
         self.probes = make_probes(&banner);
+        self.scan_stride = scan_stride(&banner);
+        self.scan_phase = 0;
         self.banner = Some(banner);
         self.converted = None;
         self.hidden_at = None;
@@ -643,6 +732,9 @@ mod tests {
         current: Option<BufferId>,
         flushes: usize,
         maps: usize,
+        /// The next `with_buffer` finds the buffer gone (the app flipped
+        /// between `current` and `with_buffer`).
+        flip_race: bool,
     }
 
     impl FakeDisplay {
@@ -682,6 +774,9 @@ mod tests {
             f: impl FnOnce(&mut Surface<'_>) -> R,
         ) -> Result<Option<R>, PresentError> {
             self.maps += 1;
+            if std::mem::take(&mut self.flip_race) {
+                return Ok(None);
+            }
             Ok(self.buffers.get_mut(&id).map(|b| f(&mut b.surface())))
         }
         fn flush(&mut self, _id: BufferId, _rects: &[Rectangle]) -> Result<(), PresentError> {
@@ -810,36 +905,44 @@ mod tests {
     }
 
     #[test]
-    fn a_small_repaint_is_caught_by_refresh_or_the_periodic_check() {
+    fn a_small_repaint_is_caught_by_refresh_or_the_row_scan() {
         let t0 = Instant::now();
         let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1]));
-        let b = banner(&strip_view(5, None));
+        let b = banner(&View {
+            prompt: Some(PromptView {
+                kind: ConsentKind::View,
+                expert: "Jane".into(),
+                how: "plant certificate".into(),
+                seconds_left: 30,
+            }),
+            ..strip_view(5, None)
+        });
         p.show_at(b.clone(), t0).unwrap();
-        // A 1x1 "cursor blink" at the banner's corner, between probes.
-        let blink = Rectangle::new(Point::new(0, 0), Size::new(1, 1));
-        let _ = p
-            .target_mut()
-            .buf(1)
-            .fill_solid(&blink, Rgb888::new(1, 2, 3));
+        assert!(p.scan_stride > 1, "this banner is scanned in stripes");
+        // A 1x1 "caret blink" on row 3 of the strip, between probes.
+        let blink = Rectangle::new(Point::new(1, 3), Size::new(1, 1));
+        let red = Rgb888::new(1, 2, 3);
+        let _ = p.target_mut().buf(1).fill_solid(&blink, red);
         assert_eq!(
-            p.tick_at(t0 + Duration::from_millis(3)).unwrap(),
-            TickOutcome::Unchanged
-        );
-        assert_eq!(
-            p.refresh_at(t0 + Duration::from_millis(4)).unwrap(),
+            p.refresh_at(t0 + Duration::from_millis(3)).unwrap(),
             TickOutcome::Repaired,
             "the capture loop saw damage"
         );
         assert!(shows(p.target_mut().buf(1), &b));
-        let _ = p
-            .target_mut()
-            .buf(1)
-            .fill_solid(&blink, Rgb888::new(1, 2, 3));
+        let _ = p.target_mut().buf(1).fill_solid(&blink, red);
+        let outcomes: Vec<_> = (0..p.scan_stride)
+            .map(|i| {
+                p.tick_at(t0 + Duration::from_millis(6 + 3 * u64::from(i)))
+                    .unwrap()
+            })
+            .collect();
         assert_eq!(
-            p.tick_at(t0 + Duration::from_millis(4) + VERIFY_INTERVAL)
-                .unwrap(),
-            TickOutcome::Repaired,
-            "the periodic full check"
+            outcomes
+                .iter()
+                .filter(|o| **o == TickOutcome::Repaired)
+                .count(),
+            1,
+            "exactly one stripe holds row 3: {outcomes:?}"
         );
         assert!(shows(p.target_mut().buf(1), &b));
     }
@@ -926,6 +1029,36 @@ mod tests {
             p.tick_at(t0 + Duration::from_millis(12)).unwrap(),
             TickOutcome::Idle
         );
+    }
+
+    #[test]
+    fn a_flip_racing_the_restore_keeps_the_buffer_to_restore() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1, 2]));
+        let orig1 = p.target_mut().buf(1).clone();
+        p.show_at(banner(&strip_view(1, None)), t0).unwrap();
+        p.target_mut().current = Some(BufferId(2));
+        p.tick_at(t0).unwrap();
+        p.hide_at(t0).unwrap(); // restores 2
+        p.target_mut().current = Some(BufferId(1));
+        p.target_mut().flip_race = true;
+        assert_eq!(p.tick_at(t0).unwrap(), TickOutcome::NoBuffer);
+        assert!(p.busy(), "buffer 1 is still to restore");
+        assert_eq!(p.tick_at(t0).unwrap(), TickOutcome::Restored);
+        assert_eq!(p.target_mut().buf(1), &orig1);
+        assert_eq!(p.stats().restored, 2);
+    }
+
+    #[test]
+    fn a_flip_racing_a_redraw_keeps_the_record() {
+        let t0 = Instant::now();
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1]));
+        let orig = p.target_mut().buf(1).clone();
+        p.show_at(banner(&strip_view(1, None)), t0).unwrap();
+        p.target_mut().flip_race = true;
+        assert_eq!(p.refresh_at(t0).unwrap(), TickOutcome::NoBuffer);
+        p.hide_at(t0).unwrap();
+        assert_eq!(p.target_mut().buf(1), &orig, "still restorable");
     }
 
     #[test]

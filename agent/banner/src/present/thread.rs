@@ -8,13 +8,20 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryS
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::scanout::{ScanoutPresenter, ScanoutTarget, TICK_INTERVAL};
+use super::scanout::{ScanoutPresenter, ScanoutTarget, TICK_INTERVAL, TickStats};
 use super::{BannerPresenter, PresentError};
 use crate::layout::Banner;
 
 /// Errors kept for the agent to pick up; more are dropped (counted) so a
 /// failing device cannot grow memory at the tick rate.
 pub const MAX_PENDING_ERRORS: usize = 16;
+
+/// Nice value of the banner thread. It must run within a few milliseconds
+/// of each flip even when the kiosk app keeps the CPU busy, and its work per
+/// tick is small, so it gets a clearly higher priority than normal
+/// processes (needs CAP_SYS_NICE, which the root agent has; without it the
+/// thread runs at normal priority).
+pub const BANNER_NICE: i32 = -10;
 
 /// After an error the loop waits this long before the next tick, so a
 /// display that went away is not hammered 300 times a second.
@@ -33,7 +40,7 @@ pub struct ScanoutThread {
     tx: Sender<Command>,
     errors: Receiver<PresentError>,
     banner: Option<Arc<Banner>>,
-    join: Option<JoinHandle<()>>,
+    join: Option<JoinHandle<TickStats>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -72,6 +79,15 @@ impl ScanoutThread {
         self.errors.try_iter().collect()
     }
 
+    /// Takes the banner down, stops the thread and says what the loop did.
+    pub fn stop(mut self) -> TickStats {
+        let _ = self.tx.send(Command::Stop);
+        self.join
+            .take()
+            .and_then(|j| j.join().ok())
+            .unwrap_or_default()
+    }
+
     fn send(&self, cmd: Command) -> Result<(), PresentError> {
         self.tx.send(cmd).map_err(|_| {
             PresentError::Unsupported(
@@ -86,7 +102,9 @@ fn run<T: ScanoutTarget>(
     mut p: ScanoutPresenter<T>,
     rx: Receiver<Command>,
     errors: SyncSender<PresentError>,
-) {
+) -> TickStats {
+    // On Linux a thread id names just this thread for setpriority.
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BANNER_NICE);
     loop {
         let cmd = if p.busy() {
             match rx.recv_timeout(TICK_INTERVAL) {
@@ -107,14 +125,14 @@ fn run<T: ScanoutTarget>(
             Some(Command::Refresh) => p.refresh(),
             Some(Command::Stop) => {
                 let _ = p.hide();
-                return;
+                return p.stats();
             }
             None => p.tick().map(drop),
         };
         if let Err(e) = result {
             match errors.try_send(e) {
                 Ok(()) | Err(TrySendError::Full(_)) => {}
-                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Disconnected(_)) => return p.stats(),
             }
             std::thread::sleep(ERROR_BACKOFF);
         }

@@ -1,0 +1,183 @@
+//! Shows the consent banner on the real display for a while, then takes it
+//! down: a manual and image-test check of the scanout presenters against a
+//! running kiosk app.
+//!
+//! ```text
+//! banner_demo [--seconds N] [--view prompt|strip] [--drm DEVICE | --fbdev DEVICE]
+//! ```
+//!
+//! Prints `banner-demo: shown WxH` once the banner is up and
+//! `banner-demo: hidden` when it was taken down; exits 1 with a readable
+//! line on errors.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoulder_banner::present::{
+    BannerPresenter, CaptureScanout, FbdevTarget, ScanoutPresenter, ScanoutTarget, ScanoutThread,
+};
+use shoulder_banner::{
+    PixelFormat, PromptView, Renderer, ScreenSpec, StripMode, StripView, Style, View,
+};
+use shoulder_capture::FrameSource;
+use shoulder_capture::drm::{DrmOptions, DrmSource};
+use shoulder_proto::msg::ConsentKind;
+
+/// Longest run accepted: the demo is for tests and a quick look.
+const MAX_SECONDS: u64 = 600;
+/// Time left after hiding for buffers still showing the banner to come on
+/// screen and be restored.
+const LINGER: Duration = Duration::from_millis(1500);
+
+struct Args {
+    seconds: u64,
+    prompt: bool,
+    drm: Option<PathBuf>,
+    fbdev: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        seconds: 10,
+        prompt: true,
+        drm: None,
+        fbdev: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--seconds" => {
+                a.seconds = value()?
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=MAX_SECONDS).contains(s))
+                    .ok_or(format!("--seconds takes 1..={MAX_SECONDS}"))?
+            }
+            "--view" => {
+                a.prompt = match value()?.as_str() {
+                    "prompt" => true,
+                    "strip" => false,
+                    other => return Err(format!("--view takes prompt or strip, not {other}")),
+                }
+            }
+            "--drm" => a.drm = Some(value()?.into()),
+            "--fbdev" => a.fbdev = Some(value()?.into()),
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; see the source for usage"
+                ));
+            }
+        }
+    }
+    Ok(a)
+}
+
+fn view(prompt: bool, left: u32, elapsed: Duration) -> View {
+    if prompt {
+        View {
+            prompt: Some(PromptView {
+                kind: ConsentKind::View,
+                expert: "Jane Expert".into(),
+                how: "plant certificate".into(),
+                seconds_left: left,
+            }),
+            ..View::default()
+        }
+    } else {
+        View {
+            strip: Some(StripView {
+                mode: StripMode::Controlling,
+                expert: "Jane Expert".into(),
+                elapsed,
+                stop_hotkey: "Ctrl+Alt+Pause".into(),
+            }),
+            chat: Some("Checking the printer settings.".into()),
+            ..View::default()
+        }
+    }
+}
+
+fn run_with<T: ScanoutTarget + Send + 'static>(
+    target: T,
+    screen: ScreenSpec,
+    args: &Args,
+) -> Result<(), String> {
+    let renderer = Renderer::new(screen, Style::default()).map_err(|e| e.to_string())?;
+    let mut banner = ScanoutThread::spawn(ScanoutPresenter::new(target))
+        .map_err(|e| format!("starting the banner thread: {e}"))?;
+    let start = Instant::now();
+    let total = Duration::from_secs(args.seconds);
+    let mut announced = false;
+    while start.elapsed() < total {
+        let left = (total - start.elapsed()).as_secs() as u32 + 1;
+        let b = renderer
+            .render(&view(args.prompt, left, start.elapsed()))
+            .map_err(|e| e.to_string())?;
+        banner.show(Arc::new(b)).map_err(|e| e.to_string())?;
+        if let Some(e) = banner.take_errors().into_iter().next() {
+            return Err(e.to_string());
+        }
+        if !announced {
+            eprintln!("banner-demo: shown {}x{}", screen.width, screen.height);
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    banner.hide().map_err(|e| e.to_string())?;
+    eprintln!("banner-demo: hidden");
+    std::thread::sleep(LINGER);
+    if let Some(e) = banner.take_errors().into_iter().next() {
+        return Err(e.to_string());
+    }
+    let st = banner.stop();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "banner-demo: {:.0} ticks/s, drawn {}, repaired {}, restored {}, longest tick {} us",
+        st.ticks as f64 / secs,
+        st.drawn,
+        st.repaired,
+        st.restored,
+        st.max_tick_us
+    );
+    Ok(())
+}
+
+fn main() {
+    let result = parse().and_then(|args| {
+        if let Some(path) = &args.fbdev {
+            let target = FbdevTarget::open(path).map_err(|e| e.to_string())?;
+            let (w, h, format) = target.screen();
+            run_with(
+                target,
+                ScreenSpec {
+                    width: w,
+                    height: h,
+                    format,
+                },
+                &args,
+            )
+        } else {
+            let mut source = DrmSource::open_with(DrmOptions {
+                device: args.drm.clone(),
+                connector: None,
+                writable: true,
+            })
+            .map_err(|e| e.to_string())?;
+            let g = source.geometry().map_err(|e| e.to_string())?;
+            let format = PixelFormat::from_fourcc(g.format.fourcc())
+                .ok_or(format!("screen format {} cannot be drawn", g.format))?;
+            let screen = ScreenSpec {
+                width: g.width,
+                height: g.height,
+                format,
+            };
+            run_with(CaptureScanout::new(source), screen, &args)
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("banner-demo: {e}");
+        std::process::exit(1);
+    }
+}
