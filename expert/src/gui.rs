@@ -234,6 +234,7 @@ struct SessionUi {
     confirm_device: Option<(String, Fingerprint)>,
     view_rect: Option<Rect>,
     cursor_texture: Option<(TextureHandle, Vec2)>,
+    end_error: Option<ClientError>,
 }
 
 impl std::fmt::Debug for SessionUi {
@@ -288,6 +289,7 @@ impl SessionUi {
             confirm_device: None,
             view_rect: None,
             cursor_texture: None,
+            end_error: None,
         }
     }
 
@@ -356,6 +358,7 @@ impl SessionUi {
                 }
                 ClientEvent::Ended(end) => {
                     self.held = HeldInput::new();
+                    self.end_error = end.clone();
                     if let Some(ClientError::UnknownDevice { host, got }) = &end {
                         self.confirm_device = Some((host.clone(), *got));
                         self.phase = Phase::Ended(Some(UNKNOWN_DEVICE.into()));
@@ -1056,6 +1059,7 @@ impl App {
                                 .hint_text("Message")
                                 .desired_width(ui.available_width() - 60.0),
                         );
+                        tracer.rect("field-chat", r.rect, ppp);
                         let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
                         if (ui.button("Send").clicked() || enter) && !s.chat_input.trim().is_empty()
                         {
@@ -1115,10 +1119,23 @@ impl App {
                         };
                         ui.label(RichText::new(text).size(18.0).color(color));
                         ui.add_space(12.0);
+                        let wrong_password = matches!(
+                            s.end_error,
+                            Some(ClientError::Session {
+                                reason: shoulder_proto::ByeReason::WrongPassword { .. },
+                                ..
+                            })
+                        );
                         let invitation = matches!(s.opts.target, Target::Invitation(_));
-                        if invitation {
+                        if wrong_password {
                             if ui.button("Try again with another password").clicked() {
                                 retry_password = true;
+                            }
+                        } else if invitation {
+                            // Invitations are single-use: a new attempt
+                            // needs a new one.
+                            if ui.button("Open another invitation").clicked() {
+                                back_to_start = true;
                             }
                         } else if s.confirm_device.is_none() && ui.button("Connect again").clicked()
                         {

@@ -473,6 +473,28 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     screenshot(&display, &out.join("4-typed-and-chat.png"));
 
+    // The expert answers in the chat panel; the device gets the line.
+    let (x, y, w, h) = trace.rect("field-chat").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    xdotool(&display, &["type", "--delay", "30", "On my way"]);
+    xdotool(&display, &["key", "Return"]);
+    let t0 = Instant::now();
+    loop {
+        let ev = tokio::time::timeout(WAIT, ctl.wait_event("chat"))
+            .await
+            .expect("the chat line never reached the device")
+            .unwrap();
+        if ev["from"] == "expert" {
+            assert_eq!(ev["text"], "On my way", "{ev}");
+            break;
+        }
+        assert!(t0.elapsed() < WAIT);
+    }
+    // Typing into the chat went to the chat, not to the device.
+    assert_eq!(screen.controls.text(), "Hello 42!");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("4b-chat-sent.png"));
+
     // Disconnect with the toolbar button: the device sees the session end.
     let (x, y, w, h) = trace.rect("button-disconnect").unwrap();
     click(&display, &window, x + w / 2.0, y + h / 2.0);
