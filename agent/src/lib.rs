@@ -39,6 +39,7 @@
 pub mod audit;
 pub mod backends;
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod fsutil;

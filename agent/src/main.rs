@@ -5,98 +5,31 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use shoulder_agent::cli::{Cli, Command, Ctl, InviteArgs, USAGE};
 use shoulder_agent::control::{Client, Request};
 use shoulder_agent::invites::{InvitationStore, Issuer, advertised_addresses};
 use shoulder_agent::util::{fingerprint_text, parse_duration};
 use shoulder_agent::{AgentError, Config, config::DEFAULT_CONFIG_PATH, identity};
 
-/// Shoulder device agent: over-the-shoulder remote assistance for this device.
-#[derive(Debug, Parser)]
-#[command(name = "shoulder-agent", version, about)]
-struct Cli {
-    /// Config file.
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the agent (the systemd service).
-    Run,
-    /// Create the device key and certificate (never overwrites an existing
-    /// key) and print its SHA-256 fingerprint.
-    Keygen {
-        /// Also write a certificate signing request for the plant CA here
-        /// (for an existing key, only the CSR is written).
-        #[arg(long, value_name = "FILE")]
-        csr: Option<PathBuf>,
-    },
-    /// Print the device certificate's SHA-256 fingerprint.
-    Fingerprint,
-    /// Create, list or revoke invitations.
-    Invite(InviteArgs),
-    /// Talk to the running agent through its control socket.
-    Ctl {
-        #[command(subcommand)]
-        command: CtlCommand,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct InviteArgs {
-    /// How long the invitation stays open (e.g. 30m, 2h; capped by
-    /// max_invitation_lifetime).
-    #[arg(long, default_value = "30m", value_name = "DURATION")]
-    expires: String,
-    /// Read the password from the first line of this file. Without it the
-    /// password is asked for on a terminal, or generated and printed.
-    #[arg(long, value_name = "FILE")]
-    password_file: Option<PathBuf>,
-    /// Write the invitation file (*.shoulder) here.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-    /// Also print the invitation as a QR code.
-    #[arg(long)]
-    qr: bool,
-    /// List invitations instead.
-    #[arg(long, conflicts_with_all = ["revoke", "password_file", "out", "qr"])]
-    list: bool,
-    /// Revoke the invitation with this id instead.
-    #[arg(long, value_name = "ID", conflicts_with_all = ["list", "password_file", "out", "qr"])]
-    revoke: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum CtlCommand {
-    /// Show the agent and session state.
-    Status,
-    /// Answer the open prompt with yes.
-    Accept,
-    /// Answer the open prompt with no.
-    Decline,
-    /// Take control back from the expert (viewing goes on).
-    StopControl,
-    /// End the session.
-    End,
-    /// Send a chat line to the expert.
-    Chat { text: Vec<String> },
-    /// Print events (prompts, session changes, chat) as JSON lines until
-    /// interrupted.
-    Watch,
-    /// Create an invitation through the running agent.
-    Invite {
-        #[arg(long, default_value = "30m")]
-        expires: String,
-        #[arg(long, value_name = "FILE")]
-        password_file: Option<PathBuf>,
-    },
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoulder-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("shoulder-agent {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     init_tracing();
     let (path, explicit) = match &cli.config {
         Some(p) => (p.clone(), true),
@@ -107,13 +40,16 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let result: Result<(), String> = match cli.command {
+        Command::Help | Command::Version => Ok(()),
         Command::Run => run(config).map_err(|e| e.to_string()),
         Command::Keygen { csr } => keygen(&config, csr.as_deref()),
         Command::Fingerprint => identity::load(&config.state_dir)
             .map(|id| println!("{}", fingerprint_text(&id.fingerprint)))
             .map_err(|e| e.to_string()),
         Command::Invite(args) => invite(&config, args),
-        Command::Ctl { command } => ctl(&config, command),
+        Command::InviteList => invite_list(&config),
+        Command::InviteRevoke { id } => invite_revoke(&config, &id),
+        Command::Ctl(command) => ctl(&config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,50 +185,50 @@ fn read_password(file: Option<&Path>) -> Result<Option<String>, String> {
     Ok(Some(pw))
 }
 
+fn store(config: &Config) -> Result<InvitationStore, String> {
+    InvitationStore::new(&config.state_dir, &config.argon2).map_err(|e| e.to_string())
+}
+
+fn invite_list(config: &Config) -> Result<(), String> {
+    use shoulder_agent::invites::InvitationState as S;
+    let list = store(config)?.list().map_err(|e| e.to_string())?;
+    if list.is_empty() {
+        println!("No invitations.");
+    }
+    let now = shoulder_agent::util::unix_now();
+    for i in list {
+        let state = match i.state {
+            S::Open if now >= i.expires_unix => "expired".to_string(),
+            S::Open => format!(
+                "open, {} left",
+                shoulder_agent::util::format_duration(Duration::from_secs(i.expires_unix - now))
+            ),
+            S::Used { .. } => "used".into(),
+            S::Revoked { .. } => "revoked".into(),
+            S::Burned { .. } => "burned (wrong passwords)".into(),
+        };
+        println!(
+            "{}  expires {}  {}  wrong passwords: {}",
+            i.id,
+            shoulder_proto::invite::format_utc(i.expires_unix),
+            state,
+            i.wrong_passwords
+        );
+    }
+    Ok(())
+}
+
+fn invite_revoke(config: &Config, id: &str) -> Result<(), String> {
+    let id: shoulder_proto::InvitationId = id.parse().map_err(|e| format!("{e}"))?;
+    store(config)?
+        .revoke(id, shoulder_agent::util::unix_now())
+        .map_err(|e| e.to_string())?;
+    println!("Invitation {id} revoked.");
+    Ok(())
+}
+
 fn invite(config: &Config, args: InviteArgs) -> Result<(), String> {
-    let store =
-        InvitationStore::new(&config.state_dir, &config.argon2).map_err(|e| e.to_string())?;
-    if args.list {
-        let list = store.list().map_err(|e| e.to_string())?;
-        if list.is_empty() {
-            println!("No invitations.");
-        }
-        let now = shoulder_agent::util::unix_now();
-        for i in list {
-            let state = match i.state {
-                shoulder_agent::invites::InvitationState::Open if now >= i.expires_unix => {
-                    "expired".to_string()
-                }
-                shoulder_agent::invites::InvitationState::Open => format!(
-                    "open, {} left",
-                    shoulder_agent::util::format_duration(Duration::from_secs(
-                        i.expires_unix - now
-                    ))
-                ),
-                shoulder_agent::invites::InvitationState::Used { .. } => "used".into(),
-                shoulder_agent::invites::InvitationState::Revoked { .. } => "revoked".into(),
-                shoulder_agent::invites::InvitationState::Burned { .. } => {
-                    "burned (wrong passwords)".into()
-                }
-            };
-            println!(
-                "{}  expires {}  {}  wrong passwords: {}",
-                i.id,
-                shoulder_proto::invite::format_utc(i.expires_unix),
-                state,
-                i.wrong_passwords
-            );
-        }
-        return Ok(());
-    }
-    if let Some(id) = args.revoke {
-        let id = id.parse().map_err(|e| format!("{e}"))?;
-        store
-            .revoke(id, shoulder_agent::util::unix_now())
-            .map_err(|e| e.to_string())?;
-        println!("Invitation {id} revoked.");
-        return Ok(());
-    }
+    let store = store(config)?;
     let lifetime = parse_duration(&args.expires).map_err(|e| format!("--expires: {e}"))?;
     let password = read_password(args.password_file.as_deref())?;
     let name = config.device_name();
@@ -353,29 +289,27 @@ fn print_invitation(inv: &shoulder_proto::invite::Invitation, password: Option<&
     }
 }
 
-fn ctl(config: &Config, command: CtlCommand) -> Result<(), String> {
+fn ctl(config: &Config, command: Ctl) -> Result<(), String> {
     let rt = runtime()?;
     rt.block_on(async {
         let mut client = Client::connect(&config.control_socket)
             .await
             .map_err(|e| e.to_string())?;
         let req = match command {
-            CtlCommand::Status => Request::Status,
-            CtlCommand::Accept => Request::Accept,
-            CtlCommand::Decline => Request::Decline,
-            CtlCommand::StopControl => Request::StopControl,
-            CtlCommand::End => Request::End,
-            CtlCommand::Chat { text } => Request::Chat {
-                text: text.join(" "),
-            },
-            CtlCommand::Invite {
+            Ctl::Status => Request::Status,
+            Ctl::Accept => Request::Accept,
+            Ctl::Decline => Request::Decline,
+            Ctl::StopControl => Request::StopControl,
+            Ctl::End => Request::End,
+            Ctl::Chat(text) => Request::Chat { text },
+            Ctl::Invite {
                 expires,
                 password_file,
             } => Request::Invite {
                 expires,
                 password: read_password(password_file.as_deref())?,
             },
-            CtlCommand::Watch => loop {
+            Ctl::Watch => loop {
                 let e = client.next_event().await.map_err(|e| e.to_string())?;
                 println!("{e}");
             },
