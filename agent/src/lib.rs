@@ -46,6 +46,7 @@ pub mod fsutil;
 pub mod hub;
 pub mod identity;
 pub mod invites;
+pub mod log;
 pub mod service;
 pub mod tls;
 pub mod ui;
