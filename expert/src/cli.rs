@@ -173,7 +173,8 @@ pub fn main() -> i32 {
     // Diagnostics (RUST_LOG, default warnings) on stderr; the last line of a
     // failure is always the sentence.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // winit warns about harmless display quirks (Xvfb, XSETTINGS).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,winit=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

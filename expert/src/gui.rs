@@ -191,6 +191,7 @@ impl StartForm {
 
     fn load_invitation_file(&mut self, path: &Path) {
         self.tab = StartTab::Invitation;
+        self.error = None;
         self.invitation_path = path.display().to_string();
         self.invitation = Some(
             read_invitation_file(path)
@@ -660,6 +661,8 @@ struct App {
     /// `--password-file`).
     pending: Option<ConnectOptions>,
     tracer: Tracer,
+    /// The open file dialog's answer, when one is open.
+    picker: Option<std_mpsc::Receiver<Option<PathBuf>>>,
 }
 
 impl App {
@@ -673,6 +676,7 @@ impl App {
             screen: Screen::Start(Box::new(StartForm::new())),
             pending: None,
             tracer,
+            picker: None,
         };
         match start {
             GuiStart::StartScreen => {}
@@ -704,10 +708,28 @@ impl App {
         let ctx = ui.ctx().clone();
         let ppp = ctx.pixels_per_point();
         let tracer = &mut self.tracer;
+        let rt = &self.rt;
+        let picker = &mut self.picker;
         let Screen::Start(form) = &mut self.screen else {
             return;
         };
         tracer.note("state", "start".into());
+        if let Some(rx) = picker {
+            match rx.try_recv() {
+                Ok(Some(p)) => {
+                    form.load_invitation_file(&p);
+                    *picker = None;
+                }
+                Ok(None) | Err(std_mpsc::TryRecvError::Disconnected) => {
+                    form.error = Some(
+                        "No file chosen — if no dialog appeared, type the path or drop the file on this window."
+                            .into(),
+                    );
+                    *picker = None;
+                }
+                Err(std_mpsc::TryRecvError::Empty) => {}
+            }
+        }
         // Dropped invitation files, from anywhere in the window.
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -798,6 +820,23 @@ impl App {
                         if ui.button("Load file").clicked() {
                             let p = PathBuf::from(form.invitation_path.trim());
                             form.load_invitation_file(&p);
+                        }
+                        let choose = ui.add_enabled(picker.is_none(), egui::Button::new("Choose…"));
+                        if choose.clicked() {
+                            // The platform's file dialog (the desktop portal
+                            // on Linux), off the UI thread.
+                            let (tx, rx) = std_mpsc::channel();
+                            let repaint = ctx.clone();
+                            rt.spawn(async move {
+                                let file = rfd::AsyncFileDialog::new()
+                                    .set_title("Open a Shoulder invitation")
+                                    .add_filter("Shoulder invitation", &["shoulder"])
+                                    .pick_file()
+                                    .await;
+                                let _ = tx.send(file.map(|f| f.path().to_owned()));
+                                repaint.request_repaint();
+                            });
+                            *picker = Some(rx);
                         }
                     });
                     let r = ui.add(
