@@ -22,6 +22,9 @@ use crate::trust::{AcceptNew, Fingerprint};
 
 /// Longest password file we read: a password is at most 128 bytes.
 const MAX_PASSWORD_FILE: u64 = 4096;
+/// How long `snapshot` waits for the first frame once viewing: a capture
+/// takes milliseconds, so this only fires when the screen is unavailable.
+const SNAPSHOT_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest CSR we read.
 const MAX_CSR_LEN: u64 = 64 * 1024;
 
@@ -415,8 +418,24 @@ fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientEr
     let output = output.to_owned();
     let saved = Arc::new(std::sync::Mutex::new(None::<Result<(), ClientError>>));
     let saved2 = saved.clone();
+    let unavailable = Arc::new(std::sync::Mutex::new(None::<String>));
+    let unavailable2 = unavailable.clone();
     let mut screen = false;
+    let mut timer = false;
     headless(opts, move |e, view, tx| match e {
+        ClientEvent::State(ExpertState::Viewing { .. }) if !timer => {
+            // A screen that cannot be captured would otherwise keep us
+            // waiting as long as the device answers keepalives.
+            timer = true;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SNAPSHOT_FRAME_TIMEOUT).await;
+                let _ = tx.send(UserAction::Disconnect).await;
+            });
+        }
+        ClientEvent::ScreenUnavailable(s) => {
+            *unavailable2.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        }
         ClientEvent::Screen(_) => screen = true,
         ClientEvent::UpdateApplied { .. } if screen => {
             let mut slot = saved2.lock().unwrap_or_else(|p| p.into_inner());
@@ -433,9 +452,18 @@ fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientEr
     let result = saved.lock().unwrap_or_else(|p| p.into_inner()).take();
     match result {
         Some(r) => r,
-        None => Err(ClientError::Local(
-            "The session ended before a frame arrived.".into(),
-        )),
+        None => {
+            let why = unavailable.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Err(ClientError::Local(match why {
+                Some(w) => format!(
+                    "The device could not show its screen ({w}) — check its display and try again."
+                ),
+                None => format!(
+                    "The device sent no frame within {} s — check its display and try again.",
+                    SNAPSHOT_FRAME_TIMEOUT.as_secs()
+                ),
+            }))
+        }
     }
 }
 
