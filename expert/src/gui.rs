@@ -1003,10 +1003,9 @@ impl App {
                     s.chat_open = !s.chat_open;
                     s.unread = 0;
                 }
-                if ui
-                    .add_enabled(viewing, egui::Button::new("Screenshot"))
-                    .clicked()
-                {
+                let r = ui.add_enabled(viewing, egui::Button::new("Screenshot"));
+                tracer.rect("button-screenshot", r.rect, ppp);
+                if r.clicked() {
                     s.screenshot();
                 }
                 ui.separator();

@@ -204,6 +204,11 @@ fn launch(ex: &Expert, display: &str, args: &[&str]) -> (Reaper, Arc<Trace>, Arc
         .env_remove("WAYLAND_DISPLAY")
         .env("LIBGL_ALWAYS_SOFTWARE", "1")
         .env("SHOULDER_TRACE_VIEW", "1")
+        // Screenshots go to the Pictures folder, else the working directory:
+        // keep both inside the test's scratch directory.
+        .env("HOME", ex.dir.path())
+        .env_remove("XDG_PICTURES_DIR")
+        .current_dir(ex.dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = gui.spawn().unwrap();
@@ -460,6 +465,44 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
             t.get("state").as_deref() == Some("controlling")
         })
         .await;
+
+    // The Screenshot button saves exactly the device's screen as PNG.
+    let (x, y, w, h) = trace.rect("button-screenshot").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    let expected = screen.frame();
+    let t0 = Instant::now();
+    let shot = loop {
+        let found = std::fs::read_dir(ex.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("shoulder-test-kiosk-") && n.ends_with(".png"))
+            });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(t0.elapsed() < WAIT, "the Screenshot button saved nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut d = png::Decoder::new(BufReader::new(std::fs::File::open(&shot).unwrap()));
+    d.set_transformations(png::Transformations::EXPAND);
+    let mut r = d.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (DEV_W, DEV_H));
+    let rgb: Vec<u8> = expected
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    assert!(
+        buf[..info.buffer_size()] == rgb[..],
+        "the saved screenshot differs from the device screen"
+    );
+    std::fs::copy(&shot, out.join("screenshot-button.png")).unwrap();
 
     // A chat line from the device; the chat panel shows it.
     ctl.request(&Request::Chat {
