@@ -149,15 +149,12 @@ pub struct BannerConfig {
     /// screen through a VT switch for prompts), `plane` (own KMS plane) or
     /// `none` (prompts only on the control socket).
     pub presenter: String,
-    /// Text size multiplier for the banner.
-    pub scale: u32,
 }
 
 impl Default for BannerConfig {
     fn default() -> Self {
         Self {
             presenter: "auto".into(),
-            scale: 1,
         }
     }
 }
@@ -628,7 +625,6 @@ mod tests {
             "iterations",
             "parallelism",
             "presenter",
-            "scale",
             "inject",
             "local_input",
             "grab_during_prompt",
