@@ -26,7 +26,7 @@ use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::encode;
 use shoulder_proto::session::*;
-use shoulder_proto::{Auth, ByeReason};
+use shoulder_proto::{Auth, ByeReason, ResumeToken};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, FaultInjector, Medium};
 use smoltcp::socket::tcp;
@@ -78,6 +78,11 @@ pub struct Scenario {
     pub duration: Duration,
     /// The device screen changes this often.
     pub screen_period: Duration,
+    /// What the device screen shows (a benchmark sequence of the encoder).
+    pub screen: Screen,
+    /// Whether the expert resumes the session over a new connection after
+    /// the old one died (the device keeps it for the resume grace period).
+    pub resume: bool,
     pub seed: u64,
 }
 
@@ -104,6 +109,10 @@ pub struct Report {
     pub corrupt_views: u64,
     /// Screen updates that failed to apply (must be zero: TLS protects them).
     pub apply_errors: u64,
+    /// Connections that died and were resumed without a new prompt.
+    pub resumes: u64,
+    /// Consent prompts shown on the device (1 when resumes need none).
+    pub prompts: u64,
 }
 
 /// A tiny deterministic PRNG (xorshift64*).
@@ -253,6 +262,7 @@ struct End {
     out: Vec<u8>,
     tls_bytes_out: u64,
     failed: Option<String>,
+    stale: Vec<SocketHandle>,
 }
 
 impl End {
@@ -296,6 +306,40 @@ impl End {
             out: Vec::new(),
             tls_bytes_out: 0,
             failed: None,
+            stale: Vec::new(),
+        }
+    }
+
+    /// Drops the connection (abort) and starts a new one on a fresh socket:
+    /// listening on `listen`, or connecting to `connect` from `local_port`.
+    fn reset(
+        &mut self,
+        tls: rustls::Connection,
+        listen: Option<u16>,
+        connect: Option<(Ipv4Address, u16, u16)>,
+    ) {
+        self.sockets.get_mut::<tcp::Socket>(self.tcp).abort();
+        let sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+        );
+        // The aborted socket still sends its RST on the next poll; keep it
+        // until then, drop the one before.
+        let old = std::mem::replace(&mut self.tcp, self.sockets.add(sock));
+        self.stale.push(old);
+        while self.stale.len() > 1 {
+            let h = self.stale.remove(0);
+            self.sockets.remove(h);
+        }
+        self.tls = tls;
+        self.out.clear();
+        self.failed = None;
+        let sock = self.sockets.get_mut::<tcp::Socket>(self.tcp);
+        if let Some(port) = listen {
+            let _ = sock.listen(port);
+        }
+        if let Some((ip, port, local)) = connect {
+            let _ = sock.connect(self.iface.context(), (IpAddress::Ipv4(ip), port), local);
         }
     }
 
@@ -314,19 +358,27 @@ impl End {
         if self.failed.is_some() {
             return plain;
         }
-        let sock = self.sockets.get_mut::<tcp::Socket>(self.tcp);
-        // Network → TLS.
-        while sock.can_recv() {
-            let res = sock.recv(|buf| {
-                let mut rd: &[u8] = buf;
+        // Network → TLS → application. rustls holds at most 16 KiB of
+        // decrypted plaintext, so drain it between reads.
+        let mut buf = [0u8; 16 * 1024];
+        for _ in 0..10_000 {
+            loop {
+                match self.tls.reader().read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => plain.extend_from_slice(&buf[..n]),
+                }
+            }
+            let sock = self.sockets.get_mut::<tcp::Socket>(self.tcp);
+            if !sock.can_recv() {
+                break;
+            }
+            let res = sock.recv(|data| {
+                let mut rd: &[u8] = data;
                 let n = self.tls.read_tls(&mut rd).unwrap_or(0);
                 (n, n)
             });
-            match res {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
             if let Err(e) = self.tls.process_new_packets() {
+                trace(0, &format!("TLS error: {e}"));
                 self.failed = Some(format!("TLS error: {e}"));
                 // Tell the peer, as a real stack would.
                 let _ = self.flush_tls();
@@ -334,14 +386,15 @@ impl End {
                 sock.close();
                 return plain;
             }
-        }
-        // TLS → application.
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match self.tls.reader().read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => plain.extend_from_slice(&buf[..n]),
-                Err(_) => break,
+            if !matches!(res, Ok(n) if n > 0) {
+                // rustls took nothing: drain what it decrypted, then stop.
+                loop {
+                    match self.tls.reader().read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => plain.extend_from_slice(&buf[..n]),
+                    }
+                }
+                break;
             }
         }
         // Application → TLS, as much as TLS buffers.
@@ -387,13 +440,22 @@ impl Write for SockWriter<'_, '_> {
     }
 }
 
+/// TLS configs, made once per process so every run uses the same
+/// certificates. Ed25519 signatures have a fixed length, which keeps byte
+/// counts, and so whole runs, deterministic.
 fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    static CONFIGS: std::sync::OnceLock<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> =
+        std::sync::OnceLock::new();
+    CONFIGS.get_or_init(make_tls_configs).clone()
+}
+
+fn make_tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ca key");
     let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("leaf key");
     let leaf = rcgen::CertificateParams::new(vec!["device.test".into()])
         .expect("leaf params")
         .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
@@ -419,6 +481,12 @@ fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     (Arc::new(server), Arc::new(client))
 }
 
+fn trace(now_us: i64, what: &str) {
+    if std::env::var_os("NETSIM_TRACE").is_some() {
+        eprintln!("{:>10.3} s  {what}", now_us as f64 / 1e6);
+    }
+}
+
 /// Runs one scenario to its end and reports.
 pub fn run(s: &Scenario) -> Report {
     let (server_cfg, client_cfg) = tls_configs();
@@ -431,9 +499,9 @@ pub fn run(s: &Scenario) -> Report {
     }));
     let dev_ip = Ipv4Address::new(10, 0, 0, 1);
     let exp_ip = Ipv4Address::new(10, 0, 0, 2);
-    let server = rustls::ServerConnection::new(server_cfg).expect("server conn");
+    let server = rustls::ServerConnection::new(server_cfg.clone()).expect("server conn");
     let client = rustls::ClientConnection::new(
-        client_cfg,
+        client_cfg.clone(),
         ServerName::try_from("device.test").expect("name"),
     )
     .expect("client conn");
@@ -451,8 +519,13 @@ pub fn run(s: &Scenario) -> Report {
     let t0 = StdInstant::now();
     let at = |us: i64| t0 + Duration::from_micros(us as u64);
     let mut device: Option<DeviceSession> = None;
+    let mut fresh: Option<DeviceSession> = None;
     let mut expert: Option<ExpertSession> = None;
-    let screen = ScenarioFrames::new(Screen::Clock, 320, 240);
+    let mut offered: Option<(ResumeToken, i64)> = None;
+    let mut resume_with: Option<ResumeToken> = None;
+    let mut reconnect_at: Option<i64> = None;
+    let mut local_port = 49152u16;
+    let screen = ScenarioFrames::new(s.screen, 320, 240);
     let mut pixels = screen.buffer();
     let mut frame_index = 0usize;
     screen.render(frame_index, &mut pixels);
@@ -475,6 +548,8 @@ pub fn run(s: &Scenario) -> Report {
     let mut view: Option<ViewConsent> = None;
     let mut wanted: Option<bool> = None; // Some(full) when the expert asked
     let mut fb: Option<Framebuffer> = None;
+    // Hash of the expert's view, updated when an update completes.
+    let mut view_hash: Option<u64> = None;
     let mut report = Report {
         name: s.name,
         survived: false,
@@ -487,6 +562,8 @@ pub fn run(s: &Scenario) -> Report {
         updates_applied: 0,
         corrupt_views: 0,
         apply_errors: 0,
+        resumes: 0,
+        prompts: 0,
     };
     let mut in_sync = false;
     let mut lag_since: Option<i64> = None;
@@ -509,29 +586,110 @@ pub fn run(s: &Scenario) -> Report {
         }
 
         // Machines start once TLS is up.
-        if device.is_none()
-            && !dev.tls.is_handshaking()
-            && dev.sockets.get::<tcp::Socket>(dev.tcp).is_active()
+        // The expert reconnects (and retries until it gets through); before the
+        // check below, so no machine starts on the dead connection.
+        if let Some(t) = reconnect_at
+            && now_us >= t
         {
-            device = Some(DeviceSession::new(at(now_us), DeviceConfig::default(), 0));
+            reconnect_at = None;
+            if expert.is_none() {
+                local_port += 1;
+                let client = rustls::ClientConnection::new(
+                    client_cfg.clone(),
+                    ServerName::try_from("device.test").expect("name"),
+                )
+                .expect("client conn");
+                trace(now_us, "expert: reconnecting");
+                exp.reset(client.into(), None, Some((dev_ip, 7575, local_port)));
+                reconnect_at = Some(now_us + 2_000_000);
+            }
+        }
+
+        let dev_up = !dev.tls.is_handshaking()
+            && dev.sockets.get::<tcp::Socket>(dev.tcp).state() == tcp::State::Established;
+        if device.is_none() && dev_up {
+            let mut d = DeviceSession::new(at(now_us), DeviceConfig::default(), 0);
+            if s.resume {
+                d = d.with_resume_token(ResumeToken([1; 32]));
+            }
+            device = Some(d);
+        }
+        // A new connection while the session waits for its expert: a fresh
+        // machine takes the hello and auth, as the agent does.
+        if device.as_ref().is_some_and(|d| d.is_suspended()) && fresh.is_none() && dev_up {
+            trace(now_us, "device: new connection while suspended");
+            fresh = Some(DeviceSession::new(
+                at(now_us),
+                DeviceConfig::default(),
+                1000,
+            ));
         }
         if expert.is_none()
             && !exp.tls.is_handshaking()
-            && exp.sockets.get::<tcp::Socket>(exp.tcp).may_send()
+            && exp.sockets.get::<tcp::Socket>(exp.tcp).state() == tcp::State::Established
         {
+            let auth = match resume_with.take() {
+                Some(token) => Auth::Resume { token },
+                None => Auth::Offer,
+            };
             expert = Some(ExpertSession::new(
                 at(now_us),
-                ExpertConfig::new("sim", Auth::Offer),
+                ExpertConfig::new("sim", auth),
             ));
+        }
+        // The fresh device machine: hello, auth, then hand over or refuse.
+        let mut handover = false;
+        if let Some(f) = fresh.as_mut() {
+            let plain = dev.pump();
+            if !plain.is_empty() {
+                f.handle(at(now_us), DeviceInput::Received(plain));
+            }
+            while let Some(o) = f.poll_output() {
+                match o {
+                    DeviceOutput::Send(m) => dev.out.extend(encode(&m).unwrap_or_default()),
+                    DeviceOutput::Authenticate(AuthRequest::Resume { token })
+                        if device.as_ref().and_then(|d| d.resume_token()) == Some(&token) =>
+                    {
+                        handover = true;
+                    }
+                    DeviceOutput::Authenticate(_) => f.handle(
+                        at(now_us),
+                        DeviceInput::AuthDecided(Err((
+                            ByeReason::ResumeRejected,
+                            "no such session".into(),
+                        ))),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        if handover {
+            trace(now_us, "device: resume accepted");
+            fresh = None;
+            report.resumes += 1;
+            if let Some(d) = device.as_mut() {
+                d.handle(
+                    at(now_us),
+                    DeviceInput::Reattach {
+                        new_token: Some(ResumeToken([report.resumes as u8 + 1; 32])),
+                    },
+                );
+            }
         }
 
         // Device side.
-        let plain = dev.pump();
+        let plain = if fresh.is_none() {
+            dev.pump()
+        } else {
+            Vec::new()
+        };
         if let Some(d) = device.as_mut() {
             if !plain.is_empty() {
                 d.handle(at(now_us), DeviceInput::Received(plain));
             }
-            if let Some(e) = &dev.failed {
+            if let Some(e) = &dev.failed
+                && !d.is_suspended()
+            {
                 d.handle(
                     at(now_us),
                     DeviceInput::PeerClosed {
@@ -553,7 +711,15 @@ pub fn run(s: &Scenario) -> Report {
                     ),
                     // The person at the device accepts at once.
                     DeviceOutput::ShowPrompt(_) => {
+                        report.prompts += 1;
                         d.handle(at(now_us), DeviceInput::Local(LocalDecision::Accept))
+                    }
+                    // The agent drops the dead connection and listens again.
+                    DeviceOutput::Phase(Phase::Reconnecting { .. }) => {
+                        trace(now_us, "device: suspended, listening again");
+                        let server =
+                            rustls::ServerConnection::new(server_cfg.clone()).expect("server conn");
+                        dev.reset(server.into(), Some(7575), None);
                     }
                     DeviceOutput::StartCapture(v) => {
                         encoder.reset();
@@ -599,6 +765,7 @@ pub fn run(s: &Scenario) -> Report {
         dev.pump();
 
         // Expert side.
+        let mut drop_expert = false;
         let plain = exp.pump();
         if let Some(e) = expert.as_mut() {
             if !plain.is_empty() {
@@ -618,7 +785,10 @@ pub fn run(s: &Scenario) -> Report {
             while let Some(ev) = e.poll_output() {
                 match ev {
                     ExpertEvent::Send(m) => exp.out.extend(encode(&m).unwrap_or_default()),
-                    ExpertEvent::Screen(info) => fb = Framebuffer::new(&info).ok(),
+                    ExpertEvent::Screen(info) => {
+                        fb = Framebuffer::new(&info).ok();
+                        view_hash = None;
+                    }
                     ExpertEvent::Update(part) => {
                         if let Some(f) = fb.as_mut() {
                             if f.apply(&part).is_err() {
@@ -626,26 +796,44 @@ pub fn run(s: &Scenario) -> Report {
                             }
                             if part.last {
                                 report.updates_applied += 1;
-                                if !shown.contains(&hash(f.pixels())) {
+                                let h = hash(f.pixels());
+                                view_hash = Some(h);
+                                if !shown.contains(&h) {
                                     report.corrupt_views += 1;
                                 }
                             }
                         }
                     }
+                    ExpertEvent::ResumeOffer { token, grace } => {
+                        offered = Some((token, now_us + grace.as_micros() as i64));
+                    }
                     ExpertEvent::Closed { reason, detail, .. } => {
-                        report
-                            .ended
-                            .get_or_insert(format!("expert: {reason:?}: {detail}"));
-                        exp.sockets.get_mut::<tcp::Socket>(exp.tcp).close();
+                        let resumable = s.resume
+                            && matches!(reason, ByeReason::PeerTimeout | ByeReason::Normal)
+                            && offered.as_ref().is_some_and(|(_, until)| now_us < *until);
+                        trace(now_us, &format!("expert: closed {reason:?} {detail}"));
+                        if resumable {
+                            resume_with = offered.take().map(|(t, _)| t);
+                            reconnect_at = Some(now_us);
+                            drop_expert = true;
+                        } else {
+                            report
+                                .ended
+                                .get_or_insert(format!("expert: {reason:?}: {detail}"));
+                            exp.sockets.get_mut::<tcp::Socket>(exp.tcp).close();
+                        }
                     }
                     _ => {}
                 }
             }
         }
+        if drop_expert {
+            expert = None;
+        }
         exp.pump();
 
         // Is the expert's view the device screen?
-        let synced = fb.as_ref().is_some_and(|f| hash(f.pixels()) == device_hash);
+        let synced = view_hash == Some(device_hash);
         if synced && !in_sync {
             report
                 .first_sync
@@ -680,6 +868,5 @@ pub fn run(s: &Scenario) -> Report {
         .as_ref()
         .is_some_and(|d| !d.is_closed() && d.state_name() == "viewing")
         && expert.as_ref().is_some_and(|e| !e.is_closed());
-    let _ = ByeReason::Normal;
     report
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use shoulder_capture::scenarios::Scenario as Screen;
 use shoulder_tests::netsim::{LinkConfig, Report, Scenario, run};
 
 fn scenario(name: &'static str, link: LinkConfig) -> Scenario {
@@ -12,6 +13,8 @@ fn scenario(name: &'static str, link: LinkConfig) -> Scenario {
         outage: None,
         duration: Duration::from_secs(30),
         screen_period: Duration::from_millis(500),
+        screen: Screen::Clock,
+        resume: true,
         seed: 0x5110_u64,
     }
 }
@@ -108,7 +111,10 @@ fn link_down_for_ten_seconds_then_back() {
     s.outage = Some((Duration::from_secs(5), Duration::from_secs(10)));
     s.duration = Duration::from_secs(40);
     let r = run(&s);
+    // TCP backs off past the keepalive timeout: the connection is declared
+    // dead, and the expert resumes the session on a new one, no new prompt.
     assert_healthy(&r, Duration::from_secs(1));
+    assert_eq!(r.prompts, 1, "a resume must not prompt again: {r:?}");
     let back = r
         .resync_after_outage
         .expect("view catches up after the outage");
@@ -117,20 +123,30 @@ fn link_down_for_ten_seconds_then_back() {
 
 #[test]
 fn one_percent_corruption_is_caught_by_tls() {
-    // Checksums off: corrupted bytes reach TLS, which must refuse them.
-    let r = run(&scenario(
+    // Checksums off: corrupted bytes reach TLS, which must refuse them. A
+    // changing photo-like screen makes enough traffic for corruption to hit.
+    let mut s = scenario(
         "1% corruption",
         LinkConfig {
             corrupt_pct: 1,
             verify_checksums: false,
             ..LinkConfig::default()
         },
-    ));
+    );
+    s.screen = Screen::Noise;
+    s.resume = false;
+    let r = run(&s);
     show(&r);
     assert_eq!(r.corrupt_views, 0, "a corrupt frame reached the view");
     assert_eq!(r.apply_errors, 0);
     assert!(!r.survived, "corruption went unnoticed: {r:?}");
     assert!(r.ended.is_some());
+    // With resumption the expert comes back after a detected corruption.
+    s.resume = true;
+    let r = run(&s);
+    show(&r);
+    assert_eq!(r.corrupt_views, 0);
+    assert!(r.resumes >= 1, "{r:?}");
 }
 
 #[test]

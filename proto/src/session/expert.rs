@@ -138,6 +138,8 @@ pub struct ExpertSession {
     ping: Option<(u64, Instant)>,
     nonce: u64,
     generation: Option<u32>,
+    /// The device offered a resume token: a dead connection may be resumed.
+    resumable: bool,
 }
 
 impl ExpertSession {
@@ -154,6 +156,7 @@ impl ExpertSession {
             ping: None,
             nonce: 0,
             generation: None,
+            resumable: false,
             config,
         };
         let hello = Hello::new(
@@ -211,6 +214,15 @@ impl ExpertSession {
             );
         }
         if now >= self.last_received + self.config.peer_timeout {
+            if self.resumable {
+                // No Bye: the device keeps the session for a resume, which
+                // a Bye would end.
+                return self.finish(
+                    ByeReason::PeerTimeout,
+                    "no keepalive from the device".into(),
+                    "The device stopped answering — reconnecting may resume the session.".into(),
+                );
+            }
             return self.close(
                 now,
                 ByeReason::PeerTimeout,
@@ -410,6 +422,7 @@ impl ExpertSession {
                 self.push(ExpertEvent::Chat(text.to_string()))
             }
             Message::ResumeOffer { token, grace_secs } if viewing => {
+                self.resumable = grace_secs > 0;
                 self.push(ExpertEvent::ResumeOffer {
                     token,
                     grace: Duration::from_secs(u64::from(grace_secs)),
