@@ -19,9 +19,13 @@ use shoulder::client::{self, ClientEvent, ConnectOptions, SharedView};
 use shoulder::identity::{self, Identity};
 use shoulder::target::Target;
 use shoulder::trust::AcceptNew;
-use shoulder_banner::{Layout, PixelFormat, PromptView, Renderer, ScreenSpec, Style, View};
+use shoulder_banner::{
+    Layout, PixelFormat, PromptView, RegionKind, Renderer, ScreenSpec, StripMode, StripView, Style,
+    View,
+};
 use shoulder_kiosk_ui::KioskUi;
-use shoulder_proto::msg::{Buttons, ConsentKind, Key, Pointer};
+use shoulder_proto::invite::{Invitation, TEXT_PREFIX};
+use shoulder_proto::msg::{Buttons, ConsentKind, Key, Pointer, text};
 use shoulder_proto::session::LocalDecision;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 use shoulder_tests::qemu::{Image, Screen, Vm, VmConfig, image_or_skip};
@@ -527,4 +531,257 @@ fn expected_kiosk(ui: &KioskUi) -> Screen {
             .flat_map(|p| [p[2], p[1], p[0]])
             .collect(),
     }
+}
+
+/// Where the session strip is while `expert` views the screen.
+fn strip_region() -> Rectangle {
+    let renderer = Renderer::new(
+        ScreenSpec {
+            width: SCREEN.0,
+            height: SCREEN.1,
+            format: PixelFormat::Xrgb8888,
+        },
+        Style::default(),
+    )
+    .expect("renderer");
+    let view = View {
+        strip: Some(StripView {
+            mode: StripMode::Viewing,
+            expert: EXPERT_NAME.into(),
+            elapsed: Duration::from_secs(1),
+            stop_hotkey: "Ctrl+Alt+Shift+S".into(),
+        }),
+        ..View::default()
+    };
+    renderer
+        .layout(&view)
+        .region(RegionKind::Strip)
+        .expect("a strip while viewing")
+}
+
+/// Accepts the open prompt from the device's keyboard (Enter), once it is
+/// on screen.
+fn accept_by_key(vm: &mut Vm, expert: &Expert) {
+    expert.wait_state("the consent prompt", |s| {
+        matches!(s, ExpertState::WaitingForConsent { .. })
+    });
+    let kiosk = expected_kiosk(&KioskUi::new(SCREEN.0, SCREEN.1));
+    let (ax, ay) = center(prompt_button(ConsentKind::View, LocalDecision::Accept));
+    let deadline = Instant::now() + STEP;
+    while vm.screendump().expect("screendump").pixel(ax, ay) == kiosk.pixel(ax, ay) {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt on screen:\n{}",
+            vm.serial_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.tap_key("ret").expect("Enter");
+    expert.wait_state("viewing", |s| matches!(s, ExpertState::Viewing { .. }));
+}
+
+/// An invitation made on the device (`shoulder-agent ctl invite`) with a
+/// password: a wrong password gets nowhere, the right one reaches the
+/// person, who accepts; the expert then sees the screen.
+#[test]
+fn image_invitation_session_with_password() {
+    let test = "image_invitation_session_with_password";
+    let pki = Pki::new();
+    let Some((_image, mut vm)) = boot(test, &pki, "--paused", "") else {
+        return;
+    };
+    let made = vm
+        .exec(
+            // The agent opens its control socket just after it listens.
+            "for i in $(seq 100); do [ -S /run/shoulder/control.sock ] && break; usleep 100000; done; \
+             printf 'correct horse battery\\n' >/tmp/pw && \
+             shoulder-agent ctl invite --expires 30m --password-file /tmp/pw",
+            STEP,
+        )
+        .expect("ctl invite");
+    assert_eq!(made.status, 0, "ctl invite failed: {}", made.output);
+    let line = made
+        .output
+        .lines()
+        .find(|l| l.trim_start().starts_with(TEXT_PREFIX))
+        .unwrap_or_else(|| panic!("no invitation text in: {}", made.output));
+    let mut invitation = Invitation::from_text(line.trim()).expect("invitation parses");
+    // The invitation names the guest's address and port; from the host the
+    // agent is behind QEMU's port forward.
+    invitation.addresses.clear();
+    let _ = invitation.addresses.push(text("127.0.0.1"));
+    invitation.port = vm.agent_addr().port();
+
+    let wrong = Expert::start(
+        Target::Invitation(Box::new(invitation.clone())),
+        None,
+        Some("wrong password"),
+    );
+    let deadline = Instant::now() + STEP;
+    while wrong.ended().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "a wrong password was not refused"
+        );
+        assert!(
+            !matches!(
+                wrong.state(),
+                ExpertState::WaitingForConsent { .. } | ExpertState::Viewing { .. }
+            ),
+            "a wrong password reached the person at the device"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reason = wrong.ended().unwrap_or_default();
+    assert!(
+        reason.contains("WrongPassword"),
+        "refused, but not for the password: {reason}"
+    );
+    drop(wrong);
+
+    let expert = Expert::start(
+        Target::Invitation(Box::new(invitation)),
+        None,
+        Some("correct horse battery"),
+    );
+    accept_by_key(&mut vm, &expert);
+    wait_same_pixels(&mut vm, &expert, STEP);
+    vm.shutdown();
+}
+
+/// A kiosk app that draws into one buffer and never flips is captured
+/// (a local change shows within a second), a resolution change mid-session
+/// reaches the expert, and a key the expert holds when disconnecting is
+/// released in the app.
+#[test]
+fn image_single_buffer_app_mode_change_and_key_release() {
+    let test = "image_single_buffer_app_mode_change_and_key_release";
+    let pki = Pki::new();
+    let kiosk_args = "--single-buffer --paused --modes 1024x768,800x600";
+    let Some((_image, mut vm)) = boot(test, &pki, kiosk_args, "") else {
+        return;
+    };
+    assert!(
+        vm.serial_log().contains("single-buffer"),
+        "{}",
+        vm.serial_log()
+    );
+    let expert = Expert::offer(vm.agent_addr(), &pki);
+    accept_by_key(&mut vm, &expert);
+    wait_same_pixels(&mut vm, &expert, STEP);
+
+    let counter = KioskUi::new(SCREEN.0, SCREEN.1).layout().counter_button;
+    let mark = vm.serial_mark();
+    tap(&mut vm, counter);
+    vm.wait_serial(mark, "kiosk: counter=1", STEP)
+        .expect("local tap counted");
+    let took = wait_same_pixels(&mut vm, &expert, STEP);
+    assert!(
+        took <= SAME_PIXELS_WITHIN,
+        "single-buffer change seen after {took:?}"
+    );
+
+    // F2: the app switches to 800x600; the expert gets the new screen.
+    let mark = vm.serial_mark();
+    vm.tap_key("f2").expect("F2");
+    vm.wait_serial(mark, "kiosk: mode 800x600", STEP)
+        .expect("mode switch");
+    let deadline = Instant::now() + STEP;
+    while expert.screen().map(|s| s.size()) != Some((800, 600)) {
+        assert!(
+            Instant::now() < deadline,
+            "the expert never got the 800x600 screen: {:?}",
+            expert.event_summary()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_same_pixels(&mut vm, &expert, STEP);
+
+    // Control, a key held by the expert, then the expert disconnects: the
+    // app sees the release.
+    expert.send(UserAction::RequestControl);
+    let deadline = Instant::now() + STEP;
+    while !granted(expert.state()) {
+        vm.tap_key("ret").expect("Enter");
+        assert!(
+            Instant::now() < deadline,
+            "control not granted: {:?}",
+            expert.event_summary()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mark = vm.serial_mark();
+    let deadline = Instant::now() + STEP;
+    loop {
+        expert.key(KEY_A, true);
+        if vm
+            .wait_serial(mark, "kiosk: key 30 down", Duration::from_secs(2))
+            .is_ok()
+        {
+            break;
+        }
+        expert.key(KEY_A, false);
+        assert!(
+            Instant::now() < deadline,
+            "the expert's key never arrived:\n{}",
+            vm.serial_log()
+        );
+    }
+    let mark = vm.serial_mark();
+    drop(expert);
+    vm.wait_serial(mark, "kiosk: key 30 up", STEP)
+        .expect("the held key was released when the expert left");
+    vm.shutdown();
+}
+
+/// While the app page-flips at 30 Hz, the banner strip is on screen in at
+/// least 95 % of 100 screendumps.
+#[test]
+fn image_banner_stays_visible_over_an_animating_app() {
+    let test = "image_banner_stays_visible_over_an_animating_app";
+    let pki = Pki::new();
+    let Some((_image, mut vm)) = boot(test, &pki, "--fps 30", "") else {
+        return;
+    };
+    let expert = Expert::offer(vm.agent_addr(), &pki);
+    accept_by_key(&mut vm, &expert);
+    let strip = strip_region();
+    let kiosk = expected_kiosk(&KioskUi::new(SCREEN.0, SCREEN.1));
+    let l = *KioskUi::new(SCREEN.0, SCREEN.1).layout();
+    let animated = [l.clock, l.progress, l.text_field];
+    // A dump shows the banner when most of the strip's static pixels are not
+    // the app's.
+    let shows_banner = |dump: &Screen| {
+        let points: Vec<Point> = strip
+            .points()
+            .step_by(7)
+            .filter(|p| !animated.iter().any(|a| a.contains(*p)))
+            .collect();
+        let app = points
+            .iter()
+            .filter(|p| dump.pixel(p.x as u32, p.y as u32) == kiosk.pixel(p.x as u32, p.y as u32))
+            .count();
+        app * 2 < points.len()
+    };
+    // Let the strip appear first.
+    let deadline = Instant::now() + STEP;
+    while !shows_banner(&vm.screendump().expect("screendump")) {
+        assert!(Instant::now() < deadline, "no banner strip on screen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut visible = 0;
+    for _ in 0..100 {
+        if shows_banner(&vm.screendump().expect("screendump")) {
+            visible += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("{test}: banner visible in {visible} of 100 screendumps");
+    assert!(
+        visible >= 95,
+        "banner visible in only {visible} of 100 screendumps"
+    );
+    assert!(vm.serial_log().contains("flipping"));
+    drop(expert);
+    vm.shutdown();
 }
