@@ -35,6 +35,14 @@ pub const MAX_ARGON2_ITERATIONS: u32 = 16;
 /// costs a TLS handshake buffer (~40 KiB).
 pub const MAX_PRE_AUTH_CONNECTIONS: usize = 1024;
 
+/// Longest resume grace a config may ask for: a session on hold keeps the
+/// one session slot, so other experts are turned away meanwhile.
+pub const MAX_RESUME_GRACE: Duration = Duration::from_secs(600);
+/// Expert input rate bounds: below 20/s a fast typist or a pointer drag is
+/// cut; above 10000/s the limit no longer protects anything.
+pub const MIN_INPUT_RATE: u32 = 20;
+pub const MAX_INPUT_RATE: u32 = 10_000;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +78,18 @@ pub struct Config {
     pub consent_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub pre_auth_timeout: Duration,
+    /// How long a session whose connection dropped waits for the same
+    /// expert to resume it; zero turns resumption off.
+    #[serde(deserialize_with = "de_duration")]
+    pub resume_grace: Duration,
+    /// A connected expert silent this long is gone.
+    #[serde(deserialize_with = "de_duration")]
+    pub peer_timeout: Duration,
+    /// A ping goes out after this long without sending anything.
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive_interval: Duration,
+    /// Expert input events per second before presses and moves are dropped.
+    pub max_input_rate: u32,
     pub max_pre_auth_connections: usize,
     pub auth_failures_per_minute: u32,
     /// PEM files with the CA certificates experts' certificates must chain to.
@@ -109,6 +129,10 @@ impl Default for Config {
             max_fps: 30,
             consent_timeout: shoulder_proto::session::DEFAULT_CONSENT_TIMEOUT,
             pre_auth_timeout: shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOUT,
+            resume_grace: shoulder_proto::session::DEFAULT_RESUME_GRACE,
+            peer_timeout: shoulder_proto::session::DEFAULT_PEER_TIMEOUT,
+            keepalive_interval: shoulder_proto::session::DEFAULT_KEEPALIVE_INTERVAL,
+            max_input_rate: shoulder_proto::session::DEFAULT_MAX_INPUT_RATE,
             max_pre_auth_connections: 32,
             auth_failures_per_minute: 10,
             plant_ca: Vec::new(),
@@ -349,6 +373,56 @@ impl Config {
                     format_duration(self.pre_auth_timeout)
                 ),
                 "use e.g. \"10s\"",
+            );
+        }
+        if self.resume_grace > MAX_RESUME_GRACE {
+            return err(
+                "",
+                "resume_grace",
+                format!(
+                    "{} is longer than {}",
+                    format_duration(self.resume_grace),
+                    format_duration(MAX_RESUME_GRACE)
+                ),
+                "use e.g. \"20s\", or \"0s\" to turn resumption off",
+            );
+        }
+        if self.keepalive_interval < Duration::from_secs(1)
+            || self.keepalive_interval > Duration::from_secs(60)
+        {
+            return err(
+                "",
+                "keepalive_interval",
+                format!(
+                    "{} is outside 1s–60s",
+                    format_duration(self.keepalive_interval)
+                ),
+                "use e.g. \"5s\"",
+            );
+        }
+        if self.peer_timeout < self.keepalive_interval * 2
+            || self.peer_timeout > Duration::from_secs(600)
+        {
+            return err(
+                "",
+                "peer_timeout",
+                format!(
+                    "{} is outside twice keepalive_interval ({})–10m",
+                    format_duration(self.peer_timeout),
+                    format_duration(self.keepalive_interval * 2)
+                ),
+                "a live peer must get at least two keepalives in; use e.g. \"15s\"",
+            );
+        }
+        if !(MIN_INPUT_RATE..=MAX_INPUT_RATE).contains(&self.max_input_rate) {
+            return err(
+                "",
+                "max_input_rate",
+                format!(
+                    "{} is outside {MIN_INPUT_RATE}–{MAX_INPUT_RATE}",
+                    self.max_input_rate
+                ),
+                "use e.g. 300 (far above a human, far below a flood)",
             );
         }
         if self.max_pre_auth_connections == 0

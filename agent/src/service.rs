@@ -16,7 +16,8 @@ use shoulder_proto::session::{
     AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
     ExpertIdentity, Phase,
 };
-use shoulder_proto::{ByeReason, ConsentKind, Message};
+use shoulder_proto::{ByeReason, ConsentKind, Message, ResumeToken};
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -64,6 +65,26 @@ struct Shared {
     limiter: Mutex<RateLimiter>,
     pre_auth: PreAuth,
     sessions: AtomicU64,
+    /// The session on hold after its connection dropped (one session at a
+    /// time, so at most one).
+    parked: Mutex<Option<Parked>>,
+}
+
+/// A session on hold, waiting for its expert to come back.
+struct Parked {
+    /// The parked session's connection number.
+    number: u64,
+    token: ResumeToken,
+    expert: ExpertIdentity,
+    handover: oneshot::Sender<Handover>,
+}
+
+/// A new connection that proved it may continue a parked session.
+struct Handover {
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    peer_certs: Option<Vec<CertificateDer<'static>>>,
+    fingerprint: Option<String>,
 }
 
 /// Binds TCP listeners for `addrs` (IPv6 ones IPv6-only, so `0.0.0.0:P`
@@ -195,7 +216,10 @@ pub async fn run(
         pre_auth_timeout: config.pre_auth_timeout,
         consent_timeout: config.consent_timeout,
         allow_control: config.allow_control,
-        ..DeviceConfig::default()
+        resume_grace: config.resume_grace,
+        peer_timeout: config.peer_timeout,
+        keepalive_interval: config.keepalive_interval,
+        max_input_rate: config.max_input_rate,
     };
     let shared = Arc::new(Shared {
         limiter: Mutex::new(RateLimiter::new(config.auth_failures_per_minute)),
@@ -211,6 +235,7 @@ pub async fn run(
         input: Mutex::new(backends.input),
         presenter: Mutex::new(backends.presenter),
         sessions: AtomicU64::new(0),
+        parked: Mutex::new(None),
     });
     audit_or_log(
         &audit,
@@ -340,10 +365,18 @@ async fn connection(
     let n = shared.sessions.fetch_add(1, Ordering::Relaxed);
     // Consent token epochs stay unique across the sessions of one run.
     let epoch_base = n.saturating_mul(1 << 20);
-    let machine = DeviceSession::new(Instant::now(), shared.device.clone(), epoch_base);
+    let mut machine = DeviceSession::new(Instant::now(), shared.device.clone(), epoch_base);
+    if !shared.device.resume_grace.is_zero()
+        && let Some(token) = fresh_resume_token()
+    {
+        machine = machine.with_resume_token(token);
+    }
     let mut s = Session {
         shared,
         machine,
+        number: n,
+        resume: None,
+        handover_to: None,
         ctx,
         peer,
         peer_certs,
@@ -381,6 +414,12 @@ type AuthResult = Result<ExpertIdentity, (ByeReason, String)>;
 struct Session {
     shared: Arc<Shared>,
     machine: DeviceSession,
+    /// This connection's number (unique in this run).
+    number: u64,
+    /// While on hold: where a resuming connection arrives.
+    resume: Option<oneshot::Receiver<Handover>>,
+    /// This connection resumes a parked session: hand the transport over.
+    handover_to: Option<oneshot::Sender<Handover>>,
     ctx: Context,
     peer: SocketAddr,
     peer_certs: Option<Vec<CertificateDer<'static>>>,
@@ -410,13 +449,25 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, mut tls: TlsStream<TcpStream>, mut stop: watch::Receiver<bool>) {
+    async fn run(&mut self, tls: TlsStream<TcpStream>, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; READ_CHUNK];
+        // None while the session is on hold after its connection dropped.
+        let mut transport = Some(tls);
         loop {
             self.process_outputs();
+            if self.machine.is_suspended() {
+                // A silent peer's connection may still be open: drop it,
+                // the expert comes back on a new one.
+                transport = None;
+                self.park();
+            }
             if !self.out.is_empty() {
-                let write_timeout = self.shared.device.peer_timeout;
                 let data = std::mem::take(&mut self.out);
+                // On hold: nobody to send to.
+                let Some(tls) = transport.as_mut() else {
+                    continue;
+                };
+                let write_timeout = self.shared.device.peer_timeout;
                 let r = tokio::time::timeout(write_timeout, async {
                     tls.write_all(&data).await?;
                     tls.flush().await
@@ -428,25 +479,53 @@ impl Session {
                     Err(_) => Some("the expert stopped reading".to_string()),
                 };
                 if let Some(error) = error {
+                    transport = None;
                     self.stop_capture();
                     self.machine.handle(
                         Instant::now(),
                         DeviceInput::PeerClosed { error: Some(error) },
                     );
-                    self.process_outputs();
-                    self.out.clear();
-                    break;
                 }
                 continue;
             }
             if self.closing.is_some() {
-                let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+                if let Some(mut tls) = transport.take() {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+                }
                 break;
+            }
+            if let Some(to) = self.handover_to.take() {
+                let Some(tls) = transport.take() else {
+                    break;
+                };
+                let h = Handover {
+                    tls,
+                    peer: self.peer,
+                    peer_certs: self.peer_certs.take(),
+                    fingerprint: self.ctx.fingerprint.clone(),
+                };
+                match to.send(h) {
+                    Ok(()) => {
+                        self.audit("resume-handover", json!({}));
+                        tracing::info!(peer = %self.peer, "connection continues a session on hold");
+                        return;
+                    }
+                    Err(h) => {
+                        // The session ended in the meantime.
+                        transport = Some(h.tls);
+                        self.peer_certs = h.peer_certs;
+                        self.auth_done(Err((
+                            ByeReason::ResumeRejected,
+                            "the session ended before it could be resumed".into(),
+                        )));
+                        continue;
+                    }
+                }
             }
             let deadline = self.machine.poll_timeout();
             let now = Instant::now();
             tokio::select! {
-                r = tls.read(&mut buf) => {
+                r = read_opt(&mut transport, &mut buf), if transport.is_some() => {
                     let input = match r {
                         Ok(0) => DeviceInput::PeerClosed { error: None },
                         Ok(n) => {
@@ -455,6 +534,10 @@ impl Session {
                         }
                         Err(e) => DeviceInput::PeerClosed { error: Some(format!("read failed: {e}")) },
                     };
+                    if matches!(input, DeviceInput::PeerClosed { .. }) {
+                        transport = None;
+                        self.stop_capture();
+                    }
                     self.machine.handle(Instant::now(), input);
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -464,6 +547,13 @@ impl Session {
                     self.auth = None;
                     let r = r.unwrap_or_else(|| Err((ByeReason::InternalError, "authentication task failed".into())));
                     self.auth_done(r);
+                }
+                h = recv_opt(&mut self.resume), if self.resume.is_some() => {
+                    self.resume = None;
+                    if let Some(h) = h {
+                        transport = Some(h.tls);
+                        self.resumed(h.peer, h.peer_certs, h.fingerprint);
+                    }
                 }
                 cmd = recv_cmd(&mut self.commands), if self.commands.is_some() => {
                     match cmd {
@@ -496,11 +586,84 @@ impl Session {
                 }
             }
         }
+        self.unpark();
         self.stop_capture();
         if self.control.take().is_some() {
             self.with_input(|i| i.disable());
         }
         tracing::info!(peer = %self.peer, session = ?self.ctx.session, sent = self.bytes_sent, "connection closed");
+    }
+
+    /// Once the machine is on hold, lets a resuming connection find it.
+    fn park(&mut self) {
+        if self.resume.is_some() || !self.machine.is_suspended() {
+            return;
+        }
+        let (Some(token), Some(expert)) = (
+            self.machine.resume_token().cloned(),
+            self.machine.expert().cloned(),
+        ) else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        *lock(&self.shared.parked) = Some(Parked {
+            number: self.number,
+            token,
+            expert,
+            handover: tx,
+        });
+        self.resume = Some(rx);
+    }
+
+    /// The session is over: its token no longer resumes anything.
+    fn unpark(&mut self) {
+        let mut parked = lock(&self.shared.parked);
+        if parked.as_ref().is_some_and(|p| p.number == self.number) {
+            *parked = None;
+        }
+        self.resume = None;
+    }
+
+    /// Takes the parked session that `token` resumes, if this connection is
+    /// its expert: the same client certificate for offers; for invitations
+    /// the token alone (single use, 32 random bytes, sent only inside TLS).
+    fn take_parked(&self, token: &ResumeToken) -> Option<oneshot::Sender<Handover>> {
+        let mut parked = lock(&self.shared.parked);
+        let p = parked.as_ref()?;
+        let token_ok = bool::from(p.token.0.ct_eq(&token.0));
+        let identity_ok = match &p.expert.method {
+            AuthMethod::Offer { fingerprint } => self
+                .peer_certs
+                .as_ref()
+                .and_then(|c| c.first())
+                .is_some_and(|c| bool::from(crate::util::sha256(c).ct_eq(fingerprint))),
+            AuthMethod::Invitation { .. } => true,
+        };
+        if !(token_ok & identity_ok) {
+            return None;
+        }
+        parked.take().map(|p| p.handover)
+    }
+
+    /// The expert is back on a new connection: continue where we were,
+    /// with a fresh single-use token.
+    fn resumed(
+        &mut self,
+        peer: SocketAddr,
+        certs: Option<Vec<CertificateDer<'static>>>,
+        fingerprint: Option<String>,
+    ) {
+        self.peer = peer;
+        self.peer_certs = certs;
+        self.ctx.source = Some(peer.to_string());
+        self.ctx.fingerprint = fingerprint;
+        tracing::info!(%peer, session = ?self.ctx.session, "expert resumed the session");
+        self.machine.handle(
+            Instant::now(),
+            DeviceInput::Reattach {
+                new_token: fresh_resume_token(),
+            },
+        );
     }
 
     fn process_outputs(&mut self) {
@@ -628,7 +791,7 @@ impl Session {
                 ByeReason::Disabled,
                 "remote assistance is disabled on this device".into(),
             ))
-        } else if shared.hub.is_busy() {
+        } else if shared.hub.is_busy() && !matches!(req, AuthRequest::Resume { .. }) {
             Some((ByeReason::Busy, "another expert is connected".into()))
         } else if let Some(retry) = lock(&shared.limiter).retry_after(ip, Instant::now()) {
             Some((
@@ -647,10 +810,18 @@ impl Session {
                     ByeReason::InvitationsDisabled,
                     "invitations are disabled on this device".into(),
                 )),
-                AuthRequest::Resume { .. } => Some((
-                    ByeReason::ResumeRejected,
-                    "this device does not resume sessions yet".into(),
-                )),
+                AuthRequest::Resume { token } => match self.take_parked(token) {
+                    Some(to) => {
+                        self.handover_to = Some(to);
+                        return;
+                    }
+                    None => Some((
+                        ByeReason::ResumeRejected,
+                        "no session on hold for this token and expert (it expired, was used, \
+                         or belongs to someone else)"
+                            .into(),
+                    )),
+                },
                 _ => None,
             }
         };
@@ -680,9 +851,10 @@ impl Session {
                         )),
                     }
                 }
-                AuthRequest::Resume { .. } => {
-                    Err((ByeReason::ResumeRejected, "not supported".into()))
-                }
+                AuthRequest::Resume { .. } => Err((
+                    ByeReason::ResumeRejected,
+                    "resumption is decided without a task".into(),
+                )),
             };
             let _ = tx.send(result);
         });
@@ -759,6 +931,13 @@ impl Session {
                 "awaiting-view",
                 json!({"event": "session-started", "session": self.ctx.session, "expert": expert.name,
                     "how": expert.how(), "source": self.peer.to_string()}),
+            ),
+            Phase::Viewing { .. } if self.phase == "reconnecting" => {
+                ("viewing", json!({"event": "resumed", "phase": "viewing"}))
+            }
+            Phase::Controlling { .. } if self.phase == "reconnecting" => (
+                "controlling",
+                json!({"event": "resumed", "phase": "controlling"}),
             ),
             Phase::Viewing { .. } if self.phase == "controlling" => {
                 ("viewing", json!({"event": "control-revoked"}))
@@ -906,6 +1085,29 @@ fn counts_as_failure(r: ByeReason) -> bool {
             | ByeReason::InternalError
             | ByeReason::ResumeRejected
     )
+}
+
+/// A new single-use resume token: 32 bytes from the system random source.
+/// None if that fails: the session then simply cannot be resumed.
+fn fresh_resume_token() -> Option<ResumeToken> {
+    let mut t = [0u8; 32];
+    match random_bytes(&mut t) {
+        Ok(()) => Some(ResumeToken(t)),
+        Err(e) => {
+            tracing::error!(error = %e, "no resume token; the session will not be resumable");
+            None
+        }
+    }
+}
+
+async fn read_opt(
+    transport: &mut Option<TlsStream<TcpStream>>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match transport {
+        Some(t) => t.read(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
