@@ -586,7 +586,10 @@ impl Session {
                 }
             }
         }
-        self.unpark();
+        if let Some(h) = self.unpark() {
+            // A resuming connection got in just as the session ended.
+            tokio::spawn(refuse_late_resume(h));
+        }
         self.stop_capture();
         if self.control.take().is_some() {
             self.with_input(|i| i.disable());
@@ -615,13 +618,18 @@ impl Session {
         self.resume = Some(rx);
     }
 
-    /// The session is over: its token no longer resumes anything.
-    fn unpark(&mut self) {
-        let mut parked = lock(&self.shared.parked);
-        if parked.as_ref().is_some_and(|p| p.number == self.number) {
-            *parked = None;
+    /// The session is over: its token no longer resumes anything. Returns
+    /// a connection handed over in the last instant, to be turned away.
+    fn unpark(&mut self) -> Option<Handover> {
+        {
+            let mut parked = lock(&self.shared.parked);
+            if parked.as_ref().is_some_and(|p| p.number == self.number) {
+                *parked = None;
+            }
         }
-        self.resume = None;
+        let mut rx = self.resume.take()?;
+        rx.close();
+        rx.try_recv().ok()
     }
 
     /// Takes the parked session that `token` resumes, if this connection is
@@ -1097,6 +1105,22 @@ fn fresh_resume_token() -> Option<ResumeToken> {
             tracing::error!(error = %e, "no resume token; the session will not be resumable");
             None
         }
+    }
+}
+
+/// Tells a connection that came to resume a session that has just ended.
+async fn refuse_late_resume(mut h: Handover) {
+    let bye = Message::Bye {
+        reason: ByeReason::ResumeRejected,
+        detail: shoulder_proto::text("the session ended before it could be resumed"),
+    };
+    let mut out = Vec::new();
+    if encode_into(&bye, &mut out).is_ok() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            h.tls.write_all(&out).await?;
+            h.tls.shutdown().await
+        })
+        .await;
     }
 }
 

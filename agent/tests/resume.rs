@@ -280,3 +280,66 @@ async fn resumption_off_ends_the_session_on_a_drop() {
     assert!(agent.sink.events().contains(&Recorded::ReleaseAll));
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_expert_is_detected_keys_released_and_it_can_resume() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |c| {
+        c.keepalive_interval = Duration::from_secs(1);
+        c.peer_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    let (token, _) = resume_offer(&mut expert).await;
+    injects(&agent, &mut expert, 30).await;
+    // The expert goes silent with its connection still open.
+    let t0 = std::time::Instant::now();
+    event(&mut device, "reconnecting").await;
+    let silent = t0.elapsed();
+    assert!(
+        silent >= Duration::from_millis(1500) && silent < Duration::from_secs(6),
+        "detected after {silent:?}"
+    );
+    assert_eq!(agent.sink.events().last(), Some(&Recorded::ReleaseAll));
+    let records = agent.audit_records();
+    let suspended = records
+        .iter()
+        .find(|r| r["event"] == "suspended")
+        .expect("suspended record");
+    assert_eq!(suspended["detail"], "no keepalive from the expert");
+    drop(expert);
+    let mut expert = Expert::connect(
+        agent.addr,
+        agent.fingerprint,
+        Some(&ann),
+        Auth::Resume { token },
+    )
+    .await;
+    wait_controlling(&mut expert).await;
+    injects(&agent, &mut expert, 31).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_at_the_device_can_end_a_session_on_hold() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    let (token, _) = resume_offer(&mut expert).await;
+    drop(expert);
+    event(&mut device, "reconnecting").await;
+    agent.ctl_ok(Request::End).await;
+    let ended = event(&mut device, "session-ended").await;
+    assert_eq!(ended["reason"], "EndedByUser");
+    assert_eq!(
+        refused(&agent, Some(&ann), &token).await,
+        ByeReason::ResumeRejected
+    );
+    let status = agent.ctl_ok(Request::Status).await;
+    assert!(status["session"].is_null(), "{status}");
+    agent.stop().await;
+}
