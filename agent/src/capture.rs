@@ -5,6 +5,12 @@
 //! until something changed (or at once for a full one), sends the parts and
 //! waits for the next request, at most `max_fps` times a second. Nothing is
 //! sent unless the view consent is live.
+//!
+//! When the screen cannot be read (display off, DRM device gone or busy, a
+//! raw file being rewritten) the expert is told `ScreenUnavailable` once;
+//! the thread then reopens the source every [`RETRY`] while the expert still
+//! wants an update, and a source that works again starts with `ScreenInfo`
+//! and a full update.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -16,7 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::backends::{CaptureBackend, Captured, ScreenCapture};
 
-/// Wait between attempts to open or re-read a failing screen source.
+/// Wait between attempts to open or re-read a failing screen source: slow
+/// enough to cost nothing while a display is off, quick enough that the
+/// expert sees it come back within a second.
 const RETRY: Duration = Duration::from_secs(1);
 /// How often a waiting thread re-checks that the session still wants it.
 const POLL: Duration = Duration::from_millis(200);
@@ -58,6 +66,7 @@ impl CaptureHandle {
                     interval,
                     source: None,
                     last_sent: None,
+                    unavailable: false,
                 }
                 .run()
             })
@@ -105,6 +114,9 @@ struct Worker {
     interval: Duration,
     source: Option<Box<dyn ScreenCapture>>,
     last_sent: Option<Instant>,
+    /// The expert was told the screen is unavailable and nothing was sent
+    /// since: further failures are not news.
+    unavailable: bool,
 }
 
 impl Worker {
@@ -136,10 +148,15 @@ impl Worker {
                         full |= self.take_full();
                     }
                     Ok(Captured::Update(parts)) => {
+                        self.unavailable = false;
                         self.send_parts(parts);
                         break;
                     }
                     Ok(Captured::NewScreen(info, parts)) => {
+                        if self.unavailable {
+                            tracing::info!("the screen is readable again");
+                        }
+                        self.unavailable = false;
                         if !self.send(Message::ScreenInfo(info)) {
                             return;
                         }
@@ -147,9 +164,10 @@ impl Worker {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "capture failed");
+                        // Reopened from scratch: a device that went away
+                        // comes back as a new one, announced with ScreenInfo.
                         self.source = None;
-                        self.send(Message::ScreenUnavailable { detail: text(&e.0) });
+                        self.report_unavailable(&e.0);
                         std::thread::sleep(RETRY);
                         full = true;
                     }
@@ -166,10 +184,24 @@ impl Worker {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open the screen source");
-                self.send(Message::ScreenUnavailable { detail: text(&e.0) });
+                self.report_unavailable(&e.0);
                 false
             }
+        }
+    }
+
+    /// Tells the expert once per outage; later failures only go to the
+    /// debug log (one a second would flood both).
+    fn report_unavailable(&mut self, detail: &str) {
+        if self.unavailable {
+            tracing::debug!(error = %detail, "the screen is still unavailable");
+            return;
+        }
+        tracing::warn!(error = %detail, "the screen is unavailable; retrying");
+        if self.send(Message::ScreenUnavailable {
+            detail: text(detail),
+        }) {
+            self.unavailable = true;
         }
     }
 
@@ -223,5 +255,103 @@ impl Worker {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use super::*;
+    use crate::backends::{CaptureError, PatternCapture};
+
+    /// The test pattern, or errors while `down` (open and capture both, as
+    /// when a DRM device goes away).
+    struct Flaky {
+        down: Arc<AtomicBool>,
+        attempts: Arc<AtomicU32>,
+        inner: PatternCapture,
+    }
+
+    struct FlakySource {
+        down: Arc<AtomicBool>,
+        attempts: Arc<AtomicU32>,
+        inner: Box<dyn ScreenCapture>,
+    }
+
+    impl CaptureBackend for Flaky {
+        fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
+            if self.down.load(Ordering::SeqCst) {
+                self.attempts.fetch_add(1, Ordering::SeqCst);
+                return Err(CaptureError("/dev/dri/card0: no such device".into()));
+            }
+            Ok(Box::new(FlakySource {
+                down: self.down.clone(),
+                attempts: self.attempts.clone(),
+                inner: self.inner.open()?,
+            }))
+        }
+    }
+
+    impl ScreenCapture for FlakySource {
+        fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
+            if self.down.load(Ordering::SeqCst) {
+                self.attempts.fetch_add(1, Ordering::SeqCst);
+                return Err(CaptureError("the display is off".into()));
+            }
+            self.inner.capture(view, full)
+        }
+    }
+
+    fn next(rx: &mut mpsc::Receiver<Message>) -> Message {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(m) = rx.try_recv() {
+                return m;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no message");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn screen_unavailable_is_sent_once_and_the_screen_comes_back() {
+        let (_pair, view) = shoulder_proto::testing::granted_view();
+        let down = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicU32::new(0));
+        let backend = Arc::new(Flaky {
+            down: down.clone(),
+            attempts: attempts.clone(),
+            inner: PatternCapture::new(64, 48),
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        let handle = CaptureHandle::start(view, backend, tx, 30);
+        handle.request(true);
+        assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
+        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+
+        down.store(true, Ordering::SeqCst);
+        handle.request(false);
+        match next(&mut rx) {
+            Message::ScreenUnavailable { detail } => {
+                assert_eq!(detail.to_string(), "the display is off")
+            }
+            m => panic!("expected ScreenUnavailable, got {}", m.name()),
+        }
+        // Retried (slowly) while down, told only once.
+        let t0 = Instant::now();
+        while attempts.load(Ordering::SeqCst) < 3 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no retries");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(rx.try_recv().is_err(), "told more than once");
+
+        down.store(false, Ordering::SeqCst);
+        match next(&mut rx) {
+            Message::ScreenInfo(info) => assert_eq!((info.width, info.height), (64, 48)),
+            m => panic!("expected ScreenInfo, got {}", m.name()),
+        }
+        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        handle.stop();
     }
 }
