@@ -3,7 +3,7 @@
 //! running kiosk app.
 //!
 //! ```text
-//! banner_demo [--seconds N] [--view prompt|strip] [--drm DEVICE | --fbdev DEVICE]
+//! banner_demo [--seconds N] [--view prompt|strip] [--drm DEVICE | --fbdev DEVICE | --kms DEVICE]
 //! ```
 //!
 //! Prints `banner-demo: shown WxH` once the banner is up and
@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoulder_banner::present::{
-    BannerPresenter, CaptureScanout, FbdevTarget, ScanoutPresenter, ScanoutTarget, ScanoutThread,
+    BannerPresenter, CaptureScanout, FbdevTarget, KmsPresenter, ScanoutPresenter, ScanoutTarget,
+    ScanoutThread,
 };
 use shoulder_banner::{
     PixelFormat, PromptView, Renderer, ScreenSpec, StripMode, StripView, Style, View,
@@ -35,6 +36,7 @@ struct Args {
     prompt: bool,
     drm: Option<PathBuf>,
     fbdev: Option<PathBuf>,
+    kms: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -43,6 +45,7 @@ fn parse() -> Result<Args, String> {
         prompt: true,
         drm: None,
         fbdev: None,
+        kms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -64,6 +67,7 @@ fn parse() -> Result<Args, String> {
             }
             "--drm" => a.drm = Some(value()?.into()),
             "--fbdev" => a.fbdev = Some(value()?.into()),
+            "--kms" => a.kms = Some(value()?.into()),
             other => {
                 return Err(format!(
                     "unknown argument {other}; see the source for usage"
@@ -97,6 +101,44 @@ fn view(prompt: bool, left: u32, elapsed: Duration) -> View {
             ..View::default()
         }
     }
+}
+
+/// The KMS presenter needs no loop: its plane is its own.
+fn run_kms(path: &std::path::Path, args: &Args) -> Result<(), String> {
+    let mut kms = KmsPresenter::open(path).map_err(|e| e.to_string())?;
+    let (width, height) = kms.screen_size();
+    let screen = ScreenSpec {
+        width,
+        height,
+        format: PixelFormat::Xrgb8888,
+    };
+    let renderer = Renderer::new(screen, Style::default()).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let total = Duration::from_secs(args.seconds);
+    let mut announced = false;
+    while start.elapsed() < total {
+        let left = (total - start.elapsed()).as_secs() as u32 + 1;
+        let b = renderer
+            .render(&view(args.prompt, left, start.elapsed()))
+            .map_err(|e| e.to_string())?;
+        kms.show(Arc::new(b)).map_err(|e| e.to_string())?;
+        if !announced {
+            let how = if kms.uses_overlay() {
+                "overlay plane"
+            } else {
+                "primary plane"
+            };
+            eprintln!("banner-demo: shown {width}x{height} ({how})");
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    kms.hide().map_err(|e| e.to_string())?;
+    eprintln!("banner-demo: hidden");
+    drop(kms);
+    std::thread::sleep(LINGER);
+    eprintln!("banner-demo: 0 ticks/s (KMS plane)");
+    Ok(())
 }
 
 fn run_with<T: ScanoutTarget + Send + 'static>(
@@ -146,7 +188,9 @@ fn run_with<T: ScanoutTarget + Send + 'static>(
 
 fn main() {
     let result = parse().and_then(|args| {
-        if let Some(path) = &args.fbdev {
+        if let Some(path) = &args.kms {
+            run_kms(path, &args)
+        } else if let Some(path) = &args.fbdev {
             let target = FbdevTarget::open(path).map_err(|e| e.to_string())?;
             let (w, h, format) = target.screen();
             run_with(

@@ -364,6 +364,19 @@ impl<'a> Surface<'a> {
         let area = self.bounds();
         let _ = self.fill_solid(&area, color);
     }
+
+    /// Sets `area` to all-zero bytes: fully transparent in the formats with
+    /// alpha (an overlay plane shows what is below).
+    pub fn clear_transparent(&mut self, area: &Rectangle) {
+        let area = area.intersection(&self.bounds());
+        let Some(bottom_right) = area.bottom_right() else {
+            return;
+        };
+        let (x0, w) = (area.top_left.x as u32, area.size.width);
+        for y in area.top_left.y as u32..=bottom_right.y as u32 {
+            self.span_mut(x0, y, w).fill(0);
+        }
+    }
 }
 
 impl PixelBuffer {

@@ -121,7 +121,9 @@ fn wait_log(vm: &mut Vm, needle: &str) -> String {
 
 /// `exact`: the app is paused, so after hiding the screen must equal the one
 /// from before the banner, pixel for pixel.
-fn run(test: &str, kiosk_args: &str, demo_args: &str, view: View, exact: bool) {
+/// `kiosk`: the kiosk app's arguments, or `None` to boot without it
+/// (then the text console is on screen, its blinking cursor turned off).
+fn run(test: &str, kiosk: Option<&str>, demo_args: &str, view: View, exact: bool) {
     let Some(image) = image_or_skip(test) else {
         return;
     };
@@ -130,9 +132,21 @@ fn run(test: &str, kiosk_args: &str, demo_args: &str, view: View, exact: bool) {
     };
     let config = VmConfig::default()
         .env("AGENT=0")
-        .kiosk_args(kiosk_args)
         .file("/usr/bin/banner-demo", demo, 0o755);
+    let config = match kiosk {
+        Some(args) => config.kiosk_args(args),
+        None => config.env("KIOSK=0"),
+    };
     let mut vm = Vm::boot(&image, config).expect("booting the image");
+    if kiosk.is_none() {
+        // The console cursor blinks at the top-left corner, under the strip.
+        vm.exec(
+            "echo 0 > /sys/class/graphics/fbcon/cursor_blink; printf '\\033[?25l' > /dev/tty1; true",
+            Duration::from_secs(10),
+        )
+        .expect("turning the console cursor off");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let before = vm.screendump().expect("screendump");
     let (w, h) = before.size();
     let renderer = Renderer::new(
@@ -228,7 +242,7 @@ fn prompt_stays_up_over_a_page_flipping_app_and_goes_away() {
     };
     run(
         "prompt_stays_up_over_a_page_flipping_app_and_goes_away",
-        "--fps 30",
+        Some("--fps 30"),
         "--seconds 30 --view prompt",
         view,
         false,
@@ -241,7 +255,17 @@ fn prompt_stays_up_over_a_page_flipping_app_and_goes_away() {
 /// matter: see PRESENTERS.md, "Timing".)
 #[test]
 fn strip_over_a_single_buffer_app_restores_its_pixels_exactly() {
-    let view = View {
+    run(
+        "strip_over_a_single_buffer_app_restores_its_pixels_exactly",
+        Some("--single-buffer --paused"),
+        "--seconds 30 --view strip",
+        strip_view(),
+        true,
+    );
+}
+
+fn strip_view() -> View {
+    View {
         strip: Some(StripView {
             mode: StripMode::Controlling,
             expert: "Jane Expert".into(),
@@ -250,12 +274,41 @@ fn strip_over_a_single_buffer_app_restores_its_pixels_exactly() {
         }),
         chat: Some("Checking the printer settings.".into()),
         ..View::default()
+    }
+}
+
+/// No kiosk app: the text console owns the screen through DRM's fbdev
+/// emulation, and the fbdev presenter draws into `/dev/fb0`.
+#[test]
+fn fbdev_presenter_draws_over_the_console() {
+    run(
+        "fbdev_presenter_draws_over_the_console",
+        None,
+        "--seconds 20 --view strip --fbdev /dev/fb0",
+        strip_view(),
+        false,
+    );
+}
+
+/// No kiosk app, so no DRM master: the KMS presenter becomes master and
+/// shows the banner on a plane of its own (bochs has no overlay: the
+/// primary plane), then gives the console its framebuffer back.
+#[test]
+fn kms_presenter_takes_the_screen_when_nobody_is_master() {
+    let view = View {
+        prompt: Some(PromptView {
+            kind: ConsentKind::View,
+            expert: "Jane Expert".into(),
+            how: "plant certificate".into(),
+            seconds_left: 20,
+        }),
+        ..View::default()
     };
     run(
-        "strip_over_a_single_buffer_app_restores_its_pixels_exactly",
-        "--single-buffer --paused",
-        "--seconds 30 --view strip",
+        "kms_presenter_takes_the_screen_when_nobody_is_master",
+        None,
+        "--seconds 20 --view prompt --kms /dev/dri/card0",
         view,
-        true,
+        false,
     );
 }

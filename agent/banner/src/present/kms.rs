@@ -23,6 +23,8 @@ use drm::Device as _;
 use drm::buffer::DrmFourcc;
 use drm::control::{Device as _, connector, crtc, dumbbuffer::DumbBuffer, framebuffer, plane};
 use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::Rectangle;
 
 use super::{BannerPresenter, PresentError};
 use crate::layout::Banner;
@@ -67,6 +69,8 @@ pub struct KmsPresenter {
     way: Way,
     buffer: Option<(DumbBuffer, framebuffer::Handle)>,
     banner: Option<Arc<Banner>>,
+    /// What our buffer holds now (`None`: not painted yet).
+    painted: Option<Arc<Banner>>,
     on_screen: bool,
 }
 
@@ -162,8 +166,14 @@ impl KmsPresenter {
             way,
             buffer: None,
             banner: None,
+            painted: None,
             on_screen: false,
         })
+    }
+
+    /// The screen size (the active mode), for rendering the banner.
+    pub fn screen_size(&self) -> (u32, u32) {
+        self.size
     }
 
     /// True when the banner goes on an overlay plane above the app.
@@ -208,13 +218,17 @@ impl KmsPresenter {
         Ok(())
     }
 
-    /// Paints the whole buffer: transparent (overlay) or dark (primary),
-    /// with the banner on top.
-    fn paint(&mut self, banner: &Banner) -> Result<(), PresentError> {
+    /// Paints `banner` into our buffer, which may be on screen: the first
+    /// time the whole buffer (transparent for an overlay, dark for the
+    /// primary plane), later only what changed, in place, so no frame shows
+    /// the background where the banner stays (a countdown tick rewrites the
+    /// same rectangles).
+    fn paint(&mut self, banner: &Arc<Banner>) -> Result<(), PresentError> {
         let format = self.format();
         let (w, h) = self.size;
         let overlay = self.uses_overlay();
         let path = self.path.clone();
+        let previous = self.painted.take();
         let Some((db, _)) = self.buffer.as_mut() else {
             return Ok(());
         };
@@ -226,15 +240,31 @@ impl KmsPresenter {
                 what: format!("mapping the banner buffer on {}", path.display()),
                 source: e,
             })?;
-        if overlay {
-            map.fill(0); // fully transparent
-        }
         let mut surface = Surface::new(w, h, pitch, format, &mut map)
             .map_err(|e| PresentError::Unsupported(format!("{}: {e}", path.display())))?;
-        if !overlay {
-            surface.clear(TAKEOVER_BACKGROUND);
+        let background = |s: &mut Surface<'_>, area: &Rectangle| {
+            if overlay {
+                s.clear_transparent(area);
+            } else {
+                let _ = s.fill_solid(area, TAKEOVER_BACKGROUND);
+            }
+        };
+        match &previous {
+            None => {
+                let all = surface.bounds();
+                background(&mut surface, &all);
+            }
+            Some(old) => {
+                for p in &old.patches {
+                    if !banner.patches.iter().any(|n| n.rect == p.rect) {
+                        background(&mut surface, &p.rect);
+                    }
+                }
+            }
         }
         banner.composite_into(&mut surface);
+        drop(map);
+        self.painted = Some(banner.clone());
         Ok(())
     }
 
