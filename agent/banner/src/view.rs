@@ -33,7 +33,7 @@ impl View {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptView {
     pub kind: ConsentKind,
-    /// Who asks: the certificate's name, or "invitation <id>".
+    /// Who asks: the certificate's name, or `invitation <id>`.
     pub expert: String,
     /// How they were authenticated ("plant certificate", "invitation …").
     pub how: String,

@@ -3,8 +3,8 @@
 //! | presenter | when | how |
 //! | --- | --- | --- |
 //! | [`DrmScanoutPresenter`] (a [`ScanoutPresenter`]) | another process (the kiosk app) is DRM master | draws into the buffer being scanned out and redraws after every repaint or flip |
-//! | [`KmsPresenter`](kms::KmsPresenter) | nobody else is master | its own dumb buffer on an overlay plane, or the primary plane with the screen composed |
-//! | [`FbdevPresenter`](fbdev::FbdevPresenter) | fbdev-only devices | a [`ScanoutPresenter`] over the `/dev/fbN` mapping |
+//! | [`KmsPresenter`] | nobody else is master | its own dumb buffer on an overlay plane, or the primary plane with the screen composed |
+//! | [`FbdevPresenter`] | fbdev-only devices | a [`ScanoutPresenter`] over the `/dev/fbN` mapping |
 //! | [`InMemoryPresenter`] | tests; and for the expert when the banner is not in the captured pixels | keeps the banner and composites it into frames |
 
 use std::sync::Arc;

@@ -283,7 +283,7 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
                     };
                     return Ok(step(TickOutcome::Restored, dirty, None, false));
                 };
-                if !same_screen(&banner, s) {
+                if banner.layout.screen != s.size() {
                     return Err(PresentError::ScreenChanged {
                         width: s.width(),
                         height: s.height(),
@@ -298,6 +298,12 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
                     }
                     _ => Arc::new(convert(&banner, s.format())?),
                 };
+                if !same_screen(&want, s) {
+                    return Err(PresentError::Unsupported(
+                        "the banner's patches do not fit the screen: render it with Renderer"
+                            .into(),
+                    ));
+                }
                 let verify = verify_due || last_id != Some(id);
                 let pos = records.iter().position(|r| r.id == id);
                 match pos {
@@ -392,8 +398,17 @@ impl<T: ScanoutTarget> ScanoutPresenter<T> {
     }
 }
 
+/// The banner was rendered for this surface's size, and every patch lies
+/// inside it with pixels of its rectangle's size (a hand-made `Banner` might
+/// not: then it is refused rather than written out of bounds).
 fn same_screen(banner: &Banner, s: &Surface<'_>) -> bool {
+    let bounds = s.bounds();
     banner.layout.screen == s.size()
+        && banner.patches.iter().all(|p| {
+            bounds.intersection(&p.rect) == p.rect
+                && p.pixels.size() == p.rect.size
+                && p.pixels.format().bytes_per_pixel() == s.format().bytes_per_pixel()
+        })
 }
 
 fn banner_format(b: &Banner) -> Option<PixelFormat> {
@@ -1114,6 +1129,15 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_malformed_banner_is_refused_not_written_out_of_bounds() {
+        let mut p = ScanoutPresenter::new(FakeDisplay::new(PixelFormat::Xrgb8888, &[1]));
+        let mut b = (*banner(&strip_view(1, None))).clone();
+        b.patches[0].rect.top_left = Point::new(W as i32 - 5, 0);
+        let err = p.show_at(Arc::new(b), Instant::now()).unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
     }
 
     #[test]
