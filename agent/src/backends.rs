@@ -235,16 +235,29 @@ pub enum Recorded {
 #[derive(Debug, Clone, Default)]
 pub struct RecordingSink {
     log: Arc<Mutex<Vec<Recorded>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RecordingSink {
     pub fn events(&self) -> Vec<Recorded> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
+
+    /// Makes injection fail as a vanished uinput device does (tests of
+    /// device faults); releasing still works.
+    pub fn fail_injection(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl InputSink for RecordingSink {
     fn inject(&mut self, consent: &ControlConsent, event: &InjectEvent) -> Result<(), InputError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(InputError(
+                "writing to the virtual input device failed: No such device (os error 19)".into(),
+            ));
+        }
         let mut log = self.log.lock().map_err(|_| InputError("poisoned".into()))?;
         if consent.is_live() {
             log.push(Recorded::Injected(*event));

@@ -754,6 +754,7 @@ impl Session {
                     self.control = Some(token);
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "injection failed; revoking control");
+                        self.audit("injection-failed", json!({"detail": e.0}));
                         self.machine
                             .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
                     }

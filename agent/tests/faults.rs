@@ -1,0 +1,148 @@
+//! Faults from an authenticated peer and from the device, over real TLS on
+//! loopback: input floods are rate-limited, a failing input device revokes
+//! control with a reason while viewing goes on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use shoulder_agent::backends::Recorded;
+use shoulder_agent::control::{Client, Request};
+use shoulder_proto::session::{ControlState, ExpertEvent, ExpertState, InjectEvent, UserAction};
+use shoulder_proto::{ControlEndReason, Key};
+
+async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut Client) -> Expert {
+    let mut expert = Expert::offer(agent, Some(cert)).await;
+    event(device, "consent-requested").await;
+    agent.ctl_ok(Request::Accept).await;
+    expert
+        .wait_for("viewing", |e| {
+            matches!(e, ExpertEvent::StateChanged(ExpertState::Viewing { .. }))
+        })
+        .await;
+    expert.act(UserAction::RequestControl).await;
+    event(device, "consent-requested").await;
+    agent.ctl_ok(Request::Accept).await;
+    expert
+        .wait_for("control", |e| {
+            matches!(
+                e,
+                ExpertEvent::StateChanged(ExpertState::Viewing {
+                    control: ControlState::Granted { .. }
+                })
+            )
+        })
+        .await;
+    event(device, "control-granted").await;
+    expert
+}
+
+fn injected(agent: &Agent) -> Vec<InjectEvent> {
+    agent
+        .sink
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Recorded::Injected(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_flood_is_rate_limited_and_releases_always_pass() {
+    const RATE: u32 = 100;
+    const FLOOD: u16 = 3000;
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |c| c.max_input_rate = RATE).await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    let t0 = Instant::now();
+    for i in 0..FLOOD {
+        let code = 2 + (i % 50);
+        expert.act(UserAction::Key(Key { code, down: true })).await;
+        expert.act(UserAction::Key(Key { code, down: false })).await;
+    }
+    // Everything sent has been handled once a round trip comes back.
+    expert.act(UserAction::Chat("done".into())).await;
+    event(&mut device, "chat").await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let events = injected(&agent);
+    let presses = events
+        .iter()
+        .filter(|e| matches!(e, InjectEvent::Key(k) if k.down))
+        .count();
+    let releases = events
+        .iter()
+        .filter(|e| matches!(e, InjectEvent::Key(k) if !k.down))
+        .count();
+    let allowed = f64::from(RATE) * (1.0 + elapsed) + 1.0;
+    assert!(
+        (presses as f64) <= allowed,
+        "{presses} presses in {elapsed:.2}s passed a limit of {RATE}/s"
+    );
+    assert!(
+        presses >= RATE as usize / 2,
+        "only {presses} presses passed"
+    );
+    assert_eq!(releases, usize::from(FLOOD), "every release passes");
+    agent.ctl_ok(Request::End).await;
+    let records = agent.stop().await;
+    let limited = records
+        .iter()
+        .filter(|r| r["event"] == "input-rate-limited")
+        .count();
+    assert!(
+        (1..=20).contains(&limited),
+        "audited per burst, not per event: {limited}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_input_device_revokes_control_and_viewing_goes_on() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    agent.sink.fail_injection(true);
+    expert
+        .act(UserAction::Key(Key {
+            code: 30,
+            down: true,
+        }))
+        .await;
+    expert
+        .wait_for("control ended", |e| {
+            matches!(e, ExpertEvent::ControlEnded(ControlEndReason::DeviceFault))
+        })
+        .await;
+    event(&mut device, "control-revoked").await;
+    // Still viewing: updates keep coming.
+    let before = expert.updates;
+    expert.act(UserAction::RefreshScreen).await;
+    expert.wait_updates(before + 1).await;
+    let status = agent.ctl_ok(Request::Status).await;
+    assert_eq!(status["session"]["phase"], "viewing");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    agent.ctl_ok(Request::End).await;
+    let records = agent.stop().await;
+    let failed = records
+        .iter()
+        .find(|r| r["event"] == "injection-failed")
+        .expect("injection-failed record");
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("No such device"),
+        "{failed}"
+    );
+    let revoked = records
+        .iter()
+        .find(|r| r["event"] == "control-revoked")
+        .expect("control-revoked record");
+    assert_eq!(revoked["reason"], "DeviceFault");
+}
