@@ -147,11 +147,19 @@ impl Inner {
         let err = |source| AuditError { path, source };
         // One write of the whole line (O_APPEND): readers and crashes see
         // whole lines only.
-        self.file.write_all(line).map_err(err)?;
-        self.file.sync_data().map_err(|source| AuditError {
-            path: self.path.clone(),
-            source,
-        })?;
+        if let Err(e) = self.file.write_all(line) {
+            // Disk full mid-line: cut what got written, so the log never
+            // holds half a record.
+            let _ = self.file.set_len(self.size);
+            return Err(err(e));
+        }
+        if let Err(source) = self.file.sync_data() {
+            let _ = self.file.set_len(self.size);
+            return Err(AuditError {
+                path: self.path.clone(),
+                source,
+            });
+        }
         self.size += line.len() as u64;
         Ok(())
     }

@@ -146,3 +146,21 @@ async fn a_failing_input_device_revokes_control_and_viewing_goes_on() {
         .expect("control-revoked record");
     assert_eq!(revoked["reason"], "DeviceFault");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_audit_log_refuses_sessions() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    // /dev/full: every write fails with "No space left on device".
+    let agent = Agent::start(Some(&pki.ca_pem), |c| {
+        c.audit_log = "/dev/full".into();
+    })
+    .await;
+    let mut expert = Expert::offer(&agent, Some(&ann)).await;
+    let (reason, detail, _) = expert.closed().await;
+    assert_eq!(reason, shoulder_proto::ByeReason::AuditFailure);
+    assert!(detail.contains("audit"), "{detail}");
+    let status = agent.ctl_ok(Request::Status).await;
+    assert!(status["session"].is_null(), "{status}");
+    // Not stopped through `stop`: its final flush fails on /dev/full too.
+}
