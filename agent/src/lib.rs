@@ -32,6 +32,15 @@
 //! # }
 //! ```
 //!
+//! A dropped connection (closed, failed, or silent past `peer_timeout`)
+//! first releases the expert's keys and stops injection and capture; a
+//! session that was viewing then stays on hold for `resume_grace`: the
+//! banner and control socket show "reconnecting", other experts are told
+//! the device is busy, and the same expert may continue on a new connection
+//! with the single-use resume token the device offered (bound to their
+//! client certificate for offers), without a new prompt. After the grace
+//! period the session is over.
+//!
 //! `run` returns when the shutdown future completes and every session has
 //! said goodbye (`ShuttingDown`), keys are released and the audit log is
 //! flushed.
