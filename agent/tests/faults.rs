@@ -164,3 +164,46 @@ async fn an_unwritable_audit_log_refuses_sessions() {
     assert!(status["session"].is_null(), "{status}");
     // Not stopped through `stop`: its final flush fails on /dev/full too.
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_failing_mid_session_ends_it_with_a_reason() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    // Rotation will fail: the rotated name is taken by a non-empty directory.
+    std::fs::create_dir_all(dir.path().join("audit.jsonl.1/taken")).unwrap();
+    let agent = Agent::start(Some(&pki.ca_pem), |c| {
+        c.audit_log = log.clone();
+        c.audit_max_bytes = 8 * 1024;
+        c.audit_keep = 1;
+    })
+    .await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    let line = "x".repeat(400);
+    let mut sent = 0;
+    let ended = loop {
+        assert!(sent < 100, "the session outlived a failing audit log");
+        expert.act(UserAction::Chat(line.clone())).await;
+        sent += 1;
+        event(&mut device, "chat").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let status = agent.ctl_ok(Request::Status).await;
+        if status["session"].is_null() {
+            break expert.closed().await;
+        }
+    };
+    assert_eq!(ended.0, shoulder_proto::ByeReason::AuditFailure);
+    // Injection stopped and keys went up before the end.
+    assert!(agent.sink.events().contains(&Recorded::ReleaseAll));
+    // New sessions are refused while the log cannot be written.
+    let mut next = Expert::offer(&agent, Some(&ann)).await;
+    assert_eq!(
+        next.closed().await.0,
+        shoulder_proto::ByeReason::AuditFailure
+    );
+    // Every line in the log is whole.
+    let records = audit_records(&log);
+    assert!(records.iter().any(|r| r["event"] == "chat"));
+}
