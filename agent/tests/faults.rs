@@ -207,3 +207,96 @@ async fn an_audit_log_failing_mid_session_ends_it_with_a_reason() {
     let records = audit_records(&log);
     assert!(records.iter().any(|r| r["event"] == "chat"));
 }
+
+/// The test pattern, or "device gone" while `down` (open and capture).
+struct Flaky {
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inner: shoulder_agent::backends::PatternCapture,
+}
+
+struct FlakySource {
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inner: Box<dyn shoulder_agent::backends::ScreenCapture>,
+}
+
+impl shoulder_agent::backends::CaptureBackend for Flaky {
+    fn open(
+        &self,
+    ) -> Result<
+        Box<dyn shoulder_agent::backends::ScreenCapture>,
+        shoulder_agent::backends::CaptureError,
+    > {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(shoulder_agent::backends::CaptureError(
+                "cannot open /dev/dri/card0: No such device (os error 19)".into(),
+            ));
+        }
+        Ok(Box::new(FlakySource {
+            down: self.down.clone(),
+            inner: self.inner.open()?,
+        }))
+    }
+}
+
+impl shoulder_agent::backends::ScreenCapture for FlakySource {
+    fn capture(
+        &mut self,
+        view: &shoulder_proto::consent::ViewConsent,
+        full: bool,
+    ) -> Result<shoulder_agent::backends::Captured, shoulder_agent::backends::CaptureError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(shoulder_agent::backends::CaptureError(
+                "reading the framebuffer failed: No such device (os error 19)".into(),
+            ));
+        }
+        self.inner.capture(view, full)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expert_sees_screen_unavailable_once_and_the_screen_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let down = std::sync::Arc::new(AtomicBool::new(false));
+    let agent = Agent::start_with_capture(
+        Some(&pki.ca_pem),
+        |_| {},
+        Some(std::sync::Arc::new(Flaky {
+            down: down.clone(),
+            inner: shoulder_agent::backends::PatternCapture::new(64, 48),
+        })),
+    )
+    .await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    expert.wait_updates(1).await;
+    down.store(true, Ordering::SeqCst);
+    let gone = expert
+        .wait_for("screen unavailable", |e| {
+            matches!(e, ExpertEvent::ScreenUnavailable(_))
+        })
+        .await;
+    let ExpertEvent::ScreenUnavailable(detail) = gone else {
+        unreachable!()
+    };
+    assert!(detail.contains("No such device"), "{detail}");
+    // Down for a few retries: the expert is told once; the session lives.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    down.store(false, Ordering::SeqCst);
+    expert
+        .wait_for("screen back", |e| matches!(e, ExpertEvent::Screen(_)))
+        .await;
+    let before = expert.updates;
+    expert.wait_updates(before + 1).await;
+    assert!(
+        !expert
+            .events
+            .iter()
+            .any(|e| matches!(e, ExpertEvent::ScreenUnavailable(_))),
+        "told more than once: {:?}",
+        expert.events
+    );
+    agent.ctl_ok(Request::End).await;
+    agent.stop().await;
+}

@@ -135,6 +135,15 @@ pub fn test_config(dir: &Path, ca_pem: Option<&str>) -> Config {
 
 impl Agent {
     pub async fn start(ca_pem: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_capture(ca_pem, tweak, None).await
+    }
+
+    /// Like [`Agent::start`], with another screen source than the pattern.
+    pub async fn start_with_capture(
+        ca_pem: Option<&str>,
+        tweak: impl FnOnce(&mut Config),
+        capture: Option<Arc<dyn shoulder_agent::backends::CaptureBackend>>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path(), ca_pem);
         tweak(&mut config);
@@ -142,6 +151,9 @@ impl Agent {
         let listeners = shoulder_agent::bind(&config.listen).unwrap();
         let addr = listeners[0].local_addr().unwrap();
         let (mut backends, sink) = Backends::for_tests(64, 48);
+        if let Some(c) = capture {
+            backends.capture = c;
+        }
         let (local, local_rx) = tokio::sync::mpsc::channel(16);
         backends.local_events = Some(local_rx);
         let (stop_tx, stop_rx) = oneshot::channel();
