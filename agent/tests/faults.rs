@@ -300,3 +300,46 @@ async fn the_expert_sees_screen_unavailable_once_and_the_screen_again() {
     agent.ctl_ok(Request::End).await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_request_storm_is_coalesced_and_paced() {
+    use tokio::io::AsyncWriteExt;
+    const FPS: u32 = 20;
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |c| c.max_fps = FPS).await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    expert.wait_updates(1).await;
+    // 20000 full-screen requests in one burst, straight onto the wire.
+    let one = shoulder_proto::frame::encode(&shoulder_proto::Message::UpdateRequest {
+        incremental: false,
+    })
+    .unwrap();
+    let storm: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 20_000)
+        .collect();
+    let t0 = Instant::now();
+    expert.tls.write_all(&storm).await.unwrap();
+    expert.tls.flush().await.unwrap();
+    let before = expert.updates;
+    expert.wait_updates(before + 10).await;
+    let elapsed = t0.elapsed();
+    // At most one update per 1/FPS: ten take at least nine intervals.
+    let floor = Duration::from_secs(9) / FPS;
+    assert!(
+        elapsed >= floor.mul_f32(0.9),
+        "10 updates in {elapsed:?}: not paced to {FPS}/s"
+    );
+    // Still responsive, and still the same session.
+    expert.act(UserAction::Chat("still here".into())).await;
+    let chat = event(&mut device, "chat").await;
+    assert_eq!(chat["text"], "still here");
+    let status = agent.ctl_ok(Request::Status).await;
+    assert_eq!(status["session"]["phase"], "controlling");
+    agent.ctl_ok(Request::End).await;
+    agent.stop().await;
+}
