@@ -67,6 +67,10 @@ pub struct Config {
     pub audit_log: PathBuf,
     pub audit_max_bytes: u64,
     pub audit_keep: u32,
+    /// Fail closed: while the audit log cannot be written, no session runs
+    /// (the live one ends, new ones are refused). False keeps sessions going
+    /// and only logs the failure.
+    pub audit_required: bool,
     pub control_socket: PathBuf,
     /// Group allowed to use the control socket besides root; empty: root only.
     pub control_group: String,
@@ -120,6 +124,7 @@ impl Default for Config {
             audit_log: "/var/lib/shoulder/audit.jsonl".into(),
             audit_max_bytes: 8 * 1024 * 1024,
             audit_keep: 4,
+            audit_required: true,
             control_socket: "/run/shoulder/control.sock".into(),
             control_group: String::new(),
             capture: CaptureSpec::Drm {

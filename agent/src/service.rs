@@ -1066,8 +1066,8 @@ impl Session {
         };
         if let Err(e) = self.shared.audit.record(event, &self.ctx, m) {
             tracing::error!(error = %e, "audit record failed");
-            // Fail closed: no session runs unaudited.
-            if !self.audit_failed {
+            // Fail closed: no session runs unaudited (unless configured).
+            if self.shared.config.audit_required && !self.audit_failed {
                 self.audit_failed = true;
                 self.machine.handle(
                     Instant::now(),

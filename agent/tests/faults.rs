@@ -343,3 +343,22 @@ async fn an_update_request_storm_is_coalesced_and_paced() {
     agent.ctl_ok(Request::End).await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_required_false_lets_sessions_run_on_a_full_disk() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |c| {
+        c.audit_log = "/dev/full".into();
+        c.audit_required = false;
+    })
+    .await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    expert.wait_updates(1).await;
+    agent.ctl_ok(Request::End).await;
+    assert_eq!(
+        expert.closed().await.0,
+        shoulder_proto::ByeReason::EndedByUser
+    );
+}
