@@ -754,6 +754,26 @@ mod tests {
     }
 
     #[test]
+    fn liveness_and_resume_keys() {
+        let c = parse("resume_grace = \"0s\"\npeer_timeout = \"30s\"\nkeepalive_interval = \"10s\"\nmax_input_rate = 50\n")
+            .unwrap();
+        assert!(c.resume_grace.is_zero());
+        assert_eq!(c.peer_timeout, Duration::from_secs(30));
+        assert_eq!(c.keepalive_interval, Duration::from_secs(10));
+        assert_eq!(c.max_input_rate, 50);
+        let s = parse("peer_timeout = \"6s\"\n").unwrap_err().to_string();
+        assert!(s.contains("peer_timeout") && s.contains("10s"), "{s}");
+        let s = parse("resume_grace = \"1h\"\n").unwrap_err().to_string();
+        assert!(s.contains("resume_grace") && s.contains("fix:"), "{s}");
+        let s = parse("max_input_rate = 5\n").unwrap_err().to_string();
+        assert!(s.contains("max_input_rate"), "{s}");
+        let s = parse("keepalive_interval = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("keepalive_interval"), "{s}");
+    }
+
+    #[test]
     fn capture_specs_parse() {
         let c = parse("capture = \"rawfile:/tmp/a.raw@640x480:XRGB8888\"\n").unwrap();
         assert!(matches!(c.capture, CaptureSpec::RawFile { .. }));
