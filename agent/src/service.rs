@@ -455,12 +455,13 @@ impl Session {
         let mut transport = Some(tls);
         loop {
             self.process_outputs();
-            if self.machine.is_suspended() {
+            if self.machine.is_suspended() && transport.is_some() {
                 // A silent peer's connection may still be open: drop it,
                 // the expert comes back on a new one.
                 transport = None;
-                self.park();
+                self.out.clear();
             }
+            self.park();
             if !self.out.is_empty() {
                 let data = std::mem::take(&mut self.out);
                 // On hold: nobody to send to.
@@ -551,8 +552,24 @@ impl Session {
                 h = recv_opt(&mut self.resume), if self.resume.is_some() => {
                     self.resume = None;
                     if let Some(h) = h {
-                        transport = Some(h.tls);
-                        self.resumed(h.peer, h.peer_certs, h.fingerprint);
+                        if !self.machine.is_suspended() {
+                            // The expert gave up on a connection that still
+                            // looks open here (half-open TCP after a link
+                            // loss): it is dead.
+                            transport = None;
+                            self.stop_capture();
+                            self.machine.handle(Instant::now(), DeviceInput::PeerClosed {
+                                error: Some("the expert reconnected on a new connection".into()),
+                            });
+                            self.process_outputs();
+                            self.out.clear();
+                        }
+                        if self.machine.is_suspended() {
+                            transport = Some(h.tls);
+                            self.resumed(h.peer, h.peer_certs, h.fingerprint);
+                        } else {
+                            tokio::spawn(refuse_late_resume(h));
+                        }
                     }
                 }
                 cmd = recv_cmd(&mut self.commands), if self.commands.is_some() => {
@@ -597,9 +614,13 @@ impl Session {
         tracing::info!(peer = %self.peer, session = ?self.ctx.session, sent = self.bytes_sent, "connection closed");
     }
 
-    /// Once the machine is on hold, lets a resuming connection find it.
+    /// Once the expert holds a resume token (viewing, controlling, or on
+    /// hold), lets a resuming connection find this session: also while the
+    /// old connection still looks alive here, as after a half-open TCP.
     fn park(&mut self) {
-        if self.resume.is_some() || !self.machine.is_suspended() {
+        if self.resume.is_some()
+            || !matches!(self.phase, "viewing" | "controlling" | "reconnecting")
+        {
             return;
         }
         let (Some(token), Some(expert)) = (

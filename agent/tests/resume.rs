@@ -343,3 +343,56 @@ async fn the_person_at_the_device_can_end_a_session_on_hold() {
     assert!(status["session"].is_null(), "{status}");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_while_the_old_connection_still_looks_open_takes_over() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let mut old = controlling_session(&agent, &ann, &mut device).await;
+    let (token, _) = resume_offer(&mut old).await;
+    // Half-open: the expert gave up on `old`, the device has not noticed.
+    let mut expert = Expert::connect(
+        agent.addr,
+        agent.fingerprint,
+        Some(&ann),
+        Auth::Resume { token },
+    )
+    .await;
+    wait_controlling(&mut expert).await;
+    let seen = events_until(&mut device, "resumed").await;
+    assert!(
+        seen.iter().any(|e| e["event"] == "reconnecting"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|e| e["event"] == "consent-requested"),
+        "{seen:?}"
+    );
+    // Keys went up when the old connection was given up.
+    assert!(agent.sink.events().contains(&Recorded::ReleaseAll));
+    injects(&agent, &mut expert, 33).await;
+    // The old connection is closed by the device.
+    old.closed().await;
+    agent.ctl_ok(Request::End).await;
+    assert_eq!(expert.closed().await.0, ByeReason::EndedByUser);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_session_on_hold() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let expert = controlling_session(&agent, &ann, &mut device).await;
+    drop(expert);
+    event(&mut device, "reconnecting").await;
+    let records = agent.stop().await;
+    let bye = records
+        .iter()
+        .find(|r| r["event"] == "bye")
+        .expect("bye record");
+    assert_eq!(bye["reason"], "ShuttingDown");
+}
