@@ -1,38 +1,44 @@
 //! The capture thread of a viewing session: client-paced, coalesced.
 //!
 //! The expert asks for each update (`UpdateRequest`); requests that arrive
-//! while one is pending merge into it. For each request the thread captures
-//! until something changed (or at once for a full one), sends the parts and
-//! waits for the next request, at most `max_fps` times a second. Nothing is
-//! sent unless the view consent is live.
+//! while one is pending merge into it. For each request the thread polls the
+//! screen until something changed (or captures at once for a full request),
+//! sends the parts and waits for the next request. When to poll is decided by
+//! [`shoulder_capture::Pacer`]: every few milliseconds for a while after a
+//! change or the expert's input, backing off on a quiet screen, so a change
+//! is seen quickly and an idle session costs almost nothing; `max_fps` only
+//! caps how often updates are sent. Nothing is sent unless the view consent
+//! is live.
 //!
 //! When the screen cannot be read (display off, DRM device gone or busy, a
 //! raw file being rewritten) the expert is told `ScreenUnavailable` once;
-//! the thread then reopens the source every [`RETRY`] while the expert still
-//! wants an update, and a source that works again starts with `ScreenInfo`
-//! and a full update.
+//! the thread then reopens the source about once a second (the pacer's
+//! `unavailable_interval`) while the expert still wants an update, and a
+//! source that works again starts with `ScreenInfo` and a full update.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use shoulder_capture::{Pacer, PacingConfig};
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::{Message, text};
 use tokio::sync::mpsc;
 
 use crate::backends::{CaptureBackend, Captured, ScreenCapture};
 
-/// Wait between attempts to open or re-read a failing screen source: slow
-/// enough to cost nothing while a display is off, quick enough that the
-/// expert sees it come back within a second.
-const RETRY: Duration = Duration::from_secs(1);
-/// How often a waiting thread re-checks that the session still wants it.
+/// How often a waiting thread re-checks that the session still wants it
+/// (consent expiry and a closed channel do not wake it).
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Default)]
 struct Want {
+    /// An update request arrived since the thread last looked.
     pending: bool,
+    /// One of those requests wants the whole screen.
     full: bool,
+    /// The expert's input was injected since the thread last looked.
+    input: bool,
     stop: bool,
 }
 
@@ -54,7 +60,7 @@ impl CaptureHandle {
     ) -> Self {
         let want: Shared = Default::default();
         let w = want.clone();
-        let interval = Duration::from_secs(1) / max_fps.max(1);
+        let pacer = Pacer::new(PacingConfig::with_max_rate(max_fps.max(1)));
         let thread = std::thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
@@ -63,9 +69,9 @@ impl CaptureHandle {
                     backend,
                     want: w,
                     tx,
-                    interval,
-                    source: None,
+                    pacer,
                     last_sent: None,
+                    source: None,
                     unavailable: false,
                 }
                 .run()
@@ -82,6 +88,17 @@ impl CaptureHandle {
         w.pending = true;
         w.full |= full;
         cv.notify_one();
+    }
+
+    /// Input happened (the expert's injected, or the person starting to use
+    /// the device): the screen is about to change, so poll fast.
+    pub fn input(&self) {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.input {
+            w.input = true;
+            cv.notify_one();
+        }
     }
 
     /// Stops the thread (it ends within one capture).
@@ -106,14 +123,24 @@ impl Drop for CaptureHandle {
     }
 }
 
+/// What woke the thread.
+struct Wake {
+    /// `Some(full)`: an update request.
+    request: Option<bool>,
+    input: bool,
+}
+
 struct Worker {
     view: ViewConsent,
     backend: Arc<dyn CaptureBackend>,
     want: Shared,
     tx: mpsc::Sender<Message>,
-    interval: Duration,
-    source: Option<Box<dyn ScreenCapture>>,
+    pacer: Pacer,
+    /// When the last update was captured: full requests are paced to
+    /// `max_fps` too (the pacer only delays incremental ones), so a storm of
+    /// them cannot make the thread capture flat out.
     last_sent: Option<Instant>,
+    source: Option<Box<dyn ScreenCapture>>,
     /// The expert was told the screen is unavailable and nothing was sent
     /// since: further failures are not news.
     unavailable: bool,
@@ -121,59 +148,68 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        while let Some(mut full) = self.next_request() {
-            // Pace: at most one update per interval.
-            if let Some(t) = self.last_sent {
-                let next = t + self.interval;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                }
+        while let Some(wake) = self.wait() {
+            let now = Instant::now();
+            if let Some(full) = wake.request {
+                self.pacer.request(now, !full);
             }
-            loop {
-                if !self.wanted() {
-                    return;
+            if wake.input {
+                self.pacer.input(now);
+            }
+            if self.next_poll().is_none_or(|d| now < d) {
+                continue;
+            }
+            if self.source.is_none() && !self.open() {
+                self.pacer.unavailable(now);
+                continue;
+            }
+            let Some(src) = self.source.as_mut() else {
+                continue;
+            };
+            match src.capture(&self.view, self.pacer.full_requested()) {
+                Ok(Captured::Unchanged) => self.pacer.captured(now, false),
+                Ok(Captured::Update(parts)) => {
+                    self.unavailable = false;
+                    self.send_parts(parts);
+                    self.sent(now);
                 }
-                if self.source.is_none() && !self.open() {
-                    std::thread::sleep(RETRY);
-                    continue;
+                Ok(Captured::NewScreen(info, parts)) => {
+                    if self.unavailable {
+                        tracing::info!("the screen is readable again");
+                    }
+                    self.unavailable = false;
+                    if !self.send(Message::ScreenInfo(info)) {
+                        return;
+                    }
+                    self.send_parts(parts);
+                    self.sent(now);
                 }
-                let Some(src) = self.source.as_mut() else {
-                    continue;
-                };
-                match src.capture(&self.view, full) {
-                    Ok(Captured::Unchanged) => {
-                        std::thread::sleep(self.interval);
-                        // A full request may have come in meanwhile.
-                        full |= self.take_full();
-                    }
-                    Ok(Captured::Update(parts)) => {
-                        self.unavailable = false;
-                        self.send_parts(parts);
-                        break;
-                    }
-                    Ok(Captured::NewScreen(info, parts)) => {
-                        if self.unavailable {
-                            tracing::info!("the screen is readable again");
-                        }
-                        self.unavailable = false;
-                        if !self.send(Message::ScreenInfo(info)) {
-                            return;
-                        }
-                        self.send_parts(parts);
-                        break;
-                    }
-                    Err(e) => {
-                        // Reopened from scratch: a device that went away
-                        // comes back as a new one, announced with ScreenInfo.
-                        self.source = None;
-                        self.report_unavailable(&e.0);
-                        std::thread::sleep(RETRY);
-                        full = true;
-                    }
+                Err(e) => {
+                    // Reopened from scratch: a device that went away comes
+                    // back as a new one, announced with ScreenInfo and a
+                    // full update (a fresh encoder).
+                    self.source = None;
+                    self.report_unavailable(&e.0);
+                    self.pacer.unavailable(now);
                 }
             }
         }
+    }
+
+    /// An update was sent from the capture made at `now`.
+    fn sent(&mut self, now: Instant) {
+        self.pacer.captured(now, true);
+        self.last_sent = Some(now);
+    }
+
+    /// When to capture next (None: not until a request): the pacer's poll,
+    /// but never sooner than `1 / max_fps` after the last update.
+    fn next_poll(&self) -> Option<Instant> {
+        let due = self.pacer.poll_timeout()?;
+        Some(match self.last_sent {
+            Some(t) => due.max(t + self.pacer.config().min_update_interval),
+            None => due,
+        })
     }
 
     /// Opens the source (its first capture announces the screen).
@@ -211,7 +247,6 @@ impl Worker {
                 return;
             }
         }
-        self.last_sent = Some(Instant::now());
     }
 
     /// Sends towards the socket, only under a live consent.
@@ -219,39 +254,26 @@ impl Worker {
         self.view.is_live() && self.tx.blocking_send(m).is_ok()
     }
 
-    fn wanted(&self) -> bool {
-        let (m, _) = &*self.want;
-        let w = m.lock().unwrap_or_else(|p| p.into_inner());
-        !w.stop && self.view.is_live() && !self.tx.is_closed()
-    }
-
-    fn take_full(&self) -> bool {
-        let (m, _) = &*self.want;
-        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
-        let f = w.full;
-        w.full = false;
-        if f {
-            w.pending = false;
-        }
-        f
-    }
-
-    /// Waits for a request; None when the session no longer wants updates.
-    fn next_request(&self) -> Option<bool> {
+    /// Waits until the pacer's next poll, a request or input; None when the
+    /// session no longer wants updates.
+    fn wait(&self) -> Option<Wake> {
         let (m, cv) = &*self.want;
         let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if w.stop || !self.view.is_live() || self.tx.is_closed() {
                 return None;
             }
-            if w.pending {
-                w.pending = false;
-                let full = w.full;
+            let due = self.next_poll();
+            let now = Instant::now();
+            if w.pending || w.input || due.is_some_and(|d| now >= d) {
+                let request = std::mem::take(&mut w.pending).then_some(w.full);
                 w.full = false;
-                return Some(full);
+                let input = std::mem::take(&mut w.input);
+                return Some(Wake { request, input });
             }
+            let timeout = due.map_or(POLL, |d| (d - now).min(POLL));
             w = cv
-                .wait_timeout(w, POLL)
+                .wait_timeout(w, timeout)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }

@@ -773,6 +773,12 @@ impl Session {
                     };
                     let r = self.with_input(|i| i.inject(&token, &event));
                     self.control = Some(token);
+                    if r.is_ok()
+                        && let Some(c) = &self.capture
+                    {
+                        // The screen is about to change: poll fast.
+                        c.input();
+                    }
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "injection failed; revoking control");
                         self.audit("injection-failed", json!({"detail": e.0}));
@@ -943,6 +949,10 @@ impl Session {
                 // Local input wins: the expert's held keys go up at once and
                 // their input is dropped until the person stops.
                 self.local_active = a;
+                if a && let Some(c) = &self.capture {
+                    // The person's input changes the screen too.
+                    c.input();
+                }
                 if a && self.control.is_some()
                     && let Err(e) = self.with_input(|i| i.release_all())
                 {
