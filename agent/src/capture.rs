@@ -336,6 +336,117 @@ mod tests {
         }
     }
 
+    /// The test pattern's first (full) screen, then unchanged until `change`
+    /// is set (each set is one change); counts captures.
+    struct Scripted {
+        change: Arc<AtomicBool>,
+        captures: Arc<AtomicU32>,
+        inner: PatternCapture,
+    }
+
+    struct ScriptedSource {
+        change: Arc<AtomicBool>,
+        captures: Arc<AtomicU32>,
+        inner: Box<dyn ScreenCapture>,
+        opened: bool,
+    }
+
+    impl CaptureBackend for Scripted {
+        fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
+            Ok(Box::new(ScriptedSource {
+                change: self.change.clone(),
+                captures: self.captures.clone(),
+                inner: self.inner.open()?,
+                opened: false,
+            }))
+        }
+    }
+
+    impl ScreenCapture for ScriptedSource {
+        fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
+            self.captures.fetch_add(1, Ordering::SeqCst);
+            if !std::mem::replace(&mut self.opened, true) {
+                return self.inner.capture(view, true);
+            }
+            if self.change.swap(false, Ordering::SeqCst) || full {
+                return self.inner.capture(view, true);
+            }
+            Ok(Captured::Unchanged)
+        }
+    }
+
+    fn scripted(
+        max_fps: u32,
+    ) -> (
+        CaptureHandle,
+        mpsc::Receiver<Message>,
+        Arc<AtomicBool>,
+        Arc<AtomicU32>,
+    ) {
+        let (_pair, view) = shoulder_proto::testing::granted_view();
+        let change = Arc::new(AtomicBool::new(false));
+        let captures = Arc::new(AtomicU32::new(0));
+        let backend = Arc::new(Scripted {
+            change: change.clone(),
+            captures: captures.clone(),
+            inner: PatternCapture::new(64, 48),
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        let handle = CaptureHandle::start(view, backend, tx, max_fps);
+        handle.request(true);
+        assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
+        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        (handle, rx, change, captures)
+    }
+
+    #[test]
+    fn a_change_is_sent_without_waiting_a_whole_update_interval() {
+        // One update a second at most, but a change after a quiet while is
+        // still seen within the idle poll interval (100 ms), not up to 1 s.
+        let (handle, mut rx, change, _) = scripted(1);
+        handle.request(false);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(rx.try_recv().is_err(), "sent without a change");
+        change.store(true, Ordering::SeqCst);
+        let t0 = Instant::now();
+        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        let waited = t0.elapsed();
+        assert!(
+            waited < Duration::from_millis(400),
+            "the change took {waited:?} to be sent"
+        );
+        handle.stop();
+    }
+
+    #[test]
+    fn a_quiet_screen_is_polled_slowly_and_updates_are_capped_to_max_fps() {
+        const FPS: u32 = 20;
+        let (handle, mut rx, change, captures) = scripted(FPS);
+        handle.request(false);
+        // Fast polling lasts about a second after the last update, then
+        // backs off to about 10 polls a second.
+        std::thread::sleep(Duration::from_millis(2000));
+        let before = captures.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1000));
+        let polls = captures.load(Ordering::SeqCst) - before;
+        assert!(polls <= 15, "{polls} polls in 1 s of a quiet screen");
+        assert!(polls >= 1, "the screen was not polled at all");
+        // A screen that changes all the time: at most FPS updates a second.
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            change.store(true, Ordering::SeqCst);
+            while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+            handle.request(false);
+        }
+        let elapsed = t0.elapsed();
+        let floor = Duration::from_secs(9) / FPS;
+        assert!(
+            elapsed >= floor.mul_f32(0.9),
+            "10 updates in {elapsed:?}: not capped to {FPS}/s"
+        );
+        handle.stop();
+    }
+
     #[test]
     fn screen_unavailable_is_sent_once_and_the_screen_comes_back() {
         let (_pair, view) = shoulder_proto::testing::granted_view();
