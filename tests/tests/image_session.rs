@@ -453,6 +453,30 @@ fn image_offer_session_view_control_stop_disconnect() {
     }
     wait_same_pixels(&mut vm, &expert, STEP);
 
+    // Local input wins: the person moves the pointer, the expert is told
+    // the local user is active, then it passes once the person is idle.
+    vm.pointer_move(10, 10, SCREEN).expect("local pointer move");
+    expert.wait_state("local user active", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::Granted {
+                    local_user_active: true
+                }
+            }
+        )
+    });
+    expert.wait_state("local user idle again", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::Granted {
+                    local_user_active: false
+                }
+            }
+        )
+    });
+
     // The stop hotkey (Ctrl+Alt+Shift+S) takes control back at once.
     for k in ["ctrl", "alt", "shift", "s"] {
         vm.key(k, true).expect("hotkey down");
