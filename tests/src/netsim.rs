@@ -460,7 +460,7 @@ fn make_tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) 
         .expect("leaf params")
         .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
         .expect("leaf cert");
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
         .with_no_client_auth()
@@ -469,15 +469,19 @@ fn make_tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) 
             PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key"),
         )
         .expect("server config");
+    server.send_tls13_tickets = 0;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(ca.der().to_vec()))
         .expect("root");
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // No TLS session resumption across runs: the cached ticket would make
+    // the second run's handshake differ from the first.
+    client.resumption = rustls::client::Resumption::disabled();
     (Arc::new(server), Arc::new(client))
 }
 
@@ -520,6 +524,7 @@ pub fn run(s: &Scenario) -> Report {
     let at = |us: i64| t0 + Duration::from_micros(us as u64);
     let mut device: Option<DeviceSession> = None;
     let mut fresh: Option<DeviceSession> = None;
+    let mut early: Vec<u8> = Vec::new();
     let mut expert: Option<ExpertSession> = None;
     let mut offered: Option<(ResumeToken, i64)> = None;
     let mut resume_with: Option<ResumeToken> = None;
@@ -678,11 +683,20 @@ pub fn run(s: &Scenario) -> Report {
         }
 
         // Device side.
-        let plain = if fresh.is_none() {
+        let mut plain = if fresh.is_none() {
             dev.pump()
         } else {
             Vec::new()
         };
+        if device.is_none() {
+            // Data can come with the handshake's last flight, before the
+            // machine exists: keep it for the machine.
+            early.append(&mut plain);
+        } else if !early.is_empty() {
+            let mut rest = std::mem::take(&mut early);
+            rest.append(&mut plain);
+            plain = rest;
+        }
         if let Some(d) = device.as_mut() {
             if !plain.is_empty() {
                 d.handle(at(now_us), DeviceInput::Received(plain));
