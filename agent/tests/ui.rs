@@ -159,12 +159,21 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
         LocalEvent::Decision(LocalDecision::Accept)
     );
 
-    // Esc declines a control prompt.
+    // Esc declines a control prompt (pressed once the prompt is up, as a
+    // person would: before that, a key is only local activity).
     presenter.hide_prompt();
+    until("grab released with the view prompt", || {
+        grabs.load(Ordering::SeqCst) == 0
+    })
+    .await;
     presenter.show_prompt(&Prompt {
         kind: ConsentKind::Control,
         ..prompt.clone()
     });
+    until("devices grabbed for the control prompt", || {
+        grabs.load(Ordering::SeqCst) == 1
+    })
+    .await;
     local_tx.send(key(1, true)).await.unwrap();
     assert_eq!(
         next(&mut events).await,
