@@ -18,72 +18,98 @@ use crate::source::{
 /// `struct fb_bitfield` from `<linux/fb.h>`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct FbBitfield {
-    offset: u32,
-    length: u32,
-    msb_right: u32,
+pub struct FbBitfield {
+    pub offset: u32,
+    pub length: u32,
+    pub msb_right: u32,
 }
 
 /// `struct fb_var_screeninfo` from `<linux/fb.h>`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-struct FbVarScreeninfo {
-    xres: u32,
-    yres: u32,
-    xres_virtual: u32,
-    yres_virtual: u32,
-    xoffset: u32,
-    yoffset: u32,
-    bits_per_pixel: u32,
-    grayscale: u32,
-    red: FbBitfield,
-    green: FbBitfield,
-    blue: FbBitfield,
-    transp: FbBitfield,
-    nonstd: u32,
-    activate: u32,
-    height: u32,
-    width: u32,
-    accel_flags: u32,
-    pixclock: u32,
-    left_margin: u32,
-    right_margin: u32,
-    upper_margin: u32,
-    lower_margin: u32,
-    hsync_len: u32,
-    vsync_len: u32,
-    sync: u32,
-    vmode: u32,
-    rotate: u32,
-    colorspace: u32,
-    reserved: [u32; 4],
+pub struct FbVarScreeninfo {
+    pub xres: u32,
+    pub yres: u32,
+    pub xres_virtual: u32,
+    pub yres_virtual: u32,
+    pub xoffset: u32,
+    pub yoffset: u32,
+    pub bits_per_pixel: u32,
+    pub grayscale: u32,
+    pub red: FbBitfield,
+    pub green: FbBitfield,
+    pub blue: FbBitfield,
+    pub transp: FbBitfield,
+    pub nonstd: u32,
+    pub activate: u32,
+    pub height: u32,
+    pub width: u32,
+    pub accel_flags: u32,
+    pub pixclock: u32,
+    pub left_margin: u32,
+    pub right_margin: u32,
+    pub upper_margin: u32,
+    pub lower_margin: u32,
+    pub hsync_len: u32,
+    pub vsync_len: u32,
+    pub sync: u32,
+    pub vmode: u32,
+    pub rotate: u32,
+    pub colorspace: u32,
+    pub reserved: [u32; 4],
 }
 
 /// `struct fb_fix_screeninfo` from `<linux/fb.h>`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-struct FbFixScreeninfo {
-    id: [u8; 16],
-    smem_start: std::ffi::c_ulong,
-    smem_len: u32,
-    kind: u32,
-    type_aux: u32,
-    visual: u32,
-    xpanstep: u16,
-    ypanstep: u16,
-    ywrapstep: u16,
-    line_length: u32,
-    mmio_start: std::ffi::c_ulong,
-    mmio_len: u32,
-    accel: u32,
-    capabilities: u16,
-    reserved: [u16; 2],
+pub struct FbFixScreeninfo {
+    pub id: [u8; 16],
+    pub smem_start: std::ffi::c_ulong,
+    pub smem_len: u32,
+    pub kind: u32,
+    pub type_aux: u32,
+    pub visual: u32,
+    pub xpanstep: u16,
+    pub ypanstep: u16,
+    pub ywrapstep: u16,
+    pub line_length: u32,
+    pub mmio_start: std::ffi::c_ulong,
+    pub mmio_len: u32,
+    pub accel: u32,
+    pub capabilities: u16,
+    pub reserved: [u16; 2],
 }
 
-const FBIOGET_VSCREENINFO: rustix::ioctl::Opcode = 0x4600;
-const FBIOGET_FSCREENINFO: rustix::ioctl::Opcode = 0x4602;
+pub const FBIOGET_VSCREENINFO: rustix::ioctl::Opcode = 0x4600;
+pub const FBIOGET_FSCREENINFO: rustix::ioctl::Opcode = 0x4602;
 /// `FB_TYPE_PACKED_PIXELS`: the only layout we can read.
-const FB_TYPE_PACKED_PIXELS: u32 = 0;
+pub const FB_TYPE_PACKED_PIXELS: u32 = 0;
+
+/// `FBIOGET_VSCREENINFO`: the variable screen info of an open fbdev device.
+pub fn var_info(file: &File) -> std::io::Result<FbVarScreeninfo> {
+    // SAFETY: FBIOGET_VSCREENINFO fills exactly a `struct
+    // fb_var_screeninfo`, which `FbVarScreeninfo` mirrors (repr(C)); `file`
+    // is an open descriptor for the call's duration.
+    Ok(unsafe {
+        ioctl(
+            file.as_fd(),
+            Getter::<FBIOGET_VSCREENINFO, FbVarScreeninfo>::new(),
+        )
+    }?)
+}
+
+/// `FBIOGET_FSCREENINFO`: the fixed screen info of an open fbdev device.
+pub fn fix_info(file: &File) -> std::io::Result<FbFixScreeninfo> {
+    // SAFETY: FBIOGET_FSCREENINFO fills exactly a `struct
+    // fb_fix_screeninfo`, which `FbFixScreeninfo` mirrors (repr(C), with
+    // `unsigned long` as c_ulong); `file` is open for the call's duration.
+    Ok(unsafe {
+        ioctl(
+            file.as_fd(),
+            Getter::<FBIOGET_FSCREENINFO, FbFixScreeninfo>::new(),
+        )
+    }?)
+}
 
 fn bf(offset: u32, length: u32) -> FbBitfield {
     FbBitfield {
@@ -156,25 +182,8 @@ impl FbdevSource {
     }
 
     fn view(&mut self) -> Result<View, CaptureError> {
-        // SAFETY: FBIOGET_VSCREENINFO fills exactly a `struct
-        // fb_var_screeninfo`, which `FbVarScreeninfo` mirrors (repr(C)).
-        let var: FbVarScreeninfo = unsafe {
-            ioctl(
-                self.file.as_fd(),
-                Getter::<FBIOGET_VSCREENINFO, FbVarScreeninfo>::new(),
-            )
-        }
-        .map_err(|e| self.io("FBIOGET_VSCREENINFO", e.into()))?;
-        // SAFETY: FBIOGET_FSCREENINFO fills exactly a `struct
-        // fb_fix_screeninfo`, which `FbFixScreeninfo` mirrors (repr(C), with
-        // `unsigned long` as c_ulong).
-        let fix: FbFixScreeninfo = unsafe {
-            ioctl(
-                self.file.as_fd(),
-                Getter::<FBIOGET_FSCREENINFO, FbFixScreeninfo>::new(),
-            )
-        }
-        .map_err(|e| self.io("FBIOGET_FSCREENINFO", e.into()))?;
+        let var = var_info(&self.file).map_err(|e| self.io("FBIOGET_VSCREENINFO", e))?;
+        let fix = fix_info(&self.file).map_err(|e| self.io("FBIOGET_FSCREENINFO", e))?;
         let unsupported = |detail: String| CaptureError::Unsupported {
             path: self.path.clone(),
             detail,

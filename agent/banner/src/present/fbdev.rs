@@ -15,8 +15,9 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-use rustix::ioctl::{Getter, Opcode, ioctl};
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
+
+use shoulder_capture::fbdev::{FB_TYPE_PACKED_PIXELS, FbVarScreeninfo, fix_info, var_info};
 
 use super::PresentError;
 use super::scanout::{BufferId, ScanoutPresenter, ScanoutTarget};
@@ -37,95 +38,6 @@ impl FbdevPresenter {
     pub fn open(path: &Path) -> Result<Self, PresentError> {
         Ok(ScanoutPresenter::new(FbdevTarget::open(path)?))
     }
-}
-
-/// `struct fb_bitfield` from `<linux/fb.h>`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct FbBitfield {
-    offset: u32,
-    length: u32,
-    msb_right: u32,
-}
-
-/// `struct fb_var_screeninfo` from `<linux/fb.h>`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct FbVarScreeninfo {
-    xres: u32,
-    yres: u32,
-    xres_virtual: u32,
-    yres_virtual: u32,
-    xoffset: u32,
-    yoffset: u32,
-    bits_per_pixel: u32,
-    grayscale: u32,
-    red: FbBitfield,
-    green: FbBitfield,
-    blue: FbBitfield,
-    transp: FbBitfield,
-    nonstd: u32,
-    activate: u32,
-    height: u32,
-    width: u32,
-    accel_flags: u32,
-    pixclock: u32,
-    left_margin: u32,
-    right_margin: u32,
-    upper_margin: u32,
-    lower_margin: u32,
-    hsync_len: u32,
-    vsync_len: u32,
-    sync: u32,
-    vmode: u32,
-    rotate: u32,
-    colorspace: u32,
-    reserved: [u32; 4],
-}
-
-/// `struct fb_fix_screeninfo` from `<linux/fb.h>`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct FbFixScreeninfo {
-    id: [u8; 16],
-    smem_start: std::ffi::c_ulong,
-    smem_len: u32,
-    type_: u32,
-    type_aux: u32,
-    visual: u32,
-    xpanstep: u16,
-    ypanstep: u16,
-    ywrapstep: u16,
-    line_length: u32,
-    mmio_start: std::ffi::c_ulong,
-    mmio_len: u32,
-    accel: u32,
-    capabilities: u16,
-    reserved: [u16; 2],
-}
-
-/// Old-style fbdev opcodes (not `_IOR`-encoded), from `<linux/fb.h>`.
-const FBIOGET_VSCREENINFO: Opcode = 0x4600;
-const FBIOGET_FSCREENINFO: Opcode = 0x4602;
-/// `FB_TYPE_PACKED_PIXELS`: the only layout the banner can draw into.
-const FB_TYPE_PACKED_PIXELS: u32 = 0;
-
-fn var_info(file: &File) -> std::io::Result<FbVarScreeninfo> {
-    // SAFETY: FBIOGET_VSCREENINFO writes exactly one `fb_var_screeninfo`,
-    // which `FbVarScreeninfo` mirrors field for field (repr(C), all u32).
-    let op = unsafe { Getter::<FBIOGET_VSCREENINFO, FbVarScreeninfo>::new() };
-    // SAFETY: `file` is an open fbdev descriptor for the call's duration; the
-    // kernel writes only into the getter's buffer.
-    Ok(unsafe { ioctl(file.as_fd(), op) }?)
-}
-
-fn fix_info(file: &File) -> std::io::Result<FbFixScreeninfo> {
-    // SAFETY: FBIOGET_FSCREENINFO writes one `fb_fix_screeninfo`, mirrored by
-    // `FbFixScreeninfo` (repr(C), same field types and order, c_ulong for
-    // the kernel's unsigned long).
-    let op = unsafe { Getter::<FBIOGET_FSCREENINFO, FbFixScreeninfo>::new() };
-    // SAFETY: as in `var_info`.
-    Ok(unsafe { ioctl(file.as_fd(), op) }?)
 }
 
 fn format_of(v: &FbVarScreeninfo) -> Option<PixelFormat> {
@@ -217,11 +129,11 @@ impl FbdevTarget {
             .map_err(|e| dev("opening", e))?;
         let fix = fix_info(&file).map_err(|e| dev("FBIOGET_FSCREENINFO on", e))?;
         let var = var_info(&file).map_err(|e| dev("FBIOGET_VSCREENINFO on", e))?;
-        if fix.type_ != FB_TYPE_PACKED_PIXELS {
+        if fix.kind != FB_TYPE_PACKED_PIXELS {
             return Err(PresentError::Unsupported(format!(
                 "{}: framebuffer type {} is not packed pixels; the banner cannot draw into it",
                 path.display(),
-                fix.type_
+                fix.kind
             )));
         }
         let format = format_of(&var).ok_or_else(|| {
@@ -327,15 +239,6 @@ mod tests {
         assert_eq!(format_of(&v), Some(PixelFormat::Rgb565));
         v.bits_per_pixel = 24;
         assert_eq!(format_of(&v), None, "24-bit packed is not drawn");
-    }
-
-    #[test]
-    fn kernel_struct_sizes_match() {
-        assert_eq!(std::mem::size_of::<FbVarScreeninfo>(), 160);
-        #[cfg(target_pointer_width = "64")]
-        assert_eq!(std::mem::size_of::<FbFixScreeninfo>(), 80);
-        #[cfg(target_pointer_width = "32")]
-        assert_eq!(std::mem::size_of::<FbFixScreeninfo>(), 68);
     }
 
     #[test]
