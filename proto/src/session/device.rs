@@ -539,11 +539,11 @@ impl DeviceSession {
                     self.send(now, Message::Chat { text: t });
                 }
             }
-            DeviceInput::InjectionFault(detail) => {
+            // The agent audits the fault's detail; the session ends control.
+            DeviceInput::InjectionFault(_) => {
                 if let State::Active(a) = &self.state
                     && matches!(a.control, Control::Granted { .. })
                 {
-                    let _ = detail;
                     self.end_control(now, ControlEndReason::DeviceFault);
                 }
             }
@@ -689,7 +689,7 @@ impl DeviceSession {
                     }
                     // Asked twice: the first request stands.
                     Control::Pending { .. } | Control::Granted { .. } => {
-                        self.ignored(now, "RequestControl", "control already asked for");
+                        self.ignored("RequestControl", "control already asked for");
                     }
                 }
                 State::Active(a)
@@ -710,7 +710,7 @@ impl DeviceSession {
                         reason: ControlEndReason::Released,
                     });
                 } else {
-                    self.ignored(now, "ReleaseControl", "not controlling");
+                    self.ignored("ReleaseControl", "not controlling");
                 }
                 return;
             }
@@ -734,7 +734,7 @@ impl DeviceSession {
                 | Message::RequestControl),
             ) => {
                 self.state = s;
-                self.ignored(now, m.name(), "before consent");
+                self.ignored(m.name(), "before consent");
                 return;
             }
             (s, m) => {
@@ -757,11 +757,7 @@ impl DeviceSession {
             }
             self.push(DeviceOutput::Inject(input));
         } else {
-            self.ignored += 1;
-            self.audit(AuditEvent::Ignored {
-                message: name,
-                state: "not controlling",
-            });
+            self.ignored(name, "not controlling");
         }
         State::Active(a)
     }
@@ -903,7 +899,7 @@ impl DeviceSession {
         }
     }
 
-    fn ignored(&mut self, _now: Instant, message: &'static str, state: &'static str) {
+    fn ignored(&mut self, message: &'static str, state: &'static str) {
         self.ignored += 1;
         self.audit(AuditEvent::Ignored { message, state });
     }
