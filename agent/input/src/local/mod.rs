@@ -18,6 +18,7 @@
 mod decode;
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -517,16 +518,56 @@ fn deliver(shared: &Shared, tx: &mpsc::Sender<LocalEvent>, ev: LocalEvent) -> bo
     }
 }
 
+/// What came of one `EVIOCGRAB` call.
+#[derive(Debug)]
+enum GrabOutcome {
+    /// The device is now grabbed (or released) as wanted.
+    Done,
+    /// The device was unplugged (`ENODEV`): nothing to grab, and the kernel
+    /// dropped any grab with it. Its reader ends on the read error that
+    /// follows and logs the removal once.
+    Gone,
+    /// Someone else holds the grab, or the ioctl failed otherwise.
+    Failed(std::io::Error),
+}
+
+impl GrabOutcome {
+    fn of(result: std::io::Result<()>) -> Self {
+        match result {
+            Ok(()) => Self::Done,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32) => Self::Gone,
+            Err(e) => Self::Failed(e),
+        }
+    }
+}
+
+/// Grabs or releases one device; `grabbed` is its current state.
+///
+/// The ioctl goes through `input_linux` on the borrowed descriptor rather
+/// than `evdev::Device::grab`: a grabbed `evdev::Device` ungrabs in its
+/// `Drop` and prints "Failed to ungrab device" to stderr when that fails,
+/// which it does for every device unplugged during a prompt. Closing the
+/// descriptor releases the grab anyway.
 fn apply_grab(
-    stream: &mut evdev::EventStream,
+    stream: &evdev::EventStream,
     wanted: bool,
+    grabbed: &mut bool,
     info: &LocalDeviceInfo,
 ) -> Option<LocalEventKind> {
-    let dev = stream.device_mut();
-    let r = if wanted { dev.grab() } else { dev.ungrab() };
-    match r {
-        Ok(()) => None,
-        Err(e) => {
+    if wanted == *grabbed {
+        return None;
+    }
+    let handle = input_linux::EvdevHandle::new(stream.device().as_fd());
+    match GrabOutcome::of(handle.grab(wanted)) {
+        GrabOutcome::Done => {
+            *grabbed = wanted;
+            None
+        }
+        GrabOutcome::Gone => {
+            *grabbed = false;
+            None
+        }
+        GrabOutcome::Failed(e) => {
             let what = if wanted { "grab" } else { "release" };
             tracing::warn!("local input: cannot {what} {}: {e}", info.path.display());
             Some(LocalEventKind::GrabFailed {
@@ -550,8 +591,9 @@ async fn read_device(
         out.drain(..)
             .all(|kind| deliver(&shared, &tx, LocalEvent { device: id, kind }))
     };
+    let mut grabbed = false;
     let wanted = *grab.borrow_and_update();
-    if wanted && let Some(e) = apply_grab(&mut stream, true, &info) {
+    if let Some(e) = apply_grab(&stream, wanted, &mut grabbed, &info) {
         out.push(e);
     }
     let mut open = send_all(&mut out);
@@ -574,7 +616,7 @@ async fn read_device(
                     break;
                 }
                 let wanted = *grab.borrow_and_update();
-                if let Some(e) = apply_grab(&mut stream, wanted, &info) {
+                if let Some(e) = apply_grab(&stream, wanted, &mut grabbed, &info) {
                     out.push(e);
                 }
                 open = send_all(&mut out);

@@ -512,6 +512,22 @@ async fn grab_guards_nest_and_release_on_drop() {
 }
 
 #[test]
+fn a_grab_on_an_unplugged_device_is_not_a_failure() {
+    use std::io::Error;
+    assert!(matches!(GrabOutcome::of(Ok(())), GrabOutcome::Done));
+    // Unplugged during a prompt: the kernel dropped the grab with the
+    // device; nothing to warn about or report as a failed grab.
+    let gone = Error::from_raw_os_error(nix::errno::Errno::ENODEV as i32);
+    assert!(matches!(GrabOutcome::of(Err(gone)), GrabOutcome::Gone));
+    // Someone else holds the grab: that is a failure the agent reports.
+    let busy = Error::from_raw_os_error(nix::errno::Errno::EBUSY as i32);
+    match GrabOutcome::of(Err(busy)) {
+        GrabOutcome::Failed(e) => assert_eq!(e.raw_os_error(), Some(16)),
+        other => panic!("EBUSY must be a failure, got {other:?}"),
+    }
+}
+
+#[test]
 fn missing_input_dir_is_a_readable_error() {
     let e = enumerate(Path::new("/nonexistent/input")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/input"), "{e}");
