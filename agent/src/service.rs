@@ -388,6 +388,7 @@ async fn connection(
         capture: None,
         capture_rx: None,
         control: None,
+        control_pending: None,
         screen: None,
         out: Vec::new(),
         bytes_sent: 0,
@@ -432,6 +433,10 @@ struct Session {
     capture: Option<CaptureHandle>,
     capture_rx: Option<mpsc::Receiver<Message>>,
     control: Option<ControlConsent>,
+    /// Control granted before the first screen size was known (a quick
+    /// answer right after the view started): input devices are made, with
+    /// the right ranges, as soon as the size is.
+    control_pending: Option<ControlConsent>,
     /// The screen size last announced to the expert (for input ranges).
     screen: Option<(u16, u16)>,
     out: Vec<u8>,
@@ -583,6 +588,9 @@ impl Session {
                         Some(m) => {
                             if let Message::ScreenInfo(info) = &m {
                                 self.screen = Some((info.width, info.height));
+                                if let Some(token) = self.control_pending.take() {
+                                    self.enable_injection(token);
+                                }
                             }
                             self.queue(&m);
                         }
@@ -738,22 +746,17 @@ impl Session {
                 }
                 DeviceOutput::StopCapture => self.stop_capture(),
                 DeviceOutput::EnableInjection(token) => {
-                    let r = match self.screen {
-                        Some((w, h)) => self.with_input(|i| i.enable(&token, w, h)),
-                        None => Err(crate::backends::InputError(
-                            "the screen size is not known yet".into(),
-                        )),
-                    };
-                    match r {
-                        Ok(()) => self.control = Some(token),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot enable injection; revoking control");
-                            self.machine
-                                .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
-                        }
+                    if self.screen.is_some() {
+                        self.enable_injection(token);
+                    } else {
+                        tracing::debug!(
+                            "control granted before the first screen; enabling with it"
+                        );
+                        self.control_pending = Some(token);
                     }
                 }
                 DeviceOutput::DisableInjection => {
+                    self.control_pending = None;
                     if self.control.take().is_some() {
                         self.with_input(|i| i.disable());
                     }
@@ -1009,6 +1012,22 @@ impl Session {
     fn publish(&self, event: Value) {
         if self.slot.is_some() {
             self.shared.hub.publish(event);
+        }
+    }
+
+    /// Makes the input devices for the known screen size; a failure revokes
+    /// control with a reason.
+    fn enable_injection(&mut self, token: ControlConsent) {
+        let Some((w, h)) = self.screen else {
+            return;
+        };
+        match self.with_input(|i| i.enable(&token, w, h)) {
+            Ok(()) => self.control = Some(token),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot enable injection; revoking control");
+                self.machine
+                    .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
+            }
         }
     }
 

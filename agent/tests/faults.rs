@@ -362,3 +362,59 @@ async fn audit_required_false_lets_sessions_run_on_a_full_disk() {
         shoulder_proto::ByeReason::EndedByUser
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_granted_before_the_first_screen_starts_with_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    // No screen yet when control is granted (a display still coming up, or
+    // a person answering both prompts faster than the first capture).
+    let down = std::sync::Arc::new(AtomicBool::new(true));
+    let agent = Agent::start_with_capture(
+        Some(&pki.ca_pem),
+        |_| {},
+        Some(std::sync::Arc::new(Flaky {
+            down: down.clone(),
+            inner: shoulder_agent::backends::PatternCapture::new(64, 48),
+        })),
+    )
+    .await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    down.store(false, Ordering::SeqCst);
+    expert
+        .wait_for("the screen", |e| matches!(e, ExpertEvent::Screen(_)))
+        .await;
+    expert
+        .act(UserAction::Key(Key {
+            code: 30,
+            down: true,
+        }))
+        .await;
+    expert
+        .act(UserAction::Key(Key {
+            code: 30,
+            down: false,
+        }))
+        .await;
+    let t0 = Instant::now();
+    while injected(&agent).len() < 2 {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the key never reached the device: {:?}",
+            agent.sink.events()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !expert
+            .events
+            .iter()
+            .any(|e| matches!(e, ExpertEvent::ControlEnded(_))),
+        "control was not revoked: {:?}",
+        expert.events
+    );
+    agent.ctl_ok(Request::End).await;
+    agent.stop().await;
+}

@@ -409,6 +409,26 @@ fn progress(e: &ClientEvent) {
         ClientEvent::ScreenUnavailable(s) => eprintln!("The screen is not available: {s}"),
         ClientEvent::Chat(t) => eprintln!("Device says: {t}"),
         ClientEvent::ControlDeclined(s) | ClientEvent::ControlEnded(s) => eprintln!("{s}"),
+        ClientEvent::Reconnecting {
+            attempt,
+            until,
+            last_error,
+        } => {
+            let left = until
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs();
+            match (attempt, last_error) {
+                (1, Some(why)) => {
+                    eprintln!("{why}");
+                    eprintln!("Reconnecting (the device keeps the session for {left} s)…");
+                }
+                (1, None) => {
+                    eprintln!("Reconnecting (the device keeps the session for {left} s)…")
+                }
+                _ => eprintln!("Still reconnecting ({left} s left)…"),
+            }
+        }
+        ClientEvent::Resuming => eprintln!("Reconnected; resuming the session…"),
         _ => {}
     }
 }

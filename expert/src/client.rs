@@ -19,7 +19,7 @@ use shoulder_proto::session::{
 };
 use shoulder_proto::{
     Auth, ByeReason, ControlEndReason, CursorShape, DeclineReason, MAX_PASSWORD_LEN, Message,
-    ScreenInfo, text,
+    ResumeToken, ScreenInfo, text,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,6 +48,12 @@ const PROBE_BIT: u64 = 1 << 63;
 const PONG_TAG: u8 = 20;
 /// Read chunk: large enough for update bursts, small enough to stay cheap.
 const READ_CHUNK: usize = 64 * 1024;
+/// First pause between reconnection attempts after a drop; it doubles up to
+/// [`RECONNECT_MAX_PAUSE`]. Short, because the device keeps the session only
+/// for its grace period (20 s by default).
+pub const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// Longest pause between reconnection attempts.
+pub const RECONNECT_MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Actions queued from the UI before the driver picks them up. The UI sends
 /// a few per frame; a full queue drops pointer moves, never key releases.
 pub const ACTION_QUEUE: usize = 1024;
@@ -112,6 +118,17 @@ pub enum ClientEvent {
     ControlDeclined(String),
     ControlEnded(String),
     Chat(String),
+    /// The connection dropped and the device keeps the session until
+    /// `until`: the client is reconnecting (attempt `attempt`, after
+    /// `last_error` if an attempt failed). The view keeps the last picture;
+    /// input is not sent meanwhile. A `State(Viewing)` follows on success.
+    Reconnecting {
+        attempt: u32,
+        until: Instant,
+        last_error: Option<String>,
+    },
+    /// A new connection is up and resuming the session (no new prompt).
+    Resuming,
     /// The session is over. `None` means the expert disconnected.
     Ended(Option<ClientError>),
 }
@@ -302,11 +319,13 @@ fn server_name(host: &str) -> ServerName<'static> {
         .unwrap_or_else(|_| ServerName::try_from("shoulder-device").expect("valid DNS name"))
 }
 
-/// Connects to one `host:port`, verifying the device.
+/// Connects to one `host:port`, verifying the device (against `pin` when
+/// set: the device of a session being resumed).
 async fn connect_one(
     opts: &ConnectOptions,
     host: &str,
     port: u16,
+    pin: Option<Fingerprint>,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
 ) -> Result<Connected, ClientError> {
     let label = host_port(host, port);
@@ -340,7 +359,10 @@ async fn connect_one(
         };
         let _ = tcp.set_nodelay(true);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let policy = policy_for(opts, host, port)?;
+        let policy = match pin {
+            Some(fp) => DevicePolicy::Pinned(fp),
+            None => policy_for(opts, host, port)?,
+        };
         let verifier = Arc::new(DeviceVerifier::new(policy.clone(), &provider));
         let config = tls_config(opts, verifier.clone(), provider)?;
         let connector = TlsConnector::from(Arc::new(config));
@@ -349,7 +371,12 @@ async fn connect_one(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 if let Some(Verdict::Refused(err)) = verifier.verdict() {
-                    return Err(err);
+                    return Err(match (pin, err) {
+                        (Some(expected), ClientError::FingerprintMismatch { got, .. }) => {
+                            ClientError::ChangedOnReconnect { expected, got }
+                        }
+                        (_, err) => err,
+                    });
                 }
                 return Err(ClientError::from_tls(&label, &e));
             }
@@ -399,6 +426,15 @@ pub async fn connect(
     opts: &ConnectOptions,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
 ) -> Result<Connected, ClientError> {
+    connect_to(opts, None, emit).await
+}
+
+/// [`connect`], optionally pinned to the device of an earlier connection.
+async fn connect_to(
+    opts: &ConnectOptions,
+    pin: Option<Fingerprint>,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
     match &opts.target {
         Target::Offer { host, port } => {
             if opts.identity.is_none() {
@@ -406,12 +442,12 @@ pub async fn connect(
                     "Offers need your expert identity — pick one (--identity DIR) or create it with `shoulder pki issue-expert`.".into(),
                 ));
             }
-            connect_one(opts, host, *port, emit).await
+            connect_one(opts, host, *port, pin, emit).await
         }
         Target::Invitation(inv) => {
             let mut last = ClientError::Local("The invitation lists no device address.".into());
             for a in &inv.addresses {
-                match connect_one(opts, a, inv.port, emit).await {
+                match connect_one(opts, a, inv.port, pin, emit).await {
                     Ok(c) => return Ok(c),
                     Err(e) if e.is_transient() || matches!(e, ClientError::UnknownHost { .. }) => {
                         last = e
@@ -450,28 +486,150 @@ pub fn auth_for(opts: &ConnectOptions) -> Result<Auth, ClientError> {
 
 /// Connects and runs a whole session. Returns the same value as the final
 /// [`ClientEvent::Ended`].
+///
+/// When the connection dies (no `Bye` either way) after the device offered
+/// a resume, the client reconnects by itself, to the same device only, and
+/// resumes the session without a new prompt; see [`ClientEvent::Reconnecting`].
 pub async fn run(
     opts: ConnectOptions,
     view: SharedView,
-    actions: mpsc::Receiver<UserAction>,
+    mut actions: mpsc::Receiver<UserAction>,
     mut emit: Box<dyn FnMut(ClientEvent) + Send>,
 ) -> Option<ClientError> {
-    let result = async {
-        let auth = auth_for(&opts)?;
-        let conn = connect(&opts, &mut *emit).await?;
-        emit(ClientEvent::Connected {
-            device_name: conn.device_name.clone(),
-            fingerprint: conn.fingerprint,
-        });
-        let label = conn.addr.to_string();
-        let config = ExpertConfig::new(&opts.name, auth);
-        let session = ExpertSession::new(Instant::now(), config);
-        Ok::<_, ClientError>(drive(conn.stream, &label, session, view, actions, &mut *emit).await)
-    }
-    .await;
-    let end = result.unwrap_or_else(Some);
+    let end = run_session(&opts, &view, &mut actions, &mut *emit).await;
     emit(ClientEvent::Ended(end.clone()));
     end
+}
+
+async fn run_session(
+    opts: &ConnectOptions,
+    view: &SharedView,
+    actions: &mut mpsc::Receiver<UserAction>,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Option<ClientError> {
+    let auth = match auth_for(opts) {
+        Ok(a) => a,
+        Err(e) => return Some(e),
+    };
+    let mut conn = match connect(opts, emit).await {
+        Ok(c) => c,
+        Err(e) => return Some(e),
+    };
+    emit(ClientEvent::Connected {
+        device_name: conn.device_name.clone(),
+        fingerprint: conn.fingerprint,
+    });
+    let device = conn.fingerprint;
+    let mut session = ExpertSession::new(Instant::now(), ExpertConfig::new(&opts.name, auth));
+    loop {
+        let label = conn.addr.to_string();
+        let out = drive(conn.stream, &label, session, view.clone(), actions, emit).await;
+        let Some(chance) = out.resume else {
+            return out.end;
+        };
+        conn = match reconnect(opts, device, chance.grace, out.end, actions, emit).await {
+            Ok(c) => c,
+            Err(end) => return end,
+        };
+        emit(ClientEvent::Resuming);
+        let auth = Auth::Resume {
+            token: chance.token,
+        };
+        session = ExpertSession::new(Instant::now(), ExpertConfig::new(&opts.name, auth));
+    }
+}
+
+/// Reconnects to `device` within `grace` after a drop (`lost` says how the
+/// connection died). `Err(None)` means the expert chose to disconnect
+/// meanwhile.
+async fn reconnect(
+    opts: &ConnectOptions,
+    device: Fingerprint,
+    grace: Duration,
+    lost: Option<ClientError>,
+    actions: &mut mpsc::Receiver<UserAction>,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, Option<ClientError>> {
+    let until = Instant::now() + grace;
+    let mut last = lost.map(|e| e.sentence());
+    let mut pause = RECONNECT_FIRST_PAUSE;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        emit(ClientEvent::Reconnecting {
+            attempt,
+            until,
+            last_error: last.clone(),
+        });
+        let deadline = tokio::time::Instant::from_std(until);
+        // Progress events of the attempts would send the UI back to its
+        // start screen: the Reconnecting events stand for them.
+        let mut quiet = |_: ClientEvent| {};
+        let attempt_fut =
+            tokio::time::timeout_at(deadline, connect_to(opts, Some(device), &mut quiet));
+        tokio::pin!(attempt_fut);
+        let result = loop {
+            tokio::select! {
+                r = &mut attempt_fut => break r,
+                a = actions.recv() => {
+                    if matches!(a, None | Some(UserAction::Disconnect)) {
+                        return Err(None);
+                    }
+                    // Nothing can reach the device now; input is dropped
+                    // (the device released everything when the link died).
+                }
+            }
+        };
+        match result {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) if e.is_transient() || matches!(e, ClientError::UnknownHost { .. }) => {
+                last = Some(e.sentence())
+            }
+            Ok(Err(e)) => return Err(Some(e)),
+            Err(_) => {}
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Err(Some(ClientError::ReconnectFailed {
+                secs: grace.as_secs(),
+                detail: last
+                    .map(|s| s.trim_end_matches('.').to_string())
+                    .unwrap_or_else(|| "no answer".into()),
+            }));
+        }
+        // The last attempt comes right at the end of the grace period.
+        let sleep = tokio::time::sleep(pause.min(until - now));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                a = actions.recv() => {
+                    if matches!(a, None | Some(UserAction::Disconnect)) {
+                        return Err(None);
+                    }
+                }
+            }
+        }
+        pause = (pause * 2).min(RECONNECT_MAX_PAUSE);
+    }
+}
+
+/// How [`drive`] ended.
+#[derive(Debug)]
+pub struct DriveEnd {
+    /// `None`: the expert disconnected.
+    pub end: Option<ClientError>,
+    /// Set when the connection died while the device was keeping the
+    /// session for a resume: reconnect within `grace` and authenticate
+    /// with `token`.
+    pub resume: Option<ResumeChance>,
+}
+
+/// The device's offer to resume a dropped session.
+#[derive(Debug, Clone)]
+pub struct ResumeChance {
+    pub token: ResumeToken,
+    pub grace: Duration,
 }
 
 /// Per-connection bookkeeping of the driver.
@@ -490,6 +648,8 @@ struct Driver<'a> {
     window_updates: u32,
     window_bytes: u64,
     viewing: bool,
+    /// The device's latest resume offer.
+    resume: Option<ResumeChance>,
 }
 
 impl Driver<'_> {
@@ -587,7 +747,9 @@ impl Driver<'_> {
                 }
                 ExpertEvent::Chat(t) => (self.emit)(ClientEvent::Chat(t)),
                 ExpertEvent::Rtt(d) => self.view.lock().stats.rtt = Some(d),
-                ExpertEvent::ResumeOffer { .. } => {}
+                ExpertEvent::ResumeOffer { token, grace } => {
+                    self.resume = (!grace.is_zero()).then_some(ResumeChance { token, grace });
+                }
                 ExpertEvent::Closed {
                     reason, sentence, ..
                 } => {
@@ -630,9 +792,9 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     label: &str,
     mut session: ExpertSession,
     view: SharedView,
-    mut actions: mpsc::Receiver<UserAction>,
+    actions: &mut mpsc::Receiver<UserAction>,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
-) -> Option<ClientError> {
+) -> DriveEnd {
     let mut d = Driver {
         view,
         emit,
@@ -647,6 +809,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         window_updates: 0,
         window_bytes: 0,
         viewing: false,
+        resume: None,
     };
     let mut pending: Vec<u8> = Vec::new();
     let mut rbuf = vec![0u8; READ_CHUNK];
@@ -679,7 +842,12 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(end) = d.end.take() {
             // The Bye (if any) is written; close TLS politely, briefly.
             let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
-            return end;
+            let resume = if session.connection_lost() && actions_open {
+                d.resume.take()
+            } else {
+                None
+            };
+            return DriveEnd { end, resume };
         }
         let deadline = session
             .poll_timeout()

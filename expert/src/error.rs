@@ -76,6 +76,21 @@ pub enum ClientError {
         "The connection to the device was lost ({detail}) — check the network and connect again."
     )]
     Lost { detail: String },
+    /// The connection dropped and no new one got through within the resume
+    /// grace period the device allowed.
+    #[error(
+        "The connection to the device was lost and could not be restored within {secs} s ({detail}) — check the network and connect again; the person at the device will be asked again."
+    )]
+    ReconnectFailed { secs: u64, detail: String },
+    /// After a drop, the address answered with another certificate than the
+    /// device of the session.
+    #[error(
+        "After the connection dropped, the device answered with a different certificate (now {got}, before {expected}) — not reconnecting: someone may be impersonating it."
+    )]
+    ChangedOnReconnect {
+        expected: Fingerprint,
+        got: Fingerprint,
+    },
     /// The device (or our session machine) ended the session; the sentence says why.
     #[error("{sentence}")]
     Session { reason: ByeReason, sentence: String },

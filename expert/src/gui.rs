@@ -205,8 +205,16 @@ impl StartForm {
 #[derive(Debug, Clone)]
 enum Phase {
     Connecting(String),
-    Waiting { deadline: Instant },
+    Waiting {
+        deadline: Instant,
+    },
     Viewing(ControlState),
+    /// The connection dropped; the client reconnects until `until` while
+    /// the last picture stays up.
+    Reconnecting {
+        until: Instant,
+        last_error: Option<String>,
+    },
     Ended(Option<String>),
 }
 
@@ -348,6 +356,16 @@ impl SessionUi {
                     self.release_all();
                     self.notice(s);
                 }
+                ClientEvent::Reconnecting {
+                    until, last_error, ..
+                } => {
+                    // The device released everything when the link died;
+                    // forget what we held without sending releases.
+                    self.held = HeldInput::new();
+                    self.wheel = Vec2::ZERO;
+                    self.phase = Phase::Reconnecting { until, last_error };
+                }
+                ClientEvent::Resuming => {}
                 ClientEvent::Chat(t) => {
                     self.chat.push((false, t));
                     if self.chat.len() > MAX_CHAT_HISTORY {
@@ -481,6 +499,13 @@ impl SessionUi {
                 "The person at the device is using it — your input waits".into(),
                 Color32::from_rgb(200, 160, 40),
             ),
+            Phase::Reconnecting { until, .. } => {
+                let left = until.saturating_duration_since(now).as_secs();
+                (
+                    format!("Connection lost — reconnecting… {left} s"),
+                    Color32::from_rgb(230, 190, 80),
+                )
+            }
             Phase::Ended(_) => ("Ended".into(), Color32::GRAY),
         }
     }
@@ -1142,6 +1167,20 @@ impl App {
                         tracer.rect("view", r, ppp);
                     }
                 }
+                Phase::Reconnecting { until, last_error } => {
+                    // The last picture stays, under a line saying why it
+                    // does not move.
+                    let left = until.saturating_duration_since(Instant::now()).as_secs();
+                    let mut line = format!(
+                        "The connection to the device was lost. Reconnecting — the device keeps the session for {left} more s."
+                    );
+                    if let Some(e) = last_error {
+                        line.push_str(&format!(" Last attempt: {e}"));
+                    }
+                    ui.colored_label(Color32::from_rgb(230, 190, 80), line);
+                    self_view(ui, s);
+                    ctx.request_repaint_after(Duration::from_millis(250));
+                }
                 Phase::Ended(sentence) => {
                     tracer.note(
                         "ended",
@@ -1343,6 +1382,7 @@ fn phase_name(p: &Phase) -> &'static str {
         Phase::Viewing(ControlState::Granted {
             local_user_active: true,
         }) => "local-user-active",
+        Phase::Reconnecting { .. } => "reconnecting",
         Phase::Ended(_) => "ended",
     }
 }

@@ -140,6 +140,8 @@ pub struct ExpertSession {
     generation: Option<u32>,
     /// The device offered a resume token: a dead connection may be resumed.
     resumable: bool,
+    /// The session closed because the connection died (no `Bye` either way).
+    connection_lost: bool,
 }
 
 impl ExpertSession {
@@ -157,6 +159,7 @@ impl ExpertSession {
             nonce: 0,
             generation: None,
             resumable: false,
+            connection_lost: false,
             config,
         };
         let hello = Hello::new(
@@ -176,6 +179,14 @@ impl ExpertSession {
 
     pub fn is_closed(&self) -> bool {
         self.state == ExpertState::Closed
+    }
+
+    /// Whether the session ended because the connection died (closed by
+    /// the network, or the device went silent after offering a resume)
+    /// rather than by a `Bye` from either side. Only such a session can be
+    /// resumed over a new connection.
+    pub fn connection_lost(&self) -> bool {
+        self.connection_lost
     }
 
     pub fn poll_output(&mut self) -> Option<ExpertEvent> {
@@ -217,6 +228,7 @@ impl ExpertSession {
             if self.resumable {
                 // No Bye: the device keeps the session for a resume, which
                 // a Bye would end.
+                self.connection_lost = true;
                 return self.finish(
                     ByeReason::PeerTimeout,
                     "no keepalive from the device".into(),
@@ -246,6 +258,7 @@ impl ExpertSession {
             ExpertInput::Action(a) => self.action(now, a),
             ExpertInput::PeerClosed { error } => {
                 let detail = error.unwrap_or_else(|| "the connection closed".into());
+                self.connection_lost = true;
                 self.finish(
                     ByeReason::Normal,
                     detail,

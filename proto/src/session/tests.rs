@@ -721,6 +721,33 @@ fn resume_token_is_single_use_and_bound_to_the_expert() {
 }
 
 #[test]
+fn the_expert_tells_a_dead_connection_from_a_goodbye() {
+    // Pulled cable with a resume offered: lost, no Bye sent (it would end
+    // the device's session).
+    let mut p = Pair::resumable();
+    p.establish_view();
+    p.link_up = false;
+    p.advance(DEFAULT_PEER_TIMEOUT + Duration::from_secs(1));
+    assert!(p.expert.is_closed() && p.expert.connection_lost());
+    // Connection closed under the expert: lost.
+    let mut p = Pair::resumable();
+    p.establish_view();
+    p.expert
+        .handle(p.now, ExpertInput::PeerClosed { error: None });
+    assert!(p.expert.connection_lost());
+    // The person at the device ended it: a Bye, not a loss.
+    let mut p = Pair::resumable();
+    p.establish_view();
+    p.local(LocalDecision::End);
+    assert!(p.expert.is_closed() && !p.expert.connection_lost());
+    // The expert disconnected: not a loss either.
+    let mut p = Pair::resumable();
+    p.establish_view();
+    p.expert_action(UserAction::Disconnect);
+    assert!(p.expert.is_closed() && !p.expert.connection_lost());
+}
+
+#[test]
 fn after_the_grace_period_the_session_is_over() {
     let mut p = Pair::resumable();
     p.establish_view();

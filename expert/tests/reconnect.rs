@@ -1,0 +1,417 @@
+//! The client library against the real agent (in-process) through a TCP
+//! relay that can cut every live connection, as a pulled cable or a Wi-Fi
+//! roam does: the client reconnects by itself, to the same device only, and
+//! the session goes on in the same state without a new prompt; it gives up
+//! with a clear sentence when the device's grace period is over; and the
+//! expert can still disconnect meanwhile.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Agent, Synthetic, WAIT};
+use shoulder::client::{self, ClientEvent, ConnectOptions, SharedView, fb_hash};
+use shoulder::error::ClientError;
+use shoulder::target::Target;
+use shoulder::trust::AcceptNew;
+use shoulder_agent::control::Request;
+use shoulder_proto::session::{ControlState, ExpertState, UserAction};
+use shoulder_proto::{Buttons, Pointer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+const PW: &str = "blue-harbour-42";
+
+/// A TCP relay in front of the agent. `cut()` ends every live connection
+/// at once (both sockets dropped); `refuse(true)` makes new connections
+/// fail as if the device were unreachable.
+struct Relay {
+    addr: SocketAddr,
+    cut: watch::Sender<u64>,
+    refuse: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0u64);
+        let refuse = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (cut2, refuse2, accepted2) = (cut.clone(), refuse.clone(), accepted.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if refuse2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                accepted2.fetch_add(1, Ordering::SeqCst);
+                let mut cut_rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(device) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut dr, mut dw) = device.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut dw) => {}
+                        _ = tokio::io::copy(&mut dr, &mut cw) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                    // Dropping the halves closes both connections.
+                });
+            }
+        });
+        Relay {
+            addr,
+            cut,
+            refuse,
+            accepted,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn refuse(&self, on: bool) {
+        self.refuse.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Answers every consent prompt with yes and counts them.
+async fn accept_all(agent: &Agent) -> Arc<AtomicUsize> {
+    let prompts = Arc::new(AtomicUsize::new(0));
+    let mut c = agent.ctl().await;
+    let _ = c.request(&Request::Status).await;
+    let p = prompts.clone();
+    tokio::spawn(async move {
+        while c.wait_event("consent-requested").await.is_ok() {
+            p.fetch_add(1, Ordering::SeqCst);
+            let _ = c.request(&Request::Accept).await;
+        }
+    });
+    prompts
+}
+
+/// A session through `relay` on an invitation of `agent`.
+struct Session {
+    actions: mpsc::Sender<UserAction>,
+    view: SharedView,
+    events: mpsc::UnboundedReceiver<(Instant, ClientEvent)>,
+    seen: Vec<ClientEvent>,
+}
+
+impl Session {
+    async fn start(agent: &Agent, relay: &Relay) -> Self {
+        let (_, file) = agent.invite("30m", PW).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiosk.shoulder");
+        std::fs::write(&path, file).unwrap();
+        let Target::Invitation(mut inv) = Target::parse(path.to_str().unwrap()).unwrap() else {
+            panic!("not an invitation");
+        };
+        inv.addresses.clear();
+        inv.addresses
+            .push(shoulder_proto::text("127.0.0.1"))
+            .unwrap();
+        inv.port = relay.addr.port();
+        let opts = ConnectOptions {
+            target: Target::Invitation(inv),
+            password: Some(PW.into()),
+            identity: None,
+            accept_new: AcceptNew::Ask,
+            known_hosts: None,
+            name: "Ann Expert".into(),
+        };
+        let view = SharedView::default();
+        let (tx, rx) = mpsc::channel(client::ACTION_QUEUE);
+        let (etx, erx) = mpsc::unbounded_channel();
+        let emit = Box::new(move |e: ClientEvent| {
+            let _ = etx.send((Instant::now(), e));
+        });
+        tokio::spawn(client::run(opts, view.clone(), rx, emit));
+        Session {
+            actions: tx,
+            view,
+            events: erx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an event `pred` accepts (within `within`), keeping all.
+    async fn wait(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&ClientEvent) -> bool,
+    ) -> (Instant, ClientEvent) {
+        let t0 = Instant::now();
+        loop {
+            let left = within.saturating_sub(t0.elapsed());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some((at, e))) => {
+                    self.seen.push(e.clone());
+                    if pred(&e) {
+                        return (at, e);
+                    }
+                    if let ClientEvent::Ended(end) = &e {
+                        panic!("session ended while waiting for {what}: {end:?}");
+                    }
+                }
+                Ok(None) => panic!("event stream closed while waiting for {what}"),
+                Err(_) => panic!(
+                    "no {what} within {within:?}; events so far: {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    async fn ended(&mut self, within: Duration) -> (Instant, Option<ClientError>) {
+        let t0 = Instant::now();
+        loop {
+            let left = within.saturating_sub(t0.elapsed());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some((at, ClientEvent::Ended(end)))) => return (at, end),
+                Ok(Some((_, e))) => self.seen.push(e),
+                _ => panic!("the session did not end within {within:?}: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits until the expert's view is exactly the device's screen.
+    async fn in_sync(&self, screen: &Synthetic) {
+        let t0 = Instant::now();
+        loop {
+            let want = screen.frame();
+            let got = self.view.lock().fb.as_ref().map(|fb| fb.normalized());
+            if got.as_deref() == Some(&want[..]) {
+                return;
+            }
+            assert!(t0.elapsed() < WAIT, "the view never matched the screen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn controlling(e: &ClientEvent) -> bool {
+    matches!(
+        e,
+        ClientEvent::State(ExpertState::Viewing {
+            control: ControlState::Granted { .. }
+        })
+    )
+}
+
+fn viewing(e: &ClientEvent) -> bool {
+    matches!(e, ClientEvent::State(ExpertState::Viewing { .. }))
+}
+
+async fn click(s: &Session, x: u16, y: u16) {
+    for buttons in [1, 0] {
+        s.actions
+            .send(UserAction::Pointer(Pointer {
+                x,
+                y,
+                buttons: Buttons(buttons),
+                wheel: 0,
+                hwheel: 0,
+            }))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_resumes_by_itself_in_the_same_state() {
+    let screen = Synthetic::new(320, 240);
+    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let relay = Relay::start(agent.addr).await;
+    let prompts = accept_all(&agent).await;
+    let mut s = Session::start(&agent, &relay).await;
+    s.wait("viewing", WAIT, viewing).await;
+    s.actions.send(UserAction::RequestControl).await.unwrap();
+    s.wait("control", WAIT, controlling).await;
+    s.in_sync(&screen).await;
+    assert_eq!(
+        prompts.load(Ordering::SeqCst),
+        2,
+        "view and control prompts"
+    );
+
+    let before_drop = s.seen.len();
+    relay.cut();
+    let (lost_at, e) = s
+        .wait("reconnecting", WAIT, |e| {
+            matches!(e, ClientEvent::Reconnecting { .. })
+        })
+        .await;
+    let ClientEvent::Reconnecting { until, .. } = e else {
+        unreachable!()
+    };
+    let grace = until.saturating_duration_since(lost_at);
+    assert!(
+        grace > Duration::from_secs(15) && grace <= Duration::from_secs(20),
+        "the device's 20 s grace period: {grace:?}"
+    );
+    s.wait("resuming", WAIT, |e| matches!(e, ClientEvent::Resuming))
+        .await;
+    let (back_at, _) = s.wait("control again", WAIT, controlling).await;
+    assert!(
+        back_at - lost_at < Duration::from_secs(5),
+        "resumed {:?} after the drop",
+        back_at - lost_at
+    );
+    assert!(
+        !s.seen[before_drop..]
+            .iter()
+            .any(|e| matches!(e, ClientEvent::State(ExpertState::WaitingForConsent { .. }))),
+        "no new prompt on the expert's side: {:?}",
+        &s.seen[before_drop..]
+    );
+    assert_eq!(
+        prompts.load(Ordering::SeqCst),
+        2,
+        "no new prompt on the device"
+    );
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2);
+
+    // Control works on the new connection: a click on the kiosk's counter
+    // button reaches the device, and the view follows.
+    let (cx, cy) = screen.controls.counter_button_centre();
+    click(&s, cx, cy).await;
+    let t0 = Instant::now();
+    while screen.controls.counter() == 0 {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the click after resuming never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.in_sync(&screen).await;
+    let before = fb_hash(s.view.lock().fb.as_ref().unwrap());
+
+    // A second drop resumes too (the token is renewed each time).
+    relay.cut();
+    s.wait("reconnecting again", WAIT, |e| {
+        matches!(e, ClientEvent::Reconnecting { .. })
+    })
+    .await;
+    s.wait("control after the second drop", WAIT, controlling)
+        .await;
+    s.in_sync(&screen).await;
+    assert_eq!(fb_hash(s.view.lock().fb.as_ref().unwrap()), before);
+    assert_eq!(prompts.load(Ordering::SeqCst), 2);
+    let audit = std::fs::read_to_string(&agent.config.audit_log).unwrap();
+    assert_eq!(audit.matches("\"resumed\"").count(), 2, "{audit}");
+
+    // The person at the device ends the session: a goodbye, not a drop, so
+    // the client does not try to come back.
+    agent.ctl_ok(Request::End).await;
+    let (_, end) = s.ended(WAIT).await;
+    let end = end.expect("ended by the device");
+    assert_eq!(
+        end.sentence(),
+        shoulder_proto::ByeReason::EndedByUser.sentence()
+    );
+    assert_eq!(
+        s.seen
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::Reconnecting { .. }))
+            .count(),
+        2
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_gives_up_when_the_grace_period_is_over() {
+    let screen = Synthetic::new(320, 240);
+    let agent = Agent::start(None, screen.backends(), |c| {
+        c.resume_grace = Duration::from_secs(3);
+    })
+    .await;
+    let relay = Relay::start(agent.addr).await;
+    let prompts = accept_all(&agent).await;
+    let mut s = Session::start(&agent, &relay).await;
+    s.wait("viewing", WAIT, viewing).await;
+    s.in_sync(&screen).await;
+
+    relay.refuse(true);
+    relay.cut();
+    let (lost_at, _) = s
+        .wait("reconnecting", WAIT, |e| {
+            matches!(e, ClientEvent::Reconnecting { .. })
+        })
+        .await;
+    let (end_at, end) = s.ended(WAIT).await;
+    let waited = end_at - lost_at;
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(5),
+        "gave up {waited:?} after the drop (grace 3 s)"
+    );
+    let end = end.expect("an error, not a disconnect");
+    assert!(
+        matches!(end, ClientError::ReconnectFailed { secs: 3, .. }),
+        "{end:?}"
+    );
+    let sentence = end.sentence();
+    assert!(
+        sentence.starts_with(
+            "The connection to the device was lost and could not be restored within 3 s ("
+        ) && sentence.ends_with(
+            "— check the network and connect again; the person at the device will be asked again."
+        ),
+        "{sentence}"
+    );
+    let attempts = s
+        .seen
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Reconnecting { .. }))
+        .count();
+    assert!(attempts >= 3, "kept trying: {attempts} attempts");
+    assert_eq!(prompts.load(Ordering::SeqCst), 1);
+
+    // After the grace period the device needs consent again.
+    relay.refuse(false);
+    let mut s = Session::start(&agent, &relay).await;
+    s.wait("viewing", WAIT, viewing).await;
+    assert_eq!(prompts.load(Ordering::SeqCst), 2, "a new prompt");
+    s.actions.send(UserAction::Disconnect).await.unwrap();
+    assert!(s.ended(WAIT).await.1.is_none());
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expert_can_disconnect_while_reconnecting() {
+    let screen = Synthetic::new(320, 240);
+    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let relay = Relay::start(agent.addr).await;
+    let _prompts = accept_all(&agent).await;
+    let mut s = Session::start(&agent, &relay).await;
+    s.wait("viewing", WAIT, viewing).await;
+
+    relay.refuse(true);
+    relay.cut();
+    s.wait("reconnecting", WAIT, |e| {
+        matches!(e, ClientEvent::Reconnecting { .. })
+    })
+    .await;
+    // Input meanwhile is dropped, not queued for later.
+    click(&s, 10, 10).await;
+    let t0 = Instant::now();
+    s.actions.send(UserAction::Disconnect).await.unwrap();
+    let (_, end) = s.ended(WAIT).await;
+    assert!(end.is_none(), "{end:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(screen.controls.counter(), 0);
+    agent.stop().await;
+}
