@@ -1,7 +1,8 @@
 //! Boots the QEMU test image (built by `image/build`) and drives it: QMP
 //! screendumps, absolute pointer, buttons and keys through
 //! `input-send-event`, the serial console log, shell commands in the guest
-//! ([`Vm::exec`], through a virtio serial port), shutdown.
+//! ([`Vm::exec`], through a virtio serial port), hot-unplug of a device
+//! ([`Vm::device_del`]), shutdown.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -52,6 +53,8 @@ const MAX_SCREENDUMP_BYTES: usize = 8192 * 8192 * 3;
 const SERIAL_POLL: Duration = Duration::from_millis(20);
 /// Longest output of one [`Vm::exec`] kept (a bound on a runaway command).
 const MAX_EXEC_OUTPUT: usize = 4 * 1024 * 1024;
+/// How often QEMU is asked whether an unplugged device is gone yet.
+const DEVICE_DEL_POLL: Duration = Duration::from_millis(50);
 /// Attempts to start QEMU when the chosen free port was taken meanwhile.
 const PORT_ATTEMPTS: u32 = 3;
 
@@ -206,6 +209,13 @@ impl VmConfig {
     /// Adds a line to `/etc/shoulder/boot.env`.
     pub fn env(mut self, line: &str) -> Self {
         self.boot_env.push(line.to_string());
+        self
+    }
+
+    /// Adds extra QEMU arguments (e.g. a hot-pluggable device:
+    /// `["-device", "virtio-keyboard-pci,id=kbd2,bus=rp1"]`).
+    pub fn qemu_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.qemu_args.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -713,6 +723,33 @@ impl Vm {
             detail: "not connected".into(),
         })?;
         qmp.0.execute(command, arguments)
+    }
+
+    /// Unplugs the device with QEMU id `id` (QMP `device_del`) and waits
+    /// until QEMU has removed it. The device must sit on a hot-pluggable bus
+    /// (behind a `pcie-root-port` on q35, or on USB); the guest takes part
+    /// (QEMU's ACPI PCI hotplug: the kernel ejects the slot at once; native
+    /// PCIe hotplug waits out the attention-button delay of about 5 s), so a
+    /// guest that does not answer ends in a timeout naming the device.
+    pub fn device_del(&mut self, id: &str, timeout: Duration) -> Result<(), VmError> {
+        self.qmp("device_del", Some(json!({ "id": id })))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let children = self.qmp("qom-list", Some(json!({ "path": "/machine/peripheral" })))?;
+            let present = children
+                .as_array()
+                .is_some_and(|c| c.iter().any(|p| p["name"] == id));
+            if !present {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::Timeout {
+                    what: format!("QEMU to remove device {id} after device_del"),
+                    serial_tail: self.serial_tail(),
+                });
+            }
+            std::thread::sleep(DEVICE_DEL_POLL);
+        }
     }
 
     /// Takes a screendump of the display.
