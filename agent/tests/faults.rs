@@ -214,6 +214,22 @@ struct Flaky {
     inner: shoulder_agent::backends::PatternCapture,
 }
 
+impl Flaky {
+    /// An agent whose screen source is gone while `down` is set.
+    async fn agent(pki: &Pki, down: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Agent {
+        let capture = Flaky {
+            down: down.clone(),
+            inner: shoulder_agent::backends::PatternCapture::new(64, 48),
+        };
+        Agent::start_with_capture(
+            Some(&pki.ca_pem),
+            |_| {},
+            Some(std::sync::Arc::new(capture)),
+        )
+        .await
+    }
+}
+
 struct FlakySource {
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     inner: Box<dyn shoulder_agent::backends::ScreenCapture>,
@@ -259,15 +275,7 @@ async fn the_expert_sees_screen_unavailable_once_and_the_screen_again() {
     let pki = Pki::new("Plant CA");
     let ann = pki.expert("Ann Expert", false);
     let down = std::sync::Arc::new(AtomicBool::new(false));
-    let agent = Agent::start_with_capture(
-        Some(&pki.ca_pem),
-        |_| {},
-        Some(std::sync::Arc::new(Flaky {
-            down: down.clone(),
-            inner: shoulder_agent::backends::PatternCapture::new(64, 48),
-        })),
-    )
-    .await;
+    let agent = Flaky::agent(&pki, &down).await;
     let mut device = agent.ctl().await;
     let mut expert = controlling_session(&agent, &ann, &mut device).await;
     expert.wait_updates(1).await;
@@ -371,15 +379,7 @@ async fn control_granted_before_the_first_screen_starts_with_it() {
     // No screen yet when control is granted (a display still coming up, or
     // a person answering both prompts faster than the first capture).
     let down = std::sync::Arc::new(AtomicBool::new(true));
-    let agent = Agent::start_with_capture(
-        Some(&pki.ca_pem),
-        |_| {},
-        Some(std::sync::Arc::new(Flaky {
-            down: down.clone(),
-            inner: shoulder_agent::backends::PatternCapture::new(64, 48),
-        })),
-    )
-    .await;
+    let agent = Flaky::agent(&pki, &down).await;
     let mut device = agent.ctl().await;
     let mut expert = controlling_session(&agent, &ann, &mut device).await;
     down.store(false, Ordering::SeqCst);
