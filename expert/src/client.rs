@@ -521,36 +521,41 @@ async fn run_session(
     });
     let device = conn.fingerprint;
     let mut session = ExpertSession::new(Instant::now(), ExpertConfig::new(&opts.name, auth));
+    // The resume under way: its token, the end of the device's grace period
+    // and its length. The device answers a resume with a new offer; until
+    // then a connection that dies again retries the same token.
+    let mut resuming: Option<(ResumeToken, Instant, Duration)> = None;
     loop {
         let label = conn.addr.to_string();
         let out = drive(conn.stream, &label, session, view.clone(), actions, emit).await;
-        let Some(chance) = out.resume else {
-            return out.end;
+        let (token, until, grace) = match (out.resume, resuming.take()) {
+            (Some(chance), _) => (chance.token, Instant::now() + chance.grace, chance.grace),
+            (None, Some(r)) if out.lost && Instant::now() < r.1 => r,
+            _ => return out.end,
         };
-        conn = match reconnect(opts, device, chance.grace, out.end, actions, emit).await {
+        conn = match reconnect(opts, device, until, grace, out.end, actions, emit).await {
             Ok(c) => c,
             Err(end) => return end,
         };
         emit(ClientEvent::Resuming);
-        let auth = Auth::Resume {
-            token: chance.token,
-        };
+        resuming = Some((token.clone(), until, grace));
+        let auth = Auth::Resume { token };
         session = ExpertSession::new(Instant::now(), ExpertConfig::new(&opts.name, auth));
     }
 }
 
-/// Reconnects to `device` within `grace` after a drop (`lost` says how the
-/// connection died). `Err(None)` means the expert chose to disconnect
-/// meanwhile.
+/// Reconnects to `device` before `until`, the end of the device's `grace`
+/// period, after a drop (`lost` says how the connection died). `Err(None)`
+/// means the expert chose to disconnect meanwhile.
 async fn reconnect(
     opts: &ConnectOptions,
     device: Fingerprint,
+    until: Instant,
     grace: Duration,
     lost: Option<ClientError>,
     actions: &mut mpsc::Receiver<UserAction>,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
 ) -> Result<Connected, Option<ClientError>> {
-    let until = Instant::now() + grace;
     let mut last = lost.map(|e| e.sentence());
     let mut pause = RECONNECT_FIRST_PAUSE;
     let mut attempt = 0u32;
@@ -623,6 +628,8 @@ pub struct DriveEnd {
     /// session for a resume: reconnect within `grace` and authenticate
     /// with `token`.
     pub resume: Option<ResumeChance>,
+    /// The connection died (no `Bye` either way), resumable or not.
+    pub lost: bool,
 }
 
 /// The device's offer to resume a dropped session.
@@ -847,7 +854,11 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 None
             };
-            return DriveEnd { end, resume };
+            return DriveEnd {
+                end,
+                resume,
+                lost: session.connection_lost(),
+            };
         }
         let deadline = session
             .poll_timeout()
