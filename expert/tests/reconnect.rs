@@ -265,6 +265,7 @@ async fn a_dropped_connection_resumes_by_itself_in_the_same_state() {
     s.wait("resuming", WAIT, |e| matches!(e, ClientEvent::Resuming))
         .await;
     let (back_at, _) = s.wait("control again", WAIT, controlling).await;
+    eprintln!("control back {:?} after the cut", back_at - lost_at);
     assert!(
         back_at - lost_at < Duration::from_secs(5),
         "resumed {:?} after the drop",
