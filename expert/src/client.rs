@@ -956,27 +956,39 @@ fn feed_frames(
     pending.drain(..start);
 }
 
-/// Writes the framebuffer as an 8-bit RGB PNG.
+/// Writes the framebuffer as an 8-bit RGB PNG. The file appears under
+/// `path` only when complete (written next to it, then renamed).
 pub fn save_png(fb: &Framebuffer, path: &std::path::Path) -> Result<(), ClientError> {
     let err = |e: &dyn std::fmt::Display| {
         ClientError::Local(format!("Cannot write {}: {e}.", path.display()))
     };
-    let file = std::fs::File::create(path).map_err(|e| err(&e))?;
-    let mut enc = png::Encoder::new(
-        std::io::BufWriter::new(file),
-        u32::from(fb.width()),
-        u32::from(fb.height()),
-    );
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().map_err(|e| err(&e))?;
-    let rgb: Vec<u8> = fb
-        .pixels()
-        .chunks_exact(4)
-        .flat_map(|p| [p[2], p[1], p[0]])
-        .collect();
-    w.write_image_data(&rgb).map_err(|e| err(&e))?;
-    w.finish().map_err(|e| err(&e))
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = std::path::PathBuf::from(part);
+    let write = || -> Result<(), ClientError> {
+        let file = std::fs::File::create(&part).map_err(|e| err(&e))?;
+        let mut enc = png::Encoder::new(
+            std::io::BufWriter::new(file),
+            u32::from(fb.width()),
+            u32::from(fb.height()),
+        );
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(|e| err(&e))?;
+        let rgb: Vec<u8> = fb
+            .pixels()
+            .chunks_exact(4)
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect();
+        w.write_image_data(&rgb).map_err(|e| err(&e))?;
+        w.finish().map_err(|e| err(&e))?;
+        std::fs::rename(&part, path).map_err(|e| err(&e))
+    };
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    r
 }
 
 /// The UI's handle on a running session.

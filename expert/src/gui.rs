@@ -213,6 +213,7 @@ enum Phase {
     /// the last picture stays up.
     Reconnecting {
         until: Instant,
+        attempt: u32,
         last_error: Option<String>,
     },
     Ended(Option<String>),
@@ -357,13 +358,19 @@ impl SessionUi {
                     self.notice(s);
                 }
                 ClientEvent::Reconnecting {
-                    until, last_error, ..
+                    until,
+                    attempt,
+                    last_error,
                 } => {
                     // The device released everything when the link died;
                     // forget what we held without sending releases.
                     self.held = HeldInput::new();
                     self.wheel = Vec2::ZERO;
-                    self.phase = Phase::Reconnecting { until, last_error };
+                    self.phase = Phase::Reconnecting {
+                        until,
+                        attempt,
+                        last_error,
+                    };
                 }
                 ClientEvent::Resuming => {}
                 ClientEvent::Chat(t) => {
@@ -1167,15 +1174,22 @@ impl App {
                         tracer.rect("view", r, ppp);
                     }
                 }
-                Phase::Reconnecting { until, last_error } => {
+                Phase::Reconnecting {
+                    until,
+                    attempt,
+                    last_error,
+                } => {
                     // The last picture stays, under a line saying why it
-                    // does not move.
+                    // does not move. (The first event carries how the link
+                    // died, which the line already says.)
                     let left = until.saturating_duration_since(Instant::now()).as_secs();
                     let mut line = format!(
                         "The connection to the device was lost. Reconnecting — the device keeps the session for {left} more s."
                     );
-                    if let Some(e) = last_error {
-                        line.push_str(&format!(" Last attempt: {e}"));
+                    if attempt > 1
+                        && let Some(e) = last_error
+                    {
+                        line.push_str(&format!(" Attempt {attempt}; the last one: {e}"));
                     }
                     ui.colored_label(Color32::from_rgb(230, 190, 80), line);
                     self_view(ui, s);

@@ -16,9 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Expert, Synthetic, WAIT};
+use common::{Agent, Expert, Relay, Synthetic, WAIT};
 use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::control::Request;
+use shoulder_proto::invite::Invitation;
 
 /// The device screen: small enough to show 1:1 in the default window.
 const DEV_W: u32 = 800;
@@ -320,7 +321,11 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     let agent = Agent::start(None, backends, |_| {}).await;
     let ex = Expert::new();
     let (_, file) = agent.invite("30m", PW).await;
-    let inv = ex.write("kiosk.shoulder", &file);
+    // Through a relay that can cut the connection (reconnecting, below).
+    let relay = Relay::start(agent.addr).await;
+    let mut invitation = Invitation::from_file(&file).unwrap();
+    relay.redirect(&mut invitation);
+    let inv = ex.write("kiosk.shoulder", &invitation.to_file());
     let pw = ex.write("pw", PW);
     let mut ctl = agent.ctl().await;
     let _ = ctl.request(&Request::Status).await.unwrap();
@@ -462,6 +467,24 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     local.send(LocalEvent::UserActive(false)).await.unwrap();
     trace
         .wait("control again", |t| {
+            t.get("state").as_deref() == Some("controlling")
+        })
+        .await;
+
+    // The network drops for a moment: the window keeps the picture and
+    // says it reconnects; then control is back without a prompt.
+    relay.refuse(true);
+    relay.cut();
+    trace
+        .wait("the reconnecting notice", |t| {
+            t.get("state").as_deref() == Some("reconnecting")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    screenshot(&display, &out.join("3c-reconnecting.png"));
+    relay.refuse(false);
+    trace
+        .wait("control after reconnecting", |t| {
             t.get("state").as_deref() == Some("controlling")
         })
         .await;

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Synthetic, WAIT};
+use common::{Agent, Relay, Synthetic, WAIT};
 use shoulder::client::{self, ClientEvent, ConnectOptions, SharedView, fb_hash};
 use shoulder::error::ClientError;
 use shoulder::target::Target;
@@ -20,71 +19,9 @@ use shoulder::trust::AcceptNew;
 use shoulder_agent::control::Request;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use shoulder_proto::{Buttons, Pointer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 const PW: &str = "blue-harbour-42";
-
-/// A TCP relay in front of the agent. `cut()` ends every live connection
-/// at once (both sockets dropped); `refuse(true)` makes new connections
-/// fail as if the device were unreachable.
-struct Relay {
-    addr: SocketAddr,
-    cut: watch::Sender<u64>,
-    refuse: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl Relay {
-    async fn start(to: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (cut, _) = watch::channel(0u64);
-        let refuse = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (cut2, refuse2, accepted2) = (cut.clone(), refuse.clone(), accepted.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if refuse2.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                accepted2.fetch_add(1, Ordering::SeqCst);
-                let mut cut_rx = cut2.subscribe();
-                tokio::spawn(async move {
-                    let Ok(device) = TcpStream::connect(to).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut dr, mut dw) = device.into_split();
-                    tokio::select! {
-                        _ = tokio::io::copy(&mut cr, &mut dw) => {}
-                        _ = tokio::io::copy(&mut dr, &mut cw) => {}
-                        _ = cut_rx.changed() => {}
-                    }
-                    // Dropping the halves closes both connections.
-                });
-            }
-        });
-        Relay {
-            addr,
-            cut,
-            refuse,
-            accepted,
-        }
-    }
-
-    fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn refuse(&self, on: bool) {
-        self.refuse.store(on, Ordering::SeqCst);
-    }
-}
 
 /// Answers every consent prompt with yes and counts them.
 async fn accept_all(agent: &Agent) -> Arc<AtomicUsize> {

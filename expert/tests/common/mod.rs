@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,10 @@ use shoulder_agent::{Config, identity};
 use shoulder_capture::synthetic::{Clock, SyntheticControls, SyntheticScreen};
 use shoulder_capture::{Encoder, FrameSource};
 use shoulder_proto::consent::{ControlConsent, ViewConsent};
+use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::InjectEvent;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Generous bound for anything a test waits for.
@@ -330,4 +333,75 @@ pub fn sentence(o: &Output) -> String {
 pub fn assert_fails_with(o: &Output, expected: &str) {
     assert!(!o.status.success(), "expected a failure, got {o:?}");
     assert_eq!(sentence(o), expected, "full stderr:\n{}", stderr(o));
+}
+
+/// A TCP relay in front of the agent. `cut()` ends every live connection
+/// at once (both sockets dropped); `refuse(true)` makes new connections
+/// fail as if the device were unreachable.
+pub struct Relay {
+    pub addr: SocketAddr,
+    cut: watch::Sender<u64>,
+    refuse: Arc<AtomicBool>,
+    /// Connections relayed so far.
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    pub async fn start(to: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0u64);
+        let refuse = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (cut2, refuse2, accepted2) = (cut.clone(), refuse.clone(), accepted.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if refuse2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                accepted2.fetch_add(1, Ordering::SeqCst);
+                let mut cut_rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(device) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut dr, mut dw) = device.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut dw) => {}
+                        _ = tokio::io::copy(&mut dr, &mut cw) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                    // Dropping the halves closes both connections.
+                });
+            }
+        });
+        Relay {
+            addr,
+            cut,
+            refuse,
+            accepted,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub fn refuse(&self, on: bool) {
+        self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Points an invitation at the relay instead of the agent.
+    pub fn redirect(&self, inv: &mut Invitation) {
+        inv.addresses.clear();
+        inv.addresses
+            .push(shoulder_proto::text("127.0.0.1"))
+            .expect("one address fits");
+        inv.port = self.addr.port();
+    }
 }
