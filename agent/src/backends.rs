@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use shoulder_proto::consent::{ControlConsent, ViewConsent};
 use shoulder_proto::session::{InjectEvent, LocalDecision, Phase, Prompt};
-use shoulder_proto::{Encoding, MAX_RECTS_PER_PART, Rect, ScreenInfo, UpdatePart, WireFormat};
+use shoulder_proto::{
+    Encoding, MAX_RECTS_PER_PART, Message, Rect, ScreenInfo, UpdatePart, WireFormat,
+};
 use tokio::sync::mpsc;
 
 /// A screen-source failure (device gone, busy, unsupported format).
@@ -37,6 +39,15 @@ pub trait ScreenCapture: Send {
     /// (everything if `full`). The first call after opening returns
     /// [`Captured::NewScreen`]. Encoding needs the live view consent.
     fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError>;
+
+    /// The pointer cursor as messages for the expert (`CursorShape` when the
+    /// image changed, then `CursorPosition` when it moved), for sources that
+    /// show it apart from the screen pixels (a DRM cursor plane). Empty when
+    /// nothing changed or the source has no separate cursor. Called right
+    /// after [`ScreenCapture::capture`]; a source opened anew sends all.
+    fn cursor(&mut self) -> Vec<Message> {
+        Vec::new()
+    }
 }
 
 /// Opens a screen source when a session starts viewing (so the display is

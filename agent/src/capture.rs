@@ -167,10 +167,16 @@ impl Worker {
                 continue;
             };
             match src.capture(&self.view, self.pacer.full_requested()) {
-                Ok(Captured::Unchanged) => self.pacer.captured(now, false),
+                Ok(Captured::Unchanged) => {
+                    // A moving pointer keeps the polls fast, as a changing
+                    // screen does.
+                    let moved = self.send_cursor();
+                    self.pacer.captured(now, moved);
+                }
                 Ok(Captured::Update(parts)) => {
                     self.unavailable = false;
                     self.send_parts(parts);
+                    self.send_cursor();
                     self.sent(now);
                 }
                 Ok(Captured::NewScreen(info, parts)) => {
@@ -182,6 +188,7 @@ impl Worker {
                         return;
                     }
                     self.send_parts(parts);
+                    self.send_cursor();
                     self.sent(now);
                 }
                 Err(e) => {
@@ -247,6 +254,21 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// Sends what changed about the cursor; whether anything did.
+    fn send_cursor(&mut self) -> bool {
+        let Some(src) = self.source.as_mut() else {
+            return false;
+        };
+        let messages = src.cursor();
+        let changed = !messages.is_empty();
+        for m in messages {
+            if !self.send(m) {
+                break;
+            }
+        }
+        changed
     }
 
     /// Sends towards the socket, only under a live consent.
@@ -397,6 +419,81 @@ mod tests {
         assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
         while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
         (handle, rx, change, captures)
+    }
+
+    /// The test pattern with a separate cursor: each `cursor()` call takes
+    /// the next scripted batch of cursor messages.
+    struct WithCursor {
+        script: Arc<Mutex<std::collections::VecDeque<Vec<Message>>>>,
+        inner: PatternCapture,
+    }
+
+    struct WithCursorSource {
+        script: Arc<Mutex<std::collections::VecDeque<Vec<Message>>>>,
+        inner: Box<dyn ScreenCapture>,
+        opened: bool,
+    }
+
+    impl CaptureBackend for WithCursor {
+        fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
+            Ok(Box::new(WithCursorSource {
+                script: self.script.clone(),
+                inner: self.inner.open()?,
+                opened: false,
+            }))
+        }
+    }
+
+    impl ScreenCapture for WithCursorSource {
+        fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
+            if !std::mem::replace(&mut self.opened, true) || full {
+                return self.inner.capture(view, true);
+            }
+            Ok(Captured::Unchanged)
+        }
+
+        fn cursor(&mut self) -> Vec<Message> {
+            let mut s = self.script.lock().unwrap();
+            s.pop_front().unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn the_cursor_follows_the_screen_and_moves_on_its_own() {
+        let (_pair, view) = shoulder_proto::testing::granted_view();
+        let shape = Message::CursorShape(Box::new(shoulder_proto::CursorShape {
+            width: 2,
+            height: 2,
+            hot_x: 0,
+            hot_y: 0,
+            pixels: shoulder_proto::Payload(vec![255; 16]),
+        }));
+        let at = |x| Message::CursorPosition {
+            x,
+            y: 5,
+            visible: true,
+        };
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from([vec![
+            shape.clone(),
+            at(1),
+        ]])));
+        let backend = Arc::new(WithCursor {
+            script: script.clone(),
+            inner: PatternCapture::new(64, 48),
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        let handle = CaptureHandle::start(view, backend, tx, 30);
+        handle.request(true);
+        // The screen first, then the cursor over it.
+        assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
+        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        assert_eq!(next(&mut rx), shape);
+        assert_eq!(next(&mut rx), at(1));
+        // The pointer moves over an unchanged screen: only its position.
+        handle.request(false);
+        script.lock().unwrap().push_back(vec![at(40)]);
+        assert_eq!(next(&mut rx), at(40));
+        handle.stop();
     }
 
     #[test]

@@ -99,6 +99,19 @@ impl ScreenCapture for OpenCapture {
             },
         })
     }
+
+    fn cursor(&mut self) -> Vec<shoulder_proto::Message> {
+        match self.source.cursor() {
+            Ok(Some(u)) => u.into_messages().collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                // The screen itself still streams; the expert just sees no
+                // cursor until it reads again.
+                tracing::debug!(error = %e, "cannot read the cursor plane");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// uinput devices made per control grant, destroyed when control ends.
