@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use serde_json::{Map, Value, json};
 use shoulder_proto::consent::ControlConsent;
-use shoulder_proto::frame::encode_into;
+use shoulder_proto::frame::{FrameBoundaries, encode_into};
 use shoulder_proto::session::{
     AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
     ExpertIdentity, Phase,
@@ -456,6 +456,7 @@ struct Session {
 impl Session {
     async fn run(&mut self, tls: TlsStream<TcpStream>, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; READ_CHUNK];
+        let mut frames = FrameBoundaries::new();
         // None while the session is on hold after its connection dropped.
         let mut transport = Some(tls);
         loop {
@@ -536,7 +537,17 @@ impl Session {
                         Ok(0) => DeviceInput::PeerClosed { error: None },
                         Ok(n) => {
                             self.bytes_received += n as u64;
-                            DeviceInput::Received(buf[..n].to_vec())
+                            // One frame at a time, acting on each before the
+                            // next: input read together with a release of
+                            // control is injected before control ends.
+                            let mut start = 0;
+                            for end in frames.ends(&buf[..n]) {
+                                self.machine
+                                    .handle(Instant::now(), DeviceInput::Received(buf[start..end].to_vec()));
+                                self.process_outputs();
+                                start = end;
+                            }
+                            DeviceInput::Received(buf[start..n].to_vec())
                         }
                         Err(e) => DeviceInput::PeerClosed { error: Some(format!("read failed: {e}")) },
                     };
@@ -571,6 +582,7 @@ impl Session {
                         }
                         if self.machine.is_suspended() {
                             transport = Some(h.tls);
+                            frames = FrameBoundaries::new();
                             self.resumed(h.peer, h.peer_certs, h.fingerprint);
                         } else {
                             tokio::spawn(refuse_late_resume(h));

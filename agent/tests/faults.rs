@@ -418,3 +418,53 @@ async fn control_granted_before_the_first_screen_starts_with_it() {
     agent.ctl_ok(Request::End).await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_sent_right_before_releasing_control_is_injected() {
+    use shoulder_proto::session::ExpertInput;
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    // The last keystrokes and the release leave in one write, so the agent
+    // reads them together.
+    for code in [30u16, 31, 32] {
+        for down in [true, false] {
+            expert.session.handle(
+                Instant::now(),
+                ExpertInput::Action(UserAction::Key(Key { code, down })),
+            );
+        }
+    }
+    expert.act(UserAction::ReleaseControl).await;
+    expert
+        .wait_for("control released", |e| {
+            matches!(e, ExpertEvent::ControlEnded(ControlEndReason::Released))
+        })
+        .await;
+    let keys: Vec<(u16, bool)> = injected(&agent)
+        .into_iter()
+        .filter_map(|e| match e {
+            InjectEvent::Key(k) => Some((k.code, k.down)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (30, true),
+            (30, false),
+            (31, true),
+            (31, false),
+            (32, true),
+            (32, false)
+        ]
+    );
+    agent.ctl_ok(Request::End).await;
+    let records = agent.stop().await;
+    assert!(
+        !records.iter().any(|r| r["event"] == "injection-failed"),
+        "a release is not a device fault: {records:?}"
+    );
+}

@@ -341,6 +341,56 @@ fn frame_len(pending: &[u8]) -> usize {
     u32::from_le_bytes(header) as usize
 }
 
+/// Finds where frames end in a byte stream, chunk by chunk, without
+/// buffering anything: a glue layer that feeds its session machine one whole
+/// frame at a time (and acts on the outputs in between) cuts each received
+/// chunk at these offsets. It only reads the length headers; checking them
+/// is the decoder's job.
+#[derive(Debug, Clone, Default)]
+pub struct FrameBoundaries {
+    header: [u8; HEADER_LEN],
+    /// Header bytes of the current frame seen so far.
+    have: usize,
+    /// Payload bytes of the current frame still to come.
+    remaining: usize,
+}
+
+impl FrameBoundaries {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offsets in `chunk` just after each frame that ends in it, in order.
+    pub fn ends(&mut self, chunk: &[u8]) -> Vec<usize> {
+        let mut ends = Vec::new();
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.have < HEADER_LEN {
+                let take = (HEADER_LEN - self.have).min(chunk.len() - i);
+                self.header[self.have..self.have + take].copy_from_slice(&chunk[i..i + take]);
+                self.have += take;
+                i += take;
+                if self.have == HEADER_LEN {
+                    self.remaining = u32::from_le_bytes(self.header) as usize;
+                    if self.remaining == 0 {
+                        self.have = 0;
+                        ends.push(i);
+                    }
+                }
+            } else {
+                let take = self.remaining.min(chunk.len() - i);
+                self.remaining -= take;
+                i += take;
+                if self.remaining == 0 {
+                    self.have = 0;
+                    ends.push(i);
+                }
+            }
+        }
+        ends
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +528,31 @@ mod tests {
             let wire = encode(&m).unwrap();
             assert_eq!(variant_name(u32::from(wire[HEADER_LEN])), m.name());
         }
+    }
+
+    #[test]
+    fn frame_boundaries_do_not_depend_on_chunking() {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for m in [
+            Message::Ping { nonce: 1 },
+            Message::Chat {
+                text: crate::text("hello there"),
+            },
+            Message::Pong { nonce: u64::MAX },
+        ] {
+            encode_into(&m, &mut stream).unwrap();
+            expected.push(stream.len());
+        }
+        for chunk in 1..=stream.len() {
+            let mut b = FrameBoundaries::new();
+            let mut found = Vec::new();
+            for (n, piece) in stream.chunks(chunk).enumerate() {
+                found.extend(b.ends(piece).into_iter().map(|e| n * chunk + e));
+            }
+            assert_eq!(found, expected, "chunks of {chunk}");
+        }
+        // An empty frame ends right after its header.
+        assert_eq!(FrameBoundaries::new().ends(&[0, 0, 0, 0, 9]), vec![4]);
     }
 }

@@ -347,6 +347,9 @@ pub struct DeviceSession {
     input_refilled: Instant,
     rate_limited: u64,
     limiting: bool,
+    /// Pointer buttons held as far as injected events go: an event that
+    /// lets one go is a release, and releases pass the rate limit.
+    pointer_buttons: u8,
 }
 
 impl DeviceSession {
@@ -369,6 +372,7 @@ impl DeviceSession {
             input_refilled: now,
             rate_limited: 0,
             limiting: false,
+            pointer_buttons: 0,
             config,
         };
         let hello = Hello::new(
@@ -763,8 +767,9 @@ impl DeviceSession {
     }
 
     /// Token bucket over expert input: a one-second burst of
-    /// `max_input_rate`, refilled continuously. Releases always pass, so a
-    /// flood can never leave a key or button held.
+    /// `max_input_rate`, refilled continuously. Releases (of a key, a touch
+    /// or a pointer button) always pass, so a flood can never leave anything
+    /// held.
     fn input_allowed(&mut self, now: Instant, input: &InjectEvent) -> bool {
         let rate = f64::from(self.config.max_input_rate.max(1));
         let dt = now
@@ -775,14 +780,23 @@ impl DeviceSession {
         let release = match input {
             InjectEvent::Key(k) => !k.down,
             InjectEvent::Touch(t) => t.phase == TouchPhase::Up,
-            InjectEvent::Pointer(_) => false,
+            InjectEvent::Pointer(p) => self.pointer_buttons & !p.buttons.0 != 0,
         };
-        if self.input_budget >= 1.0 {
+        let allowed = if self.input_budget >= 1.0 {
             self.input_budget -= 1.0;
-            self.limiting = false;
-            return true;
-        }
-        if release {
+            // A burst ends once the expert slowed down long enough for half
+            // the budget to come back: a sustained flood is one burst.
+            if self.input_budget >= rate / 2.0 {
+                self.limiting = false;
+            }
+            true
+        } else {
+            release
+        };
+        if allowed {
+            if let InjectEvent::Pointer(p) = input {
+                self.pointer_buttons = p.buttons.0;
+            }
             return true;
         }
         if !self.limiting {

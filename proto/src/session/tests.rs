@@ -760,6 +760,64 @@ fn after_the_grace_period_the_session_is_over() {
 }
 
 #[test]
+fn a_sustained_flood_is_audited_once_and_button_releases_pass() {
+    let mut p = pair();
+    p.establish_control();
+    let ptr = |x: u16, b: u8| {
+        UserAction::Pointer(Pointer {
+            x,
+            y: 0,
+            buttons: Buttons(b),
+            wheel: 0,
+            hwheel: 0,
+        })
+    };
+    // The left button goes down, then 5 s of drags at 2,000 events/s.
+    p.expert_action(ptr(1, 1));
+    for i in 0..10_000u32 {
+        p.expert_action(ptr((i % 100) as u16, 1));
+        if i % 20 == 19 {
+            p.advance(Duration::from_millis(10));
+        }
+    }
+    // The budget is spent...
+    for i in 0..50 {
+        p.expert_action(ptr(i, 1));
+    }
+    let audits = p
+        .device_log
+        .iter()
+        .filter(|r| matches!(r, R::Audit(AuditEvent::InputRateLimited)))
+        .count();
+    assert_eq!(audits, 1, "one sustained flood, one audit record");
+    // ...and the button release still reaches the device.
+    let n = p.device_log.len();
+    p.expert_action(ptr(7, 0));
+    assert!(
+        p.device_log[n..].iter().any(|r| matches!(
+            r,
+            R::Inject {
+                event: InjectEvent::Pointer(Pointer {
+                    buttons: Buttons(0),
+                    ..
+                }),
+                ..
+            }
+        )),
+        "the release was dropped: {:?}",
+        &p.device_log[n..]
+    );
+    // A pointer move without a release is still limited.
+    let n = p.device_log.len();
+    p.expert_action(ptr(8, 0));
+    assert!(
+        !p.device_log[n..]
+            .iter()
+            .any(|r| matches!(r, R::Inject { .. }))
+    );
+}
+
+#[test]
 fn input_floods_are_rate_limited_but_releases_pass() {
     let mut p = pair();
     p.establish_control();
