@@ -1,0 +1,114 @@
+//! The Windows build of `shoulder` under Wine, against the real agent
+//! (in-process, loopback): an invitation snapshot reproduces the device
+//! screen pixel for pixel, and a wrong password gets its own sentence and a
+//! non-zero exit, as on Linux. `expert/tests/windows/run.sh` builds the
+//! .exe, installs Wine and runs this file.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::{Agent, Expert, Synthetic};
+
+const PW: &str = "blue-harbour-42";
+
+/// `shoulder.exe ARGS` under Wine, with its own config directory.
+async fn windows(ex: &Expert, args: &[&str]) -> Output {
+    let exe = PathBuf::from(
+        std::env::var_os("SHOULDER_WINDOWS_EXE")
+            .expect("SHOULDER_WINDOWS_EXE: run expert/tests/windows/run.sh"),
+    );
+    let wine = std::env::var_os("SHOULDER_WINE").unwrap_or_else(|| "wine64".into());
+    let mut c = Command::new(wine);
+    c.arg(exe)
+        .args(args)
+        .env("SHOULDER_CONFIG_DIR", ex.path("config"))
+        .stdin(Stdio::null());
+    tokio::task::spawn_blocking(move || c.output().expect("wine runs"))
+        .await
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Windows build and Wine: run expert/tests/windows/run.sh"]
+async fn the_windows_client_snapshots_the_device_screen_exactly() {
+    let screen = Synthetic::new(320, 200);
+    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let ex = Expert::new();
+    let pw = ex.write("pw", PW);
+
+    let o = windows(&ex, &["--version"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("shoulder "),
+        "{o:?}"
+    );
+
+    let (_, file) = agent.invite("30m", PW).await;
+    let inv = ex.write("kiosk.shoulder", &file);
+    let png_path = ex.path("shot.png");
+    let answers = agent.answer_prompts(1, true).await;
+    let o = windows(
+        &ex,
+        &[
+            "snapshot",
+            &inv,
+            "--password-file",
+            &pw,
+            "-o",
+            png_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    answers.await.unwrap();
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (320, 200));
+    let rgb: Vec<u8> = screen
+        .frame()
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect();
+    assert!(
+        buf[..info.buffer_size()] == rgb[..],
+        "the snapshot differs from the device screen"
+    );
+
+    // A wrong password: the same sentence as on Linux, and a failure exit.
+    let (_, file) = agent.invite("30m", PW).await;
+    let inv = ex.write("again.shoulder", &file);
+    let wrong = ex.write("wrong", "not-the-password");
+    let never = ex.path("never.png");
+    let o = windows(
+        &ex,
+        &[
+            "snapshot",
+            &inv,
+            "--password-file",
+            &wrong,
+            "-o",
+            never.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!o.status.success(), "{o:?}");
+    let last = stderr(&o).lines().last().unwrap_or("").to_string();
+    assert!(
+        last.starts_with("Wrong password (") && last.ends_with(" left)."),
+        "full stderr:\n{}",
+        stderr(&o)
+    );
+    assert!(!never.exists(), "no picture without a session");
+    agent.stop().await;
+}
