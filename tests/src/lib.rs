@@ -1,4 +1,16 @@
-//! End-to-end tests across crates.
+//! End-to-end tests across crates, and what they share: the QEMU image
+//! driver ([`qemu`]), the agent's config and boot in it ([`agent_vm`]), the
+//! expert in process ([`expert`]) with its certificates ([`pki`]), the
+//! screens the tests expect ([`screens`]), the network simulator
+//! ([`netsim`]), the command line of the timed runs ([`run_args`]) and
+//! polling with a deadline ([`wait`]).
 
+pub mod agent_vm;
+pub mod expert;
 pub mod netsim;
+pub mod pki;
 pub mod qemu;
+pub mod run_args;
+pub mod screens;
+pub mod tempdir;
+pub mod wait;

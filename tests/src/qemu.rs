@@ -309,6 +309,20 @@ impl Screen {
         [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
     }
 
+    /// A screen from XRGB8888 little-endian pixels (bytes B, G, R, X), rows
+    /// of `width * 4` bytes: what the kiosk app draws and what the expert's
+    /// framebuffer holds.
+    pub fn from_xrgb8888(width: u32, height: u32, xrgb: &[u8]) -> Self {
+        Self {
+            width,
+            height,
+            rgb: xrgb
+                .chunks_exact(4)
+                .flat_map(|p| [p[2], p[1], p[0]])
+                .collect(),
+        }
+    }
+
     /// The screen as XRGB8888 little-endian (bytes B, G, R, 0), rows of
     /// `width * 4` bytes: the wire format and the expert's framebuffer layout.
     pub fn to_xrgb8888(&self) -> Vec<u8> {

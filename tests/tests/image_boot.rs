@@ -8,35 +8,18 @@ use std::time::{Duration, Instant};
 
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
-use shoulder_kiosk_ui::{KioskUi, Xrgb8888Canvas};
+use shoulder_kiosk_ui::KioskUi;
 use shoulder_tests::qemu::{Screen, Vm, VmConfig, image_or_skip};
+use shoulder_tests::screens::kiosk_screen;
 
 /// How long a redraw may take to show in a screendump (the app draws at
 /// 30 Hz; emulation on a loaded machine is slow).
 const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The kiosk screen as the app should draw it, at time zero.
-fn expected(ui: &KioskUi) -> Screen {
-    let size = ui.layout().size;
-    let pitch = size.width as usize * 4;
-    let mut buf = vec![0u8; pitch * size.height as usize];
-    let mut canvas = Xrgb8888Canvas::new(&mut buf, size.width, size.height, pitch).unwrap();
-    ui.draw(&mut canvas, Duration::ZERO).unwrap();
-    let mut rgb = Vec::with_capacity(buf.len() / 4 * 3);
-    for px in buf.chunks_exact(4) {
-        rgb.extend_from_slice(&[px[2], px[1], px[0]]);
-    }
-    Screen {
-        width: size.width,
-        height: size.height,
-        rgb,
-    }
-}
-
 /// Pixels differing between the screendump and the expected screen, outside
 /// the animated areas (clock, progress bar, text field with its caret).
 fn static_diff(screen: &Screen, ui: &KioskUi) -> usize {
-    let want = expected(ui);
+    let want = kiosk_screen(ui);
     if screen.size() != want.size() {
         return usize::MAX;
     }

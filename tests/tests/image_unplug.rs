@@ -12,22 +12,20 @@
 //! Needs the image with the agent (`image/build`); without it these tests
 //! print why and pass, unless `SHOULDER_REQUIRE_IMAGE=1`.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use embedded_graphics::primitives::Rectangle;
 use serde_json::json;
-use shoulder::client::{self, ClientEvent, ConnectOptions, SharedView};
-use shoulder::identity::{self, Identity};
-use shoulder::target::Target;
-use shoulder::trust::AcceptNew;
-use shoulder_banner::{Layout, PixelFormat, PromptView, Renderer, ScreenSpec, Style, View};
 use shoulder_kiosk_ui::KioskUi;
 use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::session::LocalDecision;
-use shoulder_proto::session::expert::{ExpertState, UserAction};
-use shoulder_tests::qemu::{DISPLAY_ID, Vm, VmConfig, image_or_skip};
+use shoulder_proto::session::expert::ExpertState;
+use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_tests::expert::{Expert, viewing};
+use shoulder_tests::pki::Pki;
+use shoulder_tests::qemu::{DISPLAY_ID, Vm};
+use shoulder_tests::screens::{center, prompt_button, wait_for_prompt};
+use shoulder_tests::wait::wait_until;
 
 /// Screen size the tests run the kiosk at.
 const SCREEN: (u32, u32) = (1024, 768);
@@ -58,253 +56,55 @@ const LOCAL_INPUT_LOG: &str = "shoulder_input::local: local input:";
 
 // --- setup -------------------------------------------------------------------
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "shoulder-unplug-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A plant CA and an expert identity issued by it.
-struct Pki {
-    dir: TempDir,
-    expert: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = TempDir::new("pki");
-        let ca = dir.0.join("ca");
-        let expert = dir.0.join("expert");
-        identity::init_ca(&ca, "Test plant CA").expect("init CA");
-        identity::issue_expert(&ca, EXPERT_NAME, &expert, 30).expect("issue expert");
-        Self { dir, expert }
-    }
-
-    fn ca_pem(&self) -> Vec<u8> {
-        std::fs::read(self.dir.0.join("ca/ca.crt")).expect("ca.crt")
-    }
-}
-
-/// The agent config: offers from the test CA, capture (and banner) on the
-/// DRM scanout, local devices grabbed while a prompt is open (the default).
-fn agent_toml() -> String {
-    r#"enabled = true
-allow_offers = true
-device_name = "Test kiosk"
-listen = ["0.0.0.0:7575"]
-plant_ca = ["/etc/shoulder/plant-ca.crt"]
-capture = "drm"
-consent_timeout = "60s"
-"#
-    .to_string()
+fn pki() -> Pki {
+    Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Boots the image with a second keyboard behind a PCIe root port (so it
-/// can be unplugged), bound to the same display as the first one.
+/// can be unplugged), bound to the same display as the first one. The agent
+/// takes offers from the test CA, captures (and draws its banner on) the
+/// DRM scanout and grabs local devices while a prompt is open (the
+/// default).
 fn boot(test: &str, pki: &Pki) -> Option<Vm> {
-    let image = image_or_skip(test)?;
-    if !image.has_agent() {
-        if std::env::var("SHOULDER_REQUIRE_IMAGE").is_ok_and(|v| v == "1") {
-            panic!("{test}: the image has no shoulder-agent (image/build left it out)");
-        }
-        eprintln!("skipping {test}: the image has no shoulder-agent");
-        return None;
-    }
-    let config = VmConfig::default()
-        .kiosk_args(&format!("--mode {}x{} --paused", SCREEN.0, SCREEN.1))
-        .file("/etc/shoulder/agent.toml", agent_toml(), 0o644)
-        .file("/etc/shoulder/plant-ca.crt", pki.ca_pem(), 0o644)
-        .qemu_args([
-            "-device".to_string(),
-            format!("pcie-root-port,id={ROOT_PORT},chassis=1,slot=1"),
-            "-device".to_string(),
-            format!("virtio-keyboard-pci,id={UNPLUGGED},bus={ROOT_PORT},display={DISPLAY_ID}"),
-        ]);
-    let vm = Vm::boot(&image, config).expect("boot");
+    let config = agent_vm_config(
+        SCREEN,
+        "--paused",
+        agent_toml("Test kiosk", ""),
+        pki.ca_pem(),
+    )
+    .qemu_args([
+        "-device".to_string(),
+        format!("pcie-root-port,id={ROOT_PORT},chassis=1,slot=1"),
+        "-device".to_string(),
+        format!("virtio-keyboard-pci,id={UNPLUGGED},bus={ROOT_PORT},display={DISPLAY_ID}"),
+    ]);
+    let vm = boot_agent_or_skip(test, config)?;
     assert!(
-        vm.ready_line().contains("agent=yes") && vm.ready_line().contains("kiosk=yes"),
-        "the agent or the kiosk did not start: {}\n{}",
+        vm.ready_line().contains("kiosk=yes"),
+        "the kiosk did not start: {}\n{}",
         vm.ready_line(),
         vm.serial_log()
     );
     Some(vm)
 }
 
-// --- the expert, in process --------------------------------------------------
-
-/// An offer session run by the client library on its own runtime.
-struct Expert {
-    _rt: tokio::runtime::Runtime,
-    actions: tokio::sync::mpsc::Sender<UserAction>,
-    view: SharedView,
-    events: Arc<Mutex<Vec<ClientEvent>>>,
-    state: Arc<Mutex<ExpertState>>,
-    _known: TempDir,
-}
-
-impl Expert {
-    fn offer(vm: &Vm, pki: &Pki) -> Self {
-        let addr = vm.agent_addr();
-        let known = TempDir::new("known");
-        // The device makes its own key at first start, not signed by the
-        // plant CA: trust it on first use (as `--accept-new` does).
-        let mut id = Identity::load(Path::new(&pki.expert)).expect("expert identity");
-        id.plant_ca = None;
-        let opts = ConnectOptions {
-            target: Target::Offer {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-            },
-            password: None,
-            identity: Some(Arc::new(id)),
-            accept_new: AcceptNew::Any,
-            known_hosts: Some(known.0.join("known_devices")),
-            name: EXPERT_NAME.into(),
-        };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (tx, rx) = tokio::sync::mpsc::channel(client::ACTION_QUEUE);
-        let view = SharedView::default();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::new(Mutex::new(ExpertState::Connecting));
-        let (ev, st) = (events.clone(), state.clone());
-        let emit = Box::new(move |e: ClientEvent| {
-            if let ClientEvent::State(s) = &e {
-                *st.lock().unwrap() = *s;
-            }
-            ev.lock().unwrap().push(e);
-        });
-        let view2 = view.clone();
-        rt.spawn(async move {
-            client::run(opts, view2, rx, emit).await;
-        });
-        Self {
-            _rt: rt,
-            actions: tx,
-            view,
-            events,
-            state,
-            _known: known,
-        }
-    }
-
-    fn state(&self) -> ExpertState {
-        *self.state.lock().unwrap()
-    }
-
-    fn ended(&self) -> bool {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| matches!(e, ClientEvent::Ended(_)))
-    }
-
-    /// Waits until the state satisfies `pred`; panics with the events seen.
-    fn wait_state(&self, vm: &Vm, what: &str, pred: impl Fn(ExpertState) -> bool) {
-        let deadline = Instant::now() + STEP;
-        while Instant::now() < deadline && !self.ended() {
-            if pred(self.state()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "expert: waiting for {what}, state {:?}, events {:?}\nserial log:\n{}",
-            self.state(),
-            self.event_summary(),
-            vm.serial_log()
-        );
-    }
-
-    fn event_summary(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| !matches!(e, ClientEvent::UpdateApplied { .. }))
-            .map(|e| format!("{e:?}"))
-            .collect()
-    }
-
-    fn has_frame(&self) -> bool {
-        self.view.lock().fb.is_some()
+/// Waits until the expert's state satisfies `pred`; panics with the events
+/// seen and the serial log.
+fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
+    if let Err(e) = expert.wait_state(STEP, what, pred) {
+        panic!("{e}\nserial log:\n{}", vm.serial_log());
     }
 }
 
-impl Drop for Expert {
-    fn drop(&mut self) {
-        let _ = self.actions.blocking_send(UserAction::Disconnect);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-// --- screens -----------------------------------------------------------------
-
-/// Where the view prompt's Accept button is, as the agent lays it out (same
-/// renderer, default style).
+/// Where the view prompt's Accept button is, as the agent lays it out.
 fn accept_button() -> Rectangle {
-    let renderer = Renderer::new(
-        ScreenSpec {
-            width: SCREEN.0,
-            height: SCREEN.1,
-            format: PixelFormat::Xrgb8888,
-        },
-        Style::default(),
+    prompt_button(
+        SCREEN,
+        EXPERT_NAME,
+        ConsentKind::View,
+        LocalDecision::Accept,
     )
-    .expect("renderer");
-    let view = View {
-        prompt: Some(PromptView {
-            kind: ConsentKind::View,
-            expert: EXPERT_NAME.into(),
-            how: "plant certificate".into(),
-            seconds_left: 60,
-        }),
-        ..View::default()
-    };
-    let layout: Layout = renderer.layout(&view);
-    layout
-        .button(LocalDecision::Accept)
-        .expect("the prompt has an Accept button")
-}
-
-fn center(r: Rectangle) -> (u32, u32) {
-    let c = r.center();
-    (c.x as u32, c.y as u32)
-}
-
-/// The kiosk app's own pixel at (`x`, `y`) (it runs paused: a still image).
-fn kiosk_pixel(x: u32, y: u32) -> [u8; 3] {
-    let ui = KioskUi::new(SCREEN.0, SCREEN.1);
-    let size = ui.layout().size;
-    let pitch = size.width as usize * 4;
-    let mut buf = vec![0u8; pitch * size.height as usize];
-    let mut canvas =
-        shoulder_kiosk_ui::Xrgb8888Canvas::new(&mut buf, size.width, size.height, pitch).unwrap();
-    ui.draw(&mut canvas, Duration::ZERO).unwrap();
-    let i = y as usize * pitch + x as usize * 4;
-    [buf[i + 2], buf[i + 1], buf[i]]
 }
 
 // --- the scenario --------------------------------------------------------------
@@ -356,21 +156,11 @@ fn prompt_then_unplug(test: &str, pki: &Pki) -> Option<(Vm, Expert, usize)> {
     vm.wait_serial(0, &format!("{LOCAL_INPUT_LOG} reading {node} "), STEP)
         .expect("the agent reads the keyboard behind the root port");
 
-    let expert = Expert::offer(&vm, pki);
-    expert.wait_state(&vm, "the consent prompt", |s| {
+    let expert = Expert::offer(vm.agent_addr(), pki);
+    wait_state(&vm, &expert, "the consent prompt", |s| {
         matches!(s, ExpertState::WaitingForConsent { .. })
     });
-    let (ax, ay) = center(accept_button());
-    let kiosk = kiosk_pixel(ax, ay);
-    let deadline = Instant::now() + STEP;
-    while vm.screendump().expect("screendump").pixel(ax, ay) == kiosk {
-        assert!(
-            Instant::now() < deadline,
-            "no prompt on screen:\n{}",
-            vm.serial_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_prompt(&mut vm, accept_button(), SCREEN, STEP);
     // The prompt is drawn after the grab was asked for: keys go to the
     // agent only. QEMU sends keys to the keyboard the guest enabled last:
     // the one about to be unplugged.
@@ -414,16 +204,12 @@ fn prompt_then_unplug(test: &str, pki: &Pki) -> Option<(Vm, Expert, usize)> {
 /// key and a tap reach the app), and the agent logged the removal once and
 /// nothing alarming since.
 fn after_answer(test: &str, vm: &mut Vm, expert: &Expert, unplug_mark: usize) {
-    expert.wait_state(vm, "viewing", |s| matches!(s, ExpertState::Viewing { .. }));
-    let deadline = Instant::now() + STEP;
-    while !expert.has_frame() {
-        assert!(
-            Instant::now() < deadline,
-            "the expert got no picture: {:?}",
-            expert.event_summary()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_state(vm, expert, "viewing", viewing);
+    assert!(
+        wait_until(STEP, Duration::from_millis(20), || expert.has_frame()),
+        "the expert got no picture: {:?}",
+        expert.event_summary()
+    );
 
     // The grab is released: a key and a tap reach the kiosk app again.
     let mark = vm.serial_mark();
@@ -495,7 +281,7 @@ fn is_agent_log_line(line: &str) -> bool {
 #[test]
 fn image_unplug_during_prompt_answered_by_tap() {
     let test = "image_unplug_during_prompt_answered_by_tap";
-    let pki = Pki::new();
+    let pki = pki();
     let Some((mut vm, expert, unplug_mark)) = prompt_then_unplug(test, &pki) else {
         return;
     };
@@ -512,7 +298,7 @@ fn image_unplug_during_prompt_answered_by_tap() {
 #[test]
 fn image_unplug_during_prompt_answered_by_control_socket() {
     let test = "image_unplug_during_prompt_answered_by_control_socket";
-    let pki = Pki::new();
+    let pki = pki();
     let Some((mut vm, expert, unplug_mark)) = prompt_then_unplug(test, &pki) else {
         return;
     };

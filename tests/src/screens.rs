@@ -1,0 +1,106 @@
+//! What the tests expect on the device's screen: the demo kiosk app's own
+//! drawing, and where the agent's banner puts its prompt buttons and its
+//! session strip (the same renderer and default style as the agent).
+
+use std::time::Duration;
+
+use embedded_graphics::primitives::Rectangle;
+use shoulder_banner::{
+    PixelFormat, PromptView, RegionKind, Renderer, ScreenSpec, StripMode, StripView, Style, View,
+};
+use shoulder_kiosk_ui::{KioskUi, Xrgb8888Canvas};
+use shoulder_proto::msg::ConsentKind;
+use shoulder_proto::session::LocalDecision;
+
+use crate::qemu::{Screen, Vm};
+use crate::wait::wait_until;
+
+/// How often [`wait_for_prompt`] takes a screendump.
+const PROMPT_POLL: Duration = Duration::from_millis(50);
+
+/// The kiosk screen as the app draws it at time zero (what a paused app
+/// shows).
+pub fn kiosk_screen(ui: &KioskUi) -> Screen {
+    let size = ui.layout().size;
+    let pitch = size.width as usize * 4;
+    let mut buf = vec![0u8; pitch * size.height as usize];
+    let mut canvas = Xrgb8888Canvas::new(&mut buf, size.width, size.height, pitch)
+        .expect("a canvas of the layout's own size");
+    ui.draw(&mut canvas, Duration::ZERO)
+        .expect("drawing into memory");
+    Screen::from_xrgb8888(size.width, size.height, &buf)
+}
+
+/// The centre of `r`, in screen pixels.
+pub fn center(r: Rectangle) -> (u32, u32) {
+    let c = r.center();
+    (c.x as u32, c.y as u32)
+}
+
+/// The banner renderer the agent uses on a `screen`-sized scanout.
+fn banner_renderer(screen: (u32, u32)) -> Renderer {
+    Renderer::new(
+        ScreenSpec {
+            width: screen.0,
+            height: screen.1,
+            format: PixelFormat::Xrgb8888,
+        },
+        Style::default(),
+    )
+    .expect("renderer")
+}
+
+/// Where the banner's button for `decision` is while a prompt of `kind`
+/// from `expert` (certificate name) is open.
+pub fn prompt_button(
+    screen: (u32, u32),
+    expert: &str,
+    kind: ConsentKind,
+    decision: LocalDecision,
+) -> Rectangle {
+    let view = View {
+        prompt: Some(PromptView {
+            kind,
+            expert: expert.into(),
+            how: "plant certificate".into(),
+            seconds_left: 60,
+        }),
+        ..View::default()
+    };
+    banner_renderer(screen)
+        .layout(&view)
+        .button(decision)
+        .expect("the prompt has this button")
+}
+
+/// Where the session strip is while `expert` views the screen.
+pub fn strip_region(screen: (u32, u32), expert: &str) -> Rectangle {
+    let view = View {
+        strip: Some(StripView {
+            mode: StripMode::Viewing,
+            expert: expert.into(),
+            elapsed: Duration::from_secs(1),
+            stop_hotkey: "Ctrl+Alt+Shift+S".into(),
+        }),
+        ..View::default()
+    };
+    banner_renderer(screen)
+        .layout(&view)
+        .region(RegionKind::Strip)
+        .expect("a strip while viewing")
+}
+
+/// Takes screendumps until the pixel at the centre of `button` is no
+/// longer the kiosk app's own (a `screen`-sized kiosk at time zero): the
+/// prompt is drawn.
+///
+/// # Panics
+/// After `within`, with the serial log.
+pub fn wait_for_prompt(vm: &mut Vm, button: Rectangle, screen: (u32, u32), within: Duration) {
+    let (x, y) = center(button);
+    let kiosk = kiosk_screen(&KioskUi::new(screen.0, screen.1)).pixel(x, y);
+    let drawn = wait_until(within, PROMPT_POLL, || {
+        vm.screendump().expect("screendump").pixel(x, y) != kiosk
+    });
+    assert!(drawn, "no prompt on screen:\n{}", vm.serial_log());
+}
