@@ -37,7 +37,6 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,14 +45,15 @@ use std::time::{Duration, Instant};
 
 use shoulder::ClientError;
 use shoulder::client::{self, ClientEvent, ConnectOptions, SharedView};
-use shoulder::identity::{self, Identity};
-use shoulder::target::Target;
-use shoulder::trust::AcceptNew;
 use shoulder_proto::frame::{HEADER_LEN, MAX_FRAME_LEN};
 use shoulder_proto::msg::{Buttons, Key, MAX_CHAT_LEN, Pointer};
 use shoulder_proto::session::{ControlState, ExpertConfig, ExpertSession, ExpertState, UserAction};
 use shoulder_proto::{Auth, ByeReason};
-use shoulder_tests::qemu::{Image, Vm, VmConfig, image_dir};
+use shoulder_tests::agent_vm::{agent_started, agent_toml, agent_vm_config};
+use shoulder_tests::expert::{connect_options, control_granted, offer_target, viewing};
+use shoulder_tests::pki::Pki;
+use shoulder_tests::qemu::{Image, Vm, image_dir};
+use shoulder_tests::run_args::RunArgs;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -653,19 +653,6 @@ struct Run {
     totals: Totals,
 }
 
-fn granted(s: ExpertState) -> bool {
-    matches!(
-        s,
-        ExpertState::Viewing {
-            control: ControlState::Granted { .. }
-        }
-    )
-}
-
-fn viewing(s: ExpertState) -> bool {
-    matches!(s, ExpertState::Viewing { .. })
-}
-
 /// How a session ends.
 #[derive(Debug, Clone, Copy)]
 enum Ending {
@@ -817,7 +804,7 @@ impl Run {
                 }
             )
         })?;
-        self.accept(ex, "control prompt", granted)?;
+        self.accept(ex, "control prompt", control_granted)?;
         self.totals.control_grants += 1;
         // Enter at the device counts as local activity; wait until the
         // expert's input is no longer held back.
@@ -852,7 +839,7 @@ impl Run {
         }
         self.totals.input_events += 1 + FLOOD_KEYS.len() as u64;
         self.no_key_held(ex, mark)?;
-        if !granted(ex.state()) {
+        if !control_granted(ex.state()) {
             return Err(ex.failure("control lost in a flood", "after the input flood"));
         }
 
@@ -862,7 +849,7 @@ impl Run {
             let resumes = lock(&ex.status).resumes;
             ex.wire.request_cut(how);
             let deadline = Instant::now() + STEP;
-            while lock(&ex.status).resumes == resumes || !granted(ex.state()) {
+            while lock(&ex.status).resumes == resumes || !control_granted(ex.state()) {
                 if ex.ended().is_some() || Instant::now() >= deadline {
                     return Err(ex.failure(
                         "resume",
@@ -1072,40 +1059,10 @@ fn pointer(x: u16, y: u16, buttons: u8) -> UserAction {
 
 // --- setup ---------------------------------------------------------------------------
 
-fn agent_toml() -> String {
-    // Defaults for everything that matters here: max_input_rate 300/s,
-    // resume_grace 20 s, peer_timeout 15 s, max_fps 30.
-    r#"enabled = true
-allow_offers = true
-allow_invitations = false
-allow_control = true
-device_name = "Stress kiosk"
-listen = ["0.0.0.0:7575"]
-plant_ca = ["/etc/shoulder/plant-ca.crt"]
-capture = "drm"
-consent_timeout = "60s"
-"#
-    .into()
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> io::Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("shoulder-agent-stress-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// Agent settings beyond [`agent_toml`]'s: control, no invitations.
+/// Defaults for everything else that matters here: max_input_rate 300/s,
+/// resume_grace 20 s, peer_timeout 15 s, max_fps 30.
+const AGENT_SETTINGS: &str = "allow_invitations = false\nallow_control = true";
 
 fn usage() -> ! {
     eprintln!(
@@ -1121,20 +1078,12 @@ fn fail(msg: &str) -> ! {
 }
 
 fn main() {
-    let mut minutes = 10.0f64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--minutes" => {
-                minutes = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|m: &f64| *m > 0.0 && *m <= 24.0 * 60.0)
-                    .unwrap_or_else(|| usage())
-            }
-            _ => usage(),
-        }
-    }
+    let defaults = RunArgs {
+        minutes: 10.0,
+        seed: 0,
+    };
+    let RunArgs { minutes, .. } =
+        RunArgs::parse(std::env::args().skip(1), defaults, false).unwrap_or_else(|| usage());
     let dir = image_dir();
     let Some(image) = Image::in_dir(&dir) else {
         fail(&format!("no image in {} (run image/build)", dir.display()));
@@ -1145,27 +1094,21 @@ fn main() {
             dir.display()
         ));
     }
-    let tmp = TempDir::new().unwrap_or_else(|e| fail(&format!("temporary directory: {e}")));
-    let (opts, ca_pem) = pki(&tmp.0).unwrap_or_else(|e| fail(&e));
+    let pki = Pki::new("Stress plant CA", EXPERT_NAME, 2).unwrap_or_else(|e| fail(&e));
+    let identity = pki.expert_identity().unwrap_or_else(|e| fail(&e));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&format!("tokio runtime: {e}")));
-    let config = VmConfig::default()
-        .kiosk_args(&format!(
-            "--mode {}x{} --fps {KIOSK_FPS}",
-            SCREEN.0, SCREEN.1
-        ))
-        .file("/etc/shoulder/agent.toml", agent_toml(), 0o644)
-        .file("/etc/shoulder/plant-ca.crt", ca_pem, 0o644);
+    let config = agent_vm_config(
+        (u32::from(SCREEN.0), u32::from(SCREEN.1)),
+        &format!("--fps {KIOSK_FPS}"),
+        agent_toml("Stress kiosk", AGENT_SETTINGS),
+        pki.ca_pem(),
+    );
     let mut vm = Vm::boot(&image, config).unwrap_or_else(|e| fail(&format!("boot: {e}")));
-    if !vm.ready_line().contains("agent=yes") {
-        let why = format!(
-            "the agent did not start: {}\n{}",
-            vm.ready_line(),
-            vm.serial_log()
-        );
+    if let Err(why) = agent_started(&vm) {
         vm.shutdown();
         fail(&why);
     }
@@ -1196,13 +1139,13 @@ fn main() {
         dir.display(),
         vm.boot_time().as_secs_f64()
     );
-    let opts = ConnectOptions {
-        target: Target::Offer {
-            host: "127.0.0.1".into(),
-            port: vm.agent_addr().port(),
-        },
-        ..opts
-    };
+    let opts = connect_options(
+        offer_target(vm.agent_addr()),
+        Some(identity),
+        None,
+        EXPERT_NAME,
+        pki.dir().join("known_devices"),
+    );
     let shared = Arc::new(Shared {
         vm: Mutex::new(vm),
         stop: AtomicBool::new(false),
@@ -1250,36 +1193,11 @@ fn main() {
             .unwrap_or_else(|p| p.into_inner())
             .shutdown();
     }
-    drop(tmp);
+    drop(pki);
     match verdict {
         Ok(()) => println!("agent_stress: OK"),
         Err(why) => fail(&why),
     }
-}
-
-/// A plant CA and an expert identity issued by it, in `dir`.
-fn pki(dir: &Path) -> Result<(ConnectOptions, Vec<u8>), String> {
-    let ca = dir.join("ca");
-    let expert = dir.join("expert");
-    identity::init_ca(&ca, "Stress plant CA").map_err(|e| format!("plant CA: {e}"))?;
-    identity::issue_expert(&ca, EXPERT_NAME, &expert, 2).map_err(|e| format!("expert: {e}"))?;
-    let ca_pem = std::fs::read(ca.join("ca.crt")).map_err(|e| format!("ca.crt: {e}"))?;
-    let mut id = Identity::load(&expert).map_err(|e| format!("expert identity: {e}"))?;
-    // The device makes its own key at first start, not signed by the plant
-    // CA: trust it on first use (as `--accept-new` does).
-    id.plant_ca = None;
-    let opts = ConnectOptions {
-        target: Target::Offer {
-            host: "127.0.0.1".into(),
-            port: 0,
-        },
-        password: None,
-        identity: Some(Arc::new(id)),
-        accept_new: AcceptNew::Any,
-        known_hosts: Some(dir.join("known_devices")),
-        name: EXPERT_NAME.into(),
-    };
-    Ok((opts, ca_pem))
 }
 
 /// Prints the series and totals; `Err` says why the run failed.

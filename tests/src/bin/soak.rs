@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use shoulder_capture::scenarios::Scenario as Screen;
 use shoulder_tests::netsim::{LinkConfig, Scenario, run};
+use shoulder_tests::run_args::RunArgs;
 
 fn rss_kib() -> u64 {
     // /proc/self/statm: size resident shared ... in pages.
@@ -29,28 +30,12 @@ fn usage() -> ! {
 }
 
 fn main() {
-    let mut minutes = 2.0f64;
-    let mut seed = 1u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--minutes" => {
-                minutes = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|m: &f64| *m > 0.0 && *m <= 24.0 * 60.0)
-                    .unwrap_or_else(|| usage())
-            }
-            "--seed" => {
-                seed = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "-h" | "--help" => usage(),
-            _ => usage(),
-        }
-    }
+    let defaults = RunArgs {
+        minutes: 2.0,
+        seed: 1,
+    };
+    let RunArgs { minutes, seed } =
+        RunArgs::parse(std::env::args().skip(1), defaults, true).unwrap_or_else(|| usage());
     let budget = Duration::from_secs_f64(minutes * 60.0);
     let start = Instant::now();
     let mut sessions = 0u64;
