@@ -2,8 +2,9 @@
 //! driver ([`qemu`]), the agent's config and boot in it ([`agent_vm`]), the
 //! expert in process ([`expert`]) with its certificates ([`pki`]), the
 //! screens the tests expect ([`screens`]), the network simulator
-//! ([`netsim`]), the command line of the timed runs ([`run_args`]) and
-//! polling with a deadline ([`wait`]).
+//! ([`netsim`]), the command line of the timed runs ([`run_args`]),
+//! temporary directories ([`tempdir`]) and polling with a deadline
+//! ([`wait`]).
 
 pub mod agent_vm;
 pub mod expert;
