@@ -64,7 +64,7 @@ pub mod wiring;
 
 pub use backends::Backends;
 pub use config::Config;
-pub use service::{bind, run};
+pub use service::{bind, run, run_on};
 
 /// Why the agent could not start or run.
 #[derive(Debug, thiserror::Error)]

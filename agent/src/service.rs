@@ -18,8 +18,8 @@ use shoulder_proto::session::{
 };
 use shoulder_proto::{ByeReason, ConsentKind, Message, ResumeToken};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -79,9 +79,17 @@ struct Parked {
     handover: oneshot::Sender<Handover>,
 }
 
+/// A byte stream the agent serves one connection on: TCP in production;
+/// tests and the network simulator bring their own (see [`run_on`]).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// An accepted connection and the address of its peer.
+pub type Incoming = (Box<dyn Stream>, SocketAddr);
+
 /// A new connection that proved it may continue a parked session.
 struct Handover {
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<Box<dyn Stream>>,
     peer: SocketAddr,
     peer_certs: Option<Vec<CertificateDer<'static>>>,
     fingerprint: Option<String>,
@@ -140,6 +148,43 @@ pub async fn run(
     backends: Backends,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let acceptors = listeners.into_iter().map(Acceptor::Tcp).collect();
+    serve(acceptors, bound, config, backends, shutdown).await
+}
+
+/// [`run`] on connections from elsewhere than TCP listeners (a network
+/// simulator, an in-memory pipe): each `(stream, peer)` received is served
+/// as an accepted TCP connection would be (TLS handshake, authentication,
+/// session). `listening` is what the agent reports and puts into
+/// invitations as its addresses.
+pub async fn run_on(
+    incoming: mpsc::Receiver<Incoming>,
+    listening: Vec<SocketAddr>,
+    config: Config,
+    backends: Backends,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    serve(
+        vec![Acceptor::Streams(incoming)],
+        listening,
+        config,
+        backends,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve(
+    acceptors: Vec<Acceptor>,
+    bound: Vec<SocketAddr>,
+    config: Config,
+    backends: Backends,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
     let device_name = config.device_name();
     let (identity, created) = crate::identity::ensure(&config.state_dir, &device_name)?;
     let audit = Arc::new(AuditLog::open(
@@ -160,10 +205,6 @@ pub async fn run(
     let trust = PlantTrust::load(&config.plant_ca, config.allowed_experts())?;
     let tls = crate::tls::server_config(&identity, &trust)?;
     let store = InvitationStore::new(&config.state_dir, &config.argon2)?;
-    let bound: Vec<SocketAddr> = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
     let port = bound
         .first()
         .map_or(crate::config::DEFAULT_PORT, |a| a.port());
@@ -253,11 +294,11 @@ pub async fn run(
     // Every connection task holds a clone; when all are gone, recv() ends.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut accept_tasks = Vec::new();
-    for listener in listeners {
+    for acceptor in acceptors {
         let shared = shared.clone();
         let stop = stop_rx.clone();
         let done = done_tx.clone();
-        accept_tasks.push(tokio::spawn(accept_loop(listener, shared, stop, done)));
+        accept_tasks.push(tokio::spawn(accept_loop(acceptor, shared, stop, done)));
     }
     drop(done_tx);
     shutdown.await;
@@ -285,31 +326,55 @@ pub async fn run(
     Ok(())
 }
 
+/// Where connections come from.
+enum Acceptor {
+    Tcp(TcpListener),
+    Streams(mpsc::Receiver<Incoming>),
+}
+
+impl Acceptor {
+    /// The next connection; `None` when no more can come.
+    async fn accept(&mut self) -> Option<std::io::Result<Incoming>> {
+        match self {
+            Acceptor::Tcp(l) => Some(l.accept().await.map(|(tcp, peer)| {
+                let _ = tcp.set_nodelay(true);
+                (Box::new(tcp) as Box<dyn Stream>, peer)
+            })),
+            Acceptor::Streams(rx) => rx.recv().await.map(Ok),
+        }
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            r = acceptor.accept() => r,
             _ = stop.changed() => return,
         };
         match accepted {
-            Ok((tcp, peer)) => {
+            Some(Ok((stream, peer))) => {
                 let shared = shared.clone();
                 let stop = stop.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
-                    connection(shared, tcp, peer, stop).await;
+                    connection(shared, stream, peer, stop).await;
                     drop(done);
                 });
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None => {
+                // The source is gone; wait for the stop like the others.
+                let _ = stop.changed().await;
+                return;
             }
         }
     }
@@ -317,14 +382,15 @@ async fn accept_loop(
 
 async fn connection(
     shared: Arc<Shared>,
-    tcp: TcpStream,
+    stream: Box<dyn Stream>,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
     let (ticket, mut evicted) = shared.pre_auth.admit(RateLimiter::key(peer.ip()));
-    let _ = tcp.set_nodelay(true);
-    let handshake =
-        tokio::time::timeout(shared.config.pre_auth_timeout, shared.acceptor.accept(tcp));
+    let handshake = tokio::time::timeout(
+        shared.config.pre_auth_timeout,
+        shared.acceptor.accept(stream),
+    );
     let tls = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,
@@ -454,7 +520,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, tls: TlsStream<TcpStream>, mut stop: watch::Receiver<bool>) {
+    async fn run(&mut self, tls: TlsStream<Box<dyn Stream>>, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut frames = FrameBoundaries::new();
         // None while the session is on hold after its connection dropped.
@@ -1188,7 +1254,7 @@ async fn refuse_late_resume(mut h: Handover) {
 }
 
 async fn read_opt(
-    transport: &mut Option<TlsStream<TcpStream>>,
+    transport: &mut Option<TlsStream<Box<dyn Stream>>>,
     buf: &mut [u8],
 ) -> std::io::Result<usize> {
     match transport {

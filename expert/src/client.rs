@@ -74,9 +74,38 @@ pub struct ConnectOptions {
     pub name: String,
 }
 
+/// A byte stream the client runs a session over: TCP, or whatever a
+/// [`Dialer`] opens (the network simulator brings its own).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// What [`Dialer::dial`] returns.
+pub type Dialing<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Stream>>> + Send + 'a>,
+>;
+
+/// Opens the byte stream to a device address.
+pub trait Dialer: Send + Sync {
+    fn dial(&self, addr: SocketAddr) -> Dialing<'_>;
+}
+
+/// TCP with Nagle off (input events are small and latency-bound).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: SocketAddr) -> Dialing<'_> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as Box<dyn Stream>)
+        })
+    }
+}
+
 /// A connected, verified TLS stream.
 pub struct Connected {
-    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
+    pub stream: tokio_rustls::client::TlsStream<Box<dyn Stream>>,
     pub addr: SocketAddr,
     pub fingerprint: Fingerprint,
     /// Device name from the invitation or the certificate.
@@ -326,6 +355,7 @@ async fn connect_one(
     host: &str,
     port: u16,
     pin: Option<Fingerprint>,
+    dialer: &dyn Dialer,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
 ) -> Result<Connected, ClientError> {
     let label = host_port(host, port);
@@ -344,7 +374,7 @@ async fn connect_one(
         host: host.to_string(),
     };
     for addr in addrs {
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dialer.dial(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 last = ClientError::from_connect(&label, &e);
@@ -357,7 +387,6 @@ async fn connect_one(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let policy = match pin {
             Some(fp) => DevicePolicy::Pinned(fp),
@@ -426,13 +455,14 @@ pub async fn connect(
     opts: &ConnectOptions,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
 ) -> Result<Connected, ClientError> {
-    connect_to(opts, None, emit).await
+    connect_to(opts, None, &TcpDialer, emit).await
 }
 
 /// [`connect`], optionally pinned to the device of an earlier connection.
 async fn connect_to(
     opts: &ConnectOptions,
     pin: Option<Fingerprint>,
+    dialer: &dyn Dialer,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
 ) -> Result<Connected, ClientError> {
     match &opts.target {
@@ -442,12 +472,12 @@ async fn connect_to(
                     "Offers need your expert identity — pick one (--identity DIR) or create it with `shoulder pki issue-expert`.".into(),
                 ));
             }
-            connect_one(opts, host, *port, pin, emit).await
+            connect_one(opts, host, *port, pin, dialer, emit).await
         }
         Target::Invitation(inv) => {
             let mut last = ClientError::Local("The invitation lists no device address.".into());
             for a in &inv.addresses {
-                match connect_one(opts, a, inv.port, pin, emit).await {
+                match connect_one(opts, a, inv.port, pin, dialer, emit).await {
                     Ok(c) => return Ok(c),
                     Err(e) if e.is_transient() || matches!(e, ClientError::UnknownHost { .. }) => {
                         last = e
@@ -493,16 +523,28 @@ pub fn auth_for(opts: &ConnectOptions) -> Result<Auth, ClientError> {
 pub async fn run(
     opts: ConnectOptions,
     view: SharedView,
+    actions: mpsc::Receiver<UserAction>,
+    emit: Box<dyn FnMut(ClientEvent) + Send>,
+) -> Option<ClientError> {
+    run_via(opts, &TcpDialer, view, actions, emit).await
+}
+
+/// [`run`] over the streams `dialer` opens instead of TCP.
+pub async fn run_via(
+    opts: ConnectOptions,
+    dialer: &dyn Dialer,
+    view: SharedView,
     mut actions: mpsc::Receiver<UserAction>,
     mut emit: Box<dyn FnMut(ClientEvent) + Send>,
 ) -> Option<ClientError> {
-    let end = run_session(&opts, &view, &mut actions, &mut *emit).await;
+    let end = run_session(&opts, dialer, &view, &mut actions, &mut *emit).await;
     emit(ClientEvent::Ended(end.clone()));
     end
 }
 
 async fn run_session(
     opts: &ConnectOptions,
+    dialer: &dyn Dialer,
     view: &SharedView,
     actions: &mut mpsc::Receiver<UserAction>,
     emit: &mut (dyn FnMut(ClientEvent) + Send),
@@ -511,7 +553,7 @@ async fn run_session(
         Ok(a) => a,
         Err(e) => return Some(e),
     };
-    let mut conn = match connect(opts, emit).await {
+    let mut conn = match connect_to(opts, None, dialer, emit).await {
         Ok(c) => c,
         Err(e) => return Some(e),
     };
@@ -533,7 +575,7 @@ async fn run_session(
             (None, Some(r)) if out.lost && Instant::now() < r.1 => r,
             _ => return out.end,
         };
-        conn = match reconnect(opts, device, until, grace, out.end, actions, emit).await {
+        conn = match reconnect(opts, dialer, device, until, grace, out.end, actions, emit).await {
             Ok(c) => c,
             Err(end) => return end,
         };
@@ -547,8 +589,10 @@ async fn run_session(
 /// Reconnects to `device` before `until`, the end of the device's `grace`
 /// period, after a drop (`lost` says how the connection died). `Err(None)`
 /// means the expert chose to disconnect meanwhile.
+#[allow(clippy::too_many_arguments)]
 async fn reconnect(
     opts: &ConnectOptions,
+    dialer: &dyn Dialer,
     device: Fingerprint,
     until: Instant,
     grace: Duration,
@@ -571,7 +615,7 @@ async fn reconnect(
         // start screen: the Reconnecting events stand for them.
         let mut quiet = |_: ClientEvent| {};
         let attempt_fut =
-            tokio::time::timeout_at(deadline, connect_to(opts, Some(device), &mut quiet));
+            tokio::time::timeout_at(deadline, connect_to(opts, Some(device), dialer, &mut quiet));
         tokio::pin!(attempt_fut);
         let result = loop {
             tokio::select! {
