@@ -191,6 +191,11 @@ impl Worker {
                     self.send_cursor();
                     self.sent(now);
                 }
+                Err(_) if !self.view.is_live() => {
+                    // The view ended while capturing (session over, control
+                    // of the screen taken back): not a screen problem.
+                    return;
+                }
                 Err(e) => {
                     // Reopened from scratch: a device that went away comes
                     // back as a new one, announced with ScreenInfo and a
