@@ -74,7 +74,8 @@ struct Shared {
 struct Parked {
     /// The parked session's connection number.
     number: u64,
-    token: ResumeToken,
+    /// The tokens that resume it (see `DeviceSession::resume_tokens`).
+    tokens: Vec<ResumeToken>,
     expert: ExpertIdentity,
     handover: oneshot::Sender<Handover>,
 }
@@ -704,21 +705,32 @@ impl Session {
     /// hold), lets a resuming connection find this session: also while the
     /// old connection still looks alive here, as after a half-open TCP.
     fn park(&mut self) {
-        if self.resume.is_some()
-            || !matches!(self.phase, "viewing" | "controlling" | "reconnecting")
-        {
+        if !matches!(self.phase, "viewing" | "controlling" | "reconnecting") {
             return;
         }
-        let (Some(token), Some(expert)) = (
-            self.machine.resume_token().cloned(),
-            self.machine.expert().cloned(),
-        ) else {
+        let tokens = self.machine.resume_tokens();
+        if self.resume.is_some() {
+            // Parked already: keep its tokens current (older ones stop
+            // working once the expert has a newer one).
+            let mut parked = lock(&self.shared.parked);
+            if let Some(p) = parked.as_mut()
+                && p.number == self.number
+                && p.tokens != tokens
+            {
+                p.tokens = tokens;
+            }
+            return;
+        }
+        let Some(expert) = self.machine.expert().cloned() else {
             return;
         };
+        if tokens.is_empty() {
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         *lock(&self.shared.parked) = Some(Parked {
             number: self.number,
-            token,
+            tokens,
             expert,
             handover: tx,
         });
@@ -745,7 +757,11 @@ impl Session {
     fn take_parked(&self, token: &ResumeToken) -> Option<oneshot::Sender<Handover>> {
         let mut parked = lock(&self.shared.parked);
         let p = parked.as_ref()?;
-        let token_ok = bool::from(p.token.0.ct_eq(&token.0));
+        // Constant time per token, and every token is compared.
+        let token_ok = p
+            .tokens
+            .iter()
+            .fold(false, |ok, t| ok | bool::from(t.0.ct_eq(&token.0)));
         let identity_ok = match &p.expert.method {
             AuthMethod::Offer { fingerprint } => self
                 .peer_certs

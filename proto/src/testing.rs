@@ -241,7 +241,7 @@ impl Pair {
         }
         let accepted = matches!(&request, Some(AuthRequest::Resume { token: t }) if *t == token)
             && self.device.is_suspended()
-            && self.device.resume_token() == Some(&token)
+            && self.device.resume_tokens().contains(&token)
             && self.device.expert() == Some(identity);
         if accepted {
             let next = ResumeToken([token.0[0].wrapping_add(1); 32]);

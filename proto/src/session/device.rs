@@ -343,6 +343,10 @@ pub struct DeviceSession {
     ping_nonce: u64,
     ignored: u64,
     resume_token: Option<ResumeToken>,
+    /// Tokens handed out on reattached connections that may have died before
+    /// the expert got the next one: they still resume, until the expert shows
+    /// it has the current token (its first `UpdateRequest` after a resume).
+    resume_unconfirmed: VecDeque<ResumeToken>,
     input_budget: f64,
     input_refilled: Instant,
     rate_limited: u64,
@@ -368,6 +372,7 @@ impl DeviceSession {
             ping_nonce: 0,
             ignored: 0,
             resume_token: None,
+            resume_unconfirmed: VecDeque::new(),
             input_budget: f64::from(config.max_input_rate),
             input_refilled: now,
             rate_limited: 0,
@@ -415,6 +420,18 @@ impl DeviceSession {
     /// The token that resumes this session, while it is resumable.
     pub fn resume_token(&self) -> Option<&ResumeToken> {
         self.resume_token.as_ref()
+    }
+
+    /// Every token that resumes this session now: the current one, and
+    /// after a resume whose connection died before the expert could have
+    /// received the next token, the ones it may still hold. A token stops
+    /// working once the expert shows it has a newer one.
+    pub fn resume_tokens(&self) -> Vec<ResumeToken> {
+        self.resume_token
+            .iter()
+            .chain(self.resume_unconfirmed.iter())
+            .cloned()
+            .collect()
     }
 
     /// Whether the connection dropped and the session waits for a resume.
@@ -646,6 +663,9 @@ impl DeviceSession {
                 })
             }
             (State::Active(a), Message::UpdateRequest { incremental }) => {
+                // Sent after the expert took in a resume's new token (which
+                // comes first): older tokens are spent.
+                self.resume_unconfirmed.clear();
                 self.push(DeviceOutput::UpdateRequested { incremental });
                 State::Active(a)
             }
@@ -858,8 +878,16 @@ impl DeviceSession {
         };
         self.decoder = FrameDecoder::new(MAX_FRAME_LEN);
         self.last_received = now;
-        self.resume_token = new_token;
+        if let Some(used) = std::mem::replace(&mut self.resume_token, new_token) {
+            if self.resume_unconfirmed.len() == MAX_UNCONFIRMED_RESUME_TOKENS {
+                self.resume_unconfirmed.pop_front();
+            }
+            self.resume_unconfirmed.push_back(used);
+        }
         self.audit(AuditEvent::Resumed);
+        // The new token first: when the expert answers the grant below, it
+        // has the token, and the older ones can be forgotten.
+        self.offer_resume(now);
         let (view, view_revoker) = ViewConsent::mint(self.epoch());
         self.send(
             now,
@@ -895,7 +923,6 @@ impl DeviceSession {
             view: view_revoker,
             control,
         });
-        self.offer_resume(now);
     }
 
     fn offer_resume(&mut self, now: Instant) {

@@ -434,7 +434,13 @@ impl ExpertSession {
             Message::Chat { text } if self.got_hello => {
                 self.push(ExpertEvent::Chat(text.to_string()))
             }
-            Message::ResumeOffer { token, grace_secs } if viewing => {
+            // A resumed session gets its next token before the grant.
+            Message::ResumeOffer { token, grace_secs }
+                if viewing
+                    || (self.got_hello
+                        && self.state == S::Connecting
+                        && matches!(self.config.auth, Auth::Resume { .. })) =>
+            {
                 self.resumable = grace_secs > 0;
                 self.push(ExpertEvent::ResumeOffer {
                     token,

@@ -39,6 +39,10 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(15);
 /// a new prompt: long enough for a Wi-Fi roam or a cable re-plug, short
 /// enough that the person at the device is not surprised by a return.
 pub const DEFAULT_RESUME_GRACE: Duration = Duration::from_secs(20);
+/// Resume tokens kept for an expert whose resumed connection died before it
+/// could have received the next token (each such resume adds one): a flaky
+/// link may break a few resumes in a row; more is not a link worth keeping.
+pub const MAX_UNCONFIRMED_RESUME_TOKENS: usize = 4;
 /// Expert input events per second before the device drops them. A fast
 /// typist makes ~20 key events a second and a dragged mouse 125–250 pointer
 /// events; 300 leaves room for both while capping a flood.

@@ -748,6 +748,31 @@ fn the_expert_tells_a_dead_connection_from_a_goodbye() {
 }
 
 #[test]
+fn a_resume_cut_short_can_be_retried_with_the_same_token() {
+    let mut p = Pair::resumable();
+    p.establish_control();
+    let first = p.offered_token().unwrap();
+    p.device_input(DeviceInput::PeerClosed { error: None });
+    // The agent takes `first` on a new connection, which dies before the
+    // expert hears anything (so it never learns the next token).
+    p.device_input(DeviceInput::Reattach {
+        new_token: Some(ResumeToken([9; 32])),
+    });
+    p.device_input(DeviceInput::PeerClosed { error: None });
+    assert!(p.device.is_suspended());
+    assert!(p.reconnect(first.clone(), &offer_identity("Ann Expert")));
+    assert!(matches!(control(&p), Some(ControlState::Granted { .. })));
+    // The expert answered with the next token in hand: the older ones are
+    // spent, the newest still works.
+    let next = p.offered_token().unwrap();
+    assert_ne!(next, first);
+    p.device_input(DeviceInput::PeerClosed { error: None });
+    assert!(!p.reconnect(first, &offer_identity("Ann Expert")));
+    assert!(!p.reconnect(ResumeToken([9; 32]), &offer_identity("Ann Expert")));
+    assert!(p.reconnect(next, &offer_identity("Ann Expert")));
+}
+
+#[test]
 fn after_the_grace_period_the_session_is_over() {
     let mut p = Pair::resumable();
     p.establish_view();
