@@ -2,13 +2,15 @@
 //! driver ([`qemu`]), the agent's config and boot in it ([`agent_vm`]), the
 //! expert in process ([`expert`]) with its certificates ([`pki`]), the
 //! screens the tests expect ([`screens`]), the network simulator
-//! ([`netsim`]), the command line of the timed runs ([`run_args`]),
+//! ([`netsim`]) and the real agent and client over it ([`netsim_live`]),
+//! the command line of the timed runs ([`run_args`]),
 //! temporary directories ([`tempdir`]) and polling with a deadline
 //! ([`wait`]).
 
 pub mod agent_vm;
 pub mod expert;
 pub mod netsim;
+pub mod netsim_live;
 pub mod pki;
 pub mod qemu;
 pub mod run_args;

@@ -117,7 +117,7 @@ pub struct Report {
 
 /// A tiny deterministic PRNG (xorshift64*).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -146,16 +146,26 @@ struct Lane {
 }
 
 #[derive(Debug)]
-struct Link {
-    cfg: LinkConfig,
+pub(crate) struct Link {
+    pub(crate) cfg: LinkConfig,
     rng: Rng,
     lanes: [Lane; 2],
-    down: bool,
+    pub(crate) down: bool,
     /// Virtual time, read by the ports (FaultInjector hides them).
-    now_us: i64,
+    pub(crate) now_us: i64,
 }
 
 impl Link {
+    pub(crate) fn new(cfg: LinkConfig, seed: u64) -> Self {
+        Self {
+            cfg,
+            rng: Rng(seed | 1),
+            lanes: Default::default(),
+            down: false,
+            now_us: 0,
+        }
+    }
+
     fn send(&mut self, now_us: i64, dir: usize, pkt: Vec<u8>) {
         if self.down {
             return;
@@ -182,7 +192,7 @@ impl Link {
         }
     }
 
-    fn deliver(&mut self, now_us: i64) {
+    pub(crate) fn deliver(&mut self, now_us: i64) {
         for lane in &mut self.lanes {
             while let Some(entry) = lane.in_flight.first_entry() {
                 if entry.key().0 > now_us {
@@ -198,10 +208,10 @@ impl Link {
 }
 
 /// One end's network port: sends into lane `dir`, receives from the other.
-struct Port {
-    link: Rc<RefCell<Link>>,
-    dir: usize,
-    checksums: bool,
+pub(crate) struct Port {
+    pub(crate) link: Rc<RefCell<Link>>,
+    pub(crate) dir: usize,
+    pub(crate) checksums: bool,
 }
 
 impl Device for Port {
@@ -230,7 +240,7 @@ impl Device for Port {
     }
 }
 
-struct RxToken(Vec<u8>);
+pub(crate) struct RxToken(Vec<u8>);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -238,7 +248,7 @@ impl phy::RxToken for RxToken {
     }
 }
 
-struct TxToken<'a>(&'a mut Port);
+pub(crate) struct TxToken<'a>(&'a mut Port);
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
@@ -494,13 +504,7 @@ fn trace(now_us: i64, what: &str) {
 /// Runs one scenario to its end and reports.
 pub fn run(s: &Scenario) -> Report {
     let (server_cfg, client_cfg) = tls_configs();
-    let link = Rc::new(RefCell::new(Link {
-        cfg: s.link.clone(),
-        rng: Rng(s.seed | 1),
-        lanes: [Lane::default(), Lane::default()],
-        down: false,
-        now_us: 0,
-    }));
+    let link = Rc::new(RefCell::new(Link::new(s.link.clone(), s.seed)));
     let dev_ip = Ipv4Address::new(10, 0, 0, 1);
     let exp_ip = Ipv4Address::new(10, 0, 0, 2);
     let server = rustls::ServerConnection::new(server_cfg.clone()).expect("server conn");
@@ -653,7 +657,9 @@ pub fn run(s: &Scenario) -> Report {
                 match o {
                     DeviceOutput::Send(m) => dev.out.extend(encode(&m).unwrap_or_default()),
                     DeviceOutput::Authenticate(AuthRequest::Resume { token })
-                        if device.as_ref().and_then(|d| d.resume_token()) == Some(&token) =>
+                        if device
+                            .as_ref()
+                            .is_some_and(|d| d.resume_tokens().contains(&token)) =>
                     {
                         handover = true;
                     }

@@ -165,3 +165,98 @@ fn runs_are_deterministic_for_a_seed() {
     assert!(first.updates_applied > 0, "{first:?}");
     assert_eq!(first, run(&short));
 }
+
+// --- the real agent and client over the simulated network (real time) -------
+
+mod live {
+    use std::time::Duration;
+
+    use shoulder_tests::netsim::LinkConfig;
+    use shoulder_tests::netsim_live::{LiveReport, LiveScenario, run_live};
+
+    fn scenario(name: &'static str, link: LinkConfig) -> LiveScenario {
+        LiveScenario {
+            name,
+            link,
+            outage: None,
+            duration: Duration::from_secs(4),
+            peer_timeout: Duration::from_secs(15),
+            seed: 0x11fe,
+        }
+    }
+
+    fn assert_survived(r: &LiveReport) {
+        eprintln!("{r:?}");
+        assert!(r.survived, "{}: {:?}", r.name, r.ended);
+        assert_eq!(r.ended, None, "{}", r.name);
+        assert_eq!(r.invalid_views, 0, "{}", r.name);
+        assert!(r.updates >= 5, "{}: only {} updates", r.name, r.updates);
+        assert_eq!(r.prompts, 2, "{}: view and control, nothing more", r.name);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_agent_and_client_over_a_clean_link() {
+        let r = run_live(&scenario("live: clean link", LinkConfig::default())).await;
+        assert_survived(&r);
+        assert_eq!(r.reconnects, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_agent_and_client_over_loss_and_a_long_rtt() {
+        let r = run_live(&scenario(
+            "live: 5 % loss, 300 ms RTT",
+            LinkConfig {
+                loss_pct: 5,
+                delay: Duration::from_millis(150),
+                ..LinkConfig::default()
+            },
+        ))
+        .await;
+        assert_survived(&r);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_client_resumes_by_itself_after_the_link_was_down() {
+        // The agent gives up on the silent expert after 3 s and keeps the
+        // session; the link comes back after 6 s and the client, told by
+        // the agent's close, reconnects and resumes without a prompt.
+        let mut s = scenario(
+            "live: link down 6 s",
+            LinkConfig {
+                delay: Duration::from_millis(5),
+                ..LinkConfig::default()
+            },
+        );
+        s.outage = Some((Duration::from_secs(1), Duration::from_secs(6)));
+        s.duration = Duration::from_secs(12);
+        s.peer_timeout = Duration::from_secs(3);
+        let r = run_live(&s).await;
+        assert_survived(&r);
+        assert!(r.resumes >= 1, "{r:?}");
+        let back = r
+            .picture_back_after_outage
+            .expect("a picture after the outage");
+        assert!(back < Duration::from_secs(10), "{back:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_corruption_is_caught_by_tls_and_the_client_resumes() {
+        // Checksums off: corrupted packets reach TCP and TLS. TLS refuses
+        // them and the connection ends; the client resumes each time and no
+        // corrupt picture is ever shown.
+        let mut s = scenario(
+            "live: 1 % corruption, checksums off",
+            LinkConfig {
+                corrupt_pct: 1,
+                verify_checksums: false,
+                ..LinkConfig::default()
+            },
+        );
+        s.duration = Duration::from_secs(6);
+        let r = run_live(&s).await;
+        eprintln!("{r:?}");
+        assert_eq!(r.invalid_views, 0);
+        assert_eq!(r.prompts, 2, "resumes need no prompt: {r:?}");
+        assert!(r.survived, "{r:?}");
+    }
+}
