@@ -8,8 +8,9 @@
 //! ends, and the real tile encoder on a changing kiosk screen. Everything runs
 //! on virtual time and is deterministic for a seed.
 //!
-//! What is not exercised here: the agent's and client's tokio glue (they are
-//! tested over real sockets elsewhere); this simulates the bytes they move.
+//! The agent's and client's tokio glue is not in this loop (it would not run
+//! on virtual time); [`netsim_live`](crate::netsim_live) runs those programs
+//! themselves over the same link, in real time.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet, VecDeque};
