@@ -609,8 +609,12 @@ pub enum Message {
     Ping { nonce: u64 },
     /// Both ways.
     Pong { nonce: u64 },
-    /// Device → expert, once viewing: a single-use token to resume this
-    /// session within `grace_secs` if the connection drops.
+    /// Device → expert, once viewing (on a resumed connection: before the
+    /// grant): a single-use token to resume this session within
+    /// `grace_secs` if the connection drops. A token that was used stays
+    /// good only until the expert shows it has the next one (its first
+    /// `UpdateRequest` after the resume), so a resume cut short can be
+    /// tried again.
     ResumeOffer { token: ResumeToken, grace_secs: u16 },
     /// Both ways, last message.
     Bye {
