@@ -536,13 +536,54 @@ def check_cargo_lock(report):
                         "crate:// entries): " + ", ".join(foreign) + "; publish them or vendor them into the tree")
         else:
             report.ok(f"{path}: every external package comes from crates.io")
-    rust = workspace_manifest().get("workspace", {}).get("package", {}).get("rust-version")
+    rust, crate = device_rust_version()
     if rust:
         needed = tuple(int(x) for x in (rust.split(".") + ["0", "0"])[:3])
         for release, shipped in RELEASE_RUST.items():
             if needed > shipped:
-                report.warn(f"the workspace needs Rust {rust} (rust-version), {release} ships "
+                report.warn(f"{crate} needs Rust {rust} (rust-version), {release} ships "
                             f"{'.'.join(map(str, shipped))}: see README.md, 'Rust toolchain'")
+
+
+# What the recipes build (CARGO_BUILD_FLAGS --package).
+RECIPE_PACKAGES = ("shoulder-agent", "shoulder-kiosk")
+
+
+def device_rust_version():
+    """The highest rust-version among the packages the recipes build and
+    the workspace crates they depend on (normal and build dependencies), and
+    the crate that declares it."""
+    ws = workspace_manifest().get("workspace", {})
+    ws_rust = ws.get("package", {}).get("rust-version")
+    ws_deps = ws.get("dependencies", {})
+    manifests = {}
+    for member in ws.get("members", []):
+        path = os.path.join(REPO, member, "Cargo.toml")
+        with open(path, "rb") as f:
+            m = tomllib.load(f)
+        manifests[m["package"]["name"]] = m
+    best, best_crate = None, None
+    todo, seen = list(RECIPE_PACKAGES), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in manifests:
+            continue
+        seen.add(name)
+        m = manifests[name]
+        rust = m["package"].get("rust-version")
+        if isinstance(rust, dict):
+            rust = ws_rust if rust.get("workspace") else None
+        if rust:
+            key = tuple(int(x) for x in (rust.split(".") + ["0", "0"])[:3])
+            if best is None or key > best[0]:
+                best, best_crate = (key, rust), name
+        for section in ("dependencies", "build-dependencies"):
+            for dep, spec in m.get(section, {}).items():
+                is_path = isinstance(spec, dict) and ("path" in spec or (
+                    spec.get("workspace") and isinstance(ws_deps.get(dep), dict) and "path" in ws_deps[dep]))
+                if is_path:
+                    todo.append(dep)
+    return (best[1] if best else None), best_crate
 
 
 def git(*args):
