@@ -418,12 +418,22 @@ mod tests {
             captures: captures.clone(),
             inner: PatternCapture::new(64, 48),
         });
+        let (handle, rx) = started(view, backend, max_fps);
+        (handle, rx, change, captures)
+    }
+
+    /// A capture worker on `backend`, past its first screen and full update.
+    fn started(
+        view: ViewConsent,
+        backend: Arc<dyn CaptureBackend>,
+        max_fps: u32,
+    ) -> (CaptureHandle, mpsc::Receiver<Message>) {
         let (tx, mut rx) = mpsc::channel(16);
         let handle = CaptureHandle::start(view, backend, tx, max_fps);
         handle.request(true);
         assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
         while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
-        (handle, rx, change, captures)
+        (handle, rx)
     }
 
     /// The test pattern with a separate cursor: each `cursor()` call takes
@@ -486,12 +496,8 @@ mod tests {
             script: script.clone(),
             inner: PatternCapture::new(64, 48),
         });
-        let (tx, mut rx) = mpsc::channel(16);
-        let handle = CaptureHandle::start(view, backend, tx, 30);
-        handle.request(true);
         // The screen first, then the cursor over it.
-        assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
-        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        let (handle, mut rx) = started(view, backend, 30);
         assert_eq!(next(&mut rx), shape);
         assert_eq!(next(&mut rx), at(1));
         // The pointer moves over an unchanged screen: only its position.
@@ -559,11 +565,7 @@ mod tests {
             attempts: attempts.clone(),
             inner: PatternCapture::new(64, 48),
         });
-        let (tx, mut rx) = mpsc::channel(16);
-        let handle = CaptureHandle::start(view, backend, tx, 30);
-        handle.request(true);
-        assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
-        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        let (handle, mut rx) = started(view, backend, 30);
 
         down.store(true, Ordering::SeqCst);
         handle.request(false);

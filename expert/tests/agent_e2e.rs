@@ -355,19 +355,10 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
         .await;
     assert!(o.status.success(), "{}", stderr(&o));
     answers.await.unwrap();
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&png_path).unwrap(),
-    ));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (320, 200));
-    let rgb: Vec<u8> = device
-        .chunks_exact(4)
-        .flat_map(|p| [p[2], p[1], p[0]])
-        .collect();
+    let (w, h, rgb) = common::read_png_rgb(&png_path);
+    assert_eq!((w, h), (320, 200));
     assert!(
-        buf[..info.buffer_size()] == rgb[..],
+        rgb == common::frame_rgb(&device),
         "snapshot differs from the device screen"
     );
     agent.stop().await;

@@ -164,17 +164,7 @@ fn screenshot(display: &str, path: &Path) -> (u32, u32, Vec<u8>) {
         "import: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let mut d = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
-    d.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut r = d.read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size().unwrap()];
-    let info = r.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let rgb: Vec<u8> = buf[..info.buffer_size()]
-        .chunks_exact(channels)
-        .flat_map(|p| [p[0], p[1], p[2]])
-        .collect();
-    (info.width, info.height, rgb)
+    common::read_png_rgb(path)
 }
 
 /// Mean absolute difference between the screenshot's region at (x, y) and
@@ -511,18 +501,10 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut d = png::Decoder::new(BufReader::new(std::fs::File::open(&shot).unwrap()));
-    d.set_transformations(png::Transformations::EXPAND);
-    let mut r = d.read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size().unwrap()];
-    let info = r.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (DEV_W, DEV_H));
-    let rgb: Vec<u8> = expected
-        .chunks_exact(4)
-        .flat_map(|p| [p[2], p[1], p[0]])
-        .collect();
+    let (w, h, rgb) = common::read_png_rgb(&shot);
+    assert_eq!((w, h), (DEV_W, DEV_H));
     assert!(
-        buf[..info.buffer_size()] == rgb[..],
+        rgb == common::frame_rgb(&expected),
         "the saved screenshot differs from the device screen"
     );
     std::fs::copy(&shot, out.join("screenshot-button.png")).unwrap();

@@ -68,20 +68,10 @@ async fn the_windows_client_snapshots_the_device_screen_exactly() {
     assert!(o.status.success(), "{}", stderr(&o));
     answers.await.unwrap();
 
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(&png_path).unwrap(),
-    ));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (320, 200));
-    let rgb: Vec<u8> = screen
-        .frame()
-        .chunks_exact(4)
-        .flat_map(|p| [p[2], p[1], p[0]])
-        .collect();
+    let (w, h, rgb) = common::read_png_rgb(&png_path);
+    assert_eq!((w, h), (320, 200));
     assert!(
-        buf[..info.buffer_size()] == rgb[..],
+        rgb == common::frame_rgb(&screen.frame()),
         "the snapshot differs from the device screen"
     );
 
