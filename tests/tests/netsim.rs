@@ -185,19 +185,26 @@ mod live {
         }
     }
 
-    fn assert_survived(r: &LiveReport) {
+    /// `min_updates`: complete pictures the expert must have seen (the
+    /// pattern changes 10 times a second; loss slows TCP down a lot).
+    fn assert_survived(r: &LiveReport, min_updates: u64) {
         eprintln!("{r:?}");
         assert!(r.survived, "{}: {:?}", r.name, r.ended);
         assert_eq!(r.ended, None, "{}", r.name);
         assert_eq!(r.invalid_views, 0, "{}", r.name);
-        assert!(r.updates >= 5, "{}: only {} updates", r.name, r.updates);
+        assert!(
+            r.updates >= min_updates,
+            "{}: only {} updates",
+            r.name,
+            r.updates
+        );
         assert_eq!(r.prompts, 2, "{}: view and control, nothing more", r.name);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn live_agent_and_client_over_a_clean_link() {
         let r = run_live(&scenario("live: clean link", LinkConfig::default())).await;
-        assert_survived(&r);
+        assert_survived(&r, 10);
         assert_eq!(r.reconnects, 0);
     }
 
@@ -212,7 +219,7 @@ mod live {
             },
         ))
         .await;
-        assert_survived(&r);
+        assert_survived(&r, 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +238,7 @@ mod live {
         s.duration = Duration::from_secs(12);
         s.peer_timeout = Duration::from_secs(3);
         let r = run_live(&s).await;
-        assert_survived(&r);
+        assert_survived(&r, 10);
         assert!(r.resumes >= 1, "{r:?}");
         let back = r
             .picture_back_after_outage
