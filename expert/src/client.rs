@@ -631,10 +631,17 @@ async fn reconnect(
         };
         match result {
             Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) if e.is_transient() || matches!(e, ClientError::UnknownHost { .. }) => {
-                last = Some(e.sentence())
-            }
-            Ok(Err(e)) => return Err(Some(e)),
+            // A question of trust does not change by trying again.
+            Ok(Err(
+                e @ (ClientError::ChangedOnReconnect { .. }
+                | ClientError::DeviceNotTrusted { .. }
+                | ClientError::ExpertNotTrusted
+                | ClientError::ExpertCertExpired
+                | ClientError::Local(_)),
+            )) => return Err(Some(e)),
+            // Anything else may be the flaky link itself (a handshake record
+            // mangled on the way fails TLS): try again while there is time.
+            Ok(Err(e)) => last = Some(e.sentence()),
             Err(_) => {}
         }
         let now = Instant::now();
