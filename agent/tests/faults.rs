@@ -8,35 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shoulder_agent::backends::Recorded;
-use shoulder_agent::control::{Client, Request};
-use shoulder_proto::session::{ControlState, ExpertEvent, ExpertState, InjectEvent, UserAction};
+use shoulder_agent::control::Request;
+use shoulder_proto::session::{ExpertEvent, InjectEvent, UserAction};
 use shoulder_proto::{ControlEndReason, Key};
-
-async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut Client) -> Expert {
-    let mut expert = Expert::offer(agent, Some(cert)).await;
-    event(device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
-    expert
-        .wait_for("viewing", |e| {
-            matches!(e, ExpertEvent::StateChanged(ExpertState::Viewing { .. }))
-        })
-        .await;
-    expert.act(UserAction::RequestControl).await;
-    event(device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
-    expert
-        .wait_for("control", |e| {
-            matches!(
-                e,
-                ExpertEvent::StateChanged(ExpertState::Viewing {
-                    control: ControlState::Granted { .. }
-                })
-            )
-        })
-        .await;
-    event(device, "control-granted").await;
-    expert
-}
 
 fn injected(agent: &Agent) -> Vec<InjectEvent> {
     agent

@@ -10,26 +10,11 @@ use std::time::Duration;
 use common::*;
 use shoulder_agent::backends::Recorded;
 use shoulder_agent::control::{Client, Request};
-use shoulder_proto::session::{ControlState, ExpertEvent, ExpertState, InjectEvent, UserAction};
+use shoulder_proto::session::{ExpertEvent, ExpertState, InjectEvent, UserAction};
 use shoulder_proto::{Auth, ByeReason, Key, ResumeToken};
 
 fn is_state(e: &ExpertEvent, want: fn(&ExpertState) -> bool) -> bool {
     matches!(e, ExpertEvent::StateChanged(s) if want(s))
-}
-
-async fn wait_controlling(expert: &mut Expert) {
-    expert
-        .wait_for("control", |e| {
-            is_state(e, |s| {
-                matches!(
-                    s,
-                    ExpertState::Viewing {
-                        control: ControlState::Granted { .. }
-                    }
-                )
-            })
-        })
-        .await;
 }
 
 async fn resume_offer(expert: &mut Expert) -> (ResumeToken, Duration) {
@@ -58,24 +43,6 @@ async fn events_until(client: &mut Client, name: &str) -> Vec<serde_json::Value>
             return seen;
         }
     }
-}
-
-/// Offer, view and control granted through the control socket.
-async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut Client) -> Expert {
-    let mut expert = Expert::offer(agent, Some(cert)).await;
-    event(device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
-    expert
-        .wait_for("viewing", |e| {
-            is_state(e, |s| matches!(s, ExpertState::Viewing { .. }))
-        })
-        .await;
-    expert.act(UserAction::RequestControl).await;
-    event(device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
-    wait_controlling(&mut expert).await;
-    event(device, "control-granted").await;
-    expert
 }
 
 async fn refused(agent: &Agent, cert: Option<&ExpertCert>, token: &ResumeToken) -> ByeReason {

@@ -18,7 +18,9 @@ use shoulder_agent::control::{Client, Request};
 use shoulder_agent::{Config, identity};
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::encode;
-use shoulder_proto::session::{ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, UserAction};
+use shoulder_proto::session::{
+    ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,
+};
 use shoulder_proto::{Auth, ByeReason, InvitationId, text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -503,6 +505,38 @@ pub async fn event(client: &mut Client, name: &str) -> serde_json::Value {
         .await
         .unwrap_or_else(|_| panic!("no {name} event"))
         .unwrap()
+}
+
+/// Waits until the expert has control.
+pub async fn wait_controlling(expert: &mut Expert) {
+    expert
+        .wait_for("control", |e| {
+            matches!(
+                e,
+                ExpertEvent::StateChanged(ExpertState::Viewing {
+                    control: ControlState::Granted { .. }
+                })
+            )
+        })
+        .await;
+}
+
+/// Offer, view and control granted through the control socket.
+pub async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut Client) -> Expert {
+    let mut expert = Expert::offer(agent, Some(cert)).await;
+    event(device, "consent-requested").await;
+    agent.ctl_ok(Request::Accept).await;
+    expert
+        .wait_for("viewing", |e| {
+            matches!(e, ExpertEvent::StateChanged(ExpertState::Viewing { .. }))
+        })
+        .await;
+    expert.act(UserAction::RequestControl).await;
+    event(device, "consent-requested").await;
+    agent.ctl_ok(Request::Accept).await;
+    wait_controlling(&mut expert).await;
+    event(device, "control-granted").await;
+    expert
 }
 
 /// The events of one session in the audit log, by name.
