@@ -92,6 +92,9 @@ struct Screen {
     presenter: ScanoutThread,
     renderer: Renderer,
     layout: Option<Layout>,
+    /// The presenter's last error, logged once: a display that went away
+    /// fails a few times a second until it is back.
+    failing: Option<String>,
 }
 
 /// Starts the banner and local input as configured. Returns the presenter
@@ -126,6 +129,7 @@ pub fn start_with(
                 presenter,
                 renderer,
                 layout: None,
+                failing: None,
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "no on-screen banner");
@@ -323,6 +327,7 @@ impl UiTask {
         let Some(screen) = self.screen.as_mut() else {
             return;
         };
+        let mut failing = None;
         for e in screen.presenter.take_errors() {
             if let PresentError::ScreenChanged { width, height } = e {
                 let spec = ScreenSpec {
@@ -337,9 +342,14 @@ impl UiTask {
                     }
                 }
             } else {
-                tracing::warn!(error = %e, "banner");
+                let text = e.to_string();
+                if screen.failing.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text, "cannot draw the banner; retrying");
+                }
+                failing = Some(text);
             }
         }
+        screen.failing = failing;
         let view = self.state.view(Instant::now());
         let result = if view.is_empty() {
             screen.layout = None;

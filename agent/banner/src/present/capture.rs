@@ -8,11 +8,13 @@ use shoulder_capture::drm::{DrmOptions, DrmSource};
 use shoulder_capture::{CaptureError, ScanoutAccess};
 
 use super::PresentError;
+use super::reopen::Reopening;
 use super::scanout::{BufferId, ScanoutPresenter, ScanoutTarget};
 use crate::pixel::{PixelFormat, Surface};
 
-/// The default presenter: draws into whatever the DRM display scans out.
-pub type DrmScanoutPresenter = ScanoutPresenter<CaptureScanout<DrmSource>>;
+/// The default presenter: draws into whatever the DRM display scans out,
+/// reopening the card when it went away.
+pub type DrmScanoutPresenter = ScanoutPresenter<Reopening<CaptureScanout<DrmSource>>>;
 
 impl DrmScanoutPresenter {
     /// Opens the display for drawing the banner: `device` default the first
@@ -22,13 +24,17 @@ impl DrmScanoutPresenter {
         device: Option<&std::path::Path>,
         connector: Option<&str>,
     ) -> Result<Self, PresentError> {
-        let source = DrmSource::open_with(DrmOptions {
+        let opts = DrmOptions {
             device: device.map(std::path::Path::to_path_buf),
             connector: connector.map(str::to_string),
             writable: true,
-        })
-        .map_err(capture_error)?;
-        Ok(ScanoutPresenter::new(CaptureScanout::new(source)))
+        };
+        let target = Reopening::new(Box::new(move || {
+            DrmSource::open_with(opts.clone())
+                .map(CaptureScanout::new)
+                .map_err(capture_error)
+        }))?;
+        Ok(ScanoutPresenter::new(target))
     }
 }
 

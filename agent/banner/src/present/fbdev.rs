@@ -20,6 +20,7 @@ use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 use shoulder_capture::fbdev::{FB_TYPE_PACKED_PIXELS, FbVarScreeninfo, fix_info, var_info};
 
 use super::PresentError;
+use super::reopen::Reopening;
 use super::scanout::{BufferId, ScanoutPresenter, ScanoutTarget};
 use crate::pixel::{PixelFormat, Surface};
 
@@ -30,13 +31,16 @@ pub const DEFAULT_DEVICE: &str = "/dev/fb0";
 /// buffered): a bigger `smem_len` is a driver oddity we do not map.
 pub const MAX_MAP_LEN: usize = 8192 * 8192 * 4 * 2;
 
-/// A [`ScanoutPresenter`] drawing into an fbdev device.
-pub type FbdevPresenter = ScanoutPresenter<FbdevTarget>;
+/// A [`ScanoutPresenter`] drawing into an fbdev device, reopening it when
+/// it went away.
+pub type FbdevPresenter = ScanoutPresenter<Reopening<FbdevTarget>>;
 
 impl FbdevPresenter {
     /// Opens `/dev/fbN` for drawing the banner.
     pub fn open(path: &Path) -> Result<Self, PresentError> {
-        Ok(ScanoutPresenter::new(FbdevTarget::open(path)?))
+        let path = path.to_path_buf();
+        let target = Reopening::new(Box::new(move || FbdevTarget::open(&path)))?;
+        Ok(ScanoutPresenter::new(target))
     }
 }
 

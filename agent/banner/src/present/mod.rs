@@ -15,11 +15,13 @@ use crate::pixel::Surface;
 pub mod capture;
 pub mod fbdev;
 pub mod kms;
+pub mod reopen;
 pub mod scanout;
 pub mod thread;
 pub use capture::{CaptureScanout, DrmScanoutPresenter};
 pub use fbdev::{FbdevPresenter, FbdevTarget};
 pub use kms::KmsPresenter;
+pub use reopen::Reopening;
 pub use scanout::{
     BufferId, ScanoutPresenter, ScanoutTarget, TICK_INTERVAL, TickOutcome, TickStats,
 };
