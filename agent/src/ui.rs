@@ -327,7 +327,7 @@ impl UiTask {
         let Some(screen) = self.screen.as_mut() else {
             return;
         };
-        let mut failing = None;
+        let mut failing = false;
         for e in screen.presenter.take_errors() {
             if let PresentError::ScreenChanged { width, height } = e {
                 let spec = ScreenSpec {
@@ -345,11 +345,14 @@ impl UiTask {
                 let text = e.to_string();
                 if screen.failing.as_deref() != Some(text.as_str()) {
                     tracing::warn!(error = %text, "cannot draw the banner; retrying");
+                    screen.failing = Some(text);
                 }
-                failing = Some(text);
+                failing = true;
             }
         }
-        screen.failing = failing;
+        if !failing {
+            screen.failing = None;
+        }
         let view = self.state.view(Instant::now());
         let result = if view.is_empty() {
             screen.layout = None;

@@ -192,6 +192,26 @@ impl Expert {
             .collect()
     }
 
+    /// The details of every "screen unavailable" the device sent.
+    pub fn unavailable_reports(&self) -> Vec<String> {
+        lock(&self.events)
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::ScreenUnavailable(detail) => Some(detail.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many times the device announced a screen (size and format; the
+    /// first one, and again after a mode change or a lost display).
+    pub fn screen_announcements(&self) -> usize {
+        lock(&self.events)
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::Screen(_)))
+            .count()
+    }
+
     /// Whether a picture arrived.
     pub fn has_frame(&self) -> bool {
         self.view.lock().fb.is_some()

@@ -2,8 +2,9 @@
 //! drawing, and where the agent's banner puts its prompt buttons and its
 //! session strip (the same renderer and default style as the agent).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
 use shoulder_banner::{
     PixelFormat, PromptView, RegionKind, Renderer, ScreenSpec, StripMode, StripView, Style, View,
@@ -12,6 +13,7 @@ use shoulder_kiosk_ui::{KioskUi, Xrgb8888Canvas};
 use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::session::LocalDecision;
 
+use crate::expert::Expert;
 use crate::qemu::{Screen, Vm};
 use crate::wait::wait_until;
 
@@ -90,6 +92,26 @@ pub fn strip_region(screen: (u32, u32), expert: &str) -> Rectangle {
         .expect("a strip while viewing")
 }
 
+/// Whether `dump` of a `screen`-sized kiosk shows the session strip of
+/// `expert`: most of the strip's pixels outside the app's animated areas
+/// are not the app's.
+pub fn shows_strip(dump: &Screen, screen: (u32, u32), expert: &str) -> bool {
+    let ui = KioskUi::new(screen.0, screen.1);
+    let kiosk = kiosk_screen(&ui);
+    let l = ui.layout();
+    let animated = [l.clock, l.progress, l.text_field];
+    let points: Vec<Point> = strip_region(screen, expert)
+        .points()
+        .step_by(7)
+        .filter(|p| !animated.iter().any(|a| a.contains(*p)))
+        .collect();
+    let app = points
+        .iter()
+        .filter(|p| dump.pixel(p.x as u32, p.y as u32) == kiosk.pixel(p.x as u32, p.y as u32))
+        .count();
+    app * 2 < points.len()
+}
+
 /// Takes screendumps until the pixel at the centre of `button` is no
 /// longer the kiosk app's own (a `screen`-sized kiosk at time zero): the
 /// prompt is drawn.
@@ -103,4 +125,42 @@ pub fn wait_for_prompt(vm: &mut Vm, button: Rectangle, screen: (u32, u32), withi
         vm.screendump().expect("screendump").pixel(x, y) != kiosk
     });
     assert!(drawn, "no prompt on screen:\n{}", vm.serial_log());
+}
+
+/// Takes screendumps until the expert's framebuffer equals one of them
+/// (both sampled right after each other); returns how long that took.
+///
+/// # Panics
+/// After `within`, with both pictures saved in the temporary directory.
+pub fn wait_same_pixels(vm: &mut Vm, expert: &Expert, within: Duration) -> Duration {
+    let start = Instant::now();
+    let last;
+    loop {
+        let dump = vm.screendump().expect("screendump");
+        if let Some(mine) = expert.screen()
+            && mine == dump
+        {
+            return start.elapsed();
+        }
+        if start.elapsed() > within {
+            let mine = expert.screen();
+            let differing = mine
+                .as_ref()
+                .filter(|m| m.size() == dump.size())
+                .map(|m| m.diff_in(&dump, 0, 0, dump.width, dump.height));
+            let dir = std::env::temp_dir();
+            let _ = dump.write_ppm(&dir.join("shoulder-session-device.ppm"));
+            if let Some(m) = &mine {
+                let _ = m.write_ppm(&dir.join("shoulder-session-expert.ppm"));
+            }
+            last = Some((mine.map(|m| m.size()), dump.size(), differing));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!(
+        "the expert's view did not equal the screen within {within:?}: \
+         (expert size, screen size, differing pixels) = {last:?}; pictures in {}",
+        std::env::temp_dir().display()
+    );
 }

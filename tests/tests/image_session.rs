@@ -22,7 +22,9 @@ use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
 use shoulder_tests::expert::{Expert, control_granted, viewing};
 use shoulder_tests::pki::Pki;
 use shoulder_tests::qemu::{Screen, Vm};
-use shoulder_tests::screens::{center, kiosk_screen, prompt_button, strip_region, wait_for_prompt};
+use shoulder_tests::screens::{
+    center, kiosk_screen, prompt_button, shows_strip, wait_for_prompt, wait_same_pixels,
+};
 use shoulder_tests::wait::wait_until;
 
 /// Screen size the tests run the kiosk at.
@@ -68,41 +70,6 @@ fn wait_state(expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
 }
 
 // --- screens -----------------------------------------------------------------
-
-/// Takes screendumps until the expert's framebuffer equals one of them
-/// (both sampled right after each other); returns how long that took.
-fn wait_same_pixels(vm: &mut Vm, expert: &Expert, within: Duration) -> Duration {
-    let start = Instant::now();
-    let last;
-    loop {
-        let dump = vm.screendump().expect("screendump");
-        if let Some(mine) = expert.screen()
-            && mine == dump
-        {
-            return start.elapsed();
-        }
-        if start.elapsed() > within {
-            let mine = expert.screen();
-            let differing = mine
-                .as_ref()
-                .filter(|m| m.size() == dump.size())
-                .map(|m| m.diff_in(&dump, 0, 0, dump.width, dump.height));
-            let dir = std::env::temp_dir();
-            let _ = dump.write_ppm(&dir.join("shoulder-session-device.ppm"));
-            if let Some(m) = &mine {
-                let _ = m.write_ppm(&dir.join("shoulder-session-expert.ppm"));
-            }
-            last = Some((mine.map(|m| m.size()), dump.size(), differing));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    panic!(
-        "the expert's view did not equal the screen within {within:?}: \
-         (expert size, screen size, differing pixels) = {last:?}; pictures in {}",
-        std::env::temp_dir().display()
-    );
-}
 
 /// Taps (QMP tablet click) the centre of `area`.
 fn tap(vm: &mut Vm, area: Rectangle) {
@@ -445,24 +412,7 @@ fn image_banner_stays_visible_over_an_animating_app() {
     };
     let expert = Expert::offer(vm.agent_addr(), &pki);
     accept_by_key(&mut vm, &expert);
-    let strip = strip_region(SCREEN, EXPERT_NAME);
-    let kiosk = kiosk_screen(&KioskUi::new(SCREEN.0, SCREEN.1));
-    let l = *KioskUi::new(SCREEN.0, SCREEN.1).layout();
-    let animated = [l.clock, l.progress, l.text_field];
-    // A dump shows the banner when most of the strip's static pixels are not
-    // the app's.
-    let shows_banner = |dump: &Screen| {
-        let points: Vec<Point> = strip
-            .points()
-            .step_by(7)
-            .filter(|p| !animated.iter().any(|a| a.contains(*p)))
-            .collect();
-        let app = points
-            .iter()
-            .filter(|p| dump.pixel(p.x as u32, p.y as u32) == kiosk.pixel(p.x as u32, p.y as u32))
-            .count();
-        app * 2 < points.len()
-    };
+    let shows_banner = |dump: &Screen| shows_strip(dump, SCREEN, EXPERT_NAME);
     // Let the strip appear first.
     assert!(
         wait_until(STEP, Duration::from_millis(50), || {

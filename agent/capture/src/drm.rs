@@ -12,7 +12,11 @@
 //!
 //! Needs: read/write access to the card node, and CAP_SYS_ADMIN (the kernel
 //! hides other processes' buffer handles otherwise; we say so). DRM master is
-//! not needed and not taken.
+//! not needed and not kept: the kernel makes the first process to open a
+//! card with no master its master, so a card opened while the kiosk app is
+//! not running (the agent started first, or the display came back before
+//! the app was restarted) is released at once; otherwise the app could not
+//! become master when it starts ("SET_MASTER: Resource busy").
 //!
 //! Limitation: the kernel gives no identity for the buffer behind a
 //! framebuffer id. If an application destroys a framebuffer and a new one
@@ -644,7 +648,7 @@ impl Drop for DrmSource {
 }
 
 fn open_card(path: &Path) -> Result<Card, CaptureError> {
-    OpenOptions::new()
+    let card = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
@@ -653,7 +657,12 @@ fn open_card(path: &Path) -> Result<Card, CaptureError> {
         .map_err(|source| CaptureError::Open {
             path: path.to_owned(),
             source,
-        })
+        })?;
+    // Master came with the open if nobody else had it: hand it back for
+    // the app (see the module docs). Fails (EINVAL) when the app is master,
+    // the usual case.
+    let _ = card.release_master_lock();
+    Ok(card)
 }
 
 /// The first `/dev/dri/cardN` that has CRTCs (render-only nodes have none).

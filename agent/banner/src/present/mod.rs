@@ -121,3 +121,37 @@ impl BannerPresenter for InMemoryPresenter {
         self.banner.as_ref()
     }
 }
+
+/// Banners for the presenters' tests.
+#[cfg(test)]
+pub(crate) mod test_banners {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::layout::{Banner, Renderer, ScreenSpec, Style};
+    use crate::pixel::PixelFormat;
+    use crate::view::{StripMode, StripView, View};
+
+    /// The strip "viewed by Jane" for an XRGB8888 screen of `width`×`height`.
+    pub fn viewing_strip(width: u32, height: u32) -> Arc<Banner> {
+        let r = Renderer::new(
+            ScreenSpec {
+                width,
+                height,
+                format: PixelFormat::Xrgb8888,
+            },
+            Style::default(),
+        )
+        .expect("a renderer for a test screen");
+        let view = View {
+            strip: Some(StripView {
+                mode: StripMode::Viewing,
+                expert: "Jane".into(),
+                elapsed: Duration::ZERO,
+                stop_hotkey: String::new(),
+            }),
+            ..View::default()
+        };
+        Arc::new(r.render(&view).expect("the strip renders"))
+    }
+}

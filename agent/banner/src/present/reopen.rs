@@ -172,13 +172,12 @@ impl<T: ScanoutTarget> ScanoutTarget for Reopening<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{Banner, Renderer, ScreenSpec, Style};
+    use crate::layout::Banner;
     use crate::pixel::{PixelBuffer, PixelFormat};
+    use crate::present::test_banners::viewing_strip;
     use crate::present::{BannerPresenter, ScanoutPresenter};
-    use crate::view::{StripMode, StripView, View};
     use embedded_graphics::pixelcolor::Rgb888;
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
     const W: u32 = 320;
     const H: u32 = 240;
@@ -259,30 +258,6 @@ mod tests {
         b
     }
 
-    fn strip() -> Arc<Banner> {
-        let r = Renderer::new(
-            ScreenSpec {
-                width: W,
-                height: H,
-                format: PixelFormat::Xrgb8888,
-            },
-            Style::default(),
-        )
-        .unwrap();
-        Arc::new(
-            r.render(&View {
-                strip: Some(StripView {
-                    mode: StripMode::Viewing,
-                    expert: "Jane".into(),
-                    elapsed: Duration::ZERO,
-                    stop_hotkey: String::new(),
-                }),
-                ..View::default()
-            })
-            .unwrap(),
-        )
-    }
-
     /// The first pixel of the banner's first patch, on screen and as drawn.
     fn corner(display: &Shared, banner: &Banner) -> (Option<Rgb888>, Option<Rgb888>) {
         let p = banner.patches[0].rect.top_left;
@@ -301,7 +276,7 @@ mod tests {
             ..Display::default()
         }));
         let mut p = ScanoutPresenter::new(Reopening::new(opener(&display)).unwrap());
-        let banner = strip();
+        let banner = viewing_strip(W, H);
         p.show(banner.clone()).unwrap();
         let (on, drawn) = corner(&display, &banner);
         assert_eq!(on, drawn, "the banner is on screen");

@@ -177,10 +177,8 @@ impl Drop for ScanoutThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{Renderer, ScreenSpec, Style};
     use crate::pixel::{PixelBuffer, PixelFormat, Surface};
     use crate::present::scanout::BufferId;
-    use crate::view::{StripMode, StripView, View};
     use embedded_graphics::pixelcolor::Rgb888;
     use std::sync::Mutex;
     use std::time::Instant;
@@ -226,27 +224,7 @@ mod tests {
         screen.clear(Rgb888::new(10, 20, 30));
         let shared = Shared(Arc::new(Mutex::new(screen)));
         let mut t = ScanoutThread::spawn(ScanoutPresenter::new(shared.clone())).unwrap();
-        let r = Renderer::new(
-            ScreenSpec {
-                width: 320,
-                height: 240,
-                format: PixelFormat::Xrgb8888,
-            },
-            Style::default(),
-        )
-        .unwrap();
-        let banner = Arc::new(
-            r.render(&View {
-                strip: Some(StripView {
-                    mode: StripMode::Viewing,
-                    expert: "Jane".into(),
-                    elapsed: Duration::ZERO,
-                    stop_hotkey: String::new(),
-                }),
-                ..View::default()
-            })
-            .unwrap(),
-        );
+        let banner = crate::present::test_banners::viewing_strip(320, 240);
         let corner = banner.patches[0].pixels.pixel(0, 0);
         t.show(banner).unwrap();
         let px = || shared.0.lock().unwrap().pixel(0, 0);
