@@ -1,25 +1,31 @@
-//! The display going away under a live session, on a real kernel.
+//! Device faults under a live session, on a real kernel.
 //!
-//! The DRM driver of the QEMU image's display is unbound through sysfs (as
-//! a driver reload, a GPU reset on some drivers or an unplugged USB display
-//! does it): the card node disappears, every ioctl on an open descriptor
-//! fails with ENODEV, and the kiosk app dies of it. Then the driver is bound
-//! again (the agent finds it first, showing the console) and the kiosk app
-//! restarted, as a service manager would; it must be able to become DRM
-//! master, which the agent's reopening could have taken. Through
-//! all of it the agent must keep the session: the expert is told once that
-//! the screen is unavailable, then gets the new screen (announced afresh),
-//! equal to what the display shows, with the banner strip drawn on it
-//! again; the agent process stays the same and logs the outage once.
+//! **The display goes away.** The DRM driver of the QEMU image's display is
+//! unbound through sysfs (as a driver reload, a GPU reset on some drivers or
+//! an unplugged USB display does it): the card node disappears, every ioctl
+//! on an open descriptor fails with ENODEV, and the kiosk app dies of it.
+//! Then the driver is bound again (the agent finds it first, showing the
+//! console) and the kiosk app restarted, as a service manager would; it must
+//! be able to become DRM master, which the agent's reopening could have
+//! taken. Through all of it the agent must keep the session: the expert is
+//! told once that the screen is unavailable, then gets the new screen
+//! (announced afresh), equal to what the display shows, with the banner
+//! strip drawn on it again; the agent process stays the same and logs the
+//! outage once.
 //!
-//! Needs the image with the agent (`image/build`); without it this test
-//! prints why and passes, unless `SHOULDER_REQUIRE_IMAGE=1`.
+//! **uinput fails.** With `/dev/uinput` gone when control is granted, the
+//! agent cannot make its input devices: control ends with the device-fault
+//! reason and the expert keeps watching; once it is back, control can be
+//! requested again and the expert's keys reach the app.
+//!
+//! Needs the image with the agent (`image/build`); without it these tests
+//! print why and pass, unless `SHOULDER_REQUIRE_IMAGE=1`.
 
 use std::time::Duration;
 
-use shoulder_proto::session::expert::ExpertState;
+use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_tests::expert::{Expert, viewing};
+use shoulder_tests::expert::{Expert, control_granted, viewing};
 use shoulder_tests::pki::Pki;
 use shoulder_tests::qemu::Vm;
 use shoulder_tests::screens::{shows_strip, wait_same_pixels};
@@ -31,6 +37,8 @@ const SCREEN: (u32, u32) = (1024, 768);
 /// expert, the display coming back); generous because emulation on a
 /// loaded machine is slow.
 const STEP: Duration = Duration::from_secs(20);
+/// evdev code of the key the expert presses.
+const KEY_A: u16 = 30;
 /// How often the waits below look again.
 const POLL: Duration = Duration::from_millis(100);
 /// Expert name on the certificate (shown on the strip).
@@ -66,32 +74,42 @@ fn wait(vm: &Vm, expert: &Expert, what: &str, cond: impl FnMut() -> bool) {
     );
 }
 
-#[test]
-fn image_display_gone_and_back_keeps_the_session() {
-    let test = "image_display_gone_and_back_keeps_the_session";
+/// Waits until the expert's state satisfies `pred`; panics with the events
+/// and the serial log.
+fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
+    if let Err(e) = expert.wait_state(STEP, what, pred) {
+        panic!("{e}\nserial log:\n{}", vm.serial_log());
+    }
+}
+
+/// Boots the image (the agent allowing control with the default uinput
+/// injection) and starts a session the person at the device accepted
+/// through the control socket; `None` when `test` is skipped.
+fn viewing_session(test: &str) -> Option<(Vm, Expert)> {
     let pki = Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"));
     let config = agent_vm_config(
         SCREEN,
         "--paused",
-        agent_toml("Test kiosk", ""),
+        agent_toml("Test kiosk", "allow_control = true"),
         pki.ca_pem(),
     );
-    let Some(mut vm) = boot_agent_or_skip(test, config) else {
+    let mut vm = boot_agent_or_skip(test, config)?;
+    let expert = Expert::offer(vm.agent_addr(), &pki);
+    wait_state(&vm, &expert, "the consent prompt", |s| {
+        matches!(s, ExpertState::WaitingForConsent { .. })
+    });
+    guest(&mut vm, "shoulder-agent ctl accept");
+    wait_state(&vm, &expert, "viewing", viewing);
+    Some((vm, expert))
+}
+
+#[test]
+fn image_display_gone_and_back_keeps_the_session() {
+    let Some((mut vm, expert)) = viewing_session("image_display_gone_and_back_keeps_the_session")
+    else {
         return;
     };
-
-    // A session the person at the device accepted: the expert sees exactly
-    // the screen, strip included.
-    let expert = Expert::offer(vm.agent_addr(), &pki);
-    if let Err(e) = expert.wait_state(STEP, "the consent prompt", |s| {
-        matches!(s, ExpertState::WaitingForConsent { .. })
-    }) {
-        panic!("{e}\nserial log:\n{}", vm.serial_log());
-    }
-    guest(&mut vm, "shoulder-agent ctl accept");
-    if let Err(e) = expert.wait_state(STEP, "viewing", viewing) {
-        panic!("{e}\nserial log:\n{}", vm.serial_log());
-    }
+    // The expert sees exactly the screen, strip included.
     wait_same_pixels(&mut vm, &expert, STEP);
     assert!(shows_strip(
         &vm.screendump().expect("screendump"),
@@ -172,6 +190,81 @@ fn image_display_gone_and_back_keeps_the_session() {
     assert_eq!(after.matches(UNAVAILABLE_LOG).count(), 1, "{after}");
     assert!(!after.contains("panicked"), "{after}");
     assert!(!after.contains("Resource busy"), "{after}");
+    assert!(expert.ended().is_none(), "{:?}", expert.event_summary());
+    drop(expert);
+    vm.shutdown();
+}
+
+#[test]
+fn image_uinput_failure_ends_control_and_viewing_goes_on() {
+    let Some((mut vm, expert)) =
+        viewing_session("image_uinput_failure_ends_control_and_viewing_goes_on")
+    else {
+        return;
+    };
+    wait_same_pixels(&mut vm, &expert, STEP);
+
+    // No uinput when control is granted: control ends with the reason, the
+    // view goes on.
+    guest(&mut vm, "mv /dev/uinput /dev/uinput.away");
+    let mark = vm.serial_mark();
+    expert.send(UserAction::RequestControl);
+    wait_state(&vm, &expert, "the control prompt", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::Requested { .. }
+            }
+        )
+    });
+    guest(&mut vm, "shoulder-agent ctl accept");
+    wait(&vm, &expert, "control ended by the device fault", || {
+        expert
+            .event_summary()
+            .iter()
+            .any(|e| e.contains("ControlEnded") && e.contains("could not be injected"))
+    });
+    vm.wait_serial(mark, "cannot enable injection; revoking control", STEP)
+        .expect("the agent says why");
+    wait_state(&vm, &expert, "viewing without control", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::None
+            }
+        )
+    });
+    let status = guest(&mut vm, "shoulder-agent ctl status");
+    assert!(status.contains("viewing"), "{status}");
+    wait_same_pixels(&mut vm, &expert, STEP);
+
+    // uinput is back: control again, and the expert's key reaches the app.
+    guest(&mut vm, "mv /dev/uinput.away /dev/uinput");
+    expert.send(UserAction::RequestControl);
+    wait_state(&vm, &expert, "the second control prompt", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::Requested { .. }
+            }
+        )
+    });
+    guest(&mut vm, "shoulder-agent ctl accept");
+    wait_state(&vm, &expert, "control", control_granted);
+    let mark = vm.serial_mark();
+    // The app picks the new input devices up within moments; press until a
+    // key arrives.
+    assert!(
+        wait_until(STEP, Duration::from_millis(500), || {
+            expert.key(KEY_A, true);
+            expert.key(KEY_A, false);
+            vm.serial_log()
+                .get(mark.min(vm.serial_log().len())..)
+                .is_some_and(|l| l.contains("kiosk: key 30 down"))
+        }),
+        "the expert's key never arrived:\n{}",
+        vm.serial_log()
+    );
     assert!(expert.ended().is_none(), "{:?}", expert.event_summary());
     drop(expert);
     vm.shutdown();
