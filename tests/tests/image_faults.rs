@@ -103,6 +103,21 @@ fn viewing_session(test: &str) -> Option<(Vm, Expert)> {
     Some((vm, expert))
 }
 
+/// The expert asks for control and the person at the device accepts
+/// through the control socket.
+fn grant_control(vm: &mut Vm, expert: &Expert) {
+    expert.send(UserAction::RequestControl);
+    wait_state(vm, expert, "the control prompt", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::Requested { .. }
+            }
+        )
+    });
+    guest(vm, "shoulder-agent ctl accept");
+}
+
 #[test]
 fn image_display_gone_and_back_keeps_the_session() {
     let Some((mut vm, expert)) = viewing_session("image_display_gone_and_back_keeps_the_session")
@@ -208,16 +223,7 @@ fn image_uinput_failure_ends_control_and_viewing_goes_on() {
     // view goes on.
     guest(&mut vm, "mv /dev/uinput /dev/uinput.away");
     let mark = vm.serial_mark();
-    expert.send(UserAction::RequestControl);
-    wait_state(&vm, &expert, "the control prompt", |s| {
-        matches!(
-            s,
-            ExpertState::Viewing {
-                control: ControlState::Requested { .. }
-            }
-        )
-    });
-    guest(&mut vm, "shoulder-agent ctl accept");
+    grant_control(&mut vm, &expert);
     wait(&vm, &expert, "control ended by the device fault", || {
         expert
             .event_summary()
@@ -240,16 +246,7 @@ fn image_uinput_failure_ends_control_and_viewing_goes_on() {
 
     // uinput is back: control again, and the expert's key reaches the app.
     guest(&mut vm, "mv /dev/uinput.away /dev/uinput");
-    expert.send(UserAction::RequestControl);
-    wait_state(&vm, &expert, "the second control prompt", |s| {
-        matches!(
-            s,
-            ExpertState::Viewing {
-                control: ControlState::Requested { .. }
-            }
-        )
-    });
-    guest(&mut vm, "shoulder-agent ctl accept");
+    grant_control(&mut vm, &expert);
     wait_state(&vm, &expert, "control", control_granted);
     let mark = vm.serial_mark();
     // The app picks the new input devices up within moments; press until a
