@@ -26,6 +26,8 @@ use shoulder_agent::backends::{Backends, Recorded};
 use shoulder_agent::control::{Client as Control, Request};
 use shoulder_agent::service::Incoming;
 use shoulder_proto::fb::Framebuffer;
+use shoulder_proto::msg::{Buttons, Pointer};
+use shoulder_proto::session::device::InjectEvent;
 use shoulder_proto::session::{ExpertState, UserAction};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::FaultInjector;
@@ -92,7 +94,7 @@ impl Pipe {
     }
 }
 
-fn lock(p: &Mutex<Pipe>) -> MutexGuard<'_, Pipe> {
+fn lock<T>(p: &Mutex<T>) -> MutexGuard<'_, T> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -572,6 +574,16 @@ pub struct LiveReport {
     pub resumes: u64,
     /// Consent prompts on the device (2 when resumes need none).
     pub prompts: u64,
+    /// Pointer moves the expert sent while in control, and those the
+    /// device's input sink injected (fewer: the ones sent while the link
+    /// was down or a resume was under way are dropped, not queued).
+    pub pointer_sent: u64,
+    pub pointer_injected: u64,
+    /// Events the sink injected that the expert never sent (a corrupt or
+    /// forged frame getting through; must be zero).
+    pub foreign_input: u64,
+    /// Injections refused for a consent no longer live (must be zero).
+    pub refused_input: u64,
 }
 
 /// Whether `fb` is a picture of the agent's test pattern: one background
@@ -726,10 +738,25 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
     };
     let mut back_at = None;
     let mut survived = false;
+    let pointer_sent: Arc<Mutex<Vec<Pointer>>> = Arc::default();
+    let mut pointer_task = None;
     if wait_for(&seen, STEP, |x| state(x).is_some_and(viewing)).await {
         let _ = actions.send(UserAction::RequestControl).await;
         if wait_for(&seen, STEP, |x| state(x).is_some_and(control_granted)).await {
             let t_control = StdInstant::now();
+            // The expert moves the pointer all through the fault; each move
+            // is remembered, so whatever the sink got can be checked.
+            let (moves, sent) = (actions.clone(), pointer_sent.clone());
+            pointer_task = Some(tokio::spawn(async move {
+                for i in 0u32.. {
+                    let p = pointer_path(i);
+                    lock(&sent).push(p);
+                    if moves.send(UserAction::Pointer(p)).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(POINTER_INTERVAL).await;
+                }
+            }));
             if let Some((at, len)) = s.outage {
                 tokio::time::sleep(at).await;
                 net.set_down(true);
@@ -740,19 +767,30 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
             let left = s.duration.saturating_sub(t_control.elapsed());
             tokio::time::sleep(left).await;
             // Still in control, and control still works: a key reaches the
-            // device (a resumed session's devices are new ones).
-            if wait_for(&seen, STEP, |x| state(x).is_some_and(control_granted)).await {
+            // device (a resumed session's devices are new ones). Pressed
+            // again if it got lost: input sent while the client resumes
+            // after a fault is dropped, as it is for a person typing.
+            if let Some(t) = pointer_task.take() {
+                t.abort();
+            }
+            let t0 = StdInstant::now();
+            while !survived
+                && t0.elapsed() < STEP
+                && wait_for(&seen, STEP, |x| state(x).is_some_and(control_granted)).await
+            {
                 let before = sink.events().len();
                 for down in [true, false] {
                     let _ = actions
-                        .send(UserAction::Key(shoulder_proto::Key { code: 30, down }))
+                        .send(UserAction::Key(shoulder_proto::Key { code: KEY_A, down }))
                         .await;
                 }
-                let t0 = StdInstant::now();
-                while t0.elapsed() < STEP {
+                let t1 = StdInstant::now();
+                while t1.elapsed() < KEY_WAIT {
                     let keys = sink.events()[before..]
                         .iter()
-                        .filter(|e| matches!(e, Recorded::Injected(_)))
+                        .filter(|e| {
+                            matches!(e, Recorded::Injected(InjectEvent::Key(k)) if k.code == KEY_A)
+                        })
                         .count();
                     if keys >= 2 {
                         survived = true;
@@ -762,6 +800,9 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
                 }
             }
         }
+    }
+    if let Some(t) = pointer_task.take() {
+        t.abort();
     }
     let _ = actions.send(UserAction::Disconnect).await;
     let end = tokio::time::timeout(STEP, client_task).await;
@@ -791,5 +832,41 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
     report.reconnects = seen.reconnects;
     report.resumes = seen.resumes;
     report.prompts = prompts.load(Ordering::SeqCst);
+    let sent = lock(&pointer_sent);
+    for r in sink.events() {
+        match r {
+            Recorded::Injected(InjectEvent::Pointer(p)) => {
+                report.pointer_injected += 1;
+                if !sent.contains(&p) {
+                    report.foreign_input += 1;
+                }
+            }
+            Recorded::Injected(InjectEvent::Key(k)) if k.code == KEY_A => {}
+            Recorded::Injected(_) => report.foreign_input += 1,
+            Recorded::Refused(_) => report.refused_input += 1,
+            Recorded::ReleaseAll => {}
+        }
+    }
+    report.pointer_sent = sent.len() as u64;
     report
+}
+
+/// How often the expert moves the pointer while in control.
+const POINTER_INTERVAL: Duration = Duration::from_millis(20);
+/// The key the expert presses at the end (evdev `KEY_A`).
+const KEY_A: u16 = 30;
+/// How long a key press is given to reach the sink before it is pressed
+/// again (it takes milliseconds on a working link).
+const KEY_WAIT: Duration = Duration::from_secs(2);
+
+/// The expert's `i`-th pointer move: a walk over the 320×240 screen, no
+/// button, so no two moves of a run are alike for a long while.
+fn pointer_path(i: u32) -> Pointer {
+    Pointer {
+        x: (i % 320) as u16,
+        y: ((i / 320 * 7 + i) % 240) as u16,
+        buttons: Buttons(0),
+        wheel: 0,
+        hwheel: 0,
+    }
 }

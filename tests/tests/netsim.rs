@@ -199,6 +199,14 @@ mod live {
             r.updates
         );
         assert_eq!(r.prompts, 2, "{}: view and control, nothing more", r.name);
+        // Only what the expert sent reaches the device's input sink.
+        assert_eq!(r.foreign_input, 0, "{}", r.name);
+        assert_eq!(r.refused_input, 0, "{}", r.name);
+        assert!(
+            r.pointer_injected > 0,
+            "{}: no pointer move arrived",
+            r.name
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,5 +273,8 @@ mod live {
         assert_eq!(r.invalid_views, 0);
         assert_eq!(r.prompts, 2, "resumes need no prompt: {r:?}");
         assert!(r.survived, "{r:?}");
+        assert_eq!(r.foreign_input, 0, "a corrupt input event was injected");
+        assert_eq!(r.refused_input, 0);
+        assert!(r.pointer_injected > 0, "{r:?}");
     }
 }
