@@ -97,34 +97,9 @@ struct Screen {
     failing: Option<String>,
 }
 
-/// Starts the banner and local input as configured. Returns the presenter
-/// for the session and the decisions/activity for the agent. Must be called
-/// inside a tokio runtime.
-pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<LocalEvent>>) {
-    let screen = open_banner(config);
-    let (w, h) = screen
-        .as_ref()
-        .map(|(_, spec)| {
-            (
-                u16::try_from(spec.width).unwrap_or(u16::MAX),
-                u16::try_from(spec.height).unwrap_or(u16::MAX),
-            )
-        })
-        .unwrap_or(FALLBACK_SCREEN);
-    let local = open_local_input(config, w, h).map(|l| Box::new(l) as Box<dyn LocalDevices>);
-    let (presenter, events) = start_with(screen, local, &config.input);
-    (presenter, Some(events))
-}
-
-/// Starts the UI task on a given banner thread (and its screen) and local
-/// devices; [`start`] opens them from the config, tests pass fakes.
-pub fn start_with(
-    screen: Option<(ScanoutThread, ScreenSpec)>,
-    local: Option<Box<dyn LocalDevices>>,
-    input: &InputConfig,
-) -> (Box<dyn Presenter>, mpsc::Receiver<LocalEvent>) {
-    let screen = screen.and_then(
-        |(presenter, spec)| match Renderer::new(spec, Style::default()) {
+impl Screen {
+    fn new(presenter: ScanoutThread, spec: ScreenSpec) -> Option<Self> {
+        match Renderer::new(spec, Style::default()) {
             Ok(renderer) => Some(Screen {
                 presenter,
                 renderer,
@@ -135,13 +110,63 @@ pub fn start_with(
                 tracing::warn!(error = %e, "no on-screen banner");
                 None
             }
-        },
-    );
+        }
+    }
+}
+
+/// Starts the banner and local input as configured. Returns the presenter
+/// for the session and the decisions/activity for the agent. Must be called
+/// inside a tokio runtime.
+pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<LocalEvent>>) {
+    let screen = match open_banner(config) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no on-screen banner for now");
+            None
+        }
+    };
+    let (w, h) = screen
+        .as_ref()
+        .map(|(_, spec)| {
+            (
+                u16::try_from(spec.width).unwrap_or(u16::MAX),
+                u16::try_from(spec.height).unwrap_or(u16::MAX),
+            )
+        })
+        .unwrap_or(FALLBACK_SCREEN);
+    let local = open_local_input(config, w, h).map(|l| Box::new(l) as Box<dyn LocalDevices>);
+    // A display that was not there at start-up (its driver still loading,
+    // the agent started before the kiosk app lit it) is looked for again
+    // when a session needs the banner.
+    let later = (screen.is_none() && has_banner_display(config)).then(|| {
+        let config = config.clone();
+        Box::new(move || open_banner(&config)) as ScreenOpener
+    });
+    let (presenter, events) = start_with(screen, later, local, &config.input);
+    (presenter, Some(events))
+}
+
+/// Opens the banner's display: the presenter thread and the screen's size.
+pub type ScreenOpener = Box<dyn FnMut() -> Result<(ScanoutThread, ScreenSpec), String> + Send>;
+
+/// Starts the UI task on a given banner thread (and its screen) and local
+/// devices; [`start`] opens them from the config, tests pass fakes.
+/// `open_later` is tried whenever a session needs the banner while there is
+/// no `screen` (from the first prompt on), until it opens one.
+pub fn start_with(
+    screen: Option<(ScanoutThread, ScreenSpec)>,
+    open_later: Option<ScreenOpener>,
+    local: Option<Box<dyn LocalDevices>>,
+    input: &InputConfig,
+) -> (Box<dyn Presenter>, mpsc::Receiver<LocalEvent>) {
+    let screen = screen.and_then(|(presenter, spec)| Screen::new(presenter, spec));
     let hotkeys = Hotkeys::parse(&input.stop_hotkey, &input.end_hotkey).unwrap_or_default();
     let (ui_tx, ui_rx) = mpsc::channel(UI_QUEUE);
     let (tx, rx) = mpsc::channel(LOCAL_EVENTS);
     let task = UiTask {
         screen,
+        open_later,
+        open_error: None,
         state: BannerState::new(&input.stop_hotkey),
         local,
         grab_during_prompt: input.grab_during_prompt,
@@ -162,6 +187,9 @@ pub trait LocalDevices: Send {
     fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<LocalEventKind>> + Send + '_>>;
     /// Grabs the devices until the returned guard is dropped.
     fn grab(&self) -> Box<dyn Send>;
+    /// The screen's size now, for the positions of taps and clicks (after a
+    /// mode change, or once the display is found).
+    fn set_screen(&self, _width: u32, _height: u32) {}
 }
 
 impl LocalDevices for LocalInput {
@@ -171,12 +199,31 @@ impl LocalDevices for LocalInput {
     fn grab(&self) -> Box<dyn Send> {
         Box::new(LocalInput::grab(self))
     }
+    fn set_screen(&self, width: u32, height: u32) {
+        let size = ScreenSize::new(
+            u16::try_from(width).unwrap_or(u16::MAX),
+            u16::try_from(height).unwrap_or(u16::MAX),
+        );
+        if let Some(size) = size {
+            LocalInput::set_screen(self, size);
+        }
+    }
 }
 
-fn open_banner(config: &Config) -> Option<(ScanoutThread, ScreenSpec)> {
+/// Whether the configuration puts the banner on a display at all (a raw
+/// file or the synthetic screen has none; `presenter = "none"` wants none).
+fn has_banner_display(config: &Config) -> bool {
+    config.banner.presenter != "none"
+        && matches!(
+            config.capture,
+            SourceSpec::Drm { .. } | SourceSpec::Fbdev { .. }
+        )
+}
+
+fn open_banner(config: &Config) -> Result<(ScanoutThread, ScreenSpec), String> {
     let which = config.banner.presenter.as_str();
     if which == "none" {
-        return None;
+        return Err("banner presenter \"none\" is configured".into());
     }
     let opened: Result<ScanoutThread, String> = match (&config.capture, which) {
         (_, "vt" | "plane") => Err(format!(
@@ -194,21 +241,10 @@ fn open_banner(config: &Config) -> Option<(ScanoutThread, ScreenSpec)> {
             "capture {spec} has no screen to draw the banner on; prompts go to the control socket"
         )),
     };
-    let presenter = match opened {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "no on-screen banner");
-            return None;
-        }
-    };
-    let spec = match screen_spec(&config.capture) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "no on-screen banner: the screen size is unknown");
-            return None;
-        }
-    };
-    Some((presenter, spec))
+    let presenter = opened?;
+    let spec =
+        screen_spec(&config.capture).map_err(|e| format!("the screen size is unknown: {e}"))?;
+    Ok((presenter, spec))
 }
 
 /// The screen's size and format, read once from the capture source.
@@ -248,6 +284,10 @@ fn open_local_input(config: &Config, w: u16, h: u16) -> Option<LocalInput> {
 
 struct UiTask {
     screen: Option<Screen>,
+    /// Finds the display when there was none at start-up.
+    open_later: Option<ScreenOpener>,
+    /// Why the last try of `open_later` failed (logged once per reason).
+    open_error: Option<String>,
     state: BannerState,
     local: Option<Box<dyn LocalDevices>>,
     grab_during_prompt: bool,
@@ -314,12 +354,43 @@ impl UiTask {
             }
             UiCommand::Chat(t) => self.state.chat(t, now),
         }
+        if self.screen.is_none() && !self.state.view(now).is_empty() {
+            self.open_screen();
+        }
         // Grab only when the person can see what they are answering.
         let want_grab = self.prompt_open && self.grab_during_prompt && self.screen.is_some();
         match (&self.local, want_grab, self.grab.is_some()) {
             (Some(l), true, false) => self.grab = Some(l.grab()),
             (_, false, true) => self.grab = None,
             _ => {}
+        }
+    }
+
+    /// Looks for the display a session needs the banner on; once found,
+    /// taps are placed for its size.
+    fn open_screen(&mut self) {
+        let Some(open) = self.open_later.as_mut() else {
+            return;
+        };
+        match open() {
+            Ok((presenter, spec)) => {
+                tracing::info!(
+                    width = spec.width,
+                    height = spec.height,
+                    "found the display; the banner is on screen"
+                );
+                if let Some(l) = &self.local {
+                    l.set_screen(spec.width, spec.height);
+                }
+                self.screen = Screen::new(presenter, spec);
+                self.open_later = None;
+            }
+            Err(e) => {
+                if self.open_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(error = %e, "no on-screen banner for this session; prompts go to the control socket");
+                    self.open_error = Some(e);
+                }
+            }
         }
     }
 
@@ -335,6 +406,9 @@ impl UiTask {
                     height,
                     format: screen.renderer.screen().format,
                 };
+                if let Some(l) = &self.local {
+                    l.set_screen(width, height);
+                }
                 match Renderer::new(spec, Style::default()) {
                     Ok(r) => screen.renderer = r,
                     Err(e) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::config::InputConfig;
-use shoulder_agent::ui::{LocalDevices, start_with};
+use shoulder_agent::ui::{LocalDevices, ScreenOpener, start_with};
 use shoulder_banner::present::{
     BufferId, PresentError, ScanoutPresenter, ScanoutTarget, ScanoutThread,
 };
@@ -22,9 +22,20 @@ const W: u32 = 480;
 const H: u32 = 320;
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A display whose one buffer is plain memory.
+/// A display whose one buffer is plain memory, `size` pixels of it (the
+/// test changes the size as a mode change would).
 struct MemTarget {
     buf: Arc<Mutex<Vec<u8>>>,
+    size: Arc<Mutex<(u32, u32)>>,
+}
+
+impl MemTarget {
+    fn new(buf: &Arc<Mutex<Vec<u8>>>) -> Self {
+        Self {
+            buf: buf.clone(),
+            size: Arc::new(Mutex::new((W, H))),
+        }
+    }
 }
 
 impl ScanoutTarget for MemTarget {
@@ -36,16 +47,19 @@ impl ScanoutTarget for MemTarget {
         _id: BufferId,
         f: impl FnOnce(&mut Surface<'_>) -> R,
     ) -> Result<Option<R>, PresentError> {
+        let (w, h) = *self.size.lock().unwrap();
         let mut b = self.buf.lock().unwrap();
-        let mut s = Surface::new(W, H, W as usize * 4, PixelFormat::Xrgb8888, &mut b).unwrap();
+        let mut s = Surface::new(w, h, w as usize * 4, PixelFormat::Xrgb8888, &mut b).unwrap();
         Ok(Some(f(&mut s)))
     }
 }
 
-/// Local devices fed by the test; counts live grabs.
+/// Local devices fed by the test; counts live grabs and records the screen
+/// sizes it is told.
 struct FakeLocal {
     rx: mpsc::Receiver<LocalEventKind>,
     grabs: Arc<AtomicUsize>,
+    screens: Arc<Mutex<Vec<(u32, u32)>>>,
 }
 
 struct Grab(Arc<AtomicUsize>);
@@ -66,6 +80,56 @@ impl LocalDevices for FakeLocal {
     fn grab(&self) -> Box<dyn Send> {
         self.grabs.fetch_add(1, Ordering::SeqCst);
         Box::new(Grab(self.grabs.clone()))
+    }
+    fn set_screen(&self, width: u32, height: u32) {
+        self.screens.lock().unwrap().push((width, height));
+    }
+}
+
+impl FakeLocal {
+    /// The fake, the sender of its events, its live grabs and the sizes it
+    /// was told.
+    #[allow(clippy::type_complexity)]
+    fn new() -> (
+        Self,
+        mpsc::Sender<LocalEventKind>,
+        Arc<AtomicUsize>,
+        Arc<Mutex<Vec<(u32, u32)>>>,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        let grabs = Arc::new(AtomicUsize::new(0));
+        let screens = Arc::new(Mutex::new(Vec::new()));
+        let fake = Self {
+            rx,
+            grabs: grabs.clone(),
+            screens: screens.clone(),
+        };
+        (fake, tx, grabs, screens)
+    }
+}
+
+fn spec(width: u32, height: u32) -> ScreenSpec {
+    ScreenSpec {
+        width,
+        height,
+        format: PixelFormat::Xrgb8888,
+    }
+}
+
+fn ann() -> ExpertIdentity {
+    ExpertIdentity {
+        name: "Ann Expert".into(),
+        method: AuthMethod::Offer {
+            fingerprint: [1; 32],
+        },
+    }
+}
+
+fn view_prompt() -> Prompt {
+    Prompt {
+        kind: ConsentKind::View,
+        expert: ann(),
+        deadline: Instant::now() + Duration::from_secs(60),
     }
 }
 
@@ -91,37 +155,18 @@ fn key(code: u16, down: bool) -> LocalEventKind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
     let buf = Arc::new(Mutex::new(vec![0u8; (W * H * 4) as usize]));
-    let thread =
-        ScanoutThread::spawn(ScanoutPresenter::new(MemTarget { buf: buf.clone() })).unwrap();
-    let spec = ScreenSpec {
-        width: W,
-        height: H,
-        format: PixelFormat::Xrgb8888,
-    };
-    let (local_tx, local_rx) = mpsc::channel(16);
-    let grabs = Arc::new(AtomicUsize::new(0));
-    let fake = FakeLocal {
-        rx: local_rx,
-        grabs: grabs.clone(),
-    };
+    let thread = ScanoutThread::spawn(ScanoutPresenter::new(MemTarget::new(&buf))).unwrap();
+    let spec = spec(W, H);
+    let (fake, local_tx, grabs, _) = FakeLocal::new();
     let input = InputConfig {
         local_idle: Duration::from_millis(200),
         ..InputConfig::default()
     };
     let (mut presenter, mut events) =
-        start_with(Some((thread, spec)), Some(Box::new(fake)), &input);
+        start_with(Some((thread, spec)), None, Some(Box::new(fake)), &input);
 
-    let expert = ExpertIdentity {
-        name: "Ann Expert".into(),
-        method: AuthMethod::Offer {
-            fingerprint: [1; 32],
-        },
-    };
-    let prompt = Prompt {
-        kind: ConsentKind::View,
-        expert: expert.clone(),
-        deadline: Instant::now() + Duration::from_secs(60),
-    };
+    let expert = ann();
+    let prompt = view_prompt();
     presenter.phase(&Phase::AwaitingView {
         expert: expert.clone(),
     });
@@ -209,4 +254,110 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
         reason: shoulder_proto::ByeReason::Normal,
         detail: String::new(),
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_missing_at_start_is_found_when_a_session_needs_the_banner() {
+    let buf = Arc::new(Mutex::new(vec![0u8; (W * H * 4) as usize]));
+    // No display at the first prompt; there at the next.
+    let tries = Arc::new(AtomicUsize::new(0));
+    let (counted, target_buf) = (tries.clone(), buf.clone());
+    let opener: ScreenOpener = Box::new(move || {
+        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("/dev/dri: no display found".into());
+        }
+        let t = ScanoutThread::spawn(ScanoutPresenter::new(MemTarget::new(&target_buf)))
+            .map_err(|e| e.to_string())?;
+        Ok((t, spec(W, H)))
+    });
+    let (fake, _local_tx, grabs, screens) = FakeLocal::new();
+    let (mut presenter, _events) = start_with(
+        None,
+        Some(opener),
+        Some(Box::new(fake)),
+        &InputConfig::default(),
+    );
+
+    presenter.phase(&Phase::AwaitingView { expert: ann() });
+    presenter.show_prompt(&view_prompt());
+    until("the display looked for", || {
+        tries.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(buf.lock().unwrap().iter().all(|&b| b == 0));
+    // Nothing on screen: the devices are not grabbed (the person could not
+    // see what they would be answering).
+    assert_eq!(grabs.load(Ordering::SeqCst), 0);
+
+    // The next prompt finds the display: the banner is drawn, taps are
+    // placed for its size and the devices are grabbed.
+    presenter.hide_prompt();
+    presenter.show_prompt(&view_prompt());
+    until("the banner is drawn", || {
+        buf.lock().unwrap().iter().any(|&b| b != 0)
+    })
+    .await;
+    assert_eq!(*screens.lock().unwrap(), vec![(W, H)]);
+    until("devices grabbed", || grabs.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(tries.load(Ordering::SeqCst), 2, "found once, then kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_mode_change_taps_are_placed_for_the_new_size() {
+    let buf = Arc::new(Mutex::new(vec![0u8; (W * H * 4) as usize]));
+    let target = MemTarget::new(&buf);
+    let size = target.size.clone();
+    let thread = ScanoutThread::spawn(ScanoutPresenter::new(target)).unwrap();
+    let (fake, local_tx, _grabs, screens) = FakeLocal::new();
+    let input = InputConfig::default();
+    let (mut presenter, mut events) = start_with(
+        Some((thread, spec(W, H))),
+        None,
+        Some(Box::new(fake)),
+        &input,
+    );
+    presenter.phase(&Phase::AwaitingView { expert: ann() });
+    presenter.show_prompt(&view_prompt());
+    until("the banner is drawn", || {
+        buf.lock().unwrap().iter().any(|&b| b != 0)
+    })
+    .await;
+
+    // The screen becomes 320x240 (the buffer is big enough for both).
+    *size.lock().unwrap() = (320, 240);
+    until("the new size reaches local input", || {
+        screens.lock().unwrap().contains(&(320, 240))
+    })
+    .await;
+    // A tap on the new layout's Accept button answers the prompt.
+    let mut state = BannerState::new(&input.stop_hotkey);
+    state.show_prompt(view_prompt());
+    let layout = Renderer::new(spec(320, 240), Style::default())
+        .unwrap()
+        .layout(&state.view(Instant::now()));
+    let c = layout
+        .button(LocalDecision::Accept)
+        .expect("an accept button")
+        .center();
+    for down in [true, false] {
+        local_tx
+            .send(LocalEventKind::Button {
+                button: PointerButton::Left,
+                down,
+                x: c.x as u16,
+                y: c.y as u16,
+            })
+            .await
+            .unwrap();
+    }
+    loop {
+        match next(&mut events).await {
+            LocalEvent::Decision(d) => {
+                assert_eq!(d, LocalDecision::Accept);
+                break;
+            }
+            LocalEvent::UserActive(_) => {}
+        }
+    }
 }

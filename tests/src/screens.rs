@@ -12,6 +12,7 @@ use shoulder_banner::{
 use shoulder_kiosk_ui::{KioskUi, Xrgb8888Canvas};
 use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::session::LocalDecision;
+use shoulder_proto::session::expert::ExpertState;
 
 use crate::expert::Expert;
 use crate::qemu::{Screen, Vm};
@@ -163,4 +164,33 @@ pub fn wait_same_pixels(vm: &mut Vm, expert: &Expert, within: Duration) -> Durat
          (expert size, screen size, differing pixels) = {last:?}; pictures in {}",
         std::env::temp_dir().display()
     );
+}
+
+/// Waits until `expert` waits for consent and the view prompt for
+/// `expert_name` (the name on its certificate) is on a `screen`-sized
+/// display (the kiosk's own pixels at its Accept button are covered);
+/// returns where the Accept button is.
+///
+/// # Panics
+/// After `within` for either, with the expert's events or the serial log.
+pub fn view_prompt_on_screen(
+    vm: &mut Vm,
+    expert: &Expert,
+    screen: (u32, u32),
+    expert_name: &str,
+    within: Duration,
+) -> Rectangle {
+    if let Err(e) = expert.wait_state(within, "the consent prompt", |s| {
+        matches!(s, ExpertState::WaitingForConsent { .. })
+    }) {
+        panic!("{e}\nserial log:\n{}", vm.serial_log());
+    }
+    let accept = prompt_button(
+        screen,
+        expert_name,
+        ConsentKind::View,
+        LocalDecision::Accept,
+    );
+    wait_for_prompt(vm, accept, screen, within);
+    accept
 }

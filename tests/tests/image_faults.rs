@@ -18,17 +18,22 @@
 //! reason and the expert keeps watching; once it is back, control can be
 //! requested again and the expert's keys reach the app.
 //!
+//! **Start-up order.** The agent started before the kiosk app must leave it
+//! DRM master; the agent started before the display exists must find it
+//! when a session needs the banner.
+//!
 //! Needs the image with the agent (`image/build`); without it these tests
 //! print why and pass, unless `SHOULDER_REQUIRE_IMAGE=1`.
 
 use std::time::Duration;
 
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
+use shoulder_tests::agent_vm::agent_image_or_skip;
 use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
 use shoulder_tests::expert::{Expert, control_granted, viewing};
 use shoulder_tests::pki::Pki;
-use shoulder_tests::qemu::Vm;
-use shoulder_tests::screens::{shows_strip, wait_same_pixels};
+use shoulder_tests::qemu::{Vm, VmConfig};
+use shoulder_tests::screens::{center, shows_strip, view_prompt_on_screen, wait_same_pixels};
 use shoulder_tests::wait::wait_until;
 
 /// Screen size the test runs the kiosk at.
@@ -74,6 +79,36 @@ fn wait(vm: &Vm, expert: &Expert, what: &str, cond: impl FnMut() -> bool) {
     );
 }
 
+/// Starts the kiosk app in the guest once the card node is there, as a
+/// service manager would (re)start it; panics unless it shows a frame within
+/// 10 s (it cannot without DRM master).
+fn start_kiosk(vm: &mut Vm) {
+    guest(
+        vm,
+        &format!(
+            "for i in $(seq 50); do test -e /dev/dri/card0 && break; sleep 0.1; done; \
+             rm -f /run/kiosk.ready; \
+             setsid shoulder-kiosk --ready-file /run/kiosk.ready --mode {}x{} --paused \
+               </dev/null >/dev/console 2>&1 & \
+             for i in $(seq 100); do test -e /run/kiosk.ready && exit 0; sleep 0.1; done; exit 1",
+            SCREEN.0, SCREEN.1
+        ),
+    );
+}
+
+/// The PCI address and driver of the display's DRM card.
+fn display_device(vm: &mut Vm) -> (String, String) {
+    let pci = guest(
+        vm,
+        "basename \"$(readlink -f /sys/class/drm/card0/device)\"",
+    );
+    let driver = guest(
+        vm,
+        "basename \"$(readlink -f /sys/class/drm/card0/device/driver)\"",
+    );
+    (pci, driver)
+}
+
 /// Waits until the expert's state satisfies `pred`; panics with the events
 /// and the serial log.
 fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
@@ -82,18 +117,26 @@ fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -
     }
 }
 
-/// Boots the image (the agent allowing control with the default uinput
-/// injection) and starts a session the person at the device accepted
-/// through the control socket; `None` when `test` is skipped.
-fn viewing_session(test: &str) -> Option<(Vm, Expert)> {
-    let pki = Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"));
-    let config = agent_vm_config(
+fn pki() -> Pki {
+    Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The boot: the kiosk app at [`SCREEN`], the agent taking offers from
+/// `pki`'s CA and allowing control, with the default uinput injection.
+fn vm_config(pki: &Pki) -> VmConfig {
+    agent_vm_config(
         SCREEN,
         "--paused",
         agent_toml("Test kiosk", "allow_control = true"),
         pki.ca_pem(),
-    );
-    let mut vm = boot_agent_or_skip(test, config)?;
+    )
+}
+
+/// Boots the image and starts a session the person at the device accepted
+/// through the control socket; `None` when `test` is skipped.
+fn viewing_session(test: &str) -> Option<(Vm, Expert)> {
+    let pki = pki();
+    let mut vm = boot_agent_or_skip(test, vm_config(&pki))?;
     let expert = Expert::offer(vm.agent_addr(), &pki);
     wait_state(&vm, &expert, "the consent prompt", |s| {
         matches!(s, ExpertState::WaitingForConsent { .. })
@@ -135,14 +178,7 @@ fn image_display_gone_and_back_keeps_the_session() {
     assert_eq!(expert.screen_announcements(), 1);
 
     // The driver goes away: the card node with it, the kiosk app dies.
-    let pci = guest(
-        &mut vm,
-        "basename \"$(readlink -f /sys/class/drm/card0/device)\"",
-    );
-    let driver = guest(
-        &mut vm,
-        "basename \"$(readlink -f /sys/class/drm/card0/device/driver)\"",
-    );
+    let (pci, driver) = display_device(&mut vm);
     let mark = vm.serial_mark();
     guest(
         &mut vm,
@@ -171,17 +207,7 @@ fn image_display_gone_and_back_keeps_the_session() {
     // is on it now), so it must leave DRM master for the app.
     vm.wait_serial(mark, READABLE_LOG, STEP)
         .expect("the agent captures the display again");
-    guest(
-        &mut vm,
-        &format!(
-            "for i in $(seq 50); do test -e /dev/dri/card0 && break; sleep 0.1; done; \
-             rm -f /run/kiosk.ready; \
-             setsid shoulder-kiosk --ready-file /run/kiosk.ready --mode {}x{} --paused \
-               </dev/null >/dev/console 2>&1 & \
-             for i in $(seq 100); do test -e /run/kiosk.ready && exit 0; sleep 0.1; done; exit 1",
-            SCREEN.0, SCREEN.1
-        ),
-    );
+    start_kiosk(&mut vm);
     wait(&vm, &expert, "the screen announced again", || {
         expert.screen_announcements() >= 2
     });
@@ -263,6 +289,85 @@ fn image_uinput_failure_ends_control_and_viewing_goes_on() {
         vm.serial_log()
     );
     assert!(expert.ended().is_none(), "{:?}", expert.event_summary());
+    drop(expert);
+    vm.shutdown();
+}
+
+/// The person at the device taps Accept on the view prompt once it is on
+/// screen; the expert then views and sees exactly the screen.
+fn accept_on_screen(vm: &mut Vm, expert: &Expert) {
+    let accept = view_prompt_on_screen(vm, expert, SCREEN, EXPERT_NAME, STEP);
+    let (x, y) = center(accept);
+    vm.click(x, y, SCREEN).expect("tap");
+    wait_state(vm, expert, "viewing", viewing);
+    wait_same_pixels(vm, expert, STEP);
+}
+
+/// The agent started before the kiosk app (a service order that puts the
+/// agent first, or an app that starts late): the agent has the card open
+/// for its banner from the start, yet the app becomes DRM master, and a
+/// session then shows its prompt on the app's screen.
+#[test]
+fn image_agent_started_before_the_kiosk_app() {
+    let test = "image_agent_started_before_the_kiosk_app";
+    let pki = pki();
+    let Some(mut vm) = boot_agent_or_skip(test, vm_config(&pki).env("KIOSK=0")) else {
+        return;
+    };
+    let mark = vm.serial_mark();
+    start_kiosk(&mut vm);
+    let log = vm.serial_log();
+    assert!(
+        !log.get(mark.min(log.len())..)
+            .unwrap_or("")
+            .contains("Resource busy"),
+        "{log}"
+    );
+    let expert = Expert::offer(vm.agent_addr(), &pki);
+    accept_on_screen(&mut vm, &expert);
+    drop(expert);
+    vm.shutdown();
+}
+
+/// No display when the agent starts (the DRM driver not bound yet): the
+/// agent runs anyway, and once the display is there, the first session's
+/// prompt is drawn on it and answered by a tap (placed for its size).
+#[test]
+fn image_display_missing_when_the_agent_starts() {
+    let test = "image_display_missing_when_the_agent_starts";
+    let Some(image) = agent_image_or_skip(test) else {
+        return;
+    };
+    let pki = pki();
+    let mut vm = Vm::boot(&image, vm_config(&pki).env("KIOSK=0").env("AGENT=0")).expect("boot");
+    let (pci, driver) = display_device(&mut vm);
+    guest(
+        &mut vm,
+        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/unbind && ! test -e /dev/dri/card0"),
+    );
+    // The agent as the image's init starts it, waiting until it listens
+    // (port 7575 in LISTEN state, 0A, in /proc/net/tcp).
+    guest(
+        &mut vm,
+        "setsid shoulder-agent run --config /etc/shoulder/agent.toml </dev/null >/dev/console 2>&1 & \
+         for i in $(seq 100); do \
+           grep -q ':1D97 [0-9A-F:]* 0A ' /proc/net/tcp /proc/net/tcp6 && exit 0; sleep 0.1; \
+         done; exit 1",
+    );
+    let agent_pid = guest(&mut vm, "pidof shoulder-agent");
+    guest(
+        &mut vm,
+        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/bind"),
+    );
+    start_kiosk(&mut vm);
+    let expert = Expert::offer(vm.agent_addr(), &pki);
+    accept_on_screen(&mut vm, &expert);
+    assert!(shows_strip(
+        &vm.screendump().expect("screendump"),
+        SCREEN,
+        EXPERT_NAME
+    ));
+    assert_eq!(guest(&mut vm, "pidof shoulder-agent"), agent_pid);
     drop(expert);
     vm.shutdown();
 }

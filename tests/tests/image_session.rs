@@ -15,16 +15,13 @@ use embedded_graphics::primitives::Rectangle;
 use shoulder::target::Target;
 use shoulder_kiosk_ui::KioskUi;
 use shoulder_proto::invite::{Invitation, TEXT_PREFIX};
-use shoulder_proto::msg::{ConsentKind, text};
-use shoulder_proto::session::LocalDecision;
+use shoulder_proto::msg::text;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
 use shoulder_tests::expert::{Expert, control_granted, viewing};
 use shoulder_tests::pki::Pki;
 use shoulder_tests::qemu::{Screen, Vm};
-use shoulder_tests::screens::{
-    center, kiosk_screen, prompt_button, shows_strip, wait_for_prompt, wait_same_pixels,
-};
+use shoulder_tests::screens::{self, center, kiosk_screen, shows_strip, wait_same_pixels};
 use shoulder_tests::wait::wait_until;
 
 /// Screen size the tests run the kiosk at.
@@ -231,21 +228,10 @@ fn banner_free(screen: &Screen, ui: &KioskUi) -> bool {
         .all(|p| screen.pixel(p.x as u32, p.y as u32) == want.pixel(p.x as u32, p.y as u32))
 }
 
-/// Waits until the expert waits for consent and the view prompt is on
-/// screen (the kiosk's own pixels at its Accept button are covered);
-/// returns where the Accept button is.
+/// Waits until the view prompt is on screen; returns where its Accept
+/// button is.
 fn view_prompt_on_screen(vm: &mut Vm, expert: &Expert) -> Rectangle {
-    wait_state(expert, "the consent prompt", |s| {
-        matches!(s, ExpertState::WaitingForConsent { .. })
-    });
-    let accept = prompt_button(
-        SCREEN,
-        EXPERT_NAME,
-        ConsentKind::View,
-        LocalDecision::Accept,
-    );
-    wait_for_prompt(vm, accept, SCREEN, STEP);
-    accept
+    screens::view_prompt_on_screen(vm, expert, SCREEN, EXPERT_NAME, STEP)
 }
 
 /// Accepts the open prompt from the device's keyboard (Enter), once it is
