@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use embedded_graphics::pixelcolor::RgbColor;
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
 use shoulder_banner::{
@@ -111,6 +112,25 @@ pub fn shows_strip(dump: &Screen, screen: (u32, u32), expert: &str) -> bool {
         .filter(|p| dump.pixel(p.x as u32, p.y as u32) == kiosk.pixel(p.x as u32, p.y as u32))
         .count();
     app * 2 < points.len()
+}
+
+/// The share (0 to 1) of the pixels where the view strip of `expert` goes
+/// on `dump` that have the strip's background colour: well over half when
+/// the strip is drawn (its text and edge take the rest), about zero on a
+/// screen without it. Unlike [`shows_strip`] this needs no picture of what
+/// is under the strip (a text console, say).
+pub fn view_strip_share(dump: &Screen, expert: &str) -> f64 {
+    let c = shoulder_banner::layout::palette::VIEW_STRIP;
+    let want = [c.r(), c.g(), c.b()];
+    let points: Vec<Point> = strip_region(dump.size(), expert)
+        .points()
+        .step_by(7)
+        .collect();
+    let hits = points
+        .iter()
+        .filter(|p| dump.pixel(p.x as u32, p.y as u32) == want)
+        .count();
+    hits as f64 / points.len().max(1) as f64
 }
 
 /// Takes screendumps until the pixel at the centre of `button` is no

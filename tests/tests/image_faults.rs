@@ -33,7 +33,9 @@ use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
 use shoulder_tests::expert::{Expert, control_granted, viewing};
 use shoulder_tests::pki::Pki;
 use shoulder_tests::qemu::{Vm, VmConfig};
-use shoulder_tests::screens::{center, shows_strip, view_prompt_on_screen, wait_same_pixels};
+use shoulder_tests::screens::{
+    center, shows_strip, view_prompt_on_screen, view_strip_share, wait_same_pixels,
+};
 use shoulder_tests::wait::wait_until;
 
 /// Screen size the test runs the kiosk at.
@@ -368,6 +370,70 @@ fn image_display_missing_when_the_agent_starts() {
         EXPERT_NAME
     ));
     assert_eq!(guest(&mut vm, "pidof shoulder-agent"), agent_pid);
+    drop(expert);
+    vm.shutdown();
+}
+
+/// The same outage with the fbdev fallback (`capture = "fbdev"`, the text
+/// console on the DRM driver's fbdev emulation, no kiosk app): `/dev/fb0`
+/// goes away with the driver and comes back with it, and the session sees
+/// the console again with its strip.
+#[test]
+fn image_fbdev_display_gone_and_back_keeps_the_session() {
+    let test = "image_fbdev_display_gone_and_back_keeps_the_session";
+    let pki = pki();
+    let toml = agent_toml("Test kiosk", "").replace("capture = \"drm\"", "capture = \"fbdev\"");
+    let config = agent_vm_config(SCREEN, "", toml, pki.ca_pem())
+        .env("KIOSK=0")
+        // A still console: no cursor blinking, no kernel messages on it.
+        .env("EXTRA_CMD=\"dmesg -n 1; echo 0 > /sys/class/graphics/fbcon/cursor_blink\"");
+    let Some(mut vm) = boot_agent_or_skip(test, config) else {
+        return;
+    };
+    guest(&mut vm, "printf '\\033[?25l\\033[2J' > /dev/tty1");
+    let expert = Expert::offer(vm.agent_addr(), &pki);
+    wait_state(&vm, &expert, "the consent prompt", |s| {
+        matches!(s, ExpertState::WaitingForConsent { .. })
+    });
+    guest(&mut vm, "shoulder-agent ctl accept");
+    wait_state(&vm, &expert, "viewing", viewing);
+    let strip_on_screen = |vm: &mut Vm| {
+        wait_until(STEP, POLL, || {
+            view_strip_share(&vm.screendump().expect("screendump"), EXPERT_NAME) > 0.5
+        })
+    };
+    assert!(strip_on_screen(&mut vm), "no strip on the console");
+    wait_same_pixels(&mut vm, &expert, STEP);
+    let agent_pid = guest(&mut vm, "pidof shoulder-agent");
+
+    let (pci, driver) = display_device(&mut vm);
+    let mark = vm.serial_mark();
+    guest(
+        &mut vm,
+        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/unbind && ! test -e /dev/fb0"),
+    );
+    wait(&vm, &expert, "screen unavailable at the expert", || {
+        !expert.unavailable_reports().is_empty()
+    });
+    guest(
+        &mut vm,
+        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/bind"),
+    );
+    vm.wait_serial(mark, READABLE_LOG, STEP)
+        .expect("the agent captures the console again");
+    guest(
+        &mut vm,
+        "echo 0 > /sys/class/graphics/fbcon/cursor_blink; printf '\\033[?25l' > /dev/tty1",
+    );
+    assert!(
+        strip_on_screen(&mut vm),
+        "no strip on the console after it came back\nserial log:\n{}",
+        vm.serial_log()
+    );
+    wait_same_pixels(&mut vm, &expert, STEP);
+    assert_eq!(guest(&mut vm, "pidof shoulder-agent"), agent_pid);
+    assert_eq!(expert.unavailable_reports().len(), 1);
+    assert!(expert.ended().is_none(), "{:?}", expert.event_summary());
     drop(expert);
     vm.shutdown();
 }

@@ -96,7 +96,7 @@ pub struct Style {
 /// The colours: saturated backgrounds with white or black text, at least
 /// 7:1 contrast everywhere (WCAG AAA), and a control strip that cannot be
 /// mistaken for the view strip.
-mod palette {
+pub mod palette {
     use embedded_graphics::pixelcolor::Rgb888;
     pub const CARD: Rgb888 = Rgb888::new(0x12, 0x1a, 0x2e);
     pub const CARD_FRAME: Rgb888 = Rgb888::new(0xff, 0xc4, 0x00);
