@@ -3,7 +3,8 @@
 //! expert in process ([`expert`]) with its certificates ([`pki`]), the
 //! screens the tests expect ([`screens`]), the network simulator
 //! ([`netsim`]) and the real agent and client over it ([`netsim_live`]),
-//! the command line of the timed runs ([`run_args`]),
+//! a TCP relay that can cut the expert's connection ([`relay`]), the
+//! command line of the timed runs ([`run_args`]),
 //! temporary directories ([`tempdir`]) and polling with a deadline
 //! ([`wait`]).
 
@@ -13,6 +14,7 @@ pub mod netsim;
 pub mod netsim_live;
 pub mod pki;
 pub mod qemu;
+pub mod relay;
 pub mod run_args;
 pub mod screens;
 pub mod tempdir;

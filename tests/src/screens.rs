@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use embedded_graphics::pixelcolor::RgbColor;
+use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
 use shoulder_banner::{
@@ -114,14 +114,14 @@ pub fn shows_strip(dump: &Screen, screen: (u32, u32), expert: &str) -> bool {
     app * 2 < points.len()
 }
 
-/// The share (0 to 1) of the pixels where the view strip of `expert` goes
-/// on `dump` that have the strip's background colour: well over half when
-/// the strip is drawn (its text and edge take the rest), about zero on a
-/// screen without it. Unlike [`shows_strip`] this needs no picture of what
-/// is under the strip (a text console, say).
-pub fn view_strip_share(dump: &Screen, expert: &str) -> f64 {
-    let c = shoulder_banner::layout::palette::VIEW_STRIP;
-    let want = [c.r(), c.g(), c.b()];
+/// The share (0 to 1) of the pixels where the session strip of `expert`
+/// goes on `dump` that have the background `colour`
+/// (`shoulder_banner::layout::palette`: `VIEW_STRIP`, `RECONNECT_STRIP`, …):
+/// well over half when that strip is drawn (its text and edge take the
+/// rest), about zero without it. Unlike [`shows_strip`] this needs no
+/// picture of what is under the strip (a text console, say).
+pub fn strip_share(dump: &Screen, expert: &str, colour: Rgb888) -> f64 {
+    let want = [colour.r(), colour.g(), colour.b()];
     let points: Vec<Point> = strip_region(dump.size(), expert)
         .points()
         .step_by(7)

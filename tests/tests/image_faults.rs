@@ -27,6 +27,7 @@
 
 use std::time::Duration;
 
+use shoulder_banner::layout::palette::VIEW_STRIP;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 use shoulder_tests::agent_vm::agent_image_or_skip;
 use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
@@ -34,7 +35,7 @@ use shoulder_tests::expert::{Expert, control_granted, viewing};
 use shoulder_tests::pki::Pki;
 use shoulder_tests::qemu::{Vm, VmConfig};
 use shoulder_tests::screens::{
-    center, shows_strip, view_prompt_on_screen, view_strip_share, wait_same_pixels,
+    center, shows_strip, strip_share, view_prompt_on_screen, wait_same_pixels,
 };
 use shoulder_tests::wait::wait_until;
 
@@ -399,7 +400,11 @@ fn image_fbdev_display_gone_and_back_keeps_the_session() {
     wait_state(&vm, &expert, "viewing", viewing);
     let strip_on_screen = |vm: &mut Vm| {
         wait_until(STEP, POLL, || {
-            view_strip_share(&vm.screendump().expect("screendump"), EXPERT_NAME) > 0.5
+            strip_share(
+                &vm.screendump().expect("screendump"),
+                EXPERT_NAME,
+                VIEW_STRIP,
+            ) > 0.5
         })
     };
     assert!(strip_on_screen(&mut vm), "no strip on the console");
