@@ -103,6 +103,13 @@ fn scenes() -> Vec<(&'static str, View)> {
             },
         ),
         (
+            "strip_reconnecting",
+            View {
+                strip: Some(strip(StripMode::Reconnecting, "Jane Expert", 312)),
+                ..View::default()
+            },
+        ),
+        (
             "session_ended",
             View {
                 notice: Some("Session ended: connection lost".into()),
