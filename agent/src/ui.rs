@@ -120,8 +120,15 @@ impl Screen {
 pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<LocalEvent>>) {
     let screen = match open_banner(config) {
         Ok(s) => Some(s),
+        Err(e) if has_banner_display(config) => {
+            tracing::warn!(
+                error = %e,
+                "no on-screen banner for now; the display is looked for again at the next session"
+            );
+            None
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "no on-screen banner for now");
+            tracing::info!(error = %e, "no on-screen banner; prompts go to the control socket");
             None
         }
     };
