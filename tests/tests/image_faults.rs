@@ -11,7 +11,8 @@
 //! told once that the screen is unavailable, then gets the new screen
 //! (announced afresh), equal to what the display shows, with the banner
 //! strip drawn on it again; the agent process stays the same and logs the
-//! outage once.
+//! outage once. The same with the fbdev fallback: `/dev/fb0` goes and comes
+//! back with the driver, the text console with the strip on it.
 //!
 //! **uinput fails.** With `/dev/uinput` gone when control is granted, the
 //! agent cannot make its input devices: control ends with the device-fault
@@ -29,8 +30,9 @@ use std::time::Duration;
 
 use shoulder_banner::layout::palette::VIEW_STRIP;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
-use shoulder_tests::agent_vm::agent_image_or_skip;
-use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_tests::agent_vm::{
+    agent_image_or_skip, agent_toml, agent_vm_config, boot_agent_or_skip,
+};
 use shoulder_tests::expert::{Expert, control_granted, viewing};
 use shoulder_tests::pki::Pki;
 use shoulder_tests::qemu::{Vm, VmConfig};
