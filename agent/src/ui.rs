@@ -118,9 +118,10 @@ impl Screen {
 /// for the session and the decisions/activity for the agent. Must be called
 /// inside a tokio runtime.
 pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<LocalEvent>>) {
+    let retry = has_banner_display(config);
     let screen = match open_banner(config) {
         Ok(s) => Some(s),
-        Err(e) if has_banner_display(config) => {
+        Err(e) if retry => {
             tracing::warn!(
                 error = %e,
                 "no on-screen banner for now; the display is looked for again at the next session"
@@ -145,7 +146,7 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
     // A display that was not there at start-up (its driver still loading,
     // the agent started before the kiosk app lit it) is looked for again
     // when a session needs the banner.
-    let later = (screen.is_none() && has_banner_display(config)).then(|| {
+    let later = (screen.is_none() && retry).then(|| {
         let config = config.clone();
         Box::new(move || open_banner(&config)) as ScreenOpener
     });

@@ -101,17 +101,43 @@ fn start_kiosk(vm: &mut Vm) {
     );
 }
 
-/// The PCI address and driver of the display's DRM card.
-fn display_device(vm: &mut Vm) -> (String, String) {
-    let pci = guest(
-        vm,
-        "basename \"$(readlink -f /sys/class/drm/card0/device)\"",
-    );
-    let driver = guest(
-        vm,
-        "basename \"$(readlink -f /sys/class/drm/card0/device/driver)\"",
-    );
-    (pci, driver)
+/// The display's DRM card in sysfs, so its driver can be unbound (the card
+/// goes away as if unplugged) and bound again.
+struct DisplayDevice {
+    pci: String,
+    driver: String,
+}
+
+impl DisplayDevice {
+    /// The device behind `/dev/dri/card0`.
+    fn of(vm: &mut Vm) -> Self {
+        let pci = guest(
+            vm,
+            "basename \"$(readlink -f /sys/class/drm/card0/device)\"",
+        );
+        let driver = guest(
+            vm,
+            "basename \"$(readlink -f /sys/class/drm/card0/device/driver)\"",
+        );
+        Self { pci, driver }
+    }
+
+    /// Unbinds the driver; panics unless `node` is gone with it.
+    fn unbind(&self, vm: &mut Vm, node: &str) {
+        let Self { pci, driver } = self;
+        guest(
+            vm,
+            &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/unbind && ! test -e {node}"),
+        );
+    }
+
+    fn bind(&self, vm: &mut Vm) {
+        let Self { pci, driver } = self;
+        guest(
+            vm,
+            &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/bind"),
+        );
+    }
 }
 
 /// Waits until the expert's state satisfies `pred`; panics with the events
@@ -142,13 +168,20 @@ fn vm_config(pki: &Pki) -> VmConfig {
 fn viewing_session(test: &str) -> Option<(Vm, Expert)> {
     let pki = pki();
     let mut vm = boot_agent_or_skip(test, vm_config(&pki))?;
-    let expert = Expert::offer(vm.agent_addr(), &pki);
-    wait_state(&vm, &expert, "the consent prompt", |s| {
+    let expert = accepted_offer(&mut vm, &pki);
+    Some((vm, expert))
+}
+
+/// An offer from `pki`'s expert that the person at the device accepted
+/// through the control socket; the expert views.
+fn accepted_offer(vm: &mut Vm, pki: &Pki) -> Expert {
+    let expert = Expert::offer(vm.agent_addr(), pki);
+    wait_state(vm, &expert, "the consent prompt", |s| {
         matches!(s, ExpertState::WaitingForConsent { .. })
     });
-    guest(&mut vm, "shoulder-agent ctl accept");
-    wait_state(&vm, &expert, "viewing", viewing);
-    Some((vm, expert))
+    guest(vm, "shoulder-agent ctl accept");
+    wait_state(vm, &expert, "viewing", viewing);
+    expert
 }
 
 /// The expert asks for control and the person at the device accepts
@@ -183,12 +216,9 @@ fn image_display_gone_and_back_keeps_the_session() {
     assert_eq!(expert.screen_announcements(), 1);
 
     // The driver goes away: the card node with it, the kiosk app dies.
-    let (pci, driver) = display_device(&mut vm);
+    let display = DisplayDevice::of(&mut vm);
     let mark = vm.serial_mark();
-    guest(
-        &mut vm,
-        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/unbind && ! test -e /dev/dri/card0"),
-    );
+    display.unbind(&mut vm, "/dev/dri/card0");
     wait(&vm, &expert, "screen unavailable at the expert", || {
         !expert.unavailable_reports().is_empty()
     });
@@ -204,10 +234,7 @@ fn image_display_gone_and_back_keeps_the_session() {
     // The driver is back and the kiosk app restarted: the expert gets the
     // new screen, announced afresh, and it equals the display, with the
     // strip drawn on it again.
-    guest(
-        &mut vm,
-        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/bind"),
-    );
+    display.bind(&mut vm);
     // The agent finds the card again before the app is back (the console
     // is on it now), so it must leave DRM master for the app.
     vm.wait_serial(mark, READABLE_LOG, STEP)
@@ -345,11 +372,8 @@ fn image_display_missing_when_the_agent_starts() {
     };
     let pki = pki();
     let mut vm = Vm::boot(&image, vm_config(&pki).env("KIOSK=0").env("AGENT=0")).expect("boot");
-    let (pci, driver) = display_device(&mut vm);
-    guest(
-        &mut vm,
-        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/unbind && ! test -e /dev/dri/card0"),
-    );
+    let display = DisplayDevice::of(&mut vm);
+    display.unbind(&mut vm, "/dev/dri/card0");
     // The agent as the image's init starts it, waiting until it listens
     // (port 7575 in LISTEN state, 0A, in /proc/net/tcp).
     guest(
@@ -360,10 +384,7 @@ fn image_display_missing_when_the_agent_starts() {
          done; exit 1",
     );
     let agent_pid = guest(&mut vm, "pidof shoulder-agent");
-    guest(
-        &mut vm,
-        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/bind"),
-    );
+    display.bind(&mut vm);
     start_kiosk(&mut vm);
     let expert = Expert::offer(vm.agent_addr(), &pki);
     accept_on_screen(&mut vm, &expert);
@@ -394,12 +415,7 @@ fn image_fbdev_display_gone_and_back_keeps_the_session() {
         return;
     };
     guest(&mut vm, "printf '\\033[?25l\\033[2J' > /dev/tty1");
-    let expert = Expert::offer(vm.agent_addr(), &pki);
-    wait_state(&vm, &expert, "the consent prompt", |s| {
-        matches!(s, ExpertState::WaitingForConsent { .. })
-    });
-    guest(&mut vm, "shoulder-agent ctl accept");
-    wait_state(&vm, &expert, "viewing", viewing);
+    let expert = accepted_offer(&mut vm, &pki);
     let strip_on_screen = |vm: &mut Vm| {
         wait_until(STEP, POLL, || {
             strip_share(
@@ -413,19 +429,13 @@ fn image_fbdev_display_gone_and_back_keeps_the_session() {
     wait_same_pixels(&mut vm, &expert, STEP);
     let agent_pid = guest(&mut vm, "pidof shoulder-agent");
 
-    let (pci, driver) = display_device(&mut vm);
+    let display = DisplayDevice::of(&mut vm);
     let mark = vm.serial_mark();
-    guest(
-        &mut vm,
-        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/unbind && ! test -e /dev/fb0"),
-    );
+    display.unbind(&mut vm, "/dev/fb0");
     wait(&vm, &expert, "screen unavailable at the expert", || {
         !expert.unavailable_reports().is_empty()
     });
-    guest(
-        &mut vm,
-        &format!("echo {pci} > /sys/bus/pci/drivers/{driver}/bind"),
-    );
+    display.bind(&mut vm);
     vm.wait_serial(mark, READABLE_LOG, STEP)
         .expect("the agent captures the console again");
     guest(
