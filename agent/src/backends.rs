@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use shoulder_proto::consent::{ControlConsent, ViewConsent};
-use shoulder_proto::session::{InjectEvent, LocalDecision, Phase, Prompt};
+use shoulder_proto::session::{InjectEvent, LocalCommand, Phase, Prompt};
 use shoulder_proto::{
     Encoding, MAX_RECTS_PER_PART, Message, Rect, ScreenInfo, UpdatePart, WireFormat,
 };
@@ -96,7 +96,8 @@ pub trait Presenter: Send {
 /// Something the person at the device did, from banner or local input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalEvent {
-    Decision(LocalDecision),
+    /// A decision; an answer names the prompt that was on screen.
+    Decision(LocalCommand),
     /// The person is using local input (expert input is held back).
     UserActive(bool),
 }

@@ -23,8 +23,9 @@ Commands:
                                FILE, a terminal prompt, or is generated
   invite --list                list invitations
   invite --revoke ID           revoke an invitation
-  ctl status|accept|decline|stop-control|end
-                               talk to the running agent (control socket)
+  ctl status|stop-control|end  talk to the running agent (control socket)
+  ctl accept|decline [PROMPT]  answer prompt PROMPT (its id from `ctl status`),
+                               or without it the prompt open right now
   ctl chat TEXT...             send a chat line to the expert
   ctl watch                    print events as JSON lines
   ctl invite [--expires 30m] [--password-file FILE]
@@ -67,8 +68,9 @@ pub struct InviteArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ctl {
     Status,
-    Accept,
-    Decline,
+    /// Answer the prompt with this id, or the one open now.
+    Accept(Option<u64>),
+    Decline(Option<u64>),
     StopControl,
     End,
     Chat(String),
@@ -179,12 +181,26 @@ fn parse_ctl(mut words: std::vec::IntoIter<String>) -> Result<Ctl, UsageError> {
         .next()
         .ok_or_else(|| UsageError("ctl needs a command: status, accept, decline, stop-control, end, chat, watch or invite".into()))?;
     Ok(match sub.as_str() {
-        "status" | "accept" | "decline" | "stop-control" | "end" | "watch" => {
+        "accept" | "decline" => {
+            let prompt = match words.next() {
+                None => None,
+                Some(w) => Some(w.parse::<u64>().map_err(|_| {
+                    UsageError(format!(
+                        "ctl {sub}: `{w}` is not a prompt id (a number from `ctl status`)"
+                    ))
+                })?),
+            };
+            no_more(words, &format!("ctl {sub} PROMPT"))?;
+            if sub == "accept" {
+                Ctl::Accept(prompt)
+            } else {
+                Ctl::Decline(prompt)
+            }
+        }
+        "status" | "stop-control" | "end" | "watch" => {
             no_more(words, &format!("ctl {sub}"))?;
             match sub.as_str() {
                 "status" => Ctl::Status,
-                "accept" => Ctl::Accept,
-                "decline" => Ctl::Decline,
                 "stop-control" => Ctl::StopControl,
                 "end" => Ctl::End,
                 _ => Ctl::Watch,

@@ -89,6 +89,10 @@ pub struct Config {
     /// A connected expert silent this long is gone.
     #[serde(deserialize_with = "de_duration")]
     pub peer_timeout: Duration,
+    /// After a declined control request, the expert waits this long before
+    /// asking again (doubling with each no in a row, up to 2 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub control_backoff: Duration,
     /// A ping goes out after this long without sending anything.
     #[serde(deserialize_with = "de_duration")]
     pub keepalive_interval: Duration,
@@ -136,6 +140,7 @@ impl Default for Config {
             pre_auth_timeout: shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOUT,
             resume_grace: shoulder_proto::session::DEFAULT_RESUME_GRACE,
             peer_timeout: shoulder_proto::session::DEFAULT_PEER_TIMEOUT,
+            control_backoff: shoulder_proto::session::DEFAULT_CONTROL_BACKOFF,
             keepalive_interval: shoulder_proto::session::DEFAULT_KEEPALIVE_INTERVAL,
             max_input_rate: shoulder_proto::session::DEFAULT_MAX_INPUT_RATE,
             max_pre_auth_connections: 32,
@@ -390,6 +395,18 @@ impl Config {
                     format_duration(MAX_RESUME_GRACE)
                 ),
                 "use e.g. \"20s\", or \"0s\" to turn resumption off",
+            );
+        }
+        if self.control_backoff > shoulder_proto::session::MAX_CONTROL_BACKOFF {
+            return err(
+                "",
+                "control_backoff",
+                format!(
+                    "{} is longer than {}",
+                    format_duration(self.control_backoff),
+                    format_duration(shoulder_proto::session::MAX_CONTROL_BACKOFF)
+                ),
+                "use e.g. \"5s\", or \"0s\" to let experts ask again at once",
             );
         }
         if self.keepalive_interval < Duration::from_secs(1)

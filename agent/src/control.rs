@@ -1,14 +1,19 @@
 //! The local control socket: JSON lines over a unix socket (mode 0660, root
 //! or `control_group`), for the person at the device, kiosk apps and scripts.
 //!
-//! Requests, one object per line: `{"cmd":"status"}`, `{"cmd":"accept"}`,
-//! `{"cmd":"decline"}`, `{"cmd":"stop-control"}`, `{"cmd":"end"}`,
+//! Requests, one object per line: `{"cmd":"status"}`,
+//! `{"cmd":"accept","prompt":ID}`, `{"cmd":"decline","prompt":ID}` (ID from
+//! `status`; without it the prompt open when the request is read, never a
+//! later one), `{"cmd":"stop-control"}`, `{"cmd":"end"}`,
 //! `{"cmd":"chat","text":"…"}`, `{"cmd":"invite","expires":"30m",
 //! "password":"…"}` (password optional: generated), `{"cmd":"invite-list"}`,
 //! `{"cmd":"invite-revoke","id":"…"}`.
 //!
 //! Every request gets one reply line `{"reply":CMD,"ok":true,…}` or
-//! `{"reply":CMD,"ok":false,"error":"…"}`. Events are pushed to every
+//! `{"reply":CMD,"ok":false,"error":"…"}`. Decisions are answered once the
+//! session has taken them: `"changed":false` with a `"detail"` sentence when
+//! there was nothing to change (stop control while only viewing), and
+//! `"ok":false` when an answer's prompt is no longer open. Events are pushed to every
 //! connected client as `{"event":NAME,…}` lines: `consent-requested`,
 //! `prompt-closed`, `session-started`, `view-granted`, `control-granted`,
 //! `control-revoked`, `session-ended`, `chat`.
@@ -20,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shoulder_proto::session::LocalDecision;
+use shoulder_proto::session::{LocalDecision, Outcome, PromptId};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast, watch};
@@ -33,14 +38,24 @@ use crate::invites::Issuer;
 pub const MAX_LINE: usize = 16 * 1024;
 /// Control clients connected at once.
 const MAX_CLIENTS: usize = 16;
+/// How long a decision waits for the session to say what it did. The
+/// session loop never waits on the network, so this is only reached when
+/// the session is ending as the command arrives.
+const DECISION_REPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// A control request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     Status,
-    Accept,
-    Decline,
+    Accept {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<u64>,
+    },
+    Decline {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<u64>,
+    },
     StopControl,
     End,
     Chat {
@@ -61,8 +76,8 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::Status => "status",
-            Request::Accept => "accept",
-            Request::Decline => "decline",
+            Request::Accept { .. } => "accept",
+            Request::Decline { .. } => "decline",
             Request::StopControl => "stop-control",
             Request::End => "end",
             Request::Chat { .. } => "chat",
@@ -262,14 +277,29 @@ impl ControlServer {
             v
         };
         let fail = |e: String| json!({"reply": name, "ok": false, "error": e});
-        let decision = |d| SessionCommand::Local(d);
+        let decided = |r: Result<(), String>| match r {
+            Ok(()) => ok(json!({"changed": true})),
+            Err(e) => fail(e),
+        };
         let result = match &req {
             Request::Status => return ok(self.hub.status()),
-            Request::Accept => self.command(decision(LocalDecision::Accept), name, uid),
-            Request::Decline => self.command(decision(LocalDecision::Decline), name, uid),
-            Request::StopControl => self.command(decision(LocalDecision::StopControl), name, uid),
-            Request::End => self.command(decision(LocalDecision::End), name, uid),
-            Request::Chat { text } => self.command(SessionCommand::Chat(text.clone()), name, uid),
+            Request::Accept { prompt } => {
+                return self.decide(LocalDecision::Accept, *prompt, name, uid).await;
+            }
+            Request::Decline { prompt } => {
+                return self
+                    .decide(LocalDecision::Decline, *prompt, name, uid)
+                    .await;
+            }
+            Request::StopControl => {
+                return self
+                    .decide(LocalDecision::StopControl, None, name, uid)
+                    .await;
+            }
+            Request::End => return self.decide(LocalDecision::End, None, name, uid).await,
+            Request::Chat { text } => {
+                return decided(self.command(SessionCommand::Chat(text.clone()), name, uid));
+            }
             Request::Invite { expires, password } => {
                 let lifetime = match crate::util::parse_duration(expires) {
                     Ok(d) => d,
@@ -323,15 +353,49 @@ impl ControlServer {
     }
 
     fn command(&self, cmd: SessionCommand, name: &str, uid: Option<u32>) -> Result<(), String> {
-        let r = self.hub.command(cmd.clone());
+        let mut fields = json!({"command": name});
+        if let SessionCommand::Chat(t) = &cmd {
+            fields["text"] = t.clone().into();
+        }
+        let r = self.hub.command(cmd);
         if r.is_ok() {
-            let mut fields = json!({"command": name});
-            if let SessionCommand::Chat(t) = &cmd {
-                fields["text"] = t.clone().into();
-            }
             self.audit_local("local-command", uid, fields);
         }
         r.map_err(|e: CommandError| e.to_string())
+    }
+
+    /// Hands a decision to the session and replies with what it did.
+    async fn decide(
+        &self,
+        decision: LocalDecision,
+        prompt: Option<u64>,
+        name: &'static str,
+        uid: Option<u32>,
+    ) -> Value {
+        let fail = |e: String| json!({"reply": name, "ok": false, "error": e});
+        let outcome = match self.hub.decide(decision, prompt.map(PromptId)) {
+            Ok(rx) => rx,
+            Err(e) => return fail(e.to_string()),
+        };
+        let mut fields = json!({"command": name});
+        if let Some(p) = prompt {
+            fields["prompt"] = p.into();
+        }
+        self.audit_local("local-command", uid, fields);
+        match tokio::time::timeout(DECISION_REPLY_WAIT, outcome).await {
+            Ok(Ok(Outcome::Applied)) => json!({"reply": name, "ok": true, "changed": true}),
+            Ok(Ok(Outcome::Unchanged { why })) => json!({"reply": name, "ok": true,
+                "changed": false, "detail": format!("nothing changed: {why}")}),
+            Ok(Ok(Outcome::Stale { prompt, open })) => fail(match open {
+                Some(open) => format!(
+                    "prompt {prompt} is not open (prompt {open} is); nothing changed — answer it by its id"
+                ),
+                None => format!("prompt {prompt} is no longer open; nothing changed"),
+            }),
+            // The session ended as the command arrived.
+            Ok(Err(_)) => fail(CommandError::NoSession.to_string()),
+            Err(_) => fail("the session did not take the command in time; check `status`".into()),
+        }
     }
 
     fn audit_local(&self, event: &str, uid: Option<u32>, fields: Value) {

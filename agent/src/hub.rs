@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use shoulder_proto::ConsentKind;
-use shoulder_proto::session::LocalDecision;
-use tokio::sync::{broadcast, mpsc};
+use shoulder_proto::session::{LocalCommand, LocalDecision, Outcome, PromptId};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Events queued for each control-socket listener before it counts as
 /// lagging (a listener that does not read loses events, not the agent).
@@ -17,9 +17,13 @@ const EVENT_BUFFER: usize = 64;
 pub const COMMAND_BUFFER: usize = 16;
 
 /// What the person at the device (or a script) asks of the session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SessionCommand {
-    Local(LocalDecision),
+    /// A decision; the session says what it did on `reply`, if given.
+    Local {
+        command: LocalCommand,
+        reply: Option<oneshot::Sender<Outcome>>,
+    },
     Chat(String),
     UserActive(bool),
 }
@@ -27,6 +31,7 @@ pub enum SessionCommand {
 /// An open consent prompt, as `status` shows it.
 #[derive(Debug, Clone)]
 pub struct PromptInfo {
+    pub id: PromptId,
     pub kind: ConsentKind,
     pub deadline: Instant,
 }
@@ -41,6 +46,9 @@ struct Slot {
     phase: &'static str,
     since: Instant,
     prompt: Option<PromptInfo>,
+    /// The newest prompt shown in this session: an answer may only name a
+    /// prompt that exists already, never one still to come.
+    newest_prompt: Option<PromptId>,
     commands: mpsc::Sender<SessionCommand>,
 }
 
@@ -66,6 +74,9 @@ pub enum CommandError {
     NoSession,
     #[error("no prompt is open")]
     NoPrompt,
+    #[error("prompt {0} has not been shown; answer a prompt by the id `status` gives")]
+    NotShown(PromptId),
+
     #[error("the session is not taking commands right now; try again")]
     Full,
 }
@@ -113,6 +124,7 @@ impl Hub {
             phase: "authenticated",
             since: Instant::now(),
             prompt: None,
+            newest_prompt: None,
             commands: tx,
         });
         Some((
@@ -128,14 +140,41 @@ impl Hub {
     pub fn command(&self, cmd: SessionCommand) -> Result<(), CommandError> {
         let st = self.lock();
         let slot = st.slot.as_ref().ok_or(CommandError::NoSession)?;
-        if matches!(
-            cmd,
-            SessionCommand::Local(LocalDecision::Accept | LocalDecision::Decline)
-        ) && slot.prompt.is_none()
-        {
-            return Err(CommandError::NoPrompt);
-        }
         slot.commands.try_send(cmd).map_err(|_| CommandError::Full)
+    }
+
+    /// Sends a decision to the live session. An answer names `prompt`, or
+    /// without one the prompt open at this moment (never a later one); the
+    /// returned receiver says what the session did with it.
+    pub fn decide(
+        &self,
+        decision: LocalDecision,
+        prompt: Option<PromptId>,
+    ) -> Result<oneshot::Receiver<Outcome>, CommandError> {
+        let st = self.lock();
+        let slot = st.slot.as_ref().ok_or(CommandError::NoSession)?;
+        let open = slot.prompt.as_ref().map(|p| p.id);
+        let named = match (decision, prompt) {
+            (LocalDecision::Accept | LocalDecision::Decline, None) => {
+                Some(open.ok_or(CommandError::NoPrompt)?)
+            }
+            (LocalDecision::Accept | LocalDecision::Decline, Some(p)) => {
+                if slot.newest_prompt.is_none_or(|n| p > n) {
+                    return Err(CommandError::NotShown(p));
+                }
+                Some(p)
+            }
+            (_, p) => p,
+        };
+        let command = decision.on(named).ok_or(CommandError::NoPrompt)?;
+        let (tx, rx) = oneshot::channel();
+        slot.commands
+            .try_send(SessionCommand::Local {
+                command,
+                reply: Some(tx),
+            })
+            .map_err(|_| CommandError::Full)?;
+        Ok(rx)
     }
 
     /// Publishes an event to control-socket listeners.
@@ -161,6 +200,7 @@ impl Hub {
                 "phase": s.phase,
                 "since_secs": now.saturating_duration_since(s.since).as_secs(),
                 "prompt": s.prompt.as_ref().map(|p| json!({
+                    "id": p.id.0,
                     "kind": kind_name(p.kind),
                     "remaining_secs": p.deadline.saturating_duration_since(now).as_secs(),
                 })),
@@ -190,7 +230,12 @@ impl SlotGuard {
     }
 
     pub fn set_prompt(&self, prompt: Option<PromptInfo>) {
-        self.hub.with_slot(self.token, |s| s.prompt = prompt);
+        self.hub.with_slot(self.token, |s| {
+            if let Some(p) = &prompt {
+                s.newest_prompt = s.newest_prompt.max(Some(p.id));
+            }
+            s.prompt = prompt;
+        });
     }
 }
 

@@ -58,6 +58,7 @@ pub mod invites;
 pub mod log;
 pub mod service;
 pub mod tls;
+pub mod transport;
 pub mod ui;
 pub mod util;
 pub mod wiring;

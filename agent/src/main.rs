@@ -280,8 +280,8 @@ fn ctl(config: &Config, command: Ctl) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let req = match command {
             Ctl::Status => Request::Status,
-            Ctl::Accept => Request::Accept,
-            Ctl::Decline => Request::Decline,
+            Ctl::Accept(prompt) => Request::Accept { prompt },
+            Ctl::Decline(prompt) => Request::Decline { prompt },
             Ctl::StopControl => Request::StopControl,
             Ctl::End => Request::End,
             Ctl::Chat(text) => Request::Chat { text },

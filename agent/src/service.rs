@@ -18,7 +18,7 @@ use shoulder_proto::session::{
 };
 use shoulder_proto::{ByeReason, ConsentKind, Message, ResumeToken};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
@@ -33,6 +33,7 @@ use crate::control::ControlServer;
 use crate::hub::{Hub, PromptInfo, SessionCommand, SlotGuard, kind_name};
 use crate::invites::{InvitationStore, Issuer, advertised_addresses};
 use crate::tls::{ALPN, PlantTrust};
+use crate::transport::{Event as TransportEvent, Transport};
 use crate::util::{fingerprint_text, hex, random_bytes, unix_now};
 
 /// Bytes read from TLS per call.
@@ -49,6 +50,11 @@ const MAX_TRACKED_ADDRESSES: usize = 4096;
 /// Capture messages queued towards the socket: a few update parts; the
 /// capture thread blocks when the peer reads slowly.
 const CAPTURE_QUEUE: usize = 4;
+/// Encoded messages the session may hold while the writer's queue is full.
+/// Screen updates are not taken while anything waits, so only replies
+/// (pongs, consent news) collect here; this much means the expert has not
+/// read for a long time while sending plenty.
+const MAX_UNSENT: usize = 1024 * 1024;
 
 /// Everything the connection tasks share.
 struct Shared {
@@ -90,7 +96,7 @@ pub type Incoming = (Box<dyn Stream>, SocketAddr);
 
 /// A new connection that proved it may continue a parked session.
 struct Handover {
-    tls: TlsStream<Box<dyn Stream>>,
+    transport: Transport,
     peer: SocketAddr,
     peer_certs: Option<Vec<CertificateDer<'static>>>,
     fingerprint: Option<String>,
@@ -239,7 +245,10 @@ async fn serve(
         tokio::spawn(async move {
             while let Some(e) = local.recv().await {
                 let cmd = match e {
-                    LocalEvent::Decision(d) => SessionCommand::Local(d),
+                    LocalEvent::Decision(command) => SessionCommand::Local {
+                        command,
+                        reply: None,
+                    },
                     LocalEvent::UserActive(a) => SessionCommand::UserActive(a),
                 };
                 // No session or no prompt: a stray tap, nothing to do.
@@ -262,6 +271,7 @@ async fn serve(
         peer_timeout: config.peer_timeout,
         keepalive_interval: config.keepalive_interval,
         max_input_rate: config.max_input_rate,
+        control_backoff: config.control_backoff,
     };
     let shared = Arc::new(Shared {
         limiter: Mutex::new(RateLimiter::new(config.auth_failures_per_minute)),
@@ -524,56 +534,58 @@ impl Session {
     async fn run(&mut self, tls: TlsStream<Box<dyn Stream>>, mut stop: watch::Receiver<bool>) {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut frames = FrameBoundaries::new();
+        let write_timeout = self.shared.device.peer_timeout;
         // None while the session is on hold after its connection dropped.
-        let mut transport = Some(tls);
+        let mut transport = Some(Transport::new(tls, write_timeout));
         loop {
             self.process_outputs();
             if self.machine.is_suspended() && transport.is_some() {
                 // A silent peer's connection may still be open: drop it,
                 // the expert comes back on a new one.
                 transport = None;
-                self.out.clear();
             }
             self.park();
-            if !self.out.is_empty() {
-                let data = std::mem::take(&mut self.out);
+            match transport.as_ref() {
                 // On hold: nobody to send to.
-                let Some(tls) = transport.as_mut() else {
-                    continue;
-                };
-                let write_timeout = self.shared.device.peer_timeout;
-                let r = tokio::time::timeout(write_timeout, async {
-                    tls.write_all(&data).await?;
-                    tls.flush().await
-                })
-                .await;
-                let error = match r {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(format!("write failed: {e}")),
-                    Err(_) => Some("the expert stopped reading".to_string()),
-                };
-                if let Some(error) = error {
-                    transport = None;
-                    self.stop_capture();
-                    self.machine.handle(
-                        Instant::now(),
-                        DeviceInput::PeerClosed { error: Some(error) },
-                    );
+                None => self.out.clear(),
+                Some(t) if !self.out.is_empty() => {
+                    if let Err(back) = t.try_send(std::mem::take(&mut self.out)) {
+                        self.out = back;
+                    }
                 }
+                Some(_) => {}
+            }
+            if self.out.len() > MAX_UNSENT {
+                // Only small messages pile up here (screen updates wait in
+                // the capture queue): an expert this far behind is gone.
+                transport = None;
+                self.out.clear();
+                self.stop_capture();
+                self.machine.handle(
+                    Instant::now(),
+                    DeviceInput::PeerClosed {
+                        error: Some("the expert stopped reading".into()),
+                    },
+                );
                 continue;
             }
             if self.closing.is_some() {
-                if let Some(mut tls) = transport.take() {
-                    let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+                if let Some(t) = transport.take() {
+                    t.close(std::mem::take(&mut self.out), CLOSE_GRACE).await;
                 }
                 break;
             }
             if let Some(to) = self.handover_to.take() {
-                let Some(tls) = transport.take() else {
+                let Some(t) = transport.take() else {
                     break;
                 };
+                // What this connection still has to say (its hello) goes
+                // ahead of the resumed session's messages.
+                if !self.out.is_empty() && t.try_send(std::mem::take(&mut self.out)).is_err() {
+                    break;
+                }
                 let h = Handover {
-                    tls,
+                    transport: t,
                     peer: self.peer,
                     peer_certs: self.peer_certs.take(),
                     fingerprint: self.ctx.fingerprint.clone(),
@@ -586,7 +598,7 @@ impl Session {
                     }
                     Err(h) => {
                         // The session ended in the meantime.
-                        transport = Some(h.tls);
+                        transport = Some(h.transport);
                         self.peer_certs = h.peer_certs;
                         self.auth_done(Err((
                             ByeReason::ResumeRejected,
@@ -598,34 +610,34 @@ impl Session {
             }
             let deadline = self.machine.poll_timeout();
             let now = Instant::now();
+            let unsent = !self.out.is_empty();
+            // Screen updates only while the writer keeps up: the capture
+            // thread then waits in its own small queue.
+            let take_capture = !unsent && transport.as_ref().is_some_and(Transport::has_room);
+            // Biased: the person's decisions, shutdown and timers come
+            // before anything the expert sends or the screen produces.
             tokio::select! {
-                r = read_opt(&mut transport, &mut buf), if transport.is_some() => {
-                    let input = match r {
-                        Ok(0) => DeviceInput::PeerClosed { error: None },
-                        Ok(n) => {
-                            self.bytes_received += n as u64;
-                            // One frame at a time, acting on each before the
-                            // next: input read together with a release of
-                            // control is injected before control ends.
-                            let mut start = 0;
-                            for end in frames.ends(&buf[..n]) {
-                                self.machine
-                                    .handle(Instant::now(), DeviceInput::Received(buf[start..end].to_vec()));
-                                self.process_outputs();
-                                start = end;
-                            }
-                            DeviceInput::Received(buf[start..n].to_vec())
-                        }
-                        Err(e) => DeviceInput::PeerClosed { error: Some(format!("read failed: {e}")) },
-                    };
-                    if matches!(input, DeviceInput::PeerClosed { .. }) {
-                        transport = None;
-                        self.stop_capture();
+                biased;
+                cmd = recv_cmd(&mut self.commands), if self.commands.is_some() => {
+                    match cmd {
+                        Some(c) => self.command(c),
+                        None => self.commands = None,
                     }
-                    self.machine.handle(Instant::now(), input);
+                }
+                r = stop.changed(), if !self.stop_seen => {
+                    self.stop_seen = true;
+                    let _ = r;
+                    self.machine.handle(Instant::now(), DeviceInput::Shutdown);
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.machine.handle_timeout(Instant::now().max(now));
+                }
+                _ = recv_evict(&mut self.evicted), if self.evicted.is_some() => {
+                    self.evicted = None;
+                    self.machine.handle(Instant::now(), DeviceInput::Abort {
+                        reason: ByeReason::AuthTimeout,
+                        detail: "too many connections are authenticating; try again".into(),
+                    });
                 }
                 r = recv_opt(&mut self.auth), if self.auth.is_some() => {
                     self.auth = None;
@@ -648,7 +660,7 @@ impl Session {
                             self.out.clear();
                         }
                         if self.machine.is_suspended() {
-                            transport = Some(h.tls);
+                            transport = Some(h.transport);
                             frames = FrameBoundaries::new();
                             self.resumed(h.peer, h.peer_certs, h.fingerprint);
                         } else {
@@ -656,13 +668,35 @@ impl Session {
                         }
                     }
                 }
-                cmd = recv_cmd(&mut self.commands), if self.commands.is_some() => {
-                    match cmd {
-                        Some(c) => self.command(c),
-                        None => self.commands = None,
+                ev = next_opt(&mut transport, &mut buf, unsent), if transport.is_some() => {
+                    let input = match ev {
+                        TransportEvent::Room => continue,
+                        TransportEvent::Failed(e) => DeviceInput::PeerClosed { error: Some(e) },
+                        TransportEvent::Read(Ok(0)) => DeviceInput::PeerClosed { error: None },
+                        TransportEvent::Read(Ok(n)) => {
+                            self.bytes_received += n as u64;
+                            // One frame at a time, acting on each before the
+                            // next: input read together with a release of
+                            // control is injected before control ends.
+                            let mut start = 0;
+                            for end in frames.ends(&buf[..n]) {
+                                self.machine
+                                    .handle(Instant::now(), DeviceInput::Received(buf[start..end].to_vec()));
+                                self.process_outputs();
+                                start = end;
+                            }
+                            DeviceInput::Received(buf[start..n].to_vec())
+                        }
+                        TransportEvent::Read(Err(e)) => DeviceInput::PeerClosed { error: Some(format!("read failed: {e}")) },
+                    };
+                    if matches!(input, DeviceInput::PeerClosed { .. }) {
+                        transport = None;
+                        self.out.clear();
+                        self.stop_capture();
                     }
+                    self.machine.handle(Instant::now(), input);
                 }
-                msg = recv_msg(&mut self.capture_rx), if self.capture_rx.is_some() => {
+                msg = recv_msg(&mut self.capture_rx), if self.capture_rx.is_some() && take_capture => {
                     match msg {
                         Some(m) => {
                             if let Message::ScreenInfo(info) = &m {
@@ -675,18 +709,6 @@ impl Session {
                         }
                         None => self.capture_rx = None,
                     }
-                }
-                _ = recv_evict(&mut self.evicted), if self.evicted.is_some() => {
-                    self.evicted = None;
-                    self.machine.handle(Instant::now(), DeviceInput::Abort {
-                        reason: ByeReason::AuthTimeout,
-                        detail: "too many connections are authenticating; try again".into(),
-                    });
-                }
-                r = stop.changed(), if !self.stop_seen => {
-                    self.stop_seen = true;
-                    let _ = r;
-                    self.machine.handle(Instant::now(), DeviceInput::Shutdown);
                 }
             }
         }
@@ -806,6 +828,7 @@ impl Session {
                     self.with_presenter(|pr| pr.show_prompt(&p));
                     if let Some(slot) = &self.slot {
                         slot.set_prompt(Some(PromptInfo {
+                            id: p.id,
                             kind: p.kind,
                             deadline: p.deadline,
                         }));
@@ -1036,7 +1059,13 @@ impl Session {
 
     fn command(&mut self, c: SessionCommand) {
         let input = match c {
-            SessionCommand::Local(d) => DeviceInput::Local(d),
+            SessionCommand::Local { command, reply } => {
+                let outcome = self.machine.decide(Instant::now(), command);
+                if let Some(r) = reply {
+                    let _ = r.send(outcome);
+                }
+                return;
+            }
             SessionCommand::Chat(text) => {
                 self.with_presenter(|pr| pr.chat(false, &text));
                 self.publish(json!({"event": "chat", "from": "device", "text": text}));
@@ -1183,6 +1212,14 @@ impl Session {
                 json!({"from": if from_expert { "expert" } else { "device" }, "text": text}),
             ),
             AuditEvent::InputRateLimited => ("input-rate-limited", json!({})),
+            AuditEvent::StaleAnswer { prompt, open } => (
+                "stale-answer",
+                json!({"prompt": prompt.0, "open_prompt": open.map(|p| p.0)}),
+            ),
+            AuditEvent::ControlEndedWhileAway { reason } => (
+                "control-revoked",
+                json!({"reason": format!("{reason:?}"), "while": "reconnecting"}),
+            ),
             AuditEvent::Suspended { detail } => ("suspended", json!({"detail": detail})),
             AuditEvent::Resumed => ("resumed", json!({})),
             AuditEvent::Ignored { message, state } => {
@@ -1254,27 +1291,25 @@ fn fresh_resume_token() -> Option<ResumeToken> {
 }
 
 /// Tells a connection that came to resume a session that has just ended.
-async fn refuse_late_resume(mut h: Handover) {
+async fn refuse_late_resume(h: Handover) {
     let bye = Message::Bye {
         reason: ByeReason::ResumeRejected,
         detail: shoulder_proto::text("the session ended before it could be resumed"),
     };
     let mut out = Vec::new();
-    if encode_into(&bye, &mut out).is_ok() {
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            h.tls.write_all(&out).await?;
-            h.tls.shutdown().await
-        })
-        .await;
+    if encode_into(&bye, &mut out).is_err() {
+        out.clear();
     }
+    h.transport.close(out, CLOSE_GRACE).await;
 }
 
-async fn read_opt(
-    transport: &mut Option<TlsStream<Box<dyn Stream>>>,
+async fn next_opt(
+    transport: &mut Option<Transport>,
     buf: &mut [u8],
-) -> std::io::Result<usize> {
+    want_room: bool,
+) -> TransportEvent {
     match transport {
-        Some(t) => t.read(buf).await,
+        Some(t) => t.next(buf, want_room).await,
         None => std::future::pending().await,
     }
 }

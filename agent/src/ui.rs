@@ -5,14 +5,19 @@
 //!   renders its view and shows it through a scanout presenter, again at
 //!   every countdown second, and takes it down when there is nothing to show.
 //! - While a prompt is open the local devices are grabbed (if configured and
-//!   a banner is on screen), and taps and Enter/Esc answer it.
+//!   a banner is on screen), and taps and Enter/Esc answer it: each answer
+//!   names the prompt on screen, is taken only from [`PROMPT_ARMING`] after
+//!   the prompt appeared (the buttons are greyed out until then), and needs
+//!   a press and a release on the same button while that prompt is up, so
+//!   an Enter from a barcode scanner or a tap timed to the prompt's
+//!   appearance answers nothing.
 //! - The stop/end hotkeys become decisions; any local activity holds expert
 //!   input back for `local_idle`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use embedded_graphics::prelude::Point;
 use shoulder_banner::present::{
@@ -24,7 +29,7 @@ use shoulder_banner::{
 use shoulder_capture::SourceSpec;
 use shoulder_input::local::{LocalEventKind, LocalInput, LocalInputConfig, PointerButton};
 use shoulder_input::{Holdback, HoldbackOutput, HotkeyDetector, Hotkeys, ScreenSize};
-use shoulder_proto::session::{Phase, Prompt};
+use shoulder_proto::session::{LocalDecision, Phase, Prompt, PromptId};
 use tokio::sync::mpsc;
 
 use crate::backends::{LocalEvent, Presenter};
@@ -37,6 +42,26 @@ const UI_QUEUE: usize = 64;
 const LOCAL_EVENTS: usize = 64;
 /// Screen size assumed until the display tells (positions of taps only).
 const FALLBACK_SCREEN: (u16, u16) = (1920, 1080);
+/// A prompt takes no answer for this long after it appears: long enough
+/// that input already on its way (a scanner's Enter, a tap aimed at where
+/// the prompt was expected) lands before it counts, short enough not to
+/// make the person wait.
+pub const PROMPT_ARMING: Duration = Duration::from_secs(1);
+
+/// The prompt on screen, as far as answering it goes.
+#[derive(Debug, Clone, Copy)]
+struct Answering {
+    id: PromptId,
+    armed_at: Instant,
+    /// The press that an answer's release must match.
+    pressed: Option<Press>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Press {
+    Key(u16, LocalDecision),
+    Tap(LocalDecision),
+}
 
 enum UiCommand {
     Prompt(Prompt),
@@ -184,6 +209,7 @@ pub fn start_with(
         keys: KeyBindings::default(),
         tx,
         prompt_open: false,
+        answering: None,
     };
     tokio::spawn(task.run(ui_rx));
     (Box::new(UiPresenter { tx: ui_tx }), rx)
@@ -305,6 +331,7 @@ struct UiTask {
     keys: KeyBindings,
     tx: mpsc::Sender<LocalEvent>,
     prompt_open: bool,
+    answering: Option<Answering>,
 }
 
 impl UiTask {
@@ -347,16 +374,24 @@ impl UiTask {
         let now = Instant::now();
         match c {
             UiCommand::Prompt(p) => {
-                self.state.show_prompt(p);
+                let armed_at = now + PROMPT_ARMING;
+                self.answering = Some(Answering {
+                    id: p.id,
+                    armed_at,
+                    pressed: None,
+                });
+                self.state.show_prompt_arming(p, armed_at);
                 self.prompt_open = true;
             }
             UiCommand::HidePrompt => {
                 self.state.hide_prompt();
                 self.prompt_open = false;
+                self.answering = None;
             }
             UiCommand::Phase(p) => {
                 if matches!(p, Phase::Closed { .. }) {
                     self.prompt_open = false;
+                    self.answering = None;
                 }
                 self.state.set_phase(p, now);
             }
@@ -457,27 +492,27 @@ impl UiTask {
     }
 
     async fn local_event(&mut self, kind: LocalEventKind) {
+        let now = Instant::now();
         let mut decision = None;
         match &kind {
             LocalEventKind::Key { code, down } => {
-                decision = self.hot.key(*code, *down);
-                if decision.is_none()
-                    && *down
-                    && self.prompt_open
-                    && let Some(layout) = self.layout()
-                {
-                    decision = answer_key(layout, *code, &self.keys);
+                // Hotkeys take back (stop control, end): no prompt needed.
+                decision = self.hot.key(*code, *down).and_then(|d| d.on(None));
+                if decision.is_none() && self.prompt_open {
+                    let answer = self.layout().and_then(|l| answer_key(l, *code, &self.keys));
+                    decision =
+                        self.press_or_release(answer.map(|d| Press::Key(*code, d)), *down, now);
                 }
             }
             LocalEventKind::Button {
                 button: PointerButton::Left,
-                down: true,
+                down,
                 x,
                 y,
             } if self.prompt_open => {
-                if let Some(layout) = self.layout() {
-                    decision = answer_tap(layout, Point::new(i32::from(*x), i32::from(*y)));
-                }
+                let p = Point::new(i32::from(*x), i32::from(*y));
+                let answer = self.layout().and_then(|l| answer_tap(l, p));
+                decision = self.press_or_release(answer.map(Press::Tap), *down, now);
             }
             _ => {}
         }
@@ -487,6 +522,31 @@ impl UiTask {
             // Answering a prompt is not using the device.
             self.hold.local_activity(Instant::now());
         }
+    }
+
+    /// A press on an answer (`press`: which key or button, None when it
+    /// missed) remembers it once the prompt is armed; the release of the
+    /// same key, or over the same button, answers the prompt on screen.
+    fn press_or_release(
+        &mut self,
+        press: Option<Press>,
+        down: bool,
+        now: Instant,
+    ) -> Option<shoulder_proto::session::LocalCommand> {
+        let a = self.answering.as_mut()?;
+        if down {
+            a.pressed = press.filter(|_| now >= a.armed_at);
+            return None;
+        }
+        let pressed = a.pressed.take()?;
+        if Some(pressed) != press {
+            // Released elsewhere (slid off the button, another key).
+            return None;
+        }
+        let decision = match pressed {
+            Press::Key(_, d) | Press::Tap(d) => d,
+        };
+        decision.on(Some(a.id))
     }
 
     fn layout(&self) -> Option<&Layout> {

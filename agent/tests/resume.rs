@@ -17,18 +17,6 @@ fn is_state(e: &ExpertEvent, want: fn(&ExpertState) -> bool) -> bool {
     matches!(e, ExpertEvent::StateChanged(s) if want(s))
 }
 
-async fn resume_offer(expert: &mut Expert) -> (ResumeToken, Duration) {
-    match expert
-        .wait_for("resume offer", |e| {
-            matches!(e, ExpertEvent::ResumeOffer { .. })
-        })
-        .await
-    {
-        ExpertEvent::ResumeOffer { token, grace } => (token, grace),
-        _ => unreachable!(),
-    }
-}
-
 /// Control-socket events up to and including the one named `name`.
 async fn events_until(client: &mut Client, name: &str) -> Vec<serde_json::Value> {
     let mut seen = Vec::new();
@@ -182,7 +170,7 @@ async fn invitation_session_resumes_with_the_token_alone() {
     let id = agent.invite("1h", "correct horse").await;
     let mut expert = Expert::invitation(&agent, id, "correct horse").await;
     event(&mut device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     let (token, _) = resume_offer(&mut expert).await;
     drop(expert);
     event(&mut device, "reconnecting").await;

@@ -59,7 +59,7 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
     assert_eq!(status["session"]["expert"], "Ann Expert");
     assert_eq!(status["session"]["prompt"]["kind"], "view");
 
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut expert).await;
     expert.wait_updates(2).await;
     // The expert's copy is the test pattern: background of some frame, and
@@ -78,7 +78,7 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
     expert.act(UserAction::RequestControl).await;
     let asked = event(&mut device, "consent-requested").await;
     assert_eq!(asked["kind"], "control");
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     expert
         .wait_for("control", |e| {
             is_state(e, |s| {
@@ -290,7 +290,7 @@ async fn invitation_right_password_works_once() {
     wait_consent_pending(&mut e).await;
     let asked = event(&mut device, "consent-requested").await;
     assert_eq!(asked["how"], format!("invitation {id}"));
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
     e.wait_updates(1).await;
     e.act(UserAction::Disconnect).await;
@@ -522,7 +522,7 @@ async fn idle_pre_auth_flood_does_not_block_a_session() {
     let id = agent.invite("10m", "tulip-garden-42").await;
     let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
     wait_consent_pending(&mut e).await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
     e.wait_updates(3).await;
     // A new flood while the session runs does not disturb it.
@@ -554,7 +554,7 @@ async fn second_expert_is_told_busy() {
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
     let mut first = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut first).await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut first).await;
     let mut second = Expert::offer(&agent, Some(&pki.expert("Bob", false))).await;
     let (reason, _, sentence) = second.closed().await;
@@ -575,7 +575,7 @@ async fn view_only_device_declines_control() {
     let agent = Agent::start(Some(&pki.ca_pem), |c| c.allow_control = false).await;
     let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut e).await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
     e.act(UserAction::RequestControl).await;
     e.wait_for("declined", |ev| {
@@ -592,10 +592,10 @@ async fn declined_view_ends_the_session() {
     let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
     wait_consent_pending(&mut e).await;
     // Accepting with nothing to accept is an error for the control client.
-    agent.ctl_ok(Request::Decline).await;
+    agent.ctl_ok(Request::Decline { prompt: None }).await;
     assert_eq!(e.closed().await.0, ByeReason::Declined);
     let mut c = agent.ctl().await;
-    let r = c.request(&Request::Accept).await.unwrap();
+    let r = c.request(&Request::Accept { prompt: None }).await.unwrap();
     assert_eq!(r["ok"], false);
     agent.stop().await;
 }
@@ -606,12 +606,12 @@ async fn shutdown_closes_the_session_with_a_reason() {
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
     let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut e).await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
     let mut device = agent.ctl().await;
     e.act(UserAction::RequestControl).await;
     event(&mut device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     e.wait_for("control", |ev| {
         is_state(ev, |s| {
             matches!(
@@ -640,16 +640,20 @@ async fn shutdown_closes_the_session_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_input_wins_and_the_hotkey_stops_control() {
     use shoulder_agent::backends::LocalEvent;
-    use shoulder_proto::session::LocalDecision;
+    use shoulder_proto::session::LocalCommand;
     let pki = Pki::new("Plant CA");
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
     let mut device = agent.ctl().await;
     let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut e).await;
-    // A tap on the banner answers the prompt.
+    // A tap on the banner answers the prompt on screen.
+    let prompt = open_prompt(&agent).await;
     agent
         .local
-        .send(LocalEvent::Decision(LocalDecision::Accept))
+        .send(LocalEvent::Decision(LocalCommand::Answer {
+            prompt,
+            accept: true,
+        }))
         .await
         .unwrap();
     wait_viewing(&mut e).await;
@@ -660,7 +664,7 @@ async fn local_input_wins_and_the_hotkey_stops_control() {
             break;
         }
     }
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     e.wait_for("control", |ev| {
         is_state(ev, |s| {
             matches!(
@@ -738,7 +742,7 @@ async fn local_input_wins_and_the_hotkey_stops_control() {
     // The stop hotkey.
     agent
         .local
-        .send(LocalEvent::Decision(LocalDecision::StopControlHotkey))
+        .send(LocalEvent::Decision(LocalCommand::StopControlHotkey))
         .await
         .unwrap();
     e.wait_for("hotkey", |ev| {

@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::config::InputConfig;
-use shoulder_agent::ui::{LocalDevices, ScreenOpener, start_with};
+use shoulder_agent::ui::{LocalDevices, PROMPT_ARMING, ScreenOpener, start_with};
 use shoulder_banner::present::{
     BufferId, PresentError, ScanoutPresenter, ScanoutTarget, ScanoutThread,
 };
 use shoulder_banner::{BannerState, PixelFormat, Renderer, ScreenSpec, Style, Surface};
 use shoulder_input::local::{LocalEventKind, PointerButton};
 use shoulder_proto::ConsentKind;
-use shoulder_proto::session::{AuthMethod, ExpertIdentity, LocalDecision, Phase, Prompt};
+use shoulder_proto::session::{
+    AuthMethod, ExpertIdentity, LocalCommand, LocalDecision, Phase, Prompt, PromptId,
+};
 use tokio::sync::mpsc;
 
 const W: u32 = 480;
@@ -127,6 +129,7 @@ fn ann() -> ExpertIdentity {
 
 fn view_prompt() -> Prompt {
     Prompt {
+        id: PromptId(1),
         kind: ConsentKind::View,
         expert: ann(),
         deadline: Instant::now() + Duration::from_secs(60),
@@ -190,18 +193,27 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
         .button(LocalDecision::Accept)
         .expect("an accept button");
     let c = accept.center();
-    local_tx
-        .send(LocalEventKind::Button {
-            button: PointerButton::Left,
-            down: true,
-            x: c.x as u16,
-            y: c.y as u16,
-        })
-        .await
-        .unwrap();
+    let tap = |down| LocalEventKind::Button {
+        button: PointerButton::Left,
+        down,
+        x: c.x as u16,
+        y: c.y as u16,
+    };
+    // A tap the moment the prompt appears (a tap timed by someone watching
+    // the screen, or already on its way) answers nothing, not even when it
+    // is let go once the prompt is armed.
+    local_tx.send(tap(true)).await.unwrap();
+    tokio::time::sleep(PROMPT_ARMING + Duration::from_millis(300)).await;
+    local_tx.send(tap(false)).await.unwrap();
+    // Pressed and let go on Accept once armed: the answer names the prompt.
+    local_tx.send(tap(true)).await.unwrap();
+    local_tx.send(tap(false)).await.unwrap();
     assert_eq!(
         next(&mut events).await,
-        LocalEvent::Decision(LocalDecision::Accept)
+        LocalEvent::Decision(LocalCommand::Answer {
+            prompt: PromptId(1),
+            accept: true
+        })
     );
 
     // Esc declines a control prompt (pressed once the prompt is up, as a
@@ -212,6 +224,7 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
     })
     .await;
     presenter.show_prompt(&Prompt {
+        id: PromptId(2),
         kind: ConsentKind::Control,
         ..prompt.clone()
     });
@@ -219,10 +232,19 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
         grabs.load(Ordering::SeqCst) == 1
     })
     .await;
+    // An Esc pressed before the prompt is armed (a scanner's key, say)
+    // declines nothing; one pressed and let go after it does.
     local_tx.send(key(1, true)).await.unwrap();
+    local_tx.send(key(1, false)).await.unwrap();
+    tokio::time::sleep(PROMPT_ARMING + Duration::from_millis(300)).await;
+    local_tx.send(key(1, true)).await.unwrap();
+    local_tx.send(key(1, false)).await.unwrap();
     assert_eq!(
         next(&mut events).await,
-        LocalEvent::Decision(LocalDecision::Decline)
+        LocalEvent::Decision(LocalCommand::Answer {
+            prompt: PromptId(2),
+            accept: false
+        })
     );
     presenter.hide_prompt();
     until("grab released with the prompt", || {
@@ -242,7 +264,7 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
     loop {
         match next(&mut events).await {
             LocalEvent::Decision(d) => {
-                assert_eq!(d, LocalDecision::StopControlHotkey);
+                assert_eq!(d, LocalCommand::StopControlHotkey);
                 break;
             }
             LocalEvent::UserActive(_) => {}
@@ -340,6 +362,7 @@ async fn after_a_mode_change_taps_are_placed_for_the_new_size() {
         .button(LocalDecision::Accept)
         .expect("an accept button")
         .center();
+    tokio::time::sleep(PROMPT_ARMING).await;
     for down in [true, false] {
         local_tx
             .send(LocalEventKind::Button {
@@ -354,7 +377,13 @@ async fn after_a_mode_change_taps_are_placed_for_the_new_size() {
     loop {
         match next(&mut events).await {
             LocalEvent::Decision(d) => {
-                assert_eq!(d, LocalDecision::Accept);
+                assert_eq!(
+                    d,
+                    LocalCommand::Answer {
+                        prompt: PromptId(1),
+                        accept: true
+                    }
+                );
                 break;
             }
             LocalEvent::UserActive(_) => {}

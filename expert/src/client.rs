@@ -268,6 +268,9 @@ fn decline_sentence(r: DeclineReason) -> String {
         }
         DeclineReason::ViewOnly => "This device is view-only: control is turned off.".into(),
         DeclineReason::AlreadyPending => "A control request is already waiting.".into(),
+        DeclineReason::TooSoon { retry_after_secs } => format!(
+            "Control was declined a moment ago; you can ask again in {retry_after_secs} s."
+        ),
     }
 }
 

@@ -17,7 +17,7 @@ use shoulder_proto::frame::encode;
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{
     AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
-    ExpertIdentity, LocalDecision,
+    ExpertIdentity, LocalCommand,
 };
 use shoulder_proto::{
     ByeReason, Encoding, InvitationId, Message, Payload, Rect, ScreenInfo, UpdatePart, WireFormat,
@@ -216,9 +216,15 @@ async fn serve(
                     };
                     s.handle(now, DeviceInput::AuthDecided(result));
                 }
-                DeviceOutput::ShowPrompt(_) => match b.answer {
-                    Answer::Accept => s.handle(now, DeviceInput::Local(LocalDecision::Accept)),
-                    Answer::Decline => s.handle(now, DeviceInput::Local(LocalDecision::Decline)),
+                DeviceOutput::ShowPrompt(p) => match b.answer {
+                    Answer::Accept | Answer::Decline => {
+                        let accept = matches!(b.answer, Answer::Accept);
+                        let c = LocalCommand::Answer {
+                            prompt: p.id,
+                            accept,
+                        };
+                        s.handle(now, DeviceInput::Local(c))
+                    }
                     Answer::Ignore => {}
                 },
                 DeviceOutput::StartCapture(token) => {

@@ -257,7 +257,9 @@ async fn gui_shows_why_a_session_ended() {
         .await
         .unwrap()
         .unwrap();
-    ctl.request(&Request::Decline).await.unwrap();
+    ctl.request(&Request::Decline { prompt: None })
+        .await
+        .unwrap();
     trace.wait("the end", |t| t.get("ended").is_some()).await;
     assert_eq!(trace.get("ended").unwrap(), "The device declined.");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -288,7 +290,9 @@ async fn gui_shows_why_a_session_ended() {
             )
         })
         .unwrap();
-    ctl.request(&Request::Accept).await.unwrap();
+    ctl.request(&Request::Accept { prompt: None })
+        .await
+        .unwrap();
     trace
         .wait("the live view", |t| {
             t.get("state").as_deref() == Some("viewing")
@@ -335,7 +339,9 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     screenshot(&display, &out.join("0-waiting-for-consent.png"));
-    ctl.request(&Request::Accept).await.unwrap();
+    ctl.request(&Request::Accept { prompt: None })
+        .await
+        .unwrap();
     trace
         .wait("the live view", |t| {
             t.get("state").as_deref() == Some("viewing") && t.rect("view").is_some()
@@ -373,7 +379,9 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     screenshot(&display, &out.join("1b-waiting-for-control.png"));
-    ctl.request(&Request::Accept).await.unwrap();
+    ctl.request(&Request::Accept { prompt: None })
+        .await
+        .unwrap();
     trace
         .wait("control", |t| {
             t.get("state").as_deref() == Some("controlling")
@@ -631,7 +639,9 @@ async fn gui_offer_asks_before_trusting_a_new_device() {
         .expect("trusting the device did not connect")
         .unwrap();
     assert_eq!(ev["expert"], "Ann Expert", "{ev}");
-    ctl.request(&Request::Accept).await.unwrap();
+    ctl.request(&Request::Accept { prompt: None })
+        .await
+        .unwrap();
     trace
         .wait("the live view", |t| {
             t.get("state").as_deref() == Some("viewing")

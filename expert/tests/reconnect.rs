@@ -32,7 +32,7 @@ async fn accept_all(agent: &Agent) -> Arc<AtomicUsize> {
     tokio::spawn(async move {
         while c.wait_event("consent-requested").await.is_ok() {
             p.fetch_add(1, Ordering::SeqCst);
-            let _ = c.request(&Request::Accept).await;
+            let _ = c.request(&Request::Accept { prompt: None }).await;
         }
     });
     prompts

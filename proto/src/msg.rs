@@ -259,6 +259,9 @@ pub enum DeclineReason {
     ViewOnly,
     /// A control request is already waiting or control is already granted.
     AlreadyPending,
+    /// Asked again too soon after a declined request: ask again after this
+    /// many seconds.
+    TooSoon { retry_after_secs: u16 },
 }
 
 /// Why control ended (the session goes on, view only).

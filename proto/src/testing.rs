@@ -155,8 +155,21 @@ impl Pair {
         self.drive();
     }
 
+    /// The person at the device decides; an answer goes to the prompt open
+    /// now (as a tap on the prompt on screen would).
     pub fn local(&mut self, d: LocalDecision) {
-        self.device_input(DeviceInput::Local(d));
+        if let Some(c) = d.on(self.device.open_prompt()) {
+            self.device_input(DeviceInput::Local(c));
+        }
+    }
+
+    /// The person answers prompt `prompt`, whichever is open now.
+    pub fn answer(&mut self, prompt: PromptId, accept: bool) -> Outcome {
+        let o = self
+            .device
+            .decide(self.now, LocalCommand::Answer { prompt, accept });
+        self.drive();
+        o
     }
 
     pub fn expert_action(&mut self, a: UserAction) {

@@ -731,9 +731,13 @@ pub fn run(s: &Scenario) -> Report {
                         ))),
                     ),
                     // The person at the device accepts at once.
-                    DeviceOutput::ShowPrompt(_) => {
+                    DeviceOutput::ShowPrompt(p) => {
                         report.prompts += 1;
-                        d.handle(at(now_us), DeviceInput::Local(LocalDecision::Accept))
+                        let accept = LocalCommand::Answer {
+                            prompt: p.id,
+                            accept: true,
+                        };
+                        d.handle(at(now_us), DeviceInput::Local(accept))
                     }
                     // The agent drops the dead connection and listens again.
                     DeviceOutput::Phase(Phase::Reconnecting { .. }) => {

@@ -686,7 +686,7 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
     let answerer = tokio::spawn(async move {
         while ctl.wait_event("consent-requested").await.is_ok() {
             counted.fetch_add(1, Ordering::SeqCst);
-            let _ = ctl.request(&Request::Accept).await;
+            let _ = ctl.request(&Request::Accept { prompt: None }).await;
         }
     });
 

@@ -68,6 +68,7 @@ pub fn prompt_button(
             expert: expert.into(),
             how: "plant certificate".into(),
             seconds_left: 60,
+            arming: false,
         }),
         ..View::default()
     };
@@ -146,7 +147,15 @@ pub fn wait_for_prompt(vm: &mut Vm, button: Rectangle, screen: (u32, u32), withi
         vm.screendump().expect("screendump").pixel(x, y) != kiosk
     });
     assert!(drawn, "no prompt on screen:\n{}", vm.serial_log());
+    // A fresh prompt takes no answer until it is armed (its buttons light
+    // up): a person reads it first, and so do the tests.
+    std::thread::sleep(PROMPT_ARMED_AFTER);
 }
+
+/// How long after a prompt appears the tests answer it: its arming time
+/// and a margin for the slow emulated machine.
+pub const PROMPT_ARMED_AFTER: Duration =
+    Duration::from_millis(shoulder_agent::ui::PROMPT_ARMING.as_millis() as u64 + 500);
 
 /// Takes screendumps until the expert's framebuffer equals one of them
 /// (both sampled right after each other); returns how long that took.

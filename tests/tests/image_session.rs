@@ -117,7 +117,7 @@ fn image_offer_session_view_control_stop_disconnect() {
 
     // Control: requested by the expert, accepted by Enter at the device.
     expert.send(UserAction::RequestControl);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(500) + screens::PROMPT_ARMED_AFTER);
     let mark = vm.serial_mark();
     vm.tap_key("ret").expect("Enter");
     wait_state(&expert, "control granted", control_granted);

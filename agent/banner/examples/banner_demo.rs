@@ -86,6 +86,7 @@ fn view(prompt: bool, left: u32, elapsed: Duration) -> View {
                 expert: "Jane Expert".into(),
                 how: "plant certificate".into(),
                 seconds_left: left,
+                arming: false,
             }),
             ..View::default()
         }

@@ -155,6 +155,7 @@ mod tests {
             expert: "Jane Expert".into(),
             how: "plant certificate".into(),
             seconds_left: 60,
+            arming: false,
         }
     }
 

@@ -105,6 +105,9 @@ pub mod palette {
     pub const ACCENT: Rgb888 = Rgb888::new(0xff, 0xd5, 0x4f);
     pub const ACCEPT: Rgb888 = Rgb888::new(0x0b, 0x6e, 0x2e);
     pub const DECLINE: Rgb888 = Rgb888::new(0x3a, 0x3f, 0x4b);
+    /// Both buttons while a fresh prompt is not answerable yet.
+    pub const ARMING: Rgb888 = Rgb888::new(0x2a, 0x2d, 0x35);
+    pub const ARMING_TEXT: Rgb888 = Rgb888::new(0x80, 0x86, 0x94);
     pub const BUTTON_FRAME: Rgb888 = Rgb888::new(0xff, 0xff, 0xff);
     pub const VIEW_STRIP: Rgb888 = Rgb888::new(0x0a, 0x3d, 0x91);
     pub const CONTROL_STRIP: Rgb888 = Rgb888::new(0xa5, 0x10, 0x10);
@@ -568,16 +571,25 @@ impl Renderer {
                 LocalDecision::Accept,
             ),
         ] {
+            // Greyed out and not a target while arming: a tap there now
+            // answers nothing.
+            let (bg, fg) = if p.arming {
+                (palette::ARMING, palette::ARMING_TEXT)
+            } else {
+                (bg, palette::TEXT)
+            };
             self.button(
                 &mut items,
                 rect,
                 bg,
-                palette::TEXT,
+                fg,
                 label,
                 Some(key),
                 m.prompt_button_font,
             );
-            buttons.push(Button { decision, rect });
+            if !p.arming {
+                buttons.push(Button { decision, rect });
+            }
         }
         ty += (bh + m.pad) as i32;
         let countdown = fill_in(&l.declines_in, &p.seconds_left.to_string());

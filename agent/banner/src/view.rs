@@ -39,6 +39,10 @@ pub struct PromptView {
     pub how: String,
     /// Seconds until the prompt declines by itself.
     pub seconds_left: u32,
+    /// Just shown: taps and keys do not answer it yet (the buttons are
+    /// drawn greyed out), so an Enter or tap already on its way when it
+    /// appeared cannot answer it.
+    pub arming: bool,
 }
 
 impl PromptView {
@@ -49,6 +53,7 @@ impl PromptView {
             expert: prompt.expert.name.clone(),
             how: prompt.expert.how(),
             seconds_left: seconds_until(prompt.deadline, now),
+            arming: false,
         }
     }
 }
@@ -166,6 +171,8 @@ pub const CHAT_DURATION: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Default)]
 pub struct BannerState {
     prompt: Option<Prompt>,
+    /// Until when the open prompt ignores answers.
+    armed_at: Option<Instant>,
     phase: Option<Phase>,
     session_start: Option<Instant>,
     chat: Option<(String, Instant)>,
@@ -184,10 +191,18 @@ impl BannerState {
 
     pub fn show_prompt(&mut self, prompt: Prompt) {
         self.prompt = Some(prompt);
+        self.armed_at = None;
+    }
+
+    /// Shows `prompt` with its buttons greyed out until `armed_at`.
+    pub fn show_prompt_arming(&mut self, prompt: Prompt, armed_at: Instant) {
+        self.prompt = Some(prompt);
+        self.armed_at = Some(armed_at);
     }
 
     pub fn hide_prompt(&mut self) {
         self.prompt = None;
+        self.armed_at = None;
     }
 
     /// A new session phase. A closed session leaves only a notice saying
@@ -224,10 +239,10 @@ impl BannerState {
                 .map(|(t, _)| t.clone())
         };
         View {
-            prompt: self
-                .prompt
-                .as_ref()
-                .map(|p| PromptView::from_prompt(p, now)),
+            prompt: self.prompt.as_ref().map(|p| PromptView {
+                arming: self.armed_at.is_some_and(|t| now < t),
+                ..PromptView::from_prompt(p, now)
+            }),
             strip: self
                 .phase
                 .as_ref()
@@ -246,6 +261,9 @@ impl BannerState {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
+        if let Some(t) = self.armed_at {
+            consider(t);
+        }
         if let Some(p) = &self.prompt {
             // The shown number changes when the time left crosses a whole second.
             let left = p.deadline.saturating_duration_since(now);
@@ -289,6 +307,7 @@ mod tests {
     fn prompt_counts_down_in_whole_seconds_rounded_up() {
         let now = Instant::now();
         let p = Prompt {
+            id: shoulder_proto::session::PromptId(1),
             kind: ConsentKind::View,
             expert: expert(),
             deadline: now + Duration::from_millis(59_200),
@@ -338,6 +357,7 @@ mod tests {
         assert_eq!(st.next_change(t0), None, "nothing to update");
         st.set_phase(Phase::AwaitingView { expert: expert() }, t0);
         st.show_prompt(Prompt {
+            id: shoulder_proto::session::PromptId(1),
             kind: ConsentKind::View,
             expert: expert(),
             deadline: t0 + Duration::from_millis(30_500),

@@ -30,6 +30,7 @@ fn prompt(kind: ConsentKind, expert: &str, how: &str, secs: u32) -> PromptView {
         expert: expert.into(),
         how: how.into(),
         seconds_left: secs,
+        arming: false,
     }
 }
 

@@ -237,6 +237,7 @@ fn prompt_stays_up_over_a_page_flipping_app_and_goes_away() {
             expert: "Jane Expert".into(),
             how: "plant certificate".into(),
             seconds_left: 30,
+            arming: false,
         }),
         ..View::default()
     };
@@ -301,6 +302,7 @@ fn kms_presenter_takes_the_screen_when_nobody_is_master() {
             expert: "Jane Expert".into(),
             how: "plant certificate".into(),
             seconds_left: 20,
+            arming: false,
         }),
         ..View::default()
     };

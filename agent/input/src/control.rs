@@ -222,7 +222,10 @@ impl InputControl {
             && let Some(d) = self.hotkeys.key(code, down)
         {
             tracing::info!("local hotkey: {d:?}");
-            self.push(DeviceInput::Local(d));
+            // Hotkeys take back (stop control, end): they name no prompt.
+            if let Some(c) = d.on(None) {
+                self.push(DeviceInput::Local(c));
+            }
         }
         self.drain_holdback(now);
     }

@@ -525,7 +525,7 @@ pub async fn wait_controlling(expert: &mut Expert) {
 pub async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut Client) -> Expert {
     let mut expert = Expert::offer(agent, Some(cert)).await;
     event(device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     expert
         .wait_for("viewing", |e| {
             matches!(e, ExpertEvent::StateChanged(ExpertState::Viewing { .. }))
@@ -533,7 +533,7 @@ pub async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut 
         .await;
     expert.act(UserAction::RequestControl).await;
     event(device, "consent-requested").await;
-    agent.ctl_ok(Request::Accept).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_controlling(&mut expert).await;
     event(device, "control-granted").await;
     expert
@@ -546,4 +546,30 @@ pub fn session_events(records: &[serde_json::Value], session: &str) -> Vec<Strin
         .filter(|r| r["session"] == session)
         .map(|r| r["event"].as_str().unwrap_or("").to_string())
         .collect()
+}
+
+/// The id of the prompt open now, from `status` (waits for one).
+pub async fn open_prompt(agent: &Agent) -> shoulder_proto::session::PromptId {
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = agent.ctl_ok(Request::Status).await;
+        if let Some(id) = st["session"]["prompt"]["id"].as_u64() {
+            return shoulder_proto::session::PromptId(id);
+        }
+        assert!(t0.elapsed() < WAIT, "no prompt opened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for the resume token the device offers once viewing.
+pub async fn resume_offer(expert: &mut Expert) -> (shoulder_proto::ResumeToken, Duration) {
+    match expert
+        .wait_for("resume offer", |e| {
+            matches!(e, ExpertEvent::ResumeOffer { .. })
+        })
+        .await
+    {
+        ExpertEvent::ResumeOffer { token, grace } => (token, grace),
+        _ => unreachable!(),
+    }
 }

@@ -263,9 +263,9 @@ impl Agent {
                     return;
                 }
                 let req = if accept {
-                    Request::Accept
+                    Request::Accept { prompt: None }
                 } else {
-                    Request::Decline
+                    Request::Decline { prompt: None }
                 };
                 let _ = c.request(&req).await;
             }

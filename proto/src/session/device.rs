@@ -29,6 +29,10 @@ pub struct DeviceConfig {
     /// Expert input events per second (a one-second burst) before presses and
     /// moves are dropped; releases always pass so nothing stays held.
     pub max_input_rate: u32,
+    /// After a control request was declined (or ran out, or was withdrawn),
+    /// the next one waits this long; each further decline in a row doubles
+    /// it, up to [`MAX_CONTROL_BACKOFF`]. Zero: no waiting.
+    pub control_backoff: Duration,
 }
 
 impl Default for DeviceConfig {
@@ -43,6 +47,7 @@ impl Default for DeviceConfig {
             allow_control: true,
             resume_grace: DEFAULT_RESUME_GRACE,
             max_input_rate: DEFAULT_MAX_INPUT_RATE,
+            control_backoff: DEFAULT_CONTROL_BACKOFF,
         }
     }
 }
@@ -87,12 +92,13 @@ pub enum AuthRequest {
     },
 }
 
-/// What the person at the device decided (banner, keys, control socket).
+/// What the person at the device pressed (a banner button, a key, a
+/// control-socket command), before it is tied to a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalDecision {
-    /// Answer the open prompt with yes.
+    /// Answer the prompt with yes.
     Accept,
-    /// Answer the open prompt with no.
+    /// Answer the prompt with no.
     Decline,
     /// Take control back; viewing goes on.
     StopControl,
@@ -102,6 +108,71 @@ pub enum LocalDecision {
     End,
 }
 
+impl LocalDecision {
+    /// The command this decision makes when `prompt` is the prompt the
+    /// person saw (the one on screen, or named by a control-socket client).
+    /// An answer with no prompt to name is no command at all.
+    pub fn on(self, prompt: Option<PromptId>) -> Option<LocalCommand> {
+        Some(match self {
+            LocalDecision::Accept => LocalCommand::Answer {
+                prompt: prompt?,
+                accept: true,
+            },
+            LocalDecision::Decline => LocalCommand::Answer {
+                prompt: prompt?,
+                accept: false,
+            },
+            LocalDecision::StopControl => LocalCommand::StopControl,
+            LocalDecision::StopControlHotkey => LocalCommand::StopControlHotkey,
+            LocalDecision::End => LocalCommand::End,
+        })
+    }
+}
+
+/// Names one consent prompt. Unique within an agent run (numbered from the
+/// session's epoch base), so an answer can never reach a prompt that was
+/// not on screen when it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PromptId(pub u64);
+
+impl core::fmt::Display for PromptId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A decision of the person at the device, as the session takes it. Only
+/// taking something back (stop control, end) needs no prompt: it can never
+/// grant more than there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalCommand {
+    /// Answers prompt `prompt`; dropped (and audited) if that prompt is not
+    /// the one open when the session gets it.
+    Answer { prompt: PromptId, accept: bool },
+    /// Take control back; viewing goes on (also while reconnecting).
+    StopControl,
+    /// Take control back with the hotkey.
+    StopControlHotkey,
+    /// End the whole session.
+    End,
+}
+
+/// What a [`LocalCommand`] did, for whoever gave it (the control socket
+/// tells its client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The session changed as asked.
+    Applied,
+    /// The answer named a prompt that is no longer (or never was) open;
+    /// `open` is the one that is, if any. Nothing changed.
+    Stale {
+        prompt: PromptId,
+        open: Option<PromptId>,
+    },
+    /// There was nothing to change (e.g. stop control while viewing only).
+    Unchanged { why: &'static str },
+}
+
 /// Inputs to the device machine besides received bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceInput {
@@ -109,7 +180,7 @@ pub enum DeviceInput {
     Received(Vec<u8>),
     /// The answer to [`DeviceOutput::Authenticate`].
     AuthDecided(Result<ExpertIdentity, (ByeReason, String)>),
-    Local(LocalDecision),
+    Local(LocalCommand),
     /// The person at the device is (or stopped) using local input.
     LocalUserActive(bool),
     /// A chat line from the device side (control socket).
@@ -138,6 +209,8 @@ pub enum DeviceInput {
 /// A consent prompt for the person at the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prompt {
+    /// What an answer to this prompt must name.
+    pub id: PromptId,
     pub kind: ConsentKind,
     pub expert: ExpertIdentity,
     /// When the prompt declines by itself.
@@ -200,6 +273,16 @@ pub enum AuditEvent {
         reason: Option<DeclineReason>,
     },
     ControlEnded {
+        reason: ControlEndReason,
+    },
+    /// An answer for a prompt that was not the open one: dropped.
+    StaleAnswer {
+        prompt: PromptId,
+        open: Option<PromptId>,
+    },
+    /// Control ended while the connection was down: the resume brings back
+    /// viewing only.
+    ControlEndedWhileAway {
         reason: ControlEndReason,
     },
     Chat {
@@ -276,12 +359,13 @@ struct Authenticating {
 struct AwaitViewConsent {
     expert: ExpertIdentity,
     deadline: Instant,
+    prompt: PromptId,
 }
 
 #[derive(Debug)]
 enum Control {
     None,
-    Pending { deadline: Instant },
+    Pending { deadline: Instant, prompt: PromptId },
     Granted { revoker: Revoker },
 }
 
@@ -354,6 +438,12 @@ pub struct DeviceSession {
     /// Pointer buttons held as far as injected events go: an event that
     /// lets one go is a release, and releases pass the rate limit.
     pointer_buttons: u8,
+    /// The last prompt id handed out.
+    last_prompt: u64,
+    /// Control requests declined (or run out, or withdrawn) in a row, and
+    /// when the next one may come.
+    control_declines: u32,
+    control_not_before: Option<Instant>,
 }
 
 impl DeviceSession {
@@ -378,6 +468,9 @@ impl DeviceSession {
             rate_limited: 0,
             limiting: false,
             pointer_buttons: 0,
+            last_prompt: epoch_base,
+            control_declines: 0,
+            control_not_before: None,
             config,
         };
         let hello = Hello::new(
@@ -465,7 +558,7 @@ impl DeviceSession {
             State::Authenticating(s) => Some(s.deadline),
             State::AwaitViewConsent(s) => Some(s.deadline.min(keepalive(self))),
             State::Active(a) => Some(match a.control {
-                Control::Pending { deadline } => deadline.min(keepalive(self)),
+                Control::Pending { deadline, .. } => deadline.min(keepalive(self)),
                 _ => keepalive(self),
             }),
             State::Suspended(s) => Some(s.deadline),
@@ -497,7 +590,7 @@ impl DeviceSession {
                 self.decline_view(now, DeclineReason::TimedOut);
             }
             State::Active(Active {
-                control: Control::Pending { deadline },
+                control: Control::Pending { deadline, .. },
                 ..
             }) if now >= *deadline => {
                 self.decline_control(now, DeclineReason::TimedOut);
@@ -540,7 +633,9 @@ impl DeviceSession {
         match input {
             DeviceInput::Received(bytes) => self.receive(now, &bytes),
             DeviceInput::AuthDecided(result) => self.auth_decided(now, result),
-            DeviceInput::Local(d) => self.local(now, d),
+            DeviceInput::Local(c) => {
+                self.decide(now, c);
+            }
             DeviceInput::LocalUserActive(active) => {
                 if let State::Active(Active {
                     control: Control::Granted { .. },
@@ -692,9 +787,27 @@ impl DeviceSession {
                             reason: Some(DeclineReason::ViewOnly),
                         });
                     }
+                    // Asked again too soon after a no: the person is not
+                    // prompted again and again; the expert is told when.
+                    Control::None if self.control_not_before.is_some_and(|t| now < t) => {
+                        let wait = self
+                            .control_not_before
+                            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                        let retry_after_secs =
+                            u16::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u16::MAX);
+                        self.send(
+                            now,
+                            Message::ConsentDeclined {
+                                kind: ConsentKind::Control,
+                                reason: DeclineReason::TooSoon { retry_after_secs },
+                            },
+                        );
+                        self.ignored("RequestControl", "too soon after a declined request");
+                    }
                     Control::None => {
                         let deadline = now + self.config.consent_timeout;
-                        a.control = Control::Pending { deadline };
+                        let prompt = self.next_prompt();
+                        a.control = Control::Pending { deadline, prompt };
                         self.send(
                             now,
                             Message::ConsentPending {
@@ -706,6 +819,7 @@ impl DeviceSession {
                             kind: ConsentKind::Control,
                         });
                         self.push(DeviceOutput::ShowPrompt(Prompt {
+                            id: prompt,
                             kind: ConsentKind::Control,
                             expert: a.expert.clone(),
                             deadline,
@@ -725,10 +839,13 @@ impl DeviceSession {
                 if granted {
                     self.end_control(now, ControlEndReason::Released);
                 } else if pending {
-                    // Withdrawn request: close the prompt.
+                    // Withdrawn request: close the prompt. Asking and
+                    // withdrawing must not flash prompts at the person any
+                    // faster than asking and being declined.
                     if let State::Active(a) = &mut self.state {
                         a.control = Control::None;
                     }
+                    self.control_declined(now);
                     self.push(DeviceOutput::HidePrompt);
                     self.audit(AuditEvent::ControlEnded {
                         reason: ControlEndReason::Released,
@@ -976,46 +1093,76 @@ impl DeviceSession {
                 self.push(DeviceOutput::Phase(Phase::AwaitingView {
                     expert: expert.clone(),
                 }));
+                let prompt = self.next_prompt();
                 self.push(DeviceOutput::ShowPrompt(Prompt {
+                    id: prompt,
                     kind: ConsentKind::View,
                     expert: expert.clone(),
                     deadline,
                 }));
-                self.state = State::AwaitViewConsent(AwaitViewConsent { expert, deadline });
+                self.state = State::AwaitViewConsent(AwaitViewConsent {
+                    expert,
+                    deadline,
+                    prompt,
+                });
             }
         }
     }
 
-    fn local(&mut self, now: Instant, decision: LocalDecision) {
-        match decision {
-            LocalDecision::End => self.close(
-                now,
-                ByeReason::EndedByUser,
-                "the person at the device ended the session".into(),
-            ),
-            LocalDecision::Accept => match &mut self.state {
-                State::AwaitViewConsent(_) => self.grant_view(now),
-                State::Active(Active {
-                    control: Control::Pending { .. },
-                    ..
-                }) => self.grant_control(now),
-                _ => {}
-            },
-            LocalDecision::Decline => match &self.state {
-                State::AwaitViewConsent(_) => self.decline_view(now, DeclineReason::Declined),
-                State::Active(Active {
-                    control: Control::Pending { .. },
-                    ..
-                }) => self.decline_control(now, DeclineReason::Declined),
-                _ => {}
-            },
-            LocalDecision::StopControl | LocalDecision::StopControlHotkey => {
-                let reason = if decision == LocalDecision::StopControl {
+    /// The prompt open now, if any.
+    pub fn open_prompt(&self) -> Option<PromptId> {
+        match &self.state {
+            State::AwaitViewConsent(s) => Some(s.prompt),
+            State::Active(Active {
+                control: Control::Pending { prompt, .. },
+                ..
+            }) => Some(*prompt),
+            _ => None,
+        }
+    }
+
+    /// Applies a decision of the person at the device and says what it
+    /// did. An answer acts only on the prompt it names, and only while that
+    /// prompt is open; taking control back or ending works in every state,
+    /// reconnecting included.
+    pub fn decide(&mut self, now: Instant, command: LocalCommand) -> Outcome {
+        if self.is_closed() {
+            return Outcome::Unchanged {
+                why: "the session is over",
+            };
+        }
+        match command {
+            LocalCommand::End => {
+                self.close(
+                    now,
+                    ByeReason::EndedByUser,
+                    "the person at the device ended the session".into(),
+                );
+                Outcome::Applied
+            }
+            LocalCommand::Answer { prompt, accept } => {
+                let open = self.open_prompt();
+                if open != Some(prompt) {
+                    self.audit(AuditEvent::StaleAnswer { prompt, open });
+                    return Outcome::Stale { prompt, open };
+                }
+                match (&self.state, accept) {
+                    (State::AwaitViewConsent(_), true) => self.grant_view(now),
+                    (State::AwaitViewConsent(_), false) => {
+                        self.decline_view(now, DeclineReason::Declined)
+                    }
+                    (_, true) => self.grant_control(now),
+                    (_, false) => self.decline_control(now, DeclineReason::Declined),
+                }
+                Outcome::Applied
+            }
+            LocalCommand::StopControl | LocalCommand::StopControlHotkey => {
+                let reason = if command == LocalCommand::StopControl {
                     ControlEndReason::StoppedByUser
                 } else {
                     ControlEndReason::Hotkey
                 };
-                match &self.state {
+                match &mut self.state {
                     State::Active(Active {
                         control: Control::Granted { .. },
                         ..
@@ -1025,10 +1172,41 @@ impl DeviceSession {
                         control: Control::Pending { .. },
                         ..
                     }) => self.decline_control(now, DeclineReason::Declined),
-                    _ => {}
+                    // Away: control is gone for good; the resume brings
+                    // back viewing only.
+                    State::Suspended(s) if s.was_controlling => {
+                        s.was_controlling = false;
+                        self.audit(AuditEvent::ControlEndedWhileAway { reason });
+                    }
+                    _ => {
+                        return Outcome::Unchanged {
+                            why: "the expert does not have control",
+                        };
+                    }
                 }
+                Outcome::Applied
             }
         }
+    }
+
+    fn next_prompt(&mut self) -> PromptId {
+        self.last_prompt += 1;
+        PromptId(self.last_prompt)
+    }
+
+    /// A control request ended without a yes: the next one waits.
+    fn control_declined(&mut self, now: Instant) {
+        if self.config.control_backoff.is_zero() {
+            return;
+        }
+        self.control_declines = self.control_declines.saturating_add(1);
+        let factor = 1u32 << self.control_declines.saturating_sub(1).min(8);
+        let wait = self
+            .config
+            .control_backoff
+            .saturating_mul(factor)
+            .min(MAX_CONTROL_BACKOFF);
+        self.control_not_before = Some(now + wait);
     }
 
     fn grant_view(&mut self, now: Instant) {
@@ -1089,6 +1267,8 @@ impl DeviceSession {
             return;
         };
         a.control = Control::Granted { revoker };
+        self.control_declines = 0;
+        self.control_not_before = None;
         let phase = Phase::Controlling {
             expert: a.expert.clone(),
             since: a.since,
@@ -1114,6 +1294,7 @@ impl DeviceSession {
             return;
         };
         a.control = Control::None;
+        self.control_declined(now);
         self.push(DeviceOutput::HidePrompt);
         self.send(
             now,

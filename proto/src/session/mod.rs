@@ -20,7 +20,7 @@ pub mod expert;
 
 pub use device::{
     AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
-    ExpertIdentity, InjectEvent, LocalDecision, Phase, Prompt,
+    ExpertIdentity, InjectEvent, LocalCommand, LocalDecision, Outcome, Phase, Prompt, PromptId,
 };
 pub use expert::{
     ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,
@@ -47,6 +47,13 @@ pub const MAX_UNCONFIRMED_RESUME_TOKENS: usize = 4;
 /// typist makes ~20 key events a second and a dragged mouse 125–250 pointer
 /// events; 300 leaves room for both while capping a flood.
 pub const DEFAULT_MAX_INPUT_RATE: u32 = 300;
+/// After a declined control request the expert waits this long before the
+/// person is asked again (doubling with each no in a row): an expert cannot
+/// put the prompt back up the moment it was answered, hoping for a tap
+/// meant for something else.
+pub const DEFAULT_CONTROL_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between control requests after several noes in a row.
+pub const MAX_CONTROL_BACKOFF: Duration = Duration::from_secs(120);
 
 #[cfg(test)]
 mod tests;

@@ -224,3 +224,100 @@ proptest! {
         }
     }
 }
+
+/// Steps of the decision-race property: everything [`op`] does, plus
+/// answers that are given at one moment and reach the session later.
+#[derive(Debug, Clone)]
+enum RaceOp {
+    Any(Op),
+    /// The person answers what is on screen now (or, with no prompt up, a
+    /// made-up id as a confused control-socket client would; the agent's
+    /// hub refuses ids of prompts not shown yet, so a guess is at most the
+    /// newest id shown).
+    Decide {
+        accept: bool,
+        guess: u64,
+    },
+    /// The oldest answer still on its way reaches the session.
+    Deliver,
+}
+
+fn race_op() -> impl Strategy<Value = RaceOp> {
+    prop_oneof![
+        6 => op().prop_map(RaceOp::Any),
+        3 => (any::<bool>(), 0u64..6).prop_map(|(accept, guess)| RaceOp::Decide { accept, guess }),
+        3 => Just(RaceOp::Deliver),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// No sequence of inputs makes an answer apply to a prompt created
+    /// after the answer was given, and once the person took control back
+    /// (stop, hotkey, end, also while reconnecting), injection comes back
+    /// only through a new control prompt.
+    #[test]
+    fn answers_never_reach_a_later_prompt(ops in proptest::collection::vec(race_op(), 0..60)) {
+        let mut p = Pair::resumable();
+        p.drive();
+        // Prompt ids in the order they appeared, with the step they appeared at.
+        let mut shown: Vec<(PromptId, usize)> = Vec::new();
+        let mut in_flight: std::collections::VecDeque<(PromptId, bool, usize)> = Default::default();
+        let mut taken_back = false;
+        let mut log_seen = 0;
+        for (step, o) in ops.into_iter().enumerate() {
+            match o {
+                RaceOp::Any(Op::Local(d)) if d != LocalDecision::Accept && d != LocalDecision::Decline => {
+                    let c = d.on(None).expect("take-backs need no prompt");
+                    let out = p.device.decide(p.now, c);
+                    p.drive();
+                    if out == Outcome::Applied {
+                        taken_back = true;
+                    }
+                }
+                RaceOp::Any(o) => run(&mut p, o),
+                RaceOp::Decide { accept, guess } => {
+                    let newest = shown.last().map_or(0, |(id, _)| id.0);
+                    let id = p.prompt.as_ref().map_or(PromptId(guess.min(newest)), |pr| pr.id);
+                    in_flight.push_back((id, accept, step));
+                }
+                RaceOp::Deliver => {
+                    if let Some((id, accept, made)) = in_flight.pop_front() {
+                        let open = p.device.open_prompt();
+                        let out = p.answer(id, accept);
+                        if out == Outcome::Applied {
+                            prop_assert_eq!(open, Some(id), "applied to a prompt that was not open");
+                            let created = shown.iter().find(|(s, _)| *s == id).map(|(_, at)| *at);
+                            prop_assert!(
+                                created.is_some_and(|at| at <= made),
+                                "an answer given at step {} applied to prompt {} shown at {:?}",
+                                made, id, created
+                            );
+                        } else {
+                            prop_assert_ne!(open, Some(id), "an answer for the open prompt was dropped");
+                        }
+                    }
+                }
+            }
+            if let Some(pr) = &p.prompt
+                && !shown.iter().any(|(s, _)| *s == pr.id)
+            {
+                prop_assert!(shown.iter().all(|(s, _)| s.0 < pr.id.0), "prompt ids are reused or go back");
+                shown.push((pr.id, step));
+            }
+            for r in &p.device_log[log_seen..] {
+                match r {
+                    R::ShowPrompt(ConsentKind::Control) => taken_back = false,
+                    R::EnableInjection => prop_assert!(
+                        !taken_back,
+                        "control came back without a new prompt after the person took it back"
+                    ),
+                    _ => {}
+                }
+            }
+            log_seen = p.device_log.len();
+            check_invariants(&p)?;
+        }
+    }
+}

@@ -891,3 +891,174 @@ fn input_floods_are_rate_limited_but_releases_pass() {
             .any(|r| matches!(r, R::Inject { .. }))
     );
 }
+
+/// The prompt open on the device now.
+fn open_prompt(p: &Pair) -> PromptId {
+    p.device.open_prompt().expect("a prompt is open")
+}
+
+#[test]
+fn a_second_accept_for_the_view_prompt_cannot_grant_control() {
+    let mut p = pair();
+    p.drive();
+    let view_prompt = open_prompt(&p);
+    // The person taps Accept; seeing no reaction they tap again. Both taps
+    // name the view prompt they saw.
+    assert_eq!(p.answer(view_prompt, true), Outcome::Applied);
+    assert!(viewing(&p));
+    // The expert's control request was queued right behind.
+    p.expert_action(UserAction::RequestControl);
+    let control_prompt = open_prompt(&p);
+    assert_ne!(control_prompt, view_prompt);
+    let before = p.device_log.len();
+    assert_eq!(
+        p.answer(view_prompt, true),
+        Outcome::Stale {
+            prompt: view_prompt,
+            open: Some(control_prompt)
+        }
+    );
+    // Nothing granted, the control prompt still up, the stale tap audited.
+    assert!(matches!(control(&p), Some(ControlState::Requested { .. })));
+    assert!(p.control.is_none());
+    assert!(!p.device_log[before..].contains(&R::EnableInjection));
+    assert!(
+        p.device_log[before..].contains(&R::Audit(AuditEvent::StaleAnswer {
+            prompt: view_prompt,
+            open: Some(control_prompt),
+        }))
+    );
+    assert_eq!(p.device.open_prompt(), Some(control_prompt));
+    // A decline for a closed prompt declines nothing either.
+    assert!(matches!(
+        p.answer(view_prompt, false),
+        Outcome::Stale { .. }
+    ));
+    assert!(matches!(control(&p), Some(ControlState::Requested { .. })));
+}
+
+#[test]
+fn stop_control_while_reconnecting_holds_and_the_resume_brings_back_viewing_only() {
+    let mut p = Pair::resumable();
+    p.establish_control();
+    let token = p.offered_token().unwrap();
+    p.link_up = false;
+    p.advance(DEFAULT_PEER_TIMEOUT + Duration::from_secs(1));
+    assert!(p.device.is_suspended());
+    // The person stops control while the expert is away: it counts.
+    let out = p.device.decide(p.now, LocalCommand::StopControl);
+    assert_eq!(out, Outcome::Applied);
+    p.drive();
+    assert!(p.device_did(&R::Audit(AuditEvent::ControlEndedWhileAway {
+        reason: ControlEndReason::StoppedByUser
+    })));
+    // A second stop has nothing left to stop, and says so.
+    assert!(matches!(
+        p.device.decide(p.now, LocalCommand::StopControlHotkey),
+        Outcome::Unchanged { .. }
+    ));
+    let enables = |p: &Pair| {
+        p.device_log
+            .iter()
+            .filter(|r| **r == R::EnableInjection)
+            .count()
+    };
+    let enabled_before = enables(&p);
+    p.advance(Duration::from_secs(2));
+    assert!(p.reconnect(token, &offer_identity("Ann Expert")));
+    // Back to viewing, not controlling: no injection without a new yes.
+    assert!(viewing(&p));
+    assert_eq!(control(&p), Some(ControlState::None));
+    assert!(p.control.is_none());
+    assert_eq!(enables(&p), enabled_before);
+    assert_eq!(p.device.state_name(), "viewing");
+}
+
+#[test]
+fn end_while_reconnecting_ends_the_session() {
+    let mut p = Pair::resumable();
+    p.establish_control();
+    let token = p.offered_token().unwrap();
+    p.link_up = false;
+    p.advance(DEFAULT_PEER_TIMEOUT + Duration::from_secs(1));
+    assert!(p.device.is_suspended());
+    assert_eq!(p.device.decide(p.now, LocalCommand::End), Outcome::Applied);
+    p.drive();
+    assert!(p.device.is_closed());
+    assert_eq!(p.device_close(), Some(ByeReason::EndedByUser));
+    assert!(!p.reconnect(token, &offer_identity("Ann Expert")));
+}
+
+#[test]
+fn stop_control_with_nothing_to_stop_says_so() {
+    let mut p = pair();
+    p.establish_view();
+    assert_eq!(
+        p.device.decide(p.now, LocalCommand::StopControl),
+        Outcome::Unchanged {
+            why: "the expert does not have control"
+        }
+    );
+}
+
+#[test]
+fn control_requests_back_off_after_a_decline() {
+    let mut p = pair();
+    p.establish_view();
+    p.expert_action(UserAction::RequestControl);
+    p.local(LocalDecision::Decline);
+    // Asked again at once: declined without a prompt, with the wait.
+    let prompts = |p: &Pair| {
+        p.device_log
+            .iter()
+            .filter(|r| matches!(r, R::ShowPrompt(ConsentKind::Control)))
+            .count()
+    };
+    assert_eq!(prompts(&p), 1);
+    p.expert_action(UserAction::RequestControl);
+    assert_eq!(prompts(&p), 1, "no prompt right after a decline");
+    assert!(p.expert_log.iter().any(|e| matches!(
+        e,
+        ExpertEvent::ControlDeclined(DeclineReason::TooSoon {
+            retry_after_secs: 5
+        })
+    )));
+    // After the wait, the person is asked again; a second no doubles it.
+    p.advance(DEFAULT_CONTROL_BACKOFF);
+    p.expert_action(UserAction::RequestControl);
+    assert_eq!(prompts(&p), 2);
+    p.local(LocalDecision::Decline);
+    p.advance(DEFAULT_CONTROL_BACKOFF);
+    p.expert_action(UserAction::RequestControl);
+    assert_eq!(prompts(&p), 2, "the second wait is twice as long");
+    p.advance(DEFAULT_CONTROL_BACKOFF);
+    p.expert_action(UserAction::RequestControl);
+    assert_eq!(prompts(&p), 3);
+    // A yes clears the back-off.
+    p.local(LocalDecision::Accept);
+    assert!(matches!(control(&p), Some(ControlState::Granted { .. })));
+}
+
+#[test]
+fn prompt_ids_are_never_reused_within_a_run() {
+    // Sessions of one agent run get disjoint prompt ids (the epoch base).
+    let now = std::time::Instant::now();
+    let mut a = DeviceSession::new(now, DeviceConfig::default(), 0);
+    let mut b = DeviceSession::new(now, DeviceConfig::default(), 1 << 20);
+    let mut ids = Vec::new();
+    for s in [&mut a, &mut b] {
+        s.handle(
+            now,
+            DeviceInput::Received(
+                encode(&Message::Hello(Hello::new(Role::Expert, "t", "1", "x"))).unwrap(),
+            ),
+        );
+        s.handle(
+            now,
+            DeviceInput::Received(encode(&Message::Auth(Auth::Offer)).unwrap()),
+        );
+        s.handle(now, DeviceInput::AuthDecided(Ok(offer_identity("Ann"))));
+        ids.push(s.open_prompt().unwrap());
+    }
+    assert_ne!(ids[0], ids[1]);
+}

@@ -929,6 +929,7 @@ mod tests {
                 expert: "Jane".into(),
                 how: "plant certificate".into(),
                 seconds_left: 30,
+                arming: false,
             }),
             ..strip_view(5, None)
         });
@@ -1019,6 +1020,7 @@ mod tests {
                 expert: "Jane".into(),
                 how: "plant certificate".into(),
                 seconds_left: 30,
+                arming: false,
             }),
             ..View::default()
         });

@@ -32,7 +32,7 @@ use shoulder_proto::frame::encode;
 use shoulder_proto::msg::{Auth, Buttons, Key, Pointer, Touch, TouchPhase};
 use shoulder_proto::session::{
     AuthMethod, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession, ExpertConfig, ExpertEvent,
-    ExpertIdentity, ExpertInput, ExpertSession, InjectEvent, LocalDecision, UserAction,
+    ExpertIdentity, ExpertInput, ExpertSession, InjectEvent, LocalCommand, UserAction,
 };
 
 const USAGE: &str = "usage:
@@ -199,8 +199,12 @@ fn local_grant() -> Result<(DeviceSession, ControlConsent), String> {
                     };
                     device.handle(now, DeviceInput::AuthDecided(Ok(who)));
                 }
-                DeviceOutput::ShowPrompt(_) => {
-                    device.handle(now, DeviceInput::Local(LocalDecision::Accept));
+                DeviceOutput::ShowPrompt(p) => {
+                    let accept = LocalCommand::Answer {
+                        prompt: p.id,
+                        accept: true,
+                    };
+                    device.handle(now, DeviceInput::Local(accept));
                 }
                 DeviceOutput::EnableInjection(t) => control = Some(t),
                 _ => {}
@@ -321,7 +325,7 @@ fn inject_demo(o: &Opts) -> Result<(), String> {
     // withdraws the consent, then disables injection.
     device.handle(
         Instant::now(),
-        DeviceInput::Local(LocalDecision::StopControl),
+        DeviceInput::Local(LocalCommand::StopControl),
     );
     while let Some(out) = device.poll_output() {
         match out {

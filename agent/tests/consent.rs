@@ -1,0 +1,405 @@
+//! Consent under a hostile expert, over real TLS on loopback: the person's
+//! decisions name their prompt and win at once, whatever the expert does
+//! (stops reading, floods), and a session on hold keeps what the person
+//! took back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shoulder_agent::backends::{
+    CaptureBackend, CaptureError, Captured, LocalEvent, Recorded, ScreenCapture,
+};
+use shoulder_agent::control::Request;
+use shoulder_proto::consent::ViewConsent;
+use shoulder_proto::frame::encode;
+use shoulder_proto::session::{ExpertEvent, InjectEvent, LocalCommand, UserAction};
+use shoulder_proto::{
+    Auth, ByeReason, Encoding, Key, Message, Payload, Pointer, Rect, ScreenInfo, UpdatePart,
+    WireFormat,
+};
+use tokio::io::AsyncWriteExt;
+
+/// How long the device may take to act on the person's decision in these
+/// tests: generous for a loaded machine, far below the expert's timeouts
+/// (the bug this guards against waited for `peer_timeout`, 60 s here).
+const ACTS_WITHIN: Duration = Duration::from_secs(8);
+
+/// A screen of noise that changes at every capture: every update is a few
+/// MB that compress to nothing, so an expert that does not read fills the
+/// socket within a frame or two.
+struct Noise;
+
+struct NoiseSource {
+    seed: u64,
+    opened: bool,
+}
+
+const NW: u16 = 1280;
+const NH: u16 = 720;
+/// Rows per update part (a part stays under the 1 MiB limit).
+const ROWS: u16 = 200;
+
+impl CaptureBackend for Noise {
+    fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
+        Ok(Box::new(NoiseSource {
+            seed: 0x9e37_79b9_7f4a_7c15,
+            opened: false,
+        }))
+    }
+}
+
+impl ScreenCapture for NoiseSource {
+    fn capture(&mut self, view: &ViewConsent, _full: bool) -> Result<Captured, CaptureError> {
+        if !view.is_live() {
+            return Err(CaptureError("the view consent was withdrawn".into()));
+        }
+        let mut parts = Vec::new();
+        let mut y = 0;
+        while y < NH {
+            let h = ROWS.min(NH - y);
+            let mut px = vec![0u8; usize::from(NW) * usize::from(h) * 4];
+            for b in px.chunks_exact_mut(8) {
+                // xorshift64: cheap bytes no compressor can shrink.
+                self.seed ^= self.seed << 13;
+                self.seed ^= self.seed >> 7;
+                self.seed ^= self.seed << 17;
+                b.copy_from_slice(&self.seed.to_le_bytes());
+            }
+            let mut rects = heapless::Vec::new();
+            let _ = rects.push(Rect {
+                x: 0,
+                y,
+                w: NW,
+                h,
+                encoding: Encoding::Raw(Payload(px)),
+            });
+            y += h;
+            parts.push(UpdatePart {
+                seq: 0,
+                generation: 1,
+                last: y >= NH,
+                rects,
+            });
+        }
+        if !self.opened {
+            self.opened = true;
+            let info = ScreenInfo {
+                width: NW,
+                height: NH,
+                format: WireFormat::Xrgb8888,
+                generation: 1,
+            };
+            return Ok(Captured::NewScreen(info, parts));
+        }
+        Ok(Captured::Update(parts))
+    }
+}
+
+/// An agent showing noise, with an expert timeout far longer than any wait
+/// the tests allow.
+async fn noisy_agent(pki: &Pki) -> Agent {
+    Agent::start_with_capture(
+        Some(&pki.ca_pem),
+        |c| {
+            c.peer_timeout = Duration::from_secs(60);
+            c.max_fps = 60;
+        },
+        Some(Arc::new(Noise)),
+    )
+    .await
+}
+
+/// The expert asks for full screens and never reads them.
+async fn stop_reading(expert: &mut Expert, requests: usize) {
+    let mut out = Vec::new();
+    for _ in 0..requests {
+        out.extend(encode(&Message::UpdateRequest { incremental: false }).unwrap());
+    }
+    expert.tls.write_all(&out).await.unwrap();
+    expert.tls.flush().await.unwrap();
+    // Long enough for the device to fill the socket buffers both ways.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The expert presses key `code` and keeps it down; returns once the device
+/// injected it.
+async fn hold_key(agent: &Agent, expert: &mut Expert, code: u16) -> Key {
+    let key = Key { code, down: true };
+    expert.act(UserAction::Key(key)).await;
+    until("the key is injected", WAIT, || {
+        agent
+            .sink
+            .events()
+            .contains(&Recorded::Injected(InjectEvent::Key(key)))
+    })
+    .await;
+    key
+}
+
+fn released_after_key(agent: &Agent, key: Key) -> bool {
+    let ev = agent.sink.events();
+    ev.iter()
+        .position(|e| *e == Recorded::Injected(InjectEvent::Key(key)))
+        .is_some_and(|i| ev[i..].contains(&Recorded::ReleaseAll))
+}
+
+fn audited(agent: &Agent, event: &str) -> bool {
+    agent.audit_records().iter().any(|r| r["event"] == event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_control_and_end_win_at_once_over_an_expert_that_stops_reading() {
+    let pki = Pki::new("Plant CA");
+    let agent = noisy_agent(&pki).await;
+    let mut device = agent.ctl().await;
+    let mut expert =
+        controlling_session(&agent, &pki.expert("Ann Expert", false), &mut device).await;
+    // The expert holds a key down, then stops reading.
+    let key = hold_key(&agent, &mut expert, 30).await;
+    stop_reading(&mut expert, 40).await;
+
+    // Stop control: keys up, injection off, audited, without waiting for
+    // the expert.
+    let t0 = Instant::now();
+    let reply = agent.ctl_ok(Request::StopControl).await;
+    assert_eq!(reply["changed"], true, "{reply}");
+    until("keys released after stop-control", ACTS_WITHIN, || {
+        released_after_key(&agent, key)
+    })
+    .await;
+    let took = t0.elapsed();
+    until("control-revoked audited", ACTS_WITHIN, || {
+        audited(&agent, "control-revoked")
+    })
+    .await;
+    println!("stop-control took effect after {took:?}");
+
+    // End: the session is over for the device at once.
+    let t0 = Instant::now();
+    agent.ctl_ok(Request::End).await;
+    until("the session ended", ACTS_WITHIN, || {
+        agent
+            .audit_records()
+            .iter()
+            .any(|r| r["event"] == "bye" && r["reason"] == "EndedByUser")
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("end took effect after {took:?}");
+    let status = agent.ctl_ok(Request::Status).await;
+    let t0 = Instant::now();
+    let mut status = status;
+    while !status["session"].is_null() {
+        assert!(
+            t0.elapsed() < ACTS_WITHIN,
+            "the slot is still held: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = agent.ctl_ok(Request::Status).await;
+    }
+    drop(expert);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_control_wins_over_an_input_flood() {
+    let pki = Pki::new("Plant CA");
+    let agent = Agent::start(Some(&pki.ca_pem), |c| c.max_input_rate = 10_000).await;
+    let mut device = agent.ctl().await;
+    let mut expert =
+        controlling_session(&agent, &pki.expert("Ann Expert", false), &mut device).await;
+    let key = hold_key(&agent, &mut expert, 31).await;
+    // A flood of pointer moves, written as fast as the socket takes them.
+    let mut chunk = Vec::new();
+    for i in 0..2000u16 {
+        chunk.extend(
+            encode(&Message::Pointer(Pointer {
+                x: i % 64,
+                y: i % 48,
+                buttons: shoulder_proto::Buttons(0),
+                wheel: 0,
+                hwheel: 0,
+            }))
+            .unwrap(),
+        );
+    }
+    let (_read, mut write) = tokio::io::split(expert.tls);
+    let flood = tokio::spawn(async move {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    agent.ctl_ok(Request::StopControl).await;
+    until("keys released during the flood", ACTS_WITHIN, || {
+        released_after_key(&agent, key)
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("stop-control during a flood took effect after {took:?}");
+    // Nothing is injected after control ended.
+    let n = agent.sink.events().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<_> = agent.sink.events()[n..].to_vec();
+    assert!(
+        !after.iter().any(|e| matches!(e, Recorded::Injected(_))),
+        "injected after stop: {after:?}"
+    );
+    flood.abort();
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tap_on_the_view_prompt_cannot_grant_control() {
+    let pki = Pki::new("Plant CA");
+    let agent = noisy_agent(&pki).await;
+    let mut device = agent.ctl().await;
+    let mut expert = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    event(&mut device, "consent-requested").await;
+    let view_prompt = open_prompt(&agent).await;
+    // The person taps Accept on the view prompt.
+    let tap = LocalEvent::Decision(LocalCommand::Answer {
+        prompt: view_prompt,
+        accept: true,
+    });
+    agent.local.send(tap).await.unwrap();
+    event(&mut device, "view-granted").await;
+    // The expert piles up screen requests, queues a control request right
+    // behind them and stops reading.
+    let mut out = Vec::new();
+    for _ in 0..40 {
+        out.extend(encode(&Message::UpdateRequest { incremental: false }).unwrap());
+    }
+    out.extend(encode(&Message::RequestControl).unwrap());
+    expert.tls.write_all(&out).await.unwrap();
+    expert.tls.flush().await.unwrap();
+    let asked = event(&mut device, "consent-requested").await;
+    assert_eq!(asked["kind"], "control", "{asked}");
+    // The person, having seen no reaction, taps Accept again: the tap
+    // names the view prompt they saw, not the control prompt now up.
+    agent.local.send(tap).await.unwrap();
+    until("the second tap is audited as stale", WAIT, || {
+        audited(&agent, "stale-answer")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!audited(&agent, "control-granted"));
+    let status = agent.ctl_ok(Request::Status).await;
+    assert_eq!(status["session"]["prompt"]["kind"], "control", "{status}");
+    // Answering the old prompt by its id through the control socket is
+    // refused with a sentence too.
+    let mut c = agent.ctl().await;
+    let r = c
+        .request(&Request::Accept {
+            prompt: Some(view_prompt.0),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("not open"), "{r}");
+    // And a made-up id of a prompt still to come is refused outright.
+    let r = c
+        .request(&Request::Accept {
+            prompt: Some(view_prompt.0 + 100),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(!audited(&agent, "control-granted"));
+    drop(expert);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_control_while_reconnecting_holds_after_the_resume() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let mut expert = controlling_session(&agent, &ann, &mut device).await;
+    let (token, _) = resume_offer(&mut expert).await;
+    // The link dies; while the expert is away the person stops control.
+    drop(expert);
+    event(&mut device, "reconnecting").await;
+    let reply = agent.ctl_ok(Request::StopControl).await;
+    assert_eq!(reply["changed"], true, "{reply}");
+    // Asked again, it says nothing changed.
+    let reply = agent.ctl_ok(Request::StopControl).await;
+    assert_eq!(reply["changed"], false, "{reply}");
+    assert!(
+        reply["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing changed"),
+        "{reply}"
+    );
+
+    // The expert comes back: viewing only.
+    let mut expert = Expert::connect(
+        agent.addr,
+        agent.fingerprint,
+        Some(&ann),
+        Auth::Resume { token },
+    )
+    .await;
+    let resumed = event(&mut device, "resumed").await;
+    assert_eq!(resumed["phase"], "viewing", "{resumed}");
+    expert.wait_updates(expert.updates + 1).await;
+    let key = Key {
+        code: 32,
+        down: true,
+    };
+    expert.act(UserAction::Key(key)).await;
+    expert.wait_updates(expert.updates + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !agent
+            .sink
+            .events()
+            .contains(&Recorded::Injected(InjectEvent::Key(key))),
+        "a key was injected after the person stopped control"
+    );
+    let status = agent.ctl_ok(Request::Status).await;
+    assert_eq!(status["session"]["phase"], "viewing", "{status}");
+    agent.ctl_ok(Request::End).await;
+    assert_eq!(expert.closed().await.0, ByeReason::EndedByUser);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_says_when_a_command_changed_nothing() {
+    let pki = Pki::new("Plant CA");
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut device = agent.ctl().await;
+    let mut expert = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    event(&mut device, "consent-requested").await;
+    let r = agent.ctl_ok(Request::Accept { prompt: None }).await;
+    assert_eq!(r["changed"], true, "{r}");
+    expert
+        .wait_for("viewing", |e| {
+            matches!(
+                e,
+                ExpertEvent::StateChanged(shoulder_proto::session::ExpertState::Viewing { .. })
+            )
+        })
+        .await;
+    let r = agent.ctl_ok(Request::StopControl).await;
+    assert_eq!(r["changed"], false, "{r}");
+    agent.ctl_ok(Request::End).await;
+    agent.stop().await;
+}
