@@ -927,7 +927,7 @@ impl App {
                                     if let Some(Ok((_, Some(p)))) = &form.invitation {
                                         let r = Recent::Invitation {
                                             path: p.display().to_string(),
-                                            label: inv.device_name.to_string(),
+                                            label: printable(&inv.device_name),
                                         };
                                         remember(&mut form.recent, r);
                                     }
