@@ -283,6 +283,11 @@ impl AllowedExpert {
             return Ok(Self::Bound { ca, cn: cn.into() });
         }
         let name = s.strip_prefix("cn:").unwrap_or(s).trim();
+        if name.is_empty() {
+            return Err(format!(
+                "`{s}`: an empty entry would match nobody; remove it"
+            ));
+        }
         Err(format!(
             "`{s}` names an expert but not the CA that must have issued the certificate, so any plant CA could issue a certificate with that name; bind it as \"ca:<plant CA fingerprint>/cn:{name}\""
         ))
@@ -865,6 +870,7 @@ mod tests {
         assert!(AllowedExpert::parse(&format!("ca:{ca}")).is_err());
         assert!(AllowedExpert::parse(&format!("ca:{ca}/cn: ")).is_err());
         assert!(AllowedExpert::parse("ca:12/cn:Ann").is_err());
+        assert!(AllowedExpert::parse("cn: ").unwrap_err().contains("empty"));
         // Built in code, past the checks of `load`: never "anyone".
         let c = Config {
             allowed_experts: vec!["cn:Ann".into()],
