@@ -102,8 +102,9 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// PEM files with the CA certificates experts' certificates must chain to.
     pub plant_ca: Vec<PathBuf>,
-    /// Narrows offers to these experts: `cn:NAME`, `sha256:FINGERPRINT` or a
-    /// bare CN. Empty: any certificate from the plant CA.
+    /// Narrows offers to these experts: `ca:CA-FINGERPRINT/cn:NAME` or
+    /// `sha256:FINGERPRINT` (see [`AllowedExpert`]). Empty: any certificate
+    /// from the plant CA.
     pub allowed_experts: Vec<String>,
     pub argon2: Argon2Config,
     pub banner: BannerConfig,
@@ -234,26 +235,67 @@ impl Default for InputConfig {
 pub type CaptureSpec = shoulder_capture::SourceSpec;
 
 /// One entry of `allowed_experts`.
+///
+/// A name alone is refused: a common name is only as unique as the CA that
+/// vouches for it, and with several plant CAs (a second site, a CA being
+/// rolled over) any of them could issue a certificate with the same name.
+/// Accepting a bare name while exactly one CA is configured would silently
+/// widen the entry the day a second CA is added, so names are always bound
+/// to the fingerprint of the CA that must have issued them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedExpert {
-    CommonName(String),
+    /// `ca:CA-FINGERPRINT/cn:NAME`: a certificate with common name `cn`
+    /// issued (directly or through intermediates) by the plant CA whose
+    /// certificate has SHA-256 fingerprint `ca`.
+    Bound { ca: [u8; 32], cn: String },
+    /// `sha256:FINGERPRINT`: exactly this expert certificate.
     Fingerprint([u8; 32]),
+    /// Matches no certificate: what a list of only unusable entries becomes
+    /// (see [`Config::allowed_experts`]), so that it never means "anyone".
+    Nobody,
 }
 
+/// How an entry is written, for error messages.
+pub const ALLOWED_EXPERT_FORMS: &str = "write entries as \"ca:<plant CA SHA-256 fingerprint>/cn:Ann Expert\" or \"sha256:<expert certificate fingerprint>\"; `openssl x509 -noout -fingerprint -sha256 -in plant-ca.pem` prints a CA's fingerprint";
+
 impl AllowedExpert {
-    fn parse(s: &str) -> Result<Self, String> {
+    /// Parses one entry of `allowed_experts`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad_fp = |fp: &str| {
+            format!(
+                "`{fp}` is not a fingerprint: 64 hex digits, optionally colon-separated (as printed by `openssl x509 -noout -fingerprint -sha256`)"
+            )
+        };
         if let Some(fp) = s.strip_prefix("sha256:") {
-            return parse_fingerprint(fp.trim()).map(Self::Fingerprint).ok_or_else(|| {
-                format!(
-                    "`{s}`: a fingerprint is 64 hex digits, optionally colon-separated (as printed by `openssl x509 -noout -fingerprint -sha256`)"
-                )
-            });
+            return parse_fingerprint(fp.trim())
+                .map(Self::Fingerprint)
+                .ok_or_else(|| format!("`{s}`: {}", bad_fp(fp.trim())));
         }
-        let cn = s.strip_prefix("cn:").unwrap_or(s).trim();
-        if cn.is_empty() {
-            return Err("an empty name would match nobody; remove the entry".into());
+        if let Some(rest) = s.strip_prefix("ca:") {
+            let Some((fp, cn)) = rest.split_once("/cn:") else {
+                return Err(format!(
+                    "`{s}` names a CA but no expert; add the name as \"ca:FINGERPRINT/cn:NAME\""
+                ));
+            };
+            let ca = parse_fingerprint(fp.trim())
+                .ok_or_else(|| format!("`{s}`: {}", bad_fp(fp.trim())))?;
+            let cn = cn.trim();
+            if cn.is_empty() {
+                return Err(format!(
+                    "`{s}`: an empty name would match nobody; remove the entry"
+                ));
+            }
+            return Ok(Self::Bound { ca, cn: cn.into() });
         }
-        Ok(Self::CommonName(cn.into()))
+        let name = s.strip_prefix("cn:").unwrap_or(s).trim();
+        if name.is_empty() {
+            return Err(format!(
+                "`{s}`: an empty entry would match nobody; remove it"
+            ));
+        }
+        Err(format!(
+            "`{s}` names an expert but not the CA that must have issued the certificate, so any plant CA could issue a certificate with that name; bind it as \"ca:<plant CA fingerprint>/cn:{name}\""
+        ))
     }
 }
 
@@ -494,12 +536,7 @@ impl Config {
         }
         for e in &self.allowed_experts {
             if let Err(m) = AllowedExpert::parse(e) {
-                return err(
-                    "",
-                    "allowed_experts",
-                    m,
-                    "write entries as \"cn:Ann Expert\" or \"sha256:AB:CD:…\"",
-                );
+                return err("", "allowed_experts", m, ALLOWED_EXPERT_FORMS);
             }
         }
         let a = &self.argon2;
@@ -578,12 +615,20 @@ impl Config {
         Ok(())
     }
 
-    /// The parsed allow-list (validated at load).
+    /// The parsed allow-list. [`Config::load`] refuses unusable entries;
+    /// a config built in code may still hold some, and they are left out,
+    /// which only narrows the list, except that an empty list means anyone:
+    /// a list left empty that way matches nobody instead.
     pub fn allowed_experts(&self) -> Vec<AllowedExpert> {
-        self.allowed_experts
+        let parsed: Vec<_> = self
+            .allowed_experts
             .iter()
             .filter_map(|e| AllowedExpert::parse(e).ok())
-            .collect()
+            .collect();
+        if parsed.is_empty() && !self.allowed_experts.is_empty() {
+            return vec![AllowedExpert::Nobody];
+        }
+        parsed
     }
 
     /// The configured device name, or the host name.
@@ -813,18 +858,56 @@ mod tests {
     }
 
     #[test]
-    fn allow_list_entries() {
+    fn allow_list_entries_bind_names_to_a_ca() {
+        let ca = "ab".repeat(32);
         assert_eq!(
-            AllowedExpert::parse("cn:Ann"),
-            Ok(AllowedExpert::CommonName("Ann".into()))
-        );
-        assert_eq!(
-            AllowedExpert::parse("Bob"),
-            Ok(AllowedExpert::CommonName("Bob".into()))
+            AllowedExpert::parse(&format!("ca:{ca}/cn:Ann Expert")),
+            Ok(AllowedExpert::Bound {
+                ca: [0xab; 32],
+                cn: "Ann Expert".into()
+            })
         );
         assert!(matches!(
             AllowedExpert::parse(&format!("sha256:{}", "ab".repeat(32))),
             Ok(AllowedExpert::Fingerprint(_))
         ));
+        // A name without its CA matches whatever any plant CA issues.
+        for bare in ["cn:Ann", "Bob"] {
+            let e = AllowedExpert::parse(bare).unwrap_err();
+            assert!(e.contains("not the CA"), "{e}");
+        }
+        let s = parse("allowed_experts = [\"cn:Ann\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("agent.toml:1:1") && s.contains("ca:<plant CA fingerprint>/cn:Ann"),
+            "{s}"
+        );
+        assert!(s.contains("openssl x509"), "{s}");
+        assert!(AllowedExpert::parse(&format!("ca:{ca}")).is_err());
+        assert!(AllowedExpert::parse(&format!("ca:{ca}/cn: ")).is_err());
+        assert!(AllowedExpert::parse("ca:12/cn:Ann").is_err());
+        assert!(AllowedExpert::parse("cn: ").unwrap_err().contains("empty"));
+        // Built in code, past the checks of `load`: never "anyone".
+        let c = Config {
+            allowed_experts: vec!["cn:Ann".into()],
+            ..Config::default()
+        };
+        assert_eq!(c.allowed_experts(), [AllowedExpert::Nobody]);
+    }
+
+    #[test]
+    fn example_allow_list_entries_parse() {
+        // The example's commented entries show the syntax; they must be valid.
+        let text = include_str!("../agent.example.toml");
+        let entries: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("#   \""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert!(entries.len() >= 2, "{entries:?}");
+        for e in entries {
+            AllowedExpert::parse(e).unwrap_or_else(|m| panic!("{e}: {m}"));
+        }
     }
 }

@@ -1180,7 +1180,13 @@ impl Session {
                 "hello",
                 json!({"software": software, "software_version": version}),
             ),
-            AuditEvent::AuthOk { expert } => ("auth-ok", json!({"how": expert.how()})),
+            AuditEvent::AuthOk { expert } => {
+                // Which plant CA vouched for the expert (several may be trusted).
+                let issuer = matches!(expert.method, AuthMethod::Offer { .. })
+                    .then(|| self.shared.trust.issuer(self.peer_certs.as_deref()))
+                    .flatten();
+                ("auth-ok", json!({"how": expert.how(), "issuer": issuer}))
+            }
             AuditEvent::AuthFailed { reason, detail } => (
                 "auth-failed",
                 json!({"reason": format!("{reason:?}"), "detail": detail}),

@@ -46,6 +46,14 @@ pub enum TlsError {
         "the device certificate or key is not usable: {0} (fix: check device.crt/device.key in the state directory)"
     )]
     DeviceCert(String),
+    #[error(
+        "`allowed_experts` entry \"{entry}\" names the CA {ca}, which is not in `plant_ca` (fix: add that CA's PEM file to `plant_ca`, or correct the fingerprint; the plant CAs are {known})"
+    )]
+    UnknownAllowedCa {
+        entry: String,
+        ca: String,
+        known: String,
+    },
 }
 
 /// The ring provider: our only crypto.
@@ -139,21 +147,39 @@ impl ClientCertVerifier for ProofOfPossession {
 #[derive(Debug, Default)]
 pub struct PlantTrust {
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    /// Per anchor: SHA-256 of the CA certificate and its common name, which
+    /// `ca:` allow-list entries and the audit name the issuer by.
+    cas: Vec<PlantCa>,
     subjects: Vec<DistinguishedName>,
     allowed: Vec<AllowedExpert>,
+}
+
+#[derive(Debug)]
+struct PlantCa {
+    fingerprint: [u8; 32],
+    name: String,
 }
 
 impl PlantTrust {
     /// Loads the CA files listed in `plant_ca`.
     pub fn load(ca_files: &[PathBuf], allowed: Vec<AllowedExpert>) -> Result<Self, TlsError> {
         let mut certs = Vec::new();
-        for path in ca_files {
-            certs.extend(read_ca_file(path)?);
+        let mut file_of = Vec::new();
+        for (i, path) in ca_files.iter().enumerate() {
+            let c = read_ca_file(path)?;
+            file_of.extend(std::iter::repeat_n(i, c.len()));
+            certs.extend(c);
         }
-        Self::from_certs(&certs, allowed).map_err(|(i, detail)| TlsError::BadCa {
-            path: ca_files.get(i).cloned().unwrap_or_default(),
+        let trust = Self::from_certs(&certs, allowed).map_err(|(i, detail)| TlsError::BadCa {
+            path: file_of
+                .get(i)
+                .and_then(|f| ca_files.get(*f))
+                .cloned()
+                .unwrap_or_default(),
             detail,
-        })
+        })?;
+        trust.check_allowed_cas()?;
+        Ok(trust)
     }
 
     /// From DER certificates (tests and `load`).
@@ -162,19 +188,55 @@ impl PlantTrust {
         allowed: Vec<AllowedExpert>,
     ) -> Result<Self, (usize, String)> {
         let mut anchors = Vec::new();
+        let mut cas = Vec::new();
         let mut subjects = Vec::new();
         for (i, c) in certs.iter().enumerate() {
             let anchor = webpki::anchor_from_trusted_cert(c)
                 .map_err(|e| (i, e.to_string()))?
                 .to_owned();
             subjects.push(DistinguishedName::in_sequence(anchor.subject.as_ref()));
+            let name = match common_names(anchor.subject.as_ref()).as_deref() {
+                Some([one]) => one.clone(),
+                _ => "unnamed CA".into(),
+            };
+            cas.push(PlantCa {
+                fingerprint: sha256(c),
+                name,
+            });
             anchors.push(anchor);
         }
         Ok(Self {
             anchors,
+            cas,
             subjects,
             allowed,
         })
+    }
+
+    /// An entry bound to a CA the device does not trust would match nobody:
+    /// almost surely a typo or a missing `plant_ca` file, so say so at start.
+    fn check_allowed_cas(&self) -> Result<(), TlsError> {
+        for a in &self.allowed {
+            if let AllowedExpert::Bound { ca, cn } = a
+                && !self.cas.iter().any(|c| c.fingerprint == *ca)
+            {
+                let known: Vec<String> = self
+                    .cas
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, fingerprint_text(&c.fingerprint)))
+                    .collect();
+                return Err(TlsError::UnknownAllowedCa {
+                    entry: format!("ca:{}/cn:{cn}", fingerprint_text(ca)),
+                    ca: fingerprint_text(ca),
+                    known: if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Decides an offer from the certificates the client sent.
@@ -196,52 +258,129 @@ impl PlantTrust {
                 format!("the client certificate cannot be parsed: {e}"),
             )
         })?;
-        let name = common_name(ee.subject()).unwrap_or_else(|| "unnamed expert".into());
         let fp_text = fingerprint_text(&fingerprint);
+        let names = common_names(ee.subject());
+        let shown = match names.as_deref() {
+            Some([]) | None => "unnamed expert".to_string(),
+            Some(n) => n.join(" / "),
+        };
         if self.anchors.is_empty() {
             return Err((
                 ByeReason::UnknownCa,
                 "this device trusts no plant CA for offers".into(),
             ));
         }
-        ee.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &self.anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| match e {
-            webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => (
-                ByeReason::CertificateExpired,
-                format!("certificate of {name} ({fp_text}) is out of its validity period"),
-            ),
-            webpki::Error::UnknownIssuer => (
-                ByeReason::UnknownCa,
-                format!("certificate of {name} was not issued by a CA this device trusts"),
-            ),
-            e => (
-                ByeReason::UnknownCa,
-                format!("certificate of {name} does not chain to the plant CA: {e}"),
-            ),
-        })?;
+        let path = ee
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.anchors,
+                intermediates,
+                now,
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| match e {
+                webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => (
+                    ByeReason::CertificateExpired,
+                    format!("certificate of {shown} ({fp_text}) is out of its validity period"),
+                ),
+                webpki::Error::UnknownIssuer => (
+                    ByeReason::UnknownCa,
+                    format!("certificate of {shown} was not issued by a CA this device trusts"),
+                ),
+                e => (
+                    ByeReason::UnknownCa,
+                    format!("certificate of {shown} does not chain to the plant CA: {e}"),
+                ),
+            })?;
+        // Which name a subject with several CNs means depends on who reads
+        // it (first, last, all); who may connect must not depend on that.
+        let name = match names {
+            None => {
+                return Err((
+                    ByeReason::NotAllowed,
+                    format!(
+                        "the subject of certificate {fp_text} cannot be read — issue a new certificate with one UTF-8 common name"
+                    ),
+                ));
+            }
+            Some(names) if names.len() > 1 => {
+                return Err((
+                    ByeReason::NotAllowed,
+                    format!(
+                        "certificate {fp_text} carries {} common names ({shown}); an expert certificate must carry exactly one — issue a new certificate with a single CN",
+                        names.len()
+                    ),
+                ));
+            }
+            Some(names) => names
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "unnamed expert".into()),
+        };
+        let issuers = self.issuers(path.anchor());
         if !self.allowed.is_empty()
             && !self.allowed.iter().any(|a| match a {
-                AllowedExpert::CommonName(cn) => *cn == name,
+                AllowedExpert::Bound { ca, cn } => {
+                    *cn == name && issuers.iter().any(|i| i.fingerprint == *ca)
+                }
                 AllowedExpert::Fingerprint(fp) => *fp == fingerprint,
+                AllowedExpert::Nobody => false,
             })
         {
+            let by = issuers
+                .first()
+                .map(|i| format!(", issued by {}", i.name))
+                .unwrap_or_default();
             return Err((
                 ByeReason::NotAllowed,
-                format!("{name} ({fp_text}) is not on the allow-list"),
+                format!("{name} ({fp_text}{by}) is not on the allow-list"),
             ));
         }
         Ok(ExpertIdentity {
             name,
             method: AuthMethod::Offer { fingerprint },
         })
+    }
+
+    /// The plant CA that vouches for an offer's certificate, as "NAME
+    /// (SHA-256)", for the audit log; None when it does not chain.
+    pub fn issuer(&self, peer: Option<&[CertificateDer<'static>]>) -> Option<String> {
+        let (leaf, intermediates) = peer?.split_first()?;
+        let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
+        let path = ee
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.anchors,
+                intermediates,
+                UnixTime::now(),
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .ok()?;
+        let ca = self.issuers(path.anchor()).into_iter().next()?;
+        Some(format!(
+            "{} ({})",
+            ca.name,
+            fingerprint_text(&ca.fingerprint)
+        ))
+    }
+
+    /// The configured CAs a verified chain ends at. Usually one; several
+    /// when the same CA (subject and key) was listed as re-issued
+    /// certificates, which vouch for the same experts.
+    fn issuers(&self, anchor: &rustls::pki_types::TrustAnchor<'_>) -> Vec<&PlantCa> {
+        self.anchors
+            .iter()
+            .zip(&self.cas)
+            .filter(|(a, _)| {
+                a.subject == anchor.subject
+                    && a.subject_public_key_info == anchor.subject_public_key_info
+            })
+            .map(|(_, c)| c)
+            .collect()
     }
 }
 
@@ -273,12 +412,14 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The subject's common name (OID 2.5.4.3) from the DER contents of an X.509
-/// Name (a sequence of RDN sets), or None.
-pub fn common_name(name: &[u8]) -> Option<String> {
+/// Every common name (OID 2.5.4.3) in the DER contents of an X.509 Name (a
+/// sequence of RDN sets), in order, or None when the Name cannot be read. A
+/// CN in a string type we do not decode is refused rather than skipped, so
+/// that a name cannot hide next to a readable one.
+pub fn common_names(name: &[u8]) -> Option<Vec<String>> {
     const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
     let mut rdns = name;
-    let mut found = None;
+    let mut found = Vec::new();
     while !rdns.is_empty() {
         let (tag, set, rest) = der_next(rdns)?;
         rdns = rest;
@@ -299,12 +440,22 @@ pub fn common_name(name: &[u8]) -> Option<String> {
             let (vtag, v, _) = der_next(value)?;
             // UTF8String, PrintableString, IA5String, TeletexString (treated
             // as Latin-1-ish ASCII).
-            if matches!(vtag, 0x0c | 0x13 | 0x16 | 0x14) {
-                found = Some(String::from_utf8_lossy(v).into_owned());
+            if !matches!(vtag, 0x0c | 0x13 | 0x16 | 0x14) {
+                return None;
             }
+            found.push(String::from_utf8_lossy(v).into_owned());
         }
     }
-    found
+    Some(found)
+}
+
+/// The subject's only common name; None when it has none, several, or the
+/// Name cannot be read.
+pub fn common_name(name: &[u8]) -> Option<String> {
+    match common_names(name)?.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 /// One DER TLV: (tag, contents, rest). Short and long lengths up to 4 bytes.
@@ -350,5 +501,33 @@ mod tests {
         assert_eq!(common_name(ee.subject()).as_deref(), Some("Ann Expert"));
         assert_eq!(common_name(&[0x31, 0x05, 0x30]), None);
         assert_eq!(common_name(&[0xff; 3]), None);
+    }
+
+    #[test]
+    fn several_common_names_are_all_seen() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Mallory");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let one = params.self_signed(&key).unwrap();
+        // rcgen keeps one value per attribute type; append a second CN RDN
+        // to the DER subject by hand: SET { SEQ { OID 2.5.4.3, UTF8 "Ann" } }.
+        let ee = webpki::EndEntityCert::try_from(one.der()).unwrap();
+        let mut subject = ee.subject().to_vec();
+        subject.extend_from_slice(&[
+            0x31, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x03, b'A', b'n', b'n',
+        ]);
+        assert_eq!(
+            common_names(&subject),
+            Some(vec!["Mallory".to_string(), "Ann".to_string()])
+        );
+        assert_eq!(common_name(&subject), None);
+        // A CN in a string type we do not read (BMPString) is not skipped.
+        let mut bmp = ee.subject().to_vec();
+        bmp.extend_from_slice(&[
+            0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x1e, 0x04, 0, b'A', 0, b'n',
+        ]);
+        assert_eq!(common_names(&bmp), None);
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::client::{self, ACTION_QUEUE, ClientEvent, ConnectOptions, SharedView};
 use crate::error::ClientError;
 use crate::identity::{self, DEFAULT_CERT_DAYS, Identity};
+use crate::printable::printable;
 use crate::target::Target;
 use crate::trust::{AcceptNew, Fingerprint};
 
@@ -32,7 +33,7 @@ const MAX_CSR_LEN: u64 = 64 * 1024;
 #[command(
     name = "shoulder",
     about = "Over-the-shoulder remote assistance: see and help at a Linux kiosk.",
-    after_help = "Without a command, the desktop app opens on its start screen."
+    after_help = "Without a command, the desktop app opens on its start screen.\n\nDevice addresses are pinned: the first connection remembers the device's certificate in known_devices (config directory), also when your plant CA signed it, and a different certificate at that address is refused."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,6 +43,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Offer help to a device that trusts your plant certificate (opens the app).
+    ///
+    /// The device's certificate must chain to the plant CA of your identity
+    /// (its ca.crt) and is pinned to the address you typed: the first
+    /// connection remembers it in known_devices, and any other certificate at
+    /// that address is refused, even one the plant CA signed, because the CA
+    /// signs every kiosk. Without a plant CA the first connection asks (or
+    /// takes --accept-new).
     Offer {
         /// The device: host, host:port or [ipv6]:port (port 7575 by default).
         device: String,
@@ -191,7 +199,8 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}", e.sentence());
+            // Sentences may carry what a device said (a Bye detail, a reason).
+            eprintln!("{}", printable(&e.sentence()));
             1
         }
     }
@@ -391,14 +400,15 @@ fn confirm_new_device(host: &str, fp: Fingerprint) -> Result<bool, ClientError> 
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
-/// Progress lines on stderr, so stdout stays clean for data.
+/// Progress lines on stderr, so stdout stays clean for data. Whatever the
+/// device wrote goes through [`printable`] first.
 fn progress(e: &ClientEvent) {
     match e {
         ClientEvent::Connecting(a) => eprintln!("Connecting to {a}…"),
         ClientEvent::Connected {
             device_name,
             fingerprint,
-        } => eprintln!("Connected to {device_name} ({fingerprint})."),
+        } => eprintln!("Connected to {} ({fingerprint}).", printable(device_name)),
         ClientEvent::State(ExpertState::WaitingForConsent { deadline }) => {
             let secs = deadline
                 .saturating_duration_since(std::time::Instant::now())
@@ -406,9 +416,13 @@ fn progress(e: &ClientEvent) {
             eprintln!("Waiting for the person at the device to accept (up to {secs} s)…");
         }
         ClientEvent::State(ExpertState::Viewing { .. }) => {}
-        ClientEvent::ScreenUnavailable(s) => eprintln!("The screen is not available: {s}"),
-        ClientEvent::Chat(t) => eprintln!("Device says: {t}"),
-        ClientEvent::ControlDeclined(s) | ClientEvent::ControlEnded(s) => eprintln!("{s}"),
+        ClientEvent::ScreenUnavailable(s) => {
+            eprintln!("The screen is not available: {}", printable(s))
+        }
+        ClientEvent::Chat(t) => eprintln!("Device says: {}", printable(t)),
+        ClientEvent::ControlDeclined(s) | ClientEvent::ControlEnded(s) => {
+            eprintln!("{}", printable(s))
+        }
         ClientEvent::Reconnecting {
             attempt,
             until,
@@ -419,7 +433,7 @@ fn progress(e: &ClientEvent) {
                 .as_secs();
             match (attempt, last_error) {
                 (1, Some(why)) => {
-                    eprintln!("{why}");
+                    eprintln!("{}", printable(why));
                     eprintln!("Reconnecting (the device keeps the session for {left} s)…");
                 }
                 (1, None) => {

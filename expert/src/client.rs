@@ -296,17 +296,25 @@ fn policy_for(opts: &ConnectOptions, host: &str, port: u16) -> Result<DevicePoli
     match &opts.target {
         Target::Invitation(inv) => Ok(DevicePolicy::Pinned(Fingerprint(inv.fingerprint))),
         Target::Offer { .. } => {
-            if let Some(roots) = opts.identity.as_ref().and_then(|i| i.plant_ca.clone()) {
-                return Ok(DevicePolicy::PlantCa(roots));
-            }
             let path = match &opts.known_hosts {
                 Some(p) => p.clone(),
                 None => crate::identity::known_hosts_path()?,
             };
             let kh = KnownHosts::load(&path)?;
             let key = host_port(host, port);
+            let known = kh.get(&key);
+            // With a plant CA the address is still pinned: the CA signs every
+            // kiosk, so without the pin one kiosk's key would pass for all.
+            if let Some(roots) = opts.identity.as_ref().and_then(|i| i.plant_ca.clone()) {
+                return Ok(DevicePolicy::PlantCa {
+                    roots,
+                    host: key,
+                    known,
+                    known_hosts: path,
+                });
+            }
             Ok(DevicePolicy::FirstContact {
-                known: kh.get(&key),
+                known,
                 host: key,
                 accept_new: opts.accept_new,
                 known_hosts: path,
@@ -429,10 +437,7 @@ async fn connect_one(
         let fingerprint = match verifier.verdict() {
             Some(Verdict::Accepted(fp)) => fp,
             Some(Verdict::AcceptedNew(fp)) => {
-                if let DevicePolicy::FirstContact {
-                    host, known_hosts, ..
-                } = &policy
-                {
+                if let Some((host, known_hosts)) = policy.remembers() {
                     KnownHosts::load(known_hosts)?.add(host, fp)?;
                 }
                 fp

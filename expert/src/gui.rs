@@ -26,6 +26,7 @@ use crate::error::ClientError;
 use crate::identity::{self, Identity};
 use crate::input::HeldInput;
 use crate::keymap::{SpecialKeys, evdev_code};
+use crate::printable::printable;
 use crate::target::{Target, host_port, read_invitation_file, split_host_port};
 use crate::trust::{AcceptNew, Fingerprint};
 
@@ -270,7 +271,7 @@ impl SessionUi {
         rt.spawn(client::run(opts.clone(), view.clone(), rx, emit));
         let device_name = match &opts.target {
             Target::Offer { host, port } => host_port(host, *port),
-            Target::Invitation(i) => i.device_name.to_string(),
+            Target::Invitation(i) => printable(&i.device_name),
         };
         Self {
             handle: SessionHandle {
@@ -335,7 +336,9 @@ impl SessionUi {
                     device_name,
                     fingerprint,
                 } => {
-                    self.device_name = device_name;
+                    // egui draws no escape sequences, but line breaks and
+                    // bidi overrides still mislead.
+                    self.device_name = printable(&device_name);
                     self.fingerprint = Some(fingerprint);
                 }
                 ClientEvent::State(s) => {
@@ -374,7 +377,7 @@ impl SessionUi {
                 }
                 ClientEvent::Resuming => {}
                 ClientEvent::Chat(t) => {
-                    self.chat.push((false, t));
+                    self.chat.push((false, printable(&t)));
                     if self.chat.len() > MAX_CHAT_HISTORY {
                         self.chat.remove(0);
                     }
@@ -902,7 +905,7 @@ impl App {
                             let addrs: Vec<&str> = inv.addresses.iter().map(|a| a.as_str()).collect();
                             ui.label(format!(
                                 "Device \"{}\" at {} port {} — {when}.",
-                                inv.device_name,
+                                printable(&inv.device_name),
                                 addrs.join(", "),
                                 inv.port
                             ));
@@ -924,7 +927,7 @@ impl App {
                                     if let Some(Ok((_, Some(p)))) = &form.invitation {
                                         let r = Recent::Invitation {
                                             path: p.display().to_string(),
-                                            label: inv.device_name.to_string(),
+                                            label: printable(&inv.device_name),
                                         };
                                         remember(&mut form.recent, r);
                                     }

@@ -5,6 +5,7 @@
 //! - [`identity`]: expert identities, the config directory, plant PKI helpers.
 //! - [`keymap`] and [`input`]: keyboard and pointer input while controlling.
 //! - [`gui`]: the egui/eframe desktop app; [`cli`]: the command line.
+//! - [`printable`]: device-controlled text made safe to show.
 
 pub mod cli;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod gui;
 pub mod identity;
 pub mod input;
 pub mod keymap;
+pub mod printable;
 pub mod target;
 pub mod trust;
 

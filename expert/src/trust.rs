@@ -4,8 +4,14 @@
 //!   any other certificate is refused.
 //! - An **offer** checks the device certificate against the plant CA when the
 //!   identity has one (`ca.crt` next to the expert certificate). The chain
-//!   must verify; the host name is not checked, because kiosks are reached by
-//!   whatever address DHCP gave them and the plant CA is the trust anchor.
+//!   must verify, and the certificate is then pinned to the address typed
+//!   (trust on first use, in the known-hosts file): the plant CA signs every
+//!   kiosk, so the chain alone says "some kiosk of ours", and one kiosk's
+//!   stolen key would otherwise answer for every address. A changed
+//!   certificate at a known address is refused loudly, as below.
+//!   The host name is not checked against the certificate instead: kiosks
+//!   are reached by whatever address DHCP gave them, and their certificates
+//!   name the device, not an address.
 //! - Without a plant CA, the first contact shows the fingerprint and asks;
 //!   the answer is remembered in a known-hosts file (SSH style). A changed
 //!   fingerprint is refused loudly.
@@ -177,8 +183,16 @@ impl KnownHosts {
 pub enum DevicePolicy {
     /// Exactly this certificate (invitation).
     Pinned(Fingerprint),
-    /// A certificate chaining to one of these roots (plant CA).
-    PlantCa(Arc<RootCertStore>),
+    /// A certificate chaining to one of these roots (plant CA), and the same
+    /// certificate as the last time at `host` when `known` says so. A device
+    /// seen for the first time is accepted (the CA vouches for it) and
+    /// remembered in `known_hosts`.
+    PlantCa {
+        roots: Arc<RootCertStore>,
+        host: String,
+        known: Option<Fingerprint>,
+        known_hosts: PathBuf,
+    },
     /// Remembered on first contact. `known` is the known-hosts entry;
     /// `accept_new` says what to do with a device seen for the first time.
     FirstContact {
@@ -187,6 +201,22 @@ pub enum DevicePolicy {
         accept_new: AcceptNew,
         known_hosts: PathBuf,
     },
+}
+
+impl DevicePolicy {
+    /// Where a device accepted for the first time is remembered: the
+    /// known-hosts key (`host:port`) and file.
+    pub fn remembers(&self) -> Option<(&str, &Path)> {
+        match self {
+            DevicePolicy::PlantCa {
+                host, known_hosts, ..
+            }
+            | DevicePolicy::FirstContact {
+                host, known_hosts, ..
+            } => Some((host, known_hosts)),
+            DevicePolicy::Pinned(_) => None,
+        }
+    }
 }
 
 /// What to do with a device that is not in the known-hosts file yet.
@@ -255,7 +285,12 @@ impl DeviceVerifier {
                     })
                 }
             }
-            DevicePolicy::PlantCa(roots) => {
+            DevicePolicy::PlantCa {
+                roots,
+                host,
+                known,
+                known_hosts,
+            } => {
                 let parsed = match rustls::server::ParsedCertificate::try_from(end_entity) {
                     Ok(p) => p,
                     Err(e) => {
@@ -264,17 +299,26 @@ impl DeviceVerifier {
                         });
                     }
                 };
-                match rustls::client::verify_server_cert_signed_by_trust_anchor(
+                if let Err(e) = rustls::client::verify_server_cert_signed_by_trust_anchor(
                     &parsed,
                     roots,
                     intermediates,
                     now,
                     self.algorithms.all,
                 ) {
-                    Ok(()) => Verdict::Accepted(got),
-                    Err(e) => Verdict::Refused(ClientError::DeviceNotTrusted {
+                    return Verdict::Refused(ClientError::DeviceNotTrusted {
                         detail: e.to_string(),
+                    });
+                }
+                match known {
+                    Some(k) if *k == got => Verdict::Accepted(got),
+                    Some(k) => Verdict::Refused(ClientError::DeviceChanged {
+                        host: host.clone(),
+                        known: *k,
+                        got,
+                        known_hosts: known_hosts.display().to_string(),
                     }),
+                    None => Verdict::AcceptedNew(got),
                 }
             }
             DevicePolicy::FirstContact {
@@ -415,6 +459,68 @@ mod tests {
         assert!(matches!(
             v.decide(&cert, &[], now),
             Verdict::Refused(ClientError::FingerprintMismatch { .. })
+        ));
+    }
+
+    /// A kiosk certificate signed by the plant CA in `ca`.
+    fn plant_device(ca: &Path, name: &str) -> CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let pem = crate::identity::sign_device(ca, &csr, 30).unwrap();
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn plant_signed_devices_are_pinned_per_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        crate::identity::init_ca(&ca, "Plant CA").unwrap();
+        let roots = Arc::new(crate::identity::root_store(&ca.join("ca.crt")).unwrap());
+        let kiosk_a = plant_device(&ca, "kiosk-a");
+        let kiosk_b = plant_device(&ca, "kiosk-b");
+        let (fp_a, fp_b) = (Fingerprint::of(&kiosk_a), Fingerprint::of(&kiosk_b));
+        let provider = rustls::crypto::ring::default_provider();
+        let policy = |known| DevicePolicy::PlantCa {
+            roots: roots.clone(),
+            host: "10.0.0.7:7575".into(),
+            known,
+            known_hosts: "/tmp/kh".into(),
+        };
+        let now = UnixTime::now();
+        // First contact: the CA vouches, and the address is remembered.
+        let v = DeviceVerifier::new(policy(None), &provider);
+        assert_eq!(v.decide(&kiosk_a, &[], now), Verdict::AcceptedNew(fp_a));
+        assert!(policy(None).remembers().is_some());
+        let v = DeviceVerifier::new(policy(Some(fp_a)), &provider);
+        assert_eq!(v.decide(&kiosk_a, &[], now), Verdict::Accepted(fp_a));
+        // Another kiosk of the same plant at a known address: refused.
+        let Verdict::Refused(e) = v.decide(&kiosk_b, &[], now) else {
+            panic!("another plant device passed for a pinned address")
+        };
+        assert_eq!(
+            e,
+            ClientError::DeviceChanged {
+                host: "10.0.0.7:7575".into(),
+                known: fp_a,
+                got: fp_b,
+                known_hosts: "/tmp/kh".into(),
+            }
+        );
+        assert!(e.sentence().starts_with("WARNING"), "{e}");
+        // The pin never stands in for the CA.
+        let other = dir.path().join("other");
+        crate::identity::init_ca(&other, "Other CA").unwrap();
+        let stranger = plant_device(&other, "kiosk-a");
+        let v = DeviceVerifier::new(policy(Some(Fingerprint::of(&stranger))), &provider);
+        assert!(matches!(
+            v.decide(&stranger, &[], now),
+            Verdict::Refused(ClientError::DeviceNotTrusted { .. })
         ));
     }
 }

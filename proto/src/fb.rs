@@ -20,6 +20,10 @@ pub enum ApplyError {
     WrongLength { got: usize, expected: usize },
     #[error("compressed rectangle does not decompress: {0}")]
     Decompress(String),
+    /// The compressed data expands to more than the rectangle holds; found
+    /// before anything is allocated for it.
+    #[error("compressed rectangle expands to more than its {max} bytes")]
+    TooLarge { max: usize },
     #[error("screen size {0}×{1} is not possible")]
     BadSize(u16, u16),
 }
@@ -118,8 +122,19 @@ impl Framebuffer {
             Encoding::Raw(data) => self.blit(r, &data.0)?,
             Encoding::Lz4(data) => {
                 let expected = row_bytes * usize::from(r.h);
-                let raw = lz4_flex::block::decompress(&data.0, expected)
+                // The block's own lengths say what it expands to: check that
+                // against the rectangle before giving it any memory, so a
+                // few bytes cannot make the client allocate a screenful.
+                let got = lz4_expanded_len(&data.0, expected)?;
+                if got != expected {
+                    return Err(ApplyError::WrongLength { got, expected });
+                }
+                let mut raw = vec![0; expected];
+                let n = lz4_flex::block::decompress_into(&data.0, &mut raw)
                     .map_err(|e| ApplyError::Decompress(e.to_string()))?;
+                if n != expected {
+                    return Err(ApplyError::WrongLength { got: n, expected });
+                }
                 self.blit(r, &raw)?;
             }
         }
@@ -157,6 +172,64 @@ impl Framebuffer {
             });
         }
         Ok(())
+    }
+}
+
+/// How many bytes an LZ4 block (no size prefix) expands to, read from its
+/// sequence headers without decompressing. Stops with
+/// [`ApplyError::TooLarge`] as soon as the total passes `max`. Whether the
+/// matches are valid is left to the decompressor.
+fn lz4_expanded_len(block: &[u8], max: usize) -> Result<usize, ApplyError> {
+    let truncated = || ApplyError::Decompress("the block ends inside a sequence".into());
+    // A length nibble of 15 continues in bytes of 255 until a smaller one.
+    let extend = |mut len: usize, at: &mut usize| -> Result<usize, ApplyError> {
+        loop {
+            let b = *block.get(*at).ok_or_else(truncated)?;
+            *at += 1;
+            len = len.saturating_add(usize::from(b));
+            if b != 255 {
+                return Ok(len);
+            }
+        }
+    };
+    let mut at = 0usize;
+    let mut total = 0usize;
+    loop {
+        let token = *block.get(at).ok_or_else(truncated)?;
+        at += 1;
+        let mut literals = usize::from(token >> 4);
+        if literals == 15 {
+            literals = extend(literals, &mut at)?;
+        }
+        total = total.saturating_add(literals);
+        if total > max {
+            return Err(ApplyError::TooLarge { max });
+        }
+        at = at.saturating_add(literals);
+        if at > block.len() {
+            return Err(truncated());
+        }
+        if at == block.len() {
+            // The last sequence has literals only.
+            return Ok(total);
+        }
+        // Two offset bytes, then the match length (4 at least).
+        at += 2;
+        if at > block.len() {
+            return Err(truncated());
+        }
+        let mut matched = usize::from(token & 15);
+        if matched == 15 {
+            matched = extend(matched, &mut at)?;
+        }
+        total = total.saturating_add(matched + 4);
+        if total > max {
+            return Err(ApplyError::TooLarge { max });
+        }
+        if at >= block.len() {
+            // Every block ends with literals.
+            return Err(truncated());
+        }
     }
 }
 
@@ -279,6 +352,20 @@ mod tests {
             }),
             Err(ApplyError::OutOfBounds { .. })
         ));
+        // Expands to fewer bytes than the rectangle: the rest would be stale.
+        assert_eq!(
+            f.apply_rect(&Rect {
+                x: 0,
+                y: 0,
+                w: 2,
+                h: 2,
+                encoding: Encoding::Lz4(Payload(lz4_flex::block::compress(&[1; 12])))
+            }),
+            Err(ApplyError::WrongLength {
+                got: 12,
+                expected: 16
+            })
+        );
         assert!(
             Framebuffer::new(&ScreenInfo {
                 width: 0,
@@ -288,5 +375,57 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    /// An LZ4 block whose sequence headers claim `len` bytes: one literal,
+    /// then one long match (its length continued in 255s).
+    fn claiming(len: usize) -> Vec<u8> {
+        let mut b = vec![0x1f, 0, 1, 0];
+        let mut rest = len - 1 - 19;
+        while rest >= 255 {
+            b.push(255);
+            rest -= 255;
+        }
+        b.push(rest as u8);
+        b.extend_from_slice(&[0x50, 0, 0, 0, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn lz4_expansion_is_known_before_decompressing() {
+        for data in [vec![], vec![7u8; 1], (0..=255).cycle().take(5000).collect()] {
+            let block = lz4_flex::block::compress(&data);
+            assert_eq!(lz4_expanded_len(&block, usize::MAX), Ok(data.len()));
+        }
+        assert_eq!(lz4_expanded_len(&claiming(1000), usize::MAX), Ok(1000 + 5));
+        // 1 GiB claimed into 64 bytes: refused without decompressing.
+        assert_eq!(
+            lz4_expanded_len(&claiming(1 << 30), 64),
+            Err(ApplyError::TooLarge { max: 64 })
+        );
+        // The same claim into a whole large screen: refused as too large
+        // (found by `lz4_expanded_len`, before the rectangle's buffer is
+        // allocated), not as a failed decompression into that buffer.
+        let mut f = fb(4096, 4096);
+        assert_eq!(
+            f.apply_rect(&Rect {
+                x: 0,
+                y: 0,
+                w: 4096,
+                h: 4096,
+                encoding: Encoding::Lz4(Payload(claiming(1 << 30)))
+            }),
+            Err(ApplyError::TooLarge {
+                max: 4096 * 4096 * 4
+            })
+        );
+        assert!(matches!(
+            lz4_expanded_len(&[0x1f, 0, 1], 64),
+            Err(ApplyError::Decompress(_))
+        ));
+        assert!(matches!(
+            lz4_expanded_len(&[0x30, 1], 64),
+            Err(ApplyError::Decompress(_))
+        ));
     }
 }

@@ -361,7 +361,7 @@ def check_agent_toml(report):
     template = read_text(template_path)
     defaults = conf_defaults()
     demo = dict(defaults, SHOULDER_ENABLED="true", SHOULDER_PLANT_CA="plant-ca.pem",
-                SHOULDER_ALLOWED_EXPERTS="cn:Service-Desk sha256:f74b7e4b772c0352b71adb38ad7dd4126d16ad0c38170a9381cf119f96ed7b50", SHOULDER_CONTROL_GROUP="kiosk")
+                SHOULDER_ALLOWED_EXPERTS="ca:3f0a5c917b22e4d8601faa93c74508b26e14dd79c0583ba19e27f64d8802cb15/cn:Service-Desk sha256:f74b7e4b772c0352b71adb38ad7dd4126d16ad0c38170a9381cf119f96ed7b50", SHOULDER_CONTROL_GROUP="kiosk")
     if not os.path.isfile(example_path):
         report.warn(f"{rel(example_path)} does not exist yet: agent.toml keys cannot be compared")
         example = None

@@ -70,6 +70,13 @@ impl Pki {
         }
     }
 
+    /// SHA-256 of the CA certificate, as `ca:` allow-list entries name it.
+    pub fn ca_fingerprint(&self) -> [u8; 32] {
+        use rustls::pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap();
+        shoulder_agent::util::sha256(&der)
+    }
+
     /// An expert certificate with CN `cn`; `expired` makes one whose validity
     /// ended in 2020.
     pub fn expert(&self, cn: &str, expired: bool) -> ExpertCert {
@@ -77,13 +84,18 @@ impl Pki {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
-        params
-            .extended_key_usages
-            .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
         if expired {
             params.not_before = rcgen::date_time_ymd(2019, 1, 1);
             params.not_after = rcgen::date_time_ymd(2020, 1, 1);
         }
+        self.issue(params)
+    }
+
+    /// A client certificate for `params` (any subject), signed by this CA.
+    pub fn issue(&self, mut params: rcgen::CertificateParams) -> ExpertCert {
+        params
+            .extended_key_usages
+            .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
         let key = rcgen::KeyPair::generate().unwrap();
         let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
         let cert = params.signed_by(&key, &issuer).unwrap();

@@ -365,9 +365,11 @@ pub fn assert_fails_with(o: &Output, expected: &str) {
 
 /// A TCP relay in front of the agent. `cut()` ends every live connection
 /// at once (both sockets dropped); `refuse(true)` makes new connections
-/// fail as if the device were unreachable.
+/// fail as if the device were unreachable; `retarget()` sends new
+/// connections to another device, as a machine taking over the address.
 pub struct Relay {
     pub addr: SocketAddr,
+    to: Arc<Mutex<SocketAddr>>,
     cut: watch::Sender<u64>,
     refuse: Arc<AtomicBool>,
     /// Connections relayed so far.
@@ -381,7 +383,9 @@ impl Relay {
         let (cut, _) = watch::channel(0u64);
         let refuse = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
+        let to = Arc::new(Mutex::new(to));
         let (cut2, refuse2, accepted2) = (cut.clone(), refuse.clone(), accepted.clone());
+        let to2 = to.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -393,6 +397,7 @@ impl Relay {
                 }
                 accepted2.fetch_add(1, Ordering::SeqCst);
                 let mut cut_rx = cut2.subscribe();
+                let to = *to2.lock().unwrap();
                 tokio::spawn(async move {
                     let Ok(device) = TcpStream::connect(to).await else {
                         return;
@@ -410,6 +415,7 @@ impl Relay {
         });
         Relay {
             addr,
+            to,
             cut,
             refuse,
             accepted,
@@ -422,6 +428,10 @@ impl Relay {
 
     pub fn refuse(&self, on: bool) {
         self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    pub fn retarget(&self, to: SocketAddr) {
+        *self.to.lock().unwrap() = to;
     }
 
     /// Points an invitation at the relay instead of the agent.

@@ -32,7 +32,7 @@ SHOULDER_CONTROL_GROUP ??= ""
 # SRC_URI. They are installed to /etc/shoulder/plant-ca/ and listed in
 # plant_ca. Empty: offers are refused ("unknown CA").
 SHOULDER_PLANT_CA ??= ""
-# Space-separated allow-list entries ("cn:NAME" or "sha256:HEX").
+# Space-separated allow-list entries ("ca:CA-SHA256-HEX/cn:NAME" or "sha256:HEX").
 SHOULDER_ALLOWED_EXPERTS ??= ""
 
 SHOULDER_PLANT_CA_DIR = "${sysconfdir}/shoulder/plant-ca"
