@@ -122,9 +122,10 @@ fn expert_click_lands(vm: &mut Vm, expert: &Expert, screen: (u32, u32)) {
         .trim_end();
     assert!(
         tap.ends_with(&format!("kiosk: tap x={x} y={y}")),
-        "the expert clicked ({x}, {y}) on the {}x{} screen, the app saw `{tap}`",
+        "the expert clicked ({x}, {y}) on the {}x{} screen, the app saw `{tap}`:\n{}",
         screen.0,
-        screen.1
+        screen.1,
+        &log[mark..]
     );
 }
 
@@ -421,6 +422,9 @@ fn image_single_buffer_app_mode_change_and_key_release() {
         "the expert never got the 1024x768 screen: {:?}",
         expert.event_summary()
     );
+    // The app opens the re-made pointer as any hot-plugged device; a click
+    // made before that would reach only the old one.
+    let _ = vm.wait_serial(mark, "\"Shoulder remote pointer\"", STEP);
     expert_click_lands(&mut vm, &expert, SCREEN);
 
     // Alt+F2 from the expert would switch VTs on the console: Alt reaches
