@@ -76,6 +76,19 @@ pub trait InputSink: Send {
         Ok(())
     }
     fn inject(&mut self, consent: &ControlConsent, event: &InjectEvent) -> Result<(), InputError>;
+    /// The screen's size changed while control is on: absolute coordinates
+    /// must map to the new size (uinput ranges are fixed when a device is
+    /// made, so the devices are made anew; what the expert holds is released
+    /// first). A failure ends control as an injection fault.
+    fn resize(
+        &mut self,
+        consent: &ControlConsent,
+        width: u16,
+        height: u16,
+    ) -> Result<(), InputError> {
+        let _ = (consent, width, height);
+        Ok(())
+    }
     /// Release every key, button and touch the expert holds.
     fn release_all(&mut self) -> Result<(), InputError>;
     /// Control ended: release everything and tear down what `enable` made.

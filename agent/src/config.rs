@@ -74,6 +74,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Group allowed to use the control socket besides root; empty: root only.
     pub control_group: String,
+    /// Group allowed to create, list and revoke invitations on the control
+    /// socket besides root; empty: root only.
+    pub invite_group: String,
     #[serde(deserialize_with = "de_capture")]
     pub capture: CaptureSpec,
     /// Most screen updates per second sent to the expert.
@@ -132,6 +135,7 @@ impl Default for Config {
             audit_required: true,
             control_socket: "/run/shoulder/control.sock".into(),
             control_group: String::new(),
+            invite_group: String::new(),
             capture: CaptureSpec::Drm {
                 device: None,
                 connector: None,
@@ -214,6 +218,9 @@ pub struct InputConfig {
     /// again.
     #[serde(deserialize_with = "de_duration")]
     pub local_idle: Duration,
+    /// Key families the expert may inject although they act on the device
+    /// itself: `power`, `sysrq`, `vt-switch`. Empty: none.
+    pub allow_keys: Vec<String>,
 }
 
 impl Default for InputConfig {
@@ -225,6 +232,7 @@ impl Default for InputConfig {
             stop_hotkey: shoulder_input::hotkey::DEFAULT_STOP_CONTROL.into(),
             end_hotkey: shoulder_input::hotkey::DEFAULT_END_SESSION.into(),
             local_idle: shoulder_input::DEFAULT_HOLDBACK,
+            allow_keys: Vec::new(),
         }
     }
 }
@@ -604,6 +612,27 @@ impl Config {
                 "use e.g. \"750ms\"",
             );
         }
+        if let Err(e) = shoulder_input::KeyPolicy::parse(&self.input.allow_keys) {
+            return err(
+                "input",
+                "allow_keys",
+                e.to_string(),
+                "list only families to allow, e.g. allow_keys = [\"vt-switch\"], or [] for none",
+            );
+        }
+        for (key, group) in [
+            ("control_group", &self.control_group),
+            ("invite_group", &self.invite_group),
+        ] {
+            if group.contains([':', '\n', ',']) || group.trim() != group {
+                return err(
+                    "",
+                    key,
+                    format!("`{group}` is not a group name"),
+                    "write a group name from /etc/group or a numeric gid, or \"\" for root only",
+                );
+            }
+        }
         if !["uinput", "none"].contains(&self.input.inject.as_str()) {
             return err(
                 "input",
@@ -754,6 +783,8 @@ mod tests {
             "audit_keep",
             "control_socket",
             "control_group",
+            "invite_group",
+            "allow_keys",
             "capture",
             "max_fps",
             "consent_timeout",
@@ -833,6 +864,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("keepalive_interval"), "{s}");
+    }
+
+    #[test]
+    fn allow_keys_and_invite_group() {
+        let c = parse("invite_group = \"shoulder-admin\"\n[input]\nallow_keys = [\"power\", \"sysrq\", \"vt-switch\"]\n")
+            .unwrap();
+        assert_eq!(c.invite_group, "shoulder-admin");
+        let p = shoulder_input::KeyPolicy::parse(&c.input.allow_keys).unwrap();
+        for f in shoulder_input::KeyFamily::ALL {
+            assert!(p.allows(f), "{f}");
+        }
+        assert!(Config::default().input.allow_keys.is_empty());
+        assert!(Config::default().invite_group.is_empty());
+        let s = parse("[input]\nallow_keys = [\"vt\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("agent.toml:2:1"), "{s}");
+        assert!(s.contains("input.allow_keys") && s.contains("`vt`"), "{s}");
+        assert!(s.contains("\"vt-switch\"") && s.contains("fix:"), "{s}");
+        let s = parse("invite_group = \"a:b\"\n").unwrap_err().to_string();
+        assert!(s.contains("invite_group") && s.contains("fix:"), "{s}");
     }
 
     #[test]

@@ -1,5 +1,32 @@
-//! The local control socket: JSON lines over a unix socket (mode 0660, root
-//! or `control_group`), for the person at the device, kiosk apps and scripts.
+//! The local control socket: JSON lines over a unix socket, for the person at
+//! the device, kiosk apps and scripts.
+//!
+//! # Trust boundary
+//!
+//! The socket decides who answers consent prompts and who opens the device
+//! to outsiders, so it checks who is calling, twice:
+//!
+//! - **Reaching it**: the socket is mode 0660 and its directory 0750, both
+//!   owned by root and `control_group`. When the directory is the agent's
+//!   own (it created it, or it is the service's `RuntimeDirectory=`, named
+//!   in `$RUNTIME_DIRECTORY`) the agent hands it to the group, so members
+//!   can get through; anyone else cannot even connect.
+//! - **Using it**: every connection's peer credentials (`SO_PEERCRED`: uid,
+//!   gid, and the supplementary groups from `/proc/PID/status`) are checked
+//!   again, so a socket put in a too-open directory still refuses
+//!   strangers. What a caller may do depends on its [`Role`]
+//!   ([`Access::role`], a pure function of uid, groups and config):
+//!
+//! | caller | may |
+//! | --- | --- |
+//! | root | everything |
+//! | member of `control_group` (the kiosk app) | `status`, `accept`, `decline`, `stop-control`, `end`, `chat` |
+//! | member of `invite_group` | `status`, `invite`, `invite-list`, `invite-revoke` |
+//! | anyone else | nothing: one refusal, then the connection closes |
+//!
+//! Invitations need root by default (`invite_group` empty): an invitation
+//! lets someone from outside ask for the screen. Every refusal is a reply
+//! that names the fix, and is audited (`control-refused`).
 //!
 //! Requests, one object per line: `{"cmd":"status"}`,
 //! `{"cmd":"accept","prompt":ID}`, `{"cmd":"decline","prompt":ID}` (ID from
@@ -102,8 +129,8 @@ pub enum ControlError {
         "another agent is already serving {0} (fix: stop it first, or set another `control_socket`)"
     )]
     InUse(PathBuf),
-    #[error("unknown group `{0}` in `control_group` (fix: create it, or use a numeric gid)")]
-    UnknownGroup(String),
+    #[error("unknown group `{group}` in `{key}` (fix: create it, or use a numeric gid)")]
+    UnknownGroup { key: &'static str, group: String },
     #[error(
         "cannot reach the agent at {path}: {source} (fix: is `shoulder-agent run` running? are you root or in the control group?)"
     )]
@@ -119,25 +146,41 @@ pub enum ControlError {
     BadReply(String),
 }
 
-/// Binds the socket: parent directory 0750, socket 0660, group as
-/// configured. A stale socket from a crash is replaced; a live one is not.
-pub async fn bind(path: &Path, group: &str) -> Result<UnixListener, ControlError> {
+/// The bound control socket and who may use it (see the module docs).
+#[derive(Debug)]
+pub struct ControlListener {
+    pub listener: UnixListener,
+    pub access: Access,
+}
+
+/// Binds the socket `config.control_socket`: socket 0660 and, when the
+/// directory is the agent's own, directory 0750, both given to
+/// `control_group`. A stale socket from a crash is replaced; a live one is
+/// not. The groups are resolved here, so a wrong name stops the start.
+pub async fn bind(config: &crate::Config) -> Result<ControlListener, ControlError> {
+    let path = config.control_socket.as_path();
+    let access = Access::resolve(&config.control_group, &config.invite_group)?;
     let bind_err = |source| ControlError::Bind {
         path: path.into(),
         source,
     };
-    let gid = if group.is_empty() {
-        None
-    } else {
-        Some(resolve_group(group)?)
-    };
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(bind_err)?;
-        if let Some(gid) = gid {
-            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(bind_err)?;
+    let gid = access.control.as_ref().map(|g| g.gid);
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let created = !dir.exists();
+        if created {
+            std::fs::create_dir_all(dir).map_err(bind_err)?;
+        }
+        let runtime_dirs = std::env::var_os("RUNTIME_DIRECTORY");
+        if created || is_runtime_directory(dir, runtime_dirs.as_deref()) {
+            // systemd makes RuntimeDirectory= root:root; members of the group
+            // must get through it to the socket.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(bind_err)?;
+            if let Some(gid) = gid {
+                std::os::unix::fs::chown(dir, None, Some(gid)).map_err(bind_err)?;
+            }
+        } else if let Some(g) = &access.control {
+            warn_if_unreachable(dir, g);
         }
     }
     if path.exists() {
@@ -151,11 +194,45 @@ pub async fn bind(path: &Path, group: &str) -> Result<UnixListener, ControlError
     if let Some(gid) = gid {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(bind_err)?;
     }
-    Ok(listener)
+    Ok(ControlListener { listener, access })
+}
+
+/// Whether `dir` is one of the service's runtime directories
+/// (`$RUNTIME_DIRECTORY`, colon-separated, set by systemd for
+/// `RuntimeDirectory=`): made for the agent alone, so it may set its owner.
+fn is_runtime_directory(dir: &Path, runtime_dirs: Option<&std::ffi::OsStr>) -> bool {
+    let Some(list) = runtime_dirs.and_then(|l| l.to_str()) else {
+        return false;
+    };
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let dir = canon(dir);
+    list.split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| canon(Path::new(d)) == dir)
+}
+
+/// A directory the agent does not own may keep group members out; say so
+/// at start rather than leave them with "permission denied".
+fn warn_if_unreachable(dir: &Path, group: &Group) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.mode();
+    let reachable = mode & 0o001 != 0 || (meta.gid() == group.gid && mode & 0o010 != 0);
+    if !reachable {
+        tracing::warn!(
+            "members of group {} cannot reach the control socket: its directory {} is not searchable by them (fix: `chgrp {} {}` and `chmod g+x` it, or put control_socket in a directory of its own)",
+            group.name,
+            dir.display(),
+            group.name,
+            dir.display(),
+        );
+    }
 }
 
 /// A group name or number to a gid, from /etc/group (no libc needed).
-fn resolve_group(group: &str) -> Result<u32, ControlError> {
+fn resolve_group(key: &'static str, group: &str) -> Result<u32, ControlError> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
@@ -168,7 +245,182 @@ fn resolve_group(group: &str) -> Result<u32, ControlError> {
             (name == group).then_some(gid)
         })
         .next()
-        .ok_or_else(|| ControlError::UnknownGroup(group.into()))
+        .ok_or_else(|| ControlError::UnknownGroup {
+            key,
+            group: group.into(),
+        })
+}
+
+/// A configured group: its name as written in the config (for messages)
+/// and its gid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// Who may use the control socket: root, and the configured groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// `control_group`: the session commands.
+    pub control: Option<Group>,
+    /// `invite_group`: the invitation commands.
+    pub invite: Option<Group>,
+}
+
+/// What a caller of the control socket may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    /// Root: everything, also commands no role lists yet.
+    pub root: bool,
+    /// Read the status.
+    pub status: bool,
+    /// Answer prompts, stop control, end the session, chat.
+    pub session: bool,
+    /// Create, list and revoke invitations.
+    pub invite: bool,
+}
+
+impl Role {
+    pub const ROOT: Role = Role {
+        root: true,
+        status: true,
+        session: true,
+        invite: true,
+    };
+    pub const NONE: Role = Role {
+        root: false,
+        status: false,
+        session: false,
+        invite: false,
+    };
+
+    /// Whether the caller may do anything at all (else the connection is
+    /// refused at its first request).
+    pub fn any(self) -> bool {
+        self.root || self.status || self.session || self.invite
+    }
+}
+
+/// The control commands a `control_group` member may send.
+const SESSION_COMMANDS: [&str; 5] = ["accept", "decline", "stop-control", "end", "chat"];
+/// The invitation commands.
+const INVITE_COMMANDS: [&str; 3] = ["invite", "invite-list", "invite-revoke"];
+
+impl Access {
+    /// Resolves the configured group names (empty: root only).
+    pub fn resolve(control_group: &str, invite_group: &str) -> Result<Self, ControlError> {
+        let group = |key, name: &str| -> Result<Option<Group>, ControlError> {
+            if name.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(Group {
+                name: name.into(),
+                gid: resolve_group(key, name)?,
+            }))
+        };
+        Ok(Self {
+            control: group("control_group", control_group)?,
+            invite: group("invite_group", invite_group)?,
+        })
+    }
+
+    /// What a caller with user id `uid` and groups `gids` (primary and
+    /// supplementary) may do.
+    pub fn role(&self, uid: u32, gids: &[u32]) -> Role {
+        if uid == 0 {
+            return Role::ROOT;
+        }
+        let member = |g: &Option<Group>| g.as_ref().is_some_and(|g| gids.contains(&g.gid));
+        let session = member(&self.control);
+        let invite = member(&self.invite);
+        Role {
+            root: false,
+            status: session || invite,
+            session,
+            invite,
+        }
+    }
+
+    /// Whether `role` may send the command `cmd` (a [`Request::name`]); the
+    /// refusal names the fix.
+    pub fn check(&self, role: Role, cmd: &str) -> Result<(), String> {
+        let allowed = match cmd {
+            "status" => role.status,
+            c if SESSION_COMMANDS.contains(&c) => role.session,
+            c if INVITE_COMMANDS.contains(&c) => role.invite,
+            // A command this table does not know yet: root only, until
+            // someone decides who else may use it.
+            _ => role.root,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let needs = |g: &Option<Group>, key: &str| match g {
+            Some(g) => format!("root or membership of group {} (config {key})", g.name),
+            None => format!("root (config {key} is empty: root only)"),
+        };
+        let who = if cmd == "status" {
+            format!(
+                "{} or {}",
+                needs(&self.control, "control_group"),
+                needs(&self.invite, "invite_group")
+            )
+        } else if SESSION_COMMANDS.contains(&cmd) {
+            needs(&self.control, "control_group")
+        } else if INVITE_COMMANDS.contains(&cmd) {
+            needs(&self.invite, "invite_group")
+        } else {
+            "root".into()
+        };
+        Err(format!("{cmd} needs {who}"))
+    }
+}
+
+/// The caller at the other end of a control connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    /// The primary gid and the supplementary groups.
+    pub gids: Vec<u32>,
+}
+
+impl Peer {
+    /// The credentials the kernel recorded when the peer connected, and its
+    /// supplementary groups from `/proc/PID/status` (only if that process
+    /// still has the same uid: a pid reused since is not believed).
+    fn of(stream: &UnixStream) -> std::io::Result<Self> {
+        let cred = stream.peer_cred()?;
+        let mut gids = vec![cred.gid()];
+        if let Some(pid) = cred.pid().filter(|p| *p > 0)
+            && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some((uid, groups)) = parse_proc_status(&status)
+            && uid == cred.uid()
+        {
+            gids.extend(groups);
+        }
+        Ok(Self {
+            uid: cred.uid(),
+            gids,
+        })
+    }
+}
+
+/// The effective uid and the supplementary groups in a `/proc/PID/status`
+/// text (`Uid:` real, effective, saved, fs; `Groups:` space-separated).
+pub fn parse_proc_status(status: &str) -> Option<(u32, Vec<u32>)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+    };
+    let uid = field("Uid")?.split_whitespace().nth(1)?.parse().ok()?;
+    let groups = field("Groups")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<Vec<u32>, _>>()
+        .ok()?;
+    Some((uid, groups))
 }
 
 /// What the control server works with.
@@ -181,7 +433,9 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Serves clients until `shutdown` turns true.
-    pub async fn serve(self, listener: UnixListener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(self, listener: ControlListener, mut shutdown: watch::Receiver<bool>) {
+        let ControlListener { listener, access } = listener;
+        let access = Arc::new(access);
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
         loop {
             let accepted = tokio::select! {
@@ -202,18 +456,31 @@ impl ControlServer {
             };
             let server = self.clone();
             let shutdown = shutdown.clone();
+            let access = access.clone();
             tokio::spawn(async move {
-                server.client(stream, shutdown).await;
+                server.client(stream, &access, shutdown).await;
                 drop(permit);
             });
         }
     }
 
-    async fn client(&self, stream: UnixStream, mut shutdown: watch::Receiver<bool>) {
-        let uid = stream.peer_cred().ok().map(|c| c.uid());
+    async fn client(
+        &self,
+        stream: UnixStream,
+        access: &Access,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // No credentials, no trust: such a caller may do nothing.
+        let peer = Peer::of(&stream).ok();
+        let uid = peer.as_ref().map(|p| p.uid);
+        let role = peer
+            .as_ref()
+            .map_or(Role::NONE, |p| access.role(p.uid, &p.gids));
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
+        // Strangers hear no events (names of experts, chat).
         let mut events = self.hub.subscribe();
+        let events_on = role.any();
         // Bytes of the request being received; kept across select! rounds
         // (read_until is cancel-safe: partial reads stay in the buffer).
         let mut pending: Vec<u8> = Vec::new();
@@ -234,15 +501,15 @@ impl ControlServer {
                         Ok(_) => {
                             let line = String::from_utf8_lossy(&pending).into_owned();
                             pending.clear();
-                            let reply = self.handle(line.trim(), uid).await;
-                            if send_line(&mut write, &reply).await.is_err() {
+                            let reply = self.handle(line.trim(), uid, access, role).await;
+                            if send_line(&mut write, &reply).await.is_err() || !role.any() {
                                 return;
                             }
                         }
                         Err(_) => return,
                     }
                 }
-                e = events.recv() => {
+                e = events.recv(), if events_on => {
                     let v = match e {
                         Ok(v) => v,
                         Err(broadcast::error::RecvError::Lagged(n)) => json!({"event": "lagged", "missed": n}),
@@ -257,7 +524,7 @@ impl ControlServer {
         }
     }
 
-    async fn handle(&self, line: &str, uid: Option<u32>) -> Value {
+    async fn handle(&self, line: &str, uid: Option<u32>, access: &Access, role: Role) -> Value {
         if line.is_empty() {
             return json!({"reply": "error", "ok": false, "error": "empty request"});
         }
@@ -269,6 +536,14 @@ impl ControlServer {
             }
         };
         let name = req.name();
+        if let Err(refusal) = access.check(role, name) {
+            self.audit_local(
+                "control-refused",
+                uid,
+                json!({"command": name, "error": refusal}),
+            );
+            return json!({"reply": name, "ok": false, "error": refusal});
+        }
         let ok = |extra: Value| {
             let mut v = json!({"reply": name, "ok": true});
             if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
@@ -491,5 +766,48 @@ impl Client {
             return Err(ControlError::Closed);
         }
         serde_json::from_str(line.trim()).map_err(|e| ControlError::BadReply(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn only_the_services_runtime_directories_are_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let listed = format!("/run/other:{}", d.path().display());
+        assert!(is_runtime_directory(d.path(), Some(OsStr::new(&listed))));
+        // The same directory by another spelling.
+        let dotted = format!("{}/.", d.path().display());
+        assert!(is_runtime_directory(d.path(), Some(OsStr::new(&dotted))));
+        assert!(!is_runtime_directory(d.path(), None));
+        assert!(!is_runtime_directory(
+            d.path(),
+            Some(OsStr::new("/run/other:"))
+        ));
+        assert!(!is_runtime_directory(
+            Path::new("/tmp"),
+            Some(OsStr::new(""))
+        ));
+    }
+
+    #[test]
+    fn unknown_groups_name_the_key() {
+        let e = Access::resolve("", "no-such-group-here").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown group `no-such-group-here` in `invite_group` (fix: create it, or use a numeric gid)"
+        );
+        let a = Access::resolve("4242", "").unwrap();
+        assert_eq!(
+            a.control,
+            Some(Group {
+                name: "4242".into(),
+                gid: 4242
+            })
+        );
+        assert_eq!(a.invite, None);
     }
 }

@@ -233,7 +233,7 @@ async fn serve(
         "listening": bound.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
     }));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let control = crate::control::bind(&config.control_socket, &config.control_group).await?;
+    let control = crate::control::bind(&config).await?;
     let control_server = ControlServer {
         hub: hub.clone(),
         issuer,
@@ -700,7 +700,17 @@ impl Session {
                     match msg {
                         Some(m) => {
                             if let Message::ScreenInfo(info) = &m {
-                                self.screen = Some((info.width, info.height));
+                                let (w, h) = (info.width, info.height);
+                                let old = self.screen.replace((w, h));
+                                // uinput ranges are fixed per device: follow the mode.
+                                if let Some(t) = &self.control
+                                    && old.is_some_and(|o| o != (w, h))
+                                    && let Err(e) = self.with_input(|i| i.resize(t, w, h))
+                                {
+                                    tracing::warn!(error = %e, "resizing the input devices failed");
+                                    self.machine
+                                        .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
+                                }
                                 if let Some(token) = self.control_pending.take() {
                                     self.enable_injection(token);
                                 }

@@ -36,6 +36,8 @@ const SAME_PIXELS_WITHIN: Duration = Duration::from_secs(1);
 const EXPERT_NAME: &str = "Ann Expert";
 /// evdev codes used below.
 const KEY_A: u16 = 30;
+const KEY_LEFTALT: u16 = 56;
+const KEY_F2: u16 = 60;
 
 // --- setup -------------------------------------------------------------------
 
@@ -86,6 +88,45 @@ fn local_tap_seen(vm: &mut Vm, expert: &Expert, seen: &str) -> Rectangle {
     let took = wait_same_pixels(vm, expert, STEP);
     assert!(took <= SAME_PIXELS_WITHIN, "{seen} after {took:?}");
     counter
+}
+
+/// The expert clicks the centre of the counter button of the kiosk at
+/// `screen`, until a click arrives; the app must see it at exactly those
+/// coordinates.
+fn expert_click_lands(vm: &mut Vm, expert: &Expert, screen: (u32, u32)) {
+    let counter = KioskUi::new(screen.0, screen.1).layout().counter_button;
+    let (x, y) = center(counter);
+    let mark = vm.serial_mark();
+    let deadline = Instant::now() + STEP;
+    loop {
+        expert.click(x, y);
+        if vm
+            .wait_serial(mark, "kiosk: tap ", Duration::from_secs(2))
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expert's click never arrived on the {}x{} screen:\n{}",
+            screen.0,
+            screen.1,
+            vm.serial_log()
+        );
+    }
+    let log = vm.serial_log();
+    let tap = log[mark..]
+        .lines()
+        .find(|l| l.contains("kiosk: tap "))
+        .unwrap_or_default()
+        .trim_end();
+    assert!(
+        tap.ends_with(&format!("kiosk: tap x={x} y={y}")),
+        "the expert clicked ({x}, {y}) on the {}x{} screen, the app saw `{tap}`:\n{}",
+        screen.0,
+        screen.1,
+        &log[mark..]
+    );
 }
 
 // --- tests -------------------------------------------------------------------
@@ -315,7 +356,9 @@ fn image_invitation_session_with_password() {
 
 /// A kiosk app that draws into one buffer and never flips is captured
 /// (a local change shows within a second), a resolution change mid-session
-/// reaches the expert, and a key the expert holds when disconnecting is
+/// reaches the expert, the expert's clicks land where they were made before
+/// and after a mode change under control, Alt+F2 (VT switching) from the
+/// expert is not injected, and a key the expert holds when disconnecting is
 /// released in the app.
 #[test]
 fn image_single_buffer_app_mode_change_and_key_release() {
@@ -363,6 +406,42 @@ fn image_single_buffer_app_mode_change_and_key_release() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // Clicks land where the expert clicked, also after the app changes
+    // mode while the expert has control (the virtual pointer's range
+    // follows the screen).
+    expert_click_lands(&mut vm, &expert, (800, 600));
+    let mark = vm.serial_mark();
+    vm.tap_key("f2").expect("F2");
+    vm.wait_serial(mark, "kiosk: mode 1024x768", STEP)
+        .expect("mode switch back");
+    assert!(
+        wait_until(STEP, Duration::from_millis(50), || {
+            expert.screen().map(|s| s.size()) == Some((1024, 768))
+        }),
+        "the expert never got the 1024x768 screen: {:?}",
+        expert.event_summary()
+    );
+    // The app opens the re-made pointer as any hot-plugged device; a click
+    // made before that would reach only the old one.
+    let _ = vm.wait_serial(mark, "\"Shoulder remote pointer\"", STEP);
+    expert_click_lands(&mut vm, &expert, SCREEN);
+
+    // Alt+F2 from the expert would switch VTs on the console: Alt reaches
+    // the app, F2 (which would also switch the app's mode) does not.
+    let mark = vm.serial_mark();
+    expert.key(KEY_LEFTALT, true);
+    expert.key(KEY_F2, true);
+    expert.key(KEY_F2, false);
+    expert.key(KEY_LEFTALT, false);
+    vm.wait_serial(mark, "kiosk: key 56 up", STEP)
+        .expect("the expert's Alt reached the app");
+    let after = &vm.serial_log()[mark..];
+    assert!(
+        !after.contains("kiosk: key 60") && !after.contains("kiosk: mode"),
+        "Alt+F2 from the expert was injected: {after}"
+    );
+
     let mark = vm.serial_mark();
     let deadline = Instant::now() + STEP;
     loop {

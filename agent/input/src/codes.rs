@@ -32,6 +32,31 @@ pub const ABS_MT_POSITION_X: u16 = 0x35;
 pub const ABS_MT_POSITION_Y: u16 = 0x36;
 pub const ABS_MT_TRACKING_ID: u16 = 0x39;
 
+/// Keys that act on the device itself (see `policy`).
+pub const KEY_F1: u16 = 59;
+pub const KEY_F2: u16 = 60;
+pub const KEY_F3: u16 = 61;
+pub const KEY_F4: u16 = 62;
+pub const KEY_F5: u16 = 63;
+pub const KEY_F6: u16 = 64;
+pub const KEY_F7: u16 = 65;
+pub const KEY_F8: u16 = 66;
+pub const KEY_F9: u16 = 67;
+pub const KEY_F10: u16 = 68;
+pub const KEY_F11: u16 = 87;
+pub const KEY_F12: u16 = 88;
+pub const KEY_KPDOT: u16 = 83;
+pub const KEY_SYSRQ: u16 = 99;
+pub const KEY_LEFT: u16 = 105;
+pub const KEY_RIGHT: u16 = 106;
+pub const KEY_DELETE: u16 = 111;
+pub const KEY_POWER: u16 = 116;
+pub const KEY_SLEEP: u16 = 142;
+pub const KEY_WAKEUP: u16 = 143;
+pub const KEY_SUSPEND: u16 = 205;
+pub const KEY_POWER2: u16 = 0x164;
+pub const KEY_RESTART: u16 = 0x198;
+
 /// One past the highest key code (`KEY_CNT`).
 pub const KEY_CNT: u16 = 0x300;
 
@@ -85,6 +110,29 @@ mod tests {
             (KEY_RIGHTALT, sys::KEY_RIGHTALT),
             (KEY_LEFTMETA, sys::KEY_LEFTMETA),
             (KEY_RIGHTMETA, sys::KEY_RIGHTMETA),
+            (KEY_F1, sys::KEY_F1),
+            (KEY_F2, sys::KEY_F2),
+            (KEY_F3, sys::KEY_F3),
+            (KEY_F4, sys::KEY_F4),
+            (KEY_F5, sys::KEY_F5),
+            (KEY_F6, sys::KEY_F6),
+            (KEY_F7, sys::KEY_F7),
+            (KEY_F8, sys::KEY_F8),
+            (KEY_F9, sys::KEY_F9),
+            (KEY_F10, sys::KEY_F10),
+            (KEY_F11, sys::KEY_F11),
+            (KEY_F12, sys::KEY_F12),
+            (KEY_KPDOT, sys::KEY_KPDOT),
+            (KEY_SYSRQ, sys::KEY_SYSRQ),
+            (KEY_LEFT, sys::KEY_LEFT),
+            (KEY_RIGHT, sys::KEY_RIGHT),
+            (KEY_DELETE, sys::KEY_DELETE),
+            (KEY_POWER, sys::KEY_POWER),
+            (KEY_SLEEP, sys::KEY_SLEEP),
+            (KEY_WAKEUP, sys::KEY_WAKEUP),
+            (KEY_SUSPEND, sys::KEY_SUSPEND),
+            (KEY_POWER2, sys::KEY_POWER2),
+            (KEY_RESTART, sys::KEY_RESTART),
         ];
         for (ours, kernel) in pairs {
             assert_eq!(i32::from(*ours), *kernel);

@@ -13,6 +13,8 @@
 //!   at the device is using it.
 //! - **Hotkeys** ([`HotkeyDetector`]): chords that stop control or end the
 //!   session.
+//! - **Key policy** ([`KeyFilter`]): keys that would power off, reboot, reach
+//!   SysRq or switch VTs are not injected unless the config allows them.
 //!
 //! ```text
 //!  expert ─► DeviceSession ─Inject(ev)─► Holdback::admit ─► InputSink::inject(&consent, ev) ─► uinput
@@ -93,6 +95,7 @@ pub mod hotkey;
 pub mod inject;
 pub mod keys;
 pub mod local;
+pub mod policy;
 mod recording;
 mod sink;
 pub mod uinput;
@@ -106,6 +109,7 @@ pub use inject::{
     DropReason, InjectMode, Injected, MAX_TOUCH_SLOTS, RawEvent, ScreenSize, SinkStats,
     VirtualDevice,
 };
+pub use policy::{BlockedKey, KeyFamily, KeyFilter, KeyPolicy, KeyVerdict, UnknownKeyFamily};
 pub use recording::{RecordLog, Recorded, Recorder, RecordingSink};
 pub use sink::{InputBackend, InputSink, Sink};
 pub use uinput::{DEFAULT_UINPUT_PATH, UinputBackend, UinputSink, emergency_release};
