@@ -116,7 +116,10 @@ async fn device_text_reaches_the_terminal_as_plain_text() {
             .await
             .unwrap()
             .unwrap();
-        device.request(&Request::Accept { prompt: None }).await.unwrap();
+        device
+            .request(&Request::Accept { prompt: None })
+            .await
+            .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         device.request(&Request::Chat { text: chat }).await.unwrap();
     });

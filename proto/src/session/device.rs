@@ -893,10 +893,9 @@ impl DeviceSession {
 
     fn inject(&mut self, now: Instant, a: Active, input: InjectEvent, name: &'static str) -> State {
         if matches!(a.control, Control::Granted { .. }) {
-            if !self.input_allowed(now, &input) {
-                return State::Active(a);
+            if let Some(input) = self.input_allowed(now, input) {
+                self.push(DeviceOutput::Inject(input));
             }
-            self.push(DeviceOutput::Inject(input));
         } else {
             self.ignored(name, "not controlling");
         }
@@ -904,21 +903,19 @@ impl DeviceSession {
     }
 
     /// Token bucket over expert input: a one-second burst of
-    /// `max_input_rate`, refilled continuously. Releases (of a key, a touch
-    /// or a pointer button) always pass, so a flood can never leave anything
-    /// held.
-    fn input_allowed(&mut self, now: Instant, input: &InjectEvent) -> bool {
+    /// `max_input_rate`, refilled continuously. Over the limit, input is
+    /// judged by what it presses, not by what it lets go: a release (of a
+    /// key, a touch or a pointer button) still passes, so a flood can never
+    /// leave anything held, and a pointer event that lets one button go
+    /// while pressing another passes as the release alone. Returns what to
+    /// inject, if anything.
+    fn input_allowed(&mut self, now: Instant, input: InjectEvent) -> Option<InjectEvent> {
         let rate = f64::from(self.config.max_input_rate.max(1));
         let dt = now
             .saturating_duration_since(self.input_refilled)
             .as_secs_f64();
         self.input_refilled = now;
         self.input_budget = (self.input_budget + dt * rate).min(rate);
-        let release = match input {
-            InjectEvent::Key(k) => !k.down,
-            InjectEvent::Touch(t) => t.phase == TouchPhase::Up,
-            InjectEvent::Pointer(p) => self.pointer_buttons & !p.buttons.0 != 0,
-        };
         let allowed = if self.input_budget >= 1.0 {
             self.input_budget -= 1.0;
             // A burst ends once the expert slowed down long enough for half
@@ -926,23 +923,32 @@ impl DeviceSession {
             if self.input_budget >= rate / 2.0 {
                 self.limiting = false;
             }
-            true
+            Some(input)
         } else {
-            release
-        };
-        if allowed {
-            if let InjectEvent::Pointer(p) = input {
-                self.pointer_buttons = p.buttons.0;
+            match input {
+                InjectEvent::Key(k) if !k.down => Some(input),
+                InjectEvent::Touch(t) if t.phase == TouchPhase::Up => Some(input),
+                // Only the letting go: buttons still held stay held, new
+                // presses are dropped.
+                InjectEvent::Pointer(mut p) if self.pointer_buttons & !p.buttons.0 != 0 => {
+                    p.buttons.0 &= self.pointer_buttons;
+                    Some(InjectEvent::Pointer(p))
+                }
+                _ => None,
             }
-            return true;
+        };
+        if let Some(InjectEvent::Pointer(p)) = &allowed {
+            self.pointer_buttons = p.buttons.0;
         }
-        if !self.limiting {
-            // First drop of a burst: audit once, not per event.
-            self.limiting = true;
-            self.audit(AuditEvent::InputRateLimited);
+        if allowed.is_none() {
+            if !self.limiting {
+                // First drop of a burst: audit once, not per event.
+                self.limiting = true;
+                self.audit(AuditEvent::InputRateLimited);
+            }
+            self.rate_limited += 1;
         }
-        self.rate_limited += 1;
-        false
+        allowed
     }
 
     /// On a dropped connection of a resumable, viewing session: stop

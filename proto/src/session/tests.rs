@@ -1062,3 +1062,46 @@ fn prompt_ids_are_never_reused_within_a_run() {
     }
     assert_ne!(ids[0], ids[1]);
 }
+
+#[test]
+fn swapping_buttons_does_not_bypass_the_input_rate_limit() {
+    let mut p = pair();
+    p.establish_control();
+    let ptr = |b: u8| {
+        UserAction::Pointer(Pointer {
+            x: 1,
+            y: 1,
+            buttons: Buttons(b),
+            wheel: 0,
+            hwheel: 0,
+        })
+    };
+    // The left button goes down, and drags spend the budget.
+    for _ in 0..(DEFAULT_MAX_INPUT_RATE + 10) {
+        p.expert_action(ptr(1));
+    }
+    let n = p.device_log.len();
+    // Each event lets one button go and presses the other: 1000 of them
+    // over the limit.
+    for i in 0..1000 {
+        p.expert_action(ptr(if i % 2 == 0 { 2 } else { 1 }));
+    }
+    let injected: Vec<u8> = p.device_log[n..]
+        .iter()
+        .filter_map(|r| match r {
+            R::Inject {
+                event: InjectEvent::Pointer(p),
+                ..
+            } => Some(p.buttons.0),
+            _ => None,
+        })
+        .collect();
+    // Nothing was newly pressed: what passed is at most a release.
+    assert!(
+        injected.iter().all(|&b| b == 0),
+        "{} presses passed the limit, e.g. {:?}",
+        injected.iter().filter(|&&b| b != 0).count(),
+        &injected[..injected.len().min(8)]
+    );
+    assert!(injected.len() <= 1, "{injected:?}");
+}
