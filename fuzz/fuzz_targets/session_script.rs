@@ -30,6 +30,9 @@ enum Op {
     Raw(Vec<u8>),
     ScreenChange,
     Disconnect,
+    /// An answer naming any prompt id, open or not (a stale tap, a
+    /// confused control-socket client).
+    Answer(u8, bool),
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -61,6 +64,12 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Raw(b) => p.inject_to_device(b),
             Op::ScreenChange => p.change_screen(),
             Op::Disconnect => p.expert_action(UserAction::Disconnect),
+            Op::Answer(id, accept) => {
+                let open = p.device.open_prompt();
+                let out = p.answer(PromptId(u64::from(id)), accept);
+                // Only the open prompt's own id is ever applied.
+                assert_eq!(out == Outcome::Applied, open == Some(PromptId(u64::from(id))));
+            }
         }
         let mut enabled = false;
         let mut released = false;
