@@ -615,7 +615,9 @@ impl Session {
             // thread then waits in its own small queue.
             let take_capture = !unsent && transport.as_ref().is_some_and(Transport::has_room);
             // Biased: the person's decisions, shutdown and timers come
-            // before anything the expert sends or the screen produces.
+            // before anything the expert sends or the screen produces; the
+            // screen before the expert's input, which a flood keeps ready
+            // all the time (capture is paced, so it cannot starve reading).
             tokio::select! {
                 biased;
                 cmd = recv_cmd(&mut self.commands), if self.commands.is_some() => {
@@ -668,6 +670,30 @@ impl Session {
                         }
                     }
                 }
+                msg = recv_msg(&mut self.capture_rx), if self.capture_rx.is_some() && take_capture => {
+                    match msg {
+                        Some(m) => {
+                            if let Message::ScreenInfo(info) = &m {
+                                let (w, h) = (info.width, info.height);
+                                let old = self.screen.replace((w, h));
+                                // uinput ranges are fixed per device: follow the mode.
+                                if let Some(t) = &self.control
+                                    && old.is_some_and(|o| o != (w, h))
+                                    && let Err(e) = self.with_input(|i| i.resize(t, w, h))
+                                {
+                                    tracing::warn!(error = %e, "resizing the input devices failed");
+                                    self.machine
+                                        .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
+                                }
+                                if let Some(token) = self.control_pending.take() {
+                                    self.enable_injection(token);
+                                }
+                            }
+                            self.queue(&m);
+                        }
+                        None => self.capture_rx = None,
+                    }
+                }
                 ev = next_opt(&mut transport, &mut buf, unsent), if transport.is_some() => {
                     let input = match ev {
                         TransportEvent::Room => continue,
@@ -695,30 +721,6 @@ impl Session {
                         self.stop_capture();
                     }
                     self.machine.handle(Instant::now(), input);
-                }
-                msg = recv_msg(&mut self.capture_rx), if self.capture_rx.is_some() && take_capture => {
-                    match msg {
-                        Some(m) => {
-                            if let Message::ScreenInfo(info) = &m {
-                                let (w, h) = (info.width, info.height);
-                                let old = self.screen.replace((w, h));
-                                // uinput ranges are fixed per device: follow the mode.
-                                if let Some(t) = &self.control
-                                    && old.is_some_and(|o| o != (w, h))
-                                    && let Err(e) = self.with_input(|i| i.resize(t, w, h))
-                                {
-                                    tracing::warn!(error = %e, "resizing the input devices failed");
-                                    self.machine
-                                        .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
-                                }
-                                if let Some(token) = self.control_pending.take() {
-                                    self.enable_injection(token);
-                                }
-                            }
-                            self.queue(&m);
-                        }
-                        None => self.capture_rx = None,
-                    }
                 }
             }
         }

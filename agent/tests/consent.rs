@@ -135,6 +135,9 @@ async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
 /// The expert presses key `code` and keeps it down; returns once the device
 /// injected it.
 async fn hold_key(agent: &Agent, expert: &mut Expert, code: u16) -> Key {
+    // A screen first: the device makes its input devices once it knows
+    // the screen's size, and input before that is dropped.
+    expert.wait_updates(1).await;
     let key = Key { code, down: true };
     expert.act(UserAction::Key(key)).await;
     until("the key is injected", WAIT, || {
