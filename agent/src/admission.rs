@@ -560,9 +560,20 @@ impl RateLimiter {
     }
 }
 
+/// A password check handed to a hashing thread.
+type HashJob = Box<dyn FnOnce() + Send>;
+
 /// At most `slots` password hashes at once device-wide, with a short queue.
+///
+/// Hashes run on `slots` threads of their own, made once, so the thread
+/// count stays fixed under a flood (the unit's `TasksMax=`), and the hash
+/// buffers are made and freed on the same few threads. (glibc raises its
+/// mmap threshold after the first freed 19 MiB buffer and then keeps up to
+/// twice that cached in every arena: the shipped systemd unit fixes the
+/// threshold; RELIABILITY.md has the numbers.)
 #[derive(Debug)]
 struct HashGate {
+    jobs: Mutex<std::sync::mpsc::Sender<HashJob>>,
     slots: usize,
     permits: Arc<Semaphore>,
     /// Waiting checks per source; the total is bounded too.
@@ -589,7 +600,29 @@ struct GateStats {
 impl HashGate {
     fn new(slots: usize) -> Self {
         let slots = slots.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..slots {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("shoulder-hash-{n}"))
+                .spawn(move || {
+                    loop {
+                        // Ends when the gate (the sender) is gone.
+                        let Ok(job) = lock(&queue).recv() else {
+                            return;
+                        };
+                        job();
+                    }
+                });
+            if let Err(e) = spawned {
+                // Fewer workers only means slower checks (each job waits
+                // for one); none at all fails every check with a reason.
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
         Self {
+            jobs: Mutex::new(jobs),
             slots,
             permits: Arc::new(Semaphore::new(slots)),
             waiting: Mutex::new(HashMap::new()),
@@ -628,7 +661,8 @@ impl HashGate {
         let most = self.most_at_once.clone();
         let hashes = self.hashes.clone();
         let last_ms = self.last_hash_ms.clone();
-        tokio::task::spawn_blocking(move || {
+        let (tx, rx) = oneshot::channel();
+        let job: HashJob = Box::new(move || {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
             most.fetch_max(now, Ordering::SeqCst);
             let t0 = Instant::now();
@@ -639,10 +673,12 @@ impl HashGate {
             // The slot is held until the hash is done, whether or not
             // anyone still waits for its answer.
             drop(permit);
-            r
-        })
-        .await
-        .map_err(|_| HashRefused::Failed)
+            let _ = tx.send(r);
+        });
+        lock(&self.jobs)
+            .send(job)
+            .map_err(|_| HashRefused::Failed)?;
+        rx.await.map_err(|_| HashRefused::Failed)
     }
 
     /// A place in the queue, or how long to wait when there is none.

@@ -7,6 +7,9 @@
 //! connection), `source` (peer address), `expert` (authenticated name),
 //! `method` (`offer`/`invitation`), `fingerprint` (SHA-256 of the client
 //! certificate), plus event fields.
+//!
+//! Connections that never authenticate are summed up per source in a
+//! second log of this format instead (see [`crate::admission`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};

@@ -3,7 +3,9 @@
 //! attempt with a wrong password (for an id the device does not know, which
 //! costs the device the same hash as a real one), reconnecting as soon as
 //! the device says no, for a fixed time. The agent's VmRSS, VmHWM and
-//! thread count are read from `/proc/PID/status` meanwhile.
+//! thread count are read from `/proc/PID/status` meanwhile (VmHWM is reset
+//! through `/proc/PID/clear_refs` once the agent is idle, so the peak is the
+//! flood's, not start-up's).
 //!
 //! ```text
 //! cargo build --release -p shoulder-agent -p shoulder-tests --bin guess_flood
@@ -17,8 +19,10 @@
 //! at most 200); `--seconds T` of flooding (default 20); `--limits off`
 //! lifts the failure limits (per source and device-wide) so that only the
 //! hash gate holds the flood back; `--agent PATH` (default
-//! `target/release/shoulder-agent` next to this binary). The agent runs
-//! with its default argon2 cost and `max_concurrent_hashes`.
+//! `target/release/shoulder-agent` next to this binary); `--malloc default`
+//! runs the agent without the glibc malloc setting of the shipped systemd
+//! unit ([`GLIBC_TUNABLES`]). The agent runs with its default argon2 cost
+//! and `max_concurrent_hashes`.
 //!
 //! Prints the idle and peak memory of the agent, the hashes it ran (from
 //! its `pre-auth-totals` records), the answers the guessers got, and the
@@ -51,6 +55,11 @@ const STEP: Duration = Duration::from_secs(30);
 const MAX_SOURCES: usize = 200;
 /// Most parallel connections (one thread each).
 const MAX_CONNECTIONS: usize = 1000;
+/// The malloc setting of the shipped systemd unit (`Environment=` in
+/// shoulder-agent.service): a fixed mmap threshold, so glibc does not raise
+/// it after the first freed argon2 buffer and then keep up to twice that
+/// cached in every arena.
+const GLIBC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072";
 /// Time for the agent to come up, and to stop after SIGTERM.
 const AGENT_WAIT: Duration = Duration::from_secs(30);
 
@@ -59,12 +68,13 @@ struct Args {
     sources: usize,
     seconds: u64,
     limits: bool,
+    tunable: bool,
     agent: PathBuf,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: guess_flood [--connections N] [--sources S] [--seconds T] [--limits default|off] [--agent PATH]"
+        "usage: guess_flood [--connections N] [--sources S] [--seconds T] [--limits default|off] [--malloc unit|default] [--agent PATH]"
     );
     std::process::exit(2)
 }
@@ -79,6 +89,7 @@ fn parse_args() -> Args {
         sources: 1,
         seconds: 20,
         limits: true,
+        tunable: true,
         agent: default_agent,
     };
     let mut it = std::env::args().skip(1);
@@ -96,6 +107,13 @@ fn parse_args() -> Args {
                 }
             }
             "--agent" => a.agent = v.into(),
+            "--malloc" => {
+                a.tunable = match v.as_str() {
+                    "unit" => true,
+                    "default" => false,
+                    _ => usage(),
+                }
+            }
             _ => usage(),
         }
     }
@@ -147,7 +165,7 @@ fn run(args: &Args) -> Result<(), String> {
         l.local_addr().map_err(|e| e.to_string())?.port()
     };
     let config = write_config(dir.path(), port, args.limits)?;
-    let mut agent = start_agent(&args.agent, &config, dir.path())?;
+    let mut agent = start_agent(&args.agent, &config, dir.path(), args.tunable)?;
     let pid = agent.id();
     let result = flood(args, dir.path(), port, pid);
     let _ = Command::new("kill")
@@ -176,15 +194,21 @@ fn run(args: &Args) -> Result<(), String> {
         .unwrap_or(0);
     let mib = |k: u64| k as f64 / 1024.0;
     println!(
-        "guess_flood: {} connections from {} source(s) for {} s, limits {}",
+        "guess_flood: {} connections from {} source(s) for {} s, limits {}, malloc {}",
         args.connections,
         args.sources,
         args.seconds,
-        if args.limits { "default" } else { "off" }
+        if args.limits { "default" } else { "off" },
+        if args.tunable {
+            "as in the unit"
+        } else {
+            "glibc default"
+        }
     );
     println!(
-        "agent memory: idle VmRSS {:.1} MiB, peak VmHWM {:.1} MiB ({:.1} MiB above idle), most threads {}",
+        "agent memory: idle VmRSS {:.1} MiB (VmHWM {:.1} after reset), peak VmHWM {:.1} MiB ({:.1} MiB above idle), most threads {}",
         mib(report.idle.rss_kib),
+        mib(report.idle.hwm_kib),
         mib(report.peak.hwm_kib),
         mib(report.peak.hwm_kib.saturating_sub(report.idle.rss_kib)),
         report.peak.threads
@@ -249,9 +273,13 @@ fn write_config(dir: &Path, port: u16, limits: bool) -> Result<PathBuf, String> 
     Ok(path)
 }
 
-fn start_agent(agent: &Path, config: &Path, dir: &Path) -> Result<Child, String> {
+fn start_agent(agent: &Path, config: &Path, dir: &Path, tunable: bool) -> Result<Child, String> {
     let log = std::fs::File::create(dir.join("agent.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(agent)
+    let mut cmd = Command::new(agent);
+    if tunable {
+        cmd.env("GLIBC_TUNABLES", GLIBC_TUNABLES);
+    }
+    let child = cmd
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -310,6 +338,11 @@ struct Report {
 fn flood(args: &Args, _dir: &Path, port: u16, pid: u32) -> Result<Report, String> {
     // Let start-up settle (first invitation hash, TLS setup) before idle.
     std::thread::sleep(Duration::from_secs(2));
+    // Start-up peaks (the invitation's own hash) are not the flood's: reset
+    // VmHWM to the current VmRSS ("5" in clear_refs, Linux 4.0+).
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        eprintln!("guess_flood: cannot reset VmHWM ({e}); the peak includes start-up");
+    }
     let idle = status(pid).ok_or("the agent is gone")?;
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(Mutex::new(idle));
