@@ -1,14 +1,14 @@
 //! What an unauthenticated peer may cost the device, and what it leaves in
 //! the audit log.
 //!
-//! - [`PreAuth`]: at most `max_pre_auth_connections` unauthenticated
+//! - The pre-auth table: at most `max_pre_auth_connections` unauthenticated
 //!   connections; a newcomer evicts the oldest of the busiest source.
 //! - Failure limits, per source (IPv6 by /64) and device-wide for password
 //!   attempts, charged *before* any work: an attempt counts as a failure up
 //!   front and is refunded only when it succeeds or ends in a policy answer,
 //!   so attempts cut short (evicted, timed out, abandoned) count as well.
 //!   Connections evicted or timed out before they even tried count too.
-//! - [`HashGate`]: at most `max_concurrent_hashes` argon2 hashes device-wide;
+//! - The hash gate: at most `max_concurrent_hashes` argon2 hashes device-wide;
 //!   others wait in a short queue, each with a deadline, and leave it when
 //!   their connection goes. A running hash keeps its slot until it finishes,
 //!   whatever happens to its connection, so memory under a flood is about
@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -112,7 +112,18 @@ impl Admission {
     /// Admits a new connection from `peer`. The receiver fires when a
     /// newcomer evicts it.
     pub fn admit(&self, peer: IpAddr) -> (PreAuthTicket, oneshot::Receiver<()>) {
-        let (slot, evicted) = self.pre_auth.admit(RateLimiter::key(peer));
+        let charged = Arc::new(AtomicBool::new(false));
+        let (slot, evicted, uncharged) =
+            self.pre_auth.admit(RateLimiter::key(peer), charged.clone());
+        if !uncharged.is_empty() {
+            // Evicted before trying: a failure of their source, charged
+            // now rather than when their tasks end.
+            let mut l = lock(&self.limits);
+            let now = Instant::now();
+            for source in uncharged {
+                l.per_source.failed(source, now);
+            }
+        }
         let ticket = PreAuthTicket {
             _slot: slot,
             source: RateLimiter::key(peer),
@@ -124,7 +135,7 @@ impl Admission {
             fingerprint: None,
             failure: None,
             end: None,
-            counted: false,
+            charged,
             authenticated: false,
         };
         (ticket, evicted)
@@ -228,8 +239,10 @@ pub struct PreAuthTicket {
     /// Why the connection ended (the bye reason, or how the handshake
     /// failed).
     end: Option<String>,
-    /// This connection is charged as a failure for good.
-    counted: bool,
+    /// Whether this connection is charged a failure: an attempt in flight
+    /// or failed, an eviction, a timeout. Shared with the pre-auth table so
+    /// that an eviction charges the source at once, and only once.
+    charged: Arc<AtomicBool>,
     authenticated: bool,
 }
 
@@ -250,7 +263,9 @@ impl PreAuthTicket {
         if let Some(wait) = per_source.max(device) {
             return Err(wait);
         }
-        l.per_source.failed(self.source, now);
+        if !self.charged.swap(true, Ordering::SeqCst) {
+            l.per_source.failed(self.source, now);
+        }
         if hashes {
             l.device.take(now);
         }
@@ -288,7 +303,7 @@ impl PreAuthTicket {
         if counts {
             // Charged for good.
             self.charge = None;
-            self.counted = true;
+            self.charged.store(true, Ordering::SeqCst);
         } else {
             self.refund();
         }
@@ -319,6 +334,7 @@ impl PreAuthTicket {
 
     fn refund(&mut self) {
         if let Some(c) = self.charge.take() {
+            self.charged.store(false, Ordering::SeqCst);
             let mut l = lock(&self.limits);
             let now = Instant::now();
             l.per_source.refund(c.source, now);
@@ -331,12 +347,11 @@ impl PreAuthTicket {
     /// Evicted or timed out without an attempt in flight: still a failure
     /// of the source (idle connections are a way of guessing slowly).
     fn charge_end(&mut self) {
-        if self.charge.is_none() && !self.counted {
+        if !self.charged.swap(true, Ordering::SeqCst) {
             lock(&self.limits)
                 .per_source
                 .failed(self.source, Instant::now());
         }
-        self.counted = true;
     }
 }
 
@@ -349,7 +364,6 @@ impl Drop for PreAuthTicket {
         if self.charge.take().is_some() {
             // Evicted, timed out or gone mid-check: the attempt stays
             // charged.
-            self.counted = true;
         } else if end == "AuthTimeout" {
             // Evicted or timed out before trying.
             self.charge_end();
@@ -361,7 +375,7 @@ impl Drop for PreAuthTicket {
         lock(&self.summary).add(
             self.source,
             reason,
-            self.counted,
+            self.charged.load(Ordering::SeqCst),
             detail,
             self.fingerprint.as_deref(),
         );
@@ -389,9 +403,20 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Unauthenticated connections in arrival order: id, source (IPv6 by /64)
-/// and eviction signal.
-type Waiting = Arc<Mutex<VecDeque<(u64, IpAddr, oneshot::Sender<()>)>>>;
+/// Unauthenticated connections in arrival order.
+type Waiting = Arc<Mutex<VecDeque<Waiter>>>;
+
+/// One unauthenticated connection in the pre-auth table.
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    /// IPv6 by /64.
+    source: IpAddr,
+    evict: oneshot::Sender<()>,
+    /// Whether the connection is charged a failure (see
+    /// [`PreAuthTicket::charged`]).
+    charged: Arc<AtomicBool>,
+}
 
 /// Unauthenticated connections: at most `max` at once; a newcomer evicts
 /// the oldest, so idle or slow peers cannot keep a real expert out.
@@ -421,30 +446,46 @@ impl PreAuth {
     /// Admits a connection from `source`. When full, the oldest connection
     /// of the source holding the most slots goes, so one flooding address
     /// cannot push out a real expert's handshake.
-    fn admit(&self, source: IpAddr) -> (PreAuthSlot, oneshot::Receiver<()>) {
+    /// Returns the evicted connections that were not charged a failure yet
+    /// (their sources are, at once).
+    fn admit(
+        &self,
+        source: IpAddr,
+        charged: Arc<AtomicBool>,
+    ) -> (PreAuthSlot, oneshot::Receiver<()>, Vec<IpAddr>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let mut uncharged = Vec::new();
         let mut w = lock(&self.waiting);
         while w.len() >= self.max {
             let mut counts: HashMap<IpAddr, usize> = HashMap::new();
-            for (_, ip, _) in w.iter() {
-                *counts.entry(*ip).or_default() += 1;
+            for e in w.iter() {
+                *counts.entry(e.source).or_default() += 1;
             }
             let busiest = counts.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
-            let Some(pos) = w.iter().position(|(_, ip, _)| Some(*ip) == busiest) else {
+            let Some(pos) = w.iter().position(|e| Some(e.source) == busiest) else {
                 break;
             };
-            if let Some((_, _, evict)) = w.remove(pos) {
-                let _ = evict.send(());
+            if let Some(e) = w.remove(pos) {
+                let _ = e.evict.send(());
+                if !e.charged.swap(true, Ordering::SeqCst) {
+                    uncharged.push(e.source);
+                }
             }
         }
-        w.push_back((id, source, tx));
+        w.push_back(Waiter {
+            id,
+            source,
+            evict: tx,
+            charged,
+        });
         (
             PreAuthSlot {
                 id,
                 waiting: self.waiting.clone(),
             },
             rx,
+            uncharged,
         )
     }
 }
@@ -452,7 +493,7 @@ impl PreAuth {
 impl Drop for PreAuthSlot {
     fn drop(&mut self) {
         let mut w = lock(&self.waiting);
-        w.retain(|(id, _, _)| *id != self.id);
+        w.retain(|e| e.id != self.id);
     }
 }
 
@@ -941,6 +982,25 @@ mod tests {
     }
 
     #[test]
+    fn an_eviction_charges_its_source_at_once() {
+        let a = admission(3, 100, 1);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let tokens = |a: &Admission| {
+            let l = lock(&a.limits);
+            l.per_source.buckets[&ip].tokens(Instant::now())
+        };
+        let mut held: Vec<_> = (0..4).map(|_| a.admit(ip)).collect();
+        // The fifth evicts the first, whose task has not ended yet.
+        let (_t5, _) = a.admit(ip);
+        assert!(held[0].1.try_recv().is_ok());
+        assert!((1.9..2.1).contains(&tokens(&a)), "{}", tokens(&a));
+        // Ending it later does not charge it twice.
+        let (first, _) = held.remove(0);
+        first.ended("evicted", true);
+        assert!((1.9..2.1).contains(&tokens(&a)), "{}", tokens(&a));
+    }
+
+    #[test]
     fn summaries_are_bounded_per_interval() {
         let a = admission(1000, 1000, 1);
         for i in 0..(MAX_SUMMARY_SOURCES + 50) {
@@ -1072,13 +1132,14 @@ mod tests {
     fn pre_auth_evicts_oldest() {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let p = PreAuth::new(2);
-        let (_a, mut ra) = p.admit(ip);
-        let (_b, mut rb) = p.admit(ip);
-        let (_c, mut rc) = p.admit(ip);
+        let flag = || Arc::new(AtomicBool::new(false));
+        let (_a, mut ra, _) = p.admit(ip, flag());
+        let (_b, mut rb, _) = p.admit(ip, flag());
+        let (_c, mut rc, _) = p.admit(ip, flag());
         assert!(ra.try_recv().is_ok());
         assert!(rb.try_recv().is_err());
         drop(_b);
-        let (_d, _) = p.admit(ip);
+        let (_d, _, _) = p.admit(ip, flag());
         assert!(rc.try_recv().is_err());
     }
 
@@ -1087,15 +1148,16 @@ mod tests {
         let flood: IpAddr = "10.0.0.66".parse().unwrap();
         let expert: IpAddr = "10.0.0.7".parse().unwrap();
         let p = PreAuth::new(4);
-        let (_e, mut re) = p.admit(expert);
+        let flag = || Arc::new(AtomicBool::new(false));
+        let (_e, mut re, _) = p.admit(expert, flag());
         let mut floods = Vec::new();
         for _ in 0..20 {
-            floods.push(p.admit(flood));
+            floods.push(p.admit(flood, flag()));
         }
         assert!(re.try_recv().is_err(), "the expert's handshake survives");
         let evicted = floods
             .iter_mut()
-            .map(|(_, r)| r.try_recv().is_ok())
+            .map(|(_, r, _)| r.try_recv().is_ok())
             .filter(|&gone| gone)
             .count();
         assert_eq!(evicted, 17);

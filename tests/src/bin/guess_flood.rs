@@ -21,7 +21,7 @@
 //! hash gate holds the flood back; `--agent PATH` (default
 //! `target/release/shoulder-agent` next to this binary); `--malloc default`
 //! runs the agent without the glibc malloc setting of the shipped systemd
-//! unit ([`GLIBC_TUNABLES`]). The agent runs with its default argon2 cost
+//! unit (`GLIBC_TUNABLES`). The agent runs with its default argon2 cost
 //! and `max_concurrent_hashes`.
 //!
 //! Prints the idle and peak memory of the agent, the hashes it ran (from
