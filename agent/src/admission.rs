@@ -658,7 +658,7 @@ impl HashGate {
                 });
             if let Err(e) = spawned {
                 // Fewer workers only means slower checks (each job waits
-                // for one); none at all fails every check with a reason.
+                // for one); with none, checks end at the pre-auth timeout.
                 tracing::error!(error = %e, "cannot start a password hashing thread");
             }
         }
