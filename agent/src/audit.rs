@@ -7,6 +7,9 @@
 //! connection), `source` (peer address), `expert` (authenticated name),
 //! `method` (`offer`/`invitation`), `fingerprint` (SHA-256 of the client
 //! certificate), plus event fields.
+//!
+//! Connections that never authenticate are summed up per source in a
+//! second log of this format instead (see [`crate::admission`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
@@ -103,6 +106,29 @@ impl AuditLog {
         }
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.append(line.as_bytes())
+    }
+
+    /// Appends several records with one write and one fsync (summaries
+    /// written together). Whole lines only, as for [`AuditLog::record`].
+    pub fn record_batch(
+        &self,
+        records: &[(&str, Context, Map<String, Value>)],
+    ) -> Result<(), AuditError> {
+        let mut lines = String::new();
+        for (event, ctx, fields) in records {
+            let mut line = build_line(event, ctx, fields.clone());
+            if line.len() > MAX_RECORD_LEN {
+                let mut m = Map::new();
+                m.insert("truncated".into(), true.into());
+                line = build_line(event, ctx, m);
+            }
+            lines.push_str(&line);
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.append(lines.as_bytes())
     }
 
     /// fsyncs the log (every record already is; for shutdown).
@@ -275,6 +301,23 @@ mod tests {
         assert_eq!(l.len(), 3);
         assert_eq!(l[1]["event"], "log-repaired");
         assert_eq!(l[2]["event"], "c");
+    }
+
+    #[test]
+    fn a_batch_is_whole_lines_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&p, 1 << 20, 2).unwrap();
+        let mut m = Map::new();
+        m.insert("n".into(), 1.into());
+        let records = vec![
+            ("a", Context::default(), m.clone()),
+            ("b", Context::default(), m),
+        ];
+        log.record_batch(&records).unwrap();
+        let l = lines(&p);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1]["event"], "b");
     }
 
     #[test]

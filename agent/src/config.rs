@@ -35,6 +35,14 @@ pub const MAX_ARGON2_ITERATIONS: u32 = 16;
 /// costs a TLS handshake buffer (~40 KiB).
 pub const MAX_PRE_AUTH_CONNECTIONS: usize = 1024;
 
+/// Upper bound on `max_concurrent_hashes`: each hash holds
+/// `argon2.memory_kib` for its duration, and the device has one to four
+/// small cores.
+pub const MAX_CONCURRENT_HASHES: usize = 8;
+/// Total argon2 memory (`max_concurrent_hashes × argon2.memory_kib`) a
+/// config may ask for: a quarter of the smallest device's 256 MiB.
+pub const MAX_HASH_MEMORY_KIB: u64 = 64 * 1024;
+
 /// Longest resume grace a config may ask for: a session on hold keeps the
 /// one session slot, so other experts are turned away meanwhile.
 pub const MAX_RESUME_GRACE: Duration = Duration::from_secs(600);
@@ -102,7 +110,13 @@ pub struct Config {
     /// Expert input events per second before presses and moves are dropped.
     pub max_input_rate: u32,
     pub max_pre_auth_connections: usize,
+    /// Failed authentications per source address per minute.
     pub auth_failures_per_minute: u32,
+    /// Failed invitation passwords per minute on the whole device, all
+    /// sources together.
+    pub password_failures_per_minute: u32,
+    /// argon2 password hashes running at once on the whole device.
+    pub max_concurrent_hashes: usize,
     /// PEM files with the CA certificates experts' certificates must chain to.
     pub plant_ca: Vec<PathBuf>,
     /// Narrows offers to these experts: `ca:CA-FINGERPRINT/cn:NAME` or
@@ -150,6 +164,8 @@ impl Default for Config {
             max_input_rate: shoulder_proto::session::DEFAULT_MAX_INPUT_RATE,
             max_pre_auth_connections: 32,
             auth_failures_per_minute: 10,
+            password_failures_per_minute: 60,
+            max_concurrent_hashes: 1,
             plant_ca: Vec::new(),
             allowed_experts: Vec::new(),
             argon2: Argon2Config::default(),
@@ -518,6 +534,25 @@ impl Config {
                 "use e.g. 10",
             );
         }
+        if self.password_failures_per_minute == 0 {
+            return err(
+                "",
+                "password_failures_per_minute",
+                "0 would refuse every invitation password".into(),
+                "use e.g. 60",
+            );
+        }
+        if self.max_concurrent_hashes == 0 || self.max_concurrent_hashes > MAX_CONCURRENT_HASHES {
+            return err(
+                "",
+                "max_concurrent_hashes",
+                format!(
+                    "{} is outside 1–{MAX_CONCURRENT_HASHES}",
+                    self.max_concurrent_hashes
+                ),
+                "use 1 (one password check at a time; others wait a moment)",
+            );
+        }
         if self.max_fps == 0 || self.max_fps > 120 {
             return err(
                 "",
@@ -581,6 +616,21 @@ impl Config {
                 "memory_kib",
                 "less than 8 KiB per lane".into(),
                 "raise memory_kib or lower parallelism",
+            );
+        }
+        let hash_memory = self.max_concurrent_hashes as u64 * u64::from(self.argon2.memory_kib);
+        if hash_memory > MAX_HASH_MEMORY_KIB {
+            return err(
+                "",
+                "max_concurrent_hashes",
+                format!(
+                    "{} hashes × {} KiB (argon2.memory_kib) is {} MiB, more than {} MiB",
+                    self.max_concurrent_hashes,
+                    self.argon2.memory_kib,
+                    hash_memory / 1024,
+                    MAX_HASH_MEMORY_KIB / 1024
+                ),
+                "lower max_concurrent_hashes (1 is enough for people typing passwords) or argon2.memory_kib",
             );
         }
         if !["auto", "overlay", "vt", "plane", "none"].contains(&self.banner.presenter.as_str()) {
@@ -763,6 +813,37 @@ mod tests {
         assert_eq!(c.banner, d.banner);
         assert_eq!(c.input, d.input);
         assert_eq!(c.max_invitation_lifetime, d.max_invitation_lifetime);
+        assert_eq!(c.max_concurrent_hashes, d.max_concurrent_hashes);
+        assert_eq!(
+            c.password_failures_per_minute,
+            d.password_failures_per_minute
+        );
+    }
+
+    #[test]
+    fn hash_limits_are_checked() {
+        let c = parse("max_concurrent_hashes = 2\npassword_failures_per_minute = 30\n").unwrap();
+        assert_eq!(c.max_concurrent_hashes, 2);
+        assert_eq!(c.password_failures_per_minute, 30);
+        let s = parse("max_concurrent_hashes = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("agent.toml:1:1") && s.contains("max_concurrent_hashes"),
+            "{s}"
+        );
+        assert!(s.contains("fix:"), "{s}");
+        let s = parse("max_concurrent_hashes = 4\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("76 MiB") && s.contains("argon2.memory_kib"),
+            "{s}"
+        );
+        let s = parse("password_failures_per_minute = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("password_failures_per_minute"), "{s}");
     }
 
     #[test]
@@ -791,6 +872,8 @@ mod tests {
             "pre_auth_timeout",
             "max_pre_auth_connections",
             "auth_failures_per_minute",
+            "password_failures_per_minute",
+            "max_concurrent_hashes",
             "plant_ca",
             "allowed_experts",
             "memory_kib",

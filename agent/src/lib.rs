@@ -45,6 +45,7 @@
 //! said goodbye (`ShuttingDown`), keys are released and the audit log is
 //! flushed.
 
+pub mod admission;
 pub mod audit;
 pub mod backends;
 pub mod capture;

@@ -225,7 +225,13 @@ impl Agent {
         inv.id
     }
 
-    pub async fn stop(mut self) -> Vec<serde_json::Value> {
+    pub async fn stop(self) -> Vec<serde_json::Value> {
+        self.stop_with_pre_auth().await.0
+    }
+
+    /// Like [`Agent::stop`], also returning the records of the pre-auth
+    /// log (read before the agent's directory goes).
+    pub async fn stop_with_pre_auth(mut self) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -236,7 +242,8 @@ impl Agent {
                 .unwrap()
                 .unwrap();
         }
-        audit_records(&self.audit)
+        let pre_auth = shoulder_agent::admission::pre_auth_log_path(&self.audit);
+        (audit_records(&self.audit), audit_records(&pre_auth))
     }
 
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
