@@ -117,6 +117,9 @@ struct Screen {
     presenter: ScanoutThread,
     renderer: Renderer,
     layout: Option<Layout>,
+    /// Whether the prompt last drawn was still arming (its buttons greyed
+    /// out and not yet targets).
+    drawn_arming: Option<bool>,
     /// The presenter's last error, logged once: a display that went away
     /// fails a few times a second until it is back.
     failing: Option<String>,
@@ -129,6 +132,7 @@ impl Screen {
                 presenter,
                 renderer,
                 layout: None,
+                drawn_arming: None,
                 failing: None,
             }),
             Err(e) => {
@@ -338,6 +342,14 @@ impl UiTask {
     async fn run(mut self, mut commands: mpsc::Receiver<UiCommand>) {
         loop {
             let now = Instant::now();
+            if self.arming_ended(now) {
+                // The prompt armed while the last frame was being drawn
+                // (drawing can take longer than what was left of the
+                // arming): its buttons must become targets now, not at the
+                // next countdown second.
+                self.render();
+                continue;
+            }
             let redraw = self.screen.as_ref().and(self.state.next_change(now));
             let timer = [redraw, self.hold.poll_timeout()]
                 .into_iter()
@@ -471,6 +483,7 @@ impl UiTask {
             screen.failing = None;
         }
         let view = self.state.view(Instant::now());
+        screen.drawn_arming = view.prompt.as_ref().map(|p| p.arming);
         let result = if view.is_empty() {
             screen.layout = None;
             screen.presenter.hide()
@@ -547,6 +560,14 @@ impl UiTask {
             Press::Key(_, d) | Press::Tap(d) => d,
         };
         decision.on(Some(a.id))
+    }
+
+    /// Whether the prompt on screen was drawn arming but is armed by now.
+    fn arming_ended(&self, now: Instant) -> bool {
+        let Some(screen) = &self.screen else {
+            return false;
+        };
+        screen.drawn_arming == Some(true) && self.state.view(now).prompt.is_some_and(|p| !p.arming)
     }
 
     fn layout(&self) -> Option<&Layout> {
