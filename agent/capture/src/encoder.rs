@@ -4,21 +4,30 @@
 //! (in the source's own pixel format, rows packed). Each [`Encoder::encode`]:
 //!
 //! 1. compares the frame with the shadow row by row (one `memcmp` of the frame
-//!    when nothing changed), and for changed rows finds which [`TILE`]-pixel
-//!    columns differ;
+//!    when nothing changed), copies each row that differs once into a
+//!    snapshot, and finds which [`TILE`]-pixel columns of the snapshot differ;
 //! 2. looks for a vertical scroll in each band of changed rows (row hashes of
 //!    the changed columns, old against new, vote for a shift, verify rows
 //!    byte for byte) and turns matching rows into `Copy` rectangles;
-//! 3. brings the shadow up to date (copies changed rows only);
-//! 4. merges what is left into rectangles (one per run of changed tile
-//!    columns per tile row, joined vertically), and encodes each as the
-//!    cheapest of `Solid`, `Lz4` and `Raw`, converted to XRGB8888;
+//! 3. merges what is left into rectangles (one per run of changed tile
+//!    columns per tile row, joined vertically, trimmed to what differs);
+//! 4. brings the shadow up to date (the snapshot's rows), and encodes each
+//!    rectangle from it as the cheapest of `Solid`, `Lz4` and `Raw`,
+//!    converted to XRGB8888;
 //! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
 //!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
 //!
 //! Because the shadow is what the expert was last sent, everything that
 //! changed since the previous update is coalesced into the next one, however
 //! long the client took to ask for it.
+//!
+//! The live frame is read only in step 1. The application may draw while it
+//! is read, so two reads of a row can differ; if the damage came from one
+//! read and the shadow from another, a pixel drawn in between would enter
+//! the shadow without being sent, and the expert's view would stay wrong for
+//! as long as the screen stays still. Working on one snapshot makes the
+//! shadow exactly what was sent; anything drawn after the snapshot differs
+//! from the shadow and goes out with the next update.
 
 use std::collections::HashMap;
 
@@ -58,6 +67,9 @@ const MIN_COPY_ROWS: usize = 4;
 /// busier damage is sent as tile bands, whose fewer, larger rectangles
 /// compress better and cost fewer headers.
 const MAX_FINE_AREAS: usize = 96;
+
+/// `snapshot_rows` entry of a row that was not copied.
+const NOT_READ: u32 = u32::MAX;
 
 /// Why an update could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,7 +123,8 @@ struct Area {
     h: usize,
 }
 
-/// Change detector and update encoder. Memory: one shadow frame plus
+/// Change detector and update encoder. Memory: one shadow frame, the
+/// snapshot of changed rows (at most one more frame, kept for reuse), plus
 /// per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized buffers.
 #[derive(Debug, Default)]
 pub struct Encoder {
@@ -120,6 +133,13 @@ pub struct Encoder {
     seq: u32,
     /// The screen as the expert has it, rows packed, source format.
     shadow: Vec<u8>,
+    /// This update's copy of the rows that differed from the shadow, packed
+    /// in the order they were read: the one read of the frame everything in
+    /// the update comes from.
+    snapshot: Vec<u8>,
+    /// Per row: its index in `snapshot`, or [`NOT_READ`] when the row equals
+    /// the shadow.
+    snapshot_rows: Vec<u32>,
     /// Per row: which tile columns changed.
     masks: Vec<u128>,
     old_hashes: Vec<u64>,
@@ -189,7 +209,7 @@ impl Encoder {
         let phase = (self.checks.wrapping_mul(7) % p.stride) as usize;
         (phase..frame.height() as usize)
             .step_by(p.stride as usize)
-            .all(|y| frame.row(y as u32) == &self.shadow[y * rb..(y + 1) * rb])
+            .all(|y| frame.row_eq(y as u32, &self.shadow[y * rb..(y + 1) * rb]))
     }
 
     /// The screen the expert currently has, once the first update was made.
@@ -209,6 +229,8 @@ impl Encoder {
     pub fn reset(&mut self) {
         self.geometry = None;
         self.shadow = Vec::new();
+        self.snapshot = Vec::new();
+        self.snapshot_rows = Vec::new();
         self.masks = Vec::new();
     }
 
@@ -237,7 +259,7 @@ impl Encoder {
         let rb = frame.row_bytes();
         (0..frame.height()).any(|y| {
             let start = y as usize * rb;
-            frame.row(y) != &self.shadow[start..start + rb]
+            !frame.row_eq(y, &self.shadow[start..start + rb])
         })
     }
 
@@ -252,10 +274,12 @@ impl Encoder {
             self.geometry = Some(g);
             self.generation = self.generation.wrapping_add(1);
             self.shadow.clear();
-            self.shadow.reserve_exact(rb * h);
-            for y in 0..g.height {
-                self.shadow.extend_from_slice(frame.row(y));
+            self.shadow.resize(rb * h, 0);
+            for (y, row) in self.shadow.chunks_exact_mut(rb).enumerate() {
+                frame.read_row(y as u32, row);
             }
+            self.snapshot.clear();
+            self.snapshot_rows = vec![NOT_READ; h];
             self.masks = vec![0; h];
             screen = self.screen_info();
             areas = vec![Area { x: 0, y: 0, w, h }];
@@ -268,13 +292,11 @@ impl Encoder {
                 return None;
             }
             if changed && !full {
-                copies = self.find_scrolls(frame);
+                copies = self.find_scrolls();
             }
-            // Rows a copy fixes are no longer damage, but the shadow must
-            // still take them: mark them for the update below.
-            let mut copied_rows = Vec::new();
+            // Rows a copy fixes are no longer damage (the shadow still takes
+            // their snapshot below: within the copy it equals the rows copied).
             for c in &copies {
-                copied_rows.push(c.dst.y..c.dst.y + c.dst.h);
                 self.masks[c.dst.y..c.dst.y + c.dst.h]
                     .iter_mut()
                     .for_each(|m| *m = 0);
@@ -287,12 +309,14 @@ impl Encoder {
                     Some(fine) => fine,
                     None => self.damage_areas(w, h),
                 };
-                areas.into_iter().map(|a| self.trim(frame, a)).collect()
+                areas.into_iter().map(|a| self.trim(a)).collect()
             };
-            // The shadow becomes the new screen (only rows that changed).
-            for y in 0..h {
-                if self.masks[y] != 0 || copied_rows.iter().any(|r| r.contains(&y)) {
-                    self.shadow[y * rb..(y + 1) * rb].copy_from_slice(frame.row(y as u32));
+            // The shadow becomes the snapshot, which the rectangles are
+            // encoded from: it is exactly what the expert will have.
+            for (y, &i) in self.snapshot_rows.iter().enumerate() {
+                if i != NOT_READ {
+                    let i = i as usize * rb;
+                    self.shadow[y * rb..(y + 1) * rb].copy_from_slice(&self.snapshot[i..i + rb]);
                 }
             }
         }
@@ -339,18 +363,35 @@ impl Encoder {
         })
     }
 
-    /// Fills `masks` with the changed tile columns of each row; true if any.
+    /// Copies the rows of `frame` that differ from the shadow into the
+    /// snapshot and fills `masks` with the tile columns in which the copy
+    /// differs; true if any. The only full read of the frame in an update.
     fn find_damage(&mut self, frame: &Frame<'_>) -> bool {
         let rb = frame.row_bytes();
         let tile_bytes = TILE * frame.format().bytes_per_pixel();
         let mut any = false;
+        self.snapshot.clear();
         for (y, mask) in self.masks.iter_mut().enumerate() {
-            let new = frame.row(y as u32);
             let old = &self.shadow[y * rb..(y + 1) * rb];
-            if new == old {
-                *mask = 0;
+            self.snapshot_rows[y] = NOT_READ;
+            *mask = 0;
+            // A compare in place is the cheap common case; a row that
+            // differs is read again, once, and only that copy counts.
+            if frame.row_eq(y as u32, old) {
                 continue;
             }
+            let at = self.snapshot.len();
+            self.snapshot.resize(at + rb, 0);
+            let new = &mut self.snapshot[at..];
+            frame.read_row(y as u32, new);
+            if new == old {
+                // Drawn back between the two reads: nothing to send.
+                self.snapshot.truncate(at);
+                continue;
+            }
+            // Cannot overflow: at most MAX_EDGE rows.
+            self.snapshot_rows[y] = (at / rb.max(1)) as u32;
+            let new = &self.snapshot[at..];
             any = true;
             let mut m = 0u128;
             for (i, (a, b)) in new
@@ -368,11 +409,10 @@ impl Encoder {
     }
 
     /// Finds vertical scrolls in bands of changed rows. Reads the old shadow
-    /// and the new frame; returns copies in the order they must be applied.
-    fn find_scrolls(&mut self, frame: &Frame<'_>) -> Vec<CopyRun> {
+    /// and the snapshot; returns copies in the order they must be applied.
+    fn find_scrolls(&mut self) -> Vec<CopyRun> {
         let h = self.masks.len();
-        let rb = frame.row_bytes();
-        let bpp = frame.format().bytes_per_pixel();
+        let (w, rb, bpp) = self.layout();
         let mut copies = Vec::new();
         self.old_hashes.resize(h, 0);
         self.new_hashes.resize(h, 0);
@@ -401,16 +441,16 @@ impl Encoder {
             let first = span.trailing_zeros() as usize;
             let last = 127 - span.leading_zeros() as usize;
             let x0 = first * TILE;
-            let x1 = ((last + 1) * TILE).min(frame.width() as usize);
+            let x1 = ((last + 1) * TILE).min(w);
             let (b0, b1) = (x0 * bpp, x1 * bpp);
             for row in start..end {
                 self.old_hashes[row] = xxh3_64(&self.shadow[row * rb + b0..row * rb + b1]);
-                self.new_hashes[row] = xxh3_64(&frame.row(row as u32)[b0..b1]);
+                self.new_hashes[row] = xxh3_64(&self.new_row(row)[b0..b1]);
             }
             let Some(dy) = self.vote_shift(start, end) else {
                 continue;
             };
-            let runs = self.shift_runs(frame, start, end, dy, (b0, b1));
+            let runs = self.shift_runs(start, end, dy, (b0, b1));
             let ordered: Box<dyn Iterator<Item = (usize, usize)>> = if dy > 0 {
                 Box::new(runs.into_iter())
             } else {
@@ -463,13 +503,12 @@ impl Encoder {
     /// [`MIN_COPY_ROWS`] long and containing a changed row. Ascending.
     fn shift_runs(
         &self,
-        frame: &Frame<'_>,
         start: usize,
         end: usize,
         dy: isize,
         (b0, b1): (usize, usize),
     ) -> Vec<(usize, usize)> {
-        let rb = frame.row_bytes();
+        let (_, rb, _) = self.layout();
         let mut runs = Vec::new();
         let mut run: Option<(usize, bool)> = None;
         for row in start..=end {
@@ -477,7 +516,7 @@ impl Encoder {
             let matches = row < end && src >= start as isize && src < end as isize && {
                 let src = src as usize;
                 self.new_hashes[row] == self.old_hashes[src]
-                    && frame.row(row as u32)[b0..b1] == self.shadow[src * rb + b0..src * rb + b1]
+                    && self.new_row(row)[b0..b1] == self.shadow[src * rb + b0..src * rb + b1]
             };
             match (matches, run) {
                 (true, None) => run = Some((row, self.masks[row] != 0)),
@@ -599,16 +638,15 @@ impl Encoder {
     }
 
     /// Shrinks `a` to the columns and rows where the old screen (shadow,
-    /// before its update) and the new frame differ. Unchanged areas come
-    /// back with zero width.
-    fn trim(&self, frame: &Frame<'_>, a: Area) -> Area {
-        let bpp = frame.format().bytes_per_pixel();
-        let rb = frame.row_bytes();
+    /// before its update) and the snapshot differ. Unchanged areas come back
+    /// with zero width.
+    fn trim(&self, a: Area) -> Area {
+        let (_, rb, bpp) = self.layout();
         let (mut left, mut right) = (a.x + a.w, a.x);
         let (mut top, mut bottom) = (a.y + a.h, a.y);
         for y in a.y..a.y + a.h {
             let old = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
-            let new = &frame.row(y as u32)[a.x * bpp..(a.x + a.w) * bpp];
+            let new = &self.new_row(y)[a.x * bpp..(a.x + a.w) * bpp];
             if old == new {
                 continue;
             }
@@ -628,6 +666,25 @@ impl Encoder {
             y: top,
             w: right - left,
             h: bottom - top,
+        }
+    }
+
+    /// Width in pixels, bytes per row and per pixel of the current screen.
+    fn layout(&self) -> (usize, usize, usize) {
+        let Some(g) = self.geometry else {
+            unreachable!("the layout is used only once a frame was seen")
+        };
+        let bpp = g.format.bytes_per_pixel();
+        (g.width as usize, g.width as usize * bpp, bpp)
+    }
+
+    /// Row `y` of this update's screen: the snapshot of it, or the shadow's
+    /// when it did not change.
+    fn new_row(&self, y: usize) -> &[u8] {
+        let (_, rb, _) = self.layout();
+        match self.snapshot_rows[y] {
+            NOT_READ => &self.shadow[y * rb..(y + 1) * rb],
+            i => &self.snapshot[i as usize * rb..(i as usize + 1) * rb],
         }
     }
 
