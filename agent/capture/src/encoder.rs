@@ -135,8 +135,10 @@ pub struct Encoder {
     shadow: Vec<u8>,
     /// This update's copy of the rows that differed from the shadow, packed
     /// in the order they were read: the one read of the frame everything in
-    /// the update comes from.
+    /// the update comes from. Only the first `snapshot_used` rows belong to
+    /// this update; the rest is kept so rows are not zeroed before each read.
     snapshot: Vec<u8>,
+    snapshot_used: usize,
     /// Per row: its index in `snapshot`, or [`NOT_READ`] when the row equals
     /// the shadow.
     snapshot_rows: Vec<u32>,
@@ -230,6 +232,7 @@ impl Encoder {
         self.geometry = None;
         self.shadow = Vec::new();
         self.snapshot = Vec::new();
+        self.snapshot_used = 0;
         self.snapshot_rows = Vec::new();
         self.masks = Vec::new();
     }
@@ -279,6 +282,7 @@ impl Encoder {
                 frame.read_row(y as u32, row);
             }
             self.snapshot.clear();
+            self.snapshot_used = 0;
             self.snapshot_rows = vec![NOT_READ; h];
             self.masks = vec![0; h];
             screen = self.screen_info();
@@ -370,7 +374,7 @@ impl Encoder {
         let rb = frame.row_bytes();
         let tile_bytes = TILE * frame.format().bytes_per_pixel();
         let mut any = false;
-        self.snapshot.clear();
+        self.snapshot_used = 0;
         for (y, mask) in self.masks.iter_mut().enumerate() {
             let old = &self.shadow[y * rb..(y + 1) * rb];
             self.snapshot_rows[y] = NOT_READ;
@@ -380,18 +384,20 @@ impl Encoder {
             if frame.row_eq(y as u32, old) {
                 continue;
             }
-            let at = self.snapshot.len();
-            self.snapshot.resize(at + rb, 0);
-            let new = &mut self.snapshot[at..];
+            let at = self.snapshot_used * rb;
+            if self.snapshot.len() < at + rb {
+                self.snapshot.resize(at + rb, 0);
+            }
+            let new = &mut self.snapshot[at..at + rb];
             frame.read_row(y as u32, new);
             if new == old {
                 // Drawn back between the two reads: nothing to send.
-                self.snapshot.truncate(at);
                 continue;
             }
             // Cannot overflow: at most MAX_EDGE rows.
-            self.snapshot_rows[y] = (at / rb.max(1)) as u32;
-            let new = &self.snapshot[at..];
+            self.snapshot_rows[y] = self.snapshot_used as u32;
+            self.snapshot_used += 1;
+            let new = &self.snapshot[at..at + rb];
             any = true;
             let mut m = 0u128;
             for (i, (a, b)) in new

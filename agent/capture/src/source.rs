@@ -269,6 +269,7 @@ impl<'a> Frame<'a> {
     /// Whether row `y` (without padding) equals `other` at the moment it is
     /// read. Panics if `y` is out of range or `other` is not
     /// [`Frame::row_bytes`] long (callers loop over `0..height`).
+    #[inline]
     pub fn row_eq(&self, y: u32, other: &[u8]) -> bool {
         let range = self.row_range(y);
         assert_eq!(other.len(), range.len(), "row compare of unequal lengths");
@@ -283,6 +284,7 @@ impl<'a> Frame<'a> {
 
     /// Copies row `y` (without padding) into `dst`, which must be
     /// [`Frame::row_bytes`] long. Panics if `y` is out of range.
+    #[inline]
     pub fn read_row(&self, y: u32, dst: &mut [u8]) {
         let range = self.row_range(y);
         match self.pixels {
