@@ -192,6 +192,8 @@ pub struct Frame<'a> {
     pixels: Pixels<'a>,
     geometry: ScreenGeometry,
     pitch: usize,
+    /// Called with the row before each read of it (see [`Frame::interleave`]).
+    before_read: Option<&'a (dyn Fn(u32) + Sync)>,
     _sync: Option<SyncGuard<'a>>,
 }
 
@@ -219,6 +221,7 @@ impl<'a> Frame<'a> {
             pixels: Pixels::Plain(data),
             geometry,
             pitch,
+            before_read: None,
             _sync: None,
         })
     }
@@ -236,8 +239,18 @@ impl<'a> Frame<'a> {
             pixels: Pixels::Shared(data),
             geometry,
             pitch,
+            before_read: None,
             _sync: None,
         })
+    }
+
+    /// Calls `f(y)` before every read of row `y` ([`Frame::row_eq`],
+    /// [`Frame::read_row`]), so that a test can draw into a
+    /// [`Frame::shared`] frame between any two reads of the encoder, the way
+    /// an application drawing at the same time can, but reproducibly.
+    pub fn interleave(mut self, f: &'a (dyn Fn(u32) + Sync)) -> Self {
+        self.before_read = Some(f);
+        self
     }
 
     pub(crate) fn with_sync(mut self, sync: Option<SyncGuard<'a>>) -> Self {
@@ -271,6 +284,9 @@ impl<'a> Frame<'a> {
     /// [`Frame::row_bytes`] long (callers loop over `0..height`).
     #[inline]
     pub fn row_eq(&self, y: u32, other: &[u8]) -> bool {
+        if let Some(f) = self.before_read {
+            f(y);
+        }
         let range = self.row_range(y);
         assert_eq!(other.len(), range.len(), "row compare of unequal lengths");
         match self.pixels {
@@ -286,6 +302,9 @@ impl<'a> Frame<'a> {
     /// [`Frame::row_bytes`] long. Panics if `y` is out of range.
     #[inline]
     pub fn read_row(&self, y: u32, dst: &mut [u8]) {
+        if let Some(f) = self.before_read {
+            f(y);
+        }
         let range = self.row_range(y);
         match self.pixels {
             Pixels::Plain(data) => dst.copy_from_slice(&data[range]),

@@ -1,14 +1,19 @@
 //! The expert's view never stays wrong while the application draws during a
-//! capture: a writer thread keeps changing a shared frame (rectangles,
-//! scrolls, whole-screen changes) while the encoder reads it; once the writer
-//! stops, the client's framebuffer equals the frame within a bounded number
-//! of polls, and then nothing more is sent.
+//! capture: a writer keeps changing a shared frame (rectangles, scrolls,
+//! whole-screen changes) while the encoder reads it; once the writer stops,
+//! the client's framebuffer equals the frame within a bounded number of
+//! polls, and then nothing more is sent.
 //!
-//! Seeded: a failure names its seed, and `RACE_SEED=<seed>` reruns only that
-//! one (races still depend on timing, so a rerun may need a few tries).
+//! Two writers: a thread drawing at its own pace (what an application does;
+//! where it lands depends on scheduling), and one that draws between the
+//! encoder's row reads at seeded points ([`Frame::interleave`]), which finds
+//! the same faults on any machine and replays exactly.
+//!
+//! Seeded: a failure names its seed and writer, and `RACE_SEED=<seed>` reruns
+//! only that seed (the thread's races still depend on timing).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use shoulder_capture::{Encoder, Frame, PixelFormat, Probing, ScreenGeometry};
@@ -16,10 +21,13 @@ use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::msg::Message;
 
-/// Seeded runs per pixel format: enough that races between reads of one
-/// update happen many times per CI run (each run has several polls racing
-/// the writer), few enough that all formats take seconds.
-const RUNS_PER_FORMAT: u64 = 1500;
+/// Seeded runs per pixel format and writer: enough that draws between reads
+/// of one update happen many times per CI run (each run has several polls
+/// racing the writer), few enough that all formats take seconds.
+const RUNS_PER_FORMAT: u64 = 800;
+/// The interleaved writer draws before one row read in this many, so a
+/// poll sees several draws at different points of its work.
+const READS_PER_DRAW: usize = 24;
 /// Largest frame edges: big enough that an encode takes long enough for the
 /// writer to land inside it, small enough for thousands of runs.
 const MAX_W: usize = 256;
@@ -79,11 +87,15 @@ impl Screen {
         let (w, h) = (self.g.width as usize, self.g.height as usize);
         let bpp = self.g.format.bytes_per_pixel();
         let at = |x: usize, y: usize| y * self.pitch + x * bpp;
-        match rng.below(8) {
-            // Rectangles: buttons, text, a caret (solid or patterned).
-            0..=3 => {
+        match rng.below(16) {
+            // Rectangles: buttons, text, a caret (solid or patterned), mostly
+            // small: they leave most of a row as it was.
+            0..=10 => {
                 let (x, y) = (rng.below(w), rng.below(h));
-                let (rw, rh) = (1 + rng.below(w - x), 1 + rng.below(h - y));
+                let (rw, rh) = (
+                    1 + rng.below((w - x).min(w / 4 + 1)),
+                    1 + rng.below((h - y).min(h / 4 + 1)),
+                );
                 let v = rng.next() as u8;
                 let patterned = rng.below(2) == 0;
                 for yy in y..y + rh {
@@ -96,7 +108,7 @@ impl Screen {
                 }
             }
             // A vertical scroll of a region; the exposed rows get new content.
-            4 | 5 => {
+            11 | 12 => {
                 let (x0, y0) = (rng.below(w), rng.below(h));
                 let (x1, y1) = (x0 + 1 + rng.below(w - x0), y0 + 1 + rng.below(h - y0));
                 let dy = rng.below(2 * (y1 - y0)) as isize - (y1 - y0) as isize;
@@ -119,7 +131,7 @@ impl Screen {
                 }
             }
             // Page switch: a new structured screen.
-            6 => {
+            13 | 14 => {
                 let base = rng.next() as u8;
                 for y in 0..h {
                     let band = (y / 16) as u8;
@@ -146,12 +158,11 @@ impl Screen {
 fn poll(
     consent: &ViewConsent,
     enc: &mut Encoder,
-    screen: &Screen,
+    frame: &Frame<'_>,
     fb: &mut Option<Framebuffer>,
     full: bool,
 ) -> bool {
-    let frame = screen.frame();
-    let Some(update) = enc.encode(consent, &frame, full).expect("consent is live") else {
+    let Some(update) = enc.encode(consent, frame, full).expect("consent is live") else {
         return false;
     };
     for msg in update.into_messages() {
@@ -170,8 +181,14 @@ fn poll(
     true
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    Thread,
+    Interleaved,
+}
+
 /// One seeded run; `Err` says how the view stayed wrong.
-fn run(format: PixelFormat, seed: u64) -> Result<(), String> {
+fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
     let mut rng = Rng(seed);
     let bpp = format.bytes_per_pixel();
     let (w, h) = (1 + rng.below(MAX_W), 1 + rng.below(MAX_H));
@@ -199,34 +216,52 @@ fn run(format: PixelFormat, seed: u64) -> Result<(), String> {
     let (_pair, consent) = shoulder_proto::testing::granted_view();
     let mut fb = None;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (screen, stop, started) = (screen.clone(), stop.clone(), started.clone());
-        let mut rng = Rng(rng.next());
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                screen.draw(&mut rng);
-                started.store(true, Ordering::Relaxed);
-            }
-        })
-    };
-    // The polls below are to race the writer, not to run before it starts.
-    while !started.load(Ordering::Relaxed) {
-        thread::yield_now();
-    }
     let racing = 1 + rng.below(MAX_RACING_POLLS as usize);
-    for _ in 0..racing {
-        let full = rng.below(8) == 0;
-        poll(&consent, &mut enc, &screen, &mut fb, full);
+    let fulls: Vec<bool> = (0..racing).map(|_| rng.below(8) == 0).collect();
+    let writer_rng = Rng(rng.next());
+    match writer {
+        Writer::Thread => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let started = Arc::new(AtomicBool::new(false));
+            let handle = {
+                let (screen, stop, started) = (screen.clone(), stop.clone(), started.clone());
+                let mut rng = writer_rng;
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        screen.draw(&mut rng);
+                        started.store(true, Ordering::Relaxed);
+                    }
+                })
+            };
+            // The polls below are to race the writer, not to run before it.
+            while !started.load(Ordering::Relaxed) {
+                thread::yield_now();
+            }
+            for &full in &fulls {
+                poll(&consent, &mut enc, &screen.frame(), &mut fb, full);
+            }
+            stop.store(true, Ordering::Relaxed);
+            handle.join().expect("the writer does not panic");
+        }
+        Writer::Interleaved => {
+            let rng = Mutex::new(writer_rng);
+            let draw = |_row: u32| {
+                let mut rng = rng.lock().expect("the writer does not panic");
+                if rng.below(READS_PER_DRAW) == 0 {
+                    screen.draw(&mut rng);
+                }
+            };
+            for &full in &fulls {
+                let frame = screen.frame().interleave(&draw);
+                poll(&consent, &mut enc, &frame, &mut fb, full);
+            }
+        }
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("the writer does not panic");
 
     let want = screen.frame().to_xrgb8888();
     let mut matched = None;
     for n in 1..=settle_polls {
-        poll(&consent, &mut enc, &screen, &mut fb, false);
+        poll(&consent, &mut enc, &screen.frame(), &mut fb, false);
         if fb.as_ref().is_some_and(|fb| fb.normalized() == want) {
             matched = Some(n);
             break;
@@ -250,7 +285,7 @@ fn run(format: PixelFormat, seed: u64) -> Result<(), String> {
     // 32-bit format) may still go out first, found by the next compare of
     // every row, and must leave the view as it is.
     for _ in 0..settle_polls + 1 {
-        let sent = poll(&consent, &mut enc, &screen, &mut fb, false);
+        let sent = poll(&consent, &mut enc, &screen.frame(), &mut fb, false);
         if fb.as_ref().is_none_or(|fb| fb.normalized() != want) {
             return Err(format!(
                 "{w}×{h} {format}: the view matched, then an update broke it"
@@ -273,15 +308,20 @@ fn check_format(format: PixelFormat) {
             .map(|i| i * 0x1_0000 + format as u64)
             .collect(),
     };
-    let failures: Vec<String> = seeds
-        .iter()
-        .filter_map(|&seed| run(format, seed).err().map(|e| format!("seed {seed}: {e}")))
+    let failures: Vec<String> = [Writer::Interleaved, Writer::Thread]
+        .into_iter()
+        .flat_map(|writer| seeds.iter().map(move |&seed| (writer, seed)))
+        .filter_map(|(writer, seed)| {
+            run(format, seed, writer)
+                .err()
+                .map(|e| format!("seed {seed}, {writer:?} writer: {e}"))
+        })
         .collect();
     assert!(
         failures.is_empty(),
         "{} of {} runs left the view wrong:\n{}",
         failures.len(),
-        seeds.len(),
+        2 * seeds.len(),
         failures.join("\n")
     );
 }
