@@ -4,15 +4,15 @@
 //! (in the source's own pixel format, rows packed). Each [`Encoder::encode`]:
 //!
 //! 1. compares the frame with the shadow row by row (one `memcmp` of the frame
-//!    when nothing changed), copies each row that differs once into a
-//!    snapshot, and finds which [`TILE`]-pixel columns of the snapshot differ;
+//!    when nothing changed); each row that differs is copied once, straight
+//!    into the shadow, after setting the shadow's old row aside; finds which
+//!    [`TILE`]-pixel columns differ between the two;
 //! 2. looks for a vertical scroll in each band of changed rows (row hashes of
 //!    the changed columns, old against new, vote for a shift, verify rows
 //!    byte for byte) and turns matching rows into `Copy` rectangles;
 //! 3. merges what is left into rectangles (one per run of changed tile
 //!    columns per tile row, joined vertically, trimmed to what differs);
-//! 4. brings the shadow up to date (the snapshot's rows), and encodes each
-//!    rectangle from it as the cheapest of `Solid`, `Lz4` and `Raw`,
+//! 4. encodes each rectangle from the shadow as the cheapest of `Solid`, `Lz4` and `Raw`,
 //!    converted to XRGB8888;
 //! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
 //!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
@@ -25,9 +25,9 @@
 //! is read, so two reads of a row can differ; if the damage came from one
 //! read and the shadow from another, a pixel drawn in between would enter
 //! the shadow without being sent, and the expert's view would stay wrong for
-//! as long as the screen stays still. Working on one snapshot makes the
-//! shadow exactly what was sent; anything drawn after the snapshot differs
-//! from the shadow and goes out with the next update.
+//! as long as the screen stays still. With one copy that is compared,
+//! searched, sent and kept, the shadow is exactly what was sent; anything
+//! drawn after the copy differs from the shadow and goes out next time.
 
 use std::collections::HashMap;
 
@@ -68,7 +68,7 @@ const MIN_COPY_ROWS: usize = 4;
 /// compress better and cost fewer headers.
 const MAX_FINE_AREAS: usize = 96;
 
-/// `snapshot_rows` entry of a row that was not copied.
+/// `previous_at` entry of a row that did not change.
 const NOT_READ: u32 = u32::MAX;
 
 /// Why an update could not be made.
@@ -124,7 +124,8 @@ struct Area {
 }
 
 /// Change detector and update encoder. Memory: one shadow frame, the
-/// snapshot of changed rows (at most one more frame, kept for reuse), plus
+/// previous content of changed rows (at most one more frame, kept for
+/// reuse), plus
 /// per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized buffers.
 #[derive(Debug, Default)]
 pub struct Encoder {
@@ -133,15 +134,15 @@ pub struct Encoder {
     seq: u32,
     /// The screen as the expert has it, rows packed, source format.
     shadow: Vec<u8>,
-    /// This update's copy of the rows that differed from the shadow, packed
-    /// in the order they were read: the one read of the frame everything in
-    /// the update comes from. Only the first `snapshot_used` rows belong to
-    /// this update; the rest is kept so rows are not zeroed before each read.
-    snapshot: Vec<u8>,
-    snapshot_used: usize,
-    /// Per row: its index in `snapshot`, or [`NOT_READ`] when the row equals
-    /// the shadow.
-    snapshot_rows: Vec<u32>,
+    /// During an update: what the expert had in the rows that changed (the
+    /// shadow holds their new copy), packed in screen order, for the scroll
+    /// search and the trim. Only the first `previous_used` rows belong to
+    /// this update; the rest is kept so rows are not zeroed before each copy.
+    previous: Vec<u8>,
+    previous_used: usize,
+    /// Per row: its index in `previous`, or [`NOT_READ`] when the row did
+    /// not change.
+    previous_at: Vec<u32>,
     /// Per row: which tile columns changed.
     masks: Vec<u128>,
     old_hashes: Vec<u64>,
@@ -231,9 +232,9 @@ impl Encoder {
     pub fn reset(&mut self) {
         self.geometry = None;
         self.shadow = Vec::new();
-        self.snapshot = Vec::new();
-        self.snapshot_used = 0;
-        self.snapshot_rows = Vec::new();
+        self.previous = Vec::new();
+        self.previous_used = 0;
+        self.previous_at = Vec::new();
         self.masks = Vec::new();
     }
 
@@ -281,9 +282,9 @@ impl Encoder {
             for (y, row) in self.shadow.chunks_exact_mut(rb).enumerate() {
                 frame.read_row(y as u32, row);
             }
-            self.snapshot.clear();
-            self.snapshot_used = 0;
-            self.snapshot_rows = vec![NOT_READ; h];
+            self.previous.clear();
+            self.previous_used = 0;
+            self.previous_at = vec![NOT_READ; h];
             self.masks = vec![0; h];
             screen = self.screen_info();
             areas = vec![Area { x: 0, y: 0, w, h }];
@@ -298,8 +299,8 @@ impl Encoder {
             if changed && !full {
                 copies = self.find_scrolls();
             }
-            // Rows a copy fixes are no longer damage (the shadow still takes
-            // their snapshot below: within the copy it equals the rows copied).
+            // Rows a copy fixes are no longer damage (their new content in
+            // the shadow equals, within the copy, the rows copied).
             for c in &copies {
                 self.masks[c.dst.y..c.dst.y + c.dst.h]
                     .iter_mut()
@@ -315,14 +316,6 @@ impl Encoder {
                 };
                 areas.into_iter().map(|a| self.trim(a)).collect()
             };
-            // The shadow becomes the snapshot, which the rectangles are
-            // encoded from: it is exactly what the expert will have.
-            for (y, &i) in self.snapshot_rows.iter().enumerate() {
-                if i != NOT_READ {
-                    let i = i as usize * rb;
-                    self.shadow[y * rb..(y + 1) * rb].copy_from_slice(&self.snapshot[i..i + rb]);
-                }
-            }
         }
 
         let mut stats = EncodeStats::default();
@@ -368,36 +361,38 @@ impl Encoder {
     }
 
     /// Copies the rows of `frame` that differ from the shadow into the
-    /// snapshot and fills `masks` with the tile columns in which the copy
-    /// differs; true if any. The only full read of the frame in an update.
+    /// shadow, their old content into `previous`, and fills `masks` with the
+    /// tile columns in which the two differ; true if any. The only full read
+    /// of the frame in an update.
     fn find_damage(&mut self, frame: &Frame<'_>) -> bool {
         let rb = frame.row_bytes();
         let tile_bytes = TILE * frame.format().bytes_per_pixel();
         let mut any = false;
-        self.snapshot_used = 0;
+        self.previous_used = 0;
         for (y, mask) in self.masks.iter_mut().enumerate() {
-            let old = &self.shadow[y * rb..(y + 1) * rb];
-            self.snapshot_rows[y] = NOT_READ;
+            self.previous_at[y] = NOT_READ;
             *mask = 0;
+            let shadow = &mut self.shadow[y * rb..(y + 1) * rb];
             // A compare in place is the cheap common case; a row that
             // differs is read again, once, and only that copy counts.
-            if frame.row_eq(y as u32, old) {
+            if frame.row_eq(y as u32, shadow) {
                 continue;
             }
-            let at = self.snapshot_used * rb;
-            if self.snapshot.len() < at + rb {
-                self.snapshot.resize(at + rb, 0);
+            let at = self.previous_used * rb;
+            if self.previous.len() < at + rb {
+                self.previous.resize(at + rb, 0);
             }
-            let new = &mut self.snapshot[at..at + rb];
-            frame.read_row(y as u32, new);
+            let old = &mut self.previous[at..at + rb];
+            old.copy_from_slice(shadow);
+            frame.read_row(y as u32, shadow);
+            let (old, new) = (&*old, &*shadow);
             if new == old {
                 // Drawn back between the two reads: nothing to send.
                 continue;
             }
             // Cannot overflow: at most MAX_EDGE rows.
-            self.snapshot_rows[y] = self.snapshot_used as u32;
-            self.snapshot_used += 1;
-            let new = &self.snapshot[at..at + rb];
+            self.previous_at[y] = self.previous_used as u32;
+            self.previous_used += 1;
             any = true;
             let mut m = 0u128;
             for (i, (a, b)) in new
@@ -414,8 +409,8 @@ impl Encoder {
         any
     }
 
-    /// Finds vertical scrolls in bands of changed rows. Reads the old shadow
-    /// and the snapshot; returns copies in the order they must be applied.
+    /// Finds vertical scrolls in bands of changed rows, old rows against new
+    /// ones; returns copies in the order they must be applied.
     fn find_scrolls(&mut self) -> Vec<CopyRun> {
         let h = self.masks.len();
         let (w, rb, bpp) = self.layout();
@@ -450,8 +445,8 @@ impl Encoder {
             let x1 = ((last + 1) * TILE).min(w);
             let (b0, b1) = (x0 * bpp, x1 * bpp);
             for row in start..end {
-                self.old_hashes[row] = xxh3_64(&self.shadow[row * rb + b0..row * rb + b1]);
-                self.new_hashes[row] = xxh3_64(&self.new_row(row)[b0..b1]);
+                self.old_hashes[row] = xxh3_64(&self.old_row(row)[b0..b1]);
+                self.new_hashes[row] = xxh3_64(&self.shadow[row * rb + b0..row * rb + b1]);
             }
             let Some(dy) = self.vote_shift(start, end) else {
                 continue;
@@ -522,7 +517,7 @@ impl Encoder {
             let matches = row < end && src >= start as isize && src < end as isize && {
                 let src = src as usize;
                 self.new_hashes[row] == self.old_hashes[src]
-                    && self.new_row(row)[b0..b1] == self.shadow[src * rb + b0..src * rb + b1]
+                    && self.shadow[row * rb + b0..row * rb + b1] == self.old_row(src)[b0..b1]
             };
             match (matches, run) {
                 (true, None) => run = Some((row, self.masks[row] != 0)),
@@ -643,16 +638,15 @@ impl Encoder {
         Some(done)
     }
 
-    /// Shrinks `a` to the columns and rows where the old screen (shadow,
-    /// before its update) and the snapshot differ. Unchanged areas come back
-    /// with zero width.
+    /// Shrinks `a` to the columns and rows where the old screen and the new
+    /// one differ. Unchanged areas come back with zero width.
     fn trim(&self, a: Area) -> Area {
         let (_, rb, bpp) = self.layout();
         let (mut left, mut right) = (a.x + a.w, a.x);
         let (mut top, mut bottom) = (a.y + a.h, a.y);
         for y in a.y..a.y + a.h {
-            let old = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
-            let new = &self.new_row(y)[a.x * bpp..(a.x + a.w) * bpp];
+            let old = &self.old_row(y)[a.x * bpp..(a.x + a.w) * bpp];
+            let new = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
             if old == new {
                 continue;
             }
@@ -684,13 +678,13 @@ impl Encoder {
         (g.width as usize, g.width as usize * bpp, bpp)
     }
 
-    /// Row `y` of this update's screen: the snapshot of it, or the shadow's
-    /// when it did not change.
-    fn new_row(&self, y: usize) -> &[u8] {
+    /// Row `y` as the expert has it before this update: set aside when it
+    /// changed, else the shadow's.
+    fn old_row(&self, y: usize) -> &[u8] {
         let (_, rb, _) = self.layout();
-        match self.snapshot_rows[y] {
+        match self.previous_at[y] {
             NOT_READ => &self.shadow[y * rb..(y + 1) * rb],
-            i => &self.snapshot[i as usize * rb..(i as usize + 1) * rb],
+            i => &self.previous[i as usize * rb..(i as usize + 1) * rb],
         }
     }
 
