@@ -12,8 +12,8 @@
 //!    byte for byte) and turns matching rows into `Copy` rectangles;
 //! 3. merges what is left into rectangles (one per run of changed tile
 //!    columns per tile row, joined vertically, trimmed to what differs);
-//! 4. encodes each rectangle from the shadow as the cheapest of `Solid`, `Lz4` and `Raw`,
-//!    converted to XRGB8888;
+//! 4. encodes each rectangle from the shadow as the cheapest of `Solid`,
+//!    `Lz4` and `Raw`, converted to XRGB8888;
 //! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
 //!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
 //!
@@ -69,7 +69,7 @@ const MIN_COPY_ROWS: usize = 4;
 const MAX_FINE_AREAS: usize = 96;
 
 /// `previous_at` entry of a row that did not change.
-const NOT_READ: u32 = u32::MAX;
+const UNCHANGED: u32 = u32::MAX;
 
 /// Why an update could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,8 +125,8 @@ struct Area {
 
 /// Change detector and update encoder. Memory: one shadow frame, the
 /// previous content of changed rows (at most one more frame, kept for
-/// reuse), plus
-/// per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized buffers.
+/// reuse), per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized
+/// buffers.
 #[derive(Debug, Default)]
 pub struct Encoder {
     geometry: Option<ScreenGeometry>,
@@ -140,7 +140,7 @@ pub struct Encoder {
     /// this update; the rest is kept so rows are not zeroed before each copy.
     previous: Vec<u8>,
     previous_used: usize,
-    /// Per row: its index in `previous`, or [`NOT_READ`] when the row did
+    /// Per row: its index in `previous`, or [`UNCHANGED`] when the row did
     /// not change.
     previous_at: Vec<u32>,
     /// Per row: which tile columns changed.
@@ -284,7 +284,7 @@ impl Encoder {
             }
             self.previous.clear();
             self.previous_used = 0;
-            self.previous_at = vec![NOT_READ; h];
+            self.previous_at = vec![UNCHANGED; h];
             self.masks = vec![0; h];
             screen = self.screen_info();
             areas = vec![Area { x: 0, y: 0, w, h }];
@@ -370,7 +370,7 @@ impl Encoder {
         let mut any = false;
         self.previous_used = 0;
         for (y, mask) in self.masks.iter_mut().enumerate() {
-            self.previous_at[y] = NOT_READ;
+            self.previous_at[y] = UNCHANGED;
             *mask = 0;
             let shadow = &mut self.shadow[y * rb..(y + 1) * rb];
             // A compare in place is the cheap common case; a row that
@@ -683,7 +683,7 @@ impl Encoder {
     fn old_row(&self, y: usize) -> &[u8] {
         let (_, rb, _) = self.layout();
         match self.previous_at[y] {
-            NOT_READ => &self.shadow[y * rb..(y + 1) * rb],
+            UNCHANGED => &self.shadow[y * rb..(y + 1) * rb],
             i => &self.previous[i as usize * rb..(i as usize + 1) * rb],
         }
     }
