@@ -4,21 +4,30 @@
 //! (in the source's own pixel format, rows packed). Each [`Encoder::encode`]:
 //!
 //! 1. compares the frame with the shadow row by row (one `memcmp` of the frame
-//!    when nothing changed), and for changed rows finds which [`TILE`]-pixel
-//!    columns differ;
+//!    when nothing changed); each row that differs is copied once, straight
+//!    into the shadow, after setting the shadow's old row aside; finds which
+//!    [`TILE`]-pixel columns differ between the two;
 //! 2. looks for a vertical scroll in each band of changed rows (row hashes of
 //!    the changed columns, old against new, vote for a shift, verify rows
 //!    byte for byte) and turns matching rows into `Copy` rectangles;
-//! 3. brings the shadow up to date (copies changed rows only);
-//! 4. merges what is left into rectangles (one per run of changed tile
-//!    columns per tile row, joined vertically), and encodes each as the
-//!    cheapest of `Solid`, `Lz4` and `Raw`, converted to XRGB8888;
+//! 3. merges what is left into rectangles (one per run of changed tile
+//!    columns per tile row, joined vertically, trimmed to what differs);
+//! 4. encodes each rectangle from the shadow as the cheapest of `Solid`,
+//!    `Lz4` and `Raw`, converted to XRGB8888;
 //! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
 //!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
 //!
 //! Because the shadow is what the expert was last sent, everything that
 //! changed since the previous update is coalesced into the next one, however
 //! long the client took to ask for it.
+//!
+//! The live frame is read only in step 1. The application may draw while it
+//! is read, so two reads of a row can differ; if the damage came from one
+//! read and the shadow from another, a pixel drawn in between would enter
+//! the shadow without being sent, and the expert's view would stay wrong for
+//! as long as the screen stays still. With one copy that is compared,
+//! searched, sent and kept, the shadow is exactly what was sent; anything
+//! drawn after the copy differs from the shadow and goes out next time.
 
 use std::collections::HashMap;
 
@@ -58,6 +67,9 @@ const MIN_COPY_ROWS: usize = 4;
 /// busier damage is sent as tile bands, whose fewer, larger rectangles
 /// compress better and cost fewer headers.
 const MAX_FINE_AREAS: usize = 96;
+
+/// `previous_at` entry of a row that did not change.
+const UNCHANGED: u32 = u32::MAX;
 
 /// Why an update could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,8 +123,10 @@ struct Area {
     h: usize,
 }
 
-/// Change detector and update encoder. Memory: one shadow frame plus
-/// per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized buffers.
+/// Change detector and update encoder. Memory: one shadow frame, the
+/// previous content of changed rows (at most one more frame, kept for
+/// reuse), per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized
+/// buffers.
 #[derive(Debug, Default)]
 pub struct Encoder {
     geometry: Option<ScreenGeometry>,
@@ -120,6 +134,15 @@ pub struct Encoder {
     seq: u32,
     /// The screen as the expert has it, rows packed, source format.
     shadow: Vec<u8>,
+    /// During an update: what the expert had in the rows that changed (the
+    /// shadow holds their new copy), packed in screen order, for the scroll
+    /// search and the trim. Only the first `previous_used` rows belong to
+    /// this update; the rest is kept so rows are not zeroed before each copy.
+    previous: Vec<u8>,
+    previous_used: usize,
+    /// Per row: its index in `previous`, or [`UNCHANGED`] when the row did
+    /// not change.
+    previous_at: Vec<u32>,
     /// Per row: which tile columns changed.
     masks: Vec<u128>,
     old_hashes: Vec<u64>,
@@ -189,7 +212,7 @@ impl Encoder {
         let phase = (self.checks.wrapping_mul(7) % p.stride) as usize;
         (phase..frame.height() as usize)
             .step_by(p.stride as usize)
-            .all(|y| frame.row(y as u32) == &self.shadow[y * rb..(y + 1) * rb])
+            .all(|y| frame.row_eq(y as u32, &self.shadow[y * rb..(y + 1) * rb]))
     }
 
     /// The screen the expert currently has, once the first update was made.
@@ -209,6 +232,9 @@ impl Encoder {
     pub fn reset(&mut self) {
         self.geometry = None;
         self.shadow = Vec::new();
+        self.previous = Vec::new();
+        self.previous_used = 0;
+        self.previous_at = Vec::new();
         self.masks = Vec::new();
     }
 
@@ -237,7 +263,7 @@ impl Encoder {
         let rb = frame.row_bytes();
         (0..frame.height()).any(|y| {
             let start = y as usize * rb;
-            frame.row(y) != &self.shadow[start..start + rb]
+            !frame.row_eq(y, &self.shadow[start..start + rb])
         })
     }
 
@@ -252,10 +278,13 @@ impl Encoder {
             self.geometry = Some(g);
             self.generation = self.generation.wrapping_add(1);
             self.shadow.clear();
-            self.shadow.reserve_exact(rb * h);
-            for y in 0..g.height {
-                self.shadow.extend_from_slice(frame.row(y));
+            self.shadow.resize(rb * h, 0);
+            for (y, row) in self.shadow.chunks_exact_mut(rb).enumerate() {
+                frame.read_row(y as u32, row);
             }
+            self.previous.clear();
+            self.previous_used = 0;
+            self.previous_at = vec![UNCHANGED; h];
             self.masks = vec![0; h];
             screen = self.screen_info();
             areas = vec![Area { x: 0, y: 0, w, h }];
@@ -268,13 +297,11 @@ impl Encoder {
                 return None;
             }
             if changed && !full {
-                copies = self.find_scrolls(frame);
+                copies = self.find_scrolls();
             }
-            // Rows a copy fixes are no longer damage, but the shadow must
-            // still take them: mark them for the update below.
-            let mut copied_rows = Vec::new();
+            // Rows a copy fixes are no longer damage (their new content in
+            // the shadow equals, within the copy, the rows copied).
             for c in &copies {
-                copied_rows.push(c.dst.y..c.dst.y + c.dst.h);
                 self.masks[c.dst.y..c.dst.y + c.dst.h]
                     .iter_mut()
                     .for_each(|m| *m = 0);
@@ -287,14 +314,8 @@ impl Encoder {
                     Some(fine) => fine,
                     None => self.damage_areas(w, h),
                 };
-                areas.into_iter().map(|a| self.trim(frame, a)).collect()
+                areas.into_iter().map(|a| self.trim(a)).collect()
             };
-            // The shadow becomes the new screen (only rows that changed).
-            for y in 0..h {
-                if self.masks[y] != 0 || copied_rows.iter().any(|r| r.contains(&y)) {
-                    self.shadow[y * rb..(y + 1) * rb].copy_from_slice(frame.row(y as u32));
-                }
-            }
         }
 
         let mut stats = EncodeStats::default();
@@ -339,18 +360,39 @@ impl Encoder {
         })
     }
 
-    /// Fills `masks` with the changed tile columns of each row; true if any.
+    /// Copies the rows of `frame` that differ from the shadow into the
+    /// shadow, their old content into `previous`, and fills `masks` with the
+    /// tile columns in which the two differ; true if any. The only full read
+    /// of the frame in an update.
     fn find_damage(&mut self, frame: &Frame<'_>) -> bool {
         let rb = frame.row_bytes();
         let tile_bytes = TILE * frame.format().bytes_per_pixel();
         let mut any = false;
+        self.previous_used = 0;
         for (y, mask) in self.masks.iter_mut().enumerate() {
-            let new = frame.row(y as u32);
-            let old = &self.shadow[y * rb..(y + 1) * rb];
-            if new == old {
-                *mask = 0;
+            self.previous_at[y] = UNCHANGED;
+            *mask = 0;
+            let shadow = &mut self.shadow[y * rb..(y + 1) * rb];
+            // A compare in place is the cheap common case; a row that
+            // differs is read again, once, and only that copy counts.
+            if frame.row_eq(y as u32, shadow) {
                 continue;
             }
+            let at = self.previous_used * rb;
+            if self.previous.len() < at + rb {
+                self.previous.resize(at + rb, 0);
+            }
+            let old = &mut self.previous[at..at + rb];
+            old.copy_from_slice(shadow);
+            frame.read_row(y as u32, shadow);
+            let (old, new) = (&*old, &*shadow);
+            if new == old {
+                // Drawn back between the two reads: nothing to send.
+                continue;
+            }
+            // Cannot overflow: at most MAX_EDGE rows.
+            self.previous_at[y] = self.previous_used as u32;
+            self.previous_used += 1;
             any = true;
             let mut m = 0u128;
             for (i, (a, b)) in new
@@ -367,12 +409,11 @@ impl Encoder {
         any
     }
 
-    /// Finds vertical scrolls in bands of changed rows. Reads the old shadow
-    /// and the new frame; returns copies in the order they must be applied.
-    fn find_scrolls(&mut self, frame: &Frame<'_>) -> Vec<CopyRun> {
+    /// Finds vertical scrolls in bands of changed rows, old rows against new
+    /// ones; returns copies in the order they must be applied.
+    fn find_scrolls(&mut self) -> Vec<CopyRun> {
         let h = self.masks.len();
-        let rb = frame.row_bytes();
-        let bpp = frame.format().bytes_per_pixel();
+        let (w, rb, bpp) = self.layout();
         let mut copies = Vec::new();
         self.old_hashes.resize(h, 0);
         self.new_hashes.resize(h, 0);
@@ -401,16 +442,16 @@ impl Encoder {
             let first = span.trailing_zeros() as usize;
             let last = 127 - span.leading_zeros() as usize;
             let x0 = first * TILE;
-            let x1 = ((last + 1) * TILE).min(frame.width() as usize);
+            let x1 = ((last + 1) * TILE).min(w);
             let (b0, b1) = (x0 * bpp, x1 * bpp);
             for row in start..end {
-                self.old_hashes[row] = xxh3_64(&self.shadow[row * rb + b0..row * rb + b1]);
-                self.new_hashes[row] = xxh3_64(&frame.row(row as u32)[b0..b1]);
+                self.old_hashes[row] = xxh3_64(&self.old_row(row)[b0..b1]);
+                self.new_hashes[row] = xxh3_64(&self.shadow[row * rb + b0..row * rb + b1]);
             }
             let Some(dy) = self.vote_shift(start, end) else {
                 continue;
             };
-            let runs = self.shift_runs(frame, start, end, dy, (b0, b1));
+            let runs = self.shift_runs(start, end, dy, (b0, b1));
             let ordered: Box<dyn Iterator<Item = (usize, usize)>> = if dy > 0 {
                 Box::new(runs.into_iter())
             } else {
@@ -463,13 +504,12 @@ impl Encoder {
     /// [`MIN_COPY_ROWS`] long and containing a changed row. Ascending.
     fn shift_runs(
         &self,
-        frame: &Frame<'_>,
         start: usize,
         end: usize,
         dy: isize,
         (b0, b1): (usize, usize),
     ) -> Vec<(usize, usize)> {
-        let rb = frame.row_bytes();
+        let (_, rb, _) = self.layout();
         let mut runs = Vec::new();
         let mut run: Option<(usize, bool)> = None;
         for row in start..=end {
@@ -477,7 +517,7 @@ impl Encoder {
             let matches = row < end && src >= start as isize && src < end as isize && {
                 let src = src as usize;
                 self.new_hashes[row] == self.old_hashes[src]
-                    && frame.row(row as u32)[b0..b1] == self.shadow[src * rb + b0..src * rb + b1]
+                    && self.shadow[row * rb + b0..row * rb + b1] == self.old_row(src)[b0..b1]
             };
             match (matches, run) {
                 (true, None) => run = Some((row, self.masks[row] != 0)),
@@ -598,17 +638,15 @@ impl Encoder {
         Some(done)
     }
 
-    /// Shrinks `a` to the columns and rows where the old screen (shadow,
-    /// before its update) and the new frame differ. Unchanged areas come
-    /// back with zero width.
-    fn trim(&self, frame: &Frame<'_>, a: Area) -> Area {
-        let bpp = frame.format().bytes_per_pixel();
-        let rb = frame.row_bytes();
+    /// Shrinks `a` to the columns and rows where the old screen and the new
+    /// one differ. Unchanged areas come back with zero width.
+    fn trim(&self, a: Area) -> Area {
+        let (_, rb, bpp) = self.layout();
         let (mut left, mut right) = (a.x + a.w, a.x);
         let (mut top, mut bottom) = (a.y + a.h, a.y);
         for y in a.y..a.y + a.h {
-            let old = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
-            let new = &frame.row(y as u32)[a.x * bpp..(a.x + a.w) * bpp];
+            let old = &self.old_row(y)[a.x * bpp..(a.x + a.w) * bpp];
+            let new = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
             if old == new {
                 continue;
             }
@@ -628,6 +666,25 @@ impl Encoder {
             y: top,
             w: right - left,
             h: bottom - top,
+        }
+    }
+
+    /// Width in pixels, bytes per row and per pixel of the current screen.
+    fn layout(&self) -> (usize, usize, usize) {
+        let Some(g) = self.geometry else {
+            unreachable!("the layout is used only once a frame was seen")
+        };
+        let bpp = g.format.bytes_per_pixel();
+        (g.width as usize, g.width as usize * bpp, bpp)
+    }
+
+    /// Row `y` as the expert has it before this update: set aside when it
+    /// changed, else the shadow's.
+    fn old_row(&self, y: usize) -> &[u8] {
+        let (_, rb, _) = self.layout();
+        match self.previous_at[y] {
+            UNCHANGED => &self.shadow[y * rb..(y + 1) * rb],
+            i => &self.previous[i as usize * rb..(i as usize + 1) * rb],
         }
     }
 

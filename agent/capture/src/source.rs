@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::cursor::CursorUpdate;
 use crate::mmap::SyncGuard;
@@ -182,12 +183,28 @@ pub(crate) fn check_frame(
 }
 
 /// A borrowed view of the screen's current pixels. For mapped sources this is
-/// the live mapping itself (no copy); the encoder reads it once.
+/// the live mapping itself (no copy), which the application may be drawing
+/// into while it is read: two reads of one row can disagree. So the frame
+/// offers no lasting borrow of its rows, only a compare ([`Frame::row_eq`]) and
+/// a copy ([`Frame::read_row`]); whoever needs a row's content more than once
+/// copies it once and works on the copy.
 pub struct Frame<'a> {
-    data: &'a [u8],
+    pixels: Pixels<'a>,
     geometry: ScreenGeometry,
     pitch: usize,
+    /// Called with the row before each read of it (see [`Frame::interleave`]).
+    before_read: Option<&'a (dyn Fn(u32) + Sync)>,
     _sync: Option<SyncGuard<'a>>,
+}
+
+/// Where a frame's bytes live.
+#[derive(Clone, Copy)]
+enum Pixels<'a> {
+    /// Mappings and buffers: read with plain loads (`memcmp`, `memcpy`).
+    Plain(&'a [u8]),
+    /// Memory another thread of this process writes meanwhile: every byte is
+    /// read with an atomic load, so racing with the writer is defined.
+    Shared(&'a [AtomicU8]),
 }
 
 impl fmt::Debug for Frame<'_> {
@@ -201,11 +218,39 @@ impl<'a> Frame<'a> {
     pub fn new(data: &'a [u8], geometry: ScreenGeometry, pitch: usize) -> Result<Self, FrameError> {
         check_frame(data.len(), geometry, pitch)?;
         Ok(Self {
-            data,
+            pixels: Pixels::Plain(data),
             geometry,
             pitch,
+            before_read: None,
             _sync: None,
         })
+    }
+
+    /// Views memory that another thread keeps writing while the frame is
+    /// read (an in-process screen, a test's racing writer): each byte is read
+    /// atomically, one at a time, so this is slower than [`Frame::new`].
+    pub fn shared(
+        data: &'a [AtomicU8],
+        geometry: ScreenGeometry,
+        pitch: usize,
+    ) -> Result<Self, FrameError> {
+        check_frame(data.len(), geometry, pitch)?;
+        Ok(Self {
+            pixels: Pixels::Shared(data),
+            geometry,
+            pitch,
+            before_read: None,
+            _sync: None,
+        })
+    }
+
+    /// Calls `f(y)` before every read of row `y` ([`Frame::row_eq`],
+    /// [`Frame::read_row`]), so that a test can draw into a
+    /// [`Frame::shared`] frame between any two reads of the encoder, the way
+    /// an application drawing at the same time can, but reproducibly.
+    pub fn interleave(mut self, f: &'a (dyn Fn(u32) + Sync)) -> Self {
+        self.before_read = Some(f);
+        self
     }
 
     pub(crate) fn with_sync(mut self, sync: Option<SyncGuard<'a>>) -> Self {
@@ -234,11 +279,47 @@ impl<'a> Frame<'a> {
         self.geometry.width as usize * self.geometry.format.bytes_per_pixel()
     }
 
-    /// Row `y` without padding. Panics if `y` is out of range (callers loop
-    /// over `0..height`).
-    pub fn row(&self, y: u32) -> &[u8] {
+    /// Whether row `y` (without padding) equals `other` at the moment it is
+    /// read. Panics if `y` is out of range or `other` is not
+    /// [`Frame::row_bytes`] long (callers loop over `0..height`).
+    #[inline]
+    pub fn row_eq(&self, y: u32, other: &[u8]) -> bool {
+        if let Some(f) = self.before_read {
+            f(y);
+        }
+        let range = self.row_range(y);
+        assert_eq!(other.len(), range.len(), "row compare of unequal lengths");
+        match self.pixels {
+            Pixels::Plain(data) => &data[range] == other,
+            Pixels::Shared(data) => data[range]
+                .iter()
+                .zip(other)
+                .all(|(a, b)| a.load(Ordering::Relaxed) == *b),
+        }
+    }
+
+    /// Copies row `y` (without padding) into `dst`, which must be
+    /// [`Frame::row_bytes`] long. Panics if `y` is out of range.
+    #[inline]
+    pub fn read_row(&self, y: u32, dst: &mut [u8]) {
+        if let Some(f) = self.before_read {
+            f(y);
+        }
+        let range = self.row_range(y);
+        match self.pixels {
+            Pixels::Plain(data) => dst.copy_from_slice(&data[range]),
+            Pixels::Shared(data) => {
+                assert_eq!(dst.len(), range.len(), "row copy of unequal lengths");
+                for (d, s) in dst.iter_mut().zip(&data[range]) {
+                    *d = s.load(Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn row_range(&self, y: u32) -> std::ops::Range<usize> {
         let start = y as usize * self.pitch;
-        &self.data[start..start + self.row_bytes()]
+        start..start + self.row_bytes()
     }
 
     /// The whole frame as XRGB8888 rows, `width * 4` bytes each, with the X
@@ -246,8 +327,10 @@ impl<'a> Frame<'a> {
     pub fn to_xrgb8888(&self) -> Vec<u8> {
         let w = self.geometry.width as usize;
         let mut out = vec![0u8; w * 4 * self.geometry.height as usize];
+        let mut row = vec![0u8; self.row_bytes()];
         for (y, dst) in out.chunks_exact_mut(w * 4).enumerate() {
-            crate::convert::row_to_xrgb8888(self.format(), self.row(y as u32), dst);
+            self.read_row(y as u32, &mut row);
+            crate::convert::row_to_xrgb8888(self.format(), &row, dst);
             crate::convert::zero_x(dst);
         }
         out
