@@ -117,9 +117,11 @@ struct Screen {
     presenter: ScanoutThread,
     renderer: Renderer,
     layout: Option<Layout>,
-    /// Whether the prompt last drawn was still arming (its buttons greyed
-    /// out and not yet targets).
-    drawn_arming: Option<bool>,
+    /// The moment the banner on screen shows (the view was taken then).
+    /// The next redraw is due at the first change after it, not after the
+    /// end of drawing: on a slow device a change (a prompt arming, a notice
+    /// running out) can fall inside the drawing itself.
+    drawn_at: Option<Instant>,
     /// The presenter's last error, logged once: a display that went away
     /// fails a few times a second until it is back.
     failing: Option<String>,
@@ -132,7 +134,7 @@ impl Screen {
                 presenter,
                 renderer,
                 layout: None,
-                drawn_arming: None,
+                drawn_at: None,
                 failing: None,
             }),
             Err(e) => {
@@ -342,15 +344,10 @@ impl UiTask {
     async fn run(mut self, mut commands: mpsc::Receiver<UiCommand>) {
         loop {
             let now = Instant::now();
-            if self.arming_ended(now) {
-                // The prompt armed while the last frame was being drawn
-                // (drawing can take longer than what was left of the
-                // arming): its buttons must become targets now, not at the
-                // next countdown second.
-                self.render();
-                continue;
-            }
-            let redraw = self.screen.as_ref().and(self.state.next_change(now));
+            let redraw = self
+                .screen
+                .as_ref()
+                .and_then(|s| self.state.next_change(s.drawn_at.unwrap_or(now)));
             let timer = [redraw, self.hold.poll_timeout()]
                 .into_iter()
                 .flatten()
@@ -482,8 +479,9 @@ impl UiTask {
         if !failing {
             screen.failing = None;
         }
-        let view = self.state.view(Instant::now());
-        screen.drawn_arming = view.prompt.as_ref().map(|p| p.arming);
+        let drawn_at = Instant::now();
+        screen.drawn_at = Some(drawn_at);
+        let view = self.state.view(drawn_at);
         let result = if view.is_empty() {
             screen.layout = None;
             screen.presenter.hide()
@@ -560,14 +558,6 @@ impl UiTask {
             Press::Key(_, d) | Press::Tap(d) => d,
         };
         decision.on(Some(a.id))
-    }
-
-    /// Whether the prompt on screen was drawn arming but is armed by now.
-    fn arming_ended(&self, now: Instant) -> bool {
-        let Some(screen) = &self.screen else {
-            return false;
-        };
-        screen.drawn_arming == Some(true) && self.state.view(now).prompt.is_some_and(|p| !p.arming)
     }
 
     fn layout(&self) -> Option<&Layout> {
