@@ -937,14 +937,21 @@ fn a_second_accept_for_the_view_prompt_cannot_grant_control() {
     assert!(matches!(control(&p), Some(ControlState::Requested { .. })));
 }
 
-#[test]
-fn stop_control_while_reconnecting_holds_and_the_resume_brings_back_viewing_only() {
+/// A resumable session with control granted whose cable was pulled: the
+/// device waits for the expert; returns the token that resumes it.
+fn controlling_then_cable_pulled() -> (Pair, ResumeToken) {
     let mut p = Pair::resumable();
     p.establish_control();
     let token = p.offered_token().unwrap();
     p.link_up = false;
     p.advance(DEFAULT_PEER_TIMEOUT + Duration::from_secs(1));
     assert!(p.device.is_suspended());
+    (p, token)
+}
+
+#[test]
+fn stop_control_while_reconnecting_holds_and_the_resume_brings_back_viewing_only() {
+    let (mut p, token) = controlling_then_cable_pulled();
     // The person stops control while the expert is away: it counts.
     let out = p.device.decide(p.now, LocalCommand::StopControl);
     assert_eq!(out, Outcome::Applied);
@@ -976,12 +983,7 @@ fn stop_control_while_reconnecting_holds_and_the_resume_brings_back_viewing_only
 
 #[test]
 fn end_while_reconnecting_ends_the_session() {
-    let mut p = Pair::resumable();
-    p.establish_control();
-    let token = p.offered_token().unwrap();
-    p.link_up = false;
-    p.advance(DEFAULT_PEER_TIMEOUT + Duration::from_secs(1));
-    assert!(p.device.is_suspended());
+    let (mut p, token) = controlling_then_cable_pulled();
     assert_eq!(p.device.decide(p.now, LocalCommand::End), Outcome::Applied);
     p.drive();
     assert!(p.device.is_closed());
