@@ -7,10 +7,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+pub use shoulder_capture::ViewCheck;
 use shoulder_proto::consent::{ControlConsent, ViewConsent};
 use shoulder_proto::session::{InjectEvent, LocalCommand, Phase, Prompt};
 use shoulder_proto::{
-    Encoding, MAX_RECTS_PER_PART, Message, Rect, ScreenInfo, UpdatePart, WireFormat,
+    Encoding, MAX_RECTS_PER_PART, Message, Rect, ScreenInfo, UpdatePart, ViewReport, WireFormat,
 };
 use tokio::sync::mpsc;
 
@@ -47,6 +48,14 @@ pub trait ScreenCapture: Send {
     /// after [`ScreenCapture::capture`]; a source opened anew sends all.
     fn cursor(&mut self) -> Vec<Message> {
         Vec::new()
+    }
+
+    /// Compares the expert's view self-check with what this source's
+    /// encoder sent, and sends again with the next capture what differs.
+    /// `None`: this source keeps no copy of what it sent and cannot check.
+    fn check_view(&mut self, report: &ViewReport) -> Option<ViewCheck> {
+        let _ = report;
+        None
     }
 }
 

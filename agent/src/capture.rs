@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use shoulder_capture::{Pacer, PacingConfig};
 use shoulder_proto::consent::ViewConsent;
-use shoulder_proto::{Message, text};
+use shoulder_proto::{Message, ViewReport, text};
 use tokio::sync::mpsc;
 
-use crate::backends::{CaptureBackend, Captured, ScreenCapture};
+use crate::backends::{CaptureBackend, Captured, ScreenCapture, ViewCheck};
 
 /// How often a waiting thread re-checks that the session still wants it
 /// (consent expiry and a closed channel do not wake it).
@@ -39,6 +39,8 @@ struct Want {
     full: bool,
     /// The expert's input was injected since the thread last looked.
     input: bool,
+    /// A view self-check to answer (a newer one replaces an older one).
+    check: Option<Box<ViewReport>>,
     stop: bool,
 }
 
@@ -90,6 +92,15 @@ impl CaptureHandle {
         cv.notify_one();
     }
 
+    /// The expert reported what its view shows: compare, answer, and send
+    /// again what differs.
+    pub fn check_view(&self, report: Box<ViewReport>) {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        w.check = Some(report);
+        cv.notify_one();
+    }
+
     /// Input happened (the expert's injected, or the person starting to use
     /// the device): the screen is about to change, so poll fast.
     pub fn input(&self) {
@@ -128,6 +139,7 @@ struct Wake {
     /// `Some(full)`: an update request.
     request: Option<bool>,
     input: bool,
+    check: Option<Box<ViewReport>>,
 }
 
 struct Worker {
@@ -155,6 +167,9 @@ impl Worker {
             }
             if wake.input {
                 self.pacer.input(now);
+            }
+            if let Some(report) = wake.check {
+                self.check_view(&report, now);
             }
             if self.next_poll().is_none_or(|d| now < d) {
                 continue;
@@ -206,6 +221,40 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Answers the expert's view self-check; bands that differ go out with
+    /// the next capture, which comes soon (as after input).
+    fn check_view(&mut self, report: &ViewReport, now: Instant) {
+        let c = self
+            .source
+            .as_mut()
+            .and_then(|s| s.check_view(report))
+            .unwrap_or(ViewCheck {
+                stale: true,
+                ..ViewCheck::default()
+            });
+        if c.differing > 0 {
+            tracing::debug!(
+                seq = report.seq,
+                compared = c.compared,
+                differing = c.differing,
+                "view check: the expert's view differs; sending those bands again"
+            );
+            self.pacer.input(now);
+        } else {
+            tracing::debug!(
+                seq = report.seq,
+                compared = c.compared,
+                stale = c.stale,
+                "view check: the expert's view matches"
+            );
+        }
+        self.send(Message::ViewChecked {
+            seq: report.seq,
+            compared: c.compared,
+            differing: c.differing,
+        });
     }
 
     /// An update was sent from the capture made at `now`.
@@ -292,11 +341,16 @@ impl Worker {
             }
             let due = self.next_poll();
             let now = Instant::now();
-            if w.pending || w.input || due.is_some_and(|d| now >= d) {
+            if w.pending || w.input || w.check.is_some() || due.is_some_and(|d| now >= d) {
                 let request = std::mem::take(&mut w.pending).then_some(w.full);
                 w.full = false;
                 let input = std::mem::take(&mut w.input);
-                return Some(Wake { request, input });
+                let check = w.check.take();
+                return Some(Wake {
+                    request,
+                    input,
+                    check,
+                });
             }
             let timeout = due.map_or(POLL, |d| (d - now).min(POLL));
             w = cv

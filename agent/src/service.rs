@@ -955,6 +955,11 @@ impl Session {
                         c.request(!incremental);
                     }
                 }
+                DeviceOutput::CheckView(report) => {
+                    if let Some(c) = &self.capture {
+                        c.check_view(report);
+                    }
+                }
                 DeviceOutput::ShowChat(text) => {
                     self.with_presenter(|pr| pr.chat(true, &text));
                     self.publish(json!({"event": "chat", "from": "expert", "text": text}));

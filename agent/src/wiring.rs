@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shoulder_capture::{Encoder, FrameSource, Probing, SourceSpec};
+use shoulder_capture::{Encoder, FrameSource, Probing, SourceSpec, ViewCheck};
 use shoulder_input::{
     InjectMode, InputSink as _, KeyFilter, KeyPolicy, KeyVerdict, Sink, UinputBackend,
 };
@@ -105,6 +105,10 @@ impl ScreenCapture for OpenCapture {
                 None => Captured::Update(u.parts),
             },
         })
+    }
+
+    fn check_view(&mut self, report: &shoulder_proto::ViewReport) -> Option<ViewCheck> {
+        Some(self.encoder.check_view(report))
     }
 
     fn cursor(&mut self) -> Vec<shoulder_proto::Message> {

@@ -562,6 +562,15 @@ fn watch(
                 let _ = tx.try_send(UserAction::Disconnect);
             }
         }
+        ClientEvent::ViewChecked {
+            compared,
+            differing,
+            ..
+        } if *differing > 0 => {
+            eprintln!(
+                "view repaired: {differing} of {compared} strips differed from the device screen and were sent again"
+            );
+        }
         _ => {}
     })?;
     if let Some(e) = write_error.lock().unwrap_or_else(|p| p.into_inner()).take() {

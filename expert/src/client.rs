@@ -41,6 +41,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Our own latency probes: often enough for a live ping figure, rare enough
 /// to cost nothing (a ping is 10 bytes).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the view checks itself against the device (a hash per band of
+/// the framebuffer, about 2 ms at 1080p; the device answers and sends again
+/// what differs).
+pub const VIEW_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// The device takes one view report a second; asked more often (the
+/// technician pressing "refresh"), the client waits this long in between.
+const MIN_VIEW_CHECK_GAP: Duration = shoulder_proto::session::MIN_VIEW_REPORT_INTERVAL;
 /// Probe nonces have the top bit set so they never collide with the session
 /// machine's keepalive nonces (which count up from 1).
 const PROBE_BIT: u64 = 1 << 63;
@@ -144,6 +151,15 @@ pub enum ClientEvent {
         t_mono_us: u64,
     },
     ScreenUnavailable(String),
+    /// The device compared the view with what it sent: `differing` of
+    /// `compared` bands of the screen differed and are being sent again
+    /// (the view repairs itself). `asked`: the technician asked for this
+    /// check (refresh), rather than the periodic one.
+    ViewChecked {
+        compared: u16,
+        differing: u16,
+        asked: bool,
+    },
     ControlDeclined(String),
     ControlEnded(String),
     Chat(String),
@@ -202,6 +218,10 @@ pub struct Stats {
     pub bytes_per_sec: f64,
     pub updates_total: u64,
     pub bytes_total: u64,
+    /// View self-checks the device answered, and those that found the view
+    /// wrong (and repaired it).
+    pub view_checks: u64,
+    pub view_repairs: u64,
 }
 
 /// The device screen as the UI shows it.
@@ -716,6 +736,17 @@ struct Driver<'a> {
     viewing: bool,
     /// The device's latest resume offer.
     resume: Option<ResumeChance>,
+    /// The update the framebuffer shows, once fully applied: (generation,
+    /// seq). None after a new screen until its first update is complete.
+    applied: Option<(u32, u32)>,
+    /// An update's parts are arriving: its framebuffer is half-made.
+    mid_update: bool,
+    /// A view check is wanted (periodic or asked for) once allowed.
+    check_wanted: bool,
+    /// The technician asked for the pending check (or the one in flight).
+    check_asked: bool,
+    /// When the last view report was sent.
+    last_check: Option<Instant>,
 }
 
 impl Driver<'_> {
@@ -734,6 +765,8 @@ impl Driver<'_> {
                     (self.emit)(ClientEvent::State(s));
                 }
                 ExpertEvent::Screen(info) => {
+                    self.applied = None;
+                    self.mid_update = false;
                     let mut v = self.view.lock();
                     match Framebuffer::new(&info) {
                         Ok(fb) => {
@@ -773,9 +806,14 @@ impl Driver<'_> {
                         }
                         failed
                     };
+                    self.mid_update = !part.last;
+                    if failed.is_none() && part.last {
+                        self.applied = Some((part.generation, part.seq));
+                    }
                     if let Some(e) = failed {
                         // Ask for the whole screen again rather than show a
                         // wrong picture.
+                        self.applied = None;
                         tracing::warn!("bad screen update: {e}");
                         session.handle(
                             Instant::now(),
@@ -813,6 +851,35 @@ impl Driver<'_> {
                 }
                 ExpertEvent::Chat(t) => (self.emit)(ClientEvent::Chat(t)),
                 ExpertEvent::Rtt(d) => self.view.lock().stats.rtt = Some(d),
+                ExpertEvent::ViewChecked {
+                    seq,
+                    compared,
+                    differing,
+                } => {
+                    {
+                        let mut v = self.view.lock();
+                        v.stats.view_checks += 1;
+                        if differing > 0 {
+                            v.stats.view_repairs += 1;
+                        }
+                    }
+                    if differing > 0 {
+                        tracing::info!(
+                            seq,
+                            compared,
+                            differing,
+                            "the view differed from the device screen; the device sends those parts again"
+                        );
+                    } else {
+                        tracing::debug!(seq, compared, "view checked: it matches the device");
+                    }
+                    let asked = std::mem::take(&mut self.check_asked);
+                    (self.emit)(ClientEvent::ViewChecked {
+                        compared,
+                        differing,
+                        asked,
+                    });
+                }
                 ExpertEvent::ResumeOffer { token, grace } => {
                     self.resume = (!grace.is_zero()).then_some(ResumeChance { token, grace });
                 }
@@ -836,6 +903,41 @@ impl Driver<'_> {
                 }
             }
         }
+    }
+
+    /// Sends a view report when one is wanted and may go: viewing, between
+    /// updates, at most one per [`MIN_VIEW_CHECK_GAP`]. A device too old
+    /// for checks gets a full refresh when the technician asks.
+    fn check_view(&mut self, session: &mut ExpertSession, now: Instant) {
+        if !self.check_wanted || !self.viewing || self.mid_update {
+            return;
+        }
+        if !session.view_check_supported() {
+            self.check_wanted = false;
+            if std::mem::take(&mut self.check_asked) {
+                session.handle(now, ExpertInput::Action(UserAction::RefreshScreen));
+            }
+            return;
+        }
+        if self
+            .last_check
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_VIEW_CHECK_GAP)
+        {
+            return;
+        }
+        let Some((generation, seq)) = self.applied else {
+            return;
+        };
+        let report = match self.view.lock().fb.as_ref() {
+            Some(fb) => fb.view_report(generation, seq),
+            None => return,
+        };
+        self.check_wanted = false;
+        self.last_check = Some(now);
+        session.handle(
+            now,
+            ExpertInput::Action(UserAction::ReportView(Box::new(report))),
+        );
     }
 
     fn tick_stats(&mut self, now: Instant) {
@@ -876,6 +978,11 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         window_bytes: 0,
         viewing: false,
         resume: None,
+        applied: None,
+        mid_update: false,
+        check_wanted: false,
+        check_asked: false,
+        last_check: None,
     };
     let mut pending: Vec<u8> = Vec::new();
     let mut rbuf = vec![0u8; READ_CHUNK];
@@ -883,6 +990,8 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut actions_open = true;
     loop {
+        d.outputs(&mut session, 0);
+        d.check_view(&mut session, Instant::now());
         d.outputs(&mut session, 0);
         if !d.wbuf.is_empty() {
             let out = std::mem::take(&mut d.wbuf);
@@ -942,6 +1051,10 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             }
             a = actions.recv(), if actions_open => {
                 match a {
+                    Some(UserAction::CheckView) => {
+                        d.check_wanted = true;
+                        d.check_asked = true;
+                    }
                     Some(a) => session.handle(Instant::now(), ExpertInput::Action(a)),
                     None => {
                         actions_open = false;
@@ -955,6 +1068,11 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             _ = probe_timer.tick() => {
                 let now = Instant::now();
                 d.tick_stats(now);
+                if d.viewing
+                    && d.last_check.is_none_or(|t| now.saturating_duration_since(t) >= VIEW_CHECK_INTERVAL)
+                {
+                    d.check_wanted = true;
+                }
                 if d.viewing && d.probe.is_none_or(|(_, at)| now.duration_since(at) > 4 * PROBE_INTERVAL) {
                     d.probe_nonce += 1;
                     let nonce = PROBE_BIT | d.probe_nonce;

@@ -355,6 +355,24 @@ impl SessionUi {
                 }
                 ClientEvent::Screen(_) => self.screen_unavailable = None,
                 ClientEvent::UpdateApplied { .. } => {}
+                ClientEvent::ViewChecked {
+                    compared,
+                    differing,
+                    asked,
+                } => {
+                    if differing > 0 {
+                        self.notice(format!(
+                            "View repaired: {differing} of {compared} strips differed from the device screen and were sent again."
+                        ));
+                    } else if asked && compared == 0 {
+                        self.notice(
+                            "The screen is changing; the view is checked again in a few seconds."
+                                .into(),
+                        );
+                    } else if asked {
+                        self.notice("View checked: it matches the device screen.".into());
+                    }
+                }
                 ClientEvent::ScreenUnavailable(s) => self.screen_unavailable = Some(s),
                 ClientEvent::ControlDeclined(s) | ClientEvent::ControlEnded(s) => {
                     self.release_all();
@@ -1043,6 +1061,15 @@ impl App {
                 if r.clicked() {
                     s.screenshot();
                 }
+                let r = ui
+                    .add_enabled(viewing, egui::Button::new("Refresh"))
+                    .on_hover_text(
+                        "Check the view against the device screen; what differs is sent again",
+                    );
+                tracer.rect("button-refresh", r.rect, ppp);
+                if r.clicked() {
+                    s.send(UserAction::CheckView);
+                }
                 ui.separator();
                 if ui.selectable_label(s.fit, "Fit").clicked() {
                     s.fit = true;
@@ -1102,6 +1129,13 @@ impl App {
                     };
                     ui.label(format!("{:.0} fps", stats.fps));
                     ui.label(format_rate(stats.bytes_per_sec));
+                    if stats.view_repairs > 0 {
+                        ui.label(RichText::new(format!("repaired {}×", stats.view_repairs)).weak())
+                            .on_hover_text(format!(
+                                "The view differed from the device screen {} times in {} checks and was repaired each time",
+                                stats.view_repairs, stats.view_checks
+                            ));
+                    }
                 }
                 if let Some(fp) = s.fingerprint {
                     ui.separator();

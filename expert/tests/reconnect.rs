@@ -7,137 +7,16 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::session::{Session, accept_all};
 use common::{Agent, Relay, Synthetic, WAIT};
-use shoulder::client::{self, ClientEvent, ConnectOptions, SharedView, fb_hash};
+use shoulder::client::{ClientEvent, fb_hash};
 use shoulder::error::ClientError;
-use shoulder::target::Target;
-use shoulder::trust::AcceptNew;
 use shoulder_agent::control::Request;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use shoulder_proto::{Buttons, Pointer};
-use tokio::sync::mpsc;
-
-const PW: &str = "blue-harbour-42";
-
-/// Answers every consent prompt with yes and counts them.
-async fn accept_all(agent: &Agent) -> Arc<AtomicUsize> {
-    let prompts = Arc::new(AtomicUsize::new(0));
-    let mut c = agent.ctl().await;
-    let _ = c.request(&Request::Status).await;
-    let p = prompts.clone();
-    tokio::spawn(async move {
-        while c.wait_event("consent-requested").await.is_ok() {
-            p.fetch_add(1, Ordering::SeqCst);
-            let _ = c.request(&Request::Accept { prompt: None }).await;
-        }
-    });
-    prompts
-}
-
-/// A session through `relay` on an invitation of `agent`.
-struct Session {
-    actions: mpsc::Sender<UserAction>,
-    view: SharedView,
-    events: mpsc::UnboundedReceiver<(Instant, ClientEvent)>,
-    seen: Vec<ClientEvent>,
-}
-
-impl Session {
-    async fn start(agent: &Agent, relay: &Relay) -> Self {
-        let (_, file) = agent.invite("30m", PW).await;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kiosk.shoulder");
-        std::fs::write(&path, file).unwrap();
-        let Target::Invitation(mut inv) = Target::parse(path.to_str().unwrap()).unwrap() else {
-            panic!("not an invitation");
-        };
-        inv.addresses.clear();
-        inv.addresses
-            .push(shoulder_proto::text("127.0.0.1"))
-            .unwrap();
-        inv.port = relay.addr.port();
-        let opts = ConnectOptions {
-            target: Target::Invitation(inv),
-            password: Some(PW.into()),
-            identity: None,
-            accept_new: AcceptNew::Ask,
-            known_hosts: None,
-            name: "Ann Expert".into(),
-        };
-        let view = SharedView::default();
-        let (tx, rx) = mpsc::channel(client::ACTION_QUEUE);
-        let (etx, erx) = mpsc::unbounded_channel();
-        let emit = Box::new(move |e: ClientEvent| {
-            let _ = etx.send((Instant::now(), e));
-        });
-        tokio::spawn(client::run(opts, view.clone(), rx, emit));
-        Session {
-            actions: tx,
-            view,
-            events: erx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for an event `pred` accepts (within `within`), keeping all.
-    async fn wait(
-        &mut self,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&ClientEvent) -> bool,
-    ) -> (Instant, ClientEvent) {
-        let t0 = Instant::now();
-        loop {
-            let left = within.saturating_sub(t0.elapsed());
-            match tokio::time::timeout(left, self.events.recv()).await {
-                Ok(Some((at, e))) => {
-                    self.seen.push(e.clone());
-                    if pred(&e) {
-                        return (at, e);
-                    }
-                    if let ClientEvent::Ended(end) = &e {
-                        panic!("session ended while waiting for {what}: {end:?}");
-                    }
-                }
-                Ok(None) => panic!("event stream closed while waiting for {what}"),
-                Err(_) => panic!(
-                    "no {what} within {within:?}; events so far: {:?}",
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    async fn ended(&mut self, within: Duration) -> (Instant, Option<ClientError>) {
-        let t0 = Instant::now();
-        loop {
-            let left = within.saturating_sub(t0.elapsed());
-            match tokio::time::timeout(left, self.events.recv()).await {
-                Ok(Some((at, ClientEvent::Ended(end)))) => return (at, end),
-                Ok(Some((_, e))) => self.seen.push(e),
-                _ => panic!("the session did not end within {within:?}: {:?}", self.seen),
-            }
-        }
-    }
-
-    /// Waits until the expert's view is exactly the device's screen.
-    async fn in_sync(&self, screen: &Synthetic) {
-        let t0 = Instant::now();
-        loop {
-            let want = screen.frame();
-            let got = self.view.lock().fb.as_ref().map(|fb| fb.normalized());
-            if got.as_deref() == Some(&want[..]) {
-                return;
-            }
-            assert!(t0.elapsed() < WAIT, "the view never matched the screen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 fn controlling(e: &ClientEvent) -> bool {
     matches!(

@@ -172,6 +172,8 @@ fn variant_name(tag: u32) -> &'static str {
         "Pong",
         "ResumeOffer",
         "Bye",
+        "ViewReport",
+        "ViewChecked",
     ];
     NAMES.get(tag as usize).copied().unwrap_or("?")
 }

@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Bumped on any incompatible change
 /// to [`Message`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The first protocol version with the view self-check ([`ViewReport`],
+/// `ViewChecked`): neither side sends them to an older peer.
+pub const VIEW_CHECK_VERSION: u16 = 2;
 
 /// Software names ("shoulder-agent") and versions ("1.2.3-rc1") are short.
 pub const MAX_SOFTWARE_LEN: usize = 32;
@@ -337,6 +340,21 @@ pub struct UpdatePart {
     pub rects: heapless::Vec<Rect, MAX_RECTS_PER_PART>,
 }
 
+/// Horizontal bands of the screen a [`ViewReport`] hashes, at most (see
+/// [`crate::fb::view_band_rows`] for how rows are grouped into bands).
+pub const VIEW_CHECK_BANDS: usize = 64;
+
+/// The expert's framebuffer as it is after update `seq` of screen
+/// `generation` was fully applied: one hash per band of rows
+/// ([`crate::fb::Framebuffer::view_report`]). The device compares it with
+/// what it believes the expert has and sends again the bands that differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewReport {
+    pub generation: u32,
+    pub seq: u32,
+    pub hashes: heapless::Vec<u64, VIEW_CHECK_BANDS>,
+}
+
 /// A cursor image, ARGB8888 little-endian (bytes B, G, R, A), premultiplied
 /// alpha not assumed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -624,10 +642,22 @@ pub enum Message {
         reason: ByeReason,
         detail: Text<MAX_DETAIL_LEN>,
     },
+    /// Expert → device, while viewing, protocol 2 and later: the hashes of
+    /// what the expert's framebuffer shows (now and then, and when the
+    /// technician asks for a refresh).
+    ViewReport(Box<ViewReport>),
+    /// Device → expert, the answer to a `ViewReport`: of the bands it could
+    /// compare (those not changed by updates the expert had not applied
+    /// yet), how many differed; those are sent again with the next update.
+    ViewChecked {
+        seq: u32,
+        compared: u16,
+        differing: u16,
+    },
 }
 
 /// Number of [`Message`] variants: a wire tag at or above this is unknown.
-pub const MESSAGE_VARIANTS: u32 = 23;
+pub const MESSAGE_VARIANTS: u32 = 25;
 
 impl Message {
     /// A short name for logs and errors.
@@ -656,6 +686,8 @@ impl Message {
             Message::Pong { .. } => "Pong",
             Message::ResumeOffer { .. } => "ResumeOffer",
             Message::Bye { .. } => "Bye",
+            Message::ViewReport(_) => "ViewReport",
+            Message::ViewChecked { .. } => "ViewChecked",
         }
     }
 
@@ -705,7 +737,12 @@ mod tests {
 
     #[test]
     fn variant_count_matches_last_tag() {
-        let bye = postcard::to_stdvec(&Message::bye(ByeReason::Normal)).unwrap();
-        assert_eq!(u32::from(bye[0]) + 1, MESSAGE_VARIANTS);
+        let last = postcard::to_stdvec(&Message::ViewChecked {
+            seq: 0,
+            compared: 0,
+            differing: 0,
+        })
+        .unwrap();
+        assert_eq!(u32::from(last[0]) + 1, MESSAGE_VARIANTS);
     }
 }

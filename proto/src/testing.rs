@@ -30,6 +30,11 @@ pub enum DeviceRecord {
         live: bool,
     },
     UpdateRequested,
+    /// A view self-check for update `seq`, answered by the fake capture
+    /// ("all bands compared, none differed").
+    CheckView {
+        seq: u32,
+    },
     ShowChat(String),
     Audit(AuditEvent),
     Close(ByeReason),
@@ -375,6 +380,15 @@ impl Pair {
                     }
                     self.send_update_if_due();
                     DeviceRecord::UpdateRequested
+                }
+                DeviceOutput::CheckView(r) => {
+                    let compared = r.hashes.len() as u16;
+                    self.send_d2e(&Message::ViewChecked {
+                        seq: r.seq,
+                        compared,
+                        differing: 0,
+                    });
+                    DeviceRecord::CheckView { seq: r.seq }
                 }
                 DeviceOutput::ShowChat(t) => DeviceRecord::ShowChat(t),
                 DeviceOutput::Audit(a) => DeviceRecord::Audit(a),

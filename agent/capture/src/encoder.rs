@@ -17,6 +17,12 @@
 //! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
 //!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
 //!
+//! The expert now and then reports hashes of its framebuffer, band by band
+//! ([`Encoder::check_view`]); bands that no later update touched are
+//! compared with the shadow, and those that differ are sent whole with the
+//! next update. Whatever made the expert's copy wrong (a bug, a lost
+//! update, a decoder fault), the view heals.
+//!
 //! Because the shadow is what the expert was last sent, everything that
 //! changed since the previous update is coalesced into the next one, however
 //! long the client took to ask for it.
@@ -32,9 +38,11 @@
 use std::collections::HashMap;
 
 use shoulder_proto::consent::ViewConsent;
+use shoulder_proto::fb::{hash_row, view_band, view_bands};
 use shoulder_proto::frame::MAX_UPDATE_PAYLOAD;
 use shoulder_proto::msg::{
-    Encoding, MAX_RECTS_PER_PART, Message, Payload, Rect, ScreenInfo, UpdatePart, WireFormat,
+    Encoding, MAX_RECTS_PER_PART, Message, Payload, Rect, ScreenInfo, UpdatePart, ViewReport,
+    WireFormat,
 };
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -114,6 +122,19 @@ impl EncodedUpdate {
     }
 }
 
+/// What [`Encoder::check_view`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewCheck {
+    /// Bands compared: those no update after the reported one changed.
+    pub compared: u16,
+    /// Bands whose hash differed from the shadow's: sent whole with the next
+    /// update.
+    pub differing: u16,
+    /// The report was for another screen (generation), for an update not
+    /// sent yet, or had the wrong number of bands: nothing was compared.
+    pub stale: bool,
+}
+
 /// A rectangle before encoding, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Area {
@@ -152,6 +173,12 @@ pub struct Encoder {
     probing: Option<Probing>,
     /// Incremental checks since the last full scan (probing only).
     checks: u32,
+    /// Per row: the `seq` of the last update that changed it (what a view
+    /// report may be compared against).
+    row_seq: Vec<u32>,
+    /// Rows to send whole with the next update, whether or not they changed
+    /// (bands a view report found wrong), as sorted, disjoint ranges.
+    forced: Vec<std::ops::Range<usize>>,
 }
 
 /// Sparse probing of unchanged screens (see [`Encoder::with_probing`]).
@@ -236,6 +263,65 @@ impl Encoder {
         self.previous_used = 0;
         self.previous_at = Vec::new();
         self.masks = Vec::new();
+        self.row_seq = Vec::new();
+        self.forced.clear();
+    }
+
+    /// Compares the expert's view report with the shadow as the expert has
+    /// it (see [`ViewReport`]), and marks the bands that differ to be sent
+    /// whole with the next update. Bands changed by an update after the
+    /// reported one are not compared: the expert had not applied it yet
+    /// (they are checked by a later report). Costs a conversion and hash of
+    /// the compared rows: about one pass over the shadow.
+    pub fn check_view(&mut self, report: &ViewReport) -> ViewCheck {
+        let stale = ViewCheck {
+            stale: true,
+            ..ViewCheck::default()
+        };
+        let Some(g) = self.geometry else { return stale };
+        let height = g.height as u16;
+        // `seq` counts updates sent; a report from the future is nonsense.
+        let ahead = report.seq.wrapping_sub(self.seq) as i32 > 0;
+        if report.generation != self.generation
+            || ahead
+            || report.hashes.len() != view_bands(height)
+            || self.row_seq.len() != usize::from(height)
+        {
+            return stale;
+        }
+        let (w, rb, _) = self.layout();
+        let mut xrgb = std::mem::take(&mut self.scratch);
+        xrgb.resize(w * 4, 0);
+        let mut out = ViewCheck::default();
+        for (band, &theirs) in report.hashes.iter().enumerate() {
+            let rows = view_band(height, band);
+            // Changed after the reported update: the expert has not seen it.
+            let newer = |&s: &u32| s.wrapping_sub(report.seq) as i32 > 0;
+            if self.row_seq[rows.clone()].iter().any(newer) {
+                continue;
+            }
+            out.compared += 1;
+            let mut ours = 0;
+            for y in rows.clone() {
+                let row = &mut xrgb[..w * 4];
+                row_to_xrgb8888(g.format, &self.shadow[y * rb..(y + 1) * rb], row);
+                ours = hash_row(ours, row);
+            }
+            if ours != theirs {
+                out.differing += 1;
+                self.force_rows(rows);
+            }
+        }
+        self.scratch = xrgb;
+        out
+    }
+
+    /// Sends `rows` whole with the next update.
+    fn force_rows(&mut self, rows: std::ops::Range<usize>) {
+        match self.forced.last_mut() {
+            Some(last) if last.end >= rows.start => last.end = last.end.max(rows.end),
+            _ => self.forced.push(rows),
+        }
     }
 
     /// Encodes what changed since the previous update. `None` when nothing
@@ -274,6 +360,7 @@ impl Encoder {
         let mut screen = None;
         let mut copies = Vec::new();
         let areas;
+        let forced = std::mem::take(&mut self.forced);
         if self.geometry != Some(g) {
             self.geometry = Some(g);
             self.generation = self.generation.wrapping_add(1);
@@ -286,14 +373,16 @@ impl Encoder {
             self.previous_used = 0;
             self.previous_at = vec![UNCHANGED; h];
             self.masks = vec![0; h];
+            self.row_seq = vec![0; h];
             screen = self.screen_info();
             areas = vec![Area { x: 0, y: 0, w, h }];
         } else {
-            if !full && self.probe_unchanged(frame) {
+            let forcing = !forced.is_empty();
+            if !full && !forcing && self.probe_unchanged(frame) {
                 return None;
             }
             let changed = self.find_damage(frame);
-            if !changed && !full {
+            if !changed && !full && !forcing {
                 return None;
             }
             if changed && !full {
@@ -306,6 +395,11 @@ impl Encoder {
                     .iter_mut()
                     .for_each(|m| *m = 0);
             }
+            // Forced rows go whole (after the copies, which may write
+            // into them): no damage of their own.
+            for r in &forced {
+                self.masks[r.clone()].iter_mut().for_each(|m| *m = 0);
+            }
             areas = if full {
                 copies.clear();
                 vec![Area { x: 0, y: 0, w, h }]
@@ -314,7 +408,14 @@ impl Encoder {
                     Some(fine) => fine,
                     None => self.damage_areas(w, h),
                 };
-                areas.into_iter().map(|a| self.trim(a)).collect()
+                let mut areas: Vec<Area> = areas.into_iter().map(|a| self.trim(a)).collect();
+                areas.extend(forced.iter().map(|r| Area {
+                    x: 0,
+                    y: r.start,
+                    w,
+                    h: r.len(),
+                }));
+                areas
             };
         }
 
@@ -352,6 +453,19 @@ impl Encoder {
             }
         }
         self.seq = self.seq.wrapping_add(1);
+        // What changed in this update, for view reports: rows that differed,
+        // rows sent whole, everything when the whole screen went.
+        let whole = screen.is_some() || full;
+        for (y, s) in self.row_seq.iter_mut().enumerate() {
+            if whole || self.previous_at[y] != UNCHANGED {
+                *s = self.seq;
+            }
+        }
+        for r in &forced {
+            self.row_seq[r.clone()]
+                .iter_mut()
+                .for_each(|s| *s = self.seq);
+        }
         stats.rects = rects.len();
         Some(EncodedUpdate {
             screen,
@@ -1046,6 +1160,109 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The seq of the update that brought the expert's framebuffer to where
+    /// it is.
+    fn seq_of(u: &EncodedUpdate) -> u32 {
+        u.parts.last().unwrap().seq
+    }
+
+    #[test]
+    fn a_view_that_went_wrong_is_found_and_healed_band_by_band() {
+        for format in PixelFormat::ALL {
+            let (w, h) = (200u32, 130u32);
+            let bpp = format.bytes_per_pixel();
+            let pitch = w as usize * bpp;
+            let pixels: Vec<u8> = pattern(w, h, 3)
+                .into_iter()
+                .take(pitch * h as usize)
+                .collect();
+            let g = geometry(w, h, format);
+            let frame = Frame::new(&pixels, g, pitch).unwrap();
+            let mut enc = Encoder::with_probing(Probing::default());
+            let mut fb = None;
+            let u = enc.encode_frame(&frame, false).unwrap();
+            let generation = u.screen.unwrap().generation;
+            let seq = seq_of(&u);
+            apply(&mut fb, &u);
+            let view = fb.as_mut().unwrap();
+            // A view that matches: everything compared, nothing differs.
+            let ok = enc.check_view(&view.view_report(generation, seq));
+            assert_eq!(ok.compared as usize, view_bands(h as u16), "{format:?}");
+            assert_eq!((ok.differing, ok.stale), (0, false), "{format:?}");
+            assert!(enc.encode_frame(&frame, false).is_none(), "nothing to heal");
+
+            // Two pixels of the expert's copy go wrong (rows 5 and 100):
+            // nothing on the device changed, so only the check can find it.
+            for (x, y) in [(7u16, 5u16), (199, 100)] {
+                view.apply_rect(&Rect {
+                    x,
+                    y,
+                    w: 1,
+                    h: 1,
+                    encoding: Encoding::Solid(0x00ab_cdef),
+                })
+                .unwrap();
+            }
+            assert_ne!(view.normalized(), frame.to_xrgb8888());
+            let found = enc.check_view(&view.view_report(generation, seq));
+            assert_eq!(found.differing, 2, "{format:?}: {found:?}");
+            let heal = enc
+                .encode_frame(&frame, false)
+                .expect("the bands are sent again");
+            // Only the two bands, not the screen.
+            let band = shoulder_proto::fb::view_band_rows(h as u16);
+            assert_eq!(heal.stats.pixels, 2 * band * w as usize, "{format:?}");
+            apply(&mut fb, &heal);
+            let view = fb.as_ref().unwrap();
+            assert_eq!(view.normalized(), frame.to_xrgb8888(), "{format:?}");
+            let again = enc.check_view(&view.view_report(generation, seq_of(&heal)));
+            assert_eq!(again.differing, 0, "{format:?}");
+            assert!(enc.encode_frame(&frame, false).is_none());
+        }
+    }
+
+    #[test]
+    fn a_view_report_is_compared_only_where_the_expert_is_up_to_date() {
+        let (w, h) = (64u32, 128u32);
+        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let pitch = w as usize * 4;
+        let mut pixels = pattern(w, h, 5);
+        let mut enc = Encoder::new();
+        let mut fb = None;
+        let first = enc
+            .encode_frame(&Frame::new(&pixels, g, pitch).unwrap(), false)
+            .unwrap();
+        let generation = first.screen.unwrap().generation;
+        apply(&mut fb, &first);
+        let report = fb.as_ref().unwrap().view_report(generation, seq_of(&first));
+        // The device sends an update for rows 0..10 that the expert has not
+        // applied when its report (for the first update) arrives.
+        pixels[..pitch * 10].iter_mut().for_each(|b| *b ^= 0x55);
+        let later = enc
+            .encode_frame(&Frame::new(&pixels, g, pitch).unwrap(), false)
+            .unwrap();
+        let c = enc.check_view(&report);
+        // Rows 0..10 are in the first 5 bands of 2 rows: not compared, and
+        // not found wrong although the report's hashes differ there.
+        assert_eq!(c.differing, 0, "{c:?}");
+        assert_eq!(c.compared as usize, view_bands(h as u16) - 5, "{c:?}");
+        // A report for another screen or from the future compares nothing.
+        let mut other = report.clone();
+        other.generation += 1;
+        assert!(enc.check_view(&other).stale);
+        let mut future = report.clone();
+        future.seq = seq_of(&later) + 1;
+        assert!(enc.check_view(&future).stale);
+        let mut short = report;
+        short.hashes.pop();
+        assert!(enc.check_view(&short).stale);
+        // Nothing was forced by any of them.
+        assert!(
+            enc.encode_frame(&Frame::new(&pixels, g, pitch).unwrap(), false)
+                .is_none()
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub mod synthetic;
 
 pub use capturer::{Capturer, CapturerError};
 pub use cursor::{CursorImage, CursorState, CursorTracker, CursorUpdate};
-pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder, Probing};
+pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder, Probing, ViewCheck};
 pub use pacing::{Pacer, PacingConfig};
 pub use source::{
     CaptureError, Frame, FrameError, FrameSource, PixelFormat, ScanoutAccess, ScanoutMut,

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod session;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoulder_agent::backends::{
     Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LocalEvent,
-    NullPresenter, ScreenCapture,
+    NullPresenter, ScreenCapture, ViewCheck,
 };
 use shoulder_agent::control::{Client, Request};
 use shoulder_agent::{Config, identity};
@@ -105,6 +107,10 @@ impl ScreenCapture for SyntheticCapture {
                 None => Captured::Update(u.parts),
             },
         })
+    }
+
+    fn check_view(&mut self, report: &shoulder_proto::ViewReport) -> Option<ViewCheck> {
+        Some(self.encoder.check_view(report))
     }
 }
 

@@ -331,6 +331,10 @@ pub enum DeviceOutput {
     UpdateRequested {
         incremental: bool,
     },
+    /// Compare the expert's self-check with what it was sent, answer with
+    /// `ViewChecked` and send again the bands that differ. At most one per
+    /// [`MIN_VIEW_REPORT_INTERVAL`].
+    CheckView(Box<ViewReport>),
     ShowChat(String),
     Audit(AuditEvent),
     /// Flush what was sent, then close the transport. Nothing follows.
@@ -444,7 +448,13 @@ pub struct DeviceSession {
     /// when the next one may come.
     control_declines: u32,
     control_not_before: Option<Instant>,
+    /// When the last view self-check was passed on.
+    last_view_report: Option<Instant>,
 }
+
+/// View self-checks closer together than this are dropped (each costs the
+/// device a pass over its copy of the expert's screen).
+pub const MIN_VIEW_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl DeviceSession {
     /// A session on a freshly accepted connection. Queues our `Hello`.
@@ -471,6 +481,7 @@ impl DeviceSession {
             last_prompt: epoch_base,
             control_declines: 0,
             control_not_before: None,
+            last_view_report: None,
             config,
         };
         let hello = Hello::new(
@@ -764,6 +775,18 @@ impl DeviceSession {
                 self.push(DeviceOutput::UpdateRequested { incremental });
                 State::Active(a)
             }
+            (State::Active(a), Message::ViewReport(r)) => {
+                if self
+                    .last_view_report
+                    .is_some_and(|t| now.saturating_duration_since(t) < MIN_VIEW_REPORT_INTERVAL)
+                {
+                    self.ignored("ViewReport", "too soon after the last one");
+                } else {
+                    self.last_view_report = Some(now);
+                    self.push(DeviceOutput::CheckView(r));
+                }
+                State::Active(a)
+            }
             (State::Active(a), Message::Pointer(p)) => {
                 self.inject(now, a, InjectEvent::Pointer(p), "Pointer")
             }
@@ -868,6 +891,7 @@ impl DeviceSession {
             (
                 s @ (State::AwaitViewConsent(_) | State::Authenticating(_)),
                 m @ (Message::UpdateRequest { .. }
+                | Message::ViewReport(_)
                 | Message::Pointer(_)
                 | Message::Key(_)
                 | Message::Touch(_)

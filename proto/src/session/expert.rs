@@ -76,6 +76,14 @@ pub enum UserAction {
     Touch(Touch),
     /// Ask for the whole screen again (e.g. after a local glitch).
     RefreshScreen,
+    /// Check the view now (the technician's "refresh"): the glue, which
+    /// holds the framebuffer, turns it into [`UserAction::ReportView`]; the
+    /// machine itself ignores it.
+    CheckView,
+    /// Send this self-check of the framebuffer (made by the glue, which
+    /// holds the pixels) to the device. Dropped unless viewing and the
+    /// device speaks [`VIEW_CHECK_VERSION`].
+    ReportView(Box<ViewReport>),
     Disconnect,
 }
 
@@ -111,6 +119,13 @@ pub enum ExpertEvent {
     Chat(String),
     /// Round-trip time measured by a keepalive.
     Rtt(Duration),
+    /// The device compared a [`UserAction::ReportView`] with what it sent:
+    /// `differing` of `compared` bands differed and are being sent again.
+    ViewChecked {
+        seq: u32,
+        compared: u16,
+        differing: u16,
+    },
     ResumeOffer {
         token: ResumeToken,
         grace: Duration,
@@ -142,6 +157,8 @@ pub struct ExpertSession {
     resumable: bool,
     /// The session closed because the connection died (no `Bye` either way).
     connection_lost: bool,
+    /// The device's protocol version (from its `Hello`).
+    peer_version: u16,
 }
 
 impl ExpertSession {
@@ -153,6 +170,7 @@ impl ExpertSession {
             out: VecDeque::new(),
             deadline: Some(now + config.connect_timeout),
             got_hello: false,
+            peer_version: 0,
             last_received: now,
             last_sent: now,
             ping: None,
@@ -327,6 +345,7 @@ impl ExpertSession {
                     );
                 }
                 self.got_hello = true;
+                self.peer_version = h.version;
             }
             Message::ConsentPending {
                 kind: ConsentKind::View,
@@ -427,6 +446,15 @@ impl ExpertSession {
                     self.send(now, Message::UpdateRequest { incremental: true });
                 }
             }
+            Message::ViewChecked {
+                seq,
+                compared,
+                differing,
+            } if viewing => self.push(ExpertEvent::ViewChecked {
+                seq,
+                compared,
+                differing,
+            }),
             Message::CursorShape(c) if viewing => self.push(ExpertEvent::CursorShape(c)),
             Message::CursorPosition { x, y, visible } if viewing => {
                 self.push(ExpertEvent::CursorPosition { x, y, visible })
@@ -498,6 +526,12 @@ impl ExpertSession {
             UserAction::RefreshScreen => {
                 self.send(now, Message::UpdateRequest { incremental: false })
             }
+            UserAction::CheckView => {}
+            UserAction::ReportView(r) => {
+                if self.view_check_supported() {
+                    self.send(now, Message::ViewReport(r));
+                }
+            }
             UserAction::Disconnect => self.close(
                 now,
                 ByeReason::Normal,
@@ -505,6 +539,11 @@ impl ExpertSession {
                 false,
             ),
         }
+    }
+
+    /// Whether the device takes [`UserAction::ReportView`] (protocol 2 on).
+    pub fn view_check_supported(&self) -> bool {
+        self.got_hello && self.peer_version >= VIEW_CHECK_VERSION
     }
 
     fn set_state(&mut self, s: ExpertState) {

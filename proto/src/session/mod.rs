@@ -20,7 +20,8 @@ pub mod expert;
 
 pub use device::{
     AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
-    ExpertIdentity, InjectEvent, LocalCommand, LocalDecision, Outcome, Phase, Prompt, PromptId,
+    ExpertIdentity, InjectEvent, LocalCommand, LocalDecision, MIN_VIEW_REPORT_INTERVAL, Outcome,
+    Phase, Prompt, PromptId,
 };
 pub use expert::{
     ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,

@@ -45,6 +45,10 @@ fn user() -> impl Strategy<Value = UserAction> {
         })),
         1 => Just(UserAction::Chat("hello".into())),
         1 => Just(UserAction::RefreshScreen),
+        1 => Just(UserAction::CheckView),
+        1 => (any::<u32>(), 0usize..3).prop_map(|(seq, n)| UserAction::ReportView(Box::new(
+            ViewReport { generation: 1, seq, hashes: (0..n as u64).collect() }
+        ))),
         1 => Just(UserAction::Disconnect),
     ]
 }
@@ -60,6 +64,16 @@ fn raw() -> impl Strategy<Value = Message> {
             kind: ConsentKind::Control
         }),
         Just(Message::Ping { nonce: 1 }),
+        Just(Message::ViewReport(Box::new(ViewReport {
+            generation: 0,
+            seq: u32::MAX,
+            hashes: heapless::Vec::new(),
+        }))),
+        Just(Message::ViewChecked {
+            seq: 1,
+            compared: 9,
+            differing: 9,
+        }),
     ]
 }
 

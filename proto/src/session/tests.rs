@@ -1107,3 +1107,97 @@ fn swapping_buttons_does_not_bypass_the_input_rate_limit() {
     );
     assert!(injected.len() <= 1, "{injected:?}");
 }
+
+fn view_report(p: &Pair) -> UserAction {
+    let fb = p.framebuffer.as_ref().expect("viewing has a framebuffer");
+    UserAction::ReportView(Box::new(fb.view_report(1, 1)))
+}
+
+fn checks(p: &Pair) -> usize {
+    p.device_log
+        .iter()
+        .filter(|r| matches!(r, R::CheckView { .. }))
+        .count()
+}
+
+#[test]
+fn view_reports_reach_the_device_while_viewing_at_most_once_a_second() {
+    let mut p = pair();
+    p.establish_view();
+    assert!(p.expert.view_check_supported());
+    let report = view_report(&p);
+    p.expert_action(report.clone());
+    assert_eq!(checks(&p), 1);
+    assert!(
+        p.expert_log.iter().any(|e| matches!(
+            e,
+            ExpertEvent::ViewChecked {
+                compared: 2,
+                differing: 0,
+                ..
+            }
+        )),
+        "the answer reaches the expert"
+    );
+    // A flood costs the device nothing more than counting.
+    for _ in 0..50 {
+        p.expert_action(report.clone());
+    }
+    assert_eq!(checks(&p), 1, "reports within a second are dropped");
+    p.advance(MIN_VIEW_REPORT_INTERVAL);
+    p.expert_action(report);
+    assert_eq!(checks(&p), 2);
+    assert!(viewing(&p), "dropped reports do not end the session");
+}
+
+#[test]
+fn view_reports_are_not_sent_before_viewing_nor_to_an_older_device() {
+    let mut p = pair();
+    p.drive();
+    // Waiting for consent: nothing to report, nothing sent.
+    let report = UserAction::ReportView(Box::new(ViewReport {
+        generation: 1,
+        seq: 1,
+        hashes: heapless::Vec::new(),
+    }));
+    p.expert_action(report.clone());
+    assert_eq!(checks(&p), 0);
+    assert!(!p.device_did(&R::Send("ViewChecked")));
+
+    // A device that speaks protocol 1 never gets one (it would not know the
+    // message and end the session).
+    let now = std::time::Instant::now();
+    let mut e = ExpertSession::new(now, ExpertConfig::new("ann", Auth::Offer));
+    let mut hello = Hello::new(Role::Device, "shoulder-agent", "0.1.0", "old");
+    hello.version = 1;
+    e.handle(
+        now,
+        ExpertInput::Received(encode(&Message::Hello(hello)).unwrap()),
+    );
+    assert!(!e.view_check_supported());
+    e.handle(now, ExpertInput::Action(report));
+    while let Some(ev) = e.poll_output() {
+        assert!(
+            !matches!(ev, ExpertEvent::Send(Message::ViewReport(_))),
+            "sent a view report to a protocol 1 device"
+        );
+    }
+}
+
+#[test]
+fn a_view_report_before_consent_is_ignored_not_fatal() {
+    let mut p = pair();
+    p.drive();
+    p.inject_to_device(
+        encode(&Message::ViewReport(Box::new(ViewReport {
+            generation: 1,
+            seq: 1,
+            hashes: heapless::Vec::new(),
+        })))
+        .unwrap(),
+    );
+    assert_eq!(checks(&p), 0);
+    assert_eq!(p.device_close(), None);
+    p.local(LocalDecision::Accept);
+    assert!(viewing(&p));
+}
