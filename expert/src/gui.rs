@@ -1182,6 +1182,7 @@ impl App {
         egui::CentralPanel::default().show(ui, |ui| {
             if let Some((n, at)) = &s.notice {
                 if at.elapsed() < NOTICE_TIME {
+                    tracer.note("notice", n.clone());
                     ui.colored_label(Color32::from_rgb(230, 190, 80), n);
                     ctx.request_repaint_after(Duration::from_millis(500));
                 } else {

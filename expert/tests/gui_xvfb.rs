@@ -487,6 +487,16 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         })
         .await;
 
+    // Refresh checks the view against the device: it matches, and the
+    // window says so.
+    let (x, y, w, h) = trace.rect("button-refresh").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    trace
+        .wait("the view-checked notice", |t| {
+            t.get("notice").is_some_and(|n| n.starts_with("View checked"))
+        })
+        .await;
+
     // The Screenshot button saves exactly the device's screen as PNG.
     let (x, y, w, h) = trace.rect("button-screenshot").unwrap();
     click(&display, &window, x + w / 2.0, y + h / 2.0);

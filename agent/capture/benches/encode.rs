@@ -139,6 +139,53 @@ fn memcmp_time(w: u32, h: u32) -> Duration {
     median(&times)
 }
 
+/// The view self-check at this size: the expert's report (a hash per band
+/// of its framebuffer), the device's comparison of it with its shadow, and
+/// the update that repairs one wrong band. Medians of [`REPEATS`].
+fn view_check_times(consent: &ViewConsent, w: u32, h: u32) -> (Duration, Duration, Duration) {
+    let g = ScreenGeometry {
+        width: w,
+        height: h,
+        format: PixelFormat::Xrgb8888,
+    };
+    let seq = ScenarioFrames::new(Scenario::Menu, w, h);
+    let mut buf = seq.buffer();
+    seq.render(0, &mut buf);
+    let frame = Frame::new(&buf, g, w as usize * 4).expect("scenario frames fit");
+    let mut enc = Encoder::new();
+    let first = enc
+        .encode(consent, &frame, true)
+        .expect("consent is live")
+        .expect("a first update");
+    let info = first.screen.expect("the first update has screen info");
+    let mut fb = shoulder_proto::fb::Framebuffer::new(&info).expect("a valid size");
+    let last_seq = first.parts.last().map_or(0, |p| p.seq);
+    for p in &first.parts {
+        fb.apply(p).expect("own updates apply");
+    }
+    let mut report_t = Vec::new();
+    let mut check_t = Vec::new();
+    let mut repair_t = Vec::new();
+    for _ in 0..REPEATS {
+        let t = Instant::now();
+        let report = black_box(fb.view_report(info.generation, last_seq));
+        report_t.push(t.elapsed());
+        let t = Instant::now();
+        let c = enc.check_view(&report);
+        check_t.push(t.elapsed());
+        assert_eq!(c.differing, 0, "a view equal to the screen differs");
+        // One band wrong: compare, then the update that repairs it.
+        let mut wrong = report.clone();
+        wrong.hashes[0] ^= 1;
+        let t = Instant::now();
+        assert_eq!(enc.check_view(&wrong).differing, 1);
+        let u = enc.encode(consent, &frame, false).expect("consent is live");
+        repair_t.push(t.elapsed());
+        assert!(black_box(u).is_some(), "the wrong band is sent again");
+    }
+    (median(&report_t), median(&check_t), median(&repair_t))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bench = args.iter().any(|a| a == "--bench");
@@ -188,4 +235,12 @@ fn main() {
             r.probed.as_secs_f64() / memcmp.as_secs_f64().max(1e-9),
         );
     }
+
+    let (report, check, repair) = view_check_times(&consent, w, h);
+    println!("\nview self-check at {w}×{h} (median of {REPEATS}):\n");
+    println!(
+        "| expert: report (hash per band) ms | device: compare with shadow ms | device: compare + encode one wrong band ms |"
+    );
+    println!("|---:|---:|---:|");
+    println!("| {} | {} | {} |", ms(report), ms(check), ms(repair));
 }
