@@ -1,0 +1,331 @@
+//! The expert's framebuffer against a naive reference: every rectangle, valid
+//! or not, must do exactly what a pixel-by-pixel model of the protocol says
+//! (`msg::Encoding` docs). After each rectangle both agree on whether it was
+//! an error and on every pixel (X byte masked: it may be anything).
+//!
+//! The model is deliberately slow and obvious: a `Vec<u32>`, loops over
+//! pixels, Copy reads its whole source into a temporary before writing
+//! (memmove semantics without reasoning about row order), Lz4 through
+//! `lz4_flex::block::decompress` with the rectangle's size as the cap.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use shoulder_proto::fb::Framebuffer;
+use shoulder_proto::{Encoding, Payload, Rect, ScreenInfo, UpdatePart, WireFormat};
+
+/// Largest screen edge tried: big enough for multi-row copies and lz4
+/// matches, small enough for many executions per second.
+const MAX_EDGE: u8 = 64;
+/// Generated pixel data is cut at this many bytes: a rectangle larger than
+/// the largest screen is out of bounds whatever its data, and a 65535×65535
+/// one must not allocate 16 GiB in the harness.
+const MAX_GENERATED: usize = 64 * 64 * 4 + 64;
+/// Rectangles per input; more adds time, not states.
+const MAX_RECTS: usize = 48;
+
+#[derive(Debug, Arbitrary)]
+struct Script {
+    width: u8,
+    height: u8,
+    rects: Vec<FuzzRect>,
+}
+
+#[derive(Debug, Arbitrary)]
+struct FuzzRect {
+    x: Coord,
+    y: Coord,
+    w: Coord,
+    h: Coord,
+    body: Body,
+}
+
+/// Mostly values near the screen (in bounds, on the edge, just past it),
+/// sometimes anything (sums that overflow u16).
+#[derive(Debug, Arbitrary)]
+enum Coord {
+    Near(u8),
+    Any(u16),
+}
+
+impl Coord {
+    fn value(&self) -> u16 {
+        match *self {
+            Coord::Near(v) => u16::from(v % (MAX_EDGE + 3)),
+            Coord::Any(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+enum Body {
+    Solid(u32),
+    Copy {
+        src_x: Coord,
+        src_y: Coord,
+    },
+    /// Pixels of the rectangle's size (or off by `len`).
+    Raw {
+        pixels: Pattern,
+        len: Len,
+    },
+    RawBytes(Vec<u8>),
+    /// A real compression of generated pixels (of the right size or not).
+    Lz4 {
+        pixels: Pattern,
+        len: Len,
+    },
+    /// A real compression with one byte changed or the end cut off: near
+    /// misses that reach deep into the decompressor.
+    Lz4Damaged {
+        pixels: Pattern,
+        at: u16,
+        damage: Damage,
+    },
+    Lz4Garbage(Vec<u8>),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Len {
+    Exact,
+    Off(i8),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Damage {
+    Xor(u8),
+    Truncate,
+}
+
+/// Pixel data the encoder could plausibly send: flat areas and gradients
+/// compress well (long matches), noise does not (long literals).
+#[derive(Debug, Arbitrary)]
+enum Pattern {
+    Flat(u32),
+    Gradient(u32, u8),
+    Noise(u32),
+    Stripes(u32, u32, u8),
+}
+
+impl Pattern {
+    fn bytes(&self, len: usize) -> Vec<u8> {
+        let len = len.min(MAX_GENERATED);
+        let mut out = Vec::with_capacity(len + 4);
+        let mut state = match *self {
+            Pattern::Noise(seed) => seed | 1,
+            _ => 0,
+        };
+        let mut i = 0u32;
+        while out.len() < len {
+            let px = match *self {
+                Pattern::Flat(p) => p,
+                Pattern::Gradient(base, step) => base.wrapping_add(i.wrapping_mul(u32::from(step))),
+                Pattern::Noise(_) => {
+                    // xorshift32
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    state
+                }
+                Pattern::Stripes(a, b, period) => {
+                    if (i / u32::from(period.max(1))) % 2 == 0 {
+                        a
+                    } else {
+                        b
+                    }
+                }
+            };
+            out.extend_from_slice(&px.to_le_bytes());
+            i += 1;
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+fn sized(len: &Len, exact: usize) -> usize {
+    match *len {
+        Len::Exact => exact,
+        Len::Off(d) => exact.saturating_add_signed(isize::from(d)),
+    }
+}
+
+impl FuzzRect {
+    fn to_rect(&self) -> Rect {
+        let (w, h) = (self.w.value(), self.h.value());
+        let exact = usize::from(w) * usize::from(h) * 4;
+        let encoding = match &self.body {
+            Body::Solid(p) => Encoding::Solid(*p),
+            Body::Copy { src_x, src_y } => Encoding::Copy {
+                src_x: src_x.value(),
+                src_y: src_y.value(),
+            },
+            Body::Raw { pixels, len } => Encoding::Raw(Payload(pixels.bytes(sized(len, exact)))),
+            Body::RawBytes(b) => Encoding::Raw(Payload(b.clone())),
+            Body::Lz4 { pixels, len } => Encoding::Lz4(Payload(lz4_flex::block::compress(
+                &pixels.bytes(sized(len, exact)),
+            ))),
+            Body::Lz4Damaged { pixels, at, damage } => {
+                let mut c = lz4_flex::block::compress(&pixels.bytes(exact));
+                let at = usize::from(*at) % c.len().max(1);
+                match damage {
+                    Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
+                    Damage::Xor(_) => {}
+                    Damage::Truncate => c.truncate(at),
+                }
+                Encoding::Lz4(Payload(c))
+            }
+            Body::Lz4Garbage(b) => Encoding::Lz4(Payload(b.clone())),
+        };
+        Rect {
+            x: self.x.value(),
+            y: self.y.value(),
+            w,
+            h,
+            encoding,
+        }
+    }
+}
+
+/// The reference: what the protocol says, one pixel at a time.
+struct Model {
+    width: usize,
+    height: usize,
+    pixels: Vec<u32>,
+}
+
+impl Model {
+    fn new(width: u16, height: u16) -> Self {
+        let (width, height) = (usize::from(width), usize::from(height));
+        Self {
+            width,
+            height,
+            pixels: vec![0; width * height],
+        }
+    }
+
+    /// A rectangle is on the screen when it ends at or before each edge
+    /// (an empty one may sit on the right or bottom edge).
+    fn inside(&self, x: u16, y: u16, w: u16, h: u16) -> bool {
+        usize::from(x) + usize::from(w) <= self.width
+            && usize::from(y) + usize::from(h) <= self.height
+    }
+
+    /// `Err` leaves the model untouched.
+    fn apply(&mut self, r: &Rect) -> Result<(), ()> {
+        if !self.inside(r.x, r.y, r.w, r.h) {
+            return Err(());
+        }
+        let (w, h) = (usize::from(r.w), usize::from(r.h));
+        let source: Vec<u32> = match &r.encoding {
+            Encoding::Solid(p) => vec![*p; w * h],
+            Encoding::Copy { src_x, src_y } => {
+                if !self.inside(*src_x, *src_y, r.w, r.h) {
+                    return Err(());
+                }
+                let mut tmp = Vec::with_capacity(w * h);
+                for dy in 0..h {
+                    for dx in 0..w {
+                        let (sx, sy) = (usize::from(*src_x) + dx, usize::from(*src_y) + dy);
+                        tmp.push(self.pixels[sy * self.width + sx]);
+                    }
+                }
+                tmp
+            }
+            Encoding::Raw(data) => pixels_of(&data.0, w * h)?,
+            Encoding::Lz4(data) => {
+                let raw = lz4_flex::block::decompress(&data.0, w * h * 4).map_err(|_| ())?;
+                pixels_of(&raw, w * h)?
+            }
+        };
+        for dy in 0..h {
+            for dx in 0..w {
+                let (x, y) = (usize::from(r.x) + dx, usize::from(r.y) + dy);
+                self.pixels[y * self.width + x] = source[dy * w + dx];
+            }
+        }
+        Ok(())
+    }
+
+    fn assert_same(&self, fb: &Framebuffer, what: &str) {
+        let got: Vec<u32> = fb
+            .normalized()
+            .chunks_exact(4)
+            .map(|p| u32::from_le_bytes(p.try_into().unwrap()))
+            .collect();
+        assert_eq!(got.len(), self.pixels.len());
+        for (i, (g, m)) in got.iter().zip(&self.pixels).enumerate() {
+            assert_eq!(
+                *g,
+                m & 0x00ff_ffff,
+                "{what}: pixel ({}, {}) differs from the model",
+                i % self.width,
+                i / self.width
+            );
+        }
+    }
+}
+
+/// Rows of XRGB8888 as pixels; exactly `n` of them or an error.
+fn pixels_of(bytes: &[u8], n: usize) -> Result<Vec<u32>, ()> {
+    if bytes.len() != n * 4 {
+        return Err(());
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|p| u32::from_le_bytes(p.try_into().unwrap()))
+        .collect())
+}
+
+fuzz_target!(|script: Script| {
+    let info = ScreenInfo {
+        width: u16::from(script.width % MAX_EDGE) + 1,
+        height: u16::from(script.height % MAX_EDGE) + 1,
+        format: WireFormat::Xrgb8888,
+        generation: 0,
+    };
+    let rects: Vec<Rect> = script
+        .rects
+        .iter()
+        .take(MAX_RECTS)
+        .map(FuzzRect::to_rect)
+        .collect();
+
+    // One rectangle at a time.
+    let mut fb = Framebuffer::new(&info).expect("small sizes are valid");
+    let mut model = Model::new(info.width, info.height);
+    for (i, r) in rects.iter().enumerate() {
+        let got = fb.apply_rect(r);
+        let want = model.apply(r);
+        assert_eq!(
+            got.is_ok(),
+            want.is_ok(),
+            "rect {i} {r:?}: framebuffer says {got:?}, model says {want:?}"
+        );
+        model.assert_same(&fb, &format!("after rect {i}"));
+    }
+
+    // The same rectangles as one update part: applied in order up to the
+    // first error, which is returned; the earlier ones stay applied.
+    let mut part = UpdatePart {
+        seq: 1,
+        generation: 0,
+        last: true,
+        rects: Default::default(),
+    };
+    for r in &rects {
+        if part.rects.push(r.clone()).is_err() {
+            break;
+        }
+    }
+    let mut fb = Framebuffer::new(&info).expect("small sizes are valid");
+    let mut model = Model::new(info.width, info.height);
+    let want = part.rects.iter().try_for_each(|r| model.apply(r));
+    let got = fb.apply(&part);
+    assert_eq!(
+        got.is_ok(),
+        want.is_ok(),
+        "whole part: framebuffer says {got:?}"
+    );
+    model.assert_same(&fb, "after the whole part");
+});
