@@ -1,10 +1,12 @@
 //! A file of raw pixels as the screen (`rawfile:PATH@WxH:FORMAT`), mapped and
 //! re-read on every capture, like x11vnc's `-rawfb map:`. Benchmarks, tests
-//! and latency measurements write frames into the file from outside.
+//! and latency measurements write frames into the file from outside, with
+//! `write()` or, as an application draws into its framebuffer, in place
+//! through a mapping ([`RawFileScreen`]).
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::mmap::Mapping;
@@ -86,6 +88,84 @@ impl RawFileSource {
     }
 }
 
+/// The application's side of a raw-file screen: the file sized to hold one
+/// frame and mapped shared and writable, so a writer draws into it in place
+/// (stores into the mapping, row moves with `memmove`) while a
+/// [`RawFileSource`] reads it, as an app draws into the one buffer the
+/// display scans out. Draws through `write()` go to the same pages.
+#[derive(Debug)]
+pub struct RawFileScreen {
+    path: PathBuf,
+    file: File,
+    map: Mapping,
+}
+
+impl RawFileScreen {
+    /// Creates `path` (or opens it, keeping its content) sized for a
+    /// `geometry` frame with rows `pitch` bytes apart (`pitch * height`
+    /// bytes), and maps that frame.
+    pub fn create(
+        path: &Path,
+        geometry: ScreenGeometry,
+        pitch: usize,
+    ) -> Result<Self, CaptureError> {
+        check_frame(usize::MAX, geometry, pitch).map_err(|source| CaptureError::Frame {
+            path: path.to_owned(),
+            source,
+        })?;
+        // Whole rows, the last one's padding too: drawing code takes a
+        // buffer of `pitch * height` bytes.
+        let len = pitch.saturating_mul(geometry.height as usize);
+        let io = |what, source| CaptureError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| CaptureError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        if file.metadata().map_err(|e| io("stat", e))?.len() < len as u64 {
+            file.set_len(len as u64).map_err(|e| io("resize", e))?;
+        }
+        let map = Mapping::new(file.as_fd(), 0, len, true).map_err(|e| io("mmap", e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            map,
+        })
+    }
+
+    /// The frame as it is now (what a reader of the file sees).
+    pub fn pixels(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    /// The frame, to draw into in place.
+    pub fn pixels_mut(&mut self) -> &mut [u8] {
+        // A writable mapping always hands out its bytes.
+        self.map.bytes_mut().unwrap_or_default()
+    }
+
+    /// Writes `bytes` at `offset` of the file with `pwrite`, as a writer that
+    /// does not map the file draws.
+    pub fn write_at(&self, bytes: &[u8], offset: u64) -> Result<(), CaptureError> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|source| CaptureError::Io {
+                what: "pwrite",
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
 fn open_file(path: &Path) -> Result<(File, (u64, u64)), CaptureError> {
     let file = File::open(path).map_err(|source| CaptureError::Open {
         path: path.to_owned(),
@@ -162,6 +242,32 @@ mod tests {
             .parse()
             .unwrap();
         assert!(crate::source::open(&spec).is_ok());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_mapped_writer_draws_in_place_and_through_write() {
+        let path = temp("mapped.raw");
+        let _ = std::fs::remove_file(&path);
+        let g = ScreenGeometry {
+            width: 3,
+            height: 2,
+            format: PixelFormat::Xrgb8888,
+        };
+        let mut screen = RawFileScreen::create(&path, g, 16).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
+        let mut src = RawFileSource::open(&path, g, 16).unwrap();
+        assert!(src.capture().unwrap().row_eq(1, &[0u8; 12]));
+        screen.pixels_mut()[16..28].fill(7);
+        assert!(src.capture().unwrap().row_eq(1, &[7u8; 12]));
+        screen.pixels_mut().copy_within(16..28, 0);
+        assert!(src.capture().unwrap().row_eq(0, &[7u8; 12]));
+        screen.write_at(&[9u8; 12], 16).unwrap();
+        assert!(src.capture().unwrap().row_eq(1, &[9u8; 12]));
+        assert_eq!(screen.pixels()[16..28], [9u8; 12]);
+        // Opening again keeps what is there.
+        let again = RawFileScreen::create(&path, g, 16).unwrap();
+        assert_eq!(again.pixels()[..12], [7u8; 12]);
         std::fs::remove_file(&path).unwrap();
     }
 

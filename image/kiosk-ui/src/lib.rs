@@ -35,6 +35,11 @@
 //! shows `now` modulo one day as `HH:MM:SS`, the progress bar cycles every
 //! [`PROGRESS_PERIOD_MS`] and the text caret blinks every [`CARET_BLINK_MS`].
 //! Drawing twice with the same state and the same `now` gives the same pixels.
+//!
+//! [`busy`] draws what an app that never stands still does to its screen
+//! (the kiosk's `--busy-file` mode, and writers racing capture in tests).
+
+pub mod busy;
 
 use core::convert::Infallible;
 use core::fmt::Write as _;
