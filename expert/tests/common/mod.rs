@@ -1,7 +1,10 @@
 //! Test harness: the real agent (`shoulder_agent::run`) in-process on port 0,
-//! with either the agent's test pattern or the synthetic kiosk screen whose
-//! counter button reacts to injected clicks; its control socket plays the
-//! person at the device. The `shoulder` binary runs as a child process.
+//! with the agent's test pattern, the synthetic kiosk screen whose counter
+//! button reacts to injected clicks, or a screen source as the agent's
+//! config names one (`capture = "rawfile:…"`, through the agent's own
+//! wiring: [`capture_backends`]); its control socket plays the person at
+//! the device. The `shoulder` binary runs as a child process, the client
+//! library in process ([`session`]).
 
 #![allow(dead_code)]
 
@@ -17,12 +20,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoulder_agent::backends::{
     Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LocalEvent,
-    NullPresenter, ScreenCapture, ViewCheck,
+    NullPresenter, NullSink, ScreenCapture, ViewCheck,
 };
 use shoulder_agent::control::{Client, Request};
 use shoulder_agent::{Config, identity};
 use shoulder_capture::synthetic::{Clock, SyntheticControls, SyntheticScreen};
-use shoulder_capture::{Encoder, FrameSource};
+use shoulder_capture::{Encoder, FrameSource, SourceSpec};
 use shoulder_proto::consent::{ControlConsent, ViewConsent};
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::InjectEvent;
@@ -140,6 +143,21 @@ impl InputSink for SyntheticInput {
 
     fn release_all(&mut self) -> Result<(), InputError> {
         Ok(())
+    }
+}
+
+/// Backends that capture `spec` (as `capture = "…"` in the agent's config
+/// names a source) through the agent's own wiring, the code the agent
+/// binary runs; no injection, no banner.
+pub fn capture_backends(spec: &str) -> Backends {
+    let spec: SourceSpec = spec
+        .parse()
+        .unwrap_or_else(|e| panic!("capture spec {spec:?}: {e}"));
+    Backends {
+        capture: Arc::new(shoulder_agent::wiring::Capture { spec }),
+        input: Box::new(NullSink),
+        presenter: Box::new(NullPresenter),
+        local_events: None,
     }
 }
 
