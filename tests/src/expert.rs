@@ -212,6 +212,14 @@ impl Expert {
             .count()
     }
 
+    /// How many screen updates the client applied so far.
+    pub fn updates_applied(&self) -> usize {
+        lock(&self.events)
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::UpdateApplied { .. }))
+            .count()
+    }
+
     /// Whether a picture arrived.
     pub fn has_frame(&self) -> bool {
         self.view.lock().fb.is_some()

@@ -354,6 +354,15 @@ impl Screen {
         n
     }
 
+    /// The first pixel (in reading order) that differs from `other`, if
+    /// any (within both screens).
+    pub fn first_difference(&self, other: &Screen) -> Option<(u32, u32)> {
+        let (w, h) = (self.width.min(other.width), self.height.min(other.height));
+        (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .find(|&(x, y)| self.pixel(x, y) != other.pixel(x, y))
+    }
+
     /// Writes the screen as a binary PPM (for test artifacts).
     pub fn write_ppm(&self, path: &Path) -> io::Result<()> {
         let mut data = format!("P6\n{} {}\n255\n", self.width, self.height).into_bytes();

@@ -174,10 +174,12 @@ pub fn wait_same_pixels(vm: &mut Vm, expert: &Expert, within: Duration) -> Durat
         }
         if start.elapsed() > within {
             let mine = expert.screen();
-            let differing = mine
-                .as_ref()
-                .filter(|m| m.size() == dump.size())
-                .map(|m| m.diff_in(&dump, 0, 0, dump.width, dump.height));
+            let differing = mine.as_ref().filter(|m| m.size() == dump.size()).map(|m| {
+                (
+                    m.diff_in(&dump, 0, 0, dump.width, dump.height),
+                    m.first_difference(&dump),
+                )
+            });
             let dir = std::env::temp_dir();
             let _ = dump.write_ppm(&dir.join("shoulder-session-device.ppm"));
             if let Some(m) = &mine {
@@ -190,7 +192,8 @@ pub fn wait_same_pixels(vm: &mut Vm, expert: &Expert, within: Duration) -> Durat
     }
     panic!(
         "the expert's view did not equal the screen within {within:?}: \
-         (expert size, screen size, differing pixels) = {last:?}; pictures in {}",
+         (expert size, screen size, (differing pixels, first at (x, y))) = {last:?}; \
+         pictures in {}",
         std::env::temp_dir().display()
     );
 }

@@ -3,7 +3,8 @@
 //! draws its banner into the scanout, takes taps and keys from the virtio
 //! tablet and keyboard (driven through QMP as the person at the device), and
 //! injects the expert's input through uinput. The expert is the client
-//! library, in process.
+//! library, in process. The app drawing busily in its one buffer while the
+//! agent reads it must not leave the expert's view wrong (issue #15).
 //!
 //! Needs the image with the agent (`image/build`); without it these tests
 //! print why and pass, unless `SHOULDER_REQUIRE_IMAGE=1`.
@@ -34,6 +35,18 @@ const STEP: Duration = Duration::from_secs(20);
 const SAME_PIXELS_WITHIN: Duration = Duration::from_secs(1);
 /// Expert name on the certificate (shown in the prompt).
 const EXPERT_NAME: &str = "Ann Expert";
+/// The file whose presence makes the kiosk draw busily (`--busy-file`).
+const BUSY_FILE: &str = "/run/kiosk.busy";
+/// Rounds of busy drawing in one session, and how long each lasts: several
+/// seconds of the app racing the agent's reads of the buffer it draws in.
+const BUSY_ROUNDS: u32 = 3;
+const BUSY_FOR: Duration = Duration::from_secs(4);
+/// The bound for the view to equal the screen once the app stopped:
+/// generous (emulation on a loaded machine is slow, and the agent backs off
+/// polling); the view being right at all is what is tested.
+const VIEW_RIGHT_WITHIN: Duration = Duration::from_secs(30);
+/// Fewer strokes than this in a round means the app hardly drew.
+const MIN_BUSY_STROKES: u64 = 20;
 /// evdev codes used below.
 const KEY_A: u16 = 30;
 const KEY_LEFTALT: u16 = 56;
@@ -500,4 +513,78 @@ fn image_banner_stays_visible_over_an_animating_app() {
     assert!(vm.serial_log().contains("flipping"));
     drop(expert);
     vm.shutdown();
+}
+
+/// The expert's view never stays wrong (issue #15) on the real kernel: the
+/// single-buffered app draws busy content in place, as fast as it can
+/// (moving boxes, rectangles, scrolling text, new pages, photo-like noise),
+/// while the agent reads that same buffer for the expert, on two virtual
+/// CPUs (the app and the agent run at once, as on a multi-core device);
+/// once it stops, leaving its last picture, the expert's view must equal a
+/// QMP screendump, banner strip included, within [`VIEW_RIGHT_WITHIN`].
+/// Three rounds in one session; the app logs each round's seed and strokes.
+#[test]
+fn image_view_right_after_a_single_buffer_app_draws_busily() {
+    let test = "image_view_right_after_a_single_buffer_app_draws_busily";
+    let pki = pki();
+    let kiosk_args = format!("--single-buffer --paused --busy-file {BUSY_FILE}");
+    let toml = agent_toml(
+        "Test kiosk",
+        "allow_invitations = true\nallow_control = true",
+    );
+    let mut config = agent_vm_config(SCREEN, &kiosk_args, toml, pki.ca_pem());
+    config.smp = 2;
+    let Some(mut vm) = boot_agent_or_skip(test, config) else {
+        return;
+    };
+    let expert = Expert::offer(vm.agent_addr(), &pki);
+    accept_by_key(&mut vm, &expert);
+    wait_same_pixels(&mut vm, &expert, STEP);
+
+    for round in 1..=BUSY_ROUNDS {
+        let mark = vm.serial_mark();
+        let updates = expert.updates_applied();
+        guest(&mut vm, &format!("touch {BUSY_FILE}"));
+        let on = vm
+            .wait_serial(mark, "kiosk: busy on", STEP)
+            .expect("the app started drawing");
+        std::thread::sleep(BUSY_FOR);
+        guest(&mut vm, &format!("rm {BUSY_FILE}"));
+        // From this line on the app's pixels stand still (its last busy
+        // picture); only the banner changes (its strip's clock).
+        let off = vm
+            .wait_serial(mark, "kiosk: busy off", STEP)
+            .expect("the app stopped drawing");
+        let strokes: u64 = off
+            .rsplit("strokes=")
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no stroke count in {off:?}"));
+        let raced = expert.updates_applied() - updates;
+        assert!(
+            strokes >= MIN_BUSY_STROKES,
+            "round {round}: the app drew only {strokes} strokes ({on})"
+        );
+        // Named before the wait, whose failure does not know the round.
+        eprintln!(
+            "{test}: round {round} of {BUSY_ROUNDS} ({on}, {strokes} strokes, \
+             {raced} updates while drawing): the app stopped"
+        );
+        let took = wait_same_pixels(&mut vm, &expert, VIEW_RIGHT_WITHIN);
+        eprintln!("{test}: round {round}: the view was right {took:?} after the app stopped");
+        assert!(
+            raced > 0,
+            "round {round}: no update reached the expert while the app drew"
+        );
+    }
+    drop(expert);
+    vm.shutdown();
+}
+
+/// Runs `command` in the guest; panics with its output unless it succeeds.
+fn guest(vm: &mut Vm, command: &str) {
+    let out = vm
+        .exec(command, STEP)
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    assert_eq!(out.status, 0, "{command}: {}", out.output);
 }

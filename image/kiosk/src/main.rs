@@ -10,6 +10,13 @@
 //! Keys besides typing: F2 switches to the next mode of `--modes` (a
 //! resolution change while running), F3 pauses/resumes the animation.
 //!
+//! With `--busy-file`, while that file exists the single-buffered app draws
+//! busy content in place as fast as it can (moving boxes, rectangles,
+//! scrolling text, new pages, photo-like noise: `shoulder_kiosk_ui::busy`),
+//! the hardest case for screen capture. When the file goes it stops and
+//! leaves that last picture on screen, still, until the next input brings
+//! its UI back.
+//!
 //! It logs one line per event of interest to stderr (the image's serial
 //! console), e.g. `kiosk: counter=3`, which end-to-end tests wait for.
 
@@ -25,6 +32,7 @@ use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
 use rustix::event::{PollFd, PollFlags};
+use shoulder_kiosk_ui::busy::BusyPainter;
 use shoulder_kiosk_ui::{
     Action, CARET_BLINK_MS, KioskUi, PAGES, PROGRESS_PERIOD_MS, Xrgb8888Canvas,
 };
@@ -39,6 +47,11 @@ const MAX_FPS: u32 = 60;
 const FLIP_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the frame rate is logged.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// While busy, a stroke that may repaint the whole screen (a new page, a
+/// photo) comes at most this often, smaller strokes in between: the picture
+/// left when the app stops was mostly drawn by small strokes, so a part of
+/// a viewer's copy that went wrong late is not painted over by chance.
+const BUSY_WHOLE_SCREEN_EVERY: Duration = Duration::from_millis(700);
 const KEY_F2: u16 = 60;
 const KEY_F3: u16 = 61;
 
@@ -78,6 +91,11 @@ struct Args {
     /// Create this file once the first frame is on screen.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// While this file exists, draw busy content in place as fast as
+    /// possible instead of the UI (needs --single-buffer); when it goes, the
+    /// last busy picture stays until the next input.
+    #[arg(long, requires = "single_buffer")]
+    busy_file: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -298,6 +316,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut stats_since = Instant::now();
     let mut events = Vec::new();
     let mut mode_request = None;
+    let mut busy: Option<Busy> = None;
+    // After busy drawing: the picture stays until the next input.
+    let mut holding_busy_picture = false;
 
     loop {
         let now = Instant::now();
@@ -308,6 +329,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             deadline = deadline.min(next_frame);
         } else {
             deadline = deadline.min(flip_started + FLIP_TIMEOUT);
+        }
+        // Busy: no waiting, only a look at input and the card.
+        if busy.is_some() {
+            deadline = now;
         }
         let timeout = deadline.saturating_duration_since(now);
         let card_ready = {
@@ -341,6 +366,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         events.clear();
         inputs.read(display.size(), &mut events);
         for input in events.drain(..) {
+            if holding_busy_picture {
+                holding_busy_picture = false;
+                drawn = vec![None; display.buffer_count()];
+            }
             if let Some(request) = kiosk.handle(input) {
                 mode_request = Some(request);
             }
@@ -362,8 +391,46 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
 
+        let busy_now = args.busy_file.as_deref().is_some_and(Path::exists);
+        match (busy_now, &mut busy) {
+            (true, None) => {
+                let seed = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1);
+                eprintln!("kiosk: busy on seed={seed}");
+                busy = Some(Busy {
+                    painter: BusyPainter::new(seed),
+                    strokes: 0,
+                    last_whole_screen: Instant::now(),
+                });
+            }
+            (true, Some(b)) => {
+                let target = display.back();
+                let (w, h) = target.size;
+                let drawn_stroke = if b.last_whole_screen.elapsed() >= BUSY_WHOLE_SCREEN_EVERY {
+                    b.last_whole_screen = Instant::now();
+                    b.painter.stroke(target.pixels, w, h, target.pitch)
+                } else {
+                    b.painter.small_stroke(target.pixels, w, h, target.pitch)
+                };
+                if let Err(e) = drawn_stroke {
+                    return Err(format!("busy drawing: {e}").into());
+                }
+                b.strokes += 1;
+            }
+            (false, Some(b)) => {
+                // Nothing more is drawn until the next input: from this
+                // line on, the app's pixels stand still.
+                eprintln!("kiosk: busy off strokes={}", b.strokes);
+                busy = None;
+                holding_busy_picture = true;
+            }
+            (false, None) => {}
+        }
+
         let now = Instant::now();
-        if now >= next_frame && !display.flip_pending() {
+        if busy.is_none() && !holding_busy_picture && now >= next_frame && !display.flip_pending() {
             let t = kiosk.now(pause_file);
             let target = display.back();
             let index = target.index;
@@ -384,6 +451,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             stats_since = Instant::now();
         }
     }
+}
+
+/// The busy drawing under way (`--busy-file`).
+struct Busy {
+    painter: BusyPainter,
+    strokes: u64,
+    last_whole_screen: Instant,
 }
 
 fn show_first(
