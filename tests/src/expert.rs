@@ -220,6 +220,23 @@ impl Expert {
             .count()
     }
 
+    /// How many of the device's view self-checks found the view wrong (and
+    /// had the device send those bands again).
+    pub fn view_repairs(&self) -> usize {
+        lock(&self.events)
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::ViewChecked { differing, .. } if *differing > 0))
+            .count()
+    }
+
+    /// How many view self-checks the device answered.
+    pub fn view_checks(&self) -> usize {
+        lock(&self.events)
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::ViewChecked { .. }))
+            .count()
+    }
+
     /// Whether a picture arrived.
     pub fn has_frame(&self) -> bool {
         self.view.lock().fb.is_some()

@@ -47,6 +47,9 @@ const BUSY_FOR: Duration = Duration::from_secs(4);
 const VIEW_RIGHT_WITHIN: Duration = Duration::from_secs(30);
 /// Fewer strokes than this in a round means the app hardly drew.
 const MIN_BUSY_STROKES: u64 = 20;
+/// How often the expert asks for a view check while the app draws (the
+/// client sends at most one a second).
+const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// evdev codes used below.
 const KEY_A: u16 = 30;
 const KEY_LEFTALT: u16 = 56;
@@ -521,8 +524,9 @@ fn image_banner_stays_visible_over_an_animating_app() {
 /// while the agent reads that same buffer for the expert, on two virtual
 /// CPUs (the app and the agent run at once, as on a multi-core device);
 /// once it stops, leaving its last picture, the expert's view must equal a
-/// QMP screendump, banner strip included, within [`VIEW_RIGHT_WITHIN`].
-/// Three rounds in one session; the app logs each round's seed and strokes.
+/// QMP screendump, banner strip included, within [`VIEW_RIGHT_WITHIN`],
+/// and no view self-check may have found it wrong meanwhile. Three rounds
+/// in one session; the app logs each round's seed and strokes.
 #[test]
 fn image_view_right_after_a_single_buffer_app_draws_busily() {
     let test = "image_view_right_after_a_single_buffer_app_draws_busily";
@@ -548,7 +552,13 @@ fn image_view_right_after_a_single_buffer_app_draws_busily() {
         let on = vm
             .wait_serial(mark, "kiosk: busy on", STEP)
             .expect("the app started drawing");
-        std::thread::sleep(BUSY_FOR);
+        // The technician pressing "refresh" meanwhile: view checks while
+        // the app draws under the agent's reads.
+        let busy_until = Instant::now() + BUSY_FOR;
+        while Instant::now() < busy_until {
+            expert.send(UserAction::CheckView);
+            std::thread::sleep(CHECK_EVERY);
+        }
         guest(&mut vm, &format!("rm {BUSY_FILE}"));
         // From this line on the app's pixels stand still (its last busy
         // picture); only the banner changes (its strip's clock).
@@ -571,7 +581,19 @@ fn image_view_right_after_a_single_buffer_app_draws_busily() {
              {raced} updates while drawing): the app stopped"
         );
         let took = wait_same_pixels(&mut vm, &expert, VIEW_RIGHT_WITHIN);
-        eprintln!("{test}: round {round}: the view was right {took:?} after the app stopped");
+        // The device's view self-check repairs a wrong view within seconds,
+        // so the pixels alone would not tell: no check may have found it
+        // wrong.
+        let (checks, repairs) = (expert.view_checks(), expert.view_repairs());
+        assert_eq!(
+            repairs, 0,
+            "round {round} ({on}): the device's view self-check found the expert's view \
+             wrong in {repairs} of {checks} checks (and repaired it): the capture left it wrong"
+        );
+        eprintln!(
+            "{test}: round {round}: the view was right {took:?} after the app stopped; \
+             {checks} view checks so far, none found it wrong"
+        );
         assert!(
             raced > 0,
             "round {round}: no update reached the expert while the app drew"
