@@ -57,6 +57,7 @@ pub mod hub;
 pub mod identity;
 pub mod invites;
 pub mod log;
+mod records;
 pub mod service;
 pub mod tls;
 pub mod transport;

@@ -10,9 +10,9 @@ use shoulder_proto::ByeReason;
 use shoulder_proto::session::{AuthMethod, AuthRequest, DeviceInput, ExpertIdentity};
 use tokio::sync::oneshot;
 
-use super::records::AuditName as _;
 use super::session::Session;
 use crate::admission::{HashRefused, PreAuthTicket};
+use crate::records::AuditName as _;
 use crate::util::unix_now;
 
 /// An expert's identity, or why they may not in.

@@ -5,10 +5,10 @@
 //! - [`session`]: the session loop and what it does for the machine;
 //! - [`authorise`]: who may in;
 //! - [`resume`]: sessions on hold and the hand-over to a new connection;
-//! - [`records`]: the audit records and control-socket events it writes.
+//! - [`crate::records`]: the audit records and control-socket events it
+//!   writes.
 
 mod authorise;
-mod records;
 mod resume;
 mod session;
 
@@ -26,7 +26,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use self::authorise::PreAuth;
-use self::records::{AgentInfo, AuditRecord};
 use self::resume::{Parked, ResumeLink, fresh_resume_token};
 use self::session::{Devices, Session, Tally};
 use crate::AgentError;
@@ -37,6 +36,7 @@ use crate::config::Config;
 use crate::control::ControlServer;
 use crate::hub::{Hub, SessionCommand};
 use crate::invites::{InvitationStore, Issuer, advertised_addresses};
+use crate::records::{AgentInfo, AuditRecord};
 use crate::tls::{ALPN, PlantTrust};
 use crate::util::{fingerprint_text, hex, random_bytes};
 

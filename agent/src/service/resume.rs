@@ -12,9 +12,9 @@ use shoulder_proto::{ByeReason, Message, ResumeToken};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
-use super::records::AuditRecord;
 use super::session::Session;
 use super::{CLOSE_GRACE, lock};
+use crate::records::AuditRecord;
 use crate::transport::Transport;
 use crate::util::random_bytes;
 

@@ -19,13 +19,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::server::TlsStream;
 
 use super::authorise::PreAuth;
-use super::records::{AuditRecord, SessionEvent, chat_from};
 use super::resume::{ResumeLink, refuse_late_resume};
 use super::{CLOSE_GRACE, Shared, Stream, lock};
 use crate::audit::Context;
 use crate::backends::{InputSink, Presenter};
 use crate::capture::CaptureHandle;
 use crate::hub::{PromptInfo, SessionCommand, SlotGuard, kind_name};
+use crate::records::{AuditRecord, ControlEvent, chat_from};
 use crate::transport::{Event as TransportEvent, Transport};
 
 /// Bytes read from TLS per call.
@@ -328,7 +328,7 @@ impl Session {
                         .deadline
                         .saturating_duration_since(Instant::now())
                         .as_secs();
-                    self.publish(SessionEvent::ConsentRequested {
+                    self.publish(ControlEvent::ConsentRequested {
                         kind: kind_name(p.kind),
                         expert: &p.expert.name,
                         how: p.expert.how(),
@@ -340,7 +340,7 @@ impl Session {
                     if let Some(slot) = &self.slot {
                         slot.set_prompt(None);
                     }
-                    self.publish(SessionEvent::PromptClosed);
+                    self.publish(ControlEvent::PromptClosed);
                 }
                 DeviceOutput::Phase(p) => self.phase(p),
                 DeviceOutput::StartCapture(view) => {
@@ -413,7 +413,7 @@ impl Session {
                 }
                 DeviceOutput::ShowChat(text) => {
                     self.with_presenter(|pr| pr.chat(true, &text));
-                    self.publish(SessionEvent::Chat {
+                    self.publish(ControlEvent::Chat {
                         from: chat_from(true),
                         text: &text,
                     });
@@ -452,7 +452,7 @@ impl Session {
             }
             SessionCommand::Chat(text) => {
                 self.with_presenter(|pr| pr.chat(false, &text));
-                self.publish(SessionEvent::Chat {
+                self.publish(ControlEvent::Chat {
                     from: chat_from(false),
                     text: &text,
                 });
@@ -482,22 +482,22 @@ impl Session {
         let was_reconnecting = matches!(self.phase, Some(Phase::Reconnecting { .. }));
         let was_controlling = matches!(self.phase, Some(Phase::Controlling { .. }));
         let event = match &p {
-            Phase::AwaitingView { expert } => SessionEvent::SessionStarted {
+            Phase::AwaitingView { expert } => ControlEvent::SessionStarted {
                 session: self.ctx.session.as_deref(),
                 expert: &expert.name,
                 how: expert.how(),
                 source: self.peer.to_string(),
             },
             Phase::Viewing { .. } | Phase::Controlling { .. } if was_reconnecting => {
-                SessionEvent::Resumed { phase: p.as_str() }
+                ControlEvent::Resumed { phase: p.as_str() }
             }
-            Phase::Viewing { .. } if was_controlling => SessionEvent::ControlRevoked,
-            Phase::Viewing { .. } => SessionEvent::ViewGranted,
-            Phase::Controlling { .. } => SessionEvent::ControlGranted,
-            Phase::Reconnecting { until, .. } => SessionEvent::Reconnecting {
+            Phase::Viewing { .. } if was_controlling => ControlEvent::ControlRevoked,
+            Phase::Viewing { .. } => ControlEvent::ViewGranted,
+            Phase::Controlling { .. } => ControlEvent::ControlGranted,
+            Phase::Reconnecting { until, .. } => ControlEvent::Reconnecting {
                 grace_secs: until.saturating_duration_since(Instant::now()).as_secs(),
             },
-            Phase::Closed { reason, detail } => SessionEvent::SessionEnded {
+            Phase::Closed { reason, detail } => ControlEvent::SessionEnded {
                 reason: *reason,
                 sentence: reason.sentence(),
                 detail,
@@ -512,7 +512,7 @@ impl Session {
         self.phase = Some(p);
     }
 
-    fn publish(&self, event: SessionEvent<'_>) {
+    fn publish(&self, event: ControlEvent<'_>) {
         if self.slot.is_some() {
             self.shared.hub.publish(event.to_value());
         }

@@ -36,8 +36,20 @@
 //!   `ignored_messages`, `chats_not_audited`, `held_back_inputs`,
 //!   `duration_ms`
 //!
+//! Records of control-socket commands (with `via`: `"control-socket"` and
+//! the caller's `uid` where known):
+//! - `control-refused`: `command`, `error`
+//! - `local-command`: `command`, and `text` (chat) or `prompt` (an answer
+//!   naming its prompt)
+//! - `invitation-created`: `id`, `expires_unix`
+//! - `invitation-revoked`: `id`
+//!
+//! Written elsewhere in the same format: `log-repaired` (`bytes_removed`,
+//! see [`crate::audit`]); `pre-auth-summary` and friends in the pre-auth
+//! log, and `pre-auth-records-not-kept` (see [`crate::admission`]).
+//!
 //! Control-socket events (`event`: fields), sent only by the session that
-//! holds the device's session slot:
+//! holds the device's session slot, except `lagged`:
 //! - `session-started`: `session`, `expert`, `how`, `source`
 //! - `consent-requested`: `kind`, `expert`, `how`, `timeout_secs`
 //! - `prompt-closed`: none
@@ -46,6 +58,7 @@
 //! - `resumed`: `phase` (`viewing`/`controlling`)
 //! - `chat`: `from` (`expert`/`device`), `text`
 //! - `session-ended`: `reason`, `sentence`, `detail`
+//! - `lagged`: `missed` (events this subscriber missed by reading slowly)
 //!
 //! The control socket's `status` reply shows the agent as [`AgentInfo`].
 
@@ -126,6 +139,26 @@ pub(crate) enum AuditRecord<'a> {
         message: &'static str,
         state: &'static str,
     },
+    /// A control-socket command the caller's role may not use.
+    ControlRefused {
+        command: &'a str,
+        error: &'a str,
+    },
+    /// A command from the person at the device (or their scripts).
+    LocalCommand {
+        command: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt: Option<u64>,
+    },
+    InvitationCreated {
+        id: String,
+        expires_unix: u64,
+    },
+    InvitationRevoked {
+        id: String,
+    },
     Bye {
         #[serde(serialize_with = "audit_name")]
         reason: ByeReason,
@@ -159,7 +192,7 @@ impl AuditRecord<'_> {
 /// A session's news on the control socket.
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
-pub(crate) enum SessionEvent<'a> {
+pub(crate) enum ControlEvent<'a> {
     SessionStarted {
         session: Option<&'a str>,
         expert: &'a str,
@@ -192,9 +225,13 @@ pub(crate) enum SessionEvent<'a> {
         sentence: String,
         detail: &'a str,
     },
+    /// This subscriber missed events (it read too slowly).
+    Lagged {
+        missed: u64,
+    },
 }
 
-impl SessionEvent<'_> {
+impl ControlEvent<'_> {
     /// The event as the hub broadcasts it.
     pub(crate) fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
@@ -347,6 +384,18 @@ mod tests {
         );
         assert_eq!(audit_json(AuditRecord::AgentStopped), "agent-stopped {}");
         assert_eq!(
+            audit_json(AuditRecord::LocalCommand {
+                command: "accept",
+                text: None,
+                prompt: Some(3)
+            }),
+            r#"local-command {"command":"accept","prompt":3}"#
+        );
+        assert_eq!(
+            ControlEvent::Lagged { missed: 9 }.to_value().to_string(),
+            r#"{"event":"lagged","missed":9}"#
+        );
+        assert_eq!(
             audit_json(AuditRecord::ConsentAnswered {
                 kind: "control",
                 granted: false,
@@ -384,7 +433,7 @@ mod tests {
              \"ignored_messages\":3,\"reason\":\"WrongPassword { tries_left: 2 }\"}"
         );
         assert_eq!(
-            SessionEvent::SessionEnded {
+            ControlEvent::SessionEnded {
                 reason: ByeReason::RateLimited {
                     retry_after_secs: 30
                 },
@@ -396,7 +445,7 @@ mod tests {
             r#"{"detail":"d","event":"session-ended","reason":"RateLimited { retry_after_secs: 30 }","sentence":"s"}"#
         );
         assert_eq!(
-            SessionEvent::Resumed { phase: "viewing" }
+            ControlEvent::Resumed { phase: "viewing" }
                 .to_value()
                 .to_string(),
             r#"{"event":"resumed","phase":"viewing"}"#
