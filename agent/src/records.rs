@@ -44,9 +44,16 @@
 //! - `invitation-created`: `id`, `expires_unix`
 //! - `invitation-revoked`: `id`
 //!
-//! Written elsewhere in the same format: `log-repaired` (`bytes_removed`,
-//! see [`crate::audit`]); `pre-auth-summary` and friends in the pre-auth
-//! log, and `pre-auth-records-not-kept` (see [`crate::admission`]).
+//! Records about the logs and unauthenticated connections:
+//! - `log-repaired`: `bytes_removed` (a torn last line cut off at open)
+//! - `pre-auth-records-not-kept`: `records` (held records of a connection
+//!   that authenticated late, beyond those kept)
+//! - in the pre-auth log (see [`crate::admission`]), per interval:
+//!   `pre-auth-summary` (`source` in the context): `connections`,
+//!   `failures`, `reasons` (count per reason name), `last_detail`,
+//!   `fingerprints`, `first`, `last`; and `pre-auth-totals`: `sources`,
+//!   `connections`, `failures`, `hashes`, `most_hashes_at_once`,
+//!   `hash_queue_full`, `hash_wait_expired`
 //!
 //! Control-socket events (`event`: fields), sent only by the session that
 //! holds the device's session slot, except `lagged`:
@@ -63,6 +70,7 @@
 //! The control socket's `status` reply shows the agent as [`AgentInfo`].
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -158,6 +166,38 @@ pub(crate) enum AuditRecord<'a> {
     },
     InvitationRevoked {
         id: String,
+    },
+    /// A torn last line cut off when the log was opened.
+    LogRepaired {
+        bytes_removed: u64,
+    },
+    /// Records of a connection that authenticated after this many were
+    /// held: the rest were only counted.
+    PreAuthRecordsNotKept {
+        records: u64,
+    },
+    /// Connections from one source (`source` in the context) that never
+    /// authenticated, per interval (pre-auth log).
+    PreAuthSummary {
+        connections: u64,
+        failures: u64,
+        /// How many ended for each reason (the part of the name before ` {`).
+        reasons: &'a BTreeMap<String, u64>,
+        last_detail: Option<&'a str>,
+        fingerprints: &'a [String],
+        first: String,
+        last: String,
+    },
+    /// All sources of an interval and the password-hash gate (pre-auth
+    /// log).
+    PreAuthTotals {
+        sources: usize,
+        connections: u64,
+        failures: u64,
+        hashes: u64,
+        most_hashes_at_once: usize,
+        hash_queue_full: u64,
+        hash_wait_expired: u64,
     },
     Bye {
         #[serde(serialize_with = "audit_name")]
