@@ -2,10 +2,10 @@
 //! task per connection driving a [`DeviceSession`].
 //!
 //! - this module: start-up, the accept loops, each connection's start;
-//! - [`session`]: the session loop and what it does for the machine;
-//! - [`authorise`]: who may in;
-//! - [`resume`]: sessions on hold and the hand-over to a new connection;
-//! - [`crate::records`]: the audit records and control-socket events it
+//! - `session`: the session loop and what it does for the machine;
+//! - `authorise`: who may in;
+//! - `resume`: sessions on hold and the hand-over to a new connection;
+//! - `crate::records`: the audit records and control-socket events it
 //!   writes.
 
 mod authorise;
