@@ -30,10 +30,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::audit::{AuditLog, Context};
+use crate::records::AuditRecord;
 use crate::util::rfc3339;
 
 /// Source addresses the failure rate limiter remembers.
@@ -172,7 +173,7 @@ impl Admission {
             None => {
                 for (event, ctx, fields) in &records {
                     let line = Value::Object(fields.clone());
-                    tracing::info!(event = *event, source = ?ctx.source, %line, "pre-auth");
+                    tracing::info!(%event, source = ?ctx.source, %line, "pre-auth");
                 }
             }
         }
@@ -325,9 +326,10 @@ impl PreAuthTicket {
         self.authenticated = true;
         let mut held = std::mem::take(&mut self.held);
         if self.not_held > 0 {
-            let mut m = Map::new();
-            m.insert("records".into(), self.not_held.into());
-            held.push(("pre-auth-records-not-kept".into(), m));
+            let record = AuditRecord::PreAuthRecordsNotKept {
+                records: self.not_held,
+            };
+            held.push(record.into_parts());
         }
         held
     }
@@ -831,7 +833,7 @@ impl Summary {
 
     /// One `pre-auth-summary` per source and one `pre-auth-totals`, or
     /// nothing for a quiet interval.
-    fn records(self, gate: GateStats) -> Vec<(&'static str, Context, Map<String, Value>)> {
+    fn records(self, gate: GateStats) -> Vec<(String, Context, Map<String, Value>)> {
         let mut out = Vec::new();
         let (mut connections, mut failures) = (0, 0);
         let sources = self.sources.len();
@@ -840,38 +842,36 @@ impl Summary {
         for (source, s) in sorted {
             connections += s.connections;
             failures += s.failures;
-            let fields = json!({
-                "connections": s.connections,
-                "failures": s.failures,
-                "reasons": s.reasons,
-                "last_detail": s.last_detail,
-                "fingerprints": s.fingerprints,
-                "first": rfc3339(s.first),
-                "last": rfc3339(s.last),
-            });
+            let (event, fields) = AuditRecord::PreAuthSummary {
+                connections: s.connections,
+                failures: s.failures,
+                reasons: &s.reasons,
+                last_detail: s.last_detail.as_deref(),
+                fingerprints: &s.fingerprints,
+                first: rfc3339(s.first),
+                last: rfc3339(s.last),
+            }
+            .into_parts();
             let ctx = Context {
                 source: Some(source),
                 ..Context::default()
             };
-            if let Value::Object(m) = fields {
-                out.push(("pre-auth-summary", ctx, m));
-            }
+            out.push((event, ctx, fields));
         }
         if connections == 0 && gate.hashes == 0 && gate.queue_full == 0 {
             return out;
         }
-        let totals = json!({
-            "sources": sources,
-            "connections": connections,
-            "failures": failures,
-            "hashes": gate.hashes,
-            "most_hashes_at_once": gate.most_at_once,
-            "hash_queue_full": gate.queue_full,
-            "hash_wait_expired": gate.expired,
-        });
-        if let Value::Object(m) = totals {
-            out.push(("pre-auth-totals", Context::default(), m));
+        let (event, fields) = AuditRecord::PreAuthTotals {
+            sources,
+            connections,
+            failures,
+            hashes: gate.hashes,
+            most_hashes_at_once: gate.most_at_once,
+            hash_queue_full: gate.queue_full,
+            hash_wait_expired: gate.expired,
         }
+        .into_parts();
+        out.push((event, Context::default(), fields));
         out
     }
 }
@@ -882,6 +882,8 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn admission(per_minute: u32, device: u32, hashes: usize) -> Admission {

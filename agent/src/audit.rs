@@ -20,6 +20,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
+use crate::records::AuditRecord;
 use crate::util::rfc3339;
 
 /// A record longer than this is cut (its text fields shortened): a line must
@@ -83,9 +84,8 @@ impl AuditLog {
             }),
         };
         if let Some(cut) = repaired {
-            let mut m = Map::new();
-            m.insert("bytes_removed".into(), cut.into());
-            log.record("log-repaired", &Context::default(), m)?;
+            let (event, fields) = AuditRecord::LogRepaired { bytes_removed: cut }.into_parts();
+            log.record(&event, &Context::default(), fields)?;
         }
         Ok(log)
     }
@@ -112,10 +112,11 @@ impl AuditLog {
     /// written together). Whole lines only, as for [`AuditLog::record`].
     pub fn record_batch(
         &self,
-        records: &[(&str, Context, Map<String, Value>)],
+        records: &[(impl AsRef<str>, Context, Map<String, Value>)],
     ) -> Result<(), AuditError> {
         let mut lines = String::new();
         for (event, ctx, fields) in records {
+            let event = event.as_ref();
             let mut line = build_line(event, ctx, fields.clone());
             if line.len() > MAX_RECORD_LEN {
                 let mut m = Map::new();

@@ -200,17 +200,88 @@ impl Default for Argon2Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BannerConfig {
-    /// `auto`, `overlay` (draw into the scanned-out buffer), `vt` (take the
-    /// screen through a VT switch for prompts), `plane` (own KMS plane) or
-    /// `none` (prompts only on the control socket).
-    pub presenter: String,
+    pub presenter: PresenterKind,
 }
 
 impl Default for BannerConfig {
     fn default() -> Self {
         Self {
-            presenter: "auto".into(),
+            presenter: PresenterKind::Auto,
         }
+    }
+}
+
+/// How the banner reaches the screen (`[banner] presenter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum PresenterKind {
+    /// `auto`: as `overlay`.
+    Auto,
+    /// `overlay`: draw into the buffer the display scans out.
+    Overlay,
+    /// `none`: prompts only on the control socket.
+    None,
+}
+
+impl TryFrom<String> for PresenterKind {
+    type Error = String;
+
+    /// `vt` (a VT switch for prompts) and `plane` (an own KMS plane) are
+    /// names reserved for presenters this agent does not have: refused here
+    /// rather than failing when the first prompt is due.
+    fn try_from(s: String) -> Result<Self, String> {
+        let names = [
+            ("auto", Self::Auto),
+            ("overlay", Self::Overlay),
+            ("none", Self::None),
+        ];
+        choose(&s, "a banner presenter", &names, &["vt", "plane"])
+    }
+}
+
+/// How the expert's input reaches the device (`[input] inject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Injection {
+    /// `uinput`: virtual devices made while control is granted.
+    Uinput,
+    /// `none`: nothing is injected.
+    None,
+}
+
+impl TryFrom<String> for Injection {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let names = [("uinput", Self::Uinput), ("none", Self::None)];
+        choose(&s, "an injection backend", &names, &[])
+    }
+}
+
+/// The choice `names` gives `word`, or why there is none (`what` says what
+/// the word should name; `reserved` words name what this agent does not
+/// have yet).
+fn choose<T: Copy>(
+    word: &str,
+    what: &str,
+    names: &[(&str, T)],
+    reserved: &[&str],
+) -> Result<T, String> {
+    if let Some(&(_, v)) = names.iter().find(|(n, _)| *n == word) {
+        return Ok(v);
+    }
+    let quoted: Vec<String> = names.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let choices = match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    if reserved.contains(&word) {
+        Err(format!(
+            "`{word}` is {what} not available in this agent yet; use {choices}"
+        ))
+    } else {
+        Err(format!("`{word}` is not {what}; use {choices}"))
     }
 }
 
@@ -218,8 +289,7 @@ impl Default for BannerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
-    /// `uinput` or `none` (nothing is injected).
-    pub inject: String,
+    pub inject: Injection,
     /// Directory of the evdev devices of the person at the device (their
     /// activity holds expert input back; the hotkeys come from them). Empty:
     /// local input is not watched.
@@ -242,7 +312,7 @@ pub struct InputConfig {
 impl Default for InputConfig {
     fn default() -> Self {
         Self {
-            inject: "uinput".into(),
+            inject: Injection::Uinput,
             local_input: shoulder_input::local::DEFAULT_INPUT_DIR.into(),
             grab_during_prompt: true,
             stop_hotkey: shoulder_input::hotkey::DEFAULT_STOP_CONTROL.into(),
@@ -633,14 +703,6 @@ impl Config {
                 "lower max_concurrent_hashes (1 is enough for people typing passwords) or argon2.memory_kib",
             );
         }
-        if !["auto", "overlay", "vt", "plane", "none"].contains(&self.banner.presenter.as_str()) {
-            return err(
-                "banner",
-                "presenter",
-                format!("`{}` is not a presenter", self.banner.presenter),
-                "use \"auto\", \"overlay\", \"vt\", \"plane\" or \"none\"",
-            );
-        }
         if let Err(e) =
             shoulder_input::Hotkeys::parse(&self.input.stop_hotkey, &self.input.end_hotkey)
         {
@@ -682,14 +744,6 @@ impl Config {
                     "write a group name from /etc/group or a numeric gid, or \"\" for root only",
                 );
             }
-        }
-        if !["uinput", "none"].contains(&self.input.inject.as_str()) {
-            return err(
-                "input",
-                "inject",
-                format!("`{}` is not an injection backend", self.input.inject),
-                "use \"uinput\" or \"none\"",
-            );
         }
         Ok(())
     }
@@ -785,6 +839,8 @@ fn fix_for(message: &str) -> String {
     } else if message.contains("duration")
         || message.contains("capture source")
         || message.contains("rawfile")
+        || message.contains("banner presenter")
+        || message.contains("injection backend")
     {
         "see the example in the message".into()
     } else {
@@ -902,6 +958,40 @@ mod tests {
         assert!(s.contains("agent.toml:2:1"), "{s}");
         assert!(s.contains("allow_ofers"), "{s}");
         assert!(s.contains("fix: remove the key"), "{s}");
+    }
+
+    #[test]
+    fn presenter_and_injection_are_parsed_at_load() {
+        let c = parse("[banner]\npresenter = \"none\"\n[input]\ninject = \"none\"\n").unwrap();
+        assert_eq!(c.banner.presenter, PresenterKind::None);
+        assert_eq!(c.input.inject, Injection::None);
+        // Reserved names that cannot work are refused at load, not at the
+        // first prompt; the message names the line and the choices.
+        for (text, at, says) in [
+            (
+                "[banner]\npresenter = \"vt\"\n",
+                "agent.toml:2:",
+                "`vt` is a banner presenter not available in this agent yet; use \"auto\", \"overlay\" or \"none\"",
+            ),
+            (
+                "[banner]\npresenter = \"plane\"\n",
+                "agent.toml:2:",
+                "not available in this agent yet",
+            ),
+            (
+                "[banner]\npresenter = \"hologram\"\n",
+                "agent.toml:2:",
+                "`hologram` is not a banner presenter",
+            ),
+            (
+                "\n[input]\ninject = \"evdev\"\n",
+                "agent.toml:3:",
+                "`evdev` is not an injection backend; use \"uinput\" or \"none\"",
+            ),
+        ] {
+            let s = parse(text).unwrap_err().to_string();
+            assert!(s.contains(at) && s.contains(says), "{s}");
+        }
     }
 
     #[test]

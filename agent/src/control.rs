@@ -60,6 +60,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use crate::audit::{AuditLog, Context};
 use crate::hub::{CommandError, Hub, SessionCommand};
 use crate::invites::Issuer;
+use crate::records::{AuditRecord, ControlEvent};
 
 /// A request line longer than this is refused (a chat line is 512 bytes).
 pub const MAX_LINE: usize = 16 * 1024;
@@ -512,7 +513,7 @@ impl ControlServer {
                 e = events.recv(), if events_on => {
                     let v = match e {
                         Ok(v) => v,
-                        Err(broadcast::error::RecvError::Lagged(n)) => json!({"event": "lagged", "missed": n}),
+                        Err(broadcast::error::RecvError::Lagged(n)) => ControlEvent::Lagged { missed: n }.to_value(),
                         Err(broadcast::error::RecvError::Closed) => return,
                     };
                     if send_line(&mut write, &v).await.is_err() {
@@ -538,9 +539,11 @@ impl ControlServer {
         let name = req.name();
         if let Err(refusal) = access.check(role, name) {
             self.audit_local(
-                "control-refused",
+                AuditRecord::ControlRefused {
+                    command: name,
+                    error: &refusal,
+                },
                 uid,
-                json!({"command": name, "error": refusal}),
             );
             return json!({"reply": name, "ok": false, "error": refusal});
         }
@@ -589,10 +592,11 @@ impl ControlServer {
                     Ok(Ok(i)) => {
                         let inv = &i.invitation;
                         self.audit_local(
-                            "invitation-created",
+                            AuditRecord::InvitationCreated {
+                                id: inv.id.to_string(),
+                                expires_unix: inv.expires_unix,
+                            },
                             uid,
-                            json!({"id": inv.id.to_string(),
-                            "expires_unix": inv.expires_unix}),
                         );
                         return ok(json!({
                             "id": inv.id.to_string(),
@@ -613,7 +617,10 @@ impl ControlServer {
             Request::InviteRevoke { id } => match id.parse() {
                 Ok(id) => match self.issuer.store.revoke(id, crate::util::unix_now()) {
                     Ok(()) => {
-                        self.audit_local("invitation-revoked", uid, json!({"id": id.to_string()}));
+                        self.audit_local(
+                            AuditRecord::InvitationRevoked { id: id.to_string() },
+                            uid,
+                        );
                         Ok(())
                     }
                     Err(e) => Err(e.to_string()),
@@ -628,13 +635,18 @@ impl ControlServer {
     }
 
     fn command(&self, cmd: SessionCommand, name: &str, uid: Option<u32>) -> Result<(), String> {
-        let mut fields = json!({"command": name});
-        if let SessionCommand::Chat(t) = &cmd {
-            fields["text"] = t.clone().into();
-        }
+        let text = match &cmd {
+            SessionCommand::Chat(t) => Some(t.clone()),
+            _ => None,
+        };
         let r = self.hub.command(cmd);
         if r.is_ok() {
-            self.audit_local("local-command", uid, fields);
+            let record = AuditRecord::LocalCommand {
+                command: name,
+                text: text.as_deref(),
+                prompt: None,
+            };
+            self.audit_local(record, uid);
         }
         r.map_err(|e: CommandError| e.to_string())
     }
@@ -652,11 +664,12 @@ impl ControlServer {
             Ok(rx) => rx,
             Err(e) => return fail(e.to_string()),
         };
-        let mut fields = json!({"command": name});
-        if let Some(p) = prompt {
-            fields["prompt"] = p.into();
-        }
-        self.audit_local("local-command", uid, fields);
+        let record = AuditRecord::LocalCommand {
+            command: name,
+            text: None,
+            prompt,
+        };
+        self.audit_local(record, uid);
         match tokio::time::timeout(DECISION_REPLY_WAIT, outcome).await {
             Ok(Ok(Outcome::Applied)) => json!({"reply": name, "ok": true, "changed": true}),
             Ok(Ok(Outcome::Unchanged { why })) => json!({"reply": name, "ok": true,
@@ -673,16 +686,13 @@ impl ControlServer {
         }
     }
 
-    fn audit_local(&self, event: &str, uid: Option<u32>, fields: Value) {
-        let mut m = match fields {
-            Value::Object(m) => m,
-            _ => Default::default(),
-        };
+    fn audit_local(&self, record: AuditRecord<'_>, uid: Option<u32>) {
+        let (event, mut m) = record.into_parts();
         m.insert("via".into(), "control-socket".into());
         if let Some(uid) = uid {
             m.insert("uid".into(), uid.into());
         }
-        if let Err(e) = self.audit.record(event, &Context::default(), m) {
+        if let Err(e) = self.audit.record(&event, &Context::default(), m) {
             tracing::error!(error = %e, "audit record failed");
         }
     }

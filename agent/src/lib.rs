@@ -44,6 +44,9 @@
 //! `run` returns when the shutdown future completes and every session has
 //! said goodbye (`ShuttingDown`), keys are released and the audit log is
 //! flushed.
+//!
+//! Every audit record and control-socket event, with its fields, is listed
+//! in one place: the doc of `agent/src/records.rs`.
 
 pub mod admission;
 pub mod audit;
@@ -57,6 +60,7 @@ pub mod hub;
 pub mod identity;
 pub mod invites;
 pub mod log;
+mod records;
 pub mod service;
 pub mod tls;
 pub mod transport;

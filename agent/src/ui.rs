@@ -33,7 +33,7 @@ use shoulder_proto::session::{LocalDecision, Phase, Prompt, PromptId};
 use tokio::sync::mpsc;
 
 use crate::backends::{LocalEvent, Presenter};
-use crate::config::{Config, InputConfig};
+use crate::config::{Config, InputConfig, PresenterKind};
 
 /// Session outputs queued for the banner (a handful per session step).
 const UI_QUEUE: usize = 64;
@@ -253,7 +253,7 @@ impl LocalDevices for LocalInput {
 /// Whether the configuration puts the banner on a display at all (a raw
 /// file or the synthetic screen has none; `presenter = "none"` wants none).
 fn has_banner_display(config: &Config) -> bool {
-    config.banner.presenter != "none"
+    config.banner.presenter != PresenterKind::None
         && matches!(
             config.capture,
             SourceSpec::Drm { .. } | SourceSpec::Fbdev { .. }
@@ -261,23 +261,19 @@ fn has_banner_display(config: &Config) -> bool {
 }
 
 fn open_banner(config: &Config) -> Result<(ScanoutThread, ScreenSpec), String> {
-    let which = config.banner.presenter.as_str();
-    if which == "none" {
+    if config.banner.presenter == PresenterKind::None {
         return Err("banner presenter \"none\" is configured".into());
     }
-    let opened: Result<ScanoutThread, String> = match (&config.capture, which) {
-        (_, "vt" | "plane") => Err(format!(
-            "banner presenter \"{which}\" is not available in this agent yet; use \"overlay\""
-        )),
-        (SourceSpec::Fbdev { device }, _) => FbdevPresenter::open(device)
+    let opened: Result<ScanoutThread, String> = match &config.capture {
+        SourceSpec::Fbdev { device } => FbdevPresenter::open(device)
             .map_err(|e| e.to_string())
             .and_then(|p| ScanoutThread::spawn(p).map_err(|e| e.to_string())),
-        (SourceSpec::Drm { device, connector }, _) => {
+        SourceSpec::Drm { device, connector } => {
             DrmScanoutPresenter::open_drm(device.as_deref(), connector.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(|p| ScanoutThread::spawn(p).map_err(|e| e.to_string()))
         }
-        (spec, _) => Err(format!(
+        spec => Err(format!(
             "capture {spec} has no screen to draw the banner on; prompts go to the control socket"
         )),
     };

@@ -17,15 +17,15 @@ use crate::backends::{
     Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LogPresenter,
     NullSink, ScreenCapture,
 };
-use crate::config::Config;
+use crate::config::{Config, Injection};
 
 /// The backends the config asks for: capture, uinput injection behind the
 /// key policy (`[input] allow_keys`), and the banner with local input
 /// ([`crate::ui`]). Must be called inside a tokio runtime.
 pub fn backends(config: &Config) -> Backends {
-    let sink: Box<dyn InputSink> = match config.input.inject.as_str() {
-        "none" => Box::new(NullSink),
-        _ => Box::new(UinputInput::new(shoulder_input::DEFAULT_UINPUT_PATH)),
+    let sink: Box<dyn InputSink> = match config.input.inject {
+        Injection::None => Box::new(NullSink),
+        Injection::Uinput => Box::new(UinputInput::new(shoulder_input::DEFAULT_UINPUT_PATH)),
     };
     // The config was checked at load; should a bad name slip through, allow
     // nothing rather than everything.

@@ -242,6 +242,20 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// The phase's one name, as the banner strip, control socket (`status`,
+    /// `resumed` events) and audit show it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::AwaitingView { .. } => "awaiting-view",
+            Phase::Viewing { .. } => "viewing",
+            Phase::Controlling { .. } => "controlling",
+            Phase::Reconnecting { .. } => "reconnecting",
+            Phase::Closed { .. } => "closed",
+        }
+    }
+}
+
 /// Expert input to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectEvent {
