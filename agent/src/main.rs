@@ -223,7 +223,7 @@ fn invite(config: &Config, args: InviteArgs) -> Result<(), String> {
         port: config
             .listen
             .first()
-            .map_or(shoulder_agent::config::DEFAULT_PORT, |a| a.port()),
+            .map_or(shoulder_proto::DEFAULT_PORT, |a| a.port()),
         fingerprint: id.fingerprint,
         max_lifetime: config.max_invitation_lifetime,
     };

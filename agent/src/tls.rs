@@ -25,8 +25,7 @@ use crate::config::AllowedExpert;
 use crate::identity::DeviceIdentity;
 use crate::util::{fingerprint_text, sha256};
 
-/// The one application protocol we speak.
-pub const ALPN: &[u8] = b"shoulder/1";
+pub use shoulder_proto::ALPN;
 /// Largest plant CA file we read.
 const MAX_CA_FILE_LEN: u64 = 1024 * 1024;
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
+use shoulder_proto::ALPN;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
 use shoulder_proto::session::{
@@ -31,8 +32,6 @@ use crate::identity::{Identity, common_name};
 use crate::target::{Target, host_port};
 use crate::trust::{AcceptNew, DevicePolicy, DeviceVerifier, Fingerprint, KnownHosts, Verdict};
 
-/// ALPN protocol id of Shoulder over TLS.
-pub const ALPN: &[u8] = b"shoulder/1";
 /// TCP connect, per address: long enough for a slow plant Wi-Fi, short
 /// enough to move on to the invitation's next address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
@@ -51,8 +50,6 @@ const MIN_VIEW_CHECK_GAP: Duration = shoulder_proto::session::MIN_VIEW_REPORT_IN
 /// Probe nonces have the top bit set so they never collide with the session
 /// machine's keepalive nonces (which count up from 1).
 const PROBE_BIT: u64 = 1 << 63;
-/// Wire tag of `Message::Pong` (its variant index; one varint byte).
-const PONG_TAG: u8 = 20;
 /// Read chunk: large enough for update bursts, small enough to stay cheap.
 const READ_CHUNK: usize = 64 * 1024;
 /// First pause between reconnection attempts after a drop; it doubles up to
@@ -1093,29 +1090,21 @@ fn feed_frames(
     now: Instant,
 ) {
     let mut start = 0;
-    while pending.len() - start >= HEADER_LEN {
-        let len = u32::from_le_bytes([
-            pending[start],
-            pending[start + 1],
-            pending[start + 2],
-            pending[start + 3],
-        ]) as usize;
-        if len > MAX_FRAME_LEN {
-            // Let the machine report the oversize frame; never buffer it.
-            session.handle(now, ExpertInput::Received(pending[start..].to_vec()));
-            d.outputs(session, 0);
-            pending.clear();
-            return;
-        }
-        let total = HEADER_LEN + len;
-        if pending.len() - start < total {
-            break;
-        }
-        let frame_bytes = &pending[start..start + total];
+    loop {
+        let frame_bytes = match frame::split_frame(&pending[start..], MAX_FRAME_LEN) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                // Let the machine report the oversize frame; never buffer it.
+                session.handle(now, ExpertInput::Received(pending[start..].to_vec()));
+                d.outputs(session, 0);
+                pending.clear();
+                return;
+            }
+        };
+        let total = frame_bytes.len();
         // Our latency probes come back as Pong with the probe bit.
-        if len > 0
-            && frame_bytes[HEADER_LEN] == PONG_TAG
-            && let Ok(Message::Pong { nonce }) = frame::decode_payload(&frame_bytes[HEADER_LEN..])
+        if let Some(nonce) = frame::pong_nonce(&frame_bytes[HEADER_LEN..])
             && nonce & PROBE_BIT != 0
             && let Some((n, at)) = d.probe
             && n == nonce

@@ -2,12 +2,10 @@
 
 use std::path::Path;
 
+use shoulder_proto::DEFAULT_PORT;
 use shoulder_proto::invite::{Invitation, MAX_FILE_LEN};
 
 use crate::error::ClientError;
-
-/// The port the agent listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 7575;
 
 /// A connection target.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -124,7 +124,7 @@ impl FakeDevice {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .unwrap();
-        config.alpn_protocols = vec![b"shoulder/1".to_vec()];
+        config.alpn_protocols = vec![shoulder_proto::ALPN.to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();

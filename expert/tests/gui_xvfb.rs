@@ -493,7 +493,8 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     click(&display, &window, x + w / 2.0, y + h / 2.0);
     trace
         .wait("the view-checked notice", |t| {
-            t.get("notice").is_some_and(|n| n.starts_with("View checked"))
+            t.get("notice")
+                .is_some_and(|n| n.starts_with("View checked"))
         })
         .await;
 

@@ -6,7 +6,8 @@
 //!
 //! ## Transport and framing
 //!
-//! TLS 1.3 over TCP (port 7575), ALPN `shoulder/1`. Inside, frames:
+//! TLS 1.3 over TCP (port [`wire::DEFAULT_PORT`], 7575), ALPN [`wire::ALPN`]
+//! (`shoulder/1`). Inside, frames:
 //!
 //! ```text
 //! +----------------+------------------------------------------+
@@ -95,5 +96,7 @@ pub mod msg;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod wire;
 
 pub use msg::*;
+pub use wire::{ALPN, DEFAULT_PORT};

@@ -338,7 +338,7 @@ pub async fn connect_tls(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"shoulder/1".to_vec()];
+    config.alpn_protocols = vec![shoulder_proto::ALPN.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await?;
     connector
