@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use shoulder_proto::ALPN;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
 use shoulder_proto::session::{
     ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,
 };
+use shoulder_proto::{ALPN, Fingerprint};
 use shoulder_proto::{
     Auth, ByeReason, ControlEndReason, CursorShape, DeclineReason, MAX_PASSWORD_LEN, Message,
     ResumeToken, ScreenInfo, text,
@@ -30,7 +30,7 @@ use tokio_rustls::TlsConnector;
 use crate::error::ClientError;
 use crate::identity::{Identity, common_name};
 use crate::target::{Target, host_port};
-use crate::trust::{AcceptNew, DevicePolicy, DeviceVerifier, Fingerprint, KnownHosts, Verdict};
+use crate::trust::{AcceptNew, DevicePolicy, DeviceVerifier, KnownHosts, Verdict, fingerprint_of};
 
 /// TCP connect, per address: long enough for a slow plant Wi-Fi, short
 /// enough to move on to the invitation's next address.
@@ -311,7 +311,7 @@ fn control_end_sentence(r: ControlEndReason) -> String {
 /// How the device is checked for these options.
 fn policy_for(opts: &ConnectOptions, host: &str, port: u16) -> Result<DevicePolicy, ClientError> {
     match &opts.target {
-        Target::Invitation(inv) => Ok(DevicePolicy::Pinned(Fingerprint(inv.fingerprint))),
+        Target::Invitation(inv) => Ok(DevicePolicy::Pinned(inv.fingerprint)),
         Target::Offer { .. } => {
             let path = match &opts.known_hosts {
                 Some(p) => p.clone(),
@@ -459,7 +459,7 @@ async fn connect_one(
                 }
                 fp
             }
-            _ => Fingerprint::of(&leaf),
+            _ => fingerprint_of(&leaf),
         };
         let device_name = match &opts.target {
             Target::Invitation(inv) => inv.device_name.to_string(),

@@ -15,7 +15,7 @@ use eframe::egui::{
 };
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
-use shoulder_proto::{Buttons, TouchPhase, human_duration};
+use shoulder_proto::{Buttons, Fingerprint, TouchPhase, human_duration};
 use tokio::sync::mpsc;
 
 use crate::cli::GuiStart;
@@ -28,7 +28,7 @@ use crate::input::HeldInput;
 use crate::keymap::{SpecialKeys, evdev_code};
 use crate::printable::printable;
 use crate::target::{Target, host_port, read_invitation_file, split_host_port};
-use crate::trust::{AcceptNew, Fingerprint};
+use crate::trust::AcceptNew;
 
 /// Shown behind the first-contact question (the CLI's sentence names a flag).
 const UNKNOWN_DEVICE: &str =

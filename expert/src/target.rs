@@ -167,7 +167,7 @@ mod tests {
             "kiosk",
             &["127.0.0.1".into()],
             7575,
-            [5; 32],
+            shoulder_proto::Fingerprint([5; 32]),
             2_000_000_000,
         );
         assert_eq!(

@@ -90,6 +90,7 @@
 
 pub mod consent;
 pub mod fb;
+pub mod fingerprint;
 pub mod frame;
 pub mod invite;
 pub mod msg;
@@ -98,5 +99,6 @@ pub mod session;
 pub mod testing;
 pub mod wire;
 
+pub use fingerprint::Fingerprint;
 pub use msg::*;
 pub use wire::{ALPN, DEFAULT_PORT};

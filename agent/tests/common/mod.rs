@@ -187,7 +187,7 @@ impl Agent {
         }
         Agent {
             addr,
-            fingerprint: id.fingerprint,
+            fingerprint: id.fingerprint.0,
             sink,
             audit: config.audit_log.clone(),
             local,

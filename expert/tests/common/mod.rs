@@ -147,7 +147,7 @@ impl InputSink for SyntheticInput {
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
-    pub fingerprint: [u8; 32],
+    pub fingerprint: shoulder_proto::Fingerprint,
     pub control: PathBuf,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
