@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{self, ACTION_QUEUE, ClientEvent, ConnectOptions, SharedView};
 use crate::error::ClientError;
+use crate::gui::GuiStart;
 use crate::identity::{self, DEFAULT_CERT_DAYS, Identity};
 use crate::printable::printable;
 use crate::target::Target;
@@ -158,17 +159,6 @@ pub struct ConnArgs {
     /// name counts for offers).
     #[arg(long)]
     pub name: Option<String>,
-}
-
-/// What the GUI opens with.
-#[derive(Debug, Clone)]
-pub enum GuiStart {
-    StartScreen,
-    Connect {
-        opts: Box<ConnectOptions>,
-        /// The password must still be typed.
-        needs_password: bool,
-    },
 }
 
 /// `shoulder 0.1.0 (protocol 1)`.

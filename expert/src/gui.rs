@@ -4,6 +4,8 @@
 //! reads the shared framebuffer and sends [`UserAction`]s. Nothing here
 //! blocks the UI thread on the network.
 
+mod events;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -18,7 +20,7 @@ use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use shoulder_proto::{Buttons, Fingerprint, TouchPhase, human_duration};
 use tokio::sync::mpsc;
 
-use crate::cli::GuiStart;
+use self::events::{UI_EVENT_QUEUE, UiEventReceiver, ui_events};
 use crate::client::{
     self, ACTION_QUEUE, ClientEvent, ConnectOptions, SessionHandle, SharedView, Stats,
 };
@@ -44,6 +46,17 @@ const POINTS_PER_WHEEL_CLICK: f32 = 40.0;
 /// The session machine adds this to the device's prompt time before it gives
 /// up; the countdown shows the device's own deadline.
 const CONSENT_SLACK: Duration = shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOUT;
+
+/// What the GUI opens with.
+#[derive(Debug, Clone)]
+pub enum GuiStart {
+    StartScreen,
+    Connect {
+        opts: Box<ConnectOptions>,
+        /// The password must still be typed.
+        needs_password: bool,
+    },
+}
 
 /// Opens the window and runs until it is closed.
 pub fn run(start: GuiStart) -> Result<(), String> {
@@ -223,7 +236,7 @@ enum Phase {
 /// A running (or ended) session.
 struct SessionUi {
     handle: SessionHandle,
-    events: std_mpsc::Receiver<ClientEvent>,
+    events: UiEventReceiver,
     opts: ConnectOptions,
     phase: Phase,
     device_name: String,
@@ -260,11 +273,12 @@ impl SessionUi {
     fn start(ctx: &egui::Context, rt: &tokio::runtime::Runtime, opts: ConnectOptions) -> Self {
         let view = SharedView::default();
         let (tx, rx) = mpsc::channel(ACTION_QUEUE);
-        let (etx, erx) = std_mpsc::channel();
+        let (etx, erx) = ui_events(UI_EVENT_QUEUE);
         let repaint = ctx.clone();
         let emit = Box::new(move |e: ClientEvent| {
-            // Frame updates come fast; the UI reads the framebuffer itself.
-            let _ = etx.send(e);
+            // Frame updates come fast; the UI reads the framebuffer itself,
+            // so they may be dropped while it does not draw (see `events`).
+            etx.send(e);
             repaint.request_repaint();
         });
         let _guard = rt.enter();
@@ -329,7 +343,7 @@ impl SessionUi {
     }
 
     fn poll_events(&mut self) {
-        while let Ok(e) = self.events.try_recv() {
+        for e in self.events.take_all() {
             match e {
                 ClientEvent::Connecting(a) => self.phase = Phase::Connecting(a),
                 ClientEvent::Connected {
