@@ -17,8 +17,7 @@ use crate::util::{format_duration, parse_duration, parse_fingerprint};
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoulder/agent.toml";
-/// The port experts connect to.
-pub const DEFAULT_PORT: u16 = 7575;
+pub use shoulder_proto::DEFAULT_PORT;
 /// Largest config file we read: a real one is a few KiB.
 const MAX_CONFIG_LEN: u64 = 256 * 1024;
 

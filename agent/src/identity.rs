@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::util::sha256;
+use shoulder_proto::Fingerprint;
+
+use crate::util::fingerprint_of;
 
 /// Device private key, PKCS#8 PEM, mode 0600.
 pub const KEY_FILE: &str = "device.key";
@@ -29,7 +31,7 @@ pub struct DeviceIdentity {
     pub key: PrivateKeyDer<'static>,
     /// SHA-256 of the leaf certificate (DER): what invitations carry and
     /// experts pin.
-    pub fingerprint: [u8; 32],
+    pub fingerprint: Fingerprint,
 }
 
 /// Why the identity could not be made or read.
@@ -74,7 +76,7 @@ pub struct Generated {
     pub key_path: PathBuf,
     pub cert_path: PathBuf,
     pub csr_path: Option<PathBuf>,
-    pub fingerprint: [u8; 32],
+    pub fingerprint: Fingerprint,
 }
 
 /// Creates the state directory (mode 0700) if needed.
@@ -121,7 +123,7 @@ pub fn generate(
         key_path,
         cert_path,
         csr_path,
-        fingerprint: sha256(cert.der()),
+        fingerprint: fingerprint_of(cert.der()),
     })
 }
 
@@ -226,7 +228,7 @@ pub fn load(state_dir: &Path) -> Result<DeviceIdentity, IdentityError> {
             what: "certificate",
         });
     };
-    let fingerprint = sha256(leaf);
+    let fingerprint = fingerprint_of(leaf);
     Ok(DeviceIdentity {
         chain,
         key,

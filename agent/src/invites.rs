@@ -487,7 +487,7 @@ pub struct Issuer {
     pub device_name: String,
     pub addresses: Vec<String>,
     pub port: u16,
-    pub fingerprint: [u8; 32],
+    pub fingerprint: shoulder_proto::Fingerprint,
     pub max_lifetime: Duration,
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use shoulder_agent::cli::{Cli, Command, Ctl, InviteArgs, USAGE};
 use shoulder_agent::control::{Client, Request};
 use shoulder_agent::invites::{InvitationStore, Issuer, advertised_addresses};
-use shoulder_agent::util::{fingerprint_text, parse_duration};
+use shoulder_agent::util::parse_duration;
 use shoulder_agent::{AgentError, Config, config::DEFAULT_CONFIG_PATH, identity};
 
 fn main() -> ExitCode {
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Command::Run => run(config).map_err(|e| e.to_string()),
         Command::Keygen { csr } => keygen(&config, csr.as_deref()),
         Command::Fingerprint => identity::load(&config.state_dir)
-            .map(|id| println!("{}", fingerprint_text(&id.fingerprint)))
+            .map(|id| println!("{}", id.fingerprint.colon_hex()))
             .map_err(|e| e.to_string()),
         Command::Invite(args) => invite(&config, args),
         Command::InviteList => invite_list(&config),
@@ -120,7 +120,7 @@ fn keygen(config: &Config, csr: Option<&Path>) -> Result<(), String> {
                     c.display()
                 );
             }
-            println!("SHA-256 fingerprint: {}", fingerprint_text(&g.fingerprint));
+            println!("SHA-256 fingerprint: {}", g.fingerprint.colon_hex());
             Ok(())
         }
         Err(identity::IdentityError::KeyExists(path)) if csr.is_some() => {
@@ -132,7 +132,7 @@ fn keygen(config: &Config, csr: Option<&Path>) -> Result<(), String> {
                 path.display(),
                 out.display()
             );
-            println!("SHA-256 fingerprint: {}", fingerprint_text(&id.fingerprint));
+            println!("SHA-256 fingerprint: {}", id.fingerprint.colon_hex());
             Ok(())
         }
         Err(e) => Err(e.to_string()),
@@ -223,7 +223,7 @@ fn invite(config: &Config, args: InviteArgs) -> Result<(), String> {
         port: config
             .listen
             .first()
-            .map_or(shoulder_agent::config::DEFAULT_PORT, |a| a.port()),
+            .map_or(shoulder_proto::DEFAULT_PORT, |a| a.port()),
         fingerprint: id.fingerprint,
         max_lifetime: config.max_invitation_lifetime,
     };

@@ -18,15 +18,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use shoulder_proto::ByeReason;
 use shoulder_proto::session::{AuthMethod, ExpertIdentity};
+use shoulder_proto::{ByeReason, Fingerprint};
 
 use crate::config::AllowedExpert;
 use crate::identity::DeviceIdentity;
-use crate::util::{fingerprint_text, sha256};
+use crate::util::fingerprint_of;
 
-/// The one application protocol we speak.
-pub const ALPN: &[u8] = b"shoulder/1";
+pub use shoulder_proto::ALPN;
 /// Largest plant CA file we read.
 const MAX_CA_FILE_LEN: u64 = 1024 * 1024;
 
@@ -156,7 +155,7 @@ pub struct PlantTrust {
 
 #[derive(Debug)]
 struct PlantCa {
-    fingerprint: [u8; 32],
+    fingerprint: Fingerprint,
     name: String,
 }
 
@@ -200,7 +199,7 @@ impl PlantTrust {
                 _ => "unnamed CA".into(),
             };
             cas.push(PlantCa {
-                fingerprint: sha256(c),
+                fingerprint: fingerprint_of(c),
                 name,
             });
             anchors.push(anchor);
@@ -223,11 +222,12 @@ impl PlantTrust {
                 let known: Vec<String> = self
                     .cas
                     .iter()
-                    .map(|c| format!("{} ({})", c.name, fingerprint_text(&c.fingerprint)))
+                    .map(|c| format!("{} ({})", c.name, c.fingerprint.colon_hex()))
                     .collect();
+                let ca = Fingerprint(*ca).colon_hex();
                 return Err(TlsError::UnknownAllowedCa {
-                    entry: format!("ca:{}/cn:{cn}", fingerprint_text(ca)),
-                    ca: fingerprint_text(ca),
+                    entry: format!("ca:{ca}/cn:{cn}"),
+                    ca,
                     known: if known.is_empty() {
                         "none".into()
                     } else {
@@ -251,14 +251,14 @@ impl PlantTrust {
                 "an offer needs a client certificate".into(),
             ));
         };
-        let fingerprint = sha256(leaf);
+        let fingerprint = fingerprint_of(leaf);
         let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| {
             (
                 ByeReason::UnknownCa,
                 format!("the client certificate cannot be parsed: {e}"),
             )
         })?;
-        let fp_text = fingerprint_text(&fingerprint);
+        let fp_text = fingerprint.colon_hex();
         let names = common_names(ee.subject());
         let shown = match names.as_deref() {
             Some([]) | None => "unnamed expert".to_string(),
@@ -325,7 +325,7 @@ impl PlantTrust {
                 AllowedExpert::Bound { ca, cn } => {
                     *cn == name && issuers.iter().any(|i| i.fingerprint == *ca)
                 }
-                AllowedExpert::Fingerprint(fp) => *fp == fingerprint,
+                AllowedExpert::Fingerprint(fp) => fingerprint == *fp,
                 AllowedExpert::Nobody => false,
             })
         {
@@ -340,7 +340,9 @@ impl PlantTrust {
         }
         Ok(ExpertIdentity {
             name,
-            method: AuthMethod::Offer { fingerprint },
+            method: AuthMethod::Offer {
+                fingerprint: fingerprint.0,
+            },
         })
     }
 
@@ -361,11 +363,7 @@ impl PlantTrust {
             )
             .ok()?;
         let ca = self.issuers(path.anchor()).into_iter().next()?;
-        Some(format!(
-            "{} ({})",
-            ca.name,
-            fingerprint_text(&ca.fingerprint)
-        ))
+        Some(format!("{} ({})", ca.name, ca.fingerprint.colon_hex()))
     }
 
     /// The configured CAs a verified chain ends at. Usually one; several

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
+use shoulder_proto::Fingerprint;
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -14,31 +15,21 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// A SHA-256 fingerprint as upper-case hex pairs joined by colons, the way
-/// `openssl x509 -fingerprint -sha256` prints it.
-pub fn fingerprint_text(fp: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(32 * 3);
-    for (i, b) in fp.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        let _ = write!(s, "{b:02X}");
-    }
-    s
+/// A fingerprint (or a bare SHA-256 digest) the way the agent prints it:
+/// [`Fingerprint::colon_hex`], as `openssl x509 -fingerprint -sha256` does.
+pub fn fingerprint_text<F: Copy + Into<Fingerprint>>(fp: &F) -> String {
+    (*fp).into().colon_hex()
 }
 
-/// Parses 64 hex digits, optionally separated by colons (either case).
+/// Parses a fingerprint as config allow-lists hold it
+/// ([`Fingerprint::parse`]: 64 hex digits, colons optional, either case).
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let digits: Vec<u8> = s.bytes().filter(|&b| b != b':').collect();
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
+    Fingerprint::parse(s).map(|f| f.0)
+}
+
+/// The fingerprint of a DER certificate.
+pub fn fingerprint_of(der: &[u8]) -> Fingerprint {
+    Fingerprint(sha256(der))
 }
 
 /// SHA-256 of `data`.

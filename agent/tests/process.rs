@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shoulder_agent::control::{Client, Request};
-use shoulder_proto::Auth;
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{ExpertEvent, ExpertState};
+use shoulder_proto::{Auth, Fingerprint};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoulder-agent");
@@ -70,7 +70,7 @@ async fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-async fn spawn_agent(config: &Path, dir: &Path) -> (Child, std::net::SocketAddr, [u8; 32]) {
+async fn spawn_agent(config: &Path, dir: &Path) -> (Child, std::net::SocketAddr, Fingerprint) {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
     let child = agent_command()
         .arg("--config")
@@ -102,9 +102,7 @@ async fn spawn_agent(config: &Path, dir: &Path) -> (Child, std::net::SocketAddr,
         .unwrap()
         .parse()
         .unwrap();
-    let fp =
-        shoulder_agent::util::parse_fingerprint(status["agent"]["fingerprint"].as_str().unwrap())
-            .unwrap();
+    let fp = Fingerprint::parse(status["agent"]["fingerprint"].as_str().unwrap()).unwrap();
     (child, addr, fp)
 }
 

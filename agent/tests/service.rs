@@ -380,7 +380,7 @@ async fn expired_and_revoked_invitations_fail() {
 async fn client_refuses_a_device_whose_certificate_does_not_match() {
     let agent = Agent::start(None, |_| {}).await;
     let mut wrong = agent.fingerprint;
-    wrong[0] ^= 1;
+    wrong.0[0] ^= 1;
     let err = connect_tls(agent.addr, wrong, None)
         .await
         .expect_err("the pinned fingerprint differs");

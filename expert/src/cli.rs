@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use shoulder_proto::PROTOCOL_VERSION;
 use shoulder_proto::session::{ExpertState, UserAction};
+use shoulder_proto::{Fingerprint, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
 use crate::client::{self, ACTION_QUEUE, ClientEvent, ConnectOptions, SharedView};
 use crate::error::ClientError;
+use crate::gui::GuiStart;
 use crate::identity::{self, DEFAULT_CERT_DAYS, Identity};
 use crate::printable::printable;
 use crate::target::Target;
-use crate::trust::{AcceptNew, Fingerprint};
+use crate::trust::AcceptNew;
 
 /// Longest password file we read: a password is at most 128 bytes.
 const MAX_PASSWORD_FILE: u64 = 4096;
@@ -158,17 +159,6 @@ pub struct ConnArgs {
     /// name counts for offers).
     #[arg(long)]
     pub name: Option<String>,
-}
-
-/// What the GUI opens with.
-#[derive(Debug, Clone)]
-pub enum GuiStart {
-    StartScreen,
-    Connect {
-        opts: Box<ConnectOptions>,
-        /// The password must still be typed.
-        needs_password: bool,
-    },
 }
 
 /// `shoulder 0.1.0 (protocol 1)`.

@@ -6,9 +6,7 @@
 
 use std::io;
 
-use shoulder_proto::ByeReason;
-
-use crate::trust::Fingerprint;
+use shoulder_proto::{ByeReason, Fingerprint};
 
 /// Why a connection could not be made or ended badly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -26,7 +26,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ClientError;
-use crate::trust::Fingerprint;
+use crate::trust::fingerprint_of;
+use shoulder_proto::Fingerprint;
 
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
@@ -286,7 +287,7 @@ pub fn init_ca(dir: &Path, name: &str) -> Result<Fingerprint, ClientError> {
     // Key first: if it cannot be written, no orphan certificate is left.
     write_file(&dir.join(CA_KEY), &key.serialize_pem(), true)?;
     write_file(&dir.join(CA_CERT), &cert.pem(), false)?;
-    Ok(Fingerprint::of(cert.der()))
+    Ok(fingerprint_of(cert.der()))
 }
 
 /// `shoulder pki issue-expert`: a client certificate for `name`, signed by the
@@ -319,7 +320,7 @@ pub fn issue_expert(
     write_file(&out.join(EXPERT_KEY), &key.serialize_pem(), true)?;
     write_file(&out.join(EXPERT_CERT), &cert.pem(), false)?;
     write_file(&out.join(CA_CERT), &ca_pem, false)?;
-    Ok(Fingerprint::of(cert.der()))
+    Ok(fingerprint_of(cert.der()))
 }
 
 /// `shoulder pki sign-device`: a server certificate for a device's CSR (PEM),

@@ -2,12 +2,10 @@
 
 use std::path::Path;
 
+use shoulder_proto::DEFAULT_PORT;
 use shoulder_proto::invite::{Invitation, MAX_FILE_LEN};
 
 use crate::error::ClientError;
-
-/// The port the agent listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 7575;
 
 /// A connection target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +167,7 @@ mod tests {
             "kiosk",
             &["127.0.0.1".into()],
             7575,
-            [5; 32],
+            shoulder_proto::Fingerprint([5; 32]),
             2_000_000_000,
         );
         assert_eq!(

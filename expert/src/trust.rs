@@ -19,7 +19,6 @@
 //! The verifier never blocks to ask: it refuses with a recorded verdict and
 //! the caller asks the user, then connects again with the answer.
 
-use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use shoulder_proto::Fingerprint;
 
 use crate::error::ClientError;
 
@@ -35,55 +35,12 @@ use crate::error::ClientError;
 /// thousands of devices; anything larger is not ours.
 pub const MAX_KNOWN_HOSTS_LEN: u64 = 4 * 1024 * 1024;
 
-/// SHA-256 of a DER certificate.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl Fingerprint {
-    pub fn of(der: &[u8]) -> Self {
-        let d = ring::digest::digest(&ring::digest::SHA256, der);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        Self(out)
-    }
-
-    /// 64 lowercase hex digits (the known-hosts form).
-    pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Parses 64 hex digits, with or without `:` separators.
-    pub fn parse(s: &str) -> Option<Self> {
-        let clean: String = s.chars().filter(|c| *c != ':').collect();
-        if clean.len() != 64 || !clean.is_ascii() {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&clean[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(Self(out))
-    }
-}
-
-/// `SHA256:ab:cd:…` grouped for reading aloud.
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SHA256:")?;
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({})", self.hex())
-    }
+/// The fingerprint of a DER certificate (its SHA-256).
+pub fn fingerprint_of(der: &[u8]) -> Fingerprint {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    Fingerprint(out)
 }
 
 /// The known-hosts file: one `host:port fingerprint-hex` per line, `#` comments.
@@ -273,7 +230,7 @@ impl DeviceVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Verdict {
-        let got = Fingerprint::of(end_entity);
+        let got = fingerprint_of(end_entity);
         match &self.policy {
             DevicePolicy::Pinned(expected) => {
                 if *expected == got {
@@ -397,7 +354,7 @@ mod tests {
 
     #[test]
     fn fingerprint_forms_round_trip() {
-        let fp = Fingerprint::of(b"hello");
+        let fp = fingerprint_of(b"hello");
         assert_eq!(Fingerprint::parse(&fp.hex()), Some(fp));
         let shown = fp.to_string();
         assert!(shown.starts_with("SHA256:"));
@@ -422,7 +379,7 @@ mod tests {
     fn first_contact_policy_refuses_changed_and_unknown() {
         let provider = rustls::crypto::ring::default_provider();
         let cert = CertificateDer::from(vec![1, 2, 3]);
-        let got = Fingerprint::of(&cert);
+        let got = fingerprint_of(&cert);
         let policy = |known, accept_new| DevicePolicy::FirstContact {
             host: "kiosk:7575".into(),
             known,
@@ -484,7 +441,7 @@ mod tests {
         let roots = Arc::new(crate::identity::root_store(&ca.join("ca.crt")).unwrap());
         let kiosk_a = plant_device(&ca, "kiosk-a");
         let kiosk_b = plant_device(&ca, "kiosk-b");
-        let (fp_a, fp_b) = (Fingerprint::of(&kiosk_a), Fingerprint::of(&kiosk_b));
+        let (fp_a, fp_b) = (fingerprint_of(&kiosk_a), fingerprint_of(&kiosk_b));
         let provider = rustls::crypto::ring::default_provider();
         let policy = |known| DevicePolicy::PlantCa {
             roots: roots.clone(),
@@ -517,7 +474,7 @@ mod tests {
         let other = dir.path().join("other");
         crate::identity::init_ca(&other, "Other CA").unwrap();
         let stranger = plant_device(&other, "kiosk-a");
-        let v = DeviceVerifier::new(policy(Some(Fingerprint::of(&stranger))), &provider);
+        let v = DeviceVerifier::new(policy(Some(fingerprint_of(&stranger))), &provider);
         assert!(matches!(
             v.decide(&stranger, &[], now),
             Verdict::Refused(ClientError::DeviceNotTrusted { .. })

@@ -143,7 +143,7 @@ async fn invitation_failures_have_their_own_sentences() {
     // Wrong fingerprint: an invitation pinning another certificate.
     let (_, file) = agent.invite("30m", PW).await;
     let mut inv = Invitation::from_file(&file).unwrap();
-    inv.fingerprint = [0x42; 32];
+    inv.fingerprint = shoulder_proto::Fingerprint([0x42; 32]);
     let o = snap(inv.to_text(), pw.clone()).await;
     assert_fails_with(
         &o,

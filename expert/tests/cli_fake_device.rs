@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use shoulder_proto::Fingerprint;
 use shoulder_proto::frame::encode;
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{
@@ -61,7 +62,7 @@ struct Observed {
 
 struct FakeDevice {
     addr: SocketAddr,
-    fingerprint: [u8; 32],
+    fingerprint: Fingerprint,
     observed: Arc<Mutex<Observed>>,
 }
 
@@ -113,7 +114,7 @@ impl FakeDevice {
             .self_signed(&key)
             .unwrap();
         let der: CertificateDer<'static> = cert.der().clone();
-        let fingerprint = shoulder::trust::Fingerprint::of(&der).0;
+        let fingerprint = shoulder::trust::fingerprint_of(&der);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -124,7 +125,7 @@ impl FakeDevice {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .unwrap();
-        config.alpn_protocols = vec![b"shoulder/1".to_vec()];
+        config.alpn_protocols = vec![shoulder_proto::ALPN.to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
@@ -160,7 +161,7 @@ impl FakeDevice {
         }
     }
 
-    fn invitation(&self, fingerprint: [u8; 32]) -> Invitation {
+    fn invitation(&self, fingerprint: Fingerprint) -> Invitation {
         let expires = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -455,7 +456,7 @@ fn failures_each_have_their_own_sentence() {
     let run = Run::new();
     let shot = run.path("x.png");
     let shot = shot.to_str().unwrap();
-    let snapshot = |dev: &FakeDevice, fp: [u8; 32], pw: &str| {
+    let snapshot = |dev: &FakeDevice, fp: Fingerprint, pw: &str| {
         let inv = run.invitation_file(&dev.invitation(fp));
         let pw = run.password_file(pw);
         run.shoulder(&["snapshot", &inv, "--password-file", &pw, "-o", shot])
@@ -467,7 +468,7 @@ fn failures_each_have_their_own_sentence() {
         "Wrong password (2 tries left).",
     );
     assert_fails_with(
-        &snapshot(&dev, [0xaa; 32], PASSWORD),
+        &snapshot(&dev, Fingerprint([0xaa; 32]), PASSWORD),
         "The device's certificate does not match the invitation — do not connect; ask for a new invitation.",
     );
 

@@ -269,32 +269,16 @@ impl FrameDecoder {
     }
 
     fn check_header(&self) -> Result<(), FrameError> {
-        let pending = &self.buf[self.pos..];
-        if pending.len() >= HEADER_LEN {
-            let len = frame_len(pending);
-            if len > self.max_len {
-                return Err(FrameError::Oversize {
-                    len,
-                    max: self.max_len,
-                });
-            }
-        }
-        Ok(())
+        split_frame(&self.buf[self.pos..], self.max_len).map(|_| ())
     }
 
     /// Takes the next whole frame's payload, if one is buffered.
     pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        self.check_header()?;
-        let pending = &self.buf[self.pos..];
-        if pending.len() < HEADER_LEN {
+        let Some(frame) = split_frame(&self.buf[self.pos..], self.max_len)? else {
             return Ok(None);
-        }
-        let len = frame_len(pending);
-        if pending.len() < HEADER_LEN + len {
-            return Ok(None);
-        }
-        let payload = pending[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.pos += HEADER_LEN + len;
+        };
+        let payload = frame[HEADER_LEN..].to_vec();
+        self.pos += frame.len();
         self.compact();
         Ok(Some(payload))
     }
@@ -337,11 +321,46 @@ impl FrameDecoder {
     }
 }
 
+/// The payload length a frame header announces (`pending` starts with a
+/// whole header).
 fn frame_len(pending: &[u8]) -> usize {
     let mut header = [0u8; HEADER_LEN];
     header.copy_from_slice(&pending[..HEADER_LEN]);
     u32::from_le_bytes(header) as usize
 }
+
+/// The one frame splitter: the whole frame at the start of `buf`, header
+/// included (its length is the frame's size on the wire), or `None` while
+/// it is still incomplete. A header announcing more than `max_len` payload
+/// bytes is an error as soon as the header is there, so a caller never
+/// buffers an oversized frame. [`FrameDecoder`] is built on it; glue that
+/// keeps its own buffer (to account each frame) calls it directly.
+pub fn split_frame(buf: &[u8], max_len: usize) -> Result<Option<&[u8]>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = frame_len(buf);
+    if len > max_len {
+        return Err(FrameError::Oversize { len, max: max_len });
+    }
+    Ok(buf.get(..HEADER_LEN.saturating_add(len)))
+}
+
+/// The nonce of a `Pong`, if `payload` (a frame without its header) is
+/// one. Any other message is left undecoded, so glue can watch for its own
+/// probes' answers cheaply before handing the frame to its session machine.
+pub fn pong_nonce(payload: &[u8]) -> Option<u64> {
+    if read_varint_u32(payload)? != PONG_TAG {
+        return None;
+    }
+    match decode_payload(payload) {
+        Ok(Message::Pong { nonce }) => Some(nonce),
+        _ => None,
+    }
+}
+
+/// Wire tag of `Message::Pong` (its variant index).
+const PONG_TAG: u32 = 20;
 
 /// Finds where frames end in a byte stream, chunk by chunk, without
 /// buffering anything: a glue layer that feeds its session machine one whole
@@ -373,7 +392,7 @@ impl FrameBoundaries {
                 self.have += take;
                 i += take;
                 if self.have == HEADER_LEN {
-                    self.remaining = u32::from_le_bytes(self.header) as usize;
+                    self.remaining = frame_len(&self.header);
                     if self.remaining == 0 {
                         self.have = 0;
                         ends.push(i);
@@ -530,6 +549,48 @@ mod tests {
             let wire = encode(&m).unwrap();
             assert_eq!(variant_name(u32::from(wire[HEADER_LEN])), m.name());
         }
+    }
+
+    #[test]
+    fn split_frame_yields_whole_frames_with_their_wire_size() {
+        let mut stream = Vec::new();
+        encode_into(&Message::Ping { nonce: 3 }, &mut stream).unwrap();
+        let first = stream.len();
+        encode_into(&Message::Chat { text: text("hi") }, &mut stream).unwrap();
+        let frame = split_frame(&stream, MAX_FRAME_LEN).unwrap().unwrap();
+        assert_eq!(frame.len(), first);
+        assert_eq!(
+            decode_payload(&frame[HEADER_LEN..]),
+            Ok(Message::Ping { nonce: 3 })
+        );
+        let rest = &stream[first..];
+        assert_eq!(
+            split_frame(rest, MAX_FRAME_LEN).unwrap().unwrap().len(),
+            rest.len()
+        );
+        assert_eq!(
+            split_frame(&rest[..rest.len() - 1], MAX_FRAME_LEN),
+            Ok(None)
+        );
+        assert_eq!(split_frame(&rest[..2], MAX_FRAME_LEN), Ok(None));
+        assert_eq!(
+            split_frame(&[0, 0, 1, 0], 1024),
+            Err(FrameError::Oversize {
+                len: 65536,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn pongs_are_recognized_without_decoding_anything_else() {
+        let pong = encode(&Message::Pong { nonce: u64::MAX }).unwrap();
+        assert_eq!(u32::from(pong[HEADER_LEN]), PONG_TAG);
+        assert_eq!(pong_nonce(&pong[HEADER_LEN..]), Some(u64::MAX));
+        let ping = encode(&Message::Ping { nonce: 1 }).unwrap();
+        assert_eq!(pong_nonce(&ping[HEADER_LEN..]), None);
+        assert_eq!(pong_nonce(&[]), None);
+        assert_eq!(pong_nonce(&[20]), None);
     }
 
     #[test]

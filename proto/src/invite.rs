@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fingerprint::Fingerprint;
 use crate::msg::{InvitationId, MAX_NAME_LEN, Text, text};
 
 /// Prefix of the text form; the digit is the invitation format version.
@@ -37,7 +38,7 @@ pub struct Invitation {
     pub port: u16,
     /// SHA-256 of the device certificate (DER). The expert's client refuses a
     /// device presenting any other certificate.
-    pub fingerprint: [u8; 32],
+    pub fingerprint: Fingerprint,
     /// Seconds since the Unix epoch, UTC.
     pub expires_unix: u64,
 }
@@ -152,7 +153,7 @@ impl Invitation {
         device_name: &str,
         addresses: &[String],
         port: u16,
-        fingerprint: [u8; 32],
+        fingerprint: Fingerprint,
         expires_unix: u64,
     ) -> Self {
         let mut list = heapless::Vec::new();
@@ -254,7 +255,7 @@ mod tests {
             "kiosk-12",
             &["10.1.2.3".into(), "fd00::12".into()],
             7575,
-            [0xab; 32],
+            Fingerprint([0xab; 32]),
             1_800_000_000,
         )
     }

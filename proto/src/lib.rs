@@ -6,7 +6,8 @@
 //!
 //! ## Transport and framing
 //!
-//! TLS 1.3 over TCP (port 7575), ALPN `shoulder/1`. Inside, frames:
+//! TLS 1.3 over TCP (port [`wire::DEFAULT_PORT`], 7575), ALPN [`wire::ALPN`]
+//! (`shoulder/1`). Inside, frames:
 //!
 //! ```text
 //! +----------------+------------------------------------------+
@@ -89,11 +90,15 @@
 
 pub mod consent;
 pub mod fb;
+pub mod fingerprint;
 pub mod frame;
 pub mod invite;
 pub mod msg;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod wire;
 
+pub use fingerprint::Fingerprint;
 pub use msg::*;
+pub use wire::{ALPN, DEFAULT_PORT};

@@ -16,6 +16,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use shoulder_agent::backends::{Backends, RecordingSink};
 use shoulder_agent::control::{Client, Request};
 use shoulder_agent::{Config, identity};
+use shoulder_proto::Fingerprint;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::encode;
 use shoulder_proto::session::{
@@ -112,7 +113,7 @@ impl Pki {
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
-    pub fingerprint: [u8; 32],
+    pub fingerprint: Fingerprint,
     pub sink: RecordingSink,
     /// Banner taps, hotkeys and local activity, as the local backends send them.
     pub local: tokio::sync::mpsc::Sender<shoulder_agent::backends::LocalEvent>,
@@ -266,12 +267,12 @@ pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
 /// Pins the device certificate by fingerprint, as the expert client does.
 #[derive(Debug)]
 pub struct Pinned {
-    pub fingerprint: [u8; 32],
+    pub fingerprint: Fingerprint,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl Pinned {
-    pub fn new(fingerprint: [u8; 32]) -> Self {
+    pub fn new(fingerprint: Fingerprint) -> Self {
         Self {
             fingerprint,
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
@@ -288,7 +289,7 @@ impl ServerCertVerifier for Pinned {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if shoulder_agent::util::sha256(end_entity) == self.fingerprint {
+        if shoulder_agent::util::fingerprint_of(end_entity) == self.fingerprint {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(
@@ -323,7 +324,7 @@ pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
 /// `fingerprint`, with an optional client certificate.
 pub async fn connect_tls(
     addr: SocketAddr,
-    fingerprint: [u8; 32],
+    fingerprint: Fingerprint,
     cert: Option<&ExpertCert>,
 ) -> std::io::Result<ClientTls> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -338,7 +339,7 @@ pub async fn connect_tls(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"shoulder/1".to_vec()];
+    config.alpn_protocols = vec![shoulder_proto::ALPN.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await?;
     connector
@@ -359,7 +360,7 @@ pub struct Expert {
 impl Expert {
     pub async fn connect(
         addr: SocketAddr,
-        fingerprint: [u8; 32],
+        fingerprint: Fingerprint,
         cert: Option<&ExpertCert>,
         auth: Auth,
     ) -> Self {

@@ -165,7 +165,7 @@ pub fn capture_backends(spec: &str) -> Backends {
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
-    pub fingerprint: [u8; 32],
+    pub fingerprint: shoulder_proto::Fingerprint,
     pub control: PathBuf,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,

@@ -1,0 +1,303 @@
+//! Connecting: TCP (or a [`Dialer`]'s stream), TLS 1.3, and the checks
+//! that the device is the one meant.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use shoulder_proto::{ALPN, Auth, Fingerprint, MAX_PASSWORD_LEN, text};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::error::ClientError;
+use crate::identity::common_name;
+use crate::target::{Target, host_port};
+use crate::trust::{DevicePolicy, DeviceVerifier, KnownHosts, Verdict, fingerprint_of};
+
+use super::{ClientEvent, ConnectOptions};
+
+/// TCP connect, per address: long enough for a slow plant Wi-Fi, short
+/// enough to move on to the invitation's next address.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// The TLS handshake is a few round trips.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A byte stream the client runs a session over: TCP, or whatever a
+/// [`Dialer`] opens (the network simulator brings its own).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// What [`Dialer::dial`] returns.
+pub type Dialing<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Stream>>> + Send + 'a>,
+>;
+
+/// Opens the byte stream to a device address.
+pub trait Dialer: Send + Sync {
+    fn dial(&self, addr: SocketAddr) -> Dialing<'_>;
+}
+
+/// TCP with Nagle off (input events are small and latency-bound).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: SocketAddr) -> Dialing<'_> {
+        Box::pin(async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// A connected, verified TLS stream.
+pub struct Connected {
+    pub stream: tokio_rustls::client::TlsStream<Box<dyn Stream>>,
+    pub addr: SocketAddr,
+    pub fingerprint: Fingerprint,
+    /// Device name from the invitation or the certificate.
+    pub device_name: String,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("addr", &self.addr)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// How the device is checked for these options.
+fn policy_for(opts: &ConnectOptions, host: &str, port: u16) -> Result<DevicePolicy, ClientError> {
+    match &opts.target {
+        Target::Invitation(inv) => Ok(DevicePolicy::Pinned(inv.fingerprint)),
+        Target::Offer { .. } => {
+            let path = match &opts.known_hosts {
+                Some(p) => p.clone(),
+                None => crate::identity::known_hosts_path()?,
+            };
+            let kh = KnownHosts::load(&path)?;
+            let key = host_port(host, port);
+            let known = kh.get(&key);
+            // With a plant CA the address is still pinned: the CA signs every
+            // kiosk, so without the pin one kiosk's key would pass for all.
+            if let Some(roots) = opts.identity.as_ref().and_then(|i| i.plant_ca.clone()) {
+                return Ok(DevicePolicy::PlantCa {
+                    roots,
+                    host: key,
+                    known,
+                    known_hosts: path,
+                });
+            }
+            Ok(DevicePolicy::FirstContact {
+                known,
+                host: key,
+                accept_new: opts.accept_new,
+                known_hosts: path,
+            })
+        }
+    }
+}
+
+fn tls_config(
+    opts: &ConnectOptions,
+    verifier: Arc<DeviceVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Tls {
+            detail: e.to_string(),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match &opts.identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .map_err(|e| {
+                ClientError::Local(format!(
+                    "The identity in {} cannot be used: {e} — check that expert.crt and expert.key belong together.",
+                    id.dir.display()
+                ))
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+fn server_name(host: &str) -> ServerName<'static> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ServerName::IpAddress(ip.into());
+    }
+    ServerName::try_from(host.to_string())
+        // Names are not checked (see `trust`); any valid SNI will do.
+        .unwrap_or_else(|_| ServerName::try_from("shoulder-device").expect("valid DNS name"))
+}
+
+/// Connects to one `host:port`, verifying the device (against `pin` when
+/// set: the device of a session being resumed).
+async fn connect_one(
+    opts: &ConnectOptions,
+    host: &str,
+    port: u16,
+    pin: Option<Fingerprint>,
+    dialer: &dyn Dialer,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    let label = host_port(host, port);
+    emit(ClientEvent::Connecting(label.clone()));
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(_)) => {
+                return Err(ClientError::UnknownHost {
+                    host: host.to_string(),
+                });
+            }
+            Err(_) => return Err(ClientError::ConnectTimeout { addr: label }),
+        };
+    let mut last = ClientError::UnknownHost {
+        host: host.to_string(),
+    };
+    for addr in addrs {
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, dialer.dial(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                last = ClientError::from_connect(&label, &e);
+                continue;
+            }
+            Err(_) => {
+                last = ClientError::ConnectTimeout {
+                    addr: label.clone(),
+                };
+                continue;
+            }
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let policy = match pin {
+            Some(fp) => DevicePolicy::Pinned(fp),
+            None => policy_for(opts, host, port)?,
+        };
+        let verifier = Arc::new(DeviceVerifier::new(policy.clone(), &provider));
+        let config = tls_config(opts, verifier.clone(), provider)?;
+        let connector = TlsConnector::from(Arc::new(config));
+        let handshake = connector.connect(server_name(host), tcp);
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                if let Some(Verdict::Refused(err)) = verifier.verdict() {
+                    return Err(match (pin, err) {
+                        (Some(expected), ClientError::FingerprintMismatch { got, .. }) => {
+                            ClientError::ChangedOnReconnect { expected, got }
+                        }
+                        (_, err) => err,
+                    });
+                }
+                return Err(ClientError::from_tls(&label, &e));
+            }
+            Err(_) => return Err(ClientError::ConnectTimeout { addr: label }),
+        };
+        let (_, conn) = stream.get_ref();
+        if conn.alpn_protocol() != Some(ALPN) {
+            return Err(ClientError::NotShoulder {
+                addr: label,
+                detail: "no shoulder/1 ALPN".into(),
+            });
+        }
+        let leaf = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .unwrap_or_default();
+        let fingerprint = match verifier.verdict() {
+            Some(Verdict::Accepted(fp)) => fp,
+            Some(Verdict::AcceptedNew(fp)) => {
+                if let Some((host, known_hosts)) = policy.remembers() {
+                    KnownHosts::load(known_hosts)?.add(host, fp)?;
+                }
+                fp
+            }
+            _ => fingerprint_of(&leaf),
+        };
+        let device_name = match &opts.target {
+            Target::Invitation(inv) => inv.device_name.to_string(),
+            Target::Offer { .. } => common_name(&leaf).unwrap_or_else(|| host.to_string()),
+        };
+        return Ok(Connected {
+            stream,
+            addr,
+            fingerprint,
+            device_name,
+        });
+    }
+    Err(last)
+}
+
+/// Connects to the target (each address of an invitation in turn).
+pub async fn connect(
+    opts: &ConnectOptions,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    connect_to(opts, None, &TcpDialer, emit).await
+}
+
+/// [`connect`], optionally pinned to the device of an earlier connection.
+pub(super) async fn connect_to(
+    opts: &ConnectOptions,
+    pin: Option<Fingerprint>,
+    dialer: &dyn Dialer,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    match &opts.target {
+        Target::Offer { host, port } => {
+            if opts.identity.is_none() {
+                return Err(ClientError::Local(
+                    "Offers need your expert identity — pick one (--identity DIR) or create it with `shoulder pki issue-expert`.".into(),
+                ));
+            }
+            connect_one(opts, host, *port, pin, dialer, emit).await
+        }
+        Target::Invitation(inv) => {
+            let mut last = ClientError::Local("The invitation lists no device address.".into());
+            for a in &inv.addresses {
+                match connect_one(opts, a, inv.port, pin, dialer, emit).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) if e.is_transient() || matches!(e, ClientError::UnknownHost { .. }) => {
+                        last = e
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+/// The session's authentication for these options.
+pub fn auth_for(opts: &ConnectOptions) -> Result<Auth, ClientError> {
+    match &opts.target {
+        Target::Offer { .. } => Ok(Auth::Offer),
+        Target::Invitation(inv) => {
+            let pw = opts.password.as_deref().unwrap_or("");
+            if pw.is_empty() {
+                return Err(ClientError::Local(
+                    "This invitation needs its password — type the one the person at the device gave you.".into(),
+                ));
+            }
+            if pw.len() > MAX_PASSWORD_LEN {
+                return Err(ClientError::Local(format!(
+                    "That password is too long (over {MAX_PASSWORD_LEN} bytes) — check it."
+                )));
+            }
+            Ok(Auth::Invitation {
+                id: inv.id,
+                password: text(pw),
+            })
+        }
+    }
+}
