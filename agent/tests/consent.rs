@@ -3,12 +3,9 @@
 //! (stops reading, floods), and a session on hold keeps what the person
 //! took back.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use shoulder_agent::backends::{
     CaptureBackend, CaptureError, Captured, LocalEvent, Recorded, ScreenCapture,
 };
@@ -20,6 +17,9 @@ use shoulder_proto::{
     Auth, ByeReason, Encoding, Key, Message, Payload, Pointer, Rect, ScreenInfo, UpdatePart,
     WireFormat,
 };
+use shoulder_testkit::agent::*;
+use shoulder_testkit::pki::*;
+use shoulder_testkit::tls_expert::*;
 use tokio::io::AsyncWriteExt;
 
 /// How long the device may take to act on the person's decision in these

@@ -4,15 +4,13 @@
 //! runtime directory made beforehand, root:root 0750, named in
 //! `$RUNTIME_DIRECTORY`), with `shoulder-agent ctl` run as other users.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
 use shoulder_agent::control::{Access, Client, Group, Request, Role, parse_proc_status};
+use shoulder_testkit::agent::*;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoulder-agent");

@@ -2,15 +2,15 @@
 //! loopback: input floods are rate-limited, a failing input device revokes
 //! control with a reason while viewing goes on.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use shoulder_agent::backends::Recorded;
 use shoulder_agent::control::Request;
 use shoulder_proto::session::{ExpertEvent, InjectEvent, UserAction};
 use shoulder_proto::{ControlEndReason, Key};
+use shoulder_testkit::agent::*;
+use shoulder_testkit::pki::*;
+use shoulder_testkit::tls_expert::*;
 
 fn injected(agent: &Agent) -> Vec<InjectEvent> {
     agent

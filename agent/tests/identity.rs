@@ -1,14 +1,14 @@
 //! Who an offer comes from: allow-list names are bound to the CA that issued
 //! them, subjects with several names are refused, and the issuer is audited.
 
-mod common;
-
-use common::{Agent, Expert, ExpertCert, Pki};
 use shoulder_agent::config::AllowedExpert;
 use shoulder_agent::tls::{PlantTrust, TlsError};
 use shoulder_agent::util::fingerprint_text;
 use shoulder_proto::ByeReason;
 use shoulder_proto::session::{ExpertEvent, ExpertState};
+use shoulder_testkit::agent::Agent;
+use shoulder_testkit::pki::{ExpertCert, Pki};
+use shoulder_testkit::tls_expert::Expert;
 
 async fn wait_consent_pending(e: &mut Expert) {
     e.wait_for("the consent prompt", |ev| {

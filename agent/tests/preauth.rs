@@ -3,13 +3,13 @@
 //! short attempts count), and unauthenticated noise is summed up in a log of
 //! its own instead of rotating session records out of the audit log.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
 use shoulder_proto::session::{ExpertEvent, ExpertState, UserAction};
 use shoulder_proto::{ByeReason, InvitationId};
+use shoulder_testkit::agent::*;
+use shoulder_testkit::pki::*;
+use shoulder_testkit::tls_expert::*;
 use tokio::io::AsyncWriteExt;
 
 /// Every record of the audit log and its rotated files.

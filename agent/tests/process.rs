@@ -2,17 +2,16 @@
 //! shoulder-capture, SIGKILL mid-session (the audit log stays whole) and
 //! SIGTERM (clean shutdown).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
 use shoulder_agent::control::{Client, Request};
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{ExpertEvent, ExpertState};
 use shoulder_proto::{Auth, Fingerprint};
+use shoulder_testkit::agent::*;
+use shoulder_testkit::tls_expert::*;
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoulder-agent");

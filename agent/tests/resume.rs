@@ -3,15 +3,15 @@
 //! the resume token is single-use, bound to the expert, and dies with the
 //! grace period.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use shoulder_agent::backends::Recorded;
 use shoulder_agent::control::{Client, Request};
 use shoulder_proto::session::{ExpertEvent, ExpertState, InjectEvent, UserAction};
 use shoulder_proto::{Auth, ByeReason, Key, ResumeToken};
+use shoulder_testkit::agent::*;
+use shoulder_testkit::pki::*;
+use shoulder_testkit::tls_expert::*;
 
 fn is_state(e: &ExpertEvent, want: fn(&ExpertState) -> bool) -> bool {
     matches!(e, ExpertEvent::StateChanged(s) if want(s))

@@ -1,15 +1,15 @@
 //! The agent as a service, over real TLS on loopback: offers, invitations,
 //! consent through the control socket, limits, and the audit trail.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use shoulder_agent::backends::{PatternCapture, Recorded};
 use shoulder_agent::control::Request;
 use shoulder_proto::session::{ControlState, ExpertEvent, ExpertState, InjectEvent, UserAction};
 use shoulder_proto::{Auth, ByeReason, ControlEndReason, DeclineReason, InvitationId, Key};
+use shoulder_testkit::agent::*;
+use shoulder_testkit::pki::*;
+use shoulder_testkit::tls_expert::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn is_state(e: &ExpertEvent, want: fn(&ExpertState) -> bool) -> bool {

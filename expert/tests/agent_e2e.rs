@@ -6,9 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, Expert, assert_fails_with, sentence, stderr};
+use common::{Expert, assert_fails_with, sentence, stderr};
 use shoulder_agent::control::Request;
 use shoulder_proto::invite::Invitation;
+use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
+use shoulder_testkit::synthetic::Synthetic;
 
 const PW: &str = "blue-harbour-42";
 
@@ -42,7 +45,7 @@ fn plant(expert: &Expert, ca: &str, name: &str) -> (String, String) {
 async fn invitation_snapshot_and_chat_work() {
     let agent = Agent::pattern(None, |_| {}).await;
     let ex = Expert::new();
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("kiosk.shoulder", &file);
     let pw = ex.write("pw", PW);
     let png = ex.path("shot.png");
@@ -91,7 +94,7 @@ async fn invitation_failures_have_their_own_sentences() {
     };
 
     // Wrong password: the device counts down the tries.
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("a.shoulder", &file);
     let o = snap(inv.clone(), bad_pw.clone()).await;
     assert!(!o.status.success());
@@ -109,7 +112,7 @@ async fn invitation_failures_have_their_own_sentences() {
     answers.await.unwrap();
 
     // Nobody answers.
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("b.shoulder", &file);
     let o = snap(inv, pw.clone()).await;
     assert_fails_with(
@@ -118,7 +121,7 @@ async fn invitation_failures_have_their_own_sentences() {
     );
 
     // Revoked.
-    let (id, file) = agent.invite("30m", PW).await;
+    let (id, file) = agent.invite_file("30m", PW).await;
     agent.ctl_ok(Request::InviteRevoke { id }).await;
     let inv = ex.write("c.shoulder", &file);
     let o = snap(inv, pw.clone()).await;
@@ -128,7 +131,7 @@ async fn invitation_failures_have_their_own_sentences() {
     );
 
     // Expired.
-    let (_, file) = agent.invite("1s", PW).await;
+    let (_, file) = agent.invite_file("1s", PW).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let inv = ex.write("d.shoulder", &file);
     let o = snap(inv, pw.clone()).await;
@@ -141,7 +144,7 @@ async fn invitation_failures_have_their_own_sentences() {
     );
 
     // Wrong fingerprint: an invitation pinning another certificate.
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let mut inv = Invitation::from_file(&file).unwrap();
     inv.fingerprint = shoulder_proto::Fingerprint([0x42; 32]);
     let o = snap(inv.to_text(), pw.clone()).await;
@@ -157,8 +160,8 @@ async fn a_second_expert_is_told_the_device_is_busy() {
     let agent = Agent::pattern(None, |_| {}).await;
     let ex = Expert::new();
     let pw = ex.write("pw", PW);
-    let (_, first) = agent.invite("30m", PW).await;
-    let (_, second) = agent.invite("30m", PW).await;
+    let (_, first) = agent.invite_file("30m", PW).await;
+    let (_, second) = agent.invite_file("30m", PW).await;
     let first = ex.write("first.shoulder", &first);
     let second = ex.write("second.shoulder", &second);
     let answers = agent.answer_prompts(1, true).await;
@@ -183,10 +186,7 @@ async fn a_second_expert_is_told_the_device_is_busy() {
         .unwrap_or_default()
         .is_empty()
     {
-        assert!(
-            t0.elapsed() < common::WAIT,
-            "the first session never started"
-        );
+        assert!(t0.elapsed() < WAIT, "the first session never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     answers.await.unwrap();
@@ -306,8 +306,8 @@ async fn offers_check_both_sides_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
-    let screen = common::Synthetic::new(320, 200);
-    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let screen = Synthetic::new(320, 200);
+    let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
     let ex = Expert::new();
     let pw = ex.write("pw", PW);
     let mut device = screen.frame();
@@ -316,7 +316,7 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
     }
     let expected_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&device));
 
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("w.shoulder", &file);
     let stats = ex.path("stats.jsonl");
     let answers = agent.answer_prompts(1, true).await;
@@ -339,7 +339,7 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
     assert_eq!(v["fb_hash"], expected_hash.as_str(), "{line}");
     assert!(v["bytes"].as_u64().unwrap() > 0 && v["rects"].as_u64().unwrap() > 0);
 
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("s.shoulder", &file);
     let png_path = ex.path("s.png");
     let answers = agent.answer_prompts(1, true).await;
@@ -355,10 +355,10 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
         .await;
     assert!(o.status.success(), "{}", stderr(&o));
     answers.await.unwrap();
-    let (w, h, rgb) = common::read_png_rgb(&png_path);
+    let (w, h, rgb) = read_png_rgb(&png_path);
     assert_eq!((w, h), (320, 200));
     assert!(
-        rgb == common::frame_rgb(&device),
+        rgb == frame_rgb(&device),
         "snapshot differs from the device screen"
     );
     agent.stop().await;
@@ -373,7 +373,7 @@ async fn a_plant_signed_device_is_trusted_without_asking() {
     let config_dir = ex.path("config");
     let ca2 = ca.clone();
     let (backends, _) = shoulder_agent::Backends::for_tests(64, 48);
-    let agent = Agent::start_prepared(
+    let agent = Agent::with_backends_prepared(
         Some(&ca_crt),
         backends,
         |_| {},

@@ -16,10 +16,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Expert, Relay, Synthetic, WAIT};
+use common::Expert;
 use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::control::Request;
 use shoulder_proto::invite::Invitation;
+use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
+use shoulder_testkit::relay::Relay;
+use shoulder_testkit::synthetic::Synthetic;
 
 /// The device screen: small enough to show 1:1 in the default window.
 const DEV_W: u32 = 800;
@@ -164,7 +168,7 @@ fn screenshot(display: &str, path: &Path) -> (u32, u32, Vec<u8>) {
         "import: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    common::read_png_rgb(path)
+    read_png_rgb(path)
 }
 
 /// Mean absolute difference between the screenshot's region at (x, y) and
@@ -236,7 +240,7 @@ async fn gui_shows_why_a_session_ended() {
     let bad = ex.write("bad", "guess");
 
     // Wrong password.
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("a.shoulder", &file);
     let (gui, trace, _) = launch(&ex, &display, &["open", &inv, "--password-file", &bad]);
     trace.wait("the end", |t| t.get("ended").is_some()).await;
@@ -267,7 +271,7 @@ async fn gui_shows_why_a_session_ended() {
     drop(gui);
 
     // Without a password file the app asks for the password.
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("b.shoulder", &file);
     let (_gui, trace, _) = launch(&ex, &display, &["open", &inv]);
     trace
@@ -312,11 +316,11 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
 
     let screen = Synthetic::new(DEV_W, DEV_H);
     let (backends, local) = screen.backends_with_local();
-    let agent = Agent::start(None, backends, |_| {}).await;
+    let agent = Agent::with_backends(None, backends, |_| {}).await;
     let ex = Expert::new();
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     // Through a relay that can cut the connection (reconnecting, below).
-    let relay = Relay::start(agent.addr).await;
+    let relay = Relay::start(agent.addr).unwrap();
     let mut invitation = Invitation::from_file(&file).unwrap();
     relay.redirect(&mut invitation);
     let inv = ex.write("kiosk.shoulder", &invitation.to_file());
@@ -520,10 +524,10 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (w, h, rgb) = common::read_png_rgb(&shot);
+    let (w, h, rgb) = read_png_rgb(&shot);
     assert_eq!((w, h), (DEV_W, DEV_H));
     assert!(
-        rgb == common::frame_rgb(&expected),
+        rgb == frame_rgb(&expected),
         "the saved screenshot differs from the device screen"
     );
     std::fs::copy(&shot, out.join("screenshot-button.png")).unwrap();

@@ -6,8 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Agent, Expert, Relay, WAIT, sentence, stderr};
+use common::{Expert, sentence, stderr};
 use shoulder_agent::control::Request;
+use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::relay::Relay;
 
 /// A plant CA and Ann's identity (with the CA's certificate) under `ex`.
 fn plant(ex: &Expert) -> (PathBuf, String) {
@@ -24,7 +26,7 @@ async fn plant_device(ca: &Path, name: &str) -> Agent {
     let (backends, _) = shoulder_agent::Backends::for_tests(64, 48);
     let name = name.to_string();
     let ca = ca.to_owned();
-    Agent::start_prepared(
+    Agent::with_backends_prepared(
         Some(&ca_crt),
         backends,
         |_| {},
@@ -46,8 +48,8 @@ async fn another_plant_device_cannot_answer_for_a_known_address() {
     let kiosk = plant_device(&ca, "kiosk-1").await;
     // Another kiosk of the same plant, whose key an attacker holds.
     let stolen = plant_device(&ca, "kiosk-2").await;
-    let address = Relay::start(kiosk.addr).await;
-    let at = address.addr.to_string();
+    let address = Relay::start(kiosk.addr).unwrap();
+    let at = address.addr().to_string();
     let png = ex.path("p.png");
     let png = png.to_str().unwrap();
 
@@ -100,9 +102,9 @@ async fn device_text_reaches_the_terminal_as_plain_text() {
     let hostile = "\x1b]0;pwned\x07\x1b[2J";
     let (backends, _) = shoulder_agent::Backends::for_tests(64, 48);
     let name = format!("Kiosk{hostile} 12");
-    let agent = Agent::start(None, backends, |c| c.device_name = name).await;
+    let agent = Agent::with_backends(None, backends, |c| c.device_name = name).await;
     let ex = Expert::new();
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("kiosk.shoulder", &file);
     let pw = ex.write("pw", PW);
     let stats = ex.path("stats.jsonl");

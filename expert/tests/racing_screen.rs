@@ -28,17 +28,17 @@
 //! timing). The unit-level invariant, with draws between row reads at
 //! seeded points, is `agent/capture/tests/racing_writer.rs`.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::session::Session;
-use common::{Agent, Relay, WAIT, capture_backends};
 use shoulder::client::ClientEvent;
 use shoulder_capture::rawfile::RawFileScreen;
 use shoulder_capture::{PixelFormat, ScreenGeometry};
 use shoulder_kiosk_ui::busy::{BusyPainter, Stroke};
 use shoulder_proto::session::{ExpertState, UserAction};
+use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_session::Session;
+use shoulder_testkit::relay::Relay;
+use shoulder_testkit::synthetic::capture_backends;
 
 /// How long the writer draws in each round: long enough for hundreds of
 /// strokes to land in the middle of the agent's reads.
@@ -97,8 +97,8 @@ async fn race(w: u32, h: u32, rounds: u32) {
     }
 
     let spec = format!("rawfile:{}@{size}:XRGB8888", path.display());
-    let agent = Agent::start(None, capture_backends(&spec), |c| c.max_fps = MAX_FPS).await;
-    let relay = Relay::start(agent.addr).await;
+    let agent = Agent::with_backends(None, capture_backends(&spec), |c| c.max_fps = MAX_FPS).await;
+    let relay = Relay::start(agent.addr).unwrap();
     let answers = agent.answer_prompts(1, true).await;
     let mut s = Session::start(&agent, &relay).await;
     s.wait("viewing", WAIT, |e| {

@@ -5,18 +5,18 @@
 //! with a clear sentence when the device's grace period is over; and the
 //! expert can still disconnect meanwhile.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::session::{Session, accept_all};
-use common::{Agent, Relay, Synthetic, WAIT};
 use shoulder::client::{ClientEvent, fb_hash};
 use shoulder::error::ClientError;
 use shoulder_agent::control::Request;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use shoulder_proto::{Buttons, Pointer};
+use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_session::{Session, accept_all};
+use shoulder_testkit::relay::Relay;
+use shoulder_testkit::synthetic::Synthetic;
 
 fn controlling(e: &ClientEvent) -> bool {
     matches!(
@@ -49,8 +49,8 @@ async fn click(s: &Session, x: u16, y: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_resumes_by_itself_in_the_same_state() {
     let screen = Synthetic::new(320, 240);
-    let agent = Agent::start(None, screen.backends(), |_| {}).await;
-    let relay = Relay::start(agent.addr).await;
+    let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
+    let relay = Relay::start(agent.addr).unwrap();
     let prompts = accept_all(&agent).await;
     let mut s = Session::start(&agent, &relay).await;
     s.wait("viewing", WAIT, viewing).await;
@@ -99,7 +99,7 @@ async fn a_dropped_connection_resumes_by_itself_in_the_same_state() {
         2,
         "no new prompt on the device"
     );
-    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(relay.accepted(), 2);
 
     // Control works on the new connection: a click on the kiosk's counter
     // button reaches the device, and the view follows.
@@ -152,11 +152,11 @@ async fn a_dropped_connection_resumes_by_itself_in_the_same_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnecting_gives_up_when_the_grace_period_is_over() {
     let screen = Synthetic::new(320, 240);
-    let agent = Agent::start(None, screen.backends(), |c| {
+    let agent = Agent::with_backends(None, screen.backends(), |c| {
         c.resume_grace = Duration::from_secs(3);
     })
     .await;
-    let relay = Relay::start(agent.addr).await;
+    let relay = Relay::start(agent.addr).unwrap();
     let prompts = accept_all(&agent).await;
     let mut s = Session::start(&agent, &relay).await;
     s.wait("viewing", WAIT, viewing).await;
@@ -210,8 +210,8 @@ async fn reconnecting_gives_up_when_the_grace_period_is_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_expert_can_disconnect_while_reconnecting() {
     let screen = Synthetic::new(320, 240);
-    let agent = Agent::start(None, screen.backends(), |_| {}).await;
-    let relay = Relay::start(agent.addr).await;
+    let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
+    let relay = Relay::start(agent.addr).unwrap();
     let _prompts = accept_all(&agent).await;
     let mut s = Session::start(&agent, &relay).await;
     s.wait("viewing", WAIT, viewing).await;

@@ -5,15 +5,15 @@
 //! by itself within a few seconds. Real agent, real client, TLS on
 //! loopback.
 
-mod common;
-
 use std::time::Duration;
 
-use common::session::{Session, accept_all};
-use common::{Agent, Relay, Synthetic, WAIT};
 use shoulder::client::ClientEvent;
 use shoulder_proto::session::{ExpertState, UserAction};
 use shoulder_proto::{Encoding, Rect};
+use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_session::{Session, accept_all};
+use shoulder_testkit::relay::Relay;
+use shoulder_testkit::synthetic::Synthetic;
 
 /// Paints a magenta block into the client's framebuffer only: the device
 /// screen does not change, so no update would ever repair it.
@@ -36,7 +36,7 @@ fn differs(s: &Session, screen: &Synthetic) -> bool {
 }
 
 async fn viewing_in_sync(agent: &Agent, screen: &Synthetic) -> (Session, Relay) {
-    let relay = Relay::start(agent.addr).await;
+    let relay = Relay::start(agent.addr).unwrap();
     accept_all(agent).await;
     let mut s = Session::start(agent, &relay).await;
     s.wait("viewing", WAIT, |e| {
@@ -50,7 +50,7 @@ async fn viewing_in_sync(agent: &Agent, screen: &Synthetic) -> (Session, Relay) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_view_is_repaired_when_the_technician_refreshes() {
     let screen = Synthetic::new(320, 200);
-    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
     let (mut s, _relay) = viewing_in_sync(&agent, &screen).await;
 
     scribble(&s, 10, 20);
@@ -101,7 +101,7 @@ async fn a_wrong_view_is_repaired_when_the_technician_refreshes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_view_repairs_itself_without_being_asked() {
     let screen = Synthetic::new(320, 200);
-    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
     let (mut s, _relay) = viewing_in_sync(&agent, &screen).await;
 
     // A technician pressing refresh as fast as they can meanwhile changes

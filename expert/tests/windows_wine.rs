@@ -9,7 +9,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::{Agent, Expert, Synthetic};
+use common::Expert;
+use shoulder_testkit::agent::Agent;
+use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
+use shoulder_testkit::synthetic::Synthetic;
 
 const PW: &str = "blue-harbour-42";
 
@@ -38,7 +41,7 @@ fn stderr(o: &Output) -> String {
 #[ignore = "needs the Windows build and Wine: run expert/tests/windows/run.sh"]
 async fn the_windows_client_snapshots_the_device_screen_exactly() {
     let screen = Synthetic::new(320, 200);
-    let agent = Agent::start(None, screen.backends(), |_| {}).await;
+    let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
     let ex = Expert::new();
     let pw = ex.write("pw", PW);
 
@@ -49,7 +52,7 @@ async fn the_windows_client_snapshots_the_device_screen_exactly() {
         "{o:?}"
     );
 
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("kiosk.shoulder", &file);
     let png_path = ex.path("shot.png");
     let answers = agent.answer_prompts(1, true).await;
@@ -68,15 +71,15 @@ async fn the_windows_client_snapshots_the_device_screen_exactly() {
     assert!(o.status.success(), "{}", stderr(&o));
     answers.await.unwrap();
 
-    let (w, h, rgb) = common::read_png_rgb(&png_path);
+    let (w, h, rgb) = read_png_rgb(&png_path);
     assert_eq!((w, h), (320, 200));
     assert!(
-        rgb == common::frame_rgb(&screen.frame()),
+        rgb == frame_rgb(&screen.frame()),
         "the snapshot differs from the device screen"
     );
 
     // A wrong password: the same sentence as on Linux, and a failure exit.
-    let (_, file) = agent.invite("30m", PW).await;
+    let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("again.shoulder", &file);
     let wrong = ex.write("wrong", "not-the-password");
     let never = ex.path("never.png");

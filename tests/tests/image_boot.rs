@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::Rectangle;
 use shoulder_kiosk_ui::KioskUi;
-use shoulder_tests::qemu::{Screen, Vm, VmConfig, image_or_skip};
-use shoulder_tests::screens::kiosk_screen;
+use shoulder_testkit::qemu::{Screen, Vm, VmConfig, image_or_skip};
+use shoulder_testkit::screens::kiosk_screen;
 
 /// How long a redraw may take to show in a screendump (the app draws at
 /// 30 Hz; emulation on a loaded machine is slow).

@@ -30,16 +30,16 @@ use std::time::Duration;
 
 use shoulder_banner::layout::palette::VIEW_STRIP;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
-use shoulder_tests::agent_vm::{
+use shoulder_testkit::agent_vm::{
     agent_image_or_skip, agent_toml, agent_vm_config, boot_agent_or_skip,
 };
-use shoulder_tests::expert::{Expert, control_granted, viewing};
-use shoulder_tests::pki::Pki;
-use shoulder_tests::qemu::{Vm, VmConfig};
-use shoulder_tests::screens::{
+use shoulder_testkit::expert::{Expert, control_granted, viewing};
+use shoulder_testkit::pki::Pki;
+use shoulder_testkit::qemu::{Vm, VmConfig};
+use shoulder_testkit::screens::{
     center, shows_strip, strip_share, view_prompt_on_screen, wait_same_pixels,
 };
-use shoulder_tests::wait::wait_until;
+use shoulder_testkit::wait::wait_until;
 
 /// Screen size the test runs the kiosk at.
 const SCREEN: (u32, u32) = (1024, 768);
@@ -149,7 +149,7 @@ fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -
 }
 
 fn pki() -> Pki {
-    Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
+    Pki::with_expert("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The boot: the kiosk app at [`SCREEN`], the agent taking offers from
@@ -159,7 +159,7 @@ fn vm_config(pki: &Pki) -> VmConfig {
         SCREEN,
         "--paused",
         agent_toml("Test kiosk", "allow_control = true"),
-        pki.ca_pem(),
+        pki.ca_pem.as_bytes(),
     )
 }
 
@@ -407,7 +407,7 @@ fn image_fbdev_display_gone_and_back_keeps_the_session() {
     let test = "image_fbdev_display_gone_and_back_keeps_the_session";
     let pki = pki();
     let toml = agent_toml("Test kiosk", "").replace("capture = \"drm\"", "capture = \"fbdev\"");
-    let config = agent_vm_config(SCREEN, "", toml, pki.ca_pem())
+    let config = agent_vm_config(SCREEN, "", toml, pki.ca_pem.as_bytes())
         .env("KIOSK=0")
         // A still console: no cursor blinking, no kernel messages on it.
         .env("EXTRA_CMD=\"dmesg -n 1; echo 0 > /sys/class/graphics/fbcon/cursor_blink\"");

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use shoulder_banner::layout::palette::{RECONNECT_STRIP, VIEW_STRIP};
 use shoulder_proto::session::expert::ExpertState;
-use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_tests::expert::{Expert, viewing};
-use shoulder_tests::pki::Pki;
-use shoulder_tests::qemu::Vm;
-use shoulder_tests::relay::Relay;
-use shoulder_tests::screens::{shows_strip, strip_share, wait_same_pixels};
-use shoulder_tests::wait::wait_until;
+use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_testkit::expert::{Expert, viewing};
+use shoulder_testkit::pki::Pki;
+use shoulder_testkit::qemu::Vm;
+use shoulder_testkit::relay::Relay;
+use shoulder_testkit::screens::{shows_strip, strip_share, wait_same_pixels};
+use shoulder_testkit::wait::wait_until;
 
 /// Screen size the test runs the kiosk at.
 const SCREEN: (u32, u32) = (1024, 768);
@@ -43,7 +43,7 @@ fn wait_screen(
     expert: &Expert,
     what: &str,
     within: Duration,
-    pred: impl Fn(&shoulder_tests::qemu::Screen) -> bool,
+    pred: impl Fn(&shoulder_testkit::qemu::Screen) -> bool,
 ) {
     let seen = wait_until(within, POLL, || pred(&vm.screendump().expect("screendump")));
     assert!(
@@ -72,12 +72,12 @@ fn guest(vm: &mut Vm, command: &str) -> String {
 #[test]
 fn image_banner_shows_reconnecting_while_the_expert_is_away() {
     let test = "image_banner_shows_reconnecting_while_the_expert_is_away";
-    let pki = Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"));
+    let pki = Pki::with_expert("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"));
     let toml = agent_toml(
         "Test kiosk",
         &format!("resume_grace = \"{}s\"", GRACE.as_secs()),
     );
-    let config = agent_vm_config(SCREEN, "--paused", toml, pki.ca_pem());
+    let config = agent_vm_config(SCREEN, "--paused", toml, pki.ca_pem.as_bytes());
     let Some(mut vm) = boot_agent_or_skip(test, config) else {
         return;
     };

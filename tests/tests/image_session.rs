@@ -18,12 +18,12 @@ use shoulder_kiosk_ui::KioskUi;
 use shoulder_proto::invite::{Invitation, TEXT_PREFIX};
 use shoulder_proto::msg::text;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
-use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_tests::expert::{Expert, control_granted, viewing};
-use shoulder_tests::pki::Pki;
-use shoulder_tests::qemu::{Screen, Vm};
-use shoulder_tests::screens::{self, center, kiosk_screen, shows_strip, wait_same_pixels};
-use shoulder_tests::wait::wait_until;
+use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_testkit::expert::{Expert, control_granted, viewing};
+use shoulder_testkit::pki::Pki;
+use shoulder_testkit::qemu::{Screen, Vm};
+use shoulder_testkit::screens::{self, center, kiosk_screen, shows_strip, wait_same_pixels};
+use shoulder_testkit::wait::wait_until;
 
 /// Screen size the tests run the kiosk at.
 const SCREEN: (u32, u32) = (1024, 768);
@@ -59,7 +59,7 @@ const KEY_F2: u16 = 60;
 
 /// A plant CA and an expert identity issued by it.
 fn pki() -> Pki {
-    Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
+    Pki::with_expert("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Boots the image with the agent and the kiosk app (`kiosk_args` added).
@@ -72,7 +72,7 @@ fn boot(test: &str, pki: &Pki, kiosk_args: &str) -> Option<Vm> {
     );
     boot_agent_or_skip(
         test,
-        agent_vm_config(SCREEN, kiosk_args, toml, pki.ca_pem()),
+        agent_vm_config(SCREEN, kiosk_args, toml, pki.ca_pem.as_bytes()),
     )
 }
 
@@ -536,7 +536,7 @@ fn image_view_right_after_a_single_buffer_app_draws_busily() {
         "Test kiosk",
         "allow_invitations = true\nallow_control = true",
     );
-    let mut config = agent_vm_config(SCREEN, &kiosk_args, toml, pki.ca_pem());
+    let mut config = agent_vm_config(SCREEN, &kiosk_args, toml, pki.ca_pem.as_bytes());
     config.smp = 2;
     let Some(mut vm) = boot_agent_or_skip(test, config) else {
         return;

@@ -20,12 +20,12 @@ use shoulder_kiosk_ui::KioskUi;
 use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::session::LocalDecision;
 use shoulder_proto::session::expert::ExpertState;
-use shoulder_tests::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_tests::expert::{Expert, viewing};
-use shoulder_tests::pki::Pki;
-use shoulder_tests::qemu::{DISPLAY_ID, Vm};
-use shoulder_tests::screens::{center, prompt_button, wait_for_prompt};
-use shoulder_tests::wait::wait_until;
+use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_testkit::expert::{Expert, viewing};
+use shoulder_testkit::pki::Pki;
+use shoulder_testkit::qemu::{DISPLAY_ID, Vm};
+use shoulder_testkit::screens::{center, prompt_button, wait_for_prompt};
+use shoulder_testkit::wait::wait_until;
 
 /// Screen size the tests run the kiosk at.
 const SCREEN: (u32, u32) = (1024, 768);
@@ -58,7 +58,7 @@ const LOCAL_INPUT_LOG: &str = "shoulder_input::local: local input:";
 
 /// A plant CA and an expert identity issued by it.
 fn pki() -> Pki {
-    Pki::new("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
+    Pki::with_expert("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Boots the image with a second keyboard behind a PCIe root port (so it
@@ -71,7 +71,7 @@ fn boot(test: &str, pki: &Pki) -> Option<Vm> {
         SCREEN,
         "--paused",
         agent_toml("Test kiosk", ""),
-        pki.ca_pem(),
+        pki.ca_pem.as_bytes(),
     )
     .qemu_args([
         "-device".to_string(),

@@ -1,10 +1,10 @@
-//! Whole sessions over a faulty simulated network (see `shoulder_tests::netsim`).
+//! Whole sessions over a faulty simulated network (see `shoulder_testkit::netsim`).
 //! Each scenario asserts its outcome and prints its numbers.
 
 use std::time::Duration;
 
 use shoulder_capture::scenarios::Scenario as Screen;
-use shoulder_tests::netsim::{LinkConfig, Report, Scenario, run};
+use shoulder_testkit::netsim::{LinkConfig, Report, Scenario, run};
 
 fn scenario(name: &'static str, link: LinkConfig) -> Scenario {
     Scenario {
@@ -171,8 +171,8 @@ fn runs_are_deterministic_for_a_seed() {
 mod live {
     use std::time::Duration;
 
-    use shoulder_tests::netsim::LinkConfig;
-    use shoulder_tests::netsim_live::{LiveReport, LiveScenario, run_live};
+    use shoulder_testkit::netsim::LinkConfig;
+    use shoulder_testkit::netsim_live::{LiveReport, LiveScenario, run_live};
 
     fn scenario(name: &'static str, link: LinkConfig) -> LiveScenario {
         LiveScenario {

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! The image is `$SHOULDER_IMAGE_DIR`, else `image/out` (see
-//! `shoulder_tests::qemu`). Whole sessions run back to back, each with:
+//! `shoulder_testkit::qemu`). Whole sessions run back to back, each with:
 //!
 //! 1. an offer from an expert certified by the plant CA; the person at the
 //!    device accepts with Enter on the virtio keyboard;
@@ -49,11 +49,11 @@ use shoulder_proto::frame::{HEADER_LEN, MAX_FRAME_LEN};
 use shoulder_proto::msg::{Buttons, Key, MAX_CHAT_LEN, Pointer};
 use shoulder_proto::session::{ControlState, ExpertConfig, ExpertSession, ExpertState, UserAction};
 use shoulder_proto::{Auth, ByeReason};
-use shoulder_tests::agent_vm::{agent_started, agent_toml, agent_vm_config};
-use shoulder_tests::expert::{connect_options, control_granted, offer_target, viewing};
-use shoulder_tests::pki::Pki;
-use shoulder_tests::qemu::{Image, Vm, image_dir};
-use shoulder_tests::run_args::RunArgs;
+use shoulder_testkit::agent_vm::{agent_started, agent_toml, agent_vm_config};
+use shoulder_testkit::expert::{connect_options, control_granted, offer_target, viewing};
+use shoulder_testkit::pki::Pki;
+use shoulder_testkit::qemu::{Image, Vm, image_dir};
+use shoulder_testkit::run_args::RunArgs;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -1094,7 +1094,7 @@ fn main() {
             dir.display()
         ));
     }
-    let pki = Pki::new("Stress plant CA", EXPERT_NAME, 2).unwrap_or_else(|e| fail(&e));
+    let pki = Pki::with_expert("Stress plant CA", EXPERT_NAME, 2).unwrap_or_else(|e| fail(&e));
     let identity = pki.expert_identity().unwrap_or_else(|e| fail(&e));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1105,7 +1105,7 @@ fn main() {
         (u32::from(SCREEN.0), u32::from(SCREEN.1)),
         &format!("--fps {KIOSK_FPS}"),
         agent_toml("Stress kiosk", AGENT_SETTINGS),
-        pki.ca_pem(),
+        pki.ca_pem.as_bytes(),
     );
     let mut vm = Vm::boot(&image, config).unwrap_or_else(|e| fail(&format!("boot: {e}")));
     if let Err(why) = agent_started(&vm) {

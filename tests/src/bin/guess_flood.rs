@@ -43,7 +43,6 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use shoulder_proto::frame::encode;
 use shoulder_proto::session::{ExpertConfig, ExpertEvent, ExpertInput, ExpertSession};
 use shoulder_proto::{Auth, InvitationId, text};
-use shoulder_tests::tempdir::TempDir;
 
 /// How often the agent's memory is read: often enough to catch a hash's
 /// peak (a quarter second or more).
@@ -159,7 +158,10 @@ fn status(pid: u32) -> Option<Status> {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let dir = TempDir::new("guess-flood").map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("shoulder-guess-flood-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         l.local_addr().map_err(|e| e.to_string())?.port()

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use shoulder_capture::scenarios::Scenario as Screen;
-use shoulder_tests::netsim::{LinkConfig, Scenario, run};
-use shoulder_tests::run_args::RunArgs;
+use shoulder_testkit::netsim::{LinkConfig, Scenario, run};
+use shoulder_testkit::run_args::RunArgs;
 
 fn rss_kib() -> u64 {
     // /proc/self/statm: size resident shared ... in pages.

@@ -1,7 +1,8 @@
 //! A TCP relay between a test's expert and a device that can cut every live
 //! connection at once (a pulled cable: both ends see the stream end, with no
 //! TLS close and no `Bye`) and refuse new ones for a while (the cable still
-//! out). Plain threads, so a test needs no runtime of its own.
+//! out), or send new ones to another device (a machine taking over the
+//! address). Plain threads, so a test needs no runtime of its own.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -9,10 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
+use shoulder_proto::invite::Invitation;
+
 /// See the module docs. Dropping it stops accepting and cuts what is live.
 #[derive(Debug)]
 pub struct Relay {
     addr: SocketAddr,
+    /// Where new connections go.
+    to: Arc<Mutex<SocketAddr>>,
     /// Both sockets of every relayed connection, for [`Relay::cut`].
     live: Arc<Mutex<Vec<TcpStream>>>,
     refuse: Arc<AtomicBool>,
@@ -26,12 +31,14 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let relay = Self {
             addr: listener.local_addr()?,
+            to: Arc::new(Mutex::new(to)),
             live: Arc::default(),
             refuse: Arc::default(),
             accepted: Arc::default(),
             stop: Arc::default(),
         };
-        let (live, refuse, accepted, stop) = (
+        let (to, live, refuse, accepted, stop) = (
+            relay.to.clone(),
             relay.live.clone(),
             relay.refuse.clone(),
             relay.accepted.clone(),
@@ -46,6 +53,7 @@ impl Relay {
                 if refuse.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection close
                 }
+                let to = *lock(&to);
                 let Ok(device) = TcpStream::connect(to) else {
                     continue;
                 };
@@ -76,6 +84,20 @@ impl Relay {
     /// Refuses (accepts and closes at once) new connections while `on`.
     pub fn refuse(&self, on: bool) {
         self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Sends new connections to `to`; live ones stay where they are.
+    pub fn retarget(&self, to: SocketAddr) {
+        *lock(&self.to) = to;
+    }
+
+    /// Points an invitation at the relay instead of the device.
+    pub fn redirect(&self, inv: &mut Invitation) {
+        inv.addresses.clear();
+        inv.addresses
+            .push(shoulder_proto::text("127.0.0.1"))
+            .expect("one address fits");
+        inv.port = self.addr.port();
     }
 }
 

@@ -6,9 +6,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use shoulder_tests::qemu::{Vm, VmConfig};
+//! use shoulder_testkit::qemu::{Vm, VmConfig};
 //!
-//! let Some(image) = shoulder_tests::qemu::image_or_skip("my_test") else { return };
+//! let Some(image) = shoulder_testkit::qemu::image_or_skip("my_test") else { return };
 //! let mut vm = Vm::boot(&image, VmConfig::default().kiosk_args("--mode 1024x768")).unwrap();
 //! let screen = vm.screendump().unwrap();
 //! vm.click(512, 384, screen.size()).unwrap();

@@ -14,7 +14,9 @@ use shoulder_agent::control::Request;
 use shoulder_proto::session::UserAction;
 use tokio::sync::mpsc;
 
-use super::{Agent, Relay, Synthetic, WAIT};
+use crate::agent::{Agent, WAIT};
+use crate::relay::Relay;
+use crate::synthetic::Synthetic;
 
 pub const PW: &str = "blue-harbour-42";
 
@@ -34,6 +36,7 @@ pub async fn accept_all(agent: &Agent) -> Arc<AtomicUsize> {
 }
 
 /// A session through `relay` on an invitation of `agent`.
+#[derive(Debug)]
 pub struct Session {
     pub actions: mpsc::Sender<UserAction>,
     pub view: SharedView,
@@ -43,18 +46,17 @@ pub struct Session {
 
 impl Session {
     pub async fn start(agent: &Agent, relay: &Relay) -> Self {
-        let (_, file) = agent.invite("30m", PW).await;
-        let dir = tempfile::tempdir().unwrap();
+        let (_, file) = agent.invite_file("30m", PW).await;
+        let dir = tempfile::Builder::new()
+            .prefix("shoulder-session-")
+            .tempdir()
+            .unwrap();
         let path = dir.path().join("kiosk.shoulder");
         std::fs::write(&path, file).unwrap();
         let Target::Invitation(mut inv) = Target::parse(path.to_str().unwrap()).unwrap() else {
             panic!("not an invitation");
         };
-        inv.addresses.clear();
-        inv.addresses
-            .push(shoulder_proto::text("127.0.0.1"))
-            .unwrap();
-        inv.port = relay.addr.port();
+        relay.redirect(&mut inv);
         let opts = ConnectOptions {
             target: Target::Invitation(inv),
             password: Some(PW.into()),

@@ -8,7 +8,7 @@
 //!
 //! ```sh
 //! cargo build -p shoulder-banner --example banner_demo --release --target x86_64-unknown-linux-musl
-//! cargo test -p shoulder-banner --test image_banner
+//! cargo test -p shoulder-tests --test image_banner
 //! ```
 //!
 //! Without the image the tests print why and pass, unless
@@ -23,7 +23,7 @@ use shoulder_banner::{
     Banner, PixelFormat, PromptView, Renderer, ScreenSpec, StripMode, StripView, Style, View,
 };
 use shoulder_proto::msg::ConsentKind;
-use shoulder_tests::qemu::{Screen, Vm, VmConfig, image_or_skip};
+use shoulder_testkit::qemu::{Screen, Vm, VmConfig, image_or_skip};
 
 /// Screendumps taken while the banner is up.
 const SAMPLES: usize = 100;

@@ -16,7 +16,6 @@ use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 
 use crate::pki::Pki;
 use crate::qemu::Screen;
-use crate::tempdir::TempDir;
 
 /// How often a wait re-reads the expert's state.
 const POLL: Duration = Duration::from_millis(20);
@@ -75,7 +74,7 @@ pub struct Expert {
     view: SharedView,
     events: Arc<Mutex<Vec<ClientEvent>>>,
     state: Arc<Mutex<ExpertState>>,
-    _known: TempDir,
+    _known: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Expert {
@@ -99,7 +98,10 @@ impl Expert {
         password: Option<&str>,
         name: &str,
     ) -> Self {
-        let known = TempDir::new("known").expect("temp dir");
+        let known = tempfile::Builder::new()
+            .prefix("shoulder-known-")
+            .tempdir()
+            .expect("temp dir");
         let opts = connect_options(
             target,
             identity,

@@ -40,7 +40,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::expert::{connect_options, control_granted, offer_target, viewing};
 use crate::netsim::{Link, LinkConfig, Port};
 use crate::pki::Pki;
-use crate::tempdir::TempDir;
 
 /// The device's address on the simulated network.
 pub const DEVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -640,10 +639,13 @@ async fn wait_for(seen: &Mutex<Seen>, within: Duration, cond: impl Fn(&Seen) -> 
 /// Runs `s` (needs a multi-threaded tokio runtime).
 pub async fn run_live(s: &LiveScenario) -> LiveReport {
     let t_start = StdInstant::now();
-    let dir = TempDir::new("netsim-live").expect("temporary directory");
-    let pki = Pki::new("Sim plant CA", "Ann Expert", 2).expect("test PKI");
+    let dir = tempfile::Builder::new()
+        .prefix("shoulder-netsim-live-")
+        .tempdir()
+        .expect("temporary directory");
+    let pki = Pki::with_expert("Sim plant CA", "Ann Expert", 2).expect("test PKI");
     let ca = dir.path().join("plant-ca.crt");
-    std::fs::write(&ca, pki.ca_pem()).expect("write the plant CA");
+    std::fs::write(&ca, pki.ca_pem.as_bytes()).expect("write the plant CA");
     let config = shoulder_agent::Config {
         enabled: true,
         listen: vec![SimNet::device_addr()],
