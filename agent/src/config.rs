@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::util::{format_duration, parse_duration, parse_fingerprint};
+use shoulder_proto::Fingerprint;
+
+use crate::util::{format_duration, parse_duration};
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoulder/agent.toml";
@@ -340,9 +342,9 @@ pub enum AllowedExpert {
     /// `ca:CA-FINGERPRINT/cn:NAME`: a certificate with common name `cn`
     /// issued (directly or through intermediates) by the plant CA whose
     /// certificate has SHA-256 fingerprint `ca`.
-    Bound { ca: [u8; 32], cn: String },
+    Bound { ca: Fingerprint, cn: String },
     /// `sha256:FINGERPRINT`: exactly this expert certificate.
-    Fingerprint([u8; 32]),
+    Fingerprint(Fingerprint),
     /// Matches no certificate: what a list of only unusable entries becomes
     /// (see [`Config::allowed_experts`]), so that it never means "anyone".
     Nobody,
@@ -360,7 +362,7 @@ impl AllowedExpert {
             )
         };
         if let Some(fp) = s.strip_prefix("sha256:") {
-            return parse_fingerprint(fp.trim())
+            return Fingerprint::parse(fp.trim())
                 .map(Self::Fingerprint)
                 .ok_or_else(|| format!("`{s}`: {}", bad_fp(fp.trim())));
         }
@@ -370,7 +372,7 @@ impl AllowedExpert {
                     "`{s}` names a CA but no expert; add the name as \"ca:FINGERPRINT/cn:NAME\""
                 ));
             };
-            let ca = parse_fingerprint(fp.trim())
+            let ca = Fingerprint::parse(fp.trim())
                 .ok_or_else(|| format!("`{s}`: {}", bad_fp(fp.trim())))?;
             let cn = cn.trim();
             if cn.is_empty() {
@@ -483,7 +485,7 @@ impl Config {
                 "",
                 "listen",
                 "no listen address while enabled".into(),
-                "add at least one address, e.g. listen = [\"0.0.0.0:7575\"]",
+                &format!("add at least one address, e.g. listen = [\"0.0.0.0:{DEFAULT_PORT}\"]"),
             );
         }
         if self.max_invitation_lifetime.is_zero() {
@@ -834,7 +836,7 @@ fn fix_for(message: &str) -> String {
     if message.starts_with("unknown field") {
         "remove the key or correct its spelling; every key is listed in agent.example.toml".into()
     } else if message.contains("invalid socket address") {
-        "write addresses as \"0.0.0.0:7575\" or \"[::]:7575\"".into()
+        format!("write addresses as \"0.0.0.0:{DEFAULT_PORT}\" or \"[::]:{DEFAULT_PORT}\"")
     } else if message.contains("duration")
         || message.contains("capture source")
         || message.contains("rawfile")
@@ -1087,7 +1089,7 @@ mod tests {
         assert_eq!(
             AllowedExpert::parse(&format!("ca:{ca}/cn:Ann Expert")),
             Ok(AllowedExpert::Bound {
-                ca: [0xab; 32],
+                ca: Fingerprint([0xab; 32]),
                 cn: "Ann Expert".into()
             })
         );

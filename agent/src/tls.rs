@@ -224,7 +224,7 @@ impl PlantTrust {
                     .iter()
                     .map(|c| format!("{} ({})", c.name, c.fingerprint.colon_hex()))
                     .collect();
-                let ca = Fingerprint(*ca).colon_hex();
+                let ca = ca.colon_hex();
                 return Err(TlsError::UnknownAllowedCa {
                     entry: format!("ca:{ca}/cn:{cn}"),
                     ca,

@@ -15,18 +15,6 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// A fingerprint (or a bare SHA-256 digest) the way the agent prints it:
-/// [`Fingerprint::colon_hex`], as `openssl x509 -fingerprint -sha256` does.
-pub fn fingerprint_text<F: Copy + Into<Fingerprint>>(fp: &F) -> String {
-    (*fp).into().colon_hex()
-}
-
-/// Parses a fingerprint as config allow-lists hold it
-/// ([`Fingerprint::parse`]: 64 hex digits, colons optional, either case).
-pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    Fingerprint::parse(s).map(|f| f.0)
-}
-
 /// The fingerprint of a DER certificate.
 pub fn fingerprint_of(der: &[u8]) -> Fingerprint {
     Fingerprint(sha256(der))
@@ -160,16 +148,6 @@ mod tests {
         assert!(parse_duration("10").is_ok());
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
-    }
-
-    #[test]
-    fn fingerprints_round_trip() {
-        let fp = [0xab; 32];
-        let t = fingerprint_text(&fp);
-        assert!(t.starts_with("AB:AB"));
-        assert_eq!(parse_fingerprint(&t), Some(fp));
-        assert_eq!(parse_fingerprint(&hex(&fp)), Some(fp));
-        assert_eq!(parse_fingerprint("abcd"), None);
     }
 
     #[test]

@@ -3,9 +3,8 @@
 
 use shoulder_agent::config::AllowedExpert;
 use shoulder_agent::tls::{PlantTrust, TlsError};
-use shoulder_agent::util::fingerprint_text;
-use shoulder_proto::ByeReason;
 use shoulder_proto::session::{ExpertEvent, ExpertState};
+use shoulder_proto::{ByeReason, Fingerprint};
 use shoulder_testkit::agent::Agent;
 use shoulder_testkit::pki::{ExpertCert, Pki};
 use shoulder_testkit::tls_expert::Expert;
@@ -41,7 +40,7 @@ async fn an_allowed_name_counts_only_from_its_ca() {
     let both = format!("{}{}", plant.ca_pem, other.ca_pem);
     let entry = format!(
         "ca:{}/cn:Ann Expert",
-        fingerprint_text(&plant.ca_fingerprint())
+        Fingerprint(plant.ca_fingerprint()).colon_hex()
     );
     let agent = Agent::start(Some(&both), |c| c.allowed_experts = vec![entry]).await;
 
@@ -63,7 +62,7 @@ async fn an_allowed_name_counts_only_from_its_ca() {
     let issuer = ok[0]["issuer"].as_str().unwrap_or_default();
     assert!(issuer.contains("Plant A CA"), "{issuer}");
     assert!(
-        issuer.contains(&fingerprint_text(&plant.ca_fingerprint())),
+        issuer.contains(&Fingerprint(plant.ca_fingerprint()).colon_hex()),
         "{issuer}"
     );
     agent.stop().await;
@@ -77,7 +76,7 @@ async fn a_subject_with_two_names_is_refused() {
     // Refused with an allow-list the last name would match…
     let entry = format!(
         "ca:{}/cn:Ann Expert",
-        fingerprint_text(&plant.ca_fingerprint())
+        Fingerprint(plant.ca_fingerprint()).colon_hex()
     );
     let agent = Agent::start(Some(&plant.ca_pem), |c| c.allowed_experts = vec![entry]).await;
     let mut e = Expert::offer(&agent, Some(&mallory)).await;
@@ -104,19 +103,19 @@ fn an_entry_naming_an_untrusted_ca_stops_the_start() {
     let pem = dir.path().join("plant-ca.pem");
     std::fs::write(&pem, &plant.ca_pem).unwrap();
     let entry = AllowedExpert::Bound {
-        ca: other.ca_fingerprint(),
+        ca: Fingerprint(other.ca_fingerprint()),
         cn: "Ann Expert".into(),
     };
     let e = PlantTrust::load(std::slice::from_ref(&pem), vec![entry]).unwrap_err();
     assert!(matches!(e, TlsError::UnknownAllowedCa { .. }), "{e}");
     let s = e.to_string();
     assert!(
-        s.contains(&fingerprint_text(&other.ca_fingerprint())),
+        s.contains(&Fingerprint(other.ca_fingerprint()).colon_hex()),
         "{s}"
     );
     assert!(s.contains("Plant A CA") && s.contains("fix:"), "{s}");
     let ok = AllowedExpert::Bound {
-        ca: plant.ca_fingerprint(),
+        ca: Fingerprint(plant.ca_fingerprint()),
         cn: "Ann Expert".into(),
     };
     PlantTrust::load(&[pem], vec![ok]).unwrap();

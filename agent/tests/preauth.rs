@@ -243,6 +243,6 @@ async fn certificate_failures_are_summed_up_with_their_fingerprint() {
     assert_eq!(s["connections"], 3, "{s}");
     assert_eq!(s["failures"], 3, "{s}");
     assert_eq!(s["reasons"]["UnknownCa"], 3, "{s}");
-    let fp = shoulder_agent::util::fingerprint_text(&mallory.fingerprint);
+    let fp = shoulder_proto::Fingerprint(mallory.fingerprint).colon_hex();
     assert_eq!(s["fingerprints"][0], fp, "{s}");
 }

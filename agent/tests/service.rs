@@ -171,7 +171,7 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
         .find(|r| r["event"] == "connect" && r["fingerprint"].is_string())
         .expect("connect record");
     let session = connect["session"].as_str().unwrap().to_string();
-    let fp = shoulder_agent::util::fingerprint_text(&ann.fingerprint);
+    let fp = shoulder_proto::Fingerprint(ann.fingerprint).colon_hex();
     assert_eq!(connect["fingerprint"], fp.as_str());
     assert!(
         connect["source"]
@@ -240,7 +240,7 @@ async fn offer_failures_have_distinct_reasons() {
     // An allow-list narrows the plant CA down.
     let bob = pki.expert("Bob", false);
     let ann = pki.expert("Ann Expert", false);
-    let fp = shoulder_agent::util::fingerprint_text(&bob.fingerprint);
+    let fp = shoulder_proto::Fingerprint(bob.fingerprint).colon_hex();
     let agent = Agent::start(Some(&pki.ca_pem), |c| {
         c.allowed_experts = vec![format!("sha256:{fp}"), "cn:Carol".into()];
     })

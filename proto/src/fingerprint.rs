@@ -21,6 +21,7 @@ use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 /// SHA-256 of a DER certificate. Serialized as its 32 bytes (postcard
 /// encodes the newtype exactly like the bare array).
@@ -34,6 +35,13 @@ impl Fingerprint {
     /// The digest bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// Equality in time independent of where the digests differ: for
+    /// fingerprints that decide who may in (`==` may stop at the first
+    /// differing byte).
+    pub fn ct_eq(&self, other: &Fingerprint) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
     }
 
     /// 64 lowercase hex digits (the known-hosts form).
@@ -157,6 +165,16 @@ mod tests {
             format!("{fp:?}"),
             format!("Fingerprint({})", "ab".repeat(32))
         );
+    }
+
+    #[test]
+    fn constant_time_equality_agrees_with_eq() {
+        let fp = sample();
+        let mut other = fp;
+        assert!(fp.ct_eq(&other));
+        other.0[31] ^= 1;
+        assert!(!fp.ct_eq(&other));
+        assert!(!fp.ct_eq(&Fingerprint([0; 32])));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::hub::{Hub, SessionCommand};
 use crate::invites::{InvitationStore, Issuer, advertised_addresses};
 use crate::records::{AgentInfo, AuditRecord};
 use crate::tls::{ALPN, PlantTrust};
-use crate::util::{fingerprint_text, hex, random_bytes};
+use crate::util::{fingerprint_of, hex, random_bytes};
 
 /// How long shutdown waits for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -169,7 +169,7 @@ async fn serve(
         config.audit_max_bytes,
         config.audit_keep,
     )?);
-    let fp = fingerprint_text(&identity.fingerprint);
+    let fp = identity.fingerprint.colon_hex();
     if created {
         tracing::info!(fingerprint = %fp, "created the device key and certificate");
         audit_or_log(
@@ -434,7 +434,7 @@ async fn connection(
         fingerprint: peer_certs
             .as_ref()
             .and_then(|c| c.first())
-            .map(|c| fingerprint_text(&crate::util::sha256(c))),
+            .map(|c| fingerprint_of(c).colon_hex()),
         ..Context::default()
     };
     ticket.set_fingerprint(ctx.fingerprint.clone());

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rustls::pki_types::CertificateDer;
 use shoulder_proto::frame::encode_into;
 use shoulder_proto::session::{AuthMethod, DeviceInput, ExpertIdentity, Phase};
-use shoulder_proto::{ByeReason, Message, ResumeToken};
+use shoulder_proto::{ByeReason, Fingerprint, Message, ResumeToken};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
@@ -16,7 +16,7 @@ use super::session::Session;
 use super::{CLOSE_GRACE, lock};
 use crate::records::AuditRecord;
 use crate::transport::Transport;
-use crate::util::random_bytes;
+use crate::util::{fingerprint_of, random_bytes};
 
 /// A session on hold, waiting for its expert to come back.
 pub(super) struct Parked {
@@ -115,7 +115,7 @@ impl Session {
                 .peer_certs
                 .as_ref()
                 .and_then(|c| c.first())
-                .is_some_and(|c| bool::from(crate::util::sha256(c).ct_eq(fingerprint))),
+                .is_some_and(|c| fingerprint_of(c).ct_eq(&Fingerprint(*fingerprint))),
             AuthMethod::Invitation { .. } => true,
         };
         if !(token_ok & identity_ok) {
