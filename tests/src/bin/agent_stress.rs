@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use shoulder::ClientError;
 use shoulder::client::{self, ClientEvent, ConnectOptions, SharedView};
-use shoulder_proto::frame::{HEADER_LEN, MAX_FRAME_LEN};
+use shoulder_proto::frame::{HEADER_LEN, MAX_FRAME_LEN, split_frame};
 use shoulder_proto::msg::{Buttons, Key, MAX_CHAT_LEN, Pointer};
 use shoulder_proto::session::{ControlState, ExpertConfig, ExpertSession, ExpertState, UserAction};
 use shoulder_proto::{Auth, ByeReason};
@@ -150,35 +150,27 @@ impl WireCtl {
     }
 }
 
-/// Where the client's outgoing byte stream is relative to its frames.
+/// Where the client's outgoing byte stream is relative to its frames: the
+/// bytes of the frame not yet complete (the client's own frames are small).
 #[derive(Debug, Default)]
 struct FrameCursor {
-    header: [u8; HEADER_LEN],
-    have: usize,
-    body_left: usize,
+    partial: Vec<u8>,
 }
 
 impl FrameCursor {
     fn at_boundary(&self) -> bool {
-        self.have == 0 && self.body_left == 0
+        self.partial.is_empty()
     }
 
-    fn advance(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.body_left > 0 {
-                let n = self.body_left.min(bytes.len());
-                self.body_left -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            self.header[self.have] = bytes[0];
-            self.have += 1;
-            bytes = &bytes[1..];
-            if self.have == HEADER_LEN {
-                self.body_left = u32::from_le_bytes(self.header) as usize;
-                self.have = 0;
-            }
+    fn advance(&mut self, bytes: &[u8]) {
+        self.partial.extend_from_slice(bytes);
+        let mut done = 0;
+        // The client writes only frames it encoded itself: no size limit
+        // to enforce here.
+        while let Ok(Some(frame)) = split_frame(&self.partial[done..], usize::MAX) {
+            done += frame.len();
         }
+        self.partial.drain(..done);
     }
 }
 

@@ -490,7 +490,7 @@ fn client_config() -> rustls::ClientConfig {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyDevice::new()))
         .with_no_client_auth();
-    c.alpn_protocols = vec![b"shoulder/1".to_vec()];
+    c.alpn_protocols = vec![shoulder_proto::ALPN.to_vec()];
     c
 }
 
