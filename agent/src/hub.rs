@@ -3,12 +3,12 @@
 //! person's decisions go.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shoulder_proto::ConsentKind;
 use shoulder_proto::session::{LocalCommand, LocalDecision, Outcome, PromptId};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 /// Events queued for each control-socket listener before it counts as
 /// lagging (a listener that does not read loses events, not the agent).
@@ -62,6 +62,8 @@ struct State {
 #[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
+    /// Woken whenever the slot is freed.
+    freed: Notify,
     events: broadcast::Sender<Value>,
     /// Static facts for `status`.
     pub info: Value,
@@ -86,6 +88,7 @@ impl Hub {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Arc::new(Self {
             state: Mutex::new(State::default()),
+            freed: Notify::new(),
             events,
             info,
         })
@@ -98,6 +101,25 @@ impl Hub {
     /// Whether a session holds the slot.
     pub fn is_busy(&self) -> bool {
         self.lock().slot.is_some()
+    }
+
+    /// Waits until no session holds the slot, for at most `within`.
+    /// Returns whether it is free (it may be taken again at any moment:
+    /// [`Hub::claim`] decides).
+    pub async fn wait_until_free(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the check, so a release in between wakes it.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !self.is_busy() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return !self.is_busy();
+            }
+        }
     }
 
     /// Takes the one session slot, or None if another session holds it.
@@ -244,6 +266,8 @@ impl Drop for SlotGuard {
         let mut st = self.hub.lock();
         if st.slot.as_ref().is_some_and(|s| s.token == self.token) {
             st.slot = None;
+            drop(st);
+            self.hub.freed.notify_waiters();
         }
     }
 }

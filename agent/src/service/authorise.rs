@@ -3,7 +3,7 @@
 //! (the pre-auth limit is left, the session slot taken, the invitation
 //! used up).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::UnixTime;
 use shoulder_proto::ByeReason;
@@ -14,6 +14,15 @@ use super::session::Session;
 use crate::admission::{HashRefused, PreAuthTicket};
 use crate::records::AuditName as _;
 use crate::util::unix_now;
+
+/// How long a connection that finds the session slot taken waits for it to
+/// be freed before it is told the device is busy. An expert who ends a
+/// session and reconnects at once needs only a handshake and a hello to ask
+/// again, and may do so before the device has read their goodbye (the
+/// expert does not wait for the device to close); a technician must not be
+/// told "another expert is connected" about their own old session. Short,
+/// so a second expert still hears "busy" promptly.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// An expert's identity, or why they may not in.
 pub(super) type AuthResult = Result<ExpertIdentity, (ByeReason, String)>;
@@ -27,6 +36,11 @@ pub(super) struct PreAuth {
     pub(super) evicted: Option<oneshot::Receiver<()>>,
     /// The running credential check.
     pub(super) check: Option<oneshot::Receiver<AuthResult>>,
+    /// The request, back once the session slot was freed or [`SLOT_WAIT`]
+    /// passed.
+    pub(super) slot_wait: Option<oneshot::Receiver<AuthRequest>>,
+    /// Whether this connection waited for the slot already (once only).
+    pub(super) waited_for_slot: bool,
 }
 
 impl Session {
@@ -40,6 +54,10 @@ impl Session {
                 "remote assistance is disabled on this device".into(),
             ))
         } else if shared.hub.is_busy() && !matches!(req, AuthRequest::Resume { .. }) {
+            if !self.pre_auth.waited_for_slot {
+                self.pre_auth.waited_for_slot = true;
+                return self.wait_for_slot(req);
+            }
             Some((ByeReason::Busy, "another expert is connected".into()))
         } else if let Some(Err(retry)) = self.pre_auth.ticket.as_mut().map(|t| {
             // Counted as a failure before any work, refunded in `auth_done`
@@ -129,6 +147,22 @@ impl Session {
                 )),
             };
             let _ = tx.send(result);
+        });
+    }
+
+    /// Asks again with `req` once the slot is free or [`SLOT_WAIT`] passed
+    /// (the session loop calls [`Session::start_auth`] with it).
+    fn wait_for_slot(&mut self, req: AuthRequest) {
+        let (mut tx, rx) = oneshot::channel();
+        self.pre_auth.slot_wait = Some(rx);
+        let hub = self.shared.hub.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = hub.wait_until_free(SLOT_WAIT) => {}
+                // The connection ended meanwhile.
+                _ = tx.closed() => return,
+            }
+            let _ = tx.send(req);
         });
     }
 

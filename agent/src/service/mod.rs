@@ -458,6 +458,8 @@ async fn connection(
             ticket: Some(ticket),
             evicted: Some(evicted),
             check: None,
+            slot_wait: None,
+            waited_for_slot: false,
         },
         resume: ResumeLink::default(),
         slot: None,

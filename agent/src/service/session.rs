@@ -159,6 +159,10 @@ impl Session {
                 continue;
             }
             if self.closing.is_some() {
+                // The device side is done before the expert can see the
+                // end (the Bye and the close still to go): an expert who
+                // reconnects at once finds the slot free.
+                self.end_locally();
                 if let Some(t) = transport.take() {
                     t.close(std::mem::take(&mut self.out), CLOSE_GRACE).await;
                 }
@@ -216,6 +220,13 @@ impl Session {
                         reason: ByeReason::AuthTimeout,
                         detail: "too many connections are authenticating; try again".into(),
                     });
+                }
+                req = recv_opt(&mut self.pre_auth.slot_wait), if self.pre_auth.slot_wait.is_some() => {
+                    self.pre_auth.slot_wait = None;
+                    match req {
+                        Some(req) => self.start_auth(req),
+                        None => self.auth_done(Err((ByeReason::InternalError, "authentication task failed".into()))),
+                    }
                 }
                 r = recv_opt(&mut self.pre_auth.check), if self.pre_auth.check.is_some() => {
                     self.pre_auth.check = None;
@@ -299,6 +310,14 @@ impl Session {
                 }
             }
         }
+        self.end_locally();
+        tracing::info!(peer = %self.peer, session = ?self.ctx.session, sent = self.tally.bytes_sent, "connection closed");
+    }
+
+    /// Ends the session on the device: nothing can resume it, the screen
+    /// is no longer read, the expert's input devices are gone, and the
+    /// one session slot is free for the next expert. Idempotent.
+    fn end_locally(&mut self) {
         if let Some(h) = self.unpark() {
             // A resuming connection got in just as the session ended.
             tokio::spawn(refuse_late_resume(h));
@@ -307,7 +326,9 @@ impl Session {
         if self.devices.control.take().is_some() {
             self.with_input(|i| i.disable());
         }
-        tracing::info!(peer = %self.peer, session = ?self.ctx.session, sent = self.tally.bytes_sent, "connection closed");
+        self.devices.control_pending = None;
+        self.commands = None;
+        self.slot = None;
     }
 
     pub(super) fn process_outputs(&mut self) {
