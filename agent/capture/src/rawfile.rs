@@ -241,7 +241,7 @@ mod tests {
         let spec: SourceSpec = format!("rawfile:{}@4x3:RGB565", path.display())
             .parse()
             .unwrap();
-        assert!(crate::source::open(&spec).is_ok());
+        assert!(crate::open::open(&spec).is_ok());
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -686,24 +686,3 @@ impl fmt::Display for SourceSpec {
         }
     }
 }
-
-/// Opens the source named by `spec`.
-pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, CaptureError> {
-    Ok(match spec {
-        SourceSpec::Drm { device, connector } => Box::new(crate::drm::DrmSource::open(
-            device.as_deref(),
-            connector.as_deref(),
-        )?),
-        SourceSpec::Fbdev { device } => Box::new(crate::fbdev::FbdevSource::open(device)?),
-        SourceSpec::RawFile {
-            path,
-            geometry,
-            pitch,
-        } => Box::new(crate::rawfile::RawFileSource::open(
-            path, *geometry, *pitch,
-        )?),
-        SourceSpec::Synthetic { width, height } => {
-            Box::new(crate::synthetic::SyntheticScreen::new(*width, *height))
-        }
-    })
-}
