@@ -13,8 +13,12 @@
 //!   raw), with bounded memory (one shadow frame plus scratch).
 //! - [`Pacer`]: sans-I/O decision of when to capture next, so an idle screen
 //!   costs almost nothing and a busy one is sent as fast as the client takes it.
-//! - [`ScanoutAccess`]: write access to the buffer on screen, for the consent
-//!   banner's "draw into the scanout buffer" presenters (DRM and fbdev).
+//!
+//! Finding the display and mapping what it scans out is `shoulder-display`'s
+//! (shared with the consent banner, which draws into that buffer); the DRM
+//! and fbdev sources here read through it. [`PixelFormat`],
+//! [`ScreenGeometry`] and [`CaptureError`] are the display crate's, named
+//! here too.
 //!
 //! # Features
 //!
@@ -61,12 +65,10 @@
 //! ```
 
 pub mod capturer;
-pub mod convert;
 pub mod cursor;
 pub mod drm;
 pub mod encoder;
 pub mod fbdev;
-mod mmap;
 mod open;
 pub mod pacing;
 pub mod rawfile;
@@ -81,7 +83,9 @@ pub use cursor::{CursorImage, CursorState, CursorTracker, CursorUpdate};
 pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder, Probing, ViewCheck};
 pub use open::open;
 pub use pacing::{Pacer, PacingConfig};
+/// Pixel conversion to the wire format lives with the pixel format.
+pub use shoulder_display::convert;
 pub use source::{
-    CaptureError, Frame, FrameError, FrameSource, PixelFormat, ScanoutAccess, ScanoutMut,
-    ScreenGeometry, SourceSpec, SpecError,
+    CaptureError, Frame, FrameError, FrameSource, PixelFormat, ScreenGeometry, SourceSpec,
+    SpecError,
 };
