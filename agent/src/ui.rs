@@ -285,21 +285,12 @@ fn open_banner(config: &Config) -> Result<(ScanoutThread, ScreenSpec), String> {
 
 /// The screen's size and format, read once from the capture source.
 fn screen_spec(spec: &SourceSpec) -> Result<ScreenSpec, String> {
-    use shoulder_banner::PixelFormat as B;
-    use shoulder_capture::PixelFormat as C;
     let mut source = shoulder_capture::open(spec).map_err(|e| e.to_string())?;
     let g = source.geometry().map_err(|e| e.to_string())?;
-    let format = match g.format {
-        C::Xrgb8888 => B::Xrgb8888,
-        C::Argb8888 => B::Argb8888,
-        C::Xbgr8888 => B::Xbgr8888,
-        C::Abgr8888 => B::Abgr8888,
-        C::Rgb565 => B::Rgb565,
-    };
     Ok(ScreenSpec {
         width: g.width,
         height: g.height,
-        format,
+        format: g.format,
     })
 }
 

@@ -21,8 +21,7 @@ use shoulder_banner::present::{
 use shoulder_banner::{
     PixelFormat, PromptView, Renderer, ScreenSpec, StripMode, StripView, Style, View,
 };
-use shoulder_capture::FrameSource;
-use shoulder_capture::drm::{DrmOptions, DrmSource};
+use shoulder_display::drm::{DrmDisplay, DrmOptions};
 use shoulder_proto::msg::ConsentKind;
 
 /// Longest run accepted: the demo is for tests and a quick look.
@@ -204,19 +203,17 @@ fn main() {
                 &args,
             )
         } else {
-            let mut source = DrmSource::open_with(DrmOptions {
+            let mut source = DrmDisplay::open_with(DrmOptions {
                 device: args.drm.clone(),
                 connector: None,
                 writable: true,
             })
             .map_err(|e| e.to_string())?;
             let g = source.geometry().map_err(|e| e.to_string())?;
-            let format = PixelFormat::from_fourcc(g.format.fourcc())
-                .ok_or(format!("screen format {} cannot be drawn", g.format))?;
             let screen = ScreenSpec {
                 width: g.width,
                 height: g.height,
-                format,
+                format: g.format,
             };
             run_with(CaptureScanout::new(source), screen, &args)
         }

@@ -1,4 +1,4 @@
-//! Pixel formats and the buffers the banner is drawn into.
+//! The buffers the banner is drawn into, in the display's [`PixelFormat`].
 //!
 //! [`PixelBuffer`] owns its bytes (the rendered banner patches); [`Surface`]
 //! borrows someone else's (a mapped scanout buffer, a captured frame). Both
@@ -15,93 +15,8 @@ use embedded_graphics::primitives::Rectangle;
 /// larger is a corrupt mode or a caller bug, and would make allocations huge.
 pub const MAX_DIMENSION: u32 = 8192;
 
-/// Memory layouts of a pixel, named like the DRM fourcc codes (little-endian).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PixelFormat {
-    /// 32 bits: bytes B, G, R, X.
-    Xrgb8888,
-    /// 32 bits: bytes B, G, R, A (the banner writes opaque alpha).
-    Argb8888,
-    /// 32 bits: bytes R, G, B, X.
-    Xbgr8888,
-    /// 32 bits: bytes R, G, B, A.
-    Abgr8888,
-    /// 16 bits little-endian: R 5 bits, G 6, B 5 (small panels).
-    Rgb565,
-}
-
-impl PixelFormat {
-    /// DRM fourcc codes (`drm_fourcc.h`).
-    pub const FOURCC_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
-    pub const FOURCC_ARGB8888: u32 = u32::from_le_bytes(*b"AR24");
-    pub const FOURCC_XBGR8888: u32 = u32::from_le_bytes(*b"XB24");
-    pub const FOURCC_ABGR8888: u32 = u32::from_le_bytes(*b"AB24");
-    pub const FOURCC_RGB565: u32 = u32::from_le_bytes(*b"RG16");
-
-    /// The format of a DRM framebuffer, if the banner can draw into it.
-    pub fn from_fourcc(fourcc: u32) -> Option<Self> {
-        Some(match fourcc {
-            Self::FOURCC_XRGB8888 => Self::Xrgb8888,
-            Self::FOURCC_ARGB8888 => Self::Argb8888,
-            Self::FOURCC_XBGR8888 => Self::Xbgr8888,
-            Self::FOURCC_ABGR8888 => Self::Abgr8888,
-            Self::FOURCC_RGB565 => Self::Rgb565,
-            _ => return None,
-        })
-    }
-
-    pub fn fourcc(self) -> u32 {
-        match self {
-            Self::Xrgb8888 => Self::FOURCC_XRGB8888,
-            Self::Argb8888 => Self::FOURCC_ARGB8888,
-            Self::Xbgr8888 => Self::FOURCC_XBGR8888,
-            Self::Abgr8888 => Self::FOURCC_ABGR8888,
-            Self::Rgb565 => Self::FOURCC_RGB565,
-        }
-    }
-
-    pub fn bytes_per_pixel(self) -> usize {
-        match self {
-            Self::Rgb565 => 2,
-            _ => 4,
-        }
-    }
-
-    /// Writes one opaque pixel; `out` has [`bytes_per_pixel`](Self::bytes_per_pixel) bytes.
-    #[inline]
-    pub fn encode(self, c: Rgb888, out: &mut [u8]) {
-        let (r, g, b) = (c.r(), c.g(), c.b());
-        match self {
-            Self::Xrgb8888 | Self::Argb8888 => out[..4].copy_from_slice(&[b, g, r, 0xff]),
-            Self::Xbgr8888 | Self::Abgr8888 => out[..4].copy_from_slice(&[r, g, b, 0xff]),
-            Self::Rgb565 => {
-                let v = (u16::from(r >> 3) << 11) | (u16::from(g >> 2) << 5) | u16::from(b >> 3);
-                out[..2].copy_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-
-    /// Reads one pixel (RGB565 is widened by repeating the high bits).
-    #[inline]
-    pub fn decode(self, px: &[u8]) -> Rgb888 {
-        match self {
-            Self::Xrgb8888 | Self::Argb8888 => Rgb888::new(px[2], px[1], px[0]),
-            Self::Xbgr8888 | Self::Abgr8888 => Rgb888::new(px[0], px[1], px[2]),
-            Self::Rgb565 => {
-                let v = u16::from_le_bytes([px[0], px[1]]);
-                let r = ((v >> 11) & 0x1f) as u8;
-                let g = ((v >> 5) & 0x3f) as u8;
-                let b = (v & 0x1f) as u8;
-                Rgb888::new(
-                    (r << 3) | (r >> 2),
-                    (g << 2) | (g >> 4),
-                    (b << 3) | (b >> 2),
-                )
-            }
-        }
-    }
-}
+/// The display's pixel format: the banner draws in the screen's own format.
+pub use shoulder_display::PixelFormat;
 
 /// Why a buffer description was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -46,7 +46,7 @@ impl CapturerError {
 impl Capturer {
     /// Opens the source named by `spec`.
     pub fn open(spec: &SourceSpec) -> Result<Self, CaptureError> {
-        Ok(Self::new(crate::source::open(spec)?))
+        Ok(Self::new(crate::open::open(spec)?))
     }
 
     /// Wraps an already open source (tests, the synthetic screen whose
@@ -107,7 +107,7 @@ impl Capturer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "synthetic"))]
 mod tests {
     use super::*;
     use crate::synthetic::{Clock, SyntheticScreen};

@@ -4,23 +4,8 @@
 use shoulder_proto::msg::{CursorShape, MAX_CURSOR_EDGE, Message, Payload};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Where the cursor's hot spot is on screen, and whether it is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CursorState {
-    pub x: u16,
-    pub y: u16,
-    pub visible: bool,
-}
-
-/// A cursor image, ARGB8888 little-endian (bytes B, G, R, A), rows packed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CursorImage {
-    pub width: u16,
-    pub height: u16,
-    pub hot_x: u16,
-    pub hot_y: u16,
-    pub argb: Vec<u8>,
-}
+/// What the display shows of the cursor (DRM cursor plane).
+pub use shoulder_display::cursor::{CursorImage, CursorState};
 
 /// What to tell the expert about the cursor now; both parts only when changed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -46,8 +46,8 @@ use shoulder_proto::msg::{
 };
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::convert::{pixel_to_xrgb, row_to_xrgb8888};
 use crate::source::{Frame, MAX_EDGE, ScreenGeometry};
+use shoulder_display::convert::{pixel_to_xrgb, row_to_xrgb8888};
 
 /// Edge of a damage tile in pixels. Damage is tracked per row at this column
 /// granularity and rectangles are grouped per band of this many rows: small

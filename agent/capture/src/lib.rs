@@ -5,16 +5,29 @@
 //! - [`FrameSource`]: where pixels come from. Backends: [`drm::DrmSource`]
 //!   (DRM/KMS scanout), [`fbdev::FbdevSource`] (`/dev/fb0`),
 //!   [`rawfile::RawFileSource`] (a file of raw pixels, re-read every tick) and
-//!   [`synthetic::SyntheticScreen`] (the demo kiosk screen, drawn in memory).
-//!   [`open`] builds one from a [`SourceSpec`] such as
+//!   `synthetic::SyntheticScreen` (the demo kiosk screen, drawn in memory;
+//!   only with the `synthetic` feature, see below). [`open`] builds one from a [`SourceSpec`] such as
 //!   `rawfile:/tmp/screen.raw@1920x1080:XRGB8888`.
 //! - [`Encoder`]: sans-I/O change detection and encoding into
 //!   [`shoulder_proto::msg::UpdatePart`]s (solid fills, scroll copies, lz4,
 //!   raw), with bounded memory (one shadow frame plus scratch).
 //! - [`Pacer`]: sans-I/O decision of when to capture next, so an idle screen
 //!   costs almost nothing and a busy one is sent as fast as the client takes it.
-//! - [`ScanoutAccess`]: write access to the buffer on screen, for the consent
-//!   banner's "draw into the scanout buffer" presenters (DRM and fbdev).
+//!
+//! Finding the display and mapping what it scans out is `shoulder-display`'s
+//! (shared with the consent banner, which draws into that buffer); the DRM
+//! and fbdev sources here read through it. [`PixelFormat`],
+//! [`ScreenGeometry`] and [`CaptureError`] are the display crate's, named
+//! here too.
+//!
+//! # Features
+//!
+//! - `synthetic` (default): the demo kiosk screen ([`SourceSpec::Synthetic`])
+//!   and the benchmark `scenarios`, both drawn with `shoulder-kiosk-ui`.
+//!   Tests, benchmarks and `capture-probe` use them; the device agent
+//!   depends on this crate with `default-features = false`, so the demo UI
+//!   stays out of the device binary (its `synthetic` feature turns it back
+//!   on).
 //!
 //! # Typical loop (the agent's capture thread)
 //!
@@ -52,23 +65,27 @@
 //! ```
 
 pub mod capturer;
-pub mod convert;
 pub mod cursor;
 pub mod drm;
 pub mod encoder;
 pub mod fbdev;
-mod mmap;
+mod open;
 pub mod pacing;
 pub mod rawfile;
+#[cfg(feature = "synthetic")]
 pub mod scenarios;
 pub mod source;
+#[cfg(feature = "synthetic")]
 pub mod synthetic;
 
 pub use capturer::{Capturer, CapturerError};
 pub use cursor::{CursorImage, CursorState, CursorTracker, CursorUpdate};
 pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder, Probing, ViewCheck};
+pub use open::open;
 pub use pacing::{Pacer, PacingConfig};
+/// Pixel conversion to the wire format lives with the pixel format.
+pub use shoulder_display::convert;
 pub use source::{
-    CaptureError, Frame, FrameError, FrameSource, PixelFormat, ScanoutAccess, ScanoutMut,
-    ScreenGeometry, SourceSpec, SpecError, open,
+    CaptureError, Frame, FrameError, FrameSource, PixelFormat, ScreenGeometry, SourceSpec,
+    SpecError,
 };

@@ -9,8 +9,8 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::mmap::Mapping;
 use crate::source::{CaptureError, Frame, FrameSource, ScreenGeometry, check_frame, frame_len};
+use shoulder_display::mmap::Mapping;
 
 /// Raw file capture source.
 #[derive(Debug)]
@@ -241,7 +241,7 @@ mod tests {
         let spec: SourceSpec = format!("rawfile:{}@4x3:RGB565", path.display())
             .parse()
             .unwrap();
-        assert!(crate::source::open(&spec).is_ok());
+        assert!(crate::open::open(&spec).is_ok());
         std::fs::remove_file(&path).unwrap();
     }
 

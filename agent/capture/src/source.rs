@@ -6,181 +6,15 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use shoulder_display::mmap::SyncGuard;
+// The display's types, named here too so that `source::{…}` keeps naming
+// everything a source deals in.
+pub use shoulder_display::{
+    CaptureError, FrameError, MAX_EDGE, PixelFormat, ScanoutAccess, ScanoutMut, ScreenGeometry,
+    SpecError, check_frame, fourcc_name, frame_len,
+};
+
 use crate::cursor::CursorUpdate;
-use crate::mmap::SyncGuard;
-
-/// Largest screen edge a source may report; the wire cannot carry more.
-pub const MAX_EDGE: u32 = shoulder_proto::msg::MAX_SCREEN_EDGE as u32;
-
-/// Pixel layouts the capture understands. All are linear (not tiled) and
-/// little-endian, named as DRM fourccs are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PixelFormat {
-    /// Bytes B, G, R, X. The wire format.
-    Xrgb8888,
-    /// Bytes B, G, R, A (alpha ignored: the scanout shows it opaque).
-    Argb8888,
-    /// Bytes R, G, B, X.
-    Xbgr8888,
-    /// Bytes R, G, B, A (alpha ignored).
-    Abgr8888,
-    /// 16 bits little-endian: red 5 (high), green 6, blue 5 (low).
-    Rgb565,
-}
-
-impl PixelFormat {
-    pub const ALL: [PixelFormat; 5] = [
-        PixelFormat::Xrgb8888,
-        PixelFormat::Argb8888,
-        PixelFormat::Xbgr8888,
-        PixelFormat::Abgr8888,
-        PixelFormat::Rgb565,
-    ];
-
-    pub const fn bytes_per_pixel(self) -> usize {
-        match self {
-            PixelFormat::Rgb565 => 2,
-            _ => 4,
-        }
-    }
-
-    /// The DRM fourcc code of this format.
-    pub const fn fourcc(self) -> u32 {
-        const fn fourcc(c: &[u8; 4]) -> u32 {
-            (c[0] as u32) | (c[1] as u32) << 8 | (c[2] as u32) << 16 | (c[3] as u32) << 24
-        }
-        match self {
-            PixelFormat::Xrgb8888 => fourcc(b"XR24"),
-            PixelFormat::Argb8888 => fourcc(b"AR24"),
-            PixelFormat::Xbgr8888 => fourcc(b"XB24"),
-            PixelFormat::Abgr8888 => fourcc(b"AB24"),
-            PixelFormat::Rgb565 => fourcc(b"RG16"),
-        }
-    }
-
-    /// The format with DRM fourcc `code`, if we support it.
-    pub fn from_fourcc(code: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.fourcc() == code)
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            PixelFormat::Xrgb8888 => "XRGB8888",
-            PixelFormat::Argb8888 => "ARGB8888",
-            PixelFormat::Xbgr8888 => "XBGR8888",
-            PixelFormat::Abgr8888 => "ABGR8888",
-            PixelFormat::Rgb565 => "RGB565",
-        }
-    }
-}
-
-impl fmt::Display for PixelFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for PixelFormat {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        Self::ALL
-            .into_iter()
-            .find(|f| f.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| SpecError::UnknownFormat(s.to_owned()))
-    }
-}
-
-/// Prints a DRM fourcc as its four characters (`XR24`), or hex when it is not
-/// printable.
-pub fn fourcc_name(code: u32) -> String {
-    let b = code.to_le_bytes();
-    if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
-        format!("{} (0x{code:08x})", String::from_utf8_lossy(&b).trim_end())
-    } else {
-        format!("0x{code:08x}")
-    }
-}
-
-/// Size and format of the screen as a source shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ScreenGeometry {
-    pub width: u32,
-    pub height: u32,
-    pub format: PixelFormat,
-}
-
-impl fmt::Display for ScreenGeometry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}×{} {}", self.width, self.height, self.format)
-    }
-}
-
-/// Why pixels cannot be viewed as a frame.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FrameError {
-    #[error("screen size {width}×{height} is not possible (each side 1..={MAX_EDGE})")]
-    BadSize { width: u32, height: u32 },
-    #[error("pitch {pitch} bytes is smaller than one row of {width} {format} pixels")]
-    PitchTooSmall {
-        pitch: usize,
-        width: u32,
-        format: PixelFormat,
-    },
-    #[error(
-        "pixel buffer has {len} bytes, a {width}×{height} frame with pitch {pitch} needs {needed}"
-    )]
-    TooShort {
-        len: usize,
-        needed: usize,
-        width: u32,
-        height: u32,
-        pitch: usize,
-    },
-}
-
-/// Bytes needed for `height` rows of `row_bytes`, `pitch` apart (the last row
-/// need not be padded).
-pub(crate) fn frame_len(pitch: usize, row_bytes: usize, height: u32) -> Option<usize> {
-    pitch
-        .checked_mul(height.checked_sub(1)? as usize)?
-        .checked_add(row_bytes)
-}
-
-pub(crate) fn check_frame(
-    len: usize,
-    geometry: ScreenGeometry,
-    pitch: usize,
-) -> Result<(), FrameError> {
-    let ScreenGeometry {
-        width,
-        height,
-        format,
-    } = geometry;
-    if width == 0 || height == 0 || width > MAX_EDGE || height > MAX_EDGE {
-        return Err(FrameError::BadSize { width, height });
-    }
-    let row = width as usize * format.bytes_per_pixel();
-    if pitch < row {
-        return Err(FrameError::PitchTooSmall {
-            pitch,
-            width,
-            format,
-        });
-    }
-    // Cannot overflow: width, height ≤ 8192 and pitch is a real buffer's.
-    let needed = frame_len(pitch, row, height).unwrap_or(usize::MAX);
-    if len < needed {
-        return Err(FrameError::TooShort {
-            len,
-            needed,
-            width,
-            height,
-            pitch,
-        });
-    }
-    Ok(())
-}
 
 /// A borrowed view of the screen's current pixels. For mapped sources this is
 /// the live mapping itself (no copy), which the application may be drawing
@@ -330,85 +164,10 @@ impl<'a> Frame<'a> {
         let mut row = vec![0u8; self.row_bytes()];
         for (y, dst) in out.chunks_exact_mut(w * 4).enumerate() {
             self.read_row(y as u32, &mut row);
-            crate::convert::row_to_xrgb8888(self.format(), &row, dst);
-            crate::convert::zero_x(dst);
+            shoulder_display::convert::row_to_xrgb8888(self.format(), &row, dst);
+            shoulder_display::convert::zero_x(dst);
         }
         out
-    }
-}
-
-/// Why a capture failed. [`CaptureError::is_transient`] tells whether to wait
-/// and try again (display off, file being rewritten) or to give up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CaptureError {
-    /// Nothing is on screen: no active CRTC, or its primary plane shows no
-    /// framebuffer (display off, DPMS, between modesets). Transient: the agent
-    /// reports "screen unavailable" and polls slowly until it comes back.
-    #[error("the display is off: {detail}")]
-    DisplayOff { detail: String },
-    #[error("cannot open {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} on {path} failed: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{path}: the framebuffer's handle is hidden from this process (GETFB2 returned handle 0): \
-         capturing another process's buffer needs CAP_SYS_ADMIN (run the agent as root or grant it the capability)"
-    )]
-    MissingCapSysAdmin { path: PathBuf },
-    #[error(
-        "{path}: pixel format {format} is not supported (supported: XRGB8888, ARGB8888, XBGR8888, ABGR8888, RGB565)"
-    )]
-    UnsupportedFormat { path: PathBuf, format: String },
-    #[error(
-        "{path}: framebuffer {format} uses modifier 0x{modifier:016x} (tiled or compressed); only linear buffers can be read. \
-         Make the application allocate linear scanout buffers"
-    )]
-    UnsupportedModifier {
-        path: PathBuf,
-        format: String,
-        modifier: u64,
-    },
-    #[error("{path}: {detail}")]
-    Unsupported { path: PathBuf, detail: String },
-    #[error("{path}: no display found: {detail}")]
-    NoDisplay { path: PathBuf, detail: String },
-    #[error(
-        "{path} has {len} bytes, a {geometry} frame needs {needed}: the file is shorter than the screen (being rewritten?)"
-    )]
-    FileTooShort {
-        path: PathBuf,
-        len: u64,
-        needed: u64,
-        geometry: ScreenGeometry,
-    },
-    #[error("{path}: {source}")]
-    Frame {
-        path: PathBuf,
-        #[source]
-        source: FrameError,
-    },
-    #[error("bad capture source: {0}")]
-    Spec(#[from] SpecError),
-}
-
-impl CaptureError {
-    /// Whether waiting may fix it (display off, file shorter for a moment);
-    /// the agent then reports the screen unavailable and retries slowly.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            CaptureError::DisplayOff { .. } | CaptureError::FileTooShort { .. }
-        )
     }
 }
 
@@ -434,64 +193,6 @@ pub trait FrameSource: Send {
 
     /// A short description for logs: "drm /dev/dri/card0 crtc 41", "rawfile /tmp/x".
     fn describe(&self) -> String;
-}
-
-/// Write access to the buffer the display is scanning out, for presenters
-/// that draw a banner straight into it (DRM dumb/linear buffers, fbdev).
-///
-/// The buffer belongs to another process (the kiosk app) which may repaint or
-/// flip at any time: callers redraw whenever [`ScanoutMut::buffer_id`] changes
-/// or the pixels under the banner no longer match what was drawn.
-pub trait ScanoutAccess {
-    /// Maps the buffer on screen now for reading and writing.
-    fn scanout_mut(&mut self) -> Result<ScanoutMut<'_>, CaptureError>;
-
-    /// Tells the display that pixels in the rectangle changed, for drivers
-    /// that copy from the buffer only when told (DIRTYFB). Best effort: the
-    /// kernel may refuse it to non-masters; drivers that scan out the buffer
-    /// directly do not need it.
-    fn flush(&mut self, x: u32, y: u32, w: u32, h: u32) -> Result<(), CaptureError>;
-}
-
-/// The scanned-out buffer, mapped writable. Row `y` starts at `y * pitch`.
-pub struct ScanoutMut<'a> {
-    pub pixels: &'a mut [u8],
-    pub geometry: ScreenGeometry,
-    pub pitch: usize,
-    /// Identifies the buffer: the DRM framebuffer id, or for fbdev the byte
-    /// offset of the visible area in video memory. Changes when the
-    /// application flips (or pans) to another buffer.
-    pub buffer_id: u32,
-    pub(crate) _sync: Option<SyncGuard<'a>>,
-}
-
-impl fmt::Debug for ScanoutMut<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ScanoutMut({}, pitch {}, buffer {})",
-            self.geometry, self.pitch, self.buffer_id
-        )
-    }
-}
-
-impl<'a> ScanoutMut<'a> {
-    /// A view of plain memory (no dma-buf bracket): for in-memory
-    /// [`ScanoutAccess`] implementations such as test fakes.
-    pub fn new(
-        pixels: &'a mut [u8],
-        geometry: ScreenGeometry,
-        pitch: usize,
-        buffer_id: u32,
-    ) -> Self {
-        Self {
-            pixels,
-            geometry,
-            pitch,
-            buffer_id,
-            _sync: None,
-        }
-    }
 }
 
 /// A capture source as named in configuration and on command lines.
@@ -525,34 +226,6 @@ pub enum SourceSpec {
 
 /// Default size of the synthetic screen: small enough for quick demos.
 pub const SYNTHETIC_DEFAULT_SIZE: (u32, u32) = (1280, 720);
-
-/// Why a source name does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SpecError {
-    #[error(
-        "unknown capture source kind {0:?}: use drm[:DEVICE[@CONNECTOR]], fbdev[:DEVICE], rawfile:PATH@WxH:FORMAT or synthetic[:WxH]"
-    )]
-    UnknownKind(String),
-    #[error(
-        "rawfile source {0:?} has no size: write rawfile:PATH@WxH:FORMAT, e.g. rawfile:/tmp/screen.raw@1920x1080:XRGB8888"
-    )]
-    MissingSize(String),
-    #[error(
-        "rawfile source {0:?} has no pixel format: add :FORMAT after the size, e.g. @1920x1080:XRGB8888"
-    )]
-    MissingFormat(String),
-    #[error("rawfile source has an empty path: write rawfile:PATH@WxH:FORMAT")]
-    EmptyPath,
-    #[error("size {0:?} is not WIDTHxHEIGHT with both between 1 and {MAX_EDGE}, e.g. 1920x1080")]
-    BadSize(String),
-    #[error("unknown pixel format {0:?}: use XRGB8888, ARGB8888, XBGR8888, ABGR8888 or RGB565")]
-    UnknownFormat(String),
-    #[error("pitch {0:?} is not a number of bytes at least one row long")]
-    BadPitch(String),
-    #[error("{0:?}: empty device path after the colon")]
-    EmptyDevice(String),
-}
 
 fn parse_size(s: &str) -> Result<(u32, u32), SpecError> {
     let bad = || SpecError::BadSize(s.to_owned());
@@ -685,25 +358,4 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Synthetic { width, height } => write!(f, "synthetic:{width}x{height}"),
         }
     }
-}
-
-/// Opens the source named by `spec`.
-pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, CaptureError> {
-    Ok(match spec {
-        SourceSpec::Drm { device, connector } => Box::new(crate::drm::DrmSource::open(
-            device.as_deref(),
-            connector.as_deref(),
-        )?),
-        SourceSpec::Fbdev { device } => Box::new(crate::fbdev::FbdevSource::open(device)?),
-        SourceSpec::RawFile {
-            path,
-            geometry,
-            pitch,
-        } => Box::new(crate::rawfile::RawFileSource::open(
-            path, *geometry, *pitch,
-        )?),
-        SourceSpec::Synthetic { width, height } => {
-            Box::new(crate::synthetic::SyntheticScreen::new(*width, *height))
-        }
-    })
 }

@@ -1,20 +1,20 @@
-//! [`ScanoutTarget`] over `shoulder-capture`'s [`ScanoutAccess`], which finds
+//! [`ScanoutTarget`] over `shoulder-display`'s [`ScanoutAccess`], which finds
 //! the framebuffer the display scans out (re-querying the plane every call,
 //! apps page-flip), maps it writable (dumb map or PRIME with
 //! `DMA_BUF_IOCTL_SYNC`) and caches the mappings per framebuffer.
 
 use embedded_graphics::primitives::Rectangle;
-use shoulder_capture::drm::{DrmOptions, DrmSource};
-use shoulder_capture::{CaptureError, ScanoutAccess};
+use shoulder_display::drm::{DrmDisplay, DrmOptions};
+use shoulder_display::{CaptureError, ScanoutAccess};
 
 use super::PresentError;
 use super::reopen::Reopening;
 use super::scanout::{BufferId, ScanoutPresenter, ScanoutTarget};
-use crate::pixel::{PixelFormat, Surface};
+use crate::pixel::Surface;
 
 /// The default presenter: draws into whatever the DRM display scans out,
 /// reopening the card when it went away.
-pub type DrmScanoutPresenter = ScanoutPresenter<Reopening<CaptureScanout<DrmSource>>>;
+pub type DrmScanoutPresenter = ScanoutPresenter<Reopening<CaptureScanout<DrmDisplay>>>;
 
 impl DrmScanoutPresenter {
     /// Opens the display for drawing the banner: `device` default the first
@@ -30,7 +30,7 @@ impl DrmScanoutPresenter {
             writable: true,
         };
         let target = Reopening::new(Box::new(move || {
-            DrmSource::open_with(opts.clone())
+            DrmDisplay::open_with(opts.clone())
                 .map(CaptureScanout::new)
                 .map_err(capture_error)
         }))?;
@@ -90,10 +90,7 @@ impl<S: ScanoutAccess> ScanoutTarget for CaptureScanout<S> {
             return Ok(None);
         }
         let g = m.geometry;
-        let format = PixelFormat::from_fourcc(g.format.fourcc()).ok_or_else(|| {
-            PresentError::Unsupported(format!("the screen's format {} cannot be drawn", g.format))
-        })?;
-        let mut surface = Surface::new(g.width, g.height, m.pitch, format, m.pixels)
+        let mut surface = Surface::new(g.width, g.height, m.pitch, g.format, m.pixels)
             .map_err(|e| PresentError::Unsupported(format!("the scanout mapping: {e}")))?;
         Ok(Some(f(&mut surface)))
     }
@@ -110,10 +107,7 @@ impl<S: ScanoutAccess> ScanoutTarget for CaptureScanout<S> {
         };
         let id = BufferId(u64::from(m.buffer_id));
         let g = m.geometry;
-        let format = PixelFormat::from_fourcc(g.format.fourcc()).ok_or_else(|| {
-            PresentError::Unsupported(format!("the screen's format {} cannot be drawn", g.format))
-        })?;
-        let mut surface = Surface::new(g.width, g.height, m.pitch, format, m.pixels)
+        let mut surface = Surface::new(g.width, g.height, m.pitch, g.format, m.pixels)
             .map_err(|e| PresentError::Unsupported(format!("the scanout mapping: {e}")))?;
         Ok(Some(f(id, &mut surface)))
     }
@@ -141,7 +135,7 @@ mod tests {
     use crate::layout::{Renderer, ScreenSpec, Style};
     use crate::present::{BannerPresenter, TickOutcome};
     use crate::view::{StripMode, StripView, View};
-    use shoulder_capture::{ScanoutMut, ScreenGeometry};
+    use shoulder_display::{PixelFormat, ScanoutMut, ScreenGeometry};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -160,7 +154,7 @@ mod tests {
                 ScreenGeometry {
                     width: 320,
                     height: 240,
-                    format: shoulder_capture::PixelFormat::Xrgb8888,
+                    format: PixelFormat::Xrgb8888,
                 },
                 320 * 4,
                 self.id,

@@ -6,18 +6,13 @@
 //! screen (or, for DRM's fbdev emulation, through its deferred-I/O page
 //! tracking), so nothing needs flushing.
 //!
-//! This module maps the device and calls its two query ioctls, hence the
-//! `unsafe` blocks, each with its reasoning.
-#![allow(unsafe_code)]
+//! The ioctls and the mapping are `shoulder-display`'s; no unsafe here.
 
+use shoulder_display::fbdev::{FB_TYPE_PACKED_PIXELS, FbVarScreeninfo, fix_info, var_info};
+use shoulder_display::mmap::Mapping;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
-
-use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
-
-use shoulder_capture::fbdev::{FB_TYPE_PACKED_PIXELS, FbVarScreeninfo, fix_info, var_info};
 
 use super::PresentError;
 use super::reopen::Reopening;
@@ -57,55 +52,6 @@ fn format_of(v: &FbVarScreeninfo) -> Option<PixelFormat> {
         (32, 0, 8, 16) => Some(PixelFormat::Xbgr8888),
         (16, 11, 5, 0) => Some(PixelFormat::Rgb565),
         _ => None,
-    }
-}
-
-/// A shared, writable mapping of the framebuffer memory.
-#[derive(Debug)]
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this value; moving it
-// to another thread moves the only handle to it.
-unsafe impl Send for Mapping {}
-
-impl Mapping {
-    fn new(file: &File, len: usize) -> std::io::Result<Self> {
-        // SAFETY: a null hint lets the kernel pick a fresh range, so no Rust
-        // object is aliased; the descriptor is open for the call; failure is
-        // returned.
-        let ptr = unsafe {
-            mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                file.as_fd(),
-                0,
-            )
-        }?;
-        let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| std::io::Error::other("mmap returned a null address"))?;
-        Ok(Self { ptr, len })
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points to `len` mapped read/write bytes that stay
-        // mapped until `self` drops, which the borrow cannot outlive; any
-        // byte value is a valid u8. Other processes (the app, fbcon) may
-        // write the same memory concurrently: as for every shared
-        // framebuffer mapping, a racing write only tears pixels, which the
-        // presenter's next tick repairs.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: exactly the range mmap returned; no borrow outlives `self`.
-        let _ = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
@@ -159,7 +105,7 @@ impl FbdevTarget {
                 var.yres_virtual
             )));
         }
-        let map = Mapping::new(&file, len).map_err(|e| dev("mapping", e))?;
+        let map = Mapping::new(file.as_fd(), 0, len, true).map_err(|e| dev("mapping", e))?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -214,7 +160,9 @@ impl ScanoutTarget for FbdevTarget {
         }
         let bpp = self.format.bytes_per_pixel();
         let start = v.yoffset as usize * self.line_length + v.xoffset as usize * bpp;
-        let bytes = self.map.bytes_mut();
+        let Some(bytes) = self.map.bytes_mut() else {
+            unreachable!("the framebuffer is mapped writable")
+        };
         let Some(window) = bytes.get_mut(start..) else {
             return Ok(None);
         };

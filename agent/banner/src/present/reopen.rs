@@ -18,7 +18,7 @@
 //! whose saved pixels it still holds.
 
 use embedded_graphics::primitives::Rectangle;
-use shoulder_capture::CaptureError;
+use shoulder_display::CaptureError;
 
 use super::PresentError;
 use super::scanout::{BufferId, ScanoutTarget};

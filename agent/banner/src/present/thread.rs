@@ -213,8 +213,8 @@ mod tests {
     #[test]
     fn the_real_targets_can_run_on_the_thread() {
         fn send<T: Send>() {}
-        send::<crate::present::CaptureScanout<shoulder_capture::drm::DrmSource>>();
-        send::<crate::present::CaptureScanout<shoulder_capture::fbdev::FbdevSource>>();
+        send::<crate::present::CaptureScanout<shoulder_display::drm::DrmDisplay>>();
+        send::<crate::present::CaptureScanout<shoulder_display::fbdev::FbdevDisplay>>();
         send::<crate::present::FbdevTarget>();
     }
 

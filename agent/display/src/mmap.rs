@@ -1,5 +1,6 @@
 //! Shared memory mappings of framebuffers and files, and the dma-buf access
-//! bracket. The only place besides the ioctl modules that uses `unsafe`.
+//! bracket. The only place besides the ioctl modules that uses `unsafe`;
+//! capture and the banner map through here.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -17,7 +18,7 @@ use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 /// torn frame, which the next capture corrects. This is the usual contract of
 /// shared framebuffer mappings (as in every VNC server and memmap-style crate).
 #[derive(Debug)]
-pub(crate) struct Mapping {
+pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     writable: bool,
@@ -29,12 +30,7 @@ unsafe impl Send for Mapping {}
 
 impl Mapping {
     /// Maps `len` bytes of `fd` at `offset` (a multiple of the page size).
-    pub(crate) fn new(
-        fd: BorrowedFd<'_>,
-        offset: u64,
-        len: usize,
-        writable: bool,
-    ) -> io::Result<Self> {
+    pub fn new(fd: BorrowedFd<'_>, offset: u64, len: usize, writable: bool) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -64,11 +60,16 @@ impl Mapping {
         Ok(Self { ptr, len, writable })
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
+    /// Never: a mapping has at least one byte ([`Mapping::new`] refuses 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr` points to `len` mapped, readable bytes that stay mapped
         // until `self` drops, which the returned borrow outlives not. Any byte
         // value is valid for `u8`; concurrent writes by other processes are the
@@ -77,7 +78,7 @@ impl Mapping {
     }
 
     /// The bytes for writing; `None` for a read-only mapping.
-    pub(crate) fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+    pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
         if !self.writable {
             return None;
         }
@@ -121,13 +122,13 @@ fn dma_buf_sync(fd: BorrowedFd<'_>, flags: u64) -> io::Result<()> {
 /// Brackets CPU access to a dma-buf mapping (DMA_BUF_IOCTL_SYNC start/end),
 /// so caches are coherent with the GPU and display. Ends the access on drop.
 #[derive(Debug)]
-pub(crate) struct SyncGuard<'a> {
+pub struct SyncGuard<'a> {
     fd: BorrowedFd<'a>,
     flags: u64,
 }
 
 impl<'a> SyncGuard<'a> {
-    pub(crate) fn start(fd: BorrowedFd<'a>, write: bool) -> io::Result<Self> {
+    pub fn start(fd: BorrowedFd<'a>, write: bool) -> io::Result<Self> {
         let flags = if write {
             DMA_BUF_SYNC_READ | DMA_BUF_SYNC_WRITE
         } else {

@@ -2,7 +2,7 @@
 //! little-endian (bytes B, G, R, X). The X byte is left as the source has it
 //! for 32-bit formats (the wire ignores it) and zero otherwise.
 
-use crate::source::PixelFormat;
+use crate::format::PixelFormat;
 
 /// Converts one row: `src` holds `n` pixels of `format`, `dst` is `n * 4` bytes.
 pub fn row_to_xrgb8888(format: PixelFormat, src: &[u8], dst: &mut [u8]) {
