@@ -340,9 +340,7 @@ impl PlantTrust {
         }
         Ok(ExpertIdentity {
             name,
-            method: AuthMethod::Offer {
-                fingerprint: fingerprint.0,
-            },
+            method: AuthMethod::Offer { fingerprint },
         })
     }
 

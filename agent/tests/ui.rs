@@ -122,7 +122,7 @@ fn ann() -> ExpertIdentity {
     ExpertIdentity {
         name: "Ann Expert".into(),
         method: AuthMethod::Offer {
-            fingerprint: [1; 32],
+            fingerprint: shoulder_proto::Fingerprint([1; 32]),
         },
     }
 }

@@ -81,7 +81,7 @@ pub fn offer_identity(name: &str) -> ExpertIdentity {
     ExpertIdentity {
         name: name.into(),
         method: AuthMethod::Offer {
-            fingerprint: [7; 32],
+            fingerprint: crate::Fingerprint([7; 32]),
         },
     }
 }

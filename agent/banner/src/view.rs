@@ -298,7 +298,7 @@ mod tests {
         ExpertIdentity {
             name: "Jane Expert".into(),
             method: AuthMethod::Offer {
-                fingerprint: [0; 32],
+                fingerprint: shoulder_proto::Fingerprint([0; 32]),
             },
         }
     }

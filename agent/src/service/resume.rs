@@ -8,7 +8,7 @@ use std::time::Instant;
 use rustls::pki_types::CertificateDer;
 use shoulder_proto::frame::encode_into;
 use shoulder_proto::session::{AuthMethod, DeviceInput, ExpertIdentity, Phase};
-use shoulder_proto::{ByeReason, Fingerprint, Message, ResumeToken};
+use shoulder_proto::{ByeReason, Message, ResumeToken};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
@@ -115,7 +115,7 @@ impl Session {
                 .peer_certs
                 .as_ref()
                 .and_then(|c| c.first())
-                .is_some_and(|c| fingerprint_of(c).ct_eq(&Fingerprint(*fingerprint))),
+                .is_some_and(|c| fingerprint_of(c).ct_eq(fingerprint)),
             AuthMethod::Invitation { .. } => true,
         };
         if !(token_ok & identity_ok) {

@@ -56,7 +56,7 @@ impl Default for DeviceConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
     /// Client certificate chaining to the plant CA; its SHA-256 fingerprint.
-    Offer { fingerprint: [u8; 32] },
+    Offer { fingerprint: crate::Fingerprint },
     /// A device-made invitation unlocked with its password.
     Invitation { id: InvitationId },
 }

@@ -194,7 +194,7 @@ fn local_grant() -> Result<(DeviceSession, ControlConsent), String> {
                     let who = ExpertIdentity {
                         name: "input-probe".into(),
                         method: AuthMethod::Offer {
-                            fingerprint: [0; 32],
+                            fingerprint: shoulder_proto::Fingerprint([0; 32]),
                         },
                     };
                     device.handle(now, DeviceInput::AuthDecided(Ok(who)));
