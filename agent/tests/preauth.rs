@@ -28,6 +28,25 @@ async fn guess(agent: &Agent, id: InvitationId, password: &str) -> ByeReason {
     e.closed().await.0
 }
 
+/// A guess ("guess" for invitation `id`) on a connection of its own,
+/// running alongside others.
+fn spawn_guess(agent: &Agent, id: InvitationId) -> tokio::task::JoinHandle<ByeReason> {
+    let (addr, fp) = (agent.addr, agent.fingerprint);
+    tokio::spawn(async move {
+        let mut e = Expert::connect(
+            addr,
+            fp,
+            None,
+            shoulder_proto::Auth::Invitation {
+                id,
+                password: shoulder_proto::text("guess"),
+            },
+        )
+        .await;
+        e.closed().await.0
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_guesses_hash_one_at_a_time() {
     let agent = Agent::start(None, |c| {
@@ -40,20 +59,7 @@ async fn parallel_guesses_hash_one_at_a_time() {
     let unknown = InvitationId([7; 8]);
     let mut tasks = Vec::new();
     for _ in 0..24 {
-        let (addr, fp) = (agent.addr, agent.fingerprint);
-        tasks.push(tokio::spawn(async move {
-            let mut e = Expert::connect(
-                addr,
-                fp,
-                None,
-                shoulder_proto::Auth::Invitation {
-                    id: unknown,
-                    password: shoulder_proto::text("guess"),
-                },
-            )
-            .await;
-            e.closed().await.0
-        }));
+        tasks.push(spawn_guess(&agent, unknown));
     }
     let mut unknown_answers = 0;
     for t in tasks {
@@ -130,20 +136,7 @@ async fn a_flood_does_not_rotate_session_records_out() {
     for _ in 0..15 {
         let mut batch = Vec::new();
         for _ in 0..10 {
-            let (addr, fp) = (agent.addr, agent.fingerprint);
-            batch.push(tokio::spawn(async move {
-                let mut e = Expert::connect(
-                    addr,
-                    fp,
-                    None,
-                    shoulder_proto::Auth::Invitation {
-                        id: unknown,
-                        password: shoulder_proto::text("guess"),
-                    },
-                )
-                .await;
-                e.closed().await.0
-            }));
+            batch.push(spawn_guess(&agent, unknown));
         }
         for t in batch {
             t.await.unwrap();
