@@ -24,15 +24,28 @@ use tokio::net::TcpStream;
 use crate::agent::{Agent, WAIT, event};
 use crate::pki::ExpertCert;
 
-/// Pins the device certificate by fingerprint, as the expert client does.
+/// Pins the device certificate by fingerprint, as the expert client does,
+/// or (for tools that do not care whom they talk to, such as a password
+/// guesser) takes any device. TLS 1.3 signatures are checked either way, so
+/// a handshake costs what it costs.
 #[derive(Debug)]
 pub struct Pinned {
-    pub fingerprint: Fingerprint,
+    /// `None`: any device.
+    pub fingerprint: Option<Fingerprint>,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl Pinned {
     pub fn new(fingerprint: Fingerprint) -> Self {
+        Self::with(Some(fingerprint))
+    }
+
+    /// Any device certificate.
+    pub fn any_device() -> Self {
+        Self::with(None)
+    }
+
+    fn with(fingerprint: Option<Fingerprint>) -> Self {
         Self {
             fingerprint,
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
@@ -49,7 +62,10 @@ impl ServerCertVerifier for Pinned {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if shoulder_agent::util::fingerprint_of(end_entity) == self.fingerprint {
+        if self
+            .fingerprint
+            .is_none_or(|fp| shoulder_agent::util::fingerprint_of(end_entity) == fp)
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(

@@ -37,12 +37,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use shoulder_proto::frame::encode;
 use shoulder_proto::session::{ExpertConfig, ExpertEvent, ExpertInput, ExpertSession};
 use shoulder_proto::{Auth, InvitationId, text};
+use shoulder_testkit::tls_expert::Pinned;
 
 /// How often the agent's memory is read: often enough to catch a hash's
 /// peak (a quarter second or more).
@@ -488,53 +487,11 @@ fn client_config() -> rustls::ClientConfig {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3 is supported")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyDevice::new()))
+        // A guesser does not care whom it talks to.
+        .with_custom_certificate_verifier(Arc::new(Pinned::any_device()))
         .with_no_client_auth();
     c.alpn_protocols = vec![shoulder_proto::ALPN.to_vec()];
     c
-}
-
-/// Accepts any device certificate: a guesser does not care whom it talks
-/// to (signatures are still checked, so the handshake costs what it costs).
-#[derive(Debug)]
-struct AnyDevice(rustls::crypto::WebPkiSupportedAlgorithms);
-
-impl AnyDevice {
-    fn new() -> Self {
-        Self(rustls::crypto::ring::default_provider().signature_verification_algorithms)
-    }
-}
-
-impl ServerCertVerifier for AnyDevice {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used".into()))
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }
 
 fn read_records(path: &Path) -> Vec<serde_json::Value> {
