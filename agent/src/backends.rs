@@ -7,62 +7,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use shoulder_capture::ViewCheck;
-use shoulder_proto::consent::{ControlConsent, ViewConsent};
+pub use shoulder_capture::{CaptureError, FrameSource, ViewCheck};
+use shoulder_capture::{Frame, PixelFormat, ScreenGeometry};
+use shoulder_proto::consent::ControlConsent;
 use shoulder_proto::session::{InjectEvent, LocalCommand, Phase, Prompt};
-use shoulder_proto::{
-    Encoding, MAX_RECTS_PER_PART, Message, Rect, ScreenInfo, UpdatePart, ViewReport, WireFormat,
-};
 use tokio::sync::mpsc;
 
-/// A screen-source failure (device gone, busy, unsupported format).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CaptureError(pub String);
-
-/// The result of one capture.
-#[derive(Debug)]
-pub enum Captured {
-    /// Nothing changed since the last capture.
-    Unchanged,
-    /// These parts bring the expert's copy up to date (one `seq`, `last` set
-    /// on the final part).
-    Update(Vec<UpdatePart>),
-    /// The screen's size or format changed: a new `ScreenInfo`, then a full
-    /// update.
-    NewScreen(ScreenInfo, Vec<UpdatePart>),
-}
-
-/// An open screen source with its damage tracking and encoder. Called from a
-/// blocking thread, never from async code.
-pub trait ScreenCapture: Send {
-    /// Grabs the screen now and encodes what changed since the previous call
-    /// (everything if `full`). The first call after opening returns
-    /// [`Captured::NewScreen`]. Encoding needs the live view consent.
-    fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError>;
-
-    /// The pointer cursor as messages for the expert (`CursorShape` when the
-    /// image changed, then `CursorPosition` when it moved), for sources that
-    /// show it apart from the screen pixels (a DRM cursor plane). Empty when
-    /// nothing changed or the source has no separate cursor. Called right
-    /// after [`ScreenCapture::capture`]; a source opened anew sends all.
-    fn cursor(&mut self) -> Vec<Message> {
-        Vec::new()
-    }
-
-    /// Compares the expert's view self-check with what this source's
-    /// encoder sent, and sends again with the next capture what differs.
-    /// `None`: this source keeps no copy of what it sent and cannot check.
-    fn check_view(&mut self, report: &ViewReport) -> Option<ViewCheck> {
-        let _ = report;
-        None
-    }
-}
-
-/// Opens a screen source when a session starts viewing (so the display is
-/// only touched while someone watches).
+/// Opens the screen when a session starts viewing (so the display is only
+/// touched while someone watches). The capture thread puts the source
+/// behind a [`shoulder_capture::Capturer`] (damage tracking, encoder, view
+/// checks); [`CaptureError::is_transient`] decides whether it retries.
 pub trait CaptureBackend: Send + Sync {
-    fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError>;
+    fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError>;
 }
 
 /// An injection failure: control is revoked with this detail.
@@ -179,78 +135,84 @@ impl PatternCapture {
         let v = (n as u32).wrapping_mul(0x0001_0307) & 0x00ff_ffff;
         v | 0x0020_2020
     }
-}
 
-impl CaptureBackend for PatternCapture {
-    fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
-        Ok(Box::new(PatternSource {
-            width: self.width,
-            height: self.height,
-            start: Instant::now(),
-            last_frame: None,
-            seq: 0,
-        }))
+    /// The pattern with frames numbered by `frame` instead of the clock
+    /// (tests that decide when the screen changes).
+    pub fn source_with(&self, frame: impl FnMut() -> u64 + Send + 'static) -> PatternSource {
+        PatternSource {
+            geometry: ScreenGeometry {
+                width: u32::from(self.width),
+                height: u32::from(self.height),
+                format: PixelFormat::Xrgb8888,
+            },
+            pixels: vec![0; usize::from(self.width) * usize::from(self.height) * 4],
+            drawn: None,
+            frame: Box::new(frame),
+        }
     }
 }
 
-#[derive(Debug)]
-struct PatternSource {
-    width: u16,
-    height: u16,
-    start: Instant,
-    last_frame: Option<u64>,
-    seq: u32,
+impl CaptureBackend for PatternCapture {
+    fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+        let start = Instant::now();
+        Ok(Box::new(self.source_with(move || {
+            (start.elapsed().as_millis() / Self::STEP_MS) as u64
+        })))
+    }
 }
 
-impl ScreenCapture for PatternSource {
-    fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
-        if !view.is_live() {
-            return Err(CaptureError("the view consent was withdrawn".into()));
+/// The test pattern as a screen source.
+pub struct PatternSource {
+    geometry: ScreenGeometry,
+    pixels: Vec<u8>,
+    drawn: Option<u64>,
+    frame: Box<dyn FnMut() -> u64 + Send>,
+}
+
+impl std::fmt::Debug for PatternSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl PatternSource {
+    fn draw(&mut self, n: u64) {
+        let w = self.geometry.width as usize;
+        let bg = PatternCapture::background(n).to_le_bytes();
+        for px in self.pixels.chunks_exact_mut(4) {
+            px.copy_from_slice(&bg);
         }
-        let frame = (self.start.elapsed().as_millis() / PatternCapture::STEP_MS) as u64;
-        let first = self.last_frame.is_none();
-        if !full && self.last_frame == Some(frame) {
-            return Ok(Captured::Unchanged);
+        let sq = 8usize;
+        let x = (n as usize).wrapping_mul(3) % (w - sq);
+        for y in 4..4 + sq {
+            let row = &mut self.pixels[(y * w + x) * 4..(y * w + x + sq) * 4];
+            for px in row.chunks_exact_mut(4) {
+                px.copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+            }
         }
-        self.last_frame = Some(frame);
-        self.seq = self.seq.wrapping_add(1);
-        let mut rects = heapless::Vec::<Rect, MAX_RECTS_PER_PART>::new();
-        let _ = rects.push(Rect {
-            x: 0,
-            y: 0,
-            w: self.width,
-            h: self.height,
-            encoding: Encoding::Solid(PatternCapture::background(frame)),
-        });
-        let sq = 8u16;
-        let x = (frame as u16).wrapping_mul(3) % (self.width - sq);
-        let mut px = Vec::with_capacity(usize::from(sq) * usize::from(sq) * 4);
-        for _ in 0..u32::from(sq) * u32::from(sq) {
-            px.extend_from_slice(&0x00ff_ffffu32.to_le_bytes());
+        self.drawn = Some(n);
+    }
+}
+
+impl FrameSource for PatternSource {
+    fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
+        Ok(self.geometry)
+    }
+
+    fn capture(&mut self) -> Result<Frame<'_>, CaptureError> {
+        let n = (self.frame)();
+        if self.drawn != Some(n) {
+            self.draw(n);
         }
-        let _ = rects.push(Rect {
-            x,
-            y: 4,
-            w: sq,
-            h: sq,
-            encoding: Encoding::Raw(shoulder_proto::Payload(px)),
-        });
-        let parts = vec![UpdatePart {
-            seq: self.seq,
-            generation: 1,
-            last: true,
-            rects,
-        }];
-        if first {
-            let info = ScreenInfo {
-                width: self.width,
-                height: self.height,
-                format: WireFormat::Xrgb8888,
-                generation: 1,
-            };
-            return Ok(Captured::NewScreen(info, parts));
-        }
-        Ok(Captured::Update(parts))
+        let pitch = self.geometry.width as usize * 4;
+        Frame::new(&self.pixels, self.geometry, pitch).map_err(|source| CaptureError::Frame {
+            path: "test pattern".into(),
+            source,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("test pattern {}", self.geometry)
     }
 }
 

@@ -10,22 +10,28 @@
 //! caps how often updates are sent. Nothing is sent unless the view consent
 //! is live.
 //!
-//! When the screen cannot be read (display off, DRM device gone or busy, a
-//! raw file being rewritten) the expert is told `ScreenUnavailable` once;
-//! the thread then reopens the source about once a second (the pacer's
-//! `unavailable_interval`) while the expert still wants an update, and a
-//! source that works again starts with `ScreenInfo` and a full update.
+//! When the screen cannot be read the expert is told `ScreenUnavailable`
+//! once, with the reason. If waiting may help
+//! ([`shoulder_capture::CaptureError::is_transient`]: display off, DRM
+//! device gone or busy, a raw file being rewritten) the thread reopens the
+//! source about once a second (the pacer's `unavailable_interval`) while
+//! the expert still wants an update. Otherwise (missing `CAP_SYS_ADMIN`, a
+//! pixel format we cannot read) it tries again only when the expert asks
+//! for the whole screen (Refresh), as retrying would only repeat the error.
+//! A source that works again starts with `ScreenInfo` and a full update.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shoulder_capture::{Pacer, PacingConfig};
+use shoulder_capture::{
+    CaptureError, Capturer, CapturerError, EncodedUpdate, Pacer, PacingConfig, Probing,
+};
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::{Message, ViewReport, text};
 use tokio::sync::mpsc;
 
-use crate::backends::{CaptureBackend, Captured, ScreenCapture, ViewCheck};
+use crate::backends::{CaptureBackend, ViewCheck};
 
 /// How often a waiting thread re-checks that the session still wants it
 /// (consent expiry and a closed channel do not wake it).
@@ -75,6 +81,7 @@ impl CaptureHandle {
                     last_sent: None,
                     source: None,
                     unavailable: false,
+                    gave_up: false,
                 }
                 .run()
             })
@@ -152,10 +159,13 @@ struct Worker {
     /// `max_fps` too (the pacer only delays incremental ones), so a storm of
     /// them cannot make the thread capture flat out.
     last_sent: Option<Instant>,
-    source: Option<Box<dyn ScreenCapture>>,
+    source: Option<Capturer>,
     /// The expert was told the screen is unavailable and nothing was sent
     /// since: further failures are not news.
     unavailable: bool,
+    /// The last failure was not transient: no retries until the expert asks
+    /// for the whole screen.
+    gave_up: bool,
 }
 
 impl Worker {
@@ -164,6 +174,9 @@ impl Worker {
             let now = Instant::now();
             if let Some(full) = wake.request {
                 self.pacer.request(now, !full);
+                if full && std::mem::take(&mut self.gave_up) {
+                    tracing::info!("the expert asked for the whole screen: trying it again");
+                }
             }
             if wake.input {
                 self.pacer.input(now);
@@ -174,34 +187,29 @@ impl Worker {
             if self.next_poll().is_none_or(|d| now < d) {
                 continue;
             }
-            if self.source.is_none() && !self.open() {
-                self.pacer.unavailable(now);
+            if self.source.is_none() && !self.open(now) {
                 continue;
             }
             let Some(src) = self.source.as_mut() else {
                 continue;
             };
             match src.capture(&self.view, self.pacer.full_requested()) {
-                Ok(Captured::Unchanged) => {
+                Ok(None) => {
                     // A moving pointer keeps the polls fast, as a changing
                     // screen does.
                     let moved = self.send_cursor();
                     self.pacer.captured(now, moved);
                 }
-                Ok(Captured::Update(parts)) => {
-                    self.unavailable = false;
-                    self.send_parts(parts);
-                    self.send_cursor();
-                    self.sent(now);
-                }
-                Ok(Captured::NewScreen(info, parts)) => {
-                    if self.unavailable {
-                        tracing::info!("the screen is readable again");
+                Ok(Some(EncodedUpdate { screen, parts, .. })) => {
+                    if let Some(info) = screen {
+                        if self.unavailable {
+                            tracing::info!("the screen is readable again");
+                        }
+                        if !self.send(Message::ScreenInfo(info)) {
+                            return;
+                        }
                     }
                     self.unavailable = false;
-                    if !self.send(Message::ScreenInfo(info)) {
-                        return;
-                    }
                     self.send_parts(parts);
                     self.send_cursor();
                     self.sent(now);
@@ -211,13 +219,16 @@ impl Worker {
                     // of the screen taken back): not a screen problem.
                     return;
                 }
-                Err(e) => {
+                Err(CapturerError::Capture(e)) => {
                     // Reopened from scratch: a device that went away comes
                     // back as a new one, announced with ScreenInfo and a
                     // full update (a fresh encoder).
                     self.source = None;
-                    self.report_unavailable(&e.0);
-                    self.pacer.unavailable(now);
+                    self.failed(&e, now);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "capture stopped");
+                    return;
                 }
             }
         }
@@ -229,7 +240,7 @@ impl Worker {
         let c = self
             .source
             .as_mut()
-            .and_then(|s| s.check_view(report))
+            .map(|s| s.check_view(report))
             .unwrap_or(ViewCheck {
                 stale: true,
                 ..ViewCheck::default()
@@ -266,6 +277,9 @@ impl Worker {
     /// When to capture next (None: not until a request): the pacer's poll,
     /// but never sooner than `1 / max_fps` after the last update.
     fn next_poll(&self) -> Option<Instant> {
+        if self.gave_up {
+            return None;
+        }
         let due = self.pacer.poll_timeout()?;
         Some(match self.last_sent {
             Some(t) => due.max(t + self.pacer.config().min_update_interval),
@@ -274,32 +288,47 @@ impl Worker {
     }
 
     /// Opens the source (its first capture announces the screen).
-    fn open(&mut self) -> bool {
+    fn open(&mut self, now: Instant) -> bool {
         match self.backend.open() {
             Ok(s) => {
-                self.source = Some(s);
+                // Sparse probing: an unchanged screen (most polls) costs
+                // about a sixth of a full compare; thin changes are still
+                // found within a few polls.
+                self.source = Some(Capturer::new(s).with_probing(Probing::default()));
                 true
             }
             Err(e) => {
-                self.report_unavailable(&e.0);
+                self.failed(&e, now);
                 false
             }
         }
     }
 
-    /// Tells the expert once per outage; later failures only go to the
-    /// debug log (one a second would flood both).
-    fn report_unavailable(&mut self, detail: &str) {
+    /// The screen cannot be read: tell the expert once per outage (later
+    /// failures only go to the debug log; one a second would flood both),
+    /// then retry soon if waiting may help, otherwise not until asked.
+    fn failed(&mut self, e: &CaptureError, now: Instant) {
+        let detail = e.to_string();
+        let transient = e.is_transient();
         if self.unavailable {
             tracing::debug!(error = %detail, "the screen is still unavailable");
-            return;
+        } else if transient {
+            tracing::warn!(error = %detail, "the screen is unavailable; retrying");
+        } else {
+            tracing::error!(
+                error = %detail,
+                "the screen cannot be read; not retrying until the expert asks for the whole screen"
+            );
         }
-        tracing::warn!(error = %detail, "the screen is unavailable; retrying");
-        if self.send(Message::ScreenUnavailable {
-            detail: text(detail),
-        }) {
+        if !self.unavailable
+            && self.send(Message::ScreenUnavailable {
+                detail: text(&detail),
+            })
+        {
             self.unavailable = true;
         }
+        self.pacer.unavailable(now);
+        self.gave_up = !transient;
     }
 
     fn send_parts(&mut self, parts: Vec<shoulder_proto::UpdatePart>) {
@@ -315,9 +344,18 @@ impl Worker {
         let Some(src) = self.source.as_mut() else {
             return false;
         };
-        let messages = src.cursor();
-        let changed = !messages.is_empty();
-        for m in messages {
+        let update = match src.cursor() {
+            Ok(Some(u)) => u,
+            Ok(None) => return false,
+            Err(e) => {
+                // The screen itself still streams; the expert just sees no
+                // cursor until it reads again.
+                tracing::debug!(error = %e, "cannot read the cursor plane");
+                return false;
+            }
+        };
+        let changed = !update.is_empty();
+        for m in update.into_messages() {
             if !self.send(m) {
                 break;
             }
@@ -366,43 +404,88 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use super::*;
-    use crate::backends::{CaptureError, PatternCapture};
+    use crate::backends::{FrameSource, PatternCapture};
+    use shoulder_capture::{CursorState, CursorUpdate, Frame, ScreenGeometry};
+
+    /// A source that passes everything to `inner`, except what a test
+    /// replaces.
+    struct Wrapped<F> {
+        inner: Box<dyn FrameSource>,
+        capture: F,
+        cursor: Option<Box<dyn FnMut() -> Option<CursorUpdate> + Send>>,
+    }
+
+    impl<F: FnMut() -> Result<(), CaptureError> + Send> FrameSource for Wrapped<F> {
+        fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
+            self.inner.geometry()
+        }
+        fn capture(&mut self) -> Result<Frame<'_>, CaptureError> {
+            (self.capture)()?;
+            self.inner.capture()
+        }
+        fn cursor(&mut self) -> Result<Option<CursorUpdate>, CaptureError> {
+            Ok(self.cursor.as_mut().and_then(|c| c()))
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    fn wrapped<F: FnMut() -> Result<(), CaptureError> + Send + 'static>(
+        inner: Box<dyn FrameSource>,
+        capture: F,
+    ) -> Box<dyn FrameSource> {
+        Box::new(Wrapped {
+            inner,
+            capture,
+            cursor: None,
+        })
+    }
 
     /// The test pattern, or errors while `down` (open and capture both, as
-    /// when a DRM device goes away).
+    /// when a DRM device goes away): transient ones, or with `broken` ones
+    /// that waiting does not fix.
     struct Flaky {
         down: Arc<AtomicBool>,
+        broken: bool,
         attempts: Arc<AtomicU32>,
         inner: PatternCapture,
     }
 
-    struct FlakySource {
-        down: Arc<AtomicBool>,
-        attempts: Arc<AtomicU32>,
-        inner: Box<dyn ScreenCapture>,
-    }
-
-    impl CaptureBackend for Flaky {
-        fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
-            if self.down.load(Ordering::SeqCst) {
-                self.attempts.fetch_add(1, Ordering::SeqCst);
-                return Err(CaptureError("/dev/dri/card0: no such device".into()));
+    impl Flaky {
+        fn error(broken: bool) -> CaptureError {
+            if broken {
+                CaptureError::MissingCapSysAdmin {
+                    path: "/dev/dri/card0".into(),
+                }
+            } else {
+                CaptureError::DisplayOff {
+                    detail: "crtc 41 is inactive".into(),
+                }
             }
-            Ok(Box::new(FlakySource {
-                down: self.down.clone(),
-                attempts: self.attempts.clone(),
-                inner: self.inner.open()?,
-            }))
         }
     }
 
-    impl ScreenCapture for FlakySource {
-        fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
+    impl CaptureBackend for Flaky {
+        fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
             if self.down.load(Ordering::SeqCst) {
                 self.attempts.fetch_add(1, Ordering::SeqCst);
-                return Err(CaptureError("the display is off".into()));
+                return Err(match self.broken {
+                    true => Self::error(true),
+                    false => CaptureError::Open {
+                        path: "/dev/dri/card0".into(),
+                        source: std::io::Error::from_raw_os_error(19),
+                    },
+                });
             }
-            self.inner.capture(view, full)
+            let (down, attempts, broken) = (self.down.clone(), self.attempts.clone(), self.broken);
+            Ok(wrapped(self.inner.open()?, move || {
+                if down.load(Ordering::SeqCst) {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    return Err(Self::error(broken));
+                }
+                Ok(())
+            }))
         }
     }
 
@@ -417,42 +500,25 @@ mod tests {
         }
     }
 
-    /// The test pattern's first (full) screen, then unchanged until `change`
-    /// is set (each set is one change); counts captures.
+    /// The test pattern's first screen, then unchanged until `change` is set
+    /// (each set is one change); counts captures.
     struct Scripted {
         change: Arc<AtomicBool>,
         captures: Arc<AtomicU32>,
         inner: PatternCapture,
     }
 
-    struct ScriptedSource {
-        change: Arc<AtomicBool>,
-        captures: Arc<AtomicU32>,
-        inner: Box<dyn ScreenCapture>,
-        opened: bool,
-    }
-
     impl CaptureBackend for Scripted {
-        fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
-            Ok(Box::new(ScriptedSource {
-                change: self.change.clone(),
-                captures: self.captures.clone(),
-                inner: self.inner.open()?,
-                opened: false,
-            }))
-        }
-    }
-
-    impl ScreenCapture for ScriptedSource {
-        fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
-            self.captures.fetch_add(1, Ordering::SeqCst);
-            if !std::mem::replace(&mut self.opened, true) {
-                return self.inner.capture(view, true);
-            }
-            if self.change.swap(false, Ordering::SeqCst) || full {
-                return self.inner.capture(view, true);
-            }
-            Ok(Captured::Unchanged)
+        fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+            let (change, captures) = (self.change.clone(), self.captures.clone());
+            let mut n = 0;
+            Ok(Box::new(self.inner.source_with(move || {
+                captures.fetch_add(1, Ordering::SeqCst);
+                if change.swap(false, Ordering::SeqCst) {
+                    n += 1;
+                }
+                n
+            })))
         }
     }
 
@@ -491,61 +557,51 @@ mod tests {
     }
 
     /// The test pattern with a separate cursor: each `cursor()` call takes
-    /// the next scripted batch of cursor messages.
+    /// the next scripted cursor update.
     struct WithCursor {
-        script: Arc<Mutex<std::collections::VecDeque<Vec<Message>>>>,
+        script: Arc<Mutex<std::collections::VecDeque<CursorUpdate>>>,
         inner: PatternCapture,
     }
 
-    struct WithCursorSource {
-        script: Arc<Mutex<std::collections::VecDeque<Vec<Message>>>>,
-        inner: Box<dyn ScreenCapture>,
-        opened: bool,
-    }
-
     impl CaptureBackend for WithCursor {
-        fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
-            Ok(Box::new(WithCursorSource {
-                script: self.script.clone(),
-                inner: self.inner.open()?,
-                opened: false,
+        fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+            let script = self.script.clone();
+            Ok(Box::new(Wrapped {
+                // A still screen: only the cursor moves.
+                inner: Box::new(self.inner.source_with(|| 0)),
+                capture: || Ok(()),
+                cursor: Some(Box::new(move || script.lock().unwrap().pop_front())),
             }))
-        }
-    }
-
-    impl ScreenCapture for WithCursorSource {
-        fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
-            if !std::mem::replace(&mut self.opened, true) || full {
-                return self.inner.capture(view, true);
-            }
-            Ok(Captured::Unchanged)
-        }
-
-        fn cursor(&mut self) -> Vec<Message> {
-            let mut s = self.script.lock().unwrap();
-            s.pop_front().unwrap_or_default()
         }
     }
 
     #[test]
     fn the_cursor_follows_the_screen_and_moves_on_its_own() {
         let (_pair, view) = shoulder_proto::testing::granted_view();
-        let shape = Message::CursorShape(Box::new(shoulder_proto::CursorShape {
+        let image = shoulder_proto::CursorShape {
             width: 2,
             height: 2,
             hot_x: 0,
             hot_y: 0,
             pixels: shoulder_proto::Payload(vec![255; 16]),
-        }));
+        };
+        let shape = Message::CursorShape(Box::new(image.clone()));
+        let state = |x| CursorState {
+            x,
+            y: 5,
+            visible: true,
+        };
         let at = |x| Message::CursorPosition {
             x,
             y: 5,
             visible: true,
         };
-        let script = Arc::new(Mutex::new(std::collections::VecDeque::from([vec![
-            shape.clone(),
-            at(1),
-        ]])));
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from([
+            CursorUpdate {
+                shape: Some(image),
+                position: Some(state(1)),
+            },
+        ])));
         let backend = Arc::new(WithCursor {
             script: script.clone(),
             inner: PatternCapture::new(64, 48),
@@ -556,7 +612,10 @@ mod tests {
         assert_eq!(next(&mut rx), at(1));
         // The pointer moves over an unchanged screen: only its position.
         handle.request(false);
-        script.lock().unwrap().push_back(vec![at(40)]);
+        script.lock().unwrap().push_back(CursorUpdate {
+            shape: None,
+            position: Some(state(40)),
+        });
         assert_eq!(next(&mut rx), at(40));
         handle.stop();
     }
@@ -609,23 +668,49 @@ mod tests {
         handle.stop();
     }
 
-    #[test]
-    fn screen_unavailable_is_sent_once_and_the_screen_comes_back() {
+    /// A worker past its first update whose screen has just gone (see
+    /// [`Flaky`]); the expert asked for the next update.
+    fn flaky(
+        broken: bool,
+    ) -> (
+        CaptureHandle,
+        mpsc::Receiver<Message>,
+        Arc<AtomicBool>,
+        Arc<AtomicU32>,
+    ) {
         let (_pair, view) = shoulder_proto::testing::granted_view();
         let down = Arc::new(AtomicBool::new(false));
         let attempts = Arc::new(AtomicU32::new(0));
         let backend = Arc::new(Flaky {
             down: down.clone(),
+            broken,
             attempts: attempts.clone(),
             inner: PatternCapture::new(64, 48),
         });
-        let (handle, mut rx) = started(view, backend, 30);
-
+        let (handle, rx) = started(view, backend, 30);
         down.store(true, Ordering::SeqCst);
         handle.request(false);
+        (handle, rx, down, attempts)
+    }
+
+    /// The screen is announced anew and sent whole.
+    fn comes_back(rx: &mut mpsc::Receiver<Message>) {
+        match next(rx) {
+            Message::ScreenInfo(info) => assert_eq!((info.width, info.height), (64, 48)),
+            m => panic!("expected ScreenInfo, got {}", m.name()),
+        }
+        while !matches!(next(rx), Message::Update(p) if p.last) {}
+    }
+
+    #[test]
+    fn screen_unavailable_is_sent_once_and_the_screen_comes_back() {
+        let (handle, mut rx, down, attempts) = flaky(false);
         match next(&mut rx) {
             Message::ScreenUnavailable { detail } => {
-                assert_eq!(detail.to_string(), "the display is off")
+                assert_eq!(
+                    detail.to_string(),
+                    "the display is off: crtc 41 is inactive"
+                )
             }
             m => panic!("expected ScreenUnavailable, got {}", m.name()),
         }
@@ -638,11 +723,30 @@ mod tests {
         assert!(rx.try_recv().is_err(), "told more than once");
 
         down.store(false, Ordering::SeqCst);
+        comes_back(&mut rx);
+        handle.stop();
+    }
+
+    #[test]
+    fn a_screen_that_waiting_cannot_fix_is_retried_only_when_the_expert_asks() {
+        let (handle, mut rx, down, attempts) = flaky(true);
         match next(&mut rx) {
-            Message::ScreenInfo(info) => assert_eq!((info.width, info.height), (64, 48)),
-            m => panic!("expected ScreenInfo, got {}", m.name()),
+            Message::ScreenUnavailable { detail } => {
+                assert!(detail.to_string().contains("CAP_SYS_ADMIN"), "{detail}")
+            }
+            m => panic!("expected ScreenUnavailable, got {}", m.name()),
         }
-        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        // A transient outage is retried about once a second; this one is not
+        // retried at all while the expert only waits for changes.
+        handle.request(false);
+        std::thread::sleep(Duration::from_millis(3500));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "retried on its own");
+        assert!(rx.try_recv().is_err(), "told more than once");
+
+        // The expert presses Refresh: tried again, and the screen is back.
+        down.store(false, Ordering::SeqCst);
+        handle.request(true);
+        comes_back(&mut rx);
         handle.stop();
     }
 }

@@ -6,17 +6,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shoulder_capture::{Encoder, FrameSource, Probing, SourceSpec, ViewCheck};
+use shoulder_capture::{CaptureError, FrameSource, SourceSpec};
 use shoulder_input::{
     InjectMode, InputSink as _, KeyFilter, KeyPolicy, KeyVerdict, Sink, UinputBackend,
 };
-use shoulder_proto::consent::{ControlConsent, ViewConsent};
+use shoulder_proto::consent::ControlConsent;
 use shoulder_proto::session::InjectEvent;
 
-use crate::backends::{
-    Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LogPresenter,
-    NullSink, ScreenCapture,
-};
+use crate::backends::{Backends, CaptureBackend, InputError, InputSink, LogPresenter, NullSink};
 use crate::config::{Config, Injection};
 
 /// The backends the config asks for: capture, uinput injection behind the
@@ -63,65 +60,15 @@ impl crate::backends::Presenter for Logged {
     }
 }
 
-/// Opens a `shoulder-capture` source with a fresh (sparsely probing)
-/// encoder per viewing.
+/// Opens the `shoulder-capture` source the config names.
 #[derive(Debug, Clone)]
 pub struct Capture {
     pub spec: SourceSpec,
 }
 
 impl CaptureBackend for Capture {
-    fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
-        let source = shoulder_capture::open(&self.spec).map_err(|e| CaptureError(e.to_string()))?;
-        Ok(Box::new(OpenCapture {
-            source,
-            // Sparse probing: an unchanged screen (most polls) costs about a
-            // sixth of a full compare; thin changes are still found within a
-            // few polls.
-            encoder: Encoder::with_probing(Probing::default()),
-        }))
-    }
-}
-
-struct OpenCapture {
-    source: Box<dyn FrameSource>,
-    encoder: Encoder,
-}
-
-impl ScreenCapture for OpenCapture {
-    fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
-        let frame = self
-            .source
-            .capture()
-            .map_err(|e| CaptureError(e.to_string()))?;
-        let update = self
-            .encoder
-            .encode(view, &frame, full)
-            .map_err(|e| CaptureError(e.to_string()))?;
-        Ok(match update {
-            None => Captured::Unchanged,
-            Some(u) => match u.screen {
-                Some(info) => Captured::NewScreen(info, u.parts),
-                None => Captured::Update(u.parts),
-            },
-        })
-    }
-
-    fn check_view(&mut self, report: &shoulder_proto::ViewReport) -> Option<ViewCheck> {
-        Some(self.encoder.check_view(report))
-    }
-
-    fn cursor(&mut self) -> Vec<shoulder_proto::Message> {
-        match self.source.cursor() {
-            Ok(Some(u)) => u.into_messages().collect(),
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                // The screen itself still streams; the expert just sees no
-                // cursor until it reads again.
-                tracing::debug!(error = %e, "cannot read the cursor plane");
-                Vec::new()
-            }
-        }
+    fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+        shoulder_capture::open(&self.spec)
     }
 }
 

@@ -6,17 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoulder_agent::backends::{
-    CaptureBackend, CaptureError, Captured, LocalEvent, Recorded, ScreenCapture,
-};
+use shoulder_agent::backends::{CaptureBackend, CaptureError, FrameSource, LocalEvent, Recorded};
 use shoulder_agent::control::Request;
-use shoulder_proto::consent::ViewConsent;
+use shoulder_capture::{Frame, PixelFormat, ScreenGeometry};
 use shoulder_proto::frame::encode;
 use shoulder_proto::session::{ExpertEvent, InjectEvent, LocalCommand, UserAction};
-use shoulder_proto::{
-    Auth, ByeReason, Encoding, Key, Message, Payload, Pointer, Rect, ScreenInfo, UpdatePart,
-    WireFormat,
-};
+use shoulder_proto::{Auth, ByeReason, Key, Message, Pointer};
 use shoulder_testkit::agent::*;
 use shoulder_testkit::pki::*;
 use shoulder_testkit::tls_expert::*;
@@ -34,67 +29,47 @@ struct Noise;
 
 struct NoiseSource {
     seed: u64,
-    opened: bool,
+    pixels: Vec<u8>,
 }
 
-const NW: u16 = 1280;
-const NH: u16 = 720;
-/// Rows per update part (a part stays under the 1 MiB limit).
-const ROWS: u16 = 200;
+const NW: u32 = 1280;
+const NH: u32 = 720;
+const GEOMETRY: ScreenGeometry = ScreenGeometry {
+    width: NW,
+    height: NH,
+    format: PixelFormat::Xrgb8888,
+};
 
 impl CaptureBackend for Noise {
-    fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
+    fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
         Ok(Box::new(NoiseSource {
             seed: 0x9e37_79b9_7f4a_7c15,
-            opened: false,
+            pixels: vec![0; NW as usize * NH as usize * 4],
         }))
     }
 }
 
-impl ScreenCapture for NoiseSource {
-    fn capture(&mut self, view: &ViewConsent, _full: bool) -> Result<Captured, CaptureError> {
-        if !view.is_live() {
-            return Err(CaptureError("the view consent was withdrawn".into()));
+impl FrameSource for NoiseSource {
+    fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
+        Ok(GEOMETRY)
+    }
+
+    fn capture(&mut self) -> Result<Frame<'_>, CaptureError> {
+        for b in self.pixels.chunks_exact_mut(8) {
+            // xorshift64: cheap bytes no compressor can shrink.
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            b.copy_from_slice(&self.seed.to_le_bytes());
         }
-        let mut parts = Vec::new();
-        let mut y = 0;
-        while y < NH {
-            let h = ROWS.min(NH - y);
-            let mut px = vec![0u8; usize::from(NW) * usize::from(h) * 4];
-            for b in px.chunks_exact_mut(8) {
-                // xorshift64: cheap bytes no compressor can shrink.
-                self.seed ^= self.seed << 13;
-                self.seed ^= self.seed >> 7;
-                self.seed ^= self.seed << 17;
-                b.copy_from_slice(&self.seed.to_le_bytes());
-            }
-            let mut rects = heapless::Vec::new();
-            let _ = rects.push(Rect {
-                x: 0,
-                y,
-                w: NW,
-                h,
-                encoding: Encoding::Raw(Payload(px)),
-            });
-            y += h;
-            parts.push(UpdatePart {
-                seq: 0,
-                generation: 1,
-                last: y >= NH,
-                rects,
-            });
-        }
-        if !self.opened {
-            self.opened = true;
-            let info = ScreenInfo {
-                width: NW,
-                height: NH,
-                format: WireFormat::Xrgb8888,
-                generation: 1,
-            };
-            return Ok(Captured::NewScreen(info, parts));
-        }
-        Ok(Captured::Update(parts))
+        Frame::new(&self.pixels, GEOMETRY, NW as usize * 4).map_err(|source| CaptureError::Frame {
+            path: "noise".into(),
+            source,
+        })
+    }
+
+    fn describe(&self) -> String {
+        "noise".into()
     }
 }
 

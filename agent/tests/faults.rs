@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use shoulder_agent::backends::Recorded;
+use shoulder_agent::backends::{CaptureBackend, CaptureError, FrameSource, Recorded};
 use shoulder_agent::control::Request;
+use shoulder_capture::{Frame, ScreenGeometry};
 use shoulder_proto::session::{ExpertEvent, InjectEvent, UserAction};
 use shoulder_proto::{ControlEndReason, Key};
 use shoulder_testkit::agent::*;
@@ -188,6 +189,11 @@ struct Flaky {
     inner: shoulder_agent::backends::PatternCapture,
 }
 
+/// ENODEV, as reads of a DRM device that went away fail.
+fn gone() -> std::io::Error {
+    std::io::Error::from_raw_os_error(19)
+}
+
 impl Flaky {
     /// An agent whose screen source is gone while `down` is set.
     async fn agent(pki: &Pki, down: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Agent {
@@ -206,20 +212,16 @@ impl Flaky {
 
 struct FlakySource {
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    inner: Box<dyn shoulder_agent::backends::ScreenCapture>,
+    inner: Box<dyn FrameSource>,
 }
 
-impl shoulder_agent::backends::CaptureBackend for Flaky {
-    fn open(
-        &self,
-    ) -> Result<
-        Box<dyn shoulder_agent::backends::ScreenCapture>,
-        shoulder_agent::backends::CaptureError,
-    > {
+impl CaptureBackend for Flaky {
+    fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(shoulder_agent::backends::CaptureError(
-                "cannot open /dev/dri/card0: No such device (os error 19)".into(),
-            ));
+            return Err(CaptureError::Open {
+                path: "/dev/dri/card0".into(),
+                source: gone(),
+            });
         }
         Ok(Box::new(FlakySource {
             down: self.down.clone(),
@@ -228,18 +230,24 @@ impl shoulder_agent::backends::CaptureBackend for Flaky {
     }
 }
 
-impl shoulder_agent::backends::ScreenCapture for FlakySource {
-    fn capture(
-        &mut self,
-        view: &shoulder_proto::consent::ViewConsent,
-        full: bool,
-    ) -> Result<shoulder_agent::backends::Captured, shoulder_agent::backends::CaptureError> {
+impl FrameSource for FlakySource {
+    fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
+        self.inner.geometry()
+    }
+
+    fn capture(&mut self) -> Result<Frame<'_>, CaptureError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(shoulder_agent::backends::CaptureError(
-                "reading the framebuffer failed: No such device (os error 19)".into(),
-            ));
+            return Err(CaptureError::Io {
+                what: "reading the framebuffer",
+                path: "/dev/dri/card0".into(),
+                source: gone(),
+            });
         }
-        self.inner.capture(view, full)
+        self.inner.capture()
+    }
+
+    fn describe(&self) -> String {
+        "flaky test pattern".into()
     }
 }
 

@@ -3,42 +3,42 @@
 //! source as the agent's config names one (`capture = "rawfile:…"`),
 //! through the agent's own wiring ([`capture_backends`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoulder_agent::backends::{
-    Backends, CaptureBackend, CaptureError, Captured, InputError, InputSink, LocalEvent,
-    NullPresenter, NullSink, ScreenCapture, ViewCheck,
+    Backends, CaptureBackend, CaptureError, InputError, InputSink, LocalEvent, NullPresenter,
+    NullSink,
 };
 use shoulder_capture::synthetic::{Clock, SyntheticControls, SyntheticScreen};
-use shoulder_capture::{Encoder, FrameSource, SourceSpec};
-use shoulder_proto::consent::{ControlConsent, ViewConsent};
+use shoulder_capture::{FrameSource, SourceSpec};
+use shoulder_proto::consent::ControlConsent;
 use shoulder_proto::session::InjectEvent;
 
 /// The synthetic kiosk screen shared by capture and input.
 #[derive(Clone, Debug)]
 pub struct Synthetic {
-    screen: Arc<Mutex<SyntheticScreen>>,
     pub controls: SyntheticControls,
 }
 
+/// A frozen clock: the screen changes only through input, so the
+/// screenshots compare cleanly.
+const CLOCK: Clock = Clock::Fixed(Duration::from_secs(9 * 3600));
+
 impl Synthetic {
     pub fn new(w: u32, h: u32) -> Self {
-        // A frozen clock: the screen changes only through input, so the
-        // screenshots compare cleanly.
-        let screen =
-            SyntheticScreen::new(w, h).with_clock(Clock::Fixed(Duration::from_secs(9 * 3600)));
-        let controls = screen.controls();
         Self {
-            screen: Arc::new(Mutex::new(screen)),
-            controls,
+            controls: SyntheticControls::new(w, h),
         }
+    }
+
+    fn screen(&self) -> SyntheticScreen {
+        self.controls.screen().with_clock(CLOCK)
     }
 
     /// The screen as the device shows it now (XRGB8888 rows).
     pub fn frame(&self) -> Vec<u8> {
-        let mut screen = self.screen.lock().unwrap_or_else(|p| p.into_inner());
-        screen.capture().unwrap().to_xrgb8888()
+        self.screen().capture().unwrap().to_xrgb8888()
     }
 
     /// Backends plus a channel playing the person at the device using
@@ -60,39 +60,9 @@ impl Synthetic {
     }
 }
 
-struct SyntheticCapture {
-    screen: Arc<Mutex<SyntheticScreen>>,
-    encoder: Encoder,
-}
-
 impl CaptureBackend for Synthetic {
-    fn open(&self) -> Result<Box<dyn ScreenCapture>, CaptureError> {
-        Ok(Box::new(SyntheticCapture {
-            screen: self.screen.clone(),
-            encoder: Encoder::new(),
-        }))
-    }
-}
-
-impl ScreenCapture for SyntheticCapture {
-    fn capture(&mut self, view: &ViewConsent, full: bool) -> Result<Captured, CaptureError> {
-        let mut screen = self.screen.lock().unwrap_or_else(|p| p.into_inner());
-        let frame = screen.capture().map_err(|e| CaptureError(e.to_string()))?;
-        let update = self
-            .encoder
-            .encode(view, &frame, full)
-            .map_err(|e| CaptureError(e.to_string()))?;
-        Ok(match update {
-            None => Captured::Unchanged,
-            Some(u) => match u.screen {
-                Some(info) => Captured::NewScreen(info, u.parts),
-                None => Captured::Update(u.parts),
-            },
-        })
-    }
-
-    fn check_view(&mut self, report: &shoulder_proto::ViewReport) -> Option<ViewCheck> {
-        Some(self.encoder.check_view(report))
+    fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+        Ok(Box::new(self.screen()))
     }
 }
 

@@ -96,6 +96,12 @@ impl Capturer {
         self.source.cursor()
     }
 
+    /// Compares the expert's view self-check with what this encoder sent;
+    /// what differs is sent again with the next capture.
+    pub fn check_view(&mut self, report: &shoulder_proto::ViewReport) -> crate::ViewCheck {
+        self.encoder.check_view(report)
+    }
+
     /// Forget what the expert has: the next update is complete, with screen
     /// info (a resumed session, a client that lost its framebuffer).
     pub fn reset(&mut self) {

@@ -69,14 +69,42 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
-    /// Whether waiting may fix it (display off, file shorter for a moment);
-    /// the agent then reports the screen unavailable and retries slowly.
+    /// Whether waiting may fix it, so the agent reports the screen
+    /// unavailable and retries about once a second: the display is off or
+    /// between modesets, no output is connected, a raw file is being
+    /// rewritten, or the device node is gone or busy for a moment (a driver
+    /// reloading, a USB display replugged). Everything else (missing
+    /// `CAP_SYS_ADMIN`, permissions, a pixel format or layout we cannot
+    /// read, a bad source name) stays wrong until someone changes something,
+    /// so retrying would only repeat the error.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            CaptureError::DisplayOff { .. } | CaptureError::FileTooShort { .. }
-        )
+        match self {
+            CaptureError::DisplayOff { .. }
+            | CaptureError::FileTooShort { .. }
+            | CaptureError::NoDisplay { .. } => true,
+            CaptureError::Open { source, .. } | CaptureError::Io { source, .. } => {
+                transient_io(source)
+            }
+            _ => false,
+        }
     }
+}
+
+/// Device nodes that vanish or are busy for a while: ENOENT, ENODEV, ENXIO,
+/// EBUSY, EAGAIN, EINTR.
+fn transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound
+            | ErrorKind::ResourceBusy
+            | ErrorKind::WouldBlock
+            | ErrorKind::Interrupted
+    ) || matches!(
+        e.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::NODEV.raw_os_error()
+            || code == rustix::io::Errno::NXIO.raw_os_error()
+    )
 }
 
 /// Why a source name does not parse.
@@ -105,4 +133,50 @@ pub enum SpecError {
     BadPitch(String),
     #[error("{0:?}: empty device path after the colon")]
     EmptyDevice(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(errno: rustix::io::Errno) -> CaptureError {
+        CaptureError::Open {
+            path: "/dev/dri/card0".into(),
+            source: std::io::Error::from_raw_os_error(errno.raw_os_error()),
+        }
+    }
+
+    #[test]
+    fn waiting_helps_only_where_the_screen_can_come_back() {
+        use rustix::io::Errno;
+        for e in [
+            Errno::NOENT,
+            Errno::NODEV,
+            Errno::NXIO,
+            Errno::BUSY,
+            Errno::AGAIN,
+        ] {
+            assert!(open(e).is_transient(), "{e:?}");
+        }
+        assert!(
+            CaptureError::DisplayOff {
+                detail: "crtc 41 is inactive".into()
+            }
+            .is_transient()
+        );
+        assert!(!open(Errno::ACCESS).is_transient());
+        assert!(
+            !CaptureError::MissingCapSysAdmin {
+                path: "/dev/dri/card0".into()
+            }
+            .is_transient()
+        );
+        assert!(
+            !CaptureError::UnsupportedFormat {
+                path: "/dev/fb0".into(),
+                format: "YUYV".into()
+            }
+            .is_transient()
+        );
+    }
 }
