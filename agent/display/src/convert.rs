@@ -2,6 +2,8 @@
 //! little-endian (bytes B, G, R, X). The X byte is left as the source has it
 //! for 32-bit formats (the wire ignores it) and zero otherwise.
 
+use embedded_graphics::pixelcolor::RgbColor;
+
 use crate::format::PixelFormat;
 
 /// Converts one row: `src` holds `n` pixels of `format`, `dst` is `n * 4` bytes.
@@ -23,29 +25,18 @@ pub fn row_to_xrgb8888(format: PixelFormat, src: &[u8], dst: &mut [u8]) {
 }
 
 /// One RGB565 pixel as 0x00RRGGBB, widening each channel so that full
-/// intensity stays full (0x1f → 0xff).
+/// intensity stays full (0x1f → 0xff), as [`PixelFormat::decode`] does.
+#[inline]
 pub fn rgb565_to_xrgb(p: u16) -> u32 {
-    let p = u32::from(p);
-    let r = (p >> 11) & 0x1f;
-    let g = (p >> 5) & 0x3f;
-    let b = p & 0x1f;
-    let r = (r << 3) | (r >> 2);
-    let g = (g << 2) | (g >> 4);
-    let b = (b << 3) | (b >> 2);
-    (r << 16) | (g << 8) | b
+    pixel_to_xrgb(PixelFormat::Rgb565, &p.to_le_bytes())
 }
 
-/// One pixel (`format.bytes_per_pixel()` bytes) as 0x00RRGGBB.
+/// One pixel (`format.bytes_per_pixel()` bytes) as 0x00RRGGBB: the colour
+/// [`PixelFormat::decode`] reads, packed.
+#[inline]
 pub fn pixel_to_xrgb(format: PixelFormat, px: &[u8]) -> u32 {
-    match format {
-        PixelFormat::Xrgb8888 | PixelFormat::Argb8888 => {
-            u32::from_le_bytes([px[0], px[1], px[2], 0])
-        }
-        PixelFormat::Xbgr8888 | PixelFormat::Abgr8888 => {
-            u32::from_le_bytes([px[2], px[1], px[0], 0])
-        }
-        PixelFormat::Rgb565 => rgb565_to_xrgb(u16::from_le_bytes([px[0], px[1]])),
-    }
+    let c = format.decode(px);
+    (u32::from(c.r()) << 16) | (u32::from(c.g()) << 8) | u32::from(c.b())
 }
 
 /// Sets the X byte of every XRGB8888 pixel to zero (the hashed form).
