@@ -1,16 +1,17 @@
-//! What the service needs from the hardware, as small traits: a screen
-//! source, an input sink and a consent presenter. The binary wires the real
-//! backends (`shoulder-capture`, `shoulder-input`, `shoulder-banner`); tests
-//! pass the in-crate ones below ([`PatternCapture`], [`RecordingSink`],
-//! [`NullPresenter`]).
+//! What the service needs from the hardware: a screen source
+//! ([`CaptureBackend`], opening a `shoulder-capture` [`FrameSource`]), the
+//! input sinks (a `shoulder-input` [`SinkFactory`], behind the agent's one
+//! [`shoulder_input::InputControl`]) and a consent presenter. The binary
+//! wires the real backends ([`crate::wiring`]); tests pass the test pattern
+//! ([`PatternCapture`]), a [`CallLog`] and the [`NullPresenter`].
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use shoulder_capture::{CaptureError, FrameSource, ViewCheck};
 use shoulder_capture::{Frame, PixelFormat, ScreenGeometry};
-use shoulder_proto::consent::ControlConsent;
-use shoulder_proto::session::{InjectEvent, LocalCommand, Phase, Prompt};
+pub use shoulder_input::{Call, CallLog, SinkFactory};
+use shoulder_proto::session::{LocalCommand, Phase, Prompt};
 use tokio::sync::mpsc;
 
 /// Opens the screen when a session starts viewing (so the display is only
@@ -19,47 +20,6 @@ use tokio::sync::mpsc;
 /// checks); [`CaptureError::is_transient`] decides whether it retries.
 pub trait CaptureBackend: Send + Sync {
     fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError>;
-}
-
-/// An injection failure: control is revoked with this detail.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
-
-/// Where expert input goes (uinput on a device). Every injection needs the
-/// live control consent the session machine handed out.
-pub trait InputSink: Send {
-    /// Control was granted: get ready (e.g. create the virtual devices, with
-    /// ranges for a `width`×`height` screen).
-    fn enable(
-        &mut self,
-        consent: &ControlConsent,
-        width: u16,
-        height: u16,
-    ) -> Result<(), InputError> {
-        let _ = (consent, width, height);
-        Ok(())
-    }
-    fn inject(&mut self, consent: &ControlConsent, event: &InjectEvent) -> Result<(), InputError>;
-    /// The screen's size changed while control is on: absolute coordinates
-    /// must map to the new size (uinput ranges are fixed when a device is
-    /// made, so the devices are made anew; what the expert holds is released
-    /// first). A failure ends control as an injection fault.
-    fn resize(
-        &mut self,
-        consent: &ControlConsent,
-        width: u16,
-        height: u16,
-    ) -> Result<(), InputError> {
-        let _ = (consent, width, height);
-        Ok(())
-    }
-    /// Release every key, button and touch the expert holds.
-    fn release_all(&mut self) -> Result<(), InputError>;
-    /// Control ended: release everything and tear down what `enable` made.
-    fn disable(&mut self) {
-        let _ = self.release_all();
-    }
 }
 
 /// Shows the person at the device what is going on and asks them. Answers
@@ -71,19 +31,25 @@ pub trait Presenter: Send {
     fn chat(&mut self, from_expert: bool, text: &str);
 }
 
+/// How often the banner task passes local activity on at most.
+pub const ACTIVITY_EVERY: Duration = Duration::from_millis(100);
+
 /// Something the person at the device did, from banner or local input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalEvent {
     /// A decision; an answer names the prompt that was on screen.
     Decision(LocalCommand),
-    /// The person is using local input (expert input is held back).
-    UserActive(bool),
+    /// The person used a local keyboard, mouse or touchscreen, not to
+    /// answer a prompt (expert input is held back a while). Sent at most
+    /// every [`ACTIVITY_EVERY`], so it cannot crowd out decisions.
+    Activity,
 }
 
 /// The hardware side of the agent.
 pub struct Backends {
     pub capture: Arc<dyn CaptureBackend>,
-    pub input: Box<dyn InputSink>,
+    /// Makes the expert's input devices for each control grant.
+    pub input: SinkFactory,
     pub presenter: Box<dyn Presenter>,
     /// Decisions and activity from the banner and local input devices.
     pub local_events: Option<mpsc::Receiver<LocalEvent>>,
@@ -96,13 +62,13 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
-    /// Test pattern screen, recording sink, no banner.
-    pub fn for_tests(width: u16, height: u16) -> (Self, RecordingSink) {
-        let sink = RecordingSink::default();
+    /// Test pattern screen, input recorded into the returned log, no banner.
+    pub fn for_tests(width: u16, height: u16) -> (Self, CallLog) {
+        let sink = CallLog::default();
         (
             Self {
                 capture: Arc::new(PatternCapture::new(width, height)),
-                input: Box::new(sink.clone()),
+                input: sink.factory(),
                 presenter: Box::new(NullPresenter),
                 local_events: None,
             },
@@ -216,61 +182,6 @@ impl FrameSource for PatternSource {
     }
 }
 
-/// What a [`RecordingSink`] saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    Injected(InjectEvent),
-    ReleaseAll,
-    /// An injection attempted with a consent that was no longer live:
-    /// refused (and a bug if it ever shows up).
-    Refused(InjectEvent),
-}
-
-/// An input sink that records what it is asked to do (tests, `inject =
-/// "none"` shows it in the logs).
-#[derive(Debug, Clone, Default)]
-pub struct RecordingSink {
-    log: Arc<Mutex<Vec<Recorded>>>,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl RecordingSink {
-    pub fn events(&self) -> Vec<Recorded> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// Makes injection fail as a vanished uinput device does (tests of
-    /// device faults); releasing still works.
-    pub fn fail_injection(&self, failing: bool) {
-        self.failing
-            .store(failing, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl InputSink for RecordingSink {
-    fn inject(&mut self, consent: &ControlConsent, event: &InjectEvent) -> Result<(), InputError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(InputError(
-                "writing to the virtual input device failed: No such device (os error 19)".into(),
-            ));
-        }
-        let mut log = self.log.lock().map_err(|_| InputError("poisoned".into()))?;
-        if consent.is_live() {
-            log.push(Recorded::Injected(*event));
-            Ok(())
-        } else {
-            log.push(Recorded::Refused(*event));
-            Err(InputError("control consent is no longer live".into()))
-        }
-    }
-
-    fn release_all(&mut self) -> Result<(), InputError> {
-        let mut log = self.log.lock().map_err(|_| InputError("poisoned".into()))?;
-        log.push(Recorded::ReleaseAll);
-        Ok(())
-    }
-}
-
 /// No banner: prompts are answered through the control socket only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NullPresenter;
@@ -304,19 +215,5 @@ impl Presenter for LogPresenter {
     }
     fn chat(&mut self, from_expert: bool, text: &str) {
         tracing::info!(from_expert, %text, "chat");
-    }
-}
-
-/// A sink that drops everything (for `inject = "none"`), logging once.
-#[derive(Debug, Default)]
-pub struct NullSink;
-
-impl InputSink for NullSink {
-    fn inject(&mut self, _: &ControlConsent, event: &InjectEvent) -> Result<(), InputError> {
-        tracing::debug!(?event, "input injection is off (inject = \"none\")");
-        Ok(())
-    }
-    fn release_all(&mut self) -> Result<(), InputError> {
-        Ok(())
     }
 }

@@ -25,7 +25,8 @@ pub enum SessionCommand {
         reply: Option<oneshot::Sender<Outcome>>,
     },
     Chat(String),
-    UserActive(bool),
+    /// The person used a local device (expert input is held back a while).
+    Activity,
 }
 
 /// An open consent prompt, as `status` shows it.

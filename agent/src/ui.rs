@@ -28,11 +28,11 @@ use shoulder_banner::{
 };
 use shoulder_capture::SourceSpec;
 use shoulder_input::local::{LocalEventKind, LocalInput, LocalInputConfig, PointerButton};
-use shoulder_input::{Holdback, HoldbackOutput, HotkeyDetector, Hotkeys, ScreenSize};
+use shoulder_input::{HotkeyDetector, Hotkeys, ScreenSize};
 use shoulder_proto::session::{LocalDecision, Phase, Prompt, PromptId};
 use tokio::sync::mpsc;
 
-use crate::backends::{LocalEvent, Presenter};
+use crate::backends::{ACTIVITY_EVERY, LocalEvent, Presenter};
 use crate::config::{Config, InputConfig, PresenterKind};
 
 /// Session outputs queued for the banner (a handful per session step).
@@ -211,7 +211,7 @@ pub fn start_with(
         grab_during_prompt: input.grab_during_prompt,
         grab: None,
         hot: HotkeyDetector::new(hotkeys),
-        hold: Holdback::new(input.local_idle),
+        activity_sent: None,
         keys: KeyBindings::default(),
         tx,
         prompt_open: false,
@@ -320,7 +320,8 @@ struct UiTask {
     grab_during_prompt: bool,
     grab: Option<Box<dyn Send>>,
     hot: HotkeyDetector,
-    hold: Holdback,
+    /// When local activity was last passed on (see [`ACTIVITY_EVERY`]).
+    activity_sent: Option<Instant>,
     keys: KeyBindings,
     tx: mpsc::Sender<LocalEvent>,
     prompt_open: bool,
@@ -335,10 +336,7 @@ impl UiTask {
                 .screen
                 .as_ref()
                 .and_then(|s| self.state.next_change(s.drawn_at.unwrap_or(now)));
-            let timer = [redraw, self.hold.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let timer = redraw;
             tokio::select! {
                 c = commands.recv() => {
                     let Some(c) = c else { return };
@@ -351,17 +349,7 @@ impl UiTask {
                         None => self.local = None,
                     }
                 }
-                _ = sleep_until(timer) => {
-                    self.hold.handle_timeout(Instant::now());
-                    self.render();
-                }
-            }
-            while let Some(o) = self.hold.poll_output() {
-                // The session releases the expert's input when it hears the
-                // person is active.
-                if let HoldbackOutput::LocalUserActive(a) = o {
-                    let _ = self.tx.send(LocalEvent::UserActive(a)).await;
-                }
+                _ = sleep_until(timer) => self.render(),
             }
         }
     }
@@ -516,9 +504,17 @@ impl UiTask {
         }
         if let Some(d) = decision {
             let _ = self.tx.send(LocalEvent::Decision(d)).await;
-        } else if kind.is_activity() && !self.prompt_open {
-            // Answering a prompt is not using the device.
-            self.hold.local_activity(Instant::now());
+        } else if kind.is_activity()
+            && !self.prompt_open
+            && self
+                .activity_sent
+                .is_none_or(|t| now.duration_since(t) >= ACTIVITY_EVERY)
+        {
+            // Answering a prompt is not using the device. The session holds
+            // the expert's input back (shoulder_input::InputControl); a full
+            // queue drops this one, the next follows soon.
+            self.activity_sent = Some(now);
+            let _ = self.tx.try_send(LocalEvent::Activity);
         }
     }
 

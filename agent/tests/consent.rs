@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoulder_agent::backends::{CaptureBackend, CaptureError, FrameSource, LocalEvent, Recorded};
+use shoulder_agent::backends::{Call, CaptureBackend, CaptureError, FrameSource, LocalEvent};
 use shoulder_agent::control::Request;
 use shoulder_capture::{Frame, PixelFormat, ScreenGeometry};
 use shoulder_proto::frame::encode;
@@ -118,18 +118,18 @@ async fn hold_key(agent: &Agent, expert: &mut Expert, code: u16) -> Key {
     until("the key is injected", WAIT, || {
         agent
             .sink
-            .events()
-            .contains(&Recorded::Injected(InjectEvent::Key(key)))
+            .calls()
+            .contains(&Call::Injected(InjectEvent::Key(key)))
     })
     .await;
     key
 }
 
 fn released_after_key(agent: &Agent, key: Key) -> bool {
-    let ev = agent.sink.events();
+    let ev = agent.sink.calls();
     ev.iter()
-        .position(|e| *e == Recorded::Injected(InjectEvent::Key(key)))
-        .is_some_and(|i| ev[i..].contains(&Recorded::ReleaseAll))
+        .position(|e| *e == Call::Injected(InjectEvent::Key(key)))
+        .is_some_and(|i| ev[i..].contains(&Call::ReleaseAll))
 }
 
 fn audited(agent: &Agent, event: &str) -> bool {
@@ -231,11 +231,11 @@ async fn stop_control_wins_over_an_input_flood() {
     let took = t0.elapsed();
     println!("stop-control during a flood took effect after {took:?}");
     // Nothing is injected after control ended.
-    let n = agent.sink.events().len();
+    let n = agent.sink.calls().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after: Vec<_> = agent.sink.events()[n..].to_vec();
+    let after: Vec<_> = agent.sink.calls()[n..].to_vec();
     assert!(
-        !after.iter().any(|e| matches!(e, Recorded::Injected(_))),
+        !after.iter().any(|e| matches!(e, Call::Injected(_))),
         "injected after stop: {after:?}"
     );
     flood.abort();
@@ -348,8 +348,8 @@ async fn stop_control_while_reconnecting_holds_after_the_resume() {
     assert!(
         !agent
             .sink
-            .events()
-            .contains(&Recorded::Injected(InjectEvent::Key(key))),
+            .calls()
+            .contains(&Call::Injected(InjectEvent::Key(key))),
         "a key was injected after the person stopped control"
     );
     let status = agent.ctl_ok(Request::Status).await;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use shoulder_agent::backends::{CaptureBackend, CaptureError, FrameSource, Recorded};
+use shoulder_agent::backends::{Call, CaptureBackend, CaptureError, FrameSource};
 use shoulder_agent::control::Request;
 use shoulder_capture::{Frame, ScreenGeometry};
 use shoulder_proto::session::{ExpertEvent, InjectEvent, UserAction};
@@ -16,10 +16,10 @@ use shoulder_testkit::tls_expert::*;
 fn injected(agent: &Agent) -> Vec<InjectEvent> {
     agent
         .sink
-        .events()
+        .calls()
         .into_iter()
         .filter_map(|e| match e {
-            Recorded::Injected(i) => Some(i),
+            Call::Injected(i) => Some(i),
             _ => None,
         })
         .collect()
@@ -171,7 +171,7 @@ async fn an_audit_log_failing_mid_session_ends_it_with_a_reason() {
     };
     assert_eq!(ended.0, shoulder_proto::ByeReason::AuditFailure);
     // Injection stopped and keys went up before the end.
-    assert!(agent.sink.events().contains(&Recorded::ReleaseAll));
+    assert!(agent.sink.calls().contains(&Call::ReleaseAll));
     // New sessions are refused while the log cannot be written.
     let mut next = Expert::offer(&agent, Some(&ann)).await;
     assert_eq!(
@@ -385,7 +385,7 @@ async fn control_granted_before_the_first_screen_starts_with_it() {
         assert!(
             t0.elapsed() < WAIT,
             "the key never reached the device: {:?}",
-            agent.sink.events()
+            agent.sink.calls()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use shoulder_agent::backends::Recorded;
+use shoulder_agent::backends::Call;
 use shoulder_agent::control::{Client, Request};
 use shoulder_proto::session::{ExpertEvent, ExpertState, InjectEvent, UserAction};
 use shoulder_proto::{Auth, ByeReason, Key, ResumeToken};
@@ -52,8 +52,8 @@ async fn injects(agent: &Agent, expert: &mut Expert, code: u16) {
     let t0 = std::time::Instant::now();
     while !agent
         .sink
-        .events()
-        .contains(&Recorded::Injected(InjectEvent::Key(key)))
+        .calls()
+        .contains(&Call::Injected(InjectEvent::Key(key)))
     {
         assert!(t0.elapsed() < WAIT, "key {code} not injected");
         expert.wait_updates(expert.updates + 1).await;
@@ -80,7 +80,7 @@ async fn dropped_connection_resumes_viewing_and_control_without_a_new_prompt() {
     let status = agent.ctl_ok(Request::Status).await;
     assert_eq!(status["session"]["phase"], "reconnecting");
     // Keys went up and injection stopped on the drop.
-    assert_eq!(agent.sink.events().last(), Some(&Recorded::ReleaseAll));
+    assert_eq!(agent.sink.calls().last(), Some(&Call::ReleaseAll));
 
     // Another expert meanwhile: busy.
     let mut other = Expert::offer(&agent, Some(&bob)).await;
@@ -232,7 +232,7 @@ async fn resumption_off_ends_the_session_on_a_drop() {
         !seen.iter().any(|e| e["event"] == "reconnecting"),
         "{seen:?}"
     );
-    assert!(agent.sink.events().contains(&Recorded::ReleaseAll));
+    assert!(agent.sink.calls().contains(&Call::ReleaseAll));
     agent.stop().await;
 }
 
@@ -257,7 +257,7 @@ async fn a_silent_expert_is_detected_keys_released_and_it_can_resume() {
         silent >= Duration::from_millis(1500) && silent < Duration::from_secs(6),
         "detected after {silent:?}"
     );
-    assert_eq!(agent.sink.events().last(), Some(&Recorded::ReleaseAll));
+    assert_eq!(agent.sink.calls().last(), Some(&Call::ReleaseAll));
     let records = agent.audit_records();
     let suspended = records
         .iter()
@@ -326,7 +326,7 @@ async fn resume_while_the_old_connection_still_looks_open_takes_over() {
         "{seen:?}"
     );
     // Keys went up when the old connection was given up.
-    assert!(agent.sink.events().contains(&Recorded::ReleaseAll));
+    assert!(agent.sink.calls().contains(&Call::ReleaseAll));
     injects(&agent, &mut expert, 33).await;
     // The old connection is closed by the device.
     old.closed().await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoulder_agent::backends::LocalEvent;
+use shoulder_agent::backends::{ACTIVITY_EVERY, LocalEvent};
 use shoulder_agent::config::InputConfig;
 use shoulder_agent::ui::{LocalDevices, PROMPT_ARMING, ScreenOpener, start_with};
 use shoulder_banner::present::{
@@ -252,10 +252,16 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
     })
     .await;
 
-    // Using the device without a prompt holds expert input back for a while.
+    // Using the device without a prompt is passed on (the session holds
+    // expert input back for a while), at most once per ACTIVITY_EVERY.
     local_tx.send(key(30, true)).await.unwrap();
-    assert_eq!(next(&mut events).await, LocalEvent::UserActive(true));
-    assert_eq!(next(&mut events).await, LocalEvent::UserActive(false));
+    local_tx.send(key(30, false)).await.unwrap();
+    assert_eq!(next(&mut events).await, LocalEvent::Activity);
+    tokio::time::sleep(ACTIVITY_EVERY / 2).await;
+    assert!(
+        events.try_recv().is_err(),
+        "activity passed on twice at once"
+    );
 
     // The stop-control hotkey (Ctrl+Alt+Shift+S).
     for code in [29, 56, 42, 31] {
@@ -267,7 +273,7 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
                 assert_eq!(d, LocalCommand::StopControlHotkey);
                 break;
             }
-            LocalEvent::UserActive(_) => {}
+            LocalEvent::Activity => {}
         }
     }
 
@@ -386,7 +392,7 @@ async fn after_a_mode_change_taps_are_placed_for_the_new_size() {
                 );
                 break;
             }
-            LocalEvent::UserActive(_) => {}
+            LocalEvent::Activity => {}
         }
     }
 }

@@ -316,7 +316,11 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
 
     let screen = Synthetic::new(DEV_W, DEV_H);
     let (backends, local) = screen.backends_with_local();
-    let agent = Agent::with_backends(None, backends, |_| {}).await;
+    // A hold-back window that outlasts the notice's screenshot.
+    let agent = Agent::with_backends(None, backends, |c| {
+        c.input.local_idle = Duration::from_secs(3)
+    })
+    .await;
     let ex = Expert::new();
     let (_, file) = agent.invite_file("30m", PW).await;
     // Through a relay that can cut the connection (reconnecting, below).
@@ -458,7 +462,7 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     }
 
     // The person at the device uses it: the app says expert input waits.
-    local.send(LocalEvent::UserActive(true)).await.unwrap();
+    local.send(LocalEvent::Activity).await.unwrap();
     trace
         .wait("the local-user notice", |t| {
             t.get("state").as_deref() == Some("local-user-active")
@@ -466,7 +470,7 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     screenshot(&display, &out.join("3b-local-user-active.png"));
-    local.send(LocalEvent::UserActive(false)).await.unwrap();
+    // The person stops: after the hold-back window control is back.
     trace
         .wait("control again", |t| {
             t.get("state").as_deref() == Some("controlling")

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoulder_agent::backends::{Backends, CaptureBackend, LocalEvent, RecordingSink};
+use shoulder_agent::backends::{Backends, CallLog, CaptureBackend, LocalEvent};
 use shoulder_agent::control::{Client, Request};
 use shoulder_agent::{Config, identity};
 use shoulder_proto::{Fingerprint, InvitationId};
@@ -31,7 +31,7 @@ pub struct Agent {
     pub fingerprint: Fingerprint,
     /// What the agent injected; records nothing when the test brought its
     /// own backends ([`Agent::with_backends`]).
-    pub sink: RecordingSink,
+    pub sink: CallLog,
     /// Banner taps, hotkeys and local activity, as the local backends send
     /// them; reaches the agent only when the harness made the backends
     /// ([`Agent::start`], [`Agent::pattern`], [`Agent::start_with_capture`]).
@@ -126,7 +126,7 @@ impl Agent {
     ) -> Self {
         // The backends bring their own local source, or none.
         let (local, _) = mpsc::channel(1);
-        let sink = RecordingSink::default();
+        let sink = CallLog::default();
         Self::launch(temp_dir(), plant_ca, backends, sink, local, tweak, prepare).await
     }
 
@@ -134,7 +134,7 @@ impl Agent {
         dir: tempfile::TempDir,
         plant_ca: Option<&Path>,
         backends: Backends,
-        sink: RecordingSink,
+        sink: CallLog,
         local: mpsc::Sender<LocalEvent>,
         tweak: impl FnOnce(&mut Config),
         prepare: impl FnOnce(&Path),
@@ -262,7 +262,7 @@ impl Agent {
 }
 
 /// The agent's test pattern, a recording sink and a local-event channel.
-fn pattern_backends() -> (Backends, RecordingSink, mpsc::Sender<LocalEvent>) {
+fn pattern_backends() -> (Backends, CallLog, mpsc::Sender<LocalEvent>) {
     let (mut backends, sink) = Backends::for_tests(PATTERN.0, PATTERN.1);
     let (local, local_rx) = mpsc::channel(16);
     backends.local_events = Some(local_rx);

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
 use shoulder::client::{self, ClientEvent, Dialer, Dialing, SharedView, Stream};
-use shoulder_agent::backends::{Backends, Recorded};
+use shoulder_agent::backends::{Backends, Call};
 use shoulder_agent::control::{Client as Control, Request};
 use shoulder_agent::service::Incoming;
 use shoulder_proto::fb::Framebuffer;
@@ -780,7 +780,7 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
                 && t0.elapsed() < STEP
                 && wait_for(&seen, STEP, |x| state(x).is_some_and(control_granted)).await
             {
-                let before = sink.events().len();
+                let before = sink.calls().len();
                 for down in [true, false] {
                     let _ = actions
                         .send(UserAction::Key(shoulder_proto::Key { code: KEY_A, down }))
@@ -788,11 +788,11 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
                 }
                 let t1 = StdInstant::now();
                 while t1.elapsed() < KEY_WAIT {
-                    let keys = sink.events()[before..]
+                    let keys = sink.calls()[before..]
                         .iter()
-                        .filter(|e| {
-                            matches!(e, Recorded::Injected(InjectEvent::Key(k)) if k.code == KEY_A)
-                        })
+                        .filter(
+                            |e| matches!(e, Call::Injected(InjectEvent::Key(k)) if k.code == KEY_A),
+                        )
                         .count();
                     if keys >= 2 {
                         survived = true;
@@ -835,18 +835,18 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
     report.resumes = seen.resumes;
     report.prompts = prompts.load(Ordering::SeqCst);
     let sent = lock(&pointer_sent);
-    for r in sink.events() {
+    for r in sink.calls() {
         match r {
-            Recorded::Injected(InjectEvent::Pointer(p)) => {
+            Call::Injected(InjectEvent::Pointer(p)) => {
                 report.pointer_injected += 1;
                 if !sent.contains(&p) {
                     report.foreign_input += 1;
                 }
             }
-            Recorded::Injected(InjectEvent::Key(k)) if k.code == KEY_A => {}
-            Recorded::Injected(_) => report.foreign_input += 1,
-            Recorded::Refused(_) => report.refused_input += 1,
-            Recorded::ReleaseAll => {}
+            Call::Injected(InjectEvent::Key(k)) if k.code == KEY_A => {}
+            Call::Injected(_) => report.foreign_input += 1,
+            Call::Refused(_) => report.refused_input += 1,
+            Call::ReleaseAll => {}
         }
     }
     report.pointer_sent = sent.len() as u64;

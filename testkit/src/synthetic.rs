@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoulder_agent::backends::{
-    Backends, CaptureBackend, CaptureError, InputError, InputSink, LocalEvent, NullPresenter,
-    NullSink,
+    Backends, CaptureBackend, CaptureError, LocalEvent, NullPresenter, SinkFactory,
 };
 use shoulder_capture::synthetic::{Clock, SyntheticControls, SyntheticScreen};
 use shoulder_capture::{FrameSource, SourceSpec};
+use shoulder_input::{CallLog, Injected, InputError, InputSink, SinkStats};
 use shoulder_proto::consent::ControlConsent;
 use shoulder_proto::session::InjectEvent;
 
@@ -53,7 +53,7 @@ impl Synthetic {
     pub fn backends(&self) -> Backends {
         Backends {
             capture: Arc::new(self.clone()),
-            input: Box::new(SyntheticInput(self.controls.clone())),
+            input: SyntheticInput::factory(self.controls.clone()),
             presenter: Box::new(NullPresenter),
             local_events: None,
         }
@@ -68,30 +68,70 @@ impl CaptureBackend for Synthetic {
 
 /// Injected input goes to the synthetic screen, as a uinput device would
 /// reach the kiosk app.
-struct SyntheticInput(SyntheticControls);
+#[derive(Debug)]
+struct SyntheticInput {
+    controls: SyntheticControls,
+    stats: SinkStats,
+}
+
+impl SyntheticInput {
+    fn factory(controls: SyntheticControls) -> SinkFactory {
+        Box::new(move |consent, _mode, _screen| {
+            if !consent.is_live() {
+                return Err(InputError::ControlWithdrawn);
+            }
+            Ok(Box::new(SyntheticInput {
+                controls: controls.clone(),
+                stats: SinkStats::default(),
+            }) as Box<dyn InputSink>)
+        })
+    }
+}
 
 impl InputSink for SyntheticInput {
-    fn inject(&mut self, consent: &ControlConsent, event: &InjectEvent) -> Result<(), InputError> {
+    fn inject(
+        &mut self,
+        consent: &ControlConsent,
+        event: InjectEvent,
+    ) -> Result<Injected, InputError> {
         if !consent.is_live() {
-            return Err(InputError("control consent withdrawn".into()));
+            self.stats.refused += 1;
+            return Err(InputError::ControlWithdrawn);
         }
-        match *event {
+        match event {
             InjectEvent::Pointer(p) => {
-                self.0.pointer(p.x, p.y, p.buttons.0);
+                self.controls.pointer(p.x, p.y, p.buttons.0);
             }
             InjectEvent::Key(k) => {
-                self.0.key(k.code, k.down);
+                self.controls.key(k.code, k.down);
             }
             InjectEvent::Touch(t) => {
-                self.0
+                self.controls
                     .touch(t.x, t.y, !matches!(t.phase, shoulder_proto::TouchPhase::Up));
             }
         }
-        Ok(())
+        self.stats.injected += 1;
+        Ok(Injected::Forwarded)
     }
 
     fn release_all(&mut self) -> Result<(), InputError> {
         Ok(())
+    }
+
+    fn set_screen(&mut self, _width: u16, _height: u16) -> Result<(), InputError> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), InputError> {
+        Ok(())
+    }
+
+    fn is_holding(&self) -> bool {
+        false
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.stats
     }
 }
 
@@ -104,7 +144,8 @@ pub fn capture_backends(spec: &str) -> Backends {
         .unwrap_or_else(|e| panic!("capture spec {spec:?}: {e}"));
     Backends {
         capture: Arc::new(shoulder_agent::wiring::Capture { spec }),
-        input: Box::new(NullSink),
+        // Recorded, never injected.
+        input: CallLog::default().factory(),
         presenter: Box::new(NullPresenter),
         local_events: None,
     }

@@ -8,15 +8,22 @@
 //! | `DeviceOutput::Inject(ev)`       | [`InputControl::inject`]              |
 //! | `DeviceOutput::ReleaseAll`       | [`InputControl::release_all`]         |
 //! | `DeviceOutput::DisableInjection` | [`InputControl::disable`]             |
-//! | a [`LocalEvent`]                 | [`InputControl::local_event`]         |
+//! | the person used a local device   | [`InputControl::local_activity`]      |
 //! | the screen mode changed          | [`InputControl::set_screen`]          |
 //! | [`InputControl::poll_timeout`] passed | [`InputControl::handle_timeout`] |
 //! | agent shutdown                   | [`InputControl::shutdown`] (and drop) |
 //!
 //! After each call, hand every [`InputControl::poll_session_input`] to
-//! `DeviceSession::handle`: `LocalUserActive(_)` (local input wins),
-//! `Local(StopControlHotkey | End)` (hotkeys) and `InjectionFault(_)`
-//! (the virtual devices failed; the machine then ends control).
+//! `DeviceSession::handle`: `LocalUserActive(_)` (local input wins) and
+//! `InjectionFault(_)` (the virtual devices failed; the machine then ends
+//! control).
+//!
+//! This is the one place where local input wins: the person's activity
+//! releases what the expert holds and drops the expert's input until the
+//! person has been idle for the hold-back window. Keys that act on the
+//! device itself are kept from the devices here too ([`KeyPolicy`]).
+//! Hotkeys are not here: the agent's banner task reads them with the
+//! prompt's keys ([`crate::HotkeyDetector`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -27,9 +34,8 @@ use shoulder_proto::consent::ControlConsent;
 use shoulder_proto::session::{DeviceInput, InjectEvent};
 
 use crate::holdback::{DEFAULT_HOLDBACK, Holdback, HoldbackOutput};
-use crate::hotkey::{HotkeyDetector, Hotkeys};
 use crate::inject::{InjectMode, Injected, ScreenSize, SinkStats};
-use crate::local::{LocalEvent, LocalEventKind};
+use crate::policy::{BlockedKey, KeyFilter, KeyPolicy, KeyVerdict};
 use crate::sink::InputSink;
 use crate::uinput::UinputSink;
 use crate::{InputError, RecordingSink};
@@ -67,7 +73,9 @@ pub struct InputControlConfig {
     pub mode: InjectMode,
     /// How long expert input waits after local activity (zero: never).
     pub holdback: Duration,
-    pub hotkeys: Hotkeys,
+    /// Key families the expert may press (power, SysRq, VT switching are
+    /// kept from the devices unless allowed).
+    pub keys: KeyPolicy,
 }
 
 impl Default for InputControlConfig {
@@ -75,7 +83,7 @@ impl Default for InputControlConfig {
         Self {
             mode: InjectMode::Pointer,
             holdback: DEFAULT_HOLDBACK,
-            hotkeys: Hotkeys::default(),
+            keys: KeyPolicy::default(),
         }
     }
 }
@@ -87,6 +95,9 @@ pub enum InjectOutcome {
     Sink(Injected),
     /// The person at the device is using it: dropped.
     HeldBack,
+    /// A key the [`KeyPolicy`] keeps from the device: dropped, control goes
+    /// on. `first`: the first time this key was blocked in this grant.
+    Blocked(BlockedKey),
     /// Injection is off (no grant, or the devices failed).
     Disabled,
     /// The consent was withdrawn.
@@ -107,7 +118,7 @@ pub struct InputControl {
     screen: ScreenSize,
     active: Option<Active>,
     holdback: Holdback,
-    hotkeys: HotkeyDetector,
+    keys: KeyFilter,
     out: VecDeque<DeviceInput>,
     /// Stats of sinks already closed, added up.
     past: SinkStats,
@@ -136,7 +147,7 @@ impl InputControl {
             screen,
             active: None,
             holdback: Holdback::new(config.holdback),
-            hotkeys: HotkeyDetector::new(config.hotkeys),
+            keys: KeyFilter::new(config.keys),
             out: VecDeque::new(),
             past: SinkStats::default(),
         }
@@ -146,6 +157,7 @@ impl InputControl {
     /// session is told (`InjectionFault`) and ends control.
     pub fn enable(&mut self, consent: ControlConsent) {
         self.disable();
+        self.keys.new_grant();
         match (self.factory)(&consent, self.mode, self.screen) {
             Ok(sink) => self.active = Some(Active { consent, sink }),
             Err(e) => {
@@ -172,6 +184,20 @@ impl InputControl {
         let Some(active) = self.active.as_mut() else {
             return InjectOutcome::Disabled;
         };
+        if let InjectEvent::Key(k) = ev
+            && let KeyVerdict::Blocked(b) = self.keys.key(k.code, k.down)
+        {
+            if b.first {
+                tracing::warn!(
+                    key = %crate::keys::key_name(b.code),
+                    family = %b.family,
+                    "an expert key was not injected: it {}; to allow it, add \"{}\" to [input] allow_keys",
+                    b.family.effect(),
+                    b.family,
+                );
+            }
+            return InjectOutcome::Blocked(b);
+        }
         match active.sink.inject(&active.consent, ev) {
             Ok(r) => {
                 if let Injected::Dropped(reason) = r {
@@ -191,6 +217,7 @@ impl InputControl {
 
     /// Releases everything the expert holds.
     pub fn release_all(&mut self) {
+        self.keys.released_all();
         if let Some(a) = &mut self.active
             && let Err(e) = a.sink.release_all()
         {
@@ -200,6 +227,7 @@ impl InputControl {
 
     /// Control ended: release and destroy the devices.
     pub fn disable(&mut self) {
+        self.keys.released_all();
         if let Some(mut a) = self.active.take() {
             if let Err(e) = a.sink.close() {
                 tracing::warn!("closing the virtual input devices: {e}");
@@ -213,20 +241,12 @@ impl InputControl {
         self.disable();
     }
 
-    /// One event from the local devices: activity (hold-back) and hotkeys.
-    pub fn local_event(&mut self, now: Instant, ev: &LocalEvent) {
-        if ev.kind.is_activity() {
-            self.holdback.local_activity(now);
-        }
-        if let LocalEventKind::Key { code, down } = ev.kind
-            && let Some(d) = self.hotkeys.key(code, down)
-        {
-            tracing::info!("local hotkey: {d:?}");
-            // Hotkeys take back (stop control, end): they name no prompt.
-            if let Some(c) = d.on(None) {
-                self.push(DeviceInput::Local(c));
-            }
-        }
+    /// The person at the device used a keyboard, mouse or touchscreen
+    /// (not to answer a prompt): the expert's held input is released and
+    /// their input held back until the person has been idle for the
+    /// hold-back window.
+    pub fn local_activity(&mut self, now: Instant) {
+        self.holdback.local_activity(now);
         self.drain_holdback(now);
     }
 
@@ -264,9 +284,9 @@ impl InputControl {
         self.holdback.is_local_active()
     }
 
-    /// The hotkeys, for the banner.
-    pub fn hotkeys(&self) -> &Hotkeys {
-        self.hotkeys.hotkeys()
+    /// Key events the [`KeyPolicy`] kept from the device so far.
+    pub fn blocked_keys(&self) -> u64 {
+        self.keys.blocked()
     }
 
     /// Counters over every grant so far, plus events held back.

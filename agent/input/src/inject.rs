@@ -106,6 +106,12 @@ pub struct ScreenSize {
 }
 
 impl ScreenSize {
+    /// One pixel: a placeholder until the real size is known.
+    pub const MIN: Self = Self {
+        width: 1,
+        height: 1,
+    };
+
     /// None when either side is zero.
     pub fn new(width: u16, height: u16) -> Option<Self> {
         (width > 0 && height > 0).then_some(Self { width, height })

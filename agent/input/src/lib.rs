@@ -9,23 +9,23 @@
 //! - **Local input** ([`local::LocalInput`]): the person at the device's own
 //!   keyboards, mice, tablets and touchscreens, as typed events; grabbed
 //!   while a consent prompt is open.
-//! - **Local input wins** ([`Holdback`]): expert input waits while the person
-//!   at the device is using it.
+//! - **Local input wins** ([`InputControl`], timing in [`Holdback`]): expert
+//!   input waits while the person at the device is using it.
 //! - **Hotkeys** ([`HotkeyDetector`]): chords that stop control or end the
 //!   session.
 //! - **Key policy** ([`KeyFilter`]): keys that would power off, reboot, reach
 //!   SysRq or switch VTs are not injected unless the config allows them.
 //!
 //! ```text
-//!  expert ─► DeviceSession ─Inject(ev)─► Holdback::admit ─► InputSink::inject(&consent, ev) ─► uinput
+//!  expert ─► DeviceSession ─Inject(ev)─► InputControl: hold-back, key policy ─► InputSink::inject(&consent, ev) ─► uinput
 //!                 ▲                          ▲
 //!                 │ LocalUserActive,         │ local_activity(now)
 //!                 │ StopControlHotkey, End   │
-//!  evdev ─► LocalInput ─► LocalEvent ───────┴─► HotkeyDetector::key
+//!  evdev ─► LocalInput ─► LocalEvent ───────┴─► HotkeyDetector::key (the banner task)
 //! ```
 //!
-//! [`InputControl`] bundles the sink, the hold-back and the hotkeys behind
-//! the device session machine's outputs. The agent's glue, in short:
+//! [`InputControl`] bundles the sink, the hold-back and the key policy
+//! behind the device session machine's outputs. The agent's glue, in short:
 //!
 //! ```no_run
 //! use std::time::Instant;
@@ -40,7 +40,7 @@
 //!     let found = local::enumerate(local::DEFAULT_INPUT_DIR.as_ref()).unwrap_or_default();
 //!     let config = InputControlConfig {
 //!         mode: local::choose_inject_mode(TouchChoice::Auto, &found),
-//!         ..InputControlConfig::default() // 750 ms hold-back, Ctrl+Alt+Shift+S / +E
+//!         ..InputControlConfig::default() // 750 ms hold-back, no power/SysRq/VT keys
 //!     };
 //!     let mut input = InputControl::new(config, screen, uinput_factory(DEFAULT_UINPUT_PATH));
 //!     let mut local = LocalInput::start(LocalInputConfig::new(screen))?;
@@ -66,7 +66,11 @@
 //!         }
 //!         let wake = input.poll_timeout().map(tokio::time::Instant::from_std);
 //!         tokio::select! {
-//!             Some(ev) = local.next() => input.local_event(Instant::now(), &ev),
+//!             Some(ev) = local.next() => {
+//!                 if ev.kind.is_activity() {
+//!                     input.local_activity(Instant::now());
+//!                 }
+//!             }
 //!             _ = async { tokio::time::sleep_until(wake.unwrap()).await }, if wake.is_some() => {
 //!                 input.handle_timeout(Instant::now())
 //!             }
@@ -106,11 +110,11 @@ pub use control::{InjectOutcome, InputControl, InputControlConfig, SinkFactory};
 pub use holdback::{DEFAULT_HOLDBACK, Holdback, HoldbackOutput};
 pub use hotkey::{Chord, HotkeyDetector, HotkeyError, Hotkeys};
 pub use inject::{
-    DropReason, InjectMode, Injected, MAX_TOUCH_SLOTS, RawEvent, ScreenSize, SinkStats,
+    Batch, DropReason, InjectMode, Injected, MAX_TOUCH_SLOTS, RawEvent, ScreenSize, SinkStats,
     VirtualDevice,
 };
 pub use policy::{BlockedKey, KeyFamily, KeyFilter, KeyPolicy, KeyVerdict, UnknownKeyFamily};
-pub use recording::{RecordLog, Recorded, Recorder, RecordingSink};
+pub use recording::{Call, CallLog, EventRecorder, RecordLog, Recorded, Recorder, RecordingSink};
 pub use sink::{InputBackend, InputSink, Sink};
 pub use uinput::{DEFAULT_UINPUT_PATH, UinputBackend, UinputSink, emergency_release};
 

@@ -185,3 +185,123 @@ impl RecordingSink {
         Sink::create(consent, mode, width, height, Recorder::new())
     }
 }
+
+/// What an [`EventRecorder`] was asked, in order: the expert's events as
+/// they reach a sink, before translation ([`Recorder`] shows the evdev
+/// batches a real sink writes). For tests of what the agent lets through:
+/// consent, hold-back, key policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Injected(shoulder_proto::session::InjectEvent),
+    /// Injection asked with a consent that was no longer live: refused (a
+    /// bug if it ever shows up).
+    Refused(shoulder_proto::session::InjectEvent),
+    /// Everything the expert held was released (also when the sink closes).
+    ReleaseAll,
+}
+
+/// The calls of every [`EventRecorder`] made by [`CallLog::factory`], one
+/// sink per control grant, in one list.
+#[derive(Debug, Clone, Default)]
+pub struct CallLog {
+    calls: Arc<Mutex<Vec<Call>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CallLog {
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The events injected, in order.
+    pub fn injected(&self) -> Vec<shoulder_proto::session::InjectEvent> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Injected(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Makes injection fail as a vanished uinput device does (tests of
+    /// device faults); releasing still works.
+    pub fn fail_injection(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A factory of sinks that record into this log.
+    pub fn factory(&self) -> crate::control::SinkFactory {
+        let log = self.clone();
+        Box::new(move |consent, _mode, _screen| {
+            if !consent.is_live() {
+                return Err(InputError::ControlWithdrawn);
+            }
+            Ok(Box::new(EventRecorder {
+                log: log.clone(),
+                open: true,
+                stats: crate::inject::SinkStats::default(),
+            }) as Box<dyn crate::sink::InputSink>)
+        })
+    }
+
+    fn push(&self, c: Call) {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+}
+
+/// A sink that records the calls it gets ([`Call`]) instead of injecting.
+#[derive(Debug)]
+pub struct EventRecorder {
+    log: CallLog,
+    open: bool,
+    stats: crate::inject::SinkStats,
+}
+
+impl crate::sink::InputSink for EventRecorder {
+    fn inject(
+        &mut self,
+        consent: &shoulder_proto::consent::ControlConsent,
+        event: shoulder_proto::session::InjectEvent,
+    ) -> Result<crate::inject::Injected, InputError> {
+        if self.log.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(InputError::Write {
+                device: "recorder",
+                source: std::io::Error::from_raw_os_error(19),
+            });
+        }
+        if !consent.is_live() || !self.open {
+            self.stats.refused += 1;
+            self.log.push(Call::Refused(event));
+            return Err(InputError::ControlWithdrawn);
+        }
+        self.stats.injected += 1;
+        self.log.push(Call::Injected(event));
+        Ok(crate::inject::Injected::Forwarded)
+    }
+
+    fn release_all(&mut self) -> Result<(), InputError> {
+        self.log.push(Call::ReleaseAll);
+        Ok(())
+    }
+
+    fn set_screen(&mut self, _width: u16, _height: u16) -> Result<(), InputError> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), InputError> {
+        if std::mem::take(&mut self.open) {
+            self.release_all()?;
+        }
+        Ok(())
+    }
+
+    fn is_holding(&self) -> bool {
+        false
+    }
+
+    fn stats(&self) -> crate::inject::SinkStats {
+        self.stats
+    }
+}

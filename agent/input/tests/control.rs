@@ -1,18 +1,21 @@
 //! `InputControl` driven by a real device session (the proto `Pair`
-//! harness) the way the agent drives it: local input wins, the hotkeys stop
-//! control or end the session, device faults end control, and nothing stays
-//! held on any of those paths.
+//! harness) the way the agent drives it: local input wins, the hotkeys
+//! (read by the banner task's `HotkeyDetector`) stop control or end the
+//! session, keys that act on the device itself stay away from it, device
+//! faults end control, and nothing stays held on any of those paths.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoulder_input::codes::*;
 use shoulder_input::control::{recording_factory, uinput_factory};
-use shoulder_input::local::{LocalDeviceId, LocalEvent, LocalEventKind, PointerButton};
+use shoulder_input::local::{LocalEventKind, PointerButton};
 use shoulder_input::{
-    InjectOutcome, Injected, InputControl, InputControlConfig, RecordLog, ScreenSize, VirtualDevice,
+    HotkeyDetector, Hotkeys, InjectOutcome, Injected, InputControl, InputControlConfig, RecordLog,
+    ScreenSize, VirtualDevice,
 };
 use shoulder_proto::msg::{ControlEndReason, Key};
+use shoulder_proto::session::DeviceInput;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use shoulder_proto::testing::{DeviceRecord, Pair};
 
@@ -23,6 +26,7 @@ const KEY_E: u16 = 18;
 struct Rig {
     pair: Pair,
     control: InputControl,
+    hotkeys: HotkeyDetector,
     logs: Arc<Mutex<Vec<RecordLog>>>,
     seen: usize,
     outcomes: Vec<InjectOutcome>,
@@ -46,6 +50,7 @@ impl Rig {
         let mut rig = Self {
             pair,
             control,
+            hotkeys: HotkeyDetector::new(Hotkeys::default()),
             logs,
             seen: 0,
             outcomes: Vec::new(),
@@ -93,15 +98,18 @@ impl Rig {
         self.sync();
     }
 
+    /// The person at the device uses a local device, as the agent's banner
+    /// task passes it on: activity to the control, keys to the hotkeys.
     fn local(&mut self, kind: LocalEventKind) {
         let now = self.pair.now;
-        self.control.local_event(
-            now,
-            &LocalEvent {
-                device: LocalDeviceId(0),
-                kind,
-            },
-        );
+        if kind.is_activity() {
+            self.control.local_activity(now);
+        }
+        if let LocalEventKind::Key { code, down } = kind
+            && let Some(c) = self.hotkeys.key(code, down).and_then(|d| d.on(None))
+        {
+            self.pair.device_input(DeviceInput::Local(c));
+        }
         self.sync();
     }
 
@@ -290,10 +298,39 @@ fn nothing_is_injected_without_a_grant() {
         ),
         InjectOutcome::Disabled
     );
-    assert_eq!(
-        control.hotkeys().stop_control.to_string(),
-        "Ctrl+Alt+Shift+S"
+}
+
+#[test]
+fn keys_that_act_on_the_device_itself_stay_away_from_it() {
+    let mut rig = Rig::new();
+    // Ctrl+Alt+Del and the power key: blocked, control goes on.
+    rig.expert_key(KEY_LEFTCTRL, true);
+    rig.expert_key(KEY_LEFTALT, true);
+    rig.expert_key(KEY_DELETE, true);
+    rig.expert_key(KEY_DELETE, false);
+    rig.expert_key(KEY_POWER, true);
+    rig.expert_key(KEY_POWER, false);
+    rig.expert_key(KEY_LEFTALT, false);
+    rig.expert_key(KEY_LEFTCTRL, false);
+    rig.expert_key(KEY_A, true);
+    let down: Vec<u16> = rig.log().down_codes(VirtualDevice::Keyboard);
+    assert_eq!(down, vec![KEY_A]);
+    assert!(
+        !rig.log()
+            .events(VirtualDevice::Keyboard)
+            .iter()
+            .any(|e| e.code == KEY_DELETE || e.code == KEY_POWER),
+        "a blocked key reached the keyboard"
     );
+    assert!(
+        rig.outcomes
+            .iter()
+            .filter(|o| matches!(o, InjectOutcome::Blocked(_)))
+            .count()
+            >= 3
+    );
+    assert_eq!(rig.control.blocked_keys(), 4);
+    assert!(rig.control.is_enabled(), "control goes on");
 }
 
 #[test]
@@ -305,4 +342,107 @@ fn the_agent_can_move_these_across_tasks() {
     send::<shoulder_input::local::LocalInputHandle>();
     send::<shoulder_input::UinputSink>();
     send::<shoulder_input::RecordingSink>();
+}
+
+/// An `InputControl` with control granted, recording what reaches the sink.
+fn granted(keys: shoulder_input::KeyPolicy) -> (InputControl, shoulder_input::CallLog, Pair) {
+    let log = shoulder_input::CallLog::default();
+    let mut control = InputControl::new(
+        InputControlConfig {
+            keys,
+            ..InputControlConfig::default()
+        },
+        ScreenSize::new(100, 100).unwrap(),
+        log.factory(),
+    );
+    let (pair, token) = shoulder_proto::testing::granted_control();
+    control.enable(token);
+    (control, log, pair)
+}
+
+fn key(code: u16, down: bool) -> shoulder_proto::session::InjectEvent {
+    shoulder_proto::session::InjectEvent::Key(Key { code, down })
+}
+
+/// The sequence an expert would use to power off, reboot through SysRq
+/// and switch to VT 1.
+fn hostile(control: &mut InputControl) -> Vec<InjectOutcome> {
+    let now = std::time::Instant::now();
+    [
+        key(KEY_POWER, true),
+        key(KEY_POWER, false),
+        key(KEY_LEFTALT, true),
+        key(KEY_SYSRQ, true),
+        key(48, true), // B: reboot, with SysRq down
+        key(48, false),
+        key(KEY_SYSRQ, false),
+        key(KEY_LEFTCTRL, true),
+        key(KEY_F1, true),
+        key(KEY_F1, false),
+        key(KEY_LEFTCTRL, false),
+        key(KEY_LEFTALT, false),
+        key(KEY_A, true),
+        key(KEY_A, false),
+    ]
+    .into_iter()
+    .map(|ev| control.inject(now, ev))
+    .collect()
+}
+
+#[test]
+fn power_sysrq_and_vt_keys_are_kept_from_the_device_by_default() {
+    let (mut control, log, _pair) = granted(shoulder_input::KeyPolicy::default());
+    let outcomes = hostile(&mut control);
+    assert_eq!(
+        log.injected(),
+        vec![
+            key(KEY_LEFTALT, true),
+            key(48, true),
+            key(48, false),
+            key(KEY_LEFTCTRL, true),
+            key(KEY_LEFTCTRL, false),
+            key(KEY_LEFTALT, false),
+            key(KEY_A, true),
+            key(KEY_A, false),
+        ]
+    );
+    assert_eq!(control.blocked_keys(), 6);
+    // Not an error: control goes on.
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, InjectOutcome::Sink(_) | InjectOutcome::Blocked(_)))
+    );
+    assert!(control.is_enabled());
+}
+
+#[test]
+fn allow_keys_lets_each_family_through() {
+    use shoulder_input::KeyFamily;
+    let all = shoulder_input::KeyPolicy::default()
+        .allow(KeyFamily::Power)
+        .allow(KeyFamily::Sysrq)
+        .allow(KeyFamily::VtSwitch);
+    let (mut control, log, _pair) = granted(all);
+    hostile(&mut control);
+    assert_eq!(log.injected().len(), 14);
+    assert_eq!(control.blocked_keys(), 0);
+}
+
+#[test]
+fn release_all_resets_the_chord() {
+    let (mut control, log, _pair) = granted(shoulder_input::KeyPolicy::default());
+    let now = std::time::Instant::now();
+    control.inject(now, key(KEY_LEFTALT, true));
+    control.release_all();
+    // Alt is up on the device now: F1 alone is an ordinary key.
+    control.inject(now, key(KEY_F1, true));
+    assert_eq!(
+        log.calls(),
+        vec![
+            shoulder_input::Call::Injected(key(KEY_LEFTALT, true)),
+            shoulder_input::Call::ReleaseAll,
+            shoulder_input::Call::Injected(key(KEY_F1, true)),
+        ]
+    );
 }

@@ -31,7 +31,7 @@ use self::session::{Devices, Session, Tally};
 use crate::AgentError;
 use crate::admission::{Admission, AdmissionConfig, pre_auth_log_path};
 use crate::audit::{AuditLog, Context};
-use crate::backends::{Backends, CaptureBackend, InputSink, LocalEvent, Presenter};
+use crate::backends::{Backends, CaptureBackend, LocalEvent, Presenter};
 use crate::config::Config;
 use crate::control::ControlServer;
 use crate::hub::{Hub, SessionCommand};
@@ -39,6 +39,7 @@ use crate::invites::{InvitationStore, Issuer, advertised_addresses};
 use crate::records::{AgentInfo, AuditRecord};
 use crate::tls::{ALPN, PlantTrust};
 use crate::util::{fingerprint_of, hex, random_bytes};
+use shoulder_input::{InjectMode, InputControl, InputControlConfig, KeyPolicy, ScreenSize};
 
 /// How long shutdown waits for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -55,7 +56,8 @@ struct Shared {
     audit: Arc<AuditLog>,
     hub: Arc<Hub>,
     capture: Arc<dyn CaptureBackend>,
-    input: Mutex<Box<dyn InputSink>>,
+    /// The expert's input: sinks per grant, hold-back, key policy.
+    input: Mutex<InputControl>,
     presenter: Mutex<Box<dyn Presenter>>,
     admission: Arc<Admission>,
     sessions: AtomicU64,
@@ -223,7 +225,7 @@ async fn serve(
                         command,
                         reply: None,
                     },
-                    LocalEvent::UserActive(a) => SessionCommand::UserActive(a),
+                    LocalEvent::Activity => SessionCommand::Activity,
                 };
                 // No session or no prompt: a stray tap, nothing to do.
                 let _ = hub.command(cmd);
@@ -269,6 +271,18 @@ async fn serve(
         pre_auth_audit,
     ));
     let summaries = tokio::spawn(admission.clone().summaries(stop_rx.clone()));
+    let input = InputControl::new(
+        InputControlConfig {
+            mode: InjectMode::Pointer,
+            holdback: config.input.local_idle,
+            // Checked at load; should a bad name slip through, allow nothing
+            // rather than everything.
+            keys: KeyPolicy::parse(&config.input.allow_keys).unwrap_or_default(),
+        },
+        // Set from the first screen before any devices are made.
+        ScreenSize::MIN,
+        backends.input,
+    );
     let shared = Arc::new(Shared {
         admission,
         config,
@@ -279,7 +293,7 @@ async fn serve(
         audit: audit.clone(),
         hub,
         capture: backends.capture,
-        input: Mutex::new(backends.input),
+        input: Mutex::new(input),
         presenter: Mutex::new(backends.presenter),
         sessions: AtomicU64::new(0),
         parked: Mutex::new(None),
@@ -319,10 +333,8 @@ async fn serve(
         tracing::warn!("sessions did not end within {SHUTDOWN_GRACE:?}");
     }
     // Belt and braces: whatever happened, no key stays pressed.
-    if let Ok(mut input) = shared.input.lock()
-        && let Err(e) = input.release_all()
-    {
-        tracing::warn!(error = %e, "releasing input at shutdown failed");
+    if let Ok(mut input) = shared.input.lock() {
+        input.shutdown();
     }
     let _ = control_task.await;
     let _ = summaries.await;

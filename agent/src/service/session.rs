@@ -22,11 +22,12 @@ use super::authorise::PreAuth;
 use super::resume::{ResumeLink, refuse_late_resume};
 use super::{CLOSE_GRACE, Shared, Stream, lock};
 use crate::audit::Context;
-use crate::backends::{InputSink, Presenter};
+use crate::backends::Presenter;
 use crate::capture::CaptureHandle;
 use crate::hub::{PromptInfo, SessionCommand, SlotGuard, kind_name};
 use crate::records::{AuditRecord, ControlEvent, chat_from};
 use crate::transport::{Event as TransportEvent, Transport};
+use shoulder_input::{InjectOutcome, InputControl, ScreenSize};
 
 /// Bytes read from TLS per call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -78,15 +79,14 @@ pub(super) struct Session {
 pub(super) struct Devices {
     capture: Option<CaptureHandle>,
     capture_rx: Option<mpsc::Receiver<Message>>,
-    control: Option<ControlConsent>,
+    /// This session made the expert's input devices (and must close them).
+    controlling: bool,
     /// Control granted before the first screen size was known (a quick
     /// answer right after the view started): input devices are made, with
     /// the right ranges, as soon as the size is.
     control_pending: Option<ControlConsent>,
     /// The screen size last announced to the expert (for input ranges).
     screen: Option<(u16, u16)>,
-    /// The person at the device is using local input: expert input waits.
-    local_active: bool,
 }
 
 /// What the `bye` record sums up.
@@ -184,6 +184,7 @@ impl Session {
                 continue;
             }
             let deadline = self.machine.poll_timeout();
+            let input_deadline = self.input_timeout();
             let now = Instant::now();
             let unsent = !self.out.is_empty();
             // Screen updates only while the writer keeps up: the capture
@@ -208,6 +209,9 @@ impl Session {
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.machine.handle_timeout(Instant::now().max(now));
+                }
+                _ = sleep_until(input_deadline), if input_deadline.is_some() => {
+                    self.with_input(|i| i.handle_timeout(Instant::now().max(now)));
                 }
                 evicted = recv_opt(&mut self.pre_auth.evicted), if self.pre_auth.evicted.is_some() => {
                     self.pre_auth.evicted = None;
@@ -263,13 +267,11 @@ impl Session {
                                 let (w, h) = (info.width, info.height);
                                 let old = self.devices.screen.replace((w, h));
                                 // uinput ranges are fixed per device: follow the mode.
-                                if let Some(t) = &self.devices.control
+                                if self.devices.controlling
                                     && old.is_some_and(|o| o != (w, h))
-                                    && let Err(e) = self.with_input(|i| i.resize(t, w, h))
+                                    && let Some(size) = ScreenSize::new(w, h)
                                 {
-                                    tracing::warn!(error = %e, "resizing the input devices failed");
-                                    self.machine
-                                        .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
+                                    self.with_input(|i| i.set_screen(size));
                                 }
                                 if let Some(token) = self.devices.control_pending.take() {
                                     self.enable_injection(token);
@@ -323,7 +325,7 @@ impl Session {
             tokio::spawn(refuse_late_resume(h));
         }
         self.stop_capture();
-        if self.devices.control.take().is_some() {
+        if std::mem::take(&mut self.devices.controlling) {
             self.with_input(|i| i.disable());
         }
         self.devices.control_pending = None;
@@ -388,38 +390,24 @@ impl Session {
                 }
                 DeviceOutput::DisableInjection => {
                     self.devices.control_pending = None;
-                    if self.devices.control.take().is_some() {
+                    if std::mem::take(&mut self.devices.controlling) {
                         self.with_input(|i| i.disable());
                     }
                 }
-                DeviceOutput::ReleaseAll => {
-                    if let Err(e) = self.with_input(|i| i.release_all()) {
-                        tracing::error!(error = %e, "releasing expert input failed");
-                    }
-                }
+                DeviceOutput::ReleaseAll => self.with_input(|i| i.release_all()),
                 DeviceOutput::Inject(event) => {
-                    if self.devices.local_active {
-                        self.tally.held_back += 1;
+                    if !self.devices.controlling {
                         continue;
                     }
-                    let Some(token) = self.devices.control.take() else {
-                        continue;
-                    };
-                    let r = self.with_input(|i| i.inject(&token, &event));
-                    self.devices.control = Some(token);
-                    if r.is_ok()
-                        && let Some(c) = &self.devices.capture
-                    {
-                        // The screen is about to change: poll fast.
-                        c.input();
-                    }
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "injection failed; revoking control");
-                        self.audit(AuditRecord::InjectionFailed {
-                            detail: e.0.clone(),
-                        });
-                        self.machine
-                            .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
+                    match self.with_input(|i| i.inject(Instant::now(), event)) {
+                        InjectOutcome::Sink(_) => {
+                            if let Some(c) = &self.devices.capture {
+                                // The screen is about to change: poll fast.
+                                c.input();
+                            }
+                        }
+                        InjectOutcome::HeldBack => self.tally.held_back += 1,
+                        _ => {}
                     }
                 }
                 DeviceOutput::UpdateRequested { incremental } => {
@@ -479,20 +467,16 @@ impl Session {
                 });
                 DeviceInput::SendChat(text)
             }
-            SessionCommand::UserActive(a) => {
-                // Local input wins: the expert's held keys go up at once and
-                // their input is dropped until the person stops.
-                self.devices.local_active = a;
-                if a && let Some(c) = &self.devices.capture {
+            SessionCommand::Activity => {
+                // Local input wins (InputControl): the expert's held keys go
+                // up at once and their input is dropped until the person
+                // stops; the session machine tells the expert.
+                if let Some(c) = &self.devices.capture {
                     // The person's input changes the screen too.
                     c.input();
                 }
-                if a && self.devices.control.is_some()
-                    && let Err(e) = self.with_input(|i| i.release_all())
-                {
-                    tracing::warn!(error = %e, "releasing expert input failed");
-                }
-                DeviceInput::LocalUserActive(a)
+                self.with_input(|i| i.local_activity(Instant::now()));
+                return;
             }
         };
         self.machine.handle(Instant::now(), input);
@@ -542,17 +526,15 @@ impl Session {
     /// Makes the input devices for the known screen size; a failure revokes
     /// control with a reason.
     pub(super) fn enable_injection(&mut self, token: ControlConsent) {
-        let Some((w, h)) = self.devices.screen else {
+        let Some(size) = self.devices.screen.and_then(|(w, h)| ScreenSize::new(w, h)) else {
             return;
         };
-        match self.with_input(|i| i.enable(&token, w, h)) {
-            Ok(()) => self.devices.control = Some(token),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot enable injection; revoking control");
-                self.machine
-                    .handle(Instant::now(), DeviceInput::InjectionFault(e.0));
-            }
-        }
+        // A failure comes back as an injection fault (see `with_input`).
+        self.devices.controlling = self.with_input(|i| {
+            i.set_screen(size);
+            i.enable(token);
+            i.is_enabled()
+        });
     }
 
     pub(super) fn stop_capture(&mut self) {
@@ -570,9 +552,36 @@ impl Session {
         f(p.as_mut());
     }
 
-    pub(super) fn with_input<T>(&self, f: impl FnOnce(&mut dyn InputSink) -> T) -> T {
-        let mut i = lock(&self.shared.input);
-        f(i.as_mut())
+    /// Acts on the expert's input, then hands what that tells the session
+    /// (local input wins, a device fault) to the session machine. Only the
+    /// session holding the slot may touch it.
+    pub(super) fn with_input<T>(&mut self, f: impl FnOnce(&mut InputControl) -> T) -> T {
+        let (r, told) = {
+            let mut i = lock(&self.shared.input);
+            let r = f(&mut i);
+            (
+                r,
+                std::iter::from_fn(|| i.poll_session_input()).collect::<Vec<_>>(),
+            )
+        };
+        for input in told {
+            if let DeviceInput::InjectionFault(detail) = &input {
+                tracing::warn!(error = %detail, "the expert's input devices failed; revoking control");
+                self.devices.controlling = false;
+                self.audit(AuditRecord::InjectionFailed {
+                    detail: detail.clone(),
+                });
+            }
+            self.machine.handle(Instant::now(), input);
+        }
+        r
+    }
+
+    /// When the hold-back window of local input ends (only for the session
+    /// holding the slot).
+    pub(super) fn input_timeout(&self) -> Option<Instant> {
+        self.slot.as_ref()?;
+        lock(&self.shared.input).poll_timeout()
     }
 
     pub(super) fn audit_event(&mut self, e: AuditEvent) {
