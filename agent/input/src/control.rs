@@ -161,7 +161,7 @@ impl InputControl {
         match (self.factory)(&consent, self.mode, self.screen) {
             Ok(sink) => self.active = Some(Active { consent, sink }),
             Err(e) => {
-                tracing::warn!("cannot create the virtual input devices: {e}");
+                tracing::warn!(error = %e, "cannot enable injection; revoking control");
                 self.push(DeviceInput::InjectionFault(format!(
                     "cannot create the virtual input devices: {e}"
                 )));
@@ -308,7 +308,7 @@ impl InputControl {
     }
 
     fn fault(&mut self, e: InputError) {
-        tracing::warn!("expert input failed: {e}");
+        tracing::warn!(error = %e, "injection failed; revoking control");
         // Close now: nothing may stay held on a half-broken device.
         self.disable();
         self.push(DeviceInput::InjectionFault(e.to_string()));

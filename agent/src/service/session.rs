@@ -566,7 +566,7 @@ impl Session {
         };
         for input in told {
             if let DeviceInput::InjectionFault(detail) = &input {
-                tracing::warn!(error = %detail, "the expert's input devices failed; revoking control");
+                // InputControl logged it; the audit log keeps it.
                 self.devices.controlling = false;
                 self.audit(AuditRecord::InjectionFailed {
                     detail: detail.clone(),
