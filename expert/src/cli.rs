@@ -339,10 +339,26 @@ pub fn options(
     })
 }
 
+/// How a headless session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The session ended on its own or by the command's own choice.
+    Done,
+    /// SIGINT (Ctrl+C) or SIGTERM: the goodbye was sent and the device
+    /// freed its session at once.
+    Interrupted(&'static str),
+}
+
+/// How long an interrupted session may take to say goodbye before the
+/// command stops without waiting (a second signal stops at once).
+const GOODBYE_GRACE: Duration = Duration::from_secs(5);
+
 /// A headless session: `on_event` sees every event as it happens (in the
 /// driver, so the framebuffer is exactly as that event left it) and may
-/// queue actions.
-fn headless<F>(opts: ConnectOptions, on_event: F) -> Result<(), ClientError>
+/// queue actions. SIGINT or SIGTERM ends it cleanly: the device hears
+/// goodbye and frees its session at once, instead of keeping it for the
+/// resume grace period and telling the next expert it is busy.
+fn headless<F>(opts: ConnectOptions, on_event: F) -> Result<Ended, ClientError>
 where
     F: FnMut(&ClientEvent, &SharedView, &mpsc::Sender<UserAction>) + Send + 'static,
 {
@@ -355,15 +371,45 @@ where
     loop {
         let view = SharedView::default();
         let (tx, rx) = mpsc::channel(ACTION_QUEUE);
+        let signal_tx = tx.clone();
         let (v2, f) = (view.clone(), on_event.clone());
         let emit = Box::new(move |e: ClientEvent| {
             progress(&e);
             let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
             (f)(&e, &v2, &tx);
         });
-        let end = rt.block_on(client::run(opts.clone(), view, rx, emit));
+        let (end, ended) = rt.block_on(async {
+            let session = client::run(opts.clone(), view, rx, emit);
+            tokio::pin!(session);
+            let signal = tokio::select! {
+                end = &mut session => return (end, Ended::Done),
+                s = interrupted() => s,
+            };
+            eprintln!("{signal}: ending the session…");
+            // A session still connecting reads it once connected (and says
+            // goodbye at once); one that never connects meets the grace.
+            let _ = signal_tx.try_send(UserAction::Disconnect);
+            tokio::select! {
+                end = &mut session => (end, Ended::Interrupted(signal)),
+                again = interrupted() => (
+                    Some(ClientError::Local(format!(
+                        "{again} again: stopped without waiting for the goodbye."
+                    ))),
+                    Ended::Interrupted(signal),
+                ),
+                _ = tokio::time::sleep(GOODBYE_GRACE) => (
+                    Some(ClientError::Local(format!(
+                        "The session did not end within {} s of {signal}: stopped.",
+                        GOODBYE_GRACE.as_secs()
+                    ))),
+                    Ended::Interrupted(signal),
+                ),
+            }
+        });
         match end {
-            Some(ClientError::UnknownDevice { host, got }) if std::io::stdin().is_terminal() => {
+            Some(ClientError::UnknownDevice { host, got })
+                if ended == Ended::Done && std::io::stdin().is_terminal() =>
+            {
                 if confirm_new_device(&host, got)? {
                     opts.accept_new = AcceptNew::Only(got);
                     continue;
@@ -373,7 +419,33 @@ where
                 ));
             }
             Some(e) => return Err(e),
-            None => return Ok(()),
+            None => return Ok(ended),
+        }
+    }
+}
+
+/// Waits for SIGINT (Ctrl+C) or, on Unix, SIGTERM; names the one that came.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Interrupted",
+                _ = term.recv() => "Terminated",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "Interrupted"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Interrupted",
+            // No way to hear Ctrl+C: never interrupted this way.
+            Err(_) => std::future::pending().await,
         }
     }
 }
@@ -446,7 +518,7 @@ fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientEr
     let unavailable2 = unavailable.clone();
     let mut screen = false;
     let mut timer = false;
-    headless(opts, move |e, view, tx| match e {
+    let ended = headless(opts, move |e, view, tx| match e {
         ClientEvent::State(ExpertState::Viewing { .. }) if !timer => {
             // A screen that cannot be captured would otherwise keep us
             // waiting as long as the device answers keepalives.
@@ -474,9 +546,12 @@ fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientEr
         _ => {}
     })?;
     let result = saved.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match result {
-        Some(r) => r,
-        None => {
+    match (result, ended) {
+        (Some(r), _) => r,
+        (None, Ended::Interrupted(signal)) => Err(ClientError::Local(format!(
+            "{signal} before the first frame arrived: no snapshot was written."
+        ))),
+        (None, Ended::Done) => {
             let why = unavailable.lock().unwrap_or_else(|p| p.into_inner()).take();
             Err(ClientError::Local(match why {
                 Some(w) => format!(
@@ -517,7 +592,9 @@ fn watch(
     let mut stop_at: Option<std::time::Instant> = None;
     let write_error = Arc::new(std::sync::Mutex::new(None::<ClientError>));
     let we2 = write_error.clone();
-    headless(opts, move |e, view, tx| match e {
+    // Interrupting is how a watch without --frames or --duration stops: the
+    // stats written so far are the result.
+    let _ended = headless(opts, move |e, view, tx| match e {
         ClientEvent::State(ExpertState::Viewing { .. }) if stop_at.is_none() => {
             if let Some(d) = duration {
                 stop_at = Some(std::time::Instant::now() + d);
@@ -585,16 +662,22 @@ fn chat(target: &str, text: &str, conn: &ConnArgs) -> Result<(), ClientError> {
     }
     let opts = options(Target::parse(target)?, conn, true)?;
     let text = text.to_string();
-    let mut sent = false;
-    headless(opts, move |e, _view, tx| {
+    let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent2 = sent.clone();
+    let ended = headless(opts, move |e, _view, tx| {
         if let ClientEvent::State(ExpertState::Viewing { .. }) = e
-            && !sent
+            && !sent2.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
-            sent = true;
             let _ = tx.try_send(UserAction::Chat(text.clone()));
             let _ = tx.try_send(UserAction::Disconnect);
         }
-    })
+    })?;
+    match ended {
+        Ended::Interrupted(signal) if !sent.load(std::sync::atomic::Ordering::SeqCst) => Err(
+            ClientError::Local(format!("{signal} before the chat line was sent.")),
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn pki(p: Pki) -> Result<(), ClientError> {
