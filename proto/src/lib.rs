@@ -94,6 +94,7 @@ pub mod fingerprint;
 pub mod frame;
 pub mod invite;
 pub mod msg;
+pub mod rotation;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
-use shoulder_capture::{Encoder, Frame, PixelFormat, Probing, ScreenGeometry};
+use shoulder_capture::{Encoder, Frame, PixelFormat, Probing, Rotation, ScreenGeometry};
 use shoulder_proto::consent::ViewConsent;
 
 /// Frames encoded per scenario (after the first, full one): enough for a
@@ -139,10 +139,8 @@ fn memcmp_time(w: u32, h: u32) -> Duration {
     median(&times)
 }
 
-/// The view self-check at this size: the expert's report (a hash per band
-/// of its framebuffer), the device's comparison of it with its shadow, and
-/// the update that repairs one wrong band. Medians of [`REPEATS`].
-fn view_check_times(consent: &ViewConsent, w: u32, h: u32) -> (Duration, Duration, Duration) {
+/// The first frame of the menu scenario, XRGB8888 with packed rows.
+fn menu_screen(w: u32, h: u32) -> (ScreenGeometry, Vec<u8>) {
     let g = ScreenGeometry {
         width: w,
         height: h,
@@ -151,6 +149,14 @@ fn view_check_times(consent: &ViewConsent, w: u32, h: u32) -> (Duration, Duratio
     let seq = ScenarioFrames::new(Scenario::Menu, w, h);
     let mut buf = seq.buffer();
     seq.render(0, &mut buf);
+    (g, buf)
+}
+
+/// The view self-check at this size: the expert's report (a hash per band
+/// of its framebuffer), the device's comparison of it with its shadow, and
+/// the update that repairs one wrong band. Medians of [`REPEATS`].
+fn view_check_times(consent: &ViewConsent, w: u32, h: u32) -> (Duration, Duration, Duration) {
+    let (g, buf) = menu_screen(w, h);
     let frame = Frame::new(&buf, g, w as usize * 4).expect("scenario frames fit");
     let mut enc = Encoder::new();
     let first = enc
@@ -188,6 +194,42 @@ fn view_check_times(consent: &ViewConsent, w: u32, h: u32) -> (Duration, Duratio
         }
     }
     (median(&report_t), median(&check_t), median(&repair_t))
+}
+
+/// A sideways panel: the same buffer read upright at each rotation (rows
+/// gathered from the buffer as they are read). Medians of [`REPEATS`]: the
+/// first (full) update, a check of an unchanged frame, and an update for one
+/// changed pixel.
+fn rotation_times(consent: &ViewConsent, w: u32, h: u32) -> Vec<(Rotation, [Duration; 3])> {
+    let (g, buf) = menu_screen(w, h);
+    Rotation::ALL
+        .into_iter()
+        .map(|r| {
+            let (mut full, mut same, mut one) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..REPEATS {
+                let mut enc = Encoder::new();
+                let frame = Frame::new(&buf, g, w as usize * 4)
+                    .expect("fits")
+                    .rotated(r);
+                let t = Instant::now();
+                black_box(enc.encode(consent, &frame, false).expect("live"));
+                full.push(t.elapsed());
+                let t = Instant::now();
+                assert!(black_box(enc.encode(consent, &frame, false).expect("live")).is_none());
+                same.push(t.elapsed());
+                let mut changed = buf.clone();
+                let at = (i * 4096) % changed.len();
+                changed[at] ^= 0x5a;
+                let frame = Frame::new(&changed, g, w as usize * 4)
+                    .expect("fits")
+                    .rotated(r);
+                let t = Instant::now();
+                assert!(black_box(enc.encode(consent, &frame, false).expect("live")).is_some());
+                one.push(t.elapsed());
+            }
+            (r, [median(&full), median(&same), median(&one)])
+        })
+        .collect()
 }
 
 fn main() {
@@ -247,4 +289,11 @@ fn main() {
     );
     println!("|---:|---:|---:|");
     println!("| {} | {} | {} |", ms(report), ms(check), ms(repair));
+
+    println!("\nrotated panels at {w}×{h}, menu screen (median of {REPEATS}):\n");
+    println!("| rotation | first (full) update ms | unchanged check ms | one changed pixel ms |");
+    println!("|---:|---:|---:|---:|");
+    for (r, [full, same, one]) in rotation_times(&consent, w, h) {
+        println!("| {r} | {} | {} | {} |", ms(full), ms(same), ms(one));
+    }
 }

@@ -6,13 +6,16 @@ use shoulder_proto::msg::ScreenInfo;
 
 use crate::cursor::CursorUpdate;
 use crate::encoder::{EncodeError, EncodedUpdate, Encoder};
-use crate::source::{CaptureError, FrameSource, ScreenGeometry, SourceSpec};
+use crate::source::{CaptureError, FrameSource, Rotation, ScreenGeometry, SourceSpec};
 
 /// Source + encoder. Open it when a session starts viewing (so the display
 /// is only touched while someone watches) and drop it when viewing stops.
 pub struct Capturer {
     source: Box<dyn FrameSource>,
     encoder: Encoder,
+    /// How the framebuffer is turned for the person: the expert gets the
+    /// upright picture.
+    rotation: Rotation,
 }
 
 impl std::fmt::Debug for Capturer {
@@ -20,6 +23,7 @@ impl std::fmt::Debug for Capturer {
         f.debug_struct("Capturer")
             .field("source", &self.source.describe())
             .field("encoder", &self.encoder)
+            .field("rotation", &self.rotation)
             .finish()
     }
 }
@@ -55,7 +59,25 @@ impl Capturer {
         Self {
             source,
             encoder: Encoder::new(),
+            rotation: Rotation::Deg0,
         }
+    }
+
+    /// The same, sending the picture turned upright (a panel mounted
+    /// sideways; see [`Rotation`]).
+    pub fn with_rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// Turns the picture from the next capture on; the expert is told the
+    /// new screen size and gets the whole screen.
+    pub fn set_rotation(&mut self, rotation: Rotation) {
+        self.rotation = rotation;
+    }
+
+    pub fn rotation(&self) -> Rotation {
+        self.rotation
     }
 
     /// The same with sparse probing of unchanged screens (see
@@ -66,9 +88,10 @@ impl Capturer {
         self
     }
 
-    /// The screen now (size and format as the source shows it).
+    /// The screen now as the expert gets it (upright size, the source's
+    /// format).
     pub fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
-        self.source.geometry()
+        Ok(self.source.geometry()?.turned(self.rotation))
     }
 
     /// What the expert was last told about the screen (after the first update).
@@ -87,7 +110,7 @@ impl Capturer {
         if !consent.is_live() {
             return Err(EncodeError::ConsentWithdrawn.into());
         }
-        let frame = self.source.capture()?;
+        let frame = self.source.capture()?.rotated(self.rotation);
         Ok(self.encoder.encode(consent, &frame, full)?)
     }
 
@@ -142,5 +165,22 @@ mod tests {
                 .screen
                 .is_some()
         );
+    }
+
+    #[test]
+    fn turning_the_panel_announces_the_upright_screen_anew() {
+        let (_pair, consent) = shoulder_proto::testing::granted_view();
+        let screen =
+            SyntheticScreen::new(320, 240).with_clock(Clock::Fixed(Duration::from_secs(5)));
+        let mut c = Capturer::new(Box::new(screen)).with_rotation(Rotation::Deg90);
+        let first = c.capture(&consent, false).unwrap().unwrap();
+        let info = first.screen.unwrap();
+        assert_eq!((info.width, info.height), (240, 320));
+        assert_eq!(c.geometry().unwrap().width, 240);
+        assert!(c.capture(&consent, false).unwrap().is_none());
+        c.set_rotation(Rotation::Deg180);
+        let turned = c.capture(&consent, false).unwrap().unwrap();
+        let info = turned.screen.expect("a new screen");
+        assert_eq!((info.width, info.height), (320, 240));
     }
 }

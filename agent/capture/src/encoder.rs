@@ -960,7 +960,7 @@ fn pack_parts(seq: u32, generation: u32, rects: Vec<Rect>) -> Vec<UpdatePart> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::PixelFormat;
+    use crate::source::{PixelFormat, Rotation};
     use shoulder_proto::fb::Framebuffer;
 
     fn geometry(w: u32, h: u32, format: PixelFormat) -> ScreenGeometry {
@@ -1013,6 +1013,71 @@ mod tests {
         assert!(parts.len() >= 2);
         for p in &parts {
             assert!(p.rects.iter().map(payload_len).sum::<usize>() <= MAX_UPDATE_PAYLOAD);
+        }
+    }
+
+    /// The upright picture of `xrgb` (a `w`×`h` XRGB8888 buffer) turned by
+    /// hand, pixel by pixel: what the expert must see.
+    fn turned_by_hand(xrgb: &[u8], w: u32, h: u32, r: Rotation) -> Vec<u8> {
+        let (uw, uh) = r.upright_size(w, h);
+        let mut out = Vec::with_capacity(xrgb.len());
+        for y in 0..uh {
+            for x in 0..uw {
+                let (bx, by) = r.to_buffer(x, y, w, h);
+                let i = (by * w + bx) as usize * 4;
+                out.extend_from_slice(&xrgb[i..i + 4]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_sideways_panel_is_sent_upright_and_changes_land_where_the_person_sees_them() {
+        for format in PixelFormat::ALL {
+            for rotation in Rotation::ALL {
+                let (w, h) = (64 + 17, 64 * 2 + 5);
+                let bpp = format.bytes_per_pixel();
+                // Padded rows, as scanout buffers have.
+                let pitch = w as usize * bpp + 24;
+                let mut pixels: Vec<u8> = pattern(w, h * 2, 3)
+                    .into_iter()
+                    .take(pitch * h as usize)
+                    .collect();
+                let g = geometry(w, h, format);
+                let flat = |px: &[u8]| Frame::new(px, g, pitch).unwrap().to_xrgb8888();
+                let mut enc = Encoder::new();
+                let mut fb = None;
+                let first = enc
+                    .encode_frame(
+                        &Frame::new(&pixels, g, pitch).unwrap().rotated(rotation),
+                        false,
+                    )
+                    .unwrap();
+                let info = first.screen.unwrap();
+                let (uw, uh) = rotation.upright_size(w, h);
+                assert_eq!((u32::from(info.width), u32::from(info.height)), (uw, uh));
+                apply(&mut fb, &first);
+                let expected = turned_by_hand(&flat(&pixels), w, h, rotation);
+                assert_eq!(
+                    fb.as_ref().unwrap().normalized(),
+                    expected,
+                    "{format} {rotation}"
+                );
+                // The person's top-left corner, wherever it is in the buffer.
+                let (bx, by) = rotation.to_buffer(0, 0, w, h);
+                pixels[by as usize * pitch + bx as usize * bpp] ^= 0x5a;
+                let frame = Frame::new(&pixels, g, pitch).unwrap().rotated(rotation);
+                let u = enc.encode_frame(&frame, false).unwrap();
+                let r = &u.parts[0].rects[0];
+                assert_eq!((r.x, r.y, r.w, r.h), (0, 0, 1, 1), "{format} {rotation}");
+                apply(&mut fb, &u);
+                assert_eq!(
+                    fb.as_ref().unwrap().normalized(),
+                    turned_by_hand(&flat(&pixels), w, h, rotation),
+                    "{format} {rotation}"
+                );
+                assert!(enc.encode_frame(&frame, false).is_none());
+            }
         }
     }
 

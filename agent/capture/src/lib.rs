@@ -86,6 +86,6 @@ pub use pacing::{Pacer, PacingConfig};
 /// Pixel conversion to the wire format lives with the pixel format.
 pub use shoulder_display::convert;
 pub use source::{
-    CaptureError, Frame, FrameError, FrameSource, PixelFormat, ScreenGeometry, SourceSpec,
-    SpecError,
+    CaptureError, Frame, FrameError, FrameSource, PixelFormat, Rotation, ScreenGeometry,
+    SourceSpec, SpecError,
 };

@@ -10,8 +10,8 @@ use shoulder_display::mmap::SyncGuard;
 // The display's types, named here too so that `source::{…}` keeps naming
 // everything a source deals in.
 pub use shoulder_display::{
-    CaptureError, FrameError, MAX_EDGE, PixelFormat, ScanoutAccess, ScanoutMut, ScreenGeometry,
-    SpecError, check_frame, fourcc_name, frame_len,
+    CaptureError, FrameError, MAX_EDGE, PixelFormat, Rotation, ScanoutAccess, ScanoutMut,
+    ScreenGeometry, SpecError, check_frame, fourcc_name, frame_len,
 };
 
 use crate::cursor::CursorUpdate;
@@ -24,8 +24,12 @@ use crate::cursor::CursorUpdate;
 /// copies it once and works on the copy.
 pub struct Frame<'a> {
     pixels: Pixels<'a>,
+    /// The buffer's own geometry (before [`Frame::rotated`]).
     geometry: ScreenGeometry,
     pitch: usize,
+    /// How the buffer's picture is turned to read upright: rows and sizes
+    /// are those of the upright picture.
+    rotation: Rotation,
     /// Called with the row before each read of it (see [`Frame::interleave`]).
     before_read: Option<&'a (dyn Fn(u32) + Sync)>,
     _sync: Option<SyncGuard<'a>>,
@@ -43,7 +47,11 @@ enum Pixels<'a> {
 
 impl fmt::Debug for Frame<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Frame({}, pitch {})", self.geometry, self.pitch)
+        write!(
+            f,
+            "Frame({}, pitch {}, rotation {})",
+            self.geometry, self.pitch, self.rotation
+        )
     }
 }
 
@@ -55,6 +63,7 @@ impl<'a> Frame<'a> {
             pixels: Pixels::Plain(data),
             geometry,
             pitch,
+            rotation: Rotation::Deg0,
             before_read: None,
             _sync: None,
         })
@@ -73,6 +82,7 @@ impl<'a> Frame<'a> {
             pixels: Pixels::Shared(data),
             geometry,
             pitch,
+            rotation: Rotation::Deg0,
             before_read: None,
             _sync: None,
         })
@@ -87,30 +97,44 @@ impl<'a> Frame<'a> {
         self
     }
 
+    /// The same buffer seen upright (see [`Rotation`]): sizes, rows and
+    /// reads are those of the upright picture, gathered from the buffer as
+    /// they are read (no copy of the frame). Turning an already turned
+    /// frame turns it further.
+    pub fn rotated(mut self, rotation: Rotation) -> Self {
+        self.rotation = self.rotation.then(rotation);
+        self
+    }
+
+    pub fn rotation(&self) -> Rotation {
+        self.rotation
+    }
+
     pub(crate) fn with_sync(mut self, sync: Option<SyncGuard<'a>>) -> Self {
         self._sync = sync;
         self
     }
 
+    /// Size and format of the (upright) picture.
     pub fn geometry(&self) -> ScreenGeometry {
-        self.geometry
+        self.geometry.turned(self.rotation)
     }
     pub fn width(&self) -> u32 {
-        self.geometry.width
+        self.geometry().width
     }
     pub fn height(&self) -> u32 {
-        self.geometry.height
+        self.geometry().height
     }
     pub fn format(&self) -> PixelFormat {
         self.geometry.format
     }
-    /// Bytes from one row to the next.
+    /// Bytes from one row of the buffer to the next.
     pub fn pitch(&self) -> usize {
         self.pitch
     }
-    /// Bytes of pixels in one row (without padding).
+    /// Bytes of pixels in one (upright) row, without padding.
     pub fn row_bytes(&self) -> usize {
-        self.geometry.width as usize * self.geometry.format.bytes_per_pixel()
+        self.width() as usize * self.geometry.format.bytes_per_pixel()
     }
 
     /// Whether row `y` (without padding) equals `other` at the moment it is
@@ -120,6 +144,25 @@ impl<'a> Frame<'a> {
     pub fn row_eq(&self, y: u32, other: &[u8]) -> bool {
         if let Some(f) = self.before_read {
             f(y);
+        }
+        if self.rotation != Rotation::Deg0 {
+            assert_eq!(
+                other.len(),
+                self.row_bytes(),
+                "row compare of unequal lengths"
+            );
+            return match self.pixels {
+                Pixels::Plain(data) => match self.bpp() {
+                    4 => self.turned_line::<4, _>(data, y, pixels::<4>(other), |a, b| a == b),
+                    _ => self.turned_line::<2, _>(data, y, pixels::<2>(other), |a, b| a == b),
+                },
+                Pixels::Shared(_) => {
+                    let (start, step) = self.line(y);
+                    other.chunks_exact(self.bpp()).enumerate().all(|(x, want)| {
+                        self.pixel_eq(start.wrapping_add_signed(step * x as isize), want)
+                    })
+                }
+            };
         }
         let range = self.row_range(y);
         assert_eq!(other.len(), range.len(), "row compare of unequal lengths");
@@ -139,6 +182,29 @@ impl<'a> Frame<'a> {
         if let Some(f) = self.before_read {
             f(y);
         }
+        if self.rotation != Rotation::Deg0 {
+            assert_eq!(dst.len(), self.row_bytes(), "row copy of unequal lengths");
+            let bpp = self.bpp();
+            match self.pixels {
+                Pixels::Plain(data) => {
+                    fn copy<const N: usize>(s: &[u8; N], d: &mut [u8; N]) -> bool {
+                        *d = *s;
+                        true
+                    }
+                    match bpp {
+                        4 => self.turned_line::<4, _>(data, y, pixels_mut::<4>(dst), copy),
+                        _ => self.turned_line::<2, _>(data, y, pixels_mut::<2>(dst), copy),
+                    };
+                }
+                Pixels::Shared(_) => {
+                    let (start, step) = self.line(y);
+                    for (x, d) in dst.chunks_exact_mut(bpp).enumerate() {
+                        self.read_pixel(start.wrapping_add_signed(step * x as isize), d);
+                    }
+                }
+            }
+            return;
+        }
         let range = self.row_range(y);
         match self.pixels {
             Pixels::Plain(data) => dst.copy_from_slice(&data[range]),
@@ -153,14 +219,106 @@ impl<'a> Frame<'a> {
 
     fn row_range(&self, y: u32) -> std::ops::Range<usize> {
         let start = y as usize * self.pitch;
-        start..start + self.row_bytes()
+        start..start + self.geometry.width as usize * self.geometry.format.bytes_per_pixel()
+    }
+
+    fn bpp(&self) -> usize {
+        self.geometry.format.bytes_per_pixel()
+    }
+
+    /// Walks upright row `y` of a turned frame in `data` together with
+    /// `other` (one item per pixel, in upright order) while `f(buffer pixel,
+    /// item)` says go on; whether it went all the way. The row is a buffer
+    /// row backwards (180°) or a buffer column (90°, 270°), walked in memory
+    /// order so the compiler sees plain slices.
+    #[inline]
+    fn turned_line<const BPP: usize, T>(
+        &self,
+        data: &[u8],
+        y: u32,
+        other: impl DoubleEndedIterator<Item = T> + ExactSizeIterator,
+        mut f: impl FnMut(&[u8; BPP], T) -> bool,
+    ) -> bool {
+        let bpp = BPP;
+        // Fixed-size pixels: compares and copies of BPP bytes inline.
+        let mut f = |a: &[u8], b: T| match <&[u8; BPP]>::try_from(a) {
+            Ok(a) => f(a, b),
+            Err(_) => false,
+        };
+        let n = other.len();
+        let (start, step) = self.line(y);
+        if step.unsigned_abs() == bpp {
+            // 180°: one buffer row, right to left.
+            let first = if step < 0 {
+                start + bpp - n * bpp
+            } else {
+                start
+            };
+            let row = &data[first..first + n * bpp];
+            if step < 0 {
+                row.chunks_exact(bpp).rev().zip(other).all(|(a, b)| f(a, b))
+            } else {
+                row.chunks_exact(bpp).zip(other).all(|(a, b)| f(a, b))
+            }
+        } else {
+            // 90° or 270°: one buffer column, top to bottom in memory.
+            let top = if step < 0 {
+                start - (n - 1) * self.pitch
+            } else {
+                start
+            };
+            let column = data[top..].chunks(self.pitch).take(n).map(|r| &r[..bpp]);
+            if step < 0 {
+                column.zip(other.rev()).all(|(a, b)| f(a, b))
+            } else {
+                column.zip(other).all(|(a, b)| f(a, b))
+            }
+        }
+    }
+
+    /// Where upright row `y` lies in the buffer: the byte offset of its
+    /// first pixel and the step from one pixel to the next (along a buffer
+    /// row or column, either way).
+    #[inline]
+    fn line(&self, y: u32) -> (usize, isize) {
+        let (bw, bh) = (self.geometry.width, self.geometry.height);
+        let bpp = self.geometry.format.bytes_per_pixel();
+        let (bx, by) = self.rotation.to_buffer(0, y, bw, bh);
+        let (nx, ny) = self.rotation.to_buffer(1.min(self.width() - 1), y, bw, bh);
+        let at = |x: u32, y: u32| y as isize * self.pitch as isize + x as isize * bpp as isize;
+        let start = at(bx, by);
+        (start as usize, at(nx, ny) - start)
+    }
+
+    #[inline]
+    fn pixel_eq(&self, at: usize, want: &[u8]) -> bool {
+        match self.pixels {
+            Pixels::Plain(data) => &data[at..at + want.len()] == want,
+            Pixels::Shared(data) => data[at..at + want.len()]
+                .iter()
+                .zip(want)
+                .all(|(a, b)| a.load(Ordering::Relaxed) == *b),
+        }
+    }
+
+    #[inline]
+    fn read_pixel(&self, at: usize, dst: &mut [u8]) {
+        match self.pixels {
+            Pixels::Plain(data) => dst.copy_from_slice(&data[at..at + dst.len()]),
+            Pixels::Shared(data) => {
+                let n = dst.len();
+                for (d, s) in dst.iter_mut().zip(&data[at..at + n]) {
+                    *d = s.load(Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// The whole frame as XRGB8888 rows, `width * 4` bytes each, with the X
     /// byte zero: what the expert's framebuffer holds after an update.
     pub fn to_xrgb8888(&self) -> Vec<u8> {
-        let w = self.geometry.width as usize;
-        let mut out = vec![0u8; w * 4 * self.geometry.height as usize];
+        let w = self.width() as usize;
+        let mut out = vec![0u8; w * 4 * self.height() as usize];
         let mut row = vec![0u8; self.row_bytes()];
         for (y, dst) in out.chunks_exact_mut(w * 4).enumerate() {
             self.read_row(y as u32, &mut row);
@@ -169,6 +327,20 @@ impl<'a> Frame<'a> {
         }
         out
     }
+}
+
+/// A row as `N`-byte pixels.
+fn pixels<const N: usize>(
+    row: &[u8],
+) -> impl DoubleEndedIterator<Item = &[u8; N]> + ExactSizeIterator {
+    row.as_chunks::<N>().0.iter()
+}
+
+/// A row to write as `N`-byte pixels.
+fn pixels_mut<const N: usize>(
+    row: &mut [u8],
+) -> impl DoubleEndedIterator<Item = &mut [u8; N]> + ExactSizeIterator {
+    row.as_chunks_mut::<N>().0.iter_mut()
 }
 
 /// Where the screen's pixels come from.

@@ -147,6 +147,18 @@ pub struct ScreenGeometry {
     pub format: PixelFormat,
 }
 
+impl ScreenGeometry {
+    /// The upright geometry of a buffer turned by `r`.
+    pub fn turned(self, r: shoulder_proto::rotation::Rotation) -> Self {
+        let (width, height) = r.upright_size(self.width, self.height);
+        Self {
+            width,
+            height,
+            ..self
+        }
+    }
+}
+
 impl fmt::Display for ScreenGeometry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}×{} {}", self.width, self.height, self.format)

@@ -26,3 +26,4 @@ pub use format::{
     FrameError, MAX_EDGE, PixelFormat, ScreenGeometry, check_frame, fourcc_name, frame_len,
 };
 pub use scanout::{Scanout, ScanoutAccess, ScanoutMut};
+pub use shoulder_proto::rotation::{BadRotation, Rotation};

@@ -10,6 +10,7 @@
 //! | `DeviceOutput::DisableInjection` | [`InputControl::disable`]             |
 //! | the person used a local device   | [`InputControl::local_activity`]      |
 //! | the screen mode changed          | [`InputControl::set_screen`]          |
+//! | the panel's rotation changed     | [`InputControl::set_rotation`]        |
 //! | [`InputControl::poll_timeout`] passed | [`InputControl::handle_timeout`] |
 //! | agent shutdown                   | [`InputControl::shutdown`] (and drop) |
 //!
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use shoulder_proto::consent::ControlConsent;
+use shoulder_proto::rotation::Rotation;
 use shoulder_proto::session::{DeviceInput, InjectEvent};
 
 use crate::holdback::{DEFAULT_HOLDBACK, Holdback, HoldbackOutput};
@@ -115,7 +117,11 @@ struct Active {
 pub struct InputControl {
     factory: SinkFactory,
     mode: InjectMode,
+    /// The screen as the expert sees it (upright).
     screen: ScreenSize,
+    /// How the framebuffer is turned for the person: the expert's
+    /// coordinates are upright, the devices' are the framebuffer's.
+    rotation: Rotation,
     active: Option<Active>,
     holdback: Holdback,
     keys: KeyFilter,
@@ -129,6 +135,7 @@ impl fmt::Debug for InputControl {
         f.debug_struct("InputControl")
             .field("mode", &self.mode)
             .field("screen", &self.screen)
+            .field("rotation", &self.rotation)
             .field("active", &self.active.is_some())
             .field("holdback", &self.holdback)
             .finish()
@@ -145,6 +152,7 @@ impl InputControl {
             factory,
             mode: config.mode,
             screen,
+            rotation: Rotation::Deg0,
             active: None,
             holdback: Holdback::new(config.holdback),
             keys: KeyFilter::new(config.keys),
@@ -158,7 +166,8 @@ impl InputControl {
     pub fn enable(&mut self, consent: ControlConsent) {
         self.disable();
         self.keys.new_grant();
-        match (self.factory)(&consent, self.mode, self.screen) {
+        let buffer = self.buffer_size();
+        match (self.factory)(&consent, self.mode, buffer) {
             Ok(sink) => self.active = Some(Active { consent, sink }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot enable injection; revoking control");
@@ -198,6 +207,7 @@ impl InputControl {
             }
             return InjectOutcome::Blocked(b);
         }
+        let ev = turn(ev, self.screen, self.rotation);
         match active.sink.inject(&active.consent, ev) {
             Ok(r) => {
                 if let Injected::Dropped(reason) = r {
@@ -250,14 +260,39 @@ impl InputControl {
         self.drain_holdback(now);
     }
 
-    /// The screen size changed (mode set).
+    /// The screen size changed (mode set): the size the expert sees,
+    /// upright.
     pub fn set_screen(&mut self, screen: ScreenSize) {
         self.screen = screen;
+        self.follow_screen();
+    }
+
+    /// The panel's rotation changed: the expert's (upright) coordinates map
+    /// to the framebuffer's through it. Call [`InputControl::set_screen`]
+    /// with the new upright size too.
+    pub fn set_rotation(&mut self, rotation: Rotation) {
+        self.rotation = rotation;
+        self.follow_screen();
+    }
+
+    /// The devices' ranges follow the framebuffer's size.
+    fn follow_screen(&mut self) {
+        let buffer = self.buffer_size();
         if let Some(a) = &mut self.active
-            && let Err(e) = a.sink.set_screen(screen.width, screen.height)
+            && let Err(e) = a.sink.set_screen(buffer.width, buffer.height)
         {
             self.fault(e);
         }
+    }
+
+    /// The framebuffer's size: the upright screen turned back.
+    fn buffer_size(&self) -> ScreenSize {
+        let (w, h) = self
+            .rotation
+            .inverse()
+            .upright_size(u32::from(self.screen.width), u32::from(self.screen.height));
+        // Turning swaps sides, it never makes one zero or larger.
+        ScreenSize::new(w as u16, h as u16).unwrap_or(self.screen)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -329,6 +364,33 @@ impl InputControl {
 impl Drop for InputControl {
     fn drop(&mut self) {
         self.disable();
+    }
+}
+
+/// An expert event in upright coordinates, as the framebuffer's: positions
+/// off the screen are clamped to its edge first (as the sink would).
+fn turn(ev: InjectEvent, upright: ScreenSize, r: Rotation) -> InjectEvent {
+    if r == Rotation::Deg0 {
+        return ev;
+    }
+    let (uw, uh) = (u32::from(upright.width), u32::from(upright.height));
+    let (bw, bh) = r.inverse().upright_size(uw, uh);
+    let at = |x: u16, y: u16| {
+        let (x, y) = (u32::from(x).min(uw - 1), u32::from(y).min(uh - 1));
+        let (bx, by) = r.to_buffer(x, y, bw, bh);
+        // Inside a buffer whose sides fit in u16.
+        (bx as u16, by as u16)
+    };
+    match ev {
+        InjectEvent::Pointer(mut p) => {
+            (p.x, p.y) = at(p.x, p.y);
+            InjectEvent::Pointer(p)
+        }
+        InjectEvent::Touch(mut t) => {
+            (t.x, t.y) = at(t.x, t.y);
+            InjectEvent::Touch(t)
+        }
+        key => key,
     }
 }
 

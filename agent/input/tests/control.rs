@@ -446,3 +446,68 @@ fn release_all_resets_the_chord() {
         ]
     );
 }
+
+#[test]
+fn on_a_sideways_panel_the_expert_points_where_the_person_sees() {
+    use shoulder_input::Call;
+    use shoulder_proto::msg::{Buttons, Pointer, Touch, TouchPhase};
+    use shoulder_proto::rotation::Rotation;
+    use shoulder_proto::session::InjectEvent;
+    // A 100×60 framebuffer on a panel turned so the person sees it 60×100.
+    let log = shoulder_input::CallLog::default();
+    let made = Arc::new(Mutex::new(Vec::new()));
+    let m = made.clone();
+    let mut factory = log.factory();
+    let mut control = InputControl::new(
+        InputControlConfig::default(),
+        ScreenSize::new(60, 100).unwrap(),
+        Box::new(move |consent, mode, screen| {
+            m.lock().unwrap().push((screen.width, screen.height));
+            factory(consent, mode, screen)
+        }),
+    );
+    control.set_rotation(Rotation::Deg90);
+    let (_pair, token) = shoulder_proto::testing::granted_control();
+    control.enable(token);
+    // The devices span the framebuffer.
+    assert_eq!(*made.lock().unwrap(), vec![(100, 60)]);
+    let now = std::time::Instant::now();
+    let pointer = |x, y| {
+        InjectEvent::Pointer(Pointer {
+            x,
+            y,
+            buttons: Buttons(0),
+            wheel: 0,
+            hwheel: 0,
+        })
+    };
+    // The person's top-left and bottom-right corners, and a point off the
+    // screen (clamped to its edge).
+    control.inject(now, pointer(0, 0));
+    control.inject(now, pointer(59, 99));
+    control.inject(now, pointer(500, 0));
+    control.inject(
+        now,
+        InjectEvent::Touch(Touch {
+            slot: 0,
+            phase: TouchPhase::Down,
+            x: 10,
+            y: 20,
+        }),
+    );
+    let expect_touch = InjectEvent::Touch(Touch {
+        slot: 0,
+        phase: TouchPhase::Down,
+        x: 20,
+        y: 59 - 10,
+    });
+    assert_eq!(
+        log.calls(),
+        vec![
+            Call::Injected(pointer(0, 59)),
+            Call::Injected(pointer(99, 0)),
+            Call::Injected(pointer(0, 0)),
+            Call::Injected(expect_touch),
+        ]
+    );
+}
