@@ -10,6 +10,7 @@ use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{PrimitiveStyleBuilder, Rectangle, StrokeAlignment};
 use shoulder_proto::msg::ConsentKind;
+use shoulder_proto::rotation::Rotation;
 use shoulder_proto::session::LocalDecision;
 
 use crate::pixel::{BufferError, MAX_DIMENSION, PixelBuffer, PixelFormat, Surface};
@@ -248,6 +249,40 @@ impl Banner {
 
     pub fn is_empty(&self) -> bool {
         self.patches.is_empty()
+    }
+
+    /// This banner, rendered upright for a `upright_w`×`upright_h` screen,
+    /// as the framebuffer of a panel turned by `r` must hold it: each patch
+    /// turned back and moved to where the person sees it. The layout stays
+    /// upright (map a tap with `r.to_upright` before looking it up).
+    pub fn turned_back(&self, r: Rotation, upright_w: u32, upright_h: u32) -> Banner {
+        if r == Rotation::Deg0 {
+            return self.clone();
+        }
+        let (bw, bh) = r.inverse().upright_size(upright_w, upright_h);
+        let patches = self
+            .patches
+            .iter()
+            .map(|p| {
+                let (x0, y0) = (p.rect.top_left.x as u32, p.rect.top_left.y as u32);
+                let (x1, y1) = (
+                    x0 + p.rect.size.width.max(1) - 1,
+                    y0 + p.rect.size.height.max(1) - 1,
+                );
+                let (ax, ay) = r.to_buffer(x0, y0, bw, bh);
+                let (bx, by) = r.to_buffer(x1, y1, bw, bh);
+                let top_left = Point::new(ax.min(bx) as i32, ay.min(by) as i32);
+                let pixels = p.pixels.turned_back(r);
+                Patch {
+                    rect: Rectangle::new(top_left, pixels.size()),
+                    pixels,
+                }
+            })
+            .collect();
+        Banner {
+            layout: self.layout.clone(),
+            patches,
+        }
     }
 }
 

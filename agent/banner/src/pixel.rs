@@ -173,6 +173,30 @@ impl PixelBuffer {
         Some(self.format.decode(&self.bytes[i..i + bpp]))
     }
 
+    /// This upright image as a framebuffer turned by `r` holds it (see
+    /// [`Rotation`](shoulder_proto::rotation::Rotation)): what to write into
+    /// a sideways panel's buffer so the person reads it upright.
+    pub fn turned_back(&self, r: shoulder_proto::rotation::Rotation) -> Self {
+        let (bw, bh) = r.inverse().upright_size(self.width, self.height);
+        let bpp = self.format.bytes_per_pixel();
+        let pitch = bw as usize * bpp;
+        let mut bytes = vec![0; pitch * bh as usize];
+        for (by, row) in bytes.chunks_exact_mut(pitch).enumerate() {
+            for (bx, px) in row.chunks_exact_mut(bpp).enumerate() {
+                let (ux, uy) = r.to_upright(bx as u32, by as u32, bw, bh);
+                let i = uy as usize * self.pitch + ux as usize * bpp;
+                px.copy_from_slice(&self.bytes[i..i + bpp]);
+            }
+        }
+        Self {
+            width: bw,
+            height: bh,
+            pitch,
+            format: self.format,
+            bytes,
+        }
+    }
+
     /// The image as packed 8-bit RGB triplets (for PNG files and comparisons).
     pub fn to_rgb8(&self) -> Vec<u8> {
         let bpp = self.format.bytes_per_pixel();

@@ -391,3 +391,56 @@ fn long_names_are_shortened_with_an_ellipsis() {
         "{texts:?}"
     );
 }
+
+/// A sideways panel: the banner is laid out for the screen the person sees
+/// and drawn turned back into the framebuffer. Read upright again, every
+/// pixel equals the unturned picture; the pictures of the framebuffer (as
+/// the compositor holds it, on its side) are goldens for a human to look at.
+#[test]
+fn on_a_turned_panel_the_banner_reads_upright() {
+    use shoulder_proto::rotation::Rotation;
+    let mut failures = Vec::new();
+    let (_, control) = &scenes()[1];
+    for r in Rotation::ALL {
+        let (uw, uh) = (800, 480);
+        let (bw, bh) = r.inverse().upright_size(uw, uh);
+        let upright = screenshot(control, uw, uh, PixelFormat::Xrgb8888, Style::default());
+        let banner = Renderer::new(
+            ScreenSpec {
+                width: uw,
+                height: uh,
+                format: PixelFormat::Xrgb8888,
+            },
+            Style::default(),
+        )
+        .unwrap()
+        .render(control)
+        .unwrap()
+        .turned_back(r, uw, uh);
+        // The app's picture, as the compositor keeps it turned back.
+        let mut buffer = backdrop(uw, uh, PixelFormat::Xrgb8888).turned_back(r);
+        assert_eq!((buffer.width(), buffer.height()), (bw, bh));
+        banner.composite_into(&mut buffer.surface());
+        for y in 0..uh {
+            for x in 0..uw {
+                let (bx, by) = r.to_buffer(x, y, bw, bh);
+                assert_eq!(
+                    buffer.pixel(bx, by),
+                    upright.pixel(x, y),
+                    "rotation {r}: upright pixel {x},{y}"
+                );
+            }
+        }
+        if r != Rotation::Deg0 {
+            failures.extend(check(
+                &format!("control_prompt_800x480_turned_{r}"),
+                &buffer,
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
+}
