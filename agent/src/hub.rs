@@ -5,10 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use shoulder_proto::ConsentKind;
 use shoulder_proto::session::{LocalCommand, LocalDecision, Outcome, PromptId};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+
+use crate::records::{AgentStatus, PromptStatus, SessionStatus};
 
 /// Events queued for each control-socket listener before it counts as
 /// lagging (a listener that does not read loses events, not the agent).
@@ -211,25 +213,26 @@ impl Hub {
     }
 
     /// The `status` reply.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> AgentStatus {
         let st = self.lock();
         let now = Instant::now();
-        let session = st.slot.as_ref().map(|s| {
-            json!({
-                "id": s.id,
-                "expert": s.expert,
-                "how": s.how,
-                "source": s.source,
-                "phase": s.phase,
-                "since_secs": now.saturating_duration_since(s.since).as_secs(),
-                "prompt": s.prompt.as_ref().map(|p| json!({
-                    "id": p.id.0,
-                    "kind": kind_name(p.kind),
-                    "remaining_secs": p.deadline.saturating_duration_since(now).as_secs(),
-                })),
-            })
+        let session = st.slot.as_ref().map(|s| SessionStatus {
+            id: s.id.clone(),
+            expert: s.expert.clone(),
+            how: s.how.clone(),
+            source: s.source.clone(),
+            phase: s.phase,
+            since_secs: now.saturating_duration_since(s.since).as_secs(),
+            prompt: s.prompt.as_ref().map(|p| PromptStatus {
+                id: p.id.0,
+                kind: kind_name(p.kind),
+                remaining_secs: p.deadline.saturating_duration_since(now).as_secs(),
+            }),
         });
-        json!({ "agent": self.info, "session": session })
+        AgentStatus {
+            agent: self.info.clone(),
+            session,
+        }
     }
 
     fn with_slot(&self, token: u64, f: impl FnOnce(&mut Slot)) {

@@ -67,7 +67,8 @@
 //! - `session-ended`: `reason`, `sentence`, `detail`
 //! - `lagged`: `missed` (events this subscriber missed by reading slowly)
 //!
-//! The control socket's `status` reply shows the agent as [`AgentInfo`].
+//! Control-socket replies are [`ControlReply`]s (see [`crate::control`]); the
+//! `status` reply shows the agent as [`AgentInfo`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -294,6 +295,98 @@ impl AgentInfo<'_> {
     pub(crate) fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// A reply on the control socket: `{"reply":CMD,"ok":true,…}` with what
+/// the command answers, or `{"reply":CMD,"ok":false,"error":…}`. Its keys
+/// come out sorted, as those of events do: replies are sent as a [`Value`].
+#[derive(Debug, Serialize)]
+pub(crate) struct ControlReply {
+    reply: &'static str,
+    ok: bool,
+    #[serde(flatten)]
+    body: ReplyBody,
+}
+
+/// What a reply says besides `reply` and `ok`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum ReplyBody {
+    /// The command failed (`ok` is false); a sentence for a person.
+    Error { error: String },
+    /// The command was done; nothing more to say.
+    Done {},
+    /// A decision or chat line the session took (`changed`), or why there
+    /// was nothing to change (`detail`).
+    Taken {
+        changed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// `status`.
+    Status(AgentStatus),
+    /// `invite`: the new invitation; `password` only when generated.
+    Invitation {
+        id: String,
+        expires_unix: u64,
+        text: String,
+        file: String,
+        password: Option<String>,
+    },
+    /// `invite-list`.
+    Invitations {
+        invitations: Vec<crate::invites::InvitationSummary>,
+    },
+}
+
+impl ControlReply {
+    /// `ok` is false exactly for [`ReplyBody::Error`].
+    pub(crate) fn new(reply: &'static str, body: ReplyBody) -> Self {
+        let ok = !matches!(body, ReplyBody::Error { .. });
+        Self { reply, ok, body }
+    }
+
+    pub(crate) fn error(reply: &'static str, error: impl Into<String>) -> Self {
+        Self::new(
+            reply,
+            ReplyBody::Error {
+                error: error.into(),
+            },
+        )
+    }
+
+    /// The reply as it goes on the socket (keys sorted).
+    pub(crate) fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The `status` reply: the agent (an [`AgentInfo`]) and the session in the
+/// slot, if any.
+#[derive(Debug, Serialize)]
+pub(crate) struct AgentStatus {
+    pub(crate) agent: Value,
+    pub(crate) session: Option<SessionStatus>,
+}
+
+/// The session in the slot, as `status` shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct SessionStatus {
+    pub(crate) id: String,
+    pub(crate) expert: String,
+    pub(crate) how: String,
+    pub(crate) source: String,
+    pub(crate) phase: &'static str,
+    pub(crate) since_secs: u64,
+    pub(crate) prompt: Option<PromptStatus>,
+}
+
+/// The open consent prompt, as `status` shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PromptStatus {
+    pub(crate) id: u64,
+    pub(crate) kind: &'static str,
+    pub(crate) remaining_secs: u64,
 }
 
 /// `from` of a chat line.

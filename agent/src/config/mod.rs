@@ -7,15 +7,21 @@
 //! Unknown keys and bad values are errors that name the file, line, column and
 //! key, and say how to fix them.
 
+mod check;
+mod error;
+mod experts;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use shoulder_proto::Fingerprint;
+use crate::util::parse_duration;
 
-use crate::util::{format_duration, parse_duration};
+pub use error::ConfigError;
+use error::{dotted, find_key, fix_for, line_col};
+pub use experts::{ALLOWED_EXPERT_FORMS, AllowedExpert};
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoulder/agent.toml";
@@ -329,95 +335,6 @@ impl Default for InputConfig {
 /// `rawfile:PATH@WxH:FORMAT`, `synthetic`, `synthetic:WxH`).
 pub type CaptureSpec = shoulder_capture::SourceSpec;
 
-/// One entry of `allowed_experts`.
-///
-/// A name alone is refused: a common name is only as unique as the CA that
-/// vouches for it, and with several plant CAs (a second site, a CA being
-/// rolled over) any of them could issue a certificate with the same name.
-/// Accepting a bare name while exactly one CA is configured would silently
-/// widen the entry the day a second CA is added, so names are always bound
-/// to the fingerprint of the CA that must have issued them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowedExpert {
-    /// `ca:CA-FINGERPRINT/cn:NAME`: a certificate with common name `cn`
-    /// issued (directly or through intermediates) by the plant CA whose
-    /// certificate has SHA-256 fingerprint `ca`.
-    Bound { ca: Fingerprint, cn: String },
-    /// `sha256:FINGERPRINT`: exactly this expert certificate.
-    Fingerprint(Fingerprint),
-    /// Matches no certificate: what a list of only unusable entries becomes
-    /// (see [`Config::allowed_experts`]), so that it never means "anyone".
-    Nobody,
-}
-
-/// How an entry is written, for error messages.
-pub const ALLOWED_EXPERT_FORMS: &str = "write entries as \"ca:<plant CA SHA-256 fingerprint>/cn:Ann Expert\" or \"sha256:<expert certificate fingerprint>\"; `openssl x509 -noout -fingerprint -sha256 -in plant-ca.pem` prints a CA's fingerprint";
-
-impl AllowedExpert {
-    /// Parses one entry of `allowed_experts`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad_fp = |fp: &str| {
-            format!(
-                "`{fp}` is not a fingerprint: 64 hex digits, optionally colon-separated (as printed by `openssl x509 -noout -fingerprint -sha256`)"
-            )
-        };
-        if let Some(fp) = s.strip_prefix("sha256:") {
-            return Fingerprint::parse(fp.trim())
-                .map(Self::Fingerprint)
-                .ok_or_else(|| format!("`{s}`: {}", bad_fp(fp.trim())));
-        }
-        if let Some(rest) = s.strip_prefix("ca:") {
-            let Some((fp, cn)) = rest.split_once("/cn:") else {
-                return Err(format!(
-                    "`{s}` names a CA but no expert; add the name as \"ca:FINGERPRINT/cn:NAME\""
-                ));
-            };
-            let ca = Fingerprint::parse(fp.trim())
-                .ok_or_else(|| format!("`{s}`: {}", bad_fp(fp.trim())))?;
-            let cn = cn.trim();
-            if cn.is_empty() {
-                return Err(format!(
-                    "`{s}`: an empty name would match nobody; remove the entry"
-                ));
-            }
-            return Ok(Self::Bound { ca, cn: cn.into() });
-        }
-        let name = s.strip_prefix("cn:").unwrap_or(s).trim();
-        if name.is_empty() {
-            return Err(format!(
-                "`{s}`: an empty entry would match nobody; remove it"
-            ));
-        }
-        Err(format!(
-            "`{s}` names an expert but not the CA that must have issued the certificate, so any plant CA could issue a certificate with that name; bind it as \"ca:<plant CA fingerprint>/cn:{name}\""
-        ))
-    }
-}
-
-/// A config that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error(
-        "cannot read the config file {path}: {source} (fix: check the path given with --config)"
-    )]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{path}: the file is {len} bytes; a config is a few KiB (fix: point --config at agent.toml)"
-    )]
-    TooLarge { path: PathBuf, len: u64 },
-    #[error("{path}:{line}:{column}: {message}\n  fix: {fix}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-        fix: String,
-    },
-}
-
 impl Config {
     /// Reads and checks the config at `path`. A missing file at the default
     /// path gives the defaults (assistance disabled); a missing file named
@@ -475,280 +392,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks value ranges the types alone do not. Returns the table, key,
-    /// problem and fix of the first bad value.
-    #[allow(clippy::type_complexity)]
-    fn check(&self) -> Result<(), (&'static str, &'static str, String, String)> {
-        let err = |table, key, msg: String, fix: &str| Err((table, key, msg, fix.to_string()));
-        if self.listen.is_empty() && self.enabled {
-            return err(
-                "",
-                "listen",
-                "no listen address while enabled".into(),
-                &format!("add at least one address, e.g. listen = [\"0.0.0.0:{DEFAULT_PORT}\"]"),
-            );
-        }
-        if self.max_invitation_lifetime.is_zero() {
-            return err(
-                "",
-                "max_invitation_lifetime",
-                "must be longer than 0".into(),
-                "use e.g. \"24h\"",
-            );
-        }
-        if self.consent_timeout < Duration::from_secs(5)
-            || self.consent_timeout > Duration::from_secs(600)
-        {
-            return err(
-                "",
-                "consent_timeout",
-                format!(
-                    "{} is outside 5s–10m",
-                    format_duration(self.consent_timeout)
-                ),
-                "people need a few seconds to read a prompt; use e.g. \"60s\"",
-            );
-        }
-        if self.pre_auth_timeout < Duration::from_secs(1)
-            || self.pre_auth_timeout > Duration::from_secs(60)
-        {
-            return err(
-                "",
-                "pre_auth_timeout",
-                format!(
-                    "{} is outside 1s–60s",
-                    format_duration(self.pre_auth_timeout)
-                ),
-                "use e.g. \"10s\"",
-            );
-        }
-        if self.resume_grace > MAX_RESUME_GRACE {
-            return err(
-                "",
-                "resume_grace",
-                format!(
-                    "{} is longer than {}",
-                    format_duration(self.resume_grace),
-                    format_duration(MAX_RESUME_GRACE)
-                ),
-                "use e.g. \"20s\", or \"0s\" to turn resumption off",
-            );
-        }
-        if self.control_backoff > shoulder_proto::session::MAX_CONTROL_BACKOFF {
-            return err(
-                "",
-                "control_backoff",
-                format!(
-                    "{} is longer than {}",
-                    format_duration(self.control_backoff),
-                    format_duration(shoulder_proto::session::MAX_CONTROL_BACKOFF)
-                ),
-                "use e.g. \"5s\", or \"0s\" to let experts ask again at once",
-            );
-        }
-        if self.keepalive_interval < Duration::from_secs(1)
-            || self.keepalive_interval > Duration::from_secs(60)
-        {
-            return err(
-                "",
-                "keepalive_interval",
-                format!(
-                    "{} is outside 1s–60s",
-                    format_duration(self.keepalive_interval)
-                ),
-                "use e.g. \"5s\"",
-            );
-        }
-        if self.peer_timeout < self.keepalive_interval * 2
-            || self.peer_timeout > Duration::from_secs(600)
-        {
-            return err(
-                "",
-                "peer_timeout",
-                format!(
-                    "{} is outside twice keepalive_interval ({})–10m",
-                    format_duration(self.peer_timeout),
-                    format_duration(self.keepalive_interval * 2)
-                ),
-                "a live peer must get at least two keepalives in; use e.g. \"15s\"",
-            );
-        }
-        if !(MIN_INPUT_RATE..=MAX_INPUT_RATE).contains(&self.max_input_rate) {
-            return err(
-                "",
-                "max_input_rate",
-                format!(
-                    "{} is outside {MIN_INPUT_RATE}–{MAX_INPUT_RATE}",
-                    self.max_input_rate
-                ),
-                "use e.g. 300 (far above a human, far below a flood)",
-            );
-        }
-        if self.max_pre_auth_connections == 0
-            || self.max_pre_auth_connections > MAX_PRE_AUTH_CONNECTIONS
-        {
-            return err(
-                "",
-                "max_pre_auth_connections",
-                format!(
-                    "{} is outside 1–{MAX_PRE_AUTH_CONNECTIONS}",
-                    self.max_pre_auth_connections
-                ),
-                "use e.g. 32",
-            );
-        }
-        if self.auth_failures_per_minute == 0 {
-            return err(
-                "",
-                "auth_failures_per_minute",
-                "0 would lock everyone out after one typo".into(),
-                "use e.g. 10",
-            );
-        }
-        if self.password_failures_per_minute == 0 {
-            return err(
-                "",
-                "password_failures_per_minute",
-                "0 would refuse every invitation password".into(),
-                "use e.g. 60",
-            );
-        }
-        if self.max_concurrent_hashes == 0 || self.max_concurrent_hashes > MAX_CONCURRENT_HASHES {
-            return err(
-                "",
-                "max_concurrent_hashes",
-                format!(
-                    "{} is outside 1–{MAX_CONCURRENT_HASHES}",
-                    self.max_concurrent_hashes
-                ),
-                "use 1 (one password check at a time; others wait a moment)",
-            );
-        }
-        if self.max_fps == 0 || self.max_fps > 120 {
-            return err(
-                "",
-                "max_fps",
-                format!("{} is outside 1–120", self.max_fps),
-                "use e.g. 30",
-            );
-        }
-        if self.audit_max_bytes < 64 * 1024 {
-            return err(
-                "",
-                "audit_max_bytes",
-                format!("{} is below 64 KiB", self.audit_max_bytes),
-                "use e.g. 8388608 (8 MiB)",
-            );
-        }
-        if self.device_name.len() > shoulder_proto::MAX_NAME_LEN {
-            return err(
-                "",
-                "device_name",
-                format!("longer than {} bytes", shoulder_proto::MAX_NAME_LEN),
-                "use a shorter name",
-            );
-        }
-        for e in &self.allowed_experts {
-            if let Err(m) = AllowedExpert::parse(e) {
-                return err("", "allowed_experts", m, ALLOWED_EXPERT_FORMS);
-            }
-        }
-        let a = &self.argon2;
-        if !(MIN_ARGON2_MEMORY_KIB..=MAX_ARGON2_MEMORY_KIB).contains(&a.memory_kib) {
-            return err(
-                "argon2",
-                "memory_kib",
-                format!(
-                    "{} is outside {MIN_ARGON2_MEMORY_KIB}–{MAX_ARGON2_MEMORY_KIB}",
-                    a.memory_kib
-                ),
-                "the default 19456 (19 MiB) suits devices with 256 MiB of RAM or more",
-            );
-        }
-        if a.iterations == 0 || a.iterations > MAX_ARGON2_ITERATIONS {
-            return err(
-                "argon2",
-                "iterations",
-                format!("{} is outside 1–{MAX_ARGON2_ITERATIONS}", a.iterations),
-                "use 2",
-            );
-        }
-        if a.parallelism == 0 || a.parallelism > 8 {
-            return err(
-                "argon2",
-                "parallelism",
-                format!("{} is outside 1–8", a.parallelism),
-                "use 1",
-            );
-        }
-        if u64::from(a.memory_kib) < 8 * u64::from(a.parallelism) {
-            return err(
-                "argon2",
-                "memory_kib",
-                "less than 8 KiB per lane".into(),
-                "raise memory_kib or lower parallelism",
-            );
-        }
-        let hash_memory = self.max_concurrent_hashes as u64 * u64::from(self.argon2.memory_kib);
-        if hash_memory > MAX_HASH_MEMORY_KIB {
-            return err(
-                "",
-                "max_concurrent_hashes",
-                format!(
-                    "{} hashes × {} KiB (argon2.memory_kib) is {} MiB, more than {} MiB",
-                    self.max_concurrent_hashes,
-                    self.argon2.memory_kib,
-                    hash_memory / 1024,
-                    MAX_HASH_MEMORY_KIB / 1024
-                ),
-                "lower max_concurrent_hashes (1 is enough for people typing passwords) or argon2.memory_kib",
-            );
-        }
-        if let Err(e) =
-            shoulder_input::Hotkeys::parse(&self.input.stop_hotkey, &self.input.end_hotkey)
-        {
-            return err(
-                "input",
-                "stop_hotkey",
-                e.to_string(),
-                "write chords like \"Ctrl+Alt+Shift+S\"; the two chords must differ",
-            );
-        }
-        if self.input.local_idle > shoulder_input::holdback::MAX_HOLDBACK {
-            return err(
-                "input",
-                "local_idle",
-                format!(
-                    "{} is longer than 10s",
-                    format_duration(self.input.local_idle)
-                ),
-                "use e.g. \"750ms\"",
-            );
-        }
-        if let Err(e) = shoulder_input::KeyPolicy::parse(&self.input.allow_keys) {
-            return err(
-                "input",
-                "allow_keys",
-                e.to_string(),
-                "list only families to allow, e.g. allow_keys = [\"vt-switch\"], or [] for none",
-            );
-        }
-        for (key, group) in [
-            ("control_group", &self.control_group),
-            ("invite_group", &self.invite_group),
-        ] {
-            if group.contains([':', '\n', ',']) || group.trim() != group {
-                return err(
-                    "",
-                    key,
-                    format!("`{group}` is not a group name"),
-                    "write a group name from /etc/group or a numeric gid, or \"\" for root only",
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// The parsed allow-list. [`Config::load`] refuses unusable entries;
     /// a config built in code may still hold some, and they are left out,
     /// which only narrows the list, except that an empty list means anyone:
@@ -796,61 +439,10 @@ fn de_capture<'de, D: Deserializer<'de>>(d: D) -> Result<CaptureSpec, D::Error> 
     })
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
-    (line, column)
-}
-
-/// Finds `key = …` inside `[table]` (or at top level for `""`).
-fn find_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            current = name.trim().to_string();
-            continue;
-        }
-        if current == table
-            && let Some(rest) = t.strip_prefix(key)
-            && rest.trim_start().starts_with('=')
-        {
-            let column = line.len() - line.trim_start().len() + 1;
-            return Some((i + 1, column));
-        }
-    }
-    None
-}
-
-fn dotted(table: &str, key: &str) -> String {
-    if table.is_empty() {
-        key.into()
-    } else {
-        format!("{table}.{key}")
-    }
-}
-
-fn fix_for(message: &str) -> String {
-    if message.starts_with("unknown field") {
-        "remove the key or correct its spelling; every key is listed in agent.example.toml".into()
-    } else if message.contains("invalid socket address") {
-        format!("write addresses as \"0.0.0.0:{DEFAULT_PORT}\" or \"[::]:{DEFAULT_PORT}\"")
-    } else if message.contains("duration")
-        || message.contains("capture source")
-        || message.contains("rawfile")
-        || message.contains("banner presenter")
-        || message.contains("injection backend")
-    {
-        "see the example in the message".into()
-    } else {
-        "see agent.example.toml for the key's type and default".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use shoulder_proto::Fingerprint;
+
     use super::*;
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
@@ -859,7 +451,7 @@ mod tests {
 
     #[test]
     fn example_file_parses_and_matches_defaults() {
-        let text = include_str!("../agent.example.toml");
+        let text = include_str!("../../agent.example.toml");
         let c = parse(text).expect("the example config parses");
         let d = Config::default();
         assert_eq!(c.enabled, d.enabled);
@@ -905,7 +497,7 @@ mod tests {
 
     #[test]
     fn every_default_key_is_documented_in_the_example() {
-        let text = include_str!("../agent.example.toml");
+        let text = include_str!("../../agent.example.toml");
         for key in [
             "enabled",
             "allow_offers",
@@ -1125,7 +717,7 @@ mod tests {
     #[test]
     fn example_allow_list_entries_parse() {
         // The example's commented entries show the syntax; they must be valid.
-        let text = include_str!("../agent.example.toml");
+        let text = include_str!("../../agent.example.toml");
         let entries: Vec<&str> = text
             .lines()
             .filter_map(|l| l.trim_start().strip_prefix("#   \""))

@@ -45,13 +45,15 @@
 //! `prompt-closed`, `session-started`, `view-granted`, `control-granted`,
 //! `control-revoked`, `session-ended`, `chat`.
 
+mod client;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use shoulder_proto::session::{LocalDecision, Outcome, PromptId};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -60,7 +62,9 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use crate::audit::{AuditLog, Context};
 use crate::hub::{CommandError, Hub, SessionCommand};
 use crate::invites::Issuer;
-use crate::records::{AuditRecord, ControlEvent};
+use crate::records::{AuditRecord, ControlEvent, ControlReply, ReplyBody};
+
+pub use client::Client;
 
 /// A request line longer than this is refused (a chat line is 512 bytes).
 pub const MAX_LINE: usize = 16 * 1024;
@@ -494,8 +498,11 @@ impl ControlServer {
                         Ok(0) => return,
                         Ok(_) if pending.last() != Some(&b'\n') => {
                             if pending.len() > MAX_LINE {
-                                let _ = send_line(&mut write, &json!({"reply": "error", "ok": false,
-                                    "error": format!("request longer than {MAX_LINE} bytes")})).await;
+                                let reply = ControlReply::error(
+                                    "error",
+                                    format!("request longer than {MAX_LINE} bytes"),
+                                );
+                                let _ = send_line(&mut write, &reply.to_value()).await;
                                 return;
                             }
                         }
@@ -503,7 +510,7 @@ impl ControlServer {
                             let line = String::from_utf8_lossy(&pending).into_owned();
                             pending.clear();
                             let reply = self.handle(line.trim(), uid, access, role).await;
-                            if send_line(&mut write, &reply).await.is_err() || !role.any() {
+                            if send_line(&mut write, &reply.to_value()).await.is_err() || !role.any() {
                                 return;
                             }
                         }
@@ -525,15 +532,23 @@ impl ControlServer {
         }
     }
 
-    async fn handle(&self, line: &str, uid: Option<u32>, access: &Access, role: Role) -> Value {
+    async fn handle(
+        &self,
+        line: &str,
+        uid: Option<u32>,
+        access: &Access,
+        role: Role,
+    ) -> ControlReply {
         if line.is_empty() {
-            return json!({"reply": "error", "ok": false, "error": "empty request"});
+            return ControlReply::error("error", "empty request");
         }
         let req: Request = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => {
-                return json!({"reply": "error", "ok": false,
-                    "error": format!("bad request: {e}; send e.g. {{\"cmd\":\"status\"}}")});
+                return ControlReply::error(
+                    "error",
+                    format!("bad request: {e}; send e.g. {{\"cmd\":\"status\"}}"),
+                );
             }
         };
         let name = req.name();
@@ -545,22 +560,19 @@ impl ControlServer {
                 },
                 uid,
             );
-            return json!({"reply": name, "ok": false, "error": refusal});
+            return ControlReply::error(name, refusal);
         }
-        let ok = |extra: Value| {
-            let mut v = json!({"reply": name, "ok": true});
-            if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
-                m.extend(e);
-            }
-            v
-        };
-        let fail = |e: String| json!({"reply": name, "ok": false, "error": e});
+        let ok = |body| ControlReply::new(name, body);
+        let fail = |e: String| ControlReply::error(name, e);
         let decided = |r: Result<(), String>| match r {
-            Ok(()) => ok(json!({"changed": true})),
+            Ok(()) => ok(ReplyBody::Taken {
+                changed: true,
+                detail: None,
+            }),
             Err(e) => fail(e),
         };
         let result = match &req {
-            Request::Status => return ok(self.hub.status()),
+            Request::Status => return ok(ReplyBody::Status(self.hub.status())),
             Request::Accept { prompt } => {
                 return self.decide(LocalDecision::Accept, *prompt, name, uid).await;
             }
@@ -598,20 +610,20 @@ impl ControlServer {
                             },
                             uid,
                         );
-                        return ok(json!({
-                            "id": inv.id.to_string(),
-                            "expires_unix": inv.expires_unix,
-                            "text": inv.to_text(),
-                            "file": inv.to_file(),
-                            "password": i.generated_password,
-                        }));
+                        return ok(ReplyBody::Invitation {
+                            id: inv.id.to_string(),
+                            expires_unix: inv.expires_unix,
+                            text: inv.to_text(),
+                            file: inv.to_file(),
+                            password: i.generated_password,
+                        });
                     }
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
             }
             Request::InviteList => match self.issuer.store.list() {
-                Ok(list) => return ok(json!({"invitations": list})),
+                Ok(invitations) => return ok(ReplyBody::Invitations { invitations }),
                 Err(e) => Err(e.to_string()),
             },
             Request::InviteRevoke { id } => match id.parse() {
@@ -625,11 +637,11 @@ impl ControlServer {
                     }
                     Err(e) => Err(e.to_string()),
                 },
-                Err(e) => Err(format!("{e}")),
+                Err(e) => Err(e.to_string()),
             },
         };
         match result {
-            Ok(()) => ok(json!({})),
+            Ok(()) => ok(ReplyBody::Done {}),
             Err(e) => fail(e),
         }
     }
@@ -658,8 +670,8 @@ impl ControlServer {
         prompt: Option<u64>,
         name: &'static str,
         uid: Option<u32>,
-    ) -> Value {
-        let fail = |e: String| json!({"reply": name, "ok": false, "error": e});
+    ) -> ControlReply {
+        let fail = |e: String| ControlReply::error(name, e);
         let outcome = match self.hub.decide(decision, prompt.map(PromptId)) {
             Ok(rx) => rx,
             Err(e) => return fail(e.to_string()),
@@ -671,9 +683,20 @@ impl ControlServer {
         };
         self.audit_local(record, uid);
         match tokio::time::timeout(DECISION_REPLY_WAIT, outcome).await {
-            Ok(Ok(Outcome::Applied)) => json!({"reply": name, "ok": true, "changed": true}),
-            Ok(Ok(Outcome::Unchanged { why })) => json!({"reply": name, "ok": true,
-                "changed": false, "detail": format!("nothing changed: {why}")}),
+            Ok(Ok(Outcome::Applied)) => ControlReply::new(
+                name,
+                ReplyBody::Taken {
+                    changed: true,
+                    detail: None,
+                },
+            ),
+            Ok(Ok(Outcome::Unchanged { why })) => ControlReply::new(
+                name,
+                ReplyBody::Taken {
+                    changed: false,
+                    detail: Some(format!("nothing changed: {why}")),
+                },
+            ),
             Ok(Ok(Outcome::Stale { prompt, open })) => fail(match open {
                 Some(open) => format!(
                     "prompt {prompt} is not open (prompt {open} is); nothing changed — answer it by its id"
@@ -698,91 +721,247 @@ impl ControlServer {
     }
 }
 
-async fn send_line(w: &mut tokio::net::unix::OwnedWriteHalf, v: &Value) -> std::io::Result<()> {
+pub(super) async fn send_line(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    v: &Value,
+) -> std::io::Result<()> {
     let mut s = v.to_string();
     s.push('\n');
     w.write_all(s.as_bytes()).await
-}
-
-/// A control-socket client (`shoulder-agent ctl`, tests, scripts).
-#[derive(Debug)]
-pub struct Client {
-    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
-    writer: tokio::net::unix::OwnedWriteHalf,
-    /// Events received while waiting for a reply.
-    pending_events: std::collections::VecDeque<Value>,
-}
-
-impl Client {
-    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
-        let s = UnixStream::connect(path)
-            .await
-            .map_err(|source| ControlError::Connect {
-                path: path.into(),
-                source,
-            })?;
-        let (r, w) = s.into_split();
-        Ok(Self {
-            reader: BufReader::new(r),
-            writer: w,
-            pending_events: Default::default(),
-        })
-    }
-
-    /// Sends a request and returns its reply (events that arrive meanwhile
-    /// are kept for [`Client::next_event`]).
-    pub async fn request(&mut self, req: &Request) -> Result<Value, ControlError> {
-        let v = serde_json::to_value(req).map_err(|e| ControlError::BadReply(e.to_string()))?;
-        send_line(&mut self.writer, &v).await?;
-        loop {
-            let v = self.read_value().await?;
-            if v.get("reply").is_some() {
-                return Ok(v);
-            }
-            self.pending_events.push_back(v);
-        }
-    }
-
-    /// The next pushed event.
-    pub async fn next_event(&mut self) -> Result<Value, ControlError> {
-        if let Some(v) = self.pending_events.pop_front() {
-            return Ok(v);
-        }
-        loop {
-            let v = self.read_value().await?;
-            if v.get("event").is_some() {
-                return Ok(v);
-            }
-        }
-    }
-
-    /// Waits for an event named `name`, skipping others.
-    pub async fn wait_event(&mut self, name: &str) -> Result<Value, ControlError> {
-        loop {
-            let v = self.next_event().await?;
-            if v["event"] == name {
-                return Ok(v);
-            }
-        }
-    }
-
-    async fn read_value(&mut self) -> Result<Value, ControlError> {
-        let mut line = String::new();
-        let n = (&mut self.reader)
-            .take(MAX_LINE as u64 * 4)
-            .read_line(&mut line)
-            .await?;
-        if n == 0 {
-            return Err(ControlError::Closed);
-        }
-        serde_json::from_str(line.trim()).map_err(|e| ControlError::BadReply(e.to_string()))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+    use std::time::Instant;
+
+    use serde_json::json;
+
+    use shoulder_proto::ConsentKind;
+
+    use crate::hub::PromptInfo;
+
+    /// A server over `dir`, with a cheap argon2 cost.
+    fn server(dir: &Path) -> ControlServer {
+        let argon2 = crate::config::Argon2Config {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let issuer = Issuer {
+            store: crate::invites::InvitationStore::new(dir, &argon2).unwrap(),
+            device_name: "kiosk".into(),
+            addresses: vec!["10.0.0.2".into()],
+            port: shoulder_proto::DEFAULT_PORT,
+            fingerprint: shoulder_proto::Fingerprint([7; 32]),
+            max_lifetime: Duration::from_secs(3600),
+        };
+        ControlServer {
+            hub: Hub::new(json!({"device_name": "kiosk"})),
+            issuer: Arc::new(issuer),
+            audit: Arc::new(AuditLog::open(&dir.join("audit.jsonl"), 1 << 20, 1).unwrap()),
+        }
+    }
+
+    async fn reply(s: &ControlServer, line: &str, role: Role) -> String {
+        s.handle(line, Some(1000), &Access::default(), role)
+            .await
+            .to_value()
+            .to_string()
+    }
+
+    /// The JSON text of every kind of reply, as scripts read it.
+    #[tokio::test]
+    async fn replies_keep_their_json() {
+        let d = tempfile::tempdir().unwrap();
+        let s = server(d.path());
+        let root = Role::ROOT;
+        for (line, role, want) in [
+            (
+                "",
+                root,
+                r#"{"error":"empty request","ok":false,"reply":"error"}"#,
+            ),
+            (
+                "x",
+                root,
+                r#"{"error":"bad request: expected value at line 1 column 1; send e.g. {\"cmd\":\"status\"}","ok":false,"reply":"error"}"#,
+            ),
+            (
+                r#"{"cmd":"status"}"#,
+                Role::NONE,
+                r#"{"error":"status needs root (config control_group is empty: root only) or root (config invite_group is empty: root only)","ok":false,"reply":"status"}"#,
+            ),
+            (
+                r#"{"cmd":"status"}"#,
+                root,
+                r#"{"agent":{"device_name":"kiosk"},"ok":true,"reply":"status","session":null}"#,
+            ),
+            (
+                r#"{"cmd":"chat","text":"hi"}"#,
+                root,
+                r#"{"error":"no session is running","ok":false,"reply":"chat"}"#,
+            ),
+            (
+                r#"{"cmd":"accept"}"#,
+                root,
+                r#"{"error":"no session is running","ok":false,"reply":"accept"}"#,
+            ),
+            (
+                r#"{"cmd":"invite","expires":"5x"}"#,
+                root,
+                r#"{"error":"`5x`: unknown unit `x` (use ms, s, m, h or d)","ok":false,"reply":"invite"}"#,
+            ),
+            (
+                r#"{"cmd":"invite","expires":"5h"}"#,
+                root,
+                r#"{"error":"--expires 5h is longer than max_invitation_lifetime (1h) (fix: ask for less, or raise the limit in the config)","ok":false,"reply":"invite"}"#,
+            ),
+            (
+                r#"{"cmd":"invite-revoke","id":"nope"}"#,
+                root,
+                r#"{"error":"an invitation id is 16 hexadecimal digits (as printed by `shoulder-agent invite --list`)","ok":false,"reply":"invite-revoke"}"#,
+            ),
+            (
+                r#"{"cmd":"invite-list"}"#,
+                root,
+                r#"{"invitations":[],"ok":true,"reply":"invite-list"}"#,
+            ),
+        ] {
+            assert_eq!(reply(&s, line, role).await, want, "{line}");
+        }
+
+        // Invitations: their ids, texts and times differ run to run.
+        let given = reply(
+            &s,
+            r#"{"cmd":"invite","expires":"30m","password":"secret pw"}"#,
+            root,
+        )
+        .await;
+        let v: Value = serde_json::from_str(&given).unwrap();
+        let field = |k: &str| v[k].to_string();
+        assert_eq!(
+            given,
+            format!(
+                r#"{{"expires_unix":{},"file":{},"id":{},"ok":true,"password":null,"reply":"invite","text":{}}}"#,
+                field("expires_unix"),
+                field("file"),
+                field("id"),
+                field("text")
+            )
+        );
+        let generated = reply(&s, r#"{"cmd":"invite","expires":"30m"}"#, root).await;
+        let g: Value = serde_json::from_str(&generated).unwrap();
+        assert!(g["password"].is_string(), "{generated}");
+        let id = v["id"].as_str().unwrap();
+        let list = reply(&s, r#"{"cmd":"invite-list"}"#, root).await;
+        let l: Value = serde_json::from_str(&list).unwrap();
+        let first = &l["invitations"][0];
+        assert_eq!(
+            list.split(r#"},{"#).next().unwrap(),
+            format!(
+                r#"{{"invitations":[{{"created_unix":{},"expires_unix":{},"id":"{id}","state":"open","wrong_passwords":0"#,
+                first["created_unix"], first["expires_unix"]
+            )
+        );
+        assert_eq!(
+            reply(
+                &s,
+                &format!(r#"{{"cmd":"invite-revoke","id":"{id}"}}"#),
+                root
+            )
+            .await,
+            r#"{"ok":true,"reply":"invite-revoke"}"#
+        );
+
+        // With a session, whose answers are scripted.
+        let (slot, mut commands) = s.hub.claim("s1", "Ann", "offer", "10.0.0.9").unwrap();
+        slot.set_prompt(Some(PromptInfo {
+            id: PromptId(4),
+            kind: ConsentKind::Control,
+            deadline: Instant::now() + Duration::from_millis(30_500),
+        }));
+        let mut outcomes = vec![
+            Outcome::Stale {
+                prompt: PromptId(3),
+                open: None,
+            },
+            Outcome::Stale {
+                prompt: PromptId(3),
+                open: Some(PromptId(4)),
+            },
+            Outcome::Unchanged {
+                why: "only viewing",
+            },
+            Outcome::Applied,
+        ];
+        tokio::spawn(async move {
+            while let Some(c) = commands.recv().await {
+                if let SessionCommand::Local {
+                    reply: Some(tx), ..
+                } = c
+                {
+                    let _ = tx.send(outcomes.pop().unwrap());
+                }
+            }
+        });
+        for (line, want) in [
+            (
+                r#"{"cmd":"status"}"#,
+                r#"{"agent":{"device_name":"kiosk"},"ok":true,"reply":"status","session":{"expert":"Ann","how":"offer","id":"s1","phase":"authenticated","prompt":{"id":4,"kind":"control","remaining_secs":30},"since_secs":0,"source":"10.0.0.9"}}"#,
+            ),
+            (
+                r#"{"cmd":"accept"}"#,
+                r#"{"changed":true,"ok":true,"reply":"accept"}"#,
+            ),
+            (
+                r#"{"cmd":"stop-control"}"#,
+                r#"{"changed":false,"detail":"nothing changed: only viewing","ok":true,"reply":"stop-control"}"#,
+            ),
+            (
+                r#"{"cmd":"decline","prompt":3}"#,
+                r#"{"error":"prompt 3 is not open (prompt 4 is); nothing changed — answer it by its id","ok":false,"reply":"decline"}"#,
+            ),
+            (
+                r#"{"cmd":"end"}"#,
+                r#"{"error":"prompt 3 is no longer open; nothing changed","ok":false,"reply":"end"}"#,
+            ),
+            (
+                r#"{"cmd":"chat","text":"hi"}"#,
+                r#"{"changed":true,"ok":true,"reply":"chat"}"#,
+            ),
+            (
+                r#"{"cmd":"accept","prompt":9}"#,
+                r#"{"error":"prompt 9 has not been shown; answer a prompt by the id `status` gives","ok":false,"reply":"accept"}"#,
+            ),
+        ] {
+            assert_eq!(reply(&s, line, root).await, want, "{line}");
+        }
+    }
+
+    /// A request line that never ends is refused in one reply line.
+    #[tokio::test]
+    async fn an_overlong_request_gets_one_error_line() {
+        let d = tempfile::tempdir().unwrap();
+        let s = server(d.path());
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let served = tokio::spawn(async move {
+            s.client(theirs, &Access::default(), shutdown).await;
+        });
+        let (read, mut write) = ours.into_split();
+        write.write_all(&vec![b'x'; MAX_LINE + 2]).await.unwrap();
+        let mut line = String::new();
+        BufReader::new(read).read_line(&mut line).await.unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "{{\"error\":\"request longer than {MAX_LINE} bytes\",\"ok\":false,\"reply\":\"error\"}}\n"
+            )
+        );
+        served.await.unwrap();
+    }
 
     #[test]
     fn only_the_services_runtime_directories_are_its_own() {

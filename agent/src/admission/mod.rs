@@ -22,40 +22,30 @@
 //!   flood can neither fill the disk with fsyncs nor rotate session records
 //!   out of the audit log.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod hashing;
+mod limits;
+mod pre_auth_log;
+mod pre_auth_table;
+
 use std::future::Future;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-use crate::audit::{AuditLog, Context};
+use crate::audit::AuditLog;
 use crate::records::AuditRecord;
-use crate::util::rfc3339;
 
-/// Source addresses the failure rate limiter remembers.
-const MAX_TRACKED_ADDRESSES: usize = 4096;
-/// Waiting password checks per hash slot. With a quarter to one second per
-/// hash on a small ARM core, eight finish well inside the 10 s pre-auth
-/// timeout; more would only wait to time out.
-pub const HASH_QUEUE_PER_SLOT: usize = 8;
-/// Waiting password checks per source: one address cannot fill the queue
-/// and make everyone else wait behind it.
-const MAX_WAITING_PER_SOURCE: usize = 2;
-/// How often unauthenticated connections are summed up in the pre-auth log.
-pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
-/// Sources summed up separately per interval; the rest share one record
-/// (source `other`), so a spread-out flood costs a bounded number of lines.
-const MAX_SUMMARY_SOURCES: usize = 256;
-/// Distinct reasons counted per source; further ones count as `other`.
-const MAX_REASONS: usize = 16;
-/// Client certificate fingerprints kept per source in a summary: enough to
-/// name who tried, bounded against certificate spraying.
-const MAX_FINGERPRINTS: usize = 4;
+use hashing::HashGate;
+pub use hashing::{HASH_QUEUE_PER_SLOT, HashRefused};
+use limits::{RateLimiter, TokenBucket};
+use pre_auth_log::Summary;
+pub use pre_auth_log::{SUMMARY_INTERVAL, pre_auth_log_path};
+use pre_auth_table::{PreAuth, PreAuthSlot};
+
 /// Records a connection holds before authenticating (connect, hello, maybe
 /// a few "ignored" ones); more are counted, not kept.
 const MAX_HELD_RECORDS: usize = 8;
@@ -191,34 +181,6 @@ impl Admission {
             }
         }
     }
-}
-
-/// The pre-auth log next to `audit_log`: `audit.jsonl` →
-/// `audit.pre-auth.jsonl`. Rotated like the audit log, separately, so its
-/// noise never pushes session records out.
-pub fn pre_auth_log_path(audit_log: &Path) -> PathBuf {
-    let name = audit_log
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "audit".into());
-    let new = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.pre-auth.{ext}"),
-        _ => format!("{name}.pre-auth"),
-    };
-    audit_log.with_file_name(new)
-}
-
-/// Why a password check did not run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HashRefused {
-    /// The queue is full: try again after this many seconds.
-    QueueFull { retry_after_secs: u32 },
-    /// No slot came free before the deadline.
-    Expired,
-    /// The connection went while waiting.
-    Gone,
-    /// The blocking thread failed (panicked or the runtime is ending).
-    Failed,
 }
 
 /// Held by a connection while it is unauthenticated: its place in the
@@ -405,486 +367,19 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Unauthenticated connections in arrival order.
-type Waiting = Arc<Mutex<VecDeque<Waiter>>>;
-
-/// One unauthenticated connection in the pre-auth table.
-#[derive(Debug)]
-struct Waiter {
-    id: u64,
-    /// IPv6 by /64.
-    source: IpAddr,
-    evict: oneshot::Sender<()>,
-    /// Whether the connection is charged a failure (see
-    /// [`PreAuthTicket::charged`]).
-    charged: Arc<AtomicBool>,
-}
-
-/// Unauthenticated connections: at most `max` at once; a newcomer evicts
-/// the oldest, so idle or slow peers cannot keep a real expert out.
-#[derive(Debug)]
-struct PreAuth {
-    max: usize,
-    next: AtomicU64,
-    waiting: Waiting,
-}
-
-/// A connection's place in the pre-auth table.
-#[derive(Debug)]
-struct PreAuthSlot {
-    id: u64,
-    waiting: Waiting,
-}
-
-impl PreAuth {
-    fn new(max: usize) -> Self {
-        Self {
-            max: max.max(1),
-            next: AtomicU64::new(0),
-            waiting: Default::default(),
-        }
-    }
-
-    /// Admits a connection from `source`. When full, the oldest connection
-    /// of the source holding the most slots goes, so one flooding address
-    /// cannot push out a real expert's handshake.
-    /// Returns the evicted connections that were not charged a failure yet
-    /// (their sources are, at once).
-    fn admit(
-        &self,
-        source: IpAddr,
-        charged: Arc<AtomicBool>,
-    ) -> (PreAuthSlot, oneshot::Receiver<()>, Vec<IpAddr>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let mut uncharged = Vec::new();
-        let mut w = lock(&self.waiting);
-        while w.len() >= self.max {
-            let mut counts: HashMap<IpAddr, usize> = HashMap::new();
-            for e in w.iter() {
-                *counts.entry(e.source).or_default() += 1;
-            }
-            let busiest = counts.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
-            let Some(pos) = w.iter().position(|e| Some(e.source) == busiest) else {
-                break;
-            };
-            if let Some(e) = w.remove(pos) {
-                let _ = e.evict.send(());
-                if !e.charged.swap(true, Ordering::SeqCst) {
-                    uncharged.push(e.source);
-                }
-            }
-        }
-        w.push_back(Waiter {
-            id,
-            source,
-            evict: tx,
-            charged,
-        });
-        (
-            PreAuthSlot {
-                id,
-                waiting: self.waiting.clone(),
-            },
-            rx,
-            uncharged,
-        )
-    }
-}
-
-impl Drop for PreAuthSlot {
-    fn drop(&mut self) {
-        let mut w = lock(&self.waiting);
-        w.retain(|e| e.id != self.id);
-    }
-}
-
-/// A token bucket: a burst of `per_minute`, refilled at `per_minute` per
-/// minute.
-#[derive(Debug, Clone, Copy)]
-struct TokenBucket {
-    per_minute: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn full(per_minute: u32) -> Self {
-        let per_minute = f64::from(per_minute.max(1));
-        Self {
-            per_minute,
-            tokens: per_minute,
-            at: Instant::now(),
-        }
-    }
-
-    fn tokens(&self, now: Instant) -> f64 {
-        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
-        (self.tokens + refill).min(self.per_minute)
-    }
-
-    /// Seconds to wait, if no attempt is left.
-    fn retry_after(&self, now: Instant) -> Option<u32> {
-        let t = self.tokens(now);
-        (t < 1.0).then(|| ((1.0 - t) * 60.0 / self.per_minute).ceil().max(1.0) as u32)
-    }
-
-    fn take(&mut self, now: Instant) {
-        self.tokens = (self.tokens(now) - 1.0).max(0.0);
-        self.at = now;
-    }
-
-    fn refund(&mut self, now: Instant) {
-        self.tokens = (self.tokens(now) + 1.0).min(self.per_minute);
-        self.at = now;
-    }
-}
-
-/// Failed authentications per source (IPv6 by /64), a [`TokenBucket`] each.
-#[derive(Debug)]
-struct RateLimiter {
-    per_minute: u32,
-    buckets: HashMap<IpAddr, TokenBucket>,
-}
-
-impl RateLimiter {
-    fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute: per_minute.max(1),
-            buckets: HashMap::new(),
-        }
-    }
-
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) => {
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    return IpAddr::V4(v4);
-                }
-                let mut s = v6.segments();
-                s[4..].fill(0);
-                IpAddr::V6(s.into())
-            }
-            v4 => v4,
-        }
-    }
-
-    /// Seconds to wait, if `ip` has no attempts left.
-    fn retry_after(&self, ip: IpAddr, now: Instant) -> Option<u32> {
-        self.buckets
-            .get(&Self::key(ip))
-            .and_then(|b| b.retry_after(now))
-    }
-
-    fn failed(&mut self, ip: IpAddr, now: Instant) {
-        let key = Self::key(ip);
-        if self.buckets.len() >= MAX_TRACKED_ADDRESSES && !self.buckets.contains_key(&key) {
-            // Forget the address that failed longest ago.
-            if let Some(oldest) = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, b)| b.at)
-                .map(|(k, _)| *k)
-            {
-                self.buckets.remove(&oldest);
-            }
-        }
-        let per_minute = self.per_minute;
-        self.buckets
-            .entry(key)
-            .or_insert_with(|| TokenBucket::full(per_minute))
-            .take(now);
-    }
-
-    fn refund(&mut self, ip: IpAddr, now: Instant) {
-        if let Some(b) = self.buckets.get_mut(&Self::key(ip)) {
-            b.refund(now);
-        }
-    }
-}
-
-/// A password check handed to a hashing thread.
-type HashJob = Box<dyn FnOnce() + Send>;
-
-/// At most `slots` password hashes at once device-wide, with a short queue.
-///
-/// Hashes run on `slots` threads of their own, made once, so the thread
-/// count stays fixed under a flood (the unit's `TasksMax=`), and the hash
-/// buffers are made and freed on the same few threads. (glibc raises its
-/// mmap threshold after the first freed 19 MiB buffer and then keeps up to
-/// twice that cached in every arena: the shipped systemd unit fixes the
-/// threshold; RELIABILITY.md has the numbers.)
-#[derive(Debug)]
-struct HashGate {
-    jobs: Mutex<std::sync::mpsc::Sender<HashJob>>,
-    slots: usize,
-    permits: Arc<Semaphore>,
-    /// Waiting checks per source; the total is bounded too.
-    waiting: Mutex<HashMap<IpAddr, usize>>,
-    /// Hashes running now, and the most at once this interval.
-    running: Arc<AtomicUsize>,
-    most_at_once: Arc<AtomicUsize>,
-    hashes: Arc<AtomicU64>,
-    queue_full: AtomicU64,
-    expired: AtomicU64,
-    /// How long the last hash took, for a retry estimate.
-    last_hash_ms: Arc<AtomicU64>,
-}
-
-/// The gate's counts for one summary interval.
-#[derive(Debug, Default, Clone, Copy)]
-struct GateStats {
-    hashes: u64,
-    most_at_once: usize,
-    queue_full: u64,
-    expired: u64,
-}
-
-impl HashGate {
-    fn new(slots: usize) -> Self {
-        let slots = slots.max(1);
-        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..slots {
-            let queue = queue.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("shoulder-hash-{n}"))
-                .spawn(move || {
-                    loop {
-                        // Ends when the gate (the sender) is gone.
-                        let Ok(job) = lock(&queue).recv() else {
-                            return;
-                        };
-                        job();
-                    }
-                });
-            if let Err(e) = spawned {
-                // Fewer workers only means slower checks (each job waits
-                // for one); with none, checks end at the pre-auth timeout.
-                tracing::error!(error = %e, "cannot start a password hashing thread");
-            }
-        }
-        Self {
-            jobs: Mutex::new(jobs),
-            slots,
-            permits: Arc::new(Semaphore::new(slots)),
-            waiting: Mutex::new(HashMap::new()),
-            running: Arc::new(AtomicUsize::new(0)),
-            most_at_once: Arc::new(AtomicUsize::new(0)),
-            hashes: Arc::new(AtomicU64::new(0)),
-            queue_full: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
-            last_hash_ms: Arc::new(AtomicU64::new(250)),
-        }
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        source: IpAddr,
-        deadline: Instant,
-        gone: impl Future<Output = ()>,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashRefused> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let _place = self.enqueue(source)?;
-                let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
-                tokio::select! {
-                    p = self.permits.clone().acquire_owned() => p.map_err(|_| HashRefused::Failed)?,
-                    _ = sleep => {
-                        self.expired.fetch_add(1, Ordering::Relaxed);
-                        return Err(HashRefused::Expired);
-                    }
-                    _ = gone => return Err(HashRefused::Gone),
-                }
-            }
-        };
-        let running = self.running.clone();
-        let most = self.most_at_once.clone();
-        let hashes = self.hashes.clone();
-        let last_ms = self.last_hash_ms.clone();
-        let (tx, rx) = oneshot::channel();
-        let job: HashJob = Box::new(move || {
-            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-            most.fetch_max(now, Ordering::SeqCst);
-            let t0 = Instant::now();
-            let r = work();
-            last_ms.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
-            hashes.fetch_add(1, Ordering::Relaxed);
-            running.fetch_sub(1, Ordering::SeqCst);
-            // The slot is held until the hash is done, whether or not
-            // anyone still waits for its answer.
-            drop(permit);
-            let _ = tx.send(r);
-        });
-        lock(&self.jobs)
-            .send(job)
-            .map_err(|_| HashRefused::Failed)?;
-        rx.await.map_err(|_| HashRefused::Failed)
-    }
-
-    /// A place in the queue, or how long to wait when there is none.
-    fn enqueue(&self, source: IpAddr) -> Result<QueuePlace<'_>, HashRefused> {
-        let mut w = lock(&self.waiting);
-        let total: usize = w.values().sum();
-        let mine = w.get(&source).copied().unwrap_or(0);
-        if total >= self.slots * HASH_QUEUE_PER_SLOT || mine >= MAX_WAITING_PER_SOURCE {
-            self.queue_full.fetch_add(1, Ordering::Relaxed);
-            let ms = self.last_hash_ms.load(Ordering::Relaxed).max(1);
-            let secs = (total as u64 + 1) * ms / self.slots as u64 / 1000;
-            return Err(HashRefused::QueueFull {
-                retry_after_secs: secs.clamp(1, 60) as u32,
-            });
-        }
-        *w.entry(source).or_default() += 1;
-        Ok(QueuePlace { gate: self, source })
-    }
-
-    fn take_interval_stats(&self) -> GateStats {
-        GateStats {
-            hashes: self.hashes.swap(0, Ordering::Relaxed),
-            most_at_once: self
-                .most_at_once
-                .swap(self.running.load(Ordering::SeqCst), Ordering::SeqCst),
-            queue_full: self.queue_full.swap(0, Ordering::Relaxed),
-            expired: self.expired.swap(0, Ordering::Relaxed),
-        }
-    }
-}
-
-/// A waiting check's place in the queue; leaving frees it.
-struct QueuePlace<'a> {
-    gate: &'a HashGate,
-    source: IpAddr,
-}
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        let mut w = lock(&self.gate.waiting);
-        if let Some(n) = w.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                w.remove(&self.source);
-            }
-        }
-    }
-}
-
-/// Unauthenticated connections of one interval, per source.
-#[derive(Debug, Default)]
-struct Summary {
-    sources: HashMap<String, SourceSummary>,
-}
-
-#[derive(Debug)]
-struct SourceSummary {
-    connections: u64,
-    failures: u64,
-    reasons: BTreeMap<String, u64>,
-    last_detail: Option<String>,
-    fingerprints: Vec<String>,
-    first: SystemTime,
-    last: SystemTime,
-}
-
-impl Summary {
-    fn add(
-        &mut self,
-        source: IpAddr,
-        reason: &str,
-        failure: bool,
-        detail: Option<&str>,
-        fingerprint: Option<&str>,
-    ) {
-        let mut key = source.to_string();
-        if !self.sources.contains_key(&key) && self.sources.len() >= MAX_SUMMARY_SOURCES {
-            key = "other".into();
-        }
-        let now = SystemTime::now();
-        let s = self.sources.entry(key).or_insert_with(|| SourceSummary {
-            connections: 0,
-            failures: 0,
-            reasons: BTreeMap::new(),
-            last_detail: None,
-            fingerprints: Vec::new(),
-            first: now,
-            last: now,
-        });
-        s.connections += 1;
-        s.failures += u64::from(failure);
-        let reason = if s.reasons.contains_key(reason) || s.reasons.len() < MAX_REASONS {
-            reason
-        } else {
-            "other"
-        };
-        *s.reasons.entry(reason.to_string()).or_default() += 1;
-        if let Some(d) = detail {
-            s.last_detail = Some(d.to_string());
-        }
-        if let Some(fp) = fingerprint
-            && s.fingerprints.len() < MAX_FINGERPRINTS
-            && !s.fingerprints.iter().any(|f| f == fp)
-        {
-            s.fingerprints.push(fp.to_string());
-        }
-        s.last = now;
-    }
-
-    /// One `pre-auth-summary` per source and one `pre-auth-totals`, or
-    /// nothing for a quiet interval.
-    fn records(self, gate: GateStats) -> Vec<(String, Context, Map<String, Value>)> {
-        let mut out = Vec::new();
-        let (mut connections, mut failures) = (0, 0);
-        let sources = self.sources.len();
-        let mut sorted: Vec<_> = self.sources.into_iter().collect();
-        sorted.sort_by_key(|(_, s)| s.first);
-        for (source, s) in sorted {
-            connections += s.connections;
-            failures += s.failures;
-            let (event, fields) = AuditRecord::PreAuthSummary {
-                connections: s.connections,
-                failures: s.failures,
-                reasons: &s.reasons,
-                last_detail: s.last_detail.as_deref(),
-                fingerprints: &s.fingerprints,
-                first: rfc3339(s.first),
-                last: rfc3339(s.last),
-            }
-            .into_parts();
-            let ctx = Context {
-                source: Some(source),
-                ..Context::default()
-            };
-            out.push((event, ctx, fields));
-        }
-        if connections == 0 && gate.hashes == 0 && gate.queue_full == 0 {
-            return out;
-        }
-        let (event, fields) = AuditRecord::PreAuthTotals {
-            sources,
-            connections,
-            failures,
-            hashes: gate.hashes,
-            most_hashes_at_once: gate.most_at_once,
-            hash_queue_full: gate.queue_full,
-            hash_wait_expired: gate.expired,
-        }
-        .into_parts();
-        out.push((event, Context::default(), fields));
-        out
-    }
-}
-
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde_json::json;
 
+    use super::pre_auth_log::MAX_SUMMARY_SOURCES;
     use super::*;
+    use hashing::GateStats;
 
     fn admission(per_minute: u32, device: u32, hashes: usize) -> Admission {
         Admission::new(
@@ -896,27 +391,6 @@ mod tests {
             },
             None,
         )
-    }
-
-    #[test]
-    fn rate_limiter_bursts_then_refills() {
-        let mut r = RateLimiter::new(3);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(r.retry_after(ip, t0), None);
-            r.failed(ip, t0);
-        }
-        assert_eq!(r.retry_after(ip, t0), Some(20));
-        assert_eq!(r.retry_after("10.0.0.2".parse().unwrap(), t0), None);
-        assert_eq!(r.retry_after(ip, t0 + Duration::from_secs(21)), None);
-        // One /64 is one source.
-        let a: IpAddr = "2001:db8::1".parse().unwrap();
-        let b: IpAddr = "2001:db8::2".parse().unwrap();
-        for _ in 0..3 {
-            r.failed(a, t0);
-        }
-        assert!(r.retry_after(b, t0).is_some());
     }
 
     #[test]
@@ -1128,52 +602,5 @@ mod tests {
             b.await.unwrap().unwrap();
         }
         waiter2.await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn pre_auth_evicts_oldest() {
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let p = PreAuth::new(2);
-        let flag = || Arc::new(AtomicBool::new(false));
-        let (_a, mut ra, _) = p.admit(ip, flag());
-        let (_b, mut rb, _) = p.admit(ip, flag());
-        let (_c, mut rc, _) = p.admit(ip, flag());
-        assert!(ra.try_recv().is_ok());
-        assert!(rb.try_recv().is_err());
-        drop(_b);
-        let (_d, _, _) = p.admit(ip, flag());
-        assert!(rc.try_recv().is_err());
-    }
-
-    #[test]
-    fn pre_auth_evicts_from_the_flooding_source() {
-        let flood: IpAddr = "10.0.0.66".parse().unwrap();
-        let expert: IpAddr = "10.0.0.7".parse().unwrap();
-        let p = PreAuth::new(4);
-        let flag = || Arc::new(AtomicBool::new(false));
-        let (_e, mut re, _) = p.admit(expert, flag());
-        let mut floods = Vec::new();
-        for _ in 0..20 {
-            floods.push(p.admit(flood, flag()));
-        }
-        assert!(re.try_recv().is_err(), "the expert's handshake survives");
-        let evicted = floods
-            .iter_mut()
-            .map(|(_, r, _)| r.try_recv().is_ok())
-            .filter(|&gone| gone)
-            .count();
-        assert_eq!(evicted, 17);
-    }
-
-    #[test]
-    fn pre_auth_log_sits_next_to_the_audit_log() {
-        assert_eq!(
-            pre_auth_log_path(Path::new("/var/lib/shoulder/audit.jsonl")),
-            Path::new("/var/lib/shoulder/audit.pre-auth.jsonl")
-        );
-        assert_eq!(
-            pre_auth_log_path(Path::new("/var/log/audit")),
-            Path::new("/var/log/audit.pre-auth")
-        );
     }
 }
