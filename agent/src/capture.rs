@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shoulder_capture::{
-    CaptureError, Capturer, CapturerError, EncodedUpdate, Pacer, PacingConfig, Probing,
+    CaptureError, Capturer, CapturerError, EncodedUpdate, Pacer, PacingConfig, Probing, Rotation,
 };
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::{Message, ViewReport, text};
@@ -60,11 +60,14 @@ pub struct CaptureHandle {
 }
 
 impl CaptureHandle {
+    /// Starts the thread for one viewing: `rotation` turns the screen
+    /// upright for the expert (a sideways panel), `max_fps` caps updates.
     pub fn start(
         view: ViewConsent,
         backend: Arc<dyn CaptureBackend>,
         tx: mpsc::Sender<Message>,
         max_fps: u32,
+        rotation: Rotation,
     ) -> Self {
         let want: Shared = Default::default();
         let w = want.clone();
@@ -80,6 +83,7 @@ impl CaptureHandle {
                     pacer,
                     last_sent: None,
                     source: None,
+                    rotation,
                     unavailable: false,
                     gave_up: false,
                 }
@@ -160,6 +164,7 @@ struct Worker {
     /// them cannot make the thread capture flat out.
     last_sent: Option<Instant>,
     source: Option<Capturer>,
+    rotation: Rotation,
     /// The expert was told the screen is unavailable and nothing was sent
     /// since: further failures are not news.
     unavailable: bool,
@@ -294,7 +299,11 @@ impl Worker {
                 // Sparse probing: an unchanged screen (most polls) costs
                 // about a sixth of a full compare; thin changes are still
                 // found within a few polls.
-                self.source = Some(Capturer::new(s).with_probing(Probing::default()));
+                self.source = Some(
+                    Capturer::new(s)
+                        .with_probing(Probing::default())
+                        .with_rotation(self.rotation),
+                );
                 true
             }
             Err(e) => {
@@ -549,7 +558,7 @@ mod tests {
         max_fps: u32,
     ) -> (CaptureHandle, mpsc::Receiver<Message>) {
         let (tx, mut rx) = mpsc::channel(16);
-        let handle = CaptureHandle::start(view, backend, tx, max_fps);
+        let handle = CaptureHandle::start(view, backend, tx, max_fps, Rotation::Deg0);
         handle.request(true);
         assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
         while !matches!(next(&mut rx), Message::Update(p) if p.last) {}

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::backends::{ACTIVITY_EVERY, LocalEvent, Presenter};
 use crate::config::{Config, InputConfig, PresenterKind};
+use shoulder_proto::rotation::Rotation;
 
 /// Session outputs queued for the banner (a handful per session step).
 const UI_QUEUE: usize = 64;
@@ -115,7 +116,11 @@ impl Presenter for UiPresenter {
 /// The banner on screen: presenter and renderer for the current screen.
 struct Screen {
     presenter: ScanoutThread,
+    /// Lays the banner out for the screen as the person sees it (upright).
     renderer: Renderer,
+    /// How the framebuffer is turned for the person, and its size.
+    rotation: Rotation,
+    buffer: (u32, u32),
     layout: Option<Layout>,
     /// The moment the banner on screen shows (the view was taken then).
     /// The next redraw is due at the first change after it, not after the
@@ -128,11 +133,14 @@ struct Screen {
 }
 
 impl Screen {
-    fn new(presenter: ScanoutThread, spec: ScreenSpec) -> Option<Self> {
-        match Renderer::new(spec, Style::default()) {
+    /// `spec`: the framebuffer's size and format.
+    fn new(presenter: ScanoutThread, spec: ScreenSpec, rotation: Rotation) -> Option<Self> {
+        match upright_renderer(spec, rotation) {
             Ok(renderer) => Some(Screen {
                 presenter,
                 renderer,
+                rotation,
+                buffer: (spec.width, spec.height),
                 layout: None,
                 drawn_at: None,
                 failing: None,
@@ -143,6 +151,23 @@ impl Screen {
             }
         }
     }
+}
+
+/// A renderer for the screen the person sees: the framebuffer `spec` turned
+/// upright.
+fn upright_renderer(
+    spec: ScreenSpec,
+    rotation: Rotation,
+) -> Result<Renderer, shoulder_banner::RenderError> {
+    let (width, height) = rotation.upright_size(spec.width, spec.height);
+    Renderer::new(
+        ScreenSpec {
+            width,
+            height,
+            ..spec
+        },
+        Style::default(),
+    )
 }
 
 /// Starts the banner and local input as configured. Returns the presenter
@@ -181,7 +206,7 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
         let config = config.clone();
         Box::new(move || open_banner(&config)) as ScreenOpener
     });
-    let (presenter, events) = start_with(screen, later, local, &config.input);
+    let (presenter, events) = start_with(screen, later, local, &config.input, config.rotation);
     (presenter, Some(events))
 }
 
@@ -191,14 +216,17 @@ pub type ScreenOpener = Box<dyn FnMut() -> Result<(ScanoutThread, ScreenSpec), S
 /// Starts the UI task on a given banner thread (and its screen) and local
 /// devices; [`start`] opens them from the config, tests pass fakes.
 /// `open_later` is tried whenever a session needs the banner while there is
-/// no `screen` (from the first prompt on), until it opens one.
+/// no `screen` (from the first prompt on), until it opens one. `rotation`:
+/// how the framebuffer is turned for the person (the banner is drawn
+/// upright for them, taps are mapped back).
 pub fn start_with(
     screen: Option<(ScanoutThread, ScreenSpec)>,
     open_later: Option<ScreenOpener>,
     local: Option<Box<dyn LocalDevices>>,
     input: &InputConfig,
+    rotation: Rotation,
 ) -> (Box<dyn Presenter>, mpsc::Receiver<LocalEvent>) {
-    let screen = screen.and_then(|(presenter, spec)| Screen::new(presenter, spec));
+    let screen = screen.and_then(|(presenter, spec)| Screen::new(presenter, spec, rotation));
     let hotkeys = Hotkeys::parse(&input.stop_hotkey, &input.end_hotkey).unwrap_or_default();
     let (ui_tx, ui_rx) = mpsc::channel(UI_QUEUE);
     let (tx, rx) = mpsc::channel(LOCAL_EVENTS);
@@ -210,6 +238,7 @@ pub fn start_with(
         local,
         grab_during_prompt: input.grab_during_prompt,
         grab: None,
+        rotation,
         hot: HotkeyDetector::new(hotkeys),
         activity_sent: None,
         keys: KeyBindings::default(),
@@ -319,6 +348,7 @@ struct UiTask {
     local: Option<Box<dyn LocalDevices>>,
     grab_during_prompt: bool,
     grab: Option<Box<dyn Send>>,
+    rotation: Rotation,
     hot: HotkeyDetector,
     /// When local activity was last passed on (see [`ACTIVITY_EVERY`]).
     activity_sent: Option<Instant>,
@@ -409,7 +439,7 @@ impl UiTask {
                 if let Some(l) = &self.local {
                     l.set_screen(spec.width, spec.height);
                 }
-                self.screen = Screen::new(presenter, spec);
+                self.screen = Screen::new(presenter, spec, self.rotation);
                 self.open_later = None;
             }
             Err(e) => {
@@ -436,7 +466,8 @@ impl UiTask {
                 if let Some(l) = &self.local {
                     l.set_screen(width, height);
                 }
-                match Renderer::new(spec, Style::default()) {
+                screen.buffer = (width, height);
+                match upright_renderer(spec, screen.rotation) {
                     Ok(r) => screen.renderer = r,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot lay the banner out for the new screen")
@@ -463,6 +494,12 @@ impl UiTask {
         } else {
             match screen.renderer.render(&view) {
                 Ok(banner) => {
+                    // Drawn upright for the person, into the framebuffer as
+                    // it is turned; taps arrive in its coordinates too.
+                    let (uw, uh) = screen
+                        .rotation
+                        .upright_size(screen.buffer.0, screen.buffer.1);
+                    let banner = banner.turned_back(screen.rotation, uw, uh);
                     screen.layout = Some(banner.layout.clone());
                     screen.presenter.show(Arc::new(banner))
                 }

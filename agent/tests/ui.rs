@@ -15,6 +15,7 @@ use shoulder_banner::present::{
 use shoulder_banner::{BannerState, PixelFormat, Renderer, ScreenSpec, Style, Surface};
 use shoulder_input::local::{LocalEventKind, PointerButton};
 use shoulder_proto::ConsentKind;
+use shoulder_proto::rotation::Rotation;
 use shoulder_proto::session::{
     AuthMethod, ExpertIdentity, LocalCommand, LocalDecision, Phase, Prompt, PromptId,
 };
@@ -151,6 +152,77 @@ async fn next(events: &mut mpsc::Receiver<LocalEvent>) -> LocalEvent {
         .unwrap()
 }
 
+/// The banner on a W×H framebuffer turned by `rotation`, showing
+/// [`view_prompt`].
+fn prompt_on(
+    thread: ScanoutThread,
+    local: FakeLocal,
+    input: &InputConfig,
+    rotation: Rotation,
+) -> (
+    Box<dyn shoulder_agent::backends::Presenter>,
+    mpsc::Receiver<LocalEvent>,
+) {
+    let (mut presenter, events) = start_with(
+        Some((thread, spec(W, H))),
+        None,
+        Some(Box::new(local)),
+        input,
+        rotation,
+    );
+    presenter.phase(&Phase::AwaitingView { expert: ann() });
+    presenter.show_prompt(&view_prompt());
+    (presenter, events)
+}
+
+/// Where the Accept button of [`view_prompt`] is on a `screen` as the person
+/// sees it.
+fn accept_centre(screen: ScreenSpec, input: &InputConfig) -> embedded_graphics::prelude::Point {
+    let mut state = BannerState::new(&input.stop_hotkey);
+    state.show_prompt(view_prompt());
+    Renderer::new(screen, Style::default())
+        .unwrap()
+        .layout(&state.view(Instant::now()))
+        .button(LocalDecision::Accept)
+        .expect("an accept button")
+        .center()
+}
+
+/// A tap at (`x`, `y`) answers the prompt on screen: Accept.
+async fn tap_accepts(
+    local: &mpsc::Sender<LocalEventKind>,
+    events: &mut mpsc::Receiver<LocalEvent>,
+    x: u16,
+    y: u16,
+) {
+    for down in [true, false] {
+        local
+            .send(LocalEventKind::Button {
+                button: PointerButton::Left,
+                down,
+                x,
+                y,
+            })
+            .await
+            .unwrap();
+    }
+    loop {
+        match next(events).await {
+            LocalEvent::Decision(d) => {
+                assert_eq!(
+                    d,
+                    LocalCommand::Answer {
+                        prompt: PromptId(1),
+                        accept: true
+                    }
+                );
+                return;
+            }
+            LocalEvent::Activity => {}
+        }
+    }
+}
+
 fn key(code: u16, down: bool) -> LocalEventKind {
     LocalEventKind::Key { code, down }
 }
@@ -165,8 +237,13 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
         local_idle: Duration::from_millis(200),
         ..InputConfig::default()
     };
-    let (mut presenter, mut events) =
-        start_with(Some((thread, spec)), None, Some(Box::new(fake)), &input);
+    let (mut presenter, mut events) = start_with(
+        Some((thread, spec)),
+        None,
+        Some(Box::new(fake)),
+        &input,
+        Rotation::Deg0,
+    );
 
     let expert = ann();
     let prompt = view_prompt();
@@ -304,6 +381,7 @@ async fn a_display_missing_at_start_is_found_when_a_session_needs_the_banner() {
         Some(opener),
         Some(Box::new(fake)),
         &InputConfig::default(),
+        Rotation::Deg0,
     );
 
     presenter.phase(&Phase::AwaitingView { expert: ann() });
@@ -339,14 +417,7 @@ async fn after_a_mode_change_taps_are_placed_for_the_new_size() {
     let thread = ScanoutThread::spawn(ScanoutPresenter::new(target)).unwrap();
     let (fake, local_tx, _grabs, screens) = FakeLocal::new();
     let input = InputConfig::default();
-    let (mut presenter, mut events) = start_with(
-        Some((thread, spec(W, H))),
-        None,
-        Some(Box::new(fake)),
-        &input,
-    );
-    presenter.phase(&Phase::AwaitingView { expert: ann() });
-    presenter.show_prompt(&view_prompt());
+    let (_presenter, mut events) = prompt_on(thread, fake, &input, Rotation::Deg0);
     until("the banner is drawn", || {
         buf.lock().unwrap().iter().any(|&b| b != 0)
     })
@@ -359,40 +430,31 @@ async fn after_a_mode_change_taps_are_placed_for_the_new_size() {
     })
     .await;
     // A tap on the new layout's Accept button answers the prompt.
-    let mut state = BannerState::new(&input.stop_hotkey);
-    state.show_prompt(view_prompt());
-    let layout = Renderer::new(spec(320, 240), Style::default())
-        .unwrap()
-        .layout(&state.view(Instant::now()));
-    let c = layout
-        .button(LocalDecision::Accept)
-        .expect("an accept button")
-        .center();
+    let c = accept_centre(spec(320, 240), &input);
     tokio::time::sleep(PROMPT_ARMING).await;
-    for down in [true, false] {
-        local_tx
-            .send(LocalEventKind::Button {
-                button: PointerButton::Left,
-                down,
-                x: c.x as u16,
-                y: c.y as u16,
-            })
-            .await
-            .unwrap();
-    }
-    loop {
-        match next(&mut events).await {
-            LocalEvent::Decision(d) => {
-                assert_eq!(
-                    d,
-                    LocalCommand::Answer {
-                        prompt: PromptId(1),
-                        accept: true
-                    }
-                );
-                break;
-            }
-            LocalEvent::Activity => {}
-        }
-    }
+    tap_accepts(&local_tx, &mut events, c.x as u16, c.y as u16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_turned_panel_the_prompt_is_answered_where_the_person_sees_it() {
+    // The framebuffer is W×H; the panel is mounted so the person sees H×W.
+    let turn = Rotation::Deg90;
+    let buf = Arc::new(Mutex::new(vec![0u8; (W * H * 4) as usize]));
+    let thread = ScanoutThread::spawn(ScanoutPresenter::new(MemTarget::new(&buf))).unwrap();
+    let (fake, local_tx, _grabs, _) = FakeLocal::new();
+    let input = InputConfig::default();
+    let (_presenter, mut events) = prompt_on(thread, fake, &input, turn);
+    // The Accept button as the person sees it: laid out upright, H×W.
+    let c = accept_centre(spec(H, W), &input);
+    // Where that is in the framebuffer (and where the touchscreen, mounted
+    // with the panel, reports it).
+    let (bx, by) = turn.to_buffer(c.x as u32, c.y as u32, W, H);
+    until("the button is drawn where the person sees it", || {
+        let b = buf.lock().unwrap();
+        let i = ((by * W + bx) * 4) as usize;
+        b[i..i + 3] != [0, 0, 0]
+    })
+    .await;
+    tokio::time::sleep(PROMPT_ARMING).await;
+    tap_accepts(&local_tx, &mut events, bx as u16, by as u16).await;
 }

@@ -253,37 +253,62 @@ impl Banner {
 
     /// This banner, rendered upright for a `upright_w`×`upright_h` screen,
     /// as the framebuffer of a panel turned by `r` must hold it: each patch
-    /// turned back and moved to where the person sees it. The layout stays
-    /// upright (map a tap with `r.to_upright` before looking it up).
+    /// turned back and moved to where the person sees it, and the layout
+    /// (regions, buttons) in framebuffer coordinates, where presenters look
+    /// for app repaints and taps arrive from a touchscreen mounted with the
+    /// panel.
     pub fn turned_back(&self, r: Rotation, upright_w: u32, upright_h: u32) -> Banner {
         if r == Rotation::Deg0 {
             return self.clone();
         }
         let (bw, bh) = r.inverse().upright_size(upright_w, upright_h);
+        let turn = |rect: Rectangle| turn_rect(rect, r, bw, bh);
         let patches = self
             .patches
             .iter()
-            .map(|p| {
-                let (x0, y0) = (p.rect.top_left.x as u32, p.rect.top_left.y as u32);
-                let (x1, y1) = (
-                    x0 + p.rect.size.width.max(1) - 1,
-                    y0 + p.rect.size.height.max(1) - 1,
-                );
-                let (ax, ay) = r.to_buffer(x0, y0, bw, bh);
-                let (bx, by) = r.to_buffer(x1, y1, bw, bh);
-                let top_left = Point::new(ax.min(bx) as i32, ay.min(by) as i32);
-                let pixels = p.pixels.turned_back(r);
-                Patch {
-                    rect: Rectangle::new(top_left, pixels.size()),
-                    pixels,
-                }
+            .map(|p| Patch {
+                rect: turn(p.rect),
+                pixels: p.pixels.turned_back(r),
             })
             .collect();
-        Banner {
-            layout: self.layout.clone(),
-            patches,
-        }
+        let l = &self.layout;
+        let layout = Layout {
+            screen: Size::new(bw, bh),
+            regions: l
+                .regions
+                .iter()
+                .map(|g| Region {
+                    rect: turn(g.rect),
+                    ..*g
+                })
+                .collect(),
+            buttons: l
+                .buttons
+                .iter()
+                .map(|b| Button {
+                    rect: turn(b.rect),
+                    ..*b
+                })
+                .collect(),
+            prompt_open: l.prompt_open,
+        };
+        Banner { layout, patches }
     }
+}
+
+/// Where an upright rectangle lies in a `bw`×`bh` framebuffer turned by `r`.
+fn turn_rect(rect: Rectangle, r: Rotation, bw: u32, bh: u32) -> Rectangle {
+    if rect.is_zero_sized() {
+        return rect;
+    }
+    let (x0, y0) = (rect.top_left.x.max(0) as u32, rect.top_left.y.max(0) as u32);
+    let (x1, y1) = (x0 + rect.size.width - 1, y0 + rect.size.height - 1);
+    let (ax, ay) = r.to_buffer(x0, y0, bw, bh);
+    let (bx, by) = r.to_buffer(x1, y1, bw, bh);
+    Rectangle::new(
+        Point::new(ax.min(bx) as i32, ay.min(by) as i32),
+        Size::new(ax.abs_diff(bx) + 1, ay.abs_diff(by) + 1),
+    )
 }
 
 /// Copies `src` to `dst` at `at`, converting the format if they differ.

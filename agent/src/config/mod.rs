@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use shoulder_proto::rotation::Rotation;
 
 use crate::util::parse_duration;
 
@@ -94,6 +95,10 @@ pub struct Config {
     pub invite_group: String,
     #[serde(deserialize_with = "de_capture")]
     pub capture: CaptureSpec,
+    /// How far the framebuffer's picture turns clockwise to read upright
+    /// for the person (a panel mounted sideways).
+    #[serde(deserialize_with = "de_rotation")]
+    pub rotation: Rotation,
     /// Most screen updates per second sent to the expert.
     pub max_fps: u32,
     #[serde(deserialize_with = "de_duration")]
@@ -161,6 +166,7 @@ impl Default for Config {
                 device: None,
                 connector: None,
             },
+            rotation: Rotation::Deg0,
             max_fps: 30,
             consent_timeout: shoulder_proto::session::DEFAULT_CONSENT_TIMEOUT,
             pre_auth_timeout: shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOUT,
@@ -430,6 +436,15 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+fn de_rotation<'de, D: Deserializer<'de>>(d: D) -> Result<Rotation, D::Error> {
+    let degrees = u16::deserialize(d)?;
+    Rotation::from_degrees(degrees).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{degrees} is not a rotation: use 0, 90, 180 or 270 (degrees the picture in the framebuffer turns clockwise to read upright on the panel)"
+        ))
+    })
+}
+
 fn de_capture<'de, D: Deserializer<'de>>(d: D) -> Result<CaptureSpec, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|e| {
@@ -459,6 +474,7 @@ mod tests {
         assert_eq!(c.consent_timeout, d.consent_timeout);
         assert_eq!(c.argon2, d.argon2);
         assert_eq!(c.capture, d.capture);
+        assert_eq!(c.rotation, d.rotation);
         assert_eq!(c.banner, d.banner);
         assert_eq!(c.input, d.input);
         assert_eq!(c.max_invitation_lifetime, d.max_invitation_lifetime);
@@ -466,6 +482,19 @@ mod tests {
         assert_eq!(
             c.password_failures_per_minute,
             d.password_failures_per_minute
+        );
+    }
+
+    #[test]
+    fn rotation_is_degrees_clockwise_and_nothing_else() {
+        assert_eq!(
+            parse("rotation = 270\n").unwrap().rotation,
+            Rotation::Deg270
+        );
+        let s = parse("\nrotation = 45\n").unwrap_err().to_string();
+        assert!(
+            s.contains("agent.toml:2") && s.contains("0, 90, 180 or 270"),
+            "{s}"
         );
     }
 

@@ -271,7 +271,7 @@ async fn serve(
         pre_auth_audit,
     ));
     let summaries = tokio::spawn(admission.clone().summaries(stop_rx.clone()));
-    let input = InputControl::new(
+    let mut input = InputControl::new(
         InputControlConfig {
             mode: InjectMode::Pointer,
             holdback: config.input.local_idle,
@@ -283,6 +283,9 @@ async fn serve(
         ScreenSize::MIN,
         backends.input,
     );
+    // The expert points at the upright picture; the devices take the
+    // framebuffer's coordinates.
+    input.set_rotation(config.rotation);
     let shared = Arc::new(Shared {
         admission,
         config,

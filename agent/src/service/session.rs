@@ -374,6 +374,7 @@ impl Session {
                         self.shared.capture.clone(),
                         tx,
                         self.shared.config.max_fps,
+                        self.shared.config.rotation,
                     ));
                     self.devices.capture_rx = Some(rx);
                 }
