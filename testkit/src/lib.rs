@@ -2,6 +2,8 @@
 //! screens ([`synthetic`]), an expert speaking the protocol through the
 //! real session machine ([`tls_expert`]) and one using the client library,
 //! on its own runtime ([`expert`]) or on the test's ([`client_session`]),
+//! the `shoulder` binary as a child process ([`client_cli`]) and where the
+//! workspace's binaries are ([`bins`]),
 //! a plant PKI ([`pki`]), a TCP relay that can cut connections
 //! ([`relay`]), the QEMU image driver ([`qemu`]) and the agent's config
 //! and boot in it ([`agent_vm`]), the screens the image tests expect
@@ -12,6 +14,8 @@
 
 pub mod agent;
 pub mod agent_vm;
+pub mod bins;
+pub mod client_cli;
 pub mod client_session;
 pub mod expert;
 pub mod netsim;

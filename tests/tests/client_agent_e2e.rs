@@ -2,14 +2,12 @@
 //! success paths and every failure the agent can answer with, each with its
 //! own sentence and a non-zero exit.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Expert, assert_fails_with, sentence, stderr};
 use shoulder_agent::control::Request;
 use shoulder_proto::invite::Invitation;
 use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_cli::{Expert, assert_fails_with, sentence, stderr};
 use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
 use shoulder_testkit::synthetic::Synthetic;
 
@@ -369,7 +367,7 @@ async fn a_plant_signed_device_is_trusted_without_asking() {
     let ex = Expert::new();
     let (ca, ann) = plant(&ex, "plant", "Ann Expert");
     let ca_crt = std::path::Path::new(&ca).join("ca.crt");
-    let shoulder = env!("CARGO_BIN_EXE_shoulder");
+    let shoulder = shoulder_testkit::bins::client();
     let config_dir = ex.path("config");
     let ca2 = ca.clone();
     let (backends, _) = shoulder_agent::Backends::for_tests(64, 48);

@@ -6,9 +6,7 @@
 //! counter changed. Screenshots stay in `artifacts/gui/`.
 //!
 //! Needs Xvfb, xdotool and ImageMagick (`import`), and Mesa's software GL:
-//! `expert/tests/gui/run.sh` installs them and runs this test.
-
-mod common;
+//! `tests/gui/run.sh` installs them and runs this test.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,11 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Expert;
 use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::control::Request;
 use shoulder_proto::invite::Invitation;
 use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_cli::Expert;
 use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
 use shoulder_testkit::relay::Relay;
 use shoulder_testkit::synthetic::Synthetic;
@@ -56,7 +54,7 @@ fn need(tool: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{tool} is not installed — run expert/tests/gui/run.sh, which installs what this test needs"
+        "{tool} is not installed — run tests/gui/run.sh, which installs what this test needs"
     );
 }
 
@@ -227,7 +225,7 @@ fn launch(ex: &Expert, display: &str, args: &[&str]) -> (Reaper, Arc<Trace>, Arc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
 async fn gui_shows_why_a_session_ended() {
     for tool in ["Xvfb", "xdotool", "import"] {
         need(tool);
@@ -306,7 +304,7 @@ async fn gui_shows_why_a_session_ended() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
 async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     for tool in ["Xvfb", "xdotool", "import"] {
         need(tool);
@@ -584,7 +582,7 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
 async fn gui_offer_asks_before_trusting_a_new_device() {
     for tool in ["Xvfb", "xdotool", "import"] {
         need(tool);

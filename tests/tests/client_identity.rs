@@ -2,13 +2,11 @@
 //! expert's terminal: the real `shoulder` CLI against the real agent
 //! (in-process, loopback).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Expert, sentence, stderr};
 use shoulder_agent::control::Request;
 use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_cli::{Expert, sentence, stderr};
 use shoulder_testkit::relay::Relay;
 
 /// A plant CA and Ann's identity (with the CA's certificate) under `ex`.

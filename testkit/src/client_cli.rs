@@ -1,15 +1,21 @@
 //! The `shoulder` binary as a child process, with an isolated config
 //! directory, and the sentence it ends with. The agent, the relay and the
-//! client library in process are in `shoulder_testkit`.
-
-#![allow(dead_code)]
+//! client library in process are in [`crate::agent`], [`crate::relay`] and
+//! [`crate::expert`].
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// A scratch directory with an isolated config dir for the client.
+#[derive(Debug)]
 pub struct Expert {
     pub dir: tempfile::TempDir,
+}
+
+impl Default for Expert {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Expert {
@@ -30,7 +36,7 @@ impl Expert {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_shoulder"));
+        let mut c = Command::new(crate::bins::client());
         c.args(args)
             .env("SHOULDER_CONFIG_DIR", self.path("config"))
             .stdin(std::process::Stdio::null());
