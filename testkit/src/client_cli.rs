@@ -6,19 +6,22 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// A scratch directory with an isolated config dir for the client.
+/// The expert as a user of the `shoulder` command: a scratch directory
+/// with an isolated config dir, and the binary run in it. (The client
+/// library in process is [`crate::expert::ClientExpert`]; a raw protocol
+/// peer is [`crate::tls_expert::TlsExpert`].)
 #[derive(Debug)]
-pub struct Expert {
+pub struct CliExpert {
     pub dir: tempfile::TempDir,
 }
 
-impl Default for Expert {
+impl Default for CliExpert {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Expert {
+impl CliExpert {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),

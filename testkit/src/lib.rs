@@ -1,9 +1,10 @@
 //! Test support, one of each: the agent in process ([`agent`]) with its
-//! screens ([`synthetic`]), an expert speaking the protocol through the
-//! real session machine ([`tls_expert`]) and one using the client library,
-//! on its own runtime ([`expert`]) or on the test's ([`client_session`]),
-//! the `shoulder` binary as a child process ([`client_cli`]) and where the
-//! workspace's binaries are ([`bins`]),
+//! screens ([`synthetic`]); the expert as a raw protocol peer through the
+//! real session machine ([`tls_expert::TlsExpert`]), as the client library
+//! on its own runtime ([`expert::ClientExpert`]) or on the test's
+//! ([`client_session::Session`]), and as the `shoulder` binary run as a
+//! child process ([`client_cli::CliExpert`]); where the workspace's
+//! binaries are ([`bins`]),
 //! a plant PKI ([`pki`]), a TCP relay that can cut connections
 //! ([`relay`]), the QEMU image driver ([`qemu`]) and the agent's config
 //! and boot in it ([`agent_vm`]), the screens the image tests expect

@@ -156,7 +156,7 @@ async fn audit_log_survives_sigkill_mid_session_and_sigterm_is_clean() {
         "{out}"
     );
 
-    let mut expert = Expert::connect(
+    let mut expert = TlsExpert::connect(
         addr,
         fp,
         None,

@@ -18,7 +18,7 @@ use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::control::Request;
 use shoulder_proto::invite::Invitation;
 use shoulder_testkit::agent::{Agent, WAIT};
-use shoulder_testkit::client_cli::Expert;
+use shoulder_testkit::client_cli::CliExpert;
 use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
 use shoulder_testkit::relay::Relay;
 use shoulder_testkit::synthetic::Synthetic;
@@ -191,7 +191,11 @@ fn region_diff(shot: &(u32, u32, Vec<u8>), x: u32, y: u32, frame: &[u8]) -> f64 
 }
 
 /// Starts the app with `args` on `display`; returns it, its trace and its log.
-fn launch(ex: &Expert, display: &str, args: &[&str]) -> (Reaper, Arc<Trace>, Arc<Mutex<String>>) {
+fn launch(
+    ex: &CliExpert,
+    display: &str,
+    args: &[&str],
+) -> (Reaper, Arc<Trace>, Arc<Mutex<String>>) {
     let mut gui = ex.command(args);
     gui.env("DISPLAY", display)
         .env_remove("WAYLAND_DISPLAY")
@@ -233,7 +237,7 @@ async fn gui_shows_why_a_session_ended() {
     let out = artifacts();
     let (_xvfb, display) = start_xvfb();
     let agent = Agent::pattern(None, |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
     let bad = ex.write("bad", "guess");
 
@@ -315,7 +319,7 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     let screen = Synthetic::new(DEV_W, DEV_H);
     let (backends, local) = screen.backends_with_local();
     let agent = Agent::with_backends(None, backends, |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let (_, file) = agent.invite_file("30m", PW).await;
     // Through a relay that can cut the connection (reconnecting, below).
     let relay = Relay::start(agent.addr).unwrap();
@@ -589,7 +593,7 @@ async fn gui_offer_asks_before_trusting_a_new_device() {
     }
     let out = artifacts();
     let (_xvfb, display) = start_xvfb();
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let ca = ex.path("plant");
     let id = ex.path("ann");
     for args in [

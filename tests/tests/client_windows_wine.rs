@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use shoulder_testkit::agent::Agent;
-use shoulder_testkit::client_cli::Expert;
+use shoulder_testkit::client_cli::CliExpert;
 use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
 use shoulder_testkit::synthetic::Synthetic;
 
 const PW: &str = "blue-harbour-42";
 
 /// `shoulder.exe ARGS` under Wine, with its own config directory.
-async fn windows(ex: &Expert, args: &[&str]) -> Output {
+async fn windows(ex: &CliExpert, args: &[&str]) -> Output {
     let exe = PathBuf::from(
         std::env::var_os("SHOULDER_WINDOWS_EXE")
             .expect("SHOULDER_WINDOWS_EXE: run tests/windows/run.sh"),
@@ -40,7 +40,7 @@ fn stderr(o: &Output) -> String {
 async fn the_windows_client_snapshots_the_device_screen_exactly() {
     let screen = Synthetic::new(320, 200);
     let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
 
     let o = windows(&ex, &["--version"]).await;
