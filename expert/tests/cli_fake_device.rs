@@ -3,7 +3,7 @@
 //! statistics, chat, and the failures the device reports, each with its own
 //! sentence and a non-zero exit.
 //!
-//! (The full agent is exercised in `agent_e2e.rs`; this device isolates the
+//! (The full agent is exercised in `tests/tests/client_agent_e2e.rs`; this device isolates the
 //! client from agent policy.)
 
 use std::net::SocketAddr;

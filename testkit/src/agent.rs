@@ -1,7 +1,9 @@
 //! The agent in process: the real `shoulder_agent::run` on port 0 of
 //! loopback, in a temporary directory, with the agent's test pattern and
 //! recording input sink ([`Agent::start`]) or any backends
-//! ([`Agent::with_backends`]); its control socket plays the person at the
+//! ([`Agent::with_backends`]), or `shoulder_agent::run_on` serving the
+//! connections a test hands it, e.g. from the network simulator
+//! ([`Agent::on_streams`]); its control socket plays the person at the
 //! device.
 
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoulder_agent::backends::{Backends, CallLog, CaptureBackend, LocalEvent};
 use shoulder_agent::control::{Client, Request};
+use shoulder_agent::service::Incoming;
 use shoulder_agent::{Config, identity};
 use shoulder_proto::{Fingerprint, InvitationId};
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +44,19 @@ pub struct Agent {
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), shoulder_agent::AgentError>>>,
+}
+
+/// Where the agent takes its connections from.
+enum Listen {
+    /// TCP listeners on `Config::listen` (port 0 of loopback unless a
+    /// tweak says otherwise): `shoulder_agent::run`.
+    Tcp,
+    /// The connections received on `incoming`, the agent saying it listens
+    /// on `addrs`: `shoulder_agent::run_on`.
+    Streams {
+        incoming: mpsc::Receiver<Incoming>,
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 /// The config every test starts from: enabled, loopback (also advertised),
@@ -84,26 +100,12 @@ impl Agent {
             std::fs::write(&p, pem).unwrap();
             p
         });
-        let (mut backends, sink, local) = pattern_backends();
-        if let Some(c) = capture {
-            backends.capture = c;
-        }
-        Self::launch(
-            dir,
-            plant_ca.as_deref(),
-            backends,
-            sink,
-            local,
-            tweak,
-            |_| {},
-        )
-        .await
+        Self::launch_pattern(dir, plant_ca.as_deref(), capture, tweak).await
     }
 
     /// The test pattern, with the plant CA in the file `plant_ca`.
     pub async fn pattern(plant_ca: Option<&Path>, tweak: impl FnOnce(&mut Config)) -> Self {
-        let (backends, sink, local) = pattern_backends();
-        Self::launch(temp_dir(), plant_ca, backends, sink, local, tweak, |_| {}).await
+        Self::launch_pattern(temp_dir(), plant_ca, None, tweak).await
     }
 
     /// The test's own backends, with the plant CA in the file `plant_ca`.
@@ -115,6 +117,21 @@ impl Agent {
         Self::with_backends_prepared(plant_ca, backends, tweak, |_| {}).await
     }
 
+    /// The test's own backends, serving the connections received on
+    /// `incoming` (`shoulder_agent::run_on`) as if it listened on `addrs`
+    /// (also its [`Agent::addr`] and `Config::listen`); the plant CA in the
+    /// file `plant_ca`.
+    pub async fn on_streams(
+        incoming: mpsc::Receiver<Incoming>,
+        addrs: Vec<SocketAddr>,
+        plant_ca: Option<&Path>,
+        backends: Backends,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let listen = Listen::Streams { incoming, addrs };
+        Self::launch_own(listen, plant_ca, backends, tweak, |_| {}).await
+    }
+
     /// Like [`Agent::with_backends`], running `prepare` on the state
     /// directory after the device key exists and before the agent loads it
     /// (e.g. to install a plant-signed certificate).
@@ -124,13 +141,52 @@ impl Agent {
         tweak: impl FnOnce(&mut Config),
         prepare: impl FnOnce(&Path),
     ) -> Self {
-        // The backends bring their own local source, or none.
-        let (local, _) = mpsc::channel(1);
-        let sink = CallLog::default();
-        Self::launch(temp_dir(), plant_ca, backends, sink, local, tweak, prepare).await
+        Self::launch_own(Listen::Tcp, plant_ca, backends, tweak, prepare).await
     }
 
+    /// The harness's backends: the test pattern (or `capture`), a recording
+    /// sink and a local-event channel.
+    async fn launch_pattern(
+        dir: tempfile::TempDir,
+        plant_ca: Option<&Path>,
+        capture: Option<Arc<dyn CaptureBackend>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let (mut backends, sink, local) = pattern_backends();
+        if let Some(c) = capture {
+            backends.capture = c;
+        }
+        Self::launch(
+            Listen::Tcp,
+            dir,
+            plant_ca,
+            backends,
+            sink,
+            local,
+            tweak,
+            |_| {},
+        )
+        .await
+    }
+
+    /// The test's own backends: they bring their own local source, or none,
+    /// and what they inject is theirs to record.
+    async fn launch_own(
+        listen: Listen,
+        plant_ca: Option<&Path>,
+        backends: Backends,
+        tweak: impl FnOnce(&mut Config),
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
+        let (local, _) = mpsc::channel(1);
+        let sink = CallLog::default();
+        let dir = temp_dir();
+        Self::launch(listen, dir, plant_ca, backends, sink, local, tweak, prepare).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn launch(
+        listen: Listen,
         dir: tempfile::TempDir,
         plant_ca: Option<&Path>,
         backends: Backends,
@@ -140,20 +196,31 @@ impl Agent {
         prepare: impl FnOnce(&Path),
     ) -> Self {
         let mut config = test_config(dir.path(), plant_ca);
+        if let Listen::Streams { addrs, .. } = &listen {
+            config.listen.clone_from(addrs);
+        }
         tweak(&mut config);
         identity::ensure(&config.state_dir, "test-kiosk").unwrap();
         prepare(&config.state_dir);
         let id = identity::load(&config.state_dir).unwrap();
-        let listeners = shoulder_agent::bind(&config.listen).unwrap();
-        let addr = listeners[0].local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel();
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
         let cfg = config.clone();
-        let task = tokio::spawn(async move {
-            shoulder_agent::run(listeners, cfg, backends, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
+        let (addr, task) = match listen {
+            Listen::Tcp => {
+                let listeners = shoulder_agent::bind(&config.listen).unwrap();
+                let addr = listeners[0].local_addr().unwrap();
+                let run = shoulder_agent::run(listeners, cfg, backends, stopped);
+                (addr, tokio::spawn(run))
+            }
+            Listen::Streams { incoming, addrs } => {
+                let addr = addrs[0];
+                let run = shoulder_agent::run_on(incoming, addrs, cfg, backends, stopped);
+                (addr, tokio::spawn(run))
+            }
+        };
         let control = config.control_socket.clone();
         // Wait for the control socket: the agent is then serving.
         let t0 = Instant::now();
@@ -254,6 +321,18 @@ impl Agent {
         }
         let pre_auth = shoulder_agent::admission::pre_auth_log_path(&self.audit);
         (audit_records(&self.audit), audit_records(&pre_auth))
+    }
+
+    /// Asks the agent to stop and gives it `within` to end, without judging
+    /// how it ends: for runs that report what happened rather than assert
+    /// it. The agent's directory stays until the [`Agent`] is dropped.
+    pub async fn shut_down(&mut self, within: Duration) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(within, t).await;
+        }
     }
 
     pub fn audit_records(&self) -> Vec<Value> {

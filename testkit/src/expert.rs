@@ -66,9 +66,11 @@ pub fn control_granted(s: ExpertState) -> bool {
     )
 }
 
-/// A session run by the client library on its own runtime; dropping it
-/// disconnects.
-pub struct Expert {
+/// An expert using the client library in process: a session run by
+/// `shoulder::client::run` on its own runtime; dropping it disconnects.
+/// (The `shoulder` binary as a process is [`crate::client_cli::CliExpert`];
+/// a raw protocol peer is [`crate::tls_expert::TlsExpert`].)
+pub struct ClientExpert {
     _rt: tokio::runtime::Runtime,
     actions: tokio::sync::mpsc::Sender<UserAction>,
     view: SharedView,
@@ -77,7 +79,7 @@ pub struct Expert {
     _known: tempfile::TempDir,
 }
 
-impl std::fmt::Debug for Expert {
+impl std::fmt::Debug for ClientExpert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Expert")
             .field("state", &self.state())
@@ -85,7 +87,7 @@ impl std::fmt::Debug for Expert {
     }
 }
 
-impl Expert {
+impl ClientExpert {
     /// Connects to `target` as `name`, with a certificate (`identity`) or an
     /// invitation `password`, trusting the device on first use.
     ///
@@ -142,7 +144,7 @@ impl Expert {
     /// Offers help to the device at `addr` with `pki`'s expert certificate.
     ///
     /// # Panics
-    /// As [`Expert::start`], and when the expert identity does not load.
+    /// As [`ClientExpert::start`], and when the expert identity does not load.
     pub fn offer(addr: SocketAddr, pki: &Pki) -> Self {
         let identity = pki.expert_identity().unwrap_or_else(|e| panic!("{e}"));
         Self::start(offer_target(addr), Some(identity), None, pki.expert_name())
@@ -284,7 +286,7 @@ impl Expert {
     }
 }
 
-impl Drop for Expert {
+impl Drop for ClientExpert {
     fn drop(&mut self) {
         self.send(UserAction::Disconnect);
         std::thread::sleep(DISCONNECT_GRACE);

@@ -1,7 +1,10 @@
 //! Test support, one of each: the agent in process ([`agent`]) with its
-//! screens ([`synthetic`]), an expert speaking the protocol through the
-//! real session machine ([`tls_expert`]) and one using the client library,
-//! on its own runtime ([`expert`]) or on the test's ([`client_session`]),
+//! screens ([`synthetic`]); the expert as a raw protocol peer through the
+//! real session machine ([`tls_expert::TlsExpert`]), as the client library
+//! on its own runtime ([`expert::ClientExpert`]) or on the test's
+//! ([`client_session::Session`]), and as the `shoulder` binary run as a
+//! child process ([`client_cli::CliExpert`]); where the workspace's
+//! binaries are ([`bins`]),
 //! a plant PKI ([`pki`]), a TCP relay that can cut connections
 //! ([`relay`]), the QEMU image driver ([`qemu`]) and the agent's config
 //! and boot in it ([`agent_vm`]), the screens the image tests expect
@@ -12,6 +15,8 @@
 
 pub mod agent;
 pub mod agent_vm;
+pub mod bins;
+pub mod client_cli;
 pub mod client_session;
 pub mod expert;
 pub mod netsim;

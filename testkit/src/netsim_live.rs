@@ -3,7 +3,8 @@
 //! [`netsim`](crate::netsim) runs both session machines over TLS on virtual
 //! time. This module runs the programs themselves over the same smoltcp link
 //! with the same faults, in real time: the agent's service
-//! (`shoulder_agent::run_on`, with its TLS acceptor, authentication, capture
+//! (`shoulder_agent::run_on` in the in-process agent,
+//! [`Agent::on_streams`], with its TLS acceptor, authentication, capture
 //! worker and session glue) and the client's whole connect, drive and
 //! reconnect loop (`shoulder::client::run_via`). One thread owns both smoltcp
 //! interfaces and the link and polls them every [`TICK`]; each TCP
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant as StdInstant};
 
 use shoulder::client::{self, ClientEvent, Dialer, Dialing, SharedView, Stream};
 use shoulder_agent::backends::{Backends, Call};
-use shoulder_agent::control::{Client as Control, Request};
 use shoulder_agent::service::Incoming;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::msg::{Buttons, Pointer};
@@ -37,6 +37,8 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agent::Agent;
+use crate::client_session::accept_all;
 use crate::expert::{connect_options, control_granted, offer_target, viewing};
 use crate::netsim::{Link, LinkConfig, Port};
 use crate::pki::Pki;
@@ -646,51 +648,23 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
     let pki = Pki::with_expert("Sim plant CA", "Ann Expert", 2).expect("test PKI");
     let ca = dir.path().join("plant-ca.crt");
     std::fs::write(&ca, pki.ca_pem.as_bytes()).expect("write the plant CA");
-    let config = shoulder_agent::Config {
-        enabled: true,
-        listen: vec![SimNet::device_addr()],
-        advertise: vec![DEVICE_IP.to_string()],
-        state_dir: dir.path().join("state"),
-        audit_log: dir.path().join("audit.jsonl"),
-        control_socket: dir.path().join("control.sock"),
-        device_name: "sim-kiosk".into(),
-        plant_ca: vec![ca],
-        peer_timeout: s.peer_timeout,
-        keepalive_interval: (s.peer_timeout / 3).max(Duration::from_secs(1)),
-        ..shoulder_agent::Config::default()
-    };
     let (backends, sink) = Backends::for_tests(320, 240);
     let (net, incoming) = SimNet::start(s.link.clone(), s.seed);
-    let (stop_agent, stopped) = oneshot::channel::<()>();
-    let agent = tokio::spawn(shoulder_agent::run_on(
+    let mut agent = Agent::on_streams(
         incoming,
         vec![SimNet::device_addr()],
-        config.clone(),
+        Some(&ca),
         backends,
-        async {
-            let _ = stopped.await;
+        |c| {
+            c.advertise = vec![DEVICE_IP.to_string()];
+            c.device_name = "sim-kiosk".into();
+            c.peer_timeout = s.peer_timeout;
+            c.keepalive_interval = (s.peer_timeout / 3).max(Duration::from_secs(1));
         },
-    ));
-
+    )
+    .await;
     // The person at the device says yes to every prompt, and we count them.
-    let mut ctl = loop {
-        match Control::connect(&config.control_socket).await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(t_start.elapsed() < STEP, "the agent did not start: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    let _ = ctl.request(&Request::Status).await;
-    let prompts = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = prompts.clone();
-    let answerer = tokio::spawn(async move {
-        while ctl.wait_event("consent-requested").await.is_ok() {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let _ = ctl.request(&Request::Accept { prompt: None }).await;
-        }
-    });
+    let prompts = accept_all(&agent).await;
 
     let opts = connect_options(
         offer_target(SimNet::device_addr()),
@@ -808,15 +782,14 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
     }
     let _ = actions.send(UserAction::Disconnect).await;
     let end = tokio::time::timeout(STEP, client_task).await;
-    let _ = stop_agent.send(());
-    let _ = tokio::time::timeout(STEP, agent).await;
-    answerer.abort();
+    agent.shut_down(STEP).await;
     drop(net);
 
     if trace {
-        let audit = std::fs::read_to_string(&config.audit_log).unwrap_or_default();
+        let audit = std::fs::read_to_string(&agent.audit).unwrap_or_default();
         eprintln!("agent audit trail:\n{audit}");
     }
+    drop(agent);
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     report.survived = survived;
     report.ended = match (&seen.ended, end) {
@@ -833,7 +806,7 @@ pub async fn run_live(s: &LiveScenario) -> LiveReport {
     report.invalid_views = seen.invalid_views;
     report.reconnects = seen.reconnects;
     report.resumes = seen.resumes;
-    report.prompts = prompts.load(Ordering::SeqCst);
+    report.prompts = prompts.load(Ordering::SeqCst) as u64;
     let sent = lock(&pointer_sent);
     for r in sink.calls() {
         match r {

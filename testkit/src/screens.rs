@@ -15,7 +15,7 @@ use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::session::LocalDecision;
 use shoulder_proto::session::expert::ExpertState;
 
-use crate::expert::Expert;
+use crate::expert::ClientExpert;
 use crate::qemu::{Screen, Vm};
 use crate::wait::wait_until;
 
@@ -162,7 +162,7 @@ pub const PROMPT_ARMED_AFTER: Duration =
 ///
 /// # Panics
 /// After `within`, with both pictures saved in the temporary directory.
-pub fn wait_same_pixels(vm: &mut Vm, expert: &Expert, within: Duration) -> Duration {
+pub fn wait_same_pixels(vm: &mut Vm, expert: &ClientExpert, within: Duration) -> Duration {
     let start = Instant::now();
     let last;
     loop {
@@ -207,7 +207,7 @@ pub fn wait_same_pixels(vm: &mut Vm, expert: &Expert, within: Duration) -> Durat
 /// After `within` for either, with the expert's events or the serial log.
 pub fn view_prompt_on_screen(
     vm: &mut Vm,
-    expert: &Expert,
+    expert: &ClientExpert,
     screen: (u32, u32),
     expert_name: &str,
     within: Duration,

@@ -123,9 +123,10 @@ pub async fn connect_tls(
         .await
 }
 
-/// An expert driving the real session machine over TLS.
+/// An expert driving the real session machine over TLS, without the
+/// client library (that is [`crate::expert::ClientExpert`]).
 #[derive(Debug)]
-pub struct Expert {
+pub struct TlsExpert {
     pub tls: ClientTls,
     pub session: ExpertSession,
     pub events: VecDeque<ExpertEvent>,
@@ -134,7 +135,7 @@ pub struct Expert {
     closed: bool,
 }
 
-impl Expert {
+impl TlsExpert {
     pub async fn connect(
         addr: SocketAddr,
         fingerprint: Fingerprint,
@@ -297,7 +298,7 @@ impl Expert {
 }
 
 /// Waits until the expert has control.
-pub async fn wait_controlling(expert: &mut Expert) {
+pub async fn wait_controlling(expert: &mut TlsExpert) {
     expert
         .wait_for("control", |e| {
             matches!(
@@ -311,8 +312,12 @@ pub async fn wait_controlling(expert: &mut Expert) {
 }
 
 /// Offer, view and control granted through the control socket.
-pub async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut Client) -> Expert {
-    let mut expert = Expert::offer(agent, Some(cert)).await;
+pub async fn controlling_session(
+    agent: &Agent,
+    cert: &ExpertCert,
+    device: &mut Client,
+) -> TlsExpert {
+    let mut expert = TlsExpert::offer(agent, Some(cert)).await;
     event(device, "consent-requested").await;
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     expert
@@ -329,7 +334,7 @@ pub async fn controlling_session(agent: &Agent, cert: &ExpertCert, device: &mut 
 }
 
 /// Waits for the resume token the device offers once viewing.
-pub async fn resume_offer(expert: &mut Expert) -> (shoulder_proto::ResumeToken, Duration) {
+pub async fn resume_offer(expert: &mut TlsExpert) -> (shoulder_proto::ResumeToken, Duration) {
     match expert
         .wait_for("resume offer", |e| {
             matches!(e, ExpertEvent::ResumeOffer { .. })

@@ -33,7 +33,7 @@ use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 use shoulder_testkit::agent_vm::{
     agent_image_or_skip, agent_toml, agent_vm_config, boot_agent_or_skip,
 };
-use shoulder_testkit::expert::{Expert, control_granted, viewing};
+use shoulder_testkit::expert::{ClientExpert, control_granted, viewing};
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::qemu::{Vm, VmConfig};
 use shoulder_testkit::screens::{
@@ -75,7 +75,7 @@ fn guest(vm: &mut Vm, command: &str) -> String {
 
 /// Waits for `cond`, else panics naming `what`, with the expert's events and
 /// the serial log.
-fn wait(vm: &Vm, expert: &Expert, what: &str, cond: impl FnMut() -> bool) {
+fn wait(vm: &Vm, expert: &ClientExpert, what: &str, cond: impl FnMut() -> bool) {
     assert!(
         wait_until(STEP, POLL, cond),
         "waiting for {what}; expert events {:?}\nserial log:\n{}",
@@ -142,7 +142,7 @@ impl DisplayDevice {
 
 /// Waits until the expert's state satisfies `pred`; panics with the events
 /// and the serial log.
-fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
+fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
     if let Err(e) = expert.wait_state(STEP, what, pred) {
         panic!("{e}\nserial log:\n{}", vm.serial_log());
     }
@@ -165,7 +165,7 @@ fn vm_config(pki: &Pki) -> VmConfig {
 
 /// Boots the image and starts a session the person at the device accepted
 /// through the control socket; `None` when `test` is skipped.
-fn viewing_session(test: &str) -> Option<(Vm, Expert)> {
+fn viewing_session(test: &str) -> Option<(Vm, ClientExpert)> {
     let pki = pki();
     let mut vm = boot_agent_or_skip(test, vm_config(&pki))?;
     let expert = accepted_offer(&mut vm, &pki);
@@ -174,8 +174,8 @@ fn viewing_session(test: &str) -> Option<(Vm, Expert)> {
 
 /// An offer from `pki`'s expert that the person at the device accepted
 /// through the control socket; the expert views.
-fn accepted_offer(vm: &mut Vm, pki: &Pki) -> Expert {
-    let expert = Expert::offer(vm.agent_addr(), pki);
+fn accepted_offer(vm: &mut Vm, pki: &Pki) -> ClientExpert {
+    let expert = ClientExpert::offer(vm.agent_addr(), pki);
     wait_state(vm, &expert, "the consent prompt", |s| {
         matches!(s, ExpertState::WaitingForConsent { .. })
     });
@@ -186,7 +186,7 @@ fn accepted_offer(vm: &mut Vm, pki: &Pki) -> Expert {
 
 /// The expert asks for control and the person at the device accepts
 /// through the control socket.
-fn grant_control(vm: &mut Vm, expert: &Expert) {
+fn grant_control(vm: &mut Vm, expert: &ClientExpert) {
     expert.send(UserAction::RequestControl);
     wait_state(vm, expert, "the control prompt", |s| {
         matches!(
@@ -327,7 +327,7 @@ fn image_uinput_failure_ends_control_and_viewing_goes_on() {
 
 /// The person at the device taps Accept on the view prompt once it is on
 /// screen; the expert then views and sees exactly the screen.
-fn accept_on_screen(vm: &mut Vm, expert: &Expert) {
+fn accept_on_screen(vm: &mut Vm, expert: &ClientExpert) {
     let accept = view_prompt_on_screen(vm, expert, SCREEN, EXPERT_NAME, STEP);
     let (x, y) = center(accept);
     vm.click(x, y, SCREEN).expect("tap");
@@ -355,7 +355,7 @@ fn image_agent_started_before_the_kiosk_app() {
             .contains("Resource busy"),
         "{log}"
     );
-    let expert = Expert::offer(vm.agent_addr(), &pki);
+    let expert = ClientExpert::offer(vm.agent_addr(), &pki);
     accept_on_screen(&mut vm, &expert);
     drop(expert);
     vm.shutdown();
@@ -386,7 +386,7 @@ fn image_display_missing_when_the_agent_starts() {
     let agent_pid = guest(&mut vm, "pidof shoulder-agent");
     display.bind(&mut vm);
     start_kiosk(&mut vm);
-    let expert = Expert::offer(vm.agent_addr(), &pki);
+    let expert = ClientExpert::offer(vm.agent_addr(), &pki);
     accept_on_screen(&mut vm, &expert);
     assert!(shows_strip(
         &vm.screendump().expect("screendump"),

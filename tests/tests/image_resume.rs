@@ -14,7 +14,7 @@ use std::time::Duration;
 use shoulder_banner::layout::palette::{RECONNECT_STRIP, VIEW_STRIP};
 use shoulder_proto::session::expert::ExpertState;
 use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_testkit::expert::{Expert, viewing};
+use shoulder_testkit::expert::{ClientExpert, viewing};
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::qemu::Vm;
 use shoulder_testkit::relay::Relay;
@@ -40,7 +40,7 @@ const PROMPT_LOG: &str = "consent prompt: answer with";
 /// expert's events and the serial log.
 fn wait_screen(
     vm: &mut Vm,
-    expert: &Expert,
+    expert: &ClientExpert,
     what: &str,
     within: Duration,
     pred: impl Fn(&shoulder_testkit::qemu::Screen) -> bool,
@@ -54,7 +54,7 @@ fn wait_screen(
     );
 }
 
-fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
+fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
     if let Err(e) = expert.wait_state(STEP, what, pred) {
         panic!("{e}\nserial log:\n{}", vm.serial_log());
     }
@@ -82,7 +82,7 @@ fn image_banner_shows_reconnecting_while_the_expert_is_away() {
         return;
     };
     let relay = Relay::start(vm.agent_addr()).expect("relay");
-    let expert = Expert::offer(relay.addr(), &pki);
+    let expert = ClientExpert::offer(relay.addr(), &pki);
     wait_state(&vm, &expert, "the consent prompt", |s| {
         matches!(s, ExpertState::WaitingForConsent { .. })
     });

@@ -19,7 +19,7 @@ use shoulder_proto::invite::{Invitation, TEXT_PREFIX};
 use shoulder_proto::msg::text;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_testkit::expert::{Expert, control_granted, viewing};
+use shoulder_testkit::expert::{ClientExpert, control_granted, viewing};
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::qemu::{Screen, Vm};
 use shoulder_testkit::screens::{self, center, kiosk_screen, shows_strip, wait_same_pixels};
@@ -78,7 +78,7 @@ fn boot(test: &str, pki: &Pki, kiosk_args: &str) -> Option<Vm> {
 
 /// Waits until the expert's state satisfies `pred`; panics with the events
 /// seen.
-fn wait_state(expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
+fn wait_state(expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
     if let Err(e) = expert.wait_state(STEP, what, pred) {
         panic!("{e}");
     }
@@ -95,7 +95,7 @@ fn tap(vm: &mut Vm, area: Rectangle) {
 /// The person taps the kiosk's counter button (its first count, `kiosk:
 /// counter=1`); the expert's view must equal the screen within
 /// [`SAME_PIXELS_WITHIN`] (else "`seen` after …"). Returns the button.
-fn local_tap_seen(vm: &mut Vm, expert: &Expert, seen: &str) -> Rectangle {
+fn local_tap_seen(vm: &mut Vm, expert: &ClientExpert, seen: &str) -> Rectangle {
     let counter = KioskUi::new(SCREEN.0, SCREEN.1).layout().counter_button;
     let mark = vm.serial_mark();
     tap(vm, counter);
@@ -109,7 +109,7 @@ fn local_tap_seen(vm: &mut Vm, expert: &Expert, seen: &str) -> Rectangle {
 /// The expert clicks the centre of the counter button of the kiosk at
 /// `screen`, until a click arrives; the app must see it at exactly those
 /// coordinates.
-fn expert_click_lands(vm: &mut Vm, expert: &Expert, screen: (u32, u32)) {
+fn expert_click_lands(vm: &mut Vm, expert: &ClientExpert, screen: (u32, u32)) {
     let counter = KioskUi::new(screen.0, screen.1).layout().counter_button;
     let (x, y) = center(counter);
     let mark = vm.serial_mark();
@@ -158,7 +158,7 @@ fn image_offer_session_view_control_stop_disconnect() {
     let Some(mut vm) = boot(test, &pki, "--paused") else {
         return;
     };
-    let expert = Expert::offer(vm.agent_addr(), &pki);
+    let expert = ClientExpert::offer(vm.agent_addr(), &pki);
 
     // The person taps Accept on the banner.
     let accept = view_prompt_on_screen(&mut vm, &expert);
@@ -287,13 +287,13 @@ fn banner_free(screen: &Screen, ui: &KioskUi) -> bool {
 
 /// Waits until the view prompt is on screen; returns where its Accept
 /// button is.
-fn view_prompt_on_screen(vm: &mut Vm, expert: &Expert) -> Rectangle {
+fn view_prompt_on_screen(vm: &mut Vm, expert: &ClientExpert) -> Rectangle {
     screens::view_prompt_on_screen(vm, expert, SCREEN, EXPERT_NAME, STEP)
 }
 
 /// Accepts the open prompt from the device's keyboard (Enter), once it is
 /// on screen.
-fn accept_by_key(vm: &mut Vm, expert: &Expert) {
+fn accept_by_key(vm: &mut Vm, expert: &ClientExpert) {
     view_prompt_on_screen(vm, expert);
     vm.tap_key("ret").expect("Enter");
     wait_state(expert, "viewing", viewing);
@@ -331,7 +331,7 @@ fn image_invitation_session_with_password() {
     let _ = invitation.addresses.push(text("127.0.0.1"));
     invitation.port = vm.agent_addr().port();
 
-    let wrong = Expert::start(
+    let wrong = ClientExpert::start(
         Target::Invitation(Box::new(invitation.clone())),
         None,
         Some("wrong password"),
@@ -359,7 +359,7 @@ fn image_invitation_session_with_password() {
     );
     drop(wrong);
 
-    let expert = Expert::start(
+    let expert = ClientExpert::start(
         Target::Invitation(Box::new(invitation)),
         None,
         Some("correct horse battery"),
@@ -389,7 +389,7 @@ fn image_single_buffer_app_mode_change_and_key_release() {
         "{}",
         vm.serial_log()
     );
-    let expert = Expert::offer(vm.agent_addr(), &pki);
+    let expert = ClientExpert::offer(vm.agent_addr(), &pki);
     accept_by_key(&mut vm, &expert);
     wait_same_pixels(&mut vm, &expert, STEP);
 
@@ -491,7 +491,7 @@ fn image_banner_stays_visible_over_an_animating_app() {
     let Some(mut vm) = boot(test, &pki, "--fps 30") else {
         return;
     };
-    let expert = Expert::offer(vm.agent_addr(), &pki);
+    let expert = ClientExpert::offer(vm.agent_addr(), &pki);
     accept_by_key(&mut vm, &expert);
     let shows_banner = |dump: &Screen| shows_strip(dump, SCREEN, EXPERT_NAME);
     // Let the strip appear first.
@@ -541,7 +541,7 @@ fn image_view_right_after_a_single_buffer_app_draws_busily() {
     let Some(mut vm) = boot_agent_or_skip(test, config) else {
         return;
     };
-    let expert = Expert::offer(vm.agent_addr(), &pki);
+    let expert = ClientExpert::offer(vm.agent_addr(), &pki);
     accept_by_key(&mut vm, &expert);
     wait_same_pixels(&mut vm, &expert, STEP);
 

@@ -21,7 +21,7 @@ use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::session::LocalDecision;
 use shoulder_proto::session::expert::ExpertState;
 use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_testkit::expert::{Expert, viewing};
+use shoulder_testkit::expert::{ClientExpert, viewing};
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::qemu::{DISPLAY_ID, Vm};
 use shoulder_testkit::screens::{center, prompt_button, wait_for_prompt};
@@ -91,7 +91,7 @@ fn boot(test: &str, pki: &Pki) -> Option<Vm> {
 
 /// Waits until the expert's state satisfies `pred`; panics with the events
 /// seen and the serial log.
-fn wait_state(vm: &Vm, expert: &Expert, what: &str, pred: impl Fn(ExpertState) -> bool) {
+fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
     if let Err(e) = expert.wait_state(STEP, what, pred) {
         panic!("{e}\nserial log:\n{}", vm.serial_log());
     }
@@ -150,13 +150,13 @@ fn assert_key_not_delivered(vm: &Vm, mark: usize, why: &str) {
 /// Boots, opens the view prompt (devices grabbed), checks the grab, then
 /// unplugs the extra keyboard and checks the agent saw it go, once. Returns
 /// the VM, the waiting expert and the serial offset of the unplug.
-fn prompt_then_unplug(test: &str, pki: &Pki) -> Option<(Vm, Expert, usize)> {
+fn prompt_then_unplug(test: &str, pki: &Pki) -> Option<(Vm, ClientExpert, usize)> {
     let mut vm = boot(test, pki)?;
     let node = unplugged_node(&mut vm);
     vm.wait_serial(0, &format!("{LOCAL_INPUT_LOG} reading {node} "), STEP)
         .expect("the agent reads the keyboard behind the root port");
 
-    let expert = Expert::offer(vm.agent_addr(), pki);
+    let expert = ClientExpert::offer(vm.agent_addr(), pki);
     wait_state(&vm, &expert, "the consent prompt", |s| {
         matches!(s, ExpertState::WaitingForConsent { .. })
     });
@@ -203,7 +203,7 @@ fn prompt_then_unplug(test: &str, pki: &Pki) -> Option<(Vm, Expert, usize)> {
 /// After the prompt was answered: the session views, the grab is gone (a
 /// key and a tap reach the app), and the agent logged the removal once and
 /// nothing alarming since.
-fn after_answer(test: &str, vm: &mut Vm, expert: &Expert, unplug_mark: usize) {
+fn after_answer(test: &str, vm: &mut Vm, expert: &ClientExpert, unplug_mark: usize) {
     wait_state(vm, expert, "viewing", viewing);
     assert!(
         wait_until(STEP, Duration::from_millis(20), || expert.has_frame()),

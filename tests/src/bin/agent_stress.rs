@@ -296,15 +296,17 @@ struct Status {
     ended: Option<Option<ClientError>>,
 }
 
-/// One expert session, run by the client library on the shared runtime.
-struct Expert {
+/// One expert session of the stress run: the client library on the shared
+/// runtime, over a [`Wire`] the run can stall and cut (testkit's
+/// `ClientExpert` has a runtime of its own and a plain TCP connection).
+struct StressExpert {
     actions: mpsc::Sender<UserAction>,
     view: SharedView,
     status: Arc<Mutex<Status>>,
     wire: Arc<WireCtl>,
 }
 
-impl Expert {
+impl StressExpert {
     fn start(rt: &tokio::runtime::Runtime, opts: ConnectOptions) -> Self {
         let (tx, rx) = mpsc::channel(client::ACTION_QUEUE);
         let view = SharedView::default();
@@ -415,7 +417,7 @@ impl Expert {
     }
 }
 
-impl Drop for Expert {
+impl Drop for StressExpert {
     fn drop(&mut self) {
         let _ = self.actions.try_send(UserAction::Disconnect);
     }
@@ -667,7 +669,7 @@ impl Run {
     /// person at the device accepting a prompt.
     fn accept(
         &self,
-        ex: &Expert,
+        ex: &StressExpert,
         kind: &'static str,
         pred: impl Fn(ExpertState) -> bool,
     ) -> Result<(), Failure> {
@@ -700,7 +702,7 @@ impl Run {
     }
 
     fn session(&mut self, n: u64) -> Result<(), Failure> {
-        let ex = Expert::start(&self.rt, self.opts.clone());
+        let ex = StressExpert::start(&self.rt, self.opts.clone());
         let result = self.session_steps(&ex, n);
         self.totals.bytes_received += ex.bytes_received();
         self.totals.updates += ex.updates();
@@ -748,7 +750,7 @@ impl Run {
         result
     }
 
-    fn session_steps(&mut self, ex: &Expert, n: u64) -> Result<(), Failure> {
+    fn session_steps(&mut self, ex: &StressExpert, n: u64) -> Result<(), Failure> {
         // 1. Offer; the person accepts.
         ex.wait_state("view prompt", "the consent prompt", |s| {
             matches!(s, ExpertState::WaitingForConsent { .. }) || viewing(s)
@@ -909,7 +911,7 @@ impl Run {
     }
 
     /// After a flood: every key the app saw pressed is released again.
-    fn no_key_held(&self, ex: &Expert, mark: usize) -> Result<(), Failure> {
+    fn no_key_held(&self, ex: &StressExpert, mark: usize) -> Result<(), Failure> {
         let deadline = Instant::now() + STEP;
         loop {
             let log = self.vm().serial_log();

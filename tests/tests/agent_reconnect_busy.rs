@@ -8,7 +8,7 @@ use shoulder_proto::ByeReason;
 use shoulder_proto::session::{ExpertEvent, ExpertState, UserAction};
 use shoulder_testkit::agent::Agent;
 use shoulder_testkit::pki::{ExpertCert, Pki};
-use shoulder_testkit::tls_expert::Expert;
+use shoulder_testkit::tls_expert::TlsExpert;
 use tokio::io::AsyncWriteExt;
 
 /// Sessions ended and started again back to back, per test: enough that
@@ -22,8 +22,8 @@ const ROUNDS: usize = 50;
 async fn connect_until_prompt(
     agent: &Agent,
     cert: &ExpertCert,
-) -> Result<Expert, (ByeReason, String)> {
-    let mut e = Expert::offer(agent, Some(cert)).await;
+) -> Result<TlsExpert, (ByeReason, String)> {
+    let mut e = TlsExpert::offer(agent, Some(cert)).await;
     match e
         .wait_for("the consent prompt or the end", |ev| {
             matches!(

@@ -88,7 +88,7 @@ async fn noisy_agent(pki: &Pki) -> Agent {
 }
 
 /// The expert asks for full screens and never reads them.
-async fn stop_reading(expert: &mut Expert, requests: usize) {
+async fn stop_reading(expert: &mut TlsExpert, requests: usize) {
     let mut out = Vec::new();
     for _ in 0..requests {
         out.extend(encode(&Message::UpdateRequest { incremental: false }).unwrap());
@@ -109,7 +109,7 @@ async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
 
 /// The expert presses key `code` and keeps it down; returns once the device
 /// injected it.
-async fn hold_key(agent: &Agent, expert: &mut Expert, code: u16) -> Key {
+async fn hold_key(agent: &Agent, expert: &mut TlsExpert, code: u16) -> Key {
     // A screen first: the device makes its input devices once it knows
     // the screen's size, and input before that is dropped.
     expert.wait_updates(1).await;
@@ -247,7 +247,7 @@ async fn a_second_tap_on_the_view_prompt_cannot_grant_control() {
     let pki = Pki::new("Plant CA");
     let agent = noisy_agent(&pki).await;
     let mut device = agent.ctl().await;
-    let mut expert = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    let mut expert = TlsExpert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     event(&mut device, "consent-requested").await;
     let view_prompt = open_prompt(&agent).await;
     // The person taps Accept on the view prompt.
@@ -328,7 +328,7 @@ async fn stop_control_while_reconnecting_holds_after_the_resume() {
     );
 
     // The expert comes back: viewing only.
-    let mut expert = Expert::connect(
+    let mut expert = TlsExpert::connect(
         agent.addr,
         agent.fingerprint,
         Some(&ann),
@@ -364,7 +364,7 @@ async fn ctl_says_when_a_command_changed_nothing() {
     let pki = Pki::new("Plant CA");
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
     let mut device = agent.ctl().await;
-    let mut expert = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    let mut expert = TlsExpert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     event(&mut device, "consent-requested").await;
     let r = agent.ctl_ok(Request::Accept { prompt: None }).await;
     assert_eq!(r["changed"], true, "{r}");

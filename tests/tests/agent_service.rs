@@ -16,7 +16,7 @@ fn is_state(e: &ExpertEvent, want: fn(&ExpertState) -> bool) -> bool {
     matches!(e, ExpertEvent::StateChanged(s) if want(s))
 }
 
-async fn wait_viewing(expert: &mut Expert) {
+async fn wait_viewing(expert: &mut TlsExpert) {
     expert
         .wait_for("viewing", |e| {
             is_state(e, |s| matches!(s, ExpertState::Viewing { .. }))
@@ -24,7 +24,7 @@ async fn wait_viewing(expert: &mut Expert) {
         .await;
 }
 
-async fn wait_consent_pending(expert: &mut Expert) {
+async fn wait_consent_pending(expert: &mut TlsExpert) {
     expert
         .wait_for("waiting for consent", |e| {
             is_state(e, |s| matches!(s, ExpertState::WaitingForConsent { .. }))
@@ -39,7 +39,7 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
     let mut device = agent.ctl().await;
 
-    let mut expert = Expert::offer(&agent, Some(&ann)).await;
+    let mut expert = TlsExpert::offer(&agent, Some(&ann)).await;
     wait_consent_pending(&mut expert).await;
     let asked = event(&mut device, "consent-requested").await;
     assert_eq!(asked["kind"], "view");
@@ -223,16 +223,16 @@ async fn offer_failures_have_distinct_reasons() {
     let other = Pki::new("Someone else's CA");
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
 
-    let mut e = Expert::offer(&agent, Some(&other.expert("Mallory", false))).await;
+    let mut e = TlsExpert::offer(&agent, Some(&other.expert("Mallory", false))).await;
     let (reason, _, unknown_ca) = e.closed().await;
     assert_eq!(reason, ByeReason::UnknownCa);
 
-    let mut e = Expert::offer(&agent, Some(&pki.expert("Old Ann", true))).await;
+    let mut e = TlsExpert::offer(&agent, Some(&pki.expert("Old Ann", true))).await;
     let (reason, detail, expired) = e.closed().await;
     assert_eq!(reason, ByeReason::CertificateExpired);
     assert!(detail.contains("Old Ann"), "{detail}");
 
-    let mut e = Expert::offer(&agent, None).await;
+    let mut e = TlsExpert::offer(&agent, None).await;
     let (reason, _, no_cert) = e.closed().await;
     assert_eq!(reason, ByeReason::NoCertificate);
     let (records, pre) = agent.stop_with_pre_auth().await;
@@ -245,10 +245,10 @@ async fn offer_failures_have_distinct_reasons() {
         c.allowed_experts = vec![format!("sha256:{fp}"), "cn:Carol".into()];
     })
     .await;
-    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&ann)).await;
     let (reason, _, not_allowed) = e.closed().await;
     assert_eq!(reason, ByeReason::NotAllowed);
-    let mut e = Expert::offer(&agent, Some(&bob)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&bob)).await;
     wait_consent_pending(&mut e).await;
 
     let sentences = [&unknown_ca, &expired, &no_cert, &not_allowed];
@@ -275,11 +275,11 @@ async fn offers_refused_when_disabled_by_policy() {
     let pki = Pki::new("Plant CA");
     let ann = pki.expert("Ann Expert", false);
     let agent = Agent::start(Some(&pki.ca_pem), |c| c.allow_offers = false).await;
-    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&ann)).await;
     assert_eq!(e.closed().await.0, ByeReason::OffersDisabled);
     agent.stop().await;
     let agent = Agent::start(Some(&pki.ca_pem), |c| c.enabled = false).await;
-    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&ann)).await;
     assert_eq!(e.closed().await.0, ByeReason::Disabled);
     agent.stop().await;
 }
@@ -290,7 +290,7 @@ async fn invitation_right_password_works_once() {
     let mut device = agent.ctl().await;
     let id = agent.invite("10m", "tulip-garden-42").await;
 
-    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
     wait_consent_pending(&mut e).await;
     let asked = event(&mut device, "consent-requested").await;
     assert_eq!(asked["how"], format!("invitation {id}"));
@@ -300,7 +300,7 @@ async fn invitation_right_password_works_once() {
     e.act(UserAction::Disconnect).await;
     event(&mut device, "session-ended").await;
 
-    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
     let (reason, _, sentence) = e.closed().await;
     assert_eq!(reason, ByeReason::InvitationUsed);
     assert!(sentence.contains("already used"), "{sentence}");
@@ -318,18 +318,18 @@ async fn five_wrong_passwords_burn_the_invitation() {
     let agent = Agent::start(None, |_| {}).await;
     let id = agent.invite("10m", "tulip-garden-42").await;
     for left in (1..=4).rev() {
-        let mut e = Expert::invitation(&agent, id, "guess").await;
+        let mut e = TlsExpert::invitation(&agent, id, "guess").await;
         let (reason, _, sentence) = e.closed().await;
         assert_eq!(reason, ByeReason::WrongPassword { tries_left: left });
         assert!(sentence.starts_with("Wrong password"), "{sentence}");
     }
-    let mut e = Expert::invitation(&agent, id, "guess").await;
+    let mut e = TlsExpert::invitation(&agent, id, "guess").await;
     assert_eq!(e.closed().await.0, ByeReason::InvitationBurned);
-    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
     assert_eq!(e.closed().await.0, ByeReason::InvitationBurned);
     let list = agent.ctl_ok(Request::InviteList).await;
     assert_eq!(list["invitations"][0]["state"], "burned");
-    let mut e = Expert::invitation(&agent, InvitationId([7; 8]), "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, InvitationId([7; 8]), "tulip-garden-42").await;
     assert_eq!(e.closed().await.0, ByeReason::InvitationUnknown);
     agent.stop().await;
 }
@@ -344,12 +344,12 @@ async fn expired_and_revoked_invitations_fail() {
             id: revoked.to_string(),
         })
         .await;
-    let mut e = Expert::invitation(&agent, revoked, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, revoked, "tulip-garden-42").await;
     let (reason, _, sentence) = e.closed().await;
     assert_eq!(reason, ByeReason::InvitationRevoked);
     assert!(sentence.contains("revoked"), "{sentence}");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let mut e = Expert::invitation(&agent, expiring, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, expiring, "tulip-garden-42").await;
     let (reason, _, sentence) = e.closed().await;
     assert!(
         matches!(reason, ByeReason::InvitationExpired { .. }),
@@ -393,13 +393,13 @@ async fn failed_attempts_are_rate_limited_per_address() {
     let agent = Agent::start(None, |c| c.auth_failures_per_minute = 2).await;
     let id = agent.invite("10m", "tulip-garden-42").await;
     for _ in 0..2 {
-        let mut e = Expert::invitation(&agent, id, "guess").await;
+        let mut e = TlsExpert::invitation(&agent, id, "guess").await;
         assert!(matches!(
             e.closed().await.0,
             ByeReason::WrongPassword { .. }
         ));
     }
-    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
     let (reason, _, sentence) = e.closed().await;
     assert!(
         matches!(
@@ -523,7 +523,7 @@ async fn idle_pre_auth_flood_does_not_block_a_session() {
         );
     }
     let id = agent.invite("10m", "tulip-garden-42").await;
-    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
     wait_consent_pending(&mut e).await;
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
@@ -555,11 +555,11 @@ impl PushTls for Vec<tokio::net::TcpStream> {
 async fn second_expert_is_told_busy() {
     let pki = Pki::new("Plant CA");
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
-    let mut first = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    let mut first = TlsExpert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut first).await;
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut first).await;
-    let mut second = Expert::offer(&agent, Some(&pki.expert("Bob", false))).await;
+    let mut second = TlsExpert::offer(&agent, Some(&pki.expert("Bob", false))).await;
     let (reason, _, sentence) = second.closed().await;
     assert_eq!(reason, ByeReason::Busy);
     assert!(sentence.contains("Another expert"), "{sentence}");
@@ -576,7 +576,7 @@ async fn second_expert_is_told_busy() {
 async fn view_only_device_declines_control() {
     let pki = Pki::new("Plant CA");
     let agent = Agent::start(Some(&pki.ca_pem), |c| c.allow_control = false).await;
-    let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    let mut e = TlsExpert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut e).await;
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
@@ -592,7 +592,7 @@ async fn view_only_device_declines_control() {
 async fn declined_view_ends_the_session() {
     let agent = Agent::start(None, |_| {}).await;
     let id = agent.invite("10m", "tulip-garden-42").await;
-    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
     wait_consent_pending(&mut e).await;
     // Accepting with nothing to accept is an error for the control client.
     agent.ctl_ok(Request::Decline { prompt: None }).await;
@@ -607,7 +607,7 @@ async fn declined_view_ends_the_session() {
 async fn shutdown_closes_the_session_with_a_reason() {
     let pki = Pki::new("Plant CA");
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
-    let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    let mut e = TlsExpert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut e).await;
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
@@ -652,7 +652,7 @@ async fn local_input_wins_and_the_hotkey_stops_control() {
     })
     .await;
     let mut device = agent.ctl().await;
-    let mut e = Expert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
+    let mut e = TlsExpert::offer(&agent, Some(&pki.expert("Ann Expert", false))).await;
     wait_consent_pending(&mut e).await;
     // A tap on the banner answers the prompt on screen.
     let prompt = open_prompt(&agent).await;

@@ -2,17 +2,15 @@
 //! expert's terminal: the real `shoulder` CLI against the real agent
 //! (in-process, loopback).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Expert, sentence, stderr};
 use shoulder_agent::control::Request;
 use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_cli::{CliExpert, sentence, stderr};
 use shoulder_testkit::relay::Relay;
 
 /// A plant CA and Ann's identity (with the CA's certificate) under `ex`.
-fn plant(ex: &Expert) -> (PathBuf, String) {
+fn plant(ex: &CliExpert) -> (PathBuf, String) {
     let ca = ex.path("plant");
     shoulder::identity::init_ca(&ca, "Plant CA").unwrap();
     let ann = ex.path("ann");
@@ -43,7 +41,7 @@ async fn plant_device(ca: &Path, name: &str) -> Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_plant_device_cannot_answer_for_a_known_address() {
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let (ca, ann) = plant(&ex);
     let kiosk = plant_device(&ca, "kiosk-1").await;
     // Another kiosk of the same plant, whose key an attacker holds.
@@ -103,7 +101,7 @@ async fn device_text_reaches_the_terminal_as_plain_text() {
     let (backends, _) = shoulder_agent::Backends::for_tests(64, 48);
     let name = format!("Kiosk{hostile} 12");
     let agent = Agent::with_backends(None, backends, |c| c.device_name = name).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("kiosk.shoulder", &file);
     let pw = ex.write("pw", PW);

@@ -2,21 +2,19 @@
 //! success paths and every failure the agent can answer with, each with its
 //! own sentence and a non-zero exit.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Expert, assert_fails_with, sentence, stderr};
 use shoulder_agent::control::Request;
 use shoulder_proto::invite::Invitation;
 use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_cli::{CliExpert, assert_fails_with, sentence, stderr};
 use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
 use shoulder_testkit::synthetic::Synthetic;
 
 const PW: &str = "blue-harbour-42";
 
 /// `shoulder pki` makes a plant CA and an expert identity.
-fn plant(expert: &Expert, ca: &str, name: &str) -> (String, String) {
+fn plant(expert: &CliExpert, ca: &str, name: &str) -> (String, String) {
     let ca_dir = expert.path(ca);
     let id_dir = expert.path(&format!("{ca}-{name}"));
     let o = expert
@@ -44,7 +42,7 @@ fn plant(expert: &Expert, ca: &str, name: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitation_snapshot_and_chat_work() {
     let agent = Agent::pattern(None, |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("kiosk.shoulder", &file);
     let pw = ex.write("pw", PW);
@@ -79,7 +77,7 @@ async fn invitation_failures_have_their_own_sentences() {
         c.consent_timeout = Duration::from_secs(1);
     })
     .await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
     let bad_pw = ex.write("bad", "not-the-password");
     let png = ex.path("x.png");
@@ -158,7 +156,7 @@ async fn invitation_failures_have_their_own_sentences() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_expert_is_told_the_device_is_busy() {
     let agent = Agent::pattern(None, |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
     let (_, first) = agent.invite_file("30m", PW).await;
     let (_, second) = agent.invite_file("30m", PW).await;
@@ -221,7 +219,7 @@ async fn a_second_expert_is_told_the_device_is_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_check_both_sides_certificates() {
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let (_plant_ca, ann) = plant(&ex, "plant", "Ann Expert");
     let (_other_ca, eve) = plant(&ex, "other", "Eve Outsider");
     let plant_crt = std::path::Path::new(&ex.path("plant")).join("ca.crt");
@@ -308,7 +306,7 @@ async fn offers_check_both_sides_certificates() {
 async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
     let screen = Synthetic::new(320, 200);
     let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
     let mut device = screen.frame();
     for px in device.chunks_exact_mut(4) {
@@ -366,10 +364,10 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plant_signed_device_is_trusted_without_asking() {
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let (ca, ann) = plant(&ex, "plant", "Ann Expert");
     let ca_crt = std::path::Path::new(&ca).join("ca.crt");
-    let shoulder = env!("CARGO_BIN_EXE_shoulder");
+    let shoulder = shoulder_testkit::bins::client();
     let config_dir = ex.path("config");
     let ca2 = ca.clone();
     let (backends, _) = shoulder_agent::Backends::for_tests(64, 48);

@@ -2,12 +2,12 @@
 # Desktop end-to-end test of the `shoulder` GUI under Xvfb: installs what the
 # test needs (idempotent), then runs it. Screenshots land in artifacts/gui/.
 #
-#   expert/tests/gui/run.sh            # from the repository root
+#   tests/gui/run.sh            # from the repository root
 #
 # Needs root (or sudo) for apt-get when a package is missing.
 set -eu
 
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../.."
 
 PACKAGES="xvfb xdotool imagemagick libx11-6 libx11-xcb1 libxcursor1 libxi6 \
 libxkbcommon-x11-0 libxkbcommon0 libgl1 libglx-mesa0 libgl1-mesa-dri"
@@ -32,5 +32,8 @@ fi
 export LIBGL_ALWAYS_SOFTWARE=1
 unset WAYLAND_DISPLAY
 mkdir -p artifacts/gui
-cargo test -p shoulder --test gui_xvfb -- --ignored --nocapture "$@"
+# The test runs the client binary; cargo builds it for tests of its own
+# package only, and this test lives in shoulder-tests (testkit/src/bins.rs).
+cargo build -p shoulder --bin shoulder
+cargo test -p shoulder-tests --test client_gui_xvfb -- --ignored --nocapture "$@"
 echo "screenshots: $(pwd)/artifacts/gui/"

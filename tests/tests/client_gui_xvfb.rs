@@ -6,9 +6,7 @@
 //! counter changed. Screenshots stay in `artifacts/gui/`.
 //!
 //! Needs Xvfb, xdotool and ImageMagick (`import`), and Mesa's software GL:
-//! `expert/tests/gui/run.sh` installs them and runs this test.
-
-mod common;
+//! `tests/gui/run.sh` installs them and runs this test.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,11 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Expert;
 use shoulder_agent::backends::LocalEvent;
 use shoulder_agent::control::Request;
 use shoulder_proto::invite::Invitation;
 use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_cli::CliExpert;
 use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
 use shoulder_testkit::relay::Relay;
 use shoulder_testkit::synthetic::Synthetic;
@@ -56,7 +54,7 @@ fn need(tool: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{tool} is not installed — run expert/tests/gui/run.sh, which installs what this test needs"
+        "{tool} is not installed — run tests/gui/run.sh, which installs what this test needs"
     );
 }
 
@@ -193,7 +191,11 @@ fn region_diff(shot: &(u32, u32, Vec<u8>), x: u32, y: u32, frame: &[u8]) -> f64 
 }
 
 /// Starts the app with `args` on `display`; returns it, its trace and its log.
-fn launch(ex: &Expert, display: &str, args: &[&str]) -> (Reaper, Arc<Trace>, Arc<Mutex<String>>) {
+fn launch(
+    ex: &CliExpert,
+    display: &str,
+    args: &[&str],
+) -> (Reaper, Arc<Trace>, Arc<Mutex<String>>) {
     let mut gui = ex.command(args);
     gui.env("DISPLAY", display)
         .env_remove("WAYLAND_DISPLAY")
@@ -227,7 +229,7 @@ fn launch(ex: &Expert, display: &str, args: &[&str]) -> (Reaper, Arc<Trace>, Arc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
 async fn gui_shows_why_a_session_ended() {
     for tool in ["Xvfb", "xdotool", "import"] {
         need(tool);
@@ -235,7 +237,7 @@ async fn gui_shows_why_a_session_ended() {
     let out = artifacts();
     let (_xvfb, display) = start_xvfb();
     let agent = Agent::pattern(None, |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
     let bad = ex.write("bad", "guess");
 
@@ -306,7 +308,7 @@ async fn gui_shows_why_a_session_ended() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
 async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     for tool in ["Xvfb", "xdotool", "import"] {
         need(tool);
@@ -321,7 +323,7 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
         c.input.local_idle = Duration::from_secs(3)
     })
     .await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let (_, file) = agent.invite_file("30m", PW).await;
     // Through a relay that can cut the connection (reconnecting, below).
     let relay = Relay::start(agent.addr).unwrap();
@@ -588,14 +590,14 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Xvfb, xdotool and ImageMagick: run expert/tests/gui/run.sh"]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
 async fn gui_offer_asks_before_trusting_a_new_device() {
     for tool in ["Xvfb", "xdotool", "import"] {
         need(tool);
     }
     let out = artifacts();
     let (_xvfb, display) = start_xvfb();
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let ca = ex.path("plant");
     let id = ex.path("ann");
     for args in [

@@ -131,7 +131,7 @@ async fn an_unwritable_audit_log_refuses_sessions() {
         c.audit_log = "/dev/full".into();
     })
     .await;
-    let mut expert = Expert::offer(&agent, Some(&ann)).await;
+    let mut expert = TlsExpert::offer(&agent, Some(&ann)).await;
     let (reason, detail, _) = expert.closed().await;
     assert_eq!(reason, shoulder_proto::ByeReason::AuditFailure);
     assert!(detail.contains("audit"), "{detail}");
@@ -173,7 +173,7 @@ async fn an_audit_log_failing_mid_session_ends_it_with_a_reason() {
     // Injection stopped and keys went up before the end.
     assert!(agent.sink.calls().contains(&Call::ReleaseAll));
     // New sessions are refused while the log cannot be written.
-    let mut next = Expert::offer(&agent, Some(&ann)).await;
+    let mut next = TlsExpert::offer(&agent, Some(&ann)).await;
     assert_eq!(
         next.closed().await.0,
         shoulder_proto::ByeReason::AuditFailure

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use shoulder_agent::control::{Access, Client, Group, Request, Role, parse_proc_status};
 use shoulder_testkit::agent::*;
+use shoulder_testkit::bins;
 use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shoulder-agent");
 
 /// Ids no account on a test machine uses.
 const KIOSK_GID: u32 = 4242;
@@ -181,7 +180,7 @@ local_input = ""
 /// `shoulder-agent --config CONFIG ctl ARGS` as `uid`:`gid` (no
 /// supplementary groups): (success, stderr).
 async fn ctl_as(uid: u32, gid: u32, config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bins::agent())
         .arg("--config")
         .arg(config)
         .arg("ctl")
@@ -205,7 +204,7 @@ async fn spawn_agent(config: &Path, dir: &Path) -> Child {
     std::fs::create_dir(&run).unwrap();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).unwrap();
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(bins::agent())
         .arg("--config")
         .arg(config)
         .arg("run")

@@ -1,26 +1,24 @@
 //! The Windows build of `shoulder` under Wine, against the real agent
 //! (in-process, loopback): an invitation snapshot reproduces the device
 //! screen pixel for pixel, and a wrong password gets its own sentence and a
-//! non-zero exit, as on Linux. `expert/tests/windows/run.sh` builds the
+//! non-zero exit, as on Linux. `tests/windows/run.sh` builds the
 //! .exe, installs Wine and runs this file.
-
-mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::Expert;
 use shoulder_testkit::agent::Agent;
+use shoulder_testkit::client_cli::CliExpert;
 use shoulder_testkit::picture::{frame_rgb, read_png_rgb};
 use shoulder_testkit::synthetic::Synthetic;
 
 const PW: &str = "blue-harbour-42";
 
 /// `shoulder.exe ARGS` under Wine, with its own config directory.
-async fn windows(ex: &Expert, args: &[&str]) -> Output {
+async fn windows(ex: &CliExpert, args: &[&str]) -> Output {
     let exe = PathBuf::from(
         std::env::var_os("SHOULDER_WINDOWS_EXE")
-            .expect("SHOULDER_WINDOWS_EXE: run expert/tests/windows/run.sh"),
+            .expect("SHOULDER_WINDOWS_EXE: run tests/windows/run.sh"),
     );
     let wine = std::env::var_os("SHOULDER_WINE").unwrap_or_else(|| "wine64".into());
     let mut c = Command::new(wine);
@@ -38,11 +36,11 @@ fn stderr(o: &Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the Windows build and Wine: run expert/tests/windows/run.sh"]
+#[ignore = "needs the Windows build and Wine: run tests/windows/run.sh"]
 async fn the_windows_client_snapshots_the_device_screen_exactly() {
     let screen = Synthetic::new(320, 200);
     let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
 
     let o = windows(&ex, &["--version"]).await;

@@ -3,13 +3,11 @@
 //! at once instead of holding the session for the resume grace period and
 //! telling the next expert it is busy.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Expert, stderr};
 use shoulder_agent::control::Request;
 use shoulder_testkit::agent::{Agent, WAIT};
+use shoulder_testkit::client_cli::{CliExpert, stderr};
 
 const PW: &str = "blue-harbour-42";
 
@@ -17,7 +15,7 @@ async fn interrupted_watch_says_goodbye(signal: &str, said: &str) {
     // A long grace: a session merely dropped would still be held when the
     // test looks.
     let agent = Agent::pattern(None, |c| c.resume_grace = Duration::from_secs(600)).await;
-    let ex = Expert::new();
+    let ex = CliExpert::new();
     let pw = ex.write("pw", PW);
     let (_, file) = agent.invite_file("30m", PW).await;
     let inv = ex.write("w.shoulder", &file);

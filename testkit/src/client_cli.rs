@@ -1,18 +1,27 @@
 //! The `shoulder` binary as a child process, with an isolated config
 //! directory, and the sentence it ends with. The agent, the relay and the
-//! client library in process are in `shoulder_testkit`.
-
-#![allow(dead_code)]
+//! client library in process are in [`crate::agent`], [`crate::relay`] and
+//! [`crate::expert`].
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// A scratch directory with an isolated config dir for the client.
-pub struct Expert {
+/// The expert as a user of the `shoulder` command: a scratch directory
+/// with an isolated config dir, and the binary run in it. (The client
+/// library in process is [`crate::expert::ClientExpert`]; a raw protocol
+/// peer is [`crate::tls_expert::TlsExpert`].)
+#[derive(Debug)]
+pub struct CliExpert {
     pub dir: tempfile::TempDir,
 }
 
-impl Expert {
+impl Default for CliExpert {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CliExpert {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
@@ -30,7 +39,7 @@ impl Expert {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_shoulder"));
+        let mut c = Command::new(crate::bins::client());
         c.args(args)
             .env("SHOULDER_CONFIG_DIR", self.path("config"))
             .stdin(std::process::Stdio::null());

@@ -1,14 +1,14 @@
 #!/bin/sh
 # The Windows build of the `shoulder` client (x86_64-pc-windows-gnu, linked
 # with MinGW-w64), run under Wine against the real agent: installs what it
-# needs (idempotent), builds shoulder.exe, then runs expert/tests/windows_wine.rs.
+# needs (idempotent), builds shoulder.exe, then runs tests/tests/client_windows_wine.rs.
 #
-#   expert/tests/windows/run.sh            # from the repository root
+#   tests/windows/run.sh            # from the repository root
 #
 # Needs root (or sudo) for apt-get when a package is missing.
 set -eu
 
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../.."
 
 TARGET=x86_64-pc-windows-gnu
 PACKAGES="gcc-mingw-w64-x86-64 wine64"
@@ -36,7 +36,7 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --locked -q -p shoulder --bin shoulder --target "$TARGET"
 exe_dir="$target_dir/$TARGET/debug"
 x86_64-w64-mingw32-gcc -shared -O2 -o "$exe_dir/bcryptprimitives.dll" \
-    expert/tests/windows/bcryptprimitives.c expert/tests/windows/bcryptprimitives.def -ladvapi32
+    tests/windows/bcryptprimitives.c tests/windows/bcryptprimitives.def -ladvapi32
 
 # Debian installs wine64 outside PATH.
 wine=$(command -v wine64 || echo /usr/lib/wine/wine64)
@@ -44,4 +44,4 @@ export SHOULDER_WINDOWS_EXE="$exe_dir/shoulder.exe"
 export SHOULDER_WINE="$wine"
 export WINEPREFIX="$target_dir/wineprefix"
 export WINEDEBUG=-all
-cargo test --locked -q -p shoulder --test windows_wine -- --ignored --test-threads=1
+cargo test --locked -q -p shoulder-tests --test client_windows_wine -- --ignored --test-threads=1

@@ -24,7 +24,7 @@ fn all_audit_records(audit: &Path) -> Vec<serde_json::Value> {
 }
 
 async fn guess(agent: &Agent, id: InvitationId, password: &str) -> ByeReason {
-    let mut e = Expert::invitation(agent, id, password).await;
+    let mut e = TlsExpert::invitation(agent, id, password).await;
     e.closed().await.0
 }
 
@@ -33,7 +33,7 @@ async fn guess(agent: &Agent, id: InvitationId, password: &str) -> ByeReason {
 fn spawn_guess(agent: &Agent, id: InvitationId) -> tokio::task::JoinHandle<ByeReason> {
     let (addr, fp) = (agent.addr, agent.fingerprint);
     tokio::spawn(async move {
-        let mut e = Expert::connect(
+        let mut e = TlsExpert::connect(
             addr,
             fp,
             None,
@@ -108,7 +108,7 @@ async fn evicted_attempts_count_as_failures() {
     // while its password is being checked.
     let mut evicted = Vec::new();
     for _ in 0..3 {
-        evicted.push(Expert::invitation(&agent, id, "wrong").await);
+        evicted.push(TlsExpert::invitation(&agent, id, "wrong").await);
     }
     for mut e in evicted {
         let _ = e.closed().await;
@@ -144,7 +144,7 @@ async fn a_flood_does_not_rotate_session_records_out() {
     }
     // The invitation still works after the flood, and its creation is
     // still on record.
-    let mut e = Expert::invitation(&agent, id, "tulip-garden-42").await;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
     e.wait_for("consent pending", |ev| {
         matches!(
             ev,
@@ -189,7 +189,7 @@ async fn chat_is_audited_up_to_a_cap() {
     let ann = pki.expert("Ann Expert", false);
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
     let mut device = agent.ctl().await;
-    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&ann)).await;
     event(&mut device, "consent-requested").await;
     // Before the person at the device has let the expert see anything
     // (written raw: the client only chats once viewing, the device takes
@@ -225,7 +225,7 @@ async fn certificate_failures_are_summed_up_with_their_fingerprint() {
     let mallory = other.expert("Mallory", false);
     let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
     for _ in 0..3 {
-        let mut e = Expert::offer(&agent, Some(&mallory)).await;
+        let mut e = TlsExpert::offer(&agent, Some(&mallory)).await;
         assert_eq!(e.closed().await.0, ByeReason::UnknownCa);
     }
     let (_, pre) = agent.stop_with_pre_auth().await;

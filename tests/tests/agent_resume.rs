@@ -34,7 +34,7 @@ async fn events_until(client: &mut Client, name: &str) -> Vec<serde_json::Value>
 }
 
 async fn refused(agent: &Agent, cert: Option<&ExpertCert>, token: &ResumeToken) -> ByeReason {
-    let mut e = Expert::connect(
+    let mut e = TlsExpert::connect(
         agent.addr,
         agent.fingerprint,
         cert,
@@ -46,7 +46,7 @@ async fn refused(agent: &Agent, cert: Option<&ExpertCert>, token: &ResumeToken) 
     e.closed().await.0
 }
 
-async fn injects(agent: &Agent, expert: &mut Expert, code: u16) {
+async fn injects(agent: &Agent, expert: &mut TlsExpert, code: u16) {
     let key = Key { code, down: true };
     expert.act(UserAction::Key(key)).await;
     let t0 = std::time::Instant::now();
@@ -83,7 +83,7 @@ async fn dropped_connection_resumes_viewing_and_control_without_a_new_prompt() {
     assert_eq!(agent.sink.calls().last(), Some(&Call::ReleaseAll));
 
     // Another expert meanwhile: busy.
-    let mut other = Expert::offer(&agent, Some(&bob)).await;
+    let mut other = TlsExpert::offer(&agent, Some(&bob)).await;
     assert_eq!(other.closed().await.0, ByeReason::Busy);
     // The right token from another certificate: refused, and not used up.
     assert_eq!(
@@ -97,7 +97,7 @@ async fn dropped_connection_resumes_viewing_and_control_without_a_new_prompt() {
     );
 
     // Ann comes back: viewing and controlling again, no prompt.
-    let mut expert = Expert::connect(
+    let mut expert = TlsExpert::connect(
         agent.addr,
         agent.fingerprint,
         Some(&ann),
@@ -126,7 +126,7 @@ async fn dropped_connection_resumes_viewing_and_control_without_a_new_prompt() {
         refused(&agent, Some(&ann), &first).await,
         ByeReason::ResumeRejected
     );
-    let mut expert = Expert::connect(
+    let mut expert = TlsExpert::connect(
         agent.addr,
         agent.fingerprint,
         Some(&ann),
@@ -168,14 +168,14 @@ async fn invitation_session_resumes_with_the_token_alone() {
     let agent = Agent::start(None, |_| {}).await;
     let mut device = agent.ctl().await;
     let id = agent.invite("1h", "correct horse").await;
-    let mut expert = Expert::invitation(&agent, id, "correct horse").await;
+    let mut expert = TlsExpert::invitation(&agent, id, "correct horse").await;
     event(&mut device, "consent-requested").await;
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     let (token, _) = resume_offer(&mut expert).await;
     drop(expert);
     event(&mut device, "reconnecting").await;
     let mut expert =
-        Expert::connect(agent.addr, agent.fingerprint, None, Auth::Resume { token }).await;
+        TlsExpert::connect(agent.addr, agent.fingerprint, None, Auth::Resume { token }).await;
     expert
         .wait_for("viewing", |e| {
             is_state(e, |s| matches!(s, ExpertState::Viewing { .. }))
@@ -210,7 +210,7 @@ async fn after_the_grace_period_the_token_is_refused_and_consent_is_needed_again
         ByeReason::ResumeRejected
     );
     // A new offer is a new session: it asks again.
-    let _expert = Expert::offer(&agent, Some(&ann)).await;
+    let _expert = TlsExpert::offer(&agent, Some(&ann)).await;
     let asked = event(&mut device, "consent-requested").await;
     assert_eq!(asked["kind"], "view");
     agent.stop().await;
@@ -265,7 +265,7 @@ async fn a_silent_expert_is_detected_keys_released_and_it_can_resume() {
         .expect("suspended record");
     assert_eq!(suspended["detail"], "no keepalive from the expert");
     drop(expert);
-    let mut expert = Expert::connect(
+    let mut expert = TlsExpert::connect(
         agent.addr,
         agent.fingerprint,
         Some(&ann),
@@ -308,7 +308,7 @@ async fn resume_while_the_old_connection_still_looks_open_takes_over() {
     let mut old = controlling_session(&agent, &ann, &mut device).await;
     let (token, _) = resume_offer(&mut old).await;
     // Half-open: the expert gave up on `old`, the device has not noticed.
-    let mut expert = Expert::connect(
+    let mut expert = TlsExpert::connect(
         agent.addr,
         agent.fingerprint,
         Some(&ann),

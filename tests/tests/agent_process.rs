@@ -11,18 +11,20 @@ use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{ExpertEvent, ExpertState};
 use shoulder_proto::{Auth, Fingerprint};
 use shoulder_testkit::agent::*;
+use shoulder_testkit::bins;
 use shoulder_testkit::tls_expert::*;
 use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shoulder-agent");
 
 /// The agent command: this build's binary, or `SHOULDER_AGENT_BIN` (e.g.
 /// "qemu-aarch64-static target/aarch64-unknown-linux-musl/small/shoulder-agent"
 /// to run these tests against a cross-built static binary).
 fn agent_command() -> Command {
-    let spec = std::env::var("SHOULDER_AGENT_BIN").unwrap_or_else(|_| BIN.to_string());
+    let spec = std::env::var("SHOULDER_AGENT_BIN").unwrap_or_default();
     let mut words = spec.split_whitespace();
-    let mut c = Command::new(words.next().unwrap_or(BIN));
+    let mut c = match words.next() {
+        Some(program) => Command::new(program),
+        None => Command::new(bins::agent()),
+    };
     c.args(words);
     c
 }
@@ -154,7 +156,7 @@ async fn audit_log_survives_sigkill_mid_session_and_sigterm_is_clean() {
         "{out}"
     );
 
-    let mut expert = Expert::connect(
+    let mut expert = TlsExpert::connect(
         addr,
         fp,
         None,

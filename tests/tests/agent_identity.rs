@@ -7,9 +7,9 @@ use shoulder_proto::session::{ExpertEvent, ExpertState};
 use shoulder_proto::{ByeReason, Fingerprint};
 use shoulder_testkit::agent::Agent;
 use shoulder_testkit::pki::{ExpertCert, Pki};
-use shoulder_testkit::tls_expert::Expert;
+use shoulder_testkit::tls_expert::TlsExpert;
 
-async fn wait_consent_pending(e: &mut Expert) {
+async fn wait_consent_pending(e: &mut TlsExpert) {
     e.wait_for("the consent prompt", |ev| {
         matches!(
             ev,
@@ -46,13 +46,13 @@ async fn an_allowed_name_counts_only_from_its_ca() {
 
     // The same name from the other trusted CA is someone else.
     let impostor = other.expert("Ann Expert", false);
-    let mut e = Expert::offer(&agent, Some(&impostor)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&impostor)).await;
     let (reason, detail, _) = e.closed().await;
     assert_eq!(reason, ByeReason::NotAllowed, "{detail}");
     assert!(detail.contains("Plant B CA"), "{detail}");
 
     let ann = plant.expert("Ann Expert", false);
-    let mut e = Expert::offer(&agent, Some(&ann)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&ann)).await;
     wait_consent_pending(&mut e).await;
 
     // The audit names the CA that vouched for the expert.
@@ -79,7 +79,7 @@ async fn a_subject_with_two_names_is_refused() {
         Fingerprint(plant.ca_fingerprint()).colon_hex()
     );
     let agent = Agent::start(Some(&plant.ca_pem), |c| c.allowed_experts = vec![entry]).await;
-    let mut e = Expert::offer(&agent, Some(&mallory)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&mallory)).await;
     let (reason, detail, _) = e.closed().await;
     assert_eq!(reason, ByeReason::NotAllowed, "{detail}");
     assert!(detail.contains("2 common names"), "{detail}");
@@ -88,7 +88,7 @@ async fn a_subject_with_two_names_is_refused() {
 
     // …and without one: which name would the prompt show?
     let agent = Agent::start(Some(&plant.ca_pem), |_| {}).await;
-    let mut e = Expert::offer(&agent, Some(&mallory)).await;
+    let mut e = TlsExpert::offer(&agent, Some(&mallory)).await;
     let (reason, detail, _) = e.closed().await;
     assert_eq!(reason, ByeReason::NotAllowed, "{detail}");
     assert!(detail.contains("Mallory / Ann Expert"), "{detail}");
