@@ -46,6 +46,36 @@ impl CliExpert {
         c
     }
 
+    /// A fresh invitation from `agent` (30 minutes, `password`) saved as
+    /// `name`, and its password file: the arguments `TARGET
+    /// --password-file FILE` of a connecting command.
+    pub async fn invited(
+        &self,
+        agent: &crate::agent::Agent,
+        name: &str,
+        password: &str,
+    ) -> (String, String) {
+        let (_, file) = agent.invite_file("30m", password).await;
+        let pw_name = format!("{name}.password");
+        (self.write(name, &file), self.write(&pw_name, password))
+    }
+
+    /// `shoulder watch` arguments for `invitation`, writing `stats`.
+    pub fn watch_args<'a>(
+        invitation: &'a str,
+        password_file: &'a str,
+        stats: &'a str,
+    ) -> Vec<&'a str> {
+        vec![
+            "watch",
+            invitation,
+            "--password-file",
+            password_file,
+            "--stats-json",
+            stats,
+        ]
+    }
+
     /// Runs `shoulder ARGS` to completion off the async runtime.
     pub async fn run(&self, args: &[&str]) -> Output {
         let mut c = self.command(args);

@@ -307,29 +307,18 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
     let screen = Synthetic::new(320, 200);
     let agent = Agent::with_backends(None, screen.backends(), |_| {}).await;
     let ex = CliExpert::new();
-    let pw = ex.write("pw", PW);
     let mut device = screen.frame();
     for px in device.chunks_exact_mut(4) {
         px[3] = 0;
     }
     let expected_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&device));
 
-    let (_, file) = agent.invite_file("30m", PW).await;
-    let inv = ex.write("w.shoulder", &file);
+    let (inv, pw) = ex.invited(&agent, "w.shoulder", PW).await;
     let stats = ex.path("stats.jsonl");
     let answers = agent.answer_prompts(1, true).await;
-    let o = ex
-        .run(&[
-            "watch",
-            &inv,
-            "--password-file",
-            &pw,
-            "--stats-json",
-            stats.to_str().unwrap(),
-            "--frames",
-            "1",
-        ])
-        .await;
+    let mut args = CliExpert::watch_args(&inv, &pw, stats.to_str().unwrap());
+    args.extend(["--frames", "1"]);
+    let o = ex.run(&args).await;
     assert!(o.status.success(), "{}", stderr(&o));
     answers.await.unwrap();
     let line = std::fs::read_to_string(&stats).unwrap();
@@ -337,8 +326,7 @@ async fn watch_and_snapshot_reproduce_the_device_screen_exactly() {
     assert_eq!(v["fb_hash"], expected_hash.as_str(), "{line}");
     assert!(v["bytes"].as_u64().unwrap() > 0 && v["rects"].as_u64().unwrap() > 0);
 
-    let (_, file) = agent.invite_file("30m", PW).await;
-    let inv = ex.write("s.shoulder", &file);
+    let (inv, pw) = ex.invited(&agent, "s.shoulder", PW).await;
     let png_path = ex.path("s.png");
     let answers = agent.answer_prompts(1, true).await;
     let o = ex

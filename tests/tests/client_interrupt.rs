@@ -16,20 +16,11 @@ async fn interrupted_watch_says_goodbye(signal: &str, said: &str) {
     // test looks.
     let agent = Agent::pattern(None, |c| c.resume_grace = Duration::from_secs(600)).await;
     let ex = CliExpert::new();
-    let pw = ex.write("pw", PW);
-    let (_, file) = agent.invite_file("30m", PW).await;
-    let inv = ex.write("w.shoulder", &file);
+    let (inv, pw) = ex.invited(&agent, "w.shoulder", PW).await;
     let stats = ex.path("stats.jsonl");
     let answers = agent.answer_prompts(1, true).await;
     let child = ex
-        .command(&[
-            "watch",
-            &inv,
-            "--password-file",
-            &pw,
-            "--stats-json",
-            stats.to_str().unwrap(),
-        ])
+        .command(&CliExpert::watch_args(&inv, &pw, stats.to_str().unwrap()))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
