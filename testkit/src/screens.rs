@@ -226,3 +226,45 @@ pub fn view_prompt_on_screen(
     wait_for_prompt(vm, accept, screen, within);
     accept
 }
+
+/// The expert clicks (`x`, `y`) until the kiosk app sees a tap at exactly
+/// those coordinates of its (upright) UI (`kiosk: tap x=… y=…` on the
+/// serial console), for at most `within`. A click sent while the app is
+/// still opening the new remote devices may reach it without its position
+/// (a tap at the device's start, 0,0): that one is clicked again. Returns
+/// the serial mark from before the click that landed.
+pub fn expert_click_lands(
+    vm: &mut Vm,
+    expert: &ClientExpert,
+    (x, y): (u32, u32),
+    within: Duration,
+) -> usize {
+    let want = format!("kiosk: tap x={x} y={y}");
+    let deadline = std::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let mark = vm.serial_mark();
+        expert.click(x, y);
+        if vm
+            .wait_serial(mark, "kiosk: tap ", Duration::from_secs(2))
+            .is_ok()
+        {
+            let log = vm.serial_log();
+            let tap = log[mark..]
+                .lines()
+                .find(|l| l.contains("kiosk: tap "))
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned();
+            if tap.ends_with(&want) {
+                return mark;
+            }
+            seen.push(tap);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expert clicked ({x}, {y}); the app saw {seen:?}:\n{}",
+            vm.serial_log()
+        );
+    }
+}

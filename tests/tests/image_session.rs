@@ -111,38 +111,7 @@ fn local_tap_seen(vm: &mut Vm, expert: &ClientExpert, seen: &str) -> Rectangle {
 /// coordinates.
 fn expert_click_lands(vm: &mut Vm, expert: &ClientExpert, screen: (u32, u32)) {
     let counter = KioskUi::new(screen.0, screen.1).layout().counter_button;
-    let (x, y) = center(counter);
-    let mark = vm.serial_mark();
-    let deadline = Instant::now() + STEP;
-    loop {
-        expert.click(x, y);
-        if vm
-            .wait_serial(mark, "kiosk: tap ", Duration::from_secs(2))
-            .is_ok()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the expert's click never arrived on the {}x{} screen:\n{}",
-            screen.0,
-            screen.1,
-            vm.serial_log()
-        );
-    }
-    let log = vm.serial_log();
-    let tap = log[mark..]
-        .lines()
-        .find(|l| l.contains("kiosk: tap "))
-        .unwrap_or_default()
-        .trim_end();
-    assert!(
-        tap.ends_with(&format!("kiosk: tap x={x} y={y}")),
-        "the expert clicked ({x}, {y}) on the {}x{} screen, the app saw `{tap}`:\n{}",
-        screen.0,
-        screen.1,
-        &log[mark..]
-    );
+    screens::expert_click_lands(vm, expert, center(counter), STEP);
 }
 
 // --- tests -------------------------------------------------------------------

@@ -17,6 +17,12 @@
 //! leaves that last picture on screen, still, until the next input brings
 //! its UI back.
 //!
+//! With `--rotate 90|180|270` it plays a compositor driving a panel mounted
+//! sideways: the UI is laid out for the panel as the person sees it and
+//! drawn turned into the buffer (the buffer's picture turns that far
+//! clockwise to read upright), and taps, which the touchscreen reports in
+//! the buffer's orientation, are turned back before they reach the UI.
+//!
 //! It logs one line per event of interest to stderr (the image's serial
 //! console), e.g. `kiosk: counter=3`, which end-to-end tests wait for.
 
@@ -96,6 +102,38 @@ struct Args {
     /// last busy picture stays until the next input.
     #[arg(long, requires = "single_buffer")]
     busy_file: Option<PathBuf>,
+    /// Degrees (0, 90, 180, 270) the buffer's picture turns clockwise to
+    /// read upright: a panel mounted sideways.
+    #[arg(long, default_value_t = 0, value_parser = parse_turn)]
+    rotate: u16,
+}
+
+fn parse_turn(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(d @ (0 | 90 | 180 | 270)) => Ok(d),
+        _ => Err(format!("'{s}' is not 0, 90, 180 or 270")),
+    }
+}
+
+/// The UI's size for a `w`×`h` buffer turned `turn` degrees.
+fn upright_size(turn: u16, (w, h): (u32, u32)) -> (u32, u32) {
+    if turn % 180 == 90 { (h, w) } else { (w, h) }
+}
+
+/// Where buffer pixel (`x`, `y`) of a `w`×`h` buffer turned `turn` degrees
+/// shows in the upright UI (taps; and, read the other way, which buffer
+/// pixel each upright one goes to).
+fn upright_tap(turn: u16, x: i32, y: i32, (w, h): (u32, u32)) -> (i32, i32) {
+    let (x, y) = (x.clamp(0, w as i32 - 1), y.clamp(0, h as i32 - 1));
+    let (x, y) = (x as u32, y as u32);
+    // The inverse turn, applied to the buffer as if it were upright.
+    let (ux, uy) = match turn {
+        90 => (h - 1 - y, x),
+        180 => (w - 1 - x, h - 1 - y),
+        270 => (y, w - 1 - x),
+        _ => (x, y),
+    };
+    (ux as i32, uy as i32)
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -143,6 +181,11 @@ type Drawn = Option<(u64, AnimKey)>;
 
 struct Kiosk {
     ui: KioskUi,
+    /// `--rotate`: the buffer's picture turns this far to read upright.
+    turn: u16,
+    /// The upright picture of a turned UI, and the state it shows.
+    upright: Vec<u8>,
+    upright_drawn: Drawn,
     /// Bumped on every visible state change.
     generation: u64,
     paused_by_key: bool,
@@ -216,13 +259,62 @@ enum ModeRequest {
 
 /// Draws the UI into `target`: all of it if the buffer holds another state,
 /// only the animated areas if just time moved, nothing if it is current.
-fn render(kiosk: &Kiosk, target: display::Target<'_>, drawn: &mut Drawn, now: Duration) {
+fn render(kiosk: &mut Kiosk, target: display::Target<'_>, drawn: &mut Drawn, now: Duration) {
     let want = (kiosk.generation, anim_key(&kiosk.ui, now));
     if *drawn == Some(want) {
         return;
     }
+    if kiosk.turn != 0 {
+        // Draw upright, then the whole picture turned into the buffer.
+        let size = target.size;
+        let (uw, uh) = upright_size(kiosk.turn, size);
+        kiosk.upright.resize(uw as usize * uh as usize * 4, 0);
+        let mut upright = std::mem::take(&mut kiosk.upright);
+        let mut upright_drawn = kiosk.upright_drawn;
+        draw(
+            kiosk,
+            &mut upright,
+            (uw, uh),
+            uw as usize * 4,
+            &mut upright_drawn,
+            now,
+        );
+        for (y, row) in target
+            .pixels
+            .chunks_mut(target.pitch)
+            .take(size.1 as usize)
+            .enumerate()
+        {
+            for (x, px) in row[..size.0 as usize * 4].chunks_exact_mut(4).enumerate() {
+                let (ux, uy) = upright_tap(kiosk.turn, x as i32, y as i32, size);
+                let i = (uy as usize * uw as usize + ux as usize) * 4;
+                px.copy_from_slice(&upright[i..i + 4]);
+            }
+        }
+        kiosk.upright = upright;
+        kiosk.upright_drawn = upright_drawn;
+        *drawn = Some(want);
+        return;
+    }
     let (w, h) = target.size;
-    let Ok(mut canvas) = Xrgb8888Canvas::new(target.pixels, w, h, target.pitch) else {
+    draw(kiosk, target.pixels, (w, h), target.pitch, drawn, now);
+}
+
+/// Draws the UI into `pixels` (`size`, rows `pitch` apart): all of it if they
+/// hold another state, only the animated areas if just time moved.
+fn draw(
+    kiosk: &Kiosk,
+    pixels: &mut [u8],
+    (w, h): (u32, u32),
+    pitch: usize,
+    drawn: &mut Drawn,
+    now: Duration,
+) {
+    let want = (kiosk.generation, anim_key(&kiosk.ui, now));
+    if *drawn == Some(want) {
+        return;
+    }
+    let Ok(mut canvas) = Xrgb8888Canvas::new(pixels, w, h, pitch) else {
         eprintln!("kiosk: error: buffer smaller than its mode");
         return;
     };
@@ -281,8 +373,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let flipping = !args.single_buffer;
     let mut display = Display::open(&args.card, args.mode, usize::from(args.buffers), flipping)?;
     let (w, h) = display.size();
+    let (uw, uh) = upright_size(args.rotate, (w, h));
     let mut kiosk = Kiosk {
-        ui: KioskUi::new(w, h),
+        ui: KioskUi::new(uw, uh),
+        turn: args.rotate,
+        upright: Vec::new(),
+        upright_drawn: None,
         generation: 0,
         paused_by_key: args.paused,
         frozen_at: None,
@@ -365,7 +461,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
         events.clear();
         inputs.read(display.size(), &mut events);
-        for input in events.drain(..) {
+        for mut input in events.drain(..) {
+            if let UserInput::Tap { x, y } = &mut input {
+                (*x, *y) = upright_tap(kiosk.turn, *x, *y, display.size());
+            }
             if holding_busy_picture {
                 holding_busy_picture = false;
                 drawn = vec![None; display.buffer_count()];
@@ -381,7 +480,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             let next = next_mode(&args.modes, current);
             match display.set_mode(next) {
                 Ok(()) => {
-                    kiosk.ui.resize(next.0, next.1);
+                    let (uw, uh) = upright_size(kiosk.turn, next);
+                    kiosk.ui.resize(uw, uh);
+                    kiosk.upright_drawn = None;
                     kiosk.generation += 1;
                     drawn = vec![None; display.buffer_count()];
                     show_first(&mut display, &mut kiosk, &mut drawn, pause_file)?;
@@ -434,7 +535,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             let t = kiosk.now(pause_file);
             let target = display.back();
             let index = target.index;
-            render(&kiosk, target, &mut drawn[index], t);
+            render(&mut kiosk, target, &mut drawn[index], t);
             display.flip()?;
             flip_started = now;
             frames += 1;
@@ -483,6 +584,31 @@ fn next_mode(modes: &[(u32, u32)], current: (u32, u32)) -> (u32, u32) {
 mod tests {
     use super::*;
 
+    /// The buffer pixel each upright pixel goes to, worked out by hand for a
+    /// 3×2 buffer: turning it clockwise reads `da/eb/fc` (90°), `fed/cba`
+    /// (180°), `cf/be/ad` (270°).
+    #[test]
+    fn turned_buffers_read_upright() {
+        let buffer = ["abc", "def"];
+        for (turn, upright) in [
+            (0, vec!["abc", "def"]),
+            (90, vec!["da", "eb", "fc"]),
+            (180, vec!["fed", "cba"]),
+            (270, vec!["cf", "be", "ad"]),
+        ] {
+            let (uw, uh) = upright_size(turn, (3, 2));
+            let mut seen = vec![vec![' '; uw as usize]; uh as usize];
+            for (y, row) in buffer.iter().enumerate() {
+                for (x, c) in row.chars().enumerate() {
+                    let (ux, uy) = upright_tap(turn, x as i32, y as i32, (3, 2));
+                    seen[uy as usize][ux as usize] = c;
+                }
+            }
+            let seen: Vec<String> = seen.into_iter().map(|r| r.into_iter().collect()).collect();
+            assert_eq!(seen, upright, "{turn}");
+        }
+    }
+
     #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("1024x768"), Ok((1024, 768)));
@@ -505,6 +631,9 @@ mod tests {
         let pitch = w as usize * 4;
         let mut kiosk = Kiosk {
             ui: KioskUi::new(w, h),
+            turn: 0,
+            upright: Vec::new(),
+            upright_drawn: None,
             generation: 0,
             paused_by_key: false,
             frozen_at: None,
@@ -522,10 +651,10 @@ mod tests {
                 size,
             }
         }
-        render(&kiosk, target(&mut buf, pitch, (w, h)), &mut drawn, t0);
-        render(&kiosk, target(&mut buf, pitch, (w, h)), &mut drawn, t1);
+        render(&mut kiosk, target(&mut buf, pitch, (w, h)), &mut drawn, t0);
+        render(&mut kiosk, target(&mut buf, pitch, (w, h)), &mut drawn, t1);
         let mut fresh = vec![0u8; pitch * h as usize];
-        render(&kiosk, target(&mut fresh, pitch, (w, h)), &mut None, t1);
+        render(&mut kiosk, target(&mut fresh, pitch, (w, h)), &mut None, t1);
         assert!(buf == fresh, "clipped redraw must give the same pixels");
     }
 }

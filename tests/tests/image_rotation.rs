@@ -1,0 +1,147 @@
+//! A kiosk on a panel mounted sideways, in the real kernel: the app draws its
+//! UI turned into the framebuffer (`shoulder-kiosk --rotate 90`, as a
+//! compositor with a rotated output does) and the agent is told
+//! (`rotation = 90`). The person sees the consent prompt upright and accepts
+//! it by touching where it shows; the expert sees the screen upright, equal
+//! to it pixel for pixel; the expert's click lands on the button it aimed
+//! at.
+
+use std::time::Duration;
+
+use shoulder_kiosk_ui::KioskUi;
+use shoulder_proto::msg::ConsentKind;
+use shoulder_proto::rotation::Rotation;
+use shoulder_proto::session::LocalDecision;
+use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
+use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_testkit::expert::{ClientExpert, control_granted, viewing};
+use shoulder_testkit::pki::Pki;
+use shoulder_testkit::qemu::{Screen, Vm};
+use shoulder_testkit::screens::{
+    PROMPT_ARMED_AFTER, center, expert_click_lands, kiosk_screen, prompt_button, shows_strip,
+};
+use shoulder_testkit::wait::wait_until;
+
+/// The framebuffer; the person sees it turned, 768×1024.
+const SCREEN: (u32, u32) = (1024, 768);
+const TURN: Rotation = Rotation::Deg90;
+/// Generous: emulation on a loaded machine.
+const STEP: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
+const EXPERT_NAME: &str = "Ann Expert";
+
+fn upright_size() -> (u32, u32) {
+    TURN.upright_size(SCREEN.0, SCREEN.1)
+}
+
+/// The screendump as the person sees it.
+fn upright(dump: &Screen) -> Screen {
+    let (uw, uh) = upright_size();
+    let mut rgb = Vec::with_capacity(uw as usize * uh as usize * 3);
+    for y in 0..uh {
+        for x in 0..uw {
+            let (bx, by) = TURN.to_buffer(x, y, SCREEN.0, SCREEN.1);
+            rgb.extend_from_slice(&dump.pixel(bx, by));
+        }
+    }
+    Screen {
+        width: uw,
+        height: uh,
+        rgb,
+    }
+}
+
+fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
+    if let Err(e) = expert.wait_state(STEP, what, pred) {
+        panic!("{e}\nserial log:\n{}", vm.serial_log());
+    }
+}
+
+fn guest(vm: &mut Vm, command: &str) {
+    let out = vm
+        .exec(command, STEP)
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    assert_eq!(out.status, 0, "{command}: {}", out.output);
+}
+
+#[test]
+fn image_sideways_panel_reads_upright_for_the_person_and_the_expert() {
+    let pki = Pki::with_expert("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"));
+    let toml = agent_toml("Sideways kiosk", "allow_control = true\nrotation = 90");
+    let Some(mut vm) = boot_agent_or_skip(
+        "image_sideways_panel_reads_upright_for_the_person_and_the_expert",
+        agent_vm_config(SCREEN, "--rotate 90 --paused", toml, pki.ca_pem.as_bytes()),
+    ) else {
+        return;
+    };
+    let (uw, uh) = upright_size();
+    let expert = ClientExpert::offer(vm.agent_addr(), &pki);
+    wait_state(&vm, &expert, "the consent prompt", |s| {
+        matches!(s, ExpertState::WaitingForConsent { .. })
+    });
+
+    // The prompt reads upright: where the upright layout puts Accept, the
+    // app's upright picture is covered.
+    let accept = prompt_button(
+        (uw, uh),
+        EXPERT_NAME,
+        ConsentKind::View,
+        LocalDecision::Accept,
+    );
+    let (ax, ay) = center(accept);
+    let app = kiosk_screen(&KioskUi::new(uw, uh));
+    let shown = wait_until(STEP, POLL, || {
+        upright(&vm.screendump().expect("screendump")).pixel(ax, ay) != app.pixel(ax, ay)
+    });
+    assert!(
+        shown,
+        "no prompt where the person sees Accept:\n{}",
+        vm.serial_log()
+    );
+    std::thread::sleep(PROMPT_ARMED_AFTER);
+
+    // The person touches Accept where it shows (the touchscreen, mounted
+    // with the panel, reports the framebuffer's coordinates).
+    let (bx, by) = TURN.to_buffer(ax, ay, SCREEN.0, SCREEN.1);
+    vm.click(bx, by, SCREEN).expect("tap");
+    wait_state(&vm, &expert, "viewing", viewing);
+
+    // The expert sees the screen upright, pixel for pixel, strip included.
+    let mut last = None;
+    let same = wait_until(STEP, POLL, || {
+        let person = upright(&vm.screendump().expect("screendump"));
+        let same = expert.screen().is_some_and(|mine| mine == person);
+        last = Some(person);
+        same
+    });
+    assert!(
+        same,
+        "the expert's view ({:?}) never equalled the upright screen",
+        expert.screen().map(|s| s.size())
+    );
+    let person = last.expect("a screendump");
+    assert!(
+        shows_strip(&person, (uw, uh), EXPERT_NAME),
+        "no strip along the person's top edge"
+    );
+
+    // Control: the expert clicks the counter button where it sees it, and
+    // the app gets the tap on that button.
+    expert.send(UserAction::RequestControl);
+    wait_state(&vm, &expert, "the control prompt", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::Requested { .. }
+            }
+        )
+    });
+    guest(&mut vm, "shoulder-agent ctl accept");
+    wait_state(&vm, &expert, "control", control_granted);
+    let counter = center(KioskUi::new(uw, uh).layout().counter_button);
+    let mark = expert_click_lands(&mut vm, &expert, counter, STEP);
+    vm.wait_serial(mark, "kiosk: counter=1", STEP)
+        .expect("the counter button counted the click");
+    drop(expert);
+    vm.shutdown();
+}
