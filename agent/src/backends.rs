@@ -204,6 +204,7 @@ impl Presenter for LogPresenter {
             kind = ?p.kind,
             expert = %p.expert.name,
             how = %p.expert.how(),
+            says = p.expert.says.as_deref().unwrap_or(""),
             "consent prompt: answer with `shoulder-agent ctl accept` or `ctl decline`"
         );
     }

@@ -15,7 +15,9 @@
 //! - `agent-stopped`: none
 //! - `connect`: `tls` (`"1.3"`), `alpn` (`"shoulder/1"`), `client_certificate`
 //! - `hello`: `software`, `software_version`
-//! - `auth-ok`: `how`, `issuer` (plant CA of an offer, else null)
+//! - `auth-ok`: `how`, `issuer` (plant CA of an offer, else null), `says`
+//!   (the name the expert gave themselves, when it differs from the
+//!   identified one; else absent)
 //! - `auth-failed`: `reason`, `detail`
 //! - `resume-handover`: none (the connection continues a session on hold)
 //! - `consent-asked`: `kind` (`view`/`control`)
@@ -58,7 +60,8 @@
 //! Control-socket events (`event`: fields), sent only by the session that
 //! holds the device's session slot, except `lagged`:
 //! - `session-started`: `session`, `expert`, `how`, `source`
-//! - `consent-requested`: `kind`, `expert`, `how`, `timeout_secs`
+//! - `consent-requested`: `kind`, `expert`, `how`, `says` (as in
+//!   `auth-ok`), `timeout_secs`
 //! - `prompt-closed`: none
 //! - `view-granted`, `control-granted`, `control-revoked`: none
 //! - `reconnecting`: `grace_secs`
@@ -104,6 +107,8 @@ pub(crate) enum AuditRecord<'a> {
     AuthOk {
         how: String,
         issuer: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        says: Option<String>,
     },
     AuthFailed {
         #[serde(serialize_with = "audit_name")]
@@ -244,6 +249,8 @@ pub(crate) enum ControlEvent<'a> {
         kind: &'static str,
         expert: &'a str,
         how: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        says: Option<&'a str>,
         timeout_secs: u64,
     },
     PromptClosed,

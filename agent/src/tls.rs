@@ -341,6 +341,7 @@ impl PlantTrust {
         Ok(ExpertIdentity {
             name,
             method: AuthMethod::Offer { fingerprint },
+            says: None,
         })
     }
 

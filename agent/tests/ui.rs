@@ -125,6 +125,7 @@ fn ann() -> ExpertIdentity {
         method: AuthMethod::Offer {
             fingerprint: shoulder_proto::Fingerprint([1; 32]),
         },
+        says: None,
     }
 }
 

@@ -208,6 +208,7 @@ async fn serve(
                             Ok(ExpertIdentity {
                                 name: format!("invitation {id}"),
                                 method: AuthMethod::Invitation { id: *id },
+                                says: None,
                             })
                         }
                         _ => Err((

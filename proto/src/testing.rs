@@ -76,13 +76,18 @@ impl core::fmt::Debug for Pair {
     }
 }
 
-/// An expert identity as an offer would produce it.
+/// The name the [`Pair`]'s expert gives itself in its hello.
+pub const PAIR_EXPERT_NAME: &str = "Ann";
+
+/// An expert identity as an offer would produce it, with the hint the
+/// device machine adds from the [`Pair`]'s hello.
 pub fn offer_identity(name: &str) -> ExpertIdentity {
     ExpertIdentity {
         name: name.into(),
         method: AuthMethod::Offer {
             fingerprint: crate::Fingerprint([7; 32]),
         },
+        says: Some(PAIR_EXPERT_NAME.to_owned()).filter(|s| s != name),
     }
 }
 
@@ -101,7 +106,7 @@ impl Pair {
         Self {
             now,
             device: DeviceSession::new(now, device, 0),
-            expert: ExpertSession::new(now, ExpertConfig::new("Ann", auth)),
+            expert: ExpertSession::new(now, ExpertConfig::new(PAIR_EXPERT_NAME, auth)),
             device_log: Vec::new(),
             expert_log: Vec::new(),
             view: None,
@@ -233,7 +238,7 @@ impl Pair {
         self.expert = ExpertSession::new(
             self.now,
             ExpertConfig::new(
-                "Ann",
+                PAIR_EXPERT_NAME,
                 Auth::Resume {
                     token: token.clone(),
                 },

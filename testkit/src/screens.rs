@@ -67,6 +67,7 @@ pub fn prompt_button(
             kind,
             expert: expert.into(),
             how: "plant certificate".into(),
+            says: None,
             seconds_left: 60,
             arming: false,
         }),

@@ -294,6 +294,9 @@ async fn invitation_right_password_works_once() {
     wait_consent_pending(&mut e).await;
     let asked = event(&mut device, "consent-requested").await;
     assert_eq!(asked["how"], format!("invitation {id}"));
+    // Never a bare id as the headline; what they call themselves is a hint.
+    assert_eq!(asked["expert"], "Someone with an invitation");
+    assert_eq!(asked["says"], "Ann");
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_viewing(&mut e).await;
     e.wait_updates(1).await;

@@ -84,6 +84,7 @@ fn view(prompt: bool, left: u32, elapsed: Duration) -> View {
                 kind: ConsentKind::View,
                 expert: "Jane Expert".into(),
                 how: "plant certificate".into(),
+                says: None,
                 seconds_left: left,
                 arming: false,
             }),

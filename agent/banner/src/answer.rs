@@ -154,6 +154,7 @@ mod tests {
             kind,
             expert: "Jane Expert".into(),
             how: "plant certificate".into(),
+            says: None,
             seconds_left: 60,
             arming: false,
         }

@@ -45,6 +45,8 @@ pub struct Labels {
     pub wants_view: String,
     pub wants_control: String,
     pub identified_by: String,
+    /// After "identified by …": the name the expert gave themselves.
+    pub says: String,
     pub accept: String,
     pub decline: String,
     /// The key that accepts, as shown in the Accept button.
@@ -67,6 +69,7 @@ impl Default for Labels {
             wants_view: "wants to see this screen".into(),
             wants_control: "wants to control this screen".into(),
             identified_by: "Identified by {}".into(),
+            says: "says: {}".into(),
             accept: "Accept".into(),
             decline: "Decline".into(),
             accept_key: "Enter".into(),
@@ -462,7 +465,7 @@ impl Renderer {
             loop {
                 let used = band_height(&bands) + band_height(&extra);
                 let free = h.saturating_sub(used);
-                let c = self.card_height(with_header);
+                let c = self.card_height(prompt, with_header);
                 let last_resort = extra.is_empty() && !with_header && bands.is_empty();
                 if c + 2 * self.m.pad <= free || last_resort {
                     let top_free = match self.style.edge {
@@ -541,7 +544,7 @@ impl Renderer {
         m.prompt_button_h.max(two_lines + 2 * m.border + 2 * m.gap)
     }
 
-    fn card_height(&self, with_header: bool) -> u32 {
+    fn card_height(&self, p: &crate::view::PromptView, with_header: bool) -> u32 {
         let m = &self.m;
         let inner = 2 * m.pad;
         let mut hgt = inner * 2 + 2 * m.border;
@@ -550,6 +553,9 @@ impl Renderer {
         }
         hgt += 2 * m.title.line_height() + m.gap; // name, question
         hgt += m.body.line_height() + m.pad; // identified by
+        if p.says.is_some() {
+            hgt += m.body.line_height(); // says
+        }
         hgt += self.prompt_button_height() + m.pad;
         hgt += m.body.line_height(); // countdown
         hgt
@@ -559,7 +565,7 @@ impl Renderer {
         let m = &self.m;
         let l = &self.style.labels;
         let cw = self.card_width(p);
-        let ch = self.card_height(with_header);
+        let ch = self.card_height(p, with_header);
         let x = ((self.screen.width - cw) / 2) as i32;
         let rect = Rectangle::new(Point::new(x, y), Size::new(cw, ch));
         let mut buttons = Vec::new();
@@ -600,14 +606,26 @@ impl Renderer {
             ConsentKind::Control => &l.wants_control,
         };
         line(&mut items, m.title, question, palette::TEXT, &mut ty, 0);
+        // How they were identified, then, right under it, what they say
+        // (a hint: shortened to the card's width, never in place of it).
         line(
             &mut items,
             m.body,
             &fill_in(&l.identified_by, &p.how),
             palette::TEXT_DIM,
             &mut ty,
-            m.pad,
+            if p.says.is_some() { 0 } else { m.pad },
         );
+        if let Some(says) = &p.says {
+            line(
+                &mut items,
+                m.body,
+                &fill_in(&l.says, says),
+                palette::TEXT_DIM,
+                &mut ty,
+                m.pad,
+            );
+        }
         let bh = self.prompt_button_height();
         let bw = (inner_w - m.pad) / 2;
         let decline = Rectangle::new(Point::new(left, ty), Size::new(bw, bh));

@@ -33,10 +33,12 @@ impl View {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptView {
     pub kind: ConsentKind,
-    /// Who asks: the certificate's name, or `invitation <id>`.
+    /// Who asks: the certificate's name, or whom the invitation is for.
     pub expert: String,
     /// How they were authenticated ("plant certificate", "invitation …").
     pub how: String,
+    /// The name they gave themselves, when it differs (a hint).
+    pub says: Option<String>,
     /// Seconds until the prompt declines by itself.
     pub seconds_left: u32,
     /// Just shown: taps and keys do not answer it yet (the buttons are
@@ -52,6 +54,7 @@ impl PromptView {
             kind: prompt.kind,
             expert: prompt.expert.name.clone(),
             how: prompt.expert.how(),
+            says: prompt.expert.says.clone(),
             seconds_left: seconds_until(prompt.deadline, now),
             arming: false,
         }
@@ -300,6 +303,7 @@ mod tests {
             method: AuthMethod::Offer {
                 fingerprint: shoulder_proto::Fingerprint([0; 32]),
             },
+            says: None,
         }
     }
 

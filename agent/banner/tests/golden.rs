@@ -29,6 +29,7 @@ fn prompt(kind: ConsentKind, expert: &str, how: &str, secs: u32) -> PromptView {
         kind,
         expert: expert.into(),
         how: how.into(),
+        says: None,
         seconds_left: secs,
         arming: false,
     }
@@ -62,15 +63,21 @@ fn scenes() -> Vec<(&'static str, View)> {
         (
             "control_prompt",
             View {
-                prompt: Some(prompt(
-                    ConsentKind::Control,
-                    "invitation 0123456789abcdef",
-                    "invitation 0123456789abcdef",
-                    42,
-                )),
+                // An invitation made for nobody in particular: the headline
+                // says so, the id is how they got in, and what they call
+                // themselves is a hint beside it.
+                prompt: Some(PromptView {
+                    says: Some("Ann Expert".into()),
+                    ..prompt(
+                        ConsentKind::Control,
+                        shoulder_proto::session::INVITATION_HEADLINE,
+                        "invitation 0123456789abcdef",
+                        42,
+                    )
+                }),
                 strip: Some(strip(
                     StripMode::Viewing,
-                    "invitation 0123456789abcdef",
+                    shoulder_proto::session::INVITATION_HEADLINE,
                     125,
                 )),
                 ..View::default()

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::UnixTime;
 use shoulder_proto::ByeReason;
-use shoulder_proto::session::{AuthMethod, AuthRequest, DeviceInput, ExpertIdentity};
+use shoulder_proto::session::{
+    AuthMethod, AuthRequest, DeviceInput, ExpertIdentity, INVITATION_HEADLINE,
+};
 use tokio::sync::oneshot;
 
 use super::session::Session;
@@ -122,8 +124,10 @@ impl Session {
                         .await;
                     match checked {
                         Ok(Ok(())) => Ok(ExpertIdentity {
-                            name: format!("invitation {id}"),
+                            name: INVITATION_HEADLINE.into(),
                             method: AuthMethod::Invitation { id },
+                            // The session machine adds the expert's hello.
+                            says: None,
                         }),
                         Ok(Err(e)) => Err(e),
                         Err(HashRefused::QueueFull { retry_after_secs }) => Err((

@@ -355,6 +355,7 @@ impl Session {
                         kind: kind_name(p.kind),
                         expert: &p.expert.name,
                         how: p.expert.how(),
+                        says: p.expert.says.as_deref(),
                         timeout_secs: timeout,
                     });
                 }
@@ -599,6 +600,7 @@ impl Session {
                 AuditRecord::AuthOk {
                     how: expert.how(),
                     issuer,
+                    says: expert.says.clone(),
                 }
             }
             AuditEvent::AuthFailed { reason, detail } => AuditRecord::AuthFailed { reason, detail },

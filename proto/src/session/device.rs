@@ -64,10 +64,28 @@ pub enum AuthMethod {
 /// Who the expert is, as established by the glue's authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpertIdentity {
-    /// Certificate CN, or "invitation <id>".
+    /// The headline a person can judge: the certificate's name, or whom
+    /// the invitation was made for ([`INVITATION_HEADLINE`] when it names
+    /// nobody); never a bare id.
     pub name: String,
     pub method: AuthMethod,
+    /// The name the expert gave themselves (their hello), when it says
+    /// more than `name`: a hint, always shown next to how they were
+    /// identified, never in its place.
+    pub says: Option<String>,
 }
+
+/// A self-declared name as a person may be shown it: control characters
+/// (and so terminal escapes) dropped, runs of whitespace made one space.
+pub fn hint_name(raw: &str) -> String {
+    raw.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The headline of an invitation made for nobody in particular.
+pub const INVITATION_HEADLINE: &str = "Someone with an invitation";
 
 impl ExpertIdentity {
     /// "certificate" or "invitation 0123…", for prompts.
@@ -366,11 +384,14 @@ struct AwaitHello {
 #[derive(Debug)]
 struct AwaitAuth {
     deadline: Instant,
+    /// The expert's self-declared name (hello).
+    says: String,
 }
 
 #[derive(Debug)]
 struct Authenticating {
     deadline: Instant,
+    says: String,
 }
 
 #[derive(Debug)]
@@ -768,6 +789,7 @@ impl DeviceSession {
                 });
                 State::AwaitAuth(AwaitAuth {
                     deadline: now + self.config.pre_auth_timeout,
+                    says: hint_name(&h.name),
                 })
             }
             (State::AwaitAuth(s), Message::Auth(auth)) => {
@@ -780,6 +802,7 @@ impl DeviceSession {
                 State::Authenticating(Authenticating {
                     // Password hashing takes time; allow it on top.
                     deadline: s.deadline + self.config.pre_auth_timeout,
+                    says: s.says,
                 })
             }
             (State::Active(a), Message::UpdateRequest { incremental }) => {
@@ -1107,9 +1130,15 @@ impl DeviceSession {
     }
 
     fn auth_decided(&mut self, now: Instant, result: Result<ExpertIdentity, (ByeReason, String)>) {
-        if !matches!(self.state, State::Authenticating(_)) {
+        let State::Authenticating(a) = &self.state else {
             return;
-        }
+        };
+        let says = a.says.clone();
+        let result = result.map(|mut expert| {
+            // A hint only where it adds something to the identified name.
+            expert.says = Some(says).filter(|s| !s.is_empty() && *s != expert.name);
+            expert
+        });
         match result {
             Err((reason, detail)) => {
                 self.audit(AuditEvent::AuthFailed {

@@ -20,8 +20,8 @@ pub mod expert;
 
 pub use device::{
     AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
-    ExpertIdentity, InjectEvent, LocalCommand, LocalDecision, MIN_VIEW_REPORT_INTERVAL, Outcome,
-    Phase, Prompt, PromptId,
+    ExpertIdentity, INVITATION_HEADLINE, InjectEvent, LocalCommand, LocalDecision,
+    MIN_VIEW_REPORT_INTERVAL, Outcome, Phase, Prompt, PromptId, hint_name,
 };
 pub use expert::{
     ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,

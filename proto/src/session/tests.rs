@@ -1201,3 +1201,20 @@ fn a_view_report_before_consent_is_ignored_not_fatal() {
     p.local(LocalDecision::Accept);
     assert!(viewing(&p));
 }
+
+#[test]
+fn the_name_an_expert_gives_itself_is_a_clean_hint_beside_the_identified_one() {
+    assert_eq!(
+        crate::session::hint_name("  Ann\u{1b}[31m  Expert\r\n"),
+        "Ann [31m Expert"
+    );
+    // The Pair's expert calls itself "Ann"; its certificate says "Ann
+    // Expert": the prompt carries both.
+    let mut p = pair();
+    p.establish_view();
+    let expert = p.device.expert().expect("an expert").clone();
+    assert_eq!(expert.name, "Ann Expert");
+    assert_eq!(expert.says.as_deref(), Some("Ann"));
+    // The same name twice says nothing more.
+    assert_eq!(crate::testing::offer_identity("Ann").says, None);
+}

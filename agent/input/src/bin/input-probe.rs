@@ -196,6 +196,7 @@ fn local_grant() -> Result<(DeviceSession, ControlConsent), String> {
                         method: AuthMethod::Offer {
                             fingerprint: shoulder_proto::Fingerprint([0; 32]),
                         },
+                        says: None,
                     };
                     device.handle(now, DeviceInput::AuthDecided(Ok(who)));
                 }
