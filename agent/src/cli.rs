@@ -17,10 +17,12 @@ Commands:
                                SHA-256 fingerprint; --csr also writes a
                                signing request for the plant CA
   fingerprint                  print the device certificate's fingerprint
-  invite [--expires 30m] [--password-file FILE] [--out FILE] [--qr]
+  invite [--expires 30m] [--password-file FILE] [--for WHOM] [--out FILE] [--qr]
                                create an invitation: print its text (and a QR
                                code), write the file; the password comes from
-                               FILE, a terminal prompt, or is generated
+                               FILE, a terminal prompt, or is generated;
+                               --for \"Ann from the service desk\" is what the
+                               consent prompt shows as who asks
   invite --list                list invitations
   invite --revoke ID           revoke an invitation
   ctl status|stop-control|end  talk to the running agent (control socket)
@@ -28,7 +30,7 @@ Commands:
                                or without it the prompt open right now
   ctl chat TEXT...             send a chat line to the expert
   ctl watch                    print events as JSON lines
-  ctl invite [--expires 30m] [--password-file FILE]
+  ctl invite [--expires 30m] [--password-file FILE] [--for WHOM]
                                create an invitation through the running agent
 
 Options:
@@ -61,6 +63,8 @@ pub enum Command {
 pub struct InviteArgs {
     pub expires: String,
     pub password_file: Option<PathBuf>,
+    /// Whom it is for (the consent prompt's headline).
+    pub for_whom: Option<String>,
     pub out: Option<PathBuf>,
     pub qr: bool,
 }
@@ -78,6 +82,7 @@ pub enum Ctl {
     Invite {
         expires: String,
         password_file: Option<PathBuf>,
+        for_whom: Option<String>,
     },
 }
 
@@ -137,12 +142,12 @@ impl Cli {
                 let mut o = Options::parse(
                     words,
                     "invite",
-                    &["--expires", "--password-file", "--out", "--revoke"],
+                    &["--expires", "--password-file", "--for", "--out", "--revoke"],
                     &["--qr", "--list"],
                 )?;
                 let list = o.flag("--list");
                 let revoke = o.value("--revoke");
-                let create = ["--expires", "--password-file", "--out"]
+                let create = ["--expires", "--password-file", "--for", "--out"]
                     .iter()
                     .any(|k| o.has(k))
                     || o.flag("--qr");
@@ -162,6 +167,7 @@ impl Cli {
                             .value("--expires")
                             .unwrap_or_else(|| DEFAULT_EXPIRES.into()),
                         password_file: o.value("--password-file").map(PathBuf::from),
+                        for_whom: o.value("--for"),
                         out: o.value("--out").map(PathBuf::from),
                         qr: o.flag("--qr"),
                     }),
@@ -214,13 +220,18 @@ fn parse_ctl(mut words: std::vec::IntoIter<String>) -> Result<Ctl, UsageError> {
             Ctl::Chat(text.join(" "))
         }
         "invite" => {
-            let mut o =
-                Options::parse(words, "ctl invite", &["--expires", "--password-file"], &[])?;
+            let mut o = Options::parse(
+                words,
+                "ctl invite",
+                &["--expires", "--password-file", "--for"],
+                &[],
+            )?;
             Ctl::Invite {
                 expires: o
                     .value("--expires")
                     .unwrap_or_else(|| DEFAULT_EXPIRES.into()),
                 password_file: o.value("--password-file").map(PathBuf::from),
+                for_whom: o.value("--for"),
             }
         }
         other => return Err(UsageError(format!("unknown ctl command `{other}`"))),
@@ -344,12 +355,13 @@ mod tests {
     #[test]
     fn invite_forms() {
         assert_eq!(
-            parse("invite --expires=2h --qr --out a.shoulder")
+            parse("invite --expires=2h --qr --out a.shoulder --for=Ann")
                 .unwrap()
                 .command,
             Command::Invite(InviteArgs {
                 expires: "2h".into(),
                 password_file: None,
+                for_whom: Some("Ann".into()),
                 out: Some("a.shoulder".into()),
                 qr: true
             })
@@ -359,6 +371,7 @@ mod tests {
             Command::Invite(InviteArgs {
                 expires: "30m".into(),
                 password_file: None,
+                for_whom: None,
                 out: None,
                 qr: false
             })

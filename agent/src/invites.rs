@@ -53,6 +53,9 @@ struct Stored {
     /// argon2id PHC string.
     password_hash: String,
     wrong_passwords: u8,
+    /// Whom it was made for, as the consent prompt's headline shows it.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    for_whom: Option<String>,
     #[serde(flatten)]
     state: InvitationState,
 }
@@ -70,6 +73,8 @@ pub struct InvitationSummary {
     pub created_unix: u64,
     pub expires_unix: u64,
     pub wrong_passwords: u8,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_whom: Option<String>,
     #[serde(flatten)]
     pub state: InvitationState,
 }
@@ -111,6 +116,24 @@ pub enum StoreError {
     TooLong { asked: String, max: String },
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    #[error(
+        "--for is longer than {} characters (fix: say whom it is for in fewer words, e.g. \"Ann from the service desk\")",
+        shoulder_proto::MAX_NAME_LEN
+    )]
+    ForTooLong,
+}
+
+/// Whom an invitation is for, as a person may be shown it: cleaned like
+/// an expert's own name, at most [`shoulder_proto::MAX_NAME_LEN`]
+/// characters; blank is nobody in particular.
+fn for_whom(raw: Option<&str>) -> Result<Option<String>, StoreError> {
+    let Some(clean) = raw.map(shoulder_proto::session::hint_name) else {
+        return Ok(None);
+    };
+    if clean.chars().count() > shoulder_proto::MAX_NAME_LEN {
+        return Err(StoreError::ForTooLong);
+    }
+    Ok(Some(clean).filter(|s| !s.is_empty()))
 }
 
 /// Why an invitation did not authenticate, as the expert will be told.
@@ -140,13 +163,16 @@ impl InvitationStore {
         })
     }
 
-    /// Creates an invitation open for `lifetime` from `now_unix`.
+    /// Creates an invitation open for `lifetime` from `now_unix`, made
+    /// `for_whom` (shown as the consent prompt's headline).
     pub fn create(
         &self,
         password: &str,
         lifetime: Duration,
         now_unix: u64,
+        for_whom: Option<&str>,
     ) -> Result<(InvitationId, u64), StoreError> {
+        let for_whom = self::for_whom(for_whom)?;
         if password.chars().count() < MIN_PASSWORD_LEN {
             return Err(StoreError::PasswordTooShort);
         }
@@ -180,6 +206,7 @@ impl InvitationStore {
                 expires_unix: expires,
                 password_hash: hash,
                 wrong_passwords: 0,
+                for_whom: for_whom.clone(),
                 state: InvitationState::Open,
             });
             Ok(())
@@ -197,6 +224,7 @@ impl InvitationStore {
                 created_unix: i.created_unix,
                 expires_unix: i.expires_unix,
                 wrong_passwords: i.wrong_passwords,
+                for_whom: i.for_whom.clone(),
                 state: i.state,
             })
             .collect())
@@ -214,15 +242,15 @@ impl InvitationStore {
         })
     }
 
-    /// Checks a password without using the invitation up. Slow (argon2):
-    /// call from a blocking thread. A wrong password is counted, and the
-    /// fifth burns the invitation.
+    /// Checks a password without using the invitation up; whom it was made
+    /// for. Slow (argon2): call from a blocking thread. A wrong password is
+    /// counted, and the fifth burns the invitation.
     pub fn check(
         &self,
         id: InvitationId,
         password: &str,
         now_unix: u64,
-    ) -> Result<(), AuthFailure> {
+    ) -> Result<Option<String>, AuthFailure> {
         let internal = |e: StoreError| (ByeReason::InternalError, e.to_string());
         let hash = {
             let _lock = self.lock().map_err(internal)?;
@@ -231,12 +259,12 @@ impl InvitationStore {
                 Some(i) => {
                     let inv = &f.invitations[i];
                     open_or_reason(inv, now_unix)?;
-                    Some(inv.password_hash.clone())
+                    Some((inv.password_hash.clone(), inv.for_whom.clone()))
                 }
                 None => None,
             }
         };
-        let Some(hash) = hash else {
+        let Some((hash, made_for)) = hash else {
             // Same work as a real check, so timing does not tell whether an
             // id exists.
             let _ = self.verify(&dummy_hash(&self.params), password);
@@ -246,7 +274,7 @@ impl InvitationStore {
             ));
         };
         if self.verify(&hash, password) {
-            return Ok(());
+            return Ok(made_for);
         }
         // Count the failure under the lock, on fresh contents.
         let mut outcome = Err((ByeReason::InternalError, String::new()));
@@ -496,12 +524,20 @@ pub struct Issuer {
 pub struct Issued {
     pub invitation: shoulder_proto::invite::Invitation,
     pub generated_password: Option<String>,
+    /// Whom it is for, cleaned as the prompt shows it.
+    pub for_whom: Option<String>,
 }
 
 impl Issuer {
     /// Creates an invitation for `lifetime` with `password`, or a generated
-    /// password if None.
-    pub fn issue(&self, lifetime: Duration, password: Option<&str>) -> Result<Issued, StoreError> {
+    /// password if None, made `for_whom`.
+    pub fn issue(
+        &self,
+        lifetime: Duration,
+        password: Option<&str>,
+        for_whom: Option<&str>,
+    ) -> Result<Issued, StoreError> {
+        let for_whom = self::for_whom(for_whom)?;
         if lifetime > self.max_lifetime {
             return Err(StoreError::TooLong {
                 asked: crate::util::format_duration(lifetime),
@@ -522,7 +558,9 @@ impl Issuer {
             })?),
         };
         let pw = password.or(generated.as_deref()).unwrap_or_default();
-        let (id, expires) = self.store.create(pw, lifetime, crate::util::unix_now())?;
+        let (id, expires) =
+            self.store
+                .create(pw, lifetime, crate::util::unix_now(), for_whom.as_deref())?;
         let invitation = shoulder_proto::invite::Invitation::new(
             id,
             &self.device_name,
@@ -534,6 +572,7 @@ impl Issuer {
         Ok(Issued {
             invitation,
             generated_password: generated,
+            for_whom,
         })
     }
 }
@@ -597,14 +636,37 @@ mod tests {
     }
 
     #[test]
+    fn an_invitation_says_whom_it_is_for() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let for_ann = Some("  Ann from the\n service desk \u{1b}");
+        let (id, _) = s
+            .create("correct horse", Duration::from_secs(60), 1000, for_ann)
+            .unwrap();
+        let expected = Some("Ann from the service desk".to_owned());
+        assert_eq!(s.check(id, "correct horse", 1001), Ok(expected.clone()));
+        assert_eq!(s.list().unwrap()[0].for_whom, expected);
+        // Blank is nobody in particular; too long is refused with the fix.
+        let (id, _) = s
+            .create("correct horse", Duration::from_secs(60), 1000, Some(" "))
+            .unwrap();
+        assert_eq!(s.check(id, "correct horse", 1001), Ok(None));
+        let long = "x".repeat(shoulder_proto::MAX_NAME_LEN + 1);
+        let e = s
+            .create("correct horse", Duration::from_secs(60), 1000, Some(&long))
+            .unwrap_err();
+        assert!(e.to_string().contains("--for"), "{e}");
+    }
+
+    #[test]
     fn right_password_once_then_used() {
         let d = tempfile::tempdir().unwrap();
         let s = store(d.path());
         let (id, exp) = s
-            .create("correct horse", Duration::from_secs(60), 1000)
+            .create("correct horse", Duration::from_secs(60), 1000, None)
             .unwrap();
         assert_eq!(exp, 1060);
-        assert_eq!(s.check(id, "correct horse", 1001), Ok(()));
+        assert_eq!(s.check(id, "correct horse", 1001), Ok(None));
         s.consume(id, 1001).unwrap();
         assert_eq!(
             s.check(id, "correct horse", 1002).unwrap_err().0,
@@ -620,7 +682,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = store(d.path());
         let (id, _) = s
-            .create("secret-pw", Duration::from_secs(60), 1000)
+            .create("secret-pw", Duration::from_secs(60), 1000, None)
             .unwrap();
         for left in (1..5).rev() {
             assert_eq!(
@@ -643,14 +705,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = store(d.path());
         let (id, _) = s
-            .create("secret-pw", Duration::from_secs(60), 1000)
+            .create("secret-pw", Duration::from_secs(60), 1000, None)
             .unwrap();
         assert_eq!(
             s.check(id, "secret-pw", 1360).unwrap_err().0,
             ByeReason::InvitationExpired { secs_ago: 300 }
         );
         let (id2, _) = s
-            .create("secret-pw", Duration::from_secs(60), 1000)
+            .create("secret-pw", Duration::from_secs(60), 1000, None)
             .unwrap();
         s.revoke(id2, 1001).unwrap();
         assert_eq!(
@@ -672,14 +734,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = store(d.path());
         assert!(matches!(
-            s.create("short", Duration::from_secs(60), 0),
+            s.create("short", Duration::from_secs(60), 0, None),
             Err(StoreError::PasswordTooShort)
         ));
         for _ in 0..MAX_OPEN_INVITATIONS {
-            s.create("secret-pw", Duration::from_secs(60), 0).unwrap();
+            s.create("secret-pw", Duration::from_secs(60), 0, None)
+                .unwrap();
         }
         assert!(matches!(
-            s.create("secret-pw", Duration::from_secs(60), 0),
+            s.create("secret-pw", Duration::from_secs(60), 0, None),
             Err(StoreError::TooMany(_))
         ));
         let pw = generate_password().unwrap();

@@ -228,7 +228,7 @@ fn invite(config: &Config, args: InviteArgs) -> Result<(), String> {
         max_lifetime: config.max_invitation_lifetime,
     };
     let issued = issuer
-        .issue(lifetime, password.as_deref())
+        .issue(lifetime, password.as_deref(), args.for_whom.as_deref())
         .map_err(|e| e.to_string())?;
     let inv = &issued.invitation;
     if let Some(out) = &args.out {
@@ -288,9 +288,11 @@ fn ctl(config: &Config, command: Ctl) -> Result<(), String> {
             Ctl::Invite {
                 expires,
                 password_file,
+                for_whom,
             } => Request::Invite {
                 expires,
                 password: read_password(password_file.as_deref())?,
+                for_whom,
             },
             Ctl::Watch => loop {
                 let e = client.next_event().await.map_err(|e| e.to_string())?;

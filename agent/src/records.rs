@@ -43,7 +43,8 @@
 //! - `control-refused`: `command`, `error`
 //! - `local-command`: `command`, and `text` (chat) or `prompt` (an answer
 //!   naming its prompt)
-//! - `invitation-created`: `id`, `expires_unix`
+//! - `invitation-created`: `id`, `expires_unix`, `for` (whom it is for, when
+//!   given)
 //! - `invitation-revoked`: `id`
 //!
 //! Records about the logs and unauthenticated connections:
@@ -169,6 +170,8 @@ pub(crate) enum AuditRecord<'a> {
     InvitationCreated {
         id: String,
         expires_unix: u64,
+        #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+        for_whom: Option<String>,
     },
     InvitationRevoked {
         id: String,
@@ -339,6 +342,9 @@ pub(crate) enum ReplyBody {
         text: String,
         file: String,
         password: Option<String>,
+        /// Whom it is for (`--for`), as the prompt will show it.
+        #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+        for_whom: Option<String>,
     },
     /// `invite-list`.
     Invitations {

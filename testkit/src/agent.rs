@@ -273,9 +273,16 @@ impl Agent {
     }
 
     async fn invite_request(&self, expires: &str, password: &str) -> Value {
+        self.invite_for(expires, password, None).await
+    }
+
+    /// Creates an invitation made for `for_whom` (`ctl invite --for`); the
+    /// reply.
+    pub async fn invite_for(&self, expires: &str, password: &str, for_whom: Option<&str>) -> Value {
         self.ctl_ok(Request::Invite {
             expires: expires.into(),
             password: Some(password.into()),
+            for_whom: for_whom.map(str::to_owned),
         })
         .await
     }

@@ -306,6 +306,7 @@ async fn a_kiosk_app_in_control_group_may_answer_but_not_invite_and_strangers_ar
         .request(&Request::Invite {
             expires: "30m".into(),
             password: None,
+            for_whom: None,
         })
         .await
         .unwrap();

@@ -285,6 +285,26 @@ async fn offers_refused_when_disabled_by_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_made_for_someone_is_headed_by_their_name() {
+    let agent = Agent::start(None, |_| {}).await;
+    let mut device = agent.ctl().await;
+    let r = agent
+        .invite_for("10m", "tulip-garden-42", Some("Ann from the service desk"))
+        .await;
+    assert_eq!(r["for"], "Ann from the service desk", "{r}");
+    let id = shoulder_proto::invite::Invitation::from_text(r["text"].as_str().unwrap())
+        .unwrap()
+        .id;
+    let mut e = TlsExpert::invitation(&agent, id, "tulip-garden-42").await;
+    wait_consent_pending(&mut e).await;
+    let asked = event(&mut device, "consent-requested").await;
+    assert_eq!(asked["expert"], "Ann from the service desk");
+    assert_eq!(asked["how"], format!("invitation {id}"));
+    assert_eq!(asked["says"], "Ann");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitation_right_password_works_once() {
     let agent = Agent::start(None, |_| {}).await;
     let mut device = agent.ctl().await;
@@ -365,6 +385,7 @@ async fn expired_and_revoked_invitations_fail() {
         .request(&Request::Invite {
             expires: "3d".into(),
             password: Some("tulip-garden-42".into()),
+            for_whom: None,
         })
         .await
         .unwrap();

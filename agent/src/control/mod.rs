@@ -97,6 +97,9 @@ pub enum Request {
         expires: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password: Option<String>,
+        /// Whom it is for: the consent prompt's headline.
+        #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+        for_whom: Option<String>,
     },
     InviteList,
     InviteRevoke {
@@ -590,16 +593,21 @@ impl ControlServer {
             Request::Chat { text } => {
                 return decided(self.command(SessionCommand::Chat(text.clone()), name, uid));
             }
-            Request::Invite { expires, password } => {
+            Request::Invite {
+                expires,
+                password,
+                for_whom,
+            } => {
                 let lifetime = match crate::util::parse_duration(expires) {
                     Ok(d) => d,
                     Err(e) => return fail(e),
                 };
                 let issuer = self.issuer.clone();
-                let pw = password.clone();
-                let issued =
-                    tokio::task::spawn_blocking(move || issuer.issue(lifetime, pw.as_deref()))
-                        .await;
+                let (pw, made_for) = (password.clone(), for_whom.clone());
+                let issued = tokio::task::spawn_blocking(move || {
+                    issuer.issue(lifetime, pw.as_deref(), made_for.as_deref())
+                })
+                .await;
                 match issued {
                     Ok(Ok(i)) => {
                         let inv = &i.invitation;
@@ -607,6 +615,7 @@ impl ControlServer {
                             AuditRecord::InvitationCreated {
                                 id: inv.id.to_string(),
                                 expires_unix: inv.expires_unix,
+                                for_whom: i.for_whom.clone(),
                             },
                             uid,
                         );
@@ -616,6 +625,7 @@ impl ControlServer {
                             text: inv.to_text(),
                             file: inv.to_file(),
                             password: i.generated_password,
+                            for_whom: i.for_whom,
                         });
                     }
                     Ok(Err(e)) => Err(e.to_string()),

@@ -123,8 +123,10 @@ impl Session {
                         })
                         .await;
                     match checked {
-                        Ok(Ok(())) => Ok(ExpertIdentity {
-                            name: INVITATION_HEADLINE.into(),
+                        Ok(Ok(made_for)) => Ok(ExpertIdentity {
+                            // Whom it was made for, as the person who made
+                            // it wrote it; never the bare id.
+                            name: made_for.unwrap_or_else(|| INVITATION_HEADLINE.into()),
                             method: AuthMethod::Invitation { id },
                             // The session machine adds the expert's hello.
                             says: None,

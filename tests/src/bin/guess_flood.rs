@@ -307,6 +307,7 @@ fn start_agent(agent: &Path, config: &Path, dir: &Path, tunable: bool) -> Result
                     .request(&shoulder_agent::control::Request::Invite {
                         expires: "1h".into(),
                         password: Some("tulip-garden-42".into()),
+                        for_whom: None,
                     })
                     .await
                     .map_err(|e| format!("invite: {e}"))?;
