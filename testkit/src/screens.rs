@@ -231,9 +231,10 @@ pub fn view_prompt_on_screen(
 /// The expert clicks (`x`, `y`) until the kiosk app sees a tap at exactly
 /// those coordinates of its (upright) UI (`kiosk: tap x=… y=…` on the
 /// serial console), for at most `within`. A click sent while the app is
-/// still opening the new remote devices may reach it without its position
-/// (a tap at the device's start, 0,0): that one is clicked again. Returns
-/// the serial mark from before the click that landed.
+/// still opening the new remote devices may not reach it at all, so it is
+/// clicked again; a tap elsewhere is recorded, clicked again, and reported
+/// if no click ever lands right. Returns the serial mark from before the
+/// click that landed.
 pub fn expert_click_lands(
     vm: &mut Vm,
     expert: &ClientExpert,

@@ -71,6 +71,11 @@ pub struct PointerTracker {
     y_range: Option<AxisRange>,
     pending_x: Option<i32>,
     pending_y: Option<i32>,
+    /// The device's own absolute position (raw values), as the kernel
+    /// reported it when the device was opened and since: a press whose
+    /// position events came before we opened the device still lands
+    /// where the device is, not where another device left the pointer.
+    abs: (Option<i32>, Option<i32>),
     rel: (i32, i32),
     press: bool,
 }
@@ -83,6 +88,12 @@ impl PointerTracker {
             y_range,
             ..Self::default()
         }
+    }
+
+    /// The same, knowing where the device is now (its axes' current values).
+    pub fn at(mut self, x: Option<i32>, y: Option<i32>) -> Self {
+        self.abs = (x, y);
+        self
     }
 
     /// Feeds one raw event (type, code, value). `pointer` is the shared
@@ -100,9 +111,11 @@ impl PointerTracker {
         match EventType(ev_type) {
             EventType::ABSOLUTE => match code {
                 ABS_X | ABS_MT_POSITION_X => {
+                    self.abs.0 = Some(value);
                     self.pending_x = self.x_range.map(|r| r.scale(value, screen.0))
                 }
                 ABS_Y | ABS_MT_POSITION_Y => {
+                    self.abs.1 = Some(value);
                     self.pending_y = self.y_range.map(|r| r.scale(value, screen.1))
                 }
                 _ => {}
@@ -118,6 +131,21 @@ impl PointerTracker {
             EventType::KEY if code == BTN_LEFT || code == BTN_TOUCH => {}
             EventType::KEY if code < FIRST_BUTTON => out.push(UserInput::Key { code, value }),
             _ if ev_type == EV_SYN && code == SYN_REPORT => {
+                // A press on an absolute device is where that device is.
+                if self.press {
+                    if self.pending_x.is_none() {
+                        self.pending_x = self
+                            .x_range
+                            .zip(self.abs.0)
+                            .map(|(r, v)| r.scale(v, screen.0));
+                    }
+                    if self.pending_y.is_none() {
+                        self.pending_y = self
+                            .y_range
+                            .zip(self.abs.1)
+                            .map(|(r, v)| r.scale(v, screen.1));
+                    }
+                }
                 if let Some(x) = self.pending_x.take() {
                     pointer.0 = x;
                 }
@@ -261,8 +289,8 @@ fn open_device(path: &Path) -> io::Result<Device> {
     let raw = RawDevice::open(path)?;
     let flags = rustix::fs::fcntl_getfl(raw.as_fd())?;
     rustix::fs::fcntl_setfl(raw.as_fd(), flags | rustix::fs::OFlags::NONBLOCK)?;
-    let mut x_range = None;
-    let mut y_range = None;
+    let (mut x_range, mut y_range) = (None, None);
+    let (mut x_now, mut y_now) = (None, None);
     if let Ok(axes) = raw.get_absinfo() {
         for (axis, info) in axes {
             let range = AxisRange {
@@ -270,8 +298,8 @@ fn open_device(path: &Path) -> io::Result<Device> {
                 max: info.maximum(),
             };
             match axis.0 {
-                ABS_X => x_range = Some(range),
-                ABS_Y => y_range = Some(range),
+                ABS_X => (x_range, x_now) = (Some(range), Some(info.value())),
+                ABS_Y => (y_range, y_now) = (Some(range), Some(info.value())),
                 ABS_MT_POSITION_X if x_range.is_none() => x_range = Some(range),
                 ABS_MT_POSITION_Y if y_range.is_none() => y_range = Some(range),
                 _ => {}
@@ -280,7 +308,7 @@ fn open_device(path: &Path) -> io::Result<Device> {
     }
     Ok(Device {
         raw,
-        tracker: PointerTracker::new(x_range, y_range),
+        tracker: PointerTracker::new(x_range, y_range).at(x_now, y_now),
     })
 }
 
@@ -325,6 +353,21 @@ mod tests {
                 (EV_KEY, BTN_LEFT, 0),
                 (EV_SYN, SYN_REPORT, 0),
             ],
+        );
+        assert_eq!(out, vec![UserInput::Tap { x: 511, y: 767 }]);
+    }
+
+    /// A tablet opened after it moved (the expert's new remote pointer, say):
+    /// its press lands where the device is, not where the shared pointer
+    /// was left.
+    #[test]
+    fn a_press_lands_where_an_absolute_device_already_is() {
+        let mut t = tablet().at(Some(16384), Some(32767));
+        let mut p = (0, 0);
+        let out = feed(
+            &mut t,
+            &mut p,
+            &[(EV_KEY, BTN_LEFT, 1), (EV_SYN, SYN_REPORT, 0)],
         );
         assert_eq!(out, vec![UserInput::Tap { x: 511, y: 767 }]);
     }
