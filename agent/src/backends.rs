@@ -29,6 +29,10 @@ pub trait Presenter: Send {
     fn hide_prompt(&mut self);
     fn phase(&mut self, phase: &Phase);
     fn chat(&mut self, from_expert: bool, text: &str);
+    /// The panel was turned (`ctl rotate`): draw upright the new way.
+    fn rotation(&mut self, rotation: shoulder_proto::rotation::Rotation) {
+        let _ = rotation;
+    }
 }
 
 /// How often the banner task passes local activity on at most.

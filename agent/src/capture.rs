@@ -47,6 +47,8 @@ struct Want {
     input: bool,
     /// A view self-check to answer (a newer one replaces an older one).
     check: Option<Box<ViewReport>>,
+    /// The panel was turned (`ctl rotate`).
+    rotation: Option<Rotation>,
     stop: bool,
 }
 
@@ -112,6 +114,15 @@ impl CaptureHandle {
         cv.notify_one();
     }
 
+    /// The panel was turned: the next update shows the picture upright the
+    /// new way (a new screen when its sides swap).
+    pub fn rotate(&self, rotation: Rotation) {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        w.rotation = Some(rotation);
+        cv.notify_one();
+    }
+
     /// Input happened (the expert's injected, or the person starting to use
     /// the device): the screen is about to change, so poll fast.
     pub fn input(&self) {
@@ -151,6 +162,7 @@ struct Wake {
     request: Option<bool>,
     input: bool,
     check: Option<Box<ViewReport>>,
+    rotation: Option<Rotation>,
 }
 
 struct Worker {
@@ -184,6 +196,14 @@ impl Worker {
                 }
             }
             if wake.input {
+                self.pacer.input(now);
+            }
+            if let Some(r) = wake.rotation {
+                self.rotation = r;
+                if let Some(src) = self.source.as_mut() {
+                    src.set_rotation(r);
+                }
+                // Everything on screen moved: look at once.
                 self.pacer.input(now);
             }
             if let Some(report) = wake.check {
@@ -388,15 +408,22 @@ impl Worker {
             }
             let due = self.next_poll();
             let now = Instant::now();
-            if w.pending || w.input || w.check.is_some() || due.is_some_and(|d| now >= d) {
+            if w.pending
+                || w.input
+                || w.check.is_some()
+                || w.rotation.is_some()
+                || due.is_some_and(|d| now >= d)
+            {
                 let request = std::mem::take(&mut w.pending).then_some(w.full);
                 w.full = false;
                 let input = std::mem::take(&mut w.input);
                 let check = w.check.take();
+                let rotation = w.rotation.take();
                 return Some(Wake {
                     request,
                     input,
                     check,
+                    rotation,
                 });
             }
             let timeout = due.map_or(POLL, |d| (d - now).min(POLL));

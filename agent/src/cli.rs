@@ -30,6 +30,8 @@ Commands:
                                or without it the prompt open right now
   ctl chat TEXT...             send a chat line to the expert
   ctl watch                    print events as JSON lines
+  ctl rotate DEGREES           the panel turned (0, 90, 180, 270): the expert's
+                               view, pointer and the banner follow
   ctl invite [--expires 30m] [--password-file FILE] [--for WHOM]
                                create an invitation through the running agent
 
@@ -79,6 +81,8 @@ pub enum Ctl {
     End,
     Chat(String),
     Watch,
+    /// Degrees, checked by the agent.
+    Rotate(u16),
     Invite {
         expires: String,
         password_file: Option<PathBuf>,
@@ -185,7 +189,7 @@ impl Cli {
 fn parse_ctl(mut words: std::vec::IntoIter<String>) -> Result<Ctl, UsageError> {
     let sub = words
         .next()
-        .ok_or_else(|| UsageError("ctl needs a command: status, accept, decline, stop-control, end, chat, watch or invite".into()))?;
+        .ok_or_else(|| UsageError("ctl needs a command: status, accept, decline, stop-control, end, chat, watch, rotate or invite".into()))?;
     Ok(match sub.as_str() {
         "accept" | "decline" => {
             let prompt = match words.next() {
@@ -218,6 +222,15 @@ fn parse_ctl(mut words: std::vec::IntoIter<String>) -> Result<Ctl, UsageError> {
                 return Err(UsageError("ctl chat needs the text to send".into()));
             }
             Ctl::Chat(text.join(" "))
+        }
+        "rotate" => {
+            let degrees = words.next().ok_or_else(|| {
+                UsageError("ctl rotate needs the degrees: 0, 90, 180 or 270".into())
+            })?;
+            no_more(words, "ctl rotate DEGREES")?;
+            Ctl::Rotate(degrees.parse().map_err(|_| {
+                UsageError(format!("ctl rotate: `{degrees}` is not 0, 90, 180 or 270"))
+            })?)
         }
         "invite" => {
             let mut o = Options::parse(
@@ -348,6 +361,12 @@ mod tests {
             parse("ctl stop-control").unwrap().command,
             Command::Ctl(Ctl::StopControl)
         );
+        assert_eq!(
+            parse("ctl rotate 90").unwrap().command,
+            Command::Ctl(Ctl::Rotate(90))
+        );
+        assert!(parse("ctl rotate sideways").is_err());
+        assert!(parse("ctl rotate").is_err());
         assert_eq!(parse("run --help").unwrap().command, Command::Help);
         assert_eq!(parse("--version").unwrap().command, Command::Version);
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoulder_proto::ConsentKind;
+use shoulder_proto::rotation::Rotation;
 use shoulder_proto::session::{LocalCommand, LocalDecision, Outcome, PromptId};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
@@ -29,6 +30,8 @@ pub enum SessionCommand {
     Chat(String),
     /// The person used a local device (expert input is held back a while).
     Activity,
+    /// The panel's rotation changed (`ctl rotate`).
+    Rotate(Rotation),
 }
 
 /// An open consent prompt, as `status` shows it.
@@ -59,6 +62,9 @@ struct Slot {
 struct State {
     slot: Option<Slot>,
     next_token: u64,
+    /// How the framebuffer is turned for the person now (config, then
+    /// `ctl rotate`).
+    rotation: Rotation,
 }
 
 /// Shared by the service, the session and the control socket.
@@ -99,6 +105,33 @@ impl Hub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How the framebuffer is turned for the person now.
+    pub fn rotation(&self) -> Rotation {
+        self.lock().rotation
+    }
+
+    /// The panel's rotation changed (`ctl rotate`): sessions from now on
+    /// use it, and the running one turns its view, input and banner
+    /// (`SessionCommand::Rotate`). Whether it changed anything.
+    pub fn set_rotation(&self, rotation: Rotation) -> bool {
+        let mut st = self.lock();
+        if st.rotation == rotation {
+            return false;
+        }
+        st.rotation = rotation;
+        if let Some(slot) = &st.slot
+            && slot
+                .commands
+                .try_send(SessionCommand::Rotate(rotation))
+                .is_err()
+        {
+            // The session's queue is full of the person's commands: it
+            // reads the rotation again when it takes the next one.
+            tracing::debug!("rotation queued behind other commands");
+        }
+        true
     }
 
     /// Whether a session holds the slot.

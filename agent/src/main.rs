@@ -285,6 +285,7 @@ fn ctl(config: &Config, command: Ctl) -> Result<(), String> {
             Ctl::StopControl => Request::StopControl,
             Ctl::End => Request::End,
             Ctl::Chat(text) => Request::Chat { text },
+            Ctl::Rotate(degrees) => Request::Rotate { degrees },
             Ctl::Invite {
                 expires,
                 password_file,

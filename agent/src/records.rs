@@ -46,6 +46,7 @@
 //! - `invitation-created`: `id`, `expires_unix`, `for` (whom it is for, when
 //!   given)
 //! - `invitation-revoked`: `id`
+//! - `rotation-changed`: `degrees` (`ctl rotate`)
 //!
 //! Records about the logs and unauthenticated connections:
 //! - `log-repaired`: `bytes_removed` (a torn last line cut off at open)
@@ -175,6 +176,10 @@ pub(crate) enum AuditRecord<'a> {
     },
     InvitationRevoked {
         id: String,
+    },
+    /// `ctl rotate`: the panel is turned `degrees` clockwise from now on.
+    RotationChanged {
+        degrees: u16,
     },
     /// A torn last line cut off when the log was opened.
     LogRepaired {

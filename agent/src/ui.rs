@@ -69,6 +69,7 @@ enum UiCommand {
     HidePrompt,
     Phase(Phase),
     Chat(String),
+    Rotate(Rotation),
 }
 
 /// The session side: forwards to the UI task without blocking.
@@ -84,6 +85,7 @@ impl std::fmt::Debug for UiCommand {
             UiCommand::HidePrompt => "HidePrompt",
             UiCommand::Phase(_) => "Phase",
             UiCommand::Chat(_) => "Chat",
+            UiCommand::Rotate(_) => "Rotate",
         })
     }
 }
@@ -110,6 +112,9 @@ impl Presenter for UiPresenter {
         if from_expert {
             self.send(UiCommand::Chat(text.to_string()));
         }
+    }
+    fn rotation(&mut self, rotation: Rotation) {
+        self.send(UiCommand::Rotate(rotation));
     }
 }
 
@@ -410,6 +415,26 @@ impl UiTask {
                 self.state.set_phase(p, now);
             }
             UiCommand::Chat(t) => self.state.chat(t, now),
+            UiCommand::Rotate(r) if r == self.rotation => {}
+            UiCommand::Rotate(r) => {
+                self.rotation = r;
+                if let Some(s) = self.screen.as_mut() {
+                    let spec = ScreenSpec {
+                        width: s.buffer.0,
+                        height: s.buffer.1,
+                        format: s.renderer.screen().format,
+                    };
+                    match upright_renderer(spec, r) {
+                        Ok(renderer) => {
+                            s.renderer = renderer;
+                            s.rotation = r;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot lay the banner out for the turned panel")
+                        }
+                    }
+                }
+            }
         }
         if self.screen.is_none() && !self.state.view(now).is_empty() {
             self.open_screen();

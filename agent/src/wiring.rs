@@ -51,6 +51,9 @@ impl crate::backends::Presenter for Logged {
         LogPresenter.chat(from_expert, text);
         self.0.chat(from_expert, text);
     }
+    fn rotation(&mut self, rotation: shoulder_proto::rotation::Rotation) {
+        self.0.rotation(rotation);
+    }
 }
 
 /// Opens the `shoulder-capture` source the config names.

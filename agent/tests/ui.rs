@@ -438,13 +438,29 @@ async fn after_a_mode_change_taps_are_placed_for_the_new_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_turned_panel_the_prompt_is_answered_where_the_person_sees_it() {
-    // The framebuffer is W×H; the panel is mounted so the person sees H×W.
+    turned_panel_accepts(false).await;
+}
+
+/// `ctl rotate` while a prompt is up: the banner is laid out again, upright
+/// the new way, and answered where it now shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_turned_while_a_prompt_is_up_is_answered_where_it_now_shows() {
+    turned_panel_accepts(true).await;
+}
+
+/// The framebuffer is W×H; the panel is mounted so the person sees H×W
+/// (known from the start, or told once the prompt is up).
+async fn turned_panel_accepts(told_later: bool) {
     let turn = Rotation::Deg90;
     let buf = Arc::new(Mutex::new(vec![0u8; (W * H * 4) as usize]));
     let thread = ScanoutThread::spawn(ScanoutPresenter::new(MemTarget::new(&buf))).unwrap();
     let (fake, local_tx, _grabs, _) = FakeLocal::new();
     let input = InputConfig::default();
-    let (_presenter, mut events) = prompt_on(thread, fake, &input, turn);
+    let start = if told_later { Rotation::Deg0 } else { turn };
+    let (mut presenter, mut events) = prompt_on(thread, fake, &input, start);
+    if told_later {
+        presenter.rotation(turn);
+    }
     // The Accept button as the person sees it: laid out upright, H×W.
     let c = accept_centre(spec(H, W), &input);
     // Where that is in the framebuffer (and where the touchscreen, mounted

@@ -788,3 +788,46 @@ fn pattern_background_is_distinct_per_frame() {
     assert_ne!(PatternCapture::background(1), PatternCapture::background(2));
     let _ = Auth::Offer;
 }
+
+/// A kiosk app that turns its UI tells the agent (`ctl rotate`): the expert
+/// is sent the screen turned the new way at once, in the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_rotate_turns_the_view_within_the_session() {
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start(Some(&pki.ca_pem), |_| {}).await;
+    let mut e = TlsExpert::offer(&agent, Some(&ann)).await;
+    wait_consent_pending(&mut e).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
+    wait_viewing(&mut e).await;
+    e.wait_for(
+        "the screen",
+        |ev| matches!(ev, ExpertEvent::Screen(s) if (s.width, s.height) == (64, 48)),
+    )
+    .await;
+
+    let r = agent.ctl_ok(Request::Rotate { degrees: 90 }).await;
+    assert_eq!(r["changed"], true, "{r}");
+    e.wait_for(
+        "the turned screen",
+        |ev| matches!(ev, ExpertEvent::Screen(s) if (s.width, s.height) == (48, 64)),
+    )
+    .await;
+    e.wait_updates(e.updates + 1).await;
+
+    let again = agent.ctl_ok(Request::Rotate { degrees: 90 }).await;
+    assert_eq!(again["changed"], false, "{again}");
+    let mut c = agent.ctl().await;
+    let bad = c.request(&Request::Rotate { degrees: 45 }).await.unwrap();
+    assert_eq!(bad["ok"], false);
+    assert!(
+        bad["error"].as_str().unwrap().contains("0, 90, 180, 270"),
+        "{bad}"
+    );
+    let records = agent.stop().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "rotation-changed" && r["degrees"] == 90)
+    );
+}

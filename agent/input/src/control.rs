@@ -268,10 +268,16 @@ impl InputControl {
     }
 
     /// The panel's rotation changed: the expert's (upright) coordinates map
-    /// to the framebuffer's through it. Call [`InputControl::set_screen`]
-    /// with the new upright size too.
+    /// to the framebuffer's through it. The framebuffer keeps its size; the
+    /// upright screen turns with it.
     pub fn set_rotation(&mut self, rotation: Rotation) {
+        if rotation == self.rotation {
+            return;
+        }
+        let buffer = self.buffer_size();
         self.rotation = rotation;
+        let (w, h) = rotation.upright_size(u32::from(buffer.width), u32::from(buffer.height));
+        self.screen = ScreenSize::new(w as u16, h as u16).unwrap_or(buffer);
         self.follow_screen();
     }
 

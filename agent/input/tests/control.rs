@@ -453,14 +453,15 @@ fn on_a_sideways_panel_the_expert_points_where_the_person_sees() {
     use shoulder_proto::msg::{Buttons, Pointer, Touch, TouchPhase};
     use shoulder_proto::rotation::Rotation;
     use shoulder_proto::session::InjectEvent;
-    // A 100×60 framebuffer on a panel turned so the person sees it 60×100.
+    // A 100×60 framebuffer on a panel turned so the person sees it 60×100:
+    // turning keeps the framebuffer's size and turns the expert's screen.
     let log = shoulder_input::CallLog::default();
     let made = Arc::new(Mutex::new(Vec::new()));
     let m = made.clone();
     let mut factory = log.factory();
     let mut control = InputControl::new(
         InputControlConfig::default(),
-        ScreenSize::new(60, 100).unwrap(),
+        ScreenSize::new(100, 60).unwrap(),
         Box::new(move |consent, mode, screen| {
             m.lock().unwrap().push((screen.width, screen.height));
             factory(consent, mode, screen)

@@ -34,7 +34,9 @@
 //! later one), `{"cmd":"stop-control"}`, `{"cmd":"end"}`,
 //! `{"cmd":"chat","text":"…"}`, `{"cmd":"invite","expires":"30m",
 //! "password":"…"}` (password optional: generated), `{"cmd":"invite-list"}`,
-//! `{"cmd":"invite-revoke","id":"…"}`.
+//! `{"cmd":"invite-revoke","id":"…"}`, `{"cmd":"rotate","degrees":90}` (a
+//! kiosk app that turned its UI; the expert's view, pointer and the banner
+//! follow at once).
 //!
 //! Every request gets one reply line `{"reply":CMD,"ok":true,…}` or
 //! `{"reply":CMD,"ok":false,"error":"…"}`. Decisions are answered once the
@@ -63,6 +65,7 @@ use crate::audit::{AuditLog, Context};
 use crate::hub::{CommandError, Hub, SessionCommand};
 use crate::invites::Issuer;
 use crate::records::{AuditRecord, ControlEvent, ControlReply, ReplyBody};
+use shoulder_proto::rotation::Rotation;
 
 pub use client::Client;
 
@@ -105,6 +108,11 @@ pub enum Request {
     InviteRevoke {
         id: String,
     },
+    /// The panel's rotation: degrees its framebuffer's picture turns
+    /// clockwise to read upright (0, 90, 180, 270).
+    Rotate {
+        degrees: u16,
+    },
 }
 
 impl Request {
@@ -119,6 +127,7 @@ impl Request {
             Request::Invite { .. } => "invite",
             Request::InviteList => "invite-list",
             Request::InviteRevoke { .. } => "invite-revoke",
+            Request::Rotate { .. } => "rotate",
         }
     }
 }
@@ -311,7 +320,7 @@ impl Role {
 }
 
 /// The control commands a `control_group` member may send.
-const SESSION_COMMANDS: [&str; 5] = ["accept", "decline", "stop-control", "end", "chat"];
+const SESSION_COMMANDS: [&str; 6] = ["accept", "decline", "stop-control", "end", "chat", "rotate"];
 /// The invitation commands.
 const INVITE_COMMANDS: [&str; 3] = ["invite", "invite-list", "invite-revoke"];
 
@@ -635,6 +644,22 @@ impl ControlServer {
             Request::InviteList => match self.issuer.store.list() {
                 Ok(invitations) => return ok(ReplyBody::Invitations { invitations }),
                 Err(e) => Err(e.to_string()),
+            },
+            Request::Rotate { degrees } => match Rotation::from_degrees(*degrees) {
+                Some(r) => {
+                    let changed = self.hub.set_rotation(r);
+                    if changed {
+                        self.audit_local(AuditRecord::RotationChanged { degrees: *degrees }, uid);
+                    }
+                    return ok(ReplyBody::Taken {
+                        changed,
+                        detail: (!changed)
+                            .then(|| format!("nothing changed: the panel is at {r} already")),
+                    });
+                }
+                None => Err(format!(
+                    "rotation {degrees} is not one of 0, 90, 180, 270 (degrees the picture in the framebuffer turns clockwise to read upright)"
+                )),
             },
             Request::InviteRevoke { id } => match id.parse() {
                 Ok(id) => match self.issuer.store.revoke(id, crate::util::unix_now()) {

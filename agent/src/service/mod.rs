@@ -208,6 +208,7 @@ async fn serve(
         }
         .to_value(),
     );
+    hub.set_rotation(config.rotation);
     let (stop_tx, stop_rx) = watch::channel(false);
     let control = crate::control::bind(&config).await?;
     let control_server = ControlServer {

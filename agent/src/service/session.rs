@@ -28,6 +28,7 @@ use crate::hub::{PromptInfo, SessionCommand, SlotGuard, kind_name};
 use crate::records::{AuditRecord, ControlEvent, chat_from};
 use crate::transport::{Event as TransportEvent, Transport};
 use shoulder_input::{InjectOutcome, InputControl, ScreenSize};
+use shoulder_proto::rotation::Rotation;
 
 /// Bytes read from TLS per call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -369,13 +370,17 @@ impl Session {
                 DeviceOutput::Phase(p) => self.phase(p),
                 DeviceOutput::StartCapture(view) => {
                     self.stop_capture();
+                    // `ctl rotate` may have turned the panel since the last
+                    // session.
+                    let rotation = self.shared.hub.rotation();
+                    self.with_input(|i| i.set_rotation(rotation));
                     let (tx, rx) = mpsc::channel(CAPTURE_QUEUE);
                     self.devices.capture = Some(CaptureHandle::start(
                         view,
                         self.shared.capture.clone(),
                         tx,
                         self.shared.config.max_fps,
-                        self.shared.config.rotation,
+                        rotation,
                     ));
                     self.devices.capture_rx = Some(rx);
                 }
@@ -480,12 +485,21 @@ impl Session {
                 self.with_input(|i| i.local_activity(Instant::now()));
                 return;
             }
+            SessionCommand::Rotate(r) => {
+                self.rotate(r);
+                return;
+            }
         };
         self.machine.handle(Instant::now(), input);
     }
 
     pub(super) fn phase(&mut self, p: Phase) {
-        self.with_presenter(|pr| pr.phase(&p));
+        // `ctl rotate` may have turned the panel while no session ran.
+        let rotation = self.shared.hub.rotation();
+        self.with_presenter(|pr| {
+            pr.rotation(rotation);
+            pr.phase(&p);
+        });
         let was_reconnecting = matches!(self.phase, Some(Phase::Reconnecting { .. }));
         let was_controlling = matches!(self.phase, Some(Phase::Controlling { .. }));
         let event = match &p {
@@ -523,6 +537,17 @@ impl Session {
         if self.slot.is_some() {
             self.shared.hub.publish(event.to_value());
         }
+    }
+
+    /// The panel's rotation changed: the expert gets the picture turned the
+    /// new way (a new screen, sent whole), their pointer maps through it,
+    /// and the banner is drawn upright for the person again.
+    pub(super) fn rotate(&mut self, r: Rotation) {
+        if let Some(c) = &self.devices.capture {
+            c.rotate(r);
+        }
+        self.with_input(|i| i.set_rotation(r));
+        self.with_presenter(|p| p.rotation(r));
     }
 
     /// Makes the input devices for the known screen size; a failure revokes
