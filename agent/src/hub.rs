@@ -128,7 +128,7 @@ impl Hub {
                 .is_err()
         {
             // The session's queue is full of the person's commands: it
-            // reads the rotation again when it takes the next one.
+            // finds the new rotation when it takes the next one.
             tracing::debug!("rotation queued behind other commands");
         }
         true

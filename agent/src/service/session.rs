@@ -88,6 +88,8 @@ pub(super) struct Devices {
     control_pending: Option<ControlConsent>,
     /// The screen size last announced to the expert (for input ranges).
     screen: Option<(u16, u16)>,
+    /// The panel's rotation this session's capture and input use.
+    rotation: Rotation,
 }
 
 /// What the `bye` record sums up.
@@ -373,6 +375,7 @@ impl Session {
                     // `ctl rotate` may have turned the panel since the last
                     // session.
                     let rotation = self.shared.hub.rotation();
+                    self.devices.rotation = rotation;
                     self.with_input(|i| i.set_rotation(rotation));
                     let (tx, rx) = mpsc::channel(CAPTURE_QUEUE);
                     self.devices.capture = Some(CaptureHandle::start(
@@ -458,6 +461,12 @@ impl Session {
     }
 
     pub(super) fn command(&mut self, c: SessionCommand) {
+        // A rotation that found the command queue full is picked up with
+        // the next command.
+        let rotation = self.shared.hub.rotation();
+        if rotation != self.devices.rotation && !matches!(c, SessionCommand::Rotate(_)) {
+            self.rotate(rotation);
+        }
         let input = match c {
             SessionCommand::Local { command, reply } => {
                 let outcome = self.machine.decide(Instant::now(), command);
@@ -543,6 +552,7 @@ impl Session {
     /// new way (a new screen, sent whole), their pointer maps through it,
     /// and the banner is drawn upright for the person again.
     pub(super) fn rotate(&mut self, r: Rotation) {
+        self.devices.rotation = r;
         if let Some(c) = &self.devices.capture {
             c.rotate(r);
         }
