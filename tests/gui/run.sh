@@ -32,8 +32,12 @@ fi
 export LIBGL_ALWAYS_SOFTWARE=1
 unset WAYLAND_DISPLAY
 mkdir -p artifacts/gui
-# The test runs the client binary; cargo builds it for tests of its own
-# package only, and this test lives in shoulder-tests (testkit/src/bins.rs).
-cargo build -p shoulder --bin shoulder
-cargo test -p shoulder-tests --test client_gui_xvfb -- --ignored --nocapture "$@"
+# The test runs the client binary, which cargo builds for tests of its own
+# package only (this test lives in shoulder-tests; testkit/src/bins.rs):
+# the workspace's test build makes both. --workspace keeps the features the
+# same as that build's, so after `cargo test --workspace` (scripts/test)
+# nothing is compiled again; a narrower selection would rebuild tokio and
+# everything above it with other features.
+cargo test --locked -q --workspace --no-run
+cargo test --locked --workspace --test client_gui_xvfb -- --ignored --nocapture "$@"
 echo "screenshots: $(pwd)/artifacts/gui/"

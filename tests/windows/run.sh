@@ -44,4 +44,6 @@ export SHOULDER_WINDOWS_EXE="$exe_dir/shoulder.exe"
 export SHOULDER_WINE="$wine"
 export WINEPREFIX="$target_dir/wineprefix"
 export WINEDEBUG=-all
-cargo test --locked -q -p shoulder-tests --test client_windows_wine -- --ignored --test-threads=1
+# --workspace: the features the workspace's test build was made with, so
+# after `cargo test --workspace` (scripts/test) nothing is compiled again.
+cargo test --locked -q --workspace --test client_windows_wine -- --ignored --test-threads=1
