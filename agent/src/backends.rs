@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use shoulder_capture::{CaptureError, FrameSource, ViewCheck};
-use shoulder_capture::{Frame, PixelFormat, ScreenGeometry};
+use shoulder_capture::{Frame, KernelOrientation, PixelFormat, ScreenGeometry};
 pub use shoulder_input::{Call, CallLog, SinkFactory};
 use shoulder_proto::session::{LocalCommand, Phase, Prompt};
 use tokio::sync::mpsc;
@@ -88,6 +88,9 @@ impl Backends {
 pub struct PatternCapture {
     width: u16,
     height: u16,
+    /// What the pattern's "display" says about its orientation (as a DRM
+    /// display would); tests change it while the agent runs.
+    orientation: Arc<std::sync::Mutex<Option<KernelOrientation>>>,
 }
 
 impl PatternCapture {
@@ -97,7 +100,18 @@ impl PatternCapture {
         Self {
             width: width.max(16),
             height: height.max(16),
+            orientation: Arc::default(),
         }
+    }
+
+    /// The pattern's display reports what `orientation` holds when asked
+    /// (`None`: it cannot tell, like fbdev).
+    pub fn with_orientation(
+        mut self,
+        orientation: Arc<std::sync::Mutex<Option<KernelOrientation>>>,
+    ) -> Self {
+        self.orientation = orientation;
+        self
     }
 
     /// Background colour of frame `n`.
@@ -118,6 +132,7 @@ impl PatternCapture {
             pixels: vec![0; usize::from(self.width) * usize::from(self.height) * 4],
             drawn: None,
             frame: Box::new(frame),
+            orientation: self.orientation.clone(),
         }
     }
 }
@@ -137,6 +152,7 @@ pub struct PatternSource {
     pixels: Vec<u8>,
     drawn: Option<u64>,
     frame: Box<dyn FnMut() -> u64 + Send>,
+    orientation: Arc<std::sync::Mutex<Option<KernelOrientation>>>,
 }
 
 impl std::fmt::Debug for PatternSource {
@@ -183,6 +199,11 @@ impl FrameSource for PatternSource {
 
     fn describe(&self) -> String {
         format!("test pattern {}", self.geometry)
+    }
+
+    fn orientation(&mut self) -> Option<Result<KernelOrientation, CaptureError>> {
+        let o = *self.orientation.lock().unwrap_or_else(|p| p.into_inner());
+        o.map(Ok)
     }
 }
 

@@ -33,6 +33,37 @@ use tokio::sync::mpsc;
 
 use crate::backends::{CaptureBackend, ViewCheck};
 
+/// What the display says the person sees, for `rotation = "auto"`: opens
+/// the screen source briefly and asks it (DRM: the plane's rotation and the
+/// panel's orientation; a few ioctls). `None`: it cannot tell now (no
+/// display yet, a source that has no such notion, or a turn the agent
+/// cannot follow, which is logged with what to do).
+pub fn display_rotation(backend: &dyn CaptureBackend) -> Option<Rotation> {
+    let mut source = match backend.open() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot ask the display how it is turned now");
+            return None;
+        }
+    };
+    match source.orientation()? {
+        Ok(o) => match o.seen() {
+            Ok(r) => {
+                tracing::debug!(?o, "the display's orientation");
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the display's orientation");
+            None
+        }
+    }
+}
+
 /// How often a waiting thread re-checks that the session still wants it
 /// (consent expiry and a closed channel do not wake it).
 const POLL: Duration = Duration::from_millis(200);

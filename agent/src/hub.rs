@@ -65,6 +65,9 @@ struct State {
     /// How the framebuffer is turned for the person now (config, then
     /// `ctl rotate`).
     rotation: Rotation,
+    /// Set by the config (`rotation = DEGREES`) or `ctl rotate`: what the
+    /// display says no longer changes the rotation.
+    rotation_pinned: bool,
 }
 
 /// Shared by the service, the session and the control socket.
@@ -117,6 +120,24 @@ impl Hub {
     /// (`SessionCommand::Rotate`). Whether it changed anything.
     pub fn set_rotation(&self, rotation: Rotation) -> bool {
         let mut st = self.lock();
+        st.rotation_pinned = true;
+        Self::turn(&mut st, rotation)
+    }
+
+    /// What the display says the person sees (`rotation = "auto"`): taken
+    /// unless the config or `ctl rotate` set the rotation. Whether it
+    /// changed anything.
+    pub fn follow_display(&self, rotation: Rotation) -> bool {
+        let mut st = self.lock();
+        !st.rotation_pinned && Self::turn(&mut st, rotation)
+    }
+
+    /// Whether the rotation follows the display (nothing pinned it).
+    pub fn follows_display(&self) -> bool {
+        !self.lock().rotation_pinned
+    }
+
+    fn turn(st: &mut State, rotation: Rotation) -> bool {
         if st.rotation == rotation {
             return false;
         }

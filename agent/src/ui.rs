@@ -33,7 +33,7 @@ use shoulder_proto::session::{LocalDecision, Phase, Prompt, PromptId};
 use tokio::sync::mpsc;
 
 use crate::backends::{ACTIVITY_EVERY, LocalEvent, Presenter};
-use crate::config::{Config, InputConfig, PresenterKind};
+use crate::config::{Config, InputConfig, PresenterKind, RotationSetting};
 use shoulder_proto::rotation::Rotation;
 
 /// Session outputs queued for the banner (a handful per session step).
@@ -211,7 +211,13 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
         let config = config.clone();
         Box::new(move || open_banner(&config)) as ScreenOpener
     });
-    let (presenter, events) = start_with(screen, later, local, &config.input, config.rotation);
+    // "auto": the service asks the display and turns the banner before the
+    // first prompt (`Presenter::rotation`).
+    let rotation = match config.rotation {
+        RotationSetting::Fixed(r) => r,
+        RotationSetting::Auto => Rotation::Deg0,
+    };
+    let (presenter, events) = start_with(screen, later, local, &config.input, rotation);
     (presenter, Some(events))
 }
 

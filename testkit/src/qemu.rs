@@ -184,6 +184,8 @@ pub struct VmConfig {
     pub ready_timeout: Duration,
     /// Extra QEMU arguments.
     pub qemu_args: Vec<String>,
+    /// Extra kernel command-line arguments.
+    pub kernel_args: Vec<String>,
 }
 
 impl Default for VmConfig {
@@ -195,6 +197,7 @@ impl Default for VmConfig {
             smp: 1,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             qemu_args: Vec::new(),
+            kernel_args: Vec::new(),
         }
     }
 }
@@ -216,6 +219,13 @@ impl VmConfig {
     /// `["-device", "virtio-keyboard-pci,id=kbd2,bus=rp1"]`).
     pub fn qemu_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.qemu_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a kernel command-line argument (e.g.
+    /// `video=Virtual-1:panel_orientation=left_side_up`).
+    pub fn kernel_arg(mut self, arg: &str) -> Self {
+        self.kernel_args.push(arg.to_string());
         self
     }
 
@@ -546,8 +556,14 @@ impl Vm {
         let stderr_path = dir.join("qemu.stderr");
         let stderr =
             std::fs::File::create(&stderr_path).map_err(io_err("creating the QEMU stderr file"))?;
-        let append = "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off tsc=reliable \
-                      no_timer_check random.trust_cpu=on";
+        let mut append = String::from(
+            "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off tsc=reliable \
+             no_timer_check random.trust_cpu=on",
+        );
+        for arg in &config.kernel_args {
+            append.push(' ');
+            append.push_str(arg);
+        }
         let started = Instant::now();
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([
@@ -568,7 +584,7 @@ impl Vm {
         .arg(&image.vmlinux)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", append, "-rtc", "base=utc"])
+        .args(["-append", &append, "-rtc", "base=utc"])
         .args(["-device", &format!("bochs-display,id={DISPLAY_ID}")])
         .args([
             "-device",

@@ -1,6 +1,7 @@
 //! The agent as a service, over real TLS on loopback: offers, invitations,
 //! consent through the control socket, limits, and the audit trail.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoulder_agent::backends::{Call, PatternCapture};
@@ -830,4 +831,89 @@ async fn ctl_rotate_turns_the_view_within_the_session() {
             .iter()
             .any(|r| r["event"] == "rotation-changed" && r["degrees"] == 90)
     );
+}
+
+/// One session with the pattern's display: the screen size the expert is
+/// sent (the pattern is 64×48; turned a quarter it is 48×64).
+async fn session_screen(agent: &Agent, ann: &ExpertCert) -> (u32, u32) {
+    let mut e = TlsExpert::offer(agent, Some(ann)).await;
+    wait_consent_pending(&mut e).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
+    wait_viewing(&mut e).await;
+    let ExpertEvent::Screen(screen) = e
+        .wait_for("the screen", |ev| matches!(ev, ExpertEvent::Screen(_)))
+        .await
+    else {
+        unreachable!()
+    };
+    agent.ctl_ok(Request::End).await;
+    let _ = e.closed().await;
+    let t0 = std::time::Instant::now();
+    while !agent.ctl_ok(Request::Status).await["session"].is_null() {
+        assert!(t0.elapsed() < WAIT, "the session did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (u32::from(screen.width), u32::from(screen.height))
+}
+
+/// `rotation = "auto"` (the default): the agent follows what the display
+/// says (the DRM panel orientation and plane rotation), asked again when a
+/// session starts; `ctl rotate` and a configured rotation win over it; a
+/// mirrored plane is not followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_view_follows_how_the_display_says_it_is_turned() {
+    use shoulder_capture::{KernelOrientation, PanelOrientation};
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let says = |panel, plane| {
+        Some(KernelOrientation {
+            plane_rotation: plane,
+            panel: Some(panel),
+            panel_raw: None,
+        })
+    };
+    let display = Arc::new(std::sync::Mutex::new(says(
+        PanelOrientation::LeftSideUp,
+        None,
+    )));
+    let capture = || -> Option<Arc<dyn shoulder_agent::backends::CaptureBackend>> {
+        Some(Arc::new(
+            PatternCapture::new(64, 48).with_orientation(display.clone()),
+        ))
+    };
+    let agent = Agent::start_with_capture(Some(&pki.ca_pem), |_| {}, capture()).await;
+    assert_eq!(
+        session_screen(&agent, &ann).await,
+        (48, 64),
+        "panel left side up"
+    );
+
+    // The compositor turned its plane a quarter counter-clockwise to make
+    // up for the panel: the picture in the buffer is upright.
+    *display.lock().unwrap() = says(PanelOrientation::LeftSideUp, Some(1 << 1));
+    assert_eq!(session_screen(&agent, &ann).await, (64, 48), "compensated");
+
+    // A mirror is not a turn: the agent says so and keeps what it had.
+    *display.lock().unwrap() = says(PanelOrientation::Normal, Some(1 | (1 << 4)));
+    assert_eq!(session_screen(&agent, &ann).await, (64, 48), "mirrored");
+
+    // `ctl rotate` pins the rotation: the display no longer moves it.
+    agent.ctl_ok(Request::Rotate { degrees: 180 }).await;
+    *display.lock().unwrap() = says(PanelOrientation::RightSideUp, None);
+    assert_eq!(session_screen(&agent, &ann).await, (64, 48), "pinned");
+    agent.stop().await;
+
+    // So does the config.
+    let agent = Agent::start_with_capture(
+        Some(&pki.ca_pem),
+        |c| {
+            c.rotation = shoulder_agent::config::RotationSetting::Fixed(
+                shoulder_proto::rotation::Rotation::Deg0,
+            )
+        },
+        capture(),
+    )
+    .await;
+    assert_eq!(session_screen(&agent, &ann).await, (64, 48), "configured");
+    agent.stop().await;
 }

@@ -1,10 +1,13 @@
 //! A kiosk on a panel mounted sideways, in the real kernel: the app draws its
 //! UI turned into the framebuffer (`shoulder-kiosk --rotate 90`, as a
-//! compositor with a rotated output does) and the agent is told
-//! (`rotation = 90`). The person sees the consent prompt upright and accepts
-//! it by touching where it shows; the expert sees the screen upright, equal
-//! to it pixel for pixel; the expert's click lands on the button it aimed
-//! at.
+//! compositor with a rotated output does) and the agent knows, either told
+//! by its config (`rotation = 90`) or reading it from the kernel (the
+//! connector's `panel orientation`, set here with
+//! `video=Virtual-1:panel_orientation=left_side_up` as a device builder does
+//! for a TV mounted in portrait). The person sees the consent prompt upright
+//! and accepts it by touching where it shows; the expert sees the screen
+//! upright, equal to it pixel for pixel; the expert's click lands on the
+//! button it aimed at.
 
 use std::time::Duration;
 
@@ -64,14 +67,42 @@ fn guest(vm: &mut Vm, command: &str) {
     assert_eq!(out.status, 0, "{command}: {}", out.output);
 }
 
+/// How the agent learns that the panel is turned.
+enum Told {
+    /// `rotation = 90` in the agent config.
+    Config,
+    /// The kernel's `panel orientation` (the config says nothing: "auto").
+    Kernel,
+}
+
 #[test]
 fn image_sideways_panel_reads_upright_for_the_person_and_the_expert() {
-    let pki = Pki::with_expert("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"));
-    let toml = agent_toml("Sideways kiosk", "allow_control = true\nrotation = 90");
-    let Some(mut vm) = boot_agent_or_skip(
+    sideways(
         "image_sideways_panel_reads_upright_for_the_person_and_the_expert",
-        agent_vm_config(SCREEN, "--rotate 90 --paused", toml, pki.ca_pem.as_bytes()),
-    ) else {
+        Told::Config,
+    );
+}
+
+#[test]
+fn image_a_panel_orientation_the_kernel_knows_needs_no_config() {
+    sideways(
+        "image_a_panel_orientation_the_kernel_knows_needs_no_config",
+        Told::Kernel,
+    );
+}
+
+fn sideways(test: &str, told: Told) {
+    let pki = Pki::with_expert("Test plant CA", EXPERT_NAME, 30).unwrap_or_else(|e| panic!("{e}"));
+    let settings = match told {
+        Told::Config => "allow_control = true\nrotation = 90",
+        Told::Kernel => "allow_control = true",
+    };
+    let toml = agent_toml("Sideways kiosk", settings);
+    let mut config = agent_vm_config(SCREEN, "--rotate 90 --paused", toml, pki.ca_pem.as_bytes());
+    if let Told::Kernel = told {
+        config = config.kernel_arg("video=Virtual-1:panel_orientation=left_side_up");
+    }
+    let Some(mut vm) = boot_agent_or_skip(test, config) else {
         return;
     };
     let (uw, uh) = upright_size();

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use shoulder_display::KernelOrientation;
 use shoulder_display::drm::DrmDisplay;
 pub use shoulder_display::drm::DrmOptions;
 
@@ -69,5 +70,9 @@ impl FrameSource for DrmSource {
 
     fn describe(&self) -> String {
         self.display.describe()
+    }
+
+    fn orientation(&mut self) -> Option<Result<KernelOrientation, CaptureError>> {
+        Some(self.display.orientation())
     }
 }

@@ -85,6 +85,7 @@ pub use open::open;
 pub use pacing::{Pacer, PacingConfig};
 /// Pixel conversion to the wire format lives with the pixel format.
 pub use shoulder_display::convert;
+pub use shoulder_display::{KernelOrientation, OrientationError, PanelOrientation};
 pub use source::{
     CaptureError, Frame, FrameError, FrameSource, PixelFormat, Rotation, ScreenGeometry,
     SourceSpec, SpecError,

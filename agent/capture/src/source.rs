@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use shoulder_display::KernelOrientation;
 use shoulder_display::mmap::SyncGuard;
 // The display's types, named here too so that `source::{…}` keeps naming
 // everything a source deals in.
@@ -365,6 +366,13 @@ pub trait FrameSource: Send {
 
     /// A short description for logs: "drm /dev/dri/card0 crtc 41", "rawfile /tmp/x".
     fn describe(&self) -> String;
+
+    /// What the display itself says about how its picture reaches the person
+    /// (DRM: the plane's rotation and the panel's orientation). `None`: the
+    /// source cannot tell.
+    fn orientation(&mut self) -> Option<Result<KernelOrientation, CaptureError>> {
+        None
+    }
 }
 
 /// A capture source as named in configuration and on command lines.

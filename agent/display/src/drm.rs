@@ -43,6 +43,7 @@ use crate::cursor::{CursorImage, CursorState};
 use crate::error::CaptureError;
 use crate::format::{PixelFormat, ScreenGeometry, fourcc_name};
 use crate::mmap::{Mapping, SyncGuard};
+use crate::orientation::{KernelOrientation, PanelOrientation};
 use crate::scanout::{Scanout, ScanoutAccess, ScanoutMut};
 
 /// Framebuffers kept mapped: two or three for a page-flipping application,
@@ -59,6 +60,7 @@ const MOD_LINEAR: u64 = 0;
 /// can map (dumb, shmem) means linear.
 const MOD_INVALID: u64 = 0x00ff_ffff_ffff_ffff;
 /// Plane "type" property values.
+const PLANE_TYPE_PRIMARY: u64 = 1;
 const PLANE_TYPE_CURSOR: u64 = 2;
 
 /// The card node, implementing the `drm` crate's device traits.
@@ -137,6 +139,8 @@ pub struct DrmDisplay {
     maps: Vec<FbMapping>,
     tick: u64,
     screen_size: (u32, u32),
+    /// The selected output's plane and panel turns, read with the CRTC.
+    orientation: KernelOrientation,
 }
 
 impl DrmDisplay {
@@ -170,6 +174,7 @@ impl DrmDisplay {
             maps: Vec::new(),
             tick: 0,
             screen_size: (0, 0),
+            orientation: KernelOrientation::default(),
         })
     }
 
@@ -237,7 +242,79 @@ impl DrmDisplay {
         self.cursor_plane = self.find_cursor_plane(index);
         let id: u32 = crtc.into();
         self.crtc = Some(id);
+        self.orientation = self.read_orientation(&res, id);
         Ok(id)
+    }
+
+    /// The primary plane's `rotation` and the `panel orientation` of the
+    /// connector that shows CRTC `crtc`. Best effort: a property that cannot
+    /// be read counts as absent (no turn).
+    fn read_orientation(
+        &self,
+        res: &drm::control::ResourceHandles,
+        crtc: u32,
+    ) -> KernelOrientation {
+        let mut o = KernelOrientation::default();
+        let prop = |props: &drm::control::PropertyValueSet, name: &[u8]| {
+            props.iter().find_map(|(&h, &v)| {
+                let info = self.card.get_property(h).ok()?;
+                (info.name().to_bytes() == name).then_some(v)
+            })
+        };
+        for &h in res.connectors() {
+            let shows_crtc = self
+                .card
+                .get_connector(h, false)
+                .ok()
+                .and_then(|c| c.current_encoder())
+                .and_then(|e| self.card.get_encoder(e).ok())
+                .and_then(|e| e.crtc())
+                .is_some_and(|c| u32::from(c) == crtc);
+            if !shows_crtc {
+                continue;
+            }
+            if let Some(v) = self
+                .card
+                .get_properties(h)
+                .ok()
+                .and_then(|p| prop(&p, b"panel orientation"))
+            {
+                o.panel = PanelOrientation::from_raw(v);
+                o.panel_raw = o.panel.is_none().then_some(v);
+            }
+            break;
+        }
+        for p in self.card.plane_handles().unwrap_or_default() {
+            let Ok(info) = ffi::mode::get_plane(self.card.as_fd(), p.into(), None) else {
+                continue;
+            };
+            if info.crtc_id != crtc {
+                continue;
+            }
+            let Ok(props) = self.card.get_properties(p) else {
+                continue;
+            };
+            if prop(&props, b"type") == Some(PLANE_TYPE_PRIMARY) {
+                o.plane_rotation = prop(&props, b"rotation");
+                break;
+            }
+        }
+        o
+    }
+
+    /// What the kernel says about how the captured output's picture reaches
+    /// the person (read again now: a compositor may turn its plane).
+    pub fn orientation(&mut self) -> Result<KernelOrientation, CaptureError> {
+        let crtc = match self.crtc {
+            Some(c) => c,
+            None => self.select()?,
+        };
+        let res = self
+            .card
+            .resource_handles()
+            .map_err(self.io("GETRESOURCES"))?;
+        self.orientation = self.read_orientation(&res, crtc);
+        Ok(self.orientation)
     }
 
     fn find_cursor_plane(&self, crtc_index: usize) -> Option<CursorPlane> {
@@ -308,8 +385,15 @@ impl DrmDisplay {
         let index = self.mapping(info.fb_id)?;
         let layout = self.maps[index].layout;
         let (x, y) = (info.x, info.y);
-        let width = u32::from(info.mode.hdisplay).min(layout.width.saturating_sub(x));
-        let height = u32::from(info.mode.vdisplay).min(layout.height.saturating_sub(y));
+        let (mut mode_w, mut mode_h) =
+            (u32::from(info.mode.hdisplay), u32::from(info.mode.vdisplay));
+        // A plane turned a quarter scans out a buffer as tall as the mode
+        // is wide.
+        if self.orientation.plane_turn().is_ok_and(|r| r.swaps_axes()) {
+            std::mem::swap(&mut mode_w, &mut mode_h);
+        }
+        let width = mode_w.min(layout.width.saturating_sub(x));
+        let height = mode_h.min(layout.height.saturating_sub(y));
         if width == 0 || height == 0 {
             return Err(Self::display_off(format!(
                 "CRTC {crtc} scans out nothing of framebuffer {}",

@@ -9,6 +9,8 @@
 //! - [`drm::DrmDisplay`] and [`fbdev::FbdevDisplay`]: find the display, follow
 //!   the buffer it scans out and map it (read-only, or writable for the
 //!   banner through [`ScanoutAccess`]).
+//! - [`orientation`]: the turns the kernel knows between a framebuffer and
+//!   the person (plane rotation, panel orientation).
 //! - [`CaptureError`]: why the display could not be read or written.
 
 pub mod convert;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod fbdev;
 pub mod format;
 pub mod mmap;
+pub mod orientation;
 pub mod scanout;
 
 pub use cursor::{CursorImage, CursorState};
@@ -25,5 +28,6 @@ pub use error::{CaptureError, SpecError};
 pub use format::{
     FrameError, MAX_EDGE, PixelFormat, ScreenGeometry, check_frame, fourcc_name, frame_len,
 };
+pub use orientation::{KernelOrientation, OrientationError, PanelOrientation};
 pub use scanout::{Scanout, ScanoutAccess, ScanoutMut};
 pub use shoulder_proto::rotation::{BadRotation, Rotation};

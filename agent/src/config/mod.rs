@@ -96,9 +96,9 @@ pub struct Config {
     #[serde(deserialize_with = "de_capture")]
     pub capture: CaptureSpec,
     /// How far the framebuffer's picture turns clockwise to read upright
-    /// for the person (a panel mounted sideways).
+    /// for the person (a panel mounted sideways), or what the display says.
     #[serde(deserialize_with = "de_rotation")]
-    pub rotation: Rotation,
+    pub rotation: RotationSetting,
     /// Most screen updates per second sent to the expert.
     pub max_fps: u32,
     #[serde(deserialize_with = "de_duration")]
@@ -166,7 +166,7 @@ impl Default for Config {
                 device: None,
                 connector: None,
             },
-            rotation: Rotation::Deg0,
+            rotation: RotationSetting::Auto,
             max_fps: 30,
             consent_timeout: shoulder_proto::session::DEFAULT_CONSENT_TIMEOUT,
             pre_auth_timeout: shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOUT,
@@ -436,13 +436,41 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
-fn de_rotation<'de, D: Deserializer<'de>>(d: D) -> Result<Rotation, D::Error> {
-    let degrees = u16::deserialize(d)?;
-    Rotation::from_degrees(degrees).ok_or_else(|| {
+/// `rotation` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RotationSetting {
+    /// What the display says: the DRM plane's rotation and the panel's
+    /// orientation (upright when it says nothing).
+    #[default]
+    Auto,
+    /// This turn, whatever the display says (a compositor that turns its
+    /// picture in software, which the kernel cannot know about).
+    Fixed(Rotation),
+}
+
+fn de_rotation<'de, D: Deserializer<'de>>(d: D) -> Result<RotationSetting, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Degrees(i64),
+        Word(String),
+        Other(serde::de::IgnoredAny),
+    }
+    let bad = |what: &dyn std::fmt::Display| {
         serde::de::Error::custom(format!(
-            "{degrees} is not a rotation: use 0, 90, 180 or 270 (degrees the picture in the framebuffer turns clockwise to read upright on the panel)"
+            "{what} is not a rotation: use \"auto\" (what the display says) or 0, 90, 180, 270 (degrees the picture in the framebuffer turns clockwise to read upright on the panel)"
         ))
-    })
+    };
+    match Raw::deserialize(d)? {
+        Raw::Word(w) if w == "auto" => Ok(RotationSetting::Auto),
+        Raw::Word(w) => Err(bad(&format_args!("{w:?}"))),
+        Raw::Degrees(n) => u16::try_from(n)
+            .ok()
+            .and_then(Rotation::from_degrees)
+            .map(RotationSetting::Fixed)
+            .ok_or_else(|| bad(&n)),
+        Raw::Other(_) => Err(bad(&"this value")),
+    }
 }
 
 fn de_capture<'de, D: Deserializer<'de>>(d: D) -> Result<CaptureSpec, D::Error> {
@@ -489,13 +517,22 @@ mod tests {
     fn rotation_is_degrees_clockwise_and_nothing_else() {
         assert_eq!(
             parse("rotation = 270\n").unwrap().rotation,
-            Rotation::Deg270
+            RotationSetting::Fixed(Rotation::Deg270)
         );
-        let s = parse("\nrotation = 45\n").unwrap_err().to_string();
-        assert!(
-            s.contains("agent.toml:2") && s.contains("0, 90, 180 or 270"),
-            "{s}"
+        assert_eq!(
+            parse("rotation = \"auto\"\n").unwrap().rotation,
+            RotationSetting::Auto
         );
+        assert_eq!(parse("").unwrap().rotation, RotationSetting::Auto);
+        for bad in ["45", "-90", "\"left\"", "90.0"] {
+            let s = parse(&format!("\nrotation = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                s.contains("agent.toml:2") && s.contains("0, 90, 180, 270") && s.contains("auto"),
+                "{bad}: {s}"
+            );
+        }
     }
 
     #[test]

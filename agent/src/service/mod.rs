@@ -32,7 +32,7 @@ use crate::AgentError;
 use crate::admission::{Admission, AdmissionConfig, pre_auth_log_path};
 use crate::audit::{AuditLog, Context};
 use crate::backends::{Backends, CaptureBackend, LocalEvent, Presenter};
-use crate::config::Config;
+use crate::config::{Config, RotationSetting};
 use crate::control::ControlServer;
 use crate::hub::{Hub, SessionCommand};
 use crate::invites::{InvitationStore, Issuer, advertised_addresses};
@@ -64,6 +64,29 @@ struct Shared {
     /// The session on hold after its connection dropped (one session at a
     /// time, so at most one).
     parked: Mutex<Option<Parked>>,
+}
+
+impl Shared {
+    fn follow_display(&self) {
+        follow_display(&self.hub, &*self.capture);
+    }
+}
+
+/// `rotation = "auto"` and nothing pinned it: asks the display how it is
+/// turned now (a compositor may have turned its plane since), and a change
+/// turns the running session's view, input and banner.
+fn follow_display(hub: &Hub, capture: &dyn CaptureBackend) {
+    if !hub.follows_display() {
+        return;
+    }
+    if let Some(r) = crate::capture::display_rotation(capture)
+        && hub.follow_display(r)
+    {
+        tracing::info!(
+            degrees = r.degrees(),
+            "the display says the person sees its picture turned {r}"
+        );
+    }
 }
 
 /// A byte stream the agent serves one connection on: TCP in production;
@@ -208,7 +231,12 @@ async fn serve(
         }
         .to_value(),
     );
-    hub.set_rotation(config.rotation);
+    match config.rotation {
+        RotationSetting::Fixed(r) => {
+            hub.set_rotation(r);
+        }
+        RotationSetting::Auto => follow_display(&hub, &*backends.capture),
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let control = crate::control::bind(&config).await?;
     let control_server = ControlServer {
@@ -286,7 +314,7 @@ async fn serve(
     );
     // The expert points at the upright picture; the devices take the
     // framebuffer's coordinates.
-    input.set_rotation(config.rotation);
+    input.set_rotation(hub.rotation());
     let shared = Arc::new(Shared {
         admission,
         config,

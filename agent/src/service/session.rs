@@ -503,6 +503,10 @@ impl Session {
     }
 
     pub(super) fn phase(&mut self, p: Phase) {
+        if self.phase.is_none() {
+            // The first prompt is drawn the way the display is turned now.
+            self.shared.follow_display();
+        }
         // `ctl rotate` may have turned the panel while no session ran.
         let rotation = self.shared.hub.rotation();
         self.with_presenter(|pr| {
