@@ -17,6 +17,10 @@ Commands:
                                SHA-256 fingerprint; --csr also writes a
                                signing request for the plant CA
   fingerprint                  print the device certificate's fingerprint
+  doctor [--json]              check what this device offers the agent (the
+                               display, how it is turned, uinput, local input,
+                               privileges, ports) and say what to fix; send
+                               its output when asking for help
   invite [--expires 30m] [--password-file FILE] [--for WHOM] [--out FILE] [--qr]
                                create an invitation: print its text (and a QR
                                code), write the file; the password comes from
@@ -53,11 +57,19 @@ pub enum Command {
     Help,
     Version,
     Run,
-    Keygen { csr: Option<PathBuf> },
+    Keygen {
+        csr: Option<PathBuf>,
+    },
     Fingerprint,
+    /// Check the device; `json`: machine-readable.
+    Doctor {
+        json: bool,
+    },
     Invite(InviteArgs),
     InviteList,
-    InviteRevoke { id: String },
+    InviteRevoke {
+        id: String,
+    },
     Ctl(Ctl),
 }
 
@@ -135,6 +147,12 @@ impl Cli {
             Some("fingerprint") => {
                 no_more(words, "fingerprint")?;
                 Command::Fingerprint
+            }
+            Some("doctor") => {
+                let o = Options::parse(words, "doctor", &[], &["--json"])?;
+                Command::Doctor {
+                    json: o.flag("--json"),
+                }
             }
             Some("keygen") => {
                 let mut o = Options::parse(words, "keygen", &["--csr"], &[])?;
@@ -367,6 +385,15 @@ mod tests {
         );
         assert!(parse("ctl rotate sideways").is_err());
         assert!(parse("ctl rotate").is_err());
+        assert_eq!(
+            parse("doctor").unwrap().command,
+            Command::Doctor { json: false }
+        );
+        assert_eq!(
+            parse("doctor --json").unwrap().command,
+            Command::Doctor { json: true }
+        );
+        assert!(parse("doctor --jsn").is_err());
         assert_eq!(parse("run --help").unwrap().command, Command::Help);
         assert_eq!(parse("--version").unwrap().command, Command::Version);
     }

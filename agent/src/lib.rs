@@ -55,6 +55,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod fsutil;
 pub mod hub;
 pub mod identity;

@@ -35,12 +35,15 @@ fn main() -> ExitCode {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
+    if let Command::Doctor { json } = cli.command {
+        return doctor(&path, explicit, json);
+    }
     let config = match Config::load(&path, explicit) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
     let result: Result<(), String> = match cli.command {
-        Command::Help | Command::Version => Ok(()),
+        Command::Help | Command::Version | Command::Doctor { .. } => Ok(()),
         Command::Run => run(config).map_err(|e| e.to_string()),
         Command::Keygen { csr } => keygen(&config, csr.as_deref()),
         Command::Fingerprint => identity::load(&config.state_dir)
@@ -54,6 +57,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// `doctor`: a broken config is reported, and the device examined with the
+/// defaults. Exit status 1 when a check failed.
+fn doctor(path: &Path, explicit: bool, json: bool) -> ExitCode {
+    let (config, loaded) = match Config::load(path, explicit) {
+        Ok(c) => (c, Ok(())),
+        Err(e) => (Config::default(), Err(e.to_string())),
+    };
+    let report = shoulder_agent::doctor::examine(&config, path, loaded);
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

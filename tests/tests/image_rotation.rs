@@ -105,6 +105,29 @@ fn sideways(test: &str, told: Told) {
     let Some(mut vm) = boot_agent_or_skip(test, config) else {
         return;
     };
+    if let Told::Kernel = told {
+        // What a device builder runs on new hardware says the same.
+        // Once the agent has made its key (it may do so after READY).
+        vm.wait_serial(0, "shoulder-agent running", STEP)
+            .expect("the agent runs");
+        let out = vm
+            .exec("shoulder-agent doctor", STEP)
+            .unwrap_or_else(|e| panic!("doctor: {e}"));
+        assert_eq!(out.status, 0, "doctor failed a check:\n{}", out.output);
+        for want in [
+            "panel orientation Left Side Up",
+            "turned 90°; rotation: auto",
+            "ok    injection",
+            "ok    display      drm /dev/dri/card0",
+            "tablet",
+        ] {
+            assert!(
+                out.output.contains(want),
+                "doctor does not say {want:?}:\n{}",
+                out.output
+            );
+        }
+    }
     let (uw, uh) = upright_size();
     let expert = ClientExpert::offer(vm.agent_addr(), &pki);
     wait_state(&vm, &expert, "the consent prompt", |s| {

@@ -84,7 +84,7 @@ fn follow_display(hub: &Hub, capture: &dyn CaptureBackend) {
     {
         tracing::info!(
             degrees = r.degrees(),
-            "the display says the person sees its picture turned {r}"
+            "the display says the person sees its picture turned {r}°"
         );
     }
 }
