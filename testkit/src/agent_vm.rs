@@ -82,3 +82,60 @@ pub fn boot_agent_or_skip(test: &str, config: VmConfig) -> Option<Vm> {
     }
     Some(vm)
 }
+
+/// Waits up to `within` until `expert`'s state satisfies `pred`; panics
+/// with the guest's serial log otherwise.
+pub fn expect_state(
+    vm: &Vm,
+    expert: &crate::expert::ClientExpert,
+    within: std::time::Duration,
+    what: &str,
+    pred: impl Fn(shoulder_proto::session::expert::ExpertState) -> bool,
+) {
+    if let Err(e) = expert.wait_state(within, what, pred) {
+        panic!("{e}\nserial log:\n{}", vm.serial_log());
+    }
+}
+
+/// Runs `command` in the guest (up to `within`) and returns its output;
+/// panics unless it exits 0, with the guest's serial log.
+pub fn guest_ok(vm: &mut Vm, command: &str, within: std::time::Duration) -> String {
+    let out = vm
+        .exec(command, within)
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    assert_eq!(
+        out.status,
+        0,
+        "{command} failed: {}\nserial log:\n{}",
+        out.output,
+        vm.serial_log()
+    );
+    out.output
+}
+
+/// The expert asks for control and the device grants it through the
+/// control socket (`shoulder-agent ctl accept` in the guest).
+pub fn control_granted_by_ctl(
+    vm: &mut Vm,
+    expert: &crate::expert::ClientExpert,
+    within: std::time::Duration,
+) {
+    use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
+    expert.send(UserAction::RequestControl);
+    expect_state(vm, expert, within, "the control prompt", |s| {
+        matches!(
+            s,
+            ExpertState::Viewing {
+                control: ControlState::Requested { .. }
+            }
+        )
+    });
+    guest_ok(vm, "shoulder-agent ctl accept", within);
+    expect_state(
+        vm,
+        expert,
+        within,
+        "control",
+        crate::expert::control_granted,
+    );
+}

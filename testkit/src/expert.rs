@@ -23,6 +23,11 @@ const POLL: Duration = Duration::from_millis(20);
 /// runtime is dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_millis(50);
 
+/// A cursor shape's width, height and hotspot (x, y).
+pub type CursorSize = (u16, u16, u16, u16);
+/// Where the cursor is: x, y and whether it shows.
+pub type CursorAt = (u16, u16, bool);
+
 /// An offer to the device at `addr`.
 pub fn offer_target(addr: SocketAddr) -> Target {
     Target::Offer {
@@ -244,6 +249,18 @@ impl ClientExpert {
     /// Whether a picture arrived.
     pub fn has_frame(&self) -> bool {
         self.view.lock().fb.is_some()
+    }
+
+    /// The device's cursor as the expert has it: the shape's size and
+    /// hotspot, and where it is.
+    pub fn cursor(&self) -> (Option<CursorSize>, Option<CursorAt>) {
+        let view = self.view.lock();
+        (
+            view.cursor
+                .as_ref()
+                .map(|c| (c.width, c.height, c.hot_x, c.hot_y)),
+            view.cursor_pos,
+        )
     }
 
     /// The expert's framebuffer as a screen (RGB).

@@ -186,6 +186,21 @@ pub struct VmConfig {
     pub qemu_args: Vec<String>,
     /// Extra kernel command-line arguments.
     pub kernel_args: Vec<String>,
+    /// The display adapter.
+    pub display: DisplayDevice,
+}
+
+/// The guest's display adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DisplayDevice {
+    /// `bochs-display`: scans video RAM out directly (QMP screendumps show
+    /// what was written), no cursor plane.
+    #[default]
+    Bochs,
+    /// `virtio-gpu-pci` at `width`×`height`: a cursor plane and shmem
+    /// buffers the host sees only when flushed (screendumps do not show
+    /// what was written into them; compare with what the app drew).
+    VirtioGpu { width: u32, height: u32 },
 }
 
 impl Default for VmConfig {
@@ -198,6 +213,7 @@ impl Default for VmConfig {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             qemu_args: Vec::new(),
             kernel_args: Vec::new(),
+            display: DisplayDevice::Bochs,
         }
     }
 }
@@ -585,7 +601,15 @@ impl Vm {
         .arg("-initrd")
         .arg(initramfs)
         .args(["-append", &append, "-rtc", "base=utc"])
-        .args(["-device", &format!("bochs-display,id={DISPLAY_ID}")])
+        .args([
+            "-device",
+            &match config.display {
+                DisplayDevice::Bochs => format!("bochs-display,id={DISPLAY_ID}"),
+                DisplayDevice::VirtioGpu { width, height } => {
+                    format!("virtio-gpu-pci,id={DISPLAY_ID},xres={width},yres={height}")
+                }
+            },
+        ])
         .args([
             "-device",
             &format!("virtio-keyboard-pci,display={DISPLAY_ID}"),

@@ -31,7 +31,7 @@ use std::time::Duration;
 use shoulder_banner::layout::palette::VIEW_STRIP;
 use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
 use shoulder_testkit::agent_vm::{
-    agent_image_or_skip, agent_toml, agent_vm_config, boot_agent_or_skip,
+    agent_image_or_skip, agent_toml, agent_vm_config, boot_agent_or_skip, expect_state, guest_ok,
 };
 use shoulder_testkit::expert::{ClientExpert, control_granted, viewing};
 use shoulder_testkit::pki::Pki;
@@ -60,17 +60,7 @@ const READABLE_LOG: &str = "the screen is readable again";
 
 /// Runs `command` in the guest; panics with its output unless it succeeds.
 fn guest(vm: &mut Vm, command: &str) -> String {
-    let out = vm
-        .exec(command, STEP)
-        .unwrap_or_else(|e| panic!("{command}: {e}"));
-    assert_eq!(
-        out.status,
-        0,
-        "{command} failed: {}\nserial log:\n{}",
-        out.output,
-        vm.serial_log()
-    );
-    out.output.trim().to_string()
+    guest_ok(vm, command, STEP).trim().to_string()
 }
 
 /// Waits for `cond`, else panics naming `what`, with the expert's events and
@@ -143,9 +133,7 @@ impl DisplayDevice {
 /// Waits until the expert's state satisfies `pred`; panics with the events
 /// and the serial log.
 fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
-    if let Err(e) = expert.wait_state(STEP, what, pred) {
-        panic!("{e}\nserial log:\n{}", vm.serial_log());
-    }
+    expect_state(vm, expert, STEP, what, pred);
 }
 
 fn pki() -> Pki {

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use shoulder_banner::layout::palette::{RECONNECT_STRIP, VIEW_STRIP};
 use shoulder_proto::session::expert::ExpertState;
-use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_testkit::agent_vm::{
+    agent_toml, agent_vm_config, boot_agent_or_skip, expect_state, guest_ok,
+};
 use shoulder_testkit::expert::{ClientExpert, viewing};
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::qemu::Vm;
@@ -55,18 +57,12 @@ fn wait_screen(
 }
 
 fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
-    if let Err(e) = expert.wait_state(STEP, what, pred) {
-        panic!("{e}\nserial log:\n{}", vm.serial_log());
-    }
+    expect_state(vm, expert, STEP, what, pred);
 }
 
 /// Runs `command` in the guest and returns its output.
 fn guest(vm: &mut Vm, command: &str) -> String {
-    let out = vm
-        .exec(command, STEP)
-        .unwrap_or_else(|e| panic!("{command}: {e}"));
-    assert_eq!(out.status, 0, "{command} failed: {}", out.output);
-    out.output
+    guest_ok(vm, command, STEP)
 }
 
 #[test]

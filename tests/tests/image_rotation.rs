@@ -15,9 +15,11 @@ use shoulder_kiosk_ui::KioskUi;
 use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::rotation::Rotation;
 use shoulder_proto::session::LocalDecision;
-use shoulder_proto::session::expert::{ControlState, ExpertState, UserAction};
-use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
-use shoulder_testkit::expert::{ClientExpert, control_granted, viewing};
+use shoulder_proto::session::expert::ExpertState;
+use shoulder_testkit::agent_vm::{
+    agent_toml, agent_vm_config, boot_agent_or_skip, control_granted_by_ctl, expect_state,
+};
+use shoulder_testkit::expert::{ClientExpert, viewing};
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::qemu::{Screen, Vm};
 use shoulder_testkit::screens::{
@@ -55,16 +57,7 @@ fn upright(dump: &Screen) -> Screen {
 }
 
 fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
-    if let Err(e) = expert.wait_state(STEP, what, pred) {
-        panic!("{e}\nserial log:\n{}", vm.serial_log());
-    }
-}
-
-fn guest(vm: &mut Vm, command: &str) {
-    let out = vm
-        .exec(command, STEP)
-        .unwrap_or_else(|e| panic!("{command}: {e}"));
-    assert_eq!(out.status, 0, "{command}: {}", out.output);
+    expect_state(vm, expert, STEP, what, pred);
 }
 
 /// How the agent learns that the panel is turned.
@@ -181,17 +174,7 @@ fn sideways(test: &str, told: Told) {
 
     // Control: the expert clicks the counter button where it sees it, and
     // the app gets the tap on that button.
-    expert.send(UserAction::RequestControl);
-    wait_state(&vm, &expert, "the control prompt", |s| {
-        matches!(
-            s,
-            ExpertState::Viewing {
-                control: ControlState::Requested { .. }
-            }
-        )
-    });
-    guest(&mut vm, "shoulder-agent ctl accept");
-    wait_state(&vm, &expert, "control", control_granted);
+    control_granted_by_ctl(&mut vm, &expert, STEP);
     let counter = center(KioskUi::new(uw, uh).layout().counter_button);
     let mark = expert_click_lands(&mut vm, &expert, counter, STEP);
     vm.wait_serial(mark, "kiosk: counter=1", STEP)

@@ -20,7 +20,7 @@ use shoulder_kiosk_ui::KioskUi;
 use shoulder_proto::msg::ConsentKind;
 use shoulder_proto::session::LocalDecision;
 use shoulder_proto::session::expert::ExpertState;
-use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip};
+use shoulder_testkit::agent_vm::{agent_toml, agent_vm_config, boot_agent_or_skip, expect_state};
 use shoulder_testkit::expert::{ClientExpert, viewing};
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::qemu::{DISPLAY_ID, Vm};
@@ -92,9 +92,7 @@ fn boot(test: &str, pki: &Pki) -> Option<Vm> {
 /// Waits until the expert's state satisfies `pred`; panics with the events
 /// seen and the serial log.
 fn wait_state(vm: &Vm, expert: &ClientExpert, what: &str, pred: impl Fn(ExpertState) -> bool) {
-    if let Err(e) = expert.wait_state(STEP, what, pred) {
-        panic!("{e}\nserial log:\n{}", vm.serial_log());
-    }
+    expect_state(vm, expert, STEP, what, pred);
 }
 
 /// Where the view prompt's Accept button is, as the agent lays it out.

@@ -169,7 +169,12 @@ pub struct Display {
     front: usize,
     flip_pending: bool,
     flipping: bool,
+    /// The pointer image on the cursor plane (`--cursor`).
+    cursor: Option<(DumbBuffer, Mapping)>,
 }
+
+/// Edge of the cursor image: the size every driver with a cursor plane takes.
+pub const CURSOR_EDGE: u32 = 64;
 
 impl fmt::Debug for Display {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -240,6 +245,7 @@ impl Display {
             front: 0,
             flip_pending: false,
             flipping,
+            cursor: None,
         };
         let count = if flipping {
             buffers.clamp(2, MAX_BUFFERS)
@@ -402,8 +408,69 @@ impl Display {
     }
 }
 
+impl Display {
+    /// Shows `argb` (`CURSOR_EDGE`² ARGB8888 pixels, rows top-down, the
+    /// hotspot at the top-left corner) on the CRTC's cursor plane, through
+    /// the legacy cursor ioctl simple DRM apps use (the kernel puts it on
+    /// the cursor plane of atomic drivers). Fails on drivers without one.
+    #[allow(deprecated)]
+    pub fn set_cursor(&mut self, argb: &[u32]) -> Result<(), DisplayError> {
+        let edge = CURSOR_EDGE;
+        let dumb = self
+            .card
+            .create_dumb_buffer((edge, edge), DrmFourcc::Argb8888, 32)
+            .map_err(ioctl("DRM_IOCTL_MODE_CREATE_DUMB (cursor)"))?;
+        let pitch = dumb.pitch() as usize;
+        let mut map = match Mapping::new(&self.card, &dumb, pitch * edge as usize) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.card.destroy_dumb_buffer(dumb);
+                return Err(e);
+            }
+        };
+        let bytes = map.bytes_mut();
+        for (y, row) in argb.chunks_exact(edge as usize).enumerate() {
+            for (x, px) in row.iter().enumerate() {
+                let at = y * pitch + x * 4;
+                bytes[at..at + 4].copy_from_slice(&px.to_le_bytes());
+            }
+        }
+        if let Err(e) = self.card.set_cursor2(self.crtc, Some(&dumb), (0, 0)) {
+            drop(map);
+            let _ = self.card.destroy_dumb_buffer(dumb);
+            return Err(DisplayError::Ioctl {
+                what: "DRM_IOCTL_MODE_CURSOR2",
+                source: e,
+            });
+        }
+        if let Some((old, old_map)) = self.cursor.take() {
+            drop(old_map);
+            let _ = self.card.destroy_dumb_buffer(old);
+        }
+        // Kept: the plane scans the buffer out while we hold it.
+        self.cursor = Some((dumb, map));
+        Ok(())
+    }
+
+    /// Moves the cursor's hotspot to (`x`, `y`) in buffer coordinates.
+    #[allow(deprecated)]
+    pub fn move_cursor(&mut self, x: i32, y: i32) -> Result<(), DisplayError> {
+        self.card
+            .move_cursor(self.crtc, (x, y))
+            .map_err(ioctl("DRM_IOCTL_MODE_CURSOR (move)"))
+    }
+}
+
 impl Drop for Display {
+    #[allow(deprecated)]
     fn drop(&mut self) {
+        if let Some((dumb, map)) = self.cursor.take() {
+            let _ = self
+                .card
+                .set_cursor2(self.crtc, None::<&DumbBuffer>, (0, 0));
+            drop(map);
+            let _ = self.card.destroy_dumb_buffer(dumb);
+        }
         self.release_buffers();
     }
 }

@@ -106,6 +106,29 @@ struct Args {
     /// read upright: a panel mounted sideways.
     #[arg(long, default_value_t = 0, value_parser = parse_turn)]
     rotate: u16,
+    /// Show an arrow on the CRTC's cursor plane (drivers that have one,
+    /// e.g. virtio-gpu), starting at `CURSOR_START`; it moves to each tap.
+    #[arg(long)]
+    cursor: bool,
+}
+
+/// Where `--cursor` puts the arrow's tip first (buffer coordinates).
+const CURSOR_START: (i32, i32) = (100, 100);
+
+/// A white arrow with a black outline, tip at (0, 0), on a transparent
+/// `CURSOR_EDGE`² ARGB8888 image.
+fn cursor_arrow() -> Vec<u32> {
+    let edge = display::CURSOR_EDGE as usize;
+    let mut px = vec![0u32; edge * edge];
+    for y in 0..32usize {
+        // A right triangle: row y spans x = 0..=y/2 (about 27° wide).
+        let end = y / 2;
+        for x in 0..=end {
+            let outline = x == 0 || x == end || y == 31;
+            px[y * edge + x] = if outline { 0xff00_0000 } else { 0xffff_ffff };
+        }
+    }
+    px
 }
 
 fn parse_turn(s: &str) -> Result<u16, String> {
@@ -388,6 +411,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // First frame: draw buffer 0 and light up the CRTC with it.
     show_first(&mut display, &mut kiosk, &mut drawn, pause_file)?;
+    let mut cursor = false;
+    if args.cursor {
+        match display
+            .set_cursor(&cursor_arrow())
+            .and_then(|()| display.move_cursor(CURSOR_START.0, CURSOR_START.1))
+        {
+            Ok(()) => {
+                cursor = true;
+                eprintln!("kiosk: cursor at {},{}", CURSOR_START.0, CURSOR_START.1);
+            }
+            Err(e) => eprintln!("kiosk: no cursor ({e})"),
+        }
+    }
     eprintln!(
         "kiosk: ready {w}x{h} buffers={} {} fps={}",
         display.buffer_count(),
@@ -462,6 +498,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         events.clear();
         inputs.read(display.size(), &mut events);
         for mut input in events.drain(..) {
+            if let (true, UserInput::Tap { x, y }) = (cursor, &input) {
+                match display.move_cursor(*x, *y) {
+                    Ok(()) => eprintln!("kiosk: cursor at {x},{y}"),
+                    Err(e) => eprintln!("kiosk: cannot move the cursor: {e}"),
+                }
+            }
             if let UserInput::Tap { x, y } = &mut input {
                 (*x, *y) = upright_tap(kiosk.turn, *x, *y, display.size());
             }
