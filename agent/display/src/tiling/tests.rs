@@ -117,9 +117,9 @@ fn the_reference_is_a_bijection_into_the_buffer() {
                 for y in 0..h {
                     for x in 0..w {
                         let at = reference_offset(t, pitch, bpp, x, y);
-                        for b in at..at + bpp {
-                            assert!(!seen[b], "{t} {w}x{h}: byte {b} twice");
-                            seen[b] = true;
+                        for (b, seen) in seen[at..at + bpp].iter_mut().enumerate() {
+                            assert!(!*seen, "{t} {w}x{h}: byte {} twice", at + b);
+                            *seen = true;
                         }
                     }
                 }
