@@ -296,9 +296,22 @@ impl TiledLayout {
         }
         for (i, y) in rows.enumerate() {
             let line = &mut dst[i * dst_pitch..i * dst_pitch + row_bytes];
-            self.for_each_span(y, xbs.clone(), |xb, off, len| {
-                copy_span(&mut line[xb - xbs.start..], &src[off..], len);
-            });
+            self.for_each_run(
+                y,
+                xbs.clone(),
+                |line: &mut [u8], xb, off, len| {
+                    copy_span(&mut line[xb - xbs.start..], &src[off..], len)
+                },
+                |line: &mut [u8], xb, start, pieces| {
+                    let tile: &[u8; TILE_BYTES] =
+                        src[start..start + TILE_BYTES].try_into().expect("4 KiB");
+                    let out = &mut line[xb - xbs.start..][..Y_TILE_WIDTH];
+                    for (k, &p) in pieces.iter().enumerate() {
+                        out[k * SPAN..(k + 1) * SPAN].copy_from_slice(&tile[p..p + SPAN]);
+                    }
+                },
+                line,
+            );
         }
         Ok(())
     }
@@ -331,9 +344,23 @@ impl TiledLayout {
         for (i, y) in (rect.y..rect.y + rect.height).enumerate() {
             let start = (sy + i) * src_pitch + sx;
             let line = &src[start..start + row_bytes];
-            self.for_each_span(y, xbs.clone(), |xb, off, len| {
-                copy_span(&mut dst[off..], &line[xb - xbs.start..], len);
-            });
+            self.for_each_run(
+                y,
+                xbs.clone(),
+                |dst: &mut [u8], xb, off, len| {
+                    copy_span(&mut dst[off..], &line[xb - xbs.start..], len)
+                },
+                |dst: &mut [u8], xb, start, pieces| {
+                    let tile: &mut [u8; TILE_BYTES] = (&mut dst[start..start + TILE_BYTES])
+                        .try_into()
+                        .expect("4 KiB");
+                    let from = &line[xb - xbs.start..][..Y_TILE_WIDTH];
+                    for (k, &p) in pieces.iter().enumerate() {
+                        tile[p..p + SPAN].copy_from_slice(&from[k * SPAN..(k + 1) * SPAN]);
+                    }
+                },
+                dst,
+            );
         }
         Ok(())
     }
@@ -369,6 +396,68 @@ impl TiledLayout {
             });
         }
         Ok(())
+    }
+
+    /// As [`Self::for_each_span`], but a row's whole Y or T tiles go to
+    /// `whole(out, xb, tile_start, pieces)` instead: the row's 128 bytes
+    /// from byte column `xb` are eight 16-byte pieces at `tile_start +
+    /// pieces[k]`. `out` is what both callbacks write to.
+    #[inline(always)]
+    fn for_each_run<O: ?Sized>(
+        &self,
+        y: usize,
+        xbs: Range<usize>,
+        mut span: impl FnMut(&mut O, usize, usize, usize),
+        mut whole: impl FnMut(&mut O, usize, usize, &[usize; 8]),
+        out: &mut O,
+    ) {
+        let (Tiling::IntelY | Tiling::Vc4T) = self.tiling else {
+            return self.for_each_span(y, xbs, |xb, off, len| span(out, xb, off, len));
+        };
+        let (first, last) = (xbs.start.div_ceil(Y_TILE_WIDTH), xbs.end / Y_TILE_WIDTH);
+        if first >= last {
+            return self.for_each_span(y, xbs, |xb, off, len| span(out, xb, off, len));
+        }
+        self.for_each_span(y, xbs.start..first * Y_TILE_WIDTH, |xb, off, len| {
+            span(out, xb, off, len)
+        });
+        let y_in = y % Y_TILE_ROWS;
+        let band = (y / Y_TILE_ROWS) * Y_TILE_ROWS * self.pitch;
+        let odd = (y / Y_TILE_ROWS) % 2 == 1;
+        let across = self.pitch / Y_TILE_WIDTH;
+        let mut pieces = [0; 8];
+        for (k, p) in pieces.iter_mut().enumerate() {
+            *p = match self.tiling {
+                Tiling::IntelY => k * SPAN * Y_TILE_ROWS + y_in * SPAN,
+                _ => {
+                    let map = if odd {
+                        &T_ODD_SUBTILES
+                    } else {
+                        &T_EVEN_SUBTILES
+                    };
+                    map[y_in / T_SUBTILE_ROWS][k / 4] * T_SUBTILE_BYTES
+                        + (y_in % T_SUBTILE_ROWS) / T_UTILE_ROWS * 4 * T_UTILE_BYTES
+                        + (k % 4) * T_UTILE_BYTES
+                        + (y_in % T_UTILE_ROWS) * SPAN
+                }
+            };
+        }
+        for tile in first..last {
+            let column = if self.tiling == Tiling::Vc4T && odd {
+                across - 1 - tile
+            } else {
+                tile
+            };
+            whole(
+                out,
+                tile * Y_TILE_WIDTH,
+                band + column * TILE_BYTES,
+                &pieces,
+            );
+        }
+        self.for_each_span(y, last * Y_TILE_WIDTH..xbs.end, |xb, off, len| {
+            span(out, xb, off, len)
+        });
     }
 
     /// Calls `f(xb, offset, len)` for each span of row `y` within byte
