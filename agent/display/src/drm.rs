@@ -21,13 +21,14 @@
 //!
 //! Tiled buffers (Intel X/Y, Broadcom VC4 T: what GPU-rendering kiosks on
 //! Intel and Raspberry Pi scan out) are read through [`crate::tiling`]:
-//! each capture detiles the visible part into a linear copy kept here (about
-//! 2–4 ms and one frame of memory at 1080p, see BENCHMARKS.md), and the
-//! banner draws on such a copy whose rectangles `flush` tiles back into the
-//! buffer. Linear buffers are read and drawn in place, no copy. Compressed
-//! layouts are refused with the compositor setting that avoids them. The
-//! tiled layouts are checked against reference layouts written from the
-//! kernel's and Mesa's documentation only, not on Intel or Pi hardware.
+//! each capture detiles the visible part into a linear copy kept here (one
+//! frame of memory, and 0.4–1.2 ms at 1080p on our 2-vCPU sandbox, see
+//! BENCHMARKS.md), and the banner draws on such a copy whose rectangles
+//! `flush` tiles back into the buffer (tens of microseconds for a strip).
+//! Linear buffers are read and drawn in place, no copy. Compressed layouts
+//! are refused with the compositor setting that avoids them. The tiled
+//! layouts are checked against reference layouts written from the kernel's
+//! and Mesa's documentation only, not on Intel or Pi hardware.
 //!
 //! Limitation: the kernel gives no identity for the buffer behind a
 //! framebuffer id. If an application destroys a framebuffer and a new one
