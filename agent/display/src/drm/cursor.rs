@@ -1,5 +1,8 @@
 //! The cursor plane: where it is and the image it shows.
 
+// The parent module allows unsafe for its ioctls; none is needed here.
+#![deny(unsafe_code)]
+
 use std::os::fd::AsFd;
 
 use drm::control::{Device as ControlDevice, plane};

@@ -1,6 +1,9 @@
 //! What `GETFB2` says about a framebuffer, and whether we can map and read
 //! it: format, modifier (linear or a tiling we can undo), pitch.
 
+// The parent module allows unsafe for its ioctls; none is needed here.
+#![deny(unsafe_code)]
+
 use std::io;
 use std::os::fd::AsFd;
 

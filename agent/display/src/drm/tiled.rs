@@ -2,6 +2,9 @@
 //! visible part (`DrmDisplay::staging`), detiled on every call; the banner's
 //! rectangles go back into the buffer on `flush`.
 
+// The parent module allows unsafe for its ioctls; none is needed here.
+#![deny(unsafe_code)]
+
 use super::{DrmDisplay, View, start_sync};
 use crate::error::CaptureError;
 use crate::scanout::{Scanout, ScanoutMut};
