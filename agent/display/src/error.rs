@@ -36,14 +36,14 @@ pub enum CaptureError {
         "{path}: pixel format {format} is not supported (supported: XRGB8888, ARGB8888, XBGR8888, ABGR8888, RGB565)"
     )]
     UnsupportedFormat { path: PathBuf, format: String },
-    #[error(
-        "{path}: framebuffer {format} uses modifier 0x{modifier:016x} (tiled or compressed); only linear buffers can be read. \
-         Make the application allocate linear scanout buffers"
-    )]
+    /// A compressed or unknown modifier: the message says which and how to
+    /// get linear buffers instead.
+    #[error("{path}: framebuffer {format}: {reason}")]
     UnsupportedModifier {
         path: PathBuf,
         format: String,
-        modifier: u64,
+        #[source]
+        reason: crate::tiling::UnsupportedModifier,
     },
     #[error("{path}: {detail}")]
     Unsupported { path: PathBuf, detail: String },

@@ -22,6 +22,7 @@ pub mod format;
 pub mod mmap;
 pub mod orientation;
 pub mod scanout;
+pub mod tiling;
 
 pub use cursor::{CursorImage, CursorState};
 pub use error::{CaptureError, SpecError};

@@ -42,20 +42,19 @@ impl DrmScanoutPresenter {
 #[derive(Debug)]
 pub struct CaptureScanout<S> {
     inner: S,
-    /// DIRTYFB is allowed to the master only; once refused, stop asking.
-    dirty_refused: bool,
 }
 
 impl<S: ScanoutAccess> CaptureScanout<S> {
     pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            dirty_refused: false,
-        }
+        Self { inner }
     }
 
     pub fn inner(&self) -> &S {
         &self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 
     pub fn into_inner(self) -> S {
@@ -112,18 +111,16 @@ impl<S: ScanoutAccess> ScanoutTarget for CaptureScanout<S> {
         Ok(Some(f(id, &mut surface)))
     }
 
+    /// Every rectangle, even after DIRTYFB was refused: for a tiled buffer
+    /// `flush` is also what writes the drawn copy back (the DRM display
+    /// remembers the refusal and does not ask the kernel again).
     fn flush(&mut self, _id: BufferId, rects: &[Rectangle]) -> Result<(), PresentError> {
-        if self.dirty_refused {
-            return Ok(());
-        }
         for r in rects {
             let (x, y) = (r.top_left.x.max(0) as u32, r.top_left.y.max(0) as u32);
-            if self.inner.flush(x, y, r.size.width, r.size.height).is_err() {
-                // Not master: drivers that scan out the buffer directly show
-                // the pixels anyway; the others cannot be helped (PRESENTERS.md).
-                self.dirty_refused = true;
-                break;
-            }
+            // Refused DIRTYFB (not master): drivers that scan out the buffer
+            // directly show the pixels anyway; the others cannot be helped
+            // (PRESENTERS.md).
+            let _ = self.inner.flush(x, y, r.size.width, r.size.height);
         }
         Ok(())
     }
@@ -173,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn draws_through_the_capture_crate_and_stops_asking_for_dirtyfb_once_refused() {
+    fn draws_through_the_capture_crate_and_keeps_flushing_when_refused() {
         let fake = Fake {
             pixels: vec![0x55; 320 * 240 * 4],
             id: 42,
@@ -209,13 +206,16 @@ mod tests {
         banner.composite_into(&mut s);
         assert_eq!(frame, expected, "the banner is in the scanned-out pixels");
         assert!(strip.size.height > 0);
-        assert_eq!(
-            p.target().inner().flushes,
-            1,
-            "asked once, refused, not again"
+        let flushes = p.target().inner().flushes;
+        assert!(flushes >= 1, "the drawn rectangles are flushed");
+        // A redraw is flushed again although the last flush was refused:
+        // tiled buffers get their pixels back through it.
+        p.target_mut().inner_mut().pixels.fill(0x55);
+        p.tick_at(t0 + Duration::from_millis(5)).unwrap();
+        assert!(
+            p.target().inner().flushes > flushes,
+            "flushed after a refusal"
         );
-        p.show_at(Arc::new(r.render(&view).unwrap()), t0).unwrap();
-        assert_eq!(p.target().inner().flushes, 1);
         p.hide().unwrap();
         frame.clone_from(&p.target().inner().pixels);
         assert!(frame.iter().all(|&b| b == 0x55), "restored");
