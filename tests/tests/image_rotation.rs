@@ -155,15 +155,18 @@ fn sideways(test: &str, told: Told) {
 
     // The expert sees the screen upright, pixel for pixel, strip included.
     let mut last = None;
+    // Both with the strip: right after Accept the banner may still be
+    // between the prompt and the strip.
     let same = wait_until(STEP, POLL, || {
         let person = upright(&vm.screendump().expect("screendump"));
-        let same = expert.screen().is_some_and(|mine| mine == person);
+        let same = expert.screen().is_some_and(|mine| mine == person)
+            && shows_strip(&person, (uw, uh), EXPERT_NAME);
         last = Some(person);
         same
     });
     assert!(
         same,
-        "the expert's view ({:?}) never equalled the upright screen",
+        "the expert's view ({:?}) never equalled the upright screen with the strip on it",
         expert.screen().map(|s| s.size())
     );
     let person = last.expect("a screendump");

@@ -26,6 +26,19 @@
 //! It logs one line per event of interest to stderr (the image's serial
 //! console), e.g. `kiosk: counter=3`, which end-to-end tests wait for.
 
+/// `eprintln!` with one write per line: std's writes the pieces of a
+/// formatted line separately (stderr is unbuffered), and the serial console
+/// then splits the kiosk's lines with the agent's, which tests that read
+/// the console line by line take for stray output.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 mod display;
 mod input;
 
