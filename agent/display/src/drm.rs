@@ -620,10 +620,21 @@ impl DrmDisplay {
 
     /// A short description for logs: "drm /dev/dri/card0 crtc 41".
     pub fn describe(&self) -> String {
-        match self.crtc {
+        let mut s = match self.crtc {
             Some(c) => format!("drm {} crtc {c}", self.path.display()),
             None => format!("drm {}", self.path.display()),
+        };
+        // How the buffer on screen is read (doctor shows it to device
+        // builders): through PRIME, and detiled in software.
+        if let Some(m) = self.maps.iter().max_by_key(|m| m.last_used) {
+            if m.dmabuf.is_some() {
+                s.push_str(", PRIME-mapped");
+            }
+            if m.layout.tiling != Tiling::Linear {
+                s.push_str(&format!(", {} (detiled in software)", m.layout.tiling));
+            }
         }
+        s
     }
 }
 
