@@ -34,8 +34,9 @@ Commands:
                                or without it the prompt open right now
   ctl chat TEXT...             send a chat line to the expert
   ctl watch                    print events as JSON lines
-  ctl rotate DEGREES           the panel turned (0, 90, 180, 270): the expert's
-                               view, pointer and the banner follow
+  ctl rotate DEGREES|auto      the panel turned (0, 90, 180, 270): the expert's
+                               view, pointer and the banner follow; auto:
+                               what the display says, from the next session
   ctl invite [--expires 30m] [--password-file FILE] [--for WHOM]
                                create an invitation through the running agent
 
@@ -95,6 +96,8 @@ pub enum Ctl {
     Watch,
     /// Degrees, checked by the agent.
     Rotate(u16),
+    /// Follow what the display says again.
+    RotateAuto,
     Invite {
         expires: String,
         password_file: Option<PathBuf>,
@@ -243,12 +246,18 @@ fn parse_ctl(mut words: std::vec::IntoIter<String>) -> Result<Ctl, UsageError> {
         }
         "rotate" => {
             let degrees = words.next().ok_or_else(|| {
-                UsageError("ctl rotate needs the degrees: 0, 90, 180 or 270".into())
+                UsageError("ctl rotate needs the degrees: 0, 90, 180, 270, or auto".into())
             })?;
             no_more(words, "ctl rotate DEGREES")?;
-            Ctl::Rotate(degrees.parse().map_err(|_| {
-                UsageError(format!("ctl rotate: `{degrees}` is not 0, 90, 180 or 270"))
-            })?)
+            if degrees == "auto" {
+                Ctl::RotateAuto
+            } else {
+                Ctl::Rotate(degrees.parse().map_err(|_| {
+                    UsageError(format!(
+                        "ctl rotate: `{degrees}` is not 0, 90, 180, 270 or auto"
+                    ))
+                })?)
+            }
         }
         "invite" => {
             let mut o = Options::parse(
@@ -382,6 +391,10 @@ mod tests {
         assert_eq!(
             parse("ctl rotate 90").unwrap().command,
             Command::Ctl(Ctl::Rotate(90))
+        );
+        assert_eq!(
+            parse("ctl rotate auto").unwrap().command,
+            Command::Ctl(Ctl::RotateAuto)
         );
         assert!(parse("ctl rotate sideways").is_err());
         assert!(parse("ctl rotate").is_err());

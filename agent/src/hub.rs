@@ -62,8 +62,8 @@ struct Slot {
 struct State {
     slot: Option<Slot>,
     next_token: u64,
-    /// How the framebuffer is turned for the person now (config, then
-    /// `ctl rotate`).
+    /// How the framebuffer is turned for the person now: what the display
+    /// says (`rotation = "auto"`), the config's value, or `ctl rotate`'s.
     rotation: Rotation,
     /// Set by the config (`rotation = DEGREES`) or `ctl rotate`: what the
     /// display says no longer changes the rotation.
@@ -130,6 +130,12 @@ impl Hub {
     pub fn follow_display(&self, rotation: Rotation) -> bool {
         let mut st = self.lock();
         !st.rotation_pinned && Self::turn(&mut st, rotation)
+    }
+
+    /// `ctl rotate auto`: what the display says counts again (asked when
+    /// the next session starts). Whether it was pinned.
+    pub fn unpin_rotation(&self) -> bool {
+        std::mem::replace(&mut self.lock().rotation_pinned, false)
     }
 
     /// Whether the rotation follows the display (nothing pinned it).

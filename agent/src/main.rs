@@ -309,6 +309,7 @@ fn ctl(config: &Config, command: Ctl) -> Result<(), String> {
             Ctl::End => Request::End,
             Ctl::Chat(text) => Request::Chat { text },
             Ctl::Rotate(degrees) => Request::Rotate { degrees },
+            Ctl::RotateAuto => Request::RotateAuto,
             Ctl::Invite {
                 expires,
                 password_file,

@@ -47,6 +47,7 @@
 //!   given)
 //! - `invitation-revoked`: `id`
 //! - `rotation-changed`: `degrees` (`ctl rotate`)
+//! - `rotation-follows-display`: (`ctl rotate auto`)
 //!
 //! Records about the logs and unauthenticated connections:
 //! - `log-repaired`: `bytes_removed` (a torn last line cut off at open)
@@ -181,6 +182,8 @@ pub(crate) enum AuditRecord<'a> {
     RotationChanged {
         degrees: u16,
     },
+    /// `ctl rotate auto`: the rotation follows the display again.
+    RotationFollowsDisplay,
     /// A torn last line cut off when the log was opened.
     LogRepaired {
         bytes_removed: u64,

@@ -901,7 +901,20 @@ async fn the_view_follows_how_the_display_says_it_is_turned() {
     agent.ctl_ok(Request::Rotate { degrees: 180 }).await;
     *display.lock().unwrap() = says(PanelOrientation::RightSideUp, None);
     assert_eq!(session_screen(&agent, &ann).await, (64, 48), "pinned");
-    agent.stop().await;
+
+    // `ctl rotate auto` hands it back to the display.
+    let r = agent.ctl_ok(Request::RotateAuto).await;
+    assert_eq!(r["changed"], true, "{r}");
+    assert_eq!(session_screen(&agent, &ann).await, (48, 64), "auto again");
+    let again = agent.ctl_ok(Request::RotateAuto).await;
+    assert_eq!(again["changed"], false, "{again}");
+    let records = agent.stop().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "rotation-follows-display"),
+        "not audited"
+    );
 
     // So does the config.
     let agent = Agent::start_with_capture(

@@ -36,7 +36,8 @@
 //! "password":"…"}` (password optional: generated), `{"cmd":"invite-list"}`,
 //! `{"cmd":"invite-revoke","id":"…"}`, `{"cmd":"rotate","degrees":90}` (a
 //! kiosk app that turned its UI; the expert's view, pointer and the banner
-//! follow at once).
+//! follow at once), `{"cmd":"rotate-auto"}` (follow what the display says
+//! again, from the next session on).
 //!
 //! Every request gets one reply line `{"reply":CMD,"ok":true,…}` or
 //! `{"reply":CMD,"ok":false,"error":"…"}`. Decisions are answered once the
@@ -113,6 +114,9 @@ pub enum Request {
     Rotate {
         degrees: u16,
     },
+    /// Follow what the display says again (`rotation = "auto"`), from the
+    /// next session on.
+    RotateAuto,
 }
 
 impl Request {
@@ -128,6 +132,7 @@ impl Request {
             Request::InviteList => "invite-list",
             Request::InviteRevoke { .. } => "invite-revoke",
             Request::Rotate { .. } => "rotate",
+            Request::RotateAuto => "rotate-auto",
         }
     }
 }
@@ -320,7 +325,15 @@ impl Role {
 }
 
 /// The control commands a `control_group` member may send.
-const SESSION_COMMANDS: [&str; 6] = ["accept", "decline", "stop-control", "end", "chat", "rotate"];
+const SESSION_COMMANDS: [&str; 7] = [
+    "accept",
+    "decline",
+    "stop-control",
+    "end",
+    "chat",
+    "rotate",
+    "rotate-auto",
+];
 /// The invitation commands.
 const INVITE_COMMANDS: [&str; 3] = ["invite", "invite-list", "invite-revoke"];
 
@@ -661,6 +674,20 @@ impl ControlServer {
                     "rotation {degrees} is not one of 0, 90, 180, 270 (degrees the picture in the framebuffer turns clockwise to read upright)"
                 )),
             },
+            Request::RotateAuto => {
+                let changed = self.hub.unpin_rotation();
+                if changed {
+                    self.audit_local(AuditRecord::RotationFollowsDisplay, uid);
+                }
+                return ok(ReplyBody::Taken {
+                    changed,
+                    detail: Some(if changed {
+                        "the rotation follows what the display says from the next session on".into()
+                    } else {
+                        "nothing changed: the rotation follows the display already".into()
+                    }),
+                });
+            }
             Request::InviteRevoke { id } => match id.parse() {
                 Ok(id) => match self.issuer.store.revoke(id, crate::util::unix_now()) {
                     Ok(()) => {
