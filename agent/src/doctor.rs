@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
-use shoulder_capture::{FrameSource, PanelOrientation};
+use shoulder_capture::{FrameSource, Rotation};
 
 use crate::config::{Config, Injection, RotationSetting};
 
@@ -303,7 +303,9 @@ fn orientation(config: &Config, source: &mut dyn FrameSource) -> Check {
                     Status::Ok,
                     format!("{said}: the person sees the picture turned {seen}°; rotation: auto, so {seen}° is used"),
                 ),
-                (Ok(seen), RotationSetting::Fixed(r)) if seen == r || o.panel.is_none_or(|p| p == PanelOrientation::Normal) && o.plane_rotation.is_none() => check(
+                // The kernel knows of no turn: the config's value is all
+                // there is (a compositor that turns in software).
+                (Ok(seen), RotationSetting::Fixed(r)) if seen == r || seen == Rotation::Deg0 => check(
                     "orientation",
                     Status::Ok,
                     format!("{said}; rotation: {in_use}"),
@@ -491,6 +493,50 @@ mod tests {
         if inj.status == Status::Fail {
             assert!(inj.fix.as_deref().unwrap().contains("uinput"), "{inj:?}");
         }
+    }
+
+    #[test]
+    fn the_rotation_in_use_is_checked_against_what_the_kernel_says() {
+        use crate::backends::{CaptureBackend, PatternCapture};
+        use shoulder_capture::{KernelOrientation, PanelOrientation};
+        let says = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let capture = PatternCapture::new(64, 48).with_orientation(says.clone());
+        let mut config = Config::default();
+        let mut look = |panel, setting| {
+            *says.lock().unwrap() = Some(KernelOrientation {
+                plane_rotation: Some(1),
+                panel: Some(panel),
+                panel_raw: None,
+            });
+            config.rotation = setting;
+            let mut source = capture.open().unwrap();
+            orientation(&config, &mut *source)
+        };
+        let c = look(PanelOrientation::LeftSideUp, RotationSetting::Auto);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.found.contains("Left Side Up") && c.found.contains("so 90° is used"),
+            "{}",
+            c.found
+        );
+        // A compositor turning in software: the kernel knows of no turn.
+        let c = look(
+            PanelOrientation::Normal,
+            RotationSetting::Fixed(Rotation::Deg270),
+        );
+        assert_eq!(c.status, Status::Ok, "{}", c.found);
+        let c = look(
+            PanelOrientation::LeftSideUp,
+            RotationSetting::Fixed(Rotation::Deg90),
+        );
+        assert_eq!(c.status, Status::Ok, "{}", c.found);
+        // The config contradicts the kernel: said, with what to do.
+        let c = look(
+            PanelOrientation::LeftSideUp,
+            RotationSetting::Fixed(Rotation::Deg0),
+        );
+        assert_eq!(c.status, Status::Warn, "{}", c.found);
+        assert!(c.fix.as_deref().unwrap().contains("\"auto\""));
     }
 
     #[test]
