@@ -341,9 +341,10 @@ impl DrmDisplay {
     /// What the kernel says about how the captured output's picture reaches
     /// the person (read again now: a compositor may turn its plane).
     pub fn orientation(&mut self) -> Result<KernelOrientation, CaptureError> {
-        let crtc = match self.crtc {
-            Some(c) => c,
-            None => self.select()?,
+        let Some(crtc) = self.crtc else {
+            // Choosing the CRTC reads its orientation too.
+            self.select()?;
+            return Ok(self.orientation);
         };
         let res = self
             .card
