@@ -20,6 +20,21 @@ use tokio::sync::mpsc;
 /// checks); [`CaptureError::is_transient`] decides whether it retries.
 pub trait CaptureBackend: Send + Sync {
     fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError>;
+
+    /// The screens the expert can choose from, looked up when capture
+    /// (re)starts: more than one when several outputs are lit and the
+    /// config names no connector; empty: just the screen `open` opens.
+    fn screens(&self) -> Vec<crate::screens::Screen> {
+        Vec::new()
+    }
+
+    /// Opens one of the screens `screens` listed.
+    fn open_screen(
+        &self,
+        screen: &crate::screens::Screen,
+    ) -> Result<Box<dyn FrameSource>, CaptureError> {
+        shoulder_capture::open(&screen.spec())
+    }
 }
 
 /// Shows the person at the device what is going on and asks them. Answers
@@ -143,6 +158,57 @@ impl CaptureBackend for PatternCapture {
         Ok(Box::new(self.source_with(move || {
             (start.elapsed().as_millis() / Self::STEP_MS) as u64
         })))
+    }
+}
+
+/// Several test-pattern screens side by side (`Virtual-1`, `Virtual-2`,
+/// …), as a device with several lit outputs: each screen is the pattern at
+/// its own size.
+#[derive(Debug, Clone)]
+pub struct PatternScreens {
+    sizes: Vec<(u16, u16)>,
+}
+
+impl PatternScreens {
+    pub fn new(sizes: &[(u16, u16)]) -> Self {
+        Self {
+            sizes: sizes.to_vec(),
+        }
+    }
+}
+
+impl CaptureBackend for PatternScreens {
+    fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+        let (w, h) = self.sizes.first().copied().unwrap_or((64, 48));
+        PatternCapture::new(w, h).open()
+    }
+
+    fn screens(&self) -> Vec<crate::screens::Screen> {
+        let mut x = 0;
+        self.sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(w, h))| {
+                let s = crate::screens::Screen {
+                    name: format!("Virtual-{}", i + 1),
+                    card: "/dev/dri/card0".into(),
+                    connector: format!("Virtual-{}", i + 1),
+                    width: u32::from(w),
+                    height: u32::from(h),
+                    x,
+                    y: 0,
+                };
+                x += u32::from(w);
+                s
+            })
+            .collect()
+    }
+
+    fn open_screen(
+        &self,
+        screen: &crate::screens::Screen,
+    ) -> Result<Box<dyn FrameSource>, CaptureError> {
+        PatternCapture::new(screen.width as u16, screen.height as u16).open()
     }
 }
 

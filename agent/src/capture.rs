@@ -28,7 +28,7 @@ use shoulder_capture::{
     CaptureError, Capturer, CapturerError, EncodedUpdate, Pacer, PacingConfig, Probing, Rotation,
 };
 use shoulder_proto::consent::ViewConsent;
-use shoulder_proto::{Message, ViewReport, text};
+use shoulder_proto::{Message, ScreenList, ViewReport, text};
 use tokio::sync::mpsc;
 
 use crate::backends::{CaptureBackend, ViewCheck};
@@ -80,6 +80,8 @@ struct Want {
     check: Option<Box<ViewReport>>,
     /// The panel was turned (`ctl rotate`).
     rotation: Option<Rotation>,
+    /// The expert chose another screen.
+    screen: Option<u8>,
     stop: bool,
 }
 
@@ -117,6 +119,9 @@ impl CaptureHandle {
                     last_sent: None,
                     source: None,
                     rotation,
+                    screens: Vec::new(),
+                    current: 0,
+                    listed: false,
                     unavailable: false,
                     gave_up: false,
                 }
@@ -151,6 +156,15 @@ impl CaptureHandle {
         let (m, cv) = &*self.want;
         let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
         w.rotation = Some(rotation);
+        cv.notify_one();
+    }
+
+    /// The expert chose screen `index` of the list they were sent: the
+    /// next update is that screen, whole, with its screen info.
+    pub fn select_screen(&self, index: u8) {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        w.screen = Some(index);
         cv.notify_one();
     }
 
@@ -194,6 +208,7 @@ struct Wake {
     input: bool,
     check: Option<Box<ViewReport>>,
     rotation: Option<Rotation>,
+    screen: Option<u8>,
 }
 
 struct Worker {
@@ -208,6 +223,12 @@ struct Worker {
     last_sent: Option<Instant>,
     source: Option<Capturer>,
     rotation: Rotation,
+    /// The screens to choose from (empty: the one the backend opens), as
+    /// listed when the source was last opened, and the one shown.
+    screens: Vec<crate::screens::Screen>,
+    current: usize,
+    /// A list of several screens went out last.
+    listed: bool,
     /// The expert was told the screen is unavailable and nothing was sent
     /// since: further failures are not news.
     unavailable: bool,
@@ -234,11 +255,16 @@ impl Worker {
                 if let Some(src) = self.source.as_mut() {
                     src.set_rotation(r);
                 }
+                // The screens' upright sizes turned too.
+                self.send_screen_list();
                 // Everything on screen moved: look at once.
                 self.pacer.input(now);
             }
             if let Some(report) = wake.check {
                 self.check_view(&report, now);
+            }
+            if let Some(index) = wake.screen {
+                self.select_screen(usize::from(index), now);
             }
             if self.next_poll().is_none_or(|d| now < d) {
                 continue;
@@ -343,10 +369,70 @@ impl Worker {
         })
     }
 
+    /// Shows screen `index` instead: its source replaces the current one
+    /// (the encoder starts over, with the next generation), and the expert
+    /// is told the list with the new choice.
+    fn select_screen(&mut self, index: usize, now: Instant) {
+        if index == self.current || index >= self.screens.len() {
+            return;
+        }
+        self.current = index;
+        tracing::info!(screen = %self.screens[index].name, "the expert chose another screen");
+        let Some(capturer) = self.source.as_mut() else {
+            // Opened with the new choice at the next poll.
+            self.pacer.input(now);
+            return;
+        };
+        match self.backend.open_screen(&self.screens[index]) {
+            Ok(s) => {
+                capturer.replace_source(s);
+                self.send_screen_list();
+                // The whole new screen, at once.
+                self.pacer.input(now);
+            }
+            Err(e) => {
+                self.source = None;
+                self.failed(&e, now);
+            }
+        }
+    }
+
+    /// Tells the session the screens and which one is shown: it places the
+    /// expert's input there, and passes the list on to experts that take it.
+    /// Down to one screen, an empty list tells the session there is nothing
+    /// to place any more (it is not passed on).
+    fn send_screen_list(&mut self) {
+        if self.screens.len() > 1 || std::mem::take(&mut self.listed) {
+            let list = crate::screens::list(&self.screens, self.current, self.rotation);
+            self.listed = self.screens.len() > 1;
+            let list = if self.listed {
+                list
+            } else {
+                ScreenList {
+                    current: 0,
+                    screens: heapless::Vec::new(),
+                }
+            };
+            self.send(Message::Screens(Box::new(list)));
+        }
+    }
+
     /// Opens the source (its first capture announces the screen).
     fn open(&mut self, now: Instant) -> bool {
-        match self.backend.open() {
+        // Looked up again at every (re)open: a screen plugged in or out.
+        let screens = self.backend.screens();
+        let same = self.screens.get(self.current).map(|s| &s.name);
+        self.current = same
+            .and_then(|n| screens.iter().position(|s| &s.name == n))
+            .unwrap_or(0);
+        self.screens = screens;
+        let opened = match self.screens.get(self.current) {
+            Some(screen) => self.backend.open_screen(screen),
+            None => self.backend.open(),
+        };
+        match opened {
             Ok(s) => {
+                self.send_screen_list();
                 // Sparse probing: an unchanged screen (most polls) costs
                 // about a sixth of a full compare; thin changes are still
                 // found within a few polls.
@@ -443,6 +529,7 @@ impl Worker {
                 || w.input
                 || w.check.is_some()
                 || w.rotation.is_some()
+                || w.screen.is_some()
                 || due.is_some_and(|d| now >= d)
             {
                 let request = std::mem::take(&mut w.pending).then_some(w.full);
@@ -450,11 +537,13 @@ impl Worker {
                 let input = std::mem::take(&mut w.input);
                 let check = w.check.take();
                 let rotation = w.rotation.take();
+                let screen = w.screen.take();
                 return Some(Wake {
                     request,
                     input,
                     check,
                     rotation,
+                    screen,
                 });
             }
             let timeout = due.map_or(POLL, |d| (d - now).min(POLL));
@@ -814,6 +903,50 @@ mod tests {
         down.store(false, Ordering::SeqCst);
         handle.request(true);
         comes_back(&mut rx);
+        handle.stop();
+    }
+
+    #[test]
+    fn the_expert_is_told_the_screens_and_switches_to_another() {
+        let (_pair, view) = shoulder_proto::testing::granted_view();
+        let (tx, mut rx) = mpsc::channel(64);
+        let handle = CaptureHandle::start(
+            view,
+            Arc::new(crate::backends::PatternScreens::new(&[(64, 48), (80, 48)])),
+            tx,
+            30,
+            Rotation::Deg0,
+        );
+        handle.request(true);
+        let Message::Screens(list) = next(&mut rx) else {
+            panic!("the list comes first");
+        };
+        assert_eq!((list.current, list.screens.len()), (0, 2));
+        assert_eq!(list.screens[1].x, 64);
+        let Message::ScreenInfo(first) = next(&mut rx) else {
+            panic!("then the first screen");
+        };
+        assert_eq!(first.width, 64);
+        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+
+        handle.select_screen(1);
+        handle.request(true);
+        let Message::Screens(list) = next(&mut rx) else {
+            panic!("the new choice is told");
+        };
+        assert_eq!(list.current, 1);
+        let info = loop {
+            if let Message::ScreenInfo(i) = next(&mut rx) {
+                break i;
+            }
+        };
+        assert_eq!(info.width, 80, "the second screen, whole");
+        assert!(
+            info.generation > first.generation,
+            "late updates stay recognisable"
+        );
+        // A screen that was never listed changes nothing.
+        handle.select_screen(7);
         handle.stop();
     }
 }

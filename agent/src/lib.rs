@@ -62,6 +62,7 @@ pub mod identity;
 pub mod invites;
 pub mod log;
 mod records;
+pub mod screens;
 pub mod service;
 pub mod tls;
 pub mod transport;

@@ -180,22 +180,23 @@ fn upright_renderer(
 /// inside a tokio runtime.
 pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<LocalEvent>>) {
     let retry = has_banner_display(config);
-    let screen = match open_banner(config) {
-        Ok(s) => Some(s),
+    let screens = match open_banner(config) {
+        Ok(s) => s,
         Err(e) if retry => {
             tracing::warn!(
                 error = %e,
                 "no on-screen banner for now; the display is looked for again at the next session"
             );
-            None
+            Vec::new()
         }
         Err(e) => {
             tracing::info!(error = %e, "no on-screen banner; prompts go to the control socket");
-            None
+            Vec::new()
         }
     };
-    let (w, h) = screen
-        .as_ref()
+    // Taps answer on the first screen (see `UiTask::layout`).
+    let (w, h) = screens
+        .first()
         .map(|(_, spec)| {
             (
                 u16::try_from(spec.width).unwrap_or(u16::MAX),
@@ -207,7 +208,7 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
     // A display that was not there at start-up (its driver still loading,
     // the agent started before the kiosk app lit it) is looked for again
     // when a session needs the banner.
-    let later = (screen.is_none() && retry).then(|| {
+    let later = (screens.is_empty() && retry).then(|| {
         let config = config.clone();
         Box::new(move || open_banner(&config)) as ScreenOpener
     });
@@ -217,32 +218,38 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
         RotationSetting::Fixed(r) => r,
         RotationSetting::Auto => Rotation::Deg0,
     };
-    let (presenter, events) = start_with(screen, later, local, &config.input, rotation);
+    let (presenter, events) = start_with(screens, later, local, &config.input, rotation);
     (presenter, Some(events))
 }
 
-/// Opens the banner's display: the presenter thread and the screen's size.
-pub type ScreenOpener = Box<dyn FnMut() -> Result<(ScanoutThread, ScreenSpec), String> + Send>;
+/// Opens the banner's displays: a presenter thread and the size of each
+/// screen a person could be looking at.
+pub type ScreenOpener = Box<dyn FnMut() -> Result<Vec<(ScanoutThread, ScreenSpec)>, String> + Send>;
 
-/// Starts the UI task on a given banner thread (and its screen) and local
-/// devices; [`start`] opens them from the config, tests pass fakes.
-/// `open_later` is tried whenever a session needs the banner while there is
-/// no `screen` (from the first prompt on), until it opens one. `rotation`:
+/// Starts the UI task on given banner threads (one per screen, each with
+/// its screen's size) and local devices; [`start`] opens them from the
+/// config, tests pass fakes. The banner shows on every screen; taps answer
+/// on the first. `open_later` is tried whenever a session needs the banner
+/// while there are no `screens` (from the first prompt on), until it opens
+/// some. `rotation`:
 /// how the framebuffer is turned for the person (the banner is drawn
 /// upright for them, taps are mapped back).
 pub fn start_with(
-    screen: Option<(ScanoutThread, ScreenSpec)>,
+    screens: Vec<(ScanoutThread, ScreenSpec)>,
     open_later: Option<ScreenOpener>,
     local: Option<Box<dyn LocalDevices>>,
     input: &InputConfig,
     rotation: Rotation,
 ) -> (Box<dyn Presenter>, mpsc::Receiver<LocalEvent>) {
-    let screen = screen.and_then(|(presenter, spec)| Screen::new(presenter, spec, rotation));
+    let screens = screens
+        .into_iter()
+        .filter_map(|(presenter, spec)| Screen::new(presenter, spec, rotation))
+        .collect();
     let hotkeys = Hotkeys::parse(&input.stop_hotkey, &input.end_hotkey).unwrap_or_default();
     let (ui_tx, ui_rx) = mpsc::channel(UI_QUEUE);
     let (tx, rx) = mpsc::channel(LOCAL_EVENTS);
     let task = UiTask {
-        screen,
+        screens,
         open_later,
         open_error: None,
         state: BannerState::new(&input.stop_hotkey),
@@ -300,11 +307,41 @@ fn has_banner_display(config: &Config) -> bool {
         )
 }
 
-fn open_banner(config: &Config) -> Result<(ScanoutThread, ScreenSpec), String> {
+fn open_banner(config: &Config) -> Result<Vec<(ScanoutThread, ScreenSpec)>, String> {
     if config.banner.presenter == PresenterKind::None {
         return Err("banner presenter \"none\" is configured".into());
     }
-    let opened: Result<ScanoutThread, String> = match &config.capture {
+    // Several lit outputs and no connector named: the banner goes on each.
+    if let SourceSpec::Drm {
+        device,
+        connector: None,
+    } = &config.capture
+        && let Ok(outputs) = shoulder_capture::drm::outputs(device.as_deref())
+        && outputs.len() > 1
+    {
+        let mut opened = Vec::new();
+        for o in outputs.iter().take(shoulder_proto::MAX_SCREENS) {
+            let spec = SourceSpec::Drm {
+                device: Some(o.card.clone()),
+                connector: Some(o.connector.clone()),
+            };
+            match open_one(&spec) {
+                Ok(s) => opened.push(s),
+                Err(e) => {
+                    tracing::warn!(screen = %o.connector, error = %e, "no banner on this screen")
+                }
+            }
+        }
+        if !opened.is_empty() {
+            return Ok(opened);
+        }
+    }
+    open_one(&config.capture).map(|s| vec![s])
+}
+
+/// The banner's presenter for one screen.
+fn open_one(capture: &SourceSpec) -> Result<(ScanoutThread, ScreenSpec), String> {
+    let opened: Result<ScanoutThread, String> = match capture {
         SourceSpec::Fbdev { device } => FbdevPresenter::open(device)
             .map_err(|e| e.to_string())
             .and_then(|p| ScanoutThread::spawn(p).map_err(|e| e.to_string())),
@@ -318,8 +355,7 @@ fn open_banner(config: &Config) -> Result<(ScanoutThread, ScreenSpec), String> {
         )),
     };
     let presenter = opened?;
-    let spec =
-        screen_spec(&config.capture).map_err(|e| format!("the screen size is unknown: {e}"))?;
+    let spec = screen_spec(capture).map_err(|e| format!("the screen size is unknown: {e}"))?;
     Ok((presenter, spec))
 }
 
@@ -350,7 +386,8 @@ fn open_local_input(config: &Config, w: u16, h: u16) -> Option<LocalInput> {
 }
 
 struct UiTask {
-    screen: Option<Screen>,
+    /// Every screen with a banner; taps are read on the first.
+    screens: Vec<Screen>,
     /// Finds the display when there was none at start-up.
     open_later: Option<ScreenOpener>,
     /// Why the last try of `open_later` failed (logged once per reason).
@@ -374,8 +411,8 @@ impl UiTask {
         loop {
             let now = Instant::now();
             let redraw = self
-                .screen
-                .as_ref()
+                .screens
+                .first()
                 .and_then(|s| self.state.next_change(s.drawn_at.unwrap_or(now)));
             let timer = redraw;
             tokio::select! {
@@ -424,7 +461,7 @@ impl UiTask {
             UiCommand::Rotate(r) if r == self.rotation => {}
             UiCommand::Rotate(r) => {
                 self.rotation = r;
-                if let Some(s) = self.screen.as_mut() {
+                for s in &mut self.screens {
                     let spec = ScreenSpec {
                         width: s.buffer.0,
                         height: s.buffer.1,
@@ -442,11 +479,11 @@ impl UiTask {
                 }
             }
         }
-        if self.screen.is_none() && !self.state.view(now).is_empty() {
+        if self.screens.is_empty() && !self.state.view(now).is_empty() {
             self.open_screen();
         }
         // Grab only when the person can see what they are answering.
-        let want_grab = self.prompt_open && self.grab_during_prompt && self.screen.is_some();
+        let want_grab = self.prompt_open && self.grab_during_prompt && !self.screens.is_empty();
         match (&self.local, want_grab, self.grab.is_some()) {
             (Some(l), true, false) => self.grab = Some(l.grab()),
             (_, false, true) => self.grab = None,
@@ -461,18 +498,24 @@ impl UiTask {
             return;
         };
         match open() {
-            Ok((presenter, spec)) => {
+            Ok(found) if !found.is_empty() => {
+                let (_, spec) = &found[0];
                 tracing::info!(
                     width = spec.width,
                     height = spec.height,
+                    screens = found.len(),
                     "found the display; the banner is on screen"
                 );
                 if let Some(l) = &self.local {
                     l.set_screen(spec.width, spec.height);
                 }
-                self.screen = Screen::new(presenter, spec, self.rotation);
+                self.screens = found
+                    .into_iter()
+                    .filter_map(|(presenter, spec)| Screen::new(presenter, spec, self.rotation))
+                    .collect();
                 self.open_later = None;
             }
+            Ok(_) => {}
             Err(e) => {
                 if self.open_error.as_deref() != Some(e.as_str()) {
                     tracing::warn!(error = %e, "no on-screen banner for this session; prompts go to the control socket");
@@ -483,68 +526,14 @@ impl UiTask {
     }
 
     fn render(&mut self) {
-        let Some(screen) = self.screen.as_mut() else {
-            return;
-        };
-        let mut failing = false;
-        for e in screen.presenter.take_errors() {
-            if let PresentError::ScreenChanged { width, height } = e {
-                let spec = ScreenSpec {
-                    width,
-                    height,
-                    format: screen.renderer.screen().format,
-                };
-                if let Some(l) = &self.local {
-                    l.set_screen(width, height);
-                }
-                screen.buffer = (width, height);
-                match upright_renderer(spec, screen.rotation) {
-                    Ok(r) => screen.renderer = r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot lay the banner out for the new screen")
-                    }
-                }
-            } else {
-                let text = e.to_string();
-                if screen.failing.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(error = %text, "cannot draw the banner; retrying");
-                    screen.failing = Some(text);
-                }
-                failing = true;
-            }
-        }
-        if !failing {
-            screen.failing = None;
-        }
         let drawn_at = Instant::now();
-        screen.drawn_at = Some(drawn_at);
         let view = self.state.view(drawn_at);
-        let result = if view.is_empty() {
-            screen.layout = None;
-            screen.presenter.hide()
-        } else {
-            match screen.renderer.render(&view) {
-                Ok(banner) => {
-                    // Drawn upright for the person, into the framebuffer as
-                    // it is turned; taps arrive in its coordinates too.
-                    let (uw, uh) = screen
-                        .rotation
-                        .upright_size(screen.buffer.0, screen.buffer.1);
-                    let banner = banner.turned_back(screen.rotation, uw, uh);
-                    screen.layout = Some(banner.layout.clone());
-                    screen.presenter.show(Arc::new(banner))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot render the banner");
-                    return;
-                }
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "cannot show the banner");
+        for (i, screen) in self.screens.iter_mut().enumerate() {
+            // Taps are read on the first screen: it sets their range.
+            let local = if i == 0 { self.local.as_deref() } else { None };
+            render_on(screen, &view, drawn_at, local);
         }
     }
-
     async fn local_event(&mut self, kind: LocalEventKind) {
         let now = Instant::now();
         let mut decision = None;
@@ -611,8 +600,75 @@ impl UiTask {
         decision.on(Some(a.id))
     }
 
+    /// The prompt as laid out on the first screen: local taps are read
+    /// there (a touchscreen belongs to one screen; keys answer on any).
     fn layout(&self) -> Option<&Layout> {
-        self.screen.as_ref().and_then(|s| s.layout.as_ref())
+        self.screens.first().and_then(|s| s.layout.as_ref())
+    }
+}
+
+/// Draws (or takes down) the banner `view` on one screen, following a
+/// mode change it reports; `local`: the devices whose taps it answers.
+fn render_on(
+    screen: &mut Screen,
+    view: &shoulder_banner::View,
+    drawn_at: Instant,
+    local: Option<&dyn LocalDevices>,
+) {
+    let mut failing = false;
+    for e in screen.presenter.take_errors() {
+        if let PresentError::ScreenChanged { width, height } = e {
+            let spec = ScreenSpec {
+                width,
+                height,
+                format: screen.renderer.screen().format,
+            };
+            if let Some(l) = local {
+                l.set_screen(width, height);
+            }
+            screen.buffer = (width, height);
+            match upright_renderer(spec, screen.rotation) {
+                Ok(r) => screen.renderer = r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lay the banner out for the new screen")
+                }
+            }
+        } else {
+            let text = e.to_string();
+            if screen.failing.as_deref() != Some(text.as_str()) {
+                tracing::warn!(error = %text, "cannot draw the banner; retrying");
+                screen.failing = Some(text);
+            }
+            failing = true;
+        }
+    }
+    if !failing {
+        screen.failing = None;
+    }
+    screen.drawn_at = Some(drawn_at);
+    let result = if view.is_empty() {
+        screen.layout = None;
+        screen.presenter.hide()
+    } else {
+        match screen.renderer.render(view) {
+            Ok(banner) => {
+                // Drawn upright for the person, into the framebuffer as
+                // it is turned; taps arrive in its coordinates too.
+                let (uw, uh) = screen
+                    .rotation
+                    .upright_size(screen.buffer.0, screen.buffer.1);
+                let banner = banner.turned_back(screen.rotation, uw, uh);
+                screen.layout = Some(banner.layout.clone());
+                screen.presenter.show(Arc::new(banner))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot render the banner");
+                return;
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot show the banner");
     }
 }
 

@@ -25,6 +25,7 @@ pub fn backends(config: &Config) -> Backends {
     Backends {
         capture: Arc::new(Capture {
             spec: config.capture.clone(),
+            positions: config.screens.clone(),
         }),
         input,
         presenter: Box::new(Logged(presenter)),
@@ -56,15 +57,36 @@ impl crate::backends::Presenter for Logged {
     }
 }
 
-/// Opens the `shoulder-capture` source the config names.
+/// Opens the `shoulder-capture` source the config names; with DRM and no
+/// connector named, every lit output is a screen the expert can choose.
 #[derive(Debug, Clone)]
 pub struct Capture {
     pub spec: SourceSpec,
+    /// Where the config places screens (`[[screens]]`).
+    pub positions: Vec<crate::config::ScreenPosition>,
 }
 
 impl CaptureBackend for Capture {
     fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
         shoulder_capture::open(&self.spec)
+    }
+
+    fn screens(&self) -> Vec<crate::screens::Screen> {
+        let SourceSpec::Drm {
+            device,
+            connector: None,
+        } = &self.spec
+        else {
+            return Vec::new();
+        };
+        match shoulder_capture::drm::outputs(device.as_deref()) {
+            Ok(outputs) if outputs.len() > 1 => crate::screens::arrange(&outputs, &self.positions),
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list the screens; showing the first");
+                Vec::new()
+            }
+        }
     }
 }
 

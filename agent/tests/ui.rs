@@ -165,7 +165,7 @@ fn prompt_on(
     mpsc::Receiver<LocalEvent>,
 ) {
     let (mut presenter, events) = start_with(
-        Some((thread, spec(W, H))),
+        vec![(thread, spec(W, H))],
         None,
         Some(Box::new(local)),
         input,
@@ -239,7 +239,7 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
         ..InputConfig::default()
     };
     let (mut presenter, mut events) = start_with(
-        Some((thread, spec)),
+        vec![(thread, spec)],
         None,
         Some(Box::new(fake)),
         &input,
@@ -374,11 +374,11 @@ async fn a_display_missing_at_start_is_found_when_a_session_needs_the_banner() {
         }
         let t = ScanoutThread::spawn(ScanoutPresenter::new(MemTarget::new(&target_buf)))
             .map_err(|e| e.to_string())?;
-        Ok((t, spec(W, H)))
+        Ok(vec![(t, spec(W, H))])
     });
     let (fake, _local_tx, grabs, screens) = FakeLocal::new();
     let (mut presenter, _events) = start_with(
-        None,
+        Vec::new(),
         Some(opener),
         Some(Box::new(fake)),
         &InputConfig::default(),
@@ -474,4 +474,56 @@ async fn turned_panel_accepts(told_later: bool) {
     .await;
     tokio::time::sleep(PROMPT_ARMING).await;
     tap_accepts(&local_tx, &mut events, bx as u16, by as u16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_shows_on_every_screen_and_goes_from_every_screen() {
+    // Two screens of different sizes, as two outputs of one device.
+    let left = Arc::new(Mutex::new(vec![0u8; (W * H * 4) as usize]));
+    let right = Arc::new(Mutex::new(vec![0u8; (W * H * 4) as usize]));
+    let mut small = MemTarget::new(&right);
+    let (sw, sh) = (W - 80, H - 20);
+    small.size = Arc::new(Mutex::new((sw, sh)));
+    let screens = vec![
+        (
+            ScanoutThread::spawn(ScanoutPresenter::new(MemTarget::new(&left))).unwrap(),
+            spec(W, H),
+        ),
+        (
+            ScanoutThread::spawn(ScanoutPresenter::new(small)).unwrap(),
+            spec(sw, sh),
+        ),
+    ];
+    let (fake, local_tx, _grabs, _) = FakeLocal::new();
+    let input = InputConfig::default();
+    let (mut presenter, mut events) =
+        start_with(screens, None, Some(Box::new(fake)), &input, Rotation::Deg0);
+    presenter.phase(&Phase::AwaitingView { expert: ann() });
+    presenter.show_prompt(&view_prompt());
+    let drawn = |b: &Arc<Mutex<Vec<u8>>>| b.lock().unwrap().iter().any(|&p| p != 0);
+    until("the prompt on the first screen", || drawn(&left)).await;
+    until("the prompt on the second screen", || drawn(&right)).await;
+    // The second screen's prompt fits its own size: nothing past it.
+    let row = (sw * 4) as usize;
+    assert!(
+        right.lock().unwrap()[row * sh as usize..]
+            .iter()
+            .all(|&p| p == 0),
+        "the small screen's banner was laid out for another size"
+    );
+
+    // Taps answer on the first screen.
+    tokio::time::sleep(PROMPT_ARMING + Duration::from_millis(200)).await;
+    let c = accept_centre(spec(W, H), &input);
+    tap_accepts(&local_tx, &mut events, c.x as u16, c.y as u16).await;
+
+    // The session ends: the banner goes from both.
+    presenter.hide_prompt();
+    presenter.phase(&Phase::Closed {
+        reason: shoulder_proto::ByeReason::Normal,
+        detail: String::new(),
+    });
+    let clear = |b: &Arc<Mutex<Vec<u8>>>| b.lock().unwrap().iter().all(|&p| p == 0);
+    until("the first screen is clear", || clear(&left)).await;
+    until("the second screen is clear", || clear(&right)).await;
 }

@@ -19,6 +19,7 @@ use crate::error::ClientError;
 use crate::gui::GuiStart;
 use crate::identity::{self, DEFAULT_CERT_DAYS, Identity};
 use crate::printable::printable;
+use crate::screens::{Next, ScreenChoice};
 use crate::target::Target;
 use crate::trust::AcceptNew;
 
@@ -71,6 +72,9 @@ pub enum Command {
         /// Where to write the PNG.
         #[arg(short = 'o', long = "output", value_name = "FILE.png")]
         output: PathBuf,
+        /// Which of the device's screens (1, 2, …; default: the first).
+        #[arg(long, value_name = "N")]
+        screen: Option<u8>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -87,6 +91,9 @@ pub enum Command {
         /// Stop after this many seconds of viewing (e.g. 10, 2.5).
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
+        /// Which of the device's screens (1, 2, …; default: the first).
+        #[arg(long, value_name = "N")]
+        screen: Option<u8>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -236,15 +243,18 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         Some(Command::Snapshot {
             target,
             output,
+            screen,
             conn,
-        }) => snapshot(&target, &output, &conn),
+        }) => ScreenChoice::new(screen).and_then(|c| snapshot(&target, &output, c, &conn)),
         Some(Command::Watch {
             target,
             stats_json,
             frames,
             duration,
+            screen,
             conn,
-        }) => watch(&target, &stats_json, frames, duration, &conn),
+        }) => ScreenChoice::new(screen)
+            .and_then(|c| watch(&target, &stats_json, frames, duration, c, &conn)),
         Some(Command::Chat { target, text, conn }) => chat(&target, &text, &conn),
         Some(Command::Pki(p)) => pki(p),
     }
@@ -505,11 +515,58 @@ fn progress(e: &ClientEvent) {
             }
         }
         ClientEvent::Resuming => eprintln!("Reconnected; resuming the session…"),
+        ClientEvent::Screens(list) => eprintln!(
+            "The device has {} screens: {}.",
+            list.screens.len(),
+            crate::screens::describe(list)
+        ),
         _ => {}
     }
 }
 
-fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientError> {
+/// Follows `--screen`: asks the device for the wanted screen when it lists
+/// another, and says whether frames now are the wanted screen's (`Some`
+/// when that changed). A screen that does not exist ends the session with
+/// the error in `failed`.
+fn follow_choice(
+    e: &ClientEvent,
+    choice: &mut ScreenChoice,
+    tx: &mpsc::Sender<UserAction>,
+    failed: &std::sync::Mutex<Option<ClientError>>,
+) -> Option<bool> {
+    let fail = |e: ClientError| {
+        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        let _ = tx.try_send(UserAction::Disconnect);
+    };
+    match e {
+        ClientEvent::Screens(list) => match choice.list(list) {
+            Next::Wait => None,
+            Next::Select(i) => {
+                let _ = tx.try_send(UserAction::SelectScreen(i));
+                Some(false)
+            }
+            Next::Fail(e) => {
+                fail(e);
+                Some(false)
+            }
+        },
+        ClientEvent::Screen(_) => match choice.screen() {
+            Ok(on) => Some(on),
+            Err(e) => {
+                fail(e);
+                Some(false)
+            }
+        },
+        _ => None,
+    }
+}
+
+fn snapshot(
+    target: &str,
+    output: &Path,
+    mut choice: ScreenChoice,
+    conn: &ConnArgs,
+) -> Result<(), ClientError> {
     let opts = options(Target::parse(target)?, conn, true)?;
     let output = output.to_owned();
     let saved = Arc::new(std::sync::Mutex::new(None::<Result<(), ClientError>>));
@@ -518,7 +575,14 @@ fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientEr
     let unavailable2 = unavailable.clone();
     let mut screen = false;
     let mut timer = false;
+    let failed = Arc::new(std::sync::Mutex::new(None::<ClientError>));
+    let failed2 = failed.clone();
     let ended = headless(opts, move |e, view, tx| match e {
+        ClientEvent::Screens(_) | ClientEvent::Screen(_) => {
+            if let Some(on) = follow_choice(e, &mut choice, tx, &failed2) {
+                screen = on;
+            }
+        }
         ClientEvent::State(ExpertState::Viewing { .. }) if !timer => {
             // A screen that cannot be captured would otherwise keep us
             // waiting as long as the device answers keepalives.
@@ -532,7 +596,6 @@ fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientEr
         ClientEvent::ScreenUnavailable(s) => {
             *unavailable2.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
         }
-        ClientEvent::Screen(_) => screen = true,
         ClientEvent::UpdateApplied { .. } if screen => {
             let mut slot = saved2.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
@@ -545,6 +608,9 @@ fn snapshot(target: &str, output: &Path, conn: &ConnArgs) -> Result<(), ClientEr
         }
         _ => {}
     })?;
+    if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
     let result = saved.lock().unwrap_or_else(|p| p.into_inner()).take();
     match (result, ended) {
         (Some(r), _) => r,
@@ -571,6 +637,7 @@ fn watch(
     stats: &Path,
     frames: Option<u64>,
     duration: Option<f64>,
+    mut choice: ScreenChoice,
     conn: &ConnArgs,
 ) -> Result<(), ClientError> {
     let opts = options(Target::parse(target)?, conn, true)?;
@@ -594,7 +661,14 @@ fn watch(
     let we2 = write_error.clone();
     // Interrupting is how a watch without --frames or --duration stops: the
     // stats written so far are the result.
+    let mut on_screen = false;
+    let we3 = write_error.clone();
     let _ended = headless(opts, move |e, view, tx| match e {
+        ClientEvent::Screens(_) | ClientEvent::Screen(_) => {
+            if let Some(on) = follow_choice(e, &mut choice, tx, &we3) {
+                on_screen = on;
+            }
+        }
         ClientEvent::State(ExpertState::Viewing { .. }) if stop_at.is_none() => {
             if let Some(d) = duration {
                 stop_at = Some(std::time::Instant::now() + d);
@@ -610,7 +684,7 @@ fn watch(
             rects,
             t_mono_us,
             ..
-        } => {
+        } if on_screen => {
             let hash = view.lock().fb.as_ref().map(client::fb_hash);
             let Some(hash) = hash else { return };
             count += 1;

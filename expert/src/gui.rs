@@ -146,6 +146,8 @@ struct SessionUi {
     device_name: String,
     fingerprint: Option<Fingerprint>,
     screen_unavailable: Option<String>,
+    /// The device's screens when it has several, and which one is shown.
+    screens: Option<shoulder_proto::ScreenList>,
     texture: Option<TextureHandle>,
     fit: bool,
     fullscreen: bool,

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod input;
 pub mod keymap;
 pub mod printable;
+pub mod screens;
 pub mod target;
 pub mod trust;
 

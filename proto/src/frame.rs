@@ -174,6 +174,8 @@ fn variant_name(tag: u32) -> &'static str {
         "Bye",
         "ViewReport",
         "ViewChecked",
+        "Screens",
+        "SelectScreen",
     ];
     NAMES.get(tag as usize).copied().unwrap_or("?")
 }

@@ -37,6 +37,8 @@
 //!   | <-- Update{seq, generation, last, rects} --- |   one or more parts
 //!   | -- UpdateRequest{incremental: true} -------> |   client-paced: one update
 //!   | <-- Update ... ----------------------------- |   per request, coalesced
+//!   | <-- Screens{current, list} ----------------- |   several screens (protocol 3)
+//!   | -- SelectScreen{index} --------------------> |   a new ScreenInfo follows
 //!   | -- RequestControl -------------------------> |
 //!   | <-- ConsentPending{Control} ---------------- |   prompt on the device
 //!   | <-- ConsentGranted{Control} ---------------- |   or ConsentDeclined
@@ -79,6 +81,10 @@
 //! | 20 | `Pong` | both | keepalive answer |
 //! | 21 | `ResumeOffer` | D→E | single-use token to resume after a drop |
 //! | 22 | `Bye` | both | reason code and a sentence; the last message |
+//! | 23 | `ViewReport` | E→D | hashes of what the expert's view shows (protocol 2) |
+//! | 24 | `ViewChecked` | D→E | how many of those differed; they are sent again (protocol 2) |
+//! | 25 | `Screens` | D→E | the device's screens, where they sit, which one is shown (protocol 3) |
+//! | 26 | `SelectScreen` | E→D | show another screen; input goes to it (protocol 3) |
 //!
 //! ## Consent
 //!

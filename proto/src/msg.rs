@@ -8,12 +8,16 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Bumped on any incompatible change
 /// to [`Message`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The first protocol version with the view self-check ([`ViewReport`],
 /// `ViewChecked`): neither side sends them to an older peer.
 pub const VIEW_CHECK_VERSION: u16 = 2;
+/// The first protocol version with several screens ([`ScreenList`],
+/// `SelectScreen`): neither side sends them to an older peer, which sees the
+/// device's first screen only.
+pub const SCREENS_VERSION: u16 = 3;
 
 /// Software names ("shoulder-agent") and versions ("1.2.3-rc1") are short.
 pub const MAX_SOFTWARE_LEN: usize = 32;
@@ -30,6 +34,11 @@ pub const MAX_DETAIL_LEN: usize = 256;
 /// Rectangles per update part. The encoder splits larger updates into several
 /// parts; this keeps one decoded message small (a few KiB of headers).
 pub const MAX_RECTS_PER_PART: usize = 64;
+/// Screens a device lists at most (outputs of one or a few cards).
+pub const MAX_SCREENS: usize = 8;
+/// A screen's name: the connector as the kernel names it (`HDMI-A-1`), with
+/// the card when there are several (`card1/HDMI-A-1`).
+pub const MAX_SCREEN_NAME_LEN: usize = 32;
 /// Largest screen edge we accept, in pixels (8K is 7680; leave headroom).
 pub const MAX_SCREEN_EDGE: u16 = 8192;
 /// Cursor images are at most this many pixels on each side (kernels cap
@@ -297,6 +306,29 @@ pub struct ScreenInfo {
     /// Increments on every change of size or format, so late updates for an
     /// old screen can be told apart and dropped.
     pub generation: u32,
+}
+
+/// One of the device's screens, as [`ScreenList`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenEntry {
+    pub name: Text<MAX_SCREEN_NAME_LEN>,
+    /// Its size as the expert gets it (upright).
+    pub width: u16,
+    pub height: u16,
+    /// Where it sits in the desktop the device's compositor makes of its
+    /// screens (top-left corner; the expert's input goes there).
+    pub x: u16,
+    pub y: u16,
+}
+
+/// Device → expert, protocol [`SCREENS_VERSION`] on: the device's screens
+/// and which one the expert is shown. Sent when viewing starts with more
+/// than one screen, and again whenever the list or the choice changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenList {
+    /// Index into `screens` of the screen `ScreenInfo` and updates are for.
+    pub current: u8,
+    pub screens: heapless::Vec<ScreenEntry, MAX_SCREENS>,
 }
 
 /// One XRGB8888 pixel as a little-endian u32 (0x00RRGGBB).
@@ -654,10 +686,16 @@ pub enum Message {
         compared: u16,
         differing: u16,
     },
+    /// Device → expert, protocol [`SCREENS_VERSION`] on, while viewing.
+    Screens(Box<ScreenList>),
+    /// Expert → device, protocol [`SCREENS_VERSION`] on, while viewing: show
+    /// screen `index` of the last [`ScreenList`] instead (a `ScreenInfo` and
+    /// the whole screen follow; input goes to it).
+    SelectScreen { index: u8 },
 }
 
 /// Number of [`Message`] variants: a wire tag at or above this is unknown.
-pub const MESSAGE_VARIANTS: u32 = 25;
+pub const MESSAGE_VARIANTS: u32 = 27;
 
 impl Message {
     /// A short name for logs and errors.
@@ -688,6 +726,8 @@ impl Message {
             Message::Bye { .. } => "Bye",
             Message::ViewReport(_) => "ViewReport",
             Message::ViewChecked { .. } => "ViewChecked",
+            Message::Screens(_) => "Screens",
+            Message::SelectScreen { .. } => "SelectScreen",
         }
     }
 
@@ -737,12 +777,7 @@ mod tests {
 
     #[test]
     fn variant_count_matches_last_tag() {
-        let last = postcard::to_stdvec(&Message::ViewChecked {
-            seq: 0,
-            compared: 0,
-            differing: 0,
-        })
-        .unwrap();
+        let last = postcard::to_stdvec(&Message::SelectScreen { index: 0 }).unwrap();
         assert_eq!(u32::from(last[0]) + 1, MESSAGE_VARIANTS);
     }
 }

@@ -35,6 +35,9 @@ pub enum DeviceRecord {
     CheckView {
         seq: u32,
     },
+    /// The expert chose screen `index` (the fake capture has two, 4×2 each,
+    /// side by side, and lists them to experts that take the list).
+    SelectScreen(u8),
     ShowChat(String),
     Audit(AuditEvent),
     Close(ByeReason),
@@ -353,6 +356,9 @@ impl Pair {
                 }
                 DeviceOutput::StartCapture(t) => {
                     self.view = Some(t);
+                    if self.device.screens_supported() {
+                        self.send_d2e(&Message::Screens(Box::new(two_screens(0))));
+                    }
                     self.send_d2e(&Message::ScreenInfo(ScreenInfo {
                         width: 4,
                         height: 2,
@@ -394,6 +400,18 @@ impl Pair {
                         differing: 0,
                     });
                     DeviceRecord::CheckView { seq: r.seq }
+                }
+                DeviceOutput::SelectScreen(index) => {
+                    if index < 2 {
+                        self.send_d2e(&Message::Screens(Box::new(two_screens(index))));
+                        self.send_d2e(&Message::ScreenInfo(ScreenInfo {
+                            width: 4,
+                            height: 2,
+                            format: WireFormat::Xrgb8888,
+                            generation: 2 + u32::from(index),
+                        }));
+                    }
+                    DeviceRecord::SelectScreen(index)
                 }
                 DeviceOutput::ShowChat(t) => DeviceRecord::ShowChat(t),
                 DeviceOutput::Audit(a) => DeviceRecord::Audit(a),
@@ -507,6 +525,21 @@ impl Pair {
         }
         moved
     }
+}
+
+/// The fake capture's two screens, `current` shown.
+fn two_screens(current: u8) -> ScreenList {
+    let mut screens = heapless::Vec::new();
+    for (i, name) in ["Virtual-1", "Virtual-2"].into_iter().enumerate() {
+        let _ = screens.push(ScreenEntry {
+            name: text(name),
+            width: 4,
+            height: 2,
+            x: 4 * i as u16,
+            y: 0,
+        });
+    }
+    ScreenList { current, screens }
 }
 
 /// A real control consent, minted by a real session whose person at the

@@ -221,6 +221,14 @@ impl ClientExpert {
             .count()
     }
 
+    /// The device's last list of screens (devices with several).
+    pub fn screens(&self) -> Option<shoulder_proto::ScreenList> {
+        lock(&self.events).iter().rev().find_map(|e| match e {
+            ClientEvent::Screens(l) => Some((**l).clone()),
+            _ => None,
+        })
+    }
+
     /// How many screen updates the client applied so far.
     pub fn updates_applied(&self) -> usize {
         lock(&self.events)

@@ -143,7 +143,10 @@ pub fn capture_backends(spec: &str) -> Backends {
         .parse()
         .unwrap_or_else(|e| panic!("capture spec {spec:?}: {e}"));
     Backends {
-        capture: Arc::new(shoulder_agent::wiring::Capture { spec }),
+        capture: Arc::new(shoulder_agent::wiring::Capture {
+            spec,
+            positions: Vec::new(),
+        }),
         // Recorded, never injected.
         input: CallLog::default().factory(),
         presenter: Box::new(NullPresenter),

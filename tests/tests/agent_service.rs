@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoulder_agent::backends::{Call, PatternCapture};
+use shoulder_agent::backends::{Call, PatternCapture, PatternScreens};
 use shoulder_agent::control::Request;
 use shoulder_proto::session::{ControlState, ExpertEvent, ExpertState, InjectEvent, UserAction};
 use shoulder_proto::{Auth, ByeReason, ControlEndReason, DeclineReason, InvitationId, Key};
@@ -29,6 +29,21 @@ async fn wait_consent_pending(expert: &mut TlsExpert) {
     expert
         .wait_for("waiting for consent", |e| {
             is_state(e, |s| matches!(s, ExpertState::WaitingForConsent { .. }))
+        })
+        .await;
+}
+
+async fn wait_controlling(expert: &mut TlsExpert) {
+    expert
+        .wait_for("control", |e| {
+            is_state(e, |s| {
+                matches!(
+                    s,
+                    ExpertState::Viewing {
+                        control: ControlState::Granted { .. }
+                    }
+                )
+            })
         })
         .await;
 }
@@ -80,18 +95,7 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
     let asked = event(&mut device, "consent-requested").await;
     assert_eq!(asked["kind"], "control");
     agent.ctl_ok(Request::Accept { prompt: None }).await;
-    expert
-        .wait_for("control", |e| {
-            is_state(e, |s| {
-                matches!(
-                    s,
-                    ExpertState::Viewing {
-                        control: ControlState::Granted { .. }
-                    }
-                )
-            })
-        })
-        .await;
+    wait_controlling(&mut expert).await;
     event(&mut device, "control-granted").await;
     let key = Key {
         code: 30,
@@ -928,5 +932,74 @@ async fn the_view_follows_how_the_display_says_it_is_turned() {
     )
     .await;
     assert_eq!(session_screen(&agent, &ann).await, (64, 48), "configured");
+    agent.stop().await;
+}
+
+/// A device with two screens: the expert is told both, switches to the
+/// second, sees it, and their click lands on it (the virtual pointer spans
+/// both screens, as the compositor maps it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expert_switches_between_two_screens_and_input_lands_on_the_one_shown() {
+    use shoulder_proto::msg::{Buttons, Pointer};
+    let pki = Pki::new("Plant CA");
+    let ann = pki.expert("Ann Expert", false);
+    let agent = Agent::start_with_capture(
+        Some(&pki.ca_pem),
+        |_| {},
+        Some(Arc::new(PatternScreens::new(&[(64, 48), (80, 48)]))),
+    )
+    .await;
+    let mut expert = TlsExpert::offer(&agent, Some(&ann)).await;
+    wait_consent_pending(&mut expert).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
+    let listed = expert
+        .wait_for("the screen list", |e| matches!(e, ExpertEvent::Screens(_)))
+        .await;
+    let ExpertEvent::Screens(list) = listed else {
+        unreachable!()
+    };
+    assert_eq!(list.current, 0);
+    assert_eq!(
+        list.screens
+            .iter()
+            .map(|s| (s.name.as_str(), s.width, s.x))
+            .collect::<Vec<_>>(),
+        vec![("Virtual-1", 64, 0), ("Virtual-2", 80, 64)]
+    );
+    expert.wait_updates(1).await;
+    assert_eq!(expert.fb.as_ref().map(|f| f.width()), Some(64));
+
+    expert.act(UserAction::SelectScreen(1)).await;
+    expert
+        .wait_for(
+            "the second screen",
+            |e| matches!(e, ExpertEvent::Screen(i) if i.width == 80),
+        )
+        .await;
+    let n = expert.updates;
+    expert.wait_updates(n + 1).await;
+    assert_eq!(expert.fb.as_ref().map(|f| f.width()), Some(80));
+
+    expert.act(UserAction::RequestControl).await;
+    agent.ctl_ok(Request::Accept { prompt: None }).await;
+    wait_controlling(&mut expert).await;
+    let at = |x, y| Pointer {
+        x,
+        y,
+        buttons: Buttons(0),
+        wheel: 0,
+        hwheel: 0,
+    };
+    expert.act(UserAction::Pointer(at(10, 20))).await;
+    let landed = Call::Injected(InjectEvent::Pointer(at(64 + 10, 20)));
+    let t0 = std::time::Instant::now();
+    while !agent.sink.calls().contains(&landed) {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the click did not land on the second screen: {:?}",
+            agent.sink.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     agent.stop().await;
 }

@@ -125,6 +125,13 @@ impl Capturer {
         self.encoder.check_view(report)
     }
 
+    /// Captures from `source` instead (the expert chose another screen):
+    /// the next update is complete, with screen info of a new generation.
+    pub fn replace_source(&mut self, source: Box<dyn FrameSource>) {
+        self.source = source;
+        self.encoder.reset();
+    }
+
     /// Forget what the expert has: the next update is complete, with screen
     /// info (a resumed session, a client that lost its framebuffer).
     pub fn reset(&mut self) {

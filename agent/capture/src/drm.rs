@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use shoulder_display::KernelOrientation;
 use shoulder_display::drm::DrmDisplay;
-pub use shoulder_display::drm::DrmOptions;
+pub use shoulder_display::drm::{DrmOptions, Output, outputs};
 
 use crate::cursor::{CursorTracker, CursorUpdate};
 use crate::source::{CaptureError, Frame, FrameSource, ScreenGeometry};

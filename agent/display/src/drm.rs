@@ -682,6 +682,67 @@ fn open_card(path: &Path) -> Result<Card, CaptureError> {
     Ok(card)
 }
 
+/// An active output: a connector that a CRTC lights with a mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub card: PathBuf,
+    /// As the kernel names it (`HDMI-A-1`): [`DrmOptions::connector`].
+    pub connector: String,
+    /// The mode's size (the framebuffer as scanned out, before any turn).
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Every active output of `device`, or of every card when `None`: card by
+/// card, in the kernel's connector order. Empty when no display is lit (a
+/// card that cannot be opened is skipped when looking at every card).
+pub fn outputs(device: Option<&Path>) -> Result<Vec<Output>, CaptureError> {
+    let cards: Vec<PathBuf> = match device {
+        Some(p) => vec![p.to_owned()],
+        None => (0..MAX_CARDS)
+            .map(|n| PathBuf::from(format!("/dev/dri/card{n}")))
+            .filter(|p| p.exists())
+            .collect(),
+    };
+    let mut found = Vec::new();
+    for path in cards {
+        let card = match open_card(&path) {
+            Ok(c) => c,
+            Err(e) if device.is_some() => return Err(e),
+            Err(_) => continue,
+        };
+        let io = |what| {
+            let path = path.clone();
+            move |source| CaptureError::Io { what, path, source }
+        };
+        let res = card.resource_handles().map_err(io("GETRESOURCES"))?;
+        for &h in res.connectors() {
+            let Ok(info) = card.get_connector(h, false) else {
+                continue;
+            };
+            let crtc = info
+                .current_encoder()
+                .and_then(|e| card.get_encoder(e).ok())
+                .and_then(|e| e.crtc())
+                .and_then(|c| card.get_crtc(c).ok());
+            let Some(mode) = crtc
+                .filter(|c| c.framebuffer().is_some())
+                .and_then(|c| c.mode())
+            else {
+                continue;
+            };
+            let (w, h) = mode.size();
+            found.push(Output {
+                card: path.clone(),
+                connector: format!("{}-{}", info.interface().as_str(), info.interface_id()),
+                width: u32::from(w),
+                height: u32::from(h),
+            });
+        }
+    }
+    Ok(found)
+}
+
 /// The first `/dev/dri/cardN` that has CRTCs (render-only nodes have none).
 fn first_card() -> Result<(Card, PathBuf), CaptureError> {
     let mut tried = Vec::new();

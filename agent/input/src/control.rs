@@ -11,6 +11,7 @@
 //! | the person used a local device   | [`InputControl::local_activity`]      |
 //! | the screen mode changed          | [`InputControl::set_screen`]          |
 //! | the panel's rotation changed     | [`InputControl::set_rotation`]        |
+//! | the expert switched screens      | [`InputControl::set_placement`]       |
 //! | [`InputControl::poll_timeout`] passed | [`InputControl::handle_timeout`] |
 //! | agent shutdown                   | [`InputControl::shutdown`] (and drop) |
 //!
@@ -108,6 +109,19 @@ pub enum InjectOutcome {
     Failed,
 }
 
+/// Where the screen the expert sees sits among the device's screens: the
+/// virtual devices span the whole desktop (as compositors map an absolute
+/// device over all their outputs) and the expert's positions are moved to
+/// the screen's place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The screen's top-left corner in the desktop.
+    pub x: u16,
+    pub y: u16,
+    /// The desktop: every screen's rectangle inside it.
+    pub desktop: ScreenSize,
+}
+
 struct Active {
     consent: ControlConsent,
     sink: Box<dyn InputSink>,
@@ -122,6 +136,8 @@ pub struct InputControl {
     /// How the framebuffer is turned for the person: the expert's
     /// coordinates are upright, the devices' are the framebuffer's.
     rotation: Rotation,
+    /// One of several screens: where it sits (None: the only one).
+    placement: Option<Placement>,
     active: Option<Active>,
     holdback: Holdback,
     keys: KeyFilter,
@@ -136,6 +152,7 @@ impl fmt::Debug for InputControl {
             .field("mode", &self.mode)
             .field("screen", &self.screen)
             .field("rotation", &self.rotation)
+            .field("placement", &self.placement)
             .field("active", &self.active.is_some())
             .field("holdback", &self.holdback)
             .finish()
@@ -153,6 +170,7 @@ impl InputControl {
             mode: config.mode,
             screen,
             rotation: Rotation::Deg0,
+            placement: None,
             active: None,
             holdback: Holdback::new(config.holdback),
             keys: KeyFilter::new(config.keys),
@@ -166,8 +184,8 @@ impl InputControl {
     pub fn enable(&mut self, consent: ControlConsent) {
         self.disable();
         self.keys.new_grant();
-        let buffer = self.buffer_size();
-        match (self.factory)(&consent, self.mode, buffer) {
+        let range = self.device_range();
+        match (self.factory)(&consent, self.mode, range) {
             Ok(sink) => self.active = Some(Active { consent, sink }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot enable injection; revoking control");
@@ -190,6 +208,7 @@ impl InputControl {
         if !admitted {
             return InjectOutcome::HeldBack;
         }
+        let buffer = self.buffer_size();
         let Some(active) = self.active.as_mut() else {
             return InjectOutcome::Disabled;
         };
@@ -207,7 +226,7 @@ impl InputControl {
             }
             return InjectOutcome::Blocked(b);
         }
-        let ev = turn(ev, self.screen, self.rotation);
+        let ev = place(turn(ev, self.screen, self.rotation), buffer, self.placement);
         match active.sink.inject(&active.consent, ev) {
             Ok(r) => {
                 if let Injected::Dropped(reason) = r {
@@ -281,14 +300,30 @@ impl InputControl {
         self.follow_screen();
     }
 
-    /// The devices' ranges follow the framebuffer's size.
+    /// The expert switched to another of several screens (`None`: the
+    /// device has one): their positions go to its place in the desktop.
+    pub fn set_placement(&mut self, placement: Option<Placement>) {
+        if placement != self.placement {
+            self.placement = placement;
+            self.follow_screen();
+        }
+    }
+
+    /// The devices' ranges follow the framebuffer's size, or the desktop's
+    /// with several screens.
     fn follow_screen(&mut self) {
-        let buffer = self.buffer_size();
+        let range = self.device_range();
         if let Some(a) = &mut self.active
-            && let Err(e) = a.sink.set_screen(buffer.width, buffer.height)
+            && let Err(e) = a.sink.set_screen(range.width, range.height)
         {
             self.fault(e);
         }
+    }
+
+    /// What the virtual devices' absolute axes span.
+    fn device_range(&self) -> ScreenSize {
+        self.placement
+            .map_or_else(|| self.buffer_size(), |p| p.desktop)
     }
 
     /// The framebuffer's size: the upright screen turned back.
@@ -391,6 +426,35 @@ fn turn(ev: InjectEvent, upright: ScreenSize, r: Rotation) -> InjectEvent {
         InjectEvent::Pointer(mut p) => {
             (p.x, p.y) = at(p.x, p.y);
             InjectEvent::Pointer(p)
+        }
+        InjectEvent::Touch(mut t) => {
+            (t.x, t.y) = at(t.x, t.y);
+            InjectEvent::Touch(t)
+        }
+        key => key,
+    }
+}
+
+/// A framebuffer position moved to the screen's place in the desktop;
+/// positions off the screen stay on its edge, never on a neighbour.
+fn place(ev: InjectEvent, screen: ScreenSize, placement: Option<Placement>) -> InjectEvent {
+    let Some(p) = placement else {
+        return ev;
+    };
+    let at = |x: u16, y: u16| {
+        (
+            x.min(screen.max_x())
+                .saturating_add(p.x)
+                .min(p.desktop.max_x()),
+            y.min(screen.height - 1)
+                .saturating_add(p.y)
+                .min(p.desktop.height - 1),
+        )
+    };
+    match ev {
+        InjectEvent::Pointer(mut e) => {
+            (e.x, e.y) = at(e.x, e.y);
+            InjectEvent::Pointer(e)
         }
         InjectEvent::Touch(mut t) => {
             (t.x, t.y) = at(t.x, t.y);

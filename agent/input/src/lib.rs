@@ -106,7 +106,7 @@ pub mod uinput;
 
 use std::path::PathBuf;
 
-pub use control::{InjectOutcome, InputControl, InputControlConfig, SinkFactory};
+pub use control::{InjectOutcome, InputControl, InputControlConfig, Placement, SinkFactory};
 pub use holdback::{DEFAULT_HOLDBACK, Holdback, HoldbackOutput};
 pub use hotkey::{Chord, HotkeyDetector, HotkeyError, Hotkeys};
 pub use inject::{

@@ -447,19 +447,17 @@ fn release_all_resets_the_chord() {
     );
 }
 
-#[test]
-fn on_a_sideways_panel_the_expert_points_where_the_person_sees() {
-    use shoulder_input::Call;
-    use shoulder_proto::msg::{Buttons, Pointer, Touch, TouchPhase};
-    use shoulder_proto::rotation::Rotation;
-    use shoulder_proto::session::InjectEvent;
-    // A 100×60 framebuffer on a panel turned so the person sees it 60×100:
-    // turning keeps the framebuffer's size and turns the expert's screen.
+/// Control over a 100×60 screen, recording what is injected and the size
+/// of each set of devices made.
+/// The sizes the devices were made with, one per grant.
+type Made = Arc<Mutex<Vec<(u16, u16)>>>;
+
+fn recording_100x60() -> (InputControl, shoulder_input::CallLog, Made) {
     let log = shoulder_input::CallLog::default();
     let made = Arc::new(Mutex::new(Vec::new()));
     let m = made.clone();
     let mut factory = log.factory();
-    let mut control = InputControl::new(
+    let control = InputControl::new(
         InputControlConfig::default(),
         ScreenSize::new(100, 60).unwrap(),
         Box::new(move |consent, mode, screen| {
@@ -467,21 +465,35 @@ fn on_a_sideways_panel_the_expert_points_where_the_person_sees() {
             factory(consent, mode, screen)
         }),
     );
+    (control, log, made)
+}
+
+fn pointer(x: u16, y: u16) -> shoulder_proto::session::InjectEvent {
+    use shoulder_proto::msg::{Buttons, Pointer};
+    shoulder_proto::session::InjectEvent::Pointer(Pointer {
+        x,
+        y,
+        buttons: Buttons(0),
+        wheel: 0,
+        hwheel: 0,
+    })
+}
+
+#[test]
+fn on_a_sideways_panel_the_expert_points_where_the_person_sees() {
+    use shoulder_input::Call;
+    use shoulder_proto::msg::{Touch, TouchPhase};
+    use shoulder_proto::rotation::Rotation;
+    use shoulder_proto::session::InjectEvent;
+    // A 100×60 framebuffer on a panel turned so the person sees it 60×100:
+    // turning keeps the framebuffer's size and turns the expert's screen.
+    let (mut control, log, made) = recording_100x60();
     control.set_rotation(Rotation::Deg90);
     let (_pair, token) = shoulder_proto::testing::granted_control();
     control.enable(token);
     // The devices span the framebuffer.
     assert_eq!(*made.lock().unwrap(), vec![(100, 60)]);
     let now = std::time::Instant::now();
-    let pointer = |x, y| {
-        InjectEvent::Pointer(Pointer {
-            x,
-            y,
-            buttons: Buttons(0),
-            wheel: 0,
-            hwheel: 0,
-        })
-    };
     // The person's top-left and bottom-right corners, and a point off the
     // screen (clamped to its edge).
     control.inject(now, pointer(0, 0));
@@ -509,6 +521,43 @@ fn on_a_sideways_panel_the_expert_points_where_the_person_sees() {
             Call::Injected(pointer(99, 0)),
             Call::Injected(pointer(0, 0)),
             Call::Injected(expect_touch),
+        ]
+    );
+}
+
+#[test]
+fn on_the_second_of_two_screens_the_expert_points_at_that_screen() {
+    use shoulder_input::{Call, Placement};
+    // Two 100×60 screens side by side: the expert looks at the right one.
+    let (mut control, log, made) = recording_100x60();
+    let desktop = ScreenSize::new(200, 60).unwrap();
+    control.set_placement(Some(Placement {
+        x: 100,
+        y: 0,
+        desktop,
+    }));
+    let (_pair, token) = shoulder_proto::testing::granted_control();
+    control.enable(token);
+    // The devices span both screens, as the compositor maps them.
+    assert_eq!(*made.lock().unwrap(), vec![(200, 60)]);
+    let now = std::time::Instant::now();
+    control.inject(now, pointer(10, 20));
+    control.inject(now, pointer(500, 500));
+    // Back to the left screen: off its edge stays on it, not on the right one.
+    control.set_placement(Some(Placement {
+        x: 0,
+        y: 0,
+        desktop,
+    }));
+    control.inject(now, pointer(10, 20));
+    control.inject(now, pointer(500, 500));
+    assert_eq!(
+        log.calls(),
+        vec![
+            Call::Injected(pointer(110, 20)),
+            Call::Injected(pointer(199, 59)),
+            Call::Injected(pointer(10, 20)),
+            Call::Injected(pointer(99, 59)),
         ]
     );
 }

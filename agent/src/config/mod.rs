@@ -10,6 +10,7 @@
 mod check;
 mod error;
 mod experts;
+mod screens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::util::parse_duration;
 pub use error::ConfigError;
 use error::{dotted, find_key, fix_for, line_col};
 pub use experts::{ALLOWED_EXPERT_FORMS, AllowedExpert};
+pub use screens::ScreenPosition;
 
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/shoulder/agent.toml";
@@ -138,6 +140,8 @@ pub struct Config {
     pub argon2: Argon2Config,
     pub banner: BannerConfig,
     pub input: InputConfig,
+    /// Where several screens sit (default: side by side in connector order).
+    pub screens: Vec<ScreenPosition>,
 }
 
 impl Default for Config {
@@ -184,6 +188,7 @@ impl Default for Config {
             argon2: Argon2Config::default(),
             banner: BannerConfig::default(),
             input: InputConfig::default(),
+            screens: Vec::new(),
         }
     }
 }

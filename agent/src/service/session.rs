@@ -280,6 +280,16 @@ impl Session {
                                     self.enable_injection(token);
                                 }
                             }
+                            if let Message::Screens(list) = &m {
+                                let placement = crate::screens::placement(list);
+                                self.with_input(|i| i.set_placement(placement));
+                                // An older expert is shown the first screen
+                                // and never told of the others; an empty
+                                // list (down to one screen) is for us only.
+                                if !self.machine.screens_supported() || list.screens.is_empty() {
+                                    continue;
+                                }
+                            }
                             self.queue(&m);
                         }
                         None => self.devices.capture_rx = None,
@@ -372,6 +382,8 @@ impl Session {
                 DeviceOutput::Phase(p) => self.phase(p),
                 DeviceOutput::StartCapture(view) => {
                     self.stop_capture();
+                    // Placed again if the capture finds several screens.
+                    self.with_input(|i| i.set_placement(None));
                     // `ctl rotate` may have turned the panel since the last
                     // session.
                     let rotation = self.shared.hub.rotation();
@@ -428,6 +440,11 @@ impl Session {
                 DeviceOutput::CheckView(report) => {
                     if let Some(c) = &self.devices.capture {
                         c.check_view(report);
+                    }
+                }
+                DeviceOutput::SelectScreen(index) => {
+                    if let Some(c) = &self.devices.capture {
+                        c.select_screen(index);
                     }
                 }
                 DeviceOutput::ShowChat(text) => {

@@ -117,6 +117,7 @@ impl Driver<'_> {
                     (self.emit)(ClientEvent::Screen(info));
                 }
                 ExpertEvent::ScreenUnavailable(s) => (self.emit)(ClientEvent::ScreenUnavailable(s)),
+                ExpertEvent::Screens(list) => (self.emit)(ClientEvent::Screens(list)),
                 ExpertEvent::Update(part) => {
                     self.update_bytes += frame_len;
                     let failed = {

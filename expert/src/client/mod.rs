@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use shoulder_proto::Fingerprint;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
-use shoulder_proto::{CursorShape, ScreenInfo};
+use shoulder_proto::{CursorShape, ScreenInfo, ScreenList};
 use tokio::sync::mpsc;
 
 use crate::error::ClientError;
@@ -70,6 +70,9 @@ pub enum ClientEvent {
     State(ExpertState),
     /// A new screen size; the framebuffer was reset.
     Screen(ScreenInfo),
+    /// The device has several screens: which they are, where they sit, and
+    /// which one is shown (choose with `UserAction::SelectScreen`).
+    Screens(Box<ScreenList>),
     /// An update was fully applied (`last` part). `t_mono_us` is
     /// CLOCK_MONOTONIC when it was applied; `bytes` counts its frames on the
     /// wire (after framing, before TLS).

@@ -59,6 +59,7 @@ impl SessionUi {
             device_name,
             fingerprint: None,
             screen_unavailable: None,
+            screens: None,
             texture: None,
             fit: true,
             fullscreen: false,
@@ -128,6 +129,7 @@ impl SessionUi {
                     }
                 }
                 ClientEvent::Screen(_) => self.screen_unavailable = None,
+                ClientEvent::Screens(list) => self.screens = Some(*list),
                 ClientEvent::UpdateApplied { .. } => {}
                 ClientEvent::ViewChecked {
                     compared,
@@ -405,6 +407,11 @@ impl App {
                     ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(s.fullscreen));
                 }
                 ui.separator();
+                if let Some(pick) = screen_picker(ui, s.screens.as_ref(), viewing) {
+                    // Nothing stays pressed on the screen left behind.
+                    s.release_all();
+                    s.send(UserAction::SelectScreen(pick));
+                }
                 ui.add_enabled_ui(controlling, |ui| {
                     ui.menu_button("Special keys", |ui| {
                         for k in SpecialKeys::ALL {
@@ -633,4 +640,39 @@ impl App {
             self.connect(&ctx, o);
         }
     }
+}
+
+/// The device's screens to choose from, when it has several: the one
+/// picked, if the technician picked another.
+fn screen_picker(
+    ui: &mut egui::Ui,
+    list: Option<&shoulder_proto::ScreenList>,
+    enabled: bool,
+) -> Option<u8> {
+    let list = list.filter(|l| l.screens.len() > 1)?;
+    let label = |i: usize| {
+        let s = &list.screens[i];
+        format!(
+            "{} {} ({}×{})",
+            i + 1,
+            printable(&s.name),
+            s.width,
+            s.height
+        )
+    };
+    let current = usize::from(list.current);
+    let mut picked = None;
+    ui.add_enabled_ui(enabled, |ui| {
+        egui::ComboBox::from_id_salt("screen")
+            .selected_text(format!("Screen {}", label(current)))
+            .show_ui(ui, |ui| {
+                for i in 0..list.screens.len() {
+                    if ui.selectable_label(i == current, label(i)).clicked() && i != current {
+                        picked = u8::try_from(i).ok();
+                    }
+                }
+            });
+    });
+    ui.separator();
+    picked
 }

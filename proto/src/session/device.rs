@@ -367,6 +367,9 @@ pub enum DeviceOutput {
     /// `ViewChecked` and send again the bands that differ. At most one per
     /// [`MIN_VIEW_REPORT_INTERVAL`].
     CheckView(Box<ViewReport>),
+    /// Show the expert screen `index` of the list it was sent (capture
+    /// switches; input goes there). An index past the list is ignored.
+    SelectScreen(u8),
     ShowChat(String),
     Audit(AuditEvent),
     /// Flush what was sent, then close the transport. Nothing follows.
@@ -485,6 +488,16 @@ pub struct DeviceSession {
     control_not_before: Option<Instant>,
     /// When the last view self-check was passed on.
     last_view_report: Option<Instant>,
+    /// The expert's protocol version (from its `Hello`; 0 before).
+    peer_version: u16,
+}
+
+impl DeviceSession {
+    /// Whether the expert takes [`Message::Screens`] (protocol
+    /// [`SCREENS_VERSION`] on); an older one is shown the first screen only.
+    pub fn screens_supported(&self) -> bool {
+        self.peer_version >= SCREENS_VERSION
+    }
 }
 
 /// View self-checks closer together than this are dropped (each costs the
@@ -517,6 +530,7 @@ impl DeviceSession {
             control_declines: 0,
             control_not_before: None,
             last_view_report: None,
+            peer_version: 0,
             config,
         };
         let hello = Hello::new(
@@ -775,6 +789,7 @@ impl DeviceSession {
                 if !versions_compatible(h.version, h.min_version) {
                     return self.incompatible(now, h.version, h.min_version);
                 }
+                self.peer_version = h.version;
                 if h.role != Role::Expert {
                     self.state = State::AwaitHello(AwaitHello { deadline: now });
                     return self.close(
@@ -822,6 +837,10 @@ impl DeviceSession {
                     self.last_view_report = Some(now);
                     self.push(DeviceOutput::CheckView(r));
                 }
+                State::Active(a)
+            }
+            (State::Active(a), Message::SelectScreen { index }) => {
+                self.push(DeviceOutput::SelectScreen(index));
                 State::Active(a)
             }
             (State::Active(a), Message::Pointer(p)) => {
@@ -929,6 +948,7 @@ impl DeviceSession {
                 s @ (State::AwaitViewConsent(_) | State::Authenticating(_)),
                 m @ (Message::UpdateRequest { .. }
                 | Message::ViewReport(_)
+                | Message::SelectScreen { .. }
                 | Message::Pointer(_)
                 | Message::Key(_)
                 | Message::Touch(_)

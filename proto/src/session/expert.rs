@@ -84,6 +84,9 @@ pub enum UserAction {
     /// holds the pixels) to the device. Dropped unless viewing and the
     /// device speaks [`VIEW_CHECK_VERSION`].
     ReportView(Box<ViewReport>),
+    /// Show screen `index` of the device's [`ExpertEvent::Screens`] list.
+    /// Dropped unless viewing and the device listed that many screens.
+    SelectScreen(u8),
     Disconnect,
 }
 
@@ -114,6 +117,9 @@ pub enum ExpertEvent {
         y: u16,
         visible: bool,
     },
+    /// The device's screens and which one is shown (only from devices with
+    /// more than one).
+    Screens(Box<ScreenList>),
     ControlDeclined(DeclineReason),
     ControlEnded(ControlEndReason),
     Chat(String),
@@ -159,6 +165,8 @@ pub struct ExpertSession {
     connection_lost: bool,
     /// The device's protocol version (from its `Hello`).
     peer_version: u16,
+    /// How many screens the device listed (0: it sent no list).
+    screens: usize,
 }
 
 impl ExpertSession {
@@ -171,6 +179,7 @@ impl ExpertSession {
             deadline: Some(now + config.connect_timeout),
             got_hello: false,
             peer_version: 0,
+            screens: 0,
             last_received: now,
             last_sent: now,
             ping: None,
@@ -456,6 +465,22 @@ impl ExpertSession {
                 differing,
             }),
             Message::CursorShape(c) if viewing => self.push(ExpertEvent::CursorShape(c)),
+            Message::Screens(list) if viewing => {
+                if list.screens.is_empty() || usize::from(list.current) >= list.screens.len() {
+                    return self.close(
+                        now,
+                        ByeReason::ProtocolError,
+                        format!(
+                            "screen list names screen {} of {}",
+                            list.current,
+                            list.screens.len()
+                        ),
+                        true,
+                    );
+                }
+                self.screens = list.screens.len();
+                self.push(ExpertEvent::Screens(list));
+            }
             Message::CursorPosition { x, y, visible } if viewing => {
                 self.push(ExpertEvent::CursorPosition { x, y, visible })
             }
@@ -527,6 +552,11 @@ impl ExpertSession {
                 self.send(now, Message::UpdateRequest { incremental: false })
             }
             UserAction::CheckView => {}
+            UserAction::SelectScreen(index) => {
+                if usize::from(index) < self.screens {
+                    self.send(now, Message::SelectScreen { index });
+                }
+            }
             UserAction::ReportView(r) => {
                 if self.view_check_supported() {
                     self.send(now, Message::ViewReport(r));

@@ -1218,3 +1218,82 @@ fn the_name_an_expert_gives_itself_is_a_clean_hint_beside_the_identified_one() {
     // The same name twice says nothing more.
     assert_eq!(crate::testing::offer_identity("Ann").says, None);
 }
+
+fn screen_lists(p: &Pair) -> Vec<ScreenList> {
+    p.expert_log
+        .iter()
+        .filter_map(|e| match e {
+            ExpertEvent::Screens(l) => Some((**l).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_expert_picks_one_of_several_screens_while_viewing() {
+    let mut p = pair();
+    p.establish_view();
+    let lists = screen_lists(&p);
+    assert_eq!(lists.len(), 1, "the list comes with the view");
+    assert_eq!(lists[0].current, 0);
+    assert_eq!(lists[0].screens.len(), 2);
+
+    p.expert_action(UserAction::SelectScreen(1));
+    assert!(p.device_did(&R::SelectScreen(1)));
+    let lists = screen_lists(&p);
+    assert_eq!(lists.last().map(|l| l.current), Some(1));
+    assert!(
+        p.expert_log
+            .iter()
+            .any(|e| matches!(e, ExpertEvent::Screen(i) if i.generation == 3)),
+        "the new screen's info reaches the expert"
+    );
+    // A screen the device did not list is never asked for.
+    let n = p.device_log.len();
+    p.expert_action(UserAction::SelectScreen(2));
+    assert!(!p.device_log[n..].contains(&R::SelectScreen(2)));
+    assert!(viewing(&p));
+}
+
+#[test]
+fn screen_choices_before_consent_are_ignored_and_bad_lists_end_the_session() {
+    let mut p = pair();
+    p.drive();
+    p.inject_to_device(encode(&Message::SelectScreen { index: 1 }).unwrap());
+    assert!(!p.device_did(&R::SelectScreen(1)));
+    assert_eq!(p.device_close(), None, "a race with consent is not fatal");
+    p.local(LocalDecision::Accept);
+    assert!(viewing(&p));
+
+    // A device naming a screen it did not list breaks the protocol.
+    let now = p.now;
+    let bad = ScreenList {
+        current: 3,
+        screens: heapless::Vec::new(),
+    };
+    p.expert.handle(
+        now,
+        ExpertInput::Received(encode(&Message::Screens(Box::new(bad))).unwrap()),
+    );
+    assert!(p.expert.is_closed());
+}
+
+#[test]
+fn an_older_expert_gets_no_screen_list() {
+    let now = std::time::Instant::now();
+    let mut d = DeviceSession::new(now, DeviceConfig::default(), 1);
+    let mut hello = Hello::new(Role::Expert, "shoulder", "0.1.0", "old");
+    hello.version = 2;
+    d.handle(
+        now,
+        DeviceInput::Received(encode(&Message::Hello(hello)).unwrap()),
+    );
+    assert!(!d.screens_supported());
+    let mut d = DeviceSession::new(now, DeviceConfig::default(), 1);
+    let hello = Hello::new(Role::Expert, "shoulder", "0.1.0", "new");
+    d.handle(
+        now,
+        DeviceInput::Received(encode(&Message::Hello(hello)).unwrap()),
+    );
+    assert!(d.screens_supported());
+}
