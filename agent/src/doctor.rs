@@ -248,6 +248,9 @@ fn display(config: &Config) -> Vec<Check> {
         ),
     }
     out.push(orientation(config, &mut *source));
+    if let Some(c) = screens(config) {
+        out.push(c);
+    }
     out.push(match source.cursor() {
         Ok(Some(c)) => check(
             "cursor",
@@ -269,6 +272,36 @@ fn display(config: &Config) -> Vec<Check> {
         ),
     });
     out
+}
+
+/// Several lit outputs (DRM, no connector named): the screens the expert
+/// can choose from and where each sits. `None` with one screen.
+fn screens(config: &Config) -> Option<Check> {
+    use crate::backends::CaptureBackend;
+    let backend = crate::wiring::Capture {
+        spec: config.capture.clone(),
+        positions: config.screens.clone(),
+    };
+    let screens = backend.screens();
+    (screens.len() > 1).then(|| {
+        let (w, h) = crate::screens::desktop(&screens);
+        let each: Vec<String> = screens
+            .iter()
+            .map(|s| format!("{} {}x{} at {},{}", s.name, s.width, s.height, s.x, s.y))
+            .collect();
+        check(
+            "screens",
+            Status::Ok,
+            format!(
+                "{} screens in a {w}x{h} desktop: {}; the expert picks one, input spans them all",
+                screens.len(),
+                each.join(", ")
+            ),
+        )
+        .fix(
+            "if the compositor places them otherwise, say where in [[screens]] of the agent config",
+        )
+    })
 }
 
 fn orientation(config: &Config, source: &mut dyn FrameSource) -> Check {

@@ -180,7 +180,8 @@ fn upright_renderer(
 /// inside a tokio runtime.
 pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<LocalEvent>>) {
     let retry = has_banner_display(config);
-    let screens = match open_banner(config) {
+    let lit = lit_outputs(&config.capture);
+    let screens = match open_banner(config, &lit) {
         Ok(s) => s,
         Err(e) if retry => {
             tracing::warn!(
@@ -207,10 +208,22 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
     let local = open_local_input(config, w, h).map(|l| Box::new(l) as Box<dyn LocalDevices>);
     // A display that was not there at start-up (its driver still loading,
     // the agent started before the kiosk app lit it) is looked for again
-    // when a session needs the banner.
-    let later = (screens.is_empty() && retry).then(|| {
+    // when a session needs the banner, and so is a screen lit or gone out
+    // since (a second monitor, an app that lights its outputs late).
+    let later = retry.then(|| {
         let config = config.clone();
-        Box::new(move || open_banner(&config)) as ScreenOpener
+        // What the screens were opened from: the same list, so a screen lit
+        // while they opened is not taken as seen.
+        let mut shown = (!screens.is_empty()).then_some(lit);
+        Box::new(move || {
+            let now = lit_outputs(&config.capture);
+            if shown.as_ref() == Some(&now) {
+                return Ok(Vec::new());
+            }
+            let opened = open_banner(&config, &now)?;
+            shown = Some(now);
+            Ok(opened)
+        }) as ScreenOpener
     });
     // "auto": the service asks the display and turns the banner before the
     // first prompt (`Presenter::rotation`).
@@ -222,16 +235,28 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
     (presenter, Some(events))
 }
 
+/// The DRM outputs lit now (card and connector), to tell when screens came
+/// or went; empty for other sources.
+fn lit_outputs(capture: &SourceSpec) -> Vec<shoulder_capture::drm::Output> {
+    match capture {
+        SourceSpec::Drm { device, .. } => {
+            shoulder_capture::drm::outputs(device.as_deref()).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Opens the banner's displays: a presenter thread and the size of each
-/// screen a person could be looking at.
+/// screen a person could be looking at (none: the screens did not change
+/// since the last call).
 pub type ScreenOpener = Box<dyn FnMut() -> Result<Vec<(ScanoutThread, ScreenSpec)>, String> + Send>;
 
 /// Starts the UI task on given banner threads (one per screen, each with
 /// its screen's size) and local devices; [`start`] opens them from the
 /// config, tests pass fakes. The banner shows on every screen; taps answer
 /// on the first. `open_later` is tried whenever a session needs the banner
-/// while there are no `screens` (from the first prompt on), until it opens
-/// some. `rotation`:
+/// while there are no `screens` (from the first prompt on), and at each
+/// view prompt, so screens lit since are found. `rotation`:
 /// how the framebuffer is turned for the person (the banner is drawn
 /// upright for them, taps are mapped back).
 pub fn start_with(
@@ -307,18 +332,22 @@ fn has_banner_display(config: &Config) -> bool {
         )
 }
 
-fn open_banner(config: &Config) -> Result<Vec<(ScanoutThread, ScreenSpec)>, String> {
+/// The banner's presenters: on each of `lit` (the DRM outputs lit now)
+/// when there are several and the config names no connector, else on the
+/// configured screen.
+fn open_banner(
+    config: &Config,
+    lit: &[shoulder_capture::drm::Output],
+) -> Result<Vec<(ScanoutThread, ScreenSpec)>, String> {
     if config.banner.presenter == PresenterKind::None {
         return Err("banner presenter \"none\" is configured".into());
     }
-    // Several lit outputs and no connector named: the banner goes on each.
     if let SourceSpec::Drm {
-        device,
-        connector: None,
+        connector: None, ..
     } = &config.capture
-        && let Ok(outputs) = shoulder_capture::drm::outputs(device.as_deref())
-        && outputs.len() > 1
+        && lit.len() > 1
     {
+        let outputs = lit;
         let mut opened = Vec::new();
         for o in outputs.iter().take(shoulder_proto::MAX_SCREENS) {
             let spec = SourceSpec::Drm {
@@ -333,6 +362,7 @@ fn open_banner(config: &Config) -> Result<Vec<(ScanoutThread, ScreenSpec)>, Stri
             }
         }
         if !opened.is_empty() {
+            tracing::info!(screens = opened.len(), "the banner shows on every screen");
             return Ok(opened);
         }
     }
@@ -436,6 +466,11 @@ impl UiTask {
         let now = Instant::now();
         match c {
             UiCommand::Prompt(p) => {
+                if p.kind == shoulder_proto::ConsentKind::View && !self.screens.is_empty() {
+                    // A new session: on the screens lit now (with none,
+                    // they are looked for below).
+                    self.open_screen();
+                }
                 let armed_at = now + PROMPT_ARMING;
                 self.answering = Some(Answering {
                     id: p.id,
@@ -491,8 +526,8 @@ impl UiTask {
         }
     }
 
-    /// Looks for the display a session needs the banner on; once found,
-    /// taps are placed for its size.
+    /// Looks for the displays a session needs the banner on (again when
+    /// they changed); once found, taps are placed for the first one's size.
     fn open_screen(&mut self) {
         let Some(open) = self.open_later.as_mut() else {
             return;
@@ -513,7 +548,6 @@ impl UiTask {
                     .into_iter()
                     .filter_map(|(presenter, spec)| Screen::new(presenter, spec, self.rotation))
                     .collect();
-                self.open_later = None;
             }
             Ok(_) => {}
             Err(e) => {

@@ -817,11 +817,17 @@ impl Vm {
 
     /// Takes a screendump of the display.
     pub fn screendump(&mut self) -> Result<Screen, VmError> {
+        self.screendump_of(DISPLAY_ID)
+    }
+
+    /// Takes a screendump of the display device with QEMU id `device` (a
+    /// second head added with `-device bochs-display,id=…`).
+    pub fn screendump_of(&mut self, device: &str) -> Result<Screen, VmError> {
         let path = self.dir.join("screendump.ppm");
         let _ = std::fs::remove_file(&path);
         self.qmp(
             "screendump",
-            Some(json!({ "filename": path.to_string_lossy(), "device": DISPLAY_ID })),
+            Some(json!({ "filename": path.to_string_lossy(), "device": device })),
         )?;
         let data = std::fs::read(&path).map_err(io_err("reading the screendump"))?;
         Screen::from_ppm(&data)

@@ -164,10 +164,23 @@ pub const PROMPT_ARMED_AFTER: Duration =
 /// # Panics
 /// After `within`, with both pictures saved in the temporary directory.
 pub fn wait_same_pixels(vm: &mut Vm, expert: &ClientExpert, within: Duration) -> Duration {
+    wait_same_pixels_on(vm, crate::qemu::DISPLAY_ID, expert, within)
+}
+
+/// [`wait_same_pixels`] with the display device whose QEMU id is `device`.
+///
+/// # Panics
+/// After `within`, with both pictures saved in the temporary directory.
+pub fn wait_same_pixels_on(
+    vm: &mut Vm,
+    device: &str,
+    expert: &ClientExpert,
+    within: Duration,
+) -> Duration {
     let start = Instant::now();
     let last;
     loop {
-        let dump = vm.screendump().expect("screendump");
+        let dump = vm.screendump_of(device).expect("screendump");
         if let Some(mine) = expert.screen()
             && mine == dump
         {

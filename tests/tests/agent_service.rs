@@ -949,6 +949,7 @@ async fn an_expert_switches_between_two_screens_and_input_lands_on_the_one_shown
         Some(Arc::new(PatternScreens::new(&[(64, 48), (80, 48)]))),
     )
     .await;
+    let mut device = agent.ctl().await;
     let mut expert = TlsExpert::offer(&agent, Some(&ann)).await;
     wait_consent_pending(&mut expert).await;
     agent.ctl_ok(Request::Accept { prompt: None }).await;
@@ -981,6 +982,7 @@ async fn an_expert_switches_between_two_screens_and_input_lands_on_the_one_shown
     assert_eq!(expert.fb.as_ref().map(|f| f.width()), Some(80));
 
     expert.act(UserAction::RequestControl).await;
+    while event(&mut device, "consent-requested").await["kind"] != "control" {}
     agent.ctl_ok(Request::Accept { prompt: None }).await;
     wait_controlling(&mut expert).await;
     let at = |x, y| Pointer {

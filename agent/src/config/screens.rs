@@ -15,3 +15,32 @@ pub struct ScreenPosition {
     pub x: u16,
     pub y: u16,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::Config::parse(text, std::path::Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn screens_are_placed_by_connector_and_nothing_else() {
+        let c = parse(
+            "[[screens]]\nconnector = \"DSI-1\"\nx = 0\ny = 0\n\
+             [[screens]]\nconnector = \"HDMI-A-1\"\nx = 0\ny = 480\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.screens[1],
+            ScreenPosition {
+                connector: "HDMI-A-1".into(),
+                x: 0,
+                y: 480
+            }
+        );
+        let e = parse("[[screens]]\nconnector = \"A\"\nx = -1\ny = 0\n").unwrap_err();
+        assert!(e.to_string().contains("agent.toml:3:5"), "{e}");
+        assert!(parse("[[screens]]\nconnector = \"A\"\nx = 0\ny = 0\nz = 1\n").is_err());
+    }
+}

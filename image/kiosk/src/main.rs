@@ -123,6 +123,29 @@ struct Args {
     /// e.g. virtio-gpu), starting at `CURSOR_START`; it moves to each tap.
     #[arg(long)]
     cursor: bool,
+    /// This screen's place among several, WIDTHxHEIGHT+X+Y: absolute
+    /// devices span the whole WIDTHxHEIGHT desktop (as a compositor maps
+    /// them over all its outputs), and taps outside this screen's part of
+    /// it are another screen's.
+    #[arg(long, value_parser = parse_desktop)]
+    desktop: Option<Desktop>,
+}
+
+/// `--desktop`: the desktop's size and this screen's top-left corner in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Desktop {
+    size: (u32, u32),
+    at: (i32, i32),
+}
+
+fn parse_desktop(s: &str) -> Result<Desktop, String> {
+    let err = || format!("'{s}' is not a place: expected WIDTHxHEIGHT+X+Y, e.g. 1824x768+1024+0");
+    let (size, at) = s.trim().split_once('+').ok_or_else(err)?;
+    let (x, y) = at.split_once('+').ok_or_else(err)?;
+    Ok(Desktop {
+        size: parse_size(size)?,
+        at: (x.parse().map_err(|_| err())?, y.parse().map_err(|_| err())?),
+    })
 }
 
 /// Where `--cursor` puts the arrow's tip first (buffer coordinates).
@@ -509,8 +532,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
 
         events.clear();
-        inputs.read(display.size(), &mut events);
+        // Absolute devices span the desktop; taps are ours only on our part.
+        let span = args.desktop.map_or(display.size(), |d| d.size);
+        inputs.read(span, &mut events);
         for mut input in events.drain(..) {
+            if let (Some(d), UserInput::Tap { x, y }) = (args.desktop, &mut input) {
+                (*x, *y) = (*x - d.at.0, *y - d.at.1);
+                let (w, h) = display.size();
+                if *x < 0 || *y < 0 || *x >= w as i32 || *y >= h as i32 {
+                    continue;
+                }
+            }
             if let (true, UserInput::Tap { x, y }) = (cursor, &input) {
                 match display.move_cursor(*x, *y) {
                     Ok(()) => eprintln!("kiosk: cursor at {x},{y}"),
@@ -662,6 +694,19 @@ mod tests {
             let seen: Vec<String> = seen.into_iter().map(|r| r.into_iter().collect()).collect();
             assert_eq!(seen, upright, "{turn}");
         }
+    }
+
+    #[test]
+    fn desktop_places_parse() {
+        assert_eq!(
+            parse_desktop("1824x768+1024+0"),
+            Ok(Desktop {
+                size: (1824, 768),
+                at: (1024, 0)
+            })
+        );
+        assert!(parse_desktop("1824x768").is_err());
+        assert!(parse_desktop("1824x768+a+0").is_err());
     }
 
     #[test]
