@@ -398,3 +398,65 @@ async fn a_plant_signed_device_is_trusted_without_asking() {
     assert!(known.contains(&agent.addr.to_string()), "{known}");
     agent.stop().await;
 }
+
+/// A device with two screens: `--screen 2` saves the second, the list is
+/// told on stderr, and a screen the device does not have is an error that
+/// names those it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_of_the_second_screen() {
+    let agent = Agent::start_with_capture(
+        None,
+        |_| {},
+        Some(std::sync::Arc::new(
+            shoulder_agent::backends::PatternScreens::new(&[(64, 48), (80, 40)]),
+        )),
+    )
+    .await;
+    let ex = CliExpert::new();
+    let (inv, pw) = ex.invited(&agent, "two.shoulder", PW).await;
+    let png = ex.path("second.png");
+    let answers = agent.answer_prompts(1, true).await;
+    let o = ex
+        .run(&[
+            "snapshot",
+            &inv,
+            "--password-file",
+            &pw,
+            "--screen",
+            "2",
+            "-o",
+            png.to_str().unwrap(),
+        ])
+        .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    answers.await.unwrap();
+    let (w, h, _) = read_png_rgb(&png);
+    assert_eq!((w, h), (80, 40), "the first screen was saved");
+    assert!(
+        stderr(&o)
+            .contains("The device has 2 screens: 1 Virtual-1 64×48 (shown), 2 Virtual-2 80×40."),
+        "{}",
+        stderr(&o)
+    );
+
+    let (inv, pw) = ex.invited(&agent, "three.shoulder", PW).await;
+    let answers = agent.answer_prompts(1, true).await;
+    let o = ex
+        .run(&[
+            "snapshot",
+            &inv,
+            "--password-file",
+            &pw,
+            "--screen",
+            "3",
+            "-o",
+            png.to_str().unwrap(),
+        ])
+        .await;
+    answers.await.unwrap();
+    assert_fails_with(
+        &o,
+        "The device has no screen 3; it has: 1 Virtual-1 64×48 (shown), 2 Virtual-2 80×40.",
+    );
+    agent.stop().await;
+}
