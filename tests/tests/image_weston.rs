@@ -141,8 +141,23 @@ fn image_weston_pixman_session() {
         LocalDecision::Accept,
     );
     let (ax, ay) = center(accept);
-    vm.click(ax, ay, screen).expect("tap");
-    wait_state(&vm, &expert, "viewing", viewing);
+    // A tap the loaded emulated machine loses is tapped again, as a person
+    // would.
+    let deadline = Instant::now() + STEP;
+    loop {
+        vm.click(ax, ay, screen).expect("tap");
+        if expert
+            .wait_state(Duration::from_secs(5), "viewing", viewing)
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tapping Accept did not start viewing:\n{}",
+            vm.serial_log()
+        );
+    }
 
     // The strip over a repainting compositor: weston-simple-shm animates,
     // Weston repaints and flips; the strip shows in (almost) every dump.
@@ -196,27 +211,32 @@ fn image_weston_pixman_session() {
     // expert clicks the middle of the screen; eventdemo logs the left
     // button pressed there (x and y in its surface, which covers the screen).
     let (cx, cy) = (screen.0 / 2, screen.1 / 2);
-    let black = dump(&mut vm).pixel(cx, cy);
+    // eventdemo paints a red box near its top left corner.
     assert!(
-        wait_until(STEP, POLL, || dump(&mut vm).pixel(cx, cy) != black),
+        wait_until(STEP, POLL, || dump(&mut vm).pixel(200, 200) == [255, 0, 0]),
         "weston-eventdemo did not show: {:?}",
         vm.exec("cat /tmp/events.log", STEP)
     );
+    // As `expert_click_lands`: a click sent while Weston is still taking in
+    // the agent's new pointer may miss (it then lands where Weston's
+    // pointer starts, at 100,100); it is clicked again, and the misses are
+    // reported if none lands right.
     let want = format!("button: 272, state: pressed, x: {cx}, y: {cy}");
     let deadline = Instant::now() + STEP * 2;
+    let mut seen = String::new();
     loop {
         expert.click(cx, cy);
         if let Some(log) = wait_file(&mut vm, "/tmp/events.log", "button", Duration::from_secs(3)) {
-            assert!(
-                log.contains(&want),
-                "weston-eventdemo saw the click elsewhere ({want} expected): {log}"
-            );
-            break;
+            if log.contains(&want) {
+                eprintln!("{test}: weston-eventdemo saw:\n{log}");
+                break;
+            }
+            seen = log;
+            std::thread::sleep(Duration::from_secs(1));
         }
         assert!(
             Instant::now() < deadline,
-            "the expert's click did not reach weston-eventdemo: {:?}",
-            vm.exec("cat /tmp/events.log /tmp/weston.log", STEP)
+            "the expert's click did not reach weston-eventdemo at ({cx}, {cy}): {seen}"
         );
     }
 
