@@ -30,3 +30,4 @@ pub mod screens;
 pub mod synthetic;
 pub mod tls_expert;
 pub mod wait;
+pub mod weston_vm;

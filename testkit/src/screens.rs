@@ -135,6 +135,51 @@ pub fn strip_share(dump: &Screen, expert: &str, colour: Rgb888) -> f64 {
     hits as f64 / points.len().max(1) as f64
 }
 
+/// The share (0 to 1) of the pixels where the view prompt for `expert`
+/// goes on `dump` that have one of the prompt's own colours (its card,
+/// frame, text and buttons; `shoulder_banner::layout::palette`): most of
+/// them while the prompt is drawn, few without it. Like [`strip_share`] it
+/// needs no picture of what is under the prompt (a compositor's clients).
+pub fn prompt_share(dump: &Screen, expert: &str) -> f64 {
+    use shoulder_banner::layout::palette as p;
+    let view = View {
+        prompt: Some(PromptView {
+            kind: ConsentKind::View,
+            expert: expert.into(),
+            how: "plant certificate".into(),
+            says: None,
+            seconds_left: 60,
+            arming: false,
+        }),
+        ..View::default()
+    };
+    let region = banner_renderer(dump.size())
+        .layout(&view)
+        .region(RegionKind::Prompt)
+        .expect("a prompt region");
+    let colours: Vec<[u8; 3]> = [
+        p::CARD,
+        p::CARD_FRAME,
+        p::TEXT,
+        p::TEXT_DIM,
+        p::ACCENT,
+        p::ACCEPT,
+        p::DECLINE,
+        p::ARMING,
+        p::ARMING_TEXT,
+        p::BUTTON_FRAME,
+    ]
+    .iter()
+    .map(|c| [c.r(), c.g(), c.b()])
+    .collect();
+    let points: Vec<Point> = region.points().step_by(7).collect();
+    let hits = points
+        .iter()
+        .filter(|pt| colours.contains(&dump.pixel(pt.x as u32, pt.y as u32)))
+        .count();
+    hits as f64 / points.len().max(1) as f64
+}
+
 /// Takes screendumps until the pixel at the centre of `button` is no
 /// longer the kiosk app's own (a `screen`-sized kiosk at time zero): the
 /// prompt is drawn.
