@@ -44,11 +44,11 @@ pub const VIRTUAL_VENDOR: u16 = 0x5348;
 
 const KEY_WORDS: usize = KEY_CNT as usize / 64;
 
-/// How long devices stay after they released what the expert held, before
-/// they are destroyed at the end of control: an app reads its devices now
-/// and then (every frame at 30 frames a second, later on a loaded device),
-/// and events still queued when a device goes are lost to it, so the key
-/// would stay down for the app.
+/// How long devices stay after their last events (the releases of what the
+/// expert held, or the expert's own last key-up) before they are destroyed:
+/// an app reads its devices now and then (every frame at 30 frames a second,
+/// later on a loaded device), and events still queued when a device goes
+/// are lost to it, so a key would stay down for the app.
 const RELEASE_READ_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What the kernel was told is down on one device, readable without locks.
@@ -299,7 +299,7 @@ impl UinputBackend {
 impl InputBackend for UinputBackend {
     fn create(&mut self, mode: InjectMode, screen: ScreenSize) -> Result<(), InputError> {
         if let Some(old) = self.devices.take() {
-            old.release_and_destroy()?;
+            retire(old)?;
         }
         let list = mode
             .devices()
@@ -326,35 +326,38 @@ impl InputBackend for UinputBackend {
     }
 
     fn destroy(&mut self) -> Result<(), InputError> {
-        let Some(d) = self.devices.take() else {
-            return Ok(());
-        };
-        if !d.list.iter().any(|v| !v.held.releases().is_empty()) {
-            return d.release_and_destroy();
+        match self.devices.take() {
+            Some(d) => retire(d),
+            None => Ok(()),
         }
-        // Released now; gone once readers had time to read the releases.
-        let mut released = Ok(());
-        for v in &d.list {
-            if let Err(e) = v.release()
-                && released.is_ok()
-            {
-                released = Err(e);
-            }
-        }
-        let linger = d.clone();
-        let spawned = std::thread::Builder::new()
-            .name("uinput-linger".into())
-            .spawn(move || {
-                std::thread::sleep(RELEASE_READ_GRACE);
-                if let Err(e) = linger.release_and_destroy() {
-                    tracing::warn!("destroying the virtual input devices: {e}");
-                }
-            });
-        if spawned.is_err() {
-            return released.and(d.release_and_destroy());
-        }
-        released
     }
+}
+
+/// Releases what `d` holds now and destroys the devices once readers had
+/// time to read their last events ([`RELEASE_READ_GRACE`]), on a short-lived
+/// thread; at once if no thread can be started.
+fn retire(d: Arc<Devices>) -> Result<(), InputError> {
+    let mut released = Ok(());
+    for v in &d.list {
+        if let Err(e) = v.release()
+            && released.is_ok()
+        {
+            released = Err(e);
+        }
+    }
+    let linger = d.clone();
+    let spawned = std::thread::Builder::new()
+        .name("uinput-linger".into())
+        .spawn(move || {
+            std::thread::sleep(RELEASE_READ_GRACE);
+            if let Err(e) = linger.release_and_destroy() {
+                tracing::warn!("destroying the virtual input devices: {e}");
+            }
+        });
+    if spawned.is_err() {
+        return released.and(d.release_and_destroy());
+    }
+    released
 }
 
 impl Drop for UinputBackend {
