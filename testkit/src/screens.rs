@@ -54,15 +54,10 @@ fn banner_renderer(screen: (u32, u32)) -> Renderer {
     .expect("renderer")
 }
 
-/// Where the banner's button for `decision` is while a prompt of `kind`
-/// from `expert` (certificate name) is open.
-pub fn prompt_button(
-    screen: (u32, u32),
-    expert: &str,
-    kind: ConsentKind,
-    decision: LocalDecision,
-) -> Rectangle {
-    let view = View {
+/// The banner while a prompt of `kind` from `expert` (certificate name) is
+/// open, armed.
+fn prompt_view(kind: ConsentKind, expert: &str) -> View {
+    View {
         prompt: Some(PromptView {
             kind,
             expert: expert.into(),
@@ -72,9 +67,19 @@ pub fn prompt_button(
             arming: false,
         }),
         ..View::default()
-    };
+    }
+}
+
+/// Where the banner's button for `decision` is while a prompt of `kind`
+/// from `expert` (certificate name) is open.
+pub fn prompt_button(
+    screen: (u32, u32),
+    expert: &str,
+    kind: ConsentKind,
+    decision: LocalDecision,
+) -> Rectangle {
     banner_renderer(screen)
-        .layout(&view)
+        .layout(&prompt_view(kind, expert))
         .button(decision)
         .expect("the prompt has this button")
 }
@@ -142,19 +147,8 @@ pub fn strip_share(dump: &Screen, expert: &str, colour: Rgb888) -> f64 {
 /// needs no picture of what is under the prompt (a compositor's clients).
 pub fn prompt_share(dump: &Screen, expert: &str) -> f64 {
     use shoulder_banner::layout::palette as p;
-    let view = View {
-        prompt: Some(PromptView {
-            kind: ConsentKind::View,
-            expert: expert.into(),
-            how: "plant certificate".into(),
-            says: None,
-            seconds_left: 60,
-            arming: false,
-        }),
-        ..View::default()
-    };
     let region = banner_renderer(dump.size())
-        .layout(&view)
+        .layout(&prompt_view(ConsentKind::View, expert))
         .region(RegionKind::Prompt)
         .expect("a prompt region");
     let colours: Vec<[u8; 3]> = [

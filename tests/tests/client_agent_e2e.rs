@@ -399,6 +399,27 @@ async fn a_plant_signed_device_is_trusted_without_asking() {
     agent.stop().await;
 }
 
+/// `shoulder snapshot --screen SCREEN` of the invitation `(file, password
+/// file)` into `png`.
+async fn snapshot_of_screen(
+    ex: &CliExpert,
+    (inv, pw): (&str, &str),
+    screen: &str,
+    png: &std::path::Path,
+) -> std::process::Output {
+    ex.run(&[
+        "snapshot",
+        inv,
+        "--password-file",
+        pw,
+        "--screen",
+        screen,
+        "-o",
+        png.to_str().unwrap(),
+    ])
+    .await
+}
+
 /// A device with two screens: `--screen 2` saves the second, the list is
 /// told on stderr, and a screen the device does not have is an error that
 /// names those it has.
@@ -416,18 +437,7 @@ async fn snapshot_of_the_second_screen() {
     let (inv, pw) = ex.invited(&agent, "two.shoulder", PW).await;
     let png = ex.path("second.png");
     let answers = agent.answer_prompts(1, true).await;
-    let o = ex
-        .run(&[
-            "snapshot",
-            &inv,
-            "--password-file",
-            &pw,
-            "--screen",
-            "2",
-            "-o",
-            png.to_str().unwrap(),
-        ])
-        .await;
+    let o = snapshot_of_screen(&ex, (&inv, &pw), "2", &png).await;
     assert!(o.status.success(), "{}", stderr(&o));
     answers.await.unwrap();
     let (w, h, _) = read_png_rgb(&png);
@@ -441,18 +451,7 @@ async fn snapshot_of_the_second_screen() {
 
     let (inv, pw) = ex.invited(&agent, "three.shoulder", PW).await;
     let answers = agent.answer_prompts(1, true).await;
-    let o = ex
-        .run(&[
-            "snapshot",
-            &inv,
-            "--password-file",
-            &pw,
-            "--screen",
-            "3",
-            "-o",
-            png.to_str().unwrap(),
-        ])
-        .await;
+    let o = snapshot_of_screen(&ex, (&inv, &pw), "3", &png).await;
     answers.await.unwrap();
     assert_fails_with(
         &o,

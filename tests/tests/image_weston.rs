@@ -271,17 +271,7 @@ fn image_weston_pixman_session() {
 
     // The session ends: no strip, no prompt, over Weston's picture.
     drop(expert);
-    let gone = wait_until(STEP, POLL, || {
-        let d = dump(&mut vm);
-        strip_share(&d, EXPERT_NAME, palette::VIEW_STRIP) < ABSENT
-            && strip_share(&d, EXPERT_NAME, palette::CONTROL_STRIP) < ABSENT
-            && prompt_share(&d, EXPERT_NAME) < ABSENT
-    });
-    assert!(
-        gone,
-        "a banner is left after the session:\n{}",
-        vm.serial_log()
-    );
+    no_banner_left(&mut vm, Rotation::Deg0);
     vm.shutdown();
 }
 
@@ -369,8 +359,15 @@ fn image_weston_rotated_output() {
     );
 
     drop(expert);
+    no_banner_left(&mut vm, TURN);
+    vm.shutdown();
+}
+
+/// Waits until the screen, read turned by `turn`, shows no strip and no
+/// prompt; panics with the serial log otherwise.
+fn no_banner_left(vm: &mut Vm, turn: Rotation) {
     let gone = wait_until(STEP, POLL, || {
-        let d = upright(&dump(&mut vm), TURN);
+        let d = upright(&dump(vm), turn);
         strip_share(&d, EXPERT_NAME, palette::VIEW_STRIP) < ABSENT
             && strip_share(&d, EXPERT_NAME, palette::CONTROL_STRIP) < ABSENT
             && prompt_share(&d, EXPERT_NAME) < ABSENT
@@ -380,5 +377,4 @@ fn image_weston_rotated_output() {
         "a banner is left after the session:\n{}",
         vm.serial_log()
     );
-    vm.shutdown();
 }

@@ -422,17 +422,7 @@ fn turn(ev: InjectEvent, upright: ScreenSize, r: Rotation) -> InjectEvent {
         // Inside a buffer whose sides fit in u16.
         (bx as u16, by as u16)
     };
-    match ev {
-        InjectEvent::Pointer(mut p) => {
-            (p.x, p.y) = at(p.x, p.y);
-            InjectEvent::Pointer(p)
-        }
-        InjectEvent::Touch(mut t) => {
-            (t.x, t.y) = at(t.x, t.y);
-            InjectEvent::Touch(t)
-        }
-        key => key,
-    }
+    moved(ev, at)
 }
 
 /// A framebuffer position moved to the screen's place in the desktop;
@@ -451,10 +441,16 @@ fn place(ev: InjectEvent, screen: ScreenSize, placement: Option<Placement>) -> I
                 .min(p.desktop.height - 1),
         )
     };
+    moved(ev, at)
+}
+
+/// `ev` with its position (pointer or touch) put through `at`; keys as
+/// they are.
+fn moved(ev: InjectEvent, at: impl Fn(u16, u16) -> (u16, u16)) -> InjectEvent {
     match ev {
-        InjectEvent::Pointer(mut e) => {
-            (e.x, e.y) = at(e.x, e.y);
-            InjectEvent::Pointer(e)
+        InjectEvent::Pointer(mut p) => {
+            (p.x, p.y) = at(p.x, p.y);
+            InjectEvent::Pointer(p)
         }
         InjectEvent::Touch(mut t) => {
             (t.x, t.y) = at(t.x, t.y);
