@@ -1,5 +1,6 @@
 //! The agent over a real compositor in the real kernel: Weston (Debian
-//! bookworm's, DRM backend, kiosk-shell, pixman renderer) owns the display
+//! bookworm's, DRM backend, kiosk-shell; pixman renderer, and GL renderer on
+//! Mesa's llvmpipe) owns the display
 //! of the Weston image variant (`image/build-weston`) and repaints it for
 //! its clients, page-flipping between its own buffers. The agent draws into
 //! whatever is scanned out. Checked as the person and the expert would: the
@@ -42,6 +43,11 @@ const EXPERT_NAME: &str = "Ann Expert";
 /// the strip (issue #17).
 const DUMPS: usize = 40;
 const MIN_WITH_STRIP: usize = 39;
+/// Between two of those dumps: the count spans several seconds, so it sees
+/// many of the compositor's frames even where they are slow to come (a dump
+/// itself takes about 20 ms, a frame of the GL renderer under emulation far
+/// longer).
+const DUMP_INTERVAL: Duration = Duration::from_millis(150);
 /// A share of the banner's colours where it goes that means it is drawn,
 /// and one that means it is not.
 const DRAWN: f64 = 0.5;
@@ -79,6 +85,78 @@ fn dump(vm: &mut Vm) -> Screen {
     vm.screendump().expect("screendump")
 }
 
+/// Waits until Weston shows its client animating: two dumps in a row
+/// differ below the top quarter of the screen (where the strip and its
+/// clock are).
+fn wait_repainting(vm: &mut Vm, test: &str, when: &str) {
+    let below = |d: Screen| d.rgb[d.rgb.len() / 4..].to_vec();
+    let started = Instant::now();
+    let mut last = below(dump(vm));
+    let repainting = wait_until(STEP * 6, POLL, || {
+        let now = below(dump(vm));
+        let moved = now != last && now.iter().any(|&c| c != 0);
+        last = now;
+        moved
+    });
+    assert!(
+        repainting,
+        "Weston did not show its client animating {when}: {:?}",
+        vm.exec("cat /tmp/app.log; tail -n 20 /tmp/weston.log", STEP)
+    );
+    eprintln!("{test}: Weston repaints {when} ({:?})", started.elapsed());
+}
+
+/// The expert clicks at `at` (in the picture the expert sees) until
+/// weston-eventdemo, covering the screen, logs (to `log`) the left button
+/// pressed at the same place in its surface, or at most `slack` pixels from
+/// it. As `expert_click_lands`: a click sent while Weston is still taking
+/// in the agent's new pointer device may be lost; it is clicked again, and
+/// what eventdemo saw is reported if none lands right.
+fn click_reaches_eventdemo(
+    vm: &mut Vm,
+    expert: &ClientExpert,
+    test: &str,
+    log: &str,
+    at: (u32, u32),
+    slack: u32,
+) {
+    let (cx, cy) = at;
+    let lands = |text: &str| {
+        pressed_at(text)
+            .iter()
+            .any(|&(x, y)| x.abs_diff(cx) <= slack && y.abs_diff(cy) <= slack)
+    };
+    let deadline = Instant::now() + STEP * 2;
+    let mut seen = String::new();
+    loop {
+        expert.click(cx, cy);
+        if let Some(text) = wait_file(vm, log, "button", Duration::from_secs(3)) {
+            if lands(&text) {
+                eprintln!("{test}: weston-eventdemo saw:\n{text}");
+                break;
+            }
+            seen = text;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expert's click did not reach weston-eventdemo at ({cx}, {cy}): {seen}"
+        );
+    }
+}
+
+/// Where weston-eventdemo's log says the left button went down
+/// (`button: 272, state: pressed, x: X, y: Y`).
+fn pressed_at(log: &str) -> Vec<(u32, u32)> {
+    log.lines()
+        .filter_map(|line| line.split_once("button: 272, state: pressed, x: "))
+        .filter_map(|(_, rest)| {
+            let (x, y) = rest.split_once(", y: ")?;
+            Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// Waits until `file` in the guest contains `needle`; returns its contents.
 fn wait_file(vm: &mut Vm, file: &str, needle: &str, within: Duration) -> Option<String> {
     let deadline = Instant::now() + within;
@@ -99,7 +177,20 @@ fn wait_file(vm: &mut Vm, file: &str, needle: &str, within: Duration) -> Option<
 
 #[test]
 fn image_weston_pixman_session() {
-    let test = "image_weston_pixman_session";
+    weston_session("image_weston_pixman_session", "--use-pixman", "pixman");
+}
+
+/// Weston's default renderer: GL, here Mesa's llvmpipe through GBM's
+/// kms_swrast (what a device whose GPU has no Mesa driver runs), rendering
+/// into buffers Weston page-flips between.
+#[test]
+fn image_weston_gl_session() {
+    weston_session("image_weston_gl_session", "", "GL ES");
+}
+
+/// The whole session over Weston started with `weston_args`, whose log
+/// must name `renderer` (the renderer under test really ran).
+fn weston_session(test: &str, weston_args: &str, renderer: &str) {
     let Some((image, disk)) = weston_image_or_skip(test) else {
         return;
     };
@@ -107,7 +198,7 @@ fn image_weston_pixman_session() {
     let toml = agent_toml("Weston kiosk", "allow_control = true");
     let config = weston_vm_config(
         &disk,
-        "--use-pixman",
+        weston_args,
         None,
         "weston-simple-shm",
         toml,
@@ -116,12 +207,26 @@ fn image_weston_pixman_session() {
     let mut vm = Vm::boot(&image, config).expect("boot");
     eprintln!("{test}: booted in {:?}", vm.boot_time());
     weston_started(&vm).unwrap_or_else(|e| panic!("{e}"));
+    let log = vm
+        .exec("cat /tmp/weston.log", STEP)
+        .expect("reading Weston's log")
+        .output;
+    eprintln!("{test}: weston.log:\n{log}");
+    assert!(
+        log.contains(renderer),
+        "Weston's log does not name the {renderer} renderer:\n{log}"
+    );
     assert!(
         vm.ready_line().contains("agent=yes"),
         "the agent did not start: {}\n{}",
         vm.ready_line(),
         vm.serial_log()
     );
+    // The client animating on screen: under emulation the GL renderer takes
+    // a while to show its first frames (llvmpipe compiles its shaders with
+    // LLVM at emulated speed).
+    wait_repainting(&mut vm, test, "after start-up");
+
     let screen = dump(&mut vm).size();
 
     // The prompt shows over Weston's picture; the person taps Accept.
@@ -167,6 +272,9 @@ fn image_weston_pixman_session() {
         "no strip after Accept:\n{}",
         vm.serial_log()
     );
+    // Viewing starts with the agent's busiest moments (the first full
+    // frames for the expert); the count starts once Weston repaints again.
+    wait_repainting(&mut vm, test, "with the strip up");
     let mut with_strip = 0;
     let mut pictures = Vec::new();
     for _ in 0..DUMPS {
@@ -179,6 +287,7 @@ fn image_weston_pixman_session() {
         if !pictures.contains(&below) {
             pictures.push(below);
         }
+        std::thread::sleep(DUMP_INTERVAL);
     }
     eprintln!(
         "{test}: strip in {with_strip} of {DUMPS} dumps, {} different pictures",
@@ -186,7 +295,8 @@ fn image_weston_pixman_session() {
     );
     assert!(
         pictures.len() > 1,
-        "the compositor did not repaint during the count"
+        "the compositor did not repaint during the count; the client and Weston said: {:?}",
+        vm.exec("cat /tmp/app.log; tail -n 20 /tmp/weston.log", STEP)
     );
     assert!(
         with_strip >= MIN_WITH_STRIP,
@@ -217,28 +327,7 @@ fn image_weston_pixman_session() {
         "weston-eventdemo did not show: {:?}",
         vm.exec("cat /tmp/events.log", STEP)
     );
-    // As `expert_click_lands`: a click sent while Weston is still taking in
-    // the agent's new pointer may miss (it then lands where Weston's
-    // pointer starts, at 100,100); it is clicked again, and the misses are
-    // reported if none lands right.
-    let want = format!("button: 272, state: pressed, x: {cx}, y: {cy}");
-    let deadline = Instant::now() + STEP * 2;
-    let mut seen = String::new();
-    loop {
-        expert.click(cx, cy);
-        if let Some(log) = wait_file(&mut vm, "/tmp/events.log", "button", Duration::from_secs(3)) {
-            if log.contains(&want) {
-                eprintln!("{test}: weston-eventdemo saw:\n{log}");
-                break;
-            }
-            seen = log;
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the expert's click did not reach weston-eventdemo at ({cx}, {cy}): {seen}"
-        );
-    }
+    click_reaches_eventdemo(&mut vm, &expert, test, "/tmp/events.log", (cx, cy), 0);
 
     guest_ok(&mut vm, "kill $(pidof weston-eventdemo)", STEP);
     weston_client(
@@ -296,10 +385,8 @@ fn upright(dump: &Screen, turn: Rotation) -> Screen {
 /// panel mounted sideways); the kernel knows nothing of it, the agent is
 /// told (`rotation = 90`). The person reads the prompt upright and accepts
 /// it where it shows, the expert's view equals the screen turned upright,
-/// strip included, and no banner is left after the session. (The expert's
-/// clicks are not checked here: over the turned output Weston does not move
-/// its pointer for the agent's injected absolute motion, and every click
-/// lands at its starting position (100, 100); see image/README.md.)
+/// strip included, the expert's click lands where the expert clicked in
+/// that upright picture, and no banner is left after the session.
 #[test]
 fn image_weston_rotated_output() {
     let test = "image_weston_rotated_output";
@@ -356,6 +443,21 @@ fn image_weston_rotated_output() {
         same,
         "the expert's view ({:?}) never equalled the upright screen with the strip",
         expert.screen().map(|s| s.size())
+    );
+
+    // Control: the expert clicks off-centre in the upright picture; the
+    // agent injects it at the panel's place, which Weston turns back into
+    // the same place in eventdemo's upright surface, give or take a pixel:
+    // the device's whole-number positions name a pixel's top left corner,
+    // which Weston's turn makes the top right one (x + 1 upright).
+    control_granted_by_ctl(&mut vm, &expert, STEP);
+    click_reaches_eventdemo(
+        &mut vm,
+        &expert,
+        test,
+        "/tmp/app.log",
+        (uw / 4, uh * 2 / 3),
+        1,
     );
 
     drop(expert);

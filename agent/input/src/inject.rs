@@ -411,11 +411,12 @@ impl InjectorCore {
             return Err(DropReason::TouchAlreadyDown(0));
         }
         let (x, y) = self.clamp(p.x, p.y);
-        self.pointer = (x, y);
         let pointer_buttons = match self.mode {
             InjectMode::Pointer => wanted,
             InjectMode::Touch => wanted & !Buttons::LEFT,
         };
+        self.nudge_before_press(x, y, pointer_buttons & !self.buttons != 0, out);
+        self.pointer = (x, y);
         let mut ev = vec![
             RawEvent::new(EV_ABS, ABS_X, x.into()),
             RawEvent::new(EV_ABS, ABS_Y, y.into()),
@@ -446,6 +447,31 @@ impl InjectorCore {
             }
         }
         Ok(())
+    }
+
+    /// Before a button press at the position the pointer device already
+    /// has: one frame one unit aside. The kernel drops an absolute value
+    /// equal to the last one, so a reader that missed that last one (a
+    /// compositor that opened the device after the expert's first move,
+    /// or reopened it) would get the press alone and place it wherever
+    /// its own pointer was; Weston's starts at 100,100. The frame after
+    /// this one moves back, so the press lands where the expert clicked.
+    fn nudge_before_press(&self, x: u16, y: u16, press: bool, out: &mut Vec<Batch>) {
+        if !press || (x, y) != self.pointer {
+            return;
+        }
+        let max_x = self.screen.max_x();
+        let aside = if x < max_x {
+            x + 1
+        } else if x > 0 {
+            x - 1
+        } else {
+            return;
+        };
+        out.push(Batch {
+            device: VirtualDevice::Pointer,
+            events: vec![RawEvent::new(EV_ABS, ABS_X, aside.into()), RawEvent::SYN],
+        });
     }
 
     fn push_button_changes(&mut self, wanted: u8, ev: &mut Vec<RawEvent>) {
@@ -486,6 +512,7 @@ impl InjectorCore {
                     return Err(DropReason::TouchAlreadyDown(0));
                 }
                 let (x, y) = self.clamp(t.x, t.y);
+                self.nudge_before_press(x, y, t.phase == TouchPhase::Down, out);
                 self.pointer = (x, y);
                 let mut ev = vec![
                     RawEvent::new(EV_ABS, ABS_X, x.into()),

@@ -284,6 +284,71 @@ fn pointer_coordinates_are_clamped_to_the_screen() {
     assert_eq!(s.stats().clamped, 1);
 }
 
+/// The kernel drops an absolute value equal to the last one; a compositor
+/// that opened the device after the expert's move would place a click there
+/// at its own pointer. A press where the pointer already is comes after a
+/// frame one unit aside, so the press frame carries the position again.
+#[test]
+fn a_press_where_the_pointer_already_is_moves_it_aside_first() {
+    let (_pair, token, mut s, log) = sink(InjectMode::Pointer);
+    s.inject(&token, pointer(300, 200, 0)).unwrap();
+    s.inject(&token, pointer(300, 200, Buttons::LEFT)).unwrap();
+    s.inject(&token, pointer(300, 200, 0)).unwrap();
+    // At the right edge, aside is to the left; a press that moves needs
+    // nothing; nor does a touch-emulated press that moves.
+    s.inject(&token, pointer(799, 10, 0)).unwrap();
+    s.inject(&token, pointer(799, 10, Buttons::RIGHT)).unwrap();
+    s.inject(&token, pointer(500, 10, Buttons::RIGHT | Buttons::LEFT))
+        .unwrap();
+    assert_eq!(
+        log.events(VirtualDevice::Pointer),
+        vec![
+            ev(EV_ABS, ABS_X, 300),
+            ev(EV_ABS, ABS_Y, 200),
+            SYN,
+            ev(EV_ABS, ABS_X, 301),
+            SYN,
+            ev(EV_ABS, ABS_X, 300),
+            ev(EV_ABS, ABS_Y, 200),
+            ev(EV_KEY, BTN_LEFT, 1),
+            SYN,
+            ev(EV_ABS, ABS_X, 300),
+            ev(EV_ABS, ABS_Y, 200),
+            ev(EV_KEY, BTN_LEFT, 0),
+            SYN,
+            ev(EV_ABS, ABS_X, 799),
+            ev(EV_ABS, ABS_Y, 10),
+            SYN,
+            ev(EV_ABS, ABS_X, 798),
+            SYN,
+            ev(EV_ABS, ABS_X, 799),
+            ev(EV_ABS, ABS_Y, 10),
+            ev(EV_KEY, BTN_RIGHT, 1),
+            SYN,
+            ev(EV_ABS, ABS_X, 500),
+            ev(EV_ABS, ABS_Y, 10),
+            ev(EV_KEY, BTN_LEFT, 1),
+            SYN,
+        ]
+    );
+    // A touch turned into a left click, where the pointer is.
+    s.inject(&token, pointer(500, 10, 0)).unwrap();
+    let before = log.events(VirtualDevice::Pointer).len();
+    s.inject(&token, touch(0, TouchPhase::Down, 500, 10))
+        .unwrap();
+    assert_eq!(
+        log.events(VirtualDevice::Pointer)[before..],
+        [
+            ev(EV_ABS, ABS_X, 501),
+            SYN,
+            ev(EV_ABS, ABS_X, 500),
+            ev(EV_ABS, ABS_Y, 10),
+            ev(EV_KEY, BTN_LEFT, 1),
+            SYN,
+        ]
+    );
+}
+
 #[test]
 fn a_smaller_screen_clamps_and_remakes_the_devices() {
     let (_pair, token, mut s, log) = sink(InjectMode::Pointer);
