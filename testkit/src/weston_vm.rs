@@ -46,13 +46,32 @@ pub fn weston_vm_config(
     agent_toml: String,
     ca_pem: &[u8],
 ) -> VmConfig {
-    let mut config = VmConfig {
+    let mut config = root_disk_config(disk, agent_toml, ca_pem)
+        .env("WESTON=1")
+        .env(&format!("WESTON_ARGS=\"{weston_args}\""))
+        .env(&format!("WESTON_APP=\"{app}\""));
+    if let Some(ini) = ini {
+        config = config.file(WESTON_INI_PATH, ini, 0o644);
+    }
+    config
+}
+
+/// A boot that runs Xorg (modesetting driver, display `:0`) from the same
+/// root filesystem `disk`, the X client command `app` once it is up, and
+/// the agent as for [`weston_vm_config`].
+pub fn xorg_vm_config(disk: &Path, app: &str, agent_toml: String, ca_pem: &[u8]) -> VmConfig {
+    root_disk_config(disk, agent_toml, ca_pem)
+        .env("XORG=1")
+        .env(&format!("XORG_APP=\"{app}\""))
+}
+
+/// The root filesystem `disk` attached (`snapshot=on`), the agent's config
+/// and the plant CA.
+fn root_disk_config(disk: &Path, agent_toml: String, ca_pem: &[u8]) -> VmConfig {
+    VmConfig {
         memory_mib: 1024,
         ..VmConfig::default()
     }
-    .env("WESTON=1")
-    .env(&format!("WESTON_ARGS=\"{weston_args}\""))
-    .env(&format!("WESTON_APP=\"{app}\""))
     .qemu_args([
         "-drive".to_string(),
         format!(
@@ -63,24 +82,41 @@ pub fn weston_vm_config(
         "virtio-blk-pci,drive=wroot".to_string(),
     ])
     .file(AGENT_TOML_PATH, agent_toml, 0o644)
-    .file(PLANT_CA_PATH, ca_pem.to_vec(), 0o644);
-    if let Some(ini) = ini {
-        config = config.file(WESTON_INI_PATH, ini, 0o644);
-    }
-    config
+    .file(PLANT_CA_PATH, ca_pem.to_vec(), 0o644)
 }
 
 /// Whether the READY line says Weston is up.
 pub fn weston_started(vm: &Vm) -> Result<(), String> {
-    if vm.ready_line().contains("kiosk=weston") {
+    started(vm, "weston", "Weston")
+}
+
+/// Whether the READY line says Xorg is up.
+pub fn xorg_started(vm: &Vm) -> Result<(), String> {
+    started(vm, "xorg", "Xorg")
+}
+
+fn started(vm: &Vm, state: &str, what: &str) -> Result<(), String> {
+    if vm.ready_line().contains(&format!("kiosk={state}")) {
         Ok(())
     } else {
         Err(format!(
-            "Weston did not start: {}\n{}",
+            "{what} did not start: {}\n{}",
             vm.ready_line(),
             vm.serial_log()
         ))
     }
+}
+
+/// Starts the X client `command` in the background in the guest (in the
+/// root filesystem, display `:0`; its output goes to `log`).
+pub fn x_client(vm: &mut Vm, command: &str, log: &str, within: Duration) {
+    guest_ok(
+        vm,
+        &format!(
+            "chroot /weston /usr/bin/env DISPLAY=:0 sh -c '{command}' >{log} 2>&1 </dev/null &"
+        ),
+        within,
+    );
 }
 
 /// Starts the Wayland client `command` in the background in the guest
