@@ -1,7 +1,8 @@
-//! The Weston variant of the QEMU image (`image/build-weston`): the same
-//! kernel and busybox initramfs with the agent, plus a Debian root
-//! filesystem on a virtio disk that `image/init` runs Weston from
-//! (`WESTON=1`: DRM backend, kiosk-shell) instead of the demo kiosk app.
+//! The Weston and Xorg variant of the QEMU image (`image/build-weston`):
+//! the same kernel and busybox initramfs with the agent, plus a Debian root
+//! filesystem on a virtio disk that `image/init` runs Weston (`WESTON=1`:
+//! DRM backend, kiosk-shell) or Xorg (`XORG=1`: modesetting) from instead
+//! of the demo kiosk app.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
