@@ -1,16 +1,16 @@
-//! The agent over display servers we did not write, in the real kernel:
-//! Xorg (see `image_xorg_session`) and, here, Weston (Debian
-//! bookworm's, DRM backend, kiosk-shell; pixman renderer, and GL renderer on
-//! Mesa's llvmpipe) owns the display
-//! of the Weston image variant (`image/build-weston`) and repaints it for
-//! its clients, page-flipping between its own buffers. The agent draws into
-//! whatever is scanned out. Checked as the person and the expert would: the
-//! consent prompt shows over Weston's picture and a tap accepts it; the
-//! strip stays visible in at least 39 of 40 screendumps while a client
-//! animates; once the screen is still the expert's view equals it pixel for
-//! pixel; with control, the expert's click reaches a client
-//! (`weston-eventdemo` logs it) and a typed line reaches another
-//! (`weston-terminal` runs it); after the session no banner is left.
+//! The agent over display servers we did not write, in the real kernel,
+//! from the Debian root filesystem of `image/build-weston`: Weston
+//! (bookworm's, DRM backend, kiosk-shell; pixman renderer, and GL renderer
+//! on Mesa's llvmpipe), which repaints for its clients and page-flips
+//! between its own buffers, and Xorg (modesetting, no window manager),
+//! which draws in place. The agent draws into whatever is scanned out.
+//! Checked as the person and the expert would: the consent prompt shows
+//! over the server's picture and a tap accepts it; the strip stays visible
+//! in at least 39 of 40 screendumps while a client animates; once the
+//! screen is still the expert's view equals it pixel for pixel; with
+//! control, the expert's click reaches a client (`weston-eventdemo`, `xev`
+//! log it) and a typed line reaches a terminal (`weston-terminal`,
+//! `xterm`); after the session no banner is left.
 //!
 //! ```sh
 //! image/build && image/build-weston
@@ -434,7 +434,6 @@ fn weston_session(test: &str, weston_args: &str, renderer: &str) {
         .exec("cat /tmp/weston.log", STEP)
         .expect("reading Weston's log")
         .output;
-    eprintln!("{test}: weston.log:\n{log}");
     assert!(
         log.contains(renderer),
         "Weston's log does not name the {renderer} renderer:\n{log}"
