@@ -137,14 +137,8 @@ fn image_xorg_session() {
 
     let (expert, screen) = view_over_repainting_screen(&mut vm, &pki, test);
 
-    // The screen stands still (the terminal stopped): the expert's view
-    // equals it pixel for pixel.
-    guest_ok(&mut vm, "kill -STOP $(pidof xterm)", STEP);
-    wait_same_pixels(&mut vm, &expert, STEP);
-
-    // Control: a click reaches xev, covering the screen.
-    control_granted_by_ctl(&mut vm, &expert, STEP);
-    guest_ok(&mut vm, "kill -9 $(pidof xterm)", STEP);
+    still_view_then_control(&mut vm, &expert, "xterm");
+    // A click reaches xev, covering the screen.
     x_client(
         &mut vm,
         "stdbuf -oL xev -geometry 1280x800+0+0 -event button -event structure",
@@ -269,6 +263,16 @@ fn view_over_repainting_screen(vm: &mut Vm, pki: &Pki, test: &str) -> (ClientExp
         "the strip showed in {with_strip} of {DUMPS} dumps"
     );
     (expert, screen)
+}
+
+/// The animating `client` stops, so the screen stands still: the expert's
+/// view equals it pixel for pixel. Then control is granted and the client
+/// goes, for the control checks' own clients.
+fn still_view_then_control(vm: &mut Vm, expert: &ClientExpert, client: &str) {
+    guest_ok(vm, &format!("kill -STOP $(pidof {client})"), STEP);
+    wait_same_pixels(vm, expert, STEP);
+    control_granted_by_ctl(vm, expert, STEP);
+    guest_ok(vm, &format!("kill -9 $(pidof {client})"), STEP);
 }
 
 /// The expert types `touch TYPED_FILE` and Enter into the terminal `what`
@@ -449,14 +453,8 @@ fn weston_session(test: &str, weston_args: &str, renderer: &str) {
     // LLVM at emulated speed).
     let (expert, screen) = view_over_repainting_screen(&mut vm, &pki, test);
 
-    // The screen stands still (the client stopped): the expert's view
-    // equals it pixel for pixel.
-    guest_ok(&mut vm, "kill -STOP $(pidof weston-simple-shm)", STEP);
-    wait_same_pixels(&mut vm, &expert, STEP);
-
-    // Control: a click reaches a client, then a typed line another.
-    control_granted_by_ctl(&mut vm, &expert, STEP);
-    guest_ok(&mut vm, "kill -9 $(pidof weston-simple-shm)", STEP);
+    still_view_then_control(&mut vm, &expert, "weston-simple-shm");
+    // A click reaches a client, then a typed line another.
     weston_client(
         &mut vm,
         "stdbuf -oL weston-eventdemo --log-button",
