@@ -305,24 +305,12 @@ fn type_until_made(vm: &mut Vm, expert: &ClientExpert, what: &str, log: &str) {
     }
 }
 
-/// The expert clicks at `at` (in the picture the expert sees) until
-/// weston-eventdemo, covering the screen, logs (to `log`) the left button
-/// pressed at the same place in its surface, or at most `slack` pixels from
-/// it. As `expert_click_lands`: a click sent while Weston is still taking
-/// in the agent's new pointer device may be lost; it is clicked again, and
-/// what eventdemo saw is reported if none lands right.
-fn click_reaches_eventdemo(
-    vm: &mut Vm,
-    expert: &ClientExpert,
-    test: &str,
-    log: &str,
-    at: (u32, u32),
-    slack: u32,
-) {
-    click_lands(vm, expert, test, log, at, slack, pressed_at);
-}
-
-/// [`click_reaches_eventdemo`] for any client whose log `pressed` reads.
+/// The expert clicks at `at` (in the picture the expert sees) until the
+/// client covering the screen logs (to `log`, read by `pressed`) a button
+/// pressed at the same place, or at most `slack` pixels from it. As
+/// `expert_click_lands`: a click sent while the server is still taking in
+/// the agent's new pointer device may be lost; it is clicked again, and
+/// what the client saw is reported if none lands right.
 fn click_lands(
     vm: &mut Vm,
     expert: &ClientExpert,
@@ -360,7 +348,7 @@ fn click_lands(
 
 /// Where weston-eventdemo's log says the left button went down
 /// (`button: 272, state: pressed, x: X, y: Y`).
-fn pressed_at(log: &str) -> Vec<(u32, u32)> {
+fn eventdemo_pressed_at(log: &str) -> Vec<(u32, u32)> {
     log.lines()
         .filter_map(|line| line.split_once("button: 272, state: pressed, x: "))
         .filter_map(|(_, rest)| {
@@ -471,7 +459,15 @@ fn weston_session(test: &str, weston_args: &str, renderer: &str) {
         "weston-eventdemo did not show: {:?}",
         vm.exec("cat /tmp/events.log", STEP)
     );
-    click_reaches_eventdemo(&mut vm, &expert, test, "/tmp/events.log", (cx, cy), 0);
+    click_lands(
+        &mut vm,
+        &expert,
+        test,
+        "/tmp/events.log",
+        (cx, cy),
+        0,
+        eventdemo_pressed_at,
+    );
 
     guest_ok(&mut vm, "kill $(pidof weston-eventdemo)", STEP);
     weston_client(
@@ -575,13 +571,14 @@ fn image_weston_rotated_output() {
     // the device's whole-number positions name a pixel's top left corner,
     // which Weston's turn makes the top right one (x + 1 upright).
     control_granted_by_ctl(&mut vm, &expert, STEP);
-    click_reaches_eventdemo(
+    click_lands(
         &mut vm,
         &expert,
         test,
         "/tmp/app.log",
         (uw / 4, uh * 2 / 3),
         1,
+        eventdemo_pressed_at,
     );
 
     drop(expert);
