@@ -7,9 +7,10 @@
 //!    when nothing changed); each row that differs is copied once, straight
 //!    into the shadow, after setting the shadow's old row aside; finds which
 //!    [`TILE`]-pixel columns differ between the two;
-//! 2. looks for a vertical scroll in each band of changed rows (row hashes of
-//!    the changed columns, old against new, vote for a shift, verify rows
-//!    byte for byte) and turns matching rows into `Copy` rectangles;
+//! 2. looks for moved content in each band of changed rows ([`crate::scroll`]:
+//!    a strip of the column that changed most votes for a vertical shift,
+//!    matching rows grow sideways to the exact edges of what moved) and
+//!    turns it into `Copy` rectangles;
 //! 3. merges what is left into rectangles (one per run of changed tile
 //!    columns per tile row, joined vertically, trimmed to what differs);
 //! 4. encodes each rectangle from the shadow as the cheapest of `Solid`,
@@ -35,8 +36,6 @@
 //! searched, sent and kept, the shadow is exactly what was sent; anything
 //! drawn after the copy differs from the shadow and goes out next time.
 
-use std::collections::HashMap;
-
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::{hash_row, view_band, view_bands};
 use shoulder_proto::frame::MAX_UPDATE_PAYLOAD;
@@ -44,8 +43,8 @@ use shoulder_proto::msg::{
     Encoding, MAX_RECTS_PER_PART, Message, Payload, Rect, ScreenInfo, UpdatePart, ViewReport,
     WireFormat,
 };
-use xxhash_rust::xxh3::xxh3_64;
 
+use crate::scroll::{Area, Screens, ScrollSearch, first_diff, last_diff};
 use crate::source::{Frame, MAX_EDGE, ScreenGeometry};
 use shoulder_display::convert::{pixel_to_xrgb, row_to_xrgb8888};
 
@@ -61,16 +60,6 @@ const _: () = assert!(MAX_TILE_COLS <= 128);
 /// rectangles are cut into row slices: lz4's window is 64 KiB, so larger
 /// slices would not compress better, and four of them still fit one part.
 pub const MAX_RECT_BYTES: usize = 256 * 1024;
-/// Bands of changed rows closer than this are one band for scroll detection:
-/// a scrolled list has unchanged blank rows between its items.
-const SCROLL_BAND_GAP: usize = 32;
-/// A band must be at least this tall to look for a scroll in it.
-const MIN_SCROLL_BAND: usize = 16;
-/// A scroll is believed only when at least this many distinct rows agree on it.
-const MIN_SCROLL_VOTES: u32 = 4;
-/// A run of shifted rows shorter than this is sent as pixels: a `Copy` costs
-/// a rectangle header and splits the damage into more rectangles.
-const MIN_COPY_ROWS: usize = 4;
 /// Row-precise damage is used while it needs at most this many rectangles;
 /// busier damage is sent as tile bands, whose fewer, larger rectangles
 /// compress better and cost fewer headers.
@@ -135,15 +124,6 @@ pub struct ViewCheck {
     pub stale: bool,
 }
 
-/// A rectangle before encoding, in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Area {
-    x: usize,
-    y: usize,
-    w: usize,
-    h: usize,
-}
-
 /// Change detector and update encoder. Memory: one shadow frame, the
 /// previous content of changed rows (at most one more frame, kept for
 /// reuse), per-row bookkeeping and scratch of at most [`MAX_RECT_BYTES`]-sized
@@ -166,8 +146,7 @@ pub struct Encoder {
     previous_at: Vec<u32>,
     /// Per row: which tile columns changed.
     masks: Vec<u128>,
-    old_hashes: Vec<u64>,
-    new_hashes: Vec<u64>,
+    scroll: ScrollSearch,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
     probing: Option<Probing>,
@@ -386,14 +365,17 @@ impl Encoder {
                 return None;
             }
             if changed && !full {
-                copies = self.find_scrolls();
-            }
-            // Rows a copy fixes are no longer damage (their new content in
-            // the shadow equals, within the copy, the rows copied).
-            for c in &copies {
-                self.masks[c.dst.y..c.dst.y + c.dst.h]
-                    .iter_mut()
-                    .for_each(|m| *m = 0);
+                // Clears from the masks the tile columns the copies fix.
+                let (width, _, bpp) = self.layout();
+                let screens = Screens {
+                    new: &self.shadow,
+                    previous: &self.previous,
+                    previous_at: &self.previous_at,
+                    unchanged: UNCHANGED,
+                    width,
+                    bpp,
+                };
+                copies = self.scroll.find(&screens, &mut self.masks);
             }
             // Forced rows go whole (after the copies, which may write
             // into them): no damage of their own.
@@ -521,131 +503,6 @@ impl Encoder {
             *mask = m;
         }
         any
-    }
-
-    /// Finds vertical scrolls in bands of changed rows, old rows against new
-    /// ones; returns copies in the order they must be applied.
-    fn find_scrolls(&mut self) -> Vec<CopyRun> {
-        let h = self.masks.len();
-        let (w, rb, bpp) = self.layout();
-        let mut copies = Vec::new();
-        self.old_hashes.resize(h, 0);
-        self.new_hashes.resize(h, 0);
-        let mut y = 0;
-        while y < h {
-            if self.masks[y] == 0 {
-                y += 1;
-                continue;
-            }
-            // Extend the band over gaps shorter than SCROLL_BAND_GAP.
-            let start = y;
-            let mut end = y + 1;
-            let mut span = self.masks[y];
-            let mut probe = end;
-            while probe < h && probe < end + SCROLL_BAND_GAP {
-                if self.masks[probe] != 0 {
-                    span |= self.masks[probe];
-                    end = probe + 1;
-                }
-                probe += 1;
-            }
-            y = end;
-            if end - start < MIN_SCROLL_BAND {
-                continue;
-            }
-            let first = span.trailing_zeros() as usize;
-            let last = 127 - span.leading_zeros() as usize;
-            let x0 = first * TILE;
-            let x1 = ((last + 1) * TILE).min(w);
-            let (b0, b1) = (x0 * bpp, x1 * bpp);
-            for row in start..end {
-                self.old_hashes[row] = xxh3_64(&self.old_row(row)[b0..b1]);
-                self.new_hashes[row] = xxh3_64(&self.shadow[row * rb + b0..row * rb + b1]);
-            }
-            let Some(dy) = self.vote_shift(start, end) else {
-                continue;
-            };
-            let runs = self.shift_runs(start, end, dy, (b0, b1));
-            let ordered: Box<dyn Iterator<Item = (usize, usize)>> = if dy > 0 {
-                Box::new(runs.into_iter())
-            } else {
-                Box::new(runs.into_iter().rev())
-            };
-            for (r0, r1) in ordered {
-                copies.push(CopyRun {
-                    dst: Area {
-                        x: x0,
-                        y: r0,
-                        w: x1 - x0,
-                        h: r1 - r0,
-                    },
-                    src_y: (r0 as isize + dy) as usize,
-                });
-            }
-        }
-        copies
-    }
-
-    /// The shift `dy` (new row `y` shows old row `y + dy`) most rows of the
-    /// band agree on, counting only rows whose old content is unique.
-    fn vote_shift(&self, start: usize, end: usize) -> Option<isize> {
-        let mut old_rows: HashMap<u64, Option<usize>> = HashMap::with_capacity(end - start);
-        for row in start..end {
-            old_rows
-                .entry(self.old_hashes[row])
-                .and_modify(|v| *v = None)
-                .or_insert(Some(row));
-        }
-        let mut votes: HashMap<isize, u32> = HashMap::new();
-        for row in start..end {
-            if self.masks[row] == 0 || self.new_hashes[row] == self.old_hashes[row] {
-                continue;
-            }
-            if let Some(Some(src)) = old_rows.get(&self.new_hashes[row]) {
-                *votes.entry(*src as isize - row as isize).or_default() += 1;
-            }
-        }
-        votes
-            .into_iter()
-            .filter(|&(dy, n)| n >= MIN_SCROLL_VOTES && dy != 0)
-            // Ties: prefer the smaller shift, then the upward one (stable).
-            .max_by_key(|&(dy, n)| (n, std::cmp::Reverse(dy.unsigned_abs()), dy > 0))
-            .map(|(dy, _)| dy)
-    }
-
-    /// Runs of rows in `start..end` whose new content (within the byte span)
-    /// equals the old row `dy` away, verified byte for byte, at least
-    /// [`MIN_COPY_ROWS`] long and containing a changed row. Ascending.
-    fn shift_runs(
-        &self,
-        start: usize,
-        end: usize,
-        dy: isize,
-        (b0, b1): (usize, usize),
-    ) -> Vec<(usize, usize)> {
-        let (_, rb, _) = self.layout();
-        let mut runs = Vec::new();
-        let mut run: Option<(usize, bool)> = None;
-        for row in start..=end {
-            let src = row as isize + dy;
-            let matches = row < end && src >= start as isize && src < end as isize && {
-                let src = src as usize;
-                self.new_hashes[row] == self.old_hashes[src]
-                    && self.shadow[row * rb + b0..row * rb + b1] == self.old_row(src)[b0..b1]
-            };
-            match (matches, run) {
-                (true, None) => run = Some((row, self.masks[row] != 0)),
-                (true, Some((r0, changed))) => run = Some((r0, changed || self.masks[row] != 0)),
-                (false, Some((r0, changed))) => {
-                    if changed && row - r0 >= MIN_COPY_ROWS {
-                        runs.push((r0, row));
-                    }
-                    run = None;
-                }
-                (false, None) => {}
-            }
-        }
-        runs
     }
 
     /// Rectangles covering every changed tile: per band of [`TILE`] rows, one
@@ -851,46 +708,6 @@ impl Encoder {
             encoding,
         }
     }
-}
-
-/// Rows `dst` show what old rows starting at `src_y` showed (same columns).
-#[derive(Debug, Clone, Copy)]
-struct CopyRun {
-    dst: Area,
-    src_y: usize,
-}
-
-/// Bytes compared per step when looking for the first or last difference:
-/// slice equality over a block is a fast `memcmp`.
-const DIFF_BLOCK: usize = 64;
-
-/// Index of the first byte where `a` and `b` (same length) differ.
-fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
-    let mut base = 0;
-    for (x, y) in a.chunks(DIFF_BLOCK).zip(b.chunks(DIFF_BLOCK)) {
-        if x != y {
-            return x.iter().zip(y).position(|(p, q)| p != q).map(|i| base + i);
-        }
-        base += x.len();
-    }
-    None
-}
-
-/// Index of the last byte where `a` and `b` (same length) differ.
-fn last_diff(a: &[u8], b: &[u8]) -> Option<usize> {
-    let mut end = a.len();
-    for (x, y) in a.rchunks(DIFF_BLOCK).zip(b.rchunks(DIFF_BLOCK)) {
-        let start = end - x.len();
-        if x != y {
-            return x
-                .iter()
-                .zip(y)
-                .rposition(|(p, q)| p != q)
-                .map(|i| start + i);
-        }
-        end = start;
-    }
-    None
 }
 
 /// The runs of set bits of `m`, as `(first, end)` bit indices.
@@ -1224,6 +1041,70 @@ mod tests {
                     u.stats.pixels - (h as usize - 40 - moved) * w as usize <= moved * w as usize
                 );
             }
+        }
+    }
+
+    /// A browser's layout: a fixed header, a fixed sidebar whose edge is not
+    /// on a tile boundary and whose highlight moves, a main area that
+    /// scrolls, and a scrollbar whose thumb moves by another amount. The
+    /// main area still goes as one copy per update, cut exactly at the
+    /// sidebar's and the scrollbar's edges.
+    #[test]
+    fn a_scroll_between_a_changing_sidebar_and_a_moving_scrollbar_is_a_copy() {
+        let (w, h) = (640usize, 400usize);
+        let (side, bar, head) = (157usize, 627usize, 37usize);
+        let page = pattern(w as u32, 3000, 4);
+        let side_px = pattern(w as u32, h as u32, 5);
+        let screen = |offset: usize, step: usize| {
+            let mut p = vec![0x30u8; w * 4 * h];
+            for y in 0..h {
+                let row = &mut p[y * w * 4..(y + 1) * w * 4];
+                if y < head {
+                    continue;
+                }
+                row[..side * 4].copy_from_slice(&side_px[y * w * 4..(y * w + side) * 4]);
+                if (100 + step * 20..120 + step * 20).contains(&y) {
+                    row[..side * 4].fill(0xc0);
+                }
+                let src = (y - head + offset) * w * 4;
+                row[side * 4..bar * 4].copy_from_slice(&page[src + side * 4..src + bar * 4]);
+                let thumb = (head + step * 3..head + 60 + step * 3).contains(&y);
+                row[bar * 4..].fill(if thumb { 0x80 } else { 0xf0 });
+            }
+            p
+        };
+        let g = geometry(w as u32, h as u32, PixelFormat::Xrgb8888);
+        let mut enc = Encoder::new();
+        let mut fb = None;
+        let s0 = screen(0, 0);
+        apply(
+            &mut fb,
+            &enc.encode_frame(&Frame::new(&s0, g, w * 4).unwrap(), false)
+                .unwrap(),
+        );
+        for step in 1..6 {
+            let s = screen(step * 21, step);
+            let frame = Frame::new(&s, g, w * 4).unwrap();
+            let u = enc.encode_frame(&frame, false).unwrap();
+            apply(&mut fb, &u);
+            assert_eq!(fb.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+            let copies: Vec<&Rect> = u.parts[0]
+                .rects
+                .iter()
+                .filter(|r| matches!(r.encoding, Encoding::Copy { .. }))
+                .collect();
+            assert_eq!(copies.len(), 1, "step {step}: {:?}", u.stats);
+            let c = copies[0];
+            assert_eq!((c.x as usize, c.x as usize + c.w as usize), (side, bar));
+            assert_eq!(c.h as usize, h - head - 21);
+            // Pixels: the rows that scrolled in, the sidebar's highlight
+            // (two bands of 20 rows) and the scrollbar.
+            let sent = u.stats.pixels - c.w as usize * c.h as usize;
+            let most = 21 * (bar - side) + 40 * side + (h - head) * (w - bar);
+            assert!(
+                sent <= most,
+                "step {step}: {sent} pixels sent, at most {most}"
+            );
         }
     }
 

@@ -74,6 +74,7 @@ pub mod pacing;
 pub mod rawfile;
 #[cfg(feature = "synthetic")]
 pub mod scenarios;
+mod scroll;
 pub mod source;
 #[cfg(feature = "synthetic")]
 pub mod synthetic;

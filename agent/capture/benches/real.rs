@@ -1,0 +1,161 @@
+//! Encoder benchmark on screens made by real programs.
+//!
+//! `cargo bench -p shoulder-capture --bench real -- DIR...` encodes, per
+//! directory, its `*.xrgb` frames in name order (raw 1920×1080 XRGB8888,
+//! rows packed, as `scripts/real-content/render` writes them) as one
+//! sequence, one core, and prints per sequence: encode time per frame
+//! (median, p90, max), bytes per frame on the wire (length-prefixed
+//! postcard frames, before TLS) and how many were `Copy` rectangles. Every
+//! update is applied to a client framebuffer and checked against the frame:
+//! a mismatch fails the run. Without directories it looks in
+//! `$CARGO_TARGET_DIR/real-content/` (or `target/real-content/`), and when
+//! there are none it says so and does nothing (as in `cargo test --benches`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shoulder_capture::{Encoder, Frame, PixelFormat, ScreenGeometry};
+use shoulder_proto::fb::Framebuffer;
+
+const W: u32 = 1920;
+const H: u32 = 1080;
+
+fn frames_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "xrgb"))
+        .collect();
+    v.sort();
+    if v.len() < 2 {
+        return Err(format!(
+            "{} has {} .xrgb frames; a sequence needs at least 2",
+            dir.display(),
+            v.len()
+        ));
+    }
+    Ok(v)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn pct<T: Copy + Ord>(v: &[T], p: usize) -> T {
+    let mut s = v.to_vec();
+    s.sort();
+    s[(s.len() * p / 100).min(s.len() - 1)]
+}
+
+fn run(dir: &Path) -> Result<String, String> {
+    let files = frames_in(dir)?;
+    let g = ScreenGeometry {
+        width: W,
+        height: H,
+        format: PixelFormat::Xrgb8888,
+    };
+    let (_pair, consent) = shoulder_proto::testing::granted_view();
+    let mut enc = Encoder::new();
+    let mut fb: Option<Framebuffer> = None;
+    let (mut times, mut bytes, mut copies) = (Vec::new(), Vec::new(), 0usize);
+    for (i, f) in files.iter().enumerate() {
+        let buf = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let frame = Frame::new(&buf, g, W as usize * 4).map_err(|e| {
+            format!(
+                "{}: not a {W}×{H} XRGB8888 frame ({} bytes): {e}",
+                f.display(),
+                buf.len()
+            )
+        })?;
+        let t = Instant::now();
+        let update = enc
+            .encode(&consent, &frame, i == 0)
+            .map_err(|e| e.to_string())?;
+        let took = t.elapsed();
+        let Some(update) = update else {
+            continue;
+        };
+        if let Some(info) = &update.screen {
+            fb = Some(Framebuffer::new(info).map_err(|e| e.to_string())?);
+        }
+        let fbm = fb.as_mut().ok_or("an update came before the screen info")?;
+        for p in &update.parts {
+            fbm.apply(p).map_err(|e| format!("{}: {e}", f.display()))?;
+        }
+        if fbm.normalized() != frame.to_xrgb8888() {
+            return Err(format!(
+                "{}: the client's view differs from the frame",
+                f.display()
+            ));
+        }
+        if i > 0 {
+            times.push(took);
+            copies += update.stats.copy;
+            bytes.push(
+                update
+                    .into_messages()
+                    .map(|m| shoulder_proto::frame::encode(&m).map_or(0, |f| f.len()))
+                    .sum::<usize>(),
+            );
+        }
+    }
+    if times.is_empty() {
+        return Err(format!("{}: no frame changed the screen", dir.display()));
+    }
+    let n = times.len();
+    Ok(format!(
+        "| {} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} |",
+        dir.file_name()
+            .map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into()),
+        ms(pct(&times, 50)),
+        ms(pct(&times, 90)),
+        ms(*times.iter().max().unwrap_or(&Duration::ZERO)),
+        bytes.iter().sum::<usize>() as f64 / n as f64 / 1024.0,
+        *bytes.iter().max().unwrap_or(&0) as f64 / 1024.0,
+    ))
+}
+
+fn main() {
+    let mut dirs: Vec<PathBuf> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(PathBuf::from)
+        .collect();
+    if dirs.is_empty() {
+        let root = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+            .join("real-content");
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            dirs = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
+            dirs.sort();
+        }
+        if dirs.is_empty() {
+            println!(
+                "no frame directories given and none in {} (make them with scripts/real-content/render)",
+                root.display()
+            );
+            return;
+        }
+    }
+    println!("\nshoulder-capture encoder on real content, {W}×{H} XRGB8888, one core\n");
+    println!(
+        "| sequence | changed frames | encode median ms | p90 ms | max ms | KB/frame mean | KB/frame max | copies |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut failed = false;
+    for d in &dirs {
+        match run(d) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("real: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
