@@ -96,13 +96,15 @@ pub struct CaptureHandle {
 
 impl CaptureHandle {
     /// Starts the thread for one viewing: `rotation` turns the screen
-    /// upright for the expert (a sideways panel), `max_fps` caps updates.
+    /// upright for the expert (a sideways panel), `max_fps` caps updates,
+    /// `deflate` when the expert takes deflate-compressed rectangles.
     pub fn start(
         view: ViewConsent,
         backend: Arc<dyn CaptureBackend>,
         tx: mpsc::Sender<Message>,
         max_fps: u32,
         rotation: Rotation,
+        deflate: bool,
     ) -> Self {
         let want: Shared = Default::default();
         let w = want.clone();
@@ -119,6 +121,7 @@ impl CaptureHandle {
                     last_sent: None,
                     source: None,
                     rotation,
+                    deflate,
                     screens: Vec::new(),
                     current: 0,
                     listed: false,
@@ -223,6 +226,8 @@ struct Worker {
     last_sent: Option<Instant>,
     source: Option<Capturer>,
     rotation: Rotation,
+    /// The expert takes deflate-compressed rectangles.
+    deflate: bool,
     /// The screens to choose from (empty: the one the backend opens), as
     /// listed when the source was last opened, and the one shown.
     screens: Vec<crate::screens::Screen>,
@@ -439,7 +444,8 @@ impl Worker {
                 self.source = Some(
                     Capturer::new(s)
                         .with_probing(Probing::default())
-                        .with_rotation(self.rotation),
+                        .with_rotation(self.rotation)
+                        .with_deflate(self.deflate),
                 );
                 true
             }
@@ -705,7 +711,7 @@ mod tests {
         max_fps: u32,
     ) -> (CaptureHandle, mpsc::Receiver<Message>) {
         let (tx, mut rx) = mpsc::channel(16);
-        let handle = CaptureHandle::start(view, backend, tx, max_fps, Rotation::Deg0);
+        let handle = CaptureHandle::start(view, backend, tx, max_fps, Rotation::Deg0, false);
         handle.request(true);
         assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
         while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
@@ -916,6 +922,7 @@ mod tests {
             tx,
             30,
             Rotation::Deg0,
+            true,
         );
         handle.request(true);
         let Message::Screens(list) = next(&mut rx) else {

@@ -6,7 +6,9 @@
 //! The model is deliberately slow and obvious: a `Vec<u32>`, loops over
 //! pixels, Copy reads its whole source into a temporary before writing
 //! (memmove semantics without reasoning about row order), Lz4 through
-//! `lz4_flex::block::decompress` with the rectangle's size as the cap.
+//! `lz4_flex::block::decompress` with the rectangle's size as the cap,
+//! Deflate through `miniz_oxide`'s inflate to a growing vector with the
+//! rectangle's 3-byte size as the limit.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -83,6 +85,19 @@ enum Body {
         damage: Damage,
     },
     Lz4Garbage(Vec<u8>),
+    /// Deflate of 3-byte pixels (of the right size or not), real, damaged
+    /// or made up.
+    Deflate {
+        pixels: Pattern,
+        len: Len,
+        level: u8,
+    },
+    DeflateDamaged {
+        pixels: Pattern,
+        at: u16,
+        damage: Damage,
+    },
+    DeflateGarbage(Vec<u8>),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -176,6 +191,25 @@ impl FuzzRect {
                 Encoding::Lz4(Payload(c))
             }
             Body::Lz4Garbage(b) => Encoding::Lz4(Payload(b.clone())),
+            Body::Deflate { pixels, len, level } => {
+                let packed = packed(&pixels.bytes(exact));
+                let n = sized(len, packed.len()).min(packed.len());
+                Encoding::Deflate(Payload(miniz_oxide::deflate::compress_to_vec(
+                    &packed[..n],
+                    level % 10,
+                )))
+            }
+            Body::DeflateDamaged { pixels, at, damage } => {
+                let mut c = miniz_oxide::deflate::compress_to_vec(&packed(&pixels.bytes(exact)), 1);
+                let at = usize::from(*at) % c.len().max(1);
+                match damage {
+                    Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
+                    Damage::Xor(_) => {}
+                    Damage::Truncate => c.truncate(at),
+                }
+                Encoding::Deflate(Payload(c))
+            }
+            Body::DeflateGarbage(b) => Encoding::Deflate(Payload(b.clone())),
         };
         Rect {
             x: self.x.value(),
@@ -237,6 +271,16 @@ impl Model {
                 let raw = lz4_flex::block::decompress(&data.0, w * h * 4).map_err(|_| ())?;
                 pixels_of(&raw, w * h)?
             }
+            Encoding::Deflate(data) => {
+                let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(&data.0, w * h * 3)
+                    .map_err(|_| ())?;
+                if raw.len() != w * h * 3 {
+                    return Err(());
+                }
+                raw.chunks_exact(3)
+                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0]))
+                    .collect()
+            }
         };
         for dy in 0..h {
             for dx in 0..w {
@@ -264,6 +308,11 @@ impl Model {
             );
         }
     }
+}
+
+/// XRGB8888 bytes as Deflate's 3-byte pixels (the X byte left out).
+fn packed(xrgb: &[u8]) -> Vec<u8> {
+    xrgb.chunks(4).flat_map(|p| p.iter().take(3).copied()).collect()
 }
 
 /// Rows of XRGB8888 as pixels; exactly `n` of them or an error.

@@ -128,8 +128,10 @@ impl Capabilities {
     pub const TOUCH: Self = Self(1 << 3);
     /// Session resumption after a dropped connection.
     pub const RESUME: Self = Self(1 << 4);
+    /// Deflate-compressed rectangles ([`Encoding::Deflate`]).
+    pub const DEFLATE: Self = Self(1 << 5);
     /// Everything this build implements.
-    pub const ALL: Self = Self(0b1_1111);
+    pub const ALL: Self = Self(0b11_1111);
 
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
@@ -348,6 +350,11 @@ pub enum Encoding {
     Lz4(Payload),
     /// Rows of XRGB8888 pixels, uncompressed.
     Raw(Payload),
+    /// Rows of pixels of 3 bytes each (an XRGB8888 pixel's little-endian
+    /// bytes B, G, R without the X byte), `w * 3` bytes a row, compressed as
+    /// one raw deflate stream (RFC 1951, no zlib header). Only sent to an
+    /// expert that announced [`Capabilities::DEFLATE`].
+    Deflate(Payload),
 }
 
 /// A changed rectangle of the screen.

@@ -3,7 +3,7 @@
 //! `cargo bench -p shoulder-capture --bench real -- DIR...` encodes, per
 //! directory, its `*.xrgb` frames in name order (raw 1920×1080 XRGB8888,
 //! rows packed, as `scripts/real-content/render` writes them) as one
-//! sequence, one core, and prints per sequence: encode time per frame
+//! sequence, one core, lz4 and deflate, and prints per sequence: encode time per frame
 //! (median, p90, max), bytes per frame on the wire (length-prefixed
 //! postcard frames, before TLS) and how many were `Copy` rectangles. Every
 //! update is applied to a client framebuffer and checked against the frame:
@@ -47,7 +47,7 @@ fn pct<T: Copy + Ord>(v: &[T], p: usize) -> T {
     s[(s.len() * p / 100).min(s.len() - 1)]
 }
 
-fn run(dir: &Path) -> Result<String, String> {
+fn run(dir: &Path, deflate: bool) -> Result<String, String> {
     let files = frames_in(dir)?;
     let g = ScreenGeometry {
         width: W,
@@ -56,6 +56,7 @@ fn run(dir: &Path) -> Result<String, String> {
     };
     let (_pair, consent) = shoulder_proto::testing::granted_view();
     let mut enc = Encoder::new();
+    enc.set_deflate(deflate);
     let mut fb: Option<Framebuffer> = None;
     let (mut times, mut bytes, mut copies) = (Vec::new(), Vec::new(), 0usize);
     for (i, f) in files.iter().enumerate() {
@@ -142,16 +143,18 @@ fn main() {
     }
     println!("\nshoulder-capture encoder on real content, {W}×{H} XRGB8888, one core\n");
     println!(
-        "| sequence | changed frames | encode median ms | p90 ms | max ms | KB/frame mean | KB/frame max | copies |"
+        "| sequence | compression | changed frames | encode median ms | p90 ms | max ms | KB/frame mean | KB/frame max | copies |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut failed = false;
     for d in &dirs {
-        match run(d) {
-            Ok(line) => println!("{line}"),
-            Err(e) => {
-                eprintln!("real: {e}");
-                failed = true;
+        for deflate in [false, true] {
+            match run(d, deflate) {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    eprintln!("real: {e}");
+                    failed = true;
+                }
             }
         }
     }

@@ -84,7 +84,16 @@ impl Capturer {
     /// [`Encoder::with_probing`]): cheaper idle sessions, thin changes found
     /// a few checks later.
     pub fn with_probing(mut self, probing: crate::encoder::Probing) -> Self {
+        let deflate = self.encoder.deflates();
         self.encoder = Encoder::with_probing(probing);
+        self.encoder.set_deflate(deflate);
+        self
+    }
+
+    /// Deflate-compressed rectangles (for an expert that takes them)
+    /// instead of lz4 ([`Encoder::set_deflate`]).
+    pub fn with_deflate(mut self, on: bool) -> Self {
+        self.encoder.set_deflate(on);
         self
     }
 

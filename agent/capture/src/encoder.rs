@@ -36,6 +36,9 @@
 //! searched, sent and kept, the shadow is exactly what was sent; anything
 //! drawn after the copy differs from the shadow and goes out next time.
 
+use miniz_oxide::deflate::core::{
+    CompressorOxide, TDEFLFlush, TDEFLStatus, compress, create_comp_flags_from_zip_params,
+};
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::{hash_row, view_band, view_bands};
 use shoulder_proto::frame::MAX_UPDATE_PAYLOAD;
@@ -65,6 +68,10 @@ pub const MAX_RECT_BYTES: usize = 256 * 1024;
 /// compress better and cost fewer headers.
 const MAX_FINE_AREAS: usize = 96;
 
+/// Deflate level: 1 is miniz's fast path; higher levels cost several times
+/// the time for a few percent (BENCHMARKS.md, "Compression").
+const DEFLATE_LEVEL: i32 = 1;
+
 /// `previous_at` entry of a row that did not change.
 const UNCHANGED: u32 = u32::MAX;
 
@@ -83,6 +90,7 @@ pub struct EncodeStats {
     pub solid: usize,
     pub copy: usize,
     pub lz4: usize,
+    pub deflate: usize,
     pub raw: usize,
     /// Pixel payload bytes (compressed or raw) in all parts.
     pub payload_bytes: usize,
@@ -149,6 +157,10 @@ pub struct Encoder {
     scroll: ScrollSearch,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
+    /// One row converted to XRGB8888, before packing it for deflate.
+    row: Vec<u8>,
+    /// Set when the expert takes [`Encoding::Deflate`].
+    deflate: Option<Deflater>,
     probing: Option<Probing>,
     /// Incremental checks since the last full scan (probing only).
     checks: u32,
@@ -202,6 +214,19 @@ impl Encoder {
             }),
             ..Self::default()
         }
+    }
+
+    /// Sends rectangles deflate-compressed (`on`, for an expert that
+    /// announced [`shoulder_proto::msg::Capabilities::DEFLATE`]) or lz4
+    /// compressed. Takes effect from the next rectangle: each one is
+    /// compressed on its own.
+    pub fn set_deflate(&mut self, on: bool) {
+        self.deflate = on.then(Deflater::new);
+    }
+
+    /// Whether rectangles go deflate-compressed.
+    pub fn deflates(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Whether a sparse probe of `frame` sees no change (so a full compare
@@ -659,6 +684,48 @@ impl Encoder {
         }
     }
 
+    /// Encodes one area as [`Encoding::Deflate`], or `Raw` when deflate
+    /// cannot make it smaller than 3 bytes a pixel.
+    fn deflate_area(&mut self, a: Area, stats: &mut EncodeStats) -> Encoding {
+        let (_, rb, bpp) = self.layout();
+        let Some(g) = self.geometry else {
+            unreachable!("areas exist only once a frame was seen")
+        };
+        let packed_len = a.w * 3 * a.h;
+        self.scratch.resize(packed_len, 0);
+        self.row.resize(a.w * 4, 0);
+        for (i, dst) in self.scratch.chunks_exact_mut(a.w * 3).enumerate() {
+            let y = a.y + i;
+            let src = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
+            row_to_xrgb8888(g.format, src, &mut self.row);
+            for (d, s) in dst.chunks_exact_mut(3).zip(self.row.chunks_exact(4)) {
+                d.copy_from_slice(&s[..3]);
+            }
+        }
+        // Room for the packed pixels in stored blocks (5 bytes of header
+        // per 64 KiB): photo-like content still goes at 3 bytes a pixel.
+        self.compressed
+            .resize(packed_len + packed_len / 8192 + 64, 0);
+        let Some(Deflater(d)) = self.deflate.as_mut() else {
+            unreachable!("called only with deflate on")
+        };
+        d.reset();
+        let (status, read, n) =
+            compress(d, &self.scratch, &mut self.compressed, TDEFLFlush::Finish);
+        if status == TDEFLStatus::Done && read == packed_len {
+            stats.deflate += 1;
+            stats.payload_bytes += n;
+            return Encoding::Deflate(Payload(self.compressed[..n].to_vec()));
+        }
+        stats.raw += 1;
+        stats.payload_bytes += a.w * 4 * a.h;
+        let mut raw = vec![0; a.w * 4 * a.h];
+        for (d, s) in raw.chunks_exact_mut(4).zip(self.scratch.chunks_exact(3)) {
+            d[..3].copy_from_slice(s);
+        }
+        Encoding::Raw(Payload(raw))
+    }
+
     /// Encodes one area of the (updated) shadow as the cheapest encoding.
     fn encode_area(&mut self, a: Area, stats: &mut EncodeStats) -> Rect {
         let Some(g) = self.geometry else {
@@ -675,6 +742,8 @@ impl Encoder {
         let encoding = if solid {
             stats.solid += 1;
             Encoding::Solid(pixel_to_xrgb(g.format, px))
+        } else if self.deflate.is_some() {
+            self.deflate_area(a, stats)
         } else {
             let raw_len = a.w * 4 * a.h;
             self.scratch.resize(raw_len, 0);
@@ -710,6 +779,23 @@ impl Encoder {
     }
 }
 
+/// A deflate compressor, kept between rectangles (its tables are large).
+struct Deflater(Box<CompressorOxide>);
+
+impl Deflater {
+    fn new() -> Self {
+        // Level 1 (greedy, one probe: the fast path), raw deflate.
+        let flags = create_comp_flags_from_zip_params(DEFLATE_LEVEL, -15, 0);
+        Self(Box::new(CompressorOxide::new(flags)))
+    }
+}
+
+impl std::fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deflater")
+    }
+}
+
 /// The runs of set bits of `m`, as `(first, end)` bit indices.
 fn bit_runs(mut m: u128) -> impl Iterator<Item = (usize, usize)> {
     std::iter::from_fn(move || {
@@ -730,7 +816,7 @@ fn bit_runs(mut m: u128) -> impl Iterator<Item = (usize, usize)> {
 
 fn payload_len(r: &Rect) -> usize {
     match &r.encoding {
-        Encoding::Lz4(p) | Encoding::Raw(p) => p.0.len(),
+        Encoding::Lz4(p) | Encoding::Raw(p) | Encoding::Deflate(p) => p.0.len(),
         Encoding::Solid(_) | Encoding::Copy { .. } => 0,
     }
 }

@@ -84,7 +84,10 @@ fn every_scenario_and_format_decodes_to_the_source() {
     for scenario in Scenario::ALL {
         let seq = ScenarioFrames::new(scenario, w, h);
         let mut xrgb = seq.buffer();
-        for format in PixelFormat::ALL {
+        for (format, deflate) in PixelFormat::ALL
+            .into_iter()
+            .flat_map(|f| [(f, false), (f, true)])
+        {
             let g = ScreenGeometry {
                 width: w,
                 height: h,
@@ -92,6 +95,7 @@ fn every_scenario_and_format_decodes_to_the_source() {
             };
             let pitch = w as usize * format.bytes_per_pixel();
             let mut enc = Encoder::new();
+            enc.set_deflate(deflate);
             let mut fb = None;
             for i in 0..FRAMES {
                 seq.render(i, &mut xrgb);
@@ -107,7 +111,7 @@ fn every_scenario_and_format_decodes_to_the_source() {
                 assert_eq!(
                     xxh3_64(&client),
                     xxh3_64(&frame.to_xrgb8888()),
-                    "{scenario} {format} frame {i}"
+                    "{scenario} {format} deflate {deflate} frame {i}"
                 );
                 assert!(enc.encode(&consent, &frame, false).unwrap().is_none());
             }

@@ -137,11 +137,13 @@ proptest! {
         h in 1usize..200,
         format in prop::sample::select(PixelFormat::ALL.to_vec()),
         changes in prop::collection::vec(prop::collection::vec(change(), 1..4), 1..8),
+        deflate in any::<bool>(),
     ) {
         let (_pair, consent) = shoulder_proto::testing::granted_view();
         let bpp = format.bytes_per_pixel();
         let mut screen = Screen::new(w, h, bpp);
         let mut enc = Encoder::new();
+        enc.set_deflate(deflate);
         let mut fb: Option<Framebuffer> = None;
         for (step, batch) in std::iter::once(Vec::new()).chain(changes).enumerate() {
             for c in &batch {

@@ -205,6 +205,8 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
     } else {
         Encoder::new()
     };
+    // Both compressions: lz4 for older experts, deflate for current ones.
+    enc.set_deflate(rng.below(2) == 0);
     // Without probing every poll compares all rows, so one poll of the
     // settled screen sends all that is left and the next sees it is done;
     // probing may miss a thin change until its next full compare.

@@ -396,6 +396,7 @@ impl Session {
                         tx,
                         self.shared.config.max_fps,
                         rotation,
+                        self.machine.deflate_supported(),
                     ));
                     self.devices.capture_rx = Some(rx);
                 }

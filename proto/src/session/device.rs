@@ -490,6 +490,8 @@ pub struct DeviceSession {
     last_view_report: Option<Instant>,
     /// The expert's protocol version (from its `Hello`; 0 before).
     peer_version: u16,
+    /// What the expert's `Hello` said it takes (none before).
+    peer_capabilities: Capabilities,
 }
 
 impl DeviceSession {
@@ -497,6 +499,12 @@ impl DeviceSession {
     /// [`SCREENS_VERSION`] on); an older one is shown the first screen only.
     pub fn screens_supported(&self) -> bool {
         self.peer_version >= SCREENS_VERSION
+    }
+
+    /// Whether the expert takes [`crate::msg::Encoding::Deflate`]
+    /// rectangles; an older one gets lz4.
+    pub fn deflate_supported(&self) -> bool {
+        self.peer_capabilities.contains(Capabilities::DEFLATE)
     }
 }
 
@@ -531,6 +539,7 @@ impl DeviceSession {
             control_not_before: None,
             last_view_report: None,
             peer_version: 0,
+            peer_capabilities: Capabilities(0),
             config,
         };
         let hello = Hello::new(
@@ -790,6 +799,7 @@ impl DeviceSession {
                     return self.incompatible(now, h.version, h.min_version);
                 }
                 self.peer_version = h.version;
+                self.peer_capabilities = h.capabilities;
                 if h.role != Role::Expert {
                     self.state = State::AwaitHello(AwaitHello { deadline: now });
                     return self.close(

@@ -1297,3 +1297,23 @@ fn an_older_expert_gets_no_screen_list() {
     );
     assert!(d.screens_supported());
 }
+
+#[test]
+fn deflate_is_used_only_for_an_expert_that_announced_it() {
+    let now = std::time::Instant::now();
+    let with = |caps: Capabilities| {
+        let mut d = DeviceSession::new(now, DeviceConfig::default(), 1);
+        assert!(!d.deflate_supported(), "nothing is known before the Hello");
+        let mut hello = Hello::new(Role::Expert, "shoulder", "0.1.0", "e");
+        hello.capabilities = caps;
+        d.handle(
+            now,
+            DeviceInput::Received(encode(&Message::Hello(hello)).unwrap()),
+        );
+        d.deflate_supported()
+    };
+    assert!(with(Capabilities::ALL));
+    assert!(!with(Capabilities(
+        Capabilities::ALL.0 & !Capabilities::DEFLATE.0
+    )));
+}
