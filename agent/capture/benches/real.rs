@@ -90,6 +90,9 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
             ));
         }
         if i > 0 {
+            if std::env::var_os("REAL_DEBUG").is_some() {
+                eprintln!("{}: {:?}", f.display(), update.stats);
+            }
             times.push(took);
             copies += update.stats.copy;
             bytes.push(
@@ -105,9 +108,10 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
     }
     let n = times.len();
     Ok(format!(
-        "| {} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} |",
+        "| {} | {} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} |",
         dir.file_name()
             .map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into()),
+        if deflate { "deflate" } else { "lz4" },
         ms(pct(&times, 50)),
         ms(pct(&times, 90)),
         ms(*times.iter().max().unwrap_or(&Duration::ZERO)),

@@ -9,10 +9,12 @@
 //! 1. per band of changed rows, the tile column that changed in most rows
 //!    is the strip; its rows, old and new, are hashed, and rows whose old
 //!    content is unique vote for a shift (`new row y shows old row y + dy`);
-//! 2. rows where the strip matches at that shift, verified byte for byte,
-//!    form runs; each run grows left and right for as long as every row of
-//!    it still matches, so the copy stops exactly at the fixed sidebar's
-//!    edge, wherever that is;
+//! 2. each row whose strip matches at that shift (verified byte for byte)
+//!    grows left and right for as long as it still matches; the columns
+//!    most changed rows reach are what moved, so the copy stops exactly at
+//!    the fixed sidebar's edge, wherever that is, and rows that match in the
+//!    strip only by chance are left out; runs of rows that reach that far
+//!    become copies;
 //! 3. the tile columns the copy fixed are no longer damage; whatever still
 //!    differs (a sidebar highlight, the rows that scrolled in) is sent as
 //!    pixels. The band is searched again, outside the columns already
@@ -171,12 +173,22 @@ impl ScrollSearch {
             let lo = taken.iter().filter(|t| t.1 <= x0).map(|t| t.1).max();
             let hi = taken.iter().filter(|t| t.0 >= x1).map(|t| t.0).min();
             let (lo, hi) = (lo.unwrap_or(0), hi.unwrap_or(s.width));
+            let extents = self.extents(s, rows.clone(), dy, (x0, x1), (lo, hi));
+            let changed: Vec<(usize, usize)> = extents
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| masks[rows.start + i] != 0)
+                .filter_map(|(_, e)| *e)
+                .collect();
+            let Some((xa, xb)) = moved_columns(&changed) else {
+                continue;
+            };
+            if xb - xa < MIN_COPY_WIDTH {
+                continue;
+            }
             let mut found = Vec::new();
-            for (r0, r1) in self.shift_runs(s, masks, rows.clone(), dy, (b0, b1)) {
-                let (xa, xb) = widen(s, r0..r1, dy, (x0, x1), (lo, hi));
-                if xb - xa < MIN_COPY_WIDTH {
-                    continue;
-                }
+            let covers = |i: usize| extents[i].is_some_and(|(a, b)| a <= xa && xb <= b);
+            for (r0, r1) in runs(rows.clone(), masks, covers) {
                 let run = CopyRun {
                     dst: Area {
                         x: xa,
@@ -187,8 +199,10 @@ impl ScrollSearch {
                     src_y: (r0 as isize + dy) as usize,
                 };
                 clear_fixed(s, masks, &run);
-                taken.push((xa, xb));
                 found.push(run);
+            }
+            if !found.is_empty() {
+                taken.push((xa, xb));
             }
             // Rows moving up are copied top first, rows moving down bottom
             // first, so no run reads rows another one already wrote.
@@ -232,42 +246,98 @@ impl ScrollSearch {
             .map(|(dy, _)| dy)
     }
 
-    /// Runs of rows in `rows` whose new strip (the byte span) equals the old
-    /// row `dy` away, verified byte for byte, at least [`MIN_COPY_ROWS`]
-    /// long and containing a changed row. Ascending.
-    fn shift_runs(
+    /// Per row of `rows`: when its new strip `x0..x1` equals the old row
+    /// `dy` away (hash, then byte for byte), the columns around the strip,
+    /// within `lo..hi`, where the two rows still agree.
+    fn extents(
         &self,
         s: &Screens<'_>,
-        masks: &[u128],
         rows: std::ops::Range<usize>,
         dy: isize,
-        (b0, b1): (usize, usize),
-    ) -> Vec<(usize, usize)> {
-        let mut runs = Vec::new();
-        let mut run: Option<(usize, bool)> = None;
-        let changed_at = |row: usize| masks.get(row).is_some_and(|m| *m != 0);
-        for row in rows.start..=rows.end {
-            let src = row as isize + dy;
-            let matches =
-                row < rows.end && src >= rows.start as isize && src < rows.end as isize && {
-                    let src = src as usize;
-                    self.new_hashes[row] == self.old_hashes[src]
-                        && s.new_row(row)[b0..b1] == s.old_row(src)[b0..b1]
-                };
-            match (matches, run) {
-                (true, None) => run = Some((row, changed_at(row))),
-                (true, Some((r0, changed))) => run = Some((r0, changed || changed_at(row))),
-                (false, Some((r0, changed))) => {
-                    if changed && row - r0 >= MIN_COPY_ROWS {
-                        runs.push((r0, row));
-                    }
-                    run = None;
+        (x0, x1): (usize, usize),
+        (lo, hi): (usize, usize),
+    ) -> Vec<Option<(usize, usize)>> {
+        let bpp = s.bpp;
+        rows.clone()
+            .map(|row| {
+                let src = row as isize + dy;
+                if src < rows.start as isize || src >= rows.end as isize {
+                    return None;
                 }
-                (false, None) => {}
+                let (new, old) = (s.new_row(row), s.old_row(src as usize));
+                let strip = x0 * bpp..x1 * bpp;
+                if self.new_hashes[row] != self.old_hashes[src as usize]
+                    || new[strip.clone()] != old[strip]
+                {
+                    return None;
+                }
+                let left = last_diff(&new[lo * bpp..x0 * bpp], &old[lo * bpp..x0 * bpp])
+                    .map_or(lo, |i| lo + i / bpp + 1);
+                let right = first_diff(&new[x1 * bpp..hi * bpp], &old[x1 * bpp..hi * bpp])
+                    .map_or(hi, |i| x1 + i / bpp);
+                Some((left, right))
+            })
+            .collect()
+    }
+}
+
+/// The columns that moved, from how far each changed row matches: the
+/// span that covers the most pixels of those rows (rows that reach less far
+/// than it go as pixels). Rows whose strip matched only by chance (blank
+/// there, not elsewhere) reach less far; rows whose neighbours happen to
+/// match too (a blank sidebar row) reach further; neither moves the edges.
+/// Spans tried: every tenth of the sorted left and right ends.
+fn moved_columns(extents: &[(usize, usize)]) -> Option<(usize, usize)> {
+    let mut lefts: Vec<usize> = extents.iter().map(|e| e.0).collect();
+    let mut rights: Vec<usize> = extents.iter().map(|e| e.1).collect();
+    lefts.sort_unstable();
+    rights.sort_unstable_by(|a, b| b.cmp(a));
+    let n = extents.len();
+    let mut best: Option<((usize, usize), usize)> = None;
+    for i in 0..=10 {
+        for j in 0..=10 {
+            let (l, r) = (
+                *lefts.get(i * n.saturating_sub(1) / 10)?,
+                rights[j * (n - 1) / 10],
+            );
+            if r < l + MIN_COPY_WIDTH {
+                continue;
+            }
+            let rows = extents.iter().filter(|e| e.0 <= l && r <= e.1).count();
+            let score = rows * (r - l);
+            if best.is_none_or(|(_, b)| score > b) {
+                best = Some(((l, r), score));
             }
         }
-        runs
     }
+    best.map(|(span, _)| span)
+}
+
+/// Runs of rows in `rows` where `covers` (by index from `rows.start`) holds,
+/// at least [`MIN_COPY_ROWS`] long and containing a changed row. Ascending.
+fn runs(
+    rows: std::ops::Range<usize>,
+    masks: &[u128],
+    covers: impl Fn(usize) -> bool,
+) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut run: Option<(usize, bool)> = None;
+    for row in rows.start..=rows.end {
+        let matches = row < rows.end && covers(row - rows.start);
+        let changed = matches && masks.get(row).is_some_and(|m| *m != 0);
+        match (matches, run) {
+            (true, None) => run = Some((row, changed)),
+            (true, Some((r0, c))) => run = Some((r0, c || changed)),
+            (false, Some((r0, c))) => {
+                if c && row - r0 >= MIN_COPY_ROWS {
+                    out.push((r0, row));
+                }
+                run = None;
+            }
+            (false, None) => {}
+        }
+    }
+    out
 }
 
 /// The tile column that changed in most rows of `masks`, leaving out those
@@ -287,36 +357,6 @@ fn busiest_column(masks: &[u128], tried: u128) -> Option<usize> {
         .enumerate()
         .max_by_key(|&(i, n)| (*n, std::cmp::Reverse(i)))?;
     (n > 0).then_some(col)
-}
-
-/// Grows the matching strip `x0..x1` left (down to `lo`) and right (up to
-/// `hi`) as far as every row of `rows` still equals the old row `dy` away.
-fn widen(
-    s: &Screens<'_>,
-    rows: std::ops::Range<usize>,
-    dy: isize,
-    (x0, x1): (usize, usize),
-    (lo, hi): (usize, usize),
-) -> (usize, usize) {
-    let bpp = s.bpp;
-    let (mut left, mut right) = (lo, hi);
-    for row in rows {
-        let new = s.new_row(row);
-        let old = s.old_row((row as isize + dy) as usize);
-        if left < x0 {
-            let (a, b) = (&new[left * bpp..x0 * bpp], &old[left * bpp..x0 * bpp]);
-            if let Some(i) = last_diff(a, b) {
-                left += i / bpp + 1;
-            }
-        }
-        if right > x1 {
-            let (a, b) = (&new[x1 * bpp..right * bpp], &old[x1 * bpp..right * bpp]);
-            if let Some(i) = first_diff(a, b) {
-                right = x1 + i / bpp;
-            }
-        }
-    }
-    (left, right)
 }
 
 /// Recomputes the masks of the rows `c` writes: a tile column stays damage
