@@ -8,7 +8,7 @@
 //! (memmove semantics without reasoning about row order), Lz4 through
 //! `lz4_flex::block::decompress` with the rectangle's size as the cap,
 //! Deflate through `miniz_oxide`'s inflate to a growing vector with the
-//! rectangle's 3-byte size as the limit.
+//! rectangle's longest tile stream as the limit, then tiles read bit by bit.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -85,8 +85,9 @@ enum Body {
         damage: Damage,
     },
     Lz4Garbage(Vec<u8>),
-    /// Deflate of 3-byte pixels (of the right size or not), real, damaged
-    /// or made up.
+    /// Deflate of the tile stream of generated pixels (of the rectangle's
+    /// size or not), real, damaged or made up; and deflate of made-up tile
+    /// streams, which reach the tile parser.
     Deflate {
         pixels: Pattern,
         len: Len,
@@ -97,6 +98,7 @@ enum Body {
         at: u16,
         damage: Damage,
     },
+    DeflatedTiles(Vec<u8>),
     DeflateGarbage(Vec<u8>),
 }
 
@@ -192,15 +194,17 @@ impl FuzzRect {
             }
             Body::Lz4Garbage(b) => Encoding::Lz4(Payload(b.clone())),
             Body::Deflate { pixels, len, level } => {
-                let packed = packed(&pixels.bytes(exact));
-                let n = sized(len, packed.len()).min(packed.len());
-                Encoding::Deflate(Payload(miniz_oxide::deflate::compress_to_vec(
-                    &packed[..n],
-                    level % 10,
-                )))
+                let (tw, th) = match len {
+                    Len::Exact => (usize::from(w), usize::from(h)),
+                    Len::Off(d) => (usize::from(w), usize::from(h).saturating_add_signed(isize::from(*d))),
+                };
+                let tiles = tile_stream(&pixels.bytes(tw * th * 4), tw, th);
+                Encoding::Deflate(Payload(miniz_oxide::deflate::compress_to_vec(&tiles, level % 10)))
             }
             Body::DeflateDamaged { pixels, at, damage } => {
-                let mut c = miniz_oxide::deflate::compress_to_vec(&packed(&pixels.bytes(exact)), 1);
+                let (tw, th) = (usize::from(w), usize::from(h));
+                let tiles = tile_stream(&pixels.bytes(tw * th * 4), tw, th);
+                let mut c = miniz_oxide::deflate::compress_to_vec(&tiles, 1);
                 let at = usize::from(*at) % c.len().max(1);
                 match damage {
                     Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
@@ -210,6 +214,9 @@ impl FuzzRect {
                 Encoding::Deflate(Payload(c))
             }
             Body::DeflateGarbage(b) => Encoding::Deflate(Payload(b.clone())),
+            Body::DeflatedTiles(b) => {
+                Encoding::Deflate(Payload(miniz_oxide::deflate::compress_to_vec(b, 1)))
+            }
         };
         Rect {
             x: self.x.value(),
@@ -272,14 +279,12 @@ impl Model {
                 pixels_of(&raw, w * h)?
             }
             Encoding::Deflate(data) => {
-                let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(&data.0, w * h * 3)
-                    .map_err(|_| ())?;
-                if raw.len() != w * h * 3 {
-                    return Err(());
-                }
-                raw.chunks_exact(3)
-                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0]))
-                    .collect()
+                let stream = miniz_oxide::inflate::decompress_to_vec_with_limit(
+                    &data.0,
+                    w * h * 3 + w.div_ceil(64) * h.div_ceil(64),
+                )
+                .map_err(|_| ())?;
+                model_tiles(&stream, w, h)?
             }
         };
         for dy in 0..h {
@@ -310,9 +315,86 @@ impl Model {
     }
 }
 
-/// XRGB8888 bytes as Deflate's 3-byte pixels (the X byte left out).
-fn packed(xrgb: &[u8]) -> Vec<u8> {
-    xrgb.chunks(4).flat_map(|p| p.iter().take(3).copied()).collect()
+/// The encoder's tile stream of `w`×`h` XRGB8888 pixels (cut or padded
+/// to that size), or nothing for an empty rectangle.
+fn tile_stream(xrgb: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let mut px = xrgb.to_vec();
+    px.resize(w * h * 4, 0x5a);
+    let mut out = Vec::new();
+    if w * h * 4 <= MAX_GENERATED {
+        shoulder_proto::tiles::encode(&px, w, h, &mut out);
+    }
+    out
+}
+
+/// The tile stream read the slow, obvious way (`shoulder_proto::tiles`
+/// docs): tiles of 64, row by row; within a tile pixels in row order.
+fn model_tiles(s: &[u8], w: usize, h: usize) -> Result<Vec<u32>, ()> {
+    let mut out = vec![0u32; w * h];
+    let mut at = 0usize;
+    let mut next = |n: usize| -> Result<Vec<u8>, ()> {
+        let v = s.get(at..at + n).ok_or(())?.to_vec();
+        at += n;
+        Ok(v)
+    };
+    let colour = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], 0]);
+    for ty in (0..h).step_by(64) {
+        for tx in (0..w).step_by(64) {
+            let (tw, th) = (64.min(w - tx), 64.min(h - ty));
+            let mut tile: Vec<u32> = Vec::new();
+            let k = next(1)?[0];
+            match k {
+                0 => tile = next(tw * th * 3)?.chunks(3).map(colour).collect(),
+                1 => tile = vec![colour(&next(3)?); tw * th],
+                2..=16 => {
+                    let pal: Vec<u32> = next(3 * usize::from(k))?.chunks(3).map(colour).collect();
+                    let bits = if k == 2 { 1 } else if k <= 4 { 2 } else { 4 };
+                    for _ in 0..th {
+                        let row = next((tw * bits).div_ceil(8))?;
+                        for x in 0..tw {
+                            let mut i = 0usize;
+                            for b in 0..bits {
+                                let bit = x * bits + b;
+                                i = (i << 1) | usize::from((row[bit / 8] >> (7 - bit % 8)) & 1);
+                            }
+                            tile.push(*pal.get(i).ok_or(())?);
+                        }
+                    }
+                }
+                128 | 130..=255 => {
+                    let pal: Vec<u32> = next(3 * usize::from(k - 128))?.chunks(3).map(colour).collect();
+                    while tile.len() < tw * th {
+                        let (c, long) = if k == 128 {
+                            (colour(&next(3)?), true)
+                        } else {
+                            let b = next(1)?[0];
+                            (*pal.get(usize::from(b & 127)).ok_or(())?, b >= 128)
+                        };
+                        let mut run = 1usize;
+                        while long {
+                            let b = next(1)?[0];
+                            run += usize::from(b);
+                            if run > tw * th || b != 255 {
+                                break;
+                            }
+                        }
+                        if tile.len() + run > tw * th {
+                            return Err(());
+                        }
+                        tile.extend(std::iter::repeat_n(c, run));
+                    }
+                }
+                _ => return Err(()),
+            }
+            for (i, c) in tile.into_iter().enumerate() {
+                out[(ty + i / tw) * w + tx + i % tw] = c;
+            }
+        }
+    }
+    if at != s.len() {
+        return Err(());
+    }
+    Ok(out)
 }
 
 /// Rows of XRGB8888 as pixels; exactly `n` of them or an error.

@@ -194,27 +194,20 @@ impl Framebuffer {
                 self.blit(r, &raw)?;
             }
             Encoding::Deflate(data) => {
-                let pixels = usize::from(r.w) * usize::from(r.h);
-                let mut packed = vec![0; pixels * 3];
-                // The output is the rectangle's size: a stream that would
-                // expand further stops there, whatever it claims.
+                let (w, h) = (usize::from(r.w), usize::from(r.h));
+                // The output room is the longest tile stream of the
+                // rectangle: a stream that would expand further stops there.
+                let mut tiles = vec![0; crate::tiles::max_stream_len(w, h)];
                 let n = miniz_oxide::inflate::decompress_slice_iter_to_slice(
-                    &mut packed,
+                    &mut tiles,
                     std::iter::once(&data.0[..]),
                     false,
                     true,
                 )
                 .map_err(|e| ApplyError::Decompress(format!("deflate: {e:?}")))?;
-                if n != packed.len() {
-                    return Err(ApplyError::WrongLength {
-                        got: n,
-                        expected: packed.len(),
-                    });
-                }
-                let mut raw = vec![0; pixels * 4];
-                for (d, s) in raw.chunks_exact_mut(4).zip(packed.chunks_exact(3)) {
-                    d[..3].copy_from_slice(s);
-                }
+                let mut raw = vec![0; w * h * 4];
+                crate::tiles::decode(&tiles[..n], w, h, &mut raw)
+                    .map_err(|e| ApplyError::Decompress(e.to_string()))?;
                 self.blit(r, &raw)?;
             }
         }
@@ -439,7 +432,9 @@ mod tests {
     #[test]
     fn deflate_rects_apply_and_a_stream_that_expands_too_far_is_refused() {
         let mut f = fb(8, 8);
-        let packed: Vec<u8> = (0..12u32).flat_map(|i| [i as u8, 7, 200]).collect();
+        let xrgb: Vec<u8> = (0..12u32).flat_map(|i| [i as u8, 7, 200, 0]).collect();
+        let mut stream = Vec::new();
+        crate::tiles::encode(&xrgb, 3, 4, &mut stream);
         let rect = |data: Vec<u8>| Rect {
             x: 5,
             y: 4,
@@ -447,26 +442,23 @@ mod tests {
             h: 4,
             encoding: Encoding::Deflate(Payload(data)),
         };
-        let stream = miniz_oxide::deflate::compress_to_vec(&packed, 1);
-        f.apply_rect(&rect(stream)).unwrap();
+        f.apply_rect(&rect(miniz_oxide::deflate::compress_to_vec(&stream, 1)))
+            .unwrap();
         assert_eq!(px(&f, 5, 4), 0x00c8_0700);
         assert_eq!(px(&f, 7, 7), 0x00c8_070b);
-        // 40 bytes of deflate that expand to 1 MB: stopped at the
-        // rectangle's 36 bytes, nothing written.
+        // A few hundred bytes of deflate that expand to 1 MB: stopped at the
+        // rectangle's longest tile stream, nothing written.
         let bomb = miniz_oxide::deflate::compress_to_vec(&vec![0u8; 1 << 20], 9);
         assert!(bomb.len() < 2000);
         assert!(matches!(
             f.apply_rect(&rect(bomb)),
             Err(ApplyError::Decompress(_))
         ));
-        let short = miniz_oxide::deflate::compress_to_vec(&packed[..30], 1);
-        assert_eq!(
+        let short = miniz_oxide::deflate::compress_to_vec(&stream[..stream.len() - 1], 1);
+        assert!(matches!(
             f.apply_rect(&rect(short)),
-            Err(ApplyError::WrongLength {
-                got: 30,
-                expected: 36
-            })
-        );
+            Err(ApplyError::Decompress(e)) if e.contains("ends inside tile 0")
+        ));
         assert!(f.apply_rect(&rect(vec![0xff; 9])).is_err());
         assert_eq!(px(&f, 7, 7), 0x00c8_070b);
     }

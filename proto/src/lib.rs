@@ -104,6 +104,7 @@ pub mod rotation;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tiles;
 pub mod wire;
 
 pub use fingerprint::Fingerprint;

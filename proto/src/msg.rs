@@ -350,10 +350,10 @@ pub enum Encoding {
     Lz4(Payload),
     /// Rows of XRGB8888 pixels, uncompressed.
     Raw(Payload),
-    /// Rows of pixels of 3 bytes each (an XRGB8888 pixel's little-endian
-    /// bytes B, G, R without the X byte), `w * 3` bytes a row, compressed as
-    /// one raw deflate stream (RFC 1951, no zlib header). Only sent to an
-    /// expert that announced [`Capabilities::DEFLATE`].
+    /// The rectangle as a tile stream ([`crate::tiles`]: tiles of 64
+    /// pixels, each raw, solid, a packed palette or runs, 3-byte pixels),
+    /// compressed as one raw deflate stream (RFC 1951, no zlib header).
+    /// Only sent to an expert that announced [`Capabilities::DEFLATE`].
     Deflate(Payload),
 }
 

@@ -157,8 +157,8 @@ pub struct Encoder {
     scroll: ScrollSearch,
     scratch: Vec<u8>,
     compressed: Vec<u8>,
-    /// One row converted to XRGB8888, before packing it for deflate.
-    row: Vec<u8>,
+    /// The tile stream of a rectangle, before deflate.
+    tiles: Vec<u8>,
     /// Set when the expert takes [`Encoding::Deflate`].
     deflate: Option<Deflater>,
     probing: Option<Probing>,
@@ -684,46 +684,42 @@ impl Encoder {
         }
     }
 
-    /// Encodes one area as [`Encoding::Deflate`], or `Raw` when deflate
-    /// cannot make it smaller than 3 bytes a pixel.
+    /// Encodes one area as [`Encoding::Deflate`] (a tile stream, deflated),
+    /// or `Raw` when that is no smaller.
     fn deflate_area(&mut self, a: Area, stats: &mut EncodeStats) -> Encoding {
         let (_, rb, bpp) = self.layout();
         let Some(g) = self.geometry else {
             unreachable!("areas exist only once a frame was seen")
         };
-        let packed_len = a.w * 3 * a.h;
-        self.scratch.resize(packed_len, 0);
-        self.row.resize(a.w * 4, 0);
-        for (i, dst) in self.scratch.chunks_exact_mut(a.w * 3).enumerate() {
+        let raw_len = a.w * 4 * a.h;
+        self.scratch.resize(raw_len, 0);
+        for (i, dst) in self.scratch.chunks_exact_mut(a.w * 4).enumerate() {
             let y = a.y + i;
-            let src = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
-            row_to_xrgb8888(g.format, src, &mut self.row);
-            for (d, s) in dst.chunks_exact_mut(3).zip(self.row.chunks_exact(4)) {
-                d.copy_from_slice(&s[..3]);
-            }
+            row_to_xrgb8888(
+                g.format,
+                &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp],
+                dst,
+            );
         }
-        // Room for the packed pixels in stored blocks (5 bytes of header
-        // per 64 KiB): photo-like content still goes at 3 bytes a pixel.
+        self.tiles.clear();
+        shoulder_proto::tiles::encode(&self.scratch, a.w, a.h, &mut self.tiles);
+        // Room for the tile stream in stored blocks (5 bytes of header per
+        // 64 KiB): deflate never fails for want of room.
         self.compressed
-            .resize(packed_len + packed_len / 8192 + 64, 0);
+            .resize(self.tiles.len() + self.tiles.len() / 8192 + 64, 0);
         let Some(Deflater(d)) = self.deflate.as_mut() else {
             unreachable!("called only with deflate on")
         };
         d.reset();
-        let (status, read, n) =
-            compress(d, &self.scratch, &mut self.compressed, TDEFLFlush::Finish);
-        if status == TDEFLStatus::Done && read == packed_len {
+        let (status, read, n) = compress(d, &self.tiles, &mut self.compressed, TDEFLFlush::Finish);
+        if status == TDEFLStatus::Done && read == self.tiles.len() && n < raw_len {
             stats.deflate += 1;
             stats.payload_bytes += n;
             return Encoding::Deflate(Payload(self.compressed[..n].to_vec()));
         }
         stats.raw += 1;
-        stats.payload_bytes += a.w * 4 * a.h;
-        let mut raw = vec![0; a.w * 4 * a.h];
-        for (d, s) in raw.chunks_exact_mut(4).zip(self.scratch.chunks_exact(3)) {
-            d[..3].copy_from_slice(s);
-        }
-        Encoding::Raw(Payload(raw))
+        stats.payload_bytes += raw_len;
+        Encoding::Raw(Payload(self.scratch.clone()))
     }
 
     /// Encodes one area of the (updated) shadow as the cheapest encoding.
