@@ -16,6 +16,11 @@
 //!     frame on stdout: {"frame":i,"t_mono_us":T,"fb_hash":"…"} with T the
 //!     CLOCK_MONOTONIC time right after the frame was written. Capture the
 //!     file with rawfile:FILE@WxH:XRGB8888 and match hashes to measure latency.
+//! capture-probe play dir:DIR FILE [--size WxH] [--fps F] [--count N]
+//!     The same with recorded frames: the files `*.xrgb` of DIR in name order
+//!     (raw XRGB8888 of --size, no padding; the X byte is written as zero),
+//!     each played once unless --count asks for more (then from the start
+//!     again). Each file is read before its frame is due.
 //! ```
 
 use std::io::Write as _;
@@ -24,7 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
+use shoulder_capture::scenarios::ScenarioFrames;
 use shoulder_capture::{Frame, FrameSource, SourceSpec};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -32,7 +37,7 @@ use xxhash_rust::xxh3::xxh3_64;
 const MAX_COUNT: u64 = 1_000_000;
 
 fn usage() -> String {
-    "usage:\n  capture-probe show SOURCE [-o FILE.ppm]\n  capture-probe watch SOURCE [--count N] [--interval-ms MS]\n  capture-probe play SCENARIO FILE [--size WxH] [--fps F] [--count N]\n\
+    "usage:\n  capture-probe show SOURCE [-o FILE.ppm]\n  capture-probe watch SOURCE [--count N] [--interval-ms MS]\n  capture-probe play SCENARIO|dir:DIR FILE [--size WxH] [--fps F] [--count N]\n\
      SOURCE: drm[:DEVICE[@CONNECTOR]] | fbdev[:DEVICE] | rawfile:PATH@WxH:FORMAT | synthetic[:WxH]\n\
      SCENARIO: menu | typing | scroll | clock | page-switch | noise"
         .into()
@@ -78,7 +83,7 @@ fn run(args: &[String]) -> Result<(), String> {
             watch(&spec, count, Duration::from_millis(interval))
         }
         Some("play") => {
-            let scenario: Scenario = args.get(1).ok_or_else(usage)?.parse()?;
+            let what = args.get(1).ok_or_else(usage)?;
             let file = PathBuf::from(args.get(2).ok_or_else(usage)?);
             let size: String = opt(args, "--size")?.unwrap_or_else(|| "1920x1080".into());
             let (w, h) = size
@@ -90,8 +95,17 @@ fn run(args: &[String]) -> Result<(), String> {
             if !(fps > 0.0 && fps <= 1000.0) {
                 return Err(format!("--fps {fps} must be between 0 and 1000"));
             }
-            let count: u64 = opt(args, "--count")?.unwrap_or(100).min(MAX_COUNT);
-            play(scenario, &file, (w, h), fps, count)
+            let count: Option<u64> = opt(args, "--count")?;
+            let frames = match what.strip_prefix("dir:") {
+                Some(dir) => PlayFrames::Dir(frame_files(std::path::Path::new(dir), (w, h))?),
+                None => PlayFrames::Scenario(ScenarioFrames::new(what.parse()?, w, h)),
+            };
+            let count = match (&frames, count) {
+                (_, Some(n)) => n,
+                (PlayFrames::Dir(files), None) => files.len() as u64,
+                (PlayFrames::Scenario(_), None) => 100,
+            };
+            play(&frames, &file, (w, h), fps, count.min(MAX_COUNT))
         }
         _ => Err(usage()),
     }
@@ -186,15 +200,90 @@ fn mono_us() -> u64 {
     t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
 }
 
+/// What `play` writes: a benchmark scenario, or recorded frames.
+enum PlayFrames {
+    Scenario(ScenarioFrames),
+    /// The `*.xrgb` files of a directory, in name order.
+    Dir(Vec<PathBuf>),
+}
+
+impl PlayFrames {
+    /// Puts frame `i` into `px` (width × height × 4 bytes).
+    fn fill(&self, i: u64, px: &mut [u8]) -> Result<(), String> {
+        match self {
+            PlayFrames::Scenario(seq) => {
+                seq.render(i as usize, px);
+                Ok(())
+            }
+            PlayFrames::Dir(files) => {
+                let path = &files[(i % files.len() as u64) as usize];
+                let data = std::fs::read(path)
+                    .map_err(|e| format!("cannot read frame {}: {e}", path.display()))?;
+                if data.len() != px.len() {
+                    return Err(format!(
+                        "frame {} has {} bytes, not {} (width × height × 4 of --size): \
+                         render the frames at that size or pass the right --size",
+                        path.display(),
+                        data.len(),
+                        px.len()
+                    ));
+                }
+                px.copy_from_slice(&data);
+                // The X byte is padding: zero, as the expert's fb_hash counts it.
+                for p in px.chunks_exact_mut(4) {
+                    p[3] = 0;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `*.xrgb` files of `dir` in name order, each checked to be one frame of
+/// `w`×`h` XRGB8888.
+fn frame_files(dir: &std::path::Path, (w, h): (u32, u32)) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list the frame directory {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list the frame directory {}: {e}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|x| x == "xrgb") {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "the frame directory {} has no *.xrgb files (raw {w}x{h} XRGB8888 frames)",
+            dir.display()
+        ));
+    }
+    files.sort();
+    let want = u64::from(w) * u64::from(h) * 4;
+    for path in &files {
+        let len = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read frame {}: {e}", path.display()))?
+            .len();
+        if len != want {
+            return Err(format!(
+                "frame {} has {len} bytes, not {want} ({w}x{h} XRGB8888): \
+                 render the frames at that size or pass the right --size",
+                path.display()
+            ));
+        }
+    }
+    Ok(files)
+}
+
 fn play(
-    scenario: Scenario,
+    frames: &PlayFrames,
     path: &PathBuf,
     (w, h): (u32, u32),
     fps: f64,
     count: u64,
 ) -> Result<(), String> {
-    let seq = ScenarioFrames::new(scenario, w, h);
-    let mut px = seq.buffer();
+    let mut px = vec![0u8; w as usize * h as usize * 4];
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -207,7 +296,7 @@ fn play(
     let start = Instant::now();
     let mut stdout = std::io::stdout().lock();
     for i in 0..count {
-        seq.render(i as usize, &mut px);
+        frames.fill(i, &mut px)?;
         let due = start + period * u32::try_from(i).unwrap_or(u32::MAX);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -230,4 +319,35 @@ fn play(
     };
     Frame::new(&px, g, w as usize * 4).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_dir_is_checked() {
+        let dir = std::env::temp_dir().join(format!("capture-probe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = frame_files(&dir, (2, 2)).unwrap_err();
+        assert!(err.contains("no *.xrgb files"), "{err}");
+        std::fs::write(dir.join("0001.xrgb"), [7u8; 16]).unwrap();
+        std::fs::write(dir.join("0000.xrgb"), [9u8; 16]).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a frame").unwrap();
+        let files = frame_files(&dir, (2, 2)).unwrap();
+        assert_eq!(files.len(), 2);
+        assert!(files[0].ends_with("0000.xrgb"));
+        let frames = PlayFrames::Dir(files);
+        let mut px = [0u8; 16];
+        frames.fill(1, &mut px).unwrap();
+        assert_eq!(px, [7, 7, 7, 0, 7, 7, 7, 0, 7, 7, 7, 0, 7, 7, 7, 0]);
+        frames.fill(2, &mut px).unwrap();
+        assert_eq!(px[0], 9);
+        std::fs::write(dir.join("0002.xrgb"), [1u8; 15]).unwrap();
+        let err = frame_files(&dir, (2, 2)).unwrap_err();
+        assert!(err.contains("has 15 bytes, not 16"), "{err}");
+        let err = frame_files(&dir.join("missing"), (2, 2)).unwrap_err();
+        assert!(err.contains("cannot list the frame directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
