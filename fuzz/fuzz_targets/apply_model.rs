@@ -198,12 +198,12 @@ impl FuzzRect {
                     Len::Exact => (usize::from(w), usize::from(h)),
                     Len::Off(d) => (usize::from(w), usize::from(h).saturating_add_signed(isize::from(*d))),
                 };
-                let tiles = tile_stream(&pixels.bytes(tw * th * 4), tw, th);
+                let tiles = tile_stream(&pixels.bytes(tw.saturating_mul(th).saturating_mul(4)), tw, th);
                 Encoding::Deflate(Payload(miniz_oxide::deflate::compress_to_vec(&tiles, level % 10)))
             }
             Body::DeflateDamaged { pixels, at, damage } => {
                 let (tw, th) = (usize::from(w), usize::from(h));
-                let tiles = tile_stream(&pixels.bytes(tw * th * 4), tw, th);
+                let tiles = tile_stream(&pixels.bytes(tw.saturating_mul(th).saturating_mul(4)), tw, th);
                 let mut c = miniz_oxide::deflate::compress_to_vec(&tiles, 1);
                 let at = usize::from(*at) % c.len().max(1);
                 match damage {
@@ -318,10 +318,10 @@ impl Model {
 /// The encoder's tile stream of `w`×`h` XRGB8888 pixels (cut or padded
 /// to that size), or nothing for an empty rectangle.
 fn tile_stream(xrgb: &[u8], w: usize, h: usize) -> Vec<u8> {
-    let mut px = xrgb.to_vec();
-    px.resize(w * h * 4, 0x5a);
     let mut out = Vec::new();
-    if w * h * 4 <= MAX_GENERATED {
+    if w.saturating_mul(h).saturating_mul(4) <= MAX_GENERATED {
+        let mut px = xrgb.to_vec();
+        px.resize(w * h * 4, 0x5a);
         shoulder_proto::tiles::encode(&px, w, h, &mut out);
     }
     out

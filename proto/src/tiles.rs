@@ -136,25 +136,34 @@ pub fn encode(xrgb: &[u8], w: usize, h: usize, out: &mut Vec<u8>) {
         idx.clear();
         let mut full = false;
         let (mut runs, mut singles, mut run_len) = (0usize, 0usize, 0usize);
-        let mut prev = None;
+        // Pixels equal to the one before (most of them, on a user
+        // interface) cost one compare: no palette lookup.
+        let (mut prev, mut prev_index) = (u32::MAX, 0u8);
         for y in ty..ty + th {
-            for x in tx..tx + tw {
-                let c = px(x, y);
+            let row = &xrgb[(y * w + tx) * 4..(y * w + tx + tw) * 4];
+            for p in row.chunks_exact(4) {
+                let c = u32::from_le_bytes([p[0], p[1], p[2], 0]);
+                if c == prev {
+                    run_len += 1;
+                    if !full {
+                        idx.push(prev_index);
+                    }
+                    continue;
+                }
+                if run_len == 1 {
+                    singles += 1;
+                }
+                runs += 1;
+                run_len = 1;
+                prev = c;
                 if !full {
                     match pal.index_or_add(c) {
-                        Some(i) => idx.push(i),
+                        Some(i) => {
+                            idx.push(i);
+                            prev_index = i;
+                        }
                         None => full = true,
                     }
-                }
-                if prev == Some(c) {
-                    run_len += 1;
-                } else {
-                    if run_len == 1 {
-                        singles += 1;
-                    }
-                    runs += 1;
-                    run_len = 1;
-                    prev = Some(c);
                 }
             }
         }

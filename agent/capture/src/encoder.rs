@@ -13,8 +13,10 @@
 //!    turns it into `Copy` rectangles;
 //! 3. merges what is left into rectangles (one per run of changed tile
 //!    columns per tile row, joined vertically, trimmed to what differs);
-//! 4. encodes each rectangle from the shadow as the cheapest of `Solid`,
-//!    `Lz4` and `Raw`, converted to XRGB8888;
+//! 4. encodes each rectangle from the shadow, converted to XRGB8888, as
+//!    `Solid` when it is one colour, else as `Deflate` (the tile stream of
+//!    [`shoulder_proto::tiles`], deflated) for an expert that takes it or
+//!    `Lz4` for one that does not, or `Raw` when that is no smaller;
 //! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
 //!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
 //!
@@ -68,9 +70,13 @@ pub const MAX_RECT_BYTES: usize = 256 * 1024;
 /// compress better and cost fewer headers.
 const MAX_FINE_AREAS: usize = 96;
 
-/// Deflate level: 1 is miniz's fast path; higher levels cost several times
-/// the time for a few percent (BENCHMARKS.md, "Compression").
-const DEFLATE_LEVEL: i32 = 1;
+/// Deflate level of photo-like areas: 1 is miniz's fast path; higher
+/// levels take twice the time and more for a few percent there
+/// (BENCHMARKS.md, "Compression").
+const DEFLATE_LEVEL_PHOTO: u8 = 1;
+/// Deflate level of user interfaces (tile streams of at most a byte a
+/// pixel): 2 has all but 1 % of what 9 gets there.
+const DEFLATE_LEVEL_UI: u8 = 2;
 
 /// `previous_at` entry of a row that did not change.
 const UNCHANGED: u32 = u32::MAX;
@@ -711,6 +717,16 @@ impl Encoder {
             unreachable!("called only with deflate on")
         };
         d.reset();
+        // Photo-like areas (mostly raw tiles, over a byte a pixel) gain
+        // little from a thorough search and would take several times as
+        // long; user interfaces are a small stream by then, and a thorough
+        // search is cheap there.
+        let photo_like = self.tiles.len() > a.w * a.h;
+        d.set_compression_level_raw(if photo_like {
+            DEFLATE_LEVEL_PHOTO
+        } else {
+            DEFLATE_LEVEL_UI
+        });
         let (status, read, n) = compress(d, &self.tiles, &mut self.compressed, TDEFLFlush::Finish);
         if status == TDEFLStatus::Done && read == self.tiles.len() && n < raw_len {
             stats.deflate += 1;
@@ -781,7 +797,7 @@ struct Deflater(Box<CompressorOxide>);
 impl Deflater {
     fn new() -> Self {
         // Level 1 (greedy, one probe: the fast path), raw deflate.
-        let flags = create_comp_flags_from_zip_params(DEFLATE_LEVEL, -15, 0);
+        let flags = create_comp_flags_from_zip_params(i32::from(DEFLATE_LEVEL_PHOTO), -15, 0);
         Self(Box::new(CompressorOxide::new(flags)))
     }
 }
