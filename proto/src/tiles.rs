@@ -132,6 +132,19 @@ pub fn encode(xrgb: &[u8], w: usize, h: usize, out: &mut Vec<u8>) {
     let mut pal = Palette::new();
     let mut idx: Vec<u8> = Vec::with_capacity(TILE_EDGE * TILE_EDGE);
     for (tx, ty, tw, th) in tiles(w, h) {
+        // One colour (backgrounds, most tiles of an interface): found with
+        // a compare per pixel, before any palette work.
+        let first = px(tx, ty);
+        let same = |p: &[u8]| u32::from_le_bytes([p[0], p[1], p[2], 0]) == first;
+        if (ty..ty + th).all(|y| {
+            xrgb[(y * w + tx) * 4..(y * w + tx + tw) * 4]
+                .chunks_exact(4)
+                .all(same)
+        }) {
+            out.push(1);
+            put(out, first);
+            continue;
+        }
         pal.clear();
         idx.clear();
         let mut full = false;
@@ -250,10 +263,65 @@ pub fn encode(xrgb: &[u8], w: usize, h: usize, out: &mut Vec<u8>) {
             }
         } else {
             out.push(0);
-            for y in ty..ty + th {
-                for x in tx..tx + tw {
-                    put(out, px(x, y));
+            let start = out.len();
+            out.resize(start + 3 * n, 0);
+            let rows = out[start..].chunks_exact_mut(3 * tw);
+            for (y, dst) in (ty..ty + th).zip(rows) {
+                let row = &xrgb[(y * w + tx) * 4..(y * w + tx + tw) * 4];
+                for (d, s) in dst.chunks_exact_mut(3).zip(row.chunks_exact(4)) {
+                    d.copy_from_slice(&s[..3]);
                 }
+            }
+        }
+    }
+}
+
+/// Writes the pixels of one tile in row order into the rectangle.
+struct TileWriter<'a> {
+    xrgb: &'a mut [u8],
+    /// Byte offset of the next pixel, and its column in the tile.
+    at: usize,
+    col: usize,
+    tile_w: usize,
+    /// Bytes from the end of a tile row to the start of the next.
+    skip: usize,
+}
+
+impl<'a> TileWriter<'a> {
+    fn new(xrgb: &'a mut [u8], w: usize, tx: usize, ty: usize, tile_w: usize) -> Self {
+        Self {
+            xrgb,
+            at: (ty * w + tx) * 4,
+            col: 0,
+            tile_w,
+            skip: (w - tile_w) * 4,
+        }
+    }
+
+    /// The next pixel; the caller writes at most the tile's pixels.
+    fn put(&mut self, p: [u8; 4]) {
+        self.xrgb[self.at..self.at + 4].copy_from_slice(&p);
+        self.at += 4;
+        self.col += 1;
+        if self.col == self.tile_w {
+            self.col = 0;
+            self.at += self.skip;
+        }
+    }
+
+    /// `len` pixels of `p`, a row piece at a time.
+    fn run(&mut self, p: [u8; 4], mut len: usize) {
+        while len > 0 {
+            let k = len.min(self.tile_w - self.col);
+            for d in self.xrgb[self.at..self.at + 4 * k].chunks_exact_mut(4) {
+                d.copy_from_slice(&p);
+            }
+            len -= k;
+            self.at += 4 * k;
+            self.col += k;
+            if self.col == self.tile_w {
+                self.col = 0;
+                self.at += self.skip;
             }
         }
     }
@@ -272,37 +340,27 @@ pub fn decode(stream: &[u8], w: usize, h: usize, xrgb: &mut [u8]) -> Result<(), 
         };
         let pixel = |b: &[u8]| [b[0], b[1], b[2], 0];
         let n = tw * th;
-        // Pixel `i` of the tile, in row order.
-        let mut set = |i: usize, p: [u8; 4]| {
-            let (x, y) = (tx + i % tw, ty + i / tw);
-            let o = (y * w + x) * 4;
-            xrgb[o..o + 4].copy_from_slice(&p);
-        };
+        let mut out = TileWriter::new(xrgb, w, tx, ty, tw);
         let header = take(1)?[0];
         match header {
             0 => {
-                let data = take(n * 3)?;
-                for (i, p) in data.chunks_exact(3).enumerate() {
-                    set(i, pixel(p));
+                for p in take(n * 3)?.chunks_exact(3) {
+                    out.put(pixel(p));
                 }
             }
-            1 => {
-                let p = pixel(take(3)?);
-                (0..n).for_each(|i| set(i, p));
-            }
+            1 => out.run(pixel(take(3)?), n),
             2..=16 => {
                 let k = usize::from(header);
                 let palette: Vec<[u8; 4]> = take(3 * k)?.chunks_exact(3).map(pixel).collect();
                 let bits = packed_bits(k);
                 let row_bytes = (tw * bits).div_ceil(8);
                 let mask = (1u8 << bits) - 1;
-                for y in 0..th {
+                for _ in 0..th {
                     let row = take(row_bytes)?;
                     for x in 0..tw {
                         let bit = x * bits;
                         let i = (row[bit / 8] >> (8 - bits - bit % 8)) & mask;
-                        let p = *palette.get(usize::from(i)).ok_or(TileError::BadIndex(t))?;
-                        set(y * tw + x, p);
+                        out.put(*palette.get(usize::from(i)).ok_or(TileError::BadIndex(t))?);
                     }
                 }
             }
@@ -342,7 +400,7 @@ pub fn decode(stream: &[u8], w: usize, h: usize, xrgb: &mut [u8]) -> Result<(), 
                     if i + run > n {
                         return Err(TileError::LongRun(t));
                     }
-                    (i..i + run).for_each(|j| set(j, p));
+                    out.run(p, run);
                     i += run;
                 }
             }

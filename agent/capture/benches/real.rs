@@ -4,7 +4,8 @@
 //! directory, its `*.xrgb` frames in name order (raw 1920×1080 XRGB8888,
 //! rows packed, as `scripts/real-content/render` writes them) as one
 //! sequence, one core, lz4 and deflate, and prints per sequence: encode time per frame
-//! (median, p90, max), bytes per frame on the wire (length-prefixed
+//! (median, p90, max), the client's time to apply the update (median),
+//! bytes per frame on the wire (length-prefixed
 //! postcard frames, before TLS) and how many were `Copy` rectangles. Every
 //! update is applied to a client framebuffer and checked against the frame:
 //! a mismatch fails the run. Without directories it looks in
@@ -59,6 +60,7 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
     enc.set_deflate(deflate);
     let mut fb: Option<Framebuffer> = None;
     let (mut times, mut bytes, mut copies) = (Vec::new(), Vec::new(), 0usize);
+    let mut apply_times = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let buf = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         let frame = Frame::new(&buf, g, W as usize * 4).map_err(|e| {
@@ -80,9 +82,11 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
             fb = Some(Framebuffer::new(info).map_err(|e| e.to_string())?);
         }
         let fbm = fb.as_mut().ok_or("an update came before the screen info")?;
+        let t = Instant::now();
         for p in &update.parts {
             fbm.apply(p).map_err(|e| format!("{}: {e}", f.display()))?;
         }
+        let applied = t.elapsed();
         if fbm.normalized() != frame.to_xrgb8888() {
             return Err(format!(
                 "{}: the client's view differs from the frame",
@@ -94,6 +98,7 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
                 eprintln!("{}: {:?}", f.display(), update.stats);
             }
             times.push(took);
+            apply_times.push(applied);
             copies += update.stats.copy;
             bytes.push(
                 update
@@ -108,7 +113,7 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
     }
     let n = times.len();
     Ok(format!(
-        "| {} | {} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} |",
+        "| {} | {} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} | {} |",
         dir.file_name()
             .map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into()),
         if deflate { "deflate" } else { "lz4" },
@@ -117,6 +122,7 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
         ms(*times.iter().max().unwrap_or(&Duration::ZERO)),
         bytes.iter().sum::<usize>() as f64 / n as f64 / 1024.0,
         *bytes.iter().max().unwrap_or(&0) as f64 / 1024.0,
+        ms(pct(&apply_times, 50)),
     ))
 }
 
@@ -147,9 +153,9 @@ fn main() {
     }
     println!("\nshoulder-capture encoder on real content, {W}×{H} XRGB8888, one core\n");
     println!(
-        "| sequence | compression | changed frames | encode median ms | p90 ms | max ms | KB/frame mean | KB/frame max | copies |"
+        "| sequence | compression | changed frames | encode median ms | p90 ms | max ms | KB/frame mean | KB/frame max | copies | client apply median ms |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut failed = false;
     for d in &dirs {
         for deflate in [false, true] {

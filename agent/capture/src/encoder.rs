@@ -65,6 +65,15 @@ const _: () = assert!(MAX_TILE_COLS <= 128);
 /// rectangles are cut into row slices: lz4's window is 64 KiB, so larger
 /// slices would not compress better, and four of them still fit one part.
 pub const MAX_RECT_BYTES: usize = 256 * 1024;
+/// The same for deflate, whose rectangles compress better the larger they
+/// are (more context; a whole page switch is 12 % smaller as one
+/// rectangle than in slices of 256 KiB). Compressed, a slice is at most its
+/// tile stream, 3 bytes a pixel and a header per tile: 786,688 bytes, under
+/// [`MAX_UPDATE_PAYLOAD`].
+pub const MAX_DEFLATE_RECT_BYTES: usize = 1024 * 1024;
+const _: () = assert!(
+    MAX_DEFLATE_RECT_BYTES / 4 * 3 + MAX_DEFLATE_RECT_BYTES / 4 / 64 + 1024 < MAX_UPDATE_PAYLOAD
+);
 /// Row-precise damage is used while it needs at most this many rectangles;
 /// busier damage is sent as tile bands, whose fewer, larger rectangles
 /// compress better and cost fewer headers.
@@ -452,7 +461,12 @@ impl Encoder {
             if area.w == 0 || area.h == 0 {
                 continue;
             }
-            let rows_per_slice = (MAX_RECT_BYTES / (area.w * 4)).max(1);
+            let most = if self.deflate.is_some() {
+                MAX_DEFLATE_RECT_BYTES
+            } else {
+                MAX_RECT_BYTES
+            };
+            let rows_per_slice = (most / (area.w * 4)).max(1);
             let mut y = area.y;
             while y < area.y + area.h {
                 let slice_h = rows_per_slice.min(area.y + area.h - y);
