@@ -22,7 +22,7 @@ use std::time::{Duration, Instant as StdInstant};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use shoulder_capture::scenarios::{Scenario as Screen, ScenarioFrames};
 use shoulder_capture::source::{Frame, PixelFormat, ScreenGeometry};
-use shoulder_capture::{Encoder, LinkEstimate};
+use shoulder_capture::{Encoder, LinkEstimate, Pacer, PacingConfig};
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::encode;
@@ -165,6 +165,8 @@ pub struct Report {
     /// Lossy rectangles sent, and the device's link estimate at the end.
     pub jpeg_rects: u64,
     pub estimated_bps: Option<u64>,
+    /// `bytes_to_expert` when the screen last changed.
+    pub bytes_to_expert_at_last_change: u64,
 }
 
 /// A tiny deterministic PRNG (xorshift64*).
@@ -617,7 +619,9 @@ pub fn run(s: &Scenario) -> Report {
     shown.insert(device_hash);
     let mut encoder = Encoder::new();
     let mut view: Option<ViewConsent> = None;
-    let mut wanted: Option<bool> = None; // Some(full) when the expert asked
+    // When to capture, as the agent's capture thread decides: fast after a
+    // change, backing off on a still screen.
+    let mut pacer = Pacer::new(PacingConfig::default());
     let mut fb: Option<Framebuffer> = None;
     // Hash of the expert's view, updated when an update completes.
     let mut view_hash: Option<u64> = None;
@@ -639,6 +643,7 @@ pub fn run(s: &Scenario) -> Report {
         exact_after_last_change: None,
         jpeg_rects: 0,
         estimated_bps: None,
+        bytes_to_expert_at_last_change: 0,
     };
     let mut in_sync = false;
     let mut lag_since: Option<i64> = None;
@@ -816,10 +821,13 @@ pub fn run(s: &Scenario) -> Report {
                         encoder.set_deflate(d.deflate_supported());
                         view = Some(v);
                     }
-                    DeviceOutput::StopCapture => view = None,
+                    DeviceOutput::StopCapture => {
+                        view = None;
+                        pacer.stop();
+                    }
                     DeviceOutput::UpdateRequested { incremental } => {
                         link_estimate.requested(at(now_us));
-                        wanted = Some(wanted.unwrap_or(false) || !incremental);
+                        pacer.request(at(now_us), incremental);
                     }
                     DeviceOutput::Close { reason, detail } => {
                         report
@@ -839,6 +847,7 @@ pub fn run(s: &Scenario) -> Report {
             let h = hash(&pixels);
             if h != device_hash {
                 last_change_us = now_us;
+                report.bytes_to_expert_at_last_change = dev.tls_bytes_out;
                 report.usable_after_last_change = None;
                 report.exact_after_last_change = None;
             }
@@ -847,9 +856,11 @@ pub fn run(s: &Scenario) -> Report {
         }
         // Client-paced updates, only with a live consent, only when the
         // previous one left the TLS buffer (no backlog on a slow link).
-        if let (Some(full), Some(v)) = (wanted, view.as_ref())
+        if let Some(v) = view.as_ref()
             && dev.out.len() < 64 * 1024
+            && pacer.should_capture(at(now_us))
         {
+            let full = pacer.full_requested();
             let frame = Frame::new(&pixels, geometry, width as usize * 4).expect("frame");
             if s.lossy && device.as_ref().is_some_and(|d| d.jpeg_supported()) {
                 encoder.set_lossy(shoulder_capture::lossy::policy(
@@ -862,9 +873,9 @@ pub fn run(s: &Scenario) -> Report {
                 for m in u.into_messages() {
                     dev.out.extend(encode(&m).unwrap_or_default());
                 }
-                wanted = None;
-            } else if full {
-                wanted = Some(false);
+                pacer.captured(at(now_us), true);
+            } else {
+                pacer.captured(at(now_us), false);
             }
         }
         dev.pump();

@@ -916,6 +916,7 @@ impl Encoder {
 
 /// `xrgb` (`w`×`h` XRGB8888 pixels, B G R X in memory) as a baseline JPEG
 /// of `quality`; `None` if the encoder refuses (never for valid sizes).
+#[cfg(feature = "jpeg")]
 fn jpeg(xrgb: &[u8], w: usize, h: usize, quality: u8) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(w * h / 4);
     let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
@@ -927,6 +928,12 @@ fn jpeg(xrgb: &[u8], w: usize, h: usize, quality: u8) -> Option<Vec<u8>> {
     )
     .ok()?;
     Some(out)
+}
+
+/// Built without lossy rectangles: every area goes exact.
+#[cfg(not(feature = "jpeg"))]
+fn jpeg(_: &[u8], _: usize, _: usize, _: u8) -> Option<Vec<u8>> {
+    None
 }
 
 /// A deflate compressor, kept between rectangles (its tables are large).

@@ -46,6 +46,11 @@ pub struct Lossy {
 /// it closely.
 pub const REFINE_AFTER: Duration = Duration::from_millis(300);
 
+/// Refinement goes in pieces the link carries in this long: a change made
+/// meanwhile waits at most about this for the piece ahead of it, and each
+/// piece is large against the round trip that comes with every update.
+pub const REFINE_SHARE: Duration = Duration::from_millis(250);
+
 /// An area that the link carries exact within this long is sent exact.
 pub const EXACT_WITHIN: Duration = Duration::from_millis(50);
 
@@ -72,9 +77,11 @@ pub fn policy(bps: Option<u64>) -> Option<Lossy> {
         Some(b) if b < 16_000_000 => 65,
         Some(_) => 80,
     };
-    // Refinement per update: what the link carries in about 100 ms, at the
+    // Refinement per update: what the link carries in REFINE_SHARE, at the
     // 2 bytes a pixel photographs take exact; at least one tile.
-    let per_update_bytes = bps.map_or(usize::MAX, |b| (b / 8 / 10) as usize);
+    let per_update_bytes = bps.map_or(usize::MAX, |b| {
+        (b as f64 / 8.0 * REFINE_SHARE.as_secs_f64()) as usize
+    });
     let exact_below_bytes = bps.map_or(0, |b| {
         (b as f64 / 8.0 * EXACT_WITHIN.as_secs_f64()) as usize
     });
@@ -411,7 +418,7 @@ mod tests {
         assert_eq!(policy(e.bits_per_second()), None);
         let mid = policy(Some(20_000_000)).unwrap();
         assert_eq!(mid.quality, 80);
-        assert_eq!(mid.refine_pixels, 125_000);
+        assert_eq!(mid.refine_pixels, 312_500);
         // What 20 Mbit/s carries in 50 ms goes exact.
         assert_eq!(mid.exact_below_bytes, 125_000);
         assert_eq!(policy(None).unwrap().exact_below_bytes, 0);

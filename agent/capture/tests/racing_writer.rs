@@ -302,16 +302,13 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
     }
 
     let want = screen.frame().to_xrgb8888();
+    // A poll of the settled screen.
+    let still = |enc: &mut Encoder, fb: &mut Option<Framebuffer>, clock: &mut Instant| {
+        poll(&consent, enc, &screen.frame(), fb, false, clock)
+    };
     let mut matched = None;
     for n in 1..=settle_polls {
-        poll(
-            &consent,
-            &mut enc,
-            &screen.frame(),
-            &mut fb,
-            false,
-            &mut clock,
-        );
+        still(&mut enc, &mut fb, &mut clock);
         if fb.as_ref().is_some_and(|fb| fb.normalized() == want) {
             matched = Some(n);
             break;
@@ -335,14 +332,7 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
     // 32-bit format) may still go out first, found by the next compare of
     // every row, and must leave the view as it is.
     for _ in 0..settle_polls + 1 {
-        let sent = poll(
-            &consent,
-            &mut enc,
-            &screen.frame(),
-            &mut fb,
-            false,
-            &mut clock,
-        );
+        let sent = still(&mut enc, &mut fb, &mut clock);
         if fb.as_ref().is_none_or(|fb| fb.normalized() != want) {
             return Err(format!(
                 "{w}×{h} {format}: the view matched, then an update broke it"

@@ -398,7 +398,7 @@ impl Session {
                         rotation,
                         crate::capture::Decodes {
                             deflate: self.machine.deflate_supported(),
-                            jpeg: self.machine.jpeg_supported(),
+                            jpeg: cfg!(feature = "jpeg") && self.machine.jpeg_supported(),
                         },
                     ));
                     self.devices.capture_rx = Some(rx);

@@ -98,26 +98,22 @@ fn main() {
                     bandwidth_bps: Some(bps),
                     ..LinkConfig::default()
                 };
-                let run_one = |duration: Duration| {
-                    run(&Scenario {
-                        name: "slow link",
-                        link: link.clone(),
-                        outage: None,
-                        duration,
-                        screen_period: SWITCH_AT,
-                        screen: Screen::Clock,
-                        frames: Some(frames.clone()),
-                        lossy,
-                        resume: false,
-                        seed: 7,
-                    })
-                };
                 let started = Instant::now();
-                // The bytes up to the switch: the same run (deterministic),
-                // stopped there.
-                let before = run_one(SWITCH_AT - Duration::from_millis(1)).bytes_to_expert;
-                let r = run_one(SWITCH_AT + Duration::from_secs(tail));
-                let after = r.bytes_to_expert.saturating_sub(before);
+                let r = run(&Scenario {
+                    name: "slow link",
+                    link,
+                    outage: None,
+                    duration: SWITCH_AT + Duration::from_secs(tail),
+                    screen_period: SWITCH_AT,
+                    screen: Screen::Clock,
+                    frames: Some(frames.clone()),
+                    lossy,
+                    resume: false,
+                    seed: 7,
+                });
+                let after = r
+                    .bytes_to_expert
+                    .saturating_sub(r.bytes_to_expert_at_last_change);
                 println!(
                     "| {name} | {label} | {} | {} | {} | {:.1} | {} | {} |",
                     if lossy { "lossy" } else { "exact only" },
