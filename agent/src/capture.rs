@@ -25,7 +25,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shoulder_capture::{
-    CaptureError, Capturer, CapturerError, EncodedUpdate, Pacer, PacingConfig, Probing, Rotation,
+    CaptureError, Capturer, CapturerError, EncodedUpdate, LinkEstimate, Pacer, PacingConfig,
+    Probing, Rotation,
 };
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::{Message, ScreenList, ViewReport, text};
@@ -87,6 +88,16 @@ struct Want {
 
 type Shared = Arc<(Mutex<Want>, Condvar)>;
 
+/// What the expert's client decodes beyond the basics (its capabilities).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Decodes {
+    /// Deflate-compressed rectangles.
+    pub deflate: bool,
+    /// Lossy JPEG rectangles: sent for photo-like areas when the link is
+    /// slow, refined to exact pixels once still.
+    pub jpeg: bool,
+}
+
 /// The session's handle on its capture thread.
 #[derive(Debug)]
 pub struct CaptureHandle {
@@ -97,14 +108,14 @@ pub struct CaptureHandle {
 impl CaptureHandle {
     /// Starts the thread for one viewing: `rotation` turns the screen
     /// upright for the expert (a sideways panel), `max_fps` caps updates,
-    /// `deflate` when the expert takes deflate-compressed rectangles.
+    /// `decodes` says which encodings the expert takes.
     pub fn start(
         view: ViewConsent,
         backend: Arc<dyn CaptureBackend>,
         tx: mpsc::Sender<Message>,
         max_fps: u32,
         rotation: Rotation,
-        deflate: bool,
+        decodes: Decodes,
     ) -> Self {
         let want: Shared = Default::default();
         let w = want.clone();
@@ -121,7 +132,8 @@ impl CaptureHandle {
                     last_sent: None,
                     source: None,
                     rotation,
-                    deflate,
+                    decodes,
+                    link: LinkEstimate::new(),
                     screens: Vec::new(),
                     current: 0,
                     listed: false,
@@ -226,8 +238,10 @@ struct Worker {
     last_sent: Option<Instant>,
     source: Option<Capturer>,
     rotation: Rotation,
-    /// The expert takes deflate-compressed rectangles.
-    deflate: bool,
+    /// The encodings the expert takes.
+    decodes: Decodes,
+    /// How fast updates reach the expert: sets the lossy quality.
+    link: LinkEstimate,
     /// The screens to choose from (empty: the one the backend opens), as
     /// listed when the source was last opened, and the one shown.
     screens: Vec<crate::screens::Screen>,
@@ -247,6 +261,7 @@ impl Worker {
         while let Some(wake) = self.wait() {
             let now = Instant::now();
             if let Some(full) = wake.request {
+                self.link.requested(now);
                 self.pacer.request(now, !full);
                 if full && std::mem::take(&mut self.gave_up) {
                     tracing::info!("the expert asked for the whole screen: trying it again");
@@ -280,6 +295,9 @@ impl Worker {
             let Some(src) = self.source.as_mut() else {
                 continue;
             };
+            if self.decodes.jpeg {
+                src.set_lossy(shoulder_capture::lossy::policy(self.link.bits_per_second()));
+            }
             match src.capture(&self.view, self.pacer.full_requested()) {
                 Ok(None) => {
                     // A moving pointer keeps the polls fast, as a changing
@@ -287,7 +305,15 @@ impl Worker {
                     let moved = self.send_cursor();
                     self.pacer.captured(now, moved);
                 }
-                Ok(Some(EncodedUpdate { screen, parts, .. })) => {
+                Ok(Some(EncodedUpdate {
+                    screen,
+                    parts,
+                    stats,
+                })) => {
+                    // What goes on the wire, near enough: pixels and a
+                    // header per rectangle.
+                    self.link
+                        .sent(now, stats.payload_bytes + stats.rects * 16 + 64);
                     if let Some(info) = screen {
                         if self.unavailable {
                             tracing::info!("the screen is readable again");
@@ -445,7 +471,7 @@ impl Worker {
                     Capturer::new(s)
                         .with_probing(Probing::default())
                         .with_rotation(self.rotation)
-                        .with_deflate(self.deflate),
+                        .with_deflate(self.decodes.deflate),
                 );
                 true
             }
@@ -711,7 +737,14 @@ mod tests {
         max_fps: u32,
     ) -> (CaptureHandle, mpsc::Receiver<Message>) {
         let (tx, mut rx) = mpsc::channel(16);
-        let handle = CaptureHandle::start(view, backend, tx, max_fps, Rotation::Deg0, false);
+        let handle = CaptureHandle::start(
+            view,
+            backend,
+            tx,
+            max_fps,
+            Rotation::Deg0,
+            Decodes::default(),
+        );
         handle.request(true);
         assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
         while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
@@ -922,7 +955,10 @@ mod tests {
             tx,
             30,
             Rotation::Deg0,
-            true,
+            Decodes {
+                deflate: true,
+                jpeg: false,
+            },
         );
         handle.request(true);
         let Message::Screens(list) = next(&mut rx) else {

@@ -166,6 +166,11 @@ pub struct ConnArgs {
     /// name counts for offers).
     #[arg(long)]
     pub name: Option<String>,
+    /// Every update exact: no lossy pictures, even on a slow link (they
+    /// are otherwise sent for photographs and video when the link is
+    /// slow, and made exact once still).
+    #[arg(long)]
+    pub lossless: bool,
 }
 
 /// `shoulder 0.1.0 (protocol 1)`.
@@ -346,6 +351,7 @@ pub fn options(
         },
         known_hosts: None,
         name,
+        lossless: conn.lossless,
     })
 }
 
@@ -567,7 +573,9 @@ fn snapshot(
     mut choice: ScreenChoice,
     conn: &ConnArgs,
 ) -> Result<(), ClientError> {
-    let opts = options(Target::parse(target)?, conn, true)?;
+    let mut opts = options(Target::parse(target)?, conn, true)?;
+    // A snapshot is a record of the screen: exact pixels only.
+    opts.lossless = true;
     let output = output.to_owned();
     let saved = Arc::new(std::sync::Mutex::new(None::<Result<(), ClientError>>));
     let saved2 = saved.clone();

@@ -9,6 +9,10 @@
 //! `lz4_flex::block::decompress` with the rectangle's size as the cap,
 //! Deflate through `miniz_oxide`'s inflate to a growing vector with the
 //! rectangle's longest tile stream as the limit, then tiles read bit by bit.
+//! Jpeg is lossy and decoders may round differently, so there the model
+//! decodes with the same decoder, without the framebuffer's limits, and
+//! checks the size itself; JPEGs made by the device's encoder must apply
+//! and look like what was encoded.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -100,6 +104,19 @@ enum Body {
     },
     DeflatedTiles(Vec<u8>),
     DeflateGarbage(Vec<u8>),
+    /// A JPEG of generated pixels as the device's encoder makes it (of the
+    /// rectangle's size or not), damaged, or made up.
+    Jpeg {
+        pixels: Pattern,
+        len: Len,
+        quality: u8,
+    },
+    JpegDamaged {
+        pixels: Pattern,
+        at: u16,
+        damage: Damage,
+    },
+    JpegGarbage(Vec<u8>),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -217,6 +234,24 @@ impl FuzzRect {
             Body::DeflatedTiles(b) => {
                 Encoding::Deflate(Payload(miniz_oxide::deflate::compress_to_vec(b, 1)))
             }
+            Body::Jpeg { pixels, len, quality } => {
+                let th = match len {
+                    Len::Exact => h,
+                    Len::Off(d) => h.saturating_add_signed(i16::from(*d)),
+                };
+                Encoding::Jpeg(Payload(jpeg(pixels, w, th, *quality)))
+            }
+            Body::JpegDamaged { pixels, at, damage } => {
+                let mut c = jpeg(pixels, w, h, 75);
+                let at = usize::from(*at) % c.len().max(1);
+                match damage {
+                    Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
+                    Damage::Xor(_) => {}
+                    Damage::Truncate => c.truncate(at),
+                }
+                Encoding::Jpeg(Payload(c))
+            }
+            Body::JpegGarbage(b) => Encoding::Jpeg(Payload(b.clone())),
         };
         Rect {
             x: self.x.value(),
@@ -226,6 +261,41 @@ impl FuzzRect {
             encoding,
         }
     }
+}
+
+/// What the device's encoder sends for `w`×`h` generated pixels (nothing
+/// for sizes the harness does not generate or the encoder refuses).
+fn jpeg(pixels: &Pattern, w: u16, h: u16, quality: u8) -> Vec<u8> {
+    let n = usize::from(w) * usize::from(h) * 4;
+    let mut out = Vec::new();
+    if n == 0 || n > MAX_GENERATED {
+        return out;
+    }
+    let mut px = pixels.bytes(n);
+    px.resize(n, 0x5a);
+    let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    if enc.encode(&px, w, h, jpeg_encoder::ColorType::Bgra).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// A JPEG as XRGB8888 pixels if it is exactly `w`×`h`, with the decoder the
+/// client uses but none of its limits.
+fn model_jpeg(data: &[u8], w: usize, h: usize) -> Result<Vec<u32>, ()> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::BGRA)
+        .set_strict_mode(true);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(data), options);
+    let px = d.decode().map_err(|_| ())?;
+    let info = d.info().ok_or(())?;
+    if (usize::from(info.width), usize::from(info.height)) != (w, h) {
+        return Err(());
+    }
+    pixels_of(&px, w * h)
 }
 
 /// The reference: what the protocol says, one pixel at a time.
@@ -286,6 +356,7 @@ impl Model {
                 .map_err(|_| ())?;
                 model_tiles(&stream, w, h)?
             }
+            Encoding::Jpeg(data) => model_jpeg(&data.0, w, h)?,
         };
         for dy in 0..h {
             for dx in 0..w {
@@ -425,7 +496,7 @@ fuzz_target!(|script: Script| {
     // One rectangle at a time.
     let mut fb = Framebuffer::new(&info).expect("small sizes are valid");
     let mut model = Model::new(info.width, info.height);
-    for (i, r) in rects.iter().enumerate() {
+    for (i, (r, f)) in rects.iter().zip(&script.rects).enumerate() {
         let got = fb.apply_rect(r);
         let want = model.apply(r);
         assert_eq!(
@@ -434,6 +505,26 @@ fuzz_target!(|script: Script| {
             "rect {i} {r:?}: framebuffer says {got:?}, model says {want:?}"
         );
         model.assert_same(&fb, &format!("after rect {i}"));
+        // What the device encodes, of the right size and on the screen,
+        // applies, and at a high quality looks like what was encoded.
+        if let Body::Jpeg { pixels, len: Len::Exact, quality } = &f.body
+            && let Encoding::Jpeg(data) = &r.encoding
+            && !data.0.is_empty()
+            && model.inside(r.x, r.y, r.w, r.h)
+        {
+            assert!(got.is_ok(), "rect {i}: the device's own JPEG fails: {got:?}");
+            let n = usize::from(r.w) * usize::from(r.h);
+            if *quality >= 90 && n >= 64 {
+                if let Pattern::Flat(p) = pixels {
+                    let (x, y) = (usize::from(r.x), usize::from(r.y));
+                    let got = model.pixels[y * model.width + x];
+                    for s in [0, 8, 16] {
+                        let (a, b) = ((got >> s) & 255, (p >> s) & 255);
+                        assert!(a.abs_diff(b) <= 8, "rect {i}: flat {p:#x} came back as {got:#x}");
+                    }
+                }
+            }
+        }
     }
 
     // The same rectangles as one update part: applied in order up to the

@@ -210,6 +210,10 @@ impl Framebuffer {
                     .map_err(|e| ApplyError::Decompress(e.to_string()))?;
                 self.blit(r, &raw)?;
             }
+            Encoding::Jpeg(data) => {
+                let raw = decode_jpeg(&data.0, r.w, r.h)?;
+                self.blit(r, &raw)?;
+            }
         }
         Ok(())
     }
@@ -246,6 +250,36 @@ impl Framebuffer {
         }
         Ok(())
     }
+}
+
+/// Decodes a JPEG that must be exactly `w`×`h` pixels into XRGB8888 rows.
+/// The size is checked from the header before any pixel memory is given.
+fn decode_jpeg(data: &[u8], w: u16, h: u16) -> Result<Vec<u8>, ApplyError> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let bad = |e: &dyn core::fmt::Display| ApplyError::Decompress(format!("jpeg: {e}"));
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::BGRA)
+        .set_max_width(usize::from(w).max(1))
+        .set_max_height(usize::from(h).max(1))
+        .set_strict_mode(true);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(data), options);
+    d.decode_headers().map_err(|e| bad(&e))?;
+    let info = d.info().ok_or_else(|| bad(&"no image header"))?;
+    if (info.width, info.height) != (w, h) {
+        return Err(ApplyError::Decompress(format!(
+            "jpeg of {}×{} for a {w}×{h} rectangle",
+            info.width, info.height
+        )));
+    }
+    let expected = usize::from(w) * usize::from(h) * 4;
+    if d.output_buffer_size() != Some(expected) {
+        return Err(bad(&"the image does not decode to 4-byte pixels"));
+    }
+    let mut raw = vec![0; expected];
+    d.decode_into(&mut raw).map_err(|e| bad(&e))?;
+    Ok(raw)
 }
 
 /// How many bytes an LZ4 block (no size prefix) expands to, read from its

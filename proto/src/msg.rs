@@ -130,8 +130,12 @@ impl Capabilities {
     pub const RESUME: Self = Self(1 << 4);
     /// Deflate-compressed rectangles ([`Encoding::Deflate`]).
     pub const DEFLATE: Self = Self(1 << 5);
+    /// Lossy rectangles ([`Encoding::Jpeg`]), refined to exact pixels once
+    /// the area stops changing. An expert that wants every update exact
+    /// leaves it out.
+    pub const JPEG: Self = Self(1 << 6);
     /// Everything this build implements.
-    pub const ALL: Self = Self(0b11_1111);
+    pub const ALL: Self = Self(0b111_1111);
 
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
@@ -355,6 +359,12 @@ pub enum Encoding {
     /// compressed as one raw deflate stream (RFC 1951, no zlib header).
     /// Only sent to an expert that announced [`Capabilities::DEFLATE`].
     Deflate(Payload),
+    /// The rectangle as a baseline JPEG (YCbCr, any subsampling) of exactly
+    /// `w`×`h` pixels: an approximation of the screen, sent for photo-like
+    /// areas on slow links. The device sends the exact pixels once the area
+    /// stops changing. Only sent to an expert that announced
+    /// [`Capabilities::JPEG`].
+    Jpeg(Payload),
 }
 
 /// A changed rectangle of the screen.

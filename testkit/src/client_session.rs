@@ -64,6 +64,7 @@ impl Session {
             accept_new: AcceptNew::Ask,
             known_hosts: None,
             name: "Ann Expert".into(),
+            lossless: false,
         };
         let view = SharedView::default();
         let (tx, rx) = mpsc::channel(client::ACTION_QUEUE);

@@ -53,6 +53,7 @@ pub fn connect_options(
         accept_new: AcceptNew::Any,
         known_hosts: Some(known_hosts),
         name: name.into(),
+        lossless: false,
     }
 }
 

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use shoulder_capture::Encoder;
 use shoulder_capture::scenarios::{Scenario as Screen, ScenarioFrames};
 use shoulder_capture::source::{Frame, PixelFormat, ScreenGeometry};
+use shoulder_capture::{Encoder, LinkEstimate, Pacer, PacingConfig};
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::encode;
@@ -81,10 +81,54 @@ pub struct Scenario {
     pub screen_period: Duration,
     /// What the device screen shows (a benchmark sequence of the encoder).
     pub screen: Screen,
+    /// Frames to show instead of `screen` (screens rendered by real
+    /// programs): each `screen_period` the next, the last one stays.
+    pub frames: Option<Arc<Frames>>,
+    /// The device sends photo-like areas lossy for an expert that takes it,
+    /// at the quality its link estimate picks, as the agent does.
+    pub lossy: bool,
     /// Whether the expert resumes the session over a new connection after
     /// the old one died (the device keeps it for the resume grace period).
     pub resume: bool,
     pub seed: u64,
+}
+
+/// XRGB8888 frames of one size.
+#[derive(Debug, Clone)]
+pub struct Frames {
+    pub width: u32,
+    pub height: u32,
+    pub frames: Vec<Vec<u8>>,
+}
+
+/// When an expert's view is good enough to work with although not exact:
+/// the mean error per colour channel at most this (of 255)…
+pub const USABLE_MEAN_ERROR: f64 = 3.0;
+/// …and at most one pixel in 100 off by more than [`USABLE_PIXEL_ERROR`] in
+/// a channel (JPEG rings at sharp edges).
+pub const USABLE_OUTLIERS_PER_MILLE: usize = 10;
+pub const USABLE_PIXEL_ERROR: u8 = 48;
+
+/// Whether `view` is a usable picture of `screen` (both XRGB8888, X byte
+/// ignored).
+pub fn usable(view: &[u8], screen: &[u8]) -> bool {
+    if view.len() != screen.len() {
+        return false;
+    }
+    let (mut sum, mut outliers, mut n) = (0u64, 0usize, 0usize);
+    for (a, b) in view.chunks_exact(4).zip(screen.chunks_exact(4)) {
+        let mut worst = 0;
+        for c in 0..3 {
+            let d = a[c].abs_diff(b[c]);
+            sum += u64::from(d);
+            worst = worst.max(d);
+        }
+        outliers += usize::from(worst > USABLE_PIXEL_ERROR);
+        n += 1;
+    }
+    n > 0
+        && sum as f64 / (3 * n) as f64 <= USABLE_MEAN_ERROR
+        && outliers * 1000 <= n * USABLE_OUTLIERS_PER_MILLE
 }
 
 /// What happened.
@@ -114,6 +158,15 @@ pub struct Report {
     pub resumes: u64,
     /// Consent prompts shown on the device (1 when resumes need none).
     pub prompts: u64,
+    /// After the screen last changed: until the view was a usable picture
+    /// of it ([`usable`]), and until it was exact.
+    pub usable_after_last_change: Option<Duration>,
+    pub exact_after_last_change: Option<Duration>,
+    /// Lossy rectangles sent, and the device's link estimate at the end.
+    pub jpeg_rects: u64,
+    pub estimated_bps: Option<u64>,
+    /// `bytes_to_expert` when the screen last changed.
+    pub bytes_to_expert_at_last_change: u64,
 }
 
 /// A tiny deterministic PRNG (xorshift64*).
@@ -535,15 +588,25 @@ pub fn run(s: &Scenario) -> Report {
     let mut resume_with: Option<ResumeToken> = None;
     let mut reconnect_at: Option<i64> = None;
     let mut local_port = 49152u16;
-    let screen = ScenarioFrames::new(s.screen, 320, 240);
-    let mut pixels = screen.buffer();
+    let (width, height) = s
+        .frames
+        .as_ref()
+        .map_or((320, 240), |f| (f.width, f.height));
+    let screen = ScenarioFrames::new(s.screen, width, height);
     let mut frame_index = 0usize;
-    screen.render(frame_index, &mut pixels);
+    let show = |i: usize, pixels: &mut Vec<u8>| match &s.frames {
+        Some(f) => pixels.clone_from(&f.frames[i.min(f.frames.len() - 1)]),
+        None => screen.render(i, pixels),
+    };
+    let mut pixels = screen.buffer();
+    show(frame_index, &mut pixels);
     let geometry = ScreenGeometry {
-        width: 320,
-        height: 240,
+        width,
+        height,
         format: PixelFormat::Xrgb8888,
     };
+    let mut link_estimate = LinkEstimate::new();
+    let mut last_change_us = 0i64;
     let mut shown = HashSet::new();
     let hash = |p: &[u8]| {
         let mut n = p.to_vec();
@@ -556,7 +619,9 @@ pub fn run(s: &Scenario) -> Report {
     shown.insert(device_hash);
     let mut encoder = Encoder::new();
     let mut view: Option<ViewConsent> = None;
-    let mut wanted: Option<bool> = None; // Some(full) when the expert asked
+    // When to capture, as the agent's capture thread decides: fast after a
+    // change, backing off on a still screen.
+    let mut pacer = Pacer::new(PacingConfig::default());
     let mut fb: Option<Framebuffer> = None;
     // Hash of the expert's view, updated when an update completes.
     let mut view_hash: Option<u64> = None;
@@ -574,6 +639,11 @@ pub fn run(s: &Scenario) -> Report {
         apply_errors: 0,
         resumes: 0,
         prompts: 0,
+        usable_after_last_change: None,
+        exact_after_last_change: None,
+        jpeg_rects: 0,
+        estimated_bps: None,
+        bytes_to_expert_at_last_change: 0,
     };
     let mut in_sync = false;
     let mut lag_since: Option<i64> = None;
@@ -748,11 +818,16 @@ pub fn run(s: &Scenario) -> Report {
                     }
                     DeviceOutput::StartCapture(v) => {
                         encoder.reset();
+                        encoder.set_deflate(d.deflate_supported());
                         view = Some(v);
                     }
-                    DeviceOutput::StopCapture => view = None,
+                    DeviceOutput::StopCapture => {
+                        view = None;
+                        pacer.stop();
+                    }
                     DeviceOutput::UpdateRequested { incremental } => {
-                        wanted = Some(wanted.unwrap_or(false) || !incremental);
+                        link_estimate.requested(at(now_us));
+                        pacer.request(at(now_us), incremental);
                     }
                     DeviceOutput::Close { reason, detail } => {
                         report
@@ -768,23 +843,39 @@ pub fn run(s: &Scenario) -> Report {
         if now_us >= next_change {
             next_change += s.screen_period.as_micros() as i64;
             frame_index += 1;
-            screen.render(frame_index, &mut pixels);
-            device_hash = hash(&pixels);
+            show(frame_index, &mut pixels);
+            let h = hash(&pixels);
+            if h != device_hash {
+                last_change_us = now_us;
+                report.bytes_to_expert_at_last_change = dev.tls_bytes_out;
+                report.usable_after_last_change = None;
+                report.exact_after_last_change = None;
+            }
+            device_hash = h;
             shown.insert(device_hash);
         }
         // Client-paced updates, only with a live consent, only when the
         // previous one left the TLS buffer (no backlog on a slow link).
-        if let (Some(full), Some(v)) = (wanted, view.as_ref())
+        if let Some(v) = view.as_ref()
             && dev.out.len() < 64 * 1024
+            && pacer.should_capture(at(now_us))
         {
-            let frame = Frame::new(&pixels, geometry, 320 * 4).expect("frame");
-            if let Ok(Some(u)) = encoder.encode(v, &frame, full) {
+            let full = pacer.full_requested();
+            let frame = Frame::new(&pixels, geometry, width as usize * 4).expect("frame");
+            if s.lossy && device.as_ref().is_some_and(|d| d.jpeg_supported()) {
+                encoder.set_lossy(shoulder_capture::lossy::policy(
+                    link_estimate.bits_per_second(),
+                ));
+            }
+            if let Ok(Some(u)) = encoder.encode_at(v, &frame, full, at(now_us)) {
+                report.jpeg_rects += u.stats.jpeg as u64;
+                link_estimate.sent(at(now_us), u.stats.payload_bytes + u.stats.rects * 16 + 64);
                 for m in u.into_messages() {
                     dev.out.extend(encode(&m).unwrap_or_default());
                 }
-                wanted = None;
-            } else if full {
-                wanted = Some(false);
+                pacer.captured(at(now_us), true);
+            } else {
+                pacer.captured(at(now_us), false);
             }
         }
         dev.pump();
@@ -823,7 +914,19 @@ pub fn run(s: &Scenario) -> Report {
                                 report.updates_applied += 1;
                                 let h = hash(f.pixels());
                                 view_hash = Some(h);
-                                if !shown.contains(&h) {
+                                let since = Duration::from_micros((now_us - last_change_us) as u64);
+                                if h == device_hash {
+                                    report.exact_after_last_change.get_or_insert(since);
+                                    report.usable_after_last_change.get_or_insert(since);
+                                } else if s.lossy
+                                    && report.usable_after_last_change.is_none()
+                                    && usable(f.pixels(), &pixels)
+                                {
+                                    report.usable_after_last_change = Some(since);
+                                }
+                                // A lossy view is a picture of the screen,
+                                // not the screen: judged by `usable` only.
+                                if !s.lossy && !shown.contains(&h) {
                                     report.corrupt_views += 1;
                                 }
                             }
@@ -887,6 +990,7 @@ pub fn run(s: &Scenario) -> Report {
             .longest_lag
             .max(Duration::from_micros((end_us - since) as u64));
     }
+    report.estimated_bps = link_estimate.bits_per_second();
     report.bytes_to_expert = dev.tls_bytes_out;
     report.bytes_to_device = exp.tls_bytes_out;
     report.survived = device

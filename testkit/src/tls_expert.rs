@@ -132,6 +132,8 @@ pub struct TlsExpert {
     pub events: VecDeque<ExpertEvent>,
     pub fb: Option<Framebuffer>,
     pub updates: u32,
+    /// Bytes of plain text read from the device (framed messages).
+    pub received: u64,
     closed: bool,
 }
 
@@ -152,6 +154,7 @@ impl TlsExpert {
             events: VecDeque::new(),
             fb: None,
             updates: 0,
+            received: 0,
             closed: false,
         };
         e.flush().await;
@@ -232,7 +235,10 @@ impl TlsExpert {
                 r = self.tls.read(&mut buf), if !self.closed => {
                     let input = match r {
                         Ok(0) => { self.closed = true; ExpertInput::PeerClosed { error: None } }
-                        Ok(n) => ExpertInput::Received(buf[..n].to_vec()),
+                        Ok(n) => {
+                            self.received += n as u64;
+                            ExpertInput::Received(buf[..n].to_vec())
+                        }
                         Err(e) => { self.closed = true; ExpertInput::PeerClosed { error: Some(e.to_string()) } }
                     };
                     self.session.handle(Instant::now(), input);
@@ -285,7 +291,10 @@ impl TlsExpert {
                 r = self.tls.read(&mut buf), if !self.closed => {
                     match r {
                         Ok(0) | Err(_) => panic!("connection closed while waiting for updates: {:?}", self.events),
-                        Ok(n) => self.session.handle(Instant::now(), ExpertInput::Received(buf[..n].to_vec())),
+                        Ok(n) => {
+                            self.received += n as u64;
+                            self.session.handle(Instant::now(), ExpertInput::Received(buf[..n].to_vec()));
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(timer)) => {

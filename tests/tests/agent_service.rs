@@ -167,6 +167,7 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
     let (reason, _, sentence) = expert.closed().await;
     assert_eq!(reason, ByeReason::EndedByUser);
     assert_eq!(sentence, "The person at the device ended the session.");
+    let received = expert.received;
     let ended = event(&mut device, "session-ended").await;
     assert_eq!(ended["reason"], "EndedByUser");
 
@@ -209,8 +210,10 @@ async fn offer_with_plant_certificate_views_and_controls_with_consent() {
         .find(|r| r["event"] == "bye" && r["session"] == session.as_str())
         .unwrap();
     assert_eq!(bye["reason"], "EndedByUser");
-    // Hello, consent messages and at least two updates of the pattern.
-    assert!(bye["bytes_sent"].as_u64().unwrap() > 500, "{bye}");
+    // At least what the expert read: hello, consent messages and the
+    // updates of the pattern.
+    assert!(received > 0);
+    assert!(bye["bytes_sent"].as_u64().unwrap() >= received, "{bye}");
     for r in &records {
         assert!(r["time"].as_str().unwrap().ends_with('Z'));
     }

@@ -14,6 +14,8 @@ fn scenario(name: &'static str, link: LinkConfig) -> Scenario {
         duration: Duration::from_secs(30),
         screen_period: Duration::from_millis(500),
         screen: Screen::Clock,
+        frames: None,
+        lossy: false,
         resume: true,
         seed: 0x5110_u64,
     }
@@ -164,6 +166,84 @@ fn runs_are_deterministic_for_a_seed() {
     let first = run(&short);
     assert!(first.updates_applied > 0, "{first:?}");
     assert_eq!(first, run(&short));
+}
+
+/// A kiosk screen of `w`×`h` with a photograph (smooth colours with grain)
+/// over most of it; `seed` picks the picture.
+fn photo_screen(w: usize, h: usize, seed: usize) -> Vec<u8> {
+    let mut px = vec![0xf0u8; w * h * 4];
+    for y in 16..h - 16 {
+        for x in 16..w - 16 {
+            let grain = ((x * 7919) ^ (y * 104_729) ^ seed).wrapping_mul(2_654_435_761) >> 29 & 7;
+            let i = (y * w + x) * 4;
+            px[i] = (40 + x / 3 + y / 4 + grain + seed % 40) as u8;
+            px[i + 1] = (60 + y / 2 + seed % 50 + grain) as u8;
+            px[i + 2] = (100 + (x + y) / 8 + grain) as u8;
+        }
+    }
+    px
+}
+
+/// On a slow link a new photograph is usable long before its exact pixels
+/// could arrive, and is exact in the end; with lossy off nothing is ever
+/// approximate. Both views are checked at every update: the lossy one must
+/// be usable or exact before the exact-only one is exact.
+#[test]
+fn slow_link_photographs_are_usable_early_and_exact_later() {
+    use shoulder_testkit::netsim::Frames;
+    use std::sync::Arc;
+    let (w, h) = (320usize, 240usize);
+    let frames = Arc::new(Frames {
+        width: w as u32,
+        height: h as u32,
+        frames: vec![photo_screen(w, h, 1), photo_screen(w, h, 77)],
+    });
+    let at = |lossy: bool| {
+        let mut s = scenario(
+            if lossy {
+                "slow link, lossy"
+            } else {
+                "slow link, exact only"
+            },
+            LinkConfig {
+                delay: Duration::from_millis(25),
+                bandwidth_bps: Some(256_000),
+                ..LinkConfig::default()
+            },
+        );
+        s.frames = Some(frames.clone());
+        s.lossy = lossy;
+        s.screen_period = Duration::from_secs(20);
+        s.duration = Duration::from_secs(45);
+        s.resume = false;
+        let r = run(&s);
+        show(&r);
+        assert!(r.survived, "{}: {:?}", r.name, r.ended);
+        assert_eq!(r.apply_errors, 0);
+        r
+    };
+    let exact = at(false);
+    assert_eq!(exact.jpeg_rects, 0);
+    assert_eq!(exact.corrupt_views, 0);
+    let exact_after = exact
+        .exact_after_last_change
+        .expect("exact only: the photograph arrives");
+    let lossy = at(true);
+    assert!(lossy.jpeg_rects > 0, "{lossy:?}");
+    let usable = lossy.usable_after_last_change.expect("a usable picture");
+    assert!(
+        usable * 2 < exact_after,
+        "lossy usable after {usable:?}, exact only exact after {exact_after:?}"
+    );
+    assert!(
+        lossy.exact_after_last_change.is_some(),
+        "the lossy picture is refined to exact: {lossy:?}"
+    );
+    let bps = lossy.estimated_bps.expect("the link was measured");
+    assert!(
+        (100_000..=400_000).contains(&bps),
+        "a 256 kbit/s link estimated at {bps} bit/s"
+    );
 }
 
 // --- the real agent and client over the simulated network (real time) -------

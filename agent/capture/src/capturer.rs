@@ -87,6 +87,7 @@ impl Capturer {
         let deflate = self.encoder.deflates();
         self.encoder = Encoder::with_probing(probing);
         self.encoder.set_deflate(deflate);
+        // Lossy is set per capture by its caller; it starts off.
         self
     }
 
@@ -95,6 +96,12 @@ impl Capturer {
     pub fn with_deflate(mut self, on: bool) -> Self {
         self.encoder.set_deflate(on);
         self
+    }
+
+    /// Photo-like areas lossy or not ([`Encoder::set_lossy`]); may change
+    /// from one capture to the next as the link's speed is learnt.
+    pub fn set_lossy(&mut self, lossy: Option<crate::lossy::Lossy>) {
+        self.encoder.set_lossy(lossy);
     }
 
     /// The screen now as the expert gets it (upright size, the source's

@@ -16,7 +16,10 @@
 //! 4. encodes each rectangle from the shadow, converted to XRGB8888, as
 //!    `Solid` when it is one colour, else as `Deflate` (the tile stream of
 //!    [`shoulder_proto::tiles`], deflated) for an expert that takes it or
-//!    `Lz4` for one that does not, or `Raw` when that is no smaller;
+//!    `Lz4` for one that does not, or `Raw` when that is no smaller; with
+//!    lossy rectangles on ([`Encoder::set_lossy`], an expert that takes
+//!    them on a slow link), photo-like areas go as `Jpeg` and are sent
+//!    exact once they stop changing ([`crate::lossy`]);
 //! 5. packs rectangles into [`UpdatePart`]s within the protocol's limits
 //!    ([`MAX_RECTS_PER_PART`], [`MAX_UPDATE_PAYLOAD`]), copies first.
 //!
@@ -49,9 +52,11 @@ use shoulder_proto::msg::{
     WireFormat,
 };
 
+use crate::lossy::{Approx, Lossy};
 use crate::scroll::{Area, Screens, ScrollSearch, first_diff, last_diff};
 use crate::source::{Frame, MAX_EDGE, ScreenGeometry};
 use shoulder_display::convert::{pixel_to_xrgb, row_to_xrgb8888};
+use std::time::Instant;
 
 /// Edge of a damage tile in pixels. Damage is tracked per row at this column
 /// granularity and rectangles are grouped per band of this many rows: small
@@ -106,6 +111,10 @@ pub struct EncodeStats {
     pub copy: usize,
     pub lz4: usize,
     pub deflate: usize,
+    /// Lossy rectangles.
+    pub jpeg: usize,
+    /// Exact rectangles sent for tiles the expert had only approximately.
+    pub refined: usize,
     pub raw: usize,
     /// Pixel payload bytes (compressed or raw) in all parts.
     pub payload_bytes: usize,
@@ -185,6 +194,10 @@ pub struct Encoder {
     /// Rows to send whole with the next update, whether or not they changed
     /// (bands a view report found wrong), as sorted, disjoint ranges.
     forced: Vec<std::ops::Range<usize>>,
+    /// Photo-like areas go lossy (an expert that takes JPEG, a slow link).
+    lossy: Option<Lossy>,
+    /// Tiles the expert has only approximately.
+    approx: Approx,
 }
 
 /// Sparse probing of unchanged screens (see [`Encoder::with_probing`]).
@@ -244,6 +257,26 @@ impl Encoder {
         self.deflate.is_some()
     }
 
+    /// Sends photo-like areas as JPEG of `lossy.quality` (`Some`, for an
+    /// expert that announced [`shoulder_proto::msg::Capabilities::JPEG`],
+    /// on a link too slow for exact photographs) or everything exact
+    /// (`None`). Tiles sent lossy are sent exact once they stop changing,
+    /// whatever the setting is by then. Lossy areas need deflate on (the
+    /// tile stream tells what is photo-like).
+    pub fn set_lossy(&mut self, lossy: Option<Lossy>) {
+        self.lossy = lossy;
+    }
+
+    fn refine_after(&self) -> std::time::Duration {
+        self.lossy
+            .map_or(crate::lossy::REFINE_AFTER, |l| l.refine_after)
+    }
+
+    /// Whether some tiles on the expert's screen are still approximate.
+    pub fn approximate(&self) -> bool {
+        !self.approx.is_empty()
+    }
+
     /// Whether a sparse probe of `frame` sees no change (so a full compare
     /// can be skipped this time).
     fn probe_unchanged(&mut self, frame: &Frame<'_>) -> bool {
@@ -284,6 +317,7 @@ impl Encoder {
         self.masks = Vec::new();
         self.row_seq = Vec::new();
         self.forced.clear();
+        self.approx = Approx::default();
     }
 
     /// Compares the expert's view report with the shadow as the expert has
@@ -319,6 +353,11 @@ impl Encoder {
             if self.row_seq[rows.clone()].iter().any(newer) {
                 continue;
             }
+            // Sent lossy: the expert's pixels are meant to differ until the
+            // exact ones follow (checked by a later report).
+            if !self.approx.rows_exact(rows.clone()) {
+                continue;
+            }
             out.compared += 1;
             let mut ours = 0;
             for y in rows.clone() {
@@ -352,10 +391,22 @@ impl Encoder {
         frame: &Frame<'_>,
         full: bool,
     ) -> Result<Option<EncodedUpdate>, EncodeError> {
+        self.encode_at(consent, frame, full, Instant::now())
+    }
+
+    /// [`Self::encode`] at `now` (when lossy tiles are due to be refined).
+    /// Also an update, with nothing changed, when tiles sent lossy are due.
+    pub fn encode_at(
+        &mut self,
+        consent: &ViewConsent,
+        frame: &Frame<'_>,
+        full: bool,
+        now: Instant,
+    ) -> Result<Option<EncodedUpdate>, EncodeError> {
         if !consent.is_live() {
             return Err(EncodeError::ConsentWithdrawn);
         }
-        Ok(self.encode_frame(frame, full))
+        Ok(self.encode_frame_at(frame, full, now))
     }
 
     /// Whether `frame` differs from what the expert was last sent, without
@@ -372,12 +423,24 @@ impl Encoder {
         })
     }
 
+    /// [`Self::encode_frame_at`] now (tests: no consent needed).
+    #[cfg(test)]
     fn encode_frame(&mut self, frame: &Frame<'_>, full: bool) -> Option<EncodedUpdate> {
+        self.encode_frame_at(frame, full, Instant::now())
+    }
+
+    fn encode_frame_at(
+        &mut self,
+        frame: &Frame<'_>,
+        full: bool,
+        now: Instant,
+    ) -> Option<EncodedUpdate> {
         let g = frame.geometry();
         let (w, h) = (g.width as usize, g.height as usize);
         let rb = frame.row_bytes();
         let mut screen = None;
         let mut copies = Vec::new();
+        let mut refine = Vec::new();
         let areas;
         let forced = std::mem::take(&mut self.forced);
         if self.geometry != Some(g) {
@@ -393,15 +456,18 @@ impl Encoder {
             self.previous_at = vec![UNCHANGED; h];
             self.masks = vec![0; h];
             self.row_seq = vec![0; h];
+            self.approx.reset(w, h);
             screen = self.screen_info();
             areas = vec![Area { x: 0, y: 0, w, h }];
         } else {
             let forcing = !forced.is_empty();
-            if !full && !forcing && self.probe_unchanged(frame) {
+            let refine_after = self.refine_after();
+            let refining = self.approx.any_due(now, refine_after);
+            if !full && !forcing && !refining && self.probe_unchanged(frame) {
                 return None;
             }
             let changed = self.find_damage(frame);
-            if !changed && !full && !forcing {
+            if !changed && !full && !forcing && !refining {
                 return None;
             }
             if changed && !full {
@@ -416,6 +482,9 @@ impl Encoder {
                     bpp,
                 };
                 copies = self.scroll.find(&screens, &mut self.masks);
+                for c in &copies {
+                    self.approx.copied(c.dst, c.src_y, now);
+                }
             }
             // Forced rows go whole (after the copies, which may write
             // into them): no damage of their own.
@@ -439,6 +508,19 @@ impl Encoder {
                 }));
                 areas
             };
+            if refining && !full {
+                let budget = self.lossy.map_or(usize::MAX, |l| l.refine_pixels);
+                let masks = &self.masks;
+                let changed = |tr: usize| {
+                    masks[tr * TILE..((tr + 1) * TILE).min(h)]
+                        .iter()
+                        .fold(0, |a, m| a | m)
+                };
+                refine = self.approx.due(now, refine_after, budget, changed);
+            }
+            if !changed && !full && forced.is_empty() && refine.is_empty() {
+                return None;
+            }
         }
 
         let mut stats = EncodeStats::default();
@@ -457,7 +539,14 @@ impl Encoder {
                 },
             });
         }
-        for area in areas {
+        // Refinements first: they are tiles no damage of this update touches.
+        // Their rows change on the expert's side although not on the
+        // screen: a view report from before this update is not compared
+        // there (it saw the approximation).
+        let refined_rows: Vec<std::ops::Range<usize>> =
+            refine.iter().map(|a| a.y..a.y + a.h).collect();
+        let refine = refine.into_iter().map(|a| (a, true));
+        for (area, refinement) in refine.chain(areas.into_iter().map(|a| (a, false))) {
             if area.w == 0 || area.h == 0 {
                 continue;
             }
@@ -475,7 +564,16 @@ impl Encoder {
                     h: slice_h,
                     ..area
                 };
-                rects.push(self.encode_area(slice, &mut stats));
+                let rect = self.encode_area(slice, !refinement, &mut stats);
+                if matches!(rect.encoding, Encoding::Jpeg(_)) {
+                    self.approx.mark(slice, now);
+                } else {
+                    if refinement {
+                        stats.refined += 1;
+                    }
+                    self.approx.exact(slice);
+                }
+                rects.push(rect);
                 y += slice_h;
             }
         }
@@ -488,7 +586,7 @@ impl Encoder {
                 *s = self.seq;
             }
         }
-        for r in &forced {
+        for r in forced.iter().chain(&refined_rows) {
             self.row_seq[r.clone()]
                 .iter_mut()
                 .for_each(|s| *s = self.seq);
@@ -706,7 +804,7 @@ impl Encoder {
 
     /// Encodes one area as [`Encoding::Deflate`] (a tile stream, deflated),
     /// or `Raw` when that is no smaller.
-    fn deflate_area(&mut self, a: Area, stats: &mut EncodeStats) -> Encoding {
+    fn deflate_area(&mut self, a: Area, may_lose: bool, stats: &mut EncodeStats) -> Encoding {
         let (_, rb, bpp) = self.layout();
         let Some(g) = self.geometry else {
             unreachable!("areas exist only once a frame was seen")
@@ -736,6 +834,16 @@ impl Encoder {
         // long; user interfaces are a small stream by then, and a thorough
         // search is cheap there.
         let photo_like = self.tiles.len() > a.w * a.h;
+        if photo_like
+            && may_lose
+            && let Some(l) = self.lossy
+            && self.tiles.len() >= l.exact_below_bytes
+            && let Some(jpeg) = jpeg(&self.scratch, a.w, a.h, l.quality)
+        {
+            stats.jpeg += 1;
+            stats.payload_bytes += jpeg.len();
+            return Encoding::Jpeg(Payload(jpeg));
+        }
         d.set_compression_level_raw(if photo_like {
             DEFLATE_LEVEL_PHOTO
         } else {
@@ -753,7 +861,8 @@ impl Encoder {
     }
 
     /// Encodes one area of the (updated) shadow as the cheapest encoding.
-    fn encode_area(&mut self, a: Area, stats: &mut EncodeStats) -> Rect {
+    /// `may_lose`: a photo-like area may go lossy (when lossy is on).
+    fn encode_area(&mut self, a: Area, may_lose: bool, stats: &mut EncodeStats) -> Rect {
         let Some(g) = self.geometry else {
             unreachable!("areas exist only once a frame was seen")
         };
@@ -769,7 +878,7 @@ impl Encoder {
             stats.solid += 1;
             Encoding::Solid(pixel_to_xrgb(g.format, px))
         } else if self.deflate.is_some() {
-            self.deflate_area(a, stats)
+            self.deflate_area(a, may_lose, stats)
         } else {
             let raw_len = a.w * 4 * a.h;
             self.scratch.resize(raw_len, 0);
@@ -803,6 +912,28 @@ impl Encoder {
             encoding,
         }
     }
+}
+
+/// `xrgb` (`w`×`h` XRGB8888 pixels, B G R X in memory) as a baseline JPEG
+/// of `quality`; `None` if the encoder refuses (never for valid sizes).
+#[cfg(feature = "jpeg")]
+fn jpeg(xrgb: &[u8], w: usize, h: usize, quality: u8) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(w * h / 4);
+    let enc = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    enc.encode(
+        xrgb,
+        u16::try_from(w).ok()?,
+        u16::try_from(h).ok()?,
+        jpeg_encoder::ColorType::Bgra,
+    )
+    .ok()?;
+    Some(out)
+}
+
+/// Built without lossy rectangles: every area goes exact.
+#[cfg(not(feature = "jpeg"))]
+fn jpeg(_: &[u8], _: usize, _: usize, _: u8) -> Option<Vec<u8>> {
+    None
 }
 
 /// A deflate compressor, kept between rectangles (its tables are large).
@@ -842,7 +973,7 @@ fn bit_runs(mut m: u128) -> impl Iterator<Item = (usize, usize)> {
 
 fn payload_len(r: &Rect) -> usize {
     match &r.encoding {
-        Encoding::Lz4(p) | Encoding::Raw(p) | Encoding::Deflate(p) => p.0.len(),
+        Encoding::Lz4(p) | Encoding::Raw(p) | Encoding::Deflate(p) | Encoding::Jpeg(p) => p.0.len(),
         Encoding::Solid(_) | Encoding::Copy { .. } => 0,
     }
 }
@@ -1380,5 +1511,120 @@ mod tests {
             enc.encode_frame(&Frame::new(&px, g, pitch).unwrap(), false)
                 .is_none()
         );
+    }
+
+    /// A kiosk screen with a photograph: flat background, smooth colours
+    /// with grain at (64, 32) 192×128, shifted up by `scroll` rows.
+    fn with_photo(w: usize, h: usize, seed: usize, scroll: usize) -> Vec<u8> {
+        let mut px = vec![0xf0u8; w * h * 4];
+        for y in 32..160 {
+            let sy = y + scroll;
+            for x in 64..256 {
+                let grain =
+                    (((x * 7919) ^ (sy * 104_729) ^ seed).wrapping_mul(2_654_435_761) >> 29) & 7;
+                let i = (y * w + x) * 4;
+                px[i] = (40 + x / 2 + sy / 4 + grain) as u8;
+                px[i + 1] = (60 + sy / 2 + seed % 50 + grain) as u8;
+                px[i + 2] = (100 + (x + sy) / 8 + grain) as u8;
+            }
+        }
+        px
+    }
+
+    #[test]
+    fn photographs_go_lossy_and_are_made_exact_once_still() {
+        use crate::lossy::Lossy;
+        use std::time::Duration;
+        let (w, h) = (320usize, 200usize);
+        let g = geometry(w as u32, h as u32, PixelFormat::Xrgb8888);
+        let budget = 2 * TILE * TILE;
+        let after = Duration::from_millis(300);
+        let mut enc = Encoder::new();
+        enc.set_deflate(true);
+        enc.set_lossy(Some(Lossy {
+            quality: 50,
+            refine_after: after,
+            refine_pixels: budget,
+            exact_below_bytes: 0,
+        }));
+        let ms = |n: u64| Duration::from_millis(n);
+        let t0 = Instant::now();
+        let mut fb = None;
+        let px = with_photo(w, h, 1, 0);
+        let frame = Frame::new(&px, g, w * 4).unwrap();
+        let want = frame.to_xrgb8888();
+        let u = enc.encode_frame_at(&frame, false, t0).unwrap();
+        assert!(u.stats.jpeg > 0, "the photograph goes lossy: {:?}", u.stats);
+        apply(&mut fb, &u);
+        let view = fb.as_ref().unwrap().normalized();
+        assert_ne!(view, want);
+        let err: u64 = view
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| u64::from(a.abs_diff(*b)))
+            .sum();
+        let mean = err as f64 / (w * h * 3) as f64;
+
+        assert!(mean < 3.0, "a usable picture: mean error {mean:.1}");
+        assert!(enc.approximate());
+        // The expert's view check does not count the approximation as wrong.
+        let report = fb.as_ref().unwrap().view_report(enc.generation, enc.seq);
+        let check = enc.check_view(&report);
+        assert_eq!(check.differing, 0, "{check:?}");
+        // Not still for long enough yet: nothing to send.
+        assert!(enc.encode_frame_at(&frame, false, t0 + ms(200)).is_none());
+        // Due: refined a budget at a time, until exact and quiet.
+        let mut t = t0 + after;
+        let mut updates = 0;
+        while let Some(u) = enc.encode_frame_at(&frame, false, t) {
+            assert_eq!(u.stats.jpeg, 0);
+            assert!(
+                u.stats.refined > 0 && u.stats.pixels <= budget,
+                "{:?}",
+                u.stats
+            );
+            apply(&mut fb, &u);
+            updates += 1;
+            assert!(updates <= 20, "refinement never ends");
+            t += ms(20);
+        }
+        assert!(updates >= 2, "the budget splits the refinement");
+        assert_eq!(fb.as_ref().unwrap().normalized(), want);
+        assert!(!enc.approximate());
+        // A report the expert made of the approximation, arriving after the
+        // refinement: those rows changed since, on the expert's side.
+        let late = enc.check_view(&report);
+        assert_eq!(late.differing, 0, "{late:?}");
+        let now = fb.as_ref().unwrap().view_report(enc.generation, enc.seq);
+        let check = enc.check_view(&now);
+        assert_eq!(
+            (check.compared as usize, check.differing),
+            (view_bands(h as u16), 0)
+        );
+
+        // A new picture, then scrolled while still approximate: the copy
+        // carries the approximation along, and it is refined too.
+        let px = with_photo(w, h, 99, 0);
+        let t1 = t + ms(1000);
+        let u = enc
+            .encode_frame_at(&Frame::new(&px, g, w * 4).unwrap(), false, t1)
+            .unwrap();
+        assert!(u.stats.jpeg > 0);
+        apply(&mut fb, &u);
+        let px = with_photo(w, h, 99, 24);
+        let frame = Frame::new(&px, g, w * 4).unwrap();
+        let u = enc.encode_frame_at(&frame, false, t1 + ms(50)).unwrap();
+        assert!(u.stats.copy > 0, "the scroll is a copy: {:?}", u.stats);
+        apply(&mut fb, &u);
+        let mut t = t1 + ms(50) + after;
+        let mut updates = 0;
+        while let Some(u) = enc.encode_frame_at(&frame, false, t) {
+            apply(&mut fb, &u);
+            updates += 1;
+            assert!(updates <= 20, "refinement never ends");
+            t += ms(20);
+        }
+        assert_eq!(fb.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+        assert!(!enc.approximate());
     }
 }

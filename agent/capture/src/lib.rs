@@ -69,6 +69,7 @@ pub mod cursor;
 pub mod drm;
 pub mod encoder;
 pub mod fbdev;
+pub mod lossy;
 mod open;
 pub mod pacing;
 pub mod rawfile;
@@ -82,6 +83,7 @@ pub mod synthetic;
 pub use capturer::{Capturer, CapturerError};
 pub use cursor::{CursorImage, CursorState, CursorTracker, CursorUpdate};
 pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder, Probing, ViewCheck};
+pub use lossy::{LinkEstimate, Lossy};
 pub use open::open;
 pub use pacing::{Pacer, PacingConfig};
 /// Pixel conversion to the wire format lives with the pixel format.

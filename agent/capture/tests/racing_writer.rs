@@ -2,7 +2,9 @@
 //! capture: a writer keeps changing a shared frame (rectangles, scrolls,
 //! whole-screen changes) while the encoder reads it; once the writer stops,
 //! the client's framebuffer equals the frame within a bounded number of
-//! polls, and then nothing more is sent.
+//! polls, and then nothing more is sent. With lossy rectangles on, the
+//! view is exact once the refinements of what went lossy are due and sent
+//! (polls are 100 ms apart on a virtual clock).
 //!
 //! Two writers: a thread drawing at its own pace (what an application does;
 //! where it lands depends on scheduling), and one that draws between the
@@ -15,7 +17,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
+use shoulder_capture::lossy::{Lossy, REFINE_AFTER};
 use shoulder_capture::{Encoder, Frame, PixelFormat, Probing, ScreenGeometry};
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::Framebuffer;
@@ -32,6 +36,14 @@ const READS_PER_DRAW: usize = 24;
 /// writer to land inside it, small enough for thousands of runs.
 const MAX_W: usize = 256;
 const MAX_H: usize = 160;
+thread_local! {
+    /// Lossy rectangles sent by this test's runs: the lossy path must
+    /// have been taken, not just allowed.
+    static JPEG_RECTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Virtual time between polls (what lossy refinement waits on).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Polls made while the writer runs, at most.
 const MAX_RACING_POLLS: u64 = 8;
 
@@ -161,10 +173,16 @@ fn poll(
     frame: &Frame<'_>,
     fb: &mut Option<Framebuffer>,
     full: bool,
+    clock: &mut Instant,
 ) -> bool {
-    let Some(update) = enc.encode(consent, frame, full).expect("consent is live") else {
+    *clock += POLL_INTERVAL;
+    let Some(update) = enc
+        .encode_at(consent, frame, full, *clock)
+        .expect("consent is live")
+    else {
         return false;
     };
+    JPEG_RECTS.with(|n| n.set(n.get() + update.stats.jpeg));
     for msg in update.into_messages() {
         match msg {
             Message::ScreenInfo(info) => {
@@ -205,16 +223,32 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
     } else {
         Encoder::new()
     };
-    // Both compressions: lz4 for older experts, deflate for current ones.
-    enc.set_deflate(rng.below(2) == 0);
+    // Both compressions: lz4 for older experts, deflate for current ones,
+    // and deflate with lossy photo-like areas, refined a tile or all at once.
+    let compression = rng.below(3);
+    enc.set_deflate(compression > 0);
+    let lossy = (compression == 2).then(|| Lossy {
+        quality: 1 + rng.below(100) as u8,
+        refine_after: REFINE_AFTER,
+        refine_pixels: [1, usize::MAX][rng.below(2)],
+        exact_below_bytes: [0, 4096][rng.below(2)],
+    });
+    enc.set_lossy(lossy);
     // Without probing every poll compares all rows, so one poll of the
     // settled screen sends all that is left and the next sees it is done;
-    // probing may miss a thin change until its next full compare.
-    let settle_polls = if probing {
+    // probing may miss a thin change until its next full compare. Lossy
+    // tiles are refined once still for REFINE_AFTER, one tile per poll at
+    // the smallest budget.
+    let mut settle_polls = if probing {
         Probing::default().full_every as usize + 1
     } else {
         2
     };
+    if lossy.is_some() {
+        let tiles = w.div_ceil(64) * h.div_ceil(64);
+        settle_polls += (REFINE_AFTER.as_millis() / POLL_INTERVAL.as_millis()) as usize + tiles;
+    }
+    let mut clock = Instant::now();
     let (_pair, consent) = shoulder_proto::testing::granted_view();
     let mut fb = None;
 
@@ -240,7 +274,14 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
                 thread::yield_now();
             }
             for &full in &fulls {
-                poll(&consent, &mut enc, &screen.frame(), &mut fb, full);
+                poll(
+                    &consent,
+                    &mut enc,
+                    &screen.frame(),
+                    &mut fb,
+                    full,
+                    &mut clock,
+                );
             }
             stop.store(true, Ordering::Relaxed);
             handle.join().expect("the writer does not panic");
@@ -255,15 +296,19 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
             };
             for &full in &fulls {
                 let frame = screen.frame().interleave(&draw);
-                poll(&consent, &mut enc, &frame, &mut fb, full);
+                poll(&consent, &mut enc, &frame, &mut fb, full, &mut clock);
             }
         }
     }
 
     let want = screen.frame().to_xrgb8888();
+    // A poll of the settled screen.
+    let still = |enc: &mut Encoder, fb: &mut Option<Framebuffer>, clock: &mut Instant| {
+        poll(&consent, enc, &screen.frame(), fb, false, clock)
+    };
     let mut matched = None;
     for n in 1..=settle_polls {
-        poll(&consent, &mut enc, &screen.frame(), &mut fb, false);
+        still(&mut enc, &mut fb, &mut clock);
         if fb.as_ref().is_some_and(|fb| fb.normalized() == want) {
             matched = Some(n);
             break;
@@ -278,8 +323,8 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
                 .count()
         });
         return Err(format!(
-            "{w}×{h} {format} (probing {probing}): view differs in {differ} pixels after \
-             {settle_polls} polls of the settled screen"
+            "{w}×{h} {format} (probing {probing}, lossy {lossy:?}): view differs in {differ} \
+             pixels after {settle_polls} polls of the settled screen"
         ));
     };
     // The encoder comes to rest: what it believes the expert has is the
@@ -287,7 +332,7 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
     // 32-bit format) may still go out first, found by the next compare of
     // every row, and must leave the view as it is.
     for _ in 0..settle_polls + 1 {
-        let sent = poll(&consent, &mut enc, &screen.frame(), &mut fb, false);
+        let sent = still(&mut enc, &mut fb, &mut clock);
         if fb.as_ref().is_none_or(|fb| fb.normalized() != want) {
             return Err(format!(
                 "{w}×{h} {format}: the view matched, then an update broke it"
@@ -325,6 +370,11 @@ fn check_format(format: PixelFormat) {
         failures.len(),
         2 * seeds.len(),
         failures.join("\n")
+    );
+    let jpeg = JPEG_RECTS.with(|n| n.get());
+    assert!(
+        seeds.len() < RUNS_PER_FORMAT as usize || jpeg > 100,
+        "only {jpeg} lossy rectangles were sent: the lossy path is not exercised"
     );
 }
 

@@ -396,7 +396,10 @@ impl Session {
                         tx,
                         self.shared.config.max_fps,
                         rotation,
-                        self.machine.deflate_supported(),
+                        crate::capture::Decodes {
+                            deflate: self.machine.deflate_supported(),
+                            jpeg: cfg!(feature = "jpeg") && self.machine.jpeg_supported(),
+                        },
                     ));
                     self.devices.capture_rx = Some(rx);
                 }

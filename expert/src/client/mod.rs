@@ -55,6 +55,9 @@ pub struct ConnectOptions {
     pub known_hosts: Option<PathBuf>,
     /// Self-declared expert name (a hint for the device's prompt).
     pub name: String,
+    /// Every update exact: the device never sends lossy pictures, even on a
+    /// slow link (`--lossless`; snapshots always are).
+    pub lossless: bool,
 }
 
 /// What the driver reports to the UI.

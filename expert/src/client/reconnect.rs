@@ -69,7 +69,7 @@ async fn run_session(
         fingerprint: conn.fingerprint,
     });
     let device = conn.fingerprint;
-    let mut session = ExpertSession::new(Instant::now(), ExpertConfig::new(&opts.name, auth));
+    let mut session = ExpertSession::new(Instant::now(), expert_config(opts, auth));
     // The resume under way: its token, the end of the device's grace period
     // and its length. The device answers a resume with a new offer; until
     // then a connection that dies again retries the same token.
@@ -89,7 +89,15 @@ async fn run_session(
         emit(ClientEvent::Resuming);
         resuming = Some((token.clone(), until, grace));
         let auth = Auth::Resume { token };
-        session = ExpertSession::new(Instant::now(), ExpertConfig::new(&opts.name, auth));
+        session = ExpertSession::new(Instant::now(), expert_config(opts, auth));
+    }
+}
+
+/// The session machine's settings for `opts`.
+fn expert_config(opts: &ConnectOptions, auth: Auth) -> ExpertConfig {
+    ExpertConfig {
+        lossy: !opts.lossless,
+        ..ExpertConfig::new(&opts.name, auth)
     }
 }
 

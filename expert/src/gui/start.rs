@@ -377,6 +377,7 @@ fn offer_options(device: &str, identity_arg: &str) -> Result<ConnectOptions, Cli
         identity: Some(id),
         accept_new: AcceptNew::Ask,
         known_hosts: None,
+        lossless: false,
     })
 }
 
@@ -388,6 +389,7 @@ fn invitation_options(inv: Invitation) -> ConnectOptions {
         accept_new: AcceptNew::Ask,
         known_hosts: None,
         name: expert_name(None),
+        lossless: false,
     }
 }
 

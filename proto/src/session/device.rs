@@ -506,6 +506,12 @@ impl DeviceSession {
     pub fn deflate_supported(&self) -> bool {
         self.peer_capabilities.contains(Capabilities::DEFLATE)
     }
+
+    /// Whether the expert takes lossy [`crate::msg::Encoding::Jpeg`]
+    /// rectangles (it leaves the capability out to see only exact pixels).
+    pub fn jpeg_supported(&self) -> bool {
+        self.peer_capabilities.contains(Capabilities::JPEG)
+    }
 }
 
 /// View self-checks closer together than this are dropped (each costs the

@@ -20,6 +20,9 @@ pub struct ExpertConfig {
     pub connect_timeout: Duration,
     pub keepalive_interval: Duration,
     pub peer_timeout: Duration,
+    /// Whether lossy rectangles ([`crate::msg::Encoding::Jpeg`]) are welcome:
+    /// on by default; off, every update is exact (`--lossless`).
+    pub lossy: bool,
 }
 
 impl ExpertConfig {
@@ -31,6 +34,7 @@ impl ExpertConfig {
             connect_timeout: DEFAULT_PRE_AUTH_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
+            lossy: true,
         }
     }
 }
@@ -189,12 +193,15 @@ impl ExpertSession {
             connection_lost: false,
             config,
         };
-        let hello = Hello::new(
+        let mut hello = Hello::new(
             Role::Expert,
             "shoulder",
             &s.config.software_version,
             &s.config.name,
         );
+        if !s.config.lossy {
+            hello.capabilities = Capabilities(hello.capabilities.0 & !Capabilities::JPEG.0);
+        }
         s.send(now, Message::Hello(hello));
         s.send(now, Message::Auth(s.config.auth.clone()));
         s

@@ -1317,3 +1317,20 @@ fn deflate_is_used_only_for_an_expert_that_announced_it() {
         Capabilities::ALL.0 & !Capabilities::DEFLATE.0
     )));
 }
+
+#[test]
+fn jpeg_is_used_only_for_an_expert_that_did_not_ask_for_exact_pixels() {
+    let lossy = |cfg: ExpertConfig| {
+        let mut p = Pair::new(DeviceConfig::default());
+        p.expert = ExpertSession::new(p.now, cfg);
+        p.drive();
+        assert!(p.device.deflate_supported(), "the hello arrived");
+        p.device.jpeg_supported()
+    };
+    assert!(lossy(ExpertConfig::new("e", Auth::Offer)));
+    let exact = ExpertConfig {
+        lossy: false,
+        ..ExpertConfig::new("e", Auth::Offer)
+    };
+    assert!(!lossy(exact));
+}

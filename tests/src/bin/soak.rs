@@ -79,6 +79,8 @@ fn main() {
             } else {
                 Screen::Typing
             },
+            frames: None,
+            lossy: false,
             resume: s.is_multiple_of(2),
             seed: s,
         };

@@ -28,8 +28,13 @@ CARGO_BUILD_FLAGS += "--package shoulder-agent --bin shoulder-agent"
 # uinput: remote control (the expert's keyboard and pointer). Without it the
 # device can still be viewed; set PACKAGECONFIG:remove = "uinput" for
 # view-only products whose kernel lacks uinput.
-PACKAGECONFIG ??= "uinput"
+# jpeg: photographs and video go as JPEG first on slow links and are made
+# exact once still (about 29 KB). PACKAGECONFIG:remove = "jpeg" for
+# products where the technician must only ever see exact pixels.
+PACKAGECONFIG ??= "uinput jpeg"
 PACKAGECONFIG[uinput] = ",,,,kernel-module-uinput"
+PACKAGECONFIG[jpeg] = ""
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'jpeg', '', '--no-default-features', d)}"
 
 SYSTEMD_SERVICE:${PN} = "shoulder-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
