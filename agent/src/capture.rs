@@ -311,9 +311,11 @@ impl Worker {
                     stats,
                 })) => {
                     // What goes on the wire, near enough: pixels and a
-                    // header per rectangle.
+                    // header per rectangle; from now, not from before the
+                    // encode (a photograph takes tens of ms to encode, which
+                    // is not the link's time).
                     self.link
-                        .sent(now, stats.payload_bytes + stats.rects * 16 + 64);
+                        .sent(Instant::now(), stats.payload_bytes + stats.rects * 16 + 64);
                     if let Some(info) = screen {
                         if self.unavailable {
                             tracing::info!("the screen is readable again");
