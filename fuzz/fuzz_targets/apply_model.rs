@@ -200,14 +200,8 @@ impl FuzzRect {
                 &pixels.bytes(sized(len, exact)),
             ))),
             Body::Lz4Damaged { pixels, at, damage } => {
-                let mut c = lz4_flex::block::compress(&pixels.bytes(exact));
-                let at = usize::from(*at) % c.len().max(1);
-                match damage {
-                    Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
-                    Damage::Xor(_) => {}
-                    Damage::Truncate => c.truncate(at),
-                }
-                Encoding::Lz4(Payload(c))
+                let c = lz4_flex::block::compress(&pixels.bytes(exact));
+                Encoding::Lz4(Payload(damaged(c, *at, damage)))
             }
             Body::Lz4Garbage(b) => Encoding::Lz4(Payload(b.clone())),
             Body::Deflate { pixels, len, level } => {
@@ -221,14 +215,8 @@ impl FuzzRect {
             Body::DeflateDamaged { pixels, at, damage } => {
                 let (tw, th) = (usize::from(w), usize::from(h));
                 let tiles = tile_stream(&pixels.bytes(tw.saturating_mul(th).saturating_mul(4)), tw, th);
-                let mut c = miniz_oxide::deflate::compress_to_vec(&tiles, 1);
-                let at = usize::from(*at) % c.len().max(1);
-                match damage {
-                    Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
-                    Damage::Xor(_) => {}
-                    Damage::Truncate => c.truncate(at),
-                }
-                Encoding::Deflate(Payload(c))
+                let c = miniz_oxide::deflate::compress_to_vec(&tiles, 1);
+                Encoding::Deflate(Payload(damaged(c, *at, damage)))
             }
             Body::DeflateGarbage(b) => Encoding::Deflate(Payload(b.clone())),
             Body::DeflatedTiles(b) => {
@@ -242,14 +230,7 @@ impl FuzzRect {
                 Encoding::Jpeg(Payload(jpeg(pixels, w, th, *quality)))
             }
             Body::JpegDamaged { pixels, at, damage } => {
-                let mut c = jpeg(pixels, w, h, 75);
-                let at = usize::from(*at) % c.len().max(1);
-                match damage {
-                    Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
-                    Damage::Xor(_) => {}
-                    Damage::Truncate => c.truncate(at),
-                }
-                Encoding::Jpeg(Payload(c))
+                Encoding::Jpeg(Payload(damaged(jpeg(pixels, w, h, 75), *at, damage)))
             }
             Body::JpegGarbage(b) => Encoding::Jpeg(Payload(b.clone())),
         };
@@ -261,6 +242,18 @@ impl FuzzRect {
             encoding,
         }
     }
+}
+
+/// `c` with one byte changed or the end cut off at `at` (taken modulo its
+/// length).
+fn damaged(mut c: Vec<u8>, at: u16, damage: &Damage) -> Vec<u8> {
+    let at = usize::from(at) % c.len().max(1);
+    match damage {
+        Damage::Xor(x) if at < c.len() => c[at] ^= (*x).max(1),
+        Damage::Xor(_) => {}
+        Damage::Truncate => c.truncate(at),
+    }
+    c
 }
 
 /// What the device's encoder sends for `w`×`h` generated pixels (nothing

@@ -21,13 +21,9 @@ use shoulder_proto::fb::Framebuffer;
 const W: u32 = 1920;
 const H: u32 = 1080;
 
+/// The sequence's frames: at least two of 1920×1080.
 fn frames_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "xrgb"))
-        .collect();
-    v.sort();
+    let v = shoulder_capture::rawfile::frame_files(dir, (W, H))?;
     if v.len() < 2 {
         return Err(format!(
             "{} has {} .xrgb frames; a sequence needs at least 2",

@@ -192,6 +192,19 @@ fn columns(x0: usize, x1: usize) -> u128 {
     }
 }
 
+/// The tiles (first, end) that `start..start + len` covers whole along an
+/// edge of `edge` pixels; the last tile, cut by the edge, is whole when the
+/// span reaches the edge.
+fn whole_tiles(start: usize, len: usize, edge: usize) -> (usize, usize) {
+    let end = start + len;
+    let last = if end >= edge {
+        edge.div_ceil(TILE)
+    } else {
+        end / TILE
+    };
+    (start.div_ceil(TILE), last)
+}
+
 impl Approx {
     /// Forgets everything: a new screen of `width`×`height`.
     pub fn reset(&mut self, width: usize, height: usize) {
@@ -224,20 +237,8 @@ impl Approx {
         if a.w == 0 || a.h == 0 || self.is_empty() {
             return;
         }
-        let c0 = a.x.div_ceil(TILE);
-        let right = a.x + a.w;
-        let c1 = if right >= self.width {
-            self.width.div_ceil(TILE)
-        } else {
-            right / TILE
-        };
-        let r0 = a.y.div_ceil(TILE);
-        let bottom = a.y + a.h;
-        let r1 = if bottom >= self.height {
-            self.height.div_ceil(TILE)
-        } else {
-            bottom / TILE
-        };
+        let (c0, c1) = whole_tiles(a.x, a.w, self.width);
+        let (r0, r1) = whole_tiles(a.y, a.h, self.height);
         if c1 <= c0 {
             return;
         }

@@ -203,6 +203,45 @@ impl FrameSource for RawFileSource {
     }
 }
 
+/// The `*.xrgb` files of `dir` in name order, each checked to be one frame of
+/// `w`×`h` XRGB8888 (as `scripts/real-content/render` writes them): what
+/// `capture-probe play dir:`, the real-content benchmark and `slow_links`
+/// read.
+pub fn frame_files(dir: &Path, (w, h): (u32, u32)) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list the frame directory {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list the frame directory {}: {e}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|x| x == "xrgb") {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "the frame directory {} has no *.xrgb files (raw {w}x{h} XRGB8888 frames)",
+            dir.display()
+        ));
+    }
+    files.sort();
+    let want = u64::from(w) * u64::from(h) * 4;
+    for path in &files {
+        let len = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read frame {}: {e}", path.display()))?
+            .len();
+        if len != want {
+            return Err(format!(
+                "frame {} has {len} bytes, not {want} ({w}x{h} XRGB8888): \
+                 render the frames at that size or pass the right --size",
+                path.display()
+            ));
+        }
+    }
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

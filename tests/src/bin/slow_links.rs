@@ -30,30 +30,16 @@ const HEIGHT: u32 = 1080;
 const SWITCH_AT: Duration = Duration::from_secs(60);
 
 fn load(dir: &Path) -> Result<Frames, String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "xrgb"))
-        .collect();
-    names.sort();
+    let names = shoulder_capture::rawfile::frame_files(dir, (WIDTH, HEIGHT))?;
     if names.len() < 2 {
         return Err(format!(
             "{} has fewer than two .xrgb frames (make them with scripts/real-content/render)",
             dir.display()
         ));
     }
-    let want = (WIDTH * HEIGHT * 4) as usize;
     let mut frames = Vec::new();
     for p in &names[..2] {
-        let f = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        if f.len() != want {
-            return Err(format!(
-                "{} has {} bytes, not a {WIDTH}x{HEIGHT} XRGB8888 frame ({want})",
-                p.display(),
-                f.len()
-            ));
-        }
-        frames.push(f);
+        frames.push(std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?);
     }
     Ok(Frames {
         width: WIDTH,
