@@ -25,8 +25,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shoulder_capture::{
-    CaptureError, Capturer, CapturerError, EncodedUpdate, LinkEstimate, Pacer, PacingConfig,
-    Probing, Rotation,
+    CaptureError, Capturer, CapturerError, Compression, EncodedUpdate, LinkEstimate, Pacer,
+    PacingConfig, Probing, Rotation,
 };
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::{Message, ScreenList, ViewReport, text};
@@ -91,8 +91,9 @@ type Shared = Arc<(Mutex<Want>, Condvar)>;
 /// What the expert's client decodes beyond the basics (its capabilities).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Decodes {
-    /// Deflate-compressed rectangles.
-    pub deflate: bool,
+    /// How rectangles are compressed (deflate per rectangle or as one
+    /// stream, else lz4).
+    pub compression: Compression,
     /// Lossy JPEG rectangles: sent for photo-like areas when the link is
     /// slow, refined to exact pixels once still.
     pub jpeg: bool,
@@ -473,7 +474,7 @@ impl Worker {
                     Capturer::new(s)
                         .with_probing(Probing::default())
                         .with_rotation(self.rotation)
-                        .with_deflate(self.decodes.deflate),
+                        .with_compression(self.decodes.compression),
                 );
                 true
             }
@@ -958,7 +959,7 @@ mod tests {
             30,
             Rotation::Deg0,
             Decodes {
-                deflate: true,
+                compression: Compression::DeflateStream,
                 jpeg: false,
             },
         );

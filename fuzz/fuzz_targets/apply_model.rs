@@ -12,11 +12,18 @@
 //! Jpeg is lossy and decoders may round differently, so there the model
 //! decodes with the same decoder, without the framebuffer's limits, and
 //! checks the size itself; JPEGs made by the device's encoder must apply
-//! and look like what was encoded.
+//! and look like what was encoded. DeflateStream pieces come from one
+//! compressor that runs across the script's rectangles (restarted where a
+//! piece says so), real, damaged, ending the stream or made up; the model
+//! decodes every piece since the last restart again from the start, in one
+//! go, and takes what the newest one added.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use miniz_oxide::deflate::core::{
+    CompressorOxide, TDEFLFlush, compress, create_comp_flags_from_zip_params,
+};
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::{Encoding, Payload, Rect, ScreenInfo, UpdatePart, WireFormat};
 
@@ -117,6 +124,50 @@ enum Body {
         damage: Damage,
     },
     JpegGarbage(Vec<u8>),
+    /// The next piece of the script's deflate stream: the tile stream of
+    /// generated pixels (of the rectangle's size or not), as the device's
+    /// encoder makes it, damaged (the compressor goes on as if it were
+    /// not), ending the stream, or made up.
+    Stream {
+        restart: bool,
+        pixels: Pattern,
+        len: Len,
+        level: u8,
+    },
+    StreamDamaged {
+        restart: bool,
+        pixels: Pattern,
+        at: u16,
+        damage: Damage,
+    },
+    StreamEnding {
+        restart: bool,
+        pixels: Pattern,
+    },
+    StreamGarbage {
+        restart: bool,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The device's side of the deflate stream: one compressor for the script.
+struct Pieces(Box<CompressorOxide>);
+
+impl Pieces {
+    fn new() -> Self {
+        Self(Box::new(CompressorOxide::new(create_comp_flags_from_zip_params(1, -15, 0))))
+    }
+
+    fn piece(&mut self, restart: bool, level: u8, tiles: &[u8], flush: TDEFLFlush) -> Vec<u8> {
+        if restart {
+            self.0.reset();
+        }
+        self.0.set_compression_level_raw(level % 10);
+        let mut out = vec![0; tiles.len() + tiles.len() / 8192 + 64];
+        let (_, _, n) = compress(&mut self.0, tiles, &mut out, flush);
+        out.truncate(n);
+        out
+    }
 }
 
 #[derive(Debug, Arbitrary)]
@@ -185,7 +236,7 @@ fn sized(len: &Len, exact: usize) -> usize {
 }
 
 impl FuzzRect {
-    fn to_rect(&self) -> Rect {
+    fn to_rect(&self, pieces: &mut Pieces) -> Rect {
         let (w, h) = (self.w.value(), self.h.value());
         let exact = usize::from(w) * usize::from(h) * 4;
         let encoding = match &self.body {
@@ -233,6 +284,34 @@ impl FuzzRect {
                 Encoding::Jpeg(Payload(damaged(jpeg(pixels, w, h, 75), *at, damage)))
             }
             Body::JpegGarbage(b) => Encoding::Jpeg(Payload(b.clone())),
+            Body::Stream { restart, pixels, len, level } => {
+                let (tw, th) = match len {
+                    Len::Exact => (usize::from(w), usize::from(h)),
+                    Len::Off(d) => (usize::from(w), usize::from(h).saturating_add_signed(isize::from(*d))),
+                };
+                let tiles = tile_stream_as(&pixels.bytes(tw.saturating_mul(th).saturating_mul(4)), tw, th, true);
+                let data = pieces.piece(*restart, *level, &tiles, TDEFLFlush::Sync);
+                Encoding::DeflateStream { restart: *restart, data: Payload(data) }
+            }
+            Body::StreamDamaged { restart, pixels, at, damage } => {
+                let (tw, th) = (usize::from(w), usize::from(h));
+                let tiles = tile_stream_as(&pixels.bytes(tw.saturating_mul(th).saturating_mul(4)), tw, th, true);
+                let data = pieces.piece(*restart, 2, &tiles, TDEFLFlush::Sync);
+                Encoding::DeflateStream { restart: *restart, data: Payload(damaged(data, *at, damage)) }
+            }
+            Body::StreamEnding { restart, pixels } => {
+                let (tw, th) = (usize::from(w), usize::from(h));
+                let tiles = tile_stream(&pixels.bytes(tw.saturating_mul(th).saturating_mul(4)), tw, th);
+                let data = pieces.piece(*restart, 1, &tiles, TDEFLFlush::Finish);
+                // A finished compressor takes nothing more: the next piece
+                // starts it again whatever it says.
+                pieces.0.reset();
+                Encoding::DeflateStream { restart: *restart, data: Payload(data) }
+            }
+            Body::StreamGarbage { restart, bytes } => Encoding::DeflateStream {
+                restart: *restart,
+                data: Payload(bytes.clone()),
+            },
         };
         Rect {
             x: self.x.value(),
@@ -296,6 +375,9 @@ struct Model {
     width: usize,
     height: usize,
     pixels: Vec<u32>,
+    /// The deflate stream's pieces since its last restart, all applied;
+    /// `None` before the first and after any rectangle failed.
+    stream: Option<Vec<u8>>,
 }
 
 impl Model {
@@ -305,6 +387,7 @@ impl Model {
             width,
             height,
             pixels: vec![0; width * height],
+            stream: None,
         }
     }
 
@@ -315,8 +398,47 @@ impl Model {
             && usize::from(y) + usize::from(h) <= self.height
     }
 
-    /// `Err` leaves the model untouched.
+    /// `Err` leaves the pixels untouched and the deflate stream broken.
     fn apply(&mut self, r: &Rect) -> Result<(), ()> {
+        let applied = self.apply_pixels(r);
+        if applied.is_err() {
+            self.stream = None;
+        }
+        applied
+    }
+
+    /// A deflate stream piece as the tile stream it adds: everything since
+    /// the restart inflated again, in one go, less what came before.
+    fn stream_piece(&mut self, restart: bool, piece: &[u8], w: usize, h: usize) -> Result<Vec<u8>, ()> {
+        use miniz_oxide::inflate::stream::{InflateState, inflate};
+        let mut all = if restart { Vec::new() } else { self.stream.take().ok_or(())? };
+        let inflate_all = |data: &[u8], limit: usize| -> Result<Vec<u8>, ()> {
+            let mut state = InflateState::new_boxed(miniz_oxide::DataFormat::Raw);
+            let mut out = vec![0; limit];
+            let r = inflate(&mut state, data, &mut out, miniz_oxide::MZFlush::None);
+            match r.status {
+                Ok(miniz_oxide::MZStatus::Ok) | Err(miniz_oxide::MZError::Buf) => {}
+                _ => return Err(()),
+            }
+            if r.bytes_consumed != data.len() {
+                return Err(());
+            }
+            out.truncate(r.bytes_written);
+            Ok(out)
+        };
+        let before = inflate_all(&all, 1 << 26)?.len();
+        all.extend_from_slice(piece);
+        let max = w * h * 3 + w.div_ceil(64) * h.div_ceil(64);
+        let out = inflate_all(&all, before + max + 1)?;
+        if out.len() > before + max {
+            return Err(());
+        }
+        let added = out[before..].to_vec();
+        self.stream = Some(all);
+        Ok(added)
+    }
+
+    fn apply_pixels(&mut self, r: &Rect) -> Result<(), ()> {
         if !self.inside(r.x, r.y, r.w, r.h) {
             return Err(());
         }
@@ -350,6 +472,10 @@ impl Model {
                 model_tiles(&stream, w, h)?
             }
             Encoding::Jpeg(data) => model_jpeg(&data.0, w, h)?,
+            Encoding::DeflateStream { restart, data } => {
+                let tiles = self.stream_piece(*restart, &data.0, w, h)?;
+                model_tiles(&tiles, w, h)?
+            }
         };
         for dy in 0..h {
             for dx in 0..w {
@@ -382,11 +508,16 @@ impl Model {
 /// The encoder's tile stream of `w`×`h` XRGB8888 pixels (cut or padded
 /// to that size), or nothing for an empty rectangle.
 fn tile_stream(xrgb: &[u8], w: usize, h: usize) -> Vec<u8> {
+    tile_stream_as(xrgb, w, h, false)
+}
+
+/// The same, with raw tiles predicted (form 17) when `predicted`.
+fn tile_stream_as(xrgb: &[u8], w: usize, h: usize, predicted: bool) -> Vec<u8> {
     let mut out = Vec::new();
     if w.saturating_mul(h).saturating_mul(4) <= MAX_GENERATED {
         let mut px = xrgb.to_vec();
         px.resize(w * h * 4, 0x5a);
-        shoulder_proto::tiles::encode(&px, w, h, &mut out);
+        shoulder_proto::tiles::encode_rows(&px, w * 4, w, h, predicted, &mut out);
     }
     out
 }
@@ -410,6 +541,37 @@ fn model_tiles(s: &[u8], w: usize, h: usize) -> Result<Vec<u32>, ()> {
             match k {
                 0 => tile = next(tw * th * 3)?.chunks(3).map(colour).collect(),
                 1 => tile = vec![colour(&next(3)?); tw * th],
+                17 => {
+                    // Each byte from its left, upper and upper-left
+                    // neighbours in the tile, by the median rule.
+                    let d = next(tw * th * 3)?;
+                    let mut v = vec![0u8; tw * th * 3];
+                    for y in 0..th {
+                        for x in 0..tw {
+                            for ch in 0..3 {
+                                let at = |x: usize, y: usize| v[(y * tw + x) * 3 + ch];
+                                let pred = if x == 0 && y == 0 {
+                                    0
+                                } else if y == 0 {
+                                    at(x - 1, y)
+                                } else if x == 0 {
+                                    at(x, y - 1)
+                                } else {
+                                    let (a, b, c) = (at(x - 1, y), at(x, y - 1), at(x - 1, y - 1));
+                                    if c >= a.max(b) {
+                                        a.min(b)
+                                    } else if c <= a.min(b) {
+                                        a.max(b)
+                                    } else {
+                                        (i16::from(a) + i16::from(b) - i16::from(c)) as u8
+                                    }
+                                };
+                                v[(y * tw + x) * 3 + ch] = d[(y * tw + x) * 3 + ch].wrapping_add(pred);
+                            }
+                        }
+                    }
+                    tile = v.chunks(3).map(colour).collect();
+                }
                 2..=16 => {
                     let pal: Vec<u32> = next(3 * usize::from(k))?.chunks(3).map(colour).collect();
                     let bits = if k == 2 { 1 } else if k <= 4 { 2 } else { 4 };
@@ -483,7 +645,7 @@ fuzz_target!(|script: Script| {
         .rects
         .iter()
         .take(MAX_RECTS)
-        .map(FuzzRect::to_rect)
+        .scan(Pieces::new(), |pieces, r| Some(r.to_rect(pieces)))
         .collect();
 
     // One rectangle at a time.

@@ -3,6 +3,8 @@
 use crate::msg::{
     Encoding, MAX_SCREEN_EDGE, Rect, ScreenInfo, UpdatePart, VIEW_CHECK_BANDS, ViewReport,
 };
+use miniz_oxide::inflate::stream::{InflateState, inflate};
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 
 /// Rows per band of a [`ViewReport`] for a screen `height` rows tall: the
 /// screen cut into at most [`VIEW_CHECK_BANDS`] bands of this many rows (the
@@ -62,12 +64,28 @@ pub enum ApplyError {
 }
 
 /// XRGB8888 pixels, `width * 4` bytes per row, no padding: byte order B, G, R, X.
-#[derive(Clone, PartialEq, Eq)]
+/// Also the state of the screen's deflate stream
+/// ([`Encoding::DeflateStream`]), which is not part of the picture: two
+/// framebuffers are equal when their pictures are.
+#[derive(Clone)]
 pub struct Framebuffer {
     width: u16,
     height: u16,
     pixels: Vec<u8>,
+    /// The deflate stream rectangles continue: `None` before its first
+    /// piece, and after any rectangle failed to apply (a piece may have been
+    /// half-used or skipped, so what follows could decode to wrong pixels
+    /// without an error) until the device restarts it.
+    stream: Option<Box<InflateState>>,
 }
+
+impl PartialEq for Framebuffer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.width, self.height) == (other.width, other.height) && self.pixels == other.pixels
+    }
+}
+
+impl Eq for Framebuffer {}
 
 impl core::fmt::Debug for Framebuffer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -86,6 +104,7 @@ impl Framebuffer {
             width: w,
             height: h,
             pixels: vec![0; usize::from(w) * usize::from(h) * 4],
+            stream: None,
         })
     }
 
@@ -143,8 +162,18 @@ impl Framebuffer {
         Ok(())
     }
 
-    /// Applies one rectangle.
+    /// Applies one rectangle. After an error, rectangles that continue the
+    /// deflate stream are refused until one restarts it (ask for the whole
+    /// screen: its first rectangle does).
     pub fn apply_rect(&mut self, r: &Rect) -> Result<(), ApplyError> {
+        let applied = self.apply_rect_inner(r);
+        if applied.is_err() {
+            self.stream = None;
+        }
+        applied
+    }
+
+    fn apply_rect_inner(&mut self, r: &Rect) -> Result<(), ApplyError> {
         self.check_bounds(r.x, r.y, r.w, r.h)?;
         let stride = usize::from(self.width) * 4;
         let row_bytes = usize::from(r.w) * 4;
@@ -214,6 +243,29 @@ impl Framebuffer {
                 let raw = decode_jpeg(&data.0, r.w, r.h)?;
                 self.blit(r, &raw)?;
             }
+            Encoding::DeflateStream { restart, data } => {
+                let (w, h) = (usize::from(r.w), usize::from(r.h));
+                if *restart {
+                    match self.stream.as_mut() {
+                        Some(s) => s.reset(DataFormat::Raw),
+                        None => self.stream = Some(InflateState::new_boxed(DataFormat::Raw)),
+                    }
+                }
+                let Some(state) = self.stream.as_mut() else {
+                    return Err(ApplyError::Decompress(
+                        "a deflate stream rectangle continues a stream that was not started \
+                         or broke earlier"
+                            .into(),
+                    ));
+                };
+                let max = crate::tiles::max_stream_len(w, h);
+                let mut tiles = vec![0; max + 1];
+                let n = inflate_piece(state, &data.0, &mut tiles, max)?;
+                let mut raw = vec![0; w * h * 4];
+                crate::tiles::decode(&tiles[..n], w, h, &mut raw)
+                    .map_err(|e| ApplyError::Decompress(e.to_string()))?;
+                self.blit(r, &raw)?;
+            }
         }
         Ok(())
     }
@@ -249,6 +301,47 @@ impl Framebuffer {
             });
         }
         Ok(())
+    }
+}
+
+/// Inflates one piece of a deflate stream (all of `input`) into `out`;
+/// how many bytes it expanded to. A piece that would expand past `max`
+/// bytes (`out` has one byte more, so a piece that fits leaves no output
+/// pending), or that ends the stream (the device never does), is an error.
+fn inflate_piece(
+    state: &mut InflateState,
+    input: &[u8],
+    out: &mut [u8],
+    max: usize,
+) -> Result<usize, ApplyError> {
+    let (mut read, mut written) = (0, 0);
+    loop {
+        let r = inflate(state, &input[read..], &mut out[written..], MZFlush::None);
+        read += r.bytes_consumed;
+        written += r.bytes_written;
+        if written > max {
+            return Err(ApplyError::TooLarge { max });
+        }
+        match r.status {
+            // Buf: no progress possible, which is fine once all is read.
+            Ok(MZStatus::Ok) | Err(MZError::Buf) => {}
+            Ok(MZStatus::StreamEnd) => {
+                return Err(ApplyError::Decompress(
+                    "deflate stream: a rectangle ended the stream".into(),
+                ));
+            }
+            Ok(s) => return Err(ApplyError::Decompress(format!("deflate stream: {s:?}"))),
+            Err(e) => return Err(ApplyError::Decompress(format!("deflate stream: {e:?}"))),
+        }
+        if read == input.len() {
+            return Ok(written);
+        }
+        if r.bytes_consumed == 0 && r.bytes_written == 0 {
+            return Err(ApplyError::Decompress(format!(
+                "deflate stream: stuck after {read} of {} bytes",
+                input.len()
+            )));
+        }
     }
 }
 
@@ -495,6 +588,127 @@ mod tests {
         ));
         assert!(f.apply_rect(&rect(vec![0xff; 9])).is_err());
         assert_eq!(px(&f, 7, 7), 0x00c8_070b);
+    }
+
+    /// Pieces of one raw deflate stream, each ended by a sync flush, as the
+    /// device's encoder makes them.
+    struct Pieces(Box<miniz_oxide::deflate::core::CompressorOxide>);
+
+    impl Pieces {
+        fn new() -> Self {
+            use miniz_oxide::deflate::core::{CompressorOxide, create_comp_flags_from_zip_params};
+            Self(Box::new(CompressorOxide::new(
+                create_comp_flags_from_zip_params(2, -15, 0),
+            )))
+        }
+
+        fn piece(&mut self, data: &[u8], flush: miniz_oxide::deflate::core::TDEFLFlush) -> Vec<u8> {
+            let mut out = vec![0; data.len() * 2 + 64];
+            let (status, read, n) =
+                miniz_oxide::deflate::core::compress(&mut self.0, data, &mut out, flush);
+            assert_eq!(read, data.len(), "{status:?}");
+            out.truncate(n);
+            out
+        }
+
+        fn next(&mut self, data: &[u8]) -> Vec<u8> {
+            self.piece(data, miniz_oxide::deflate::core::TDEFLFlush::Sync)
+        }
+    }
+
+    #[test]
+    fn deflate_stream_pieces_refer_back_and_a_broken_stream_waits_for_a_restart() {
+        let (w, h) = (40u16, 30u16);
+        let mut f = fb(w, h);
+        // Text-like content: the same busy glyph row repeated, so later
+        // pieces are mostly back-references into earlier ones.
+        let xrgb: Vec<u8> = (0..usize::from(w) * usize::from(h))
+            .flat_map(|i| [(i % 40 * 37 % 251) as u8, (i % 40 * 11) as u8, 9, 0])
+            .collect();
+        let mut stream = Vec::new();
+        crate::tiles::encode(&xrgb, usize::from(w), usize::from(h), &mut stream);
+        let rect = |restart: bool, data: Vec<u8>| Rect {
+            x: 0,
+            y: 0,
+            w,
+            h,
+            encoding: Encoding::DeflateStream {
+                restart,
+                data: Payload(data),
+            },
+        };
+        let want = f.pixels().len();
+        let mut pieces = Pieces::new();
+        let first = pieces.next(&stream);
+        let second = pieces.next(&stream);
+        assert!(
+            second.len() * 4 < first.len(),
+            "a repeat refers back: {} then {} bytes",
+            first.len(),
+            second.len()
+        );
+        // A continuation with no stream started: refused, nothing drawn.
+        let mut fresh = fb(w, h);
+        assert!(matches!(
+            fresh.apply_rect(&rect(false, first.clone())),
+            Err(ApplyError::Decompress(e)) if e.contains("not started")
+        ));
+        assert!(fresh.pixels().iter().all(|&b| b == 0));
+        f.apply_rect(&rect(true, first.clone())).unwrap();
+        f.apply_rect(&rect(false, second)).unwrap();
+        assert_eq!(f.normalized(), xrgb);
+        assert_eq!(f.pixels().len(), want);
+        // A damaged piece fails; so does every continuation after it (it
+        // could decode to wrong pixels), until the device restarts.
+        let mut third = pieces.next(&stream);
+        let fourth = pieces.next(&stream);
+        third[0] ^= 0x5a;
+        third.truncate(third.len() / 2);
+        assert!(f.apply_rect(&rect(false, third)).is_err());
+        assert!(matches!(
+            f.apply_rect(&rect(false, fourth)),
+            Err(ApplyError::Decompress(e)) if e.contains("broke earlier")
+        ));
+        let mut again = Pieces::new();
+        f.apply_rect(&rect(true, again.next(&stream))).unwrap();
+        f.apply_rect(&rect(false, again.next(&stream))).unwrap();
+        assert_eq!(f.normalized(), xrgb);
+        // An error elsewhere (a rectangle off the screen) breaks it too: the
+        // expert skips the rest of that update.
+        let off = Rect {
+            x: 1,
+            ..rect(false, again.next(&stream))
+        };
+        assert!(matches!(
+            f.apply_rect(&off),
+            Err(ApplyError::OutOfBounds { .. })
+        ));
+        assert!(f.apply_rect(&rect(false, again.next(&stream))).is_err());
+        // A piece that ends the stream, and a bomb: errors, not panics.
+        let mut ending = Pieces::new();
+        let last = ending.piece(&stream, miniz_oxide::deflate::core::TDEFLFlush::Finish);
+        assert!(matches!(
+            f.apply_rect(&rect(true, last)),
+            Err(ApplyError::Decompress(e)) if e.contains("ended the stream")
+        ));
+        let mut bomb = Pieces::new();
+        let bomb = bomb.next(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 4000);
+        assert!(matches!(
+            f.apply_rect(&rect(true, bomb)),
+            Err(ApplyError::TooLarge { .. })
+        ));
+        assert!(f.apply_rect(&rect(true, vec![0xff; 9])).is_err());
+        // Cloned framebuffers go on decoding their own copy of the stream.
+        let mut a = fb(w, h);
+        let mut p = Pieces::new();
+        a.apply_rect(&rect(true, p.next(&stream))).unwrap();
+        let mut b = a.clone();
+        let next = p.next(&stream);
+        a.apply_rect(&rect(false, next.clone())).unwrap();
+        b.apply_rect(&rect(false, next)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.normalized(), xrgb);
     }
 
     #[test]

@@ -134,8 +134,12 @@ impl Capabilities {
     /// the area stops changing. An expert that wants every update exact
     /// leaves it out.
     pub const JPEG: Self = Self(1 << 6);
+    /// Deflate rectangles that continue one stream for the whole screen
+    /// ([`Encoding::DeflateStream`]): later rectangles refer back to
+    /// earlier ones, as RFB's ZRLE does.
+    pub const DEFLATE_STREAM: Self = Self(1 << 7);
     /// Everything this build implements.
-    pub const ALL: Self = Self(0b111_1111);
+    pub const ALL: Self = Self(0b1111_1111);
 
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
@@ -365,6 +369,17 @@ pub enum Encoding {
     /// stops changing. Only sent to an expert that announced
     /// [`Capabilities::JPEG`].
     Jpeg(Payload),
+    /// The rectangle as a tile stream, as for [`Encoding::Deflate`], but
+    /// compressed as the next piece of one raw deflate stream that runs
+    /// across the rectangles of a screen, each piece ended by a sync flush
+    /// (an empty stored block), so back-references reach into the 32 KiB of
+    /// tile streams before it. `restart`: the stream starts anew at this
+    /// piece (the first of a screen, of a full update, after the device
+    /// reset its encoder); a piece that does not restart continues the
+    /// stream of every `DeflateStream` rectangle applied since the last
+    /// restart, so the expert must apply all of them, in order. Only sent
+    /// to an expert that announced [`Capabilities::DEFLATE_STREAM`].
+    DeflateStream { restart: bool, data: Payload },
 }
 
 /// A changed rectangle of the screen.

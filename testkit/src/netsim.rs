@@ -818,7 +818,10 @@ pub fn run(s: &Scenario) -> Report {
                     }
                     DeviceOutput::StartCapture(v) => {
                         encoder.reset();
-                        encoder.set_deflate(d.deflate_supported());
+                        encoder.set_compression(shoulder_capture::Compression::for_expert(
+                            d.deflate_supported(),
+                            d.deflate_stream_supported(),
+                        ));
                         view = Some(v);
                     }
                     DeviceOutput::StopCapture => {

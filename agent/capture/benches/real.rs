@@ -3,7 +3,7 @@
 //! `cargo bench -p shoulder-capture --bench real -- DIR...` encodes, per
 //! directory, its `*.xrgb` frames in name order (raw 1920×1080 XRGB8888,
 //! rows packed, as `scripts/real-content/render` writes them) as one
-//! sequence, one core, lz4 and deflate, and prints per sequence: encode time per frame
+//! sequence, one core, lz4, deflate per rectangle and one deflate stream, and prints per sequence: encode time per frame
 //! (median, p90, max), the client's time to apply the update (median),
 //! bytes per frame on the wire (length-prefixed
 //! postcard frames, before TLS) and how many were `Copy` rectangles. Every
@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shoulder_capture::{Encoder, Frame, PixelFormat, ScreenGeometry};
+use shoulder_capture::{Compression, Encoder, Frame, PixelFormat, ScreenGeometry};
 use shoulder_proto::fb::Framebuffer;
 
 const W: u32 = 1920;
@@ -44,7 +44,7 @@ fn pct<T: Copy + Ord>(v: &[T], p: usize) -> T {
     s[(s.len() * p / 100).min(s.len() - 1)]
 }
 
-fn run(dir: &Path, deflate: bool) -> Result<String, String> {
+fn run(dir: &Path, compression: Compression) -> Result<String, String> {
     let files = frames_in(dir)?;
     let g = ScreenGeometry {
         width: W,
@@ -53,7 +53,7 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
     };
     let (_pair, consent) = shoulder_proto::testing::granted_view();
     let mut enc = Encoder::new();
-    enc.set_deflate(deflate);
+    enc.set_compression(compression);
     let mut fb: Option<Framebuffer> = None;
     let (mut times, mut bytes, mut copies) = (Vec::new(), Vec::new(), 0usize);
     let mut apply_times = Vec::new();
@@ -112,7 +112,11 @@ fn run(dir: &Path, deflate: bool) -> Result<String, String> {
         "| {} | {} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} | {} |",
         dir.file_name()
             .map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into()),
-        if deflate { "deflate" } else { "lz4" },
+        match compression {
+            Compression::Lz4 => "lz4",
+            Compression::Deflate => "deflate",
+            Compression::DeflateStream => "deflate stream",
+        },
         ms(pct(&times, 50)),
         ms(pct(&times, 90)),
         ms(*times.iter().max().unwrap_or(&Duration::ZERO)),
@@ -154,8 +158,12 @@ fn main() {
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut failed = false;
     for d in &dirs {
-        for deflate in [false, true] {
-            match run(d, deflate) {
+        for c in [
+            Compression::Lz4,
+            Compression::Deflate,
+            Compression::DeflateStream,
+        ] {
+            match run(d, c) {
                 Ok(line) => println!("{line}"),
                 Err(e) => {
                     eprintln!("real: {e}");

@@ -84,17 +84,17 @@ impl Capturer {
     /// [`Encoder::with_probing`]): cheaper idle sessions, thin changes found
     /// a few checks later.
     pub fn with_probing(mut self, probing: crate::encoder::Probing) -> Self {
-        let deflate = self.encoder.deflates();
+        let compression = self.encoder.compression();
         self.encoder = Encoder::with_probing(probing);
-        self.encoder.set_deflate(deflate);
+        self.encoder.set_compression(compression);
         // Lossy is set per capture by its caller; it starts off.
         self
     }
 
-    /// Deflate-compressed rectangles (for an expert that takes them)
-    /// instead of lz4 ([`Encoder::set_deflate`]).
-    pub fn with_deflate(mut self, on: bool) -> Self {
-        self.encoder.set_deflate(on);
+    /// Rectangles compressed as the expert takes them
+    /// ([`Encoder::set_compression`]).
+    pub fn with_compression(mut self, c: crate::encoder::Compression) -> Self {
+        self.encoder.set_compression(c);
         self
     }
 

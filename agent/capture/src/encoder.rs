@@ -15,8 +15,10 @@
 //!    columns per tile row, joined vertically, trimmed to what differs);
 //! 4. encodes each rectangle from the shadow, converted to XRGB8888, as
 //!    `Solid` when it is one colour, else as `Deflate` (the tile stream of
-//!    [`shoulder_proto::tiles`], deflated) for an expert that takes it or
-//!    `Lz4` for one that does not, or `Raw` when that is no smaller; with
+//!    [`shoulder_proto::tiles`], deflated) for an expert that takes it
+//!    (as `DeflateStream`, pieces of one stream across rectangles and
+//!    updates, for one that takes that), or `Lz4` for one that does not,
+//!    or `Raw` when that is no smaller; with
 //!    lossy rectangles on ([`Encoder::set_lossy`], an expert that takes
 //!    them on a slow link), photo-like areas go as `Jpeg` and are sent
 //!    exact once they stop changing ([`crate::lossy`]);
@@ -91,6 +93,11 @@ const DEFLATE_LEVEL_PHOTO: u8 = 1;
 /// Deflate level of user interfaces (tile streams of at most a byte a
 /// pixel): 2 has all but 1 % of what 9 gets there.
 const DEFLATE_LEVEL_UI: u8 = 2;
+
+/// Photo-like tile streams of at least this many bytes are deflated with
+/// miniz's fast path, on their own: below it, the thorough level costs
+/// under a few ms, and the stream's back-references pay.
+const FAST_PATH_FROM: usize = 64 * 1024;
 
 /// `previous_at` entry of a row that did not change.
 const UNCHANGED: u32 = u32::MAX;
@@ -183,7 +190,8 @@ pub struct Encoder {
     compressed: Vec<u8>,
     /// The tile stream of a rectangle, before deflate.
     tiles: Vec<u8>,
-    /// Set when the expert takes [`Encoding::Deflate`].
+    /// Set when the expert takes [`Encoding::Deflate`] (and maybe
+    /// [`Encoding::DeflateStream`]).
     deflate: Option<Deflater>,
     probing: Option<Probing>,
     /// Incremental checks since the last full scan (probing only).
@@ -244,12 +252,22 @@ impl Encoder {
         }
     }
 
-    /// Sends rectangles deflate-compressed (`on`, for an expert that
-    /// announced [`shoulder_proto::msg::Capabilities::DEFLATE`]) or lz4
-    /// compressed. Takes effect from the next rectangle: each one is
-    /// compressed on its own.
-    pub fn set_deflate(&mut self, on: bool) {
-        self.deflate = on.then(Deflater::new);
+    /// How rectangles are compressed: as the expert takes them. Takes
+    /// effect from the next rectangle (a deflate stream starts anew).
+    pub fn set_compression(&mut self, c: Compression) {
+        self.deflate =
+            (c != Compression::Lz4).then(|| Deflater::new(c == Compression::DeflateStream));
+    }
+
+    /// How rectangles are compressed.
+    pub fn compression(&self) -> Compression {
+        match &self.deflate {
+            None => Compression::Lz4,
+            Some(Deflater { stream: None, .. }) => Compression::Deflate,
+            Some(Deflater {
+                stream: Some(_), ..
+            }) => Compression::DeflateStream,
+        }
     }
 
     /// Whether rectangles go deflate-compressed.
@@ -318,6 +336,9 @@ impl Encoder {
         self.row_seq = Vec::new();
         self.forced.clear();
         self.approx = Approx::default();
+        if let Some(d) = self.deflate.as_mut() {
+            d.restart = true;
+        }
     }
 
     /// Compares the expert's view report with the shadow as the expert has
@@ -523,6 +544,14 @@ impl Encoder {
             }
         }
 
+        // A new screen or a full update starts the deflate stream anew: the
+        // expert's framebuffer is new, or it asked for everything because
+        // its copy (and maybe its stream) went wrong.
+        if (screen.is_some() || full)
+            && let Some(d) = self.deflate.as_mut()
+        {
+            d.restart = true;
+        }
         let mut stats = EncodeStats::default();
         let mut rects: Vec<Rect> = Vec::new();
         for c in &copies {
@@ -810,25 +839,42 @@ impl Encoder {
             unreachable!("areas exist only once a frame was seen")
         };
         let raw_len = a.w * 4 * a.h;
-        self.scratch.resize(raw_len, 0);
-        for (i, dst) in self.scratch.chunks_exact_mut(a.w * 4).enumerate() {
-            let y = a.y + i;
-            row_to_xrgb8888(
-                g.format,
-                &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp],
-                dst,
+        self.tiles.clear();
+        // B, G, R, X/A in memory (most scanouts): the tile stream reads the
+        // shadow in place (it ignores the fourth byte); other formats are
+        // converted first.
+        let in_place = matches!(
+            g.format,
+            crate::PixelFormat::Xrgb8888 | crate::PixelFormat::Argb8888
+        );
+        // Photographs' raw tiles go predicted to an expert that takes it
+        // (one that takes the deflate stream).
+        let predicted = self.deflate.as_ref().is_some_and(|d| d.stream.is_some());
+        if in_place {
+            let start = a.y * rb + a.x * bpp;
+            shoulder_proto::tiles::encode_rows(
+                &self.shadow[start..],
+                rb,
+                a.w,
+                a.h,
+                predicted,
+                &mut self.tiles,
+            );
+        } else {
+            self.convert_into_scratch(a);
+            shoulder_proto::tiles::encode_rows(
+                &self.scratch,
+                a.w * 4,
+                a.w,
+                a.h,
+                predicted,
+                &mut self.tiles,
             );
         }
-        self.tiles.clear();
-        shoulder_proto::tiles::encode(&self.scratch, a.w, a.h, &mut self.tiles);
         // Room for the tile stream in stored blocks (5 bytes of header per
         // 64 KiB): deflate never fails for want of room.
         self.compressed
             .resize(self.tiles.len() + self.tiles.len() / 8192 + 64, 0);
-        let Some(Deflater(d)) = self.deflate.as_mut() else {
-            unreachable!("called only with deflate on")
-        };
-        d.reset();
         // Photo-like areas (mostly raw tiles, over a byte a pixel) gain
         // little from a thorough search and would take several times as
         // long; user interfaces are a small stream by then, and a thorough
@@ -838,26 +884,94 @@ impl Encoder {
             && may_lose
             && let Some(l) = self.lossy
             && self.tiles.len() >= l.exact_below_bytes
-            && let Some(jpeg) = jpeg(&self.scratch, a.w, a.h, l.quality)
+            && let Some(jpeg) = {
+                if in_place {
+                    self.convert_into_scratch(a);
+                }
+                jpeg(&self.scratch, a.w, a.h, l.quality)
+            }
         {
             stats.jpeg += 1;
             stats.payload_bytes += jpeg.len();
             return Encoding::Jpeg(Payload(jpeg));
         }
-        d.set_compression_level_raw(if photo_like {
-            DEFLATE_LEVEL_PHOTO
+        let Some(d) = self.deflate.as_mut() else {
+            unreachable!("called only with deflate on")
+        };
+        // User interfaces go as pieces of the stream when the expert takes
+        // it: their glyphs, icons and pages come back. Large photo-like
+        // areas rarely repeat byte for byte and want miniz's fast path,
+        // which cannot share a stream with the thorough one: they go on
+        // their own. Small ones (anti-aliased digits, icons) are cheap at
+        // any level and do repeat.
+        let fast = photo_like && self.tiles.len() >= FAST_PATH_FROM;
+        if let Some(stream) = d.stream.as_mut()
+            && !fast
+        {
+            let restart = std::mem::take(&mut d.restart);
+            if restart {
+                stream.reset();
+            }
+            // A piece, ended by a sync flush so the expert can decode it
+            // alone; always sent (the stream has it now).
+            let (status, read, n) =
+                compress(stream, &self.tiles, &mut self.compressed, TDEFLFlush::Sync);
+            if status == TDEFLStatus::Okay && read == self.tiles.len() {
+                stats.deflate += 1;
+                stats.payload_bytes += n;
+                return Encoding::DeflateStream {
+                    restart,
+                    data: Payload(self.compressed[..n].to_vec()),
+                };
+            }
+            // Never with room for stored blocks; if it happens, what the
+            // stream holds is unknown: the next piece starts anew.
+            d.restart = true;
         } else {
-            DEFLATE_LEVEL_UI
-        });
-        let (status, read, n) = compress(d, &self.tiles, &mut self.compressed, TDEFLFlush::Finish);
-        if status == TDEFLStatus::Done && read == self.tiles.len() && n < raw_len {
-            stats.deflate += 1;
-            stats.payload_bytes += n;
-            return Encoding::Deflate(Payload(self.compressed[..n].to_vec()));
+            d.single.reset();
+            d.single.set_compression_level_raw(if photo_like {
+                std::env::var("PL")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(DEFLATE_LEVEL_PHOTO)
+            } else {
+                DEFLATE_LEVEL_UI
+            });
+            let (status, read, n) = compress(
+                &mut d.single,
+                &self.tiles,
+                &mut self.compressed,
+                TDEFLFlush::Finish,
+            );
+            if status == TDEFLStatus::Done && read == self.tiles.len() && n < raw_len {
+                stats.deflate += 1;
+                stats.payload_bytes += n;
+                return Encoding::Deflate(Payload(self.compressed[..n].to_vec()));
+            }
+        }
+        if in_place {
+            self.convert_into_scratch(a);
         }
         stats.raw += 1;
         stats.payload_bytes += raw_len;
         Encoding::Raw(Payload(self.scratch.clone()))
+    }
+
+    /// Area `a` of the shadow as XRGB8888 rows in `scratch`.
+    fn convert_into_scratch(&mut self, a: Area) {
+        let (_, rb, bpp) = self.layout();
+        let Some(g) = self.geometry else {
+            unreachable!("areas exist only once a frame was seen")
+        };
+        self.scratch.resize(a.w * 4 * a.h, 0);
+        for (i, dst) in self.scratch.chunks_exact_mut(a.w * 4).enumerate() {
+            let y = a.y + i;
+            row_to_xrgb8888(
+                g.format,
+                &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp],
+                dst,
+            );
+        }
     }
 
     /// Encodes one area of the (updated) shadow as the cheapest encoding.
@@ -936,14 +1050,54 @@ fn jpeg(_: &[u8], _: usize, _: usize, _: u8) -> Option<Vec<u8>> {
     None
 }
 
-/// A deflate compressor, kept between rectangles (its tables are large).
-struct Deflater(Box<CompressorOxide>);
+/// How rectangles are compressed, by what the expert takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// XRGB8888 rows, lz4 ([`Encoding::Lz4`]): every expert takes it.
+    #[default]
+    Lz4,
+    /// A tile stream per rectangle, deflated on its own
+    /// ([`Encoding::Deflate`]).
+    Deflate,
+    /// Tile streams as pieces of one deflate stream
+    /// ([`Encoding::DeflateStream`]): repeated content (a clock's digits,
+    /// a terminal's glyphs, a page seen before) costs a back-reference.
+    DeflateStream,
+}
+
+impl Compression {
+    /// The best an expert takes, from its capabilities.
+    pub fn for_expert(deflate: bool, stream: bool) -> Self {
+        match (deflate, stream) {
+            (_, true) => Self::DeflateStream,
+            (true, false) => Self::Deflate,
+            (false, false) => Self::Lz4,
+        }
+    }
+}
+
+/// Deflate compressors, kept between rectangles (their tables are large).
+struct Deflater {
+    /// For rectangles compressed on their own, reset for each.
+    single: Box<CompressorOxide>,
+    /// The stream of user-interface rectangles (for an expert that takes
+    /// [`Encoding::DeflateStream`]): its window is what later pieces refer
+    /// back to. Always at [`DEFLATE_LEVEL_UI`]: miniz's fast path (its
+    /// level 1) and its thorough one keep different state, and a stream
+    /// that switches between them mid-way decodes short.
+    stream: Option<Box<CompressorOxide>>,
+    /// The next stream piece starts the stream anew.
+    restart: bool,
+}
 
 impl Deflater {
-    fn new() -> Self {
-        // Level 1 (greedy, one probe: the fast path), raw deflate.
-        let flags = create_comp_flags_from_zip_params(i32::from(DEFLATE_LEVEL_PHOTO), -15, 0);
-        Self(Box::new(CompressorOxide::new(flags)))
+    fn new(stream: bool) -> Self {
+        let raw = |level: u8| create_comp_flags_from_zip_params(i32::from(level), -15, 0);
+        Self {
+            single: Box::new(CompressorOxide::new(raw(DEFLATE_LEVEL_PHOTO))),
+            stream: stream.then(|| Box::new(CompressorOxide::new(raw(DEFLATE_LEVEL_UI)))),
+            restart: true,
+        }
     }
 }
 
@@ -973,7 +1127,11 @@ fn bit_runs(mut m: u128) -> impl Iterator<Item = (usize, usize)> {
 
 fn payload_len(r: &Rect) -> usize {
     match &r.encoding {
-        Encoding::Lz4(p) | Encoding::Raw(p) | Encoding::Deflate(p) | Encoding::Jpeg(p) => p.0.len(),
+        Encoding::Lz4(p)
+        | Encoding::Raw(p)
+        | Encoding::Deflate(p)
+        | Encoding::Jpeg(p)
+        | Encoding::DeflateStream { data: p, .. } => p.0.len(),
         Encoding::Solid(_) | Encoding::Copy { .. } => 0,
     }
 }
@@ -1513,6 +1671,88 @@ mod tests {
         );
     }
 
+    fn stream_pieces(u: &EncodedUpdate) -> Vec<bool> {
+        u.parts
+            .iter()
+            .flat_map(|p| &p.rects)
+            .filter_map(|r| match r.encoding {
+                Encoding::DeflateStream { restart, .. } => Some(restart),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_deflate_stream_refers_back_and_restarts_with_every_full_update() {
+        let (w, h) = (400u32, 120u32);
+        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let pitch = w as usize * 4;
+        // A clock: the same few glyphs (busy, two-coloured) come and go.
+        let glyph = |d: usize, x: usize, y: usize| ((x * 7 + y * 3 + d * 5) % 11 < 4) as u8;
+        let clock = |t: usize| {
+            let mut px = vec![0xeeu8; pitch * h as usize];
+            for (i, d) in [t / 10 % 6, t % 10].into_iter().enumerate() {
+                for y in 20..100 {
+                    for x in 0..60 {
+                        let o = y * pitch + (100 + i * 70 + x) * 4;
+                        let v = glyph(d, x, y) * 0xaa;
+                        px[o..o + 3].copy_from_slice(&[v, v / 2, 0x30]);
+                    }
+                }
+            }
+            px
+        };
+        let mut per_rect = Encoder::new();
+        per_rect.set_compression(Compression::Deflate);
+        let mut enc = Encoder::new();
+        enc.set_compression(Compression::DeflateStream);
+        let (mut fb, mut fb_rects) = (None, None);
+        let (mut bytes, mut bytes_rects) = (0, 0);
+        for t in 0..40 {
+            let px = clock(t);
+            let frame = Frame::new(&px, g, pitch).unwrap();
+            let u = enc.encode_frame(&frame, false).unwrap();
+            let restarts = stream_pieces(&u);
+            assert!(!restarts.is_empty());
+            // Only the first piece of the first update restarts.
+            assert_eq!(restarts[0], t == 0, "update {t}");
+            assert!(restarts[1..].iter().all(|r| !r));
+            apply(&mut fb, &u);
+            assert_eq!(fb.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+            let v = per_rect.encode_frame(&frame, false).unwrap();
+            apply(&mut fb_rects, &v);
+            if t >= 10 {
+                // Every digit was seen once by now.
+                bytes += u.stats.payload_bytes;
+                bytes_rects += v.stats.payload_bytes;
+            }
+        }
+        assert!(
+            bytes * 2 < bytes_rects,
+            "digits seen before cost back-references: {bytes} bytes against {bytes_rects}"
+        );
+        // The expert's copy broke (a decoder fault, a lost piece): it asks
+        // for everything, and that update starts the stream anew, so a
+        // fresh framebuffer decodes it and what follows.
+        let px = clock(41);
+        let frame = Frame::new(&px, g, pitch).unwrap();
+        let u = enc.encode_frame(&frame, true).unwrap();
+        assert!(stream_pieces(&u)[0], "the stream restarts");
+        let mut fresh = Some(Framebuffer::new(&enc.screen_info().unwrap()).unwrap());
+        apply(&mut fresh, &u);
+        let px = clock(42);
+        let frame = Frame::new(&px, g, pitch).unwrap();
+        let u = enc.encode_frame(&frame, false).unwrap();
+        assert!(stream_pieces(&u).iter().all(|r| !r));
+        apply(&mut fresh, &u);
+        assert_eq!(fresh.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+        // A reset (a new session) starts over too, with new screen info.
+        enc.reset();
+        let u = enc.encode_frame(&frame, false).unwrap();
+        assert!(u.screen.is_some());
+        assert!(stream_pieces(&u)[0], "the stream restarts");
+    }
+
     /// A kiosk screen with a photograph: flat background, smooth colours
     /// with grain at (64, 32) 192×128, shifted up by `scroll` rows.
     fn with_photo(w: usize, h: usize, seed: usize, scroll: usize) -> Vec<u8> {
@@ -1540,7 +1780,7 @@ mod tests {
         let budget = 2 * TILE * TILE;
         let after = Duration::from_millis(300);
         let mut enc = Encoder::new();
-        enc.set_deflate(true);
+        enc.set_compression(Compression::DeflateStream);
         enc.set_lossy(Some(Lossy {
             quality: 50,
             refine_after: after,

@@ -82,7 +82,9 @@ pub mod synthetic;
 
 pub use capturer::{Capturer, CapturerError};
 pub use cursor::{CursorImage, CursorState, CursorTracker, CursorUpdate};
-pub use encoder::{EncodeError, EncodeStats, EncodedUpdate, Encoder, Probing, ViewCheck};
+pub use encoder::{
+    Compression, EncodeError, EncodeStats, EncodedUpdate, Encoder, Probing, ViewCheck,
+};
 pub use lossy::{LinkEstimate, Lossy};
 pub use open::open;
 pub use pacing::{Pacer, PacingConfig};

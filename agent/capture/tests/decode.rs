@@ -5,7 +5,8 @@
 use shoulder_capture::rawfile::RawFileSource;
 use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
 use shoulder_capture::{
-    EncodeError, EncodedUpdate, Encoder, Frame, FrameSource, PixelFormat, ScreenGeometry,
+    Compression, EncodeError, EncodedUpdate, Encoder, Frame, FrameSource, PixelFormat,
+    ScreenGeometry,
 };
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::{FrameDecoder, MAX_UPDATE_PAYLOAD};
@@ -84,10 +85,14 @@ fn every_scenario_and_format_decodes_to_the_source() {
     for scenario in Scenario::ALL {
         let seq = ScenarioFrames::new(scenario, w, h);
         let mut xrgb = seq.buffer();
-        for (format, deflate) in PixelFormat::ALL
-            .into_iter()
-            .flat_map(|f| [(f, false), (f, true)])
-        {
+        for (format, compression) in PixelFormat::ALL.into_iter().flat_map(|f| {
+            [
+                Compression::Lz4,
+                Compression::Deflate,
+                Compression::DeflateStream,
+            ]
+            .map(|c| (f, c))
+        }) {
             let g = ScreenGeometry {
                 width: w,
                 height: h,
@@ -95,7 +100,7 @@ fn every_scenario_and_format_decodes_to_the_source() {
             };
             let pitch = w as usize * format.bytes_per_pixel();
             let mut enc = Encoder::new();
-            enc.set_deflate(deflate);
+            enc.set_compression(compression);
             let mut fb = None;
             for i in 0..FRAMES {
                 seq.render(i, &mut xrgb);
@@ -111,7 +116,7 @@ fn every_scenario_and_format_decodes_to_the_source() {
                 assert_eq!(
                     xxh3_64(&client),
                     xxh3_64(&frame.to_xrgb8888()),
-                    "{scenario} {format} deflate {deflate} frame {i}"
+                    "{scenario} {format} {compression:?} frame {i}"
                 );
                 assert!(enc.encode(&consent, &frame, false).unwrap().is_none());
             }

@@ -3,7 +3,7 @@
 //! the client's framebuffer always ends up equal to the source.
 
 use proptest::prelude::*;
-use shoulder_capture::{Encoder, Frame, PixelFormat, ScreenGeometry};
+use shoulder_capture::{Compression, Encoder, Frame, PixelFormat, ScreenGeometry};
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::msg::Message;
 
@@ -137,13 +137,15 @@ proptest! {
         h in 1usize..200,
         format in prop::sample::select(PixelFormat::ALL.to_vec()),
         changes in prop::collection::vec(prop::collection::vec(change(), 1..4), 1..8),
-        deflate in any::<bool>(),
+        compression in prop::sample::select(vec![
+            Compression::Lz4, Compression::Deflate, Compression::DeflateStream,
+        ]),
     ) {
         let (_pair, consent) = shoulder_proto::testing::granted_view();
         let bpp = format.bytes_per_pixel();
         let mut screen = Screen::new(w, h, bpp);
         let mut enc = Encoder::new();
-        enc.set_deflate(deflate);
+        enc.set_compression(compression);
         let mut fb: Option<Framebuffer> = None;
         for (step, batch) in std::iter::once(Vec::new()).chain(changes).enumerate() {
             for c in &batch {

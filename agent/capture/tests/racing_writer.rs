@@ -20,10 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shoulder_capture::lossy::{Lossy, REFINE_AFTER};
-use shoulder_capture::{Encoder, Frame, PixelFormat, Probing, ScreenGeometry};
+use shoulder_capture::{Compression, Encoder, Frame, PixelFormat, Probing, ScreenGeometry};
 use shoulder_proto::consent::ViewConsent;
 use shoulder_proto::fb::Framebuffer;
-use shoulder_proto::msg::Message;
+use shoulder_proto::msg::{Encoding, Message};
 
 /// Seeded runs per pixel format and writer: enough that draws between reads
 /// of one update happen many times per CI run (each run has several polls
@@ -40,6 +40,8 @@ thread_local! {
     /// Lossy rectangles sent by this test's runs: the lossy path must
     /// have been taken, not just allowed.
     static JPEG_RECTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Deflate stream pieces that continued the stream (not restarts).
+    static CONTINUED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Virtual time between polls (what lossy refinement waits on).
@@ -109,11 +111,16 @@ impl Screen {
                     1 + rng.below((h - y).min(h / 4 + 1)),
                 );
                 let v = rng.next() as u8;
-                let patterned = rng.below(2) == 0;
+                // Flat, a busy pattern, or two colours like text.
+                let style = rng.below(3);
                 for yy in y..y + rh {
                     for xx in x..x + rw {
                         for b in 0..bpp {
-                            let p = if patterned { (xx ^ yy) as u8 } else { 0 };
+                            let p = match style {
+                                0 => 0,
+                                1 => (xx ^ yy) as u8,
+                                _ => u8::from((xx * 3 + yy) % 5 < 2) * 0x40,
+                            };
                             self.set(at(xx, yy) + b, v.wrapping_add(p).wrapping_add(b as u8));
                         }
                     }
@@ -183,6 +190,13 @@ fn poll(
         return false;
     };
     JPEG_RECTS.with(|n| n.set(n.get() + update.stats.jpeg));
+    let continued = update
+        .parts
+        .iter()
+        .flat_map(|p| &p.rects)
+        .filter(|r| matches!(r.encoding, Encoding::DeflateStream { restart: false, .. }))
+        .count();
+    CONTINUED.with(|n| n.set(n.get() + continued));
     for msg in update.into_messages() {
         match msg {
             Message::ScreenInfo(info) => {
@@ -223,11 +237,19 @@ fn run(format: PixelFormat, seed: u64, writer: Writer) -> Result<(), String> {
     } else {
         Encoder::new()
     };
-    // Both compressions: lz4 for older experts, deflate for current ones,
-    // and deflate with lossy photo-like areas, refined a tile or all at once.
-    let compression = rng.below(3);
-    enc.set_deflate(compression > 0);
-    let lossy = (compression == 2).then(|| Lossy {
+    // Every compression: lz4 and deflate per rectangle for older experts,
+    // one deflate stream for current ones, and that with lossy photo-like
+    // areas, refined a tile or all at once.
+    let compression = rng.below(4);
+    enc.set_compression(
+        [
+            Compression::Lz4,
+            Compression::Deflate,
+            Compression::DeflateStream,
+            Compression::DeflateStream,
+        ][compression],
+    );
+    let lossy = (compression == 3).then(|| Lossy {
         quality: 1 + rng.below(100) as u8,
         refine_after: REFINE_AFTER,
         refine_pixels: [1, usize::MAX][rng.below(2)],
@@ -375,6 +397,11 @@ fn check_format(format: PixelFormat) {
     assert!(
         seeds.len() < RUNS_PER_FORMAT as usize || jpeg > 100,
         "only {jpeg} lossy rectangles were sent: the lossy path is not exercised"
+    );
+    let continued = CONTINUED.with(|n| n.get());
+    assert!(
+        seeds.len() < RUNS_PER_FORMAT as usize || continued > 50,
+        "only {continued} rectangles continued a deflate stream"
     );
 }
 

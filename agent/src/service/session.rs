@@ -397,7 +397,10 @@ impl Session {
                         self.shared.config.max_fps,
                         rotation,
                         crate::capture::Decodes {
-                            deflate: self.machine.deflate_supported(),
+                            compression: shoulder_capture::Compression::for_expert(
+                                self.machine.deflate_supported(),
+                                self.machine.deflate_stream_supported(),
+                            ),
                             jpeg: cfg!(feature = "jpeg") && self.machine.jpeg_supported(),
                         },
                     ));

@@ -507,6 +507,13 @@ impl DeviceSession {
         self.peer_capabilities.contains(Capabilities::DEFLATE)
     }
 
+    /// Whether the expert takes [`crate::msg::Encoding::DeflateStream`]
+    /// rectangles; an older one gets a deflate stream per rectangle.
+    pub fn deflate_stream_supported(&self) -> bool {
+        self.peer_capabilities
+            .contains(Capabilities::DEFLATE_STREAM)
+    }
+
     /// Whether the expert takes lossy [`crate::msg::Encoding::Jpeg`]
     /// rectangles (it leaves the capability out to see only exact pixels).
     pub fn jpeg_supported(&self) -> bool {
