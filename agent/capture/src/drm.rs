@@ -58,7 +58,7 @@ impl FrameSource for DrmSource {
                 path: self.path.clone(),
                 source,
             })?;
-        Ok(frame.with_sync(s.sync))
+        Ok(frame.with_sync(s.sync).with_buffer(s.buffer_id))
     }
 
     fn cursor(&mut self) -> Result<Option<CursorUpdate>, CaptureError> {

@@ -94,6 +94,12 @@ const DEFLATE_LEVEL_PHOTO: u8 = 1;
 /// pixel): 2 has all but 1 % of what 9 gets there.
 const DEFLATE_LEVEL_UI: u8 = 2;
 
+/// Deflate level of the stream of user interfaces: lazy matching (miniz's
+/// level 4) finds 6 % more on page switches and clocks than level 2, for
+/// about 1.3 ms more per 1080p page (BENCHMARKS.md, "Compression"); worth
+/// it once earlier pieces are there to match.
+const DEFLATE_LEVEL_STREAM: u8 = 4;
+
 /// Photo-like tile streams of at least this many bytes are deflated with
 /// miniz's fast path, on their own: below it, the thorough level costs
 /// under a few ms, and the stream's back-references pay.
@@ -196,6 +202,8 @@ pub struct Encoder {
     probing: Option<Probing>,
     /// Incremental checks since the last full scan (probing only).
     checks: u32,
+    /// The source's buffer on screen at the last check, when it names one.
+    last_buffer: Option<u32>,
     /// Per row: the `seq` of the last update that changed it (what a view
     /// report may be compared against).
     row_seq: Vec<u32>,
@@ -221,11 +229,13 @@ pub struct Probing {
 
 impl Default for Probing {
     /// One row in 16 (a typed character, a caret, a moved list: anything 16
-    /// rows tall is found at the first check), all rows every 8th check.
+    /// rows tall is found at the first check), all rows every 24th check:
+    /// within about 0.7 s at the idle poll interval
+    /// ([`crate::PacingConfig::idle_interval`]).
     fn default() -> Self {
         Self {
             stride: 16,
-            full_every: 8,
+            full_every: 24,
         }
     }
 }
@@ -336,6 +346,7 @@ impl Encoder {
         self.row_seq = Vec::new();
         self.forced.clear();
         self.approx = Approx::default();
+        self.last_buffer = None;
         if let Some(d) = self.deflate.as_mut() {
             d.restart = true;
         }
@@ -464,6 +475,10 @@ impl Encoder {
         let mut refine = Vec::new();
         let areas;
         let forced = std::mem::take(&mut self.forced);
+        // A page flip (another buffer on screen) is a new picture: compare
+        // it whole rather than probe it.
+        let flipped = frame.buffer().is_some() && frame.buffer() != self.last_buffer;
+        self.last_buffer = frame.buffer();
         if self.geometry != Some(g) {
             self.geometry = Some(g);
             self.generation = self.generation.wrapping_add(1);
@@ -484,7 +499,7 @@ impl Encoder {
             let forcing = !forced.is_empty();
             let refine_after = self.refine_after();
             let refining = self.approx.any_due(now, refine_after);
-            if !full && !forcing && !refining && self.probe_unchanged(frame) {
+            if !full && !forcing && !refining && !flipped && self.probe_unchanged(frame) {
                 return None;
             }
             let changed = self.find_damage(frame);
@@ -930,10 +945,7 @@ impl Encoder {
         } else {
             d.single.reset();
             d.single.set_compression_level_raw(if photo_like {
-                std::env::var("PL")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(DEFLATE_LEVEL_PHOTO)
+                DEFLATE_LEVEL_PHOTO
             } else {
                 DEFLATE_LEVEL_UI
             });
@@ -1082,7 +1094,7 @@ struct Deflater {
     single: Box<CompressorOxide>,
     /// The stream of user-interface rectangles (for an expert that takes
     /// [`Encoding::DeflateStream`]): its window is what later pieces refer
-    /// back to. Always at [`DEFLATE_LEVEL_UI`]: miniz's fast path (its
+    /// back to. Always at [`DEFLATE_LEVEL_STREAM`]: miniz's fast path (its
     /// level 1) and its thorough one keep different state, and a stream
     /// that switches between them mid-way decodes short.
     stream: Option<Box<CompressorOxide>>,
@@ -1095,7 +1107,7 @@ impl Deflater {
         let raw = |level: u8| create_comp_flags_from_zip_params(i32::from(level), -15, 0);
         Self {
             single: Box::new(CompressorOxide::new(raw(DEFLATE_LEVEL_PHOTO))),
-            stream: stream.then(|| Box::new(CompressorOxide::new(raw(DEFLATE_LEVEL_UI)))),
+            stream: stream.then(|| Box::new(CompressorOxide::new(raw(DEFLATE_LEVEL_STREAM)))),
             restart: true,
         }
     }
@@ -1395,6 +1407,26 @@ mod tests {
         let mut enc = Encoder::with_probing(probing);
         let _ = enc.encode_frame(&frame, false);
         assert!(enc.encode_frame(&frame, true).is_some());
+        drop(frame);
+        // Nor does a page flip: another buffer on screen with a one-pixel
+        // change is found at the first check, each time; the same buffer
+        // again is probed as before.
+        let mut enc = Encoder::with_probing(probing);
+        let mut fb = None;
+        for (i, id) in [7u32, 8, 7, 8, 7].into_iter().enumerate() {
+            px[(60 + i) * 800 + 12] ^= 0x11;
+            let frame = Frame::new(&px, g, 800).unwrap().with_buffer(id);
+            let u = enc
+                .encode_frame(&frame, false)
+                .expect("a flip is seen at once");
+            apply(&mut fb, &u);
+            assert_eq!(fb.as_ref().unwrap().normalized(), frame.to_xrgb8888());
+        }
+        let frame = Frame::new(&px, g, 800).unwrap().with_buffer(7);
+        assert!(
+            enc.encode_frame(&frame, false).is_none(),
+            "no flip, no change"
+        );
     }
 
     #[test]

@@ -33,10 +33,12 @@ impl FrameSource for FbdevSource {
 
     fn capture(&mut self) -> Result<Frame<'_>, CaptureError> {
         let s = self.display.scanout()?;
-        Frame::new(s.pixels, s.geometry, s.pitch).map_err(|source| CaptureError::Frame {
-            path: self.path.clone(),
-            source,
-        })
+        Frame::new(s.pixels, s.geometry, s.pitch)
+            .map(|f| f.with_buffer(s.buffer_id))
+            .map_err(|source| CaptureError::Frame {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     fn describe(&self) -> String {

@@ -34,6 +34,9 @@ pub struct Frame<'a> {
     /// Called with the row before each read of it (see [`Frame::interleave`]).
     before_read: Option<&'a (dyn Fn(u32) + Sync)>,
     _sync: Option<SyncGuard<'a>>,
+    /// Which of the source's buffers is on screen (a DRM framebuffer id,
+    /// an fbdev panning offset), when it says.
+    buffer: Option<u32>,
 }
 
 /// Where a frame's bytes live.
@@ -67,6 +70,7 @@ impl<'a> Frame<'a> {
             rotation: Rotation::Deg0,
             before_read: None,
             _sync: None,
+            buffer: None,
         })
     }
 
@@ -86,6 +90,7 @@ impl<'a> Frame<'a> {
             rotation: Rotation::Deg0,
             before_read: None,
             _sync: None,
+            buffer: None,
         })
     }
 
@@ -114,6 +119,19 @@ impl<'a> Frame<'a> {
     pub(crate) fn with_sync(mut self, sync: Option<SyncGuard<'a>>) -> Self {
         self._sync = sync;
         self
+    }
+
+    /// Names the buffer on screen: an application that page-flips shows a
+    /// new id with every new picture, so the encoder compares the whole
+    /// frame at once instead of probing it ([`crate::Probing`]).
+    pub fn with_buffer(mut self, id: u32) -> Self {
+        self.buffer = Some(id);
+        self
+    }
+
+    /// The buffer on screen, when the source says.
+    pub fn buffer(&self) -> Option<u32> {
+        self.buffer
     }
 
     /// Size and format of the (upright) picture.
