@@ -229,13 +229,15 @@ pub struct Probing {
 
 impl Default for Probing {
     /// One row in 16 (a typed character, a caret, a moved list: anything 16
-    /// rows tall is found at the first check), all rows every 24th check:
-    /// within about 0.7 s at the idle poll interval
-    /// ([`crate::PacingConfig::idle_interval`]).
+    /// rows tall is found at the first check; the probed rows move by 7 a
+    /// check, so every row is compared within 16 checks, 0.8 s at the
+    /// idle poll interval, [`crate::PacingConfig::idle_interval`]), and all
+    /// rows every 64th check as a safety net. Cold frame memory makes the
+    /// compares most of an idle session's cost (BENCHMARKS.md).
     fn default() -> Self {
         Self {
             stride: 16,
-            full_every: 24,
+            full_every: 64,
         }
     }
 }
