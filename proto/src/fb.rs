@@ -234,10 +234,7 @@ impl Framebuffer {
                     true,
                 )
                 .map_err(|e| ApplyError::Decompress(format!("deflate: {e:?}")))?;
-                let mut raw = vec![0; w * h * 4];
-                crate::tiles::decode(&tiles[..n], w, h, &mut raw)
-                    .map_err(|e| ApplyError::Decompress(e.to_string()))?;
-                self.blit(r, &raw)?;
+                self.blit_tiles(r, &tiles[..n])?;
             }
             Encoding::Jpeg(data) => {
                 let raw = decode_jpeg(&data.0, r.w, r.h)?;
@@ -261,13 +258,19 @@ impl Framebuffer {
                 let max = crate::tiles::max_stream_len(w, h);
                 let mut tiles = vec![0; max + 1];
                 let n = inflate_piece(state, &data.0, &mut tiles, max)?;
-                let mut raw = vec![0; w * h * 4];
-                crate::tiles::decode(&tiles[..n], w, h, &mut raw)
-                    .map_err(|e| ApplyError::Decompress(e.to_string()))?;
-                self.blit(r, &raw)?;
+                self.blit_tiles(r, &tiles[..n])?;
             }
         }
         Ok(())
+    }
+
+    /// Decodes the tile stream of rectangle `r` and draws it.
+    fn blit_tiles(&mut self, r: &Rect, tiles: &[u8]) -> Result<(), ApplyError> {
+        let (w, h) = (usize::from(r.w), usize::from(r.h));
+        let mut raw = vec![0; w * h * 4];
+        crate::tiles::decode(tiles, w, h, &mut raw)
+            .map_err(|e| ApplyError::Decompress(e.to_string()))?;
+        self.blit(r, &raw)
     }
 
     fn blit(&mut self, r: &Rect, data: &[u8]) -> Result<(), ApplyError> {

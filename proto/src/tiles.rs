@@ -231,10 +231,6 @@ pub fn encode_rows(
         stride >= w * 4 && (h == 0 || xrgb.len() >= (h - 1) * stride + w * 4),
         "the rows lie outside the buffer"
     );
-    let px = |x: usize, y: usize| {
-        let o = y * stride + x * 4;
-        rgb(&xrgb[o..o + 4])
-    };
     let put = |out: &mut Vec<u8>, c: u32| out.extend_from_slice(&c.to_le_bytes()[..3]);
     let mut pal = Palette::new();
     let mut idx = vec![0u8; TILE_EDGE * TILE_EDGE];
@@ -244,7 +240,7 @@ pub fn encode_rows(
         let row_of = |y: usize| &xrgb[y * stride + tx * 4..y * stride + (tx + tw) * 4];
         // One colour (backgrounds, most tiles of an interface): found with
         // a compare per pixel, before any palette work.
-        let first = px(tx, ty);
+        let first = rgb(&row_of(ty)[..4]);
         if (ty..ty + th).all(|y| row_of(y).chunks_exact(4).all(|p| rgb(p) == first)) {
             out.push(1);
             put(out, first);

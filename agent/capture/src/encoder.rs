@@ -282,11 +282,6 @@ impl Encoder {
         }
     }
 
-    /// Whether rectangles go deflate-compressed.
-    pub fn deflates(&self) -> bool {
-        self.deflate.is_some()
-    }
-
     /// Sends photo-like areas as JPEG of `lossy.quality` (`Some`, for an
     /// expert that announced [`shoulder_proto::msg::Capabilities::JPEG`],
     /// on a link too slow for exact photographs) or everything exact
