@@ -299,7 +299,17 @@ impl Worker {
             if self.decodes.jpeg {
                 src.set_lossy(shoulder_capture::lossy::policy(self.link.bits_per_second()));
             }
-            match src.capture(&self.view, self.pacer.full_requested()) {
+            // Parts of a large update go as they are made: the expert
+            // decodes the top of a page while the rest is encoded. Each
+            // goes only while the view consent is live.
+            let (view, tx) = (&self.view, &self.tx);
+            let mut early_screen = false;
+            let mut early = |m: Message| {
+                early_screen |= matches!(m, Message::ScreenInfo(_));
+                view.is_live() && tx.blocking_send(m).is_ok()
+            };
+            let captured = src.capture_into(view, self.pacer.full_requested(), &mut early);
+            match captured {
                 Ok(None) => {
                     // A moving pointer keeps the polls fast, as a changing
                     // screen does.
@@ -317,13 +327,13 @@ impl Worker {
                     // is not the link's time).
                     self.link
                         .sent(Instant::now(), stats.payload_bytes + stats.rects * 16 + 64);
-                    if let Some(info) = screen {
-                        if self.unavailable {
-                            tracing::info!("the screen is readable again");
-                        }
-                        if !self.send(Message::ScreenInfo(info)) {
-                            return;
-                        }
+                    if (early_screen || screen.is_some()) && self.unavailable {
+                        tracing::info!("the screen is readable again");
+                    }
+                    if let Some(info) = screen
+                        && !self.send(Message::ScreenInfo(info))
+                    {
+                        return;
                     }
                     self.unavailable = false;
                     self.send_parts(parts);

@@ -691,6 +691,7 @@ fn watch(
             bytes,
             rects,
             t_mono_us,
+            t_recv_us,
             ..
         } if on_screen => {
             let hash = view.lock().fb.as_ref().map(client::fb_hash);
@@ -698,7 +699,7 @@ fn watch(
             count += 1;
             let mut w = out2.lock().unwrap_or_else(|p| p.into_inner());
             let line = format!(
-                "{{\"t_mono_us\":{t_mono_us},\"bytes\":{bytes},\"rects\":{rects},\"fb_hash\":\"{hash}\"}}"
+                "{{\"t_mono_us\":{t_mono_us},\"t_recv_us\":{t_recv_us},\"bytes\":{bytes},\"rects\":{rects},\"fb_hash\":\"{hash}\"}}"
             );
             if let Err(err) = writeln!(w, "{line}").and_then(|()| w.flush()) {
                 *we2.lock().unwrap_or_else(|p| p.into_inner()) = Some(ClientError::Local(format!(

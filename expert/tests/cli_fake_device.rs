@@ -415,7 +415,11 @@ fn watch_writes_one_json_line_per_update_with_the_framebuffer_hash() {
     let mut last_t = 0;
     for (i, l) in lines.iter().enumerate() {
         let keys: Vec<&String> = l.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["bytes", "fb_hash", "rects", "t_mono_us"], "{l}");
+        assert_eq!(
+            keys,
+            ["bytes", "fb_hash", "rects", "t_mono_us", "t_recv_us"],
+            "{l}"
+        );
         let hash = format!(
             "{:016x}",
             xxhash_rust::xxh3::xxh3_64(&expected_fb(i as u32))
@@ -425,6 +429,9 @@ fn watch_writes_one_json_line_per_update_with_the_framebuffer_hash() {
         let t = l["t_mono_us"].as_u64().unwrap();
         assert!(t >= last_t);
         last_t = t;
+        // Read before it was applied.
+        let read = l["t_recv_us"].as_u64().unwrap();
+        assert!(read <= t, "{l}");
     }
     // The full frame: 4-byte length + tag/seq/… + raw pixels.
     let full = lines[0]["bytes"].as_u64().unwrap();

@@ -382,6 +382,20 @@ pub enum Encoding {
     DeflateStream { restart: bool, data: Payload },
 }
 
+impl Encoding {
+    /// Bytes of pixel payload it carries (0 for solid fills and copies).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Encoding::Lz4(p)
+            | Encoding::Raw(p)
+            | Encoding::Deflate(p)
+            | Encoding::Jpeg(p)
+            | Encoding::DeflateStream { data: p, .. } => p.0.len(),
+            Encoding::Solid(_) | Encoding::Copy { .. } => 0,
+        }
+    }
+}
+
 /// A changed rectangle of the screen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rect {
@@ -402,6 +416,13 @@ pub struct UpdatePart {
     pub generation: u32,
     pub last: bool,
     pub rects: heapless::Vec<Rect, MAX_RECTS_PER_PART>,
+}
+
+impl UpdatePart {
+    /// Bytes of pixel payload in all its rectangles.
+    pub fn payload_len(&self) -> usize {
+        self.rects.iter().map(|r| r.encoding.payload_len()).sum()
+    }
 }
 
 /// Horizontal bands of the screen a [`ViewReport`] hashes, at most (see

@@ -133,8 +133,10 @@ pause() { sleep "$1" & wait $!; }
 # ambiguous updates are not counted rather than counted wrong.
 # A changed frame not matched is "coalesced" when a later frame was matched;
 # if none was, the final frame was not matched either and the scenario fails.
-match_frames() { # play.jsonl watch.jsonl START END -> "latency_us" lines; summary line into the file $5
-    awk -v start="$3" -v end="$4" -v summary="$5" '
+# The client's time of an update is its t_mono_us (applied), or the field
+# named by the optional 6th argument (t_recv_us: its last part read).
+match_frames() { # play.jsonl watch.jsonl START END SUMMARY [KEY] -> "latency_us" lines; summary line into SUMMARY
+    awk -v start="$3" -v end="$4" -v summary="$5" -v key="${6:-t_mono_us}" '
     function field(line, key,   m) {
         if (match(line, "\"" key "\":\"?[0-9a-f]+")) {
             m = substr(line, RSTART, RLENGTH); sub(/^[^:]*:"?/, "", m); return m
@@ -148,7 +150,7 @@ match_frames() { # play.jsonl watch.jsonl START END -> "latency_us" lines; summa
         if (FNR > end) next
         view = field($0, "fb_hash") # the client view at the end of the window
         if (FNR <= start) next
-        wt[nw] = field($0, "t_mono_us") + 0; wh[nw] = view; wb[nw] = field($0, "bytes") + 0; nw++
+        wt[nw] = field($0, key) + 0; wh[nw] = view; wb[nw] = field($0, "bytes") + 0; nw++
     }
     END {
         changed = 0; matched = 0; j0 = 0

@@ -130,6 +130,24 @@ impl Capturer {
         Ok(self.encoder.encode(consent, &frame, full)?)
     }
 
+    /// [`Self::capture`], handing parts of a large update to `early` as
+    /// they are made (see [`Encoder::encode_into`]): the update returned
+    /// holds the rest.
+    pub fn capture_into(
+        &mut self,
+        consent: &ViewConsent,
+        full: bool,
+        early: crate::encoder::EarlySink<'_>,
+    ) -> Result<Option<EncodedUpdate>, CapturerError> {
+        if !consent.is_live() {
+            return Err(EncodeError::ConsentWithdrawn.into());
+        }
+        let frame = self.source.capture()?.rotated(self.rotation);
+        Ok(self
+            .encoder
+            .encode_into(consent, &frame, full, std::time::Instant::now(), early)?)
+    }
+
     /// Cursor shape/position changes, for sources with a separate cursor.
     pub fn cursor(&mut self) -> Result<Option<CursorUpdate>, CaptureError> {
         self.source.cursor()

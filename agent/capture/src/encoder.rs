@@ -114,6 +114,11 @@ const UNCHANGED: u32 = u32::MAX;
 pub enum EncodeError {
     #[error("the view consent was withdrawn: no more screen updates may be sent")]
     ConsentWithdrawn,
+    /// The early sink of [`Encoder::encode_into`] refused a part (the view
+    /// ended or its receiver closed) mid-update; the next update is a full
+    /// screen.
+    #[error("the update was cut short: its receiver stopped taking parts")]
+    Refused,
 }
 
 /// What one update contained, for logs and benchmarks.
@@ -435,7 +440,29 @@ impl Encoder {
         if !consent.is_live() {
             return Err(EncodeError::ConsentWithdrawn);
         }
-        Ok(self.encode_frame_at(frame, full, now))
+        self.encode_frame_with(frame, full, now, None)
+    }
+
+    /// [`Self::encode_at`], handing parts to `early` as soon as they hold
+    /// [`EARLY_PART_BYTES`] (the screen info before the first): the expert
+    /// decodes the start of a large update while the rest is encoded. Each
+    /// goes only while `consent` is live. The update returned holds what
+    /// was not sent early: the last part at least, and the screen info if
+    /// no part went before. Fails with [`EncodeError::Refused`] when the
+    /// consent ended or `early` refused mid-update.
+    pub fn encode_into(
+        &mut self,
+        consent: &ViewConsent,
+        frame: &Frame<'_>,
+        full: bool,
+        now: Instant,
+        early: EarlySink<'_>,
+    ) -> Result<Option<EncodedUpdate>, EncodeError> {
+        if !consent.is_live() {
+            return Err(EncodeError::ConsentWithdrawn);
+        }
+        let mut live = |m: Message| consent.is_live() && early(m);
+        self.encode_frame_with(frame, full, now, Some(&mut live))
     }
 
     /// Whether `frame` differs from what the expert was last sent, without
@@ -458,12 +485,25 @@ impl Encoder {
         self.encode_frame_at(frame, full, Instant::now())
     }
 
+    /// The update of `frame` at `now`, all parts at the end (tests).
+    #[cfg(test)]
     fn encode_frame_at(
         &mut self,
         frame: &Frame<'_>,
         full: bool,
         now: Instant,
     ) -> Option<EncodedUpdate> {
+        self.encode_frame_with(frame, full, now, None)
+            .expect("no early sink to refuse")
+    }
+
+    fn encode_frame_with(
+        &mut self,
+        frame: &Frame<'_>,
+        full: bool,
+        now: Instant,
+        early: Option<EarlySink<'_>>,
+    ) -> Result<Option<EncodedUpdate>, EncodeError> {
         let g = frame.geometry();
         let (w, h) = (g.width as usize, g.height as usize);
         let rb = frame.row_bytes();
@@ -497,11 +537,11 @@ impl Encoder {
             let refine_after = self.refine_after();
             let refining = self.approx.any_due(now, refine_after);
             if !full && !forcing && !refining && !flipped && self.probe_unchanged(frame) {
-                return None;
+                return Ok(None);
             }
             let changed = self.find_damage(frame);
             if !changed && !full && !forcing && !refining {
-                return None;
+                return Ok(None);
             }
             if changed && !full {
                 // Clears from the masks the tile columns the copies fix.
@@ -552,7 +592,7 @@ impl Encoder {
                 refine = self.approx.due(now, refine_after, budget, changed);
             }
             if !changed && !full && forced.is_empty() && refine.is_empty() {
-                return None;
+                return Ok(None);
             }
         }
 
@@ -565,10 +605,15 @@ impl Encoder {
             d.restart = true;
         }
         let mut stats = EncodeStats::default();
-        let mut rects: Vec<Rect> = Vec::new();
+        self.seq = self.seq.wrapping_add(1);
+        // What changed in this update, for view reports (below).
+        let whole = screen.is_some() || full;
+        let mut rects = Packer::new(self.seq, self.generation, early);
+        rects.screen = screen;
         for c in &copies {
             stats.copy += 1;
             stats.pixels += c.dst.w * c.dst.h;
+            stats.rects += 1;
             rects.push(Rect {
                 x: c.dst.x as u16,
                 y: c.dst.y as u16,
@@ -587,7 +632,7 @@ impl Encoder {
         let refined_rows: Vec<std::ops::Range<usize>> =
             refine.iter().map(|a| a.y..a.y + a.h).collect();
         let refine = refine.into_iter().map(|a| (a, true));
-        for (area, refinement) in refine.chain(areas.into_iter().map(|a| (a, false))) {
+        'areas: for (area, refinement) in refine.chain(areas.into_iter().map(|a| (a, false))) {
             if area.w == 0 || area.h == 0 {
                 continue;
             }
@@ -614,14 +659,16 @@ impl Encoder {
                     }
                     self.approx.exact(slice);
                 }
+                stats.rects += 1;
                 rects.push(rect);
+                if rects.refused {
+                    break 'areas;
+                }
                 y += slice_h;
             }
         }
-        self.seq = self.seq.wrapping_add(1);
         // What changed in this update, for view reports: rows that differed,
         // rows sent whole, everything when the whole screen went.
-        let whole = screen.is_some() || full;
         for (y, s) in self.row_seq.iter_mut().enumerate() {
             if whole || self.previous_at[y] != UNCHANGED {
                 *s = self.seq;
@@ -632,12 +679,18 @@ impl Encoder {
                 .iter_mut()
                 .for_each(|s| *s = self.seq);
         }
-        stats.rects = rects.len();
-        Some(EncodedUpdate {
+        let (parts, screen, refused) = rects.finish();
+        if refused {
+            // The expert has part of this update at most: whatever comes
+            // next must not build on it.
+            self.reset();
+            return Err(EncodeError::Refused);
+        }
+        Ok(Some(EncodedUpdate {
             screen,
-            parts: pack_parts(self.seq, self.generation, rects),
+            parts,
             stats,
-        })
+        }))
     }
 
     /// Copies the rows of `frame` that differ from the shadow into the
@@ -1134,54 +1187,106 @@ fn bit_runs(mut m: u128) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-fn payload_len(r: &Rect) -> usize {
-    match &r.encoding {
-        Encoding::Lz4(p)
-        | Encoding::Raw(p)
-        | Encoding::Deflate(p)
-        | Encoding::Jpeg(p)
-        | Encoding::DeflateStream { data: p, .. } => p.0.len(),
-        Encoding::Solid(_) | Encoding::Copy { .. } => 0,
-    }
-}
-
 /// Packs rectangles, in order, into parts of at most [`MAX_RECTS_PER_PART`]
 /// rectangles and [`MAX_UPDATE_PAYLOAD`] payload bytes. Always at least one
 /// part (an empty one for a full update of nothing is never made, but a
 /// caller-visible update always ends with `last = true`).
+#[cfg(test)]
 fn pack_parts(seq: u32, generation: u32, rects: Vec<Rect>) -> Vec<UpdatePart> {
-    let mut parts = Vec::new();
-    let mut cur = UpdatePart {
-        seq,
-        generation,
-        last: false,
-        rects: heapless::Vec::new(),
-    };
-    let mut bytes = 0;
+    let mut p = Packer::new(seq, generation, None);
     for r in rects {
-        let len = payload_len(&r);
-        if cur.rects.len() == MAX_RECTS_PER_PART
-            || (!cur.rects.is_empty() && bytes + len > MAX_UPDATE_PAYLOAD)
-        {
-            let full = std::mem::replace(
-                &mut cur,
-                UpdatePart {
-                    seq,
-                    generation,
-                    last: false,
-                    rects: heapless::Vec::new(),
-                },
-            );
-            parts.push(full);
-            bytes = 0;
-        }
-        bytes += len;
-        // Cannot fail: the part was flushed above when full.
-        let _ = cur.rects.push(r);
+        p.push(r);
     }
-    cur.last = true;
-    parts.push(cur);
-    parts
+    p.finish().0
+}
+
+/// Where the parts of an update go before its end (see
+/// [`Encoder::encode_into`]); false when they cannot be taken any more.
+pub type EarlySink<'a> = &'a mut dyn FnMut(Message) -> bool;
+
+/// A part holding at least this many payload bytes goes out before the
+/// update is finished (with an early sink): the expert decodes it while
+/// the rest is encoded. Typing and clocks stay one part.
+pub const EARLY_PART_BYTES: usize = 8 * 1024;
+
+/// Packs an update's rectangles into parts as they are made; with an early
+/// sink, full parts (and parts of [`EARLY_PART_BYTES`]) go to it at once,
+/// the new screen info first.
+struct Packer<'a> {
+    seq: u32,
+    generation: u32,
+    cur: UpdatePart,
+    bytes: usize,
+    parts: Vec<UpdatePart>,
+    early: Option<EarlySink<'a>>,
+    /// Screen info to send before the first early part.
+    screen: Option<ScreenInfo>,
+    /// The early sink refused a message: nothing more goes to it.
+    refused: bool,
+}
+
+impl<'a> Packer<'a> {
+    fn new(seq: u32, generation: u32, early: Option<EarlySink<'a>>) -> Self {
+        Self {
+            seq,
+            generation,
+            cur: Self::part(seq, generation),
+            bytes: 0,
+            parts: Vec::new(),
+            early,
+            screen: None,
+            refused: false,
+        }
+    }
+
+    fn part(seq: u32, generation: u32) -> UpdatePart {
+        UpdatePart {
+            seq,
+            generation,
+            last: false,
+            rects: heapless::Vec::new(),
+        }
+    }
+
+    fn push(&mut self, r: Rect) {
+        let len = r.encoding.payload_len();
+        if self.cur.rects.len() == MAX_RECTS_PER_PART
+            || (!self.cur.rects.is_empty() && self.bytes + len > MAX_UPDATE_PAYLOAD)
+        {
+            self.flush();
+        }
+        self.bytes += len;
+        // Cannot fail: the part was flushed above when full.
+        let _ = self.cur.rects.push(r);
+        if self.early.is_some() && self.bytes >= EARLY_PART_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Ends the current part (not the last one).
+    fn flush(&mut self) {
+        let part = std::mem::replace(&mut self.cur, Self::part(self.seq, self.generation));
+        self.bytes = 0;
+        match self.early.as_mut() {
+            None => self.parts.push(part),
+            Some(_) if self.refused => {}
+            Some(sink) => {
+                let screen_went = match self.screen.take() {
+                    Some(info) => sink(Message::ScreenInfo(info)),
+                    None => true,
+                };
+                self.refused = !(screen_went && sink(Message::Update(Box::new(part))));
+            }
+        }
+    }
+
+    /// The parts not sent early (the last among them), the screen info if
+    /// it was not, and whether the early sink refused anything.
+    fn finish(mut self) -> (Vec<UpdatePart>, Option<ScreenInfo>, bool) {
+        self.cur.last = true;
+        self.parts.push(self.cur);
+        (self.parts, self.screen, self.refused)
+    }
 }
 
 #[cfg(test)]
@@ -1207,7 +1312,7 @@ mod tests {
         for (i, p) in u.parts.iter().enumerate() {
             assert_eq!(p.last, i + 1 == u.parts.len());
             assert!(p.rects.len() <= MAX_RECTS_PER_PART);
-            assert!(p.rects.iter().map(payload_len).sum::<usize>() <= MAX_UPDATE_PAYLOAD);
+            assert!(p.payload_len() <= MAX_UPDATE_PAYLOAD);
             fb.apply(p).unwrap();
         }
     }
@@ -1239,7 +1344,7 @@ mod tests {
         let parts = pack_parts(1, 1, big);
         assert!(parts.len() >= 2);
         for p in &parts {
-            assert!(p.rects.iter().map(payload_len).sum::<usize>() <= MAX_UPDATE_PAYLOAD);
+            assert!(p.payload_len() <= MAX_UPDATE_PAYLOAD);
         }
     }
 

@@ -2,6 +2,7 @@
 //! every scenario and every pixel format (xxh3-64 of the XRGB8888 frame with
 //! the X byte zero, as `shoulder watch --stats-json` reports it).
 
+use shoulder_capture::encoder::EARLY_PART_BYTES;
 use shoulder_capture::rawfile::RawFileSource;
 use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
 use shoulder_capture::{
@@ -41,40 +42,11 @@ fn from_xrgb(format: PixelFormat, xrgb: &[u8]) -> Vec<u8> {
 /// Sends the update through real framing, as the agent does, and applies
 /// what the client decodes.
 fn deliver(fb: &mut Option<Framebuffer>, update: EncodedUpdate) {
-    let mut wire = Vec::new();
-    for msg in update.into_messages() {
-        if let Message::Update(part) = &msg {
-            assert!(part.rects.len() <= MAX_RECTS_PER_PART);
-            let payload: usize = part
-                .rects
-                .iter()
-                .map(|r| match &r.encoding {
-                    Encoding::Lz4(p) | Encoding::Raw(p) => p.0.len(),
-                    _ => 0,
-                })
-                .sum();
-            assert!(payload <= MAX_UPDATE_PAYLOAD);
-        }
-        shoulder_proto::frame::encode_into(&msg, &mut wire).expect("every message fits a frame");
+    for part in &update.parts {
+        assert!(part.rects.len() <= MAX_RECTS_PER_PART);
+        assert!(part.payload_len() <= MAX_UPDATE_PAYLOAD);
     }
-    let mut decoder = FrameDecoder::default();
-    decoder.push(&wire).unwrap();
-    let mut last_seen = false;
-    while let Some(payload) = decoder.next_payload().unwrap() {
-        match shoulder_proto::frame::decode_payload(&payload).unwrap() {
-            Message::ScreenInfo(info) => *fb = Some(Framebuffer::new(&info).unwrap()),
-            Message::Update(part) => {
-                assert!(!last_seen, "parts after the last one");
-                last_seen = part.last;
-                fb.as_mut()
-                    .expect("screen info first")
-                    .apply(&part)
-                    .unwrap();
-            }
-            other => panic!("unexpected {}", other.name()),
-        }
-    }
-    assert!(last_seen, "the update ends with last = true");
+    deliver_messages(fb, &update.into_messages().collect::<Vec<_>>());
 }
 
 #[test]
@@ -209,5 +181,174 @@ fn no_update_without_live_view_consent() {
         enc.encode(&consent, &Frame::new(&px, g, 16).unwrap(), true)
             .unwrap_err(),
         EncodeError::ConsentWithdrawn
+    );
+}
+
+/// Encodes `frame` handing parts to an early sink, as the agent does, and
+/// returns every message in the order the expert gets them: the early ones,
+/// then the rest of the update.
+fn encode_early(
+    enc: &mut Encoder,
+    consent: &shoulder_proto::consent::ViewConsent,
+    frame: &Frame<'_>,
+) -> Option<(Vec<Message>, usize)> {
+    let mut early = Vec::new();
+    let rest = enc
+        .encode_into(consent, frame, false, std::time::Instant::now(), &mut |m| {
+            early.push(m);
+            true
+        })
+        .unwrap()?;
+    let sent_early = early.len();
+    early.extend(rest.into_messages());
+    Some((early, sent_early))
+}
+
+/// Applies messages through real framing, checking the order of an update:
+/// screen info first, parts of one seq, only the last marked last.
+fn deliver_messages(fb: &mut Option<Framebuffer>, msgs: &[Message]) {
+    let mut wire = Vec::new();
+    for m in msgs {
+        shoulder_proto::frame::encode_into(m, &mut wire).expect("every message fits a frame");
+    }
+    let mut decoder = FrameDecoder::default();
+    decoder.push(&wire).unwrap();
+    let (mut seq, mut last_seen) = (None, false);
+    while let Some(payload) = decoder.next_payload().unwrap() {
+        match shoulder_proto::frame::decode_payload(&payload).unwrap() {
+            Message::ScreenInfo(info) => {
+                assert!(seq.is_none(), "screen info after a part");
+                *fb = Some(Framebuffer::new(&info).unwrap());
+            }
+            Message::Update(part) => {
+                assert!(!last_seen, "parts after the last one");
+                assert_eq!(*seq.get_or_insert(part.seq), part.seq, "one seq per update");
+                last_seen = part.last;
+                fb.as_mut()
+                    .expect("screen info first")
+                    .apply(&part)
+                    .unwrap();
+            }
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+    assert!(last_seen, "the update ends with last = true");
+}
+
+#[test]
+fn parts_sent_before_the_update_ends_decode_to_the_source() {
+    let (_pair, consent) = shoulder_proto::testing::granted_view();
+    let (w, h) = (1280u32, 720u32);
+    let g = ScreenGeometry {
+        width: w,
+        height: h,
+        format: PixelFormat::Xrgb8888,
+    };
+    for compression in [
+        Compression::Lz4,
+        Compression::Deflate,
+        Compression::DeflateStream,
+    ] {
+        for scenario in Scenario::ALL {
+            let seq = ScenarioFrames::new(scenario, w, h);
+            let mut px = seq.buffer();
+            let mut enc = Encoder::new();
+            enc.set_compression(compression);
+            let mut fb = None;
+            let mut most_early = 0;
+            for i in 0..FRAMES {
+                seq.render(i, &mut px);
+                let frame = Frame::new(&px, g, w as usize * 4).unwrap();
+                let (msgs, early) = encode_early(&mut enc, &consent, &frame)
+                    .unwrap_or_else(|| panic!("{scenario} frame {i}: change not seen"));
+                assert_eq!(
+                    matches!(msgs[0], Message::ScreenInfo(_)),
+                    i == 0,
+                    "{scenario} {compression:?} frame {i}: screen info first, once"
+                );
+                // Only the last part waits for the end of the update, and
+                // a part goes early only once it holds enough to be worth it.
+                let waited = msgs[early..]
+                    .iter()
+                    .filter(|m| matches!(m, Message::Update(_)))
+                    .count();
+                assert_eq!(waited, 1, "{scenario} {compression:?}");
+                for m in &msgs[..early] {
+                    if let Message::Update(p) = m {
+                        let bytes: usize = p.payload_len();
+                        assert!(
+                            bytes >= EARLY_PART_BYTES || p.rects.len() == MAX_RECTS_PER_PART,
+                            "{scenario} {compression:?}: an early part of {bytes} bytes"
+                        );
+                    }
+                }
+                most_early = most_early.max(early);
+                deliver_messages(&mut fb, &msgs);
+                assert_eq!(
+                    xxh3_64(&fb.as_ref().unwrap().normalized()),
+                    xxh3_64(&frame.to_xrgb8888()),
+                    "{scenario} {compression:?} frame {i}"
+                );
+            }
+            // Noise is MBs in any compression: its start goes before its
+            // end.
+            assert!(
+                scenario != Scenario::Noise || most_early >= 2,
+                "{scenario} {compression:?}: {most_early} messages went early"
+            );
+        }
+    }
+}
+
+#[test]
+fn withdrawn_consent_stops_an_update_mid_way_and_the_next_view_starts_whole() {
+    let (mut pair, consent) = shoulder_proto::testing::granted_view();
+    let (w, h) = (1280u32, 720u32);
+    let g = ScreenGeometry {
+        width: w,
+        height: h,
+        format: PixelFormat::Xrgb8888,
+    };
+    let seq = ScenarioFrames::new(Scenario::Noise, w, h);
+    let mut px = seq.buffer();
+    seq.render(0, &mut px);
+    let frame = Frame::new(&px, g, w as usize * 4).unwrap();
+    let mut enc = Encoder::new();
+    enc.set_compression(Compression::DeflateStream);
+    let mut got = Vec::new();
+    // The person ends the session as the first part is handed over.
+    let err = enc
+        .encode_into(
+            &consent,
+            &frame,
+            false,
+            std::time::Instant::now(),
+            &mut |m| {
+                let part = matches!(m, Message::Update(_));
+                got.push(m);
+                if part {
+                    pair.local(LocalDecision::End);
+                }
+                true
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err, EncodeError::Refused);
+    assert_eq!(
+        got.iter()
+            .filter(|m| matches!(m, Message::Update(_)))
+            .count(),
+        1,
+        "nothing after the consent ended"
+    );
+    // Another session's view: the encoder does not build on the cut update.
+    let (_pair2, consent2) = shoulder_proto::testing::granted_view();
+    let (msgs, _) = encode_early(&mut enc, &consent2, &frame).expect("a whole screen");
+    assert!(matches!(msgs[0], Message::ScreenInfo(_)));
+    let mut fb = None;
+    deliver_messages(&mut fb, &msgs);
+    assert_eq!(
+        xxh3_64(&fb.unwrap().normalized()),
+        xxh3_64(&frame.to_xrgb8888())
     );
 }

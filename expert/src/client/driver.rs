@@ -80,6 +80,8 @@ struct Driver<'a> {
     check_asked: bool,
     /// When the last view report was sent.
     last_check: Option<Instant>,
+    /// When the read of the frame being handled returned.
+    read_at: Instant,
 }
 
 impl Driver<'_> {
@@ -156,6 +158,8 @@ impl Driver<'_> {
                     }
                     if part.last {
                         let t_mono_us = monotonic_us();
+                        let since_read = Instant::now().saturating_duration_since(self.read_at);
+                        let t_recv_us = t_mono_us.saturating_sub(since_read.as_micros() as u64);
                         let (bytes, rects) = (self.update_bytes, self.update_rects);
                         self.update_bytes = 0;
                         self.update_rects = 0;
@@ -166,6 +170,7 @@ impl Driver<'_> {
                             bytes,
                             rects,
                             t_mono_us,
+                            t_recv_us,
                         });
                     }
                 }
@@ -317,6 +322,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         check_wanted: false,
         check_asked: false,
         last_check: None,
+        read_at: Instant::now(),
     };
     let mut pending: Vec<u8> = Vec::new();
     let mut rbuf = vec![0u8; READ_CHUNK];
@@ -449,6 +455,7 @@ fn feed_frames(
             d.probe = None;
             d.view.lock().stats.rtt = Some(now.saturating_duration_since(at));
         }
+        d.read_at = now;
         session.handle(now, ExpertInput::Received(frame_bytes.to_vec()));
         d.outputs(session, total as u64);
         start += total;

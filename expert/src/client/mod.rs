@@ -77,13 +77,15 @@ pub enum ClientEvent {
     /// which one is shown (choose with `UserAction::SelectScreen`).
     Screens(Box<ScreenList>),
     /// An update was fully applied (`last` part). `t_mono_us` is
-    /// CLOCK_MONOTONIC when it was applied; `bytes` counts its frames on the
-    /// wire (after framing, before TLS).
+    /// CLOCK_MONOTONIC when it was applied, `t_recv_us` when the read that
+    /// completed its last part returned (before that part was decoded);
+    /// `bytes` counts its frames on the wire (after framing, before TLS).
     UpdateApplied {
         seq: u32,
         bytes: u64,
         rects: u32,
         t_mono_us: u64,
+        t_recv_us: u64,
     },
     ScreenUnavailable(String),
     /// The device compared the view with what it sent: `differing` of

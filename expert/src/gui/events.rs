@@ -112,6 +112,7 @@ mod tests {
             bytes: 1,
             rects: 1,
             t_mono_us: 0,
+            t_recv_us: 0,
         }
     }
 
