@@ -44,7 +44,7 @@ fn pct<T: Copy + Ord>(v: &[T], p: usize) -> T {
     s[(s.len() * p / 100).min(s.len() - 1)]
 }
 
-fn run(dir: &Path, compression: Compression) -> Result<String, String> {
+fn run(dir: &Path, compression: Compression, threads: bool) -> Result<String, String> {
     let files = frames_in(dir)?;
     let g = ScreenGeometry {
         width: W,
@@ -54,6 +54,7 @@ fn run(dir: &Path, compression: Compression) -> Result<String, String> {
     let (_pair, consent) = shoulder_proto::testing::granted_view();
     let mut enc = Encoder::new();
     enc.set_compression(compression);
+    enc.set_threads(threads);
     let mut fb: Option<Framebuffer> = None;
     let (mut times, mut bytes, mut copies) = (Vec::new(), Vec::new(), 0usize);
     let mut apply_times = Vec::new();
@@ -109,7 +110,7 @@ fn run(dir: &Path, compression: Compression) -> Result<String, String> {
     }
     let n = times.len();
     Ok(format!(
-        "| {} | {} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} | {} |",
+        "| {} | {}{} | {n} | {} | {} | {} | {:.1} | {:.1} | {copies} | {} |",
         dir.file_name()
             .map_or_else(|| dir.display().to_string(), |s| s.to_string_lossy().into()),
         match compression {
@@ -117,6 +118,7 @@ fn run(dir: &Path, compression: Compression) -> Result<String, String> {
             Compression::Deflate => "deflate",
             Compression::DeflateStream => "deflate stream",
         },
+        if threads { ", 2 threads" } else { "" },
         ms(pct(&times, 50)),
         ms(pct(&times, 90)),
         ms(*times.iter().max().unwrap_or(&Duration::ZERO)),
@@ -151,19 +153,23 @@ fn main() {
             return;
         }
     }
-    println!("\nshoulder-capture encoder on real content, {W}×{H} XRGB8888, one core\n");
+    println!(
+        "\nshoulder-capture encoder on real content, {W}×{H} XRGB8888, one core (\", 2 threads\": large updates' tile streams made on a second thread)\n"
+    );
     println!(
         "| sequence | compression | changed frames | encode median ms | p90 ms | max ms | KB/frame mean | KB/frame max | copies | client apply median ms |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut failed = false;
     for d in &dirs {
-        for c in [
-            Compression::Lz4,
-            Compression::Deflate,
-            Compression::DeflateStream,
+        for (c, threads) in [
+            (Compression::Lz4, false),
+            (Compression::Deflate, false),
+            (Compression::Deflate, true),
+            (Compression::DeflateStream, false),
+            (Compression::DeflateStream, true),
         ] {
-            match run(d, c) {
+            match run(d, c, threads) {
                 Ok(line) => println!("{line}"),
                 Err(e) => {
                     eprintln!("real: {e}");

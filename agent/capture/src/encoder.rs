@@ -105,6 +105,12 @@ const DEFLATE_LEVEL_STREAM: u8 = 4;
 /// under a few ms, and the stream's back-references pay.
 const FAST_PATH_FROM: usize = 64 * 1024;
 
+/// Updates of at least this many pixels are made on two threads (when the
+/// machine has two cores): the tile streams of the next slices while the
+/// earlier ones are deflated. A quarter of a 1080p screen: a page switch,
+/// a photograph; typing and clocks stay on one.
+const PIPELINE_FROM_PIXELS: usize = 512 * 1024;
+
 /// `previous_at` entry of a row that did not change.
 const UNCHANGED: u32 = u32::MAX;
 
@@ -138,6 +144,8 @@ pub struct EncodeStats {
     pub payload_bytes: usize,
     /// Pixels covered by rectangles.
     pub pixels: usize,
+    /// Made on two threads (a large update, see [`Encoder::set_threads`]).
+    pub two_threads: bool,
 }
 
 /// One screen update: optional new screen info, then one or more parts with
@@ -219,6 +227,8 @@ pub struct Encoder {
     lossy: Option<Lossy>,
     /// Tiles the expert has only approximately.
     approx: Approx,
+    /// Large updates may use a second thread (see [`PIPELINE_FROM_PIXELS`]).
+    threads: bool,
 }
 
 /// Sparse probing of unchanged screens (see [`Encoder::with_probing`]).
@@ -251,7 +261,16 @@ impl Encoder {
     /// An encoder that compares every row of every frame: any change is found
     /// by the first check after it.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            threads: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            ..Self::default()
+        }
+    }
+
+    /// Whether large updates may be made on two threads (on by default when
+    /// the machine has two cores or more). The bytes are the same either way.
+    pub fn set_threads(&mut self, on: bool) {
+        self.threads = on;
     }
 
     /// An encoder that checks frames sparsely (x11vnc's scan lines): an
@@ -265,7 +284,7 @@ impl Encoder {
                 stride: probing.stride.max(1),
                 full_every: probing.full_every.max(1),
             }),
-            ..Self::default()
+            ..Self::new()
         }
     }
 
@@ -632,39 +651,92 @@ impl Encoder {
         let refined_rows: Vec<std::ops::Range<usize>> =
             refine.iter().map(|a| a.y..a.y + a.h).collect();
         let refine = refine.into_iter().map(|a| (a, true));
-        'areas: for (area, refinement) in refine.chain(areas.into_iter().map(|a| (a, false))) {
+        let most = if self.deflate.is_some() {
+            MAX_DEFLATE_RECT_BYTES
+        } else {
+            MAX_RECT_BYTES
+        };
+        let mut slices = Vec::new();
+        for (area, refinement) in refine.chain(areas.into_iter().map(|a| (a, false))) {
             if area.w == 0 || area.h == 0 {
                 continue;
             }
-            let most = if self.deflate.is_some() {
-                MAX_DEFLATE_RECT_BYTES
-            } else {
-                MAX_RECT_BYTES
-            };
             let rows_per_slice = (most / (area.w * 4)).max(1);
             let mut y = area.y;
             while y < area.y + area.h {
-                let slice_h = rows_per_slice.min(area.y + area.h - y);
-                let slice = Area {
-                    y,
-                    h: slice_h,
-                    ..area
-                };
-                let rect = self.encode_area(slice, !refinement, &mut stats);
-                if matches!(rect.encoding, Encoding::Jpeg(_)) {
-                    self.approx.mark(slice, now);
-                } else {
-                    if refinement {
-                        stats.refined += 1;
+                let h = rows_per_slice.min(area.y + area.h - y);
+                slices.push((Area { y, h, ..area }, refinement));
+                y += h;
+            }
+        }
+        let Some(g) = self.geometry else {
+            unreachable!("areas exist only once a frame was seen")
+        };
+        let prep = Preparer::new(&self.shadow, g, self.deflate.as_ref(), self.lossy);
+        let pixels: usize = slices.iter().map(|(a, _)| a.w * a.h).sum();
+        let pipelined = self.deflate.is_some() && self.threads && pixels >= PIPELINE_FROM_PIXELS;
+        stats.two_threads = pipelined;
+        let approx = &mut self.approx;
+        // Counts a slice's rectangle in and hands it on; false once the
+        // early sink refused (the rest is not worth making).
+        let mut record = |slice: Area, refinement: bool, encoding: Encoding| {
+            if matches!(encoding, Encoding::Jpeg(_)) {
+                approx.mark(slice, now);
+            } else {
+                if refinement {
+                    stats.refined += 1;
+                }
+                approx.exact(slice);
+            }
+            count(&mut stats, &encoding, slice.w * slice.h);
+            stats.rects += 1;
+            rects.push(Rect {
+                x: slice.x as u16,
+                y: slice.y as u16,
+                w: slice.w as u16,
+                h: slice.h as u16,
+                encoding,
+            });
+            !rects.refused
+        };
+        if pipelined {
+            // Large updates on two threads: the next slices' tile streams
+            // are made while the earlier ones are deflated (in order).
+            let (deflate, out) = (self.deflate.as_mut(), &mut self.compressed);
+            std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+                let slices = &slices;
+                scope.spawn(move || {
+                    let (mut scratch, mut work) = (Vec::new(), Vec::new());
+                    for &(slice, refinement) in slices {
+                        let mut tiles = spare.try_recv().unwrap_or_default();
+                        let p =
+                            prep.prepare(slice, !refinement, &mut tiles, &mut scratch, &mut work);
+                        // The receiver is gone when the update was cut short.
+                        if tx.send((slice, refinement, p, tiles)).is_err() {
+                            break;
+                        }
                     }
-                    self.approx.exact(slice);
+                });
+                let mut deflate = deflate;
+                for (slice, refinement, p, tiles) in rx {
+                    let e = prep.finish(deflate.as_deref_mut(), slice, p, &tiles, out);
+                    let _ = back.send(tiles);
+                    if !record(slice, refinement, e) {
+                        break;
+                    }
                 }
-                stats.rects += 1;
-                rects.push(rect);
-                if rects.refused {
-                    break 'areas;
+            });
+        } else {
+            for (slice, refinement) in slices {
+                let (tiles, scratch, out) =
+                    (&mut self.tiles, &mut self.scratch, &mut self.compressed);
+                let p = prep.prepare(slice, !refinement, tiles, scratch, out);
+                let e = prep.finish(self.deflate.as_mut(), slice, p, tiles, out);
+                if !record(slice, refinement, e) {
+                    break;
                 }
-                y += slice_h;
             }
         }
         // What changed in this update, for view reports: rows that differed,
@@ -895,198 +967,228 @@ impl Encoder {
             i => &self.previous[i as usize * rb..(i as usize + 1) * rb],
         }
     }
+}
 
-    /// Encodes one area as [`Encoding::Deflate`] (a tile stream, deflated),
-    /// or `Raw` when that is no smaller.
-    fn deflate_area(&mut self, a: Area, may_lose: bool, stats: &mut EncodeStats) -> Encoding {
-        let (_, rb, bpp) = self.layout();
-        let Some(g) = self.geometry else {
-            unreachable!("areas exist only once a frame was seen")
-        };
+/// Prepares areas of the shadow for the wire, up to their deflate (which
+/// is sequential, the stream's pieces in order): reads only, so a second
+/// thread can prepare the next areas while the first ones are deflated.
+#[derive(Clone, Copy)]
+struct Preparer<'a> {
+    shadow: &'a [u8],
+    format: crate::PixelFormat,
+    row_bytes: usize,
+    deflate: bool,
+    predicted: bool,
+    lossy: Option<Lossy>,
+}
+
+/// An area made ready by [`Preparer::prepare`].
+enum Prepared {
+    /// Its encoding (solid, lossy, lz4 or raw).
+    Done(Encoding),
+    /// Its tile stream is in the caller's buffer, to be deflated.
+    Tiles { photo_like: bool },
+}
+
+impl<'a> Preparer<'a> {
+    /// Prepares areas of `shadow` (a screen of geometry `g`) for an expert
+    /// that takes what `deflate` says, with `lossy` on or off.
+    fn new(
+        shadow: &'a [u8],
+        g: ScreenGeometry,
+        deflate: Option<&Deflater>,
+        lossy: Option<Lossy>,
+    ) -> Self {
+        Self {
+            shadow,
+            format: g.format,
+            row_bytes: g.width as usize * g.format.bytes_per_pixel(),
+            deflate: deflate.is_some(),
+            // Photographs' raw tiles go predicted to an expert that takes
+            // it (one that takes the deflate stream).
+            predicted: deflate.is_some_and(|d| d.stream.is_some()),
+            lossy,
+        }
+    }
+
+    /// The encoding of area `a`, prepared as `p` (its tile stream, if any,
+    /// in `tiles`): deflated with `deflate`, or raw when that is no smaller.
+    fn finish(
+        &self,
+        deflate: Option<&mut Deflater>,
+        a: Area,
+        p: Prepared,
+        tiles: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Encoding {
+        match p {
+            Prepared::Done(e) => e,
+            Prepared::Tiles { photo_like } => deflate
+                .and_then(|d| d.deflate(tiles, photo_like, a.w * 4 * a.h, out))
+                .unwrap_or_else(|| {
+                    let mut raw = Vec::new();
+                    self.xrgb_into(a, &mut raw);
+                    Encoding::Raw(Payload(raw))
+                }),
+        }
+    }
+
+    /// The pixels of row `y` of area `a`, in the source format.
+    fn row(&self, a: Area, y: usize) -> &[u8] {
+        let bpp = self.format.bytes_per_pixel();
+        &self.shadow[y * self.row_bytes + a.x * bpp..y * self.row_bytes + (a.x + a.w) * bpp]
+    }
+
+    /// Area `a` as XRGB8888 rows in `out`.
+    fn xrgb_into(&self, a: Area, out: &mut Vec<u8>) {
+        out.resize(a.w * 4 * a.h, 0);
+        for (i, dst) in out.chunks_exact_mut(a.w * 4).enumerate() {
+            row_to_xrgb8888(self.format, self.row(a, a.y + i), dst);
+        }
+    }
+
+    /// Area `a` as a solid fill, lossy, lz4 or raw; or, with deflate, as a
+    /// tile stream in `tiles` to deflate. `may_lose`: a photo-like area may
+    /// go lossy (when lossy is on). `scratch` and `out` are work buffers.
+    fn prepare(
+        &self,
+        a: Area,
+        may_lose: bool,
+        tiles: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Prepared {
+        let first_row = self.row(a, a.y);
+        let px = &first_row[..self.format.bytes_per_pixel()];
+        let solid = first_row
+            .chunks_exact(self.format.bytes_per_pixel())
+            .all(|p| p == px)
+            && (a.y + 1..a.y + a.h).all(|y| self.row(a, y) == first_row);
+        if solid {
+            return Prepared::Done(Encoding::Solid(pixel_to_xrgb(self.format, px)));
+        }
         let raw_len = a.w * 4 * a.h;
-        self.tiles.clear();
+        if !self.deflate {
+            self.xrgb_into(a, scratch);
+            out.resize(lz4_flex::block::get_maximum_output_size(raw_len), 0);
+            return Prepared::Done(match lz4_flex::block::compress_into(scratch, out) {
+                Ok(n) if n < raw_len => Encoding::Lz4(Payload(out[..n].to_vec())),
+                // Incompressible (or, never with a buffer of the maximum
+                // output size, too small): raw is smaller or equal.
+                _ => Encoding::Raw(Payload(scratch.clone())),
+            });
+        }
+        tiles.clear();
         // B, G, R, X/A in memory (most scanouts): the tile stream reads the
         // shadow in place (it ignores the fourth byte); other formats are
         // converted first.
         let in_place = matches!(
-            g.format,
+            self.format,
             crate::PixelFormat::Xrgb8888 | crate::PixelFormat::Argb8888
         );
-        // Photographs' raw tiles go predicted to an expert that takes it
-        // (one that takes the deflate stream).
-        let predicted = self.deflate.as_ref().is_some_and(|d| d.stream.is_some());
         if in_place {
-            let start = a.y * rb + a.x * bpp;
+            let bpp = self.format.bytes_per_pixel();
+            let start = a.y * self.row_bytes + a.x * bpp;
+            let (rb, w, h) = (self.row_bytes, a.w, a.h);
             shoulder_proto::tiles::encode_rows(
                 &self.shadow[start..],
                 rb,
-                a.w,
-                a.h,
-                predicted,
-                &mut self.tiles,
+                w,
+                h,
+                self.predicted,
+                tiles,
             );
         } else {
-            self.convert_into_scratch(a);
-            shoulder_proto::tiles::encode_rows(
-                &self.scratch,
-                a.w * 4,
-                a.w,
-                a.h,
-                predicted,
-                &mut self.tiles,
-            );
+            self.xrgb_into(a, scratch);
+            shoulder_proto::tiles::encode_rows(scratch, a.w * 4, a.w, a.h, self.predicted, tiles);
         }
-        // Room for the tile stream in stored blocks (5 bytes of header per
-        // 64 KiB): deflate never fails for want of room.
-        self.compressed
-            .resize(self.tiles.len() + self.tiles.len() / 8192 + 64, 0);
-        // Photo-like areas (mostly raw tiles, over a byte a pixel) gain
-        // little from a thorough search and would take several times as
-        // long; user interfaces are a small stream by then, and a thorough
-        // search is cheap there.
-        let photo_like = self.tiles.len() > a.w * a.h;
+        // Photo-like areas: mostly raw tiles, over a byte a pixel.
+        let photo_like = tiles.len() > a.w * a.h;
         if photo_like
             && may_lose
             && let Some(l) = self.lossy
-            && self.tiles.len() >= l.exact_below_bytes
+            && tiles.len() >= l.exact_below_bytes
             && let Some(jpeg) = {
                 if in_place {
-                    self.convert_into_scratch(a);
+                    self.xrgb_into(a, scratch);
                 }
-                jpeg(&self.scratch, a.w, a.h, l.quality)
+                jpeg(scratch, a.w, a.h, l.quality)
             }
         {
-            stats.jpeg += 1;
-            stats.payload_bytes += jpeg.len();
-            return Encoding::Jpeg(Payload(jpeg));
+            return Prepared::Done(Encoding::Jpeg(Payload(jpeg)));
         }
-        let Some(d) = self.deflate.as_mut() else {
-            unreachable!("called only with deflate on")
-        };
+        Prepared::Tiles { photo_like }
+    }
+}
+
+impl Deflater {
+    /// Deflates the tile stream of a `raw_len`-byte (as XRGB8888) area:
+    /// user interfaces as the stream's next piece when the expert takes the
+    /// stream, otherwise on its own. None when raw would be no larger.
+    fn deflate(
+        &mut self,
+        tiles: &[u8],
+        photo_like: bool,
+        raw_len: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<Encoding> {
+        // Room for the tile stream in stored blocks (5 bytes of header per
+        // 64 KiB): deflate never fails for want of room.
+        out.resize(tiles.len() + tiles.len() / 8192 + 64, 0);
         // User interfaces go as pieces of the stream when the expert takes
         // it: their glyphs, icons and pages come back. Large photo-like
         // areas rarely repeat byte for byte and want miniz's fast path,
         // which cannot share a stream with the thorough one: they go on
         // their own. Small ones (anti-aliased digits, icons) are cheap at
         // any level and do repeat.
-        let fast = photo_like && self.tiles.len() >= FAST_PATH_FROM;
-        if let Some(stream) = d.stream.as_mut()
+        let fast = photo_like && tiles.len() >= FAST_PATH_FROM;
+        if let Some(stream) = self.stream.as_mut()
             && !fast
         {
-            let restart = std::mem::take(&mut d.restart);
+            let restart = std::mem::take(&mut self.restart);
             if restart {
                 stream.reset();
             }
             // A piece, ended by a sync flush so the expert can decode it
             // alone; always sent (the stream has it now).
-            let (status, read, n) =
-                compress(stream, &self.tiles, &mut self.compressed, TDEFLFlush::Sync);
-            if status == TDEFLStatus::Okay && read == self.tiles.len() {
-                stats.deflate += 1;
-                stats.payload_bytes += n;
-                return Encoding::DeflateStream {
+            let (status, read, n) = compress(stream, tiles, out, TDEFLFlush::Sync);
+            if status == TDEFLStatus::Okay && read == tiles.len() {
+                return Some(Encoding::DeflateStream {
                     restart,
-                    data: Payload(self.compressed[..n].to_vec()),
-                };
+                    data: Payload(out[..n].to_vec()),
+                });
             }
             // Never with room for stored blocks; if it happens, what the
             // stream holds is unknown: the next piece starts anew.
-            d.restart = true;
+            self.restart = true;
+            return None;
+        }
+        // Photo-like areas gain little from a thorough search and would
+        // take several times as long; user interfaces are a small stream
+        // by then, and a thorough search is cheap there.
+        self.single.reset();
+        self.single.set_compression_level_raw(if photo_like {
+            DEFLATE_LEVEL_PHOTO
         } else {
-            d.single.reset();
-            d.single.set_compression_level_raw(if photo_like {
-                DEFLATE_LEVEL_PHOTO
-            } else {
-                DEFLATE_LEVEL_UI
-            });
-            let (status, read, n) = compress(
-                &mut d.single,
-                &self.tiles,
-                &mut self.compressed,
-                TDEFLFlush::Finish,
-            );
-            if status == TDEFLStatus::Done && read == self.tiles.len() && n < raw_len {
-                stats.deflate += 1;
-                stats.payload_bytes += n;
-                return Encoding::Deflate(Payload(self.compressed[..n].to_vec()));
-            }
-        }
-        if in_place {
-            self.convert_into_scratch(a);
-        }
-        stats.raw += 1;
-        stats.payload_bytes += raw_len;
-        Encoding::Raw(Payload(self.scratch.clone()))
+            DEFLATE_LEVEL_UI
+        });
+        let (status, read, n) = compress(&mut self.single, tiles, out, TDEFLFlush::Finish);
+        (status == TDEFLStatus::Done && read == tiles.len() && n < raw_len)
+            .then(|| Encoding::Deflate(Payload(out[..n].to_vec())))
     }
+}
 
-    /// Area `a` of the shadow as XRGB8888 rows in `scratch`.
-    fn convert_into_scratch(&mut self, a: Area) {
-        let (_, rb, bpp) = self.layout();
-        let Some(g) = self.geometry else {
-            unreachable!("areas exist only once a frame was seen")
-        };
-        self.scratch.resize(a.w * 4 * a.h, 0);
-        for (i, dst) in self.scratch.chunks_exact_mut(a.w * 4).enumerate() {
-            let y = a.y + i;
-            row_to_xrgb8888(
-                g.format,
-                &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp],
-                dst,
-            );
-        }
-    }
-
-    /// Encodes one area of the (updated) shadow as the cheapest encoding.
-    /// `may_lose`: a photo-like area may go lossy (when lossy is on).
-    fn encode_area(&mut self, a: Area, may_lose: bool, stats: &mut EncodeStats) -> Rect {
-        let Some(g) = self.geometry else {
-            unreachable!("areas exist only once a frame was seen")
-        };
-        let bpp = g.format.bytes_per_pixel();
-        let rb = g.width as usize * bpp;
-        let row = |y: usize| &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
-        stats.pixels += a.w * a.h;
-        let first_row = row(a.y);
-        let px = &first_row[..bpp];
-        let solid = first_row.chunks_exact(bpp).all(|p| p == px)
-            && (a.y + 1..a.y + a.h).all(|y| row(y) == first_row);
-        let encoding = if solid {
-            stats.solid += 1;
-            Encoding::Solid(pixel_to_xrgb(g.format, px))
-        } else if self.deflate.is_some() {
-            self.deflate_area(a, may_lose, stats)
-        } else {
-            let raw_len = a.w * 4 * a.h;
-            self.scratch.resize(raw_len, 0);
-            for (i, dst) in self.scratch.chunks_exact_mut(a.w * 4).enumerate() {
-                let y = a.y + i;
-                let src = &self.shadow[y * rb + a.x * bpp..y * rb + (a.x + a.w) * bpp];
-                row_to_xrgb8888(g.format, src, dst);
-            }
-            self.compressed
-                .resize(lz4_flex::block::get_maximum_output_size(raw_len), 0);
-            match lz4_flex::block::compress_into(&self.scratch, &mut self.compressed) {
-                Ok(n) if n < raw_len => {
-                    stats.lz4 += 1;
-                    stats.payload_bytes += n;
-                    Encoding::Lz4(Payload(self.compressed[..n].to_vec()))
-                }
-                // Incompressible (or, never with a buffer of the maximum
-                // output size, too small): raw is smaller or equal.
-                _ => {
-                    stats.raw += 1;
-                    stats.payload_bytes += raw_len;
-                    Encoding::Raw(Payload(self.scratch.clone()))
-                }
-            }
-        };
-        Rect {
-            x: a.x as u16,
-            y: a.y as u16,
-            w: a.w as u16,
-            h: a.h as u16,
-            encoding,
-        }
+/// Counts `e` (the encoding of `pixels` pixels) into `stats`.
+fn count(stats: &mut EncodeStats, e: &Encoding, pixels: usize) {
+    stats.pixels += pixels;
+    stats.payload_bytes += e.payload_len();
+    match e {
+        Encoding::Solid(_) => stats.solid += 1,
+        Encoding::Lz4(_) => stats.lz4 += 1,
+        Encoding::Raw(_) => stats.raw += 1,
+        Encoding::Jpeg(_) => stats.jpeg += 1,
+        Encoding::Deflate(_) | Encoding::DeflateStream { .. } => stats.deflate += 1,
+        Encoding::Copy { .. } => stats.copy += 1,
     }
 }
 

@@ -6,7 +6,7 @@ use shoulder_capture::encoder::EARLY_PART_BYTES;
 use shoulder_capture::rawfile::RawFileSource;
 use shoulder_capture::scenarios::{Scenario, ScenarioFrames};
 use shoulder_capture::{
-    Compression, EncodeError, EncodedUpdate, Encoder, Frame, FrameSource, PixelFormat,
+    Compression, EncodeError, EncodeStats, EncodedUpdate, Encoder, Frame, FrameSource, PixelFormat,
     ScreenGeometry,
 };
 use shoulder_proto::fb::Framebuffer;
@@ -186,12 +186,12 @@ fn no_update_without_live_view_consent() {
 
 /// Encodes `frame` handing parts to an early sink, as the agent does, and
 /// returns every message in the order the expert gets them: the early ones,
-/// then the rest of the update.
+/// then the rest of the update; and how many went early, and the stats.
 fn encode_early(
     enc: &mut Encoder,
     consent: &shoulder_proto::consent::ViewConsent,
     frame: &Frame<'_>,
-) -> Option<(Vec<Message>, usize)> {
+) -> Option<(Vec<Message>, usize, EncodeStats)> {
     let mut early = Vec::new();
     let rest = enc
         .encode_into(consent, frame, false, std::time::Instant::now(), &mut |m| {
@@ -199,9 +199,9 @@ fn encode_early(
             true
         })
         .unwrap()?;
-    let sent_early = early.len();
+    let (sent_early, stats) = (early.len(), rest.stats);
     early.extend(rest.into_messages());
-    Some((early, sent_early))
+    Some((early, sent_early, stats))
 }
 
 /// Applies messages through real framing, checking the order of an update:
@@ -259,7 +259,7 @@ fn parts_sent_before_the_update_ends_decode_to_the_source() {
             for i in 0..FRAMES {
                 seq.render(i, &mut px);
                 let frame = Frame::new(&px, g, w as usize * 4).unwrap();
-                let (msgs, early) = encode_early(&mut enc, &consent, &frame)
+                let (msgs, early, _) = encode_early(&mut enc, &consent, &frame)
                     .unwrap_or_else(|| panic!("{scenario} frame {i}: change not seen"));
                 assert_eq!(
                     matches!(msgs[0], Message::ScreenInfo(_)),
@@ -343,7 +343,7 @@ fn withdrawn_consent_stops_an_update_mid_way_and_the_next_view_starts_whole() {
     );
     // Another session's view: the encoder does not build on the cut update.
     let (_pair2, consent2) = shoulder_proto::testing::granted_view();
-    let (msgs, _) = encode_early(&mut enc, &consent2, &frame).expect("a whole screen");
+    let (msgs, _, _) = encode_early(&mut enc, &consent2, &frame).expect("a whole screen");
     assert!(matches!(msgs[0], Message::ScreenInfo(_)));
     let mut fb = None;
     deliver_messages(&mut fb, &msgs);
@@ -351,4 +351,56 @@ fn withdrawn_consent_stops_an_update_mid_way_and_the_next_view_starts_whole() {
         xxh3_64(&fb.unwrap().normalized()),
         xxh3_64(&frame.to_xrgb8888())
     );
+}
+
+#[test]
+fn large_updates_made_on_two_threads_are_the_bytes_one_thread_makes() {
+    let (_pair, consent) = shoulder_proto::testing::granted_view();
+    let (w, h) = (1280u32, 720u32);
+    for format in [PixelFormat::Xrgb8888, PixelFormat::Rgb565] {
+        let g = ScreenGeometry {
+            width: w,
+            height: h,
+            format,
+        };
+        let pitch = w as usize * format.bytes_per_pixel();
+        for compression in [
+            Compression::Lz4,
+            Compression::Deflate,
+            Compression::DeflateStream,
+        ] {
+            for scenario in [Scenario::PageSwitch, Scenario::Noise, Scenario::Scroll] {
+                let seq = ScenarioFrames::new(scenario, w, h);
+                let mut xrgb = seq.buffer();
+                let [mut one, mut two] = [false, true].map(|threads| {
+                    let mut e = Encoder::new();
+                    e.set_compression(compression);
+                    e.set_threads(threads);
+                    e
+                });
+                let mut fb = None;
+                let mut threaded = 0;
+                for i in 0..FRAMES {
+                    seq.render(i, &mut xrgb);
+                    let px = from_xrgb(format, &xrgb);
+                    let frame = Frame::new(&px, g, pitch).unwrap();
+                    let (a, _, sa) = encode_early(&mut one, &consent, &frame).unwrap();
+                    let (b, _, sb) = encode_early(&mut two, &consent, &frame).unwrap();
+                    assert!(a == b, "{scenario} {format} {compression:?} frame {i}");
+                    assert!(!sa.two_threads);
+                    threaded += usize::from(sb.two_threads);
+                    deliver_messages(&mut fb, &b);
+                    assert_eq!(
+                        xxh3_64(&fb.as_ref().unwrap().normalized()),
+                        xxh3_64(&frame.to_xrgb8888()),
+                        "{scenario} {format} {compression:?} frame {i}"
+                    );
+                }
+                // The first update is the whole screen: large, and the
+                // second thread is used with deflate.
+                let deflate = compression != Compression::Lz4;
+                assert_eq!(threaded > 0, deflate, "{scenario} {format} {compression:?}");
+            }
+        }
+    }
 }
