@@ -99,6 +99,18 @@ pub struct Decodes {
     pub jpeg: bool,
 }
 
+impl Decodes {
+    /// What to send an expert that takes deflate, the deflate stream and
+    /// JPEG as said; lossy pictures only if the device allows them
+    /// (`lossy` in agent.toml) and the agent was built with them.
+    pub fn for_expert(deflate: bool, stream: bool, jpeg: bool, lossy_allowed: bool) -> Self {
+        Self {
+            compression: Compression::for_expert(deflate, stream),
+            jpeg: cfg!(feature = "jpeg") && jpeg && lossy_allowed,
+        }
+    }
+}
+
 /// The session's handle on its capture thread.
 #[derive(Debug)]
 pub struct CaptureHandle {
@@ -602,6 +614,20 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lossy_pictures_only_where_the_device_and_the_expert_allow_them() {
+        let off = Decodes::for_expert(true, true, true, false);
+        assert!(!off.jpeg, "agent.toml lossy = false");
+        assert_eq!(off.compression, Compression::DeflateStream);
+        let on = Decodes::for_expert(true, true, true, true);
+        assert_eq!(on.jpeg, cfg!(feature = "jpeg"));
+        assert!(!Decodes::for_expert(true, false, false, true).jpeg);
+        assert_eq!(
+            Decodes::for_expert(false, false, true, true).compression,
+            Compression::Lz4
+        );
+    }
+
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use super::*;

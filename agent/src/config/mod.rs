@@ -103,6 +103,10 @@ pub struct Config {
     pub rotation: RotationSetting,
     /// Most screen updates per second sent to the expert.
     pub max_fps: u32,
+    /// Photographs and video may go as approximate (JPEG) pictures when the
+    /// link is too slow for exact ones, made exact once still. False: every
+    /// update exact, whatever the link.
+    pub lossy: bool,
     #[serde(deserialize_with = "de_duration")]
     pub consent_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
@@ -172,6 +176,7 @@ impl Default for Config {
             },
             rotation: RotationSetting::Auto,
             max_fps: 30,
+            lossy: true,
             consent_timeout: shoulder_proto::session::DEFAULT_CONSENT_TIMEOUT,
             pre_auth_timeout: shoulder_proto::session::DEFAULT_PRE_AUTH_TIMEOUT,
             resume_grace: shoulder_proto::session::DEFAULT_RESUME_GRACE,
@@ -588,6 +593,7 @@ mod tests {
             "allow_keys",
             "capture",
             "max_fps",
+            "lossy",
             "consent_timeout",
             "pre_auth_timeout",
             "max_pre_auth_connections",
@@ -613,6 +619,12 @@ mod tests {
                 "{key} is not documented in agent.example.toml"
             );
         }
+    }
+
+    #[test]
+    fn lossy_pictures_are_on_unless_turned_off() {
+        assert!(parse("enabled = true\n").unwrap().lossy);
+        assert!(!parse("enabled = true\nlossy = false\n").unwrap().lossy);
     }
 
     #[test]

@@ -396,13 +396,12 @@ impl Session {
                         tx,
                         self.shared.config.max_fps,
                         rotation,
-                        crate::capture::Decodes {
-                            compression: shoulder_capture::Compression::for_expert(
-                                self.machine.deflate_supported(),
-                                self.machine.deflate_stream_supported(),
-                            ),
-                            jpeg: cfg!(feature = "jpeg") && self.machine.jpeg_supported(),
-                        },
+                        crate::capture::Decodes::for_expert(
+                            self.machine.deflate_supported(),
+                            self.machine.deflate_stream_supported(),
+                            self.machine.jpeg_supported(),
+                            self.shared.config.lossy,
+                        ),
                     ));
                     self.devices.capture_rx = Some(rx);
                 }
