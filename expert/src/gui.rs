@@ -117,6 +117,8 @@ struct StartForm {
     password: String,
     error: Option<String>,
     recent: Vec<Recent>,
+    /// Every update exact (`--lossless`): no approximate pictures first.
+    exact: bool,
 }
 
 /// What the session screen shows.

@@ -95,6 +95,7 @@ impl StartForm {
             password: String::new(),
             error: None,
             recent: load_recent(),
+            exact: false,
         }
     }
 
@@ -192,7 +193,8 @@ impl App {
                         let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
                         if ui.button("Connect").clicked() || enter {
                             match offer_options(&form.device, &form.identity) {
-                                Ok(o) => {
+                                Ok(mut o) => {
+                                    o.lossless = form.exact;
                                     remember(
                                         &mut form.recent,
                                         Recent::Offer {
@@ -296,6 +298,7 @@ impl App {
                                     });
                                     opts.target = Target::Invitation(Box::new(inv.clone()));
                                     opts.password = Some(form.password.clone());
+                                    opts.lossless = form.exact;
                                     if let Some(Ok((_, Some(p)))) = &form.invitation {
                                         let r = Recent::Invitation {
                                             path: p.display().to_string(),
@@ -314,6 +317,10 @@ impl App {
                     }
                 }
             }
+            ui.add_space(8.0);
+            ui.checkbox(&mut form.exact, "Exact pictures only").on_hover_text(
+                "On a slow link, photographs and video otherwise come first as approximate pictures, made exact once they stop changing.",
+            );
             if let Some(e) = &form.error {
                 ui.add_space(8.0);
                 ui.colored_label(Color32::from_rgb(220, 80, 60), e);
