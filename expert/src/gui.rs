@@ -258,6 +258,8 @@ impl App {
             } => {
                 if needs_password {
                     let mut form = StartForm::new();
+                    // `--lossless` on the command line ticks the box.
+                    form.exact = opts.lossless;
                     if let Target::Invitation(inv) = &opts.target {
                         form.tab = StartTab::Invitation;
                         form.invitation = Some(Ok(((**inv).clone(), None)));
