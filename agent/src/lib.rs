@@ -51,6 +51,8 @@
 pub mod admission;
 pub mod audit;
 pub mod backends;
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -89,6 +91,8 @@ pub enum AgentError {
     Store(#[from] invites::StoreError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error("broker: {0}")]
+    Broker(String),
     #[error(
         "cannot listen on {addr}: {source} (fix: check `listen` in the config; is another agent running?)"
     )]

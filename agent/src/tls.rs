@@ -381,7 +381,7 @@ impl PlantTrust {
     }
 }
 
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read_err = |source| TlsError::ReadCa {
         path: path.into(),
         source,

@@ -19,7 +19,7 @@ pub enum OpenError {
     #[error("{0}")]
     Link(String),
     #[error(
-        "{device} is not connected to the broker (its presence says offline, or it never connected) — check that the device is on and its [broker] settings"
+        "the device {device} is not connected to the broker (its presence says offline, or it never connected) — check that the device is on and its [broker] settings"
     )]
     Absent { device: String },
     #[error(
@@ -27,7 +27,7 @@ pub enum OpenError {
     )]
     Refused { device: String, reason: String },
     #[error(
-        "{device} did not answer through the broker within {secs} s — it may be offline, or the broker's ACL may not let it answer (docs/fleet.md)"
+        "the device {device} did not answer through the broker within {secs} s — it may be offline, or the broker's ACL may not let it answer (docs/fleet.md)"
     )]
     NoAnswer { device: String, secs: u64 },
     #[error("{0}")]

@@ -18,7 +18,7 @@ use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, Filter, LastWill, Packet, PubAckReason, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::{NetworkOptions, TlsConfiguration, Transport};
+use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -87,7 +87,6 @@ pub type Message = (String, Bytes);
 
 struct Inner {
     routes: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
-    other: mpsc::Sender<Message>,
     state: watch::Sender<LinkState>,
     notes: broadcast::Sender<Note>,
 }
@@ -137,12 +136,17 @@ impl Link {
         let (notes, _) = broadcast::channel(16);
         let inner = Arc::new(Inner {
             routes: Mutex::new(HashMap::new()),
-            other: other_tx,
             state: watch::channel(LinkState::Connecting).0,
             notes,
         });
         let label = format!("{}:{}", config.host, config.port);
-        let task = tokio::spawn(drive(events, client.clone(), inner.clone(), config));
+        let task = tokio::spawn(drive(
+            events,
+            client.clone(),
+            inner.clone(),
+            config,
+            other_tx,
+        ));
         (
             Self {
                 client,
@@ -268,7 +272,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The event loop: connects, subscribes, routes, and reconnects with
 /// backoff after a failure (every tunnel of the old connection ends).
-async fn drive(mut events: EventLoop, client: AsyncClient, inner: Arc<Inner>, config: LinkConfig) {
+/// Returns after our DISCONNECT ([`Link::close`]); `other` then closes.
+async fn drive(
+    mut events: EventLoop,
+    client: AsyncClient,
+    inner: Arc<Inner>,
+    config: LinkConfig,
+    other: mpsc::Sender<Message>,
+) {
     let mut generation = 0u64;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -331,7 +342,7 @@ async fn drive(mut events: EventLoop, client: AsyncClient, inner: Arc<Inner>, co
                         }
                     }
                     None => {
-                        if inner.other.try_send((topic, p.payload)).is_err() {
+                        if other.try_send((topic, p.payload)).is_err() {
                             tracing::debug!("a broker message was dropped: its reader is busy");
                         }
                     }
@@ -354,6 +365,10 @@ async fn drive(mut events: EventLoop, client: AsyncClient, inner: Arc<Inner>, co
                 let e = format!("the broker disconnected us: {:?}", d.reason_code);
                 tracing::warn!("{e}");
                 down(&inner, e);
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                down(&inner, "closed".into());
+                return;
             }
             Ok(_) => {}
             Err(ConnectionError::RequestsDone) => return,

@@ -14,6 +14,7 @@ use shoulder_proto::session::{ExpertState, UserAction};
 use shoulder_proto::{Fingerprint, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
+use crate::client::broker::BrokerRoute;
 use crate::client::{self, ACTION_QUEUE, ClientEvent, ConnectOptions, SharedView};
 use crate::error::ClientError;
 use crate::gui::GuiStart;
@@ -106,6 +107,19 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// List the devices known to the plant's broker (their presence).
+    Devices {
+        /// Only devices whose name or site contains this (any case).
+        filter: Option<String>,
+        /// Only devices that are online now.
+        #[arg(long)]
+        online: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Plant PKI: CA, expert identities, device certificates.
     #[command(subcommand)]
     Pki(Pki),
@@ -171,6 +185,29 @@ pub struct ConnArgs {
     /// slow, and made exact once still).
     #[arg(long)]
     pub lossless: bool,
+    /// Reach the device through the plant's MQTT broker at HOST[:PORT]
+    /// (8883 by default); the device is then named as the broker knows it
+    /// (its certificate's name), e.g. `shoulder offer kiosk-12 --broker
+    /// broker.plant:8883`.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub broker: Option<String>,
+    /// CA certificate(s) (PEM) of the broker; default: your plant CA.
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    pub broker_ca: Option<PathBuf>,
+    /// Topic prefix the plant's devices use (their `[broker] prefix`).
+    #[arg(long, value_name = "PREFIX", default_value = "shoulder")]
+    pub broker_prefix: String,
+}
+
+/// The broker route `conn` names, if any.
+fn broker_route(conn: &ConnArgs) -> Result<Option<BrokerRoute>, ClientError> {
+    let Some(address) = &conn.broker else {
+        return Ok(None);
+    };
+    let mut route = BrokerRoute::parse(address)?;
+    route.ca = conn.broker_ca.clone();
+    route.prefix = conn.broker_prefix.clone();
+    Ok(Some(route))
 }
 
 /// `shoulder 0.1.0 (protocol 1)`.
@@ -261,6 +298,12 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         }) => ScreenChoice::new(screen)
             .and_then(|c| watch(&target, &stats_json, frames, duration, c, &conn)),
         Some(Command::Chat { target, text, conn }) => chat(&target, &text, &conn),
+        Some(Command::Devices {
+            filter,
+            online,
+            json,
+            conn,
+        }) => devices(filter.as_deref(), online, json, &conn),
         Some(Command::Pki(p)) => pki(p),
     }
 }
@@ -334,6 +377,12 @@ pub fn options(
         }
         _ => None,
     };
+    let broker = broker_route(conn)?;
+    if broker.is_some() && matches!(target, Target::Invitation(_)) {
+        return Err(ClientError::Local(
+            "--broker works with offers only for now — connect to the invitation's addresses, or offer help by the device's name through the broker.".into(),
+        ));
+    }
     let name = conn
         .name
         .clone()
@@ -352,6 +401,7 @@ pub fn options(
         known_hosts: None,
         name,
         lossless: conn.lossless,
+        broker,
     })
 }
 
@@ -730,6 +780,113 @@ fn watch(
         .unwrap_or_else(|p| p.into_inner())
         .flush()
         .map_err(|e| ClientError::Local(format!("Cannot write {}: {e}.", stats.display())))
+}
+
+/// `shoulder devices`: the presence records the broker keeps.
+fn devices(
+    filter: Option<&str>,
+    online_only: bool,
+    json: bool,
+    conn: &ConnArgs,
+) -> Result<(), ClientError> {
+    let Some(route) = broker_route(conn)? else {
+        return Err(ClientError::Local(
+            "The device list comes from the plant's broker — pass --broker HOST[:PORT].".into(),
+        ));
+    };
+    let opts = options(
+        Target::Offer {
+            host: "directory".into(),
+            port: shoulder_proto::DEFAULT_PORT,
+        },
+        conn,
+        true,
+    )?;
+    let identity = opts.identity.clone().ok_or_else(|| {
+        ClientError::Local("The broker needs your expert identity — pass --identity DIR.".into())
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Local(format!("Cannot start: {e}.")))?;
+    let found = rt.block_on(async {
+        let topics = shoulder_broker::Topics::new(&route.prefix)
+            .map_err(|e| ClientError::Local(format!("{e}.")))?;
+        let (link, mut other) =
+            crate::client::broker::link(&route, &identity, vec![topics.all_presence()])?;
+        let r = shoulder_broker::expert::directory(
+            &link,
+            &mut other,
+            &topics,
+            std::time::Duration::from_millis(500),
+            crate::client::CONNECT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            ClientError::Broker(format!(
+                "Could not read the device list from {}: {e}.",
+                route.label()
+            ))
+        });
+        link.close().await;
+        r
+    })?;
+    let needle = filter.map(str::to_lowercase);
+    let mut out = String::new();
+    let mut shown = 0;
+    for (device, p) in &found {
+        if online_only && !p.online {
+            continue;
+        }
+        if let Some(n) = &needle
+            && ![device, &p.name, &p.site]
+                .iter()
+                .any(|s| s.to_lowercase().contains(n.as_str()))
+        {
+            continue;
+        }
+        shown += 1;
+        if json {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            v["device"] = serde_json::Value::String(device.clone());
+            out.push_str(&v.to_string());
+            out.push('\n');
+        } else {
+            let allows: Vec<&str> = [
+                (p.offers, "offers"),
+                (p.invitations, "invitations"),
+                (p.control, "control"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, w)| *w)
+            .collect();
+            out.push_str(&format!(
+                "{:<24} {:<8} {:<16} {:<10} {}\n",
+                printable(device),
+                if p.online { "online" } else { "offline" },
+                printable(&p.site),
+                printable(&p.version),
+                allows.join(",")
+            ));
+        }
+    }
+    if !json {
+        if shown == 0 {
+            eprintln!(
+                "No devices{} at the broker {}.",
+                if found.is_empty() { "" } else { " match" },
+                route.label()
+            );
+            return Ok(());
+        }
+        println!(
+            "{:<24} {:<8} {:<16} {:<10} ALLOWS",
+            "DEVICE", "STATE", "SITE", "VERSION"
+        );
+    }
+    print!("{out}");
+    Ok(())
 }
 
 fn chat(target: &str, text: &str, conn: &ConnArgs) -> Result<(), ClientError> {

@@ -69,6 +69,10 @@ pub enum ClientError {
     /// A TLS failure not covered above.
     #[error("The secure connection to the device failed ({detail}).")]
     Tls { detail: String },
+    /// The device could not be reached through the plant's broker (the
+    /// sentence names the broker and the device, and what to check).
+    #[error("{0}")]
+    Broker(String),
     /// The connection dropped without a `Bye`.
     #[error(
         "The connection to the device was lost ({detail}) — check the network and connect again."
@@ -166,6 +170,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::Refused { .. }
+                | ClientError::Broker(_)
                 | ClientError::ConnectTimeout { .. }
                 | ClientError::Network { .. }
                 | ClientError::Lost { .. }

@@ -323,8 +323,10 @@ pub fn issue_expert(
     Ok(fingerprint_of(cert.der()))
 }
 
-/// `shoulder pki sign-device`: a server certificate for a device's CSR (PEM),
-/// keeping the names the device asked for. Returns the PEM certificate.
+/// `shoulder pki sign-device`: a certificate for a device's CSR (PEM),
+/// keeping the names the device asked for: a server certificate for the
+/// experts, and a client one for the plant's broker (the device connects
+/// to it with the same key). Returns the PEM certificate.
 pub fn sign_device(ca_dir: &Path, csr_pem: &str, days: u32) -> Result<String, ClientError> {
     let (issuer, _) = load_issuer(ca_dir)?;
     let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
@@ -334,7 +336,10 @@ pub fn sign_device(ca_dir: &Path, csr_pem: &str, days: u32) -> Result<String, Cl
     })?;
     csr.params.is_ca = IsCa::ExplicitNoCa;
     csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    csr.params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     validity(&mut csr.params, days);
     let cert = csr
         .signed_by(&issuer)

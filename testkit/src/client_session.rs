@@ -65,7 +65,13 @@ impl Session {
             known_hosts: None,
             name: "Ann Expert".into(),
             lossless: false,
+            broker: None,
         };
+        Self::with_options(opts)
+    }
+
+    /// A session with these options (an offer, a route through a broker).
+    pub fn with_options(opts: ConnectOptions) -> Self {
         let view = SharedView::default();
         let (tx, rx) = mpsc::channel(client::ACTION_QUEUE);
         let (etx, erx) = mpsc::unbounded_channel();

@@ -54,6 +54,7 @@ pub fn connect_options(
         known_hosts: Some(known_hosts),
         name: name.into(),
         lossless: false,
+        broker: None,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod bins;
 pub mod client_cli;
 pub mod client_session;
 pub mod expert;
+pub mod mosquitto;
 pub mod netsim;
 pub mod netsim_live;
 pub mod picture;

@@ -101,6 +101,24 @@ impl Pki {
         shoulder_agent::util::sha256(&der)
     }
 
+    /// A server certificate for loopback (`localhost`, 127.0.0.1), signed
+    /// by this CA: PEM certificate and key (a test broker's).
+    pub fn loopback_server(&self) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test broker");
+        params
+            .extended_key_usages
+            .push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// An expert certificate with CN `cn`; `expired` makes one whose validity
     /// ended in 2020.
     pub fn expert(&self, cn: &str, expired: bool) -> ExpertCert {

@@ -15,13 +15,56 @@ impl Config {
     #[allow(clippy::type_complexity)]
     pub(super) fn check(&self) -> Result<(), (&'static str, &'static str, String, String)> {
         let err = |table, key, msg: String, fix: &str| Err((table, key, msg, fix.to_string()));
-        if self.listen.is_empty() && self.enabled {
+        if self.listen.is_empty() && self.enabled && self.broker.is_none() {
             return err(
                 "",
                 "listen",
-                "no listen address while enabled".into(),
+                "no listen address while enabled (and no [broker])".into(),
                 &format!("add at least one address, e.g. listen = [\"0.0.0.0:{DEFAULT_PORT}\"]"),
             );
+        }
+        if let Some(b) = &self.broker {
+            if !cfg!(feature = "broker") {
+                return err(
+                    "broker",
+                    "address",
+                    "this agent was built without broker support".into(),
+                    "remove [broker], or install an agent built with the `broker` feature (Yocto: PACKAGECONFIG broker)",
+                );
+            }
+            let a = b.address.trim();
+            if a.is_empty() || a.contains(char::is_whitespace) || a.contains('/') {
+                return err(
+                    "broker",
+                    "address",
+                    format!("\"{}\" is not a broker address", b.address),
+                    "write host or host:port, e.g. address = \"broker.plant.example:8883\"",
+                );
+            }
+            let p = b.prefix.trim_matches('/');
+            if p.is_empty()
+                || p.len() > 128
+                || p.split('/').any(|l| {
+                    l.is_empty()
+                        || l.chars()
+                            .any(|c| matches!(c, '+' | '#' | '$') || c.is_control())
+                })
+            {
+                return err(
+                    "broker",
+                    "prefix",
+                    format!("\"{}\" is not a usable topic prefix", b.prefix),
+                    "use letters, digits, '-', '_' and '/' between levels, e.g. prefix = \"shoulder\"",
+                );
+            }
+            if b.keepalive < Duration::from_secs(5) || b.keepalive > Duration::from_secs(600) {
+                return err(
+                    "broker",
+                    "keepalive",
+                    format!("{} is out of range", format_duration(b.keepalive)),
+                    "use 5s to 10m (30s by default)",
+                );
+            }
         }
         if self.max_invitation_lifetime.is_zero() {
             return err(

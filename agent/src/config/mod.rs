@@ -146,6 +146,40 @@ pub struct Config {
     pub input: InputConfig,
     /// Where several screens sit (default: side by side in connector order).
     pub screens: Vec<ScreenPosition>,
+    /// Sessions through the plant's MQTT broker (feature `broker`); none
+    /// by default.
+    pub broker: Option<BrokerConfig>,
+}
+
+/// `[broker]`: the plant's MQTT broker, for experts who cannot reach the
+/// device directly (see docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `host[:port]` (MQTT over TLS, port 8883 by default).
+    pub address: String,
+    /// PEM files with the CA(s) that sign the broker's certificate; empty
+    /// means `plant_ca`.
+    #[serde(default)]
+    pub ca: Vec<PathBuf>,
+    /// Topic prefix shared with the experts and the broker's ACL.
+    #[serde(default = "default_broker_prefix")]
+    pub prefix: String,
+    /// Where the device is, for the technicians' device list.
+    #[serde(default)]
+    pub site: String,
+    /// MQTT keep-alive: how soon the broker notices the device is gone and
+    /// publishes it offline (1.5 × this).
+    #[serde(default = "default_broker_keepalive", deserialize_with = "de_duration")]
+    pub keepalive: Duration,
+}
+
+fn default_broker_prefix() -> String {
+    "shoulder".into()
+}
+
+fn default_broker_keepalive() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for Config {
@@ -194,6 +228,7 @@ impl Default for Config {
             banner: BannerConfig::default(),
             input: InputConfig::default(),
             screens: Vec::new(),
+            broker: None,
         }
     }
 }

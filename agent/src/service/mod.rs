@@ -206,6 +206,17 @@ async fn serve(
     }
     let trust = PlantTrust::load(&config.plant_ca, config.allowed_experts())?;
     let tls = crate::tls::server_config(&identity, &trust)?;
+    #[cfg(feature = "broker")]
+    let mut acceptors = acceptors;
+    #[cfg(feature = "broker")]
+    let broker = match &config.broker {
+        Some(b) => {
+            let (link, incoming) = crate::broker::start(&config, b, &identity)?;
+            acceptors.push(Acceptor::Streams(incoming));
+            Some(link)
+        }
+        None => None,
+    };
     let store = InvitationStore::new(&config.state_dir, &config.argon2)?;
     let port = bound
         .first()
@@ -367,6 +378,10 @@ async fn serve(
     // Belt and braces: whatever happened, no key stays pressed.
     if let Ok(mut input) = shared.input.lock() {
         input.shutdown();
+    }
+    #[cfg(feature = "broker")]
+    if let Some(b) = broker {
+        b.close().await;
     }
     let _ = control_task.await;
     let _ = summaries.await;

@@ -56,7 +56,11 @@ impl Dialer for TcpDialer {
 /// A connected, verified TLS stream.
 pub struct Connected {
     pub stream: tokio_rustls::client::TlsStream<Box<dyn Stream>>,
+    /// The device's address (unspecified through a broker).
     pub addr: SocketAddr,
+    /// What the connection is called in messages: the address, or the
+    /// device and its broker.
+    pub label: String,
     pub fingerprint: Fingerprint,
     /// Device name from the invitation or the certificate.
     pub device_name: String,
@@ -65,7 +69,7 @@ pub struct Connected {
 impl std::fmt::Debug for Connected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connected")
-            .field("addr", &self.addr)
+            .field("label", &self.label)
             .field("fingerprint", &self.fingerprint)
             .finish()
     }
@@ -178,64 +182,86 @@ async fn connect_one(
                 continue;
             }
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let policy = match pin {
-            Some(fp) => DevicePolicy::Pinned(fp),
-            None => policy_for(opts, host, port)?,
-        };
-        let verifier = Arc::new(DeviceVerifier::new(policy.clone(), &provider));
-        let config = tls_config(opts, verifier.clone(), provider)?;
-        let connector = TlsConnector::from(Arc::new(config));
-        let handshake = connector.connect(server_name(host), tcp);
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                if let Some(Verdict::Refused(err)) = verifier.verdict() {
-                    return Err(match (pin, err) {
-                        (Some(expected), ClientError::FingerprintMismatch { got, .. }) => {
-                            ClientError::ChangedOnReconnect { expected, got }
-                        }
-                        (_, err) => err,
-                    });
-                }
-                return Err(ClientError::from_tls(&label, &e));
-            }
-            Err(_) => return Err(ClientError::ConnectTimeout { addr: label }),
-        };
-        let (_, conn) = stream.get_ref();
-        if conn.alpn_protocol() != Some(ALPN) {
-            return Err(ClientError::NotShoulder {
-                addr: label,
-                detail: "no shoulder/1 ALPN".into(),
-            });
-        }
-        let leaf = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec())
-            .unwrap_or_default();
-        let fingerprint = match verifier.verdict() {
-            Some(Verdict::Accepted(fp)) => fp,
-            Some(Verdict::AcceptedNew(fp)) => {
-                if let Some((host, known_hosts)) = policy.remembers() {
-                    KnownHosts::load(known_hosts)?.add(host, fp)?;
-                }
-                fp
-            }
-            _ => fingerprint_of(&leaf),
-        };
-        let device_name = match &opts.target {
-            Target::Invitation(inv) => inv.device_name.to_string(),
-            Target::Offer { .. } => common_name(&leaf).unwrap_or_else(|| host.to_string()),
-        };
-        return Ok(Connected {
-            stream,
-            addr,
-            fingerprint,
-            device_name,
-        });
+        let mut c = handshake(opts, &label, host, port, tcp, pin).await?;
+        c.addr = addr;
+        c.label = addr.to_string();
+        return Ok(c);
     }
     Err(last)
+}
+
+/// TLS over `tcp` (any stream) to the device meant by `host:port`, and the
+/// checks that it is that device (`pin`: the device of a session being
+/// resumed).
+async fn handshake(
+    opts: &ConnectOptions,
+    label: &str,
+    host: &str,
+    port: u16,
+    tcp: Box<dyn Stream>,
+    pin: Option<Fingerprint>,
+) -> Result<Connected, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let policy = match pin {
+        Some(fp) => DevicePolicy::Pinned(fp),
+        None => policy_for(opts, host, port)?,
+    };
+    let verifier = Arc::new(DeviceVerifier::new(policy.clone(), &provider));
+    let config = tls_config(opts, verifier.clone(), provider)?;
+    let connector = TlsConnector::from(Arc::new(config));
+    let handshake = connector.connect(server_name(host), tcp);
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            if let Some(Verdict::Refused(err)) = verifier.verdict() {
+                return Err(match (pin, err) {
+                    (Some(expected), ClientError::FingerprintMismatch { got, .. }) => {
+                        ClientError::ChangedOnReconnect { expected, got }
+                    }
+                    (_, err) => err,
+                });
+            }
+            return Err(ClientError::from_tls(label, &e));
+        }
+        Err(_) => {
+            return Err(ClientError::ConnectTimeout {
+                addr: label.to_string(),
+            });
+        }
+    };
+    let (_, conn) = stream.get_ref();
+    if conn.alpn_protocol() != Some(ALPN) {
+        return Err(ClientError::NotShoulder {
+            addr: label.to_string(),
+            detail: "no shoulder/1 ALPN".into(),
+        });
+    }
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
+    let fingerprint = match verifier.verdict() {
+        Some(Verdict::Accepted(fp)) => fp,
+        Some(Verdict::AcceptedNew(fp)) => {
+            if let Some((host, known_hosts)) = policy.remembers() {
+                KnownHosts::load(known_hosts)?.add(host, fp)?;
+            }
+            fp
+        }
+        _ => fingerprint_of(&leaf),
+    };
+    let device_name = match &opts.target {
+        Target::Invitation(inv) => inv.device_name.to_string(),
+        Target::Offer { .. } => common_name(&leaf).unwrap_or_else(|| host.to_string()),
+    };
+    Ok(Connected {
+        stream,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        label: label.to_string(),
+        fingerprint,
+        device_name,
+    })
 }
 
 /// Connects to the target (each address of an invitation in turn).
@@ -259,6 +285,9 @@ pub(super) async fn connect_to(
                 return Err(ClientError::Local(
                     "Offers need your expert identity — pick one (--identity DIR) or create it with `shoulder pki issue-expert`.".into(),
                 ));
+            }
+            if let Some(route) = &opts.broker {
+                return connect_broker(opts, route, host, *port, pin, emit).await;
             }
             connect_one(opts, host, *port, pin, dialer, emit).await
         }
@@ -300,4 +329,25 @@ pub fn auth_for(opts: &ConnectOptions) -> Result<Auth, ClientError> {
             })
         }
     }
+}
+
+/// An offer to the device named `device` through the plant's broker.
+async fn connect_broker(
+    opts: &ConnectOptions,
+    route: &super::broker::BrokerRoute,
+    device: &str,
+    port: u16,
+    pin: Option<Fingerprint>,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    let label = format!("{device} via {}", route.label());
+    emit(ClientEvent::Connecting(label.clone()));
+    let Some(identity) = opts.identity.as_deref() else {
+        return Err(ClientError::Local(
+            "Sessions through a broker need your expert identity — pass --identity DIR.".into(),
+        ));
+    };
+    let tunnel =
+        super::broker::open(route, identity, device, CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT).await?;
+    handshake(opts, &label, device, port, Box::new(tunnel), pin).await
 }

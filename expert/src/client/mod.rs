@@ -11,6 +11,7 @@
 //! - [`drive`]: one connection's session, framebuffer and statistics,
 //! - [`run`]: a whole session, reconnecting and resuming after a drop.
 
+pub mod broker;
 mod connect;
 mod driver;
 mod reconnect;
@@ -58,6 +59,9 @@ pub struct ConnectOptions {
     /// Every update exact: the device never sends lossy pictures, even on a
     /// slow link (`--lossless`; snapshots always are).
     pub lossless: bool,
+    /// Reach the device through the plant's MQTT broker (`--broker`): the
+    /// offer's host is then the device's name at the broker.
+    pub broker: Option<broker::BrokerRoute>,
 }
 
 /// What the driver reports to the UI.

@@ -75,7 +75,7 @@ async fn run_session(
     // then a connection that dies again retries the same token.
     let mut resuming: Option<(ResumeToken, Instant, Duration)> = None;
     loop {
-        let label = conn.addr.to_string();
+        let label = conn.label.clone();
         let out = drive(conn.stream, &label, session, view.clone(), actions, emit).await;
         let (token, until, grace) = match (out.resume, resuming.take()) {
             (Some(chance), _) => (chance.token, Instant::now() + chance.grace, chance.grace),

@@ -385,6 +385,7 @@ fn offer_options(device: &str, identity_arg: &str) -> Result<ConnectOptions, Cli
         accept_new: AcceptNew::Ask,
         known_hosts: None,
         lossless: false,
+        broker: None,
     })
 }
 
@@ -397,6 +398,7 @@ fn invitation_options(inv: Invitation) -> ConnectOptions {
         known_hosts: None,
         name: expert_name(None),
         lossless: false,
+        broker: None,
     }
 }
 
