@@ -833,6 +833,39 @@ mod tests {
     }
 
     #[test]
+    fn the_example_broker_section_parses_to_its_defaults() {
+        let text = include_str!("../../agent.example.toml");
+        let start = text.find("# [broker]").expect("a [broker] example");
+        let section: String = text[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let r = parse(&format!("enabled = true\n{section}"));
+        if cfg!(feature = "broker") {
+            let b = r.unwrap().broker.expect("[broker] read");
+            assert_eq!(b.address, "broker.plant.example:8883");
+            assert_eq!(b.prefix, "shoulder");
+            assert_eq!(b.keepalive, Duration::from_secs(30));
+            assert!(b.ca.is_empty() && b.site.is_empty());
+            for (bad, key) in [
+                ("address = \"broker plant\"", "broker.address"),
+                ("address = \"b\"\nprefix = \"a/+\"", "broker.prefix"),
+                ("address = \"b\"\nkeepalive = \"1s\"", "broker.keepalive"),
+            ] {
+                let e = parse(&format!("[broker]\n{bad}\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(key) && e.contains("fix"), "{e}");
+            }
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("built without broker support"), "{e}");
+        }
+    }
+
+    #[test]
     fn example_allow_list_entries_parse() {
         // The example's commented entries show the syntax; they must be valid.
         let text = include_str!("../../agent.example.toml");

@@ -31,10 +31,14 @@ CARGO_BUILD_FLAGS += "--package shoulder-agent --bin shoulder-agent"
 # jpeg: photographs and video go as JPEG first on slow links and are made
 # exact once still (about 29 KB). PACKAGECONFIG:remove = "jpeg" for
 # products where the technician must only ever see exact pixels.
+# `broker`: sessions through the plant's MQTT broker ([broker] in
+# agent.toml; docs/fleet.md), about 300 KiB. Off by default.
 PACKAGECONFIG ??= "uinput jpeg"
 PACKAGECONFIG[uinput] = ",,,,kernel-module-uinput"
 PACKAGECONFIG[jpeg] = ""
+PACKAGECONFIG[broker] = ""
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'jpeg', '', '--no-default-features', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'broker', '--features broker', '', d)}"
 
 SYSTEMD_SERVICE:${PN} = "shoulder-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
