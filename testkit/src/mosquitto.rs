@@ -43,6 +43,17 @@ fn binary() -> PathBuf {
 impl Mosquitto {
     /// Starts a broker whose certificates come from `pki`'s CA, with `acl`.
     pub fn start(pki: &Pki, acl: &str) -> Self {
+        Self::start_with(pki, acl, None)
+    }
+
+    /// A site broker bridged to `central` (all of `shoulder/#` both ways),
+    /// connecting as `bridge-site` with a certificate of `pki`: the central
+    /// broker's ACL must let that name read and write `shoulder/#`.
+    pub fn start_bridged(pki: &Pki, acl: &str, central: &Mosquitto) -> Self {
+        Self::start_with(pki, acl, Some(central))
+    }
+
+    fn start_with(pki: &Pki, acl: &str, central: Option<&Mosquitto>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("shoulder-mosquitto-")
             .tempdir()
@@ -82,6 +93,26 @@ impl Mosquitto {
             d = d.display()
         )
         .unwrap();
+        if let Some(c) = central {
+            let (crt, key) = pki.client_pem("bridge-site");
+            std::fs::write(d.join("bridge.crt"), crt).unwrap();
+            std::fs::write(d.join("bridge.key"), key).unwrap();
+            writeln!(
+                f,
+                "connection central\n\
+                 address 127.0.0.1:{port}\n\
+                 topic shoulder/# both 1\n\
+                 bridge_protocol_version mqttv50\n\
+                 bridge_cafile {d}/ca.crt\n\
+                 bridge_certfile {d}/bridge.crt\n\
+                 bridge_keyfile {d}/bridge.key\n\
+                 cleansession true\n\
+                 restart_timeout 1 5",
+                port = c.port,
+                d = d.display()
+            )
+            .unwrap();
+        }
         drop(f);
         let mut m = Self {
             child: None,

@@ -119,6 +119,28 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A client certificate for `cn` as PEM certificate and key (a test
+    /// broker's bridge to another).
+    pub fn client_pem(&self, cn: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params
+            .extended_key_usages
+            .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The identity directory of [`Pki::with_expert`] (expert.crt,
+    /// expert.key and the plant CA's ca.crt).
+    pub fn expert_dir(&self) -> &Path {
+        &self.made_expert().0
+    }
+
     /// An expert certificate with CN `cn`; `expired` makes one whose validity
     /// ended in 2020.
     pub fn expert(&self, cn: &str, expired: bool) -> ExpertCert {

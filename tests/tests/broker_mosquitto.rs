@@ -382,3 +382,47 @@ async fn a_device_that_cannot_reach_its_broker_still_serves_direct_connections()
     s.wait("viewing directly", WAIT, viewing).await;
     s.in_sync(&screen).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_crosses_a_site_broker_bridged_to_the_central_one() {
+    let pki = Pki::with_expert("Plant CA", "Ann Expert", 30).unwrap();
+    let central_acl = format!(
+        "{}\nuser bridge-site\ntopic readwrite shoulder/#\nuser observer\ntopic read shoulder/#\n",
+        shipped_acl()
+    );
+    let central = Mosquitto::start(&pki, &central_acl);
+    let site = Mosquitto::start_bridged(&pki, &shipped_acl(), &central);
+    let observer = Observer::start(&pki, &central).await;
+    let screen = Synthetic::new(320, 240);
+    let agent = plant_device(&pki, &screen, "kiosk-s", |c| {
+        c.broker = Some(broker_config(&site));
+    })
+    .await;
+    // The device is on the site broker; its presence reaches the central
+    // one through the bridge.
+    let t0 = Instant::now();
+    while !observer.presence("kiosk-s").is_some_and(|p| p.online) {
+        assert!(
+            t0.elapsed() < WAIT,
+            "no presence at the central broker; site log: {}\ncentral log: {}",
+            site.log(),
+            central.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prompts = accept_all(&agent).await;
+    let known = tempfile::tempdir().unwrap();
+    // The expert is on the central broker.
+    let mut s = offer_through(&pki, &central, "kiosk-s", known.path());
+    s.wait("viewing", WAIT, viewing).await;
+    s.in_sync(&screen).await;
+    s.actions.send(UserAction::RequestControl).await.unwrap();
+    s.wait("control", WAIT, controlling).await;
+    let (cx, cy) = screen.controls.counter_button_centre();
+    click(&s, cx, cy).await;
+    wait_for("the click on the device", || screen.controls.counter() > 0).await;
+    s.in_sync(&screen).await;
+    assert_eq!(prompts.load(Ordering::SeqCst), 2);
+    agent.ctl_ok(Request::End).await;
+    s.ended(WAIT).await;
+}
