@@ -117,6 +117,9 @@ pub enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Show the list in the app, to pick a device and offer help.
+        #[arg(long, conflicts_with = "json")]
+        window: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -299,10 +302,29 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             .and_then(|c| watch(&target, &stats_json, frames, duration, c, &conn)),
         Some(Command::Chat { target, text, conn }) => chat(&target, &text, &conn),
         Some(Command::Devices {
+            window: true, conn, ..
+        }) => {
+            let Some(route) = broker_route(&conn)? else {
+                return Err(ClientError::Local(
+                    "The device list comes from the plant's broker — pass --broker HOST[:PORT]."
+                        .into(),
+                ));
+            };
+            let identity = match conn.identity {
+                Some(i) => i,
+                None => identity::list_identities()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            gui(GuiStart::Devices { route, identity })
+        }
+        Some(Command::Devices {
             filter,
             online,
             json,
             conn,
+            ..
         }) => devices(filter.as_deref(), online, json, &conn),
         Some(Command::Pki(p)) => pki(p),
     }

@@ -18,11 +18,13 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Rect, TextureHandle, Vec2};
+use shoulder_broker::Presence;
 use shoulder_proto::Fingerprint;
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{ControlState, UserAction};
 
 use self::events::UiEventReceiver;
+use crate::client::broker::BrokerRoute;
 use crate::client::{ConnectOptions, SessionHandle};
 use crate::error::ClientError;
 use crate::input::HeldInput;
@@ -51,6 +53,13 @@ pub enum GuiStart {
         opts: Box<ConnectOptions>,
         /// The password must still be typed.
         needs_password: bool,
+    },
+    /// The device list of the plant's broker, read at once
+    /// (`shoulder devices --window`).
+    Devices {
+        route: BrokerRoute,
+        /// The identity argument (a directory or a name).
+        identity: String,
     },
 }
 
@@ -95,14 +104,28 @@ pub fn run(start: GuiStart) -> Result<(), String> {
 enum StartTab {
     Offer,
     Invitation,
+    /// The device list of the plant's broker.
+    Devices,
 }
 
 /// A device on the recent list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Recent {
-    Offer { device: String, identity: String },
-    Invitation { path: String, label: String },
+    /// `broker`: the broker it was reached through, empty for direct.
+    Offer {
+        device: String,
+        identity: String,
+        broker: String,
+    },
+    Invitation {
+        path: String,
+        label: String,
+    },
 }
+
+/// The device list as read from the broker (device, its presence), or why
+/// it could not be read.
+type Directory = Result<Vec<(String, Presence)>, String>;
 
 /// The start screen's form.
 #[derive(Debug)]
@@ -119,6 +142,19 @@ struct StartForm {
     recent: Vec<Recent>,
     /// Every update exact (`--lossless`): no approximate pictures first.
     exact: bool,
+    /// The plant's broker (`host[:port]`); empty: offers go direct.
+    broker: String,
+    /// The broker's CA file and topic prefix, when the command line named
+    /// them (else the identity's plant CA and `shoulder`).
+    broker_ca: Option<PathBuf>,
+    broker_prefix: String,
+    /// The device list as last read, and a read under way.
+    directory: Option<Directory>,
+    directory_rx: Option<std_mpsc::Receiver<Directory>>,
+    /// Read the list at the next frame.
+    refresh: bool,
+    filter: String,
+    online_only: bool,
 }
 
 /// What the session screen shows.
@@ -252,6 +288,16 @@ impl App {
         };
         match start {
             GuiStart::StartScreen => {}
+            GuiStart::Devices { route, identity } => {
+                let mut form = StartForm::new();
+                form.tab = StartTab::Devices;
+                form.broker = route.label();
+                form.broker_ca = route.ca;
+                form.broker_prefix = route.prefix;
+                form.identity = identity;
+                form.refresh = true;
+                app.screen = Screen::Start(Box::new(form));
+            }
             GuiStart::Connect {
                 opts,
                 needs_password,

@@ -674,3 +674,109 @@ async fn gui_offer_asks_before_trusting_a_new_device() {
     assert!(known.starts_with(&format!("{device} ")), "{known}");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
+async fn gui_offers_help_from_the_device_list_through_bridged_brokers() {
+    use shoulder_testkit::mosquitto::{Mosquitto, shipped_acl};
+    for tool in ["Xvfb", "xdotool", "import"] {
+        need(tool);
+    }
+    let out = artifacts();
+    let (_xvfb, display) = start_xvfb();
+    let ex = CliExpert::new();
+    let pki = shoulder_testkit::pki::Pki::with_expert("Plant CA", "Ann Expert", 30).unwrap();
+    // The device on a site broker, bridged to the central one the expert
+    // uses.
+    let central_acl = format!(
+        "{}\nuser bridge-site\ntopic readwrite shoulder/#\n",
+        shipped_acl()
+    );
+    let central = Mosquitto::start(&pki, &central_acl);
+    let site = Mosquitto::start_bridged(&pki, &shipped_acl(), &central);
+    let screen = Synthetic::new(DEV_W, DEV_H);
+    let ca_dir = pki.ca_dir();
+    let ca_crt = ca_dir.join("ca.crt");
+    let broker = shoulder_agent::config::BrokerConfig {
+        address: site.address(),
+        ca: vec![site.ca()],
+        prefix: "shoulder".into(),
+        site: "Hall 3".into(),
+        keepalive: Duration::from_secs(30),
+    };
+    let agent = Agent::with_backends_prepared(
+        Some(&ca_crt),
+        screen.backends(),
+        |c| c.broker = Some(broker),
+        move |state| {
+            let csr = state.join("device.csr");
+            shoulder_agent::identity::csr_for_existing(state, "kiosk-g", &csr).unwrap();
+            let pem = std::fs::read_to_string(&csr).unwrap();
+            let crt = shoulder::identity::sign_device(&ca_dir, &pem, 30).unwrap();
+            std::fs::write(state.join("device.crt"), crt).unwrap();
+        },
+    )
+    .await;
+    let mut ctl = agent.ctl().await;
+    let _ = ctl.request(&Request::Status).await.unwrap();
+    let id = pki.expert_dir().to_str().unwrap().to_string();
+    let central_at = central.address();
+    let ca = central.ca().to_str().unwrap().to_string();
+    let broker_args = [
+        "--broker",
+        &central_at,
+        "--broker-ca",
+        &ca,
+        "--identity",
+        &id,
+    ];
+    // `shoulder devices` (CLI) lists it once its presence crossed the bridge.
+    let t0 = Instant::now();
+    loop {
+        let mut args = vec!["devices", "--json", "--online"];
+        args.extend(broker_args);
+        let o = ex.run(&args).await;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        if text.contains("\"device\":\"kiosk-g\"") {
+            assert!(text.contains("\"site\":\"Hall 3\""), "{text}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "kiosk-g never listed: {text} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The app's device list, and an offer from it.
+    let mut args = vec!["devices", "--window"];
+    args.extend(broker_args);
+    let (_gui, trace, _) = launch(&ex, &display, &args);
+    trace
+        .wait("the device list", |t| {
+            t.get("directory").as_deref() == Some("kiosk-g")
+                && t.rect("button-offer-first").is_some()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    screenshot(&display, &out.join("broker-device-list.png"));
+    let window = window_of(&display);
+    let (x, y, w, h) = trace.rect("button-offer-first").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    let ev = tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .expect("the offer through the brokers never reached the device")
+        .unwrap();
+    assert_eq!(ev["expert"], "Ann Expert", "{ev}");
+    ctl.request(&Request::Accept { prompt: None })
+        .await
+        .unwrap();
+    trace
+        .wait("the live view", |t| {
+            t.get("state").as_deref() == Some("viewing")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    screenshot(&display, &out.join("broker-viewing.png"));
+    agent.stop().await;
+}

@@ -10,18 +10,24 @@ use shoulder_proto::human_duration;
 use shoulder_proto::invite::Invitation;
 
 use crate::client::ConnectOptions;
+use crate::client::broker::BrokerRoute;
 use crate::error::ClientError;
 use crate::identity::{self, Identity};
 use crate::printable::printable;
 use crate::target::{Target, read_invitation_file, split_host_port};
 use crate::trust::AcceptNew;
+use shoulder_broker::Presence;
 
 use super::{App, MAX_RECENT, Recent, Screen, StartForm, StartTab};
 
 impl Recent {
     pub(super) fn line(&self) -> String {
         match self {
-            Recent::Offer { device, identity } => format!("offer\t{device}\t{identity}"),
+            Recent::Offer {
+                device,
+                identity,
+                broker,
+            } => format!("offer\t{device}\t{identity}\t{broker}"),
             Recent::Invitation { path, label } => format!("invitation\t{path}\t{label}"),
         }
     }
@@ -32,6 +38,7 @@ impl Recent {
             ("offer", d, i) => Some(Recent::Offer {
                 device: d.into(),
                 identity: i.into(),
+                broker: p.next().unwrap_or("").into(),
             }),
             ("invitation", path, label) => Some(Recent::Invitation {
                 path: path.into(),
@@ -43,10 +50,44 @@ impl Recent {
 
     fn label(&self) -> String {
         match self {
-            Recent::Offer { device, identity } if identity.is_empty() => format!("Offer: {device}"),
-            Recent::Offer { device, identity } => format!("Offer: {device} as {identity}"),
+            Recent::Offer {
+                device,
+                identity,
+                broker,
+            } => {
+                let mut l = format!("Offer: {device}");
+                if !broker.is_empty() {
+                    l.push_str(&format!(" via {broker}"));
+                }
+                if !identity.is_empty() {
+                    l.push_str(&format!(" as {identity}"));
+                }
+                l
+            }
             Recent::Invitation { label, .. } => format!("Invitation: {label}"),
         }
+    }
+}
+
+fn broker_path() -> Option<PathBuf> {
+    identity::config_dir().ok().map(|d| d.join("broker"))
+}
+
+/// The broker last used (a convenience, like the recent list).
+fn load_broker() -> String {
+    broker_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+        .filter(|l| l.len() <= 256)
+        .unwrap_or_default()
+}
+
+fn save_broker(address: &str) {
+    if let Some(p) = broker_path() {
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let _ = std::fs::write(p, format!("{address}\n"));
     }
 }
 
@@ -96,7 +137,39 @@ impl StartForm {
             error: None,
             recent: load_recent(),
             exact: false,
+            broker: load_broker(),
+            broker_ca: None,
+            broker_prefix: "shoulder".into(),
+            directory: None,
+            directory_rx: None,
+            refresh: false,
+            filter: String::new(),
+            online_only: false,
         }
+    }
+
+    /// The broker route the form names; `None` when the field is empty.
+    fn route(&self) -> Result<Option<BrokerRoute>, ClientError> {
+        let b = self.broker.trim();
+        if b.is_empty() {
+            return Ok(None);
+        }
+        let mut r = BrokerRoute::parse(b)?;
+        r.ca = self.broker_ca.clone();
+        r.prefix = self.broker_prefix.clone();
+        Ok(Some(r))
+    }
+
+    /// Offer options for `device`, through the form's broker if it names one.
+    fn offer(&self, device: &str) -> Result<ConnectOptions, ClientError> {
+        let route = self.route()?;
+        let mut o = offer_options(device, &self.identity, route.is_some())?;
+        o.lossless = self.exact;
+        if let Some(r) = &route {
+            save_broker(&r.label());
+        }
+        o.broker = route;
+        Ok(o)
     }
 
     fn load_invitation_file(&mut self, path: &Path) {
@@ -160,9 +233,15 @@ impl App {
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut form.tab, StartTab::Offer, "Offer help");
                 ui.selectable_value(&mut form.tab, StartTab::Invitation, "Open an invitation");
+                ui.selectable_value(&mut form.tab, StartTab::Devices, "Devices at the broker");
             });
             ui.separator();
             match form.tab {
+                StartTab::Devices => {
+                    if let Some(o) = devices_ui(ui, form, rt, &ctx, tracer, ppp) {
+                        connect = Some(o);
+                    }
+                }
                 StartTab::Offer => {
                     egui::Grid::new("offer").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
                         ui.label("Device");
@@ -189,19 +268,25 @@ impl App {
                                 });
                         }
                         ui.end_row();
+                        ui.label("Through broker");
+                        ui.add(
+                            egui::TextEdit::singleline(&mut form.broker)
+                                .hint_text("optional: the plant's broker, e.g. broker.plant:8883")
+                                .desired_width(360.0),
+                        )
+                        .on_hover_text("For devices you cannot reach directly: the device is then named as the broker knows it.");
+                        ui.end_row();
                         ui.label("");
                         let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
                         if ui.button("Connect").clicked() || enter {
-                            match offer_options(&form.device, &form.identity) {
-                                Ok(mut o) => {
-                                    o.lossless = form.exact;
-                                    remember(
-                                        &mut form.recent,
-                                        Recent::Offer {
-                                            device: form.device.trim().to_string(),
-                                            identity: form.identity.clone(),
-                                        },
-                                    );
+                            match form.offer(&form.device) {
+                                Ok(o) => {
+                                    let r = Recent::Offer {
+                                        device: form.device.trim().to_string(),
+                                        identity: form.identity.clone(),
+                                        broker: form.broker.trim().to_string(),
+                                    };
+                                    remember(&mut form.recent, r);
                                     connect = Some(o);
                                 }
                                 Err(e) => form.error = Some(e.sentence()),
@@ -335,9 +420,14 @@ impl App {
                     }
                 }
                 match pick {
-                    Some(Recent::Offer { device, identity }) => {
+                    Some(Recent::Offer {
+                        device,
+                        identity,
+                        broker,
+                    }) => {
                         form.tab = StartTab::Offer;
                         form.device = device;
+                        form.broker = broker;
                         if !identity.is_empty() {
                             form.identity = identity;
                         }
@@ -361,14 +451,26 @@ fn expert_name(id: Option<&Identity>) -> String {
         .unwrap_or_else(|| "expert".into())
 }
 
-fn offer_options(device: &str, identity_arg: &str) -> Result<ConnectOptions, ClientError> {
+/// Offer options; `by_name`: the device is named as the broker knows it,
+/// not by an address.
+fn offer_options(
+    device: &str,
+    identity_arg: &str,
+    by_name: bool,
+) -> Result<ConnectOptions, ClientError> {
     let device = device.trim();
     if device.is_empty() {
-        return Err(ClientError::Local(
-            "Type the device's address first.".into(),
-        ));
+        return Err(ClientError::Local(if by_name {
+            "Type the device's name first.".into()
+        } else {
+            "Type the device's address first.".into()
+        }));
     }
-    let (host, port) = split_host_port(device)?;
+    let (host, port) = if by_name {
+        (device.to_string(), shoulder_proto::DEFAULT_PORT)
+    } else {
+        split_host_port(device)?
+    };
     if identity_arg.trim().is_empty() {
         return Err(ClientError::Local(
             "Offers need your expert identity — pick one, or create it with `shoulder pki issue-expert`.".into(),
@@ -402,6 +504,217 @@ fn invitation_options(inv: Invitation) -> ConnectOptions {
     }
 }
 
+/// How long the device list waits for more records once they stop coming.
+const DIRECTORY_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The "Devices at the broker" tab: read the list, filter it, offer help
+/// to one. Returns the options of the offer chosen.
+fn devices_ui(
+    ui: &mut egui::Ui,
+    form: &mut StartForm,
+    rt: &tokio::runtime::Runtime,
+    ctx: &egui::Context,
+    tracer: &mut super::Tracer,
+    ppp: f32,
+) -> Option<ConnectOptions> {
+    let mut connect = None;
+    if let Some(rx) = &form.directory_rx {
+        match rx.try_recv() {
+            Ok(r) => {
+                form.directory = Some(r);
+                form.directory_rx = None;
+            }
+            Err(std_mpsc::TryRecvError::Disconnected) => {
+                form.directory = Some(Err("The device list could not be read.".into()));
+                form.directory_rx = None;
+            }
+            Err(std_mpsc::TryRecvError::Empty) => {}
+        }
+    }
+    egui::Grid::new("devices")
+        .num_columns(2)
+        .spacing([12.0, 8.0])
+        .show(ui, |ui| {
+            ui.label("Broker");
+            ui.add(
+                egui::TextEdit::singleline(&mut form.broker)
+                    .hint_text("the plant's broker, e.g. broker.plant:8883")
+                    .desired_width(360.0),
+            );
+            ui.end_row();
+            ui.label("Identity");
+            ui.add(egui::TextEdit::singleline(&mut form.identity).desired_width(360.0));
+            ui.end_row();
+            ui.label("");
+            let reading = form.directory_rx.is_some();
+            if ui
+                .add_enabled(
+                    !reading,
+                    egui::Button::new(if reading { "Reading…" } else { "Refresh" }),
+                )
+                .clicked()
+            {
+                form.refresh = true;
+            }
+            ui.end_row();
+        });
+    if std::mem::take(&mut form.refresh) {
+        match read_directory(form, rt, ctx) {
+            Ok(rx) => {
+                form.error = None;
+                form.directory_rx = Some(rx);
+            }
+            Err(e) => form.error = Some(e.sentence()),
+        }
+    }
+    ui.horizontal(|ui| {
+        ui.label("Filter");
+        ui.add(
+            egui::TextEdit::singleline(&mut form.filter)
+                .hint_text("name or site")
+                .desired_width(200.0),
+        );
+        ui.checkbox(&mut form.online_only, "Online only");
+    });
+    ui.add_space(6.0);
+    match &form.directory {
+        None => {
+            ui.label(RichText::new("Refresh to read the devices the broker knows.").weak());
+        }
+        Some(Err(e)) => {
+            ui.colored_label(Color32::from_rgb(220, 80, 60), e);
+        }
+        Some(Ok(list)) => {
+            let needle = form.filter.trim().to_lowercase();
+            let shown: Vec<&(String, Presence)> = list
+                .iter()
+                .filter(|(_, p)| p.online || !form.online_only)
+                .filter(|(d, p)| {
+                    needle.is_empty()
+                        || [d.as_str(), p.name.as_str(), p.site.as_str()]
+                            .iter()
+                            .any(|s| s.to_lowercase().contains(&needle))
+                })
+                .collect();
+            tracer.note(
+                "directory",
+                shown
+                    .iter()
+                    .map(|(d, _)| printable(d))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            if shown.is_empty() {
+                ui.label(
+                    RichText::new(if list.is_empty() {
+                        "The broker knows no devices."
+                    } else {
+                        "No device matches."
+                    })
+                    .weak(),
+                );
+            }
+            let mut pick = None;
+            egui::Grid::new("device-list")
+                .num_columns(5)
+                .striped(true)
+                .spacing([16.0, 6.0])
+                .show(ui, |ui| {
+                    for h in ["Device", "State", "Site", "Version", ""] {
+                        ui.label(RichText::new(h).strong());
+                    }
+                    ui.end_row();
+                    for (i, (device, p)) in shown.iter().enumerate() {
+                        ui.label(printable(device));
+                        if p.online {
+                            ui.colored_label(Color32::from_rgb(60, 170, 90), "online");
+                        } else {
+                            ui.label(RichText::new("offline").weak());
+                        }
+                        ui.label(printable(&p.site));
+                        ui.label(printable(&p.version));
+                        let can = p.online && p.offers;
+                        let b = ui.add_enabled(can, egui::Button::new("Offer help"));
+                        let b = if !p.offers {
+                            b.on_disabled_hover_text("This device does not take offers.")
+                        } else {
+                            b
+                        };
+                        if i == 0 {
+                            tracer.rect("button-offer-first", b.rect, ppp);
+                        }
+                        if b.clicked() {
+                            pick = Some(device.to_string());
+                        }
+                        ui.end_row();
+                    }
+                });
+            if let Some(device) = pick {
+                match form.offer(&device) {
+                    Ok(o) => {
+                        let r = Recent::Offer {
+                            device,
+                            identity: form.identity.clone(),
+                            broker: form.broker.trim().to_string(),
+                        };
+                        remember(&mut form.recent, r);
+                        connect = Some(o);
+                    }
+                    Err(e) => form.error = Some(e.sentence()),
+                }
+            }
+        }
+    }
+    connect
+}
+
+/// Starts reading the device list off the UI thread.
+fn read_directory(
+    form: &StartForm,
+    rt: &tokio::runtime::Runtime,
+    ctx: &egui::Context,
+) -> Result<std_mpsc::Receiver<super::Directory>, ClientError> {
+    let Some(route) = form.route()? else {
+        return Err(ClientError::Local(
+            "Type the plant's broker first (host or host:port).".into(),
+        ));
+    };
+    if form.identity.trim().is_empty() {
+        return Err(ClientError::Local(
+            "The broker needs your expert identity — pick one, or create it with `shoulder pki issue-expert`.".into(),
+        ));
+    }
+    let id = Identity::load(&identity::resolve_identity(form.identity.trim())?)?;
+    let topics = shoulder_broker::Topics::new(&route.prefix)
+        .map_err(|e| ClientError::Local(format!("{e}.")))?;
+    let (tx, rx) = std_mpsc::channel();
+    let repaint = ctx.clone();
+    let _guard = rt.enter();
+    let (link, mut other) = crate::client::broker::link(&route, &id, vec![topics.all_presence()])?;
+    save_broker(&route.label());
+    rt.spawn(async move {
+        let r = shoulder_broker::expert::directory(
+            &link,
+            &mut other,
+            &topics,
+            DIRECTORY_QUIET,
+            crate::client::CONNECT_TIMEOUT,
+        )
+        .await
+        .map(|m| m.into_iter().collect())
+        .map_err(|e| {
+            format!(
+                "Could not read the device list from {}: {e}.",
+                route.label()
+            )
+        });
+        link.close().await;
+        let _ = tx.send(r);
+        repaint.request_repaint();
+    });
+    Ok(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,8 +724,18 @@ mod tests {
         let r = Recent::Offer {
             device: "kiosk:7575".into(),
             identity: "ann".into(),
+            broker: "broker.plant:8883".into(),
         };
         assert_eq!(Recent::parse(&r.line()), Some(r));
+        // Entries written before brokers were remembered.
+        assert_eq!(
+            Recent::parse("offer\tkiosk\tann"),
+            Some(Recent::Offer {
+                device: "kiosk".into(),
+                identity: "ann".into(),
+                broker: String::new(),
+            })
+        );
         assert_eq!(Recent::parse("junk"), None);
     }
 }
