@@ -87,6 +87,7 @@ fn view(prompt: bool, left: u32, elapsed: Duration) -> View {
                 says: None,
                 seconds_left: left,
                 arming: false,
+                help: None,
             }),
             ..View::default()
         }

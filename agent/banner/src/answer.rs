@@ -157,6 +157,7 @@ mod tests {
             says: None,
             seconds_left: 60,
             arming: false,
+            help: None,
         }
     }
 

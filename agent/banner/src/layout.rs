@@ -60,6 +60,9 @@ pub struct Labels {
     pub stop_control: String,
     pub end_session: String,
     pub expert_says: String,
+    /// Above a request to see the screen that answers the person's help
+    /// request: how long ago they asked (their text follows after ": ").
+    pub asked_for_help: String,
 }
 
 impl Default for Labels {
@@ -82,6 +85,7 @@ impl Default for Labels {
             stop_control: "Stop control".into(),
             end_session: "End session".into(),
             expert_says: "Expert: {}".into(),
+            asked_for_help: "You asked for help {} ago".into(),
         }
     }
 }
@@ -551,6 +555,9 @@ impl Renderer {
         if with_header {
             hgt += m.body.line_height() + m.gap;
         }
+        if p.help.is_some() {
+            hgt += m.body.line_height() + m.gap;
+        }
         hgt += 2 * m.title.line_height() + m.gap; // name, question
         hgt += m.body.line_height() + m.pad; // identified by
         if p.says.is_some() {
@@ -592,6 +599,17 @@ impl Renderer {
                 &mut ty,
                 m.gap,
             );
+        }
+        if let Some(h) = &p.help {
+            let mut asked = fill_in(
+                &l.asked_for_help,
+                &shoulder_proto::human_duration(h.secs_ago),
+            );
+            if !h.text.is_empty() {
+                asked.push_str(": ");
+                asked.push_str(&h.text);
+            }
+            line(&mut items, m.body, &asked, palette::TEXT, &mut ty, m.gap);
         }
         line(
             &mut items,

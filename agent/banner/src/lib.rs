@@ -20,4 +20,4 @@ pub use layout::{
     ScreenSpec, Style,
 };
 pub use pixel::{BufferError, PixelBuffer, PixelFormat, Surface};
-pub use view::{BannerState, PromptView, StripMode, StripView, View};
+pub use view::{BannerState, HelpAsked, PromptView, StripMode, StripView, View};

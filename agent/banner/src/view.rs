@@ -45,6 +45,17 @@ pub struct PromptView {
     /// drawn greyed out), so an Enter or tap already on its way when it
     /// appeared cannot answer it.
     pub arming: bool,
+    /// The person asked for help (`ctl help`) and this is a request to
+    /// see the screen: how long ago, and what they wrote.
+    pub help: Option<HelpAsked>,
+}
+
+/// A help request the person at the device made, as a prompt recalls it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelpAsked {
+    pub secs_ago: u64,
+    /// What they wrote (may be empty).
+    pub text: String,
 }
 
 impl PromptView {
@@ -57,6 +68,7 @@ impl PromptView {
             says: prompt.expert.says.clone(),
             seconds_left: seconds_until(prompt.deadline, now),
             arming: false,
+            help: None,
         }
     }
 }
@@ -181,6 +193,8 @@ pub struct BannerState {
     chat: Option<(String, Instant)>,
     notice: Option<(String, Instant)>,
     stop_hotkey: String,
+    /// The person's open help request: when it was made, and its text.
+    help: Option<(Instant, String)>,
 }
 
 impl BannerState {
@@ -206,6 +220,12 @@ impl BannerState {
     pub fn hide_prompt(&mut self) {
         self.prompt = None;
         self.armed_at = None;
+    }
+
+    /// The person's open help request (`None`: none), recalled by the next
+    /// request to see the screen.
+    pub fn set_help(&mut self, help: Option<(Instant, String)>) {
+        self.help = help;
     }
 
     /// A new session phase. A closed session leaves only a notice saying
@@ -244,6 +264,14 @@ impl BannerState {
         View {
             prompt: self.prompt.as_ref().map(|p| PromptView {
                 arming: self.armed_at.is_some_and(|t| now < t),
+                help: self
+                    .help
+                    .as_ref()
+                    .filter(|_| p.kind == ConsentKind::View)
+                    .map(|(at, text)| HelpAsked {
+                        secs_ago: now.saturating_duration_since(*at).as_secs(),
+                        text: text.clone(),
+                    }),
                 ..PromptView::from_prompt(p, now)
             }),
             strip: self

@@ -32,6 +32,7 @@ fn prompt(kind: ConsentKind, expert: &str, how: &str, secs: u32) -> PromptView {
         says: None,
         seconds_left: secs,
         arming: false,
+        help: None,
     }
 }
 
@@ -121,6 +122,20 @@ fn scenes() -> Vec<(&'static str, View)> {
             "session_ended",
             View {
                 notice: Some("Session ended: connection lost".into()),
+                ..View::default()
+            },
+        ),
+        (
+            // The person asked for help; an expert answers it.
+            "view_prompt_help",
+            View {
+                prompt: Some(PromptView {
+                    help: Some(shoulder_banner::HelpAsked {
+                        secs_ago: 130,
+                        text: "printer jammed in tray 2".into(),
+                    }),
+                    ..prompt(ConsentKind::View, "Ann Expert", "plant certificate", 57)
+                }),
                 ..View::default()
             },
         ),

@@ -931,6 +931,7 @@ mod tests {
                 says: None,
                 seconds_left: 30,
                 arming: false,
+                help: None,
             }),
             ..strip_view(5, None)
         });
@@ -1023,6 +1024,7 @@ mod tests {
                 says: None,
                 seconds_left: 30,
                 arming: false,
+                help: None,
             }),
             ..View::default()
         });
