@@ -48,6 +48,11 @@ pub trait Presenter: Send {
     fn rotation(&mut self, rotation: shoulder_proto::rotation::Rotation) {
         let _ = rotation;
     }
+    /// The person's open help request (when it was made, its text), which
+    /// the next prompt to see the screen recalls; `None`: none.
+    fn help(&mut self, asked: Option<(std::time::Instant, String)>) {
+        let _ = asked;
+    }
 }
 
 /// How often the banner task passes local activity on at most.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoulder_broker::device::{self, Accepted};
 use shoulder_broker::{Link, LinkConfig, LinkState, Presence, Topics};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::AgentError;
 use crate::config::{BrokerConfig, Config};
@@ -26,6 +26,8 @@ pub struct BrokerLink {
     topics: Topics,
     device: String,
     offline: Vec<u8>,
+    /// The device's help request record (empty: none), published retained.
+    pub help: watch::Sender<Vec<u8>>,
 }
 
 fn bad(detail: String) -> AgentError {
@@ -146,12 +148,15 @@ pub fn start(
             }
         }
     });
+    let (help, help_rx) = watch::channel(Vec::new());
+    tokio::spawn(publish_help(link.clone(), topics.help(&device), help_rx));
     Ok((
         BrokerLink {
             link,
             topics,
             device,
             offline,
+            help,
         },
         rx,
     ))
@@ -169,6 +174,40 @@ impl BrokerLink {
             .await;
         }
         self.link.close().await;
+    }
+}
+
+/// Keeps the device's help topic showing its help request: published
+/// retained at each change and again whenever the link comes up (a broker
+/// without persistence forgets it on restart). Ends when the help desk
+/// does.
+async fn publish_help(link: Arc<Link>, topic: String, mut help: watch::Receiver<Vec<u8>>) {
+    let mut state = link.state();
+    let mut published: Option<(Vec<u8>, u64)> = None;
+    loop {
+        let generation = match &*state.borrow_and_update() {
+            LinkState::Up { generation } => Some(*generation),
+            _ => None,
+        };
+        let want = help.borrow_and_update().clone();
+        if let Some(g) = generation
+            && published.as_ref() != Some(&(want.clone(), g))
+        {
+            // An empty retained message clears the topic; nothing to clear
+            // on a first connection.
+            if (!want.is_empty() || published.is_some())
+                && link.publish(&topic, want.clone(), true).await.is_err()
+            {
+                tracing::warn!(
+                    "the help request could not be published; retrying when the broker link is back"
+                );
+            }
+            published = Some((want, g));
+        }
+        tokio::select! {
+            r = help.changed() => if r.is_err() { return },
+            r = state.changed() => if r.is_err() { return },
+        }
     }
 }
 

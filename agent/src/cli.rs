@@ -33,6 +33,9 @@ Commands:
   ctl accept|decline [PROMPT]  answer prompt PROMPT (its id from `ctl status`),
                                or without it the prompt open right now
   ctl chat TEXT...             send a chat line to the expert
+  ctl help [TEXT...]           ask a technician for help through the plant's
+                               broker (what the matter is, optional)
+  ctl help --withdraw          withdraw the open help request
   ctl watch                    print events as JSON lines
   ctl rotate DEGREES|auto      the panel turned (0, 90, 180, 270): the expert's
                                view, pointer and the banner follow; auto:
@@ -98,6 +101,8 @@ pub enum Ctl {
     Rotate(u16),
     /// Follow what the display says again.
     RotateAuto,
+    Help(String),
+    HelpWithdraw,
     Invite {
         expires: String,
         password_file: Option<PathBuf>,
@@ -244,6 +249,19 @@ fn parse_ctl(mut words: std::vec::IntoIter<String>) -> Result<Ctl, UsageError> {
             }
             Ctl::Chat(text.join(" "))
         }
+        "help" => {
+            let text: Vec<String> = words.collect();
+            if text.first().is_some_and(|w| w == "--withdraw") {
+                if text.len() > 1 {
+                    return Err(UsageError(
+                        "`ctl help --withdraw` takes nothing more".into(),
+                    ));
+                }
+                Ctl::HelpWithdraw
+            } else {
+                Ctl::Help(text.join(" "))
+            }
+        }
         "rotate" => {
             let degrees = words.next().ok_or_else(|| {
                 UsageError("ctl rotate needs the degrees: 0, 90, 180, 270, or auto".into())
@@ -388,6 +406,15 @@ mod tests {
             parse("ctl stop-control").unwrap().command,
             Command::Ctl(Ctl::StopControl)
         );
+        assert_eq!(
+            parse("ctl help printer jammed").unwrap().command,
+            Command::Ctl(Ctl::Help("printer jammed".into()))
+        );
+        assert_eq!(
+            parse("ctl help --withdraw").unwrap().command,
+            Command::Ctl(Ctl::HelpWithdraw)
+        );
+        assert!(parse("ctl help --withdraw now").is_err());
         assert_eq!(
             parse("ctl rotate 90").unwrap().command,
             Command::Ctl(Ctl::Rotate(90))

@@ -59,6 +59,7 @@ pub mod config;
 pub mod control;
 pub mod doctor;
 pub mod fsutil;
+pub mod help;
 pub mod hub;
 pub mod identity;
 pub mod invites;

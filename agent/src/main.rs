@@ -308,6 +308,8 @@ fn ctl(config: &Config, command: Ctl) -> Result<(), String> {
             Ctl::StopControl => Request::StopControl,
             Ctl::End => Request::End,
             Ctl::Chat(text) => Request::Chat { text },
+            Ctl::Help(text) => Request::Help { text },
+            Ctl::HelpWithdraw => Request::HelpWithdraw,
             Ctl::Rotate(degrees) => Request::Rotate { degrees },
             Ctl::RotateAuto => Request::RotateAuto,
             Ctl::Invite {

@@ -46,6 +46,11 @@
 //! - `invitation-created`: `id`, `expires_unix`, `for` (whom it is for, when
 //!   given)
 //! - `invitation-revoked`: `id`
+//! - `help-requested`: `id`, `text`, `expires_unix` (`ctl help`); then
+//!   one of `help-withdrawn`: `id` (`ctl help --withdraw`, or a new
+//!   request), `help-expired`: `id` (without `via`), `help-answered`:
+//!   `id`, `expert` (the person let that expert see the screen; without
+//!   `via`)
 //! - `rotation-changed`: `degrees` (`ctl rotate`)
 //! - `rotation-follows-display`: (`ctl rotate auto`)
 //!
@@ -64,7 +69,8 @@
 //! holds the device's session slot, except `lagged`:
 //! - `session-started`: `session`, `expert`, `how`, `source`
 //! - `consent-requested`: `kind`, `expert`, `how`, `says` (as in
-//!   `auth-ok`), `timeout_secs`
+//!   `auth-ok`), `timeout_secs`, and `help` (the text of the person's open
+//!   help request, which a request to see the screen recalls)
 //! - `prompt-closed`: none
 //! - `view-granted`, `control-granted`, `control-revoked`: none
 //! - `reconnecting`: `grace_secs`
@@ -178,6 +184,23 @@ pub(crate) enum AuditRecord<'a> {
     InvitationRevoked {
         id: String,
     },
+    /// `ctl help`: the person asked for a technician.
+    HelpRequested {
+        id: String,
+        text: String,
+        expires_unix: u64,
+    },
+    HelpWithdrawn {
+        id: String,
+    },
+    HelpExpired {
+        id: String,
+    },
+    /// The person let `expert` see the screen while the request was open.
+    HelpAnswered {
+        id: String,
+        expert: String,
+    },
     /// `ctl rotate`: the panel is turned `degrees` clockwise from now on.
     RotationChanged {
         degrees: u16,
@@ -263,6 +286,9 @@ pub(crate) enum ControlEvent<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         says: Option<&'a str>,
         timeout_secs: u64,
+        /// The open help request this prompt recalls: its text.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        help: Option<String>,
     },
     PromptClosed,
     ViewGranted,

@@ -70,6 +70,7 @@ enum UiCommand {
     Phase(Phase),
     Chat(String),
     Rotate(Rotation),
+    Help(Option<(Instant, String)>),
 }
 
 /// The session side: forwards to the UI task without blocking.
@@ -86,6 +87,7 @@ impl std::fmt::Debug for UiCommand {
             UiCommand::Phase(_) => "Phase",
             UiCommand::Chat(_) => "Chat",
             UiCommand::Rotate(_) => "Rotate",
+            UiCommand::Help(_) => "Help",
         })
     }
 }
@@ -115,6 +117,9 @@ impl Presenter for UiPresenter {
     }
     fn rotation(&mut self, rotation: Rotation) {
         self.send(UiCommand::Rotate(rotation));
+    }
+    fn help(&mut self, asked: Option<(Instant, String)>) {
+        self.send(UiCommand::Help(asked));
     }
 }
 
@@ -493,6 +498,7 @@ impl UiTask {
                 self.state.set_phase(p, now);
             }
             UiCommand::Chat(t) => self.state.chat(t, now),
+            UiCommand::Help(h) => self.state.set_help(h),
             UiCommand::Rotate(r) if r == self.rotation => {}
             UiCommand::Rotate(r) => {
                 self.rotation = r;

@@ -1,6 +1,5 @@
 //! The expert's side: open a tunnel to a device, read the directory.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use crate::frame::{self, Kind};
 use crate::link::{Link, Message, Note};
 use crate::topics::{Topics, check_name};
 use crate::tunnel::{self, INBOX};
-use crate::{MAX_RECORD, OpenRequest, Presence};
+use crate::{Directory, HelpRecord, MAX_RECORD, OpenRequest, Presence};
 
 /// Why a tunnel could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,34 +124,48 @@ fn random_sid() -> Result<String, String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Reads the device directory: the presence records the broker keeps,
-/// collected until `quiet` passes without a new one (at most `within`).
-/// The link must subscribe to `topics.all_presence()`.
+/// Reads the device directory: the presence records and help requests the
+/// broker keeps, collected until `quiet` passes without a new one (at most
+/// `within`). Help requests past their expiry (by `now_unix`) are left out.
+/// The link must subscribe to `topics.all_presence()` and
+/// `topics.all_help()`.
 pub async fn directory(
     link: &Link,
     other: &mut mpsc::Receiver<Message>,
     topics: &Topics,
     quiet: Duration,
     within: Duration,
-) -> Result<BTreeMap<String, Presence>, String> {
+    now_unix: u64,
+) -> Result<Directory, String> {
     link.wait_up(within).await?;
-    let mut found = BTreeMap::new();
+    let mut found = Directory::default();
     let end = tokio::time::Instant::now() + within;
     loop {
         let deadline = (tokio::time::Instant::now() + quiet).min(end);
         match tokio::time::timeout_at(deadline, other.recv()).await {
             Ok(Some((topic, payload))) => {
-                let Some(device) = topics.device_of_presence(&topic) else {
-                    continue;
-                };
-                if payload.is_empty() || payload.len() > MAX_RECORD {
+                if payload.len() > MAX_RECORD {
                     continue;
                 }
-                match serde_json::from_slice::<Presence>(&payload) {
-                    Ok(p) => {
-                        found.insert(device.to_string(), p);
+                if let Some(device) = topics.device_of_presence(&topic) {
+                    match serde_json::from_slice::<Presence>(&payload) {
+                        Ok(p) => {
+                            found.devices.insert(device.to_string(), p);
+                        }
+                        Err(e) => {
+                            tracing::debug!(%device, error = %e, "unreadable presence record")
+                        }
                     }
-                    Err(e) => tracing::debug!(%device, error = %e, "unreadable presence record"),
+                } else if let Some(device) = topics.device_of_help(&topic) {
+                    // An empty record: the request was withdrawn or answered.
+                    match serde_json::from_slice::<HelpRecord>(&payload) {
+                        Ok(h) if h.expires_unix > now_unix => {
+                            found.help.insert(device.to_string(), h);
+                        }
+                        _ => {
+                            found.help.remove(device);
+                        }
+                    }
                 }
             }
             Ok(None) => return Err("the broker link stopped".into()),

@@ -50,6 +50,26 @@ pub struct Presence {
     pub control: bool,
 }
 
+/// A device's open help request, as the device publishes it (retained) on
+/// its help topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelpRecord {
+    pub id: String,
+    /// What the person wrote (may be empty).
+    #[serde(default)]
+    pub text: String,
+    pub asked_unix: u64,
+    pub expires_unix: u64,
+}
+
+/// What the broker knows about the plant's devices: presence records and
+/// open help requests, by device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directory {
+    pub devices: std::collections::BTreeMap<String, Presence>,
+    pub help: std::collections::BTreeMap<String, HelpRecord>,
+}
+
 /// The open request an expert publishes on a device's open topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenRequest {

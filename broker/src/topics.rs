@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! P/dev/DEVICE/presence      device writes (retained); everyone reads
+//! P/dev/DEVICE/help          device writes (retained); everyone reads
 //! P/dev/DEVICE/open          experts write; the device reads
 //! P/dev/DEVICE/s/SID/e       the expert writes; the device reads
 //! P/exp/EXPERT/s/SID/d       the device writes; the expert reads
@@ -57,6 +58,24 @@ impl Topics {
 
     pub fn all_presence(&self) -> String {
         format!("{}/dev/+/presence", self.prefix)
+    }
+
+    /// The device's open help request (retained; empty: none).
+    pub fn help(&self, device: &str) -> String {
+        format!("{}/dev/{device}/help", self.prefix)
+    }
+
+    pub fn all_help(&self) -> String {
+        format!("{}/dev/+/help", self.prefix)
+    }
+
+    /// The device a help topic is about.
+    pub fn device_of_help<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/dev/")?
+            .strip_suffix("/help")
+            .filter(|d| check_name(d).is_ok())
     }
 
     pub fn open(&self, device: &str) -> String {

@@ -123,6 +123,16 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// List the devices whose person asked for help (`ctl help` on the
+    /// device), through the plant's broker; take one with `shoulder offer
+    /// DEVICE --broker …`.
+    HelpRequests {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Plant PKI: CA, expert identities, device certificates.
     #[command(subcommand)]
     Pki(Pki),
@@ -326,6 +336,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             conn,
             ..
         }) => devices(filter.as_deref(), online, json, &conn),
+        Some(Command::HelpRequests { json, conn }) => help_requests(json, &conn),
         Some(Command::Pki(p)) => pki(p),
     }
 }
@@ -804,13 +815,8 @@ fn watch(
         .map_err(|e| ClientError::Local(format!("Cannot write {}: {e}.", stats.display())))
 }
 
-/// `shoulder devices`: the presence records the broker keeps.
-fn devices(
-    filter: Option<&str>,
-    online_only: bool,
-    json: bool,
-    conn: &ConnArgs,
-) -> Result<(), ClientError> {
+/// The broker route and identity of a command reading the device list.
+fn directory_of(conn: &ConnArgs) -> Result<(BrokerRoute, shoulder_broker::Directory), ClientError> {
     let Some(route) = broker_route(conn)? else {
         return Err(ClientError::Local(
             "The device list comes from the plant's broker — pass --broker HOST[:PORT].".into(),
@@ -831,32 +837,28 @@ fn devices(
         .enable_all()
         .build()
         .map_err(|e| ClientError::Local(format!("Cannot start: {e}.")))?;
-    let found = rt.block_on(async {
-        let topics = shoulder_broker::Topics::new(&route.prefix)
-            .map_err(|e| ClientError::Local(format!("{e}.")))?;
-        let (link, mut other) =
-            crate::client::broker::link(&route, &identity, vec![topics.all_presence()])?;
-        let r = shoulder_broker::expert::directory(
-            &link,
-            &mut other,
-            &topics,
-            std::time::Duration::from_millis(500),
-            crate::client::CONNECT_TIMEOUT,
-        )
-        .await
-        .map_err(|e| {
-            ClientError::Broker(format!(
-                "Could not read the device list from {}: {e}.",
-                route.label()
-            ))
-        });
-        link.close().await;
-        r
-    })?;
+    let found = rt.block_on(crate::client::broker::read_directory(&route, &identity))?;
+    Ok((route, found))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `shoulder devices`: the presence records the broker keeps.
+fn devices(
+    filter: Option<&str>,
+    online_only: bool,
+    json: bool,
+    conn: &ConnArgs,
+) -> Result<(), ClientError> {
+    let (route, found) = directory_of(conn)?;
     let needle = filter.map(str::to_lowercase);
     let mut out = String::new();
     let mut shown = 0;
-    for (device, p) in &found {
+    for (device, p) in &found.devices {
         if online_only && !p.online {
             continue;
         }
@@ -868,9 +870,13 @@ fn devices(
             continue;
         }
         shown += 1;
+        let help = found.help.get(device);
         if json {
             let mut v = serde_json::to_value(p).unwrap_or_default();
             v["device"] = serde_json::Value::String(device.clone());
+            if let Some(h) = help {
+                v["help"] = serde_json::to_value(h).unwrap_or_default();
+            }
             out.push_str(&v.to_string());
             out.push('\n');
         } else {
@@ -884,12 +890,13 @@ fn devices(
             .map(|(_, w)| *w)
             .collect();
             out.push_str(&format!(
-                "{:<24} {:<8} {:<16} {:<10} {}\n",
+                "{:<24} {:<8} {:<16} {:<10} {:<28} {}\n",
                 printable(device),
                 if p.online { "online" } else { "offline" },
                 printable(&p.site),
                 printable(&p.version),
-                allows.join(",")
+                allows.join(","),
+                if help.is_some() { "asks for help" } else { "" },
             ));
         }
     }
@@ -897,17 +904,69 @@ fn devices(
         if shown == 0 {
             eprintln!(
                 "No devices{} at the broker {}.",
-                if found.is_empty() { "" } else { " match" },
+                if found.devices.is_empty() {
+                    ""
+                } else {
+                    " match"
+                },
                 route.label()
             );
             return Ok(());
         }
         println!(
-            "{:<24} {:<8} {:<16} {:<10} ALLOWS",
-            "DEVICE", "STATE", "SITE", "VERSION"
+            "{:<24} {:<8} {:<16} {:<10} {:<28} HELP",
+            "DEVICE", "STATE", "SITE", "VERSION", "ALLOWS"
         );
     }
     print!("{out}");
+    Ok(())
+}
+
+/// `shoulder help-requests`: the devices whose person asked for help,
+/// oldest first.
+fn help_requests(json: bool, conn: &ConnArgs) -> Result<(), ClientError> {
+    let (route, found) = directory_of(conn)?;
+    let mut asks: Vec<_> = found.help.iter().collect();
+    asks.sort_by_key(|(_, h)| h.asked_unix);
+    let now = unix_now();
+    if asks.is_empty() && !json {
+        eprintln!("Nobody is asking for help at the broker {}.", route.label());
+        return Ok(());
+    }
+    if !json {
+        println!(
+            "{:<24} {:<8} {:<16} {:<14} TEXT",
+            "DEVICE", "STATE", "SITE", "ASKED"
+        );
+    }
+    for (device, h) in asks {
+        let p = found.devices.get(device);
+        let online = p.is_some_and(|p| p.online);
+        if json {
+            let v = serde_json::json!({
+                "device": device,
+                "online": online,
+                "site": p.map(|p| p.site.clone()).unwrap_or_default(),
+                "id": h.id,
+                "text": h.text,
+                "asked_unix": h.asked_unix,
+                "expires_unix": h.expires_unix,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "{:<24} {:<8} {:<16} {:<14} {}",
+                printable(device),
+                if online { "online" } else { "offline" },
+                printable(&p.map(|p| p.site.clone()).unwrap_or_default()),
+                format!(
+                    "{} ago",
+                    shoulder_proto::human_duration(now.saturating_sub(h.asked_unix))
+                ),
+                printable(&h.text)
+            );
+        }
+    }
     Ok(())
 }
 

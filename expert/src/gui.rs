@@ -18,7 +18,6 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Rect, TextureHandle, Vec2};
-use shoulder_broker::Presence;
 use shoulder_proto::Fingerprint;
 use shoulder_proto::invite::Invitation;
 use shoulder_proto::session::{ControlState, UserAction};
@@ -125,7 +124,7 @@ enum Recent {
 
 /// The device list as read from the broker (device, its presence), or why
 /// it could not be read.
-type Directory = Result<Vec<(String, Presence)>, String>;
+type Directory = Result<shoulder_broker::Directory, String>;
 
 /// The start screen's form.
 #[derive(Debug)]

@@ -65,6 +65,7 @@ fn prompt_view(kind: ConsentKind, expert: &str) -> View {
             says: None,
             seconds_left: 60,
             arming: false,
+            help: None,
         }),
         ..View::default()
     }

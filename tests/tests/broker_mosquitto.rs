@@ -54,6 +54,7 @@ fn broker_config(m: &Mosquitto) -> BrokerConfig {
         prefix: "shoulder".into(),
         site: "Hall 3".into(),
         keepalive: Duration::from_secs(30),
+        help_expires: Duration::from_secs(3600),
     }
 }
 
@@ -366,6 +367,7 @@ async fn a_device_that_cannot_reach_its_broker_still_serves_direct_connections()
             prefix: "shoulder".into(),
             site: String::new(),
             keepalive: Duration::from_secs(30),
+            help_expires: Duration::from_secs(3600),
         });
     })
     .await;
@@ -398,6 +400,12 @@ async fn a_session_crosses_a_site_broker_bridged_to_the_central_one() {
         c.broker = Some(broker_config(&site));
     })
     .await;
+    // Asked at once, before the device's link is up.
+    agent
+        .ctl_ok(Request::Help {
+            text: "label printer offline".into(),
+        })
+        .await;
     // The device is on the site broker; its presence reaches the central
     // one through the bridge.
     let t0 = Instant::now();
@@ -409,6 +417,16 @@ async fn a_session_crosses_a_site_broker_bridged_to_the_central_one() {
             central.log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A help request crosses the bridge too.
+    let t0 = Instant::now();
+    while !directory(&pki, &central).await.help.contains_key("kiosk-s") {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the help request never reached the central broker; site log: {}\ncentral log: {}",
+            site.log(),
+            central.log()
+        );
     }
     let prompts = accept_all(&agent).await;
     let known = tempfile::tempdir().unwrap();
@@ -425,4 +443,145 @@ async fn a_session_crosses_a_site_broker_bridged_to_the_central_one() {
     assert_eq!(prompts.load(Ordering::SeqCst), 2);
     agent.ctl_ok(Request::End).await;
     s.ended(WAIT).await;
+}
+
+/// The device list as Ann's client reads it from `m`.
+async fn directory(pki: &Pki, m: &Mosquitto) -> shoulder_broker::Directory {
+    let identity = pki.expert_identity().unwrap();
+    let mut route = BrokerRoute::parse(&m.address()).unwrap();
+    route.ca = Some(m.ca());
+    shoulder::client::broker::read_directory(&route, &identity)
+        .await
+        .unwrap()
+}
+
+fn audit_events(agent: &Agent) -> Vec<String> {
+    agent
+        .audit_records()
+        .iter()
+        .filter_map(|r| r["event"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_help_request_reaches_the_technicians_and_the_prompt_recalls_it() {
+    let pki = Pki::with_expert("Plant CA", "Ann Expert", 30).unwrap();
+    let m = Mosquitto::start(&pki, &shipped_acl());
+    let screen = Synthetic::new(64, 48);
+    let agent = plant_device(&pki, &screen, "kiosk-h", |c| {
+        c.broker = Some(broker_config(&m));
+    })
+    .await;
+    // The kiosk app asks for help through the control socket.
+    let r = agent
+        .ctl_ok(Request::Help {
+            text: "printer jammed in tray 2".into(),
+        })
+        .await;
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expires in 60 minutes"),
+        "{r}"
+    );
+    let t0 = Instant::now();
+    let asked = loop {
+        if let Some(h) = directory(&pki, &m).await.help.get("kiosk-h") {
+            break h.clone();
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "the help request never reached the broker"
+        );
+    };
+    assert_eq!(asked.text, "printer jammed in tray 2");
+
+    // A technician takes it: the prompt recalls the request; accepting
+    // answers it, and it leaves the technicians' list.
+    let mut ctl = agent.ctl().await;
+    let _ = ctl.request(&Request::Status).await.unwrap();
+    let known = tempfile::tempdir().unwrap();
+    let mut s = offer_through(&pki, &m, "kiosk-h", known.path());
+    let ev = tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .expect("no prompt")
+        .unwrap();
+    assert_eq!(ev["help"], "printer jammed in tray 2", "{ev}");
+    assert_eq!(ev["kind"], "view");
+    ctl.request(&Request::Accept { prompt: None })
+        .await
+        .unwrap();
+    s.wait("viewing", WAIT, viewing).await;
+    let t0 = Instant::now();
+    while directory(&pki, &m).await.help.contains_key("kiosk-h") {
+        assert!(t0.elapsed() < WAIT, "the answered request stayed listed");
+    }
+    let answered = agent
+        .audit_records()
+        .into_iter()
+        .find(|r| r["event"] == "help-answered")
+        .expect("help-answered audited");
+    assert_eq!(answered["id"], asked.id.as_str());
+    assert_eq!(answered["expert"], "Ann Expert");
+    agent.ctl_ok(Request::End).await;
+    s.ended(WAIT).await;
+
+    // Asked again and withdrawn.
+    agent
+        .ctl_ok(Request::Help {
+            text: String::new(),
+        })
+        .await;
+    let t0 = Instant::now();
+    while !directory(&pki, &m).await.help.contains_key("kiosk-h") {
+        assert!(t0.elapsed() < WAIT, "the second request never arrived");
+    }
+    let r = agent.ctl_ok(Request::HelpWithdraw).await;
+    assert_eq!(r["changed"], true, "{r}");
+    let t0 = Instant::now();
+    while directory(&pki, &m).await.help.contains_key("kiosk-h") {
+        assert!(t0.elapsed() < WAIT, "the withdrawn request stayed listed");
+    }
+    let events = audit_events(&agent);
+    for e in ["help-requested", "help-answered", "help-withdrawn"] {
+        assert!(events.iter().any(|x| x == e), "{e} not audited: {events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_requests_expire_and_need_a_broker() {
+    let pki = Pki::with_expert("Plant CA", "Ann Expert", 30).unwrap();
+    let m = Mosquitto::start(&pki, &shipped_acl());
+    let screen = Synthetic::new(64, 48);
+    let agent = plant_device(&pki, &screen, "kiosk-x", |c| {
+        let mut b = broker_config(&m);
+        // Below what a config file may say, to see it end.
+        b.help_expires = Duration::from_secs(2);
+        c.broker = Some(b);
+    })
+    .await;
+    agent
+        .ctl_ok(Request::Help {
+            text: "scanner dead".into(),
+        })
+        .await;
+    let t0 = Instant::now();
+    while !audit_events(&agent).iter().any(|e| e == "help-expired") {
+        assert!(t0.elapsed() < WAIT, "the request never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!directory(&pki, &m).await.help.contains_key("kiosk-x"));
+
+    // Without a broker nobody would hear it: refused, with the fix.
+    let direct = plant_device(&pki, &screen, "kiosk-y", |_| {}).await;
+    let mut c = direct.ctl().await;
+    let r = c
+        .request(&Request::Help {
+            text: "hello?".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("[broker]"), "{r}");
 }

@@ -703,6 +703,7 @@ async fn gui_offers_help_from_the_device_list_through_bridged_brokers() {
         prefix: "shoulder".into(),
         site: "Hall 3".into(),
         keepalive: Duration::from_secs(30),
+        help_expires: Duration::from_secs(3600),
     };
     let agent = Agent::with_backends_prepared(
         Some(&ca_crt),
@@ -730,6 +731,14 @@ async fn gui_offers_help_from_the_device_list_through_bridged_brokers() {
         "--identity",
         &id,
     ];
+    // The person at the device asks for help (the kiosk app would).
+    let r = ctl
+        .request(&Request::Help {
+            text: "printer jammed in tray 2".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r["ok"], true, "{r}");
     // `shoulder devices` (CLI) lists it once its presence crossed the bridge.
     let t0 = Instant::now();
     loop {
@@ -746,6 +755,33 @@ async fn gui_offers_help_from_the_device_list_through_bridged_brokers() {
             "kiosk-g never listed: {text} {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // `shoulder help-requests` lists the request (it may trail the
+    // presence record by a moment).
+    let t0 = Instant::now();
+    loop {
+        let mut args = vec!["help-requests", "--json"];
+        args.extend(broker_args);
+        let o = ex.run(&args).await;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        if text.contains("printer jammed in tray 2") {
+            assert!(text.contains("\"device\":\"kiosk-g\""), "{text}");
+            break;
+        }
+        if t0.elapsed() > WAIT {
+            let mut args = vec!["devices", "--json"];
+            args.extend(broker_args);
+            let d = ex.run(&args).await;
+            panic!(
+                "the help request never listed: {text} {}\ndevices: {}\naudit: {:?}\nsite: {}\ncentral: {}",
+                String::from_utf8_lossy(&o.stderr),
+                String::from_utf8_lossy(&d.stdout),
+                agent.audit_records(),
+                site.log(),
+                central.log()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The app's device list, and an offer from it.

@@ -239,6 +239,7 @@ fn prompt_stays_up_over_a_page_flipping_app_and_goes_away() {
             says: None,
             seconds_left: 30,
             arming: false,
+            help: None,
         }),
         ..View::default()
     };
@@ -305,6 +306,7 @@ fn kms_presenter_takes_the_screen_when_nobody_is_master() {
             says: None,
             seconds_left: 20,
             arming: false,
+            help: None,
         }),
         ..View::default()
     };

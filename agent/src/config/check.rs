@@ -57,6 +57,16 @@ impl Config {
                     "use letters, digits, '-', '_' and '/' between levels, e.g. prefix = \"shoulder\"",
                 );
             }
+            if b.help_expires < Duration::from_secs(60)
+                || b.help_expires > Duration::from_secs(24 * 3600)
+            {
+                return err(
+                    "broker",
+                    "help_expires",
+                    format!("{} is out of range", format_duration(b.help_expires)),
+                    "use 1m to 24h (1h by default)",
+                );
+            }
             if b.keepalive < Duration::from_secs(5) || b.keepalive > Duration::from_secs(600) {
                 return err(
                     "broker",

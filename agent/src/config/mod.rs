@@ -172,6 +172,14 @@ pub struct BrokerConfig {
     /// publishes it offline (1.5 × this).
     #[serde(default = "default_broker_keepalive", deserialize_with = "de_duration")]
     pub keepalive: Duration,
+    /// How long a help request (`ctl help`) stays open unless answered or
+    /// withdrawn.
+    #[serde(default = "default_help_expires", deserialize_with = "de_duration")]
+    pub help_expires: Duration,
+}
+
+fn default_help_expires() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_broker_prefix() -> String {
@@ -849,6 +857,7 @@ mod tests {
             assert_eq!(b.prefix, "shoulder");
             assert_eq!(b.keepalive, Duration::from_secs(30));
             assert!(b.ca.is_empty() && b.site.is_empty());
+            assert_eq!(b.help_expires, Duration::from_secs(3600));
             for (bad, key) in [
                 ("address = \"broker plant\"", "broker.address"),
                 ("address = \"b\"\nprefix = \"a/+\"", "broker.prefix"),

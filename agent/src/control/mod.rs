@@ -117,6 +117,14 @@ pub enum Request {
     /// Follow what the display says again (`rotation = "auto"`), from the
     /// next session on.
     RotateAuto,
+    /// Ask a technician for help through the plant's broker (`text`: what
+    /// the matter is, may be empty).
+    Help {
+        #[serde(default)]
+        text: String,
+    },
+    /// Withdraw the open help request.
+    HelpWithdraw,
 }
 
 impl Request {
@@ -133,6 +141,8 @@ impl Request {
             Request::InviteRevoke { .. } => "invite-revoke",
             Request::Rotate { .. } => "rotate",
             Request::RotateAuto => "rotate-auto",
+            Request::Help { .. } => "help",
+            Request::HelpWithdraw => "help-withdraw",
         }
     }
 }
@@ -325,7 +335,7 @@ impl Role {
 }
 
 /// The control commands a `control_group` member may send.
-const SESSION_COMMANDS: [&str; 7] = [
+const SESSION_COMMANDS: [&str; 9] = [
     "accept",
     "decline",
     "stop-control",
@@ -333,6 +343,8 @@ const SESSION_COMMANDS: [&str; 7] = [
     "chat",
     "rotate",
     "rotate-auto",
+    "help",
+    "help-withdraw",
 ];
 /// The invitation commands.
 const INVITE_COMMANDS: [&str; 3] = ["invite", "invite-list", "invite-revoke"];
@@ -459,6 +471,7 @@ pub struct ControlServer {
     pub hub: Arc<Hub>,
     pub issuer: Arc<Issuer>,
     pub audit: Arc<AuditLog>,
+    pub help: Arc<crate::help::HelpDesk>,
 }
 
 impl ControlServer {
@@ -614,6 +627,38 @@ impl ControlServer {
             Request::End => return self.decide(LocalDecision::End, None, name, uid).await,
             Request::Chat { text } => {
                 return decided(self.command(SessionCommand::Chat(text.clone()), name, uid));
+            }
+            Request::Help { text } => {
+                if text.len() > 4 * crate::help::MAX_HELP_TEXT {
+                    return fail(format!(
+                        "the help text is too long ({} bytes; at most {} are kept)",
+                        text.len(),
+                        crate::help::MAX_HELP_TEXT
+                    ));
+                }
+                return match self.help.ask(text) {
+                    Ok(r) => ok(ReplyBody::Taken {
+                        changed: true,
+                        detail: Some(format!(
+                            "help request {} sent to the technicians; it expires in {} unless answered or withdrawn",
+                            r.id,
+                            shoulder_proto::human_duration(
+                                r.expires_unix.saturating_sub(r.asked_unix)
+                            )
+                        )),
+                    }),
+                    Err(e) => fail(e),
+                };
+            }
+            Request::HelpWithdraw => {
+                let old = self.help.withdraw();
+                return ok(ReplyBody::Taken {
+                    changed: old.is_some(),
+                    detail: Some(match old {
+                        Some(r) => format!("help request {} withdrawn", r.id),
+                        None => "nothing changed: no help request was open".into(),
+                    }),
+                });
             }
             Request::Invite {
                 expires,
@@ -819,10 +864,12 @@ mod tests {
             fingerprint: shoulder_proto::Fingerprint([7; 32]),
             max_lifetime: Duration::from_secs(3600),
         };
+        let audit = Arc::new(AuditLog::open(&dir.join("audit.jsonl"), 1 << 20, 1).unwrap());
         ControlServer {
             hub: Hub::new(json!({"device_name": "kiosk"})),
             issuer: Arc::new(issuer),
-            audit: Arc::new(AuditLog::open(&dir.join("audit.jsonl"), 1 << 20, 1).unwrap()),
+            help: crate::help::HelpDesk::new(None, Duration::from_secs(3600), audit.clone()),
+            audit,
         }
     }
 

@@ -64,6 +64,8 @@ struct Shared {
     /// The session on hold after its connection dropped (one session at a
     /// time, so at most one).
     parked: Mutex<Option<Parked>>,
+    /// The person's help request (`ctl help`).
+    help: Arc<crate::help::HelpDesk>,
 }
 
 impl Shared {
@@ -248,12 +250,26 @@ async fn serve(
         }
         RotationSetting::Auto => follow_display(&hub, &*backends.capture),
     }
+    #[cfg(feature = "broker")]
+    let help_publisher = broker.as_ref().map(|b| b.help.clone());
+    #[cfg(not(feature = "broker"))]
+    let help_publisher = None;
+    let help = crate::help::HelpDesk::new(
+        help_publisher,
+        config
+            .broker
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |b| b.help_expires),
+        audit.clone(),
+    );
+    let help_task = tokio::spawn(help.clone().expire());
     let (stop_tx, stop_rx) = watch::channel(false);
     let control = crate::control::bind(&config).await?;
     let control_server = ControlServer {
         hub: hub.clone(),
         issuer,
         audit: audit.clone(),
+        help: help.clone(),
     };
     let control_task = tokio::spawn(control_server.serve(control, stop_rx.clone()));
     if let Some(mut local) = backends.local_events {
@@ -340,6 +356,7 @@ async fn serve(
         presenter: Mutex::new(backends.presenter),
         sessions: AtomicU64::new(0),
         parked: Mutex::new(None),
+        help,
     });
     audit_or_log(
         &audit,
@@ -379,6 +396,7 @@ async fn serve(
     if let Ok(mut input) = shared.input.lock() {
         input.shutdown();
     }
+    help_task.abort();
     #[cfg(feature = "broker")]
     if let Some(b) = broker {
         b.close().await;

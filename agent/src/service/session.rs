@@ -352,7 +352,18 @@ impl Session {
                 DeviceOutput::Send(m) => self.queue(&m),
                 DeviceOutput::Authenticate(req) => self.start_auth(req),
                 DeviceOutput::ShowPrompt(p) => {
-                    self.with_presenter(|pr| pr.show_prompt(&p));
+                    // A request to see the screen recalls the person's
+                    // open help request.
+                    let help = self
+                        .shared
+                        .help
+                        .current()
+                        .filter(|_| p.kind == shoulder_proto::ConsentKind::View);
+                    let asked = help.as_ref().map(|h| (h.asked, h.text.clone()));
+                    self.with_presenter(|pr| {
+                        pr.help(asked);
+                        pr.show_prompt(&p);
+                    });
                     if let Some(slot) = &self.slot {
                         slot.set_prompt(Some(PromptInfo {
                             id: p.id,
@@ -370,6 +381,7 @@ impl Session {
                         how: p.expert.how(),
                         says: p.expert.says.as_deref(),
                         timeout_secs: timeout,
+                        help: help.map(|h| h.text),
                     });
                 }
                 DeviceOutput::HidePrompt => {
@@ -549,7 +561,12 @@ impl Session {
                 ControlEvent::Resumed { phase: p.as_str() }
             }
             Phase::Viewing { .. } if was_controlling => ControlEvent::ControlRevoked,
-            Phase::Viewing { .. } => ControlEvent::ViewGranted,
+            Phase::Viewing { expert, .. } => {
+                // The person let this expert see the screen: an open help
+                // request is answered.
+                self.shared.help.answered(&expert.name);
+                ControlEvent::ViewGranted
+            }
             Phase::Controlling { .. } => ControlEvent::ControlGranted,
             Phase::Reconnecting { until, .. } => ControlEvent::Reconnecting {
                 grace_secs: until.saturating_duration_since(Instant::now()).as_secs(),

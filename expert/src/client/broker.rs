@@ -174,6 +174,44 @@ pub fn link(
     Ok((Arc::new(link), other))
 }
 
+/// How long the device list waits for more records once they stop coming.
+pub const DIRECTORY_QUIET: Duration = Duration::from_millis(500);
+
+/// Reads the device list (presence records and open help requests) from
+/// the broker.
+pub async fn read_directory(
+    route: &BrokerRoute,
+    identity: &Identity,
+) -> Result<shoulder_broker::Directory, ClientError> {
+    let topics = Topics::new(&route.prefix)
+        .map_err(|e| ClientError::Local(format!("{}.", capitalize(&e))))?;
+    let (link, mut other) = link(
+        route,
+        identity,
+        vec![topics.all_presence(), topics.all_help()],
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let r = shoulder_broker::expert::directory(
+        &link,
+        &mut other,
+        &topics,
+        DIRECTORY_QUIET,
+        super::CONNECT_TIMEOUT,
+        now,
+    )
+    .await
+    .map_err(|e| {
+        ClientError::Broker(format!(
+            "Could not read the device list from {}: {e}.",
+            route.label()
+        ))
+    });
+    link.close().await;
+    r
+}
+
 /// Opens a tunnel to `device` through the broker.
 pub async fn open(
     route: &BrokerRoute,

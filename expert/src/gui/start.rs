@@ -504,9 +504,6 @@ fn invitation_options(inv: Invitation) -> ConnectOptions {
     }
 }
 
-/// How long the device list waits for more records once they stop coming.
-const DIRECTORY_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// The "Devices at the broker" tab: read the list, filter it, offer help
 /// to one. Returns the options of the offer chosen.
 fn devices_ui(
@@ -584,9 +581,15 @@ fn devices_ui(
         Some(Err(e)) => {
             ui.colored_label(Color32::from_rgb(220, 80, 60), e);
         }
-        Some(Ok(list)) => {
+        Some(Ok(dir)) => {
             let needle = form.filter.trim().to_lowercase();
-            let shown: Vec<&(String, Presence)> = list
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // Those asking for help first (oldest request first), then the
+            // rest by name.
+            let mut shown: Vec<(&String, &Presence)> = dir
+                .devices
                 .iter()
                 .filter(|(_, p)| p.online || !form.online_only)
                 .filter(|(d, p)| {
@@ -596,6 +599,7 @@ fn devices_ui(
                             .any(|s| s.to_lowercase().contains(&needle))
                 })
                 .collect();
+            shown.sort_by_key(|(d, _)| dir.help.get(*d).map_or(u64::MAX, |h| h.asked_unix));
             tracer.note(
                 "directory",
                 shown
@@ -606,7 +610,7 @@ fn devices_ui(
             );
             if shown.is_empty() {
                 ui.label(
-                    RichText::new(if list.is_empty() {
+                    RichText::new(if dir.devices.is_empty() {
                         "The broker knows no devices."
                     } else {
                         "No device matches."
@@ -616,11 +620,11 @@ fn devices_ui(
             }
             let mut pick = None;
             egui::Grid::new("device-list")
-                .num_columns(5)
+                .num_columns(6)
                 .striped(true)
                 .spacing([16.0, 6.0])
                 .show(ui, |ui| {
-                    for h in ["Device", "State", "Site", "Version", ""] {
+                    for h in ["Device", "State", "Site", "Version", "Asks for help", ""] {
                         ui.label(RichText::new(h).strong());
                     }
                     ui.end_row();
@@ -633,8 +637,27 @@ fn devices_ui(
                         }
                         ui.label(printable(&p.site));
                         ui.label(printable(&p.version));
+                        match dir.help.get(*device) {
+                            Some(h) => {
+                                let ago = human_duration(now.saturating_sub(h.asked_unix));
+                                let text = if h.text.is_empty() {
+                                    format!("{ago} ago")
+                                } else {
+                                    format!("{ago} ago: {}", printable(&h.text))
+                                };
+                                ui.colored_label(Color32::from_rgb(240, 190, 60), text);
+                            }
+                            None => {
+                                ui.label("");
+                            }
+                        }
                         let can = p.online && p.offers;
-                        let b = ui.add_enabled(can, egui::Button::new("Offer help"));
+                        let label = if dir.help.contains_key(*device) {
+                            "Help now"
+                        } else {
+                            "Offer help"
+                        };
+                        let b = ui.add_enabled(can, egui::Button::new(label));
                         let b = if !p.offers {
                             b.on_disabled_hover_text("This device does not take offers.")
                         } else {
@@ -685,30 +708,13 @@ fn read_directory(
         ));
     }
     let id = Identity::load(&identity::resolve_identity(form.identity.trim())?)?;
-    let topics = shoulder_broker::Topics::new(&route.prefix)
-        .map_err(|e| ClientError::Local(format!("{e}.")))?;
     let (tx, rx) = std_mpsc::channel();
     let repaint = ctx.clone();
-    let _guard = rt.enter();
-    let (link, mut other) = crate::client::broker::link(&route, &id, vec![topics.all_presence()])?;
     save_broker(&route.label());
     rt.spawn(async move {
-        let r = shoulder_broker::expert::directory(
-            &link,
-            &mut other,
-            &topics,
-            DIRECTORY_QUIET,
-            crate::client::CONNECT_TIMEOUT,
-        )
-        .await
-        .map(|m| m.into_iter().collect())
-        .map_err(|e| {
-            format!(
-                "Could not read the device list from {}: {e}.",
-                route.label()
-            )
-        });
-        link.close().await;
+        let r = crate::client::broker::read_directory(&route, &id)
+            .await
+            .map_err(|e| e.sentence());
         let _ = tx.send(r);
         repaint.request_repaint();
     });
