@@ -36,6 +36,8 @@ Commands:
   ctl help [TEXT...]           ask a technician for help through the plant's
                                broker (what the matter is, optional)
   ctl help --withdraw          withdraw the open help request
+  ctl call [HOST[:PORT]]       call a technician's `shoulder listen` (port
+                               7576; default: the config's help_desk)
   ctl watch                    print events as JSON lines
   ctl rotate DEGREES|auto      the panel turned (0, 90, 180, 270): the expert's
                                view, pointer and the banner follow; auto:
@@ -103,6 +105,7 @@ pub enum Ctl {
     RotateAuto,
     Help(String),
     HelpWithdraw,
+    Call(Option<String>),
     Invite {
         expires: String,
         password_file: Option<PathBuf>,
@@ -261,6 +264,11 @@ fn parse_ctl(mut words: std::vec::IntoIter<String>) -> Result<Ctl, UsageError> {
             } else {
                 Ctl::Help(text.join(" "))
             }
+        }
+        "call" => {
+            let address = words.next();
+            no_more(words, "ctl call HOST[:PORT]")?;
+            Ctl::Call(address)
         }
         "rotate" => {
             let degrees = words.next().ok_or_else(|| {

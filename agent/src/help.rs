@@ -104,6 +104,11 @@ impl HelpDesk {
         p.send_replace(payload);
     }
 
+    /// Whether requests reach anyone (the agent has a broker).
+    pub fn has_broker(&self) -> bool {
+        self.publish.is_some()
+    }
+
     /// Asks for help with `text` (a new request replaces an open one).
     pub fn ask(&self, text: &str) -> Result<HelpRequest, String> {
         if self.publish.is_none() {

@@ -53,6 +53,7 @@ pub mod audit;
 pub mod backends;
 #[cfg(feature = "broker")]
 pub mod broker;
+pub mod call;
 pub mod capture;
 pub mod cli;
 pub mod config;

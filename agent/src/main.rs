@@ -310,6 +310,7 @@ fn ctl(config: &Config, command: Ctl) -> Result<(), String> {
             Ctl::Chat(text) => Request::Chat { text },
             Ctl::Help(text) => Request::Help { text },
             Ctl::HelpWithdraw => Request::HelpWithdraw,
+            Ctl::Call(address) => Request::Call { address },
             Ctl::Rotate(degrees) => Request::Rotate { degrees },
             Ctl::RotateAuto => Request::RotateAuto,
             Ctl::Invite {

@@ -46,6 +46,8 @@
 //! - `invitation-created`: `id`, `expires_unix`, `for` (whom it is for, when
 //!   given)
 //! - `invitation-revoked`: `id`
+//! - `call-placed`: `address`, `peer` (`ctl call`, or `ctl help` calling
+//!   the `help_desk`); `call-failed`: `address`, `detail`
 //! - `help-requested`: `id`, `text`, `expires_unix` (`ctl help`); then
 //!   one of `help-withdrawn`: `id` (`ctl help --withdraw`, or a new
 //!   request), `help-expired`: `id` (without `via`), `help-answered`:
@@ -183,6 +185,15 @@ pub(crate) enum AuditRecord<'a> {
     },
     InvitationRevoked {
         id: String,
+    },
+    /// `ctl call`: the device called a technician's `shoulder listen`.
+    CallPlaced {
+        address: String,
+        peer: String,
+    },
+    CallFailed {
+        address: String,
+        detail: String,
     },
     /// `ctl help`: the person asked for a technician.
     HelpRequested {

@@ -107,6 +107,27 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Wait for a device to call you (the device runs `shoulder-agent ctl
+    /// call YOUR-HOST[:PORT]`): for devices you cannot reach and that have
+    /// no broker (opens the app).
+    ///
+    /// The device dials out; inside TLS nothing changes: the device's
+    /// certificate is checked (against your plant CA, or --pin), you are
+    /// authenticated by yours, and the person at the device is asked
+    /// first. After a drop the device calls again and the session resumes.
+    Listen {
+        /// The port to listen on (7576 by default).
+        #[arg(default_value_t = 7576)]
+        port: u16,
+        /// The address to listen on (default: all).
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+        /// Only this device: its certificate's SHA-256 fingerprint.
+        #[arg(long, value_name = "FINGERPRINT")]
+        pin: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// List the devices known to the plant's broker (their presence).
     Devices {
         /// Only devices whose name or site contains this (any case).
@@ -337,6 +358,35 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             ..
         }) => devices(filter.as_deref(), online, json, &conn),
         Some(Command::HelpRequests { json, conn }) => help_requests(json, &conn),
+        Some(Command::Listen {
+            port,
+            bind,
+            pin,
+            conn,
+        }) => {
+            let mut listen = client::Listen::bind(std::net::SocketAddr::new(bind, port))?;
+            if let Some(p) = pin {
+                listen.pin = Some(shoulder_proto::Fingerprint::parse(&p).ok_or_else(|| {
+                    ClientError::Local(format!(
+                        "\"{p}\" is not a certificate fingerprint — copy it as the device shows it (64 hex digits, colons allowed)."
+                    ))
+                })?);
+            }
+            let mut opts = options(
+                Target::Offer {
+                    host: "a device calling in".into(),
+                    port,
+                },
+                &conn,
+                false,
+            )?;
+            opts.broker = None;
+            opts.listen = Some(listen);
+            gui(GuiStart::Connect {
+                opts: Box::new(opts),
+                needs_password: false,
+            })
+        }
         Some(Command::Pki(p)) => pki(p),
     }
 }
@@ -435,6 +485,7 @@ pub fn options(
         name,
         lossless: conn.lossless,
         broker,
+        listen: None,
     })
 }
 

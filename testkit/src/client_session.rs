@@ -66,6 +66,7 @@ impl Session {
             name: "Ann Expert".into(),
             lossless: false,
             broker: None,
+            listen: None,
         };
         Self::with_options(opts)
     }

@@ -55,6 +55,7 @@ pub fn connect_options(
         name: name.into(),
         lossless: false,
         broker: None,
+        listen: None,
     }
 }
 

@@ -149,6 +149,10 @@ pub struct Config {
     /// Sessions through the plant's MQTT broker (feature `broker`); none
     /// by default.
     pub broker: Option<BrokerConfig>,
+    /// A technician's `shoulder listen` (`host[:port]`, 7576 by default)
+    /// that `ctl call` without an address, and `ctl help` without a
+    /// broker, call. Empty: none.
+    pub help_desk: String,
 }
 
 /// `[broker]`: the plant's MQTT broker, for experts who cannot reach the
@@ -237,6 +241,7 @@ impl Default for Config {
             input: InputConfig::default(),
             screens: Vec::new(),
             broker: None,
+            help_desk: String::new(),
         }
     }
 }
@@ -637,6 +642,7 @@ mod tests {
             "capture",
             "max_fps",
             "lossy",
+            "help_desk",
             "consent_timeout",
             "pre_auth_timeout",
             "max_pre_auth_connections",

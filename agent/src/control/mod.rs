@@ -125,6 +125,12 @@ pub enum Request {
     },
     /// Withdraw the open help request.
     HelpWithdraw,
+    /// Call a technician's `shoulder listen` (`address`: host[:port];
+    /// none: the configured `help_desk`).
+    Call {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+    },
 }
 
 impl Request {
@@ -143,6 +149,7 @@ impl Request {
             Request::RotateAuto => "rotate-auto",
             Request::Help { .. } => "help",
             Request::HelpWithdraw => "help-withdraw",
+            Request::Call { .. } => "call",
         }
     }
 }
@@ -335,7 +342,7 @@ impl Role {
 }
 
 /// The control commands a `control_group` member may send.
-const SESSION_COMMANDS: [&str; 9] = [
+const SESSION_COMMANDS: [&str; 10] = [
     "accept",
     "decline",
     "stop-control",
@@ -345,6 +352,7 @@ const SESSION_COMMANDS: [&str; 9] = [
     "rotate-auto",
     "help",
     "help-withdraw",
+    "call",
 ];
 /// The invitation commands.
 const INVITE_COMMANDS: [&str; 3] = ["invite", "invite-list", "invite-revoke"];
@@ -472,6 +480,7 @@ pub struct ControlServer {
     pub issuer: Arc<Issuer>,
     pub audit: Arc<AuditLog>,
     pub help: Arc<crate::help::HelpDesk>,
+    pub caller: Arc<crate::call::Caller>,
 }
 
 impl ControlServer {
@@ -636,6 +645,19 @@ impl ControlServer {
                         crate::help::MAX_HELP_TEXT
                     ));
                 }
+                // Without a broker, a configured help desk is called.
+                if !self.help.has_broker() && self.caller.help_desk.is_some() {
+                    let target = self.caller.target(None).unwrap_or_default();
+                    return match self.caller.call(&target).await {
+                        Ok(peer) => ok(ReplyBody::Taken {
+                            changed: true,
+                            detail: Some(format!(
+                                "called the help desk at {target} ({peer}); the technician is asked to take it"
+                            )),
+                        }),
+                        Err(e) => fail(e),
+                    };
+                }
                 return match self.help.ask(text) {
                     Ok(r) => ok(ReplyBody::Taken {
                         changed: true,
@@ -645,6 +667,21 @@ impl ControlServer {
                             shoulder_proto::human_duration(
                                 r.expires_unix.saturating_sub(r.asked_unix)
                             )
+                        )),
+                    }),
+                    Err(e) => fail(e),
+                };
+            }
+            Request::Call { address } => {
+                let target = match self.caller.target(address.as_deref()) {
+                    Ok(t) => t,
+                    Err(e) => return fail(e),
+                };
+                return match self.caller.call(&target).await {
+                    Ok(peer) => ok(ReplyBody::Taken {
+                        changed: true,
+                        detail: Some(format!(
+                            "called {target} ({peer}); the session starts when the technician's client answers, with the usual prompt"
                         )),
                     }),
                     Err(e) => fail(e),
@@ -865,8 +902,15 @@ mod tests {
             max_lifetime: Duration::from_secs(3600),
         };
         let audit = Arc::new(AuditLog::open(&dir.join("audit.jsonl"), 1 << 20, 1).unwrap());
+        let hub = Hub::new(json!({"device_name": "kiosk"}));
         ControlServer {
-            hub: Hub::new(json!({"device_name": "kiosk"})),
+            caller: Arc::new(crate::call::Caller {
+                tx: tokio::sync::mpsc::channel(1).0,
+                help_desk: None,
+                hub: hub.clone(),
+                audit: audit.clone(),
+            }),
+            hub,
             issuer: Arc::new(issuer),
             help: crate::help::HelpDesk::new(None, Duration::from_secs(3600), audit.clone()),
             audit,

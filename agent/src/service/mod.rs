@@ -208,7 +208,6 @@ async fn serve(
     }
     let trust = PlantTrust::load(&config.plant_ca, config.allowed_experts())?;
     let tls = crate::tls::server_config(&identity, &trust)?;
-    #[cfg(feature = "broker")]
     let mut acceptors = acceptors;
     #[cfg(feature = "broker")]
     let broker = match &config.broker {
@@ -265,11 +264,21 @@ async fn serve(
     let help_task = tokio::spawn(help.clone().expire());
     let (stop_tx, stop_rx) = watch::channel(false);
     let control = crate::control::bind(&config).await?;
+    // Calls placed by `ctl call` are served like accepted connections.
+    let (calls_tx, calls_rx) = mpsc::channel::<Incoming>(4);
+    acceptors.push(Acceptor::Streams(calls_rx));
+    let caller = Arc::new(crate::call::Caller {
+        tx: calls_tx,
+        help_desk: Some(config.help_desk.trim().to_string()).filter(|h| !h.is_empty()),
+        hub: hub.clone(),
+        audit: audit.clone(),
+    });
     let control_server = ControlServer {
         hub: hub.clone(),
         issuer,
         audit: audit.clone(),
         help: help.clone(),
+        caller,
     };
     let control_task = tokio::spawn(control_server.serve(control, stop_rx.clone()));
     if let Some(mut local) = backends.local_events {

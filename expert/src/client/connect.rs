@@ -201,11 +201,26 @@ async fn handshake(
     tcp: Box<dyn Stream>,
     pin: Option<Fingerprint>,
 ) -> Result<Connected, ClientError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let policy = match pin {
         Some(fp) => DevicePolicy::Pinned(fp),
         None => policy_for(opts, host, port)?,
     };
+    handshake_with(opts, label, host, tcp, policy, true, pin.is_some()).await
+}
+
+/// [`handshake`] with this policy; `remember`: a device accepted for the
+/// first time goes into the known-hosts file; `resuming`: the policy pins
+/// the device of a session being resumed.
+async fn handshake_with(
+    opts: &ConnectOptions,
+    label: &str,
+    host: &str,
+    tcp: Box<dyn Stream>,
+    policy: DevicePolicy,
+    remember: bool,
+    resuming: bool,
+) -> Result<Connected, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(DeviceVerifier::new(policy.clone(), &provider));
     let config = tls_config(opts, verifier.clone(), provider)?;
     let connector = TlsConnector::from(Arc::new(config));
@@ -214,8 +229,8 @@ async fn handshake(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             if let Some(Verdict::Refused(err)) = verifier.verdict() {
-                return Err(match (pin, err) {
-                    (Some(expected), ClientError::FingerprintMismatch { got, .. }) => {
+                return Err(match (resuming, err) {
+                    (true, ClientError::FingerprintMismatch { expected, got }) => {
                         ClientError::ChangedOnReconnect { expected, got }
                     }
                     (_, err) => err,
@@ -244,7 +259,7 @@ async fn handshake(
     let fingerprint = match verifier.verdict() {
         Some(Verdict::Accepted(fp)) => fp,
         Some(Verdict::AcceptedNew(fp)) => {
-            if let Some((host, known_hosts)) = policy.remembers() {
+            if remember && let Some((host, known_hosts)) = policy.remembers() {
                 KnownHosts::load(known_hosts)?.add(host, fp)?;
             }
             fp
@@ -285,6 +300,9 @@ pub(super) async fn connect_to(
                 return Err(ClientError::Local(
                     "Offers need your expert identity — pick one (--identity DIR) or create it with `shoulder pki issue-expert`.".into(),
                 ));
+            }
+            if let Some(l) = &opts.listen {
+                return accept_call(opts, l, pin, emit).await;
             }
             if let Some(route) = &opts.broker {
                 return connect_broker(opts, route, host, *port, pin, emit).await;
@@ -350,4 +368,80 @@ async fn connect_broker(
     let tunnel =
         super::broker::open(route, identity, device, CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT).await?;
     handshake(opts, &label, device, port, Box::new(tunnel), pin).await
+}
+
+/// Waits for a device to call (`shoulder listen`) and verifies it: the
+/// device of a session being resumed (`pin`), the one `--pin` names, any
+/// device the plant CA signed, or (with `accept_new`) any device. Someone
+/// else knocking is turned away and the next call waited for.
+async fn accept_call(
+    opts: &ConnectOptions,
+    listen: &super::Listen,
+    pin: Option<Fingerprint>,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    let at = listen
+        .local_addr()
+        .map_or_else(|| "the listening port".to_string(), |a| a.to_string());
+    emit(ClientEvent::Connecting(format!(
+        "waiting for a device to call on {at}"
+    )));
+    let plant = opts.identity.as_ref().and_then(|i| i.plant_ca.clone());
+    let policy = match (pin.or(listen.pin), plant) {
+        (Some(fp), _) => DevicePolicy::Pinned(fp),
+        (None, Some(roots)) => DevicePolicy::PlantCa {
+            roots,
+            host: at.clone(),
+            known: None,
+            known_hosts: std::path::PathBuf::new(),
+        },
+        (None, None) if opts.accept_new == crate::trust::AcceptNew::Any => {
+            DevicePolicy::FirstContact {
+                host: at.clone(),
+                known: None,
+                accept_new: crate::trust::AcceptNew::Any,
+                known_hosts: std::path::PathBuf::new(),
+            }
+        }
+        (None, None) => {
+            return Err(ClientError::Local(
+                "Devices that call in are checked against your plant CA — use an identity with the plant CA (ca.crt), name the device with --pin FINGERPRINT, or take any device with --accept-new.".into(),
+            ));
+        }
+    };
+    let std = listen
+        .listener
+        .try_clone()
+        .map_err(|e| ClientError::Local(format!("Cannot listen on {at}: {e}.")))?;
+    let listener = tokio::net::TcpListener::from_std(std)
+        .map_err(|e| ClientError::Local(format!("Cannot listen on {at}: {e}.")))?;
+    loop {
+        let (tcp, peer) = listener
+            .accept()
+            .await
+            .map_err(|e| ClientError::Local(format!("Waiting for a call on {at} failed: {e}.")))?;
+        let _ = tcp.set_nodelay(true);
+        let label = format!("{peer} (called in)");
+        let host = peer.ip().to_string();
+        let tcp: Box<dyn Stream> = Box::new(tcp);
+        match handshake_with(
+            opts,
+            &label,
+            &host,
+            tcp,
+            policy.clone(),
+            false,
+            pin.is_some(),
+        )
+        .await
+        {
+            Ok(mut c) => {
+                c.addr = peer;
+                return Ok(c);
+            }
+            Err(e) => {
+                tracing::info!(%peer, error = %e.sentence(), "a call was turned away");
+            }
+        }
+    }
 }

@@ -62,6 +62,43 @@ pub struct ConnectOptions {
     /// Reach the device through the plant's MQTT broker (`--broker`): the
     /// offer's host is then the device's name at the broker.
     pub broker: Option<broker::BrokerRoute>,
+    /// Wait for a device to call (`shoulder listen`, the device's `ctl
+    /// call`) instead of connecting to it.
+    pub listen: Option<Listen>,
+}
+
+/// A technician's port that devices call (`shoulder listen`): the device
+/// dials out, the roles inside TLS stay as they are (the device is the TLS
+/// server the expert verifies; the expert authenticates as for an offer).
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub listener: Arc<std::net::TcpListener>,
+    /// Only this device (its certificate's fingerprint); otherwise any
+    /// device the identity's plant CA signed, or any device at all with
+    /// `accept_new`.
+    pub pin: Option<Fingerprint>,
+}
+
+impl Listen {
+    /// Listens on `addr` (port 0: any free port).
+    pub fn bind(addr: std::net::SocketAddr) -> Result<Self, ClientError> {
+        let l = std::net::TcpListener::bind(addr).map_err(|e| {
+            ClientError::Local(format!(
+                "Cannot listen on {addr}: {e} — pick another port (shoulder listen PORT)."
+            ))
+        })?;
+        l.set_nonblocking(true)
+            .map_err(|e| ClientError::Local(format!("Cannot listen on {addr}: {e}.")))?;
+        Ok(Self {
+            listener: Arc::new(l),
+            pin: None,
+        })
+    }
+
+    /// Where devices call.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
 }
 
 /// What the driver reports to the UI.

@@ -488,6 +488,7 @@ fn offer_options(
         known_hosts: None,
         lossless: false,
         broker: None,
+        listen: None,
     })
 }
 
@@ -501,6 +502,7 @@ fn invitation_options(inv: Invitation) -> ConnectOptions {
         name: expert_name(None),
         lossless: false,
         broker: None,
+        listen: None,
     }
 }
 
