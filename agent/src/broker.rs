@@ -24,7 +24,8 @@ const ACCEPT_QUEUE: usize = 4;
 pub struct BrokerLink {
     link: Arc<Link>,
     topics: Topics,
-    device: String,
+    /// The device's name at the broker (its certificate's CN).
+    pub device: String,
     offline: Vec<u8>,
     /// The device's help request record (empty: none), published retained.
     pub help: watch::Sender<Vec<u8>>,

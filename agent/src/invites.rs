@@ -517,6 +517,9 @@ pub struct Issuer {
     pub port: u16,
     pub fingerprint: shoulder_proto::Fingerprint,
     pub max_lifetime: Duration,
+    /// The route through the plant's broker that invitations name, when
+    /// the agent has one.
+    pub broker: Option<shoulder_proto::invite::BrokerRoute>,
 }
 
 /// A new invitation, and its password if it was generated.
@@ -561,7 +564,7 @@ impl Issuer {
         let (id, expires) =
             self.store
                 .create(pw, lifetime, crate::util::unix_now(), for_whom.as_deref())?;
-        let invitation = shoulder_proto::invite::Invitation::new(
+        let mut invitation = shoulder_proto::invite::Invitation::new(
             id,
             &self.device_name,
             &self.addresses,
@@ -569,6 +572,7 @@ impl Issuer {
             self.fingerprint,
             expires,
         );
+        invitation.broker = self.broker.clone();
         Ok(Issued {
             invitation,
             generated_password: generated,

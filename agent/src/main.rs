@@ -249,6 +249,7 @@ fn invite(config: &Config, args: InviteArgs) -> Result<(), String> {
             .map_or(shoulder_proto::DEFAULT_PORT, |a| a.port()),
         fingerprint: id.fingerprint,
         max_lifetime: config.max_invitation_lifetime,
+        broker: shoulder_agent::service::invitation_route(config, &id),
     };
     let issued = issuer
         .issue(lifetime, password.as_deref(), args.for_whom.as_deref())

@@ -443,6 +443,17 @@ pub fn options(
                 }
             }
         }
+        // An invitation that names a broker route uses the identity, if
+        // there is exactly one, for the broker.
+        (None, Target::Invitation(inv)) if inv.broker.is_some() => {
+            match identity::list_identities().as_slice() {
+                [one] => identity::identities_dir()
+                    .ok()
+                    .and_then(|d| Identity::load(&d.join(one)).ok())
+                    .map(Arc::new),
+                _ => None,
+            }
+        }
         (None, Target::Invitation(_)) => None,
     };
     let password = match (&target, &conn.password_file) {
@@ -461,9 +472,9 @@ pub fn options(
         _ => None,
     };
     let broker = broker_route(conn)?;
-    if broker.is_some() && matches!(target, Target::Invitation(_)) {
+    if broker.is_some() && matches!(target, Target::Invitation(_)) && conn.broker_ca.is_none() {
         return Err(ClientError::Local(
-            "--broker works with offers only for now — connect to the invitation's addresses, or offer help by the device's name through the broker.".into(),
+            "--broker is for offers: an invitation names its own route through the broker (--broker-ca may still name the broker's CA).".into(),
         ));
     }
     let name = conn

@@ -10,6 +10,12 @@
 //!
 //! The file form (`*.shoulder`) is the text form on its own line, after
 //! `#` comment lines that say what it is for a human reader.
+//!
+//! A device that also reaches the plant's MQTT broker adds a broker route
+//! ([`BrokerRoute`]) after the invitation's fields, before the checksum:
+//! clients that predate it read the fields and ignore the rest; an
+//! invitation with a route may list no address at all (a device behind
+//! NAT).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +34,18 @@ pub const MAX_TEXT_LEN: usize = 1024;
 /// Longest invitation file we read.
 pub const MAX_FILE_LEN: usize = 16 * 1024;
 
+/// Where the device can also be reached: through the plant's MQTT broker,
+/// by the device's name there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRoute {
+    /// `host` or `host:port` of the broker.
+    pub broker: Text<MAX_ADDRESS_LEN>,
+    /// The device's name at the broker (its certificate's common name).
+    pub device: Text<MAX_NAME_LEN>,
+    /// The topic prefix (`shoulder` by default).
+    pub prefix: Text<MAX_ADDRESS_LEN>,
+}
+
 /// An invitation to help at a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invitation {
@@ -41,6 +59,11 @@ pub struct Invitation {
     pub fingerprint: Fingerprint,
     /// Seconds since the Unix epoch, UTC.
     pub expires_unix: u64,
+    /// The route through the plant's broker, tried after the addresses.
+    /// Not part of the serialized fields: encoded after them (see the
+    /// module doc).
+    #[serde(skip)]
+    pub broker: Option<BrokerRoute>,
 }
 
 /// Why a text or file is not a usable invitation.
@@ -63,6 +86,9 @@ impl Invitation {
     /// The compact text form.
     pub fn to_text(&self) -> String {
         let mut bytes = postcard::to_stdvec(self).unwrap_or_default();
+        if let Some(route) = &self.broker {
+            bytes.extend(postcard::to_stdvec(route).unwrap_or_default());
+        }
         let crc = crc32(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         format!("{TEXT_PREFIX}{}", base32_encode(&bytes))
@@ -100,9 +126,17 @@ impl Invitation {
         if crc32(data) != crc {
             return Err(InviteError::Corrupt("checksum mismatch"));
         }
-        let inv: Invitation =
-            postcard::from_bytes(data).map_err(|_| InviteError::Corrupt("bad contents"))?;
-        if inv.addresses.is_empty() {
+        let (mut inv, rest): (Invitation, &[u8]) =
+            postcard::take_from_bytes(data).map_err(|_| InviteError::Corrupt("bad contents"))?;
+        if !rest.is_empty() {
+            let (route, rest): (BrokerRoute, &[u8]) = postcard::take_from_bytes(rest)
+                .map_err(|_| InviteError::Corrupt("bad broker route"))?;
+            if !rest.is_empty() {
+                return Err(InviteError::Corrupt("bytes after the broker route"));
+            }
+            inv.broker = Some(route);
+        }
+        if inv.addresses.is_empty() && inv.broker.is_none() {
             return Err(InviteError::NoAddress);
         }
         Ok(inv)
@@ -110,15 +144,21 @@ impl Invitation {
 
     /// The `*.shoulder` file contents.
     pub fn to_file(&self) -> String {
-        let addrs: Vec<&str> = self.addresses.iter().map(|a| a.as_str()).collect();
+        let mut addrs: Vec<String> = self
+            .addresses
+            .iter()
+            .map(|a| format!("{a} port {}", self.port))
+            .collect();
+        if let Some(r) = &self.broker {
+            addrs.push(format!("\"{}\" through the broker {}", r.device, r.broker));
+        }
         format!(
-            "# Shoulder invitation for device \"{}\" at {} port {}\n\
+            "# Shoulder invitation for device \"{}\" at {}\n\
              # Invitation {} — expires {}\n\
              # Open it with: shoulder open <this file> (the password comes separately)\n\
              {}\n",
             self.device_name,
             addrs.join(", "),
-            self.port,
             self.id,
             format_utc(self.expires_unix),
             self.to_text()
@@ -167,6 +207,7 @@ impl Invitation {
             port,
             fingerprint,
             expires_unix,
+            broker: None,
         }
     }
 }
@@ -330,6 +371,36 @@ mod tests {
             Invitation::from_text(&"A".repeat(5000)),
             Err(InviteError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn a_broker_route_round_trips_and_older_clients_read_the_rest() {
+        let mut inv = sample();
+        inv.broker = Some(BrokerRoute {
+            broker: text("broker.plant:8883"),
+            device: text("kiosk-12"),
+            prefix: text("shoulder"),
+        });
+        let t = inv.to_text();
+        assert_eq!(Invitation::from_text(&t).unwrap(), inv);
+        assert!(
+            inv.to_file()
+                .contains("\"kiosk-12\" through the broker broker.plant:8883")
+        );
+        // What a client from before broker routes did: postcard::from_bytes
+        // of the fields, which ignores what follows them.
+        let bytes = base32_decode(t.strip_prefix(TEXT_PREFIX).unwrap()).unwrap();
+        let old: Invitation = postcard::from_bytes(&bytes[..bytes.len() - 4]).unwrap();
+        assert_eq!(old, sample());
+        // Behind NAT: no address, only the route.
+        inv.addresses.clear();
+        assert_eq!(Invitation::from_text(&inv.to_text()).unwrap(), inv);
+        // Neither is no invitation.
+        inv.broker = None;
+        assert_eq!(
+            Invitation::from_text(&inv.to_text()),
+            Err(InviteError::NoAddress)
+        );
     }
 
     #[test]

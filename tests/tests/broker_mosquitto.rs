@@ -585,3 +585,60 @@ async fn help_requests_expire_and_need_a_broker() {
     assert_eq!(r["ok"], false, "{r}");
     assert!(r["error"].as_str().unwrap().contains("[broker]"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_names_the_broker_route_and_the_client_falls_back_to_it() {
+    let pki = Pki::with_expert("Plant CA", "Ann Expert", 30).unwrap();
+    let m = Mosquitto::start(&pki, &shipped_acl());
+    let screen = Synthetic::new(64, 48);
+    let agent = plant_device(&pki, &screen, "kiosk-i", |c| {
+        c.broker = Some(broker_config(&m));
+        // Behind NAT: the address the device knows for itself is not one
+        // the expert can reach (nothing answers there).
+        c.advertise = vec!["127.0.0.2".into()];
+    })
+    .await;
+    let _ = accept_all(&agent).await;
+    let (_, file) = agent.invite_file("30m", "river-stone-7").await;
+    let inv = shoulder_proto::invite::Invitation::from_file(&file).unwrap();
+    let route = inv
+        .broker
+        .clone()
+        .expect("the invitation names the broker route");
+    assert_eq!(route.device.as_str(), "kiosk-i");
+    assert_eq!(route.broker.as_str(), m.address());
+    assert!(file.contains("through the broker"), "{file}");
+
+    let known = tempfile::tempdir().unwrap();
+    let mut opts = connect_options(
+        Target::Invitation(Box::new(inv)),
+        Some(pki.expert_identity().unwrap()),
+        Some("river-stone-7"),
+        "Ann Expert",
+        known.path().join("known_devices"),
+    );
+    // The broker's CA (the test's plant CA; a plant identity carries it).
+    let mut b = BrokerRoute::parse(&m.address()).unwrap();
+    b.ca = Some(m.ca());
+    opts.broker = Some(b);
+    let mut s = Session::with_options(opts);
+    s.wait("viewing through the broker", WAIT, viewing).await;
+    s.in_sync(&screen).await;
+    let tried: Vec<String> = s
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Connecting(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tried.len(), 2, "{tried:?}");
+    assert!(
+        tried[0].starts_with("127.0.0.2:"),
+        "direct first: {tried:?}"
+    );
+    assert!(
+        tried[1].starts_with("kiosk-i via "),
+        "then the broker: {tried:?}"
+    );
+}

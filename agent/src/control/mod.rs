@@ -900,6 +900,7 @@ mod tests {
             port: shoulder_proto::DEFAULT_PORT,
             fingerprint: shoulder_proto::Fingerprint([7; 32]),
             max_lifetime: Duration::from_secs(3600),
+            broker: None,
         };
         let audit = Arc::new(AuditLog::open(&dir.join("audit.jsonl"), 1 << 20, 1).unwrap());
         let hub = Hub::new(json!({"device_name": "kiosk"}));

@@ -229,6 +229,7 @@ async fn serve(
         port,
         fingerprint: identity.fingerprint,
         max_lifetime: config.max_invitation_lifetime,
+        broker: invitation_route(&config, &identity),
     });
     let listening: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     let hub = Hub::new(
@@ -417,6 +418,24 @@ async fn serve(
     audit_or_log(&audit, AuditRecord::AgentStopped);
     audit.flush()?;
     Ok(())
+}
+
+/// The broker route invitations name, when the config has a `[broker]`:
+/// the broker's address, the device's name there (its certificate's
+/// common name) and the prefix.
+pub fn invitation_route(
+    config: &Config,
+    identity: &crate::identity::DeviceIdentity,
+) -> Option<shoulder_proto::invite::BrokerRoute> {
+    let b = config.broker.as_ref()?;
+    let leaf = identity.chain.first()?;
+    let ee = webpki::EndEntityCert::try_from(leaf).ok()?;
+    let device = crate::tls::common_name(ee.subject())?;
+    Some(shoulder_proto::invite::BrokerRoute {
+        broker: shoulder_proto::text(b.address.trim()),
+        device: shoulder_proto::text(&device),
+        prefix: shoulder_proto::text(b.prefix.trim_matches('/')),
+    })
 }
 
 /// Where connections come from.

@@ -320,6 +320,17 @@ pub(super) async fn connect_to(
                     Err(e) => return Err(e),
                 }
             }
+            // Direct first; then the plant's broker, if the invitation
+            // names a route through it.
+            if let Some(route) = &inv.broker {
+                let through = connect_invited(opts, inv, route, pin, emit).await;
+                if through.is_ok() || inv.addresses.is_empty() {
+                    return through;
+                }
+                if let Err(e) = through {
+                    tracing::info!(error = %e.sentence(), "the broker route did not work either");
+                }
+            }
             Err(last)
         }
     }
@@ -368,6 +379,40 @@ async fn connect_broker(
     let tunnel =
         super::broker::open(route, identity, device, CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT).await?;
     handshake(opts, &label, device, port, Box::new(tunnel), pin).await
+}
+
+/// An invitation's route through the plant's broker: the tunnel needs the
+/// expert's identity (the broker's client certificate); the device is
+/// pinned by the invitation as on a direct connection.
+async fn connect_invited(
+    opts: &ConnectOptions,
+    inv: &shoulder_proto::invite::Invitation,
+    route: &shoulder_proto::invite::BrokerRoute,
+    pin: Option<Fingerprint>,
+    emit: &mut (dyn FnMut(ClientEvent) + Send),
+) -> Result<Connected, ClientError> {
+    let mut broker = super::broker::BrokerRoute::parse(route.broker.as_str())?;
+    broker.prefix = route.prefix.as_str().to_string();
+    if let Some(b) = &opts.broker {
+        broker.ca = b.ca.clone();
+    }
+    let device = route.device.as_str();
+    let label = format!("{device} via {}", broker.label());
+    emit(ClientEvent::Connecting(label.clone()));
+    let Some(identity) = opts.identity.as_deref() else {
+        return Err(ClientError::Local(format!(
+            "This invitation reaches the device through the plant's broker {}, which needs your expert identity — pass --identity DIR (one your plant issued).",
+            broker.label()
+        )));
+    };
+    let tunnel = super::broker::open(
+        &broker,
+        identity,
+        device,
+        CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT,
+    )
+    .await?;
+    handshake(opts, &label, device, inv.port, Box::new(tunnel), pin).await
 }
 
 /// Waits for a device to call (`shoulder listen`) and verifies it: the
