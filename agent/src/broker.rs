@@ -43,6 +43,7 @@ pub fn start(
     config: &Config,
     broker: &BrokerConfig,
     identity: &DeviceIdentity,
+    hub: Arc<crate::hub::Hub>,
 ) -> Result<(BrokerLink, mpsc::Receiver<Incoming>), AgentError> {
     let (host, port) = shoulder_broker::parse_address(&broker.address)
         .map_err(|e| bad(format!("[broker] address: {e}")))?;
@@ -116,7 +117,23 @@ pub fn start(
         announce: Some((presence, online)),
     });
     let link = Arc::new(link);
-    tokio::spawn(log_state(link.state(), link.label().to_string()));
+    // The connection a refusal was heard on (0: none): its "up" must not
+    // hide the refusal, whichever task runs first.
+    let refused_on = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(log_state(
+        link.state(),
+        link.label().to_string(),
+        hub.clone(),
+        refused_on.clone(),
+    ));
+    tokio::spawn(watch_refusals(
+        link.notes(),
+        link.state(),
+        link.label().to_string(),
+        device.clone(),
+        hub,
+        refused_on,
+    ));
     let (accepted_tx, mut accepted) = mpsc::channel::<Accepted>(ACCEPT_QUEUE);
     tokio::spawn(device::serve(
         link.clone(),
@@ -212,15 +229,63 @@ async fn publish_help(link: Arc<Link>, topic: String, mut help: watch::Receiver<
     }
 }
 
-/// Logs the link going up and down (once per change).
-async fn log_state(mut st: tokio::sync::watch::Receiver<LinkState>, broker: String) {
+/// A broker that takes the device's connection but refuses its messages
+/// (a Mosquitto ACL that does not give the device its own tree: MQTT 5
+/// says "not authorized" for each) makes the device useless there: say so
+/// in `ctl status` and the log, with the fix.
+async fn watch_refusals(
+    mut notes: tokio::sync::broadcast::Receiver<shoulder_broker::Note>,
+    state: watch::Receiver<LinkState>,
+    broker: String,
+    device: String,
+    hub: Arc<crate::hub::Hub>,
+    refused_on: Arc<std::sync::atomic::AtomicU64>,
+) {
+    loop {
+        match notes.recv().await {
+            Ok(shoulder_broker::Note::Refused(reason)) => {
+                if let LinkState::Up { generation } = *state.borrow() {
+                    refused_on.store(generation, std::sync::atomic::Ordering::SeqCst);
+                }
+                let e = format!(
+                    "the broker at {broker} refused a message from this device ({reason}) (fix: check the broker's ACL for the name {device}: it must own shoulder/dev/{device}/#; see docs/fleet.md)"
+                );
+                tracing::error!("{e}");
+                hub.set_broker_state("refused", Some(&e));
+            }
+            Ok(shoulder_broker::Note::NoSubscribers) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Logs the link going up and down (once per change), and keeps `ctl
+/// status` saying how it is.
+async fn log_state(
+    mut st: tokio::sync::watch::Receiver<LinkState>,
+    broker: String,
+    hub: Arc<crate::hub::Hub>,
+    refused_on: Arc<std::sync::atomic::AtomicU64>,
+) {
     loop {
         let s = st.borrow_and_update().clone();
         match s {
-            LinkState::Up { .. } => tracing::info!(%broker, "connected to the broker"),
-            LinkState::Down(e) => tracing::warn!(%broker, "broker link down: {e}"),
-            LinkState::Refused(e) => tracing::error!(%broker, "{e}"),
-            LinkState::Connecting => {}
+            LinkState::Up { generation } => {
+                tracing::info!(%broker, "connected to the broker");
+                if refused_on.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                    hub.set_broker_state("up", None);
+                }
+            }
+            LinkState::Down(e) => {
+                tracing::warn!(%broker, "broker link down: {e}");
+                hub.set_broker_state("down", Some(&e));
+            }
+            LinkState::Refused(e) => {
+                tracing::error!(%broker, "{e}");
+                hub.set_broker_state("refused", Some(&e));
+            }
+            LinkState::Connecting => hub.set_broker_state("connecting", None),
         }
         if st.changed().await.is_err() {
             return;

@@ -68,6 +68,8 @@ struct State {
     /// Set by the config (`rotation = DEGREES`) or `ctl rotate`: what the
     /// display says no longer changes the rotation.
     rotation_pinned: bool,
+    /// The broker link's state for `status`.
+    broker: Option<Value>,
 }
 
 /// Shared by the service, the session and the control socket.
@@ -262,6 +264,15 @@ impl Hub {
         Ok(rx)
     }
 
+    /// The broker link's state, as `status` shows it.
+    pub fn set_broker_state(&self, state: &str, detail: Option<&str>) {
+        let mut v = serde_json::json!({ "state": state });
+        if let Some(d) = detail {
+            v["detail"] = d.into();
+        }
+        self.lock().broker = Some(v);
+    }
+
     /// Publishes an event to control-socket listeners.
     pub fn publish(&self, event: Value) {
         // No listeners is fine.
@@ -292,6 +303,7 @@ impl Hub {
         AgentStatus {
             agent: self.info.clone(),
             session,
+            broker: st.broker.clone(),
         }
     }
 

@@ -425,6 +425,11 @@ impl ControlReply {
 pub(crate) struct AgentStatus {
     pub(crate) agent: Value,
     pub(crate) session: Option<SessionStatus>,
+    /// The link to the plant's broker, when the agent has one: `state`
+    /// (`connecting`, `up`, `down`, `refused`) and `detail` (why, with the
+    /// fix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) broker: Option<Value>,
 }
 
 /// The session in the slot, as `status` shows it.

@@ -349,6 +349,36 @@ async fn an_offline_device_and_a_refusing_acl_are_told_apart() {
         e.contains("refused to pass the request to kiosk-c") && e.contains("ACL"),
         "{e}"
     );
+    drop(agent);
+    drop(m);
+
+    // The ACL forgets the devices' own trees: the device says so where its
+    // owner looks (`ctl status`, and its log), with the fix.
+    let acl: String = shipped_acl()
+        .lines()
+        .filter(|l| !l.contains("shoulder/dev/%u/#"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let m = Mosquitto::start(&pki, &acl);
+    let agent = plant_device(&pki, &screen, "kiosk-r", |c| {
+        c.broker = Some(broker_config(&m));
+    })
+    .await;
+    let t0 = Instant::now();
+    let broker = loop {
+        let st = agent.ctl_ok(Request::Status).await;
+        if st["broker"]["state"] == "refused" {
+            break st["broker"].clone();
+        }
+        assert!(t0.elapsed() < WAIT, "the device never said: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let detail = broker["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("refused a message from this device")
+            && detail.contains("ACL for the name kiosk-r"),
+        "{detail}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,16 +208,6 @@ async fn serve(
     }
     let trust = PlantTrust::load(&config.plant_ca, config.allowed_experts())?;
     let tls = crate::tls::server_config(&identity, &trust)?;
-    let mut acceptors = acceptors;
-    #[cfg(feature = "broker")]
-    let broker = match &config.broker {
-        Some(b) => {
-            let (link, incoming) = crate::broker::start(&config, b, &identity)?;
-            acceptors.push(Acceptor::Streams(incoming));
-            Some(link)
-        }
-        None => None,
-    };
     let store = InvitationStore::new(&config.state_dir, &config.argon2)?;
     let port = bound
         .first()
@@ -250,6 +240,16 @@ async fn serve(
         }
         RotationSetting::Auto => follow_display(&hub, &*backends.capture),
     }
+    let mut acceptors = acceptors;
+    #[cfg(feature = "broker")]
+    let broker = match &config.broker {
+        Some(b) => {
+            let (link, incoming) = crate::broker::start(&config, b, &identity, hub.clone())?;
+            acceptors.push(Acceptor::Streams(incoming));
+            Some(link)
+        }
+        None => None,
+    };
     #[cfg(feature = "broker")]
     let help_publisher = broker.as_ref().map(|b| b.help.clone());
     #[cfg(not(feature = "broker"))]
