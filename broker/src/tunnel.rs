@@ -196,8 +196,12 @@ async fn recv_loop(
             }
             _ = &mut linger, if lingering => return Ok(()),
         };
+        // Closed: the link dropped (a reset cannot go out then, and
+        // costs nothing to try), or the peer overran the inbox.
         let Some(m) = m else {
-            return Err(End::Quiet("the broker link closed".into()));
+            return Err(End::Reset(
+                "the broker link closed, or the peer sent beyond its window".into(),
+            ));
         };
         let (take, ack) = {
             let mut s = state.lock().await;
