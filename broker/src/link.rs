@@ -228,19 +228,25 @@ impl Link {
         })
     }
 
-    /// Says goodbye to the broker (no will) and stops.
+    /// Says goodbye to the broker (no will) and stops, also when the
+    /// broker cannot be reached (the event loop would otherwise go on
+    /// retrying).
     pub async fn close(&self) {
-        let _ = self.client.disconnect().await;
-        // Give the event loop a moment to send it.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let mut st = self.state();
-            while matches!(*st.borrow_and_update(), LinkState::Up { .. }) {
-                if st.changed().await.is_err() {
-                    break;
+        if matches!(*self.inner.state.borrow(), LinkState::Up { .. }) {
+            // A full request queue must not hold the goodbye up.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.client.disconnect()).await;
+            // Give the event loop a moment to send it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let mut st = self.state();
+                while matches!(*st.borrow_and_update(), LinkState::Up { .. }) {
+                    if st.changed().await.is_err() {
+                        break;
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
+        self.task.abort();
     }
 }
 
