@@ -39,30 +39,12 @@ pub struct Caller {
 
 /// `host`, `host:port` or `[v6]:port`, port 7576 by default.
 fn split(address: &str) -> Result<(String, u16), String> {
-    let a = address.trim();
-    let bad = || format!("\"{a}\" is not an address to call — write host or host:port");
-    if a.is_empty() || a.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    if let Some(rest) = a.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => DEFAULT_CALL_PORT,
-            None => return Err(bad()),
-        };
-        return Ok((h.to_string(), port));
-    }
-    match a.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => {
-            let port: u16 = p.parse().map_err(|_| bad())?;
-            if port == 0 || h.is_empty() {
-                return Err(bad());
-            }
-            Ok((h.to_string(), port))
-        }
-        _ => Ok((a.to_string(), DEFAULT_CALL_PORT)),
-    }
+    shoulder_proto::wire::split_host_port(address, DEFAULT_CALL_PORT).ok_or_else(|| {
+        format!(
+            "\"{}\" is not an address to call — write host or host:port",
+            address.trim()
+        )
+    })
 }
 
 async fn dial(host: &str, port: u16) -> Result<(TcpStream, SocketAddr), String> {

@@ -87,32 +87,12 @@ pub const MAX_RECORD: usize = 2048;
 
 /// `host`, `host:port` or `[v6]:port` of a broker (port 8883 by default).
 pub fn parse_address(s: &str) -> Result<(String, u16), String> {
-    let s = s.trim();
-    let bad =
-        || format!("\"{s}\" is not a broker address — write host:port, e.g. broker.plant:8883");
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => DEFAULT_PORT,
-            None => return Err(bad()),
-        };
-        return Ok((host.to_string(), port));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => {
-            let port: u16 = p.parse().map_err(|_| bad())?;
-            if port == 0 || h.is_empty() {
-                return Err(bad());
-            }
-            Ok((h.to_string(), port))
-        }
-        Some(_) => Ok((s.to_string(), DEFAULT_PORT)),
-        None => Ok((s.to_string(), DEFAULT_PORT)),
-    }
+    shoulder_proto::wire::split_host_port(s, DEFAULT_PORT).ok_or_else(|| {
+        format!(
+            "\"{}\" is not a broker address — write host:port, e.g. broker.plant:8883",
+            s.trim()
+        )
+    })
 }
 
 #[cfg(test)]

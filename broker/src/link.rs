@@ -29,6 +29,11 @@ pub const MAX_PACKET: u32 = 64 * 1024;
 /// Pause before the first reconnection; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// QoS 1 messages this client may have unacknowledged at the broker: a few
+/// tunnels' windows. rumqttc sizes a table for this many up front (216
+/// bytes each; its default of 65,535 would cost 13.5 MB per link); beyond
+/// it, publishing waits for acknowledgements.
+const MAX_INFLIGHT: u16 = 128;
 /// Messages for the owner (not for a tunnel) waiting to be read.
 const OTHER_QUEUE: usize = 64;
 
@@ -117,6 +122,7 @@ impl Link {
         opts.set_keep_alive(config.keep_alive);
         opts.set_clean_start(true);
         opts.set_max_packet_size(Some(MAX_PACKET));
+        opts.set_outgoing_inflight_upper_limit(MAX_INFLIGHT);
         opts.set_connection_timeout(10);
         opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(config.tls.clone())));
         let mut net = NetworkOptions::new();

@@ -7,6 +7,9 @@
 # RAW (the raw screen file, which exists), SIZE (WxH), MAX_FPS (empty for the
 # agent's default), PRIO (an array: a command prefix such as nice, or empty),
 # CMD_TIMEOUT, START_TIMEOUT, SESSION_TIMEOUT (seconds), and defines die().
+# Optional (empty by default): BENCH_LISTEN (the agent's listen address,
+# 127.0.0.1:0 when empty), BENCH_AGENT_TOP (more top-level lines of
+# agent.toml) and BENCH_AGENT_TABLES (more tables at its end).
 # bench_agent_start sets CONFIG, TIMEOUT_PID and AGENT_PID;
 # bench_session_open sets WATCH_PID: the caller's EXIT trap stops them
 # (bench_stop does).
@@ -21,7 +24,7 @@ bench_agent_start() {
     {
         cat <<EOF
 enabled = true
-listen = ["127.0.0.1:0"]
+listen = ["${BENCH_LISTEN:-127.0.0.1:0}"]
 device_name = "$name"
 state_dir = "$WORK/state"
 audit_log = "$WORK/audit.jsonl"
@@ -29,6 +32,7 @@ control_socket = "$WORK/run/control.sock"
 capture = "rawfile:$RAW@$SIZE:XRGB8888"
 EOF
         [ -n "$MAX_FPS" ] && echo "max_fps = $MAX_FPS"
+        [ -n "${BENCH_AGENT_TOP:-}" ] && printf '%s\n' "$BENCH_AGENT_TOP"
         cat <<EOF
 
 [argon2]
@@ -42,6 +46,8 @@ presenter = "none"
 inject = "none"
 local_input = ""
 EOF
+        [ -n "${BENCH_AGENT_TABLES:-}" ] && printf '\n%s\n' "$BENCH_AGENT_TABLES"
+        true
     } > "$CONFIG"
     "${PRIO[@]}" timeout "$run_secs" "$BIN/shoulder-agent" --config "$CONFIG" run \
         </dev/null >/dev/null 2>"$WORK/agent.log" &

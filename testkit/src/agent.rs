@@ -144,6 +144,28 @@ impl Agent {
         Self::launch_own(Listen::Tcp, plant_ca, backends, tweak, prepare).await
     }
 
+    /// A device whose certificate `pki`'s CA signed for `name` (as `shoulder
+    /// pki sign-device` does: the plant and the broker know it by that
+    /// name), trusting that CA for offers, with `backends` and `tweak`.
+    pub async fn plant_signed(
+        pki: &crate::pki::Pki,
+        backends: Backends,
+        name: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let ca_dir = pki.ca_dir();
+        let ca_crt = ca_dir.join("ca.crt");
+        let name = name.to_string();
+        Self::with_backends_prepared(Some(&ca_crt), backends, tweak, move |state| {
+            let csr = state.join("device.csr");
+            identity::csr_for_existing(state, &name, &csr).unwrap();
+            let pem = std::fs::read_to_string(&csr).unwrap();
+            let crt = shoulder::identity::sign_device(&ca_dir, &pem, 30).unwrap();
+            std::fs::write(state.join("device.crt"), crt).unwrap();
+        })
+        .await
+    }
+
     /// The harness's backends: the test pattern (or `capture`), a recording
     /// sink and a local-event channel.
     async fn launch_pattern(

@@ -129,6 +129,22 @@ impl Session {
         }
     }
 
+    /// A left click (press and release) at (x, y) of the device screen.
+    pub async fn click(&self, x: u16, y: u16) {
+        for buttons in [1, 0] {
+            self.actions
+                .send(UserAction::Pointer(shoulder_proto::Pointer {
+                    x,
+                    y,
+                    buttons: shoulder_proto::Buttons(buttons),
+                    wheel: 0,
+                    hwheel: 0,
+                }))
+                .await
+                .unwrap();
+        }
+    }
+
     /// Waits until the expert's view is exactly the device's screen.
     pub async fn in_sync(&self, screen: &Synthetic) {
         let t0 = Instant::now();

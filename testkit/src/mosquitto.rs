@@ -82,6 +82,7 @@ impl Mosquitto {
              require_certificate true\n\
              use_identity_as_username true\n\
              allow_anonymous false\n\
+             set_tcp_nodelay true\n\
              acl_file {d}/acl\n\
              persistence true\n\
              persistence_location {d}/\n\

@@ -16,7 +16,6 @@ use shoulder_agent::config::BrokerConfig;
 use shoulder_agent::control::Request;
 use shoulder_broker::{Link, LinkConfig, Presence};
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
-use shoulder_proto::{Buttons, Pointer};
 use shoulder_testkit::agent::{Agent, WAIT};
 use shoulder_testkit::client_session::{Session, accept_all};
 use shoulder_testkit::expert::connect_options;
@@ -66,17 +65,7 @@ async fn plant_device(
     name: &str,
     tweak: impl FnOnce(&mut shoulder_agent::Config),
 ) -> Agent {
-    let ca_dir = pki.ca_dir();
-    let ca_crt = ca_dir.join("ca.crt");
-    let name = name.to_string();
-    Agent::with_backends_prepared(Some(&ca_crt), screen.backends(), tweak, move |state| {
-        let csr = state.join("device.csr");
-        shoulder_agent::identity::csr_for_existing(state, &name, &csr).unwrap();
-        let pem = std::fs::read_to_string(&csr).unwrap();
-        let crt = shoulder::identity::sign_device(&ca_dir, &pem, 30).unwrap();
-        std::fs::write(state.join("device.crt"), crt).unwrap();
-    })
-    .await
+    Agent::plant_signed(pki, screen.backends(), name, tweak).await
 }
 
 /// Ann's offer to `device` through the broker `m`.
@@ -165,21 +154,6 @@ fn rustls_pem_cert(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-async fn click(s: &Session, x: u16, y: u16) {
-    for buttons in [1, 0] {
-        s.actions
-            .send(UserAction::Pointer(Pointer {
-                x,
-                y,
-                buttons: Buttons(buttons),
-                wheel: 0,
-                hwheel: 0,
-            }))
-            .await
-            .unwrap();
-    }
-}
-
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -220,7 +194,7 @@ async fn a_session_through_the_broker_views_controls_chats_and_survives_a_broker
     s.actions.send(UserAction::RequestControl).await.unwrap();
     s.wait("control", WAIT, controlling).await;
     let (cx, cy) = screen.controls.counter_button_centre();
-    click(&s, cx, cy).await;
+    s.click(cx, cy).await;
     wait_for("the click on the device", || screen.controls.counter() > 0).await;
     s.in_sync(&screen).await;
     s.actions
@@ -251,7 +225,7 @@ async fn a_session_through_the_broker_views_controls_chats_and_survives_a_broker
     );
     assert_eq!(prompts.load(Ordering::SeqCst), 2, "view and control only");
     let clicks = screen.controls.counter();
-    click(&s, cx, cy).await;
+    s.click(cx, cy).await;
     wait_for("a click after the restart", || {
         screen.controls.counter() > clicks
     })
@@ -467,7 +441,7 @@ async fn a_session_crosses_a_site_broker_bridged_to_the_central_one() {
     s.actions.send(UserAction::RequestControl).await.unwrap();
     s.wait("control", WAIT, controlling).await;
     let (cx, cy) = screen.controls.counter_button_centre();
-    click(&s, cx, cy).await;
+    s.click(cx, cy).await;
     wait_for("the click on the device", || screen.controls.counter() > 0).await;
     s.in_sync(&screen).await;
     assert_eq!(prompts.load(Ordering::SeqCst), 2);

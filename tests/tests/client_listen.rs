@@ -13,7 +13,6 @@ use shoulder::identity::Identity;
 use shoulder::target::Target;
 use shoulder_agent::control::Request;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
-use shoulder_proto::{Buttons, Pointer};
 use shoulder_testkit::agent::{Agent, WAIT};
 use shoulder_testkit::client_session::{Session, accept_all};
 use shoulder_testkit::expert::connect_options;
@@ -33,22 +32,13 @@ fn controlling(e: &ClientEvent) -> bool {
 /// A device whose certificate the plant CA signed (`signed`), or its own
 /// self-signed one.
 async fn device(pki: &Pki, screen: &Synthetic, name: &str, signed: bool) -> Agent {
-    let ca_dir = pki.ca_dir();
-    let ca_crt = ca_dir.join("ca.crt");
-    let name = name.to_string();
-    Agent::with_backends_prepared(
-        Some(&ca_crt),
+    if signed {
+        return Agent::plant_signed(pki, screen.backends(), name, |_| {}).await;
+    }
+    Agent::with_backends(
+        Some(&pki.ca_dir().join("ca.crt")),
         screen.backends(),
         |_| {},
-        move |state| {
-            if signed {
-                let csr = state.join("device.csr");
-                shoulder_agent::identity::csr_for_existing(state, &name, &csr).unwrap();
-                let pem = std::fs::read_to_string(&csr).unwrap();
-                let crt = shoulder::identity::sign_device(&ca_dir, &pem, 30).unwrap();
-                std::fs::write(state.join("device.crt"), crt).unwrap();
-            }
-        },
     )
     .await
 }
@@ -70,21 +60,6 @@ fn waiting(pki: &Pki, listen: Listen, known: &std::path::Path) -> Session {
     opts.accept_new = shoulder::trust::AcceptNew::Ask;
     opts.listen = Some(listen);
     Session::with_options(opts)
-}
-
-async fn click(s: &Session, x: u16, y: u16) {
-    for buttons in [1, 0] {
-        s.actions
-            .send(UserAction::Pointer(Pointer {
-                x,
-                y,
-                buttons: Buttons(buttons),
-                wheel: 0,
-                hwheel: 0,
-            }))
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +91,7 @@ async fn a_device_calls_the_technician_and_calls_again_after_a_drop() {
     s.actions.send(UserAction::RequestControl).await.unwrap();
     s.wait("control", WAIT, controlling).await;
     let (cx, cy) = screen.controls.counter_button_centre();
-    click(&s, cx, cy).await;
+    s.click(cx, cy).await;
     let t0 = Instant::now();
     while screen.controls.counter() == 0 {
         assert!(t0.elapsed() < WAIT, "the click never arrived");
@@ -133,7 +108,7 @@ async fn a_device_calls_the_technician_and_calls_again_after_a_drop() {
         .await;
     assert_eq!(prompts.load(Ordering::SeqCst), 2, "no new prompt");
     let clicks = screen.controls.counter();
-    click(&s, cx, cy).await;
+    s.click(cx, cy).await;
     let t0 = Instant::now();
     while screen.controls.counter() == clicks {
         assert!(
