@@ -71,11 +71,7 @@ impl Topics {
 
     /// The device a help topic is about.
     pub fn device_of_help<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        topic
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix("/dev/")?
-            .strip_suffix("/help")
-            .filter(|d| check_name(d).is_ok())
+        self.device_of(topic, "/help")
     }
 
     pub fn open(&self, device: &str) -> String {
@@ -100,10 +96,15 @@ impl Topics {
 
     /// The device a presence topic is about.
     pub fn device_of_presence<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        self.device_of(topic, "/presence")
+    }
+
+    /// The device of `P/dev/DEVICE{leaf}`.
+    fn device_of<'a>(&self, topic: &'a str, leaf: &str) -> Option<&'a str> {
         topic
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix("/dev/")?
-            .strip_suffix("/presence")
+            .strip_suffix(leaf)
             .filter(|d| check_name(d).is_ok())
     }
 }
