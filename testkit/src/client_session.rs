@@ -35,6 +35,16 @@ pub async fn accept_all(agent: &Agent) -> Arc<AtomicUsize> {
     prompts
 }
 
+/// Whether `e` says the expert views the screen (with or without control).
+pub fn viewing(e: &ClientEvent) -> bool {
+    matches!(e, ClientEvent::State(s) if crate::expert::viewing(*s))
+}
+
+/// Whether `e` says the expert has control.
+pub fn controlling(e: &ClientEvent) -> bool {
+    matches!(e, ClientEvent::State(s) if crate::expert::control_granted(*s))
+}
+
 /// A session through `relay` on an invitation of `agent`.
 #[derive(Debug)]
 pub struct Session {

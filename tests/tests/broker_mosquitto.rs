@@ -17,7 +17,7 @@ use shoulder_agent::control::Request;
 use shoulder_broker::{Link, LinkConfig, Presence};
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use shoulder_testkit::agent::{Agent, WAIT};
-use shoulder_testkit::client_session::{Session, accept_all};
+use shoulder_testkit::client_session::{Session, accept_all, controlling, viewing};
 use shoulder_testkit::expert::connect_options;
 use shoulder_testkit::mosquitto::{Mosquitto, shipped_acl};
 use shoulder_testkit::pki::Pki;
@@ -31,19 +31,6 @@ mod bytes_free {
     pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
         !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
     }
-}
-
-fn controlling(e: &ClientEvent) -> bool {
-    matches!(
-        e,
-        ClientEvent::State(ExpertState::Viewing {
-            control: ControlState::Granted { .. }
-        })
-    )
-}
-
-fn viewing(e: &ClientEvent) -> bool {
-    matches!(e, ClientEvent::State(ExpertState::Viewing { .. }))
 }
 
 fn broker_config(m: &Mosquitto) -> BrokerConfig {

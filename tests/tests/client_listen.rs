@@ -12,22 +12,13 @@ use shoulder::client::{ClientEvent, Listen};
 use shoulder::identity::Identity;
 use shoulder::target::Target;
 use shoulder_agent::control::Request;
-use shoulder_proto::session::{ControlState, ExpertState, UserAction};
+use shoulder_proto::session::{ExpertState, UserAction};
 use shoulder_testkit::agent::{Agent, WAIT};
-use shoulder_testkit::client_session::{Session, accept_all};
+use shoulder_testkit::client_session::{Session, accept_all, controlling};
 use shoulder_testkit::expert::connect_options;
 use shoulder_testkit::pki::Pki;
 use shoulder_testkit::relay::Relay;
 use shoulder_testkit::synthetic::Synthetic;
-
-fn controlling(e: &ClientEvent) -> bool {
-    matches!(
-        e,
-        ClientEvent::State(ExpertState::Viewing {
-            control: ControlState::Granted { .. }
-        })
-    )
-}
 
 /// A device whose certificate the plant CA signed (`signed`), or its own
 /// self-signed one.

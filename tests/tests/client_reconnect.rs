@@ -11,25 +11,12 @@ use std::time::{Duration, Instant};
 use shoulder::client::{ClientEvent, fb_hash};
 use shoulder::error::ClientError;
 use shoulder_agent::control::Request;
-use shoulder_proto::session::{ControlState, ExpertState, UserAction};
+use shoulder_proto::session::{ExpertState, UserAction};
 use shoulder_proto::{Buttons, Pointer};
 use shoulder_testkit::agent::{Agent, WAIT};
-use shoulder_testkit::client_session::{Session, accept_all};
+use shoulder_testkit::client_session::{Session, accept_all, controlling, viewing};
 use shoulder_testkit::relay::Relay;
 use shoulder_testkit::synthetic::Synthetic;
-
-fn controlling(e: &ClientEvent) -> bool {
-    matches!(
-        e,
-        ClientEvent::State(ExpertState::Viewing {
-            control: ControlState::Granted { .. }
-        })
-    )
-}
-
-fn viewing(e: &ClientEvent) -> bool {
-    matches!(e, ClientEvent::State(ExpertState::Viewing { .. }))
-}
 
 async fn click(s: &Session, x: u16, y: u16) {
     for buttons in [1, 0] {
