@@ -83,6 +83,14 @@ impl Caller {
     /// Calls `address` (audited); the session goes on in the service.
     /// Follows the session to call again after a drop.
     pub async fn call(self: &Arc<Self>, address: &str) -> Result<SocketAddr, String> {
+        // Without the feature the rest (dialling, name lookups, redialling)
+        // is left out of the build.
+        if !cfg!(feature = "call") {
+            return Err(
+                "this agent was built without calling out (fix: install an agent built with the `call` feature; Yocto: PACKAGECONFIG call)"
+                    .into(),
+            );
+        }
         let (host, port) = split(address)?;
         // Subscribed before the call, so the session's first event is seen.
         let events = self.hub.subscribe();

@@ -28,6 +28,9 @@
 //! - `chat`: `from` (`expert`/`device`), `text` (the first 50 lines of a
 //!   session; the rest are counted in `bye`)
 //! - `input-rate-limited`: none
+//! - `type-text`: `chars`, `layout` (never the text: it may be a password)
+//! - `type-stopped`: `typed` (characters typed before), `why`
+//!   (`local-user-active`, `control-ended`, `stopped`, `connection-lost`)
 //! - `injection-failed`: `detail`
 //! - `stale-answer`: `prompt`, `open_prompt` (or null)
 //! - `suspended`: `detail`
@@ -149,6 +152,14 @@ pub(crate) enum AuditRecord<'a> {
         text: String,
     },
     InputRateLimited,
+    TypeText {
+        chars: usize,
+        layout: &'static str,
+    },
+    TypeStopped {
+        typed: u16,
+        why: &'static str,
+    },
     InjectionFailed {
         detail: String,
     },
@@ -453,6 +464,18 @@ pub(crate) struct PromptStatus {
 }
 
 /// `from` of a chat line.
+/// Why typing stopped before the end, as `type-stopped` records say it.
+pub(crate) fn type_stop_name(outcome: &shoulder_proto::msg::TypeOutcome) -> &'static str {
+    use shoulder_proto::msg::TypeOutcome as T;
+    match outcome {
+        T::LocalUserActive => "local-user-active",
+        T::ControlEnded => "control-ended",
+        T::Stopped => "stopped",
+        T::ConnectionLost => "connection-lost",
+        _ => "other",
+    }
+}
+
 pub(crate) fn chat_from(from_expert: bool) -> &'static str {
     if from_expert { "expert" } else { "device" }
 }

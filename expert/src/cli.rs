@@ -4,13 +4,14 @@
 //! run without a window; `pki` makes the plant CA and certificates. Every
 //! failure ends with one sentence on stderr and exit status 1.
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use shoulder_proto::session::{ExpertState, UserAction};
+use shoulder_proto::msg::TypeOutcome;
+use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use shoulder_proto::{Fingerprint, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 
@@ -104,6 +105,22 @@ pub enum Command {
         target: String,
         /// The line to send.
         text: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Have the device type a text for the person at it (a password, a
+    /// serial number, a few lines): asks for control, types it with the
+    /// device's keyboard layout, gives control back.
+    ///
+    /// The text comes from the argument, or from standard input when it is
+    /// `-` or left out (a file: `shoulder type DEVICE - < notes.txt`). Nothing
+    /// is typed when the device's layout has no key for a character: the
+    /// command names them.
+    Type {
+        /// A device address (offer) or an invitation file or text.
+        target: String,
+        /// The text ("-" or none: standard input).
+        text: Option<String>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -332,6 +349,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         }) => ScreenChoice::new(screen)
             .and_then(|c| watch(&target, &stats_json, frames, duration, c, &conn)),
         Some(Command::Chat { target, text, conn }) => chat(&target, &text, &conn),
+        Some(Command::Type { target, text, conn }) => type_text(&target, text, &conn),
         Some(Command::Devices {
             window: true, conn, ..
         }) => {
@@ -1060,6 +1078,120 @@ fn chat(target: &str, text: &str, conn: &ConnArgs) -> Result<(), ClientError> {
             ClientError::Local(format!("{signal} before the chat line was sent.")),
         ),
         _ => Ok(()),
+    }
+}
+
+/// The most `shoulder type` sends: pages of text are not typed.
+const MAX_TYPE_TOTAL: usize = 64 * 1024;
+
+fn type_text(target: &str, text: Option<String>, conn: &ConnArgs) -> Result<(), ClientError> {
+    use shoulder_proto::session::expert::type_text_parts;
+    let text = match text.as_deref() {
+        Some("-") | None => {
+            let mut s = String::new();
+            std::io::Read::take(std::io::stdin(), MAX_TYPE_TOTAL as u64 + 1)
+                .read_to_string(&mut s)
+                .map_err(|e| {
+                    ClientError::Local(format!(
+                        "Cannot read the text from standard input: {e} (it must be UTF-8)."
+                    ))
+                })?;
+            s
+        }
+        Some(t) => t.to_string(),
+    };
+    if text.is_empty() {
+        return Err(ClientError::Local("The text to type is empty.".into()));
+    }
+    if text.len() > MAX_TYPE_TOTAL {
+        return Err(ClientError::Local(format!(
+            "The text is too long to type (more than {} KiB).",
+            MAX_TYPE_TOTAL / 1024
+        )));
+    }
+    let total = text.chars().filter(|&c| c != '\r').count();
+    let mut parts = type_text_parts(&text).into_iter().enumerate();
+    let opts = options(Target::parse(target)?, conn, true)?;
+    let failed: Arc<std::sync::Mutex<Option<ClientError>>> = Default::default();
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (failed2, finished2) = (failed.clone(), finished.clone());
+    let mut asked = false;
+    let mut typing = false;
+    let mut typed = 0u64;
+    let ended = headless(opts, move |e, _view, tx| {
+        // The first failure is the one to tell: the device says how far
+        // typing got before it says control ended.
+        let fail = |why: String| {
+            failed2
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(ClientError::Local(why));
+            let _ = tx.try_send(UserAction::Disconnect);
+        };
+        let mut send_next = |typing: &mut bool| match parts.next() {
+            Some((i, part)) => {
+                *typing = true;
+                let _ = tx.try_send(UserAction::TypeText {
+                    id: i as u32 + 1,
+                    text: part,
+                });
+            }
+            None => {
+                // Done: the release below ends control, which is no failure.
+                *typing = false;
+                finished2.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = tx.try_send(UserAction::ReleaseControl);
+                let _ = tx.try_send(UserAction::Disconnect);
+            }
+        };
+        match e {
+            ClientEvent::State(ExpertState::Viewing {
+                control: ControlState::None,
+            }) if !asked => {
+                asked = true;
+                eprintln!("Asking the person at the device for control…");
+                let _ = tx.try_send(UserAction::RequestControl);
+            }
+            ClientEvent::State(ExpertState::Viewing {
+                control: ControlState::Granted { .. },
+            }) if !typing => {
+                eprintln!("Typing {total} characters…");
+                send_next(&mut typing);
+            }
+            ClientEvent::ControlDeclined(why) => fail(why.clone()),
+            ClientEvent::ControlEnded(why) if typing => fail(why.clone()),
+            ClientEvent::Typed {
+                typed: n, outcome, ..
+            } => {
+                typed += u64::from(*n);
+                if *outcome == TypeOutcome::Done {
+                    send_next(&mut typing);
+                } else if typed > 0 {
+                    fail(format!(
+                        "{} (of {total} characters, {typed} were typed.)",
+                        outcome.sentence(*n)
+                    ));
+                } else {
+                    fail(outcome.sentence(*n));
+                }
+            }
+            _ => {}
+        }
+    })?;
+    if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    match ended {
+        _ if finished.load(std::sync::atomic::Ordering::SeqCst) => {
+            eprintln!("Typed {total} characters.");
+            Ok(())
+        }
+        Ended::Interrupted(signal) => Err(ClientError::Local(format!(
+            "{signal}: typing stopped before the end."
+        ))),
+        Ended::Done => Err(ClientError::Local(
+            "The session ended before the text was typed.".into(),
+        )),
     }
 }
 

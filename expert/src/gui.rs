@@ -192,6 +192,12 @@ struct SessionUi {
     chat: Vec<(bool, String)>,
     chat_input: String,
     unread: usize,
+    /// "Type text…": the panel, what is written in it, and the text being
+    /// typed on the device.
+    type_open: bool,
+    type_input: String,
+    typing: Option<session::Typing>,
+    type_ids: u32,
     held: HeldInput,
     touch_mode: bool,
     notice: Option<(String, Instant)>,

@@ -176,6 +176,8 @@ fn variant_name(tag: u32) -> &'static str {
         "ViewChecked",
         "Screens",
         "SelectScreen",
+        "TypeText",
+        "Typed",
     ];
     NAMES.get(tag as usize).copied().unwrap_or("?")
 }

@@ -44,6 +44,8 @@
 //!   | <-- ConsentGranted{Control} ---------------- |   or ConsentDeclined
 //!   | -- Pointer / Key / Touch ------------------> |   injected via uinput
 //!   | <-- LocalUserActive{active} ---------------- |   local input wins
+//!   | -- TypeText{id, text} ---------------------> |   typed as key presses
+//!   | <-- Typed{id, typed, outcome} -------------- |   (protocol 4)
 //!   | <-- ControlEnded{reason} ------------------- |   stop control / hotkey
 //!   | <-> Chat{text}, Ping{nonce} / Pong{nonce}    |   any time after auth
 //!   | <-> Bye{reason, detail} -------------------- |   either side, last
@@ -85,6 +87,8 @@
 //! | 24 | `ViewChecked` | D→E | how many of those differed; they are sent again (protocol 2) |
 //! | 25 | `Screens` | D→E | the device's screens, where they sit, which one is shown (protocol 3) |
 //! | 26 | `SelectScreen` | E→D | show another screen; input goes to it (protocol 3) |
+//! | 27 | `TypeText` | E→D | type this text with the device's keyboard layout, while controlling (protocol 4) |
+//! | 28 | `Typed` | D→E | how it ended: typed, or which characters the layout lacks, or why it stopped (protocol 4) |
 //!
 //! ## Consent
 //!
@@ -99,6 +103,7 @@ pub mod fb;
 pub mod fingerprint;
 pub mod frame;
 pub mod invite;
+pub mod keyboard;
 pub mod msg;
 pub mod rotation;
 pub mod session;

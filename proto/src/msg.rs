@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Bumped on any incompatible change
 /// to [`Message`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The first protocol version with the view self-check ([`ViewReport`],
@@ -18,6 +18,9 @@ pub const VIEW_CHECK_VERSION: u16 = 2;
 /// `SelectScreen`): neither side sends them to an older peer, which sees the
 /// device's first screen only.
 pub const SCREENS_VERSION: u16 = 3;
+/// The first protocol version that types text ([`Message::TypeText`],
+/// `Typed`): the expert does not send it to an older device.
+pub const TYPE_TEXT_VERSION: u16 = 4;
 
 /// Software names ("shoulder-agent") and versions ("1.2.3-rc1") are short.
 pub const MAX_SOFTWARE_LEN: usize = 32;
@@ -29,6 +32,13 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_PASSWORD_LEN: usize = 128;
 /// A chat line is a sentence or two, not a file transfer.
 pub const MAX_CHAT_LEN: usize = 512;
+/// Text the expert has typed for them in one message: a password, a serial
+/// number, a few lines (UTF-8 bytes; longer texts go in parts). The chat
+/// line's bound, so the device decodes both with the same code.
+pub const MAX_TYPE_TEXT_LEN: usize = MAX_CHAT_LEN;
+/// Untypable characters named in a `Typed` answer (UTF-8 bytes; the bound
+/// of a name, for the same reason).
+pub const MAX_UNTYPABLE_LEN: usize = MAX_NAME_LEN;
 /// Human-readable detail in a `Bye` or notice: one or two sentences.
 pub const MAX_DETAIL_LEN: usize = 256;
 /// Rectangles per update part. The encoder splits larger updates into several
@@ -745,10 +755,91 @@ pub enum Message {
     /// screen `index` of the last [`ScreenList`] instead (a `ScreenInfo` and
     /// the whole screen follow; input goes to it).
     SelectScreen { index: u8 },
+    /// Expert → device, protocol [`TYPE_TEXT_VERSION`] on, while
+    /// controlling: type `text` with the device's keyboard layout. An empty
+    /// text stops the typing under way. Answered by `Typed` with the same
+    /// `id`.
+    TypeText {
+        id: u32,
+        text: Box<Text<MAX_TYPE_TEXT_LEN>>,
+    },
+    /// Device → expert: how the `TypeText` `id` ended, after `typed`
+    /// characters.
+    Typed {
+        id: u32,
+        typed: u16,
+        outcome: TypeOutcome,
+    },
+}
+
+/// How typing a text ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TypeOutcome {
+    /// Every character was typed.
+    Done,
+    /// Only while controlling.
+    NotControlling,
+    /// Another text is being typed; it goes on.
+    Busy,
+    /// The device has no keyboard layout to type with (the agent was built
+    /// without `type-text`, or `keyboard_layout` is not set).
+    NoLayout,
+    /// The layout has no keys for these characters: nothing was typed.
+    Untypable {
+        layout: Text<MAX_SOFTWARE_LEN>,
+        chars: Text<MAX_UNTYPABLE_LEN>,
+    },
+    /// The person at the device used its keyboard or pointer: the rest
+    /// was not typed.
+    LocalUserActive,
+    /// Control ended (or the connection dropped) before the end.
+    ControlEnded,
+    /// The expert stopped it (an empty `TypeText`).
+    Stopped,
+    /// The connection dropped: told on the resumed one.
+    ConnectionLost,
+    /// The device's agent is older than [`TYPE_TEXT_VERSION`]: the
+    /// expert's own answer (no device sends it).
+    Unsupported,
+}
+
+impl TypeOutcome {
+    /// The sentence the technician reads, after `typed` of `total`
+    /// characters.
+    pub fn sentence(&self, typed: u16) -> String {
+        match self {
+            TypeOutcome::Done => format!("Typed {typed} characters."),
+            TypeOutcome::NotControlling => {
+                "Nothing typed: typing needs control of the device (request it first).".into()
+            }
+            TypeOutcome::Busy => {
+                "Nothing typed: the device is still typing the previous text.".into()
+            }
+            TypeOutcome::NoLayout => "Nothing typed: this device has no keyboard layout to type \
+                 with (its agent needs the type-text feature and keyboard_layout in agent.toml)."
+                .into(),
+            TypeOutcome::Untypable { layout, chars } => format!(
+                "Nothing typed: the device's keyboard layout ({layout}) has no keys for: {chars}"
+            ),
+            TypeOutcome::LocalUserActive => format!(
+                "Typing stopped after {typed} characters: the person at the device used it."
+            ),
+            TypeOutcome::ControlEnded => {
+                format!("Typing stopped after {typed} characters: control ended.")
+            }
+            TypeOutcome::Stopped => format!("Typing stopped after {typed} characters."),
+            TypeOutcome::ConnectionLost => {
+                format!("Typing stopped after {typed} characters: the connection dropped.")
+            }
+            TypeOutcome::Unsupported => {
+                "Nothing typed: the device's agent is too old to type text (update it).".into()
+            }
+        }
+    }
 }
 
 /// Number of [`Message`] variants: a wire tag at or above this is unknown.
-pub const MESSAGE_VARIANTS: u32 = 27;
+pub const MESSAGE_VARIANTS: u32 = 29;
 
 impl Message {
     /// A short name for logs and errors.
@@ -781,6 +872,8 @@ impl Message {
             Message::ViewChecked { .. } => "ViewChecked",
             Message::Screens(_) => "Screens",
             Message::SelectScreen { .. } => "SelectScreen",
+            Message::TypeText { .. } => "TypeText",
+            Message::Typed { .. } => "Typed",
         }
     }
 
@@ -830,7 +923,12 @@ mod tests {
 
     #[test]
     fn variant_count_matches_last_tag() {
-        let last = postcard::to_stdvec(&Message::SelectScreen { index: 0 }).unwrap();
+        let last = postcard::to_stdvec(&Message::Typed {
+            id: 0,
+            typed: 0,
+            outcome: TypeOutcome::Done,
+        })
+        .unwrap();
         assert_eq!(u32::from(last[0]) + 1, MESSAGE_VARIANTS);
     }
 }

@@ -308,6 +308,26 @@ impl ClientExpert {
         self.send(at(0));
     }
 
+    /// Has the device type `text` (at most `MAX_TYPE_TEXT_LEN` bytes) as
+    /// request `id`; [`ClientExpert::typed`] has the answer.
+    pub fn type_text(&self, id: u32, text: &str) {
+        let text = Box::new(shoulder_proto::msg::text(text));
+        self.send(UserAction::TypeText { id, text });
+    }
+
+    /// How the device said typing request `id` ended (characters typed,
+    /// outcome), once it did.
+    pub fn typed(&self, id: u32) -> Option<(u16, shoulder_proto::msg::TypeOutcome)> {
+        lock(&self.events).iter().find_map(|e| match e {
+            ClientEvent::Typed {
+                id: i,
+                typed,
+                outcome,
+            } if *i == id => Some((*typed, outcome.clone())),
+            _ => None,
+        })
+    }
+
     /// A key press (`down`) or release, evdev `code`.
     pub fn key(&self, code: u16, down: bool) {
         self.send(UserAction::Key(Key { code, down }));

@@ -32,3 +32,4 @@ pub mod synthetic;
 pub mod tls_expert;
 pub mod wait;
 pub mod weston_vm;
+pub mod xkb;

@@ -14,15 +14,7 @@ use shoulder_testkit::pki::*;
 use shoulder_testkit::tls_expert::*;
 
 fn injected(agent: &Agent) -> Vec<InjectEvent> {
-    agent
-        .sink
-        .calls()
-        .into_iter()
-        .filter_map(|e| match e {
-            Call::Injected(i) => Some(i),
-            _ => None,
-        })
-        .collect()
+    agent.sink.injected()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -572,6 +572,38 @@ async fn gui_controls_the_synthetic_kiosk_under_xvfb() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     screenshot(&display, &out.join("4b-chat-sent.png"));
 
+    // "Type text…": what is written in the panel stays there until "Type
+    // on the device", then the device types it with its keyboard layout.
+    let (x, y, w, h) = trace.rect("button-type-text").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (x, y, w, h) = trace.rect("field-type-text").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    xdotool(
+        &display,
+        &["type", "--delay", "30", " & more, typed for you."],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(screen.controls.text(), "Hello 42!");
+    let (x, y, w, h) = trace.rect("button-type").unwrap();
+    click(&display, &window, x + w / 2.0, y + h / 2.0);
+    let t0 = Instant::now();
+    while screen.controls.text() != "Hello 42! & more, typed for you." {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the panel's text was not typed: {:?}",
+            screen.controls.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trace
+        .wait("the typed notice", |t| {
+            t.get("notice")
+                .is_some_and(|n| n.starts_with("Typed 23 characters"))
+        })
+        .await;
+    screenshot(&display, &out.join("4c-typed-text.png"));
+
     // Disconnect with the toolbar button: the device sees the session end.
     let (x, y, w, h) = trace.rect("button-disconnect").unwrap();
     click(&display, &window, x + w / 2.0, y + h / 2.0);

@@ -23,6 +23,14 @@ impl Config {
                 &format!("add at least one address, e.g. listen = [\"0.0.0.0:{DEFAULT_PORT}\"]"),
             );
         }
+        if !self.help_desk.trim().is_empty() && !cfg!(feature = "call") {
+            return err(
+                "",
+                "help_desk",
+                "this agent was built without calling out".into(),
+                "remove help_desk, or install an agent built with the `call` feature (Yocto: PACKAGECONFIG call)",
+            );
+        }
         if let Some(b) = &self.broker {
             if !cfg!(feature = "broker") {
                 return err(
@@ -319,6 +327,32 @@ impl Config {
                 "allow_keys",
                 e.to_string(),
                 "list only families to allow, e.g. allow_keys = [\"vt-switch\"], or [] for none",
+            );
+        }
+        // Without `type-text` the default ("us", as the example has it)
+        // stands: such an agent answers every text with "no layout".
+        let name = self.input.keyboard_layout.as_str();
+        let default_without_tables = name == "us" && !cfg!(feature = "type-text");
+        if name != "off"
+            && !default_without_tables
+            && shoulder_proto::keyboard::Layout::named(name).is_none()
+        {
+            if !cfg!(feature = "type-text") {
+                return err(
+                    "input",
+                    "keyboard_layout",
+                    "this agent was built without typing text".into(),
+                    "remove keyboard_layout, or install an agent built with the `type-text` feature (Yocto: PACKAGECONFIG type-text)",
+                );
+            }
+            return err(
+                "input",
+                "keyboard_layout",
+                format!("there is no keyboard layout \"{name}\""),
+                &format!(
+                    "use one of {}, or \"off\"",
+                    shoulder_proto::keyboard::layout_names()
+                ),
             );
         }
         for (key, group) in [

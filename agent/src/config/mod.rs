@@ -378,6 +378,10 @@ pub struct InputConfig {
     /// Key families the expert may inject although they act on the device
     /// itself: `power`, `sysrq`, `vt-switch`. Empty: none.
     pub allow_keys: Vec<String>,
+    /// The keyboard layout the device's software reads its keyboard with,
+    /// for text the expert has typed (`us`, `de`, `fr`, …; agents built
+    /// with `type-text`; `us` by default). `off`: no typing.
+    pub keyboard_layout: String,
 }
 
 impl Default for InputConfig {
@@ -390,6 +394,7 @@ impl Default for InputConfig {
             end_hotkey: shoulder_input::hotkey::DEFAULT_END_SESSION.into(),
             local_idle: shoulder_input::DEFAULT_HOLDBACK,
             allow_keys: Vec::new(),
+            keyboard_layout: "us".into(),
         }
     }
 }
@@ -400,6 +405,14 @@ impl Default for InputConfig {
 pub type CaptureSpec = shoulder_capture::SourceSpec;
 
 impl Config {
+    /// The layout text is typed with, if any (the config was checked).
+    pub fn keyboard_layout(&self) -> Option<shoulder_proto::keyboard::Layout> {
+        match self.input.keyboard_layout.as_str() {
+            "off" => None,
+            name => shoulder_proto::keyboard::Layout::named(name),
+        }
+    }
+
     /// Reads and checks the config at `path`. A missing file at the default
     /// path gives the defaults (assistance disabled); a missing file named
     /// with `--config` is an error.
@@ -572,6 +585,40 @@ mod tests {
     }
 
     #[test]
+    fn a_help_desk_needs_an_agent_that_calls_out() {
+        let r = parse("help_desk = \"desk-7.plant\"\n");
+        if cfg!(feature = "call") {
+            assert_eq!(r.unwrap().help_desk, "desk-7.plant");
+        } else {
+            let s = r.unwrap_err().to_string();
+            assert!(
+                s.contains("help_desk") && s.contains("PACKAGECONFIG call"),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn keyboard_layouts_are_named_or_the_error_lists_them() {
+        let c = parse("[input]\nkeyboard_layout = \"off\"\n").unwrap();
+        assert!(c.keyboard_layout().is_none());
+        let s = parse("[input]\nkeyboard_layout = \"klingon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("keyboard_layout"), "{s}");
+        if cfg!(feature = "type-text") {
+            assert!(s.contains("no keyboard layout \"klingon\""), "{s}");
+            assert!(s.contains("us, gb, ie, de"), "{s}");
+            let c = parse("[input]\nkeyboard_layout = \"de\"\n").unwrap();
+            assert_eq!(c.keyboard_layout().unwrap().name(), "de");
+            assert_eq!(Config::default().keyboard_layout().unwrap().name(), "us");
+        } else {
+            assert!(s.contains("built without typing text"), "{s}");
+            assert!(s.contains("PACKAGECONFIG type-text"), "{s}");
+        }
+    }
+
+    #[test]
     fn rotation_is_degrees_clockwise_and_nothing_else() {
         assert_eq!(
             parse("rotation = 270\n").unwrap().rotation,
@@ -639,6 +686,7 @@ mod tests {
             "control_group",
             "invite_group",
             "allow_keys",
+            "keyboard_layout",
             "capture",
             "max_fps",
             "lossy",

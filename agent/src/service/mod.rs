@@ -314,6 +314,7 @@ async fn serve(
         keepalive_interval: config.keepalive_interval,
         max_input_rate: config.max_input_rate,
         control_backoff: config.control_backoff,
+        keyboard: config.keyboard_layout(),
     };
     // Unauthenticated connections are summed up in a log of their own, so
     // their noise never rotates session records out of the audit log. It

@@ -25,7 +25,7 @@ use crate::audit::Context;
 use crate::backends::Presenter;
 use crate::capture::CaptureHandle;
 use crate::hub::{PromptInfo, SessionCommand, SlotGuard, kind_name};
-use crate::records::{AuditRecord, ControlEvent, chat_from};
+use crate::records::{AuditRecord, ControlEvent, chat_from, type_stop_name};
 use crate::transport::{Event as TransportEvent, Transport};
 use shoulder_input::{InjectOutcome, InputControl, ScreenSize};
 use shoulder_proto::rotation::Rotation;
@@ -717,6 +717,11 @@ impl Session {
                 }
             }
             AuditEvent::InputRateLimited => AuditRecord::InputRateLimited,
+            AuditEvent::TypeText { chars, layout } => AuditRecord::TypeText { chars, layout },
+            AuditEvent::TypeStopped { typed, outcome } => AuditRecord::TypeStopped {
+                typed,
+                why: type_stop_name(&outcome),
+            },
             AuditEvent::StaleAnswer { prompt, open } => AuditRecord::StaleAnswer {
                 prompt: prompt.0,
                 open_prompt: open.map(|p| p.0),

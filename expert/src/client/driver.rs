@@ -189,6 +189,9 @@ impl Driver<'_> {
                     (self.emit)(ClientEvent::ControlEnded(control_end_sentence(r)))
                 }
                 ExpertEvent::Chat(t) => (self.emit)(ClientEvent::Chat(t)),
+                ExpertEvent::Typed { id, typed, outcome } => {
+                    (self.emit)(ClientEvent::Typed { id, typed, outcome })
+                }
                 ExpertEvent::Rtt(d) => self.view.lock().stats.rtt = Some(d),
                 ExpertEvent::ViewChecked {
                     seq,

@@ -141,6 +141,13 @@ pub enum ClientEvent {
     ControlDeclined(String),
     ControlEnded(String),
     Chat(String),
+    /// How a `UserAction::TypeText` ended, after `typed` characters
+    /// (`outcome.sentence(typed)` says it).
+    Typed {
+        id: u32,
+        typed: u16,
+        outcome: shoulder_proto::msg::TypeOutcome,
+    },
     /// The connection dropped and the device keeps the session until
     /// `until`: the client is reconnecting (attempt `attempt`, after
     /// `last_error` if an attempt failed). The view keeps the last picture;

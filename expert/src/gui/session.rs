@@ -1,10 +1,13 @@
 //! A session: the events from the client driver, the session screen
 //! (status, control, chat, screenshots) and the texture the view shows.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Color32, ColorImage, Event, Key, RichText, TextureOptions, Vec2};
+use shoulder_proto::msg::TypeOutcome;
+use shoulder_proto::session::expert::type_text_parts;
 use shoulder_proto::session::{ControlState, ExpertState, UserAction};
 use tokio::sync::mpsc;
 
@@ -67,6 +70,10 @@ impl SessionUi {
             chat: Vec::new(),
             chat_input: String::new(),
             unread: 0,
+            type_open: false,
+            type_input: String::new(),
+            typing: None,
+            type_ids: 0,
             held: HeldInput::new(),
             touch_mode: false,
             notice: None,
@@ -101,6 +108,66 @@ impl SessionUi {
 
     fn notice(&mut self, s: String) {
         self.notice = Some((s, Instant::now()));
+    }
+
+    /// Starts typing what the "Type text" panel holds. The text stays in
+    /// the panel until all of it was typed.
+    fn start_typing(&mut self) {
+        if self.typing.is_some() || self.type_input.is_empty() {
+            return;
+        }
+        let mut rest: VecDeque<_> = type_text_parts(&self.type_input).into();
+        let Some(first) = rest.pop_front() else {
+            return;
+        };
+        self.type_ids += 1;
+        let id = self.type_ids;
+        self.send(UserAction::TypeText { id, text: first });
+        self.typing = Some(Typing {
+            id,
+            rest,
+            total: self.type_input.chars().filter(|&c| c != '\r').count(),
+            typed: 0,
+        });
+    }
+
+    /// Stops the typing under way (the device answers how far it got).
+    fn stop_typing(&mut self) {
+        if self.typing.is_some() {
+            self.type_ids += 1;
+            self.send(UserAction::TypeText {
+                id: self.type_ids,
+                text: Box::default(),
+            });
+        }
+    }
+
+    fn typed(&mut self, id: u32, n: u16, outcome: TypeOutcome) {
+        let Some(t) = self.typing.as_mut().filter(|t| t.id == id) else {
+            return;
+        };
+        t.typed += usize::from(n);
+        if outcome == TypeOutcome::Done {
+            if let Some(next) = t.rest.pop_front() {
+                self.type_ids += 1;
+                t.id = self.type_ids;
+                let id = t.id;
+                self.send(UserAction::TypeText { id, text: next });
+                return;
+            }
+            let total = t.total;
+            self.typing = None;
+            self.type_input.clear();
+            self.notice(format!("Typed {total} characters on the device."));
+            return;
+        }
+        let (typed, total) = (t.typed, t.total);
+        self.typing = None;
+        let mut say = outcome.sentence(n);
+        if typed > usize::from(n) {
+            say = format!("{say} ({typed} of {total} characters were typed.)");
+        }
+        self.notice(say);
     }
 
     fn poll_events(&mut self) {
@@ -170,6 +237,7 @@ impl SessionUi {
                     };
                 }
                 ClientEvent::Resuming => {}
+                ClientEvent::Typed { id, typed, outcome } => self.typed(id, typed, outcome),
                 ClientEvent::Chat(t) => {
                     self.chat.push((false, printable(&t)));
                     if self.chat.len() > MAX_CHAT_HISTORY {
@@ -379,6 +447,13 @@ impl App {
                     s.chat_open = !s.chat_open;
                     s.unread = 0;
                 }
+                let r = ui
+                    .selectable_label(s.type_open, "Type text…")
+                    .on_hover_text("Have the device type a text for the person at it");
+                tracer.rect("button-type-text", r.rect, ppp);
+                if r.clicked() {
+                    s.type_open = !s.type_open;
+                }
                 let r = ui.add_enabled(viewing, egui::Button::new("Screenshot"));
                 tracer.rect("button-screenshot", r.rect, ppp);
                 if r.clicked() {
@@ -472,6 +547,12 @@ impl App {
                 }
             });
         });
+
+        if s.type_open {
+            egui::Panel::right("type-text")
+                .default_size(300.0)
+                .show(ui, |ui| type_panel(ui, s, controlling, tracer, ppp));
+        }
 
         if s.chat_open {
             egui::Panel::right("chat")
@@ -675,4 +756,60 @@ fn screen_picker(
     });
     ui.separator();
     picked
+}
+
+/// A text being typed on the device, part by part.
+#[derive(Debug)]
+pub(crate) struct Typing {
+    /// The part in flight.
+    id: u32,
+    rest: VecDeque<Box<shoulder_proto::msg::Text<{ shoulder_proto::msg::MAX_TYPE_TEXT_LEN }>>>,
+    total: usize,
+    typed: usize,
+}
+
+/// The "Type text" panel: a text the device types for the person, with
+/// its keyboard layout, while the technician has control.
+fn type_panel(
+    ui: &mut egui::Ui,
+    s: &mut SessionUi,
+    controlling: bool,
+    tracer: &mut super::Tracer,
+    ppp: f32,
+) {
+    ui.heading("Type text");
+    ui.label(
+        RichText::new("The device types this with its own keyboard layout, as if on its keyboard.")
+            .weak(),
+    );
+    let busy = s.typing.is_some();
+    let r = ui.add_enabled(
+        !busy,
+        egui::TextEdit::multiline(&mut s.type_input)
+            .hint_text("Text to type on the device")
+            .desired_rows(6)
+            .desired_width(f32::INFINITY),
+    );
+    tracer.rect("field-type-text", r.rect, ppp);
+    ui.horizontal(|ui| {
+        if let Some(t) = &s.typing {
+            ui.spinner();
+            ui.label(format!("Typing {} characters…", t.total));
+            if ui.button("Stop").clicked() {
+                s.stop_typing();
+            }
+        } else {
+            let r = ui.add_enabled(
+                controlling && !s.type_input.is_empty(),
+                egui::Button::new("Type on the device"),
+            );
+            tracer.rect("button-type", r.rect, ppp);
+            if r.clicked() {
+                s.start_typing();
+            }
+            if !controlling {
+                ui.label(RichText::new("Needs control").weak());
+            }
+        }
+    });
 }

@@ -8,6 +8,7 @@ use crate::frame::{
     FrameDecoder, FrameError, MAX_FRAME_LEN, MAX_PRE_AUTH_FRAME_LEN, decode_payload,
     peek_hello_versions,
 };
+use crate::keyboard::{Layout, Stroke};
 use crate::msg::*;
 
 use super::*;
@@ -33,6 +34,9 @@ pub struct DeviceConfig {
     /// the next one waits this long; each further decline in a row doubles
     /// it, up to [`MAX_CONTROL_BACKOFF`]. Zero: no waiting.
     pub control_backoff: Duration,
+    /// The layout `TypeText` is typed with; `None` answers
+    /// [`TypeOutcome::NoLayout`].
+    pub keyboard: Option<Layout>,
 }
 
 impl Default for DeviceConfig {
@@ -48,6 +52,7 @@ impl Default for DeviceConfig {
             resume_grace: DEFAULT_RESUME_GRACE,
             max_input_rate: DEFAULT_MAX_INPUT_RATE,
             control_backoff: DEFAULT_CONTROL_BACKOFF,
+            keyboard: None,
         }
     }
 }
@@ -323,6 +328,17 @@ pub enum AuditEvent {
     },
     /// Expert input over the rate limit was dropped (first drop of a burst).
     InputRateLimited,
+    /// The expert had `chars` characters typed (the text itself is not
+    /// recorded: it may be a password).
+    TypeText {
+        chars: usize,
+        layout: &'static str,
+    },
+    /// Typing stopped before the end.
+    TypeStopped {
+        typed: u16,
+        outcome: TypeOutcome,
+    },
     /// The connection dropped; waiting for the expert to resume.
     Suspended {
         detail: String,
@@ -427,6 +443,20 @@ struct Suspended {
     deadline: Instant,
 }
 
+/// A `TypeText` being typed: one character per [`TYPE_STROKE_INTERVAL`].
+#[derive(Debug)]
+struct Typing {
+    id: u32,
+    strokes: VecDeque<Stroke>,
+    typed: u16,
+    next_at: Instant,
+}
+
+/// Between two typed characters: about 50 a second, slow enough for apps
+/// and compositors under load to keep every key in order, and within the
+/// default input rate even for characters that need Shift and AltGr.
+pub const TYPE_STROKE_INTERVAL: Duration = Duration::from_millis(20);
+
 #[derive(Debug)]
 enum State {
     AwaitHello(AwaitHello),
@@ -492,6 +522,11 @@ pub struct DeviceSession {
     peer_version: u16,
     /// What the expert's `Hello` said it takes (none before).
     peer_capabilities: Capabilities,
+    /// The text being typed, while controlling.
+    typing: Option<Typing>,
+    /// A text whose typing the dropped connection cut short (id, typed):
+    /// answered on the resumed one.
+    typing_cut: Option<(u32, u16)>,
 }
 
 impl DeviceSession {
@@ -553,6 +588,8 @@ impl DeviceSession {
             last_view_report: None,
             peer_version: 0,
             peer_capabilities: Capabilities(0),
+            typing: None,
+            typing_cut: None,
             config,
         };
         let hello = Hello::new(
@@ -641,7 +678,10 @@ impl DeviceSession {
             State::AwaitViewConsent(s) => Some(s.deadline.min(keepalive(self))),
             State::Active(a) => Some(match a.control {
                 Control::Pending { deadline, .. } => deadline.min(keepalive(self)),
-                _ => keepalive(self),
+                _ => self
+                    .typing
+                    .as_ref()
+                    .map_or(keepalive(self), |t| t.next_at.min(keepalive(self))),
             }),
             State::Suspended(s) => Some(s.deadline),
             State::Closed => None,
@@ -685,6 +725,7 @@ impl DeviceSession {
             }
             _ => {}
         }
+        self.type_next(now);
         if matches!(self.state, State::AwaitViewConsent(_) | State::Active(_)) {
             if now >= self.last_received + self.config.peer_timeout {
                 if self.suspend(now, "no keepalive from the expert") {
@@ -724,6 +765,9 @@ impl DeviceSession {
                     ..
                 }) = self.state
                 {
+                    if active {
+                        self.stop_typing(now, TypeOutcome::LocalUserActive);
+                    }
                     self.send(now, Message::LocalUserActive { active });
                 }
             }
@@ -873,6 +917,11 @@ impl DeviceSession {
             (State::Active(a), Message::Touch(t)) => {
                 self.inject(now, a, InjectEvent::Touch(t), "Touch")
             }
+            (State::Active(a), Message::TypeText { id, text }) => {
+                let controlling = matches!(a.control, Control::Granted { .. });
+                self.state = State::Active(a);
+                return self.type_text(now, controlling, id, &text);
+            }
             (State::Active(mut a), Message::RequestControl) => {
                 match a.control {
                     Control::None if !self.config.allow_control => {
@@ -975,6 +1024,7 @@ impl DeviceSession {
                 | Message::Pointer(_)
                 | Message::Key(_)
                 | Message::Touch(_)
+                | Message::TypeText { .. }
                 | Message::ReleaseControl
                 | Message::RequestControl),
             ) => {
@@ -1006,6 +1056,143 @@ impl DeviceSession {
         State::Active(a)
     }
 
+    /// Starts typing `text` (or stops the typing under way, for an empty
+    /// one), or answers why not.
+    fn type_text(&mut self, now: Instant, controlling: bool, id: u32, text: &str) {
+        let refuse = |s: &mut Self, outcome| {
+            s.send(
+                now,
+                Message::Typed {
+                    id,
+                    typed: 0,
+                    outcome,
+                },
+            );
+        };
+        if !controlling {
+            self.ignored("TypeText", "not controlling");
+            return refuse(self, TypeOutcome::NotControlling);
+        }
+        if text.is_empty() {
+            if self.typing.is_some() {
+                self.stop_typing(now, TypeOutcome::Stopped);
+            }
+            return;
+        }
+        if self.typing.is_some() {
+            return refuse(self, TypeOutcome::Busy);
+        }
+        // Without the tables (feature `layouts`) no layout can be set:
+        // the rest of typing is left out of the build.
+        let Some(layout) = self.config.keyboard.filter(|_| cfg!(feature = "layouts")) else {
+            return refuse(self, TypeOutcome::NoLayout);
+        };
+        match layout.strokes(text) {
+            Ok(strokes) => {
+                self.audit(AuditEvent::TypeText {
+                    chars: strokes.len(),
+                    layout: layout.name(),
+                });
+                self.typing = Some(Typing {
+                    id,
+                    strokes: strokes.into(),
+                    typed: 0,
+                    next_at: now,
+                });
+                self.type_next(now);
+            }
+            Err(e) => refuse(
+                self,
+                TypeOutcome::Untypable {
+                    layout: crate::msg::text(layout.name()),
+                    chars: crate::msg::text(&e.to_string()),
+                },
+            ),
+        }
+    }
+
+    /// Types the next character when its time came and the input rate
+    /// allows; answers `Typed` after the last.
+    fn type_next(&mut self, now: Instant) {
+        if !cfg!(feature = "layouts") {
+            return;
+        }
+        let Some(t) = &self.typing else { return };
+        if now < t.next_at {
+            return;
+        }
+        if let Some(stroke) = t.strokes.front().copied() {
+            let n = stroke.keys().count();
+            if !self.take_input_budget(now, n) {
+                // Over the rate (with the expert's own input): wait, never
+                // drop a key of a text.
+                if let Some(t) = &mut self.typing {
+                    t.next_at = now + TYPE_STROKE_INTERVAL;
+                }
+                return;
+            }
+            for k in stroke.keys() {
+                self.push(DeviceOutput::Inject(InjectEvent::Key(k)));
+            }
+            let Some(t) = &mut self.typing else { return };
+            t.strokes.pop_front();
+            t.typed = t.typed.saturating_add(1);
+            t.next_at = now + TYPE_STROKE_INTERVAL;
+        }
+        if self.typing.as_ref().is_some_and(|t| t.strokes.is_empty()) {
+            self.stop_typing(now, TypeOutcome::Done);
+        }
+    }
+
+    /// Ends the typing under way, telling the expert how far it got.
+    fn stop_typing(&mut self, now: Instant, outcome: TypeOutcome) {
+        if !cfg!(feature = "layouts") {
+            return;
+        }
+        if let Some(t) = self.typing.take() {
+            if outcome != TypeOutcome::Done {
+                self.audit(AuditEvent::TypeStopped {
+                    typed: t.typed,
+                    outcome: outcome.clone(),
+                });
+            }
+            self.send(
+                now,
+                Message::Typed {
+                    id: t.id,
+                    typed: t.typed,
+                    outcome,
+                },
+            );
+        }
+    }
+
+    /// Takes `n` events from the input rate budget, if it has them.
+    fn take_input_budget(&mut self, now: Instant, n: usize) -> bool {
+        let rate = self.refill_input_budget(now);
+        // A stroke costs at most 12 events; a rate set below that still
+        // types, one stroke per full budget.
+        let n = (n as f64).min(rate);
+        if self.input_budget >= n {
+            self.input_budget -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Refills the input budget for the time since the last refill;
+    /// returns the rate (events a second).
+    fn refill_input_budget(&mut self, now: Instant) -> f64 {
+        let rate = f64::from(self.config.max_input_rate.max(1));
+        let dt = now
+            .saturating_duration_since(self.input_refilled)
+            .as_secs_f64();
+        self.input_refilled = now;
+        self.input_budget = (self.input_budget + dt * rate).min(rate);
+        rate
+    }
+
     /// Token bucket over expert input: a one-second burst of
     /// `max_input_rate`, refilled continuously. Over the limit, input is
     /// judged by what it presses, not by what it lets go: a release (of a
@@ -1014,12 +1201,7 @@ impl DeviceSession {
     /// while pressing another passes as the release alone. Returns what to
     /// inject, if anything.
     fn input_allowed(&mut self, now: Instant, input: InjectEvent) -> Option<InjectEvent> {
-        let rate = f64::from(self.config.max_input_rate.max(1));
-        let dt = now
-            .saturating_duration_since(self.input_refilled)
-            .as_secs_f64();
-        self.input_refilled = now;
-        self.input_budget = (self.input_budget + dt * rate).min(rate);
+        let rate = self.refill_input_budget(now);
         let allowed = if self.input_budget >= 1.0 {
             self.input_budget -= 1.0;
             // A burst ends once the expert slowed down long enough for half
@@ -1069,6 +1251,14 @@ impl DeviceSession {
             return false;
         };
         let was_controlling = matches!(a.control, Control::Granted { .. });
+        // Typing stops; the expert hears how far it got once back.
+        if let Some(t) = self.typing.take() {
+            self.audit(AuditEvent::TypeStopped {
+                typed: t.typed,
+                outcome: TypeOutcome::ConnectionLost,
+            });
+            self.typing_cut = Some((t.id, t.typed));
+        }
         match a.control {
             Control::Granted { revoker } => {
                 self.push_urgent(DeviceOutput::ReleaseAll);
@@ -1150,6 +1340,16 @@ impl DeviceSession {
             view: view_revoker,
             control,
         });
+        if let Some((id, typed)) = self.typing_cut.take() {
+            self.send(
+                now,
+                Message::Typed {
+                    id,
+                    typed,
+                    outcome: TypeOutcome::ConnectionLost,
+                },
+            );
+        }
     }
 
     fn offer_resume(&mut self, now: Instant) {
@@ -1438,6 +1638,7 @@ impl DeviceSession {
             expert: a.expert.clone(),
             since: a.since,
         };
+        self.stop_typing(now, TypeOutcome::ControlEnded);
         self.push(DeviceOutput::ReleaseAll);
         revoker.revoke();
         self.push(DeviceOutput::DisableInjection);
@@ -1472,6 +1673,7 @@ impl DeviceSession {
     }
 
     fn teardown(&mut self) {
+        self.typing = None;
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Active(a) => {
                 if let Control::Granted { revoker } = a.control {

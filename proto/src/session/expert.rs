@@ -91,7 +91,42 @@ pub enum UserAction {
     /// Show screen `index` of the device's [`ExpertEvent::Screens`] list.
     /// Dropped unless viewing and the device listed that many screens.
     SelectScreen(u8),
+    /// Have the device type `text` with its keyboard layout (while
+    /// controlling; an empty text stops the typing under way). Answered by
+    /// [`ExpertEvent::Typed`] with the same `id` (at once, with
+    /// [`TypeOutcome::NotControlling`] or [`TypeOutcome::Unsupported`],
+    /// when it cannot be sent). Longer texts go in parts
+    /// ([`type_text_parts`]), each after the last was typed.
+    TypeText {
+        id: u32,
+        text: Box<Text<MAX_TYPE_TEXT_LEN>>,
+    },
     Disconnect,
+}
+
+/// `text` in parts of at most [`MAX_TYPE_TEXT_LEN`] bytes, split between
+/// characters (never inside a CR LF line end).
+pub fn type_text_parts(text: &str) -> Vec<Box<Text<MAX_TYPE_TEXT_LEN>>> {
+    let mut parts = Vec::new();
+    let mut part = Box::new(Text::<MAX_TYPE_TEXT_LEN>::new());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let crlf = c == '\r' && chars.peek() == Some(&'\n');
+        let need = c.len_utf8() + usize::from(crlf);
+        if part.len() + need > MAX_TYPE_TEXT_LEN {
+            parts.push(std::mem::take(&mut part));
+        }
+        // Cannot fail: the part was emptied when it had no room.
+        let _ = part.push(c);
+        if crlf {
+            let _ = part.push('\n');
+            chars.next();
+        }
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
 }
 
 /// Inputs of the expert machine.
@@ -139,6 +174,13 @@ pub enum ExpertEvent {
     ResumeOffer {
         token: ResumeToken,
         grace: Duration,
+    },
+    /// How a [`UserAction::TypeText`] ended, after `typed` characters
+    /// ([`TypeOutcome::sentence`] says it for the user).
+    Typed {
+        id: u32,
+        typed: u16,
+        outcome: TypeOutcome,
     },
     /// The session is over. `sentence` is for the user.
     Closed {
@@ -471,6 +513,9 @@ impl ExpertSession {
                 compared,
                 differing,
             }),
+            Message::Typed { id, typed, outcome } if viewing => {
+                self.push(ExpertEvent::Typed { id, typed, outcome })
+            }
             Message::CursorShape(c) if viewing => self.push(ExpertEvent::CursorShape(c)),
             Message::Screens(list) if viewing => {
                 if list.screens.is_empty() || usize::from(list.current) >= list.screens.len() {
@@ -526,6 +571,13 @@ impl ExpertSession {
 
     fn action(&mut self, now: Instant, action: UserAction) {
         let ExpertState::Viewing { control } = self.state else {
+            if let UserAction::TypeText { id, .. } = action {
+                self.push(ExpertEvent::Typed {
+                    id,
+                    typed: 0,
+                    outcome: TypeOutcome::NotControlling,
+                });
+            }
             if action == UserAction::Disconnect {
                 self.close(
                     now,
@@ -568,6 +620,20 @@ impl ExpertSession {
                 if self.view_check_supported() {
                     self.send(now, Message::ViewReport(r));
                 }
+            }
+            UserAction::TypeText { id, text } => {
+                let outcome = if self.peer_version < TYPE_TEXT_VERSION {
+                    TypeOutcome::Unsupported
+                } else if !controlling {
+                    TypeOutcome::NotControlling
+                } else {
+                    return self.send(now, Message::TypeText { id, text });
+                };
+                self.push(ExpertEvent::Typed {
+                    id,
+                    typed: 0,
+                    outcome,
+                });
             }
             UserAction::Disconnect => self.close(
                 now,

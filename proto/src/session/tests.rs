@@ -1334,3 +1334,273 @@ fn jpeg_is_used_only_for_an_expert_that_did_not_ask_for_exact_pixels() {
     };
     assert!(!lossy(exact));
 }
+
+#[cfg(feature = "layouts")]
+mod typing {
+    use super::*;
+    use crate::keyboard::{KEY_LEFTSHIFT, KEY_RIGHTALT, Layout};
+    use crate::session::device::TYPE_STROKE_INTERVAL;
+
+    fn german() -> Pair {
+        Pair::new(DeviceConfig {
+            keyboard: Layout::named("de"),
+            ..DeviceConfig::default()
+        })
+    }
+
+    fn type_text(p: &mut Pair, id: u32, s: &str) {
+        p.expert_action(UserAction::TypeText {
+            id,
+            text: Box::new(text(s)),
+        });
+    }
+
+    fn typed_keys(p: &Pair) -> Vec<Key> {
+        p.device_log
+            .iter()
+            .filter_map(|r| match r {
+                R::Inject {
+                    event: InjectEvent::Key(k),
+                    live: true,
+                } => Some(*k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answers(p: &Pair) -> Vec<(u32, u16, TypeOutcome)> {
+        p.expert_log
+            .iter()
+            .filter_map(|e| match e {
+                ExpertEvent::Typed { id, typed, outcome } => Some((*id, *typed, outcome.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn k(code: u16, down: bool) -> Key {
+        Key { code, down }
+    }
+
+    #[test]
+    fn text_is_typed_one_character_at_a_time_with_the_devices_layout() {
+        let mut p = german();
+        p.establish_control();
+        type_text(&mut p, 7, "zY@");
+        // The first character goes at once, the rest at the typing pace.
+        assert_eq!(typed_keys(&p), [k(21, true), k(21, false)]);
+        assert!(answers(&p).is_empty());
+        p.advance(TYPE_STROKE_INTERVAL * 5);
+        assert_eq!(
+            typed_keys(&p),
+            [
+                // z is where US keyboards have y…
+                k(21, true),
+                k(21, false),
+                // …and Y (shifted) where they have z.
+                k(KEY_LEFTSHIFT, true),
+                k(44, true),
+                k(44, false),
+                k(KEY_LEFTSHIFT, false),
+                // @ is AltGr+Q.
+                k(KEY_RIGHTALT, true),
+                k(16, true),
+                k(16, false),
+                k(KEY_RIGHTALT, false),
+            ]
+        );
+        assert_eq!(answers(&p), [(7, 3, TypeOutcome::Done)]);
+        // The audit says how much was typed, never what: it may be a
+        // password.
+        assert!(p.device_did(&R::Audit(AuditEvent::TypeText {
+            chars: 3,
+            layout: "de"
+        })));
+    }
+
+    #[test]
+    fn nothing_is_typed_without_control_a_layout_or_keys_for_every_character() {
+        let mut p = german();
+        p.establish_view();
+        type_text(&mut p, 1, "abc");
+        // The expert's machine answers without asking the device…
+        assert_eq!(answers(&p), [(1, 0, TypeOutcome::NotControlling)]);
+        // …and a device asked anyway refuses.
+        p.inject_to_device(
+            encode(&Message::TypeText {
+                id: 2,
+                text: Box::new(text("abc")),
+            })
+            .unwrap(),
+        );
+        assert_eq!(answers(&p)[1], (2, 0, TypeOutcome::NotControlling));
+
+        p.expert_action(UserAction::RequestControl);
+        p.local(LocalDecision::Accept);
+        type_text(&mut p, 3, "Grüße 東京 ü");
+        let (id, typed, outcome) = answers(&p)[2].clone();
+        assert_eq!((id, typed), (3, 0));
+        assert_eq!(
+            outcome.sentence(0),
+            "Nothing typed: the device's keyboard layout (de) has no keys for: 東 京"
+        );
+
+        let mut p = pair();
+        p.establish_control();
+        type_text(&mut p, 4, "abc");
+        assert_eq!(answers(&p), [(4, 0, TypeOutcome::NoLayout)]);
+        assert!(typed_keys(&p).is_empty());
+    }
+
+    #[test]
+    fn a_second_text_waits_its_turn_and_an_empty_one_stops_the_typing() {
+        let mut p = german();
+        p.establish_control();
+        type_text(&mut p, 1, &"x".repeat(100));
+        type_text(&mut p, 2, "more");
+        assert_eq!(answers(&p), [(2, 0, TypeOutcome::Busy)]);
+        p.advance(TYPE_STROKE_INTERVAL * 10);
+        type_text(&mut p, 3, "");
+        let (id, typed, outcome) = answers(&p)[1].clone();
+        assert_eq!((id, outcome), (1, TypeOutcome::Stopped));
+        assert!((10..=12).contains(&typed), "typed {typed}");
+        let keys = typed_keys(&p).len();
+        p.advance(Duration::from_secs(5));
+        assert_eq!(typed_keys(&p).len(), keys, "typed after being stopped");
+        assert_eq!(keys, usize::from(typed) * 2);
+    }
+
+    #[test]
+    fn the_person_at_the_device_or_the_end_of_control_stops_the_typing() {
+        let mut p = german();
+        p.establish_control();
+        type_text(&mut p, 1, &"x".repeat(100));
+        p.advance(TYPE_STROKE_INTERVAL * 5);
+        p.device_input(DeviceInput::LocalUserActive(true));
+        let (_, typed, outcome) = answers(&p)[0].clone();
+        assert_eq!(outcome, TypeOutcome::LocalUserActive);
+        assert_eq!(
+            outcome.sentence(typed),
+            format!("Typing stopped after {typed} characters: the person at the device used it.")
+        );
+        let keys = typed_keys(&p).len();
+        p.advance(Duration::from_secs(5));
+        assert_eq!(typed_keys(&p).len(), keys);
+
+        p.device_input(DeviceInput::LocalUserActive(false));
+        type_text(&mut p, 2, &"y".repeat(100));
+        p.advance(TYPE_STROKE_INTERVAL * 3);
+        p.local(LocalDecision::StopControl);
+        assert_eq!(answers(&p)[1].2, TypeOutcome::ControlEnded);
+        // Every key pressed was let go before control ended.
+        let keys = typed_keys(&p);
+        assert_eq!(keys.iter().filter(|k| k.down).count() * 2, keys.len());
+        p.advance(Duration::from_secs(5));
+        assert_eq!(typed_keys(&p), keys);
+    }
+
+    #[test]
+    fn a_dropped_connection_stops_the_typing_and_the_resumed_one_hears_how_far_it_got() {
+        let (mut p, token) = controlling_then_cable_pulled_while_typing();
+        let keys = typed_keys(&p).len();
+        p.advance(Duration::from_secs(2));
+        assert_eq!(
+            typed_keys(&p).len(),
+            keys,
+            "typed while the expert was away"
+        );
+        assert!(p.reconnect(token, &offer_identity("Ann Expert")));
+        let (id, typed, outcome) = answers(&p).last().cloned().unwrap();
+        assert_eq!((id, outcome), (5, TypeOutcome::ConnectionLost));
+        assert_eq!(usize::from(typed) * 2, keys);
+    }
+
+    fn controlling_then_cable_pulled_while_typing() -> (Pair, ResumeToken) {
+        let mut p = Pair::resumable();
+        p.device = DeviceSession::new(
+            p.now,
+            DeviceConfig {
+                keyboard: Layout::named("us"),
+                ..DeviceConfig::default()
+            },
+            1,
+        )
+        .with_resume_token(ResumeToken([1; 32]));
+        p.establish_control();
+        let token = p.offered_token().unwrap();
+        type_text(&mut p, 5, &"q".repeat(100));
+        p.advance(TYPE_STROKE_INTERVAL * 4);
+        p.device_input(DeviceInput::PeerClosed { error: None });
+        (p, token)
+    }
+
+    #[test]
+    fn typing_keeps_within_the_input_rate_and_drops_no_key() {
+        let mut p = Pair::new(DeviceConfig {
+            keyboard: Layout::named("us"),
+            max_input_rate: 20,
+            ..DeviceConfig::default()
+        });
+        p.establish_control();
+        // Shifted: four events a character, five characters a second at
+        // most.
+        type_text(&mut p, 1, &"A".repeat(20));
+        p.advance(Duration::from_secs(2));
+        let early = typed_keys(&p).len();
+        assert!(early <= 4 * (5 * 2 + 5), "{early} events in 2 s at 20/s");
+        p.advance(Duration::from_secs(10));
+        assert_eq!(answers(&p), [(1, 20, TypeOutcome::Done)]);
+        assert_eq!(typed_keys(&p).len(), 80);
+    }
+
+    #[test]
+    fn long_texts_go_in_parts_that_keep_characters_and_line_ends_whole() {
+        let long = format!("{}\r\n{}", "é".repeat(511), "ü".repeat(600));
+        let parts = crate::session::expert::type_text_parts(&long);
+        assert!(parts.iter().all(|p| p.len() <= MAX_TYPE_TEXT_LEN));
+        assert_eq!(parts.iter().map(|p| p.as_str()).collect::<String>(), long);
+        assert!(parts.iter().all(|p| !p.ends_with('\r')));
+    }
+}
+
+#[test]
+fn an_older_device_is_not_sent_text_to_type() {
+    let now = std::time::Instant::now();
+    let mut e = ExpertSession::new(now, ExpertConfig::new("ann", Auth::Offer));
+    let mut hello = Hello::new(Role::Device, "shoulder-agent", "0.1.0", "old");
+    hello.version = 3;
+    e.handle(
+        now,
+        ExpertInput::Received(encode(&Message::Hello(hello)).unwrap()),
+    );
+    for m in [
+        Message::ConsentPending {
+            kind: ConsentKind::View,
+            timeout_secs: 60,
+        },
+        Message::ConsentGranted {
+            kind: ConsentKind::View,
+        },
+    ] {
+        e.handle(now, ExpertInput::Received(encode(&m).unwrap()));
+    }
+    assert!(matches!(e.state(), ExpertState::Viewing { .. }));
+    e.handle(
+        now,
+        ExpertInput::Action(UserAction::TypeText {
+            id: 9,
+            text: Box::new(text("hello")),
+        }),
+    );
+    let mut answered = false;
+    while let Some(ev) = e.poll_output() {
+        assert!(!matches!(ev, ExpertEvent::Send(Message::TypeText { .. })));
+        answered |= ev
+            == ExpertEvent::Typed {
+                id: 9,
+                typed: 0,
+                outcome: TypeOutcome::Unsupported,
+            };
+    }
+    assert!(answered);
+}

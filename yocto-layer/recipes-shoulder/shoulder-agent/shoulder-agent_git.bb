@@ -33,12 +33,22 @@ CARGO_BUILD_FLAGS += "--package shoulder-agent --bin shoulder-agent"
 # products where the technician must only ever see exact pixels.
 # `broker`: sessions through the plant's MQTT broker ([broker] in
 # agent.toml; docs/fleet.md), about 300 KiB. Off by default.
+# `type-text`: text the technician has typed for the person (`shoulder
+# type`), pressed as keys of the device's keyboard layout
+# (input.keyboard_layout; 21 XKB layouts), about 37 KiB. Off by default.
+# `call`: the device calls a technician's `shoulder listen` (`ctl call`,
+# help_desk in agent.toml) where nobody can reach it and there is no
+# broker. Off by default.
 PACKAGECONFIG ??= "uinput jpeg"
 PACKAGECONFIG[uinput] = ",,,,kernel-module-uinput"
 PACKAGECONFIG[jpeg] = ""
 PACKAGECONFIG[broker] = ""
+PACKAGECONFIG[type-text] = ""
+PACKAGECONFIG[call] = ""
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'jpeg', '', '--no-default-features', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'broker', '--features broker', '', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'type-text', '--features type-text', '', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'call', '--features call', '', d)}"
 
 SYSTEMD_SERVICE:${PN} = "shoulder-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
