@@ -189,7 +189,7 @@ fn privileges(config: &Config) -> Check {
             Status::Fail,
             "no CAP_SYS_ADMIN: DRM capture cannot read the buffers another process draws",
         )
-        .fix("run as root, or as the service unit does (AmbientCapabilities=CAP_SYS_ADMIN)"),
+        .fix("run as root, as the service unit does (bounded to CAP_SYS_ADMIN CAP_CHOWN)"),
         (None, true) => check(
             "privileges",
             Status::Warn,
@@ -373,17 +373,27 @@ fn injection(config: &Config) -> Check {
                 Err(e) => {
                     let fix = match e.kind() {
                         std::io::ErrorKind::NotFound => {
-                            "load the module (modprobe uinput) or build the kernel with CONFIG_INPUT_UINPUT"
+                            "load the module (modprobe uinput) or build the kernel with CONFIG_INPUT_UINPUT".into()
                         }
-                        std::io::ErrorKind::PermissionDenied => {
-                            "run as root, and let the service unit allow the device (DeviceAllow=/dev/uinput rw)"
-                        }
-                        _ => "see the message",
+                        std::io::ErrorKind::PermissionDenied => denied_fix(&e, "/dev/uinput rw"),
+                        _ => "see the message".into(),
                     };
                     check("injection", Status::Fail, format!("{path}: {e}")).fix(fix)
                 }
             }
         }
+    }
+}
+
+/// What to do about a device node that may not be opened: EPERM is the
+/// service's device cgroup (`DevicePolicy=closed`), EACCES file permissions.
+fn denied_fix(e: &std::io::Error, allow: &str) -> String {
+    if e.raw_os_error() == Some(1) {
+        format!(
+            "the device cgroup refused it: DeviceAllow={allow} in the service unit (cgroup v2 needs CONFIG_CGROUP_BPF)"
+        )
+    } else {
+        format!("run as root, and let the service unit allow the device (DeviceAllow={allow})")
     }
 }
 

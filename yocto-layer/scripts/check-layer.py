@@ -10,7 +10,9 @@ file, the problem and the fix, and makes the exit status 1.
   - every require/include resolves, every file:// in SRC_URI exists (and no
     file under files/ is left unused), every inherited class is known;
   - LIC_FILES_CHKSUM md5s match the files in the repository, computed the
-    way bitbake's license QA does (beginline/endline included);
+    way bitbake's license QA does (beginline/endline included); entries in
+    ${CARGO_VENDORING_DIRECTORY} (the crates' licence files) are skipped:
+    update-licenses --check checks them against the crate sources;
   - PV matches the workspace version in Cargo.toml;
   - the agent.toml template renders to TOML whose keys and value types are
     those of agent/agent.example.toml (the agent rejects unknown keys);
@@ -19,8 +21,13 @@ file, the problem and the fix, and makes the exit status 1.
   - the kas files validate against kas's schema (when kas is installed) and
     name layers and includes that exist;
   - Cargo.lock only has sources bitbake can fetch (crates.io, paths);
-  - SRCREV is a commit of this repository; notes when its Cargo.lock differs
-    from the working tree's (fatal with --release).
+  - SRCREV is a commit of this repository whose Cargo.lock files are the
+    working tree's (what the crates include is made from); a shallow clone
+    that lacks the commit is only noted (fatal with --release);
+  - the layer claims only releases whose Rust builds the crates;
+  - the kernel fragment sets the options the agent needs, the README lists
+    them, and only DISTRO_FEATURES "shoulder" applies it;
+  - the reference kas file builds the checkout it sits in.
 """
 
 import argparse
@@ -46,14 +53,17 @@ except ModuleNotFoundError:  # Python < 3.11
 LAYER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(LAYER)
 COLLECTION = "shoulder"
-REQUIRED_SERIES = ("wrynose", "scarthgap")
+REQUIRED_SERIES = ("wrynose",)
+# Releases the layer must not claim: their oe-core Rust cannot build the
+# crates (RELEASE_RUST below), and nothing here brings a newer one.
+UNSUPPORTED_SERIES = ("scarthgap",)
 
 # Classes the recipes may inherit: all from openembedded-core, checked by
-# hand against wrynose and scarthgap. A class outside this list (a typo, or
+# hand against wrynose. A class outside this list (a typo, or
 # one from another layer) would fail parsing on a device builder's machine.
 KNOWN_CLASSES = {
     "allarch", "cargo", "cargo-update-recipe-crates", "core-image", "externalsrc",
-    "features_check", "packagegroup", "systemd",
+    "features_check", "packagegroup", "ptest-cargo", "systemd", "useradd",
 }
 # Includes that live in openembedded-core rather than in this layer.
 EXTERNAL_INCLUDES = {"recipes-core/images/core-image-minimal.bb"}
@@ -202,9 +212,16 @@ def check_layer_conf(report):
     missing = [s for s in REQUIRED_SERIES if s not in compat]
     if missing:
         report.fail(f"{rel(path)}: LAYERSERIES_COMPAT_{COLLECTION} lacks {', '.join(missing)}")
+    claimed = [s for s in compat if s in UNSUPPORTED_SERIES]
+    if claimed:
+        report.fail(f"{rel(path)}: LAYERSERIES_COMPAT_{COLLECTION} claims {', '.join(claimed)}, whose Rust "
+                    "cannot build the crates (README.md, 'Yocto releases'); drop it")
     if f"BBFILE_PATTERN_{COLLECTION}" not in values or f"BBFILE_PRIORITY_{COLLECTION}" not in values:
         report.fail(f"{rel(path)}: BBFILE_PATTERN_{COLLECTION} and BBFILE_PRIORITY_{COLLECTION} must be set")
     patterns = [p.replace("${LAYERDIR}", LAYER) for p in values.get("BBFILES", "").split()]
+    # BBFILES_DYNAMIC entries are "collection:pattern", read when that layer is there.
+    patterns += [p.split(":", 1)[1].replace("${LAYERDIR}", LAYER)
+                 for p in values.get("BBFILES_DYNAMIC", "").split() if ":" in p]
     recipes = sorted(glob.glob(os.path.join(LAYER, "**", "*.bb"), recursive=True)
                      + glob.glob(os.path.join(LAYER, "**", "*.bbappend"), recursive=True))
     unmatched = [r for r in recipes if not any(fnmatch.fnmatchcase(r, p) for p in patterns)]
@@ -233,6 +250,7 @@ def lic_md5(path, begin, end):
 
 
 def check_license(path, number, value, report):
+    vendored = 0
     for uri in value.split():
         if not uri.startswith("file://"):
             report.fail(f"{rel(path)}:{number}: LIC_FILES_CHKSUM entry '{uri}' is not a file:// URI")
@@ -251,6 +269,11 @@ def check_license(path, number, value, report):
             elif expected != md5:
                 report.fail(f"{rel(path)}:{number}: md5 of common licence {name} is {expected}, not {md5}")
             continue
+        if target.startswith("${CARGO_VENDORING_DIRECTORY}/"):
+            # A crate's licence file as bitbake unpacks it; generated and
+            # checked against the crate sources by update-licenses --check.
+            vendored += 1
+            continue
         source = os.path.join(REPO, target)
         if not os.path.isfile(source):
             report.fail(f"{rel(path)}:{number}: licence file {target} does not exist in the repository")
@@ -262,6 +285,43 @@ def check_license(path, number, value, report):
                         f"{actual}; check the licence text (and beginline/endline if lines moved), then update it")
         else:
             report.ok(f"licence checksum of {target} ({rel(path)})")
+    if vendored:
+        report.ok(f"{vendored} crate licence checksums in {rel(path)}: checked by update-licenses --check")
+
+
+# Kernel options the agent needs: in the fragment the layer applies
+# (DISTRO_FEATURES "shoulder") and in the README's list.
+KERNEL_FRAGMENT = os.path.join(LAYER, "recipes-kernel", "linux", "files", "shoulder.cfg")
+KERNEL_OPTIONS = ("CONFIG_DRM", "CONFIG_FB", "CONFIG_INPUT_EVDEV", "CONFIG_INPUT_UINPUT", "CONFIG_CGROUP_BPF")
+
+
+def check_kernel(report):
+    print("kernel options")
+    try:
+        fragment = read_text(KERNEL_FRAGMENT)
+        readme = read_text(os.path.join(LAYER, "README.md"))
+    except OSError as err:
+        report.fail(f"cannot read the kernel fragment or README: {err}")
+        return
+    set_options = dict(re.findall(r"^(CONFIG_[A-Z0-9_]+)=([ym])$", fragment, re.M))
+    for option in KERNEL_OPTIONS:
+        if option not in set_options:
+            report.fail(f"{rel(KERNEL_FRAGMENT)} does not set {option} (=y or =m)")
+        if f"`{option}" not in readme:
+            report.fail(f"README.md, 'Kernel options', does not list {option}")
+    for option in set_options:
+        if f"`{option}" not in readme:
+            report.fail(f"{rel(KERNEL_FRAGMENT)} sets {option}, which README.md, 'Kernel options', does not list")
+    appends = glob.glob(os.path.join(LAYER, "**", "linux-*.bbappend"), recursive=True)
+    for path in appends:
+        text = read_text(path)
+        if "bb.utils.contains('DISTRO_FEATURES', 'shoulder'" not in text or "file://shoulder.cfg" not in text:
+            report.fail(f"{rel(path)} must add file://shoulder.cfg only with DISTRO_FEATURES 'shoulder'")
+    if not appends:
+        report.fail("no kernel bbappend applies recipes-kernel/linux/files/shoulder.cfg")
+    else:
+        report.ok(f"{len(set_options)} options in {rel(KERNEL_FRAGMENT)}, listed in the README, "
+                  f"applied by {len(appends)} gated bbappend(s)")
 
 
 def workspace_manifest():
@@ -279,6 +339,14 @@ def check_recipes(recipes, report):
         recipe_dir = os.path.dirname(recipe)
         names = recipe_names(recipe)
         search = [os.path.join(recipe_dir, d) for d in (names["BPN"], "files", "")]
+        for path, text in closure:
+            for _, name, _, value in assignments(text):
+                if name.startswith("FILESEXTRAPATHS"):
+                    for extra in value.split(":"):
+                        extra = (extra.replace("${THISDIR}", os.path.dirname(path))
+                                 .replace("${SHOULDER_LAYERDIR}", LAYER))
+                        if extra and "${" not in extra:
+                            search.insert(0, extra)
         units = []
         for path, text in closure:
             for number, arg in list(directives(text, "inherit")) + list(directives(text, "inherit_defer")):
@@ -296,6 +364,8 @@ def check_recipes(recipes, report):
             for number, name, _, value in assignments(text):
                 if name.startswith("SRC_URI") and "[" not in name:
                     for uri in value.split():
+                        # Also file:// URIs quoted inside ${@...} expressions.
+                        uri = uri.strip("'\",()")
                         if uri.startswith("file://"):
                             local = uri[len("file://"):].split(";")[0]
                             found = [d for d in search if os.path.isfile(os.path.join(d, local))]
@@ -519,6 +589,11 @@ def check_kas(report):
                         report.fail(f"{rel(path)}: repo '{repo_id}' layer '{layer}' has no conf/layer.conf")
             elif repo.get("commit") is None:
                 report.note(f"{rel(path)}: repo '{repo_id}' follows branch {repo.get('branch')} without a pinned commit")
+        headers = "\n".join(str(v) for v in (config.get("local_conf_header") or {}).values())
+        includes = config.get("header", {}).get("includes") or []
+        if not includes and not re.search(r'^\s*SHOULDER_LOCAL_SRC\s*=\s*"\$\{SHOULDER_CHECKOUT\}"', headers, re.M):
+            report.fail(f"{rel(path)}: a reference build must build the checkout it sits in: "
+                        'SHOULDER_LOCAL_SRC = "${SHOULDER_CHECKOUT}" in local_conf_header')
         report.ok(f"{rel(path)}" + (" validates against kas " + kas.__version__ + "'s schema" if validator else ""))
 
 
@@ -539,10 +614,30 @@ def check_cargo_lock(report):
     rust, crate = device_rust_version()
     if rust:
         needed = tuple(int(x) for x in (rust.split(".") + ["0", "0"])[:3])
-        for release, shipped in RELEASE_RUST.items():
-            if needed > shipped:
-                report.warn(f"{crate} needs Rust {rust} (rust-version), {release} ships "
-                            f"{'.'.join(map(str, shipped))}: see README.md, 'Rust toolchain'")
+        for release in layer_series():
+            shipped = RELEASE_RUST.get(release)
+            if shipped is None:
+                report.fail(f"the layer claims {release}, whose Rust version this check does not know: "
+                            "add it to RELEASE_RUST (meta/recipes-devtools/rust of that release)")
+            elif needed > shipped:
+                report.fail(f"{crate} needs Rust {rust} (rust-version), but {release}, which the layer claims, "
+                            f"ships {'.'.join(map(str, shipped))}: see README.md, 'Yocto releases'")
+            else:
+                report.ok(f"{release} ships Rust {'.'.join(map(str, shipped))}, the recipes' crates need {rust}")
+        for release in UNSUPPORTED_SERIES:
+            shipped = RELEASE_RUST.get(release)
+            if shipped is not None and needed <= shipped:
+                report.warn(f"{release} ships Rust {'.'.join(map(str, shipped))}, enough for {rust}: "
+                            "it could be claimed again (UNSUPPORTED_SERIES)")
+
+
+def layer_series():
+    """LAYERSERIES_COMPAT of the layer."""
+    text = read_text(os.path.join(LAYER, "conf", "layer.conf"))
+    for _, name, _, value in assignments(text):
+        if name == f"LAYERSERIES_COMPAT_{COLLECTION}":
+            return value.split()
+    return []
 
 
 # What the recipes build (CARGO_BUILD_FLAGS --package).
@@ -602,8 +697,12 @@ def check_srcrev(report, release):
         report.note("not a git checkout: SRCREV not checked")
         return
     if git("cat-file", "-e", f"{rev}^{{commit}}").returncode != 0:
-        (report.fail if release else report.note)(
-            f"SHOULDER_SRCREV {rev[:12]} is not in this clone (shallow clone, or not pushed?)")
+        shallow = git("rev-parse", "--is-shallow-repository").stdout.strip() == b"true"
+        if shallow and not release:
+            report.note(f"SHOULDER_SRCREV {rev[:12]} is not in this shallow clone: not checked")
+        else:
+            report.fail(f"SHOULDER_SRCREV {rev[:12]} is not a commit of this repository: pin one of its "
+                        "commits with yocto-layer/scripts/set-srcrev")
         return
     if git("merge-base", "--is-ancestor", rev, "HEAD").returncode != 0:
         report.fail(f"SHOULDER_SRCREV {rev[:12]} is not an ancestor of HEAD: pin a commit of the branch")
@@ -619,9 +718,10 @@ def check_srcrev(report, release):
     if differ:
         verb = "differs" if len(differ) == 1 else "differ"
         message = (f"{', '.join(differ)} at SHOULDER_SRCREV {rev[:12]} {verb} from the working tree's, which the "
-                   "crates include follows: a build of the pinned commit needs the include of that commit. "
-                   "Before a release, run scripts/set-srcrev (README.md, 'Updating the pinned commit')")
-        (report.fail if release else report.note)(message)
+                   "crates include follows: a build of the pinned commit would miss crates. Commit the change, "
+                   "then run yocto-layer/scripts/set-srcrev and commit that (README.md, 'Updating the pinned "
+                   "commit')")
+        report.fail(message)
     else:
         report.ok(f"SHOULDER_SRCREV {rev[:12]} is on this branch and has the same lock files")
 
@@ -629,7 +729,7 @@ def check_srcrev(report, release):
 def main(argv):
     parser = argparse.ArgumentParser(description="Consistency checks of the Shoulder Yocto layer.")
     parser.add_argument("--release", action="store_true",
-                        help="also fail when SRCREV does not carry the current Cargo.lock")
+                        help="also fail when SRCREV cannot be checked (shallow clone)")
     args = parser.parse_args(argv)
     report = Report()
     try:
@@ -637,6 +737,7 @@ def main(argv):
         check_recipes(recipes, report)
         check_agent_toml(report)
         check_units(report)
+        check_kernel(report)
         check_kas(report)
         check_cargo_lock(report)
         check_srcrev(report, args.release)

@@ -73,9 +73,10 @@ const MAX_CARDS: u32 = 8;
 const PLANE_TYPE_PRIMARY: u64 = 1;
 const PLANE_TYPE_CURSOR: u64 = 2;
 
-/// The card node, implementing the `drm` crate's device traits.
+/// The card node, implementing the `drm` crate's device traits, and
+/// whether no other process was its DRM master when it was opened.
 #[derive(Debug)]
-struct Card(File);
+struct Card(File, bool);
 
 impl AsFd for Card {
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -625,6 +626,10 @@ impl DrmDisplay {
             Some(c) => format!("drm {} crtc {c}", self.path.display()),
             None => format!("drm {}", self.path.display()),
         };
+        // Doctor: the app that draws a kiosk is normally the DRM master.
+        if self.card.1 {
+            s.push_str(", no DRM master when opened (no app drove it through KMS)");
+        }
         // How the buffer on screen is read (doctor shows it to device
         // builders): through PRIME, and detiled in software.
         if let Some(m) = self.maps.iter().max_by_key(|m| m.last_used) {
@@ -670,7 +675,7 @@ fn open_card(path: &Path) -> Result<Card, CaptureError> {
         .write(true)
         .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
         .open(path)
-        .map(Card)
+        .map(|f| Card(f, false))
         .map_err(|source| CaptureError::Open {
             path: path.to_owned(),
             source,
@@ -678,7 +683,8 @@ fn open_card(path: &Path) -> Result<Card, CaptureError> {
     // Master came with the open if nobody else had it: hand it back for
     // the app (see the module docs). Fails (EINVAL) when the app is master,
     // the usual case.
-    let _ = card.release_master_lock();
+    let mut card = card;
+    card.1 = card.release_master_lock().is_ok();
     Ok(card)
 }
 

@@ -8,6 +8,8 @@ require recipes-shoulder/include/shoulder-common.inc
 
 inherit packagegroup
 
+# A configuration: the layer's shoulder-agent-conf, or a product's package
+# that RPROVIDES the same name (then set PREFERRED_RPROVIDER_virtual-shoulder-agent-conf).
 RDEPENDS:${PN} = "shoulder-agent \
-                  shoulder-agent-conf \
+                  virtual-shoulder-agent-conf \
                   "

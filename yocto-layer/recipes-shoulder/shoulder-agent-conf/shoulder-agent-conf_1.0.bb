@@ -14,9 +14,6 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 
 SRC_URI = "file://agent.toml"
 
-# Configuration only: the same package for every machine.
-inherit allarch
-
 # Policy switches written into agent.toml. Remote assistance stays off until
 # SHOULDER_ENABLED is "true", as on a fresh desktop install.
 SHOULDER_ENABLED ??= "false"
@@ -26,7 +23,8 @@ SHOULDER_ALLOW_CONTROL ??= "true"
 # The agent's `capture` key: "drm" (or "drm:/dev/dri/cardN"), "fbdev" or
 # "synthetic".
 SHOULDER_CAPTURE ??= "drm"
-# Group allowed on the control socket besides root; empty: root only.
+# Group allowed on the control socket besides root; empty: root only. The
+# package creates it (a system group) when it does not exist.
 SHOULDER_CONTROL_GROUP ??= ""
 # Plant CA certificate files (PEM), by file name; a bbappend adds each to
 # SRC_URI. They are installed to /etc/shoulder/plant-ca/ and listed in
@@ -35,10 +33,26 @@ SHOULDER_PLANT_CA ??= ""
 # Space-separated allow-list entries ("ca:CA-SHA256-HEX/cn:NAME" or "sha256:HEX").
 SHOULDER_ALLOWED_EXPERTS ??= ""
 
+# The control group exists on the device: the agent refuses to start with a
+# control_group it cannot find ("unknown group").
+inherit_defer ${@'useradd' if d.getVar('SHOULDER_CONTROL_GROUP') else ''}
+USERADD_PACKAGES = "${PN}"
+GROUPADD_PARAM:${PN} = "--system ${SHOULDER_CONTROL_GROUP}"
+
 SHOULDER_PLANT_CA_DIR = "${sysconfdir}/shoulder/plant-ca"
 SHOULDER_UNPACKDIR = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
 # Nothing to unpack into a source tree: S is where file:// entries land.
 S = "${SHOULDER_UNPACKDIR}"
+
+# Machine-specific: SHOULDER_CAPTURE (and a product's bbappend) differ per
+# machine, so the package is built per machine, not as allarch (which would
+# drift between the machines of one build).
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+
+# The agent recommends "a configuration", not this one: a product may ship
+# its own package instead (RPROVIDES the same name; README.md, "Device
+# policy").
+RPROVIDES:${PN} += "virtual-shoulder-agent-conf"
 
 def shoulder_toml_bool(d, var):
     value = (d.getVar(var) or "").strip().lower()

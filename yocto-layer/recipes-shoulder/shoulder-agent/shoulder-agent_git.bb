@@ -5,7 +5,7 @@ DESCRIPTION = "Shows the device screen to a trusted technician and hands over \
                hardened systemd service configured by /etc/shoulder/agent.toml."
 SECTION = "net"
 
-inherit cargo cargo-update-recipe-crates systemd features_check
+inherit cargo cargo-update-recipe-crates systemd features_check ptest-cargo
 
 # After the inherits: it sets cargo's build mode, which the classes assign.
 require recipes-shoulder/include/shoulder-source.inc
@@ -13,6 +13,11 @@ require recipes-shoulder/include/shoulder-source.inc
 # the build runs offline (cargo --frozen). Regenerate with
 # yocto-layer/scripts/update-crates-inc or `bitbake -c update_crates shoulder-agent`.
 require shoulder-agent-crates.inc
+# LICENSE and LIC_FILES_CHKSUM of everything linked into the agent: the
+# workspace and each crates.io crate (licence files in the vendored crates).
+# Replaces those of shoulder-source.inc, so it comes after it. Regenerate
+# with yocto-layer/scripts/update-licenses.
+require shoulder-agent-licenses.inc
 
 SRC_URI += "file://shoulder-agent.service \
             file://shoulder-agent-tmpfiles.conf \
@@ -23,7 +28,15 @@ SRC_URI += "file://shoulder-agent.service \
 REQUIRED_DISTRO_FEATURES = "systemd"
 
 # Only the agent crate of the workspace, only its binary.
-CARGO_BUILD_FLAGS += "--package shoulder-agent --bin shoulder-agent"
+SHOULDER_CARGO_PACKAGES = "--package shoulder-agent --bin shoulder-agent"
+# ptest (DISTRO_FEATURES ptest, package ${PN}-ptest): the unit and
+# integration tests of the device crates, which need no source tree at run
+# time (the banner's golden-picture test reads files from it: left out). Run
+# on the device with `ptest-runner shoulder-agent`.
+SHOULDER_CARGO_PACKAGES:task-compile-ptest-cargo = "--package shoulder-proto --package shoulder-agent \
+                                                    --package shoulder-capture --package shoulder-input \
+                                                    --package shoulder-display"
+CARGO_BUILD_FLAGS += "${SHOULDER_CARGO_PACKAGES}"
 
 # uinput: remote control (the expert's keyboard and pointer). Without it the
 # device can still be viewed; set PACKAGECONFIG:remove = "uinput" for
@@ -39,6 +52,8 @@ CARGO_BUILD_FLAGS += "--package shoulder-agent --bin shoulder-agent"
 # `call`: the device calls a technician's `shoulder listen` (`ctl call`,
 # help_desk in agent.toml) where nobody can reach it and there is no
 # broker. Off by default.
+# Features are named with their crate: the ptest build selects several
+# packages, and cargo takes bare feature names for one package only.
 PACKAGECONFIG ??= "uinput jpeg"
 PACKAGECONFIG[uinput] = ",,,,kernel-module-uinput"
 PACKAGECONFIG[jpeg] = ""
@@ -46,9 +61,9 @@ PACKAGECONFIG[broker] = ""
 PACKAGECONFIG[type-text] = ""
 PACKAGECONFIG[call] = ""
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'jpeg', '', '--no-default-features', d)}"
-CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'broker', '--features broker', '', d)}"
-CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'type-text', '--features type-text', '', d)}"
-CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'call', '--features call', '', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'broker', '--features shoulder-agent/broker', '', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'type-text', '--features shoulder-agent/type-text', '', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'call', '--features shoulder-agent/call', '', d)}"
 
 SYSTEMD_SERVICE:${PN} = "shoulder-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
@@ -73,13 +88,32 @@ do_install() {
     # Mount point for the persistent state partition on read-only root
     # file systems; the service's StateDirectory= otherwise creates it.
     install -d -m 0700 ${D}${localstatedir}/lib/shoulder
+
+    # The device size budget (the repository README, "Device size"), on the
+    # binary as it will be shipped (stripped). This build links the C
+    # library dynamically, so it is smaller than the static one CI measures:
+    # over budget here means the static build is well over too.
+    ${STRIP} -o ${B}/shoulder-agent.stripped ${D}${bindir}/shoulder-agent
+    size=$(stat -c %s ${B}/shoulder-agent.stripped)
+    rm -f ${B}/shoulder-agent.stripped
+    if [ "$size" -gt ${SHOULDER_SIZE_BUDGET} ]; then
+        bbwarn "shoulder-agent is $size bytes stripped, over its budget of ${SHOULDER_SIZE_BUDGET} bytes for PACKAGECONFIG '${PACKAGECONFIG}'"
+    else
+        bbnote "shoulder-agent: $size bytes stripped (budget ${SHOULDER_SIZE_BUDGET})"
+    fi
 }
+
+# 2.5 MiB with the default features, 3 MiB with any optional one (the bound
+# for all of them together).
+SHOULDER_SIZE_BUDGET = "${@'3145728' if bb.utils.contains_any('PACKAGECONFIG', 'broker type-text call', True, False, d) else '2621440'}"
 
 FILES:${PN} += "${nonarch_libdir}/tmpfiles.d/shoulder-agent.conf \
                 ${nonarch_libdir}/modules-load.d/shoulder-agent.conf \
                 ${localstatedir}/lib/shoulder \
                 "
 
-# The agent refuses to start without its policy file; device builders
-# replace its contents with a bbappend to shoulder-agent-conf.
-RDEPENDS:${PN} += "shoulder-agent-conf"
+# The agent refuses to start without its policy file. shoulder-agent-conf
+# provides it (device builders change it with a bbappend), or a product's own
+# package that RPROVIDES virtual-shoulder-agent-conf (README.md, "Device
+# policy"); recommended rather than required, so the product's can replace it.
+RRECOMMENDS:${PN} += "virtual-shoulder-agent-conf"
