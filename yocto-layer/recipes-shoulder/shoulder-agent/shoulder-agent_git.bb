@@ -15,8 +15,8 @@ require recipes-shoulder/include/shoulder-source.inc
 require shoulder-agent-crates.inc
 # LICENSE and LIC_FILES_CHKSUM of everything linked into the agent: the
 # workspace and each crates.io crate (licence files in the vendored crates).
-# Replaces those of shoulder-source.inc, so it comes after it. Regenerate
-# with yocto-layer/scripts/update-licenses.
+# (shoulder-source.inc declares no licence: each recipe declares what it
+# links.) Regenerate with yocto-layer/scripts/update-licenses.
 require shoulder-agent-licenses.inc
 
 SRC_URI += "file://shoulder-agent.service \

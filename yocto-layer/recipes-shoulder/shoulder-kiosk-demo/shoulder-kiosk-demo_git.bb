@@ -11,6 +11,11 @@ inherit cargo systemd features_check
 require recipes-shoulder/include/shoulder-source.inc
 # The same workspace and Cargo.lock as shoulder-agent, so the same crates.
 require recipes-shoulder/shoulder-agent/shoulder-agent-crates.inc
+# LICENSE and LIC_FILES_CHKSUM of everything linked into shoulder-kiosk: the
+# workspace, each crates.io crate (licence files in the vendored crates) and
+# the embedded-graphics font it draws text in. Regenerate with
+# yocto-layer/scripts/update-licenses.
+require shoulder-kiosk-demo-licenses.inc
 
 SRC_URI += "file://shoulder-kiosk.service"
 
