@@ -83,6 +83,8 @@ struct Want {
     rotation: Option<Rotation>,
     /// The expert chose another screen.
     screen: Option<u8>,
+    /// The expert asked for exact pictures only.
+    exact: bool,
     stop: bool,
 }
 
@@ -187,6 +189,18 @@ impl CaptureHandle {
         cv.notify_one();
     }
 
+    /// The expert asked for exact pictures only: no more lossy rectangles
+    /// this viewing, and the whole screen exact now (which makes what was
+    /// approximate exact).
+    pub fn exact_only(&self) {
+        let (m, cv) = &*self.want;
+        let mut w = m.lock().unwrap_or_else(|p| p.into_inner());
+        w.exact = true;
+        w.pending = true;
+        w.full = true;
+        cv.notify_one();
+    }
+
     /// The expert chose screen `index` of the list they were sent: the
     /// next update is that screen, whole, with its screen info.
     pub fn select_screen(&self, index: u8) {
@@ -237,6 +251,7 @@ struct Wake {
     check: Option<Box<ViewReport>>,
     rotation: Option<Rotation>,
     screen: Option<u8>,
+    exact: bool,
 }
 
 struct Worker {
@@ -273,6 +288,13 @@ impl Worker {
     fn run(mut self) {
         while let Some(wake) = self.wait() {
             let now = Instant::now();
+            if wake.exact && self.decodes.jpeg {
+                // Before the full update the expert asked with it.
+                self.decodes.jpeg = false;
+                if let Some(src) = self.source.as_mut() {
+                    src.set_lossy(None);
+                }
+            }
             if let Some(full) = wake.request {
                 self.link.requested(now);
                 self.pacer.request(now, !full);
@@ -595,12 +617,14 @@ impl Worker {
                 let check = w.check.take();
                 let rotation = w.rotation.take();
                 let screen = w.screen.take();
+                let exact = std::mem::take(&mut w.exact);
                 return Some(Wake {
                     request,
                     input,
                     check,
                     rotation,
                     screen,
+                    exact,
                 });
             }
             let timeout = due.map_or(POLL, |d| (d - now).min(POLL));

@@ -77,6 +77,61 @@ pub struct Framebuffer {
     /// half-used or skipped, so what follows could decode to wrong pixels
     /// without an error) until the device restarts it.
     stream: Option<Box<InflateState>>,
+    /// Where the picture is approximate: drawn from lossy rectangles
+    /// ([`Encoding::Jpeg`]) and not drawn exact since. Disjoint; at most
+    /// [`MAX_APPROX_AREAS`] (past that, the box around them all).
+    approx: Vec<Area>,
+}
+
+/// Disjoint approximate areas tracked one by one; more collapse into the
+/// box around them (which may then call a few exact pixels approximate).
+const MAX_APPROX_AREAS: usize = 256;
+
+/// A rectangle of the screen, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Area {
+    x: u16,
+    y: u16,
+    w: u16,
+    h: u16,
+}
+
+impl Area {
+    fn right(&self) -> u16 {
+        self.x + self.w
+    }
+
+    fn bottom(&self) -> u16 {
+        self.y + self.h
+    }
+
+    fn intersect(&self, o: &Area) -> Option<Area> {
+        let (x, y) = (self.x.max(o.x), self.y.max(o.y));
+        let (r, b) = (self.right().min(o.right()), self.bottom().min(o.bottom()));
+        (x < r && y < b).then(|| Area {
+            x,
+            y,
+            w: r - x,
+            h: b - y,
+        })
+    }
+
+    /// What is left of `self` outside `cut`: up to four rectangles.
+    fn minus(&self, cut: &Area, out: &mut Vec<Area>) {
+        let Some(i) = self.intersect(cut) else {
+            out.push(*self);
+            return;
+        };
+        let mut piece = |x, y, w, h| {
+            if w > 0 && h > 0 {
+                out.push(Area { x, y, w, h });
+            }
+        };
+        piece(self.x, self.y, self.w, i.y - self.y);
+        piece(self.x, i.bottom(), self.w, self.bottom() - i.bottom());
+        piece(self.x, i.y, i.x - self.x, i.h);
+        piece(i.right(), i.y, self.right() - i.right(), i.h);
+    }
 }
 
 impl PartialEq for Framebuffer {
@@ -105,7 +160,92 @@ impl Framebuffer {
             height: h,
             pixels: vec![0; usize::from(w) * usize::from(h) * 4],
             stream: None,
+            approx: Vec::new(),
         })
+    }
+
+    /// How many pixels are approximate: drawn from lossy pictures the
+    /// device has not made exact yet (it does once they stop changing, or
+    /// at once for an expert who asks for exact pictures only). Zero when
+    /// every pixel is exact.
+    pub fn approximate_pixels(&self) -> u64 {
+        self.approx
+            .iter()
+            .map(|a| u64::from(a.w) * u64::from(a.h))
+            .sum()
+    }
+
+    /// `area` is now exact.
+    fn mark_exact(&mut self, area: Area) {
+        if self.approx.iter().all(|a| a.intersect(&area).is_none()) {
+            return;
+        }
+        let mut left = Vec::with_capacity(self.approx.len() + 4);
+        for a in &self.approx {
+            a.minus(&area, &mut left);
+        }
+        self.approx = left;
+        self.bound_approx();
+    }
+
+    /// `areas` (disjoint) are now approximate.
+    fn mark_approx(&mut self, areas: &[Area]) {
+        for a in areas {
+            self.mark_exact(*a);
+        }
+        self.approx.extend_from_slice(areas);
+        self.bound_approx();
+    }
+
+    fn bound_approx(&mut self) {
+        if self.approx.len() <= MAX_APPROX_AREAS {
+            return;
+        }
+        let x = self.approx.iter().map(|a| a.x).min().unwrap_or(0);
+        let y = self.approx.iter().map(|a| a.y).min().unwrap_or(0);
+        let r = self.approx.iter().map(Area::right).max().unwrap_or(0);
+        let b = self.approx.iter().map(Area::bottom).max().unwrap_or(0);
+        self.approx = vec![Area {
+            x,
+            y,
+            w: r - x,
+            h: b - y,
+        }];
+    }
+
+    /// Keeps [`Self::approximate_pixels`] true after `r` was drawn.
+    fn track_approx(&mut self, r: &Rect) {
+        let area = Area {
+            x: r.x,
+            y: r.y,
+            w: r.w,
+            h: r.h,
+        };
+        match &r.encoding {
+            Encoding::Jpeg(_) => self.mark_approx(&[area]),
+            Encoding::Copy { src_x, src_y } => {
+                // Approximate pixels move with the copy.
+                let src = Area {
+                    x: *src_x,
+                    y: *src_y,
+                    w: r.w,
+                    h: r.h,
+                };
+                let moved: Vec<Area> = self
+                    .approx
+                    .iter()
+                    .filter_map(|a| a.intersect(&src))
+                    .map(|a| Area {
+                        x: a.x - src.x + area.x,
+                        y: a.y - src.y + area.y,
+                        ..a
+                    })
+                    .collect();
+                self.mark_exact(area);
+                self.mark_approx(&moved);
+            }
+            _ => self.mark_exact(area),
+        }
     }
 
     pub fn width(&self) -> u16 {
@@ -167,8 +307,9 @@ impl Framebuffer {
     /// screen: its first rectangle does).
     pub fn apply_rect(&mut self, r: &Rect) -> Result<(), ApplyError> {
         let applied = self.apply_rect_inner(r);
-        if applied.is_err() {
-            self.stream = None;
+        match applied {
+            Ok(()) => self.track_approx(r),
+            Err(_) => self.stream = None,
         }
         applied
     }
@@ -454,6 +595,63 @@ mod tests {
     fn px(fb: &Framebuffer, x: usize, y: usize) -> u32 {
         let i = (y * usize::from(fb.width()) + x) * 4;
         u32::from_le_bytes(fb.pixels()[i..i + 4].try_into().unwrap())
+    }
+
+    fn rect(x: u16, y: u16, w: u16, h: u16, encoding: Encoding) -> Rect {
+        Rect {
+            x,
+            y,
+            w,
+            h,
+            encoding,
+        }
+    }
+
+    fn jpeg() -> Encoding {
+        Encoding::Jpeg(Payload(vec![0xff, 0xd8]))
+    }
+
+    #[test]
+    fn lossy_areas_stay_approximate_until_drawn_exact() {
+        let mut f = fb(200, 100);
+        assert_eq!(f.approximate_pixels(), 0);
+        // Two photos, lossy (tracked as drawn; the bytes are not decoded here).
+        f.track_approx(&rect(0, 0, 100, 50, jpeg()));
+        f.track_approx(&rect(50, 25, 100, 50, jpeg()));
+        // 5000 + 5000, overlapping in 50×25.
+        assert_eq!(f.approximate_pixels(), 5000 + 5000 - 50 * 25);
+        // Part of the first made exact: the rest stays approximate.
+        f.track_approx(&rect(0, 0, 50, 50, Encoding::Solid(7)));
+        assert_eq!(f.approximate_pixels(), 2500 + 5000 - 50 * 25);
+        // A scroll by 10 rows moves approximate pixels with it: of the
+        // first photo's 50×25 left, the 50×15 below row 10 (the rest
+        // scrolled out), and all of the second.
+        f.track_approx(&rect(
+            0,
+            0,
+            200,
+            90,
+            Encoding::Copy {
+                src_x: 0,
+                src_y: 10,
+            },
+        ));
+        assert_eq!(f.approximate_pixels(), 50 * 15 + 5000);
+        // The refinement: every pixel exact again.
+        f.track_approx(&rect(0, 0, 200, 100, Encoding::Solid(0)));
+        assert_eq!(f.approximate_pixels(), 0);
+    }
+
+    #[test]
+    fn many_small_lossy_areas_are_bounded() {
+        let mut f = fb(1000, 1000);
+        for i in 0..(MAX_APPROX_AREAS as u16 + 50) {
+            f.track_approx(&rect((i % 30) * 32, (i / 30) * 32, 16, 16, jpeg()));
+        }
+        assert!(f.approx.len() <= MAX_APPROX_AREAS);
+        assert!(f.approximate_pixels() >= 16 * 16 * (MAX_APPROX_AREAS as u64 + 50));
+        f.track_approx(&rect(0, 0, 1000, 1000, Encoding::Solid(0)));
+        assert_eq!(f.approximate_pixels(), 0);
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn variant_name(tag: u32) -> &'static str {
         "SelectScreen",
         "TypeText",
         "Typed",
+        "ExactOnly",
     ];
     NAMES.get(tag as usize).copied().unwrap_or("?")
 }

@@ -89,6 +89,7 @@
 //! | 26 | `SelectScreen` | E→D | show another screen; input goes to it (protocol 3) |
 //! | 27 | `TypeText` | E→D | type this text with the device's keyboard layout, while controlling (protocol 4) |
 //! | 28 | `Typed` | D→E | how it ended: typed, or which characters the layout lacks, or why it stopped (protocol 4) |
+//! | 29 | `ExactOnly` | E→D | exact pictures only from now on; approximate areas are sent exact at once (protocol 5) |
 //!
 //! ## Consent
 //!

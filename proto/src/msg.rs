@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Bumped on any incompatible change
 /// to [`Message`].
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// The first protocol version with the view self-check ([`ViewReport`],
@@ -21,6 +21,10 @@ pub const SCREENS_VERSION: u16 = 3;
 /// The first protocol version that types text ([`Message::TypeText`],
 /// `Typed`): the expert does not send it to an older device.
 pub const TYPE_TEXT_VERSION: u16 = 4;
+/// The first protocol version that takes [`Message::ExactOnly`] mid-session:
+/// the expert does not send it to an older device (it reconnects without
+/// [`Capabilities::JPEG`] instead).
+pub const EXACT_VERSION: u16 = 5;
 
 /// Software names ("shoulder-agent") and versions ("1.2.3-rc1") are short.
 pub const MAX_SOFTWARE_LEN: usize = 32;
@@ -770,6 +774,11 @@ pub enum Message {
         typed: u16,
         outcome: TypeOutcome,
     },
+    /// Expert → device, protocol [`EXACT_VERSION`] on, while viewing: exact
+    /// pictures only from now on, for the rest of the session (as if the
+    /// expert's `Hello` had left out [`Capabilities::JPEG`]); what is
+    /// approximate on the expert's screen is sent exact at once.
+    ExactOnly,
 }
 
 /// How typing a text ended.
@@ -839,7 +848,7 @@ impl TypeOutcome {
 }
 
 /// Number of [`Message`] variants: a wire tag at or above this is unknown.
-pub const MESSAGE_VARIANTS: u32 = 29;
+pub const MESSAGE_VARIANTS: u32 = 30;
 
 impl Message {
     /// A short name for logs and errors.
@@ -874,6 +883,7 @@ impl Message {
             Message::SelectScreen { .. } => "SelectScreen",
             Message::TypeText { .. } => "TypeText",
             Message::Typed { .. } => "Typed",
+            Message::ExactOnly => "ExactOnly",
         }
     }
 
@@ -923,12 +933,7 @@ mod tests {
 
     #[test]
     fn variant_count_matches_last_tag() {
-        let last = postcard::to_stdvec(&Message::Typed {
-            id: 0,
-            typed: 0,
-            outcome: TypeOutcome::Done,
-        })
-        .unwrap();
+        let last = postcard::to_stdvec(&Message::ExactOnly).unwrap();
         assert_eq!(u32::from(last[0]) + 1, MESSAGE_VARIANTS);
     }
 }

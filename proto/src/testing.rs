@@ -38,6 +38,7 @@ pub enum DeviceRecord {
     /// The expert chose screen `index` (the fake capture has two, 4×2 each,
     /// side by side, and lists them to experts that take the list).
     SelectScreen(u8),
+    ExactOnly,
     ShowChat(String),
     Audit(AuditEvent),
     Close(ByeReason),
@@ -413,6 +414,7 @@ impl Pair {
                     }
                     DeviceRecord::SelectScreen(index)
                 }
+                DeviceOutput::ExactOnly => DeviceRecord::ExactOnly,
                 DeviceOutput::ShowChat(t) => DeviceRecord::ShowChat(t),
                 DeviceOutput::Audit(a) => DeviceRecord::Audit(a),
                 DeviceOutput::Close { reason, .. } => {

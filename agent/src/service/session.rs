@@ -465,6 +465,13 @@ impl Session {
                         c.select_screen(index);
                     }
                 }
+                DeviceOutput::ExactOnly => {
+                    // A capture started later asks the machine again
+                    // (`jpeg_supported` is false from now on).
+                    if let Some(c) = &self.devices.capture {
+                        c.exact_only();
+                    }
+                }
                 DeviceOutput::ShowChat(text) => {
                     self.with_presenter(|pr| pr.chat(true, &text));
                     self.publish(ControlEvent::Chat {

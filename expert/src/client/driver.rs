@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use shoulder_proto::fb::Framebuffer;
 use shoulder_proto::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
+use shoulder_proto::msg::Encoding;
 use shoulder_proto::session::{ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction};
 use shoulder_proto::{ByeReason, ControlEndReason, DeclineReason, Message, ResumeToken};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -42,6 +43,9 @@ pub struct DriveEnd {
     pub resume: Option<ResumeChance>,
     /// The connection died (no `Bye` either way), resumable or not.
     pub lost: bool,
+    /// The technician asked for exact pictures only on this connection
+    /// (`UserAction::ExactOnly`): a resumed one asks the same.
+    pub exact_only: bool,
 }
 
 /// The device's offer to resume a dropped session.
@@ -97,6 +101,8 @@ impl Driver<'_> {
                 }
                 ExpertEvent::StateChanged(s) => {
                     self.viewing = matches!(s, ExpertState::Viewing { .. });
+                    self.view.lock().exact_offer =
+                        self.viewing && session.exact_only_supported() && session.lossy();
                     (self.emit)(ClientEvent::State(s));
                 }
                 ExpertEvent::Screen(info) => {
@@ -124,13 +130,18 @@ impl Driver<'_> {
                     self.update_bytes += frame_len;
                     let failed = {
                         let mut v = self.view.lock();
-                        let View { fb, dirty, .. } = &mut *v;
+                        let View {
+                            fb, dirty, stats, ..
+                        } = &mut *v;
                         let mut failed = None;
                         if let Some(fb) = fb.as_mut() {
                             for r in &part.rects {
                                 match fb.apply_rect(r) {
                                     Ok(()) => {
                                         self.update_rects += 1;
+                                        if matches!(r.encoding, Encoding::Jpeg(_)) {
+                                            stats.lossy_rects += 1;
+                                        }
                                         Dirty::add(dirty, r.x, r.y, r.w, r.h);
                                     }
                                     Err(e) => {
@@ -369,6 +380,7 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 end,
                 resume,
                 lost: session.connection_lost(),
+                exact_only: !session.lossy(),
             };
         }
         let deadline = session
@@ -398,7 +410,13 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         d.check_wanted = true;
                         d.check_asked = true;
                     }
-                    Some(a) => session.handle(Instant::now(), ExpertInput::Action(a)),
+                    Some(a) => {
+                        let exact = a == UserAction::ExactOnly;
+                        session.handle(Instant::now(), ExpertInput::Action(a));
+                        if exact {
+                            d.view.lock().exact_offer = false;
+                        }
+                    }
                     None => {
                         actions_open = false;
                         session.handle(Instant::now(), ExpertInput::Action(UserAction::Disconnect));

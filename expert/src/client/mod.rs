@@ -207,6 +207,8 @@ pub struct Stats {
     /// wrong (and repaired it).
     pub view_checks: u64,
     pub view_repairs: u64,
+    /// Lossy rectangles received (approximate pictures, made exact later).
+    pub lossy_rects: u64,
 }
 
 /// The device screen as the UI shows it.
@@ -220,6 +222,10 @@ pub struct View {
     pub cursor_changed: bool,
     pub cursor_pos: Option<(u16, u16, bool)>,
     pub stats: Stats,
+    /// Lossy pictures may come and the device can be asked for exact ones
+    /// mid-session (`UserAction::ExactOnly`): the UI offers it while
+    /// [`Framebuffer::approximate_pixels`] is not zero.
+    pub exact_offer: bool,
 }
 
 /// The view shared between the driver and the UI.

@@ -69,7 +69,8 @@ async fn run_session(
         fingerprint: conn.fingerprint,
     });
     let device = conn.fingerprint;
-    let mut session = ExpertSession::new(Instant::now(), expert_config(opts, auth));
+    let mut lossless = opts.lossless;
+    let mut session = ExpertSession::new(Instant::now(), expert_config(opts, lossless, auth));
     // The resume under way: its token, the end of the device's grace period
     // and its length. The device answers a resume with a new offer; until
     // then a connection that dies again retries the same token.
@@ -77,6 +78,7 @@ async fn run_session(
     loop {
         let label = conn.label.clone();
         let out = drive(conn.stream, &label, session, view.clone(), actions, emit).await;
+        lossless |= out.exact_only;
         let (token, until, grace) = match (out.resume, resuming.take()) {
             (Some(chance), _) => (chance.token, Instant::now() + chance.grace, chance.grace),
             (None, Some(r)) if out.lost && Instant::now() < r.1 => r,
@@ -89,14 +91,15 @@ async fn run_session(
         emit(ClientEvent::Resuming);
         resuming = Some((token.clone(), until, grace));
         let auth = Auth::Resume { token };
-        session = ExpertSession::new(Instant::now(), expert_config(opts, auth));
+        session = ExpertSession::new(Instant::now(), expert_config(opts, lossless, auth));
     }
 }
 
-/// The session machine's settings for `opts`.
-fn expert_config(opts: &ConnectOptions, auth: Auth) -> ExpertConfig {
+/// The session machine's settings for `opts`; `lossless` as `--lossless`,
+/// or as the technician chose during the session.
+fn expert_config(opts: &ConnectOptions, lossless: bool, auth: Auth) -> ExpertConfig {
     ExpertConfig {
-        lossy: !opts.lossless,
+        lossy: !lossless,
         ..ExpertConfig::new(&opts.name, auth)
     }
 }

@@ -539,6 +539,29 @@ impl App {
                                 stats.view_repairs, stats.view_checks
                             ));
                     }
+                    let (approx, offer) = {
+                        let v = s.handle.view.lock();
+                        (v.fb.as_ref().map_or(0, |f| f.approximate_pixels()), v.exact_offer)
+                    };
+                    if approx > 0 {
+                        ui.separator();
+                        let r = ui
+                            .colored_label(egui::Color32::from_rgb(0xd0, 0x90, 0x00), "approximate")
+                            .on_hover_text(
+                                "Parts of the picture (photographs, video) came as lossy pictures on a slow link; \
+                                 the device sends them exact once they stop changing",
+                            );
+                        tracer.rect("label-approximate", r.rect, ppp);
+                        if offer {
+                            let r = ui.small_button("Exact now").on_hover_text(
+                                "Exact pictures only, for the rest of the session (more to send on a slow link)",
+                            );
+                            tracer.rect("button-exact-now", r.rect, ppp);
+                            if r.clicked() {
+                                s.send(UserAction::ExactOnly);
+                            }
+                        }
+                    }
                 }
                 if let Some(fp) = s.fingerprint {
                     ui.separator();

@@ -386,6 +386,9 @@ pub enum DeviceOutput {
     /// Show the expert screen `index` of the list it was sent (capture
     /// switches; input goes there). An index past the list is ignored.
     SelectScreen(u8),
+    /// Exact pictures only, for the rest of the session: no more lossy
+    /// rectangles, and what was sent lossy is sent exact now.
+    ExactOnly,
     ShowChat(String),
     Audit(AuditEvent),
     /// Flush what was sent, then close the transport. Nothing follows.
@@ -527,6 +530,9 @@ pub struct DeviceSession {
     /// A text whose typing the dropped connection cut short (id, typed):
     /// answered on the resumed one.
     typing_cut: Option<(u32, u16)>,
+    /// The expert asked for exact pictures only ([`Message::ExactOnly`]):
+    /// kept for the session, resumed connections included.
+    exact_only: bool,
 }
 
 impl DeviceSession {
@@ -552,7 +558,7 @@ impl DeviceSession {
     /// Whether the expert takes lossy [`crate::msg::Encoding::Jpeg`]
     /// rectangles (it leaves the capability out to see only exact pixels).
     pub fn jpeg_supported(&self) -> bool {
-        self.peer_capabilities.contains(Capabilities::JPEG)
+        self.peer_capabilities.contains(Capabilities::JPEG) && !self.exact_only
     }
 }
 
@@ -590,6 +596,7 @@ impl DeviceSession {
             peer_capabilities: Capabilities(0),
             typing: None,
             typing_cut: None,
+            exact_only: false,
             config,
         };
         let hello = Hello::new(
@@ -910,6 +917,11 @@ impl DeviceSession {
                 self.push(DeviceOutput::SelectScreen(index));
                 State::Active(a)
             }
+            (State::Active(a), Message::ExactOnly) => {
+                self.exact_only = true;
+                self.push(DeviceOutput::ExactOnly);
+                State::Active(a)
+            }
             (State::Active(a), Message::Pointer(p)) => {
                 self.inject(now, a, InjectEvent::Pointer(p), "Pointer")
             }
@@ -1021,6 +1033,7 @@ impl DeviceSession {
                 m @ (Message::UpdateRequest { .. }
                 | Message::ViewReport(_)
                 | Message::SelectScreen { .. }
+                | Message::ExactOnly
                 | Message::Pointer(_)
                 | Message::Key(_)
                 | Message::Touch(_)

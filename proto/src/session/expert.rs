@@ -101,6 +101,11 @@ pub enum UserAction {
         id: u32,
         text: Box<Text<MAX_TYPE_TEXT_LEN>>,
     },
+    /// Exact pictures only from now on: the device sends what is
+    /// approximate exact at once and no lossy rectangle after (devices of
+    /// protocol [`EXACT_VERSION`] on; see [`ExpertSession::exact_only_supported`]).
+    /// A resumed connection keeps it.
+    ExactOnly,
     Disconnect,
 }
 
@@ -635,6 +640,12 @@ impl ExpertSession {
                     outcome,
                 });
             }
+            UserAction::ExactOnly => {
+                if self.config.lossy && self.exact_only_supported() {
+                    self.config.lossy = false;
+                    self.send(now, Message::ExactOnly);
+                }
+            }
             UserAction::Disconnect => self.close(
                 now,
                 ByeReason::Normal,
@@ -642,6 +653,19 @@ impl ExpertSession {
                 false,
             ),
         }
+    }
+
+    /// Whether the device takes [`UserAction::ExactOnly`] mid-session
+    /// (protocol [`EXACT_VERSION`] on); an older one needs a new
+    /// connection with `lossy` off.
+    pub fn exact_only_supported(&self) -> bool {
+        self.got_hello && self.peer_version >= EXACT_VERSION
+    }
+
+    /// Whether lossy pictures are still welcome (`lossy` in the config,
+    /// until [`UserAction::ExactOnly`]).
+    pub fn lossy(&self) -> bool {
+        self.config.lossy
     }
 
     /// Whether the device takes [`UserAction::ReportView`] (protocol 2 on).

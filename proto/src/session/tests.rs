@@ -1563,12 +1563,12 @@ mod typing {
     }
 }
 
-#[test]
-fn an_older_device_is_not_sent_text_to_type() {
+/// An expert viewing a device that speaks protocol `version`.
+fn expert_viewing_a_device_of(version: u16) -> (std::time::Instant, ExpertSession) {
     let now = std::time::Instant::now();
     let mut e = ExpertSession::new(now, ExpertConfig::new("ann", Auth::Offer));
     let mut hello = Hello::new(Role::Device, "shoulder-agent", "0.1.0", "old");
-    hello.version = 3;
+    hello.version = version;
     e.handle(
         now,
         ExpertInput::Received(encode(&Message::Hello(hello)).unwrap()),
@@ -1585,6 +1585,12 @@ fn an_older_device_is_not_sent_text_to_type() {
         e.handle(now, ExpertInput::Received(encode(&m).unwrap()));
     }
     assert!(matches!(e.state(), ExpertState::Viewing { .. }));
+    (now, e)
+}
+
+#[test]
+fn an_older_device_is_not_sent_text_to_type() {
+    let (now, mut e) = expert_viewing_a_device_of(3);
     e.handle(
         now,
         ExpertInput::Action(UserAction::TypeText {
@@ -1603,4 +1609,50 @@ fn an_older_device_is_not_sent_text_to_type() {
             };
     }
     assert!(answered);
+}
+
+#[test]
+fn exact_only_mid_session_stops_lossy_pictures_for_the_rest_of_it() {
+    let mut p = pair();
+    p.drive();
+    p.local(LocalDecision::Accept);
+    assert!(viewing(&p));
+    assert!(
+        p.device.jpeg_supported(),
+        "this expert takes lossy pictures"
+    );
+    assert!(p.expert.exact_only_supported());
+    assert!(p.expert.lossy());
+
+    p.expert_action(UserAction::ExactOnly);
+    assert!(p.device_did(&R::ExactOnly));
+    assert!(!p.device.jpeg_supported(), "no lossy pictures after");
+    assert!(!p.expert.lossy(), "a resumed connection asks the same");
+    // Asked once: a second click sends nothing more.
+    let before = p.device_log.len();
+    p.expert_action(UserAction::ExactOnly);
+    assert!(!p.device_log[before..].contains(&R::ExactOnly));
+}
+
+#[test]
+fn exact_only_before_consent_is_ignored_and_an_older_device_is_not_sent_it() {
+    // A hostile or early expert: nothing is acted on before the view.
+    let mut d = DeviceSession::new(std::time::Instant::now(), DeviceConfig::default(), 0);
+    d.handle(
+        std::time::Instant::now(),
+        DeviceInput::Received(encode(&Message::ExactOnly).unwrap()),
+    );
+    while let Some(o) = d.poll_output() {
+        assert!(!matches!(o, DeviceOutput::ExactOnly), "{o:?}");
+    }
+
+    let (now, mut e) = expert_viewing_a_device_of(TYPE_TEXT_VERSION);
+    assert!(!e.exact_only_supported());
+    e.handle(now, ExpertInput::Action(UserAction::ExactOnly));
+    while let Some(ev) = e.poll_output() {
+        assert!(
+            !matches!(ev, ExpertEvent::Send(Message::ExactOnly)),
+            "{ev:?}"
+        );
+    }
 }
