@@ -814,6 +814,111 @@ mod tests {
         (handle, rx)
     }
 
+    /// A still screen of noise (every update of it is large): each open
+    /// shows the same picture.
+    struct Noise {
+        geometry: ScreenGeometry,
+        pixels: Vec<u8>,
+    }
+
+    impl Noise {
+        fn new(width: u32, height: u32) -> Self {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let pixels = (0..width * height * 4)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            Self {
+                geometry: ScreenGeometry {
+                    width,
+                    height,
+                    format: shoulder_capture::PixelFormat::Xrgb8888,
+                },
+                pixels,
+            }
+        }
+    }
+
+    impl FrameSource for Noise {
+        fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
+            Ok(self.geometry)
+        }
+        fn capture(&mut self) -> Result<Frame<'_>, CaptureError> {
+            let pitch = self.geometry.width as usize * 4;
+            Ok(Frame::new(&self.pixels, self.geometry, pitch).expect("a whole frame"))
+        }
+        fn describe(&self) -> String {
+            "noise".into()
+        }
+    }
+
+    struct NoiseBackend(u32, u32);
+
+    impl CaptureBackend for NoiseBackend {
+        fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+            Ok(Box::new(Noise::new(self.0, self.1)))
+        }
+    }
+
+    /// The person ends the session while a large update goes out in early
+    /// parts: the parts already made may still arrive (the queue holds one,
+    /// one more may be on its way into it), nothing made after, the update
+    /// is never finished, and the capture stops.
+    #[test]
+    fn consent_withdrawn_between_two_early_parts_stops_the_update() {
+        let (mut pair, view) = shoulder_proto::testing::granted_view();
+        let (tx, mut rx) = mpsc::channel(1);
+        let handle = CaptureHandle::start(
+            view,
+            Arc::new(NoiseBackend(1280, 720)),
+            tx,
+            30,
+            Rotation::Deg0,
+            Decodes::default(),
+        );
+        handle.request(true);
+        assert!(matches!(next(&mut rx), Message::ScreenInfo(_)));
+        let first = next(&mut rx);
+        assert!(
+            matches!(&first, Message::Update(p) if !p.last),
+            "a 1280x720 noise screen goes in several parts: {}",
+            first.name()
+        );
+        pair.local(shoulder_proto::session::LocalDecision::End);
+        assert!(pair.device.is_closed(), "the person ended the session");
+
+        let t0 = Instant::now();
+        let mut after = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(m) => after.push(m),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "the capture did not stop after the consent ended"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        assert!(
+            after.len() <= 2,
+            "{} messages after the consent ended (at most the queued one and one on its way)",
+            after.len()
+        );
+        assert!(
+            !after
+                .iter()
+                .any(|m| matches!(m, Message::Update(p) if p.last)),
+            "the update was finished after the consent ended"
+        );
+    }
+
     /// The test pattern with a separate cursor: each `cursor()` call takes
     /// the next scripted cursor update.
     struct WithCursor {
