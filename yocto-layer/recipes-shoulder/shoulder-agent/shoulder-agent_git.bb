@@ -38,6 +38,23 @@ SHOULDER_CARGO_PACKAGES:task-compile-ptest-cargo = "--package shoulder-proto --p
                                                     --package shoulder-display"
 CARGO_BUILD_FLAGS += "${SHOULDER_CARGO_PACKAGES}"
 
+# ptest-cargo lists every executable of a target that has tests, and with
+# integration tests cargo also builds the programs themselves
+# (target/<triple>/<profile>/shoulder-agent): run as a test, the agent would
+# print its usage and count as a failure. Keep the test harnesses, which
+# cargo writes to deps/ as NAME-HASH.
+python shoulder_ptest_harnesses_only() {
+    path = d.getVar('CARGO_TEST_BINARIES_FILES')
+    with open(path) as f:
+        found = [line.strip() for line in f if line.strip()]
+    keep = [b for b in found if os.path.basename(os.path.dirname(b)) == 'deps']
+    bb.note("ptest: %d test harnesses of %d executables" % (len(keep), len(found)))
+    with open(path, 'w') as f:
+        f.writelines(b + '\n' for b in keep)
+}
+shoulder_ptest_harnesses_only[doc] = "Drop the programs from the test binaries ptest-cargo found: keep the harnesses in deps/"
+do_compile_ptest_cargo[postfuncs] += "shoulder_ptest_harnesses_only"
+
 # uinput: remote control (the expert's keyboard and pointer). Without it the
 # device can still be viewed; set PACKAGECONFIG:remove = "uinput" for
 # view-only products whose kernel lacks uinput.
