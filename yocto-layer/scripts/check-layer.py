@@ -33,7 +33,6 @@ file, the problem and the fix, and makes the exit status 1.
 import argparse
 import fnmatch
 import glob
-import hashlib
 import json
 import os
 import re
@@ -49,6 +48,8 @@ except ModuleNotFoundError:  # Python < 3.11
         import tomli as tomllib  # type: ignore[no-redef]
     except ModuleNotFoundError:
         sys.exit("error: Python 3.11+ (tomllib) or the 'tomli' package is needed; run with a newer python3")
+
+from oe_license import lic_md5
 
 LAYER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(LAYER)
@@ -231,22 +232,6 @@ def check_layer_conf(report):
         report.ok(f"collection '{COLLECTION}', depends on core, compatible with {' '.join(compat)}; "
                   f"BBFILES picks up all {len(recipes)} recipes")
     return recipes
-
-
-def lic_md5(path, begin, end):
-    """md5 as computed by oe-core's insane.bbclass for LIC_FILES_CHKSUM."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        if not begin and not end:
-            digest.update(f.read())
-            return digest.hexdigest()
-        for number, line in enumerate(f, 1):
-            if number < begin:
-                continue
-            if end and number > end:
-                break
-            digest.update(line)
-    return digest.hexdigest()
 
 
 def check_license(path, number, value, report):
