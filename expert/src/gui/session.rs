@@ -523,7 +523,11 @@ impl App {
                 ui.colored_label(color, RichText::new(text).strong());
                 ui.separator();
                 ui.label(&s.device_name);
-                let stats: Stats = s.handle.view.lock().stats;
+                let (stats, approx, offer): (Stats, u64, bool) = {
+                    let v = s.handle.view.lock();
+                    let approx = v.fb.as_ref().map_or(0, |f| f.approximate_pixels());
+                    (v.stats, approx, v.exact_offer)
+                };
                 if viewing {
                     ui.separator();
                     match stats.rtt {
@@ -539,10 +543,6 @@ impl App {
                                 stats.view_repairs, stats.view_checks
                             ));
                     }
-                    let (approx, offer) = {
-                        let v = s.handle.view.lock();
-                        (v.fb.as_ref().map_or(0, |f| f.approximate_pixels()), v.exact_offer)
-                    };
                     if approx > 0 {
                         ui.separator();
                         let r = ui
