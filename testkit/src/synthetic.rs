@@ -9,8 +9,9 @@ use std::time::Duration;
 use shoulder_agent::backends::{
     Backends, CaptureBackend, CaptureError, LocalEvent, NullPresenter, SinkFactory,
 };
+use shoulder_capture::rawfile::RawFileScreen;
 use shoulder_capture::synthetic::{Clock, SyntheticControls, SyntheticScreen};
-use shoulder_capture::{FrameSource, SourceSpec};
+use shoulder_capture::{FrameSource, PixelFormat, ScreenGeometry, SourceSpec};
 use shoulder_input::{CallLog, Injected, InputError, InputSink, SinkStats};
 use shoulder_proto::consent::ControlConsent;
 use shoulder_proto::session::InjectEvent;
@@ -133,6 +134,26 @@ impl InputSink for SyntheticInput {
     fn stats(&self) -> SinkStats {
         self.stats
     }
+}
+
+/// A `w`×`h` XRGB8888 screen in a raw file at `path`, which the test draws
+/// into as an application draws into the buffer on screen, and the agent's
+/// `capture` spec that reads it (for [`capture_backends`]).
+///
+/// # Panics
+/// When the file cannot be made (the test cannot run).
+pub fn raw_screen(path: &std::path::Path, w: u32, h: u32) -> (RawFileScreen, String) {
+    let geometry = ScreenGeometry {
+        width: w,
+        height: h,
+        format: PixelFormat::Xrgb8888,
+    };
+    let screen = RawFileScreen::create(path, geometry, w as usize * 4)
+        .unwrap_or_else(|e| panic!("raw screen {}: {e}", path.display()));
+    (
+        screen,
+        format!("rawfile:{}@{w}x{h}:XRGB8888", path.display()),
+    )
 }
 
 /// Backends that capture `spec` (as `capture = "…"` in the agent's config

@@ -32,13 +32,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoulder::client::ClientEvent;
 use shoulder_capture::rawfile::RawFileScreen;
-use shoulder_capture::{PixelFormat, ScreenGeometry};
 use shoulder_kiosk_ui::busy::{BusyPainter, Stroke};
 use shoulder_proto::session::{ExpertState, UserAction};
 use shoulder_testkit::agent::{Agent, WAIT};
 use shoulder_testkit::client_session::Session;
 use shoulder_testkit::relay::Relay;
-use shoulder_testkit::synthetic::capture_backends;
+use shoulder_testkit::synthetic::{capture_backends, raw_screen};
 
 /// How long the writer draws in each round: long enough for hundreds of
 /// strokes to land in the middle of the agent's reads.
@@ -81,14 +80,8 @@ async fn race(w: u32, h: u32, rounds: u32) {
     let size = format!("{w}x{h}");
     eprintln!("racing writer on {size}: seed {seed} (rerun with RACE_SEED={seed})");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("screen.raw");
-    let geometry = ScreenGeometry {
-        width: w,
-        height: h,
-        format: PixelFormat::Xrgb8888,
-    };
+    let (mut screen, spec) = raw_screen(&dir.path().join("screen.raw"), w, h);
     let pitch = w as usize * 4;
-    let mut screen = RawFileScreen::create(&path, geometry, pitch).unwrap();
     let mut painter = BusyPainter::new(seed);
     for _ in 0..20 {
         painter
@@ -96,7 +89,6 @@ async fn race(w: u32, h: u32, rounds: u32) {
             .expect("the mapping holds a frame");
     }
 
-    let spec = format!("rawfile:{}@{size}:XRGB8888", path.display());
     let agent = Agent::with_backends(None, capture_backends(&spec), |c| c.max_fps = MAX_FPS).await;
     let relay = Relay::start(agent.addr).unwrap();
     let answers = agent.answer_prompts(1, true).await;

@@ -16,13 +16,11 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shoulder_capture::rawfile::RawFileScreen;
-use shoulder_capture::{PixelFormat, ScreenGeometry};
 use shoulder_proto::session::{ExpertState, UserAction};
 use shoulder_testkit::agent::{Agent, WAIT};
 use shoulder_testkit::client_session::Session;
 use shoulder_testkit::relay::Relay;
-use shoulder_testkit::synthetic::capture_backends;
+use shoulder_testkit::synthetic::{capture_backends, raw_screen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -152,18 +150,10 @@ impl View<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_now_makes_the_view_exact_and_no_lossy_picture_follows() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("screen.raw");
-    let geometry = ScreenGeometry {
-        width: W,
-        height: H,
-        format: PixelFormat::Xrgb8888,
-    };
-    let pitch = W as usize * 4;
-    let mut screen = RawFileScreen::create(&path, geometry, pitch).unwrap();
+    let (mut screen, spec) = raw_screen(&dir.path().join("screen.raw"), W, H);
     let photos: Vec<Vec<u8>> = [0, 97, 211].into_iter().map(photo).collect();
     screen.pixels_mut().copy_from_slice(&photos[0]);
 
-    let spec = format!("rawfile:{}@{W}x{H}:XRGB8888", path.display());
     let agent = Agent::with_backends(None, capture_backends(&spec), |_| {}).await;
     let link = slow_link(agent.addr).await;
     let relay = Relay::start(link).unwrap();
