@@ -918,8 +918,13 @@ impl DeviceSession {
                 State::Active(a)
             }
             (State::Active(a), Message::ExactOnly) => {
-                self.exact_only = true;
-                self.push(DeviceOutput::ExactOnly);
+                // Once: a repeat would only ask for the whole screen again.
+                if self.exact_only {
+                    self.ignored("ExactOnly", "already exact only");
+                } else {
+                    self.exact_only = true;
+                    self.push(DeviceOutput::ExactOnly);
+                }
                 State::Active(a)
             }
             (State::Active(a), Message::Pointer(p)) => {

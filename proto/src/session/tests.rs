@@ -1632,6 +1632,13 @@ fn exact_only_mid_session_stops_lossy_pictures_for_the_rest_of_it() {
     let before = p.device_log.len();
     p.expert_action(UserAction::ExactOnly);
     assert!(!p.device_log[before..].contains(&R::ExactOnly));
+    // A hostile expert repeating it gets no whole-screen update for each.
+    let ignored = p.device.ignored_count();
+    for _ in 0..5 {
+        p.inject_to_device(encode(&Message::ExactOnly).unwrap());
+    }
+    assert!(!p.device_log[before..].contains(&R::ExactOnly));
+    assert_eq!(p.device.ignored_count(), ignored + 5);
 }
 
 #[test]
