@@ -132,9 +132,22 @@ impl CaptureHandle {
         rotation: Rotation,
         decodes: Decodes,
     ) -> Self {
+        let pacing = PacingConfig::with_max_rate(max_fps.max(1));
+        Self::start_paced(view, backend, tx, pacing, rotation, decodes)
+    }
+
+    /// [`Self::start`] with its own polling intervals.
+    fn start_paced(
+        view: ViewConsent,
+        backend: Arc<dyn CaptureBackend>,
+        tx: mpsc::Sender<Message>,
+        pacing: PacingConfig,
+        rotation: Rotation,
+        decodes: Decodes,
+    ) -> Self {
         let want: Shared = Default::default();
         let w = want.clone();
-        let pacer = Pacer::new(PacingConfig::with_max_rate(max_fps.max(1)));
+        let pacer = Pacer::new(pacing);
         let thread = std::thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
@@ -321,6 +334,12 @@ impl Worker {
             if let Some(index) = wake.screen {
                 self.select_screen(usize::from(index), now);
             }
+            if self.pacer.watch_timeout().is_some_and(|d| now >= d) {
+                // Between slow polls: one cheap look at which buffer is on
+                // screen, so a page flip is captured at once.
+                let flipped = self.source.as_mut().and_then(Capturer::flipped);
+                self.pacer.watched(now, flipped);
+            }
             if self.next_poll().is_none_or(|d| now < d) {
                 continue;
             }
@@ -447,6 +466,13 @@ impl Worker {
         })
     }
 
+    /// When to wake next: the next poll, or sooner the next look at which
+    /// buffer is on screen.
+    fn next_wake(&self) -> Option<Instant> {
+        let poll = self.next_poll()?;
+        Some(self.pacer.watch_timeout().map_or(poll, |w| w.min(poll)))
+    }
+
     /// Shows screen `index` instead: its source replaces the current one
     /// (the encoder starts over, with the next generation), and the expert
     /// is told the list with the new choice.
@@ -464,6 +490,7 @@ impl Worker {
         match self.backend.open_screen(&self.screens[index]) {
             Ok(s) => {
                 capturer.replace_source(s);
+                self.pacer.watch_flips(true);
                 self.send_screen_list();
                 // The whole new screen, at once.
                 self.pacer.input(now);
@@ -520,6 +547,9 @@ impl Worker {
                         .with_rotation(self.rotation)
                         .with_compression(self.decodes.compression),
                 );
+                // Asked between polls; a source that cannot tell says so at
+                // the first look and is not asked again.
+                self.pacer.watch_flips(true);
                 true
             }
             Err(e) => {
@@ -602,7 +632,7 @@ impl Worker {
             if w.stop || !self.view.is_live() || self.tx.is_closed() {
                 return None;
             }
-            let due = self.next_poll();
+            let due = self.next_wake();
             let now = Instant::now();
             if w.pending
                 || w.input
@@ -799,12 +829,21 @@ mod tests {
         backend: Arc<dyn CaptureBackend>,
         max_fps: u32,
     ) -> (CaptureHandle, mpsc::Receiver<Message>) {
+        started_paced(view, backend, PacingConfig::with_max_rate(max_fps))
+    }
+
+    /// [`started`] with its own polling intervals.
+    fn started_paced(
+        view: ViewConsent,
+        backend: Arc<dyn CaptureBackend>,
+        pacing: PacingConfig,
+    ) -> (CaptureHandle, mpsc::Receiver<Message>) {
         let (tx, mut rx) = mpsc::channel(16);
-        let handle = CaptureHandle::start(
+        let handle = CaptureHandle::start_paced(
             view,
             backend,
             tx,
-            max_fps,
+            pacing,
             Rotation::Deg0,
             Decodes::default(),
         );
@@ -1030,6 +1069,184 @@ mod tests {
             "10 updates in {elapsed:?}: not capped to {FPS}/s"
         );
         handle.stop();
+    }
+
+    /// A page-flipping application's screen: buffer `shown` (an id that
+    /// grows with each flip) is on screen; each flip shows `pictures[id %
+    /// 2]`. Counts captures and looks at the buffer on screen.
+    struct Flipping {
+        pictures: [Noise; 2],
+        /// Whether it says which buffer is on screen without a capture.
+        tells: bool,
+        shown: Arc<AtomicU32>,
+        captures: Arc<AtomicU32>,
+        looks: Arc<AtomicU32>,
+    }
+
+    impl FrameSource for Flipping {
+        fn geometry(&mut self) -> Result<ScreenGeometry, CaptureError> {
+            Ok(self.pictures[0].geometry)
+        }
+        fn capture(&mut self) -> Result<Frame<'_>, CaptureError> {
+            self.captures.fetch_add(1, Ordering::SeqCst);
+            let id = self.shown.load(Ordering::SeqCst);
+            let frame = self.pictures[id as usize % 2].capture()?;
+            Ok(frame.with_buffer(id))
+        }
+        fn buffer_on_screen(&mut self) -> Option<u32> {
+            self.looks.fetch_add(1, Ordering::SeqCst);
+            self.tells.then(|| self.shown.load(Ordering::SeqCst))
+        }
+        fn describe(&self) -> String {
+            "flipping".into()
+        }
+    }
+
+    struct FlippingBackend {
+        /// The two pictures differ (otherwise every flip shows the same).
+        differ: bool,
+        tells: bool,
+        shown: Arc<AtomicU32>,
+        captures: Arc<AtomicU32>,
+        looks: Arc<AtomicU32>,
+    }
+
+    impl CaptureBackend for FlippingBackend {
+        fn open(&self) -> Result<Box<dyn FrameSource>, CaptureError> {
+            let mut second = Noise::new(32, 24);
+            if self.differ {
+                second.pixels.iter_mut().for_each(|b| *b = !*b);
+            }
+            Ok(Box::new(Flipping {
+                pictures: [Noise::new(32, 24), second],
+                tells: self.tells,
+                shown: self.shown.clone(),
+                captures: self.captures.clone(),
+                looks: self.looks.clone(),
+            }))
+        }
+    }
+
+    /// A worker on a [`FlippingBackend`] that polls only once a minute.
+    fn flipping_slowly(
+        differ: bool,
+    ) -> (CaptureHandle, mpsc::Receiver<Message>, [Arc<AtomicU32>; 3]) {
+        let minute = Duration::from_secs(60);
+        let pacing = PacingConfig {
+            fast_interval: minute,
+            idle_interval: minute,
+            ..PacingConfig::default()
+        };
+        flipping(differ, true, pacing)
+    }
+
+    /// A worker on a [`FlippingBackend`] past its first update, with the
+    /// next one requested; returns the shown buffer, the capture and look
+    /// counters.
+    fn flipping(
+        differ: bool,
+        tells: bool,
+        pacing: PacingConfig,
+    ) -> (CaptureHandle, mpsc::Receiver<Message>, [Arc<AtomicU32>; 3]) {
+        let (_pair, view) = shoulder_proto::testing::granted_view();
+        let counters: [Arc<AtomicU32>; 3] = Default::default();
+        let backend = Arc::new(FlippingBackend {
+            differ,
+            tells,
+            shown: counters[0].clone(),
+            captures: counters[1].clone(),
+            looks: counters[2].clone(),
+        });
+        let (handle, rx) = started_paced(view, backend, pacing);
+        handle.request(false);
+        (handle, rx, counters)
+    }
+
+    /// Waits (at most 10 s) for the request's own capture, then a little
+    /// more for the idle session's looks at the buffer on screen.
+    fn settle(captures: &AtomicU32) {
+        let t0 = Instant::now();
+        while captures.load(Ordering::SeqCst) < 2 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never captured");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_page_flip_is_sent_without_waiting_for_the_next_poll() {
+        let (handle, mut rx, [shown, captures, looks]) = flipping_slowly(true);
+        // The request's own capture, then nothing is polled for a minute;
+        // the buffer on screen is looked at meanwhile.
+        settle(&captures);
+        assert!(
+            looks.load(Ordering::SeqCst) > 0,
+            "never looked at the buffer"
+        );
+        shown.store(1, Ordering::SeqCst);
+        // Not a minute: `next` gives up after 10 s.
+        while !matches!(next(&mut rx), Message::Update(p) if p.last) {}
+        assert_eq!(
+            captures.load(Ordering::SeqCst),
+            3,
+            "one capture for the flip"
+        );
+        handle.stop();
+    }
+
+    #[test]
+    fn an_app_flipping_the_same_picture_is_not_captured_at_every_flip() {
+        let (handle, mut rx, [shown, captures, _]) = flipping_slowly(false);
+        settle(&captures);
+        // A steady 500 flips a second of the same picture for a second:
+        // the first flip is captured (and found unchanged), the others wait
+        // for the polls.
+        for id in 1..=500 {
+            shown.store(id, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let n = captures.load(Ordering::SeqCst);
+        assert!(n <= 3, "{n} captures for 500 flips of the same picture");
+        assert!(rx.try_recv().is_err(), "nothing changed, nothing sent");
+        handle.stop();
+    }
+
+    /// What looking for page flips costs an idle session: the capture
+    /// thread's CPU (the whole test process, of which it is nearly all)
+    /// over 20 s of a viewed screen that neither changes nor flips, with
+    /// looks at the default cadence and without looks. A measurement, not
+    /// a check (BENCHMARKS.md): `cargo test --release -p shoulder-agent
+    /// --lib idle_cost_of_looking_for_flips -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement of 40 s; run by hand"]
+    fn idle_cost_of_looking_for_flips() {
+        fn cpu_ticks() -> u64 {
+            let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+            let f: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
+        }
+        let ticks_per_s = 100.0; // USER_HZ
+        for look in [true, false] {
+            let (handle, _rx, [_, _, looks]) = flipping(true, look, PacingConfig::default());
+            let pacing = PacingConfig::default();
+            std::thread::sleep(pacing.fast_for * 3);
+            let (c0, l0, t0) = (cpu_ticks(), looks.load(Ordering::SeqCst), Instant::now());
+            std::thread::sleep(Duration::from_secs(20));
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu = (cpu_ticks() - c0) as f64 / ticks_per_s / secs * 100.0;
+            let n = f64::from(looks.load(Ordering::SeqCst) - l0) / secs;
+            eprintln!(
+                "looks every {:?}: {}; {n:.0} looks a second, {cpu:.2} % of a core",
+                pacing.flip_interval,
+                if look { "on" } else { "off" },
+            );
+            handle.stop();
+        }
     }
 
     /// A worker past its first update whose screen has just gone (see

@@ -148,6 +148,14 @@ impl Capturer {
             .encode_into(consent, &frame, full, std::time::Instant::now(), early)?)
     }
 
+    /// Whether the source shows another buffer than the one last captured
+    /// (a page flip), asked cheaply without capturing
+    /// ([`FrameSource::buffer_on_screen`]). `None`: the source cannot tell.
+    pub fn flipped(&mut self) -> Option<bool> {
+        let on_screen = self.source.buffer_on_screen()?;
+        Some(self.encoder.last_buffer() != Some(on_screen))
+    }
+
     /// Cursor shape/position changes, for sources with a separate cursor.
     pub fn cursor(&mut self) -> Result<Option<CursorUpdate>, CaptureError> {
         self.source.cursor()

@@ -68,6 +68,10 @@ impl FrameSource for DrmSource {
         Ok(Some(self.cursor.observe(state, image.as_ref())))
     }
 
+    fn buffer_on_screen(&mut self) -> Option<u32> {
+        self.display.fb_on_screen()
+    }
+
     fn describe(&self) -> String {
         self.display.describe()
     }

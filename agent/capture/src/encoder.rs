@@ -343,6 +343,12 @@ impl Encoder {
             .all(|y| frame.row_eq(y as u32, &self.shadow[y * rb..(y + 1) * rb]))
     }
 
+    /// The buffer of the last frame encoded, when its source names buffers
+    /// ([`Frame::buffer`]).
+    pub fn last_buffer(&self) -> Option<u32> {
+        self.last_buffer
+    }
+
     /// The screen the expert currently has, once the first update was made.
     pub fn screen_info(&self) -> Option<ScreenInfo> {
         let g = self.geometry?;

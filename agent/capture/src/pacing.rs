@@ -26,6 +26,13 @@ pub struct PacingConfig {
     pub min_update_interval: Duration,
     /// Poll interval while the screen is unavailable (display off).
     pub unavailable_interval: Duration,
+    /// How often, while polls are slower than this, the pacer asks a source
+    /// that can tell which buffer is on screen (DRM: one GETCRTC, no pixels
+    /// read): a page flip after a quiet spell is then seen within this
+    /// instead of within `idle_interval`. 10 ms: each look is a wakeup of
+    /// the capture thread, and 10 ms keeps an idle session's cost well
+    /// under 1 % of a core (BENCHMARKS.md).
+    pub flip_interval: Duration,
 }
 
 impl Default for PacingConfig {
@@ -36,6 +43,7 @@ impl Default for PacingConfig {
             fast_for: Duration::from_secs(1),
             min_update_interval: Duration::from_micros(16_667),
             unavailable_interval: Duration::from_secs(1),
+            flip_interval: Duration::from_millis(10),
         }
     }
 }
@@ -64,6 +72,16 @@ pub struct Pacer {
     interval: Duration,
     last_activity: Option<Instant>,
     last_send: Option<Instant>,
+    /// The source can tell which buffer is on screen ([`Pacer::watch_flips`]).
+    watching: bool,
+    /// When the pacer last captured or looked at the buffer on screen.
+    looked_at: Option<Instant>,
+    /// The capture now due was brought forward by a page flip.
+    flip_capture: bool,
+    /// The last flip brought no change (an application flipping the same
+    /// picture again and again): flips are not looked at until a change is
+    /// sent, so such an application costs no more than polling.
+    flips_idle: bool,
 }
 
 impl Pacer {
@@ -75,6 +93,51 @@ impl Pacer {
             interval: cfg.fast_interval,
             last_activity: None,
             last_send: None,
+            watching: false,
+            looked_at: None,
+            flip_capture: false,
+            flips_idle: false,
+        }
+    }
+
+    /// Whether the source can tell which buffer is on screen without
+    /// capturing: [`Pacer::watch_timeout`] then asks between slow polls.
+    pub fn watch_flips(&mut self, watching: bool) {
+        self.watching = watching;
+        self.flips_idle = false;
+    }
+
+    /// When to look at which buffer is on screen next, before the next poll;
+    /// `None`: no look (no request, polls already fast, a source that cannot
+    /// tell, or flips that brought nothing).
+    pub fn watch_timeout(&self) -> Option<Instant> {
+        if !self.watching
+            || self.flips_idle
+            || self.pending.is_none()
+            || self.interval <= self.cfg.flip_interval
+        {
+            return None;
+        }
+        let at = self.looked_at? + self.cfg.flip_interval;
+        self.due.filter(|&d| at < d).map(|_| at)
+    }
+
+    /// The buffer on screen was looked at: `Some(true)`, another one than
+    /// last captured (a page flip, so capture as soon as allowed);
+    /// `Some(false)`, the same; `None`, the source cannot tell (no more
+    /// looks until [`Pacer::watch_flips`]).
+    pub fn watched(&mut self, now: Instant, flipped: Option<bool>) {
+        self.looked_at = Some(now);
+        match flipped {
+            None => self.watching = false,
+            Some(false) => {}
+            Some(true) => {
+                if self.pending.is_some() {
+                    self.flip_capture = true;
+                    let at = self.earliest_send(now);
+                    self.due = Some(self.due.map_or(at, |d| d.min(at)));
+                }
+            }
         }
     }
 
@@ -122,7 +185,12 @@ impl Pacer {
     /// A capture was made; `sent`: an update went out (the request is
     /// answered), otherwise nothing had changed.
     pub fn captured(&mut self, now: Instant, sent: bool) {
+        self.looked_at = Some(now);
+        if std::mem::take(&mut self.flip_capture) && !sent {
+            self.flips_idle = true;
+        }
         if sent {
+            self.flips_idle = false;
             self.pending = None;
             self.due = None;
             self.last_send = Some(now);
@@ -145,6 +213,7 @@ impl Pacer {
     /// rewritten): retry slowly, keeping the request.
     pub fn unavailable(&mut self, now: Instant) {
         self.interval = self.cfg.idle_interval;
+        self.flip_capture = false;
         self.due = self.pending.map(|_| now + self.cfg.unavailable_interval);
     }
 
@@ -158,6 +227,7 @@ impl Pacer {
     pub fn stop(&mut self) {
         self.pending = None;
         self.due = None;
+        self.flip_capture = false;
     }
 }
 
@@ -205,6 +275,90 @@ mod tests {
         // Input: fast again.
         p.input(now);
         assert_eq!(p.poll_timeout().unwrap(), now + cfg.fast_interval);
+    }
+
+    /// Polls `p` (nothing changes) until it has backed off to the idle
+    /// interval; returns the time of the last poll.
+    fn go_idle(p: &mut Pacer, mut now: Instant) -> Instant {
+        let idle = p.config().idle_interval;
+        loop {
+            assert!(p.should_capture(now));
+            p.captured(now, false);
+            let next = p.poll_timeout().unwrap();
+            if next - now == idle {
+                return now;
+            }
+            now = next;
+        }
+    }
+
+    /// A pacer on a source that names its buffers, with a request pending
+    /// and polls backed off to the idle interval; and its last poll.
+    fn idle_watching(cfg: PacingConfig) -> (Pacer, Instant) {
+        let mut p = Pacer::new(cfg);
+        p.watch_flips(true);
+        let t0 = Instant::now();
+        p.request(t0, false);
+        let now = go_idle(&mut p, t0);
+        (p, now)
+    }
+
+    #[test]
+    fn an_idle_session_sees_a_page_flip_long_before_its_next_poll() {
+        let cfg = PacingConfig::default();
+        let (mut p, now) = idle_watching(cfg);
+        let poll = p.poll_timeout().unwrap();
+        assert_eq!(poll, now + cfg.idle_interval);
+        // Looks every flip_interval between the polls; the same buffer
+        // changes nothing.
+        let look = p.watch_timeout().unwrap();
+        assert_eq!(look, now + cfg.flip_interval);
+        p.watched(look, Some(false));
+        assert!(!p.should_capture(look));
+        let look = p.watch_timeout().unwrap();
+        assert_eq!(look, now + 2 * cfg.flip_interval);
+        // A flip: capture at once, not at the poll 30 ms later.
+        p.watched(look, Some(true));
+        assert!(p.should_capture(look));
+        p.captured(look, true);
+        assert_eq!(p.watch_timeout(), None, "answered: nothing pending");
+        // Right after a change polls are fast: no looks in between.
+        p.request(look, false);
+        assert_eq!(p.watch_timeout(), None);
+    }
+
+    #[test]
+    fn flips_of_the_same_picture_are_not_looked_at_until_a_change() {
+        let cfg = PacingConfig::default();
+        let (mut p, now) = idle_watching(cfg);
+        let look = p.watch_timeout().unwrap();
+        assert_eq!(look, now + cfg.flip_interval);
+        p.watched(look, Some(true));
+        assert!(p.should_capture(look));
+        // The flip showed the same picture (an app redrawing at a steady
+        // rate): from now on only the polls look.
+        p.captured(look, false);
+        assert_eq!(p.watch_timeout(), None);
+        assert_eq!(p.poll_timeout(), Some(look + cfg.idle_interval));
+        // A change found by a poll turns looking on again.
+        let poll = look + cfg.idle_interval;
+        p.captured(poll, true);
+        p.request(poll, false);
+        let now = go_idle(&mut p, poll + cfg.min_update_interval);
+        assert_eq!(p.watch_timeout(), Some(now + cfg.flip_interval));
+        // A source that cannot tell is not asked again.
+        p.watched(now + cfg.flip_interval, None);
+        assert_eq!(p.watch_timeout(), None);
+    }
+
+    #[test]
+    fn sources_that_cannot_tell_cost_no_extra_wakeups() {
+        let cfg = PacingConfig::default();
+        let mut p = Pacer::new(cfg);
+        let t0 = Instant::now();
+        p.request(t0, false);
+        go_idle(&mut p, t0);
+        assert_eq!(p.watch_timeout(), None);
     }
 
     #[test]

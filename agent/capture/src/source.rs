@@ -382,6 +382,16 @@ pub trait FrameSource: Send {
         Ok(None)
     }
 
+    /// Which buffer is on screen now, when the source can tell cheaply
+    /// without capturing (DRM: one GETCRTC): the same id as
+    /// [`Frame::buffer`]. A page-flipping application shows a new id with
+    /// each new picture, so an idle session looks at this between its
+    /// slower polls and sees a flip at once. `None`: the source cannot tell
+    /// (or cannot now; the next capture reports why).
+    fn buffer_on_screen(&mut self) -> Option<u32> {
+        None
+    }
+
     /// A short description for logs: "drm /dev/dri/card0 crtc 41", "rawfile /tmp/x".
     fn describe(&self) -> String;
 

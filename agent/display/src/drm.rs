@@ -603,6 +603,15 @@ impl DrmDisplay {
         Ok(self.view()?.geometry)
     }
 
+    /// The framebuffer the captured CRTC shows now, with one GETCRTC and
+    /// nothing mapped: a page-flipping application names a new one with
+    /// each new picture. `None` before the first capture chose the CRTC, or
+    /// when it cannot be read now (the next capture says why).
+    pub fn fb_on_screen(&self) -> Option<u32> {
+        let info = ffi::mode::get_crtc(self.card.as_fd(), self.crtc?).ok()?;
+        (info.mode_valid != 0 && info.fb_id != 0).then_some(info.fb_id)
+    }
+
     /// The buffer on screen now, for reading.
     pub fn scanout(&mut self) -> Result<Scanout<'_>, CaptureError> {
         let v = self.view()?;

@@ -10,6 +10,11 @@
 //!     time it took, the frame hash (xxh3-64 of XRGB8888 rows with the X byte
 //!     zero, the `fb_hash` of `shoulder watch --stats-json`) and whether it
 //!     changed: shows that page flips and single-buffer drawing are both seen.
+//! capture-probe looks SOURCE [--count N] [--interval-ms MS]
+//!     Captures once, then asks N times (default 1000, every 4 ms) which
+//!     buffer is on screen without capturing, as an idle session does
+//!     between its polls (DRM: one GETCRTC), and prints what a look costs
+//!     (median, p99, max) and how many page flips the looks saw.
 //! capture-probe play SCENARIO FILE [--size WxH] [--fps F] [--count N]
 //!     Writes the frames of a benchmark scenario (menu, typing, scroll, clock,
 //!     page-switch, noise) into FILE in place, XRGB8888, one JSON line per
@@ -38,7 +43,7 @@ use xxhash_rust::xxh3::xxh3_64;
 const MAX_COUNT: u64 = 1_000_000;
 
 fn usage() -> String {
-    "usage:\n  capture-probe show SOURCE [-o FILE.ppm]\n  capture-probe watch SOURCE [--count N] [--interval-ms MS]\n  capture-probe play SCENARIO|dir:DIR FILE [--size WxH] [--fps F] [--count N]\n\
+    "usage:\n  capture-probe show SOURCE [-o FILE.ppm]\n  capture-probe watch SOURCE [--count N] [--interval-ms MS]\n  capture-probe looks SOURCE [--count N] [--interval-ms MS]\n  capture-probe play SCENARIO|dir:DIR FILE [--size WxH] [--fps F] [--count N]\n\
      SOURCE: drm[:DEVICE[@CONNECTOR]] | fbdev[:DEVICE] | rawfile:PATH@WxH:FORMAT | synthetic[:WxH]\n\
      SCENARIO: menu | typing | scroll | clock | page-switch | noise"
         .into()
@@ -82,6 +87,12 @@ fn run(args: &[String]) -> Result<(), String> {
             let count: u64 = opt(args, "--count")?.unwrap_or(20).min(MAX_COUNT);
             let interval: u64 = opt(args, "--interval-ms")?.unwrap_or(100);
             watch(&spec, count, Duration::from_millis(interval))
+        }
+        Some("looks") => {
+            let spec = source_arg(args)?;
+            let count: u64 = opt(args, "--count")?.unwrap_or(1000).clamp(1, MAX_COUNT);
+            let interval: u64 = opt(args, "--interval-ms")?.unwrap_or(4);
+            looks(&spec, count, Duration::from_millis(interval))
         }
         Some("play") => {
             let what = args.get(1).ok_or_else(usage)?;
@@ -193,6 +204,44 @@ fn watch(spec: &SourceSpec, count: u64, interval: Duration) -> Result<(), String
         }
         std::thread::sleep(interval);
     }
+    Ok(())
+}
+
+fn looks(spec: &SourceSpec, count: u64, interval: Duration) -> Result<(), String> {
+    let mut source = open(spec)?;
+    // The first capture chooses what to show (DRM: the CRTC).
+    let first = source.capture().map_err(|e| e.to_string())?.buffer();
+    let describe = source.describe();
+    let first = first.ok_or_else(|| {
+        format!("{describe} does not name its buffers: an idle session polls it (no looks)")
+    })?;
+    println!("source: {describe}");
+    let mut took = Vec::with_capacity(count as usize);
+    let (mut last, mut flips, mut unknown) = (first, 0u64, 0u64);
+    for _ in 0..count {
+        let t = Instant::now();
+        let on_screen = source.buffer_on_screen();
+        took.push(t.elapsed());
+        match on_screen {
+            Some(id) if id != last => {
+                flips += 1;
+                last = id;
+            }
+            Some(_) => {}
+            None => unknown += 1,
+        }
+        std::thread::sleep(interval);
+    }
+    took.sort_unstable();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    println!(
+        "looks: {count} every {} ms, median {:.1} us, p99 {:.1} us, max {:.1} us; \
+         buffer changes seen: {flips}; not told: {unknown}",
+        interval.as_millis(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
     Ok(())
 }
 
