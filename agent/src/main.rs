@@ -178,17 +178,43 @@ fn read_password(file: Option<&Path>) -> Result<Option<String>, String> {
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
-    let pw = rpassword::prompt_password("Invitation password (empty: generate one): ")
+    let pw = prompt_password("Invitation password (empty: generate one): ")
         .map_err(|e| format!("cannot read the password: {e}"))?;
     if pw.is_empty() {
         return Ok(None);
     }
-    let again = rpassword::prompt_password("Repeat the password: ")
+    let again = prompt_password("Repeat the password: ")
         .map_err(|e| format!("cannot read the password: {e}"))?;
     if again != pw {
         return Err("the passwords differ; nothing was created".into());
     }
     Ok(Some(pw))
+}
+
+/// Reads a password from the terminal without showing it: the prompt goes
+/// to, and the line comes from, `/dev/tty`. The terminal's echo is restored
+/// before returning, also when reading fails.
+fn prompt_password(prompt: &str) -> std::io::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::{BufRead as _, Write as _};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
+    let shown = tcgetattr(&tty)?;
+    let mut hidden = shown.clone();
+    hidden.local_modes.remove(LocalModes::ECHO);
+    hidden.local_modes.insert(LocalModes::ECHONL);
+    (&tty).write_all(prompt.as_bytes())?;
+    tcsetattr(&tty, OptionalActions::Flush, &hidden)?;
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let restored = tcsetattr(&tty, OptionalActions::Now, &shown);
+    read?;
+    restored?;
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(end);
+    Ok(line)
 }
 
 fn store(config: &Config) -> Result<InvitationStore, String> {
