@@ -597,7 +597,8 @@ impl Encoder {
                     Some(fine) => fine,
                     None => self.damage_areas(w, h),
                 };
-                let mut areas: Vec<Area> = areas.into_iter().map(|a| self.trim(a)).collect();
+                let areas: Vec<Area> = areas.into_iter().map(|a| self.trim(a)).collect();
+                let mut areas = join_bands(areas);
                 areas.extend(forced.iter().map(|r| Area {
                     x: 0,
                     y: r.start,
@@ -1277,6 +1278,61 @@ impl std::fmt::Debug for Deflater {
     }
 }
 
+/// Updates of at most this many changed pixels have their touching areas
+/// joined ([`join_bands`]). Larger ones (page switches) are left as they
+/// are: joining their areas cost up to 12 % more bytes (BENCHMARKS.md).
+const JOIN_UP_TO_PIXELS: usize = 100_000;
+/// Two areas are joined when their bounding box has at most this many
+/// percent more pixels than the two together.
+const JOIN_SLACK_PERCENT: usize = 50;
+
+/// Joins areas that touch or overlap row to row and share columns into
+/// their bounding box, when it adds few unchanged pixels, in small
+/// updates. A progress bar's rounded ends and anti-aliased label cut its
+/// damage into row bands of different widths; each band would be a
+/// rectangle with its own header and deflate flush, and tiles a row or two
+/// high, in which neither the tile forms nor deflate see the bar's rows
+/// together. Joined, a dashboard's clock tick went from 2.55 to 1.86 KB.
+/// The pixels the box adds are sent as they are, so the expert's view is
+/// the same.
+fn join_bands(areas: Vec<Area>) -> Vec<Area> {
+    let pixels = |a: &Area| a.w * a.h;
+    if areas.iter().map(pixels).sum::<usize>() > JOIN_UP_TO_PIXELS {
+        return areas;
+    }
+    let mut out: Vec<Area> = Vec::with_capacity(areas.len());
+    for a in areas {
+        if pixels(&a) == 0 {
+            out.push(a);
+            continue;
+        }
+        let touching = out.iter().rposition(|m| {
+            pixels(m) > 0
+                && a.y <= m.y + m.h
+                && m.y <= a.y + a.h
+                && a.x < m.x + m.w
+                && m.x < a.x + a.w
+        });
+        if let Some(i) = touching {
+            let m = out[i];
+            let (x0, y0) = (m.x.min(a.x), m.y.min(a.y));
+            let (x1, y1) = ((m.x + m.w).max(a.x + a.w), (m.y + m.h).max(a.y + a.h));
+            let joined = Area {
+                x: x0,
+                y: y0,
+                w: x1 - x0,
+                h: y1 - y0,
+            };
+            if pixels(&joined) * 100 <= (pixels(&m) + pixels(&a)) * (100 + JOIN_SLACK_PERCENT) {
+                out[i] = joined;
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
 /// The runs of set bits of `m`, as `(first, end)` bit indices.
 fn bit_runs(mut m: u128) -> impl Iterator<Item = (usize, usize)> {
     std::iter::from_fn(move || {
@@ -1432,6 +1488,39 @@ mod tests {
                 [(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8, 0]
             })
             .collect()
+    }
+
+    #[test]
+    fn bands_of_a_bar_one_above_the_other_go_as_one_rectangle() {
+        // A progress bar drawn as a gradient along its length (every pixel
+        // changes when it grows), its two top and two bottom rows shorter
+        // (rounded ends) and its left end across a boundary of the damage
+        // columns: three bands of different widths.
+        let (w, h) = (256u32, 40u32);
+        let bar = |len: usize| {
+            let mut px = vec![0xffu8; (w * h * 4) as usize];
+            for y in 10..24usize {
+                let inset = if (12..22).contains(&y) { 0 } else { 4 };
+                for x in 62 + inset..62 + len - inset {
+                    let v = ((x - 62) * 200 / len + len) as u8;
+                    let i = (y * w as usize + x) * 4;
+                    px[i..i + 4].copy_from_slice(&[v, 128, 255 - v, 0]);
+                }
+            }
+            px
+        };
+        let g = geometry(w, h, PixelFormat::Xrgb8888);
+        let mut enc = Encoder::new();
+        enc.set_compression(Compression::DeflateStream);
+        let mut fb = None;
+        let (before, after) = (bar(150), bar(176));
+        let first = enc.encode_frame(&Frame::new(&before, g, w as usize * 4).unwrap(), false);
+        apply(&mut fb, &first.unwrap());
+        let frame = Frame::new(&after, g, w as usize * 4).unwrap();
+        let u = enc.encode_frame(&frame, false).unwrap();
+        assert_eq!(u.stats.rects, 1, "{:?}", u.stats);
+        apply(&mut fb, &u);
+        assert_eq!(fb.unwrap().normalized(), frame.to_xrgb8888());
     }
 
     #[test]
