@@ -15,6 +15,17 @@ impl Config {
     #[allow(clippy::type_complexity)]
     pub(super) fn check(&self) -> Result<(), (&'static str, &'static str, String, String)> {
         let err = |table, key, msg: String, fix: &str| Err((table, key, msg, fix.to_string()));
+        // A setting this build cannot honour: which feature brings it.
+        let without = |table, key, what: &str, remove: &str, feature: &str| {
+            err(
+                table,
+                key,
+                format!("this agent was built without {what}"),
+                &format!(
+                    "remove {remove}, or install an agent built with the `{feature}` feature (Yocto: PACKAGECONFIG {feature})"
+                ),
+            )
+        };
         if self.listen.is_empty() && self.enabled && self.broker.is_none() {
             return err(
                 "",
@@ -24,21 +35,11 @@ impl Config {
             );
         }
         if !self.help_desk.trim().is_empty() && !cfg!(feature = "call") {
-            return err(
-                "",
-                "help_desk",
-                "this agent was built without calling out".into(),
-                "remove help_desk, or install an agent built with the `call` feature (Yocto: PACKAGECONFIG call)",
-            );
+            return without("", "help_desk", "calling out", "help_desk", "call");
         }
         if let Some(b) = &self.broker {
             if !cfg!(feature = "broker") {
-                return err(
-                    "broker",
-                    "address",
-                    "this agent was built without broker support".into(),
-                    "remove [broker], or install an agent built with the `broker` feature (Yocto: PACKAGECONFIG broker)",
-                );
+                return without("broker", "address", "broker support", "[broker]", "broker");
             }
             let a = b.address.trim();
             if a.is_empty() || a.contains(char::is_whitespace) || a.contains('/') {
@@ -338,11 +339,12 @@ impl Config {
             && shoulder_proto::keyboard::Layout::named(name).is_none()
         {
             if !cfg!(feature = "type-text") {
-                return err(
+                return without(
                     "input",
                     "keyboard_layout",
-                    "this agent was built without typing text".into(),
-                    "remove keyboard_layout, or install an agent built with the `type-text` feature (Yocto: PACKAGECONFIG type-text)",
+                    "typing text",
+                    "keyboard_layout",
+                    "type-text",
                 );
             }
             return err(
