@@ -352,5 +352,6 @@ pub fn kind_name(kind: ConsentKind) -> &'static str {
     match kind {
         ConsentKind::View => "view",
         ConsentKind::Control => "control",
+        ConsentKind::Files => "file",
     }
 }

@@ -59,6 +59,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod doctor;
+#[cfg(feature = "files")]
+pub mod files;
 pub mod fsutil;
 pub mod help;
 pub mod hub;

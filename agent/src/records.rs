@@ -160,6 +160,28 @@ pub(crate) enum AuditRecord<'a> {
         typed: u16,
         why: &'static str,
     },
+    /// The person is asked about a file (or it was allowed for the session).
+    #[cfg(feature = "files")]
+    FileAsked {
+        direction: &'static str,
+        name: String,
+        size: u64,
+    },
+    #[cfg(feature = "files")]
+    FileAnswered {
+        granted: bool,
+        for_session: bool,
+    },
+    /// A transfer ended: `sha256` is the digest of the bytes that went,
+    /// when all did.
+    #[cfg(feature = "files")]
+    FileEnded {
+        direction: &'static str,
+        name: String,
+        size: u64,
+        sha256: Option<String>,
+        outcome: String,
+    },
     InjectionFailed {
         detail: String,
     },
@@ -311,6 +333,9 @@ pub(crate) enum ControlEvent<'a> {
         /// The open help request this prompt recalls: its text.
         #[serde(skip_serializing_if = "Option::is_none")]
         help: Option<String>,
+        /// A file prompt's file: `{"to_device", "name", "size"}`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<Value>,
     },
     PromptClosed,
     ViewGranted,
@@ -473,6 +498,51 @@ pub(crate) fn type_stop_name(outcome: &shoulder_proto::msg::TypeOutcome) -> &'st
         T::Stopped => "stopped",
         T::ConnectionLost => "connection-lost",
         _ => "other",
+    }
+}
+
+/// A file transfer's audit record.
+#[cfg(feature = "files")]
+pub(crate) fn file_record(f: shoulder_proto::session::FileAudit) -> AuditRecord<'static> {
+    use shoulder_proto::files::{Direction, FileOutcome};
+    use shoulder_proto::session::FileAudit as F;
+    let way = |d| match d {
+        Direction::Get => "from-device",
+        Direction::Put => "to-device",
+    };
+    match f {
+        F::Asked {
+            direction,
+            name,
+            size,
+        } => AuditRecord::FileAsked {
+            direction: way(direction),
+            name,
+            size,
+        },
+        F::Answered {
+            granted,
+            for_session,
+        } => AuditRecord::FileAnswered {
+            granted,
+            for_session,
+        },
+        F::Ended {
+            direction,
+            name,
+            size,
+            sha256,
+            outcome,
+        } => AuditRecord::FileEnded {
+            direction: way(direction),
+            name,
+            size,
+            sha256: sha256.map(|h| crate::util::hex(&h)),
+            outcome: match outcome {
+                FileOutcome::Done => "done".into(),
+                o => o.sentence(),
+            },
+        },
     }
 }
 

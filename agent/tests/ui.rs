@@ -135,6 +135,7 @@ fn view_prompt() -> Prompt {
         kind: ConsentKind::View,
         expert: ann(),
         deadline: Instant::now() + Duration::from_secs(60),
+        file: None,
     }
 }
 

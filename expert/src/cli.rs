@@ -124,6 +124,30 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Copy a file from the device (from a directory its agent.toml lets
+    /// you read, `[files] readable`): the person at the device is asked.
+    /// LOCAL may be a directory; an existing file is never overwritten.
+    Get {
+        /// A device address (offer) or an invitation file or text.
+        target: String,
+        /// The file on the device, e.g. /var/log/kiosk/kiosk.log.
+        remote: String,
+        /// Where to put it (a file name or a directory).
+        local: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Send a file to the device (into its drop directory, `[files] drop`):
+    /// the person at the device is asked; it is kept only once complete
+    /// and its SHA-256 checked.
+    Put {
+        /// A device address (offer) or an invitation file or text.
+        target: String,
+        /// The file to send.
+        local: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Wait for a device to call you (the device runs `shoulder-agent ctl
     /// call YOUR-HOST[:PORT]`): for devices you cannot reach and that have
     /// no broker (opens the app).
@@ -350,6 +374,17 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             .and_then(|c| watch(&target, &stats_json, frames, duration, c, &conn)),
         Some(Command::Chat { target, text, conn }) => chat(&target, &text, &conn),
         Some(Command::Type { target, text, conn }) => type_text(&target, text, &conn),
+        Some(Command::Get {
+            target,
+            remote,
+            local,
+            conn,
+        }) => transfer(&target, Transfer::Get(remote, local), &conn),
+        Some(Command::Put {
+            target,
+            local,
+            conn,
+        }) => transfer(&target, Transfer::Put(local), &conn),
         Some(Command::Devices {
             window: true, conn, ..
         }) => {
@@ -1192,6 +1227,104 @@ fn type_text(target: &str, text: Option<String>, conn: &ConnArgs) -> Result<(), 
         Ended::Done => Err(ClientError::Local(
             "The session ended before the text was typed.".into(),
         )),
+    }
+}
+
+enum Transfer {
+    Get(String, PathBuf),
+    Put(PathBuf),
+}
+
+/// `shoulder get` / `shoulder put`: one transfer once viewing, then
+/// disconnect. Ctrl-C cancels it (the device keeps nothing).
+fn transfer(target: &str, what: Transfer, conn: &ConnArgs) -> Result<(), ClientError> {
+    use client::files::{Download, Step, Upload};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    enum Side {
+        Down(Box<Download>),
+        Up(Upload),
+    }
+    const ID: u32 = 1;
+    let (mut side, first) = match &what {
+        Transfer::Get(remote, local) => {
+            let (d, a) = Download::start(ID, remote, local).map_err(ClientError::Local)?;
+            (Side::Down(Box::new(d)), a)
+        }
+        Transfer::Put(local) => {
+            let (u, a) = Upload::start(ID, local).map_err(ClientError::Local)?;
+            (Side::Up(u), a)
+        }
+    };
+    let opts = options(Target::parse(target)?, conn, true)?;
+    let result: Arc<std::sync::Mutex<Option<Result<String, String>>>> = Default::default();
+    let finished = Arc::new(AtomicBool::new(false));
+    let (result2, finished2) = (result.clone(), finished.clone());
+    let mut first = Some(first);
+    let mut shown = 0u64;
+    let ended = headless(opts, move |e, _view, tx| {
+        let step = match e {
+            ClientEvent::State(ExpertState::Viewing { .. }) => {
+                if let Some(a) = first.take() {
+                    eprintln!("Asking the person at the device for the file…");
+                    let _ = tx.try_send(a);
+                }
+                return;
+            }
+            ClientEvent::File(m) => match &mut side {
+                Side::Down(d) => d.on(m),
+                Side::Up(u) => u.on(m),
+            },
+            _ => return,
+        };
+        match step {
+            Step::Go(actions) => {
+                for a in actions {
+                    if tx.try_send(a).is_err() {
+                        *result2.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Err("The client could not keep up with the transfer.".into()));
+                        let _ = tx.try_send(UserAction::Disconnect);
+                    }
+                }
+            }
+            Step::Asking { name, size } => eprintln!(
+                "The person at the device is asked about {name} ({}).",
+                shoulder_proto::files::human_size(size)
+            ),
+            Step::Progress { done, total } => {
+                // A line per tenth, not per chunk.
+                let tenth = (total / 10).max(1);
+                if done == 0 || done / tenth != shown / tenth || done == total {
+                    eprintln!(
+                        "{} of {}",
+                        shoulder_proto::files::human_size(done),
+                        shoulder_proto::files::human_size(total)
+                    );
+                }
+                shown = done;
+            }
+            Step::Finished(r) => {
+                finished2.store(true, Ordering::SeqCst);
+                *result2.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                let _ = tx.try_send(UserAction::Disconnect);
+            }
+        }
+    })?;
+    let outcome = result.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match outcome {
+        Some(Ok(sentence)) => {
+            eprintln!("{sentence}");
+            Ok(())
+        }
+        Some(Err(why)) => Err(ClientError::Local(why)),
+        None => match ended {
+            Ended::Interrupted(signal) => Err(ClientError::Local(format!(
+                "{signal}: the transfer was cancelled; nothing half-written was kept."
+            ))),
+            Ended::Done => Err(ClientError::Local(
+                "The session ended before the transfer finished; nothing half-written was kept."
+                    .into(),
+            )),
+        },
     }
 }
 

@@ -82,3 +82,24 @@ impl ControlConsent {
         self.0.epoch
     }
 }
+
+#[cfg(feature = "files")]
+/// Proof that the person at the device agreed to one file transfer (or to
+/// files for the session). The agent reads or writes the transfer's file
+/// only while it is live.
+#[derive(Debug)]
+pub struct FileConsent(Grant);
+
+#[cfg(feature = "files")]
+impl FileConsent {
+    pub(crate) fn mint(epoch: u64) -> (Self, Revoker) {
+        let (g, r) = Grant::mint(epoch);
+        (Self(g), r)
+    }
+
+    /// False once the transfer was cancelled or ended, or the session
+    /// closed or lost its connection.
+    pub fn is_live(&self) -> bool {
+        self.0.live.load(Ordering::Acquire)
+    }
+}

@@ -148,7 +148,7 @@ fn map_postcard_error(message: &'static str, e: postcard::Error) -> FrameError {
 }
 
 fn variant_name(tag: u32) -> &'static str {
-    const NAMES: [&str; MESSAGE_VARIANTS as usize] = [
+    const NAMES: [&str; 31] = [
         "Hello",
         "Auth",
         "ConsentPending",
@@ -179,8 +179,13 @@ fn variant_name(tag: u32) -> &'static str {
         "TypeText",
         "Typed",
         "ExactOnly",
+        "File",
     ];
-    NAMES.get(tag as usize).copied().unwrap_or("?")
+    NAMES
+        .get(tag as usize)
+        .filter(|_| tag < MESSAGE_VARIANTS)
+        .copied()
+        .unwrap_or("?")
 }
 
 /// Reads a postcard varint u32 at the start of `bytes`.

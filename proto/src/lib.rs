@@ -90,6 +90,7 @@
 //! | 27 | `TypeText` | E→D | type this text with the device's keyboard layout, while controlling (protocol 4) |
 //! | 28 | `Typed` | D→E | how it ended: typed, or which characters the layout lacks, or why it stopped (protocol 4) |
 //! | 29 | `ExactOnly` | E→D | exact pictures only from now on; approximate areas are sent exact at once (protocol 5) |
+//! | 30 | `File` | both | a file transfer step ([`files`]; only between peers announcing `Capabilities::FILES`, and built with the `files` feature) |
 //!
 //! ## Consent
 //!
@@ -101,6 +102,8 @@
 
 pub mod consent;
 pub mod fb;
+#[cfg(feature = "files")]
+pub mod files;
 pub mod fingerprint;
 pub mod frame;
 pub mod invite;

@@ -152,6 +152,9 @@ impl Capabilities {
     /// ([`Encoding::DeflateStream`]): later rectangles refer back to
     /// earlier ones, as RFB's ZRLE does.
     pub const DEFLATE_STREAM: Self = Self(1 << 7);
+    /// File transfers ([`Message::File`]): the device sets it only when its
+    /// config offers files, the expert when it is built with them.
+    pub const FILES: Self = Self(1 << 8);
     /// Everything this build implements.
     pub const ALL: Self = Self(0b1111_1111);
 
@@ -282,6 +285,9 @@ pub enum ConsentKind {
     View,
     /// To use pointer and keyboard on the device.
     Control,
+    /// To copy a file from or to the device (a prompt only: the wire says
+    /// it with `File` messages, so no peer is ever sent this).
+    Files,
 }
 
 /// Why a consent request was not granted.
@@ -779,6 +785,12 @@ pub enum Message {
     /// expert's `Hello` had left out [`Capabilities::JPEG`]); what is
     /// approximate on the expert's screen is sent exact at once.
     ExactOnly,
+    /// Both ways, between peers whose hellos both carry
+    /// [`Capabilities::FILES`], while viewing: a file transfer
+    /// ([`crate::files`]). Built only with the `files` feature; a device
+    /// built without it never announces the capability.
+    #[cfg(feature = "files")]
+    File(Box<crate::files::FileMsg>),
 }
 
 /// How typing a text ended.
@@ -848,7 +860,11 @@ impl TypeOutcome {
 }
 
 /// Number of [`Message`] variants: a wire tag at or above this is unknown.
+#[cfg(not(feature = "files"))]
 pub const MESSAGE_VARIANTS: u32 = 30;
+/// Number of [`Message`] variants: a wire tag at or above this is unknown.
+#[cfg(feature = "files")]
+pub const MESSAGE_VARIANTS: u32 = 31;
 
 impl Message {
     /// A short name for logs and errors.
@@ -884,6 +900,8 @@ impl Message {
             Message::TypeText { .. } => "TypeText",
             Message::Typed { .. } => "Typed",
             Message::ExactOnly => "ExactOnly",
+            #[cfg(feature = "files")]
+            Message::File(_) => "File",
         }
     }
 
@@ -933,7 +951,13 @@ mod tests {
 
     #[test]
     fn variant_count_matches_last_tag() {
+        #[cfg(not(feature = "files"))]
         let last = postcard::to_stdvec(&Message::ExactOnly).unwrap();
+        #[cfg(feature = "files")]
+        let last = postcard::to_stdvec(&Message::File(Box::new(crate::files::FileMsg::Cancel {
+            id: 0,
+        })))
+        .unwrap();
         assert_eq!(u32::from(last[0]) + 1, MESSAGE_VARIANTS);
     }
 }

@@ -42,6 +42,8 @@ pub enum DeviceRecord {
     ShowChat(String),
     Audit(AuditEvent),
     Close(ByeReason),
+    /// A file step for the agent (kept whole in [`Pair::files`]).
+    File,
 }
 
 type Authenticator = Box<dyn FnMut(&AuthRequest) -> Result<ExpertIdentity, (ByeReason, String)>>;
@@ -69,6 +71,9 @@ pub struct Pair {
     update_seq: u32,
     update_wanted: bool,
     screen_changed: bool,
+    /// File steps the device asked of the agent, in order.
+    #[cfg(feature = "files")]
+    pub files: Vec<crate::session::FileOutput>,
 }
 
 impl core::fmt::Debug for Pair {
@@ -126,6 +131,8 @@ impl Pair {
             update_seq: 0,
             update_wanted: false,
             screen_changed: false,
+            #[cfg(feature = "files")]
+            files: Vec::new(),
         }
     }
 
@@ -417,6 +424,11 @@ impl Pair {
                 DeviceOutput::ExactOnly => DeviceRecord::ExactOnly,
                 DeviceOutput::ShowChat(t) => DeviceRecord::ShowChat(t),
                 DeviceOutput::Audit(a) => DeviceRecord::Audit(a),
+                #[cfg(feature = "files")]
+                DeviceOutput::File(f) => {
+                    self.files.push(f);
+                    DeviceRecord::File
+                }
                 DeviceOutput::Close { reason, .. } => {
                     self.device_transport_closed = true;
                     DeviceRecord::Close(reason)

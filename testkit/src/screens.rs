@@ -66,6 +66,7 @@ fn prompt_view(kind: ConsentKind, expert: &str) -> View {
             seconds_left: 60,
             arming: false,
             help: None,
+            file: None,
         }),
         ..View::default()
     }

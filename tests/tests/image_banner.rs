@@ -240,6 +240,7 @@ fn prompt_stays_up_over_a_page_flipping_app_and_goes_away() {
             seconds_left: 30,
             arming: false,
             help: None,
+            file: None,
         }),
         ..View::default()
     };
@@ -307,6 +308,7 @@ fn kms_presenter_takes_the_screen_when_nobody_is_master() {
             seconds_left: 20,
             arming: false,
             help: None,
+            file: None,
         }),
         ..View::default()
     };

@@ -88,6 +88,7 @@ fn view(prompt: bool, left: u32, elapsed: Duration) -> View {
                 seconds_left: left,
                 arming: false,
                 help: None,
+                file: None,
             }),
             ..View::default()
         }

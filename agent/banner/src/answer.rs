@@ -158,6 +158,7 @@ mod tests {
             seconds_left: 60,
             arming: false,
             help: None,
+            file: None,
         }
     }
 

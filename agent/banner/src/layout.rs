@@ -44,6 +44,12 @@ pub struct Labels {
     pub header: String,
     pub wants_view: String,
     pub wants_control: String,
+    /// A file to be copied off the device; `{}` is its name and size.
+    pub wants_file_get: String,
+    /// A file to be put on the device; `{}` is its name and size.
+    pub wants_file_put: String,
+    /// The button that allows this file and every later one of the session.
+    pub allow_files: String,
     pub identified_by: String,
     /// After "identified by …": the name the expert gave themselves.
     pub says: String,
@@ -71,6 +77,9 @@ impl Default for Labels {
             header: "Remote assistance".into(),
             wants_view: "wants to see this screen".into(),
             wants_control: "wants to control this screen".into(),
+            wants_file_get: "wants to copy {} from this device".into(),
+            wants_file_put: "wants to put {} on this device".into(),
+            allow_files: "Allow all files this session".into(),
             identified_by: "Identified by {}".into(),
             says: "says: {}".into(),
             accept: "Accept".into(),
@@ -92,6 +101,23 @@ impl Default for Labels {
 
 fn fill_in(template: &str, value: &str) -> String {
     template.replacen("{}", value, 1)
+}
+
+/// What a prompt asks, in the person's words.
+fn question(l: &Labels, p: &crate::view::PromptView) -> String {
+    match (&p.file, p.kind) {
+        (Some(f), _) => {
+            let what = format!("{} ({})", f.name, crate::view::human_size(f.size));
+            let template = if f.to_device {
+                &l.wants_file_put
+            } else {
+                &l.wants_file_get
+            };
+            fill_in(template, &what)
+        }
+        (None, ConsentKind::Control) => l.wants_control.clone(),
+        (None, ConsentKind::View | ConsentKind::Files) => l.wants_view.clone(),
+    }
 }
 
 /// Rendering settings besides the screen.
@@ -529,13 +555,10 @@ impl Renderer {
         let (w, h) = (self.screen.width, self.screen.height);
         let (m, l) = (&self.m, &self.style.labels);
         let d = w.min(h);
-        let question = match p.kind {
-            ConsentKind::View => &l.wants_view,
-            ConsentKind::Control => &l.wants_control,
-        };
+        let question = question(l, p);
         let text = m
             .title
-            .width(question)
+            .width(&question)
             .max(m.body.width(&fill_in(&l.identified_by, &p.how)))
             .max(m.body.width(&fill_in(&l.declines_in, "000")));
         let needed = text + 2 * (2 * m.pad + m.border);
@@ -564,6 +587,9 @@ impl Renderer {
             hgt += m.body.line_height(); // says
         }
         hgt += self.prompt_button_height() + m.pad;
+        if p.file.is_some() {
+            hgt += m.prompt_button_h + m.pad; // allow all files
+        }
         hgt += m.body.line_height(); // countdown
         hgt
     }
@@ -619,11 +645,8 @@ impl Renderer {
             &mut ty,
             m.gap,
         );
-        let question = match p.kind {
-            ConsentKind::View => &l.wants_view,
-            ConsentKind::Control => &l.wants_control,
-        };
-        line(&mut items, m.title, question, palette::TEXT, &mut ty, 0);
+        let question = question(l, p);
+        line(&mut items, m.title, &question, palette::TEXT, &mut ty, 0);
         // How they were identified, then, right under it, what they say
         // (a hint: shortened to the card's width, never in place of it).
         line(
@@ -688,6 +711,24 @@ impl Renderer {
             }
         }
         ty += (bh + m.pad) as i32;
+        if p.file.is_some() {
+            // Below the two answers, full width: yes to this file and to
+            // every later one, with no key of its own (a deliberate tap).
+            let rect = Rectangle::new(Point::new(left, ty), Size::new(inner_w, m.prompt_button_h));
+            let (bg, fg) = if p.arming {
+                (palette::ARMING, palette::ARMING_TEXT)
+            } else {
+                (palette::DECLINE, palette::TEXT)
+            };
+            self.button(&mut items, rect, bg, fg, &l.allow_files, None, m.body);
+            if !p.arming {
+                buttons.push(Button {
+                    decision: LocalDecision::AllowFiles,
+                    rect,
+                });
+            }
+            ty += (m.prompt_button_h + m.pad) as i32;
+        }
         let countdown = fill_in(&l.declines_in, &p.seconds_left.to_string());
         line(&mut items, m.body, &countdown, palette::TEXT, &mut ty, 0);
         Plan {

@@ -48,6 +48,27 @@ pub struct PromptView {
     /// The person asked for help (`ctl help`) and this is a request to
     /// see the screen: how long ago, and what they wrote.
     pub help: Option<HelpAsked>,
+    /// The file a files prompt asks about.
+    pub file: Option<shoulder_proto::session::FileAsk>,
+}
+
+/// "84 KB", "1.2 MB" (decimal units, as file managers show).
+pub fn human_size(n: u64) -> String {
+    if n < 1000 {
+        return format!("{n} bytes");
+    }
+    let (v, unit) = if n < 1_000_000 {
+        (n as f64 / 1e3, "KB")
+    } else if n < 1_000_000_000 {
+        (n as f64 / 1e6, "MB")
+    } else {
+        (n as f64 / 1e9, "GB")
+    };
+    if v < 10.0 {
+        format!("{v:.1} {unit}")
+    } else {
+        format!("{v:.0} {unit}")
+    }
 }
 
 /// A help request the person at the device made, as a prompt recalls it.
@@ -69,6 +90,7 @@ impl PromptView {
             seconds_left: seconds_until(prompt.deadline, now),
             arming: false,
             help: None,
+            file: prompt.file.clone(),
         }
     }
 }
@@ -343,6 +365,7 @@ mod tests {
             kind: ConsentKind::View,
             expert: expert(),
             deadline: now + Duration::from_millis(59_200),
+            file: None,
         };
         let v = PromptView::from_prompt(&p, now);
         assert_eq!(v.seconds_left, 60);
@@ -393,6 +416,7 @@ mod tests {
             kind: ConsentKind::View,
             expert: expert(),
             deadline: t0 + Duration::from_millis(30_500),
+            file: None,
         });
         let v = st.view(t0);
         assert_eq!(v.prompt.as_ref().unwrap().seconds_left, 31);

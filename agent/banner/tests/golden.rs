@@ -33,6 +33,7 @@ fn prompt(kind: ConsentKind, expert: &str, how: &str, secs: u32) -> PromptView {
         seconds_left: secs,
         arming: false,
         help: None,
+        file: None,
     }
 }
 

@@ -37,6 +37,36 @@ impl Config {
         if !self.help_desk.trim().is_empty() && !cfg!(feature = "call") {
             return without("", "help_desk", "calling out", "help_desk", "call");
         }
+        if self.files.any() {
+            if !cfg!(feature = "files") {
+                return without("files", "readable", "file transfers", "[files]", "files");
+            }
+            if let Some(d) = self.files.readable.iter().find(|d| !d.is_absolute()) {
+                return err(
+                    "files",
+                    "readable",
+                    format!("\"{}\" is not an absolute path", d.display()),
+                    "name directories from the root, e.g. readable = [\"/var/log/kiosk\"]",
+                );
+            }
+            let drop = &self.files.drop;
+            if !drop.as_os_str().is_empty() && !drop.is_absolute() {
+                return err(
+                    "files",
+                    "drop",
+                    format!("\"{}\" is not an absolute path", drop.display()),
+                    "name the directory from the root, e.g. drop = \"/var/lib/shoulder/incoming\"",
+                );
+            }
+            if self.files.max_size_mib == 0 || self.files.max_size_mib > 64 * 1024 {
+                return err(
+                    "files",
+                    "max_size_mib",
+                    format!("{} is out of range", self.files.max_size_mib),
+                    "use 1 to 65536 (256 by default)",
+                );
+            }
+        }
         if let Some(b) = &self.broker {
             if !cfg!(feature = "broker") {
                 return without("broker", "address", "broker support", "[broker]", "broker");

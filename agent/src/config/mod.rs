@@ -153,6 +153,44 @@ pub struct Config {
     /// that `ctl call` without an address, and `ctl help` without a
     /// broker, call. Empty: none.
     pub help_desk: String,
+    /// Files the expert may copy from, or drop on, the device (feature
+    /// `files`); none by default.
+    pub files: FilesConfig,
+}
+
+/// `[files]`: where files may come from and go to. Each transfer is still
+/// asked of the person at the device.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Directories the expert may copy files from (absolute; links and
+    /// `..` may not lead out of them). Empty: none.
+    pub readable: Vec<PathBuf>,
+    /// The directory the expert may drop files into (absolute). Empty:
+    /// none.
+    pub drop: PathBuf,
+    /// Largest file either way, in MiB.
+    pub max_size_mib: u64,
+    /// Free space a dropped file must leave on its filesystem, in MiB.
+    pub keep_free_mib: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            readable: Vec::new(),
+            drop: PathBuf::new(),
+            max_size_mib: 256,
+            keep_free_mib: 64,
+        }
+    }
+}
+
+impl FilesConfig {
+    /// Whether any directory is named.
+    pub fn any(&self) -> bool {
+        !self.readable.is_empty() || !self.drop.as_os_str().is_empty()
+    }
 }
 
 /// `[broker]`: the plant's MQTT broker, for experts who cannot reach the
@@ -242,6 +280,7 @@ impl Default for Config {
             screens: Vec::new(),
             broker: None,
             help_desk: String::new(),
+            files: FilesConfig::default(),
         }
     }
 }

@@ -20,7 +20,7 @@
 //! | caller | may |
 //! | --- | --- |
 //! | root | everything |
-//! | member of `control_group` (the kiosk app) | `status`, `accept`, `decline`, `stop-control`, `end`, `chat` |
+//! | member of `control_group` (the kiosk app) | `status`, `accept`, `decline`, `allow-files`, `cancel-file`, `stop-control`, `end`, `chat` |
 //! | member of `invite_group` | `status`, `invite`, `invite-list`, `invite-revoke` |
 //! | anyone else | nothing: one refusal, then the connection closes |
 //!
@@ -31,7 +31,9 @@
 //! Requests, one object per line: `{"cmd":"status"}`,
 //! `{"cmd":"accept","prompt":ID}`, `{"cmd":"decline","prompt":ID}` (ID from
 //! `status`; without it the prompt open when the request is read, never a
-//! later one), `{"cmd":"stop-control"}`, `{"cmd":"end"}`,
+//! later one), `{"cmd":"allow-files","prompt":ID}` (yes to a file prompt
+//! and to every later file of the session), `{"cmd":"cancel-file"}`,
+//! `{"cmd":"stop-control"}`, `{"cmd":"end"}`,
 //! `{"cmd":"chat","text":"…"}`, `{"cmd":"invite","expires":"30m",
 //! "password":"…"}` (password optional: generated), `{"cmd":"invite-list"}`,
 //! `{"cmd":"invite-revoke","id":"…"}`, `{"cmd":"rotate","degrees":90}` (a
@@ -45,7 +47,8 @@
 //! there was nothing to change (stop control while only viewing), and
 //! `"ok":false` when an answer's prompt is no longer open. Events are pushed to every
 //! connected client as `{"event":NAME,…}` lines: `consent-requested`,
-//! `prompt-closed`, `session-started`, `view-granted`, `control-granted`,
+//! `prompt-closed` (a file prompt's `consent-requested` has `"kind":"file"`
+//! and `"file":{"to_device","name","size"}`), `session-started`, `view-granted`, `control-granted`,
 //! `control-revoked`, `session-ended`, `chat`.
 
 mod client;
@@ -94,6 +97,13 @@ pub enum Request {
     },
     StopControl,
     End,
+    /// Yes to the file prompt, and to every later file of the session.
+    AllowFiles {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<u64>,
+    },
+    /// Cancel the file transfer under way.
+    CancelFile,
     Chat {
         text: String,
     },
@@ -141,6 +151,8 @@ impl Request {
             Request::Decline { .. } => "decline",
             Request::StopControl => "stop-control",
             Request::End => "end",
+            Request::AllowFiles { .. } => "allow-files",
+            Request::CancelFile => "cancel-file",
             Request::Chat { .. } => "chat",
             Request::Invite { .. } => "invite",
             Request::InviteList => "invite-list",
@@ -342,9 +354,11 @@ impl Role {
 }
 
 /// The control commands a `control_group` member may send.
-const SESSION_COMMANDS: [&str; 10] = [
+const SESSION_COMMANDS: [&str; 12] = [
     "accept",
     "decline",
+    "allow-files",
+    "cancel-file",
     "stop-control",
     "end",
     "chat",
@@ -634,6 +648,16 @@ impl ControlServer {
                     .await;
             }
             Request::End => return self.decide(LocalDecision::End, None, name, uid).await,
+            Request::AllowFiles { prompt } => {
+                return self
+                    .decide(LocalDecision::AllowFiles, *prompt, name, uid)
+                    .await;
+            }
+            Request::CancelFile => {
+                return self
+                    .decide(LocalDecision::CancelFile, None, name, uid)
+                    .await;
+            }
             Request::Chat { text } => {
                 return decided(self.command(SessionCommand::Chat(text.clone()), name, uid));
             }

@@ -9,6 +9,7 @@
 //!   writes.
 
 mod authorise;
+mod files;
 mod resume;
 mod session;
 
@@ -315,7 +316,15 @@ async fn serve(
         max_input_rate: config.max_input_rate,
         control_backoff: config.control_backoff,
         keyboard: config.keyboard_layout(),
+        files: shoulder_proto::session::FilesOffered {
+            get: cfg!(feature = "files") && !config.files.readable.is_empty(),
+            put: cfg!(feature = "files") && !config.files.drop.as_os_str().is_empty(),
+        },
     };
+    #[cfg(feature = "files")]
+    if !config.files.drop.as_os_str().is_empty() {
+        crate::files::clean_drop_dir(&config.files.drop);
+    }
     // Unauthenticated connections are summed up in a log of their own, so
     // their noise never rotates session records out of the audit log. It
     // holds no session record: without it the agent still runs.
@@ -571,6 +580,7 @@ async fn connection(
         slot: None,
         commands: None,
         devices: Devices::default(),
+        files: files::FileGlue::default(),
         out: Vec::new(),
         closing: None,
         phase: None,

@@ -65,6 +65,8 @@ pub(super) struct Session {
     pub(super) slot: Option<SlotGuard>,
     pub(super) commands: Option<mpsc::Receiver<SessionCommand>>,
     pub(super) devices: Devices,
+    /// The file transfer under way.
+    pub(super) files: super::files::FileGlue,
     /// Encoded messages not yet taken by the writer.
     pub(super) out: Vec<u8>,
     pub(super) closing: Option<(ByeReason, String)>,
@@ -295,6 +297,9 @@ impl Session {
                         None => self.devices.capture_rx = None,
                     }
                 }
+                // File data after the screen: an update never waits
+                // behind more than one chunk.
+                e = self.files.next(), if self.files.ready(take_capture) => self.file_event(e),
                 ev = next_opt(&mut transport, &mut buf, unsent), if transport.is_some() => {
                     let input = match ev {
                         TransportEvent::Room => continue,
@@ -382,6 +387,13 @@ impl Session {
                         says: p.expert.says.as_deref(),
                         timeout_secs: timeout,
                         help: help.map(|h| h.text),
+                        file: p.file.as_ref().map(|f| {
+                            serde_json::json!({
+                                "to_device": f.to_device,
+                                "name": f.name,
+                                "size": f.size,
+                            })
+                        }),
                     });
                 }
                 DeviceOutput::HidePrompt => {
@@ -480,6 +492,8 @@ impl Session {
                     });
                 }
                 DeviceOutput::Audit(e) => self.audit_event(e),
+                #[cfg(feature = "files")]
+                DeviceOutput::File(f) => self.file_output(f),
                 DeviceOutput::Close { reason, detail } => {
                     tracing::info!(peer = %self.peer, ?reason, %detail, "session closing");
                     self.closing = Some((reason, detail));
@@ -746,6 +760,8 @@ impl Session {
                 }
                 AuditRecord::Ignored { message, state }
             }
+            #[cfg(feature = "files")]
+            AuditEvent::File(f) => crate::records::file_record(f),
             AuditEvent::Closed { reason, detail } => AuditRecord::Bye {
                 reason,
                 detail,

@@ -203,6 +203,7 @@ impl Driver<'_> {
                 ExpertEvent::Typed { id, typed, outcome } => {
                     (self.emit)(ClientEvent::Typed { id, typed, outcome })
                 }
+                ExpertEvent::File(f) => (self.emit)(ClientEvent::File(f)),
                 ExpertEvent::Rtt(d) => self.view.lock().stats.rtt = Some(d),
                 ExpertEvent::ViewChecked {
                     seq,

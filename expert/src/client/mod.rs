@@ -14,6 +14,7 @@
 pub mod broker;
 mod connect;
 mod driver;
+pub mod files;
 mod reconnect;
 
 use std::path::PathBuf;
@@ -148,6 +149,8 @@ pub enum ClientEvent {
         typed: u16,
         outcome: shoulder_proto::msg::TypeOutcome,
     },
+    /// A file transfer step from the device (see [`files`]).
+    File(Box<shoulder_proto::files::FileMsg>),
     /// The connection dropped and the device keeps the session until
     /// `until`: the client is reconnecting (attempt `attempt`, after
     /// `last_error` if an attempt failed). The view keeps the last picture;

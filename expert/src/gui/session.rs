@@ -238,6 +238,8 @@ impl SessionUi {
                 }
                 ClientEvent::Resuming => {}
                 ClientEvent::Typed { id, typed, outcome } => self.typed(id, typed, outcome),
+                // The app starts no transfers (`shoulder get`/`put` do).
+                ClientEvent::File(_) => {}
                 ClientEvent::Chat(t) => {
                     self.chat.push((false, printable(&t)));
                     if self.chat.len() > MAX_CHAT_HISTORY {

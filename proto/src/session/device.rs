@@ -13,6 +13,12 @@ use crate::msg::*;
 
 use super::*;
 
+#[cfg(feature = "files")]
+#[path = "device_files.rs"]
+mod files;
+#[cfg(feature = "files")]
+pub use files::{FileAudit, FileInput, FileOutput, FileRequest};
+
 /// Settings of the device session, from the agent's config.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
@@ -37,6 +43,18 @@ pub struct DeviceConfig {
     /// The layout `TypeText` is typed with; `None` answers
     /// [`TypeOutcome::NoLayout`].
     pub keyboard: Option<Layout>,
+    /// Which ways files may go (nothing by default; an agent built
+    /// without the `files` feature offers none whatever this says).
+    pub files: FilesOffered,
+}
+
+/// Which ways the device's config lets files go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilesOffered {
+    /// Files may be copied from the readable directories.
+    pub get: bool,
+    /// Files may be dropped into the drop directory.
+    pub put: bool,
 }
 
 impl Default for DeviceConfig {
@@ -53,6 +71,7 @@ impl Default for DeviceConfig {
             max_input_rate: DEFAULT_MAX_INPUT_RATE,
             control_backoff: DEFAULT_CONTROL_BACKOFF,
             keyboard: None,
+            files: FilesOffered::default(),
         }
     }
 }
@@ -129,6 +148,11 @@ pub enum LocalDecision {
     StopControlHotkey,
     /// End the whole session.
     End,
+    /// Answer a file prompt with yes, and yes to every later file of the
+    /// session.
+    AllowFiles,
+    /// Cancel the file transfer under way.
+    CancelFile,
 }
 
 impl LocalDecision {
@@ -148,6 +172,8 @@ impl LocalDecision {
             LocalDecision::StopControl => LocalCommand::StopControl,
             LocalDecision::StopControlHotkey => LocalCommand::StopControlHotkey,
             LocalDecision::End => LocalCommand::End,
+            LocalDecision::AllowFiles => LocalCommand::AllowFiles { prompt: prompt? },
+            LocalDecision::CancelFile => LocalCommand::CancelFile,
         })
     }
 }
@@ -178,6 +204,11 @@ pub enum LocalCommand {
     StopControlHotkey,
     /// End the whole session.
     End,
+    /// Answers file prompt `prompt` with yes, and allows every later file
+    /// of the session without asking (`accept` is always true).
+    AllowFiles { prompt: PromptId },
+    /// Cancel the file transfer under way (a question about one declines).
+    CancelFile,
 }
 
 /// What a [`LocalCommand`] did, for whoever gave it (the control socket
@@ -227,6 +258,9 @@ pub enum DeviceInput {
     Reattach {
         new_token: Option<ResumeToken>,
     },
+    /// The agent's answers about a file transfer.
+    #[cfg(feature = "files")]
+    File(FileInput),
 }
 
 /// A consent prompt for the person at the device.
@@ -238,6 +272,17 @@ pub struct Prompt {
     pub expert: ExpertIdentity,
     /// When the prompt declines by itself.
     pub deadline: Instant,
+    /// The file a [`ConsentKind::Files`] prompt asks about.
+    pub file: Option<FileAsk>,
+}
+
+/// The file a prompt asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAsk {
+    /// Sent to the device (else copied from it).
+    pub to_device: bool,
+    pub name: String,
+    pub size: u64,
 }
 
 /// The session as the banner strip and control socket show it.
@@ -354,6 +399,9 @@ pub enum AuditEvent {
         reason: ByeReason,
         detail: String,
     },
+    /// A file transfer asked, answered or ended.
+    #[cfg(feature = "files")]
+    File(FileAudit),
 }
 
 /// What the glue must do, in order.
@@ -396,6 +444,9 @@ pub enum DeviceOutput {
         reason: ByeReason,
         detail: String,
     },
+    /// The agent's part of a file transfer.
+    #[cfg(feature = "files")]
+    File(FileOutput),
 }
 
 #[derive(Debug)]
@@ -533,6 +584,9 @@ pub struct DeviceSession {
     /// The expert asked for exact pictures only ([`Message::ExactOnly`]):
     /// kept for the session, resumed connections included.
     exact_only: bool,
+    /// The file transfer under way, if any.
+    #[cfg(feature = "files")]
+    files: files::Files,
 }
 
 impl DeviceSession {
@@ -597,14 +651,21 @@ impl DeviceSession {
             typing: None,
             typing_cut: None,
             exact_only: false,
+            #[cfg(feature = "files")]
+            files: files::Files::default(),
             config,
         };
-        let hello = Hello::new(
+        #[allow(unused_mut)]
+        let mut hello = Hello::new(
             Role::Device,
             "shoulder-agent",
             &s.config.software_version,
             &s.config.device_name,
         );
+        #[cfg(feature = "files")]
+        if s.config.files.get || s.config.files.put {
+            hello.capabilities = hello.capabilities | Capabilities::FILES;
+        }
         s.send(now, Message::Hello(hello));
         s
     }
@@ -683,13 +744,18 @@ impl DeviceSession {
             State::AwaitAuth(s) => Some(s.deadline),
             State::Authenticating(s) => Some(s.deadline),
             State::AwaitViewConsent(s) => Some(s.deadline.min(keepalive(self))),
-            State::Active(a) => Some(match a.control {
-                Control::Pending { deadline, .. } => deadline.min(keepalive(self)),
-                _ => self
-                    .typing
-                    .as_ref()
-                    .map_or(keepalive(self), |t| t.next_at.min(keepalive(self))),
-            }),
+            State::Active(a) => {
+                let t = match a.control {
+                    Control::Pending { deadline, .. } => deadline.min(keepalive(self)),
+                    _ => self
+                        .typing
+                        .as_ref()
+                        .map_or(keepalive(self), |t| t.next_at.min(keepalive(self))),
+                };
+                #[cfg(feature = "files")]
+                let t = self.files.deadline().map_or(t, |d| d.min(t));
+                Some(t)
+            }
             State::Suspended(s) => Some(s.deadline),
             State::Closed => None,
         }
@@ -731,6 +797,11 @@ impl DeviceSession {
                 );
             }
             _ => {}
+        }
+        #[cfg(feature = "files")]
+        if matches!(self.state, State::Active(_)) && self.files.deadline().is_some_and(|d| now >= d)
+        {
+            self.file_timed_out(now);
         }
         self.type_next(now);
         if matches!(self.state, State::AwaitViewConsent(_) | State::Active(_)) {
@@ -809,6 +880,8 @@ impl DeviceSession {
                 self.close(now, ByeReason::ShuttingDown, "the agent is stopping".into());
             }
             DeviceInput::Abort { reason, detail } => self.close(now, reason, detail),
+            #[cfg(feature = "files")]
+            DeviceInput::File(f) => self.file_input(now, f),
         }
     }
 
@@ -934,6 +1007,23 @@ impl DeviceSession {
             (State::Active(a), Message::Touch(t)) => {
                 self.inject(now, a, InjectEvent::Touch(t), "Touch")
             }
+            #[cfg(feature = "files")]
+            (State::Active(a), Message::File(f)) => {
+                self.state = State::Active(a);
+                if !self.peer_capabilities.contains(Capabilities::FILES) {
+                    return self.close(
+                        now,
+                        ByeReason::ProtocolError,
+                        "File from an expert that did not announce files".into(),
+                    );
+                }
+                return self.file_message(now, *f);
+            }
+            #[cfg(feature = "files")]
+            (s @ (State::AwaitViewConsent(_) | State::Authenticating(_)), Message::File(f)) => {
+                self.state = s;
+                return self.file_before_consent(now, &f);
+            }
             (State::Active(a), Message::TypeText { id, text }) => {
                 let controlling = matches!(a.control, Control::Granted { .. });
                 self.state = State::Active(a);
@@ -972,6 +1062,17 @@ impl DeviceSession {
                         );
                         self.ignored("RequestControl", "too soon after a declined request");
                     }
+                    // One question on screen at a time: a file prompt is.
+                    Control::None if self.file_question_open() => {
+                        self.send(
+                            now,
+                            Message::ConsentDeclined {
+                                kind: ConsentKind::Control,
+                                reason: DeclineReason::AlreadyPending,
+                            },
+                        );
+                        self.ignored("RequestControl", "another question is on screen");
+                    }
                     Control::None => {
                         let deadline = now + self.config.consent_timeout;
                         let prompt = self.next_prompt();
@@ -991,6 +1092,7 @@ impl DeviceSession {
                             kind: ConsentKind::Control,
                             expert: a.expert.clone(),
                             deadline,
+                            file: None,
                         }));
                     }
                     // Asked twice: the first request stands.
@@ -1269,6 +1371,10 @@ impl DeviceSession {
             return false;
         };
         let was_controlling = matches!(a.control, Control::Granted { .. });
+        // A transfer does not survive the connection: the expert sends or
+        // asks again once back.
+        #[cfg(feature = "files")]
+        self.file_teardown();
         // Typing stops; the expert hears how far it got once back.
         if let Some(t) = self.typing.take() {
             self.audit(AuditEvent::TypeStopped {
@@ -1433,6 +1539,7 @@ impl DeviceSession {
                     kind: ConsentKind::View,
                     expert: expert.clone(),
                     deadline,
+                    file: None,
                 }));
                 self.state = State::AwaitViewConsent(AwaitViewConsent {
                     expert,
@@ -1451,6 +1558,8 @@ impl DeviceSession {
                 control: Control::Pending { prompt, .. },
                 ..
             }) => Some(*prompt),
+            #[cfg(feature = "files")]
+            State::Active(_) => self.files.prompt(),
             _ => None,
         }
     }
@@ -1474,22 +1583,8 @@ impl DeviceSession {
                 );
                 Outcome::Applied
             }
-            LocalCommand::Answer { prompt, accept } => {
-                let open = self.open_prompt();
-                if open != Some(prompt) {
-                    self.audit(AuditEvent::StaleAnswer { prompt, open });
-                    return Outcome::Stale { prompt, open };
-                }
-                match (&self.state, accept) {
-                    (State::AwaitViewConsent(_), true) => self.grant_view(now),
-                    (State::AwaitViewConsent(_), false) => {
-                        self.decline_view(now, DeclineReason::Declined)
-                    }
-                    (_, true) => self.grant_control(now),
-                    (_, false) => self.decline_control(now, DeclineReason::Declined),
-                }
-                Outcome::Applied
-            }
+            LocalCommand::Answer { prompt, accept } => self.answer(now, prompt, accept, false),
+            LocalCommand::AllowFiles { prompt } => self.answer(now, prompt, true, true),
             LocalCommand::StopControl | LocalCommand::StopControlHotkey => {
                 let reason = if command == LocalCommand::StopControl {
                     ControlEndReason::StoppedByUser
@@ -1520,7 +1615,57 @@ impl DeviceSession {
                 }
                 Outcome::Applied
             }
+            LocalCommand::CancelFile => {
+                #[cfg(feature = "files")]
+                if self.file_cancel_locally(now) {
+                    return Outcome::Applied;
+                }
+                Outcome::Unchanged {
+                    why: "no file transfer is under way",
+                }
+            }
         }
+    }
+
+    /// A question about a file is on screen.
+    fn file_question_open(&self) -> bool {
+        #[cfg(feature = "files")]
+        return self.files.prompt().is_some();
+        #[cfg(not(feature = "files"))]
+        false
+    }
+
+    /// Answers prompt `prompt`, if it is the open one. `for_session`: yes
+    /// to this file and every later one of the session.
+    fn answer(
+        &mut self,
+        now: Instant,
+        prompt: PromptId,
+        accept: bool,
+        for_session: bool,
+    ) -> Outcome {
+        let open = self.open_prompt();
+        if open != Some(prompt) {
+            self.audit(AuditEvent::StaleAnswer { prompt, open });
+            return Outcome::Stale { prompt, open };
+        }
+        #[cfg(feature = "files")]
+        if self.files.prompt() == Some(prompt) {
+            self.file_answered(now, accept, for_session);
+            return Outcome::Applied;
+        }
+        if for_session {
+            return Outcome::Unchanged {
+                why: "the open prompt is not about a file",
+            };
+        }
+        match (&self.state, accept) {
+            (State::AwaitViewConsent(_), true) => self.grant_view(now),
+            (State::AwaitViewConsent(_), false) => self.decline_view(now, DeclineReason::Declined),
+            (_, true) => self.grant_control(now),
+            (_, false) => self.decline_control(now, DeclineReason::Declined),
+        }
+        Outcome::Applied
     }
 
     fn next_prompt(&mut self) -> PromptId {
@@ -1692,6 +1837,8 @@ impl DeviceSession {
 
     fn teardown(&mut self) {
         self.typing = None;
+        #[cfg(feature = "files")]
+        self.file_teardown();
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Active(a) => {
                 if let Control::Granted { revoker } = a.control {

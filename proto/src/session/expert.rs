@@ -106,6 +106,12 @@ pub enum UserAction {
     /// protocol [`EXACT_VERSION`] on; see [`ExpertSession::exact_only_supported`]).
     /// A resumed connection keeps it.
     ExactOnly,
+    /// A file transfer step ([`crate::files`]): `Get`, `Put`, `Data`,
+    /// `Ack` or `Cancel`. Sent only while viewing a device that offers
+    /// files; a `Get` or `Put` that cannot be sent is answered at once by
+    /// [`ExpertEvent::File`] with a `Done`.
+    #[cfg(feature = "files")]
+    File(Box<crate::files::FileMsg>),
     Disconnect,
 }
 
@@ -187,6 +193,9 @@ pub enum ExpertEvent {
         typed: u16,
         outcome: TypeOutcome,
     },
+    /// A file transfer step from the device.
+    #[cfg(feature = "files")]
+    File(Box<crate::files::FileMsg>),
     /// The session is over. `sentence` is for the user.
     Closed {
         reason: ByeReason,
@@ -218,6 +227,8 @@ pub struct ExpertSession {
     peer_version: u16,
     /// How many screens the device listed (0: it sent no list).
     screens: usize,
+    /// The device's hello announced [`Capabilities::FILES`].
+    peer_files: bool,
 }
 
 impl ExpertSession {
@@ -231,6 +242,7 @@ impl ExpertSession {
             got_hello: false,
             peer_version: 0,
             screens: 0,
+            peer_files: false,
             last_received: now,
             last_sent: now,
             ping: None,
@@ -248,6 +260,10 @@ impl ExpertSession {
         );
         if !s.config.lossy {
             hello.capabilities = Capabilities(hello.capabilities.0 & !Capabilities::JPEG.0);
+        }
+        #[cfg(feature = "files")]
+        {
+            hello.capabilities = hello.capabilities | Capabilities::FILES;
         }
         s.send(now, Message::Hello(hello));
         s.send(now, Message::Auth(s.config.auth.clone()));
@@ -409,6 +425,7 @@ impl ExpertSession {
                 }
                 self.got_hello = true;
                 self.peer_version = h.version;
+                self.peer_files = h.capabilities.contains(Capabilities::FILES);
             }
             Message::ConsentPending {
                 kind: ConsentKind::View,
@@ -522,6 +539,10 @@ impl ExpertSession {
                 self.push(ExpertEvent::Typed { id, typed, outcome })
             }
             Message::CursorShape(c) if viewing => self.push(ExpertEvent::CursorShape(c)),
+            #[cfg(feature = "files")]
+            Message::File(f) if self.got_hello && self.peer_files => {
+                self.push(ExpertEvent::File(f))
+            }
             Message::Screens(list) if viewing => {
                 if list.screens.is_empty() || usize::from(list.current) >= list.screens.len() {
                     return self.close(
@@ -575,6 +596,10 @@ impl ExpertSession {
     }
 
     fn action(&mut self, now: Instant, action: UserAction) {
+        #[cfg(feature = "files")]
+        if let UserAction::File(f) = action {
+            return self.file_action(now, f);
+        }
         let ExpertState::Viewing { control } = self.state else {
             if let UserAction::TypeText { id, .. } = action {
                 self.push(ExpertEvent::Typed {
@@ -646,6 +671,8 @@ impl ExpertSession {
                     self.send(now, Message::ExactOnly);
                 }
             }
+            #[cfg(feature = "files")]
+            UserAction::File(_) => {}
             UserAction::Disconnect => self.close(
                 now,
                 ByeReason::Normal,
@@ -658,6 +685,33 @@ impl ExpertSession {
     /// Whether the device takes [`UserAction::ExactOnly`] mid-session
     /// (protocol [`EXACT_VERSION`] on); an older one needs a new
     /// connection with `lossy` off.
+    /// Whether the device offers files (its hello said so).
+    pub fn files_supported(&self) -> bool {
+        self.peer_files
+    }
+
+    /// Sends a file step while viewing a device that offers files; a
+    /// request that cannot go is answered at once.
+    #[cfg(feature = "files")]
+    fn file_action(&mut self, now: Instant, f: Box<crate::files::FileMsg>) {
+        use crate::files::{FileMsg, FileOutcome, FileRefusal};
+        let viewing = matches!(self.state, ExpertState::Viewing { .. });
+        if viewing && self.peer_files {
+            return self.send(now, Message::File(f));
+        }
+        if let FileMsg::Get { id, .. } | FileMsg::Put { id, .. } = *f {
+            let why = if viewing {
+                FileRefusal::NotOffered
+            } else {
+                FileRefusal::NotViewing
+            };
+            self.push(ExpertEvent::File(Box::new(FileMsg::Done {
+                id,
+                outcome: FileOutcome::Refused(why),
+            })));
+        }
+    }
+
     pub fn exact_only_supported(&self) -> bool {
         self.got_hello && self.peer_version >= EXACT_VERSION
     }

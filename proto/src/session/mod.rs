@@ -20,9 +20,11 @@ pub mod expert;
 
 pub use device::{
     AuditEvent, AuthMethod, AuthRequest, DeviceConfig, DeviceInput, DeviceOutput, DeviceSession,
-    ExpertIdentity, INVITATION_HEADLINE, InjectEvent, LocalCommand, LocalDecision,
-    MIN_VIEW_REPORT_INTERVAL, Outcome, Phase, Prompt, PromptId, hint_name,
+    ExpertIdentity, FileAsk, FilesOffered, INVITATION_HEADLINE, InjectEvent, LocalCommand,
+    LocalDecision, MIN_VIEW_REPORT_INTERVAL, Outcome, Phase, Prompt, PromptId, hint_name,
 };
+#[cfg(feature = "files")]
+pub use device::{FileAudit, FileInput, FileOutput, FileRequest};
 pub use expert::{
     ControlState, ExpertConfig, ExpertEvent, ExpertInput, ExpertSession, ExpertState, UserAction,
 };
@@ -61,3 +63,6 @@ mod tests;
 
 #[cfg(test)]
 mod props;
+
+#[cfg(all(test, feature = "files"))]
+mod tests_files;

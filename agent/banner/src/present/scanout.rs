@@ -932,6 +932,7 @@ mod tests {
                 seconds_left: 30,
                 arming: false,
                 help: None,
+                file: None,
             }),
             ..strip_view(5, None)
         });
@@ -1025,6 +1026,7 @@ mod tests {
                 seconds_left: 30,
                 arming: false,
                 help: None,
+                file: None,
             }),
             ..View::default()
         });
