@@ -31,6 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::msg::human_size;
 use crate::msg::{MAX_DETAIL_LEN, Payload, Text, text};
 
 /// A path on the device as the expert names it (absolute, inside a
@@ -244,29 +245,6 @@ pub fn base_name(path: &str) -> Text<MAX_FILE_NAME_LEN> {
     text(path.rsplit('/').find(|c| !c.is_empty()).unwrap_or(path))
 }
 
-/// "84 KB", "1.2 MB", "512 bytes" (decimal units, as file managers show).
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if n < 1000 {
-        return if n == 1 {
-            "1 byte".into()
-        } else {
-            format!("{n} bytes")
-        };
-    }
-    let mut v = n as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if v < 10.0 {
-        format!("{v:.1} {}", UNITS[unit])
-    } else {
-        format!("{v:.0} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,11 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_read_as_a_file_manager_shows_them() {
-        assert_eq!(human_size(1), "1 byte");
-        assert_eq!(human_size(512), "512 bytes");
-        assert_eq!(human_size(84_000), "84 KB");
-        assert_eq!(human_size(1_234_567), "1.2 MB");
+    fn base_names_are_the_last_component() {
         assert_eq!(base_name("/var/log/kiosk/kiosk.log").as_str(), "kiosk.log");
         assert_eq!(base_name("/var/log/kiosk/").as_str(), "kiosk");
     }

@@ -658,6 +658,32 @@ impl ByeReason {
     }
 }
 
+/// "84 KB", "1.2 MB", "512 bytes": decimal units, as file managers show
+/// them (integer arithmetic: no float formatting in the device binary).
+pub fn human_size(n: u64) -> String {
+    if n < 1000 {
+        return if n == 1 {
+            "1 byte".into()
+        } else {
+            format!("{n} bytes")
+        };
+    }
+    let mut unit = 0;
+    let mut scale = 1000u64;
+    while n / scale >= 1000 && unit < 3 {
+        scale *= 1000;
+        unit += 1;
+    }
+    let name = ["KB", "MB", "GB", "TB"][unit];
+    // Tenths, rounded half up.
+    let tenths = (u128::from(n) * 10 + u128::from(scale) / 2) / u128::from(scale);
+    if tenths < 100 {
+        format!("{}.{} {name}", tenths / 10, tenths % 10)
+    } else {
+        format!("{} {name}", (tenths + 5) / 10)
+    }
+}
+
 /// "5 minutes", "1 hour", "40 seconds".
 pub fn human_duration(secs: u64) -> String {
     let (n, unit) = if secs >= 2 * 86_400 {
@@ -934,6 +960,18 @@ mod tests {
         assert_eq!("deadbeef00010203".parse::<InvitationId>(), Ok(id));
         assert!("deadbeef".parse::<InvitationId>().is_err());
         assert!("zzadbeef00010203".parse::<InvitationId>().is_err());
+    }
+
+    #[test]
+    fn sizes_read_as_a_file_manager_shows_them() {
+        assert_eq!(human_size(1), "1 byte");
+        assert_eq!(human_size(512), "512 bytes");
+        assert_eq!(human_size(1000), "1.0 KB");
+        assert_eq!(human_size(84_000), "84 KB");
+        assert_eq!(human_size(99_960), "100 KB");
+        assert_eq!(human_size(1_234_567), "1.2 MB");
+        assert_eq!(human_size(999_999), "1000 KB");
+        assert_eq!(human_size(3_000_000_000), "3.0 GB");
     }
 
     #[test]

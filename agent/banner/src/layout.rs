@@ -107,7 +107,7 @@ fn fill_in(template: &str, value: &str) -> String {
 fn question(l: &Labels, p: &crate::view::PromptView) -> String {
     match (&p.file, p.kind) {
         (Some(f), _) => {
-            let what = format!("{} ({})", f.name, crate::view::human_size(f.size));
+            let what = format!("{} ({})", f.name, shoulder_proto::human_size(f.size));
             let template = if f.to_device {
                 &l.wants_file_put
             } else {

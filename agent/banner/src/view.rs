@@ -52,25 +52,6 @@ pub struct PromptView {
     pub file: Option<shoulder_proto::session::FileAsk>,
 }
 
-/// "84 KB", "1.2 MB" (decimal units, as file managers show).
-pub fn human_size(n: u64) -> String {
-    if n < 1000 {
-        return format!("{n} bytes");
-    }
-    let (v, unit) = if n < 1_000_000 {
-        (n as f64 / 1e3, "KB")
-    } else if n < 1_000_000_000 {
-        (n as f64 / 1e6, "MB")
-    } else {
-        (n as f64 / 1e9, "GB")
-    };
-    if v < 10.0 {
-        format!("{v:.1} {unit}")
-    } else {
-        format!("{v:.0} {unit}")
-    }
-}
-
 /// A help request the person at the device made, as a prompt recalls it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelpAsked {

@@ -9,6 +9,16 @@ use super::{
 };
 use crate::util::format_duration;
 
+/// The problem and fix of a setting this build has no feature for.
+pub(super) fn built_without(what: &str, remove: &str, feature: &str) -> (String, String) {
+    (
+        format!("this agent was built without {what}"),
+        format!(
+            "remove {remove}, or install an agent built with the `{feature}` feature (Yocto: PACKAGECONFIG {feature})"
+        ),
+    )
+}
+
 impl Config {
     /// Checks value ranges the types alone do not. Returns the table, key,
     /// problem and fix of the first bad value.
@@ -17,14 +27,8 @@ impl Config {
         let err = |table, key, msg: String, fix: &str| Err((table, key, msg, fix.to_string()));
         // A setting this build cannot honour: which feature brings it.
         let without = |table, key, what: &str, remove: &str, feature: &str| {
-            err(
-                table,
-                key,
-                format!("this agent was built without {what}"),
-                &format!(
-                    "remove {remove}, or install an agent built with the `{feature}` feature (Yocto: PACKAGECONFIG {feature})"
-                ),
-            )
+            let (message, fix) = built_without(what, remove, feature);
+            err(table, key, message, &fix)
         };
         if self.listen.is_empty() && self.enabled && self.broker.is_none() {
             return err(
@@ -37,10 +41,8 @@ impl Config {
         if !self.help_desk.trim().is_empty() && !cfg!(feature = "call") {
             return without("", "help_desk", "calling out", "help_desk", "call");
         }
+        #[cfg(feature = "files")]
         if self.files.any() {
-            if !cfg!(feature = "files") {
-                return without("files", "readable", "file transfers", "[files]", "files");
-            }
             if let Some(d) = self.files.readable.iter().find(|d| !d.is_absolute()) {
                 return err(
                     "files",

@@ -155,11 +155,13 @@ pub struct Config {
     pub help_desk: String,
     /// Files the expert may copy from, or drop on, the device (feature
     /// `files`); none by default.
+    #[cfg(feature = "files")]
     pub files: FilesConfig,
 }
 
 /// `[files]`: where files may come from and go to. Each transfer is still
 /// asked of the person at the device.
+#[cfg(feature = "files")]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilesConfig {
@@ -175,6 +177,7 @@ pub struct FilesConfig {
     pub keep_free_mib: u64,
 }
 
+#[cfg(feature = "files")]
 impl Default for FilesConfig {
     fn default() -> Self {
         Self {
@@ -186,6 +189,7 @@ impl Default for FilesConfig {
     }
 }
 
+#[cfg(feature = "files")]
 impl FilesConfig {
     /// Whether any directory is named.
     pub fn any(&self) -> bool {
@@ -280,6 +284,7 @@ impl Default for Config {
             screens: Vec::new(),
             broker: None,
             help_desk: String::new(),
+            #[cfg(feature = "files")]
             files: FilesConfig::default(),
         }
     }
@@ -485,8 +490,15 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            let message = e.message().trim().to_string();
-            let fix = fix_for(&message);
+            let mut message = e.message().trim().to_string();
+            let mut fix = fix_for(&message);
+            // Without the `files` feature `[files]` is an unknown table (a
+            // parser for it would cost the device binary KiB): say which
+            // build takes it.
+            if !cfg!(feature = "files") && message.starts_with("unknown field `files`") {
+                let (m, f) = check::built_without("file transfers", "[files]", "files");
+                (message, fix) = (format!("`files`: {m}"), f);
+            }
             ConfigError::Invalid {
                 path: path.into(),
                 line,
@@ -621,6 +633,47 @@ mod tests {
             c.password_failures_per_minute,
             d.password_failures_per_minute
         );
+        #[cfg(feature = "files")]
+        assert_eq!(c.files, d.files);
+    }
+
+    #[test]
+    fn files_need_the_feature_and_absolute_directories() {
+        let text = include_str!("../../agent.example.toml");
+        let start = text.find("# [files]").expect("a [files] example");
+        let section: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let r = parse(&section);
+        #[cfg(feature = "files")]
+        {
+            let c = r.unwrap();
+            assert_eq!(
+                c.files,
+                FilesConfig::default(),
+                "the example shows the defaults"
+            );
+            let c = parse("[files]\nreadable = [\"/var/log/kiosk\"]\n").unwrap();
+            assert_eq!(c.files.readable, [PathBuf::from("/var/log/kiosk")]);
+            assert!(c.files.any());
+            for (bad, key) in [
+                ("readable = [\"logs\"]", "files.readable"),
+                ("drop = \"in\"", "files.drop"),
+                ("drop = \"/in\"\nmax_size_mib = 0", "files.max_size_mib"),
+            ] {
+                let e = parse(&format!("[files]\n{bad}\n")).unwrap_err().to_string();
+                assert!(e.contains(key), "{bad}: {e}");
+            }
+        }
+        #[cfg(not(feature = "files"))]
+        {
+            let s = r.unwrap_err().to_string();
+            assert!(s.contains("PACKAGECONFIG files"), "{s}");
+        }
     }
 
     #[test]

@@ -97,12 +97,15 @@ pub enum Request {
     },
     StopControl,
     End,
-    /// Yes to the file prompt, and to every later file of the session.
+    /// Yes to the file prompt, and to every later file of the session
+    /// (agents built with `files`).
+    #[cfg(feature = "files")]
     AllowFiles {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prompt: Option<u64>,
     },
     /// Cancel the file transfer under way.
+    #[cfg(feature = "files")]
     CancelFile,
     Chat {
         text: String,
@@ -151,7 +154,9 @@ impl Request {
             Request::Decline { .. } => "decline",
             Request::StopControl => "stop-control",
             Request::End => "end",
+            #[cfg(feature = "files")]
             Request::AllowFiles { .. } => "allow-files",
+            #[cfg(feature = "files")]
             Request::CancelFile => "cancel-file",
             Request::Chat { .. } => "chat",
             Request::Invite { .. } => "invite",
@@ -648,11 +653,13 @@ impl ControlServer {
                     .await;
             }
             Request::End => return self.decide(LocalDecision::End, None, name, uid).await,
+            #[cfg(feature = "files")]
             Request::AllowFiles { prompt } => {
                 return self
                     .decide(LocalDecision::AllowFiles, *prompt, name, uid)
                     .await;
             }
+            #[cfg(feature = "files")]
             Request::CancelFile => {
                 return self
                     .decide(LocalDecision::CancelFile, None, name, uid)

@@ -316,10 +316,13 @@ async fn serve(
         max_input_rate: config.max_input_rate,
         control_backoff: config.control_backoff,
         keyboard: config.keyboard_layout(),
+        #[cfg(feature = "files")]
         files: shoulder_proto::session::FilesOffered {
-            get: cfg!(feature = "files") && !config.files.readable.is_empty(),
-            put: cfg!(feature = "files") && !config.files.drop.as_os_str().is_empty(),
+            get: !config.files.readable.is_empty(),
+            put: !config.files.drop.as_os_str().is_empty(),
         },
+        #[cfg(not(feature = "files"))]
+        files: shoulder_proto::session::FilesOffered::default(),
     };
     #[cfg(feature = "files")]
     if !config.files.drop.as_os_str().is_empty() {

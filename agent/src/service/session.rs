@@ -387,13 +387,7 @@ impl Session {
                         says: p.expert.says.as_deref(),
                         timeout_secs: timeout,
                         help: help.map(|h| h.text),
-                        file: p.file.as_ref().map(|f| {
-                            serde_json::json!({
-                                "to_device": f.to_device,
-                                "name": f.name,
-                                "size": f.size,
-                            })
-                        }),
+                        file: file_prompt(&p),
                     });
                 }
                 DeviceOutput::HidePrompt => {
@@ -848,6 +842,23 @@ impl<T: Send> Receiver for oneshot::Receiver<T> {
 /// Receives from `rx` if there is one; without, never completes (a
 /// disabled `select!` branch). A oneshot must be set to None once it has
 /// answered.
+/// A file prompt's file, for the control socket.
+#[cfg(feature = "files")]
+fn file_prompt(p: &shoulder_proto::session::Prompt) -> Option<Value> {
+    p.file.as_ref().map(|f| {
+        serde_json::json!({
+            "to_device": f.to_device,
+            "name": f.name,
+            "size": f.size,
+        })
+    })
+}
+
+#[cfg(not(feature = "files"))]
+fn file_prompt(_: &shoulder_proto::session::Prompt) -> Option<Value> {
+    None
+}
+
 async fn recv_opt<R: Receiver>(rx: &mut Option<R>) -> Option<R::Item> {
     match rx {
         Some(r) => r.next_item().await,

@@ -14,7 +14,6 @@ use crate::msg::*;
 use super::*;
 
 #[cfg(feature = "files")]
-#[path = "device_files.rs"]
 mod files;
 #[cfg(feature = "files")]
 pub use files::{FileAudit, FileInput, FileOutput, FileRequest};

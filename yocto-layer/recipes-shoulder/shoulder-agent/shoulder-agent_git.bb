@@ -69,6 +69,11 @@ do_compile_ptest_cargo[postfuncs] += "shoulder_ptest_harnesses_only"
 # `call`: the device calls a technician's `shoulder listen` (`ctl call`,
 # help_desk in agent.toml) where nobody can reach it and there is no
 # broker. Off by default.
+# `files`: files with consent (`shoulder get`/`put`, [files] in agent.toml),
+# each transfer asked on the device. The unit's ProtectSystem=strict keeps
+# the file system read-only for the agent: readable directories need
+# nothing, a drop directory outside /var/lib/shoulder needs a drop-in with
+# ReadWritePaths=. Off by default; its size is in the README.
 # Features are named with their crate: the ptest build selects several
 # packages, and cargo takes bare feature names for one package only.
 PACKAGECONFIG ??= "uinput jpeg"
@@ -77,10 +82,12 @@ PACKAGECONFIG[jpeg] = ""
 PACKAGECONFIG[broker] = ""
 PACKAGECONFIG[type-text] = ""
 PACKAGECONFIG[call] = ""
+PACKAGECONFIG[files] = ""
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'jpeg', '', '--no-default-features', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'broker', '--features shoulder-agent/broker', '', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'type-text', '--features shoulder-agent/type-text', '', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'call', '--features shoulder-agent/call', '', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'files', '--features shoulder-agent/files', '', d)}"
 
 SYSTEMD_SERVICE:${PN} = "shoulder-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
@@ -122,7 +129,7 @@ do_install() {
 
 # 2.5 MiB with the default features, 3 MiB with any optional one (the bound
 # for all of them together).
-SHOULDER_SIZE_BUDGET = "${@'3145728' if bb.utils.contains_any('PACKAGECONFIG', 'broker type-text call', True, False, d) else '2621440'}"
+SHOULDER_SIZE_BUDGET = "${@'3145728' if bb.utils.contains_any('PACKAGECONFIG', 'broker type-text call files', True, False, d) else '2621440'}"
 
 FILES:${PN} += "${nonarch_libdir}/tmpfiles.d/shoulder-agent.conf \
                 ${nonarch_libdir}/modules-load.d/shoulder-agent.conf \
