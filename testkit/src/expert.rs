@@ -240,6 +240,23 @@ impl ClientExpert {
             .count()
     }
 
+    /// The device's file steps from the `from`-th on (counting file steps
+    /// only), and how many there were in all.
+    pub fn file_steps(&self, from: usize) -> (Vec<shoulder_proto::files::FileMsg>, usize) {
+        let events = lock(&self.events);
+        let mut n = 0;
+        let mut new = Vec::new();
+        for e in events.iter() {
+            if let ClientEvent::File(f) = e {
+                if n >= from {
+                    new.push((**f).clone());
+                }
+                n += 1;
+            }
+        }
+        (new, n)
+    }
+
     /// How many of the device's view self-checks found the view wrong (and
     /// had the device send those bands again).
     pub fn view_repairs(&self) -> usize {
