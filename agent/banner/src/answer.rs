@@ -201,6 +201,56 @@ mod tests {
     }
 
     #[test]
+    fn only_a_file_prompt_has_the_allow_all_files_button_and_only_once_armed() {
+        let file = PromptView {
+            file: Some(shoulder_proto::session::FileAsk {
+                to_device: false,
+                name: "kiosk.log".into(),
+                size: 84_000,
+            }),
+            ..prompt(ConsentKind::Files)
+        };
+        let layout = renderer().layout(&View {
+            prompt: Some(file.clone()),
+            ..View::default()
+        });
+        let all = layout
+            .button(LocalDecision::AllowFiles)
+            .expect("the button");
+        assert_eq!(
+            answer_tap(&layout, center(all)),
+            Some(LocalDecision::AllowFiles)
+        );
+        let accept = layout.button(LocalDecision::Accept).unwrap();
+        assert!(
+            all.top_left.y > accept.bottom_right().unwrap().y,
+            "below the answers"
+        );
+        // No key answers with it: a yes to every file is a deliberate tap.
+        for key in [28, 96, 1, 57] {
+            assert_ne!(
+                answer_key(&layout, key, &KeyBindings::default()),
+                Some(LocalDecision::AllowFiles)
+            );
+        }
+        let arming = renderer().layout(&View {
+            prompt: Some(PromptView {
+                arming: true,
+                ..file
+            }),
+            ..View::default()
+        });
+        assert!(arming.button(LocalDecision::AllowFiles).is_none());
+        for kind in [ConsentKind::View, ConsentKind::Control] {
+            let layout = renderer().layout(&View {
+                prompt: Some(prompt(kind)),
+                ..View::default()
+            });
+            assert!(layout.button(LocalDecision::AllowFiles).is_none());
+        }
+    }
+
+    #[test]
     fn taps_outside_the_buttons_do_nothing() {
         let layout = renderer().layout(&View {
             prompt: Some(prompt(ConsentKind::View)),

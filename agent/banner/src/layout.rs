@@ -44,9 +44,10 @@ pub struct Labels {
     pub header: String,
     pub wants_view: String,
     pub wants_control: String,
-    /// A file to be copied off the device; `{}` is its name and size.
+    /// A file to be copied off the device (its name and size follow on a
+    /// line of their own).
     pub wants_file_get: String,
-    /// A file to be put on the device; `{}` is its name and size.
+    /// A file to be put on the device.
     pub wants_file_put: String,
     /// The button that allows this file and every later one of the session.
     pub allow_files: String,
@@ -77,8 +78,8 @@ impl Default for Labels {
             header: "Remote assistance".into(),
             wants_view: "wants to see this screen".into(),
             wants_control: "wants to control this screen".into(),
-            wants_file_get: "wants to copy {} from this device".into(),
-            wants_file_put: "wants to put {} on this device".into(),
+            wants_file_get: "wants a copy of a file".into(),
+            wants_file_put: "wants to send you a file".into(),
             allow_files: "Allow all files this session".into(),
             identified_by: "Identified by {}".into(),
             says: "says: {}".into(),
@@ -106,18 +107,19 @@ fn fill_in(template: &str, value: &str) -> String {
 /// What a prompt asks, in the person's words.
 fn question(l: &Labels, p: &crate::view::PromptView) -> String {
     match (&p.file, p.kind) {
-        (Some(f), _) => {
-            let what = format!("{} ({})", f.name, shoulder_proto::human_size(f.size));
-            let template = if f.to_device {
-                &l.wants_file_put
-            } else {
-                &l.wants_file_get
-            };
-            fill_in(template, &what)
-        }
+        (Some(f), _) if f.to_device => l.wants_file_put.clone(),
+        (Some(_), _) => l.wants_file_get.clone(),
         (None, ConsentKind::Control) => l.wants_control.clone(),
         (None, ConsentKind::View | ConsentKind::Files) => l.wants_view.clone(),
     }
+}
+
+/// A file prompt's file: its name, shortened to fit `width` if need be,
+/// and its size, which always shows.
+fn file_line(f: &shoulder_proto::session::FileAsk, font: Font, width: u32) -> String {
+    let size = format!(" ({})", shoulder_proto::human_size(f.size));
+    let name = font.truncate(&f.name, width.saturating_sub(font.width(&size)));
+    format!("{name}{size}")
 }
 
 /// Rendering settings besides the screen.
@@ -582,6 +584,9 @@ impl Renderer {
             hgt += m.body.line_height() + m.gap;
         }
         hgt += 2 * m.title.line_height() + m.gap; // name, question
+        if p.file.is_some() {
+            hgt += m.body.line_height() + m.gap; // the file
+        }
         hgt += m.body.line_height() + m.pad; // identified by
         if p.says.is_some() {
             hgt += m.body.line_height(); // says
@@ -647,6 +652,11 @@ impl Renderer {
         );
         let question = question(l, p);
         line(&mut items, m.title, &question, palette::TEXT, &mut ty, 0);
+        if let Some(f) = &p.file {
+            ty += m.gap as i32;
+            let what = file_line(f, m.body, inner_w);
+            line(&mut items, m.body, &what, palette::ACCENT, &mut ty, m.gap);
+        }
         // How they were identified, then, right under it, what they say
         // (a hint: shortened to the card's width, never in place of it).
         line(

@@ -141,6 +141,43 @@ fn scenes() -> Vec<(&'static str, View)> {
             },
         ),
         (
+            // A file to copy off the device, asked while the expert views.
+            "file_get_prompt",
+            View {
+                prompt: Some(PromptView {
+                    file: Some(shoulder_proto::session::FileAsk {
+                        to_device: false,
+                        name: "kiosk.log".into(),
+                        size: 84_213,
+                    }),
+                    ..prompt(ConsentKind::Files, "Ann Expert", "plant certificate", 42)
+                }),
+                strip: Some(strip(StripMode::Viewing, "Ann Expert", 125)),
+                ..View::default()
+            },
+        ),
+        (
+            // A file to put on the device, with a long name.
+            "file_put_prompt",
+            View {
+                prompt: Some(PromptView {
+                    file: Some(shoulder_proto::session::FileAsk {
+                        to_device: true,
+                        name: "firmware-update-2026-12-04-release-candidate-3.bin".into(),
+                        size: 48_300_000,
+                    }),
+                    ..prompt(
+                        ConsentKind::Files,
+                        "Ann Expert",
+                        "invitation 0123456789abcdef",
+                        58,
+                    )
+                }),
+                strip: Some(strip(StripMode::Controlling, "Ann Expert", 300)),
+                ..View::default()
+            },
+        ),
+        (
             "long_name",
             View {
                 prompt: Some(prompt(ConsentKind::Control, long, "plant certificate", 9)),
