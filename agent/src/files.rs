@@ -149,9 +149,14 @@ fn open_beneath(dir: &OwnedFd, rest: &Path, flags: OFlags) -> rustix::io::Result
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     ) {
-        Err(Errno::NOSYS) => {}
-        r => return r,
+        Err(Errno::NOSYS) => walk_beneath(dir, rest, flags),
+        r => r,
     }
+}
+
+/// Opens `rest` under `dir` one component at a time, refusing every link
+/// (kernels without `openat2`; `..` was refused before).
+fn walk_beneath(dir: &OwnedFd, rest: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     let mut parts = rest.components().filter_map(|c| match c {
         Component::Normal(p) => Some(p),
         _ => None,
@@ -442,6 +447,23 @@ mod tests {
             FileRefusal::OutsideAllowed,
             "relative paths are refused"
         );
+    }
+
+    #[test]
+    fn without_openat2_the_walk_refuses_every_link() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        std::fs::create_dir_all(d.join("logs/sub")).unwrap();
+        std::fs::write(d.join("logs/sub/a.log"), b"x").unwrap();
+        std::fs::write(d.join("secret"), b"no").unwrap();
+        std::os::unix::fs::symlink(d.join("secret"), d.join("logs/out")).unwrap();
+        std::os::unix::fs::symlink(d.join("logs/sub"), d.join("logs/dir")).unwrap();
+        let dir = open_dir(&d.join("logs")).unwrap();
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        assert!(walk_beneath(&dir, Path::new("sub/a.log"), flags).is_ok());
+        assert!(walk_beneath(&dir, Path::new("out"), flags).is_err());
+        assert!(walk_beneath(&dir, Path::new("dir/a.log"), flags).is_err());
+        assert!(walk_beneath(&dir, Path::new("none"), flags).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! and input over it) and `events` (the driver's events on their way in).
 
 mod events;
+mod files;
 mod session;
 mod start;
 mod view;
@@ -198,6 +199,8 @@ struct SessionUi {
     type_input: String,
     typing: Option<session::Typing>,
     type_ids: u32,
+    /// "Files": copy from and send to the device.
+    files: files::FilesPanel,
     held: HeldInput,
     touch_mode: bool,
     notice: Option<(String, Instant)>,

@@ -307,6 +307,136 @@ async fn gui_shows_why_a_session_ended() {
     agent.stop().await;
 }
 
+/// Waits for the next question on the device (asked by `what`) and
+/// answers yes; the question.
+async fn person_says_yes(
+    ctl: &mut shoulder_agent::control::Client,
+    what: &str,
+) -> serde_json::Value {
+    let ev = tokio::time::timeout(WAIT, ctl.wait_event("consent-requested"))
+        .await
+        .unwrap_or_else(|_| panic!("{what} asked nothing"))
+        .unwrap();
+    ctl.request(&Request::Accept { prompt: None })
+        .await
+        .unwrap();
+    ev
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
+async fn gui_copies_a_file_from_the_device_and_sends_one_with_the_files_panel() {
+    for tool in ["Xvfb", "xdotool", "import"] {
+        need(tool);
+    }
+    let out = artifacts();
+    let (_xvfb, display) = start_xvfb();
+    let device = tempfile::tempdir().unwrap();
+    let (logs, incoming) = (device.path().join("logs"), device.path().join("incoming"));
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::create_dir_all(&incoming).unwrap();
+    let log: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(logs.join("kiosk.log"), &log).unwrap();
+    let agent = Agent::pattern(None, |c| {
+        c.files.readable = vec![logs.clone()];
+        c.files.drop = incoming.clone();
+        c.files.keep_free_mib = 0;
+    })
+    .await;
+    let ex = CliExpert::new();
+    let pw = ex.write("pw", PW);
+    let (_, file) = agent.invite_file("30m", PW).await;
+    let inv = ex.write("a.shoulder", &file);
+    let mut ctl = agent.ctl().await;
+    let _ = ctl.request(&Request::Status).await.unwrap();
+    let (_gui, trace, _) = launch(&ex, &display, &["open", &inv, "--password-file", &pw]);
+    person_says_yes(&mut ctl, "the view").await;
+    trace
+        .wait("the live view", |t| {
+            t.get("state").as_deref() == Some("viewing")
+        })
+        .await;
+    let window = window_of(&display);
+    let at = |key: &str| {
+        let (x, y, w, h) = trace.rect(key).unwrap_or_else(|| panic!("no {key}"));
+        (x + w / 2.0, y + h / 2.0)
+    };
+    let (x, y) = at("button-files");
+    click(&display, &window, x, y);
+    trace
+        .wait("the files panel", |t| t.rect("button-files-copy").is_some())
+        .await;
+
+    // Copy the log into a folder of the technician's.
+    let downloads = ex.path("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    xdotool(&display, &["windowfocus", "--sync", &window]);
+    let (x, y) = at("field-files-remote");
+    click(&display, &window, x, y);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    xdotool(
+        &display,
+        &[
+            "type",
+            "--delay",
+            "10",
+            &logs.join("kiosk.log").display().to_string(),
+        ],
+    );
+    let (x, y) = at("field-files-save");
+    click(&display, &window, x, y);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    xdotool(&display, &["key", "ctrl+a"]);
+    xdotool(
+        &display,
+        &["type", "--delay", "10", &downloads.display().to_string()],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (x, y) = at("button-files-copy");
+    click(&display, &window, x, y);
+    let ev = person_says_yes(&mut ctl, "the Copy button").await;
+    assert_eq!(ev["kind"], "file", "{ev}");
+    assert_eq!(ev["file"]["name"], "kiosk.log", "{ev}");
+    screenshot(&display, &out.join("files-asked.png"));
+    trace
+        .wait("the copy", |t| {
+            t.get("files").is_some_and(|s| s.starts_with("Copied "))
+        })
+        .await;
+    assert!(std::fs::read(downloads.join("kiosk.log")).unwrap() == log);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("files-copied.png"));
+
+    // Send a file of the technician's to the device.
+    let local = ex.path("settings.json");
+    std::fs::write(&local, b"{\"volume\": 3}\n").unwrap();
+    let (x, y) = at("field-files-send");
+    click(&display, &window, x, y);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    xdotool(
+        &display,
+        &["type", "--delay", "10", &local.display().to_string()],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (x, y) = at("button-files-send");
+    click(&display, &window, x, y);
+    let ev = person_says_yes(&mut ctl, "the Send button").await;
+    assert_eq!(ev["file"]["to_device"], true, "{ev}");
+    trace
+        .wait("the sent file", |t| {
+            t.get("files")
+                .is_some_and(|s| s.starts_with("Sent settings.json"))
+        })
+        .await;
+    assert_eq!(
+        std::fs::read(incoming.join("settings.json")).unwrap(),
+        b"{\"volume\": 3}\n"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    screenshot(&display, &out.join("files-sent.png"));
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
 async fn gui_controls_the_synthetic_kiosk_under_xvfb() {

@@ -74,6 +74,7 @@ impl SessionUi {
             type_input: String::new(),
             typing: None,
             type_ids: 0,
+            files: super::files::FilesPanel::default(),
             held: HeldInput::new(),
             touch_mode: false,
             notice: None,
@@ -230,6 +231,7 @@ impl SessionUi {
                     // forget what we held without sending releases.
                     self.held = HeldInput::new();
                     self.wheel = Vec2::ZERO;
+                    self.files.connection_lost();
                     self.phase = Phase::Reconnecting {
                         until,
                         attempt,
@@ -238,8 +240,10 @@ impl SessionUi {
                 }
                 ClientEvent::Resuming => {}
                 ClientEvent::Typed { id, typed, outcome } => self.typed(id, typed, outcome),
-                // The app starts no transfers (`shoulder get`/`put` do).
-                ClientEvent::File(_) => {}
+                ClientEvent::File(m) => {
+                    let handle = &self.handle;
+                    self.files.on(&m, &|a| handle.send(a));
+                }
                 ClientEvent::Chat(t) => {
                     self.chat.push((false, printable(&t)));
                     if self.chat.len() > MAX_CHAT_HISTORY {
@@ -251,6 +255,7 @@ impl SessionUi {
                 }
                 ClientEvent::Ended(end) => {
                     self.held = HeldInput::new();
+                    self.files.connection_lost();
                     self.end_error = end.clone();
                     if let Some(ClientError::UnknownDevice { host, got }) = &end {
                         self.confirm_device = Some((host.clone(), *got));
@@ -456,6 +461,18 @@ impl App {
                 if r.clicked() {
                     s.type_open = !s.type_open;
                 }
+                let label = if s.files.busy() {
+                    "Files (1)"
+                } else {
+                    "Files…"
+                };
+                let r = ui
+                    .selectable_label(s.files.open, label)
+                    .on_hover_text("Copy a file from the device or send one to it (drop it here)");
+                tracer.rect("button-files", r.rect, ppp);
+                if r.clicked() {
+                    s.files.open = !s.files.open;
+                }
                 let r = ui.add_enabled(viewing, egui::Button::new("Screenshot"));
                 tracer.rect("button-screenshot", r.rect, ppp);
                 if r.clicked() {
@@ -572,6 +589,31 @@ impl App {
                 }
             });
         });
+
+        // A file dropped on the window goes to the device (asked there).
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        if let Some(p) = dropped.first()
+            && viewing
+        {
+            s.files.open = true;
+            let handle = &s.handle;
+            s.files.put(p, &|a| handle.send(a));
+        }
+        if s.files.open {
+            egui::Panel::right("files")
+                .default_size(320.0)
+                .show(ui, |ui| {
+                    let handle = &s.handle;
+                    s.files.ui(ui, viewing, &|a| handle.send(a), tracer, ppp);
+                });
+        }
 
         if s.type_open {
             egui::Panel::right("type-text")

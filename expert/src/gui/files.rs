@@ -1,0 +1,284 @@
+//! The "Files" panel: copy a file from the device, send one to it (by
+//! path, or by dropping it on the window), a progress bar, and Cancel.
+//! Each transfer is asked on the device; the panel says what it waits for.
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui::{self, RichText};
+use shoulder_proto::files::{FileMsg, human_size};
+use shoulder_proto::session::UserAction;
+
+use crate::client::files::{Download, Step, Upload};
+
+enum Side {
+    Down(Box<Download>),
+    Up(Upload),
+}
+
+struct Running {
+    side: Side,
+    /// What the panel calls it.
+    name: String,
+    done: u64,
+    total: u64,
+    /// The person at the device is being asked.
+    asking: bool,
+    cancel: UserAction,
+}
+
+/// The panel's state for one session.
+pub(crate) struct FilesPanel {
+    pub(crate) open: bool,
+    remote: String,
+    save_to: String,
+    send_path: String,
+    running: Option<Running>,
+    /// The last transfer's end: whether it went, and the sentence.
+    last: Option<(bool, String)>,
+    next_id: u32,
+}
+
+impl std::fmt::Debug for FilesPanel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesPanel")
+            .field("open", &self.open)
+            .field("running", &self.running.as_ref().map(|r| &r.name))
+            .finish()
+    }
+}
+
+impl Default for FilesPanel {
+    fn default() -> Self {
+        Self {
+            open: false,
+            remote: String::new(),
+            save_to: default_folder().display().to_string(),
+            send_path: String::new(),
+            running: None,
+            last: None,
+            next_id: 0,
+        }
+    }
+}
+
+/// Where downloads go unless the technician says otherwise.
+fn default_folder() -> PathBuf {
+    let home = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE"));
+    if let Some(h) = home {
+        let downloads = Path::new(&h).join("Downloads");
+        if downloads.is_dir() {
+            return downloads;
+        }
+        return PathBuf::from(h);
+    }
+    PathBuf::from(".")
+}
+
+impl FilesPanel {
+    pub(crate) fn busy(&self) -> bool {
+        self.running.is_some()
+    }
+
+    fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Copies `remote` from the device into the save folder.
+    pub(crate) fn get(&mut self, send: &dyn Fn(UserAction)) {
+        if self.busy() || self.remote.trim().is_empty() {
+            return;
+        }
+        let id = self.id();
+        let remote = self.remote.trim().to_string();
+        match Download::start(id, &remote, Path::new(self.save_to.trim())) {
+            Ok((d, first)) => {
+                self.running = Some(Running {
+                    side: Side::Down(Box::new(d)),
+                    name: shoulder_proto::files::base_name(&remote).to_string(),
+                    done: 0,
+                    total: 0,
+                    asking: false,
+                    cancel: UserAction::File(Box::new(FileMsg::Cancel { id })),
+                });
+                self.last = None;
+                send(first);
+            }
+            Err(e) => self.last = Some((false, e)),
+        }
+    }
+
+    /// Sends the local file `path` to the device.
+    pub(crate) fn put(&mut self, path: &Path, send: &dyn Fn(UserAction)) {
+        if self.busy() {
+            self.last = Some((false, "One transfer at a time: wait for this one.".into()));
+            return;
+        }
+        let id = self.id();
+        match Upload::start(id, path) {
+            Ok((u, first)) => {
+                let cancel = u.cancel();
+                self.running = Some(Running {
+                    side: Side::Up(u),
+                    name: path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    done: 0,
+                    total: 0,
+                    asking: false,
+                    cancel,
+                });
+                self.last = None;
+                send(first);
+            }
+            Err(e) => self.last = Some((false, e)),
+        }
+    }
+
+    /// A file step from the device.
+    pub(crate) fn on(&mut self, m: &FileMsg, send: &dyn Fn(UserAction)) {
+        let Some(r) = self.running.as_mut() else {
+            return;
+        };
+        let step = match &mut r.side {
+            Side::Down(d) => d.on(m),
+            Side::Up(u) => u.on(m),
+        };
+        match step {
+            Step::Go(actions) => {
+                match m {
+                    FileMsg::Data { data, offset, .. } => r.done = offset + data.0.len() as u64,
+                    FileMsg::Ack { received, .. } => r.done = *received,
+                    _ => {}
+                }
+                for a in actions {
+                    send(a);
+                }
+                if let FileMsg::Accepted { size, .. } = m {
+                    r.total = *size;
+                    r.asking = false;
+                }
+            }
+            Step::Asking { .. } => r.asking = true,
+            Step::Progress { done, total } => {
+                r.asking = false;
+                r.done = done;
+                r.total = total;
+            }
+            Step::Finished(result) => {
+                self.running = None;
+                self.last = Some(match result {
+                    Ok(s) => (true, s),
+                    Err(s) => (false, s),
+                });
+            }
+        }
+    }
+
+    /// The connection dropped or the session ended: the transfer is over
+    /// (the device keeps nothing of it, a download's temporary file goes).
+    pub(crate) fn connection_lost(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.last = Some((
+                false,
+                format!(
+                    "{}: the connection dropped, so the transfer stopped; nothing half-written was kept.",
+                    r.name
+                ),
+            ));
+        }
+    }
+
+    pub(crate) fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        viewing: bool,
+        send: &dyn Fn(UserAction),
+        tracer: &mut super::Tracer,
+        ppp: f32,
+    ) {
+        ui.heading("Files");
+        ui.label(
+            RichText::new(
+                "Each file is asked of the person at the device. Only the directories the device allows can be read or written.",
+            )
+            .weak(),
+        );
+        ui.separator();
+        ui.label("Copy from the device");
+        let r = ui.add(
+            egui::TextEdit::singleline(&mut self.remote)
+                .hint_text("/var/log/kiosk/kiosk.log")
+                .desired_width(f32::INFINITY),
+        );
+        tracer.rect("field-files-remote", r.rect, ppp);
+        ui.horizontal(|ui| {
+            ui.label("to");
+            let r =
+                ui.add(egui::TextEdit::singleline(&mut self.save_to).desired_width(f32::INFINITY));
+            tracer.rect("field-files-save", r.rect, ppp);
+        });
+        let can = viewing && !self.busy();
+        let r = ui.add_enabled(
+            can && !self.remote.trim().is_empty(),
+            egui::Button::new("Copy"),
+        );
+        tracer.rect("button-files-copy", r.rect, ppp);
+        if r.clicked() {
+            self.get(send);
+        }
+        ui.separator();
+        ui.label("Send to the device (or drop a file on this window)");
+        let r = ui.add(
+            egui::TextEdit::singleline(&mut self.send_path)
+                .hint_text("a file on this computer")
+                .desired_width(f32::INFINITY),
+        );
+        tracer.rect("field-files-send", r.rect, ppp);
+        let r = ui.add_enabled(
+            can && !self.send_path.trim().is_empty(),
+            egui::Button::new("Send"),
+        );
+        tracer.rect("button-files-send", r.rect, ppp);
+        if r.clicked() {
+            let p = PathBuf::from(self.send_path.trim());
+            self.put(&p, send);
+        }
+        ui.separator();
+        if let Some(r) = &self.running {
+            if r.asking {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(format!("Asking the person at the device about {}…", r.name));
+                });
+            } else {
+                let fraction = if r.total == 0 {
+                    0.0
+                } else {
+                    r.done as f32 / r.total as f32
+                };
+                ui.add(egui::ProgressBar::new(fraction).text(format!(
+                    "{}: {} of {}",
+                    r.name,
+                    human_size(r.done),
+                    human_size(r.total)
+                )));
+            }
+            if ui.button("Cancel").clicked() {
+                send(r.cancel.clone());
+            }
+        } else if let Some((ok, sentence)) = &self.last {
+            tracer.note("files", sentence.clone());
+            let color = if *ok {
+                egui::Color32::from_rgb(0x2e, 0x8b, 0x57)
+            } else {
+                egui::Color32::from_rgb(0xc0, 0x39, 0x2b)
+            };
+            ui.colored_label(color, sentence);
+        }
+        if !viewing {
+            ui.label(RichText::new("Files need a session that is viewing the screen.").weak());
+        }
+    }
+}
