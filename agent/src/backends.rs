@@ -53,6 +53,11 @@ pub trait Presenter: Send {
     fn help(&mut self, asked: Option<(std::time::Instant, String)>) {
         let _ = asked;
     }
+    /// A file transfer started (`Some`: the strip names it and offers to
+    /// cancel it) or ended.
+    fn file(&mut self, file: Option<&shoulder_proto::session::FileAsk>) {
+        let _ = file;
+    }
 }
 
 /// How often the banner task passes local activity on at most.

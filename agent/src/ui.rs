@@ -71,6 +71,7 @@ enum UiCommand {
     Chat(String),
     Rotate(Rotation),
     Help(Option<(Instant, String)>),
+    File(Option<shoulder_proto::session::FileAsk>),
 }
 
 /// The session side: forwards to the UI task without blocking.
@@ -88,6 +89,7 @@ impl std::fmt::Debug for UiCommand {
             UiCommand::Chat(_) => "Chat",
             UiCommand::Rotate(_) => "Rotate",
             UiCommand::Help(_) => "Help",
+            UiCommand::File(_) => "File",
         })
     }
 }
@@ -120,6 +122,9 @@ impl Presenter for UiPresenter {
     }
     fn help(&mut self, asked: Option<(Instant, String)>) {
         self.send(UiCommand::Help(asked));
+    }
+    fn file(&mut self, file: Option<&shoulder_proto::session::FileAsk>) {
+        self.send(UiCommand::File(file.cloned()));
     }
 }
 
@@ -499,6 +504,7 @@ impl UiTask {
             }
             UiCommand::Chat(t) => self.state.chat(t, now),
             UiCommand::Help(h) => self.state.set_help(h),
+            UiCommand::File(f) => self.state.set_file(f),
             UiCommand::Rotate(r) if r == self.rotation => {}
             UiCommand::Rotate(r) => {
                 self.rotation = r;

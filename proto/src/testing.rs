@@ -44,6 +44,8 @@ pub enum DeviceRecord {
     Close(ByeReason),
     /// A file step for the agent (kept whole in [`Pair::files`]).
     File,
+    /// The strip names a transfer under way (`true`) or no longer.
+    FileActivity(bool),
 }
 
 type Authenticator = Box<dyn FnMut(&AuthRequest) -> Result<ExpertIdentity, (ByeReason, String)>>;
@@ -424,6 +426,7 @@ impl Pair {
                 DeviceOutput::ExactOnly => DeviceRecord::ExactOnly,
                 DeviceOutput::ShowChat(t) => DeviceRecord::ShowChat(t),
                 DeviceOutput::Audit(a) => DeviceRecord::Audit(a),
+                DeviceOutput::FileActivity(f) => DeviceRecord::FileActivity(f.is_some()),
                 #[cfg(feature = "files")]
                 DeviceOutput::File(f) => {
                     self.files.push(f);

@@ -94,6 +94,7 @@ pub fn strip_region(screen: (u32, u32), expert: &str) -> Rectangle {
             expert: expert.into(),
             elapsed: Duration::from_secs(1),
             stop_hotkey: "Ctrl+Alt+Shift+S".into(),
+            file: None,
         }),
         ..View::default()
     };

@@ -275,6 +275,7 @@ fn strip_view() -> View {
             expert: "Jane Expert".into(),
             elapsed: Duration::ZERO,
             stop_hotkey: "Ctrl+Alt+Pause".into(),
+            file: None,
         }),
         chat: Some("Checking the printer settings.".into()),
         ..View::default()

@@ -99,6 +99,7 @@ fn view(prompt: bool, left: u32, elapsed: Duration) -> View {
                 expert: "Jane Expert".into(),
                 elapsed,
                 stop_hotkey: "Ctrl+Alt+Pause".into(),
+                file: None,
             }),
             chat: Some("Checking the printer settings.".into()),
             ..View::default()

@@ -168,6 +168,7 @@ mod tests {
             expert: "Jane Expert".into(),
             elapsed: Duration::from_secs(5),
             stop_hotkey: "Ctrl+Alt+Pause".into(),
+            file: None,
         }
     }
 
@@ -248,6 +249,37 @@ mod tests {
             });
             assert!(layout.button(LocalDecision::AllowFiles).is_none());
         }
+    }
+
+    #[test]
+    fn the_strip_offers_to_cancel_a_file_under_way() {
+        let file = shoulder_proto::session::FileAsk {
+            to_device: true,
+            name: "update.bin".into(),
+            size: 1000,
+        };
+        for mode in [StripMode::Viewing, StripMode::Controlling] {
+            let layout = renderer().layout(&View {
+                strip: Some(StripView {
+                    file: Some(file.clone()),
+                    ..strip(mode)
+                }),
+                ..View::default()
+            });
+            let cancel = layout
+                .button(LocalDecision::CancelFile)
+                .expect("a Cancel file button");
+            assert_eq!(
+                answer_tap(&layout, center(cancel)),
+                Some(LocalDecision::CancelFile)
+            );
+            assert!(layout.button(LocalDecision::End).is_some(), "End stays");
+        }
+        let layout = renderer().layout(&View {
+            strip: Some(strip(StripMode::Viewing)),
+            ..View::default()
+        });
+        assert!(layout.button(LocalDecision::CancelFile).is_none());
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct Labels {
     pub stops_control: String,
     pub stop_control: String,
     pub end_session: String,
+    /// On the strip while a file goes: `{}` is its name.
+    pub sending_file: String,
+    pub receiving_file: String,
+    /// The strip's button that stops the file transfer under way.
+    pub cancel_file: String,
     pub expert_says: String,
     /// Above a request to see the screen that answers the person's help
     /// request: how long ago they asked (their text follows after ": ").
@@ -94,6 +99,9 @@ impl Default for Labels {
             stops_control: "{} stops control".into(),
             stop_control: "Stop control".into(),
             end_session: "End session".into(),
+            sending_file: "Copying {} from this device".into(),
+            receiving_file: "Receiving {}".into(),
+            cancel_file: "Cancel file".into(),
             expert_says: "Expert: {}".into(),
             asked_for_help: "You asked for help {} ago".into(),
         }
@@ -802,15 +810,31 @@ impl Renderer {
         };
         // Line 1: who, and for how long; line 2 (controlled only): the hotkey.
         let elapsed = format!(" · {}", format_elapsed(s.elapsed));
-        let line2 = match s.mode {
-            // Compact (a prompt needs the room): the prompt is modal anyway.
-            _ if compact => None,
+        let hotkey = match s.mode {
             StripMode::Controlling if !s.stop_hotkey.is_empty() => {
                 Some(fill_in(&l.stops_control, &s.stop_hotkey))
             }
             _ => None,
         };
+        // A file going to or from the device is named before anything else.
+        let file = s.file.as_ref().map(|f| {
+            let template = if f.to_device {
+                &l.receiving_file
+            } else {
+                &l.sending_file
+            };
+            fill_in(template, &f.name)
+        });
+        let line2 = match (file, hotkey) {
+            // Compact (a prompt needs the room): the prompt is modal anyway.
+            _ if compact => None,
+            (Some(f), Some(h)) => Some(format!("{f} · {h}")),
+            (f, h) => f.or(h),
+        };
         let mut labels: Vec<(&str, LocalDecision)> = Vec::new();
+        if s.file.is_some() {
+            labels.push((&l.cancel_file, LocalDecision::CancelFile));
+        }
         if s.mode == StripMode::Controlling {
             labels.push((&l.stop_control, LocalDecision::StopControl));
         }
@@ -823,15 +847,25 @@ impl Renderer {
             .iter()
             .map(|(t, _)| (f.width(t) + 4 * m.pad + 2 * m.border).max(bh * 2))
             .collect();
-        let buttons_w: u32 = widths.iter().sum::<u32>() + m.pad * (widths.len() as u32 - 1);
+        let row_w =
+            |ws: &[u32]| ws.iter().sum::<u32>() + m.pad * (ws.len() as u32).saturating_sub(1);
+        let buttons_w = row_w(&widths);
+        let avail = w - 2 * m.pad;
+        // Three buttons where two barely fit: the file's own gets a row of
+        // its own above the others, so no label is cut short.
+        let split =
+            labels.len() > 2 && buttons_w > avail && labels[0].1 == LocalDecision::CancelFile;
+        let extra_row = if split { bh + m.pad } else { 0 };
         let line2_h = line2.as_ref().map_or(0, |_| m.gap + m.body.line_height());
         let text_h = f.line_height() + line2_h;
         // One row when the second line fits in full beside the buttons and the
         // first keeps room for a short name; else text above, buttons below.
         let name_room = f.width(&fill_in(line1, "Jane Doe")) + f.width(&elapsed);
         let beside = w.saturating_sub(buttons_w + 3 * m.pad);
-        let one_row = compact
-            || (line2.as_ref().is_none_or(|t| m.body.width(t) <= beside) && name_room <= beside);
+        let one_row = !split
+            && (compact
+                || (line2.as_ref().is_none_or(|t| m.body.width(t) <= beside)
+                    && name_room <= beside));
         let edge_line = m.border;
         let (height, text_w, text_y, buttons_y) = if one_row {
             let hgt = bh.max(text_h) + 2 * m.pad + edge_line;
@@ -847,7 +881,7 @@ impl Renderer {
                 content_top + ((inner - bh) / 2) as i32,
             )
         } else {
-            let hgt = text_h + bh + 3 * m.pad + edge_line;
+            let hgt = text_h + bh + 3 * m.pad + edge_line + extra_row;
             let content_top = match self.style.edge {
                 Edge::Top => 0,
                 Edge::Bottom => edge_line as i32,
@@ -899,35 +933,44 @@ impl Renderer {
         }
         // Buttons right-aligned, in reading order; on screens too narrow for
         // them they share the row equally.
-        let avail = w - 2 * m.pad;
-        let shrink = buttons_w > avail;
-        let mut bx = if shrink {
-            m.pad as i32
+        let rows: Vec<(usize, usize)> = if split {
+            vec![(0, 1), (1, labels.len())]
         } else {
-            (w - m.pad - buttons_w) as i32
+            vec![(0, labels.len())]
         };
         let mut buttons = Vec::new();
-        for ((label, decision), bw) in labels.iter().zip(&widths) {
-            let bw = if shrink {
-                (avail - m.pad * (widths.len() as u32 - 1)) / widths.len() as u32
+        for (row, &(from, to)) in rows.iter().enumerate() {
+            let ws = &widths[from..to];
+            let n = ws.len() as u32;
+            let shrink = row_w(ws) > avail || (split && row == 0);
+            let mut bx = if shrink {
+                m.pad as i32
             } else {
-                *bw
+                (w - m.pad - row_w(ws)) as i32
             };
-            let r = Rectangle::new(Point::new(bx, buttons_y), Size::new(bw, bh));
-            self.button(
-                &mut items,
-                r,
-                palette::STRIP_BUTTON,
-                palette::STRIP_BUTTON_TEXT,
-                label,
-                None,
-                f,
-            );
-            buttons.push(Button {
-                decision: *decision,
-                rect: r,
-            });
-            bx += (bw + m.pad) as i32;
+            let y = buttons_y + (row as u32 * (bh + m.pad)) as i32;
+            for ((label, decision), bw) in labels[from..to].iter().zip(ws) {
+                let bw = if shrink {
+                    (avail - m.pad * (n - 1)) / n
+                } else {
+                    *bw
+                };
+                let r = Rectangle::new(Point::new(bx, y), Size::new(bw, bh));
+                self.button(
+                    &mut items,
+                    r,
+                    palette::STRIP_BUTTON,
+                    palette::STRIP_BUTTON_TEXT,
+                    label,
+                    None,
+                    f,
+                );
+                buttons.push(Button {
+                    decision: *decision,
+                    rect: r,
+                });
+                bx += (bw + m.pad) as i32;
+            }
         }
         Plan {
             region: Region {

@@ -96,6 +96,9 @@ pub struct StripView {
     /// The hotkey that takes control back, as the person should type it
     /// ("Ctrl+Alt+Pause"); shown while controlled.
     pub stop_hotkey: String,
+    /// A file going to or from the device now: named on the strip, with a
+    /// button that cancels it.
+    pub file: Option<shoulder_proto::session::FileAsk>,
 }
 
 impl StripView {
@@ -125,6 +128,7 @@ impl StripView {
             expert: expert.name.clone(),
             elapsed: now.saturating_duration_since(start),
             stop_hotkey: stop_hotkey.to_string(),
+            file: None,
         })
     }
 }
@@ -198,6 +202,8 @@ pub struct BannerState {
     stop_hotkey: String,
     /// The person's open help request: when it was made, and its text.
     help: Option<(Instant, String)>,
+    /// The file going to or from the device now.
+    file: Option<shoulder_proto::session::FileAsk>,
 }
 
 impl BannerState {
@@ -243,10 +249,16 @@ impl BannerState {
                 self.prompt = None;
                 self.chat = None;
                 self.session_start = None;
+                self.file = None;
             }
             Phase::AwaitingView { .. } | Phase::Reconnecting { .. } => {}
         }
         self.phase = Some(phase);
+    }
+
+    /// A file transfer started (`Some`) or ended.
+    pub fn set_file(&mut self, file: Option<shoulder_proto::session::FileAsk>) {
+        self.file = file;
     }
 
     pub fn chat(&mut self, text: String, now: Instant) {
@@ -280,7 +292,11 @@ impl BannerState {
             strip: self
                 .phase
                 .as_ref()
-                .and_then(|p| StripView::from_phase(p, now, self.session_start, &self.stop_hotkey)),
+                .and_then(|p| StripView::from_phase(p, now, self.session_start, &self.stop_hotkey))
+                .map(|s| StripView {
+                    file: self.file.clone(),
+                    ..s
+                }),
             chat: live(&self.chat),
             notice: live(&self.notice),
         }

@@ -43,6 +43,7 @@ fn strip(mode: StripMode, expert: &str, secs: u64) -> StripView {
         expert: expert.into(),
         elapsed: Duration::from_secs(secs),
         stop_hotkey: "Ctrl+Alt+Pause".into(),
+        file: None,
     }
 }
 
@@ -174,6 +175,22 @@ fn scenes() -> Vec<(&'static str, View)> {
                     )
                 }),
                 strip: Some(strip(StripMode::Controlling, "Ann Expert", 300)),
+                ..View::default()
+            },
+        ),
+        (
+            // A file going while the expert controls: the strip names it
+            // and offers to cancel it.
+            "file_transfer_strip",
+            View {
+                strip: Some(shoulder_banner::StripView {
+                    file: Some(shoulder_proto::session::FileAsk {
+                        to_device: false,
+                        name: "kiosk.log".into(),
+                        size: 84_213,
+                    }),
+                    ..strip(StripMode::Controlling, "Ann Expert", 200)
+                }),
                 ..View::default()
             },
         ),

@@ -485,6 +485,7 @@ impl Session {
                         text: &text,
                     });
                 }
+                DeviceOutput::FileActivity(f) => self.with_presenter(|p| p.file(f.as_ref())),
                 DeviceOutput::Audit(e) => self.audit_event(e),
                 #[cfg(feature = "files")]
                 DeviceOutput::File(f) => self.file_output(f),

@@ -437,6 +437,9 @@ pub enum DeviceOutput {
     /// rectangles, and what was sent lossy is sent exact now.
     ExactOnly,
     ShowChat(String),
+    /// A file transfer is under way (`Some`) or over: the strip names it,
+    /// with a button that cancels it.
+    FileActivity(Option<FileAsk>),
     Audit(AuditEvent),
     /// Flush what was sent, then close the transport. Nothing follows.
     Close {

@@ -127,8 +127,13 @@ fn a_file_is_asked_about_by_name_and_size_and_only_a_yes_lets_the_agent_read_it(
         }
     )));
     assert!(consent(&p).is_none(), "no consent before the yes");
+    assert!(!p.device_log.contains(&R::FileActivity(true)));
     p.local(LocalDecision::Accept);
     assert!(p.prompt.is_none());
+    assert!(
+        p.device_log.contains(&R::FileActivity(true)),
+        "the strip names the transfer"
+    );
     assert!(consent(&p).is_some_and(|c| c.is_live()));
     assert!(heard(&p).iter().any(|m| matches!(
         m,
@@ -158,6 +163,10 @@ fn a_file_is_asked_about_by_name_and_size_and_only_a_yes_lets_the_agent_read_it(
     }));
     assert_eq!(last_done(&p), Some(FileOutcome::Done));
     assert!(!consent(&p).is_some_and(|c| c.is_live()), "spent once done");
+    assert!(
+        p.device_log.contains(&R::FileActivity(false)),
+        "and no longer"
+    );
     assert!(p.device_log.iter().any(|r| matches!(
         r,
         R::Audit(AuditEvent::File(FileAudit::Ended {
@@ -447,10 +456,12 @@ fn cancelling_on_either_side_or_ending_withdraws_the_consent() {
     data(&mut p, 0, 10);
     assert!(p.device_close().is_none());
 
+    // The strip's button (a decision with no prompt to name).
     let mut p = running_put(1000);
-    p.device_input(DeviceInput::Local(LocalCommand::CancelFile));
+    p.local(LocalDecision::CancelFile);
     assert_eq!(last_done(&p), Some(FileOutcome::CancelledOnDevice));
     assert!(!consent(&p).unwrap().is_live());
+    assert!(p.device_log.contains(&R::FileActivity(false)));
 
     let mut p = running_put(1000);
     p.local(LocalDecision::End);

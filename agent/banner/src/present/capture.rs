@@ -193,6 +193,7 @@ mod tests {
                 expert: "Jane".into(),
                 elapsed: Duration::from_secs(3),
                 stop_hotkey: String::new(),
+                file: None,
             }),
             ..View::default()
         };

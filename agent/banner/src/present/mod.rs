@@ -149,6 +149,7 @@ pub(crate) mod test_banners {
                 expert: "Jane".into(),
                 elapsed: Duration::ZERO,
                 stop_hotkey: String::new(),
+                file: None,
             }),
             ..View::default()
         };

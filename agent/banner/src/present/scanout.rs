@@ -819,6 +819,7 @@ mod tests {
                 expert: "Jane".into(),
                 elapsed: Duration::from_secs(secs),
                 stop_hotkey: "F12".into(),
+                file: None,
             }),
             notice: notice.map(str::to_string),
             ..View::default()

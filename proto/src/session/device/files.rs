@@ -436,6 +436,15 @@ impl DeviceSession {
             }));
         }
         self.send(now, Message::File(Box::new(FileMsg::Accepted { id, size })));
+        self.push(DeviceOutput::FileActivity(Some(FileAsk {
+            to_device: direction == Direction::Put,
+            name: self
+                .files
+                .transfer
+                .as_ref()
+                .map_or_else(String::new, |t| t.name.clone()),
+            size,
+        })));
         self.push(DeviceOutput::File(FileOutput::Start {
             id,
             consent,
@@ -491,6 +500,7 @@ impl DeviceSession {
     fn file_ended(&mut self, t: &Transfer, outcome: FileOutcome, sha256: Option<Sha256>) {
         if let Stage::Running(r) = &t.stage {
             r.revoker.revoke();
+            self.push(DeviceOutput::FileActivity(None));
         }
         // Always: the agent may hold the file it checked.
         self.push(DeviceOutput::File(FileOutput::Stop { id: t.id }));
