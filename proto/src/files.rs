@@ -162,6 +162,9 @@ pub enum FileRefusal {
     Busy,
     /// Only while the expert sees the screen.
     NotViewing,
+    /// The person said no (or did not answer) a moment ago: ask again
+    /// after this many seconds.
+    TooSoon { retry_after_secs: u16 },
 }
 
 impl FileOutcome {
@@ -226,6 +229,9 @@ impl FileRefusal {
                     .into()
             }
             FileRefusal::NotViewing => "Files need a session that is viewing the screen.".into(),
+            FileRefusal::TooSoon { retry_after_secs } => format!(
+                "A file was declined a moment ago; you can ask again in {retry_after_secs} s."
+            ),
         }
     }
 }

@@ -187,6 +187,7 @@ fn a_no_or_no_answer_refuses_and_the_agent_drops_what_it_checked() {
     assert!(consent(&p).is_none());
     assert!(stopped(&p, 1));
 
+    p.advance(DEFAULT_CONTROL_BACKOFF);
     get(&mut p, 2, "/var/log/kiosk/a.log");
     checked(&mut p, 2, Ok(10));
     assert!(p.prompt.is_some());
@@ -195,6 +196,39 @@ fn a_no_or_no_answer_refuses_and_the_agent_drops_what_it_checked() {
     assert_eq!(last_done(&p), Some(FileOutcome::TimedOut));
     assert!(stopped(&p, 2));
     assert!(consent(&p).is_none());
+}
+
+#[test]
+fn a_declined_file_cannot_be_asked_again_at_once() {
+    let mut p = files_pair(true, false);
+    get(&mut p, 1, "/var/log/kiosk/a.log");
+    checked(&mut p, 1, Ok(10));
+    p.local(LocalDecision::Decline);
+    get(&mut p, 2, "/var/log/kiosk/a.log");
+    assert_eq!(
+        last_done(&p),
+        Some(FileOutcome::Refused(FileRefusal::TooSoon {
+            retry_after_secs: 5
+        }))
+    );
+    assert!(
+        checks(&p).iter().all(|(id, _)| *id == 1),
+        "not even checked"
+    );
+    assert!(p.prompt.is_none());
+    // Once the wait is over the person is asked again; a second no doubles it.
+    p.advance(DEFAULT_CONTROL_BACKOFF);
+    get(&mut p, 3, "/var/log/kiosk/a.log");
+    checked(&mut p, 3, Ok(10));
+    assert!(p.prompt.is_some());
+    p.local(LocalDecision::Decline);
+    get(&mut p, 4, "/var/log/kiosk/a.log");
+    assert_eq!(
+        last_done(&p),
+        Some(FileOutcome::Refused(FileRefusal::TooSoon {
+            retry_after_secs: 10
+        }))
+    );
 }
 
 #[test]

@@ -127,6 +127,11 @@ struct Transfer {
 pub(super) struct Files {
     transfer: Option<Transfer>,
     for_session: bool,
+    /// File questions declined (or run out) in a row, and when the next
+    /// may be asked: as for control, an expert cannot put a question back
+    /// up the moment it was answered.
+    declines: u32,
+    not_before: Option<Instant>,
 }
 
 impl Files {
@@ -253,6 +258,15 @@ impl DeviceSession {
         }
         if self.files.transfer.is_some() || self.open_prompt().is_some() {
             return self.file_refused(now, id, FileRefusal::Busy);
+        }
+        if let Some(t) = self.files.not_before.filter(|t| now < *t)
+            && !self.files.for_session
+        {
+            let wait = t.saturating_duration_since(now);
+            let retry_after_secs =
+                u16::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u16::MAX);
+            self.ignored("File", "too soon after a declined file");
+            return self.file_refused(now, id, FileRefusal::TooSoon { retry_after_secs });
         }
         self.files.transfer = Some(Transfer {
             id,
@@ -405,8 +419,11 @@ impl DeviceSession {
         }));
         if accept {
             self.files.for_session |= for_session;
+            self.files.declines = 0;
+            self.files.not_before = None;
             self.file_start(now, false);
         } else {
+            self.file_declined(now);
             self.file_done(now, FileOutcome::Declined, None);
         }
     }
@@ -459,7 +476,21 @@ impl DeviceSession {
             granted: false,
             for_session: false,
         }));
+        self.file_declined(now);
         self.file_done(now, FileOutcome::TimedOut, None);
+    }
+
+    /// A file question ended without a yes: the next one waits, longer
+    /// with each no in a row (the control request's backoff).
+    fn file_declined(&mut self, now: Instant) {
+        let base = self.config.control_backoff;
+        if base.is_zero() {
+            return;
+        }
+        self.files.declines = self.files.declines.saturating_add(1);
+        let factor = 1u32 << self.files.declines.saturating_sub(1).min(8);
+        let wait = base.saturating_mul(factor).min(super::MAX_CONTROL_BACKOFF);
+        self.files.not_before = Some(now + wait);
     }
 
     /// The person at the device cancels the transfer under way. False when
