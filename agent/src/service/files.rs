@@ -34,6 +34,8 @@ struct Inner {
     events: Option<mpsc::Receiver<FileEvent>>,
     /// A `Put`'s chunks, to its thread.
     put: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    /// The running transfer.
+    id: u32,
     /// A `Get`: bytes queued for the expert, and acknowledged by it.
     sent: u64,
     acked: u64,
@@ -117,6 +119,7 @@ impl Session {
                 }
                 let (tx, rx) = mpsc::channel(FILE_EVENTS);
                 let i = &mut self.files.inner;
+                i.id = id;
                 i.sent = 0;
                 i.acked = 0;
                 i.events = Some(rx);
@@ -173,7 +176,19 @@ impl Session {
                 self.machine
                     .handle(now, DeviceInput::File(FileInput::Finished { id, result }));
             }
-            None => self.files.inner.events = None,
+            None => {
+                // The thread ended without a word (it could not start):
+                // the transfer is over.
+                self.files.inner.events = None;
+                let id = self.files.inner.id;
+                let result = Err(shoulder_proto::files::FileOutcome::Failed {
+                    detail: Box::new(shoulder_proto::msg::text(
+                        "the transfer stopped on the device",
+                    )),
+                });
+                self.machine
+                    .handle(now, DeviceInput::File(FileInput::Finished { id, result }));
+            }
         }
     }
 
