@@ -199,6 +199,26 @@ fn a_no_or_no_answer_refuses_and_the_agent_drops_what_it_checked() {
 }
 
 #[test]
+fn a_question_the_expert_withdraws_leaves_the_screen() {
+    let mut p = files_pair(true, false);
+    get(&mut p, 1, "/var/log/kiosk/a.log");
+    checked(&mut p, 1, Ok(10));
+    assert!(p.prompt.is_some());
+    send(&mut p, FileMsg::Cancel { id: 1 });
+    assert!(p.prompt.is_none(), "no dead question stays on screen");
+    assert_eq!(last_done(&p), Some(FileOutcome::CancelledByExpert));
+    assert!(p.device.open_prompt().is_none());
+    // And the person's cancel of a question, too.
+    p.advance(DEFAULT_CONTROL_BACKOFF);
+    get(&mut p, 2, "/var/log/kiosk/a.log");
+    checked(&mut p, 2, Ok(10));
+    assert!(p.prompt.is_some());
+    p.local(LocalDecision::CancelFile);
+    assert!(p.prompt.is_none());
+    assert_eq!(last_done(&p), Some(FileOutcome::CancelledOnDevice));
+}
+
+#[test]
 fn a_declined_file_cannot_be_asked_again_at_once() {
     let mut p = files_pair(true, false);
     get(&mut p, 1, "/var/log/kiosk/a.log");

@@ -412,12 +412,12 @@ impl DeviceSession {
 
     /// The person answered the file prompt.
     pub(super) fn file_answered(&mut self, now: Instant, accept: bool, for_session: bool) {
-        self.push(DeviceOutput::HidePrompt);
         self.audit(AuditEvent::File(FileAudit::Answered {
             granted: accept,
             for_session: accept && for_session,
         }));
         if accept {
+            self.push(DeviceOutput::HidePrompt);
             self.files.for_session |= for_session;
             self.files.declines = 0;
             self.files.not_before = None;
@@ -471,7 +471,6 @@ impl DeviceSession {
 
     /// The prompt ran out.
     pub(super) fn file_timed_out(&mut self, now: Instant) {
-        self.push(DeviceOutput::HidePrompt);
         self.audit(AuditEvent::File(FileAudit::Answered {
             granted: false,
             for_session: false,
@@ -499,9 +498,6 @@ impl DeviceSession {
         if self.files.transfer.is_none() {
             return false;
         }
-        if self.files.prompt().is_some() {
-            self.push(DeviceOutput::HidePrompt);
-        }
         self.file_done(now, FileOutcome::CancelledOnDevice, None);
         true
     }
@@ -521,17 +517,20 @@ impl DeviceSession {
     /// says it).
     pub(super) fn file_teardown(&mut self) {
         if let Some(t) = self.files.transfer.take() {
-            if matches!(t.stage, Stage::Asking { .. }) {
-                self.push(DeviceOutput::HidePrompt);
-            }
             self.file_ended(&t, FileOutcome::CancelledOnDevice, None);
         }
     }
 
     fn file_ended(&mut self, t: &Transfer, outcome: FileOutcome, sha256: Option<Sha256>) {
-        if let Stage::Running(r) = &t.stage {
-            r.revoker.revoke();
-            self.push(DeviceOutput::FileActivity(None));
+        match &t.stage {
+            Stage::Running(r) => {
+                r.revoker.revoke();
+                self.push(DeviceOutput::FileActivity(None));
+            }
+            // Whoever ended it (a no, the clock, a cancel on either side,
+            // the end of the session), the question leaves the screen.
+            Stage::Asking { .. } => self.push(DeviceOutput::HidePrompt),
+            Stage::Checking => {}
         }
         // Always: the agent may hold the file it checked.
         self.push(DeviceOutput::File(FileOutput::Stop { id: t.id }));
