@@ -167,10 +167,17 @@ impl FilesPanel {
                 r.total = total;
             }
             Step::Finished(result) => {
+                let cancel = r.cancel.clone();
                 self.running = None;
                 self.last = Some(match result {
                     Ok(s) => (true, s),
-                    Err(s) => (false, s),
+                    Err(s) => {
+                        // A failure on this side (a full disk, a file that
+                        // changed): the device stops too. After its own
+                        // `Done` it ignores this.
+                        send(cancel);
+                        (false, s)
+                    }
                 });
             }
         }
