@@ -13,7 +13,7 @@ use shoulder_agent::control::Request;
 use shoulder_proto::files::{FILE_CHUNK, FileMsg, FileOutcome, FileRefusal};
 use shoulder_proto::msg::{Payload, text};
 use shoulder_proto::session::{ExpertEvent, UserAction};
-use shoulder_testkit::agent::{Agent, event};
+use shoulder_testkit::agent::{Agent, WAIT, event};
 use shoulder_testkit::client_cli::{CliExpert, assert_fails_with, stderr};
 use shoulder_testkit::tls_expert::TlsExpert;
 
@@ -92,12 +92,20 @@ fn sha_hex(b: &[u8]) -> String {
 }
 
 /// `shoulder get|put INVITATION --password-file PW ARGS…`, with a fresh
-/// invitation from `agent`.
+/// invitation from `agent`; returns once the device has ended the session
+/// too, so the next command never finds its one session slot still taken.
 async fn transfer(ex: &CliExpert, agent: &Agent, cmd: &str, args: &[&str]) -> std::process::Output {
     let (inv, pw) = ex.invited(agent, "kiosk.shoulder", PW).await;
+    let mut ctl = agent.ctl().await;
+    let _ = ctl.request(&Request::Status).await;
     let mut all = vec![cmd, inv.as_str(), "--password-file", pw.as_str()];
     all.extend_from_slice(args);
-    ex.run(&all).await
+    let o = ex.run(&all).await;
+    tokio::time::timeout(WAIT, ctl.wait_event("session-ended"))
+        .await
+        .unwrap_or_else(|_| panic!("the session did not end: {}", stderr(&o)))
+        .unwrap();
+    o
 }
 
 fn records_of<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {

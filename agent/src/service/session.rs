@@ -43,6 +43,10 @@ const MAX_CHATS_AUDITED: u64 = 50;
 /// Capture messages queued towards the socket: a few update parts; the
 /// capture thread blocks when the peer reads slowly.
 const CAPTURE_QUEUE: usize = 4;
+/// Expert input kept while control waits for the first screen size: the
+/// input budget's one-second burst (`DEFAULT_MAX_INPUT_RATE`), far more than
+/// the few milliseconds of that wait bring.
+const MAX_HELD_INPUTS: usize = 300;
 /// Encoded messages the session may hold while the writer's queue is full.
 /// Screen updates are not taken while anything waits, so only replies
 /// (pongs, consent news) collect here; this much means the expert has not
@@ -88,6 +92,10 @@ pub(super) struct Devices {
     /// answer right after the view started): input devices are made, with
     /// the right ranges, as soon as the size is.
     control_pending: Option<ControlConsent>,
+    /// Expert input that came while `control_pending` waited for the
+    /// screen size (a text typed the moment control was granted): injected
+    /// in order once the devices exist, so its first key is not lost.
+    held_inputs: Vec<shoulder_proto::session::InjectEvent>,
     /// The screen size last announced to the expert (for input ranges).
     screen: Option<(u16, u16)>,
     /// The panel's rotation this session's capture and input use.
@@ -280,6 +288,9 @@ impl Session {
                                 }
                                 if let Some(token) = self.devices.control_pending.take() {
                                     self.enable_injection(token);
+                                    for event in std::mem::take(&mut self.devices.held_inputs) {
+                                        self.inject(event);
+                                    }
                                 }
                             }
                             if let Message::Screens(list) = &m {
@@ -347,6 +358,7 @@ impl Session {
             self.with_input(|i| i.disable());
         }
         self.devices.control_pending = None;
+        self.devices.held_inputs.clear();
         self.commands = None;
         self.slot = None;
     }
@@ -436,24 +448,19 @@ impl Session {
                 }
                 DeviceOutput::DisableInjection => {
                     self.devices.control_pending = None;
+                    self.devices.held_inputs.clear();
                     if std::mem::take(&mut self.devices.controlling) {
                         self.with_input(|i| i.disable());
                     }
                 }
                 DeviceOutput::ReleaseAll => self.with_input(|i| i.release_all()),
                 DeviceOutput::Inject(event) => {
-                    if !self.devices.controlling {
-                        continue;
-                    }
-                    match self.with_input(|i| i.inject(Instant::now(), event)) {
-                        InjectOutcome::Sink(_) => {
-                            if let Some(c) = &self.devices.capture {
-                                // The screen is about to change: poll fast.
-                                c.input();
-                            }
-                        }
-                        InjectOutcome::HeldBack => self.tally.held_back += 1,
-                        _ => {}
+                    if self.devices.controlling {
+                        self.inject(event);
+                    } else if self.devices.control_pending.is_some()
+                        && self.devices.held_inputs.len() < MAX_HELD_INPUTS
+                    {
+                        self.devices.held_inputs.push(event);
                     }
                 }
                 DeviceOutput::UpdateRequested { incremental } => {
@@ -622,6 +629,20 @@ impl Session {
 
     /// Makes the input devices for the known screen size; a failure revokes
     /// control with a reason.
+    /// Injects one event of the expert's (while controlling).
+    fn inject(&mut self, event: shoulder_proto::session::InjectEvent) {
+        match self.with_input(|i| i.inject(Instant::now(), event)) {
+            InjectOutcome::Sink(_) => {
+                if let Some(c) = &self.devices.capture {
+                    // The screen is about to change: poll fast.
+                    c.input();
+                }
+            }
+            InjectOutcome::HeldBack => self.tally.held_back += 1,
+            _ => {}
+        }
+    }
+
     pub(super) fn enable_injection(&mut self, token: ControlConsent) {
         let Some(size) = self.devices.screen.and_then(|(w, h)| ScreenSize::new(w, h)) else {
             return;
