@@ -288,8 +288,11 @@ impl Session {
                                 }
                                 if let Some(token) = self.devices.control_pending.take() {
                                     self.enable_injection(token);
-                                    for event in std::mem::take(&mut self.devices.held_inputs) {
-                                        self.inject(event);
+                                    let held = std::mem::take(&mut self.devices.held_inputs);
+                                    if self.devices.controlling {
+                                        for event in held {
+                                            self.inject(event);
+                                        }
                                     }
                                 }
                             }
@@ -627,8 +630,6 @@ impl Session {
         self.with_presenter(|p| p.rotation(r));
     }
 
-    /// Makes the input devices for the known screen size; a failure revokes
-    /// control with a reason.
     /// Injects one event of the expert's (while controlling).
     fn inject(&mut self, event: shoulder_proto::session::InjectEvent) {
         match self.with_input(|i| i.inject(Instant::now(), event)) {
@@ -643,6 +644,8 @@ impl Session {
         }
     }
 
+    /// Makes the input devices for the known screen size; a failure revokes
+    /// control with a reason.
     pub(super) fn enable_injection(&mut self, token: ControlConsent) {
         let Some(size) = self.devices.screen.and_then(|(w, h)| ScreenSize::new(w, h)) else {
             return;
@@ -861,9 +864,6 @@ impl<T: Send> Receiver for oneshot::Receiver<T> {
     }
 }
 
-/// Receives from `rx` if there is one; without, never completes (a
-/// disabled `select!` branch). A oneshot must be set to None once it has
-/// answered.
 /// A file prompt's file, for the control socket.
 #[cfg(feature = "files")]
 fn file_prompt(p: &shoulder_proto::session::Prompt) -> Option<Value> {
@@ -881,6 +881,9 @@ fn file_prompt(_: &shoulder_proto::session::Prompt) -> Option<Value> {
     None
 }
 
+/// Receives from `rx` if there is one; without, never completes (a
+/// disabled `select!` branch). A oneshot must be set to None once it has
+/// answered.
 async fn recv_opt<R: Receiver>(rx: &mut Option<R>) -> Option<R::Item> {
     match rx {
         Some(r) => r.next_item().await,
