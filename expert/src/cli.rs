@@ -1238,23 +1238,14 @@ enum Transfer {
 /// `shoulder get` / `shoulder put`: one transfer once viewing, then
 /// disconnect. Ctrl-C cancels it (the device keeps nothing).
 fn transfer(target: &str, what: Transfer, conn: &ConnArgs) -> Result<(), ClientError> {
-    use client::files::{Download, Step, Upload};
+    use client::files::{Step, Transfer as Side};
     use std::sync::atomic::{AtomicBool, Ordering};
-    enum Side {
-        Down(Box<Download>),
-        Up(Upload),
-    }
     const ID: u32 = 1;
     let (mut side, first) = match &what {
-        Transfer::Get(remote, local) => {
-            let (d, a) = Download::start(ID, remote, local).map_err(ClientError::Local)?;
-            (Side::Down(Box::new(d)), a)
-        }
-        Transfer::Put(local) => {
-            let (u, a) = Upload::start(ID, local).map_err(ClientError::Local)?;
-            (Side::Up(u), a)
-        }
-    };
+        Transfer::Get(remote, local) => Side::get(ID, remote, local),
+        Transfer::Put(local) => Side::put(ID, local),
+    }
+    .map_err(ClientError::Local)?;
     let opts = options(Target::parse(target)?, conn, true)?;
     let result: Arc<std::sync::Mutex<Option<Result<String, String>>>> = Default::default();
     let finished = Arc::new(AtomicBool::new(false));
@@ -1270,10 +1261,7 @@ fn transfer(target: &str, what: Transfer, conn: &ConnArgs) -> Result<(), ClientE
                 }
                 return;
             }
-            ClientEvent::File(m) => match &mut side {
-                Side::Down(d) => d.on(m),
-                Side::Up(u) => u.on(m),
-            },
+            ClientEvent::File(m) => side.on(m),
             _ => return,
         };
         match step {

@@ -637,18 +637,25 @@ mod tests {
         assert_eq!(c.files, d.files);
     }
 
-    #[test]
-    fn files_need_the_feature_and_absolute_directories() {
+    /// The commented-out `[table]` example of agent.example.toml, as the
+    /// config it shows (its comment block, keys and table line only).
+    fn example_section(table: &str) -> String {
         let text = include_str!("../../agent.example.toml");
-        let start = text.find("# [files]").expect("a [files] example");
-        let section: String = text[start..]
+        let start = text
+            .find(&format!("# [{table}]"))
+            .unwrap_or_else(|| panic!("a [{table}] example"));
+        text[start..]
             .lines()
             .take_while(|l| l.starts_with('#'))
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| l.starts_with('[') || l.contains(" = "))
             .map(|l| format!("{l}\n"))
-            .collect();
-        let r = parse(&section);
+            .collect()
+    }
+
+    #[test]
+    fn files_need_the_feature_and_absolute_directories() {
+        let r = parse(&example_section("files"));
         #[cfg(feature = "files")]
         {
             let c = r.unwrap();
@@ -988,14 +995,7 @@ mod tests {
 
     #[test]
     fn the_example_broker_section_parses_to_its_defaults() {
-        let text = include_str!("../../agent.example.toml");
-        let start = text.find("# [broker]").expect("a [broker] example");
-        let section: String = text[start..]
-            .lines()
-            .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| l.starts_with('[') || l.contains(" = "))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let section = example_section("broker");
         let r = parse(&format!("enabled = true\n{section}"));
         if cfg!(feature = "broker") {
             let b = r.unwrap().broker.expect("[broker] read");

@@ -50,10 +50,6 @@ fn shared_step(id: u32, m: &FileMsg) -> Option<Step> {
     }
 }
 
-fn hex(h: &Sha256) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A file coming from the device, written under a temporary name next to
 /// where it goes, and renamed there only when complete and verified.
 pub struct Download {
@@ -199,7 +195,7 @@ impl Download {
             "Copied {} ({}, SHA-256 {}).",
             self.target.display(),
             human_size(self.size),
-            hex(&got)
+            shoulder_proto::Fingerprint(got).hex()
         )))
     }
 }
@@ -341,9 +337,41 @@ impl Upload {
         }
         Step::Go(out)
     }
+}
 
-    /// Cancels: the device keeps nothing.
+/// A download or an upload, as `shoulder get`/`put` and the app's Files
+/// panel drive them.
+#[derive(Debug)]
+pub enum Transfer {
+    Down(Box<Download>),
+    Up(Upload),
+}
+
+impl Transfer {
+    /// Starts copying `remote` to `local` ([`Download::start`]).
+    pub fn get(id: u32, remote: &str, local: &Path) -> Result<(Self, UserAction), String> {
+        Download::start(id, remote, local).map(|(d, a)| (Self::Down(Box::new(d)), a))
+    }
+
+    /// Starts sending `local` ([`Upload::start`]).
+    pub fn put(id: u32, local: &Path) -> Result<(Self, UserAction), String> {
+        Upload::start(id, local).map(|(u, a)| (Self::Up(u), a))
+    }
+
+    /// The device says `m`.
+    pub fn on(&mut self, m: &FileMsg) -> Step {
+        match self {
+            Self::Down(d) => d.on(m),
+            Self::Up(u) => u.on(m),
+        }
+    }
+
+    /// Cancels: the device keeps nothing (and neither does this side).
     pub fn cancel(&self) -> UserAction {
-        file(FileMsg::Cancel { id: self.id })
+        let id = match self {
+            Self::Down(d) => d.id,
+            Self::Up(u) => u.id,
+        };
+        file(FileMsg::Cancel { id })
     }
 }

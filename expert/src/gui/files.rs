@@ -8,22 +8,16 @@ use eframe::egui::{self, RichText};
 use shoulder_proto::files::{FileMsg, human_size};
 use shoulder_proto::session::UserAction;
 
-use crate::client::files::{Download, Step, Upload};
-
-enum Side {
-    Down(Box<Download>),
-    Up(Upload),
-}
+use crate::client::files::{Step, Transfer};
 
 struct Running {
-    side: Side,
+    side: Transfer,
     /// What the panel calls it.
     name: String,
     done: u64,
     total: u64,
     /// The person at the device is being asked.
     asking: bool,
-    cancel: UserAction,
 }
 
 /// The panel's state for one session.
@@ -91,15 +85,14 @@ impl FilesPanel {
         }
         let id = self.id();
         let remote = self.remote.trim().to_string();
-        match Download::start(id, &remote, Path::new(self.save_to.trim())) {
-            Ok((d, first)) => {
+        match Transfer::get(id, &remote, Path::new(self.save_to.trim())) {
+            Ok((side, first)) => {
                 self.running = Some(Running {
-                    side: Side::Down(Box::new(d)),
+                    side,
                     name: shoulder_proto::files::base_name(&remote).to_string(),
                     done: 0,
                     total: 0,
                     asking: false,
-                    cancel: UserAction::File(Box::new(FileMsg::Cancel { id })),
                 });
                 self.last = None;
                 send(first);
@@ -115,11 +108,10 @@ impl FilesPanel {
             return;
         }
         let id = self.id();
-        match Upload::start(id, path) {
-            Ok((u, first)) => {
-                let cancel = u.cancel();
+        match Transfer::put(id, path) {
+            Ok((side, first)) => {
                 self.running = Some(Running {
-                    side: Side::Up(u),
+                    side,
                     name: path
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
@@ -127,7 +119,6 @@ impl FilesPanel {
                     done: 0,
                     total: 0,
                     asking: false,
-                    cancel,
                 });
                 self.last = None;
                 send(first);
@@ -141,10 +132,7 @@ impl FilesPanel {
         let Some(r) = self.running.as_mut() else {
             return;
         };
-        let step = match &mut r.side {
-            Side::Down(d) => d.on(m),
-            Side::Up(u) => u.on(m),
-        };
+        let step = r.side.on(m);
         match step {
             Step::Go(actions) => {
                 match m {
@@ -167,7 +155,7 @@ impl FilesPanel {
                 r.total = total;
             }
             Step::Finished(result) => {
-                let cancel = r.cancel.clone();
+                let cancel = r.side.cancel();
                 self.running = None;
                 self.last = Some(match result {
                     Ok(s) => (true, s),
@@ -273,7 +261,7 @@ impl FilesPanel {
                 )));
             }
             if ui.button("Cancel").clicked() {
-                send(r.cancel.clone());
+                send(r.side.cancel());
             }
         } else if let Some((ok, sentence)) = &self.last {
             tracer.note("files", sentence.clone());
