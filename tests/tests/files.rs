@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ring::digest::{SHA256, digest};
 use serde_json::Value;
 use shoulder_agent::control::Request;
-use shoulder_proto::files::{FILE_CHUNK, FileMsg, FileOutcome, FileRefusal};
+use shoulder_proto::files::{FILE_CHUNK, FILE_WINDOW, FileMsg, FileOutcome, FileRefusal};
 use shoulder_proto::msg::{Payload, text};
 use shoulder_proto::session::{ExpertEvent, UserAction};
 use shoulder_testkit::agent::{Agent, WAIT, event};
@@ -84,11 +84,9 @@ fn content(len: usize, seed: u32) -> Vec<u8> {
 }
 
 fn sha_hex(b: &[u8]) -> String {
-    digest(&SHA256, b)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut d = [0u8; 32];
+    d.copy_from_slice(digest(&SHA256, b).as_ref());
+    shoulder_proto::Fingerprint(d).hex()
 }
 
 /// `shoulder get|put INVITATION --password-file PW ARGS…`, with a fresh
@@ -398,6 +396,57 @@ async fn a_transfer_cancelled_by_either_side_or_cut_off_leaves_nothing_half_writ
         .collect();
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");
     assert!(outcomes.iter().all(|o| *o != "done"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expert_that_reads_but_never_acknowledges_gets_one_window_and_the_person_can_still_cancel()
+ {
+    let dev = Device::new();
+    std::fs::write(dev.path("logs/big.bin"), content(8 << 20, 5)).unwrap();
+    let agent = dev.agent(|_| {}).await;
+    let mut ex = raw_expert(&agent).await;
+    let answers = agent.answer_prompts(1, true).await;
+    ex.act(UserAction::File(Box::new(FileMsg::Get {
+        id: 5,
+        path: text(&dev.at("logs/big.bin")),
+    })))
+    .await;
+    file_event(&mut ex, "accepted", |m| {
+        matches!(m, FileMsg::Accepted { .. })
+    })
+    .await;
+    answers.await.unwrap();
+    // The expert reads everything but never acknowledges, for a second;
+    // then the person cancels.
+    let _ = tokio::time::timeout(Duration::from_secs(1), ex.wait_for("nothing", |_| false)).await;
+    let r = agent.ctl_ok(Request::CancelFile).await;
+    assert_eq!(r["changed"], true, "{r}");
+    let done = file_event(&mut ex, "done", |m| matches!(m, FileMsg::Done { .. })).await;
+    assert_eq!(
+        done,
+        FileMsg::Done {
+            id: 5,
+            outcome: FileOutcome::CancelledOnDevice
+        }
+    );
+    // Without an acknowledgement the device sent one window, no more.
+    let sent: u64 = ex
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ExpertEvent::File(m) => match &**m {
+                FileMsg::Data { data, .. } => Some(data.0.len() as u64),
+                _ => None,
+            },
+            _ => None,
+        })
+        .sum();
+    assert!(sent > 0, "some data went before the window closed");
+    assert!(
+        sent <= FILE_WINDOW,
+        "{sent} bytes sent without an acknowledgement"
+    );
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
