@@ -67,6 +67,8 @@ pub mod hub;
 pub mod identity;
 pub mod invites;
 pub mod log;
+#[cfg(feature = "record")]
+pub mod recorder;
 mod records;
 pub mod screens;
 pub mod service;

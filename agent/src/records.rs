@@ -35,6 +35,16 @@
 //! - `stale-answer`: `prompt`, `open_prompt` (or null)
 //! - `suspended`: `detail`
 //! - `resumed`: none
+//! - transfers (feature `files`): `file-asked`: `direction` (`get`/`put`),
+//!   `name`, `size`; `file-answered`: `granted`, `for_session`;
+//!   `file-ended`: `direction`, `name`, `size`, `sha256` (when every byte
+//!   went), `outcome`
+//! - with `[record]` (feature `record`): `record-closed`: `file`, `chunks`,
+//!   `bytes`, `hash` (the chain hash the device signed), `signature` (hex),
+//!   `scheme` (TLS signature scheme), `complete` (the signed end was
+//!   written), `screen` (`recorded`, `stopped`, `not recorded`),
+//!   `events_lost`; `record-degraded`: `file`, `why` (the screen is no
+//!   longer recorded); `record-failed`: `file`, `detail`
 //! - `ignored`: `message`, `state` (the first 20 of a session; the rest
 //!   are counted in `bye`)
 //! - `bye`: `reason`, `detail`, `bytes_sent`, `bytes_received`,

@@ -133,6 +133,8 @@ struct Screen {
     presenter: ScanoutThread,
     /// Lays the banner out for the screen as the person sees it (upright).
     renderer: Renderer,
+    /// The device records its sessions (the banner says so).
+    recorded: bool,
     /// How the framebuffer is turned for the person, and its size.
     rotation: Rotation,
     buffer: (u32, u32),
@@ -149,12 +151,18 @@ struct Screen {
 
 impl Screen {
     /// `spec`: the framebuffer's size and format.
-    fn new(presenter: ScanoutThread, spec: ScreenSpec, rotation: Rotation) -> Option<Self> {
-        match upright_renderer(spec, rotation) {
+    fn new(
+        presenter: ScanoutThread,
+        spec: ScreenSpec,
+        rotation: Rotation,
+        recorded: bool,
+    ) -> Option<Self> {
+        match upright_renderer(spec, rotation, recorded) {
             Ok(renderer) => Some(Screen {
                 presenter,
                 renderer,
                 rotation,
+                recorded,
                 buffer: (spec.width, spec.height),
                 layout: None,
                 drawn_at: None,
@@ -173,6 +181,7 @@ impl Screen {
 fn upright_renderer(
     spec: ScreenSpec,
     rotation: Rotation,
+    recorded: bool,
 ) -> Result<Renderer, shoulder_banner::RenderError> {
     let (width, height) = rotation.upright_size(spec.width, spec.height);
     Renderer::new(
@@ -181,8 +190,24 @@ fn upright_renderer(
             height,
             ..spec
         },
-        Style::default(),
+        style(recorded),
     )
+}
+
+/// The banner's style: "This session is recorded" on recording devices.
+/// (Without the `record` feature the flag is always false, and building
+/// the style as before keeps 2 KB out of the device binary.)
+fn style(recorded: bool) -> Style {
+    #[cfg(feature = "record")]
+    return Style {
+        recorded,
+        ..Style::default()
+    };
+    #[cfg(not(feature = "record"))]
+    {
+        let _ = recorded;
+        Style::default()
+    }
 }
 
 /// Starts the banner and local input as configured. Returns the presenter
@@ -241,7 +266,14 @@ pub fn start(config: &Config) -> (Box<dyn Presenter>, Option<mpsc::Receiver<Loca
         RotationSetting::Fixed(r) => r,
         RotationSetting::Auto => Rotation::Deg0,
     };
-    let (presenter, events) = start_with(screens, later, local, &config.input, rotation);
+    let (presenter, events) = start_with(
+        screens,
+        later,
+        local,
+        &config.input,
+        rotation,
+        config.records(),
+    );
     (presenter, Some(events))
 }
 
@@ -268,17 +300,19 @@ pub type ScreenOpener = Box<dyn FnMut() -> Result<Vec<(ScanoutThread, ScreenSpec
 /// while there are no `screens` (from the first prompt on), and at each
 /// view prompt, so screens lit since are found. `rotation`:
 /// how the framebuffer is turned for the person (the banner is drawn
-/// upright for them, taps are mapped back).
+/// upright for them, taps are mapped back). `recorded`: the device records
+/// its sessions, and every prompt and the strip say so.
 pub fn start_with(
     screens: Vec<(ScanoutThread, ScreenSpec)>,
     open_later: Option<ScreenOpener>,
     local: Option<Box<dyn LocalDevices>>,
     input: &InputConfig,
     rotation: Rotation,
+    recorded: bool,
 ) -> (Box<dyn Presenter>, mpsc::Receiver<LocalEvent>) {
     let screens = screens
         .into_iter()
-        .filter_map(|(presenter, spec)| Screen::new(presenter, spec, rotation))
+        .filter_map(|(presenter, spec)| Screen::new(presenter, spec, rotation, recorded))
         .collect();
     let hotkeys = Hotkeys::parse(&input.stop_hotkey, &input.end_hotkey).unwrap_or_default();
     let (ui_tx, ui_rx) = mpsc::channel(UI_QUEUE);
@@ -292,6 +326,7 @@ pub fn start_with(
         grab_during_prompt: input.grab_during_prompt,
         grab: None,
         rotation,
+        recorded,
         hot: HotkeyDetector::new(hotkeys),
         activity_sent: None,
         keys: KeyBindings::default(),
@@ -437,6 +472,8 @@ struct UiTask {
     grab_during_prompt: bool,
     grab: Option<Box<dyn Send>>,
     rotation: Rotation,
+    /// Prompts and the strip say "This session is recorded".
+    recorded: bool,
     hot: HotkeyDetector,
     /// When local activity was last passed on (see [`ACTIVITY_EVERY`]).
     activity_sent: Option<Instant>,
@@ -514,7 +551,7 @@ impl UiTask {
                         height: s.buffer.1,
                         format: s.renderer.screen().format,
                     };
-                    match upright_renderer(spec, r) {
+                    match upright_renderer(spec, r, self.recorded) {
                         Ok(renderer) => {
                             s.renderer = renderer;
                             s.rotation = r;
@@ -558,7 +595,9 @@ impl UiTask {
                 }
                 self.screens = found
                     .into_iter()
-                    .filter_map(|(presenter, spec)| Screen::new(presenter, spec, self.rotation))
+                    .filter_map(|(presenter, spec)| {
+                        Screen::new(presenter, spec, self.rotation, self.recorded)
+                    })
                     .collect();
             }
             Ok(_) => {}
@@ -673,7 +712,7 @@ fn render_on(
                 l.set_screen(width, height);
             }
             screen.buffer = (width, height);
-            match upright_renderer(spec, screen.rotation) {
+            match upright_renderer(spec, screen.rotation, screen.recorded) {
                 Ok(r) => screen.renderer = r,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot lay the banner out for the new screen")

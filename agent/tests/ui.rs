@@ -171,6 +171,7 @@ fn prompt_on(
         Some(Box::new(local)),
         input,
         rotation,
+        false,
     );
     presenter.phase(&Phase::AwaitingView { expert: ann() });
     presenter.show_prompt(&view_prompt());
@@ -245,6 +246,7 @@ async fn banner_prompts_are_drawn_and_answered_by_tap_and_key() {
         Some(Box::new(fake)),
         &input,
         Rotation::Deg0,
+        false,
     );
 
     let expert = ann();
@@ -384,6 +386,7 @@ async fn a_display_missing_at_start_is_found_when_a_session_needs_the_banner() {
         Some(Box::new(fake)),
         &InputConfig::default(),
         Rotation::Deg0,
+        false,
     );
 
     presenter.phase(&Phase::AwaitingView { expert: ann() });
@@ -500,8 +503,14 @@ async fn the_banner_shows_on_every_screen_and_goes_from_every_screen() {
     ];
     let (fake, local_tx, _grabs, _) = FakeLocal::new();
     let input = InputConfig::default();
-    let (mut presenter, mut events) =
-        start_with(screens, None, Some(Box::new(fake)), &input, Rotation::Deg0);
+    let (mut presenter, mut events) = start_with(
+        screens,
+        None,
+        Some(Box::new(fake)),
+        &input,
+        Rotation::Deg0,
+        false,
+    );
     presenter.phase(&Phase::AwaitingView { expert: ann() });
     presenter.show_prompt(&view_prompt());
     let drawn = |b: &Arc<Mutex<Vec<u8>>>| b.lock().unwrap().iter().any(|&p| p != 0);

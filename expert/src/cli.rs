@@ -198,6 +198,32 @@ pub enum Command {
     /// Plant PKI: CA, expert identities, device certificates.
     #[command(subcommand)]
     Pki(Pki),
+    /// Check a session record a device wrote (`[record]` in its
+    /// agent.toml) against the device's certificate: every chunk's hash,
+    /// their order and the device's signature over the whole. Exits 1 and
+    /// names each changed, removed or cut part if anything is wrong.
+    Verify {
+        /// The record (*.shrec, from the device's records directory).
+        record: PathBuf,
+        /// The device's certificate (device.crt in its state directory, or
+        /// the one `shoulder pki sign-device` issued).
+        #[arg(long = "device-cert", value_name = "CRT")]
+        device_cert: PathBuf,
+    },
+    /// Replay a session record: in a window with a timeline, or with --png
+    /// as pictures of the screen and a list of what happened.
+    Play {
+        /// The record (*.shrec).
+        record: PathBuf,
+        /// Write the screen as PNG files into this directory instead of
+        /// opening a window, and list the session's events.
+        #[arg(long, value_name = "DIR")]
+        png: Option<PathBuf>,
+        /// With --png: at most one picture per this many milliseconds of
+        /// the session (0: every screen update; the last is always written).
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        every_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -441,6 +467,25 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             })
         }
         Some(Command::Pki(p)) => pki(p),
+        Some(Command::Verify {
+            record,
+            device_cert,
+        }) => {
+            println!("{}", crate::record::verify_file(&record, &device_cert)?);
+            Ok(())
+        }
+        Some(Command::Play {
+            record,
+            png: Some(dir),
+            every_ms,
+        }) => crate::record::export(&record, &dir, every_ms, &mut std::io::stdout().lock())
+            .map(|_| ()),
+        Some(Command::Play {
+            record, png: None, ..
+        }) => {
+            let file = crate::record::read(&record)?;
+            crate::gui::play(record, file).map_err(ClientError::Local)
+        }
     }
 }
 
@@ -692,6 +737,9 @@ fn progress(e: &ClientEvent) {
             eprintln!("Waiting for the person at the device to accept (up to {secs} s)…");
         }
         ClientEvent::State(ExpertState::Viewing { .. }) => {}
+        ClientEvent::Recorded => eprintln!(
+            "This device records its sessions: the screen or what you do in it is kept on the device, signed."
+        ),
         ClientEvent::ScreenUnavailable(s) => {
             eprintln!("The screen is not available: {}", printable(s))
         }

@@ -10,6 +10,7 @@
 
 mod events;
 mod files;
+mod play;
 mod session;
 mod start;
 mod view;
@@ -63,18 +64,37 @@ pub enum GuiStart {
     },
 }
 
-/// Opens the window and runs until it is closed.
-pub fn run(start: GuiStart) -> Result<(), String> {
+/// `shoulder play FILE`: the replay window of a session record.
+pub fn play(record: PathBuf, file: Vec<u8>) -> Result<(), String> {
+    play::run(record, file)
+}
+
+/// Why no window can open (no display to open it on), saying what works
+/// `instead` without one.
+fn no_display(instead: &str) -> Result<(), String> {
     #[cfg(all(unix, not(target_os = "macos")))]
     if std::env::var_os("DISPLAY").is_none()
         && std::env::var_os("WAYLAND_DISPLAY").is_none()
         && std::env::var_os("WAYLAND_SOCKET").is_none()
     {
-        return Err(
-            "No display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set) — run it on a desktop, or use snapshot, watch or chat, which need no window."
-                .into(),
-        );
+        return Err(format!(
+            "No display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set) — run it on a desktop, or use {instead}, which need no window."
+        ));
     }
+    let _ = instead;
+    Ok(())
+}
+
+/// eframe could not open the window.
+fn window_failed(e: eframe::Error) -> String {
+    format!(
+        "Cannot open the window: {e} — check that a display is available (DISPLAY or WAYLAND_DISPLAY)."
+    )
+}
+
+/// Opens the window and runs until it is closed.
+pub fn run(start: GuiStart) -> Result<(), String> {
+    no_display("snapshot, watch or chat")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("shoulder-net")
@@ -95,9 +115,7 @@ pub fn run(start: GuiStart) -> Result<(), String> {
         options,
         Box::new(move |cc| Ok(Box::new(App::new(&cc.egui_ctx, rt, start)))),
     )
-    .map_err(|e| {
-        format!("Cannot open the window: {e} — check that a display is available (DISPLAY or WAYLAND_DISPLAY).")
-    })
+    .map_err(window_failed)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +202,8 @@ struct SessionUi {
     device_name: String,
     fingerprint: Option<Fingerprint>,
     screen_unavailable: Option<String>,
+    /// The device said it records its sessions.
+    recorded: bool,
     /// The device's screens when it has several, and which one is shown.
     screens: Option<shoulder_proto::ScreenList>,
     texture: Option<TextureHandle>,

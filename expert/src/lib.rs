@@ -6,6 +6,8 @@
 //! - [`keymap`] and [`input`]: keyboard and pointer input while controlling.
 //! - [`gui`]: the egui/eframe desktop app; [`cli`]: the command line.
 //! - [`printable`]: device-controlled text made safe to show.
+//! - [`record`]: session records a device signed (`shoulder verify`,
+//!   `shoulder play`).
 
 pub mod cli;
 pub mod client;
@@ -15,6 +17,7 @@ pub mod identity;
 pub mod input;
 pub mod keymap;
 pub mod printable;
+pub mod record;
 pub mod screens;
 pub mod target;
 pub mod trust;

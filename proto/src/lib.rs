@@ -109,6 +109,8 @@ pub mod frame;
 pub mod invite;
 pub mod keyboard;
 pub mod msg;
+#[cfg(feature = "record")]
+pub mod record;
 pub mod rotation;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]

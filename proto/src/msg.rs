@@ -155,6 +155,9 @@ impl Capabilities {
     /// File transfers ([`Message::File`]): the device sets it only when its
     /// config offers files, the expert when it is built with them.
     pub const FILES: Self = Self(1 << 8);
+    /// The device records its sessions (`[record]` in its agent.toml): only
+    /// a device sets it, so the expert can say so before the view starts.
+    pub const RECORDED: Self = Self(1 << 9);
     /// Everything this build implements.
     pub const ALL: Self = Self(0b1111_1111);
 

@@ -978,3 +978,192 @@ async fn gui_offers_help_from_the_device_list_through_bridged_brokers() {
     screenshot(&display, &out.join("broker-viewing.png"));
     agent.stop().await;
 }
+
+/// A screen chunk's payload: `msg` as a frame, without its header.
+fn record_payload(msg: &shoulder_proto::Message) -> Vec<u8> {
+    shoulder_proto::frame::encode(msg).unwrap()[shoulder_proto::frame::HEADER_LEN..].to_vec()
+}
+
+/// An update painting the whole `w`×`h` screen one colour (0x00RRGGBB).
+fn solid_update(seq: u32, w: u16, h: u16, colour: u32) -> shoulder_proto::Message {
+    use shoulder_proto::{Encoding, Message, Rect, UpdatePart};
+    let mut rects = heapless::Vec::new();
+    rects
+        .push(Rect {
+            x: 0,
+            y: 0,
+            w,
+            h,
+            encoding: Encoding::Solid(colour),
+        })
+        .unwrap();
+    Message::Update(Box::new(UpdatePart {
+        seq,
+        generation: 1,
+        last: true,
+        rects,
+    }))
+}
+
+/// The mean colour (R, G, B) of the middle of window rectangle `r` in a
+/// screenshot (the window sits at the screen's top-left: no window manager).
+fn mean_rgb(shot: &(u32, u32, Vec<u8>), r: (f32, f32, f32, f32)) -> (f64, f64, f64) {
+    let (sw, sh, rgb) = shot;
+    let (x, y, w, h) = r;
+    let (x0, y0) = ((x + w * 0.2) as u32, (y + h * 0.2) as u32);
+    let (x1, y1) = (
+        ((x + w * 0.8) as u32).min(*sw),
+        ((y + h * 0.8) as u32).min(*sh),
+    );
+    assert!(x1 > x0 && y1 > y0, "empty screen rectangle {r:?}");
+    let mut sum = [0u64; 3];
+    for row in y0..y1 {
+        for col in x0..x1 {
+            let s = ((row * sw + col) * 3) as usize;
+            for (c, v) in sum.iter_mut().enumerate() {
+                *v += u64::from(rgb[s + c]);
+            }
+        }
+    }
+    let n = f64::from((x1 - x0) * (y1 - y0));
+    (sum[0] as f64 / n, sum[1] as f64 / n, sum[2] as f64 / n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Xvfb, xdotool and ImageMagick: run tests/gui/run.sh"]
+async fn gui_play_replays_a_record_with_its_timeline() {
+    use shoulder_proto::record::{ChainWriter, ChunkKind};
+    use shoulder_proto::{Message, ScreenInfo, WireFormat};
+    for tool in ["Xvfb", "xdotool", "import"] {
+        need(tool);
+    }
+    let out = artifacts();
+    let (_xvfb, display) = start_xvfb();
+    let ex = CliExpert::new();
+
+    // A record: a red screen from the start, two events, a blue screen at
+    // 5 s, the end at 6 s (the replay checks the chain, not the signature).
+    let (w, h) = (320u16, 200u16);
+    let mut chain = ChainWriter::new();
+    let mut file = ChainWriter::magic().to_vec();
+    let mut put = |kind, millis, payload: &[u8], file: &mut Vec<u8>| {
+        chain.chunk(kind, millis, payload, file).unwrap();
+    };
+    put(
+        ChunkKind::Start,
+        0,
+        br#"{"device":"kiosk","expert":"Ann","mode":"screen"}"#,
+        &mut file,
+    );
+    let info = Message::ScreenInfo(ScreenInfo {
+        width: w,
+        height: h,
+        format: WireFormat::Xrgb8888,
+        generation: 1,
+    });
+    put(ChunkKind::Screen, 0, &record_payload(&info), &mut file);
+    let red = record_payload(&solid_update(1, w, h, 0x00ff_0000));
+    put(ChunkKind::Screen, 0, &red, &mut file);
+    let event = br#"{"event":"consent-answered","kind":"view","granted":true}"#;
+    put(ChunkKind::Event, 2000, event, &mut file);
+    put(ChunkKind::Event, 3000, event, &mut file);
+    let blue = record_payload(&solid_update(2, w, h, 0x0000_00ff));
+    put(ChunkKind::Screen, 5000, &blue, &mut file);
+    chain.end(6000, 0x0403, &[7; 64], &mut file);
+    let record = ex.path("session.shrec");
+    std::fs::write(&record, &file).unwrap();
+
+    let (_gui, trace, log) = launch(&ex, &display, &["play", record.to_str().unwrap()]);
+    let t0 = Instant::now();
+    while trace.rect("replay-screen").is_none() || trace.rect("button-next-event").is_none() {
+        assert!(
+            t0.elapsed() < WAIT,
+            "the replay window never showed the screen; it said:\n{}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Start, two events, end.
+    assert_eq!(trace.get("replay-events").as_deref(), Some("4"));
+    assert_eq!(trace.get("replay-chain").as_deref(), Some("intact"));
+    assert_eq!(trace.get("replay-time").as_deref(), Some("0"));
+    let window = {
+        let o = Command::new("xdotool")
+            .args(["search", "--sync", "--name", "replay of session"])
+            .env("DISPLAY", &display)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .expect("the replay window")
+            .to_string()
+    };
+    let is_red = |(r, g, b): (f64, f64, f64)| r > 200.0 && g < 50.0 && b < 50.0;
+    let is_blue = |(r, g, b): (f64, f64, f64)| r < 50.0 && g < 50.0 && b > 200.0;
+    // The window shows colour `ok` in the screen rectangle (it may take a
+    // few frames to get there).
+    let shows = |name: &'static str, ok: &dyn Fn((f64, f64, f64)) -> bool| {
+        let t0 = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let r = trace.rect("replay-screen").expect("the screen rectangle");
+            let shot = screenshot(&display, &out.join(format!("play-{name}.png")));
+            let c = mean_rgb(&shot, r);
+            if ok(c) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < WAIT,
+                "{name}: the screen shows {c:?} at {:?} ms",
+                trace.get("replay-time")
+            );
+        }
+    };
+    let press = |key: &str| {
+        let (x, y, w, h) = trace.rect(key).unwrap_or_else(|| panic!("no {key}"));
+        click(&display, &window, x + w / 2.0, y + h / 2.0);
+    };
+    let time_is = |ms: &'static str| {
+        let trace = trace.clone();
+        async move {
+            trace
+                .wait(&format!("the replay at {ms} ms"), |t| {
+                    t.get("replay-time").as_deref() == Some(ms)
+                })
+                .await
+        }
+    };
+    shows("0-start-red", &is_red);
+
+    // "event ▶": the first event, still red.
+    press("button-next-event");
+    time_is("2000").await;
+    shows("1-first-event-red", &is_red);
+
+    // Play runs to the end and stops there: blue.
+    press("button-play");
+    trace
+        .wait("playing", |t| {
+            t.get("replay-state").as_deref() == Some("playing")
+        })
+        .await;
+    time_is("6000").await;
+    trace
+        .wait("the stop at the end", |t| {
+            t.get("replay-state").as_deref() == Some("paused")
+        })
+        .await;
+    shows("2-played-to-the-end-blue", &is_blue);
+
+    // "◀ event" from the end: back before the blue screen (seeking back).
+    press("button-previous-event");
+    time_is("3000").await;
+    shows("3-back-to-an-event-red", &is_red);
+
+    // A click at the slider's right end: the end again.
+    let (x, y, w, h) = trace.rect("replay-slider").unwrap();
+    click(&display, &window, x + w - 2.0, y + h / 2.0);
+    time_is("6000").await;
+    shows("4-slider-end-blue", &is_blue);
+}

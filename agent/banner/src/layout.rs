@@ -75,6 +75,9 @@ pub struct Labels {
     /// Above a request to see the screen that answers the person's help
     /// request: how long ago they asked (their text follows after ": ").
     pub asked_for_help: String,
+    /// On every prompt and the strip when the device records its sessions
+    /// (`Style::recorded`).
+    pub recorded: String,
 }
 
 impl Default for Labels {
@@ -104,6 +107,7 @@ impl Default for Labels {
             cancel_file: "Cancel file".into(),
             expert_says: "Expert: {}".into(),
             asked_for_help: "You asked for help {} ago".into(),
+            recorded: "This session is recorded".into(),
         }
     }
 }
@@ -135,6 +139,9 @@ fn file_line(f: &shoulder_proto::session::FileAsk, font: Font, width: u32) -> St
 pub struct Style {
     pub edge: Edge,
     pub labels: Labels,
+    /// The device records its sessions (`[record]` in agent.toml): every
+    /// prompt and the strip say so (in builds with the `record` feature).
+    pub recorded: bool,
 }
 
 /// The colours: saturated backgrounds with white or black text, at least
@@ -570,9 +577,20 @@ impl Renderer {
             .title
             .width(&question)
             .max(m.body.width(&fill_in(&l.identified_by, &p.how)))
-            .max(m.body.width(&fill_in(&l.declines_in, "000")));
+            .max(m.body.width(&fill_in(&l.declines_in, "000")))
+            .max(self.recorded_line().map_or(0, |r| m.body.width(r)));
         let needed = text + 2 * (2 * m.pad + m.border);
         (d * 5 / 4).max(needed).min(w - 2 * m.pad)
+    }
+
+    /// The "recorded" line, if the device records (never in a build
+    /// without the `record` feature, which leaves this code out).
+    fn recorded_line(&self) -> Option<&str> {
+        self.records().then_some(&*self.style.labels.recorded)
+    }
+
+    fn records(&self) -> bool {
+        cfg!(feature = "record") && self.style.recorded
     }
 
     fn prompt_button_height(&self) -> u32 {
@@ -599,6 +617,9 @@ impl Renderer {
         if p.says.is_some() {
             hgt += m.body.line_height(); // says
         }
+        if self.records() {
+            hgt += m.body.line_height() + m.pad;
+        }
         hgt += self.prompt_button_height() + m.pad;
         if p.file.is_some() {
             hgt += m.prompt_button_h + m.pad; // allow all files
@@ -611,7 +632,13 @@ impl Renderer {
         let m = &self.m;
         let l = &self.style.labels;
         let cw = self.card_width(p);
-        let ch = self.card_height(p, with_header);
+        let mut ch = self.card_height(p, with_header);
+        // Taller than the screen even alone (a recorded file prompt on the
+        // shortest screens): the countdown gives way.
+        let countdown = ch <= self.screen.height;
+        if !countdown {
+            ch -= m.body.line_height();
+        }
         let x = ((self.screen.width - cw) / 2) as i32;
         let rect = Rectangle::new(Point::new(x, y), Size::new(cw, ch));
         let mut buttons = Vec::new();
@@ -685,6 +712,10 @@ impl Renderer {
                 m.pad,
             );
         }
+        // Recorded: said where it is read before answering, above the buttons.
+        if let Some(r) = self.recorded_line() {
+            line(&mut items, m.body, r, palette::ACCENT, &mut ty, m.pad);
+        }
         let bh = self.prompt_button_height();
         let bw = (inner_w - m.pad) / 2;
         let decline = Rectangle::new(Point::new(left, ty), Size::new(bw, bh));
@@ -747,8 +778,10 @@ impl Renderer {
             }
             ty += (m.prompt_button_h + m.pad) as i32;
         }
-        let countdown = fill_in(&l.declines_in, &p.seconds_left.to_string());
-        line(&mut items, m.body, &countdown, palette::TEXT, &mut ty, 0);
+        if countdown {
+            let t = fill_in(&l.declines_in, &p.seconds_left.to_string());
+            line(&mut items, m.body, &t, palette::TEXT, &mut ty, 0);
+        }
         Plan {
             region: Region {
                 kind: RegionKind::Prompt,
@@ -825,12 +858,31 @@ impl Renderer {
             };
             fill_in(template, &f.name)
         });
-        let line2 = match (file, hotkey) {
-            // Compact (a prompt needs the room): the prompt is modal anyway.
-            _ if compact => None,
-            (Some(f), Some(h)) => Some(format!("{f} · {h}")),
-            (f, h) => f.or(h),
-        };
+        // Lines under the first: the file and the hotkey, then "recorded",
+        // after them if the whole fits across the screen, else on its own.
+        // None on a compact strip (a prompt needs the room): the prompt is
+        // modal anyway, and says it is recorded.
+        let mut notes = Vec::new();
+        match (file, hotkey) {
+            _ if compact => {}
+            (Some(f), Some(h)) => notes.push(format!("{f} · {h}")),
+            (f, h) => {
+                if let Some(t) = f.or(h) {
+                    notes.push(t)
+                }
+            }
+        }
+        if let (false, Some(r)) = (compact, self.recorded_line()) {
+            match notes.last_mut() {
+                Some(n)
+                    if m.body.width(n) + m.body.width(r) + m.body.width(" · ") <= w - 2 * m.pad =>
+                {
+                    n.push_str(" · ");
+                    n.push_str(r);
+                }
+                _ => notes.push(r.into()),
+            }
+        }
         let mut labels: Vec<(&str, LocalDecision)> = Vec::new();
         if s.file.is_some() {
             labels.push((&l.cancel_file, LocalDecision::CancelFile));
@@ -856,16 +908,16 @@ impl Renderer {
         let split =
             labels.len() > 2 && buttons_w > avail && labels[0].1 == LocalDecision::CancelFile;
         let extra_row = if split { bh + m.pad } else { 0 };
-        let line2_h = line2.as_ref().map_or(0, |_| m.gap + m.body.line_height());
-        let text_h = f.line_height() + line2_h;
-        // One row when the second line fits in full beside the buttons and the
-        // first keeps room for a short name; else text above, buttons below.
+        let notes_h = notes.len() as u32 * (m.gap + m.body.line_height());
+        let text_h = f.line_height() + notes_h;
+        // One row when the lines under the first fit in full beside the
+        // buttons and the first keeps room for a short name; else text
+        // above, buttons below.
         let name_room = f.width(&fill_in(line1, "Jane Doe")) + f.width(&elapsed);
         let beside = w.saturating_sub(buttons_w + 3 * m.pad);
         let one_row = !split
             && (compact
-                || (line2.as_ref().is_none_or(|t| m.body.width(t) <= beside)
-                    && name_room <= beside));
+                || (notes.iter().all(|t| m.body.width(t) <= beside) && name_room <= beside));
         let edge_line = m.border;
         let (height, text_w, text_y, buttons_y) = if one_row {
             let hgt = bh.max(text_h) + 2 * m.pad + edge_line;
@@ -920,16 +972,14 @@ impl Renderer {
         if f.width(&t1) <= text_w {
             items.push(Item::Text(f, t1, Point::new(x, text_y), palette::TEXT));
         }
-        let t2 = line2
-            .map(|l| m.body.truncate(&l, text_w))
-            .unwrap_or_default();
-        if !t2.is_empty() {
-            items.push(Item::Text(
-                m.body,
-                t2,
-                Point::new(x, text_y + (f.line_height() + m.gap) as i32),
-                palette::TEXT,
-            ));
+        let mut ny = text_y + f.line_height() as i32;
+        for t in notes {
+            ny += m.gap as i32;
+            let t = m.body.truncate(&t, text_w);
+            if !t.is_empty() {
+                items.push(Item::Text(m.body, t, Point::new(x, ny), palette::TEXT));
+            }
+            ny += m.body.line_height() as i32;
         }
         // Buttons right-aligned, in reading order; on screens too narrow for
         // them they share the row equally.
@@ -1066,5 +1116,83 @@ fn paint<D: DrawTarget<Color = Rgb888>>(item: &Item, target: &mut D) {
                 .draw(target);
         }
         Item::Text(font, text, at, c) => font.draw(text, *at, *c, target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::PromptView;
+
+    /// On a recording device every prompt says so above its answers, which
+    /// stay on screen, clear of that line, and answer a tap.
+    #[test]
+    #[cfg(feature = "record")]
+    fn a_recorded_prompt_keeps_its_buttons_on_screen_and_clear_of_the_line() {
+        let file = shoulder_proto::session::FileAsk {
+            to_device: true,
+            name: "update.bin".into(),
+            size: 1000,
+        };
+        let style = Style {
+            recorded: true,
+            ..Style::default()
+        };
+        // The four golden sizes, and the shortest screen there is.
+        for (w, h) in [
+            (320, 240),
+            (800, 480),
+            (1280, 800),
+            (1920, 1080),
+            (320, 200),
+        ] {
+            let spec = ScreenSpec {
+                width: w,
+                height: h,
+                format: PixelFormat::Xrgb8888,
+            };
+            let r = Renderer::new(spec, style.clone()).unwrap();
+            let screen = Rectangle::new(Point::zero(), Size::new(w, h));
+            for (kind, file) in [
+                (ConsentKind::View, None),
+                (ConsentKind::Control, None),
+                (ConsentKind::Files, Some(file.clone())),
+            ] {
+                let view = View {
+                    prompt: Some(PromptView {
+                        kind,
+                        expert: "Jane Expert".into(),
+                        how: "plant certificate".into(),
+                        says: None,
+                        seconds_left: 60,
+                        arming: false,
+                        help: None,
+                        file,
+                    }),
+                    ..View::default()
+                };
+                let layout = r.layout(&view);
+                let card = layout.region(RegionKind::Prompt).unwrap();
+                assert_eq!(screen.intersection(&card), card, "{kind:?} {w}x{h}");
+                let lines: Vec<Rectangle> = r
+                    .text_boxes(&view)
+                    .into_iter()
+                    .filter(|t| t.2 == "This session is recorded")
+                    .map(|t| t.1)
+                    .collect();
+                assert_eq!(lines.len(), 1, "{kind:?} {w}x{h}: {lines:?}");
+                let line = lines[0];
+                assert_eq!(card.intersection(&line), line, "{kind:?} {w}x{h}");
+                for d in [LocalDecision::Decline, LocalDecision::Accept] {
+                    let b = layout.button(d).unwrap();
+                    assert_eq!(card.intersection(&b), b, "{kind:?} {w}x{h}: {d:?}");
+                    assert!(
+                        line.bottom_right().unwrap().y < b.top_left.y,
+                        "{kind:?} {w}x{h}: {d:?} {b:?} not below {line:?}"
+                    );
+                    assert_eq!(crate::answer_tap(&layout, b.center()), Some(d));
+                }
+            }
+        }
     }
 }

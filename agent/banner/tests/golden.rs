@@ -17,6 +17,7 @@ use shoulder_banner::{
     View,
 };
 use shoulder_proto::msg::ConsentKind;
+use shoulder_proto::session::LocalDecision;
 
 const SIZES: [(u32, u32); 4] = [(320, 240), (800, 480), (1280, 800), (1920, 1080)];
 
@@ -205,6 +206,42 @@ fn scenes() -> Vec<(&'static str, View)> {
     ]
 }
 
+/// On a device that records its sessions (`Style::recorded`): golden
+/// pictures of these; the layout checks run every scene recorded too.
+fn recorded_scenes() -> Vec<(&'static str, View)> {
+    let scene = |name: &str| scenes().into_iter().find(|s| s.0 == name).unwrap().1;
+    vec![
+        ("recorded_view_prompt", scene("view_prompt")),
+        // With the strip behind it where there is room.
+        ("recorded_control_prompt", scene("control_prompt")),
+        ("recorded_file_put_prompt", scene("file_put_prompt")),
+        (
+            "recorded_strip",
+            View {
+                strip: Some(strip(StripMode::Viewing, "Ann Expert", 125)),
+                ..View::default()
+            },
+        ),
+        // The hotkey and the file already under the first line.
+        ("recorded_file_transfer_strip", scene("file_transfer_strip")),
+    ]
+}
+
+/// Whether layouts are checked with the recorded line too (the `record`
+/// feature draws it; without it `Style::recorded` changes nothing).
+const RECORDED: &[bool] = if cfg!(feature = "record") {
+    &[false, true]
+} else {
+    &[false]
+};
+
+fn recorded() -> Style {
+    Style {
+        recorded: true,
+        ..Style::default()
+    }
+}
+
 /// A stand-in for the app's screen, so the pictures show where the banner
 /// sits: a grey field with a grid.
 fn backdrop(w: u32, h: u32, format: PixelFormat) -> PixelBuffer {
@@ -319,6 +356,15 @@ fn every_scene_matches_its_golden_picture() {
             failures.extend(check(&format!("{name}_{w}x{h}"), &img));
         }
     }
+    for (name, view) in recorded_scenes() {
+        if !cfg!(feature = "record") {
+            break;
+        }
+        for &(w, h) in &SIZES {
+            let img = screenshot(&view, w, h, PixelFormat::Xrgb8888, recorded());
+            failures.extend(check(&format!("{name}_{w}x{h}"), &img));
+        }
+    }
     // Small panels often scan out RGB565; and kiosks may want the strip at
     // the bottom.
     let (_, control) = &scenes()[1];
@@ -340,7 +386,9 @@ fn every_scene_matches_its_golden_picture() {
 
 /// Every text line inside its region, regions on screen and apart,
 /// buttons on the banner and big enough for a finger.
-fn check_layout(name: &str, view: &View, w: u32, h: u32, edge: Edge) {
+/// Recorded: the prompt and, unless a prompt needs its room, the strip
+/// say so.
+fn check_layout(name: &str, view: &View, w: u32, h: u32, edge: Edge, recorded: bool) {
     let r = Renderer::new(
         ScreenSpec {
             width: w,
@@ -349,6 +397,7 @@ fn check_layout(name: &str, view: &View, w: u32, h: u32, edge: Edge) {
         },
         Style {
             edge,
+            recorded,
             ..Style::default()
         },
     )
@@ -396,6 +445,21 @@ fn check_layout(name: &str, view: &View, w: u32, h: u32, edge: Edge) {
         assert!(layout.prompt_open);
         assert!(layout.buttons.len() >= 2);
     }
+    if view.strip.is_some() && view.prompt.is_none() {
+        assert!(
+            layout.button(LocalDecision::End).is_some(),
+            "{name} {w}x{h}: the strip is shown"
+        );
+    }
+    // Shortened only on screens narrower than the golden ones.
+    let says = r.text_boxes(view).iter().any(|t| {
+        t.2.contains("This session is recorded") || (w < 320 && t.2.starts_with("This session"))
+    });
+    let should = view.prompt.is_some() || view.strip.is_some();
+    if recorded && should {
+        assert!(says, "{name} {w}x{h} {edge:?}: recorded is not said");
+    }
+    assert!(recorded || !says);
 }
 
 #[test]
@@ -412,7 +476,9 @@ fn no_text_is_cut_off_and_buttons_fit_fingers() {
     for (name, view) in scenes() {
         for &(w, h) in SIZES.iter().chain(&more) {
             for edge in [Edge::Top, Edge::Bottom] {
-                check_layout(name, &view, w, h, edge);
+                for &recorded in RECORDED {
+                    check_layout(name, &view, w, h, edge, recorded);
+                }
             }
         }
     }
@@ -428,7 +494,9 @@ fn any_screen_size_lays_out_cleanly() {
                 continue;
             }
             for (name, view) in &scenes {
-                check_layout(name, view, w, h, Edge::Top);
+                for &recorded in RECORDED {
+                    check_layout(name, view, w, h, Edge::Top, recorded);
+                }
             }
         }
     }

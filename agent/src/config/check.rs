@@ -69,6 +69,37 @@ impl Config {
                 );
             }
         }
+        #[cfg(feature = "record")]
+        {
+            let r = &self.record;
+            if !r.dir.as_os_str().is_empty() && !r.dir.is_absolute() {
+                return err(
+                    "record",
+                    "dir",
+                    format!("\"{}\" is not an absolute path", r.dir.display()),
+                    "name the directory from the root, e.g. dir = \"/var/lib/shoulder/records\"",
+                );
+            }
+            if r.max_session_mib == 0 || r.max_session_mib > 64 * 1024 {
+                return err(
+                    "record",
+                    "max_session_mib",
+                    format!("{} is out of range", r.max_session_mib),
+                    "use 1 to 65536 (64 by default)",
+                );
+            }
+            if r.max_total_mib < r.max_session_mib {
+                return err(
+                    "record",
+                    "max_total_mib",
+                    format!(
+                        "{} MiB cannot hold one session's {} MiB",
+                        r.max_total_mib, r.max_session_mib
+                    ),
+                    "make max_total_mib at least max_session_mib (512 and 64 by default)",
+                );
+            }
+        }
         if let Some(b) = &self.broker {
             if !cfg!(feature = "broker") {
                 return without("broker", "address", "broker support", "[broker]", "broker");

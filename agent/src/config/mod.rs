@@ -157,6 +157,74 @@ pub struct Config {
     /// `files`); none by default.
     #[cfg(feature = "files")]
     pub files: FilesConfig,
+    /// Whether and how sessions are recorded (feature `record`); off by
+    /// default.
+    #[cfg(feature = "record")]
+    pub record: RecordConfig,
+}
+
+/// `[record]`: the session record the device writes and signs.
+#[cfg(feature = "record")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// What is recorded.
+    pub mode: RecordMode,
+    /// Where records are kept (absolute). Empty: `records` in the state
+    /// directory.
+    pub dir: PathBuf,
+    /// The most one session's record may take, in MiB: past it the screen
+    /// is no longer recorded (the rest of the session is, as metadata).
+    pub max_session_mib: u64,
+    /// The most all records may take together, in MiB: the oldest are
+    /// removed to make room for a new session's cap.
+    pub max_total_mib: u64,
+}
+
+/// `[record] mode`.
+#[cfg(feature = "record")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    /// No record.
+    #[default]
+    Off,
+    /// Who did what: consent, control, input, chat, transfers.
+    Metadata,
+    /// The metadata and the screen as the expert saw it.
+    Screen,
+}
+
+#[cfg(feature = "record")]
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            mode: RecordMode::Off,
+            dir: PathBuf::new(),
+            max_session_mib: 64,
+            max_total_mib: 512,
+        }
+    }
+}
+
+impl Config {
+    /// Whether sessions are recorded (never without the feature).
+    pub fn records(&self) -> bool {
+        #[cfg(feature = "record")]
+        return self.record.mode != RecordMode::Off;
+        #[cfg(not(feature = "record"))]
+        false
+    }
+
+    /// Where session records go.
+    #[cfg(feature = "record")]
+    pub fn record_dir(&self) -> PathBuf {
+        if self.record.dir.as_os_str().is_empty() {
+            self.state_dir.join("records")
+        } else {
+            self.record.dir.clone()
+        }
+    }
 }
 
 /// `[files]`: where files may come from and go to. Each transfer is still
@@ -286,6 +354,8 @@ impl Default for Config {
             help_desk: String::new(),
             #[cfg(feature = "files")]
             files: FilesConfig::default(),
+            #[cfg(feature = "record")]
+            record: RecordConfig::default(),
         }
     }
 }
@@ -499,6 +569,10 @@ impl Config {
                 let (m, f) = check::built_without("file transfers", "[files]", "files");
                 (message, fix) = (format!("`files`: {m}"), f);
             }
+            if !cfg!(feature = "record") && message.starts_with("unknown field `record`") {
+                let (m, f) = check::built_without("session records", "[record]", "record");
+                (message, fix) = (format!("`record`: {m}"), f);
+            }
             ConfigError::Invalid {
                 path: path.into(),
                 line,
@@ -635,6 +709,8 @@ mod tests {
         );
         #[cfg(feature = "files")]
         assert_eq!(c.files, d.files);
+        #[cfg(feature = "record")]
+        assert_eq!(c.record, d.record);
     }
 
     /// The commented-out `[table]` example of agent.example.toml, as the
@@ -680,6 +756,41 @@ mod tests {
         {
             let s = r.unwrap_err().to_string();
             assert!(s.contains("PACKAGECONFIG files"), "{s}");
+        }
+    }
+
+    #[test]
+    fn records_need_the_feature_and_sane_bounds() {
+        let r = parse(&example_section("record"));
+        #[cfg(feature = "record")]
+        {
+            assert_eq!(
+                r.unwrap().record,
+                RecordConfig::default(),
+                "the example shows the defaults"
+            );
+            let c = parse("[record]\nmode = \"screen\"\n").unwrap();
+            assert_eq!(c.record.mode, RecordMode::Screen);
+            assert_eq!(c.record_dir(), PathBuf::from("/var/lib/shoulder/records"));
+            for (bad, key) in [
+                (
+                    "mode = \"video\"",
+                    "expected one of `off`, `metadata`, `screen`",
+                ),
+                ("dir = \"recs\"", "record.dir"),
+                ("max_session_mib = 0", "record.max_session_mib"),
+                ("max_session_mib = 600", "record.max_total_mib"),
+            ] {
+                let e = parse(&format!("[record]\n{bad}\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(key), "{bad}: {e}");
+            }
+        }
+        #[cfg(not(feature = "record"))]
+        {
+            let s = r.unwrap_err().to_string();
+            assert!(s.contains("PACKAGECONFIG record"), "{s}");
         }
     }
 

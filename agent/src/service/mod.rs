@@ -67,6 +67,9 @@ struct Shared {
     parked: Mutex<Option<Parked>>,
     /// The person's help request (`ctl help`).
     help: Arc<crate::help::HelpDesk>,
+    /// Sessions are recorded (`[record]`).
+    #[cfg(feature = "record")]
+    record: Option<Arc<crate::recorder::RecordSetup>>,
 }
 
 impl Shared {
@@ -323,6 +326,15 @@ async fn serve(
         },
         #[cfg(not(feature = "files"))]
         files: shoulder_proto::session::FilesOffered::default(),
+        recorded: config.records(),
+    };
+    #[cfg(feature = "record")]
+    let record = match rustls::crypto::ring::sign::any_supported_type(&identity.key) {
+        Ok(key) => {
+            crate::recorder::RecordSetup::new(&config, key, audit.clone(), fp.clone()).map(Arc::new)
+        }
+        // The TLS config took the same key.
+        Err(e) => return Err(crate::tls::TlsError::DeviceCert(e.to_string()).into()),
     };
     #[cfg(feature = "files")]
     if !config.files.drop.as_os_str().is_empty() {
@@ -380,6 +392,8 @@ async fn serve(
         sessions: AtomicU64::new(0),
         parked: Mutex::new(None),
         help,
+        #[cfg(feature = "record")]
+        record,
     });
     audit_or_log(
         &audit,
@@ -584,6 +598,8 @@ async fn connection(
         commands: None,
         devices: Devices::default(),
         files: files::FileGlue::default(),
+        #[cfg(feature = "record")]
+        record: None,
         out: Vec::new(),
         closing: None,
         phase: None,

@@ -71,6 +71,10 @@ pub(super) struct Session {
     pub(super) devices: Devices,
     /// The file transfer under way.
     pub(super) files: super::files::FileGlue,
+    /// This session's record (`[record]`), from its authentication on;
+    /// dropped (closed and signed) with the session.
+    #[cfg(feature = "record")]
+    pub(super) record: Option<crate::recorder::Recorder>,
     /// Encoded messages not yet taken by the writer.
     pub(super) out: Vec<u8>,
     pub(super) closing: Option<(ByeReason, String)>,
@@ -513,7 +517,23 @@ impl Session {
         }
         let before = self.out.len();
         match encode_into(m, &mut self.out) {
-            Ok(()) => self.tally.bytes_sent += (self.out.len() - before) as u64,
+            Ok(()) => {
+                self.tally.bytes_sent += (self.out.len() - before) as u64;
+                #[cfg(feature = "record")]
+                if let Some(r) = &self.record
+                    && matches!(
+                        m,
+                        Message::ScreenInfo(_)
+                            | Message::ScreenUnavailable { .. }
+                            | Message::Update(_)
+                            | Message::CursorShape(_)
+                            | Message::CursorPosition { .. }
+                            | Message::Screens(_)
+                    )
+                {
+                    r.screen(&self.out[before + shoulder_proto::frame::HEADER_LEN..]);
+                }
+            }
             Err(e) => {
                 self.out.truncate(before);
                 tracing::error!(error = %e, message = m.name(), "cannot encode a message");
@@ -634,6 +654,18 @@ impl Session {
     fn inject(&mut self, event: shoulder_proto::session::InjectEvent) {
         match self.with_input(|i| i.inject(Instant::now(), event)) {
             InjectOutcome::Sink(_) => {
+                #[cfg(feature = "record")]
+                if let Some(r) = &self.record {
+                    use shoulder_proto::session::InjectEvent;
+                    let m = match event {
+                        InjectEvent::Pointer(p) => Message::Pointer(p),
+                        InjectEvent::Key(k) => Message::Key(k),
+                        InjectEvent::Touch(t) => Message::Touch(t),
+                    };
+                    if let Ok(frame) = shoulder_proto::frame::encode(&m) {
+                        r.input(&frame[shoulder_proto::frame::HEADER_LEN..]);
+                    }
+                }
                 if let Some(c) = &self.devices.capture {
                     // The screen is about to change: poll fast.
                     c.input();
@@ -800,6 +832,22 @@ impl Session {
         self.audit_parts(&event, fields);
     }
 
+    /// Puts an audit record in the session's record, opening the record at
+    /// the session's authentication (a resumed connection continues the
+    /// record of the session it resumes).
+    #[cfg(feature = "record")]
+    fn record_event(&mut self, event: &str, fields: &Map<String, Value>) {
+        if self.record.is_none()
+            && event == "auth-ok"
+            && let Some(setup) = &self.shared.record
+        {
+            self.record = crate::recorder::Recorder::start(setup, &self.ctx);
+        }
+        if let Some(r) = &self.record {
+            r.event(event, fields);
+        }
+    }
+
     /// Audits a record (held instead while the peer is unauthenticated).
     pub(super) fn audit_parts(&mut self, event: &str, fields: Map<String, Value>) {
         if let Some(t) = self.pre_auth.ticket.as_mut() {
@@ -808,6 +856,8 @@ impl Session {
             t.hold(event, fields);
             return;
         }
+        #[cfg(feature = "record")]
+        self.record_event(event, &fields);
         if let Err(e) = self.shared.audit.record(event, &self.ctx, fields) {
             tracing::error!(error = %e, "audit record failed");
             // Fail closed: no session runs unaudited (unless configured).

@@ -100,6 +100,11 @@ impl Driver<'_> {
                     }
                 }
                 ExpertEvent::StateChanged(s) => {
+                    if matches!(s, ExpertState::WaitingForConsent { .. })
+                        && session.device_records()
+                    {
+                        (self.emit)(ClientEvent::Recorded);
+                    }
                     self.viewing = matches!(s, ExpertState::Viewing { .. });
                     self.view.lock().exact_offer =
                         self.viewing && session.exact_only_supported() && session.lossy();

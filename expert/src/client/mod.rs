@@ -113,6 +113,9 @@ pub enum ClientEvent {
         fingerprint: Fingerprint,
     },
     State(ExpertState),
+    /// The device records its sessions (`[record]` in its agent.toml): the
+    /// person at it is told so on the prompt and the strip.
+    Recorded,
     /// A new screen size; the framebuffer was reset.
     Screen(ScreenInfo),
     /// The device has several screens: which they are, where they sit, and

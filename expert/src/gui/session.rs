@@ -62,6 +62,7 @@ impl SessionUi {
             device_name,
             fingerprint: None,
             screen_unavailable: None,
+            recorded: false,
             screens: None,
             texture: None,
             fit: true,
@@ -196,6 +197,7 @@ impl SessionUi {
                         self.release_all();
                     }
                 }
+                ClientEvent::Recorded => self.recorded = true,
                 ClientEvent::Screen(_) => self.screen_unavailable = None,
                 ClientEvent::Screens(list) => self.screens = Some(*list),
                 ClientEvent::UpdateApplied { .. } => {}
@@ -542,6 +544,11 @@ impl App {
                 ui.colored_label(color, RichText::new(text).strong());
                 ui.separator();
                 ui.label(&s.device_name);
+                if s.recorded {
+                    ui.label(RichText::new("● recorded").color(Color32::from_rgb(200, 60, 60)))
+                        .on_hover_text("The device records this session (and tells the person at it): what you see and do is kept on the device, signed with its key.");
+                    tracer.note("recorded", "yes".into());
+                }
                 let (stats, approx, offer): (Stats, u64, bool) = {
                     let v = s.handle.view.lock();
                     let approx = v.fb.as_ref().map_or(0, |f| f.approximate_pixels());

@@ -279,7 +279,8 @@ fn cursor_texture(
     Some((tex, Vec2::new(f32::from(c.hot_x), f32::from(c.hot_y))))
 }
 
-fn draw_cursor(p: &egui::Painter, at: Pos2) {
+/// An arrow where the cursor is, when its shape is not known.
+pub(super) fn draw_cursor(p: &egui::Painter, at: Pos2) {
     let pts = vec![
         at,
         at + Vec2::new(0.0, 16.0),

@@ -45,6 +45,9 @@ pub struct DeviceConfig {
     /// Which ways files may go (nothing by default; an agent built
     /// without the `files` feature offers none whatever this says).
     pub files: FilesOffered,
+    /// The device records its sessions: its hello says so
+    /// ([`Capabilities::RECORDED`]).
+    pub recorded: bool,
 }
 
 /// Which ways the device's config lets files go.
@@ -71,6 +74,7 @@ impl Default for DeviceConfig {
             control_backoff: DEFAULT_CONTROL_BACKOFF,
             keyboard: None,
             files: FilesOffered::default(),
+            recorded: false,
         }
     }
 }
@@ -657,13 +661,15 @@ impl DeviceSession {
             files: files::Files::default(),
             config,
         };
-        #[allow(unused_mut)]
         let mut hello = Hello::new(
             Role::Device,
             "shoulder-agent",
             &s.config.software_version,
             &s.config.device_name,
         );
+        if s.config.recorded {
+            hello.capabilities = hello.capabilities | Capabilities::RECORDED;
+        }
         #[cfg(feature = "files")]
         if s.config.files.get || s.config.files.put {
             hello.capabilities = hello.capabilities | Capabilities::FILES;

@@ -229,6 +229,8 @@ pub struct ExpertSession {
     screens: usize,
     /// The device's hello announced [`Capabilities::FILES`].
     peer_files: bool,
+    /// The device's hello announced [`Capabilities::RECORDED`].
+    peer_records: bool,
 }
 
 impl ExpertSession {
@@ -243,6 +245,7 @@ impl ExpertSession {
             peer_version: 0,
             screens: 0,
             peer_files: false,
+            peer_records: false,
             last_received: now,
             last_sent: now,
             ping: None,
@@ -426,6 +429,7 @@ impl ExpertSession {
                 self.got_hello = true;
                 self.peer_version = h.version;
                 self.peer_files = h.capabilities.contains(Capabilities::FILES);
+                self.peer_records = h.capabilities.contains(Capabilities::RECORDED);
             }
             Message::ConsentPending {
                 kind: ConsentKind::View,
@@ -682,12 +686,14 @@ impl ExpertSession {
         }
     }
 
-    /// Whether the device takes [`UserAction::ExactOnly`] mid-session
-    /// (protocol [`EXACT_VERSION`] on); an older one needs a new
-    /// connection with `lossy` off.
     /// Whether the device offers files (its hello said so).
     pub fn files_supported(&self) -> bool {
         self.peer_files
+    }
+
+    /// Whether the device records this session (its hello said so).
+    pub fn device_records(&self) -> bool {
+        self.peer_records
     }
 
     /// Sends a file step while viewing a device that offers files; a
@@ -712,6 +718,9 @@ impl ExpertSession {
         }
     }
 
+    /// Whether the device takes [`UserAction::ExactOnly`] mid-session
+    /// (protocol [`EXACT_VERSION`] on); an older one needs a new
+    /// connection with `lossy` off.
     pub fn exact_only_supported(&self) -> bool {
         self.got_hello && self.peer_version >= EXACT_VERSION
     }

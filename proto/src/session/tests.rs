@@ -204,6 +204,19 @@ fn asking_for_control_twice_prompts_once() {
 }
 
 #[test]
+fn a_recording_device_says_so_in_its_hello_and_others_do_not() {
+    let mut p = Pair::new(DeviceConfig {
+        recorded: true,
+        ..DeviceConfig::default()
+    });
+    p.establish_view();
+    assert!(p.expert.device_records());
+    let mut p = pair();
+    p.establish_view();
+    assert!(!p.expert.device_records());
+}
+
+#[test]
 fn view_only_device_declines_control() {
     let mut p = Pair::new(DeviceConfig {
         allow_control: false,

@@ -74,6 +74,11 @@ do_compile_ptest_cargo[postfuncs] += "shoulder_ptest_harnesses_only"
 # the file system read-only for the agent: readable directories need
 # nothing, a drop directory outside /var/lib/shoulder needs a drop-in with
 # ReadWritePaths=. Off by default; its size is in the README.
+# `record`: session records the device signs ([record] in agent.toml):
+# the screen as sent, input, consent, chat and transfers, hash-chained, for
+# `shoulder play` and `shoulder verify`. Records go below
+# /var/lib/shoulder by default (writable under the unit's sandbox); another
+# `dir` needs ReadWritePaths=. Off by default; its size is in the README.
 # Features are named with their crate: the ptest build selects several
 # packages, and cargo takes bare feature names for one package only.
 PACKAGECONFIG ??= "uinput jpeg"
@@ -83,11 +88,13 @@ PACKAGECONFIG[broker] = ""
 PACKAGECONFIG[type-text] = ""
 PACKAGECONFIG[call] = ""
 PACKAGECONFIG[files] = ""
+PACKAGECONFIG[record] = ""
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'jpeg', '', '--no-default-features', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'broker', '--features shoulder-agent/broker', '', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'type-text', '--features shoulder-agent/type-text', '', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'call', '--features shoulder-agent/call', '', d)}"
 CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'files', '--features shoulder-agent/files', '', d)}"
+CARGO_BUILD_FLAGS += "${@bb.utils.contains('PACKAGECONFIG', 'record', '--features shoulder-agent/record', '', d)}"
 
 SYSTEMD_SERVICE:${PN} = "shoulder-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
@@ -129,7 +136,7 @@ do_install() {
 
 # 2.5 MiB with the default features, 3 MiB with any optional one (the bound
 # for all of them together).
-SHOULDER_SIZE_BUDGET = "${@'3145728' if bb.utils.contains_any('PACKAGECONFIG', 'broker type-text call files', True, False, d) else '2621440'}"
+SHOULDER_SIZE_BUDGET = "${@'3145728' if bb.utils.contains_any('PACKAGECONFIG', 'broker type-text call files record', True, False, d) else '2621440'}"
 
 FILES:${PN} += "${nonarch_libdir}/tmpfiles.d/shoulder-agent.conf \
                 ${nonarch_libdir}/modules-load.d/shoulder-agent.conf \
