@@ -66,6 +66,8 @@ pub struct RecordSetup {
     audit: Arc<AuditLog>,
     device: String,
     device_fingerprint: String,
+    /// The writer threads not yet seen to end (joined at shutdown).
+    writers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl RecordSetup {
@@ -85,8 +87,30 @@ impl RecordSetup {
             audit,
             device: config.device_name(),
             device_fingerprint,
+            writers: std::sync::Mutex::new(Vec::new()),
         })
     }
+
+    /// Waits, at most `within`, for every record to be signed and closed
+    /// (the agent is stopping; its sessions have ended).
+    pub fn finish(&self, within: std::time::Duration) {
+        let deadline = Instant::now() + within;
+        let writers = std::mem::take(&mut *lock(&self.writers));
+        for w in writers {
+            while !w.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                tracing::warn!("a session record was not closed in time; it lacks its signed end");
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The state the session and the writer share.
@@ -174,9 +198,16 @@ impl Recorder {
         let spawned = std::thread::Builder::new()
             .name("record".into())
             .spawn(move || writer.run(first, rx));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the record writer");
-            return None;
+        match spawned {
+            Ok(handle) => {
+                let mut writers = lock(&setup.writers);
+                writers.retain(|w| !w.is_finished());
+                writers.push(handle);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the record writer");
+                return None;
+            }
         }
         Some(Self {
             tx,

@@ -502,3 +502,39 @@ async fn old_records_make_room_and_an_unrecorded_device_keeps_none() {
     assert!(!agent.config.record_dir().exists());
     agent.stop().await;
 }
+
+/// An agent stopping mid-session signs and closes the record before it
+/// says it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_closes_the_record_of_the_session_it_ends() {
+    let screen = Synthetic::new(320, 200);
+    let agent = Agent::with_backends(None, screen.backends(), |c| {
+        c.record.mode = RecordMode::Screen;
+    })
+    .await;
+    let ex = CliExpert::new();
+    let (invitation, _) = ex.invited(&agent, "kiosk.shoulder", PW).await;
+    let answers = agent.answer_prompts(1, true).await;
+    let expert = ClientExpert::start(Target::parse(&invitation).unwrap(), None, Some(PW), "Ann");
+    let expert = tokio::task::spawn_blocking(move || {
+        assert!(wait_until(WAIT, POLL, || expert.has_frame()), "no picture");
+        expert
+    })
+    .await
+    .unwrap();
+    answers.await.unwrap();
+    let records = agent.stop().await;
+    let names: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
+    let closed = names.iter().position(|n| *n == "record-closed");
+    let stopped = names.iter().position(|n| *n == "agent-stopped");
+    assert!(
+        closed.is_some() && closed < stopped,
+        "record-closed before agent-stopped: {names:?}"
+    );
+    let closed = &records[closed.unwrap()];
+    assert_eq!(closed["complete"], true, "{closed}");
+    // Its drop blocks (it says goodbye): off the runtime's threads.
+    tokio::task::spawn_blocking(move || drop(expert))
+        .await
+        .unwrap();
+}

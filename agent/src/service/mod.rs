@@ -441,6 +441,13 @@ async fn serve(
     let _ = control_task.await;
     let _ = summaries.await;
     shared.admission.flush_summaries();
+    // Records of the sessions that just ended are signed and closed before
+    // the agent says it stopped.
+    #[cfg(feature = "record")]
+    if let Some(r) = &shared.record {
+        let r = r.clone();
+        let _ = tokio::task::spawn_blocking(move || r.finish(SHUTDOWN_GRACE)).await;
+    }
     let _ = std::fs::remove_file(&shared.config.control_socket);
     audit_or_log(&audit, AuditRecord::AgentStopped);
     audit.flush()?;
