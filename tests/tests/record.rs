@@ -538,3 +538,46 @@ async fn a_stopping_agent_closes_the_record_of_the_session_it_ends() {
         .await
         .unwrap();
 }
+
+/// The audit log keeps a session's first 50 chat lines; the record, which
+/// is bounded on its own, keeps them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_keeps_every_chat_line_the_audit_log_only_counts() {
+    let agent = Agent::pattern(None, |c| c.record.mode = RecordMode::Metadata).await;
+    let ex = CliExpert::new();
+    let (invitation, _) = ex.invited(&agent, "kiosk.shoulder", PW).await;
+    let answers = agent.answer_prompts(1, true).await;
+    let expert = ClientExpert::start(Target::parse(&invitation).unwrap(), None, Some(PW), "Ann");
+    tokio::task::spawn_blocking(move || {
+        assert!(wait_until(
+            WAIT,
+            POLL,
+            || shoulder_testkit::expert::viewing(expert.state())
+        ));
+        for i in 0..60 {
+            expert.send(UserAction::Chat(format!("line {i}")));
+        }
+        expert.send(UserAction::Disconnect);
+    })
+    .await
+    .unwrap();
+    answers.await.unwrap();
+    let closed = closed_record(&agent).await;
+    let file = std::fs::read(closed["file"].as_str().unwrap()).unwrap();
+    let lines: Vec<String> = chunks(&file)
+        .filter_map(|c| c.ok())
+        .filter(|c| c.kind == ChunkKind::Event)
+        .filter_map(|c| serde_json::from_slice::<Value>(c.payload).ok())
+        .filter(|v| v["event"] == "chat")
+        .map(|v| v["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(lines.len(), 60, "{lines:?}");
+    assert_eq!(lines[59], "line 59");
+    let audited = agent
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["event"] == "chat")
+        .count();
+    assert_eq!(audited, 50);
+    agent.stop().await;
+}

@@ -781,6 +781,17 @@ impl Session {
             AuditEvent::Chat { from_expert, text } => {
                 self.tally.chats += 1;
                 if self.tally.chats > MAX_CHATS_AUDITED {
+                    // Not audited (no fsync per line), but the record,
+                    // which is bounded on its own, keeps every line.
+                    #[cfg(feature = "record")]
+                    if let Some(r) = &self.record {
+                        let (event, fields) = AuditRecord::Chat {
+                            from: chat_from(from_expert),
+                            text,
+                        }
+                        .into_parts();
+                        r.event(&event, &fields);
+                    }
                     return;
                 }
                 AuditRecord::Chat {
