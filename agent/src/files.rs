@@ -17,7 +17,9 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
 use shoulder_proto::Message;
 use shoulder_proto::consent::FileConsent;
-use shoulder_proto::files::{FILE_CHUNK, FileMsg, FileOutcome, FileRefusal, Sha256};
+use shoulder_proto::files::{
+    DirEntry, FILE_CHUNK, FileMsg, FileOutcome, FileRefusal, Listing, Sha256,
+};
 use shoulder_proto::msg::{Payload, text};
 use tokio::sync::mpsc;
 
@@ -68,19 +70,27 @@ fn failed(detail: impl std::fmt::Display) -> FileOutcome {
     }
 }
 
+/// The readable directory `path` names (absolute, no `..`), and the rest of
+/// the path below it (still to be resolved without following links out).
+fn beneath_readable<'a>(
+    policy: &'a FilesPolicy,
+    path: &'a Path,
+) -> Result<(&'a PathBuf, &'a Path), FileRefusal> {
+    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(FileRefusal::OutsideAllowed);
+    }
+    policy
+        .readable
+        .iter()
+        .find_map(|d| path.strip_prefix(d).ok().map(|rest| (d, rest)))
+        .ok_or(FileRefusal::OutsideAllowed)
+}
+
 /// Resolves `path` inside one of the readable directories, without leaving
 /// it through `..` or a link, and opens it if it is a regular file within
 /// the size limit.
 pub fn check_get(policy: &FilesPolicy, path: &str) -> Result<(File, u64), FileRefusal> {
-    let path = Path::new(path);
-    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(FileRefusal::OutsideAllowed);
-    }
-    let (dir, rest) = policy
-        .readable
-        .iter()
-        .find_map(|d| path.strip_prefix(d).ok().map(|rest| (d, rest)))
-        .ok_or(FileRefusal::OutsideAllowed)?;
+    let (dir, rest) = beneath_readable(policy, Path::new(path))?;
     if rest.as_os_str().is_empty() {
         return Err(FileRefusal::NotAFile);
     }
@@ -105,6 +115,83 @@ pub fn check_get(policy: &FilesPolicy, path: &str) -> Result<(File, u64), FileRe
         });
     }
     Ok((file, meta.len()))
+}
+
+/// Directory entries read for one listing at most: a huge directory is
+/// listed in part (sorted among those read), never read for long.
+const MAX_READ_ENTRIES: usize = 4096;
+
+/// What the expert may see of `dir`, a directory beneath a readable one
+/// (resolved as for [`check_get`]), or with an empty `dir` the readable
+/// directories themselves: directories and regular files (links, which
+/// could lead out, and special files are left out), directories first.
+pub fn list(policy: &FilesPolicy, dir: &str) -> Result<Listing, FileRefusal> {
+    let mut entries: Vec<DirEntry> = Vec::new();
+    let mut omitted = 0u32;
+    if dir.is_empty() {
+        for d in &policy.readable {
+            entries.push(DirEntry {
+                name: text(&d.display().to_string()),
+                dir: true,
+                size: 0,
+                modified: 0,
+            });
+        }
+    } else {
+        let (root, rest) = beneath_readable(policy, Path::new(dir))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = if rest.as_os_str().is_empty() {
+            rustix::fs::open(root, flags, Mode::empty())
+        } else {
+            let rootfd = open_dir(root).map_err(|_| FileRefusal::NotFound)?;
+            open_beneath(&rootfd, rest, flags)
+        }
+        .map_err(|e| match e {
+            Errno::NOENT => FileRefusal::NotFound,
+            Errno::NOTDIR => FileRefusal::NotADirectory,
+            _ => FileRefusal::OutsideAllowed,
+        })?;
+        let mut reader = rustix::fs::Dir::read_from(&fd).map_err(|_| FileRefusal::NotFound)?;
+        let mut read = 0;
+        while let Some(Ok(e)) = reader.next() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            read += 1;
+            if read > MAX_READ_ENTRIES {
+                omitted += 1;
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(&fd, e.file_name(), AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            let is_dir = kind == rustix::fs::FileType::Directory;
+            if !is_dir && kind != rustix::fs::FileType::RegularFile {
+                continue;
+            }
+            entries.push(DirEntry {
+                name: text(&name),
+                dir: is_dir,
+                size: if is_dir { 0 } else { st.st_size as u64 },
+                modified: st.st_mtime.max(0) as u64,
+            });
+        }
+    }
+    entries.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
+    let mut listed = heapless::Vec::new();
+    for e in entries {
+        if listed.push(e).is_err() {
+            omitted += 1;
+        }
+    }
+    Ok(Listing {
+        id: 0,
+        dir: text(dir),
+        entries: listed,
+        omitted,
+    })
 }
 
 /// Whether a file `name` (already a plain name) of `size` bytes may be

@@ -38,7 +38,9 @@
 //! - transfers (feature `files`): `file-asked`: `direction` (`get`/`put`),
 //!   `name`, `size`; `file-answered`: `granted`, `for_session`;
 //!   `file-ended`: `direction`, `name`, `size`, `sha256` (when every byte
-//!   went), `outcome`
+//!   went), `outcome`; `file-listed`: `dir` (empty: the readable
+//!   directories), `entries` (null if refused; the first 50 listings of a
+//!   session)
 //! - with `[record]` (feature `record`): `record-closed`: `file`, `chunks`,
 //!   `bytes`, `hash` (the chain hash the device signed), `signature` (hex),
 //!   `scheme` (TLS signature scheme), `complete` (the signed end was
@@ -184,6 +186,13 @@ pub(crate) enum AuditRecord<'a> {
     },
     /// A transfer ended: `sha256` is the digest of the bytes that went,
     /// when all did.
+    /// A readable directory was listed for the expert (`entries`: how
+    /// many it had, none if refused).
+    #[cfg(feature = "files")]
+    FileListed {
+        dir: String,
+        entries: Option<usize>,
+    },
     #[cfg(feature = "files")]
     FileEnded {
         direction: &'static str,
@@ -537,6 +546,7 @@ pub(crate) fn file_record(f: shoulder_proto::session::FileAudit) -> AuditRecord<
             granted,
             for_session,
         },
+        F::Listed { dir, entries } => AuditRecord::FileListed { dir, entries },
         F::Ended {
             direction,
             name,

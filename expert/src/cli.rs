@@ -148,6 +148,17 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// List what the device lets you copy (`[files] readable`): without
+    /// DIR, which directories; with one, what it holds. The person at the
+    /// device is asked to let you see the screen, not about the listing.
+    Ls {
+        /// A device address (offer) or an invitation file or text.
+        target: String,
+        /// A directory on the device (below a readable one).
+        dir: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Wait for a device to call you (the device runs `shoulder-agent ctl
     /// call YOUR-HOST[:PORT]`): for devices you cannot reach and that have
     /// no broker (opens the app).
@@ -411,6 +422,9 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             local,
             conn,
         }) => transfer(&target, Transfer::Put(local), &conn),
+        Some(Command::Ls { target, dir, conn }) => {
+            list(&target, dir.as_deref().unwrap_or(""), &conn)
+        }
         Some(Command::Devices {
             window: true, conn, ..
         }) => {
@@ -1359,6 +1373,51 @@ fn transfer(target: &str, what: Transfer, conn: &ConnArgs) -> Result<(), ClientE
             Ended::Done => Err(ClientError::Local(
                 "The session ended before the transfer finished; nothing half-written was kept."
                     .into(),
+            )),
+        },
+    }
+}
+
+/// `shoulder ls`: one listing, printed on stdout.
+fn list(target: &str, dir: &str, conn: &ConnArgs) -> Result<(), ClientError> {
+    use shoulder_proto::files::FileMsg;
+    const ID: u32 = 1;
+    let opts = options(Target::parse(target)?, conn, true)?;
+    type Lines = Result<Vec<String>, String>;
+    let result: Arc<std::sync::Mutex<Option<Lines>>> = Default::default();
+    let result2 = result.clone();
+    let mut first = Some(client::files::list(ID, dir));
+    let ended = headless(opts, move |e, _view, tx| {
+        let r = match e {
+            ClientEvent::State(ExpertState::Viewing { .. }) => {
+                if let Some(a) = first.take() {
+                    let _ = tx.try_send(a);
+                }
+                return;
+            }
+            ClientEvent::File(m) => match &**m {
+                FileMsg::Listing(l) if l.id == ID => Ok(client::files::listing_lines(l)),
+                FileMsg::Done { id: ID, outcome } => Err(outcome.sentence()),
+                _ => return,
+            },
+            _ => return,
+        };
+        *result2.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        let _ = tx.try_send(UserAction::Disconnect);
+    })?;
+    let outcome = result.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match outcome {
+        Some(Ok(lines)) => {
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        Some(Err(why)) => Err(ClientError::Local(why)),
+        None => match ended {
+            Ended::Interrupted(signal) => Err(ClientError::Local(format!("{signal}: stopped."))),
+            Ended::Done => Err(ClientError::Local(
+                "The session ended before the device answered.".into(),
             )),
         },
     }

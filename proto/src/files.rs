@@ -27,7 +27,15 @@
 //!
 //!   | -- File(Cancel{id}) --------------------------> |  either side, any time:
 //!   | <-- File(Done{id, Cancelled…}) ---------------- |  nothing half-written
+//!
+//!   | -- File(List{id, dir}) -----------------------> |  not asked: the device
+//!   | <-- File(Listing{id, dir, entries, omitted}) -- |  lists what may be read
 //! ```
+//!
+//! Listings (`List`, `Listing`) go only to a device whose hello announced
+//! [`crate::Capabilities::FILE_LIST`]. The expert sees the names in the
+//! readable directories the device's config offers; taking a file is still
+//! asked.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,8 +55,36 @@ pub const FILE_CHUNK: usize = 64 * 1024;
 /// buffers of the other's data.
 pub const FILE_WINDOW: u64 = 8 * FILE_CHUNK as u64;
 
+/// Entries in one listing; more are counted in [`Listing::omitted`].
+pub const MAX_LISTING: usize = 200;
+
 /// A SHA-256 digest.
 pub type Sha256 = [u8; 32];
+
+/// What a readable directory holds, as far as the expert may see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub id: u32,
+    /// The directory listed (empty: the readable directories themselves).
+    pub dir: Text<MAX_PATH_LEN>,
+    /// Directories first, then files, each by name. The readable
+    /// directories themselves (an empty `dir`) are named in full.
+    pub entries: heapless::Vec<DirEntry, MAX_LISTING>,
+    /// Entries left out past [`MAX_LISTING`].
+    pub omitted: u32,
+}
+
+/// One entry of a [`Listing`]: a directory or a regular file (links and
+/// special files are not listed: they cannot be copied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: Text<MAX_PATH_LEN>,
+    pub dir: bool,
+    /// Bytes (0 for a directory).
+    pub size: u64,
+    /// Last change, seconds since 1970 (UTC).
+    pub modified: u64,
+}
 
 /// One file transfer message (the payload of [`crate::Message::File`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +122,12 @@ pub enum FileMsg {
     /// Device → expert: how the transfer ended. The last message about
     /// `id`.
     Done { id: u32, outcome: FileOutcome },
+    /// Expert → device: what may be copied from `dir` (empty: which
+    /// directories may be read). Answered with `Listing`, or `Done` with
+    /// a refusal.
+    List { id: u32, dir: Text<MAX_PATH_LEN> },
+    /// Device → expert: the answer to `List`.
+    Listing(Box<Listing>),
 }
 
 impl FileMsg {
@@ -100,7 +142,9 @@ impl FileMsg {
             | FileMsg::Ack { id, .. }
             | FileMsg::End { id, .. }
             | FileMsg::Cancel { id }
-            | FileMsg::Done { id, .. } => *id,
+            | FileMsg::Done { id, .. }
+            | FileMsg::List { id, .. } => *id,
+            FileMsg::Listing(l) => l.id,
         }
     }
 }
@@ -165,6 +209,8 @@ pub enum FileRefusal {
     /// The person said no (or did not answer) a moment ago: ask again
     /// after this many seconds.
     TooSoon { retry_after_secs: u16 },
+    /// A listing of something that is not a directory.
+    NotADirectory,
 }
 
 impl FileOutcome {
@@ -207,6 +253,7 @@ impl FileRefusal {
                 .into(),
             FileRefusal::NotFound => "No such file on the device.".into(),
             FileRefusal::NotAFile => "That is not a regular file.".into(),
+            FileRefusal::NotADirectory => "That is not a directory.".into(),
             FileRefusal::TooLarge { max } => {
                 format!(
                     "The file is larger than this device allows ({}).",

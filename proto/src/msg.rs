@@ -158,6 +158,9 @@ impl Capabilities {
     /// The device records its sessions (`[record]` in its agent.toml): only
     /// a device sets it, so the expert can say so before the view starts.
     pub const RECORDED: Self = Self(1 << 9);
+    /// Listings of the readable directories (`FileMsg::List`): the device
+    /// sets it with [`Capabilities::FILES`] when it offers files to read.
+    pub const FILE_LIST: Self = Self(1 << 10);
     /// Everything this build implements.
     pub const ALL: Self = Self(0b1111_1111);
 

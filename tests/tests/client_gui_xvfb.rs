@@ -337,6 +337,7 @@ async fn gui_copies_a_file_from_the_device_and_sends_one_with_the_files_panel() 
     std::fs::create_dir_all(&incoming).unwrap();
     let log: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(logs.join("kiosk.log"), &log).unwrap();
+    std::fs::write(logs.join("boot.log"), b"booted\n").unwrap();
     let agent = Agent::pattern(None, |c| {
         c.files.readable = vec![logs.clone()];
         c.files.drop = incoming.clone();
@@ -367,22 +368,30 @@ async fn gui_copies_a_file_from_the_device_and_sends_one_with_the_files_panel() 
         .wait("the files panel", |t| t.rect("button-files-copy").is_some())
         .await;
 
-    // Copy the log into a folder of the technician's.
+    // Find the log by browsing the device's readable directories (not
+    // asked: only taking a file is), and copy it into a folder of the
+    // technician's.
+    let (x, y) = at("button-files-browse");
+    click(&display, &window, x, y);
+    trace
+        .wait("the readable directories", |t| {
+            t.get("files-listing").as_deref() == Some("1")
+        })
+        .await;
+    let (x, y) = at("entry-files-0");
+    click(&display, &window, x, y);
+    trace
+        .wait("the logs directory's two files", |t| {
+            t.get("files-listing").as_deref() == Some("2")
+        })
+        .await;
+    screenshot(&display, &out.join("files-browsed.png"));
+    // boot.log, kiosk.log: a click picks the second for Copy.
+    let (x, y) = at("entry-files-1");
+    click(&display, &window, x, y);
     let downloads = ex.path("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     xdotool(&display, &["windowfocus", "--sync", &window]);
-    let (x, y) = at("field-files-remote");
-    click(&display, &window, x, y);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    xdotool(
-        &display,
-        &[
-            "type",
-            "--delay",
-            "10",
-            &logs.join("kiosk.log").display().to_string(),
-        ],
-    );
     let (x, y) = at("field-files-save");
     click(&display, &window, x, y);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -493,3 +493,56 @@ async fn an_agent_without_directories_offers_no_files() {
     answers.await.unwrap();
     agent.stop().await;
 }
+
+/// `shoulder ls`: the readable directories, then what one holds; links
+/// (which could lead out) and what lies outside are never listed, and
+/// each listing is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readable_directories_are_listed_and_nothing_outside_them() {
+    let dev = Device::new();
+    std::fs::write(dev.path("logs/kiosk.log"), content(1234, 3)).unwrap();
+    std::fs::write(dev.path("logs/.hidden"), b"x").unwrap();
+    std::os::unix::fs::symlink(dev.path("secret.key"), dev.path("logs/link-out")).unwrap();
+    std::os::unix::fs::symlink(dev.path("."), dev.path("logs/old/dir-out")).unwrap();
+    let agent = dev.agent(|_| {}).await;
+    let ex = CliExpert::new();
+    let answers = agent.answer_prompts(5, true).await;
+    let stdout = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    let o = transfer(&ex, &agent, "ls", &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("{}/", dev.at("logs"))),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = transfer(&ex, &agent, "ls", &[&dev.at("logs")]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].trim_start().starts_with("dir") && lines[0].ends_with("old/"));
+    assert!(lines[1].ends_with(".hidden"));
+    assert!(
+        lines[2].contains("1.2 KB") && lines[2].ends_with("kiosk.log"),
+        "{lines:?}"
+    );
+    assert!(!stdout(&o).contains("link-out"), "links are not listed");
+
+    // Below a readable directory, through no link.
+    let outside = FileRefusal::OutsideAllowed.sentence();
+    let o = transfer(&ex, &agent, "ls", &[&dev.at("logs/old/dir-out")]).await;
+    assert_fails_with(&o, &outside);
+    let o = transfer(&ex, &agent, "ls", &[&dev.at("logs/../")]).await;
+    assert_fails_with(&o, &outside);
+    let o = transfer(&ex, &agent, "ls", &[&dev.at("logs/kiosk.log")]).await;
+    assert_fails_with(&o, &FileRefusal::NotADirectory.sentence());
+    answers.await.unwrap();
+
+    let records = agent.stop().await;
+    let listed = records_of(&records, "file-listed");
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    assert_eq!(listed[1]["dir"], dev.at("logs").as_str());
+    assert_eq!(listed[1]["entries"], 3);
+    assert!(listed[2]["entries"].is_null(), "a refusal: {}", listed[2]);
+}

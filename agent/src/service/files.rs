@@ -145,6 +145,11 @@ impl Session {
                 let i = &mut self.files.inner;
                 i.acked = i.acked.max(received.min(i.sent));
             }
+            FileOutput::List { id, dir } => {
+                let result = crate::files::list(&policy(&self.shared.config), &dir).map(Box::new);
+                self.machine
+                    .handle(now(), DeviceInput::File(FileInput::Listed { id, result }));
+            }
             FileOutput::Stop { .. } => {
                 // Dropping the channels stops the thread; a `Put`'s removes
                 // its temporary file.

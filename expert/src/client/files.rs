@@ -375,3 +375,110 @@ impl Transfer {
         file(FileMsg::Cancel { id })
     }
 }
+
+/// Asks the device what `dir` holds (empty: which directories it lets
+/// the expert read); the answer is a `FileMsg::Listing` or a refusal
+/// (`FileMsg::Done`) with the same `id`.
+pub fn list(id: u32, dir: &str) -> UserAction {
+    UserAction::File(Box::new(FileMsg::List {
+        id,
+        dir: shoulder_proto::msg::text(dir),
+    }))
+}
+
+/// Where an entry of `listing` is on the device: a root is named in full,
+/// the rest below the listed directory.
+pub fn entry_path(listing: &shoulder_proto::files::Listing, name: &str) -> String {
+    if listing.dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{}/{name}", listing.dir.trim_end_matches('/'))
+    }
+}
+
+/// One line per entry, as `shoulder ls` prints them: size (or `dir`),
+/// the day it last changed, the name (device text made printable).
+pub fn listing_lines(listing: &shoulder_proto::files::Listing) -> Vec<String> {
+    let mut lines: Vec<String> = listing
+        .entries
+        .iter()
+        .map(|e| {
+            let size = if e.dir {
+                "dir".to_string()
+            } else {
+                shoulder_proto::files::human_size(e.size)
+            };
+            let day = if e.modified == 0 {
+                String::new()
+            } else {
+                crate::client::files::day(e.modified)
+            };
+            let slash = if e.dir { "/" } else { "" };
+            format!(
+                "{size:>10}  {day:10}  {}{slash}",
+                crate::printable::printable(&e.name)
+            )
+        })
+        .collect();
+    if listing.omitted > 0 {
+        lines.push(format!("… and {} more not listed", listing.omitted));
+    }
+    lines
+}
+
+/// `YYYY-MM-DD` (UTC) of seconds since 1970.
+pub fn day(secs: u64) -> String {
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoulder_proto::files::{DirEntry, Listing};
+    use shoulder_proto::msg::text;
+
+    #[test]
+    fn days_are_utc_calendar_dates() {
+        assert_eq!(day(0), "1970-01-01");
+        assert_eq!(day(951_782_400), "2000-02-29");
+        assert_eq!(day(1_796_342_400), "2026-12-04");
+    }
+
+    #[test]
+    fn a_listing_prints_directories_sizes_and_what_was_left_out() {
+        let mut entries = heapless::Vec::new();
+        for (name, dir, size) in [("old", true, 0), ("kiosk.log\u{1b}[2J", false, 84_000)] {
+            let _ = entries.push(DirEntry {
+                name: text(name),
+                dir,
+                size,
+                modified: 1_796_342_400,
+            });
+        }
+        let l = Listing {
+            id: 1,
+            dir: text("/var/log/kiosk/"),
+            entries,
+            omitted: 3,
+        };
+        let lines = listing_lines(&l);
+        assert!(lines[0].trim_start().starts_with("dir") && lines[0].ends_with("old/"));
+        assert!(lines[1].contains("84 KB") && lines[1].contains("2026-12-04"));
+        assert!(
+            !lines[1].contains('\u{1b}'),
+            "device text is made printable"
+        );
+        assert_eq!(lines[2], "… and 3 more not listed");
+        assert_eq!(entry_path(&l, "old"), "/var/log/kiosk/old");
+    }
+}

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use eframe::egui::{self, RichText};
-use shoulder_proto::files::{FileMsg, human_size};
+use shoulder_proto::files::{FileMsg, Listing, human_size};
 use shoulder_proto::session::UserAction;
 
 use crate::client::files::{Step, Transfer};
@@ -30,6 +30,29 @@ pub(crate) struct FilesPanel {
     /// The last transfer's end: whether it went, and the sentence.
     last: Option<(bool, String)>,
     next_id: u32,
+    browse: Browse,
+}
+
+/// Where the first entries of the browser are, for the app's test trace.
+const ENTRY_KEYS: [&str; 4] = [
+    "entry-files-0",
+    "entry-files-1",
+    "entry-files-2",
+    "entry-files-3",
+];
+
+/// Browsing the directories the device lets the technician read.
+#[derive(Default)]
+struct Browse {
+    /// The listing asked for (its id).
+    pending: Option<u32>,
+    /// The directory shown, as the device listed it.
+    shown: Option<Box<Listing>>,
+    /// Why the last listing was refused.
+    error: Option<String>,
+    /// The readable directories (the top listing), above which "Up" goes
+    /// back to that listing.
+    roots: Vec<String>,
 }
 
 impl std::fmt::Debug for FilesPanel {
@@ -51,6 +74,7 @@ impl Default for FilesPanel {
             running: None,
             last: None,
             next_id: 0,
+            browse: Browse::default(),
         }
     }
 }
@@ -127,8 +151,39 @@ impl FilesPanel {
         }
     }
 
+    /// Asks the device what `dir` holds (empty: its readable directories).
+    fn browse(&mut self, dir: &str, send: &dyn Fn(UserAction)) {
+        let id = self.id();
+        self.browse.pending = Some(id);
+        self.browse.error = None;
+        send(crate::client::files::list(id, dir));
+    }
+
+    /// A listing, or the refusal of one, for the browser: taken.
+    fn on_listing(&mut self, m: &FileMsg) -> bool {
+        let b = &mut self.browse;
+        match m {
+            FileMsg::Listing(l) if b.pending == Some(l.id) => {
+                b.pending = None;
+                if l.dir.is_empty() {
+                    b.roots = l.entries.iter().map(|e| e.name.to_string()).collect();
+                }
+                b.shown = Some(l.clone());
+            }
+            FileMsg::Done { id, outcome } if b.pending == Some(*id) => {
+                b.pending = None;
+                b.error = Some(outcome.sentence());
+            }
+            _ => return false,
+        }
+        true
+    }
+
     /// A file step from the device.
     pub(crate) fn on(&mut self, m: &FileMsg, send: &dyn Fn(UserAction)) {
+        if self.on_listing(m) {
+            return;
+        }
         let Some(r) = self.running.as_mut() else {
             return;
         };
@@ -174,6 +229,7 @@ impl FilesPanel {
     /// The connection dropped or the session ended: the transfer is over
     /// (the device keeps nothing of it, a download's temporary file goes).
     pub(crate) fn connection_lost(&mut self) {
+        self.browse.pending = None;
         if let Some(r) = self.running.take() {
             self.last = Some((
                 false,
@@ -223,6 +279,7 @@ impl FilesPanel {
         if r.clicked() {
             self.get(send);
         }
+        self.browser(ui, viewing, send, tracer, ppp);
         ui.separator();
         ui.label("Send to the device (or drop a file on this window)");
         let r = ui.add(
@@ -274,6 +331,105 @@ impl FilesPanel {
         }
         if !viewing {
             ui.label(RichText::new("Files need a session that is viewing the screen.").weak());
+        }
+    }
+
+    /// The device's readable directories: a directory opens, a file is
+    /// picked for Copy (a double click copies it).
+    fn browser(
+        &mut self,
+        ui: &mut egui::Ui,
+        viewing: bool,
+        send: &dyn Fn(UserAction),
+        tracer: &mut super::Tracer,
+        ppp: f32,
+    ) {
+        let mut go: Option<String> = None;
+        let mut copy = false;
+        ui.horizontal(|ui| {
+            let label = if self.browse.shown.is_some() {
+                "Top"
+            } else {
+                "Browse the device…"
+            };
+            let r = ui.add_enabled(
+                viewing && self.browse.pending.is_none(),
+                egui::Button::new(label),
+            );
+            tracer.rect("button-files-browse", r.rect, ppp);
+            if r.clicked() {
+                go = Some(String::new());
+            }
+            if let Some(l) = &self.browse.shown
+                && !l.dir.is_empty()
+            {
+                if ui.add_enabled(viewing, egui::Button::new("Up")).clicked() {
+                    let dir = l.dir.trim_end_matches('/');
+                    // Above a readable directory the device refuses: back
+                    // to the list of them instead.
+                    let top = self
+                        .browse
+                        .roots
+                        .iter()
+                        .any(|r| r.trim_end_matches('/') == dir);
+                    let parent = dir
+                        .rsplit_once('/')
+                        .map(|p| p.0)
+                        .filter(|p| !top && !p.is_empty());
+                    go = Some(parent.unwrap_or_default().to_string());
+                }
+                ui.label(RichText::new(crate::printable::printable(&l.dir)).monospace());
+            }
+            if self.browse.pending.is_some() {
+                ui.spinner();
+            }
+        });
+        if let Some(e) = &self.browse.error {
+            tracer.note("files-browse", e.clone());
+            ui.colored_label(egui::Color32::from_rgb(0xc0, 0x39, 0x2b), e);
+        }
+        if let Some(l) = &self.browse.shown {
+            tracer.note("files-listing", l.entries.len().to_string());
+            egui::ScrollArea::vertical()
+                .max_height(180.0)
+                .id_salt("files-browser")
+                .show(ui, |ui| {
+                    for (i, e) in l.entries.iter().enumerate() {
+                        let path = crate::client::files::entry_path(l, &e.name);
+                        let name = crate::printable::printable(&e.name);
+                        let text = if e.dir {
+                            format!("📁 {name}/")
+                        } else {
+                            format!("{name}   {}", human_size(e.size))
+                        };
+                        let picked = !e.dir && self.remote.trim() == path;
+                        let r = ui.selectable_label(picked, text);
+                        if let Some(key) = ENTRY_KEYS.get(i) {
+                            tracer.rect(key, r.rect, ppp);
+                        }
+                        if r.clicked() {
+                            if e.dir {
+                                go = Some(path);
+                            } else {
+                                self.remote = path;
+                            }
+                        } else if r.double_clicked() && !e.dir {
+                            copy = true;
+                        }
+                    }
+                    if l.omitted > 0 {
+                        ui.label(RichText::new(format!("… and {} more", l.omitted)).weak());
+                    }
+                    if l.entries.is_empty() {
+                        ui.label(RichText::new("Nothing here to copy.").weak());
+                    }
+                });
+        }
+        if let Some(dir) = go {
+            self.browse(&dir, send);
+        }
+        if copy && viewing {
+            self.get(send);
         }
     }
 }

@@ -674,6 +674,10 @@ impl DeviceSession {
         if s.config.files.get || s.config.files.put {
             hello.capabilities = hello.capabilities | Capabilities::FILES;
         }
+        #[cfg(feature = "files")]
+        if s.config.files.get {
+            hello.capabilities = hello.capabilities | Capabilities::FILE_LIST;
+        }
         s.send(now, Message::Hello(hello));
         s
     }

@@ -231,6 +231,8 @@ pub struct ExpertSession {
     peer_files: bool,
     /// The device's hello announced [`Capabilities::RECORDED`].
     peer_records: bool,
+    /// The device's hello announced [`Capabilities::FILE_LIST`].
+    peer_lists: bool,
 }
 
 impl ExpertSession {
@@ -246,6 +248,7 @@ impl ExpertSession {
             screens: 0,
             peer_files: false,
             peer_records: false,
+            peer_lists: false,
             last_received: now,
             last_sent: now,
             ping: None,
@@ -430,6 +433,7 @@ impl ExpertSession {
                 self.peer_version = h.version;
                 self.peer_files = h.capabilities.contains(Capabilities::FILES);
                 self.peer_records = h.capabilities.contains(Capabilities::RECORDED);
+                self.peer_lists = h.capabilities.contains(Capabilities::FILE_LIST);
             }
             Message::ConsentPending {
                 kind: ConsentKind::View,
@@ -691,6 +695,12 @@ impl ExpertSession {
         self.peer_files
     }
 
+    /// Whether the device lists its readable directories (its hello said
+    /// so).
+    pub fn files_listed(&self) -> bool {
+        self.peer_lists
+    }
+
     /// Whether the device records this session (its hello said so).
     pub fn device_records(&self) -> bool {
         self.peer_records
@@ -702,10 +712,11 @@ impl ExpertSession {
     fn file_action(&mut self, now: Instant, f: Box<crate::files::FileMsg>) {
         use crate::files::{FileMsg, FileOutcome, FileRefusal};
         let viewing = matches!(self.state, ExpertState::Viewing { .. });
-        if viewing && self.peer_files {
+        let listing = matches!(*f, FileMsg::List { .. });
+        if viewing && self.peer_files && (!listing || self.peer_lists) {
             return self.send(now, Message::File(f));
         }
-        if let FileMsg::Get { id, .. } | FileMsg::Put { id, .. } = *f {
+        if let FileMsg::Get { id, .. } | FileMsg::Put { id, .. } | FileMsg::List { id, .. } = *f {
             let why = if viewing {
                 FileRefusal::NotOffered
             } else {

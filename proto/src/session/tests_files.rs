@@ -569,3 +569,138 @@ fn files_before_the_view_is_granted_are_refused_not_acted_on() {
     assert!(checks(&p).is_empty());
     assert!(p.device_close().is_none(), "ignored, not fatal");
 }
+
+fn lists(p: &Pair) -> Vec<(u32, String)> {
+    p.files
+        .iter()
+        .filter_map(|f| match f {
+            FileOutput::List { id, dir } => Some((*id, dir.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn list(p: &mut Pair, id: u32, dir: &str) {
+    send(p, FileMsg::List { id, dir: text(dir) });
+}
+
+fn listing(id: u32, dir: &str, names: &[&str]) -> Box<crate::files::Listing> {
+    let mut entries = heapless::Vec::new();
+    for n in names {
+        let _ = entries.push(crate::files::DirEntry {
+            name: text(n),
+            dir: false,
+            size: 3,
+            modified: 0,
+        });
+    }
+    Box::new(crate::files::Listing {
+        id,
+        dir: text(dir),
+        entries,
+        omitted: 0,
+    })
+}
+
+#[test]
+fn a_viewing_expert_lists_the_readable_directories_without_a_question() {
+    let mut p = files_pair(true, false);
+    assert!(p.expert.files_listed());
+    list(&mut p, 4, "/var/log/kiosk");
+    assert_eq!(lists(&p), [(4, "/var/log/kiosk".to_string())]);
+    assert!(p.prompt.is_none(), "a listing is not asked");
+    // A second one while the first is being made: busy.
+    list(&mut p, 5, "/var/log/kiosk");
+    assert_eq!(last_done(&p), Some(FileOutcome::Refused(FileRefusal::Busy)));
+    // The agent's answer goes to the expert under the asked id, audited.
+    p.device_input(DeviceInput::File(FileInput::Listed {
+        id: 4,
+        result: Ok(listing(99, "/var/log/kiosk", &["a.log", "b.log"])),
+    }));
+    let got = heard(&p)
+        .into_iter()
+        .find_map(|m| match m {
+            FileMsg::Listing(l) => Some(l),
+            _ => None,
+        })
+        .expect("a listing");
+    assert_eq!(got.id, 4);
+    assert_eq!(got.entries.len(), 2);
+    assert!(
+        p.device_log
+            .contains(&R::Audit(AuditEvent::File(FileAudit::Listed {
+                dir: "/var/log/kiosk".into(),
+                entries: Some(2),
+            })))
+    );
+    // An answer for a listing nobody asked for goes nowhere.
+    let before = heard(&p).len();
+    p.device_input(DeviceInput::File(FileInput::Listed {
+        id: 4,
+        result: Ok(listing(4, "/etc", &["shadow"])),
+    }));
+    assert_eq!(heard(&p).len(), before);
+    // A refusal is said.
+    list(&mut p, 6, "/etc");
+    p.device_input(DeviceInput::File(FileInput::Listed {
+        id: 6,
+        result: Err(FileRefusal::OutsideAllowed),
+    }));
+    assert_eq!(
+        last_done(&p),
+        Some(FileOutcome::Refused(FileRefusal::OutsideAllowed))
+    );
+}
+
+#[test]
+fn listings_need_readable_directories_and_a_granted_view() {
+    // Only a drop directory: nothing to list, and the expert knows it
+    // without asking.
+    let mut p = files_pair(false, true);
+    assert!(!p.expert.files_listed());
+    list(&mut p, 1, "");
+    assert!(lists(&p).is_empty());
+    assert_eq!(
+        last_done(&p),
+        Some(FileOutcome::Refused(FileRefusal::NotOffered))
+    );
+    // A hostile expert asks anyway: refused, not acted on.
+    p.inject_to_device(
+        crate::frame::encode(&Message::File(Box::new(FileMsg::List {
+            id: 2,
+            dir: text(""),
+        })))
+        .unwrap(),
+    );
+    assert!(lists(&p).is_empty());
+    // Before the view is granted.
+    let mut p = Pair::new(DeviceConfig {
+        files: FilesOffered {
+            get: true,
+            put: false,
+        },
+        ..DeviceConfig::default()
+    });
+    p.drive();
+    p.inject_to_device(
+        crate::frame::encode(&Message::File(Box::new(FileMsg::List {
+            id: 3,
+            dir: text("/var/log/kiosk"),
+        })))
+        .unwrap(),
+    );
+    assert!(lists(&p).is_empty());
+    assert!(p.device_close().is_none(), "ignored, not fatal");
+    // A device may not send a listing request to the expert's side either
+    // way round: an expert sending a `Listing` is cut off.
+    let mut p = files_pair(true, false);
+    p.inject_to_device(
+        crate::frame::encode(&Message::File(Box::new(FileMsg::Listing(listing(
+            1,
+            "/",
+            &[],
+        )))))
+        .unwrap(),
+    );
+    assert!(p.device_close().is_some());
+}

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use crate::consent::{FileConsent, Revoker};
 use crate::files::{
-    Direction, FILE_CHUNK, FILE_WINDOW, FileMsg, FileOutcome, FileRefusal, Sha256, base_name,
-    plain_name,
+    Direction, FILE_CHUNK, FILE_WINDOW, FileMsg, FileOutcome, FileRefusal, Listing, Sha256,
+    base_name, plain_name,
 };
 use crate::msg::{ByeReason, Message, Payload, text};
 
@@ -50,6 +50,10 @@ pub enum FileOutput {
     Acked { id: u32, received: u64 },
     /// Stop and drop the transfer: a `Put`'s temporary file is removed.
     Stop { id: u32 },
+    /// List `dir` beneath the readable directories (empty: name them);
+    /// answer [`FileInput::Listed`]. Not asked of the person: taking a
+    /// file is.
+    List { id: u32, dir: String },
 }
 
 /// The agent's answers.
@@ -68,6 +72,11 @@ pub enum FileInput {
     Finished {
         id: u32,
         result: Result<Sha256, FileOutcome>,
+    },
+    /// The answer to [`FileOutput::List`].
+    Listed {
+        id: u32,
+        result: Result<Box<Listing>, FileRefusal>,
     },
 }
 
@@ -92,7 +101,13 @@ pub enum FileAudit {
         sha256: Option<Sha256>,
         outcome: FileOutcome,
     },
+    /// A directory was listed for the expert (or refused).
+    Listed { dir: String, entries: Option<usize> },
 }
+
+/// Listings audited per session; more are only counted (an expert could
+/// otherwise fill the disk with fsyncs).
+const MAX_LISTINGS_AUDITED: u32 = 50;
 
 #[derive(Debug)]
 enum Stage {
@@ -132,6 +147,10 @@ pub(super) struct Files {
     /// up the moment it was answered.
     declines: u32,
     not_before: Option<Instant>,
+    /// Listings asked for this session.
+    listings: u32,
+    /// The listing the agent is making: its id and directory.
+    listing: Option<(u32, String)>,
 }
 
 impl Files {
@@ -212,14 +231,30 @@ impl DeviceSession {
                     self.file_done(now, FileOutcome::CancelledByExpert, None);
                 }
             }
+            FileMsg::List { id, dir } => {
+                if !self.config.files.get {
+                    return self.file_refused(now, id, FileRefusal::NotOffered);
+                }
+                // One at a time (the agent answers at once).
+                if self.files.listing.is_some() {
+                    return self.file_refused(now, id, FileRefusal::Busy);
+                }
+                self.files.listing = Some((id, dir.to_string()));
+                self.push(DeviceOutput::File(FileOutput::List {
+                    id,
+                    dir: dir.to_string(),
+                }));
+            }
             m @ (FileMsg::Asking { .. }
             | FileMsg::Accepted { .. }
             | FileMsg::End { .. }
-            | FileMsg::Done { .. }) => {
+            | FileMsg::Done { .. }
+            | FileMsg::Listing(_)) => {
                 let what = match m {
                     FileMsg::Asking { .. } => "Asking",
                     FileMsg::Accepted { .. } => "Accepted",
                     FileMsg::End { .. } => "End",
+                    FileMsg::Listing(_) => "Listing",
                     _ => "Done",
                 };
                 self.close(
@@ -234,7 +269,7 @@ impl DeviceSession {
     /// A file message before the view was consented to: refused, never
     /// acted on.
     pub(super) fn file_before_consent(&mut self, now: Instant, msg: &FileMsg) {
-        if let FileMsg::Get { id, .. } | FileMsg::Put { id, .. } = msg {
+        if let FileMsg::Get { id, .. } | FileMsg::Put { id, .. } | FileMsg::List { id, .. } = msg {
             self.send_done(now, *id, FileOutcome::Refused(FileRefusal::NotViewing));
         }
         self.ignored("File", "before consent");
@@ -324,6 +359,25 @@ impl DeviceSession {
             return;
         }
         match input {
+            FileInput::Listed { id, result } => {
+                let Some((_, dir)) = self.files.listing.take_if(|l| l.0 == id) else {
+                    return;
+                };
+                self.files.listings += 1;
+                if self.files.listings <= MAX_LISTINGS_AUDITED {
+                    self.audit(AuditEvent::File(FileAudit::Listed {
+                        dir,
+                        entries: result.as_ref().ok().map(|l| l.entries.len()),
+                    }));
+                }
+                match result {
+                    Ok(mut listing) => {
+                        listing.id = id;
+                        self.send(now, Message::File(Box::new(FileMsg::Listing(listing))));
+                    }
+                    Err(why) => self.file_refused(now, id, why),
+                }
+            }
             FileInput::Checked { id, result } => {
                 let Some(t) = self.files.transfer.as_mut().filter(|t| t.id == id) else {
                     return;
