@@ -581,3 +581,69 @@ async fn the_record_keeps_every_chat_line_the_audit_log_only_counts() {
     assert_eq!(audited, 50);
     agent.stop().await;
 }
+
+/// A connection cut mid-session (a pulled cable): the session resumes on a
+/// new connection and its record goes on in the same file, which replays
+/// to the picture the expert ends on and still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_stays_one_record_that_replays_to_its_end() {
+    use shoulder_testkit::client_session::{Session, accept_all, controlling, viewing};
+    let screen = Synthetic::new(320, 240);
+    let agent = Agent::with_backends(None, screen.backends(), |c| {
+        c.record.mode = RecordMode::Screen;
+    })
+    .await;
+    let relay = shoulder_testkit::relay::Relay::start(agent.addr).unwrap();
+    let _prompts = accept_all(&agent).await;
+    let mut s = Session::start(&agent, &relay).await;
+    s.wait("viewing", WAIT, viewing).await;
+    s.actions.send(UserAction::RequestControl).await.unwrap();
+    s.wait("control", WAIT, controlling).await;
+    s.in_sync(&screen).await;
+    relay.cut();
+    s.wait("resuming", WAIT, |e| {
+        matches!(e, shoulder::client::ClientEvent::Resuming)
+    })
+    .await;
+    s.wait("control again", WAIT, controlling).await;
+    // A click on the new connection changes the screen.
+    let (cx, cy) = screen.controls.counter_button_centre();
+    for buttons in [1, 0] {
+        s.actions
+            .send(UserAction::Pointer(shoulder_proto::Pointer {
+                x: cx,
+                y: cy,
+                buttons: shoulder_proto::Buttons(buttons),
+                wheel: 0,
+                hwheel: 0,
+            }))
+            .await
+            .unwrap();
+    }
+    let t0 = Instant::now();
+    while screen.controls.counter() == 0 {
+        assert!(t0.elapsed() < WAIT, "the click never arrived");
+        tokio::time::sleep(POLL).await;
+    }
+    s.in_sync(&screen).await;
+    let seen = shoulder::client::fb_hash(s.view.lock().fb.as_ref().unwrap());
+    s.actions.send(UserAction::Disconnect).await.unwrap();
+    s.ended(WAIT).await;
+
+    let closed = closed_record(&agent).await;
+    let records: Vec<_> = std::fs::read_dir(agent.config.record_dir())
+        .unwrap()
+        .collect();
+    assert_eq!(records.len(), 1, "one session, one record");
+    let record = PathBuf::from(closed["file"].as_str().unwrap());
+    let ex = CliExpert::new();
+    let (out, hash) = play(&ex, &record, &ex.path("frames")).await;
+    assert_eq!(hash, seen, "{out}");
+    assert!(
+        out.contains("resumed"),
+        "the resume is in the record: {out}"
+    );
+    let o = verify(&ex, &record, &device_cert(&agent)).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    agent.stop().await;
+}
