@@ -23,10 +23,11 @@ use std::time::{Instant, SystemTime};
 use rustls::SignatureScheme;
 use rustls::sign::SigningKey;
 use serde_json::{Map, Value, json};
-use shoulder_proto::record::{ChainWriter, ChunkKind, hex, signed_message};
+use shoulder_proto::record::{ChainWriter, ChunkKind, signed_message};
 
 use crate::audit::{AuditLog, Context};
 use crate::config::{Config, RecordMode};
+use crate::util::{hex, lock};
 
 /// Chunks queued towards the writer thread.
 const QUEUE: usize = 512;
@@ -107,10 +108,6 @@ impl RecordSetup {
             }
         }
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The state the session and the writer share.
@@ -428,7 +425,7 @@ impl Writer {
         m.insert("hash".into(), hex(&hash).into());
         match sign(&*self.setup.key, &signed_message(&hash)) {
             Ok((scheme, signature)) => {
-                m.insert("signature".into(), crate::util::hex(&signature).into());
+                m.insert("signature".into(), hex(&signature).into());
                 m.insert("scheme".into(), u16::from(scheme).into());
                 let mut buf = Vec::new();
                 if self.failed.is_none() {

@@ -1,10 +1,15 @@
-//! Small helpers: hex, UTC time stamps, durations in config syntax, randomness.
+//! Small helpers: a lock that outlives a panic, hex, UTC time stamps, durations in config syntax, randomness.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use shoulder_proto::Fingerprint;
+
+/// Locks `m`; a holder that panicked does not poison it for the others.
+pub fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {

@@ -114,7 +114,7 @@ fn good_report(path: &Path, file: &[u8], v: &Verified, cert: &CertificateDer<'_>
         v.chunks,
         shoulder_proto::human_size(file.len() as u64),
         duration(v.millis),
-        shoulder_proto::record::hex(&v.signed_hash)
+        shoulder_proto::Fingerprint(v.signed_hash).hex()
     );
     if let Some(info) = start_info(file) {
         let field = |k: &str| info.get(k).and_then(Value::as_str).map(printable);

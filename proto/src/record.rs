@@ -403,11 +403,6 @@ pub fn verify(
     Err(problems)
 }
 
-/// Lowercase hex of a hash.
-pub fn hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

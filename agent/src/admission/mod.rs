@@ -38,6 +38,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::audit::AuditLog;
 use crate::records::AuditRecord;
+use crate::util::lock;
 
 use hashing::HashGate;
 pub use hashing::{HASH_QUEUE_PER_SLOT, HashRefused};
@@ -365,10 +366,6 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use crate::hub::{Hub, SessionCommand};
 use crate::invites::{InvitationStore, Issuer, advertised_addresses};
 use crate::records::{AgentInfo, AuditRecord};
 use crate::tls::{ALPN, PlantTrust};
-use crate::util::{fingerprint_of, hex, random_bytes};
+use crate::util::{fingerprint_of, hex, lock, random_bytes};
 use shoulder_input::{InjectMode, InputControl, InputControlConfig, KeyPolicy, ScreenSize};
 
 /// How long shutdown waits for sessions to say goodbye.
@@ -620,10 +620,6 @@ async fn connection(
         client_certificate: s.ctx.fingerprint.is_some(),
     });
     s.run(tls, stop).await;
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Audits a record about the agent itself (no session).
