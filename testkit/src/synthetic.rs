@@ -174,3 +174,59 @@ pub fn capture_backends(spec: &str) -> Backends {
         local_events: None,
     }
 }
+
+/// The frames of a directory `scripts/real-content/render` made
+/// (`NNNN.xrgb`, `w`×`h` XRGB8888), in order; an error names a missing or
+/// empty directory.
+pub fn real_content(dir: &std::path::Path, (w, h): (u32, u32)) -> Result<Vec<Vec<u8>>, String> {
+    let names = shoulder_capture::rawfile::frame_files(dir, (w, h))?;
+    if names.is_empty() {
+        return Err(format!(
+            "{} has no .xrgb frames (make them with scripts/real-content/render)",
+            dir.display()
+        ));
+    }
+    names
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
+        .collect()
+}
+
+/// An application drawing: `frames` played in a loop into a raw-file
+/// screen, `fps` a second, until dropped.
+#[derive(Debug)]
+pub struct Playing {
+    on: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Playing {
+    pub fn start(screen: RawFileScreen, frames: Vec<Vec<u8>>, fps: u64) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let on = Arc::new(AtomicBool::new(true));
+        let still = on.clone();
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            let start = std::time::Instant::now();
+            while still.load(Ordering::Relaxed) {
+                let _ = screen.write_at(&frames[i % frames.len()], 0);
+                i += 1;
+                let next = start + Duration::from_micros(i as u64 * 1_000_000 / fps);
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+        });
+        Self {
+            on,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Playing {
+    fn drop(&mut self) {
+        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -109,11 +109,27 @@ impl FilesPanel {
         }
         let id = self.id();
         let remote = self.remote.trim().to_string();
-        match Transfer::get(id, &remote, Path::new(self.save_to.trim())) {
+        let started = Transfer::get(id, &remote, Path::new(self.save_to.trim()));
+        self.start(
+            started,
+            shoulder_proto::files::base_name(&remote).to_string(),
+            send,
+        );
+    }
+
+    /// A transfer that could start runs (its first step goes to the
+    /// device); one that could not says why.
+    fn start(
+        &mut self,
+        started: Result<(Transfer, UserAction), String>,
+        name: String,
+        send: &dyn Fn(UserAction),
+    ) {
+        match started {
             Ok((side, first)) => {
                 self.running = Some(Running {
                     side,
-                    name: shoulder_proto::files::base_name(&remote).to_string(),
+                    name,
                     done: 0,
                     total: 0,
                     asking: false,
@@ -132,23 +148,11 @@ impl FilesPanel {
             return;
         }
         let id = self.id();
-        match Transfer::put(id, path) {
-            Ok((side, first)) => {
-                self.running = Some(Running {
-                    side,
-                    name: path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    done: 0,
-                    total: 0,
-                    asking: false,
-                });
-                self.last = None;
-                send(first);
-            }
-            Err(e) => self.last = Some((false, e)),
-        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.start(Transfer::put(id, path), name, send);
     }
 
     /// Asks the device what `dir` holds (empty: its readable directories).

@@ -12,9 +12,7 @@
 //!     target/real-content/terminal [MIB]
 //! ```
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shoulder::client::files::{Download, Step, Upload};
@@ -22,7 +20,7 @@ use shoulder::target::Target;
 use shoulder_proto::session::UserAction;
 use shoulder_testkit::agent::Agent;
 use shoulder_testkit::expert::{ClientExpert, viewing};
-use shoulder_testkit::synthetic::{capture_backends, raw_screen};
+use shoulder_testkit::synthetic::{Playing, capture_backends, raw_screen, real_content};
 
 const WIDTH: u32 = 1920;
 const HEIGHT: u32 = 1080;
@@ -39,7 +37,7 @@ fn main() {
         std::process::exit(2);
     };
     let mib: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
-    let frames = load(Path::new(dir)).unwrap_or_else(|e| {
+    let frames = real_content(Path::new(dir), (WIDTH, HEIGHT)).unwrap_or_else(|e| {
         eprintln!("file_transfer: {e}");
         std::process::exit(1);
     });
@@ -48,20 +46,7 @@ fn main() {
         std::fs::create_dir_all(work.path().join(d)).expect("dirs");
     }
     let (screen, spec) = raw_screen(&work.path().join("screen.raw"), WIDTH, HEIGHT);
-    let playing = Arc::new(AtomicBool::new(true));
-    let player = {
-        let playing = playing.clone();
-        std::thread::spawn(move || {
-            let mut i = 0;
-            let start = Instant::now();
-            while playing.load(Ordering::Relaxed) {
-                let _ = screen.write_at(&frames[i % frames.len()], 0);
-                i += 1;
-                let next = start + Duration::from_micros(i as u64 * 1_000_000 / FPS);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-        })
-    };
+    let playing = Playing::start(screen, frames, FPS);
     let body: Vec<u8> = (0..mib * 1024 * 1024)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -129,8 +114,7 @@ fn main() {
     }
     ex.send(UserAction::Disconnect);
     drop(ex);
-    playing.store(false, Ordering::Relaxed);
-    let _ = player.join();
+    drop(playing);
     rt.block_on(async {
         let _ = answers.await;
         agent.stop().await;
@@ -173,18 +157,4 @@ fn run(
             }
         }
     }
-}
-
-fn load(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let names: Vec<PathBuf> = shoulder_capture::rawfile::frame_files(dir, (WIDTH, HEIGHT))?;
-    if names.is_empty() {
-        return Err(format!(
-            "{} has no .xrgb frames (make them with scripts/real-content/render)",
-            dir.display()
-        ));
-    }
-    names
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
-        .collect()
 }

@@ -15,8 +15,6 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shoulder::target::Target;
@@ -24,7 +22,7 @@ use shoulder_agent::config::RecordMode;
 use shoulder_proto::session::UserAction;
 use shoulder_testkit::agent::Agent;
 use shoulder_testkit::expert::{ClientExpert, viewing};
-use shoulder_testkit::synthetic::{capture_backends, raw_screen};
+use shoulder_testkit::synthetic::{Playing, capture_backends, raw_screen, real_content};
 
 const WIDTH: u32 = 1920;
 const HEIGHT: u32 = 1080;
@@ -38,7 +36,7 @@ fn main() {
         std::process::exit(2);
     };
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let frames = load(Path::new(dir)).unwrap_or_else(|e| {
+    let frames = real_content(Path::new(dir), (WIDTH, HEIGHT)).unwrap_or_else(|e| {
         eprintln!("record_cost: {e}");
         std::process::exit(1);
     });
@@ -97,21 +95,7 @@ fn cpu_secs() -> f64 {
 fn run(frames: &[Vec<u8>], mode: RecordMode, time: Duration) -> Run {
     let work = tempfile::tempdir().expect("temp dir");
     let (screen, spec) = raw_screen(&work.path().join("screen.raw"), WIDTH, HEIGHT);
-    let playing = Arc::new(AtomicBool::new(true));
-    let player = {
-        let playing = playing.clone();
-        let frames = frames.to_vec();
-        std::thread::spawn(move || {
-            let mut i = 0;
-            let start = Instant::now();
-            while playing.load(Ordering::Relaxed) {
-                let _ = screen.write_at(&frames[i % frames.len()], 0);
-                i += 1;
-                let next = start + Duration::from_micros(i as u64 * 1_000_000 / FPS);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-        })
-    };
+    let playing = Playing::start(screen, frames.to_vec(), FPS);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let records = work.path().join("records");
     let agent = rt.block_on(Agent::with_backends(None, capture_backends(&spec), |c| {
@@ -143,8 +127,7 @@ fn run(frames: &[Vec<u8>], mode: RecordMode, time: Duration) -> Run {
     let (u1, c1, secs) = (ex.updates_applied(), cpu_secs(), t0.elapsed().as_secs_f64());
     ex.send(UserAction::Disconnect);
     drop(ex);
-    playing.store(false, Ordering::Relaxed);
-    let _ = player.join();
+    drop(playing);
     let cert = work.path().join("device.crt");
     std::fs::copy(agent.config.state_dir.join("device.crt"), &cert).expect("the certificate");
     let records = rt.block_on(async {
@@ -195,18 +178,4 @@ fn check(file: &Path, cert: &Path) {
         play_secs,
         hash.unwrap_or_default()
     );
-}
-
-fn load(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let names: Vec<PathBuf> = shoulder_capture::rawfile::frame_files(dir, (WIDTH, HEIGHT))?;
-    if names.is_empty() {
-        return Err(format!(
-            "{} has no .xrgb frames (make them with scripts/real-content/render)",
-            dir.display()
-        ));
-    }
-    names
-        .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
-        .collect()
 }
