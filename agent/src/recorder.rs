@@ -132,8 +132,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Opens a new record for the session `ctx` is about (None, with an
-    /// audit record saying why, if it cannot be made).
+    /// Starts a new record for the session `ctx` is about: its writer
+    /// thread makes the file (a file it cannot make is audited as
+    /// `record-failed`, and the session goes on unrecorded). None if the
+    /// thread cannot start.
     pub fn start(setup: &Arc<RecordSetup>, ctx: &Context) -> Option<Self> {
         let now = SystemTime::now();
         let stamp = crate::util::rfc3339(now).replace(':', "");
@@ -141,32 +143,11 @@ impl Recorder {
             "{stamp}-{}{SUFFIX}",
             ctx.session.as_deref().unwrap_or("session")
         );
+        // The file is made by the writer thread: no disk I/O here, on the
+        // session's task.
         let path = setup.dir.join(&name);
-        let opened = make_room(setup).and_then(|()| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-        });
-        let file = match opened {
-            Ok(f) => f,
-            Err(e) => {
-                let mut m = Map::new();
-                m.insert("file".into(), path.display().to_string().into());
-                m.insert("detail".into(), e.to_string().into());
-                audit(setup, "record-failed", ctx, m);
-                return None;
-            }
-        };
         let state = Arc::new(State::default());
         let screen = setup.mode == RecordMode::Screen;
-        let free = rustix::fs::fstatvfs(&file)
-            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-            .unwrap_or(u64::MAX);
-        if screen && free < setup.max_session {
-            state.screen_stop.store(STOP_SPACE, Ordering::Relaxed);
-        }
         let (tx, rx) = sync_channel(QUEUE);
         let start = json!({
             "device": setup.device,
@@ -184,7 +165,7 @@ impl Recorder {
             setup: setup.clone(),
             ctx: ctx.clone(),
             path,
-            file,
+            file: None,
             state: state.clone(),
             chain: ChainWriter::new(),
             written: 0,
@@ -313,7 +294,8 @@ struct Writer {
     setup: Arc<RecordSetup>,
     ctx: Context,
     path: PathBuf,
-    file: File,
+    /// Made by [`Writer::open`] in the thread (a test hands one in).
+    file: Option<File>,
     state: Arc<State>,
     chain: ChainWriter,
     /// Bytes in the file.
@@ -325,6 +307,19 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, start: Vec<u8>, rx: Receiver<(ChunkKind, u64, Vec<u8>)>) {
+        if self.file.is_none() {
+            match self.open() {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    // No record: what the session sends goes nowhere.
+                    let mut m = Map::new();
+                    m.insert("file".into(), self.path.display().to_string().into());
+                    m.insert("detail".into(), e.to_string().into());
+                    audit(&self.setup, "record-failed", &self.ctx, m);
+                    return;
+                }
+            }
+        }
         let mut buf = ChainWriter::magic().to_vec();
         self.append(ChunkKind::Start, 0, &start, &mut buf);
         let mut last = 0;
@@ -358,6 +353,24 @@ impl Writer {
         self.close(last);
     }
 
+    /// Makes room, then the new file; too little free space for the
+    /// session's cap leaves the screen out from the start.
+    fn open(&self) -> std::io::Result<File> {
+        make_room(&self.setup)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        let free = rustix::fs::fstatvfs(&file)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .unwrap_or(u64::MAX);
+        if self.setup.mode == RecordMode::Screen && free < self.setup.max_session {
+            self.state.screen_stop.store(STOP_SPACE, Ordering::Relaxed);
+        }
+        Ok(file)
+    }
+
     /// Notes (once) that the screen is no longer recorded.
     fn note_stop(&mut self, millis: u64) {
         let why = self.state.screen_stop.load(Ordering::Relaxed);
@@ -389,7 +402,10 @@ impl Writer {
         if self.chain.chunk(kind, millis, payload, buf).is_err() {
             return;
         }
-        if let Err(e) = self.file.write_all(buf) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Err(e) = file.write_all(buf) {
             self.chain = before;
             self.fail(format!("cannot write {}: {e}", self.path.display()));
             return;
@@ -428,13 +444,12 @@ impl Writer {
                 m.insert("signature".into(), hex(&signature).into());
                 m.insert("scheme".into(), u16::from(scheme).into());
                 let mut buf = Vec::new();
-                if self.failed.is_none() {
+                if self.failed.is_none()
+                    && let Some(file) = self.file.as_mut()
+                {
                     self.chain
                         .end(millis, u16::from(scheme), &signature, &mut buf);
-                    let done = self
-                        .file
-                        .write_all(&buf)
-                        .and_then(|()| self.file.sync_all());
+                    let done = file.write_all(&buf).and_then(|()| file.sync_all());
                     match done {
                         Ok(()) => self.written += buf.len() as u64,
                         Err(e) => self.fail(format!("cannot finish {}: {e}", self.path.display())),
@@ -553,7 +568,7 @@ mod tests {
             setup,
             ctx: Context::default(),
             path: "/dev/full".into(),
-            file: OpenOptions::new().write(true).open("/dev/full").unwrap(),
+            file: Some(OpenOptions::new().write(true).open("/dev/full").unwrap()),
             state: state.clone(),
             chain: ChainWriter::new(),
             written: 0,
@@ -569,6 +584,33 @@ mod tests {
         let closed = wait_closed(dir.path());
         assert_eq!(closed["complete"], false);
         assert_eq!(closed["chunks"], 0, "no chunk was written whole");
+    }
+
+    /// A records directory that cannot be made: audited, and the session
+    /// side goes on as if nothing happened.
+    #[test]
+    fn a_record_that_cannot_be_made_is_audited_and_the_session_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the records directory should be.
+        std::fs::write(dir.path().join("records"), b"not a directory").unwrap();
+        let setup = setup(dir.path());
+        let r = Recorder::start(&setup, &Context::default()).unwrap();
+        setup.finish(std::time::Duration::from_secs(30));
+        for _ in 0..QUEUE + 10 {
+            r.screen(&[1; 100]);
+            r.event("chat", &Map::new());
+        }
+        drop(r);
+        let a = audited(dir.path());
+        let failed = a
+            .iter()
+            .find(|r| r["event"] == "record-failed")
+            .expect("audited");
+        assert!(
+            failed["file"].as_str().unwrap().contains("records/"),
+            "{failed}"
+        );
+        assert!(!a.iter().any(|r| r["event"] == "record-closed"));
     }
 
     /// Past the session's cap the screen stops (said in a note and the
