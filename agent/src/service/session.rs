@@ -780,24 +780,21 @@ impl Session {
             },
             AuditEvent::Chat { from_expert, text } => {
                 self.tally.chats += 1;
+                let line = AuditRecord::Chat {
+                    from: chat_from(from_expert),
+                    text,
+                };
                 if self.tally.chats > MAX_CHATS_AUDITED {
                     // Not audited (no fsync per line), but the record,
                     // which is bounded on its own, keeps every line.
                     #[cfg(feature = "record")]
                     if let Some(r) = &self.record {
-                        let (event, fields) = AuditRecord::Chat {
-                            from: chat_from(from_expert),
-                            text,
-                        }
-                        .into_parts();
+                        let (event, fields) = line.into_parts();
                         r.event(&event, &fields);
                     }
                     return;
                 }
-                AuditRecord::Chat {
-                    from: chat_from(from_expert),
-                    text,
-                }
+                line
             }
             AuditEvent::InputRateLimited => AuditRecord::InputRateLimited,
             AuditEvent::TypeText { chars, layout } => AuditRecord::TypeText { chars, layout },
