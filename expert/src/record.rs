@@ -103,7 +103,11 @@ pub fn verify_file(record: &Path, cert: &Path) -> Result<String, ClientError> {
     });
     match result {
         Ok(v) => Ok(good_report(record, &file, &v, &cert)),
-        Err(problems) => Err(ClientError::Local(bad_report(record, &problems))),
+        Err(problems) => Err(ClientError::Local(bad_report(
+            record,
+            "FAILED verification",
+            &problems,
+        ))),
     }
 }
 
@@ -140,11 +144,9 @@ fn good_report(path: &Path, file: &[u8], v: &Verified, cert: &CertificateDer<'_>
     s
 }
 
-fn bad_report(path: &Path, problems: &[Problem]) -> String {
-    let mut s = format!(
-        "{} FAILED verification — do not trust what it shows:",
-        path.display()
-    );
+/// `path`, `verdict` ("FAILED verification"), then one line per problem.
+fn bad_report(path: &Path, verdict: &str, problems: &[Problem]) -> String {
+    let mut s = format!("{} {verdict} — do not trust what it shows:", path.display());
     for p in problems {
         let _ = write!(s, "\n  - {p}");
     }
@@ -299,12 +301,7 @@ pub fn export(
         .map_err(|e| ClientError::Local(format!("Cannot create {}: {e}.", dir.display())))?;
     // The chain without the signature: a broken one is said first.
     if let Err(problems) = verify(&file, |_, _, _| Ok(())) {
-        writeln!(
-            out,
-            "{}",
-            bad_report(record, &problems).replace("FAILED verification", "is damaged")
-        )
-        .map_err(io)?;
+        writeln!(out, "{}", bad_report(record, "is damaged", &problems)).map_err(io)?;
     }
     writeln!(
         out,
